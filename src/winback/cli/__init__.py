@@ -1,0 +1,24 @@
+"""The ``winback`` command: a thin layer over :mod:`winback` (the Python API).
+
+Each command group lives in its own module and registers itself on :data:`app`; this module
+only wires them and translates core exceptions into clear messages and exit codes.
+"""
+
+from __future__ import annotations
+
+import sys
+
+# Command modules register their commands on import.
+from winback.cli import workspace as _workspace  # noqa: F401
+from winback.cli._app import app, console, err_console
+from winback.errors import WinbackError
+
+__all__ = ["app", "console", "main"]
+
+
+def main() -> None:
+    try:
+        app()
+    except WinbackError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        sys.exit(2)

@@ -1,0 +1,218 @@
+"""The store's tables (SQLAlchemy Core). Migrations in ``store/migrations`` create them;
+``tests/test_migrations.py`` checks that the two agree.
+
+Conventions: every instant is :class:`UTCDateTime`; a contact is referred to by its internal
+integer ``id`` (``contact_id``), the shop's own identifier is ``contacts.customer_id``.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Date,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    Numeric,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+from winback.store.types import JSONDoc, UTCDateTime
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+metadata = MetaData(naming_convention=NAMING)
+
+# BIGINT primary keys that still autoincrement on SQLite (where only INTEGER does).
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+CHANNELS = ("email", "sms", "push")
+
+contacts = Table(
+    "contacts",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("customer_id", String(255), nullable=False, unique=True),
+    Column("email", String(320)),
+    Column("phone", String(64)),
+    Column("first_name", String(255)),
+    Column("last_name", String(255)),
+    Column("birthday", Date),
+    Column("timezone", String(64)),
+    Column("locale", String(35)),
+    Column("created_at", UTCDateTime),
+    Column("attributes", JSONDoc, nullable=False, default=dict),
+    # Current consent per channel (NULL: never stated). History in consent_log.
+    Column("email_consent", Boolean),
+    Column("sms_consent", Boolean),
+    Column("push_consent", Boolean),
+    # Standard attributes, maintained incrementally as events arrive.
+    Column("last_email_opened", UTCDateTime),
+    Column("last_email_link_clicked", UTCDateTime),
+    Column("last_seen", UTCDateTime),
+    Column("first_purchase_at", UTCDateTime),
+    Column("last_purchase_at", UTCDateTime),
+    Column("orders_count", Integer, nullable=False, default=0),
+    Column("revenue_total", Numeric(18, 2), nullable=False, default=0),
+    # Analytics attributes, written by `winback models predict` / `winback analyze`.
+    Column("rfm_r", Integer),
+    Column("rfm_f", Integer),
+    Column("rfm_m", Integer),
+    Column("rfm_segment", String(32)),
+    Column("p_alive", Float),
+    Column("expected_purchases_90d", Float),
+    Column("next_order_expected_at", UTCDateTime),
+    Column("days_overdue", Float),
+    Column("expected_spend", Float),
+    Column("clv", Float),
+    Column("cluster", Integer),
+    Column("cluster_label", String(128)),
+    Column("analyzed_at", UTCDateTime),
+    Column("updated_at", UTCDateTime),
+    Index("ix_contacts_email", "email"),
+    Index("ix_contacts_last_purchase_at", "last_purchase_at"),
+    Index("ix_contacts_last_seen", "last_seen"),
+    Index("ix_contacts_last_email_opened", "last_email_opened"),
+    Index("ix_contacts_last_email_link_clicked", "last_email_link_clicked"),
+)
+
+consent_log = Table(
+    "consent_log",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("contact_id", BigId, ForeignKey("contacts.id", ondelete="CASCADE"), nullable=False),
+    Column("channel", String(16), nullable=False),
+    Column("granted", Boolean, nullable=False),
+    Column("at", UTCDateTime, nullable=False),
+    Column("source", String(255), nullable=False),
+    Index("ix_consent_log_contact", "contact_id", "channel", "at"),
+)
+
+orders = Table(
+    "orders",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("order_id", String(255), nullable=False, unique=True),
+    Column("contact_id", BigId, ForeignKey("contacts.id", ondelete="CASCADE"), nullable=False),
+    Column("ordered_at", UTCDateTime, nullable=False),
+    Column("amount", Numeric(18, 2), nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("items", JSONDoc),
+    Column("coupon", String(64)),
+    Index("ix_orders_contact_ordered", "contact_id", "ordered_at"),
+    Index("ix_orders_ordered_at", "ordered_at"),
+)
+
+#: Event types the store knows. Any other name is a custom event. Purchases live in ``orders``.
+EVENT_TYPES = (
+    "email_sent",
+    "email_delivered",
+    "email_opened",
+    "email_clicked",
+    "email_bounced",
+    "email_complained",
+    "email_unsubscribed",
+    "page_view",
+    "product_view",
+    "cart_add",
+    "feedback_submitted",
+    "sales_call",
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    # The shop's event id, or a content hash when it gave none: re-imports add nothing.
+    Column("event_key", String(255), nullable=False, unique=True),
+    Column("contact_id", BigId, ForeignKey("contacts.id", ondelete="CASCADE"), nullable=False),
+    Column("type", String(64), nullable=False),
+    Column("occurred_at", UTCDateTime, nullable=False),
+    Column("properties", JSONDoc),
+    Column("message_id", String(255)),
+    # Opens by privacy proxies and link scanners: kept, but not counted as engagement.
+    Column("machine", Boolean, nullable=False, default=False),
+    Index("ix_events_contact_type_at", "contact_id", "type", "occurred_at"),
+    Index("ix_events_type_at", "type", "occurred_at"),
+)
+
+contact_tags = Table(
+    "contact_tags",
+    metadata,
+    Column("contact_id", BigId, ForeignKey("contacts.id", ondelete="CASCADE"), primary_key=True),
+    Column("tag", String(128), primary_key=True),
+    Column("added_at", UTCDateTime, nullable=False),
+    Column("added_by", String(255), nullable=False),
+    Index("ix_contact_tags_tag", "tag"),
+)
+
+tag_history = Table(
+    "tag_history",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("contact_id", BigId, ForeignKey("contacts.id", ondelete="CASCADE"), nullable=False),
+    Column("tag", String(128), nullable=False),
+    Column("action", String(8), nullable=False),  # 'added' | 'removed'
+    Column("at", UTCDateTime, nullable=False),
+    Column("source", String(255), nullable=False),
+    Index("ix_tag_history_contact", "contact_id", "at"),
+    Index("ix_tag_history_tag_at", "tag", "at"),
+)
+
+imports = Table(
+    "imports",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("kind", String(16), nullable=False),
+    Column("source", Text, nullable=False),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("finished_at", UTCDateTime),
+    Column("rows_read", BigInteger, nullable=False, default=0),
+    Column("rows_imported", BigInteger, nullable=False, default=0),
+    Column("rows_duplicate", BigInteger, nullable=False, default=0),
+    Column("rows_rejected", BigInteger, nullable=False, default=0),
+    Column("reject_file", Text),
+)
+
+#: Messages to deliver. The engine writes a row under a unique ``dedup_key``
+#: (flow, entry, step) *before* any delivery; delivery claims due rows, checks consent again
+#: and records the outcome. That key is what makes each message go out exactly once.
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("dedup_key", String(255), nullable=False, unique=True),
+    Column("contact_id", BigId, ForeignKey("contacts.id", ondelete="CASCADE"), nullable=False),
+    Column("channel", String(16), nullable=False),  # email | sms | push | webhook | file
+    Column("template", String(255)),
+    Column("variant", String(64)),
+    Column("flow", String(255)),
+    Column("entry_id", BigInteger),
+    Column("step", String(255)),
+    Column("priority", String(16), nullable=False, default="marketing"),  # or transactional
+    Column("payload", JSONDoc),
+    # pending -> sending -> sent | failed | suppressed | skipped
+    Column("status", String(16), nullable=False, default="pending"),
+    Column("not_before", UTCDateTime, nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("last_error", Text),
+    Column("message_id", String(255)),
+    Column("provider_id", String(255)),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("claimed_at", UTCDateTime),
+    Column("sent_at", UTCDateTime),
+    Index("ix_outbox_status_due", "status", "not_before"),
+    Index("ix_outbox_contact_channel_sent", "contact_id", "channel", "sent_at"),
+    UniqueConstraint("message_id", name="uq_outbox_message_id"),
+)

@@ -1,0 +1,163 @@
+"""The workspace: a folder with ``winback.toml``, the embedded database, and the files a
+data person keeps in git (``segments/``, ``flows/``, ``templates/``).
+
+:func:`open` returns the :class:`Workspace` object that the CLI, the HTTP service and
+embedding programs all use.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Mapping
+from functools import cached_property
+from pathlib import Path
+
+from sqlalchemy import Engine
+
+from winback.clock import Clock, SystemClock
+from winback.config import CONFIG_FILE, Settings, load_settings
+from winback.errors import NoWorkspace, WorkspaceExists
+from winback.store import migrate
+from winback.store.engine import make_engine, sqlite_url
+
+DATABASE_FILE = "winback.db"
+FOLDERS = ("segments", "flows", "templates")
+
+CONFIG_TEMPLATE = """\
+# winback workspace settings. Every setting is documented in docs/settings.md.
+# Environment variables WINBACK_<SETTING> (upper case) override what is written here.
+
+# Store: empty means the embedded SQLite file winback.db in this folder.
+# database_url = "postgresql+psycopg://winback:secret@127.0.0.1:5432/winback"
+
+# Time zone for timestamps without an offset, and for contacts with none of their own.
+timezone = "{timezone}"
+
+# Currency of orders that name none.
+currency = "USD"
+
+# The fixed inactivity window (days) of the default segments.
+dormant_days = 90
+
+# Public URL of `winback serve`, used in tracking, unsubscribe and feedback links.
+base_url = "http://127.0.0.1:8000"
+
+# Signs tracking, unsubscribe and feedback links. Keep it secret; do not commit it.
+# In production prefer the WINBACK_SECRET_KEY environment variable.
+secret_key = "{secret_key}"
+"""
+
+
+class Workspace:
+    """One shop's winback: settings, store and clock.
+
+    Feature areas hang off it as attributes (``imports``, ``analytics``, ``segments``,
+    ``flows``, ``delivery``) so that the CLI and the HTTP service share one code path.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        settings: Settings | None = None,
+        *,
+        clock: Clock | None = None,
+        engine: Engine | None = None,
+    ) -> None:
+        self.path = path.resolve()
+        self.settings = settings if settings is not None else load_settings(self.path)
+        self.clock: Clock = clock if clock is not None else SystemClock()
+        self._engine = engine
+
+    def __repr__(self) -> str:
+        return f"Workspace({str(self.path)!r})"
+
+    @property
+    def database_url(self) -> str:
+        return self.settings.database_url or sqlite_url(self.path / DATABASE_FILE)
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            self._engine = make_engine(self.database_url)
+        return self._engine
+
+    def upgrade(self) -> None:
+        """Apply every pending migration to the store."""
+        migrate.upgrade(self.engine)
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+
+    def __enter__(self) -> Workspace:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @cached_property
+    def store(self) -> Store:
+        from winback.store.repository import Store
+
+        return Store(self.engine)
+
+
+def find(explicit: Path | str | None = None, environ: Mapping[str, str] | None = None) -> Path:
+    """The workspace folder: ``explicit`` (``--workspace``), else ``WINBACK_HOME``, else the
+    current directory. Raises :class:`NoWorkspace` when the chosen folder is not one."""
+    env = os.environ if environ is None else environ
+    if explicit is not None:
+        path, how = Path(explicit), "--workspace"
+    elif env.get("WINBACK_HOME"):
+        path, how = Path(env["WINBACK_HOME"]), "WINBACK_HOME"
+    else:
+        path, how = Path.cwd(), "the current directory"
+    if not (path / CONFIG_FILE).is_file():
+        raise NoWorkspace(
+            f"no winback workspace at {path} (from {how}): it has no {CONFIG_FILE}. "
+            f"Create one with `winback init {path}`, or point --workspace or WINBACK_HOME "
+            "at an existing one."
+        )
+    return path
+
+
+def open(
+    path: Path | str | None = None,
+    *,
+    clock: Clock | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Workspace:
+    """Open the workspace at ``path`` (or the one found as :func:`find` says)."""
+    folder = find(path, environ)
+    return Workspace(folder, load_settings(folder, environ), clock=clock)
+
+
+def init(
+    path: Path | str = ".",
+    *,
+    timezone: str = "UTC",
+    environ: Mapping[str, str] | None = None,
+    clock: Clock | None = None,
+) -> Workspace:
+    """Create a workspace: commented winback.toml with a fresh secret, folders, and the
+    migrated database. Refuses to overwrite an existing workspace."""
+    folder = Path(path)
+    if (folder / CONFIG_FILE).exists():
+        raise WorkspaceExists(f"{folder} is already a winback workspace ({CONFIG_FILE} exists)")
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in FOLDERS:
+        (folder / name).mkdir(exist_ok=True)
+    config = folder / CONFIG_FILE
+    config.write_text(
+        CONFIG_TEMPLATE.format(timezone=timezone, secret_key=secrets.token_urlsafe(32)),
+        encoding="utf-8",
+    )
+    config.chmod(0o600)
+    workspace = Workspace(folder, load_settings(folder, environ), clock=clock)
+    workspace.upgrade()
+    return workspace
+
+
+from winback.store.repository import Store  # noqa: E402  (type of Workspace.store)
