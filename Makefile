@@ -34,7 +34,7 @@ test: $(STAMP) system-deps lint typecheck
 	$(BIN)/python -m pytest
 
 bench: $(STAMP) system-deps
-	$(BIN)/python -m benchmarks
+	$(BIN)/python -m benchmarks $(BENCH)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -216,3 +216,38 @@ outbox = Table(
     Index("ix_outbox_contact_channel_sent", "contact_id", "channel", "sent_at"),
     UniqueConstraint("message_id", name="uq_outbox_message_id"),
 )
+
+#: Segment definitions, loaded from ``segments/*.yaml`` and the shipped defaults.
+segments = Table(
+    "segments",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("name", String(255), nullable=False, unique=True),
+    Column("definition", JSONDoc, nullable=False),
+    Column("source", Text),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("refreshed_at", UTCDateTime),
+)
+
+#: Materialised membership with history: one row per stint of a contact in a segment.
+#: ``exited_at IS NULL`` marks current members (at most one open stint per contact and segment).
+segment_membership = Table(
+    "segment_membership",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("segment_id", BigId, ForeignKey("segments.id", ondelete="CASCADE"), nullable=False),
+    Column("contact_id", BigId, ForeignKey("contacts.id", ondelete="CASCADE"), nullable=False),
+    Column("entered_at", UTCDateTime, nullable=False),
+    Column("exited_at", UTCDateTime),
+    Index(
+        "uq_segment_membership_open",
+        "segment_id",
+        "contact_id",
+        unique=True,
+        sqlite_where=Column("exited_at").is_(None),
+        postgresql_where=Column("exited_at").is_(None),
+    ),
+    Index("ix_segment_membership_contact", "contact_id", "segment_id"),
+    Index("ix_segment_membership_entered", "segment_id", "entered_at"),
+    Index("ix_segment_membership_exited", "segment_id", "exited_at"),
+)
