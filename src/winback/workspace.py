@@ -103,6 +103,13 @@ class Workspace:
 
         return Store(self.engine)
 
+    @cached_property
+    def flows(self) -> Flows:
+        """Flow files, their state in the store, ticks and inspection."""
+        from winback.flows.service import Flows
+
+        return Flows(self)
+
 
 def find(explicit: Path | str | None = None, environ: Mapping[str, str] | None = None) -> Path:
     """The workspace folder: ``explicit`` (``--workspace``), else ``WINBACK_HOME``, else the
@@ -160,4 +167,5 @@ def init(
     return workspace
 
 
+from winback.flows.service import Flows  # noqa: E402  (type of Workspace.flows)
 from winback.store.repository import Store  # noqa: E402  (type of Workspace.store)
