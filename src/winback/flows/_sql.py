@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
+    Boolean,
     Connection,
     Float,
     String,
@@ -72,7 +73,7 @@ def has_consent(channel: str, contact_id: ColumnElement[Any]) -> ColumnElement[b
 def json_equals(conn: Connection, doc: Any, key: str, value: Any) -> ColumnElement[bool]:
     if conn.dialect.name == "postgresql":
         if isinstance(value, bool | int | float):
-            return doc[key] == cast(json.dumps(value), postgresql.JSONB)
+            return doc[key] == cast(literal(json.dumps(value), String()), postgresql.JSONB)
         return doc[key].astext == str(value)
     return func.json_extract(doc, f'$."{key}"') == value
 
@@ -107,8 +108,12 @@ def set_attribute_value(conn: Connection, name: str, value: Any) -> Any:
     """``contacts.attributes`` with ``name`` set to ``value`` (a SQL expression)."""
     doc = json.dumps(value)
     if conn.dialect.name == "postgresql":
-        return func.coalesce(contacts.c.attributes, cast("{}", postgresql.JSONB)).op("||")(
-            func.jsonb_build_object(name, cast(doc, postgresql.JSONB))
+        return func.coalesce(
+            contacts.c.attributes, cast(literal("{}", String()), postgresql.JSONB)
+        ).op("||")(
+            func.jsonb_build_object(
+                literal(name, String()), cast(literal(doc, String()), postgresql.JSONB)
+            )
         )
     return func.json_set(func.coalesce(contacts.c.attributes, "{}"), f'$."{name}"', func.json(doc))
 
@@ -131,15 +136,26 @@ class Rule:
     values: dict[str, Any] = field(default_factory=dict)
 
 
-def _pick(rules: list[Rule], value: Any, default: Any = None) -> Any:
-    """CASE over the rules (or the plain value when there is a single rule)."""
+def _pick(rules: list[Rule], value: Any, type_: Any, default: Any = None) -> Any:
+    """The per-rule value as SQL: a plain literal when every rule agrees, else a CASE."""
     values = [value(r) for r in rules]
-    if len(rules) == 1:
-        return values[0]
+    if all(_same(v, values[0]) for v in values):
+        return _sql_value(values[0], type_)
     whens = [
-        (r.when if r.when is not None else true(), v) for r, v in zip(rules, values, strict=True)
+        (r.when if r.when is not None else true(), _sql_value(v, type_))
+        for r, v in zip(rules, values, strict=True)
     ]
-    return case(*whens, else_=default)
+    return case(*whens, else_=_sql_value(default, type_))
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, ColumnElement) or isinstance(b, ColumnElement):
+        return a is b
+    return bool(a == b)
+
+
+def _sql_value(v: Any, type_: Any) -> Any:
+    return v if isinstance(v, ColumnElement) else literal(v, type_)
 
 
 def transition(
@@ -154,7 +170,7 @@ def transition(
     """Log the outcome of the step for every row of ``batch`` and move them as ``rules`` say:
     two set-based statements whatever the batch size."""
     if log:
-        outcome = _pick(rules, lambda r: literal(r.outcome, String()))
+        outcome = _pick(rules, lambda r: r.outcome, String())
         conn.execute(
             insert(flow_step_log).from_select(
                 ["flow_id", "entry_id", "step", "at", "outcome"],
@@ -172,24 +188,25 @@ def transition(
     def leaves(r: Rule) -> bool:
         return status(r) != "active"
 
+    stamp = UTCDateTime()
     values: dict[Any, Any] = {
-        fe.c.step: _pick(rules, lambda r: literal(r.target or node_id, String())),
-        fe.c.status: _pick(rules, lambda r: literal(status(r), String())),
+        fe.c.step: _pick(rules, lambda r: r.target or node_id, String()),
+        fe.c.status: _pick(rules, status, String()),
         fe.c.step_at: at(now),
-        fe.c.wake_at: _pick(
-            rules, lambda r: None if leaves(r) else at(r.wake_at or now), default=None
-        ),
-        fe.c.waiting: _pick(rules, lambda r: literal(r.waiting)),
+        fe.c.wake_at: _pick(rules, lambda r: None if leaves(r) else (r.wake_at or now), stamp),
+        fe.c.waiting: _pick(rules, lambda r: r.waiting, Boolean()),
     }
     if any(leaves(r) for r in rules):
         values[fe.c.exit_reason] = _pick(
-            rules,
-            lambda r: literal(r.exit_reason or ("completed" if leaves(r) else None), String()),
+            rules, lambda r: r.exit_reason or ("completed" if leaves(r) else None), String()
         )
-        values[fe.c.exited_at] = _pick(rules, lambda r: at(now) if leaves(r) else None)
-    for column in {k for r in rules for k in r.values}:
+        values[fe.c.exited_at] = _pick(rules, lambda r: now if leaves(r) else None, stamp)
+    for column in sorted({k for r in rules for k in r.values}):
         values[fe.c[column]] = _pick(
-            rules, lambda r, c=column: r.values.get(c, fe.c[c]), default=fe.c[column]
+            rules,
+            lambda r, c=column: r.values.get(c, fe.c[c]),
+            fe.c[column].type,
+            default=fe.c[column],
         )
     result = conn.execute(update(fe).where(batch).values(values))
     return int(result.rowcount or 0)

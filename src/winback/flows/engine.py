@@ -25,14 +25,12 @@ from sqlalchemy import (
     case,
     cast,
     delete,
-    distinct,
     exists,
     false,
     insert,
     literal,
     or_,
     select,
-    true,
     update,
 )
 from sqlalchemy.sql.elements import ColumnElement
@@ -171,6 +169,9 @@ class StepRunner:
     ) -> int:
         step = node.step
         go = node.next
+        if node.kind == "end":
+            rule = Rule("completed", None)
+            return transition(conn, batch=batch, node_id=node.id, now=now, rules=[rule], log=False)
         if isinstance(step, m.SendStep):
             return self._send(conn, flow, node, step.send, batch, now)
         if isinstance(step, m.WaitStep):
@@ -224,14 +225,14 @@ class StepRunner:
                         f"branch:{name}",
                         first,
                         when=None if last else u < cum,
-                        values={"branch": literal(name, String())},
+                        values={"branch": name},
                     )
                 )
             return transition(conn, batch=batch, node_id=node.id, now=now, rules=rules)
         if isinstance(step, m.HoldoutStep):
             u = stable_uniform(fe.c.id, f"{flow.program.key}:{node.id}")
             rules = [
-                Rule("holdout", go, when=u < step.holdout.share, values={"holdout": true()}),
+                Rule("holdout", go, when=u < step.holdout.share, values={"holdout": True}),
                 Rule("treatment", go),
             ]
             return transition(conn, batch=batch, node_id=node.id, now=now, rules=rules)
@@ -325,9 +326,9 @@ class StepRunner:
         zones = {
             z
             for (z,) in conn.execute(
-                select(distinct(contacts.c.timezone)).where(
-                    contacts.c.id.in_(select(fe.c.contact_id).where(batch))
-                )
+                select(contacts.c.timezone)
+                .distinct()
+                .where(contacts.c.id.in_(select(fe.c.contact_id).where(batch)))
             )
         }
         tz_of = (

@@ -135,6 +135,12 @@ class Schedule(_Model):
     segment: str | None = Field(None, description="Audience: members of this segment.")
     condition: Condition | None = Field(None, description="Audience: contacts matching this.")
     birthday: bool = Field(False, description="Audience: only contacts whose birthday is today.")
+    overdue: bool = Field(
+        False,
+        description="Audience: only contacts past their expected purchase interval "
+        "(`days_overdue > 0` from the analytics, else more days since their last order than "
+        "the median interval between their own orders; needs two orders).",
+    )
 
     @field_validator("dates")
     @classmethod

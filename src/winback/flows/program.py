@@ -145,6 +145,14 @@ def compile_program(key: str, definition: m.FlowDefinition, *, path: str = "") -
                     node.branches.append((branch.name, branch.weight, first))
             elif isinstance(step, m.GoalStep):
                 scope.append(step.goal)
+            elif isinstance(step, m.WaitStep | m.WaitUntilStep) and nxt is None:
+                # A trailing wait keeps the contact in the flow (goals still apply) until
+                # it is over: it leads to an end marker instead of completing at once.
+                end = Node(id=f"{sid}.end", kind="end", step=None, goals=list(scope))
+                end.order = counter[0]
+                counter[0] += 1
+                nodes[end.id] = end
+                node.next = end.id
         return ids[0] if ids else follow
 
     first = add(list(definition.steps), "s", None, base_goals)

@@ -412,8 +412,11 @@ def check_conditions(program: Program, shown: str) -> None:
 
 def refresh_segments(ws: Workspace, now: datetime) -> None:
     """Refresh materialised segments first, when the segments feature is installed."""
-    try:
-        facade = ws.segments  # type: ignore[attr-defined]
-    except (AttributeError, ImportError):
-        return
+    facade = getattr(ws, "segments", None)
+    if facade is None:
+        try:
+            from winback.segments.service import Segments
+        except ImportError:
+            return
+        facade = Segments(ws)
     facade.refresh(now)

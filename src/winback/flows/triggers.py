@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, String, and_, exists, func, insert, literal, select, update
+from sqlalchemy import Connection, String, and_, exists, func, insert, literal, or_, select, update
 from sqlalchemy.sql.elements import ColumnElement
 
 from winback.flows import models as m
@@ -141,7 +141,54 @@ def _audience(
         else:
             md = func.strftime("%m-%d", contacts.c.birthday)
         conds.append(md == month_day)
+    if schedule.overdue:
+        conds.append(overdue(conn, now))
     return select(contacts.c.id).where(*conds)
+
+
+def _days_between(conn: Connection, early: Any, late: Any) -> Any:
+    if conn.dialect.name == "postgresql":
+        return func.extract("epoch", late - early) / 86400.0
+    return func.julianday(late) - func.julianday(early)
+
+
+def overdue(conn: Connection, now: datetime) -> ColumnElement[bool]:
+    """Past the expected purchase interval: the analytics' ``days_overdue`` when present,
+    else the contact's own median interval between orders (set-based, window functions)."""
+    o = orders
+    previous = func.lag(o.c.ordered_at).over(partition_by=o.c.contact_id, order_by=o.c.ordered_at)
+    gaps = select(
+        o.c.contact_id.label("cid"), _days_between(conn, previous, o.c.ordered_at).label("gap")
+    ).subquery()
+    ranked = (
+        select(
+            gaps.c.cid,
+            gaps.c.gap,
+            func.row_number().over(partition_by=gaps.c.cid, order_by=gaps.c.gap).label("rn"),
+            func.count().over(partition_by=gaps.c.cid).label("n"),
+        )
+        .where(gaps.c.gap.is_not(None))
+        .subquery()
+    )
+    median = (
+        select(ranked.c.cid, func.avg(ranked.c.gap).label("median"))
+        .where(
+            ranked.c.rn.in_([(ranked.c.n + 1) / 2, (ranked.c.n + 2) / 2]),
+        )
+        .group_by(ranked.c.cid)
+        .subquery()
+    )
+    c2 = contacts.alias("c2")
+    by_median = (
+        select(median.c.cid)
+        .join(c2, c2.c.id == median.c.cid)
+        .where(
+            c2.c.days_overdue.is_(None),
+            median.c.median > 0,
+            _days_between(conn, c2.c.last_purchase_at, at(now)) > median.c.median,
+        )
+    )
+    return or_(contacts.c.days_overdue > 0, contacts.c.id.in_(by_median))
 
 
 def _insert_entries(conn: Connection, flow: RunningFlow, candidates: Any, now: datetime) -> int:
