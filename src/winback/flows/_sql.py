@@ -71,10 +71,10 @@ def has_consent(channel: str, contact_id: ColumnElement[Any]) -> ColumnElement[b
 
 
 def json_equals(conn: Connection, doc: Any, key: str, value: Any) -> ColumnElement[bool]:
+    """``doc[key] == value`` for a JSON property (strings, numbers, booleans)."""
     if conn.dialect.name == "postgresql":
-        if isinstance(value, bool | int | float):
-            return doc[key] == cast(literal(json.dumps(value), String()), postgresql.JSONB)
-        return doc[key].astext == str(value)
+        text = value if isinstance(value, str) else json.dumps(value)
+        return doc[key].as_string() == text
     return func.json_extract(doc, f'$."{key}"') == value
 
 

@@ -59,7 +59,7 @@ class Flows:
         self.runner = StepRunner(
             workspace.engine,
             default_timezone=workspace.settings.timezone,
-            **({"batch_size": batch_size} if batch_size else {}),
+            batch_size=batch_size or workspace.settings.flow_batch_size,
         )
 
     @property
@@ -192,7 +192,8 @@ class Flows:
             )
         self.folder.mkdir(exist_ok=True)
         keys = []
-        for file in sorted(source.glob("*.yaml")):
+        files = sorted(source.glob("*.yaml"), key=lambda f: (f.name != "flow.yaml", f.name))
+        for file in files:
             key = template if file.name == "flow.yaml" else f"{template}-{file.stem}"
             target = self.folder / f"{key}.yaml"
             if target.exists():
@@ -205,7 +206,7 @@ class Flows:
         for file in sorted((source / "templates").glob("*")):
             if not (messages / file.name).exists():
                 shutil.copyfile(file, messages / file.name)
-        for file, key in zip(sorted(source.glob("*.yaml")), keys, strict=True):
+        for file, key in zip(files, keys, strict=True):
             shutil.copyfile(file, self.folder / f"{key}.yaml")
         self.sync(now)
         if enable:
