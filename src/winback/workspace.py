@@ -12,6 +12,7 @@ import secrets
 from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
 
@@ -20,6 +21,9 @@ from winback.config import CONFIG_FILE, Settings, load_settings
 from winback.errors import NoWorkspace, WorkspaceExists
 from winback.store import migrate
 from winback.store.engine import make_engine, sqlite_url
+
+if TYPE_CHECKING:
+    from winback.segments.service import Segments
 
 DATABASE_FILE = "winback.db"
 FOLDERS = ("segments", "flows", "templates")
@@ -102,6 +106,13 @@ class Workspace:
         from winback.store.repository import Store
 
         return Store(self.engine)
+
+    @cached_property
+    def segments(self) -> Segments:
+        """Segment definitions and materialised membership (:mod:`winback.segments`)."""
+        from winback.segments.service import Segments
+
+        return Segments(self)
 
 
 def find(explicit: Path | str | None = None, environ: Mapping[str, str] | None = None) -> Path:
