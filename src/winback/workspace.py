@@ -12,6 +12,7 @@ import secrets
 from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
 
@@ -20,6 +21,10 @@ from winback.config import CONFIG_FILE, Settings, load_settings
 from winback.errors import NoWorkspace, WorkspaceExists
 from winback.store import migrate
 from winback.store.engine import make_engine, sqlite_url
+
+if TYPE_CHECKING:
+    from winback.flows.service import Flows
+    from winback.segments.service import Segments
 
 DATABASE_FILE = "winback.db"
 FOLDERS = ("segments", "flows", "templates")
@@ -110,6 +115,13 @@ class Workspace:
 
         return Flows(self)
 
+    @cached_property
+    def segments(self) -> Segments:
+        """Segment definitions and materialised membership (:mod:`winback.segments`)."""
+        from winback.segments.service import Segments
+
+        return Segments(self)
+
 
 def find(explicit: Path | str | None = None, environ: Mapping[str, str] | None = None) -> Path:
     """The workspace folder: ``explicit`` (``--workspace``), else ``WINBACK_HOME``, else the
@@ -167,5 +179,4 @@ def init(
     return workspace
 
 
-from winback.flows.service import Flows  # noqa: E402  (type of Workspace.flows)
 from winback.store.repository import Store  # noqa: E402  (type of Workspace.store)

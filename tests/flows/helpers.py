@@ -36,6 +36,9 @@ def make_contacts(
 
 
 def set_contact(ws: Workspace, contact_id: int, **values: Any) -> None:
+    """Change columns of a contact, stamping ``updated_at`` with the workspace clock (the
+    incremental segment refresh relies on it)."""
+    values.setdefault("updated_at", ws.clock.now())
     with ws.engine.begin() as conn:
         conn.execute(update(contacts).where(contacts.c.id == contact_id).values(**values))
 
@@ -59,6 +62,7 @@ def add_order(ws: Workspace, contact_id: int, *, at: datetime, amount: float = 5
                 last_purchase_at=at,
                 orders_count=contacts.c.orders_count + 1,
                 revenue_total=contacts.c.revenue_total + amount,
+                updated_at=at,
             )
         )
 

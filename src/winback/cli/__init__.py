@@ -10,6 +10,7 @@ import sys
 
 # Command modules register their commands on import.
 from winback.cli import flows as _flows  # noqa: F401
+from winback.cli import generate as _generate  # noqa: F401
 from winback.cli import run as _run  # noqa: F401
 from winback.cli import workspace as _workspace  # noqa: F401
 from winback.cli._app import app, console, err_console

@@ -285,6 +285,7 @@ def _record_orders(sim: Workspace, due: list[tuple[datetime, int, float]]) -> in
                     last_purchase_at=when,
                     orders_count=contacts.c.orders_count + 1,
                     revenue_total=contacts.c.revenue_total + amount,
+                    updated_at=when,
                 )
             )
     return len(due)
