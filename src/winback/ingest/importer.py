@@ -105,7 +105,7 @@ def resolve_columns(
         raise MissingColumns(
             f"{path}: no {', '.join(missing)} column in the header "
             f"(found: {', '.join(columns) or 'nothing'}). Rename the column(s) or map them, "
-            f"e.g. `--map {missing[0]}=<your header>`. A {kind.name} file needs: "
+            f"e.g. `--map {missing[0]}=<your header>`. Importing {kind.name} needs: "
             f"{', '.join(kind.required)}."
         )
     return index
@@ -226,7 +226,7 @@ def _nothing(report: ImportReport, kind: Kind) -> NothingImported:
         message = (
             f"{report.source}: none of the {report.read} rows could be imported; every row "
             f"was rejected. See {report.reject_file} for the line, field, value and reason of "
-            f"each. Check that this is a {kind.name} file, and map differently named columns "
+            f"each. Check that this file holds {kind.name}, and map differently named columns "
             f"with --map (columns: {', '.join(kind.canonical)})."
         )
     error = NothingImported(message)
