@@ -1,8 +1,8 @@
 """Incremental maintenance of the standard contact attributes.
 
 After each batch, the rows that were *newly* stored are aggregated per contact in Python and
-applied with one ``executemany`` UPDATE per attribute group, using portable ``CASE``
-expressions (only move a time forward, or back for ``first_purchase_at``). Nothing ever
+applied with one set-based ``UPDATE ... FROM`` a staging table of those aggregates (SQLite
+3.33+ and PostgreSQL), using portable ``CASE`` expressions (only move a time forward, or back for ``first_purchase_at``). Nothing ever
 rescans the events or orders tables.
 """
 
@@ -11,16 +11,25 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from sqlalchemy import Connection
+
+from winback.ingest import bulk
 from winback.ingest.bulk import Dialect
 
 #: Event types that mean the customer was on the site.
 VISIT_TYPES = frozenset({"page_view", "product_view", "cart_add"})
 
-_LATEST = "{col} = CASE WHEN {col} IS NULL OR {col} < ? THEN ? ELSE {col} END"
+
+def _latest(column: str, value: str) -> str:
+    """SQL moving ``column`` forward to ``value`` (a staged column, maybe NULL)."""
+    return (
+        f"{column} = CASE WHEN {value} IS NOT NULL AND (contacts.{column} IS NULL "
+        f"OR contacts.{column} < {value}) THEN {value} ELSE contacts.{column} END"
+    )
 
 
 def apply_orders(
-    cur: Any, dialect: Dialect, new_orders: Iterable[tuple[Any, ...]], now: Any
+    conn: Connection, dialect: Dialect, new_orders: Iterable[tuple[Any, ...]], now: Any
 ) -> int:
     """Advance orders_count, revenue_total, first/last_purchase_at for new orders
     ``(order_id, contact_id, ordered_at, amount)``. Returns how many contacts changed."""
@@ -38,58 +47,60 @@ def apply_orders(
                 agg[3] = at
     if not per:
         return 0
-    statement = dialect.sql(
-        "UPDATE contacts SET orders_count = orders_count + ?, "  # noqa: S608 (fixed names)
-        "revenue_total = revenue_total + ?, "
-        "first_purchase_at = CASE WHEN first_purchase_at IS NULL OR first_purchase_at > ? "
-        "THEN ? ELSE first_purchase_at END, "
-        + _LATEST.format(col="last_purchase_at")
-        + ", updated_at = ? WHERE id = ?"
-    )
-    cur.executemany(
-        statement,
-        [
-            (n, total, first, first, last, last, now, cid)
-            for cid, (n, total, first, last) in per.items()
-        ],
+    cur = bulk.stage(conn, dialect, "wb_stage_purchases", [(cid, *agg) for cid, agg in per.items()])
+    cur.execute(
+        dialect.sql(
+            "UPDATE contacts SET orders_count = contacts.orders_count + a.n, "  # noqa: S608
+            "revenue_total = contacts.revenue_total + a.total, "
+            "first_purchase_at = CASE WHEN contacts.first_purchase_at IS NULL "
+            "OR contacts.first_purchase_at > a.first_at THEN a.first_at "
+            "ELSE contacts.first_purchase_at END, "
+            + _latest("last_purchase_at", "a.last_at")
+            + ", updated_at = ? FROM wb_stage_purchases a WHERE contacts.id = a.contact_id"
+        ),
+        (now,),
     )
     return len(per)
 
 
 def apply_events(
-    cur: Any, dialect: Dialect, new_events: Iterable[tuple[Any, ...]], now: Any
-) -> None:
+    conn: Connection, dialect: Dialect, new_events: Iterable[tuple[Any, ...]], now: Any
+) -> int:
     """Advance last_email_opened (human opens only), last_email_link_clicked (human clicks)
     and last_seen (page_view, product_view, cart_add) for new events
-    ``(event_key, contact_id, type, occurred_at, machine)``."""
-    latest: dict[str, dict[int, Any]] = {
-        "last_email_opened": {},
-        "last_email_link_clicked": {},
-        "last_seen": {},
-    }
-    opened, clicked, seen = latest.values()
+    ``(event_key, contact_id, type, occurred_at, machine)``. Returns contacts changed."""
+    per: dict[int, list[Any]] = {}
     for _key, contact_id, kind, at, machine in new_events:
         if kind == "email_opened":
-            target = None if machine else opened
+            slot = None if machine else 0
         elif kind == "email_clicked":
-            target = None if machine else clicked
+            slot = None if machine else 1
         elif kind in VISIT_TYPES:
-            target = seen
+            slot = 2
         else:
-            target = None
-        if target is not None:
-            before = target.get(contact_id)
-            if before is None or at > before:
-                target[contact_id] = at
-    for column, values in latest.items():
-        if values:
-            cur.executemany(
-                dialect.sql(
-                    "UPDATE contacts SET " + _LATEST.format(col=column) + ", updated_at = ? "  # noqa: S608
-                    "WHERE id = ?"
-                ),
-                [(at, at, now, cid) for cid, at in values.items()],
+            slot = None
+        if slot is not None:
+            agg = per.setdefault(contact_id, [None, None, None])
+            if agg[slot] is None or at > agg[slot]:
+                agg[slot] = at
+    if not per:
+        return 0
+    cur = bulk.stage(conn, dialect, "wb_stage_activity", [(cid, *agg) for cid, agg in per.items()])
+    cur.execute(
+        dialect.sql(
+            "UPDATE contacts SET "  # noqa: S608 (fixed names)
+            + ", ".join(
+                (
+                    _latest("last_email_opened", "a.opened"),
+                    _latest("last_email_link_clicked", "a.clicked"),
+                    _latest("last_seen", "a.seen"),
+                )
             )
+            + ", updated_at = ? FROM wb_stage_activity a WHERE contacts.id = a.contact_id"
+        ),
+        (now,),
+    )
+    return len(per)
 
 
 def unsubscribed(new_events: Iterable[tuple[Any, ...]]) -> dict[int, Any]:

@@ -60,7 +60,7 @@ EVENT_STAGE_COLUMNS = (
     "machine",
 )
 
-_STAGES = {
+_STAGES: dict[str, dict[str, str]] = {
     "wb_stage_orders": {
         "sqlite": "line INTEGER, order_id TEXT, customer_id TEXT, ordered_at TEXT, "
         "amount NUMERIC, currency TEXT, items TEXT, coupon TEXT",
@@ -73,12 +73,29 @@ _STAGES = {
         "postgresql": "line bigint, event_key text, customer_id text, type text, "
         "occurred_at timestamptz, properties jsonb, message_id text, machine boolean",
     },
+    # Per-contact aggregates of a batch's new rows (see winback.ingest.attributes).
+    "wb_stage_purchases": {
+        "sqlite": "contact_id INTEGER, n INTEGER, total NUMERIC, first_at TEXT, last_at TEXT",
+        "postgresql": "contact_id bigint, n integer, total numeric, first_at timestamptz, "
+        "last_at timestamptz",
+    },
+    "wb_stage_activity": {
+        "sqlite": "contact_id INTEGER, opened TEXT, clicked TEXT, seen TEXT",
+        "postgresql": "contact_id bigint, opened timestamptz, clicked timestamptz, "
+        "seen timestamptz",
+    },
+}
+_COLUMNS = {
+    "wb_stage_orders": ORDER_STAGE_COLUMNS,
+    "wb_stage_events": EVENT_STAGE_COLUMNS,
+    "wb_stage_purchases": ("contact_id", "n", "total", "first_at", "last_at"),
+    "wb_stage_activity": ("contact_id", "opened", "clicked", "seen"),
 }
 
 
 def stage(conn: Connection, dialect: Dialect, table: str, rows: Sequence[tuple[Any, ...]]) -> Any:
     """Load ``rows`` into the (emptied) temporary staging ``table``; returns a raw cursor."""
-    columns = ORDER_STAGE_COLUMNS if table == "wb_stage_orders" else EVENT_STAGE_COLUMNS
+    columns = _COLUMNS[table]
     raw = conn.connection.driver_connection
     assert raw is not None
     cur = raw.cursor()

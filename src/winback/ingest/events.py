@@ -208,7 +208,7 @@ def _write_events(conn: Connection, batch: list[EventRow], ctx: Context) -> Batc
         result.duplicates = len(rows) - len(new) - len(in_file)
     for _key, _cid, kind, _at, _machine in new:
         ctx.report.by_type[kind] = ctx.report.by_type.get(kind, 0) + 1
-    attributes.apply_events(cur, d, new, now)
+    attributes.apply_events(conn, d, new, now)
     ctx.report.consent_changes += attributes.revoke_email_consent(
         cur, d, attributes.unsubscribed(new), ctx.source, now
     )

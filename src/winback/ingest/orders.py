@@ -35,15 +35,29 @@ class TimestampCache:
     def __call__(self, raw: Any) -> str | None:
         got = self.cache.get(raw) if isinstance(raw, str) else None
         if got is None:
-            parsed = fields.timestamp(raw, self.tz)
-            if parsed is None:
-                return None
-            got = self.fmt(parsed)
+            got = self._fast(raw) if isinstance(raw, str) and len(raw) >= 10 else None
+            if got is None:
+                parsed = fields.timestamp(raw, self.tz)
+                if parsed is None:
+                    return None
+                got = self.fmt(parsed)
             if isinstance(raw, str):
                 if len(self.cache) >= self.limit:
                     self.cache.clear()
                 self.cache[raw] = got
         return got
+
+    def _fast(self, raw: str) -> str | None:
+        """The common case without the checks of :func:`fields.timestamp` (None: use them)."""
+        try:
+            parsed = datetime.fromisoformat(raw)
+        except ValueError:
+            return None
+        if not 1900 <= parsed.year <= 2200:
+            return None
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=self.tz)
+        return self.fmt(parsed)
 
 
 class Orders:
@@ -188,7 +202,7 @@ def write_orders(conn: Connection, batch: list[OrderRow], ctx: Context) -> Batch
         for key in sorted(in_file, key=lambda k: first_line[k]):
             result.rejects.append(_duplicate(first_line[key], key, "an earlier line"))
         result.duplicates = len(rows) - len(new) - len(in_file)
-    attributes.apply_orders(cur, d, new, now)
+    attributes.apply_orders(conn, d, new, now)
     return result
 
 
