@@ -22,6 +22,10 @@ from winback.errors import NoWorkspace, WorkspaceExists
 from winback.store import migrate
 from winback.store.engine import make_engine, sqlite_url
 
+if TYPE_CHECKING:
+    from winback.ingest import Imports
+    from winback.segments.service import Segments
+
 DATABASE_FILE = "winback.db"
 FOLDERS = ("segments", "flows", "templates")
 
@@ -111,6 +115,13 @@ class Workspace:
 
         return Imports(self)
 
+    @cached_property
+    def segments(self) -> Segments:
+        """Segment definitions and materialised membership (:mod:`winback.segments`)."""
+        from winback.segments.service import Segments
+
+        return Segments(self)
+
 
 def find(explicit: Path | str | None = None, environ: Mapping[str, str] | None = None) -> Path:
     """The workspace folder: ``explicit`` (``--workspace``), else ``WINBACK_HOME``, else the
@@ -169,6 +180,3 @@ def init(
 
 
 from winback.store.repository import Store  # noqa: E402  (type of Workspace.store)
-
-if TYPE_CHECKING:
-    from winback.ingest import Imports

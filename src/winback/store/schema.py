@@ -85,6 +85,8 @@ contacts = Table(
     Index("ix_contacts_last_seen", "last_seen"),
     Index("ix_contacts_last_email_opened", "last_email_opened"),
     Index("ix_contacts_last_email_link_clicked", "last_email_link_clicked"),
+    # Incremental segment refresh looks up the contacts changed since its last run.
+    Index("ix_contacts_updated_at", "updated_at"),
 )
 
 consent_log = Table(
@@ -230,6 +232,8 @@ segments = Table(
     Column("source", Text),
     Column("updated_at", UTCDateTime, nullable=False),
     Column("refreshed_at", UTCDateTime),
+    # Current members after the last refresh (kept up to date by incremental refreshes).
+    Column("member_count", BigInteger),
 )
 
 #: Materialised membership with history: one row per stint of a contact in a segment.
