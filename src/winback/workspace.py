@@ -23,6 +23,7 @@ from winback.store import migrate
 from winback.store.engine import make_engine, sqlite_url
 
 if TYPE_CHECKING:
+    from winback.ingest import Imports
     from winback.segments.service import Segments
 
 DATABASE_FILE = "winback.db"
@@ -106,6 +107,13 @@ class Workspace:
         from winback.store.repository import Store
 
         return Store(self.engine)
+
+    @cached_property
+    def imports(self) -> Imports:
+        """Load contacts, orders and events files (:mod:`winback.ingest`)."""
+        from winback.ingest import Imports
+
+        return Imports(self)
 
     @cached_property
     def segments(self) -> Segments:

@@ -10,6 +10,8 @@ import sys
 
 # Command modules register their commands on import.
 from winback.cli import generate as _generate  # noqa: F401
+from winback.cli import imports as _imports  # noqa: F401
+from winback.cli import summary as _summary  # noqa: F401
 from winback.cli import workspace as _workspace  # noqa: F401
 from winback.cli._app import app, console, err_console
 from winback.errors import WinbackError

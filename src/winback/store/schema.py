@@ -112,6 +112,8 @@ orders = Table(
     Column("currency", String(3), nullable=False),
     Column("items", JSONDoc),
     Column("coupon", String(64)),
+    # The import that stored the row (NULL: recorded by the API); tells in-file duplicates apart.
+    Column("import_id", BigInteger),
     Index("ix_orders_contact_ordered", "contact_id", "ordered_at"),
     Index("ix_orders_ordered_at", "ordered_at"),
 )
@@ -145,6 +147,7 @@ events = Table(
     Column("message_id", String(255)),
     # Opens by privacy proxies and link scanners: kept, but not counted as engagement.
     Column("machine", Boolean, nullable=False, default=False),
+    Column("import_id", BigInteger),
     Index("ix_events_contact_type_at", "contact_id", "type", "occurred_at"),
     Index("ix_events_type_at", "type", "occurred_at"),
 )
