@@ -72,7 +72,7 @@ def _rule(r: int, f: int, m: int) -> str:
         return "Need Attention"
     if r == 3:
         return "About To Sleep"
-    if r == 1 and fm >= 8:
+    if (r == 1 and fm >= 8) or (r == 2 and fm >= 9):
         return "Can't Lose Them"
     if fm >= 6:
         return "At Risk"
