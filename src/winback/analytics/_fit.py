@@ -116,8 +116,10 @@ def maximise(
                 options={"xatol": 1e-10, "fatol": 1e-13, "maxiter": maxiter * 5},
             )
             res2 = minimize(value, res.x, method="BFGS", options={"gtol": 1e-9, "maxiter": 200})
+            nit = int(res.nit) + int(res2.nit)
             if res2.fun <= res.fun:
                 res = res2
+            res.nit = nit
             grad = _numeric_grad(value, res.x)
     gnorm = float(np.max(np.abs(grad))) if len(grad) else 0.0
     params = {name: float(v) for name, v in zip(names, np.exp(res.x), strict=True)}

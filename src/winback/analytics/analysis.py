@@ -25,6 +25,7 @@ from winback.analytics.pareto_nbd import ParetoNBD
 from winback.analytics.rfm import RFM, SEGMENTS, build_table, score
 from winback.analytics.summary import Summary, Transactions, summary_data
 from winback.config import Settings
+from winback.errors import WinbackError
 
 #: The models' time unit: weeks, as in the literature (parameters compare with the papers).
 UNIT_DAYS = 7.0
@@ -32,7 +33,13 @@ EPOCH = date(1970, 1, 1)
 P_ALIVE_BINS = 10
 HOLDOUT_MAX_FREQUENCY = 7
 
+MODELS = ("bgnbd", "pareto-nbd", "gamma-gamma")
+
 Progress = Callable[[str], None]
+
+
+class UnknownModel(WinbackError):
+    """A model name that is not one of bgnbd, pareto-nbd, gamma-gamma."""
 
 
 def to_date(day: int | float) -> date:
@@ -70,6 +77,32 @@ def fit_purchase_model(name: str, s: Summary) -> PurchaseModel:
     cls: Any = BetaGeo if name == "bgnbd" else ParetoNBD
     model: PurchaseModel = cls.fitted(s.frequency, s.recency, s.T)
     return model
+
+
+def fit_model(tx: Transactions, model: str, calibration_end: int, today: int) -> dict[str, Any]:
+    """Fit one model (``bgnbd``, ``pareto-nbd`` or ``gamma-gamma``) on the purchases up to
+    ``calibration_end``; with purchases after it (up to ``today``), add the holdout check."""
+    if model not in MODELS:
+        raise UnknownModel(f"unknown model {model!r} (expected one of {', '.join(MODELS)})")
+    if calibration_end > today:
+        raise WinbackError(
+            f"calibration end {to_date(calibration_end)} is after the last date {to_date(today)}"
+        )
+    s = summary_data(tx, calibration_end, observation_end=today, unit_days=UNIT_DAYS)
+    result: dict[str, Any]
+    if model == "gamma-gamma":
+        gg = GammaGamma.fitted(s.frequency, s.monetary_value)
+        assert gg.fit is not None
+        result = gg.fit.as_dict()
+        result["population_mean_spend"] = gg.population_mean
+    else:
+        m: Any = fit_purchase_model(model, s)
+        result = m.fit.as_dict()
+        if calibration_end < today:
+            result["holdout"] = holdout_check(model, tx, calibration_end, today)
+    result["calibration_end"] = to_date(calibration_end)
+    result["time_unit"] = "weeks"
+    return result
 
 
 def holdout_check(

@@ -18,18 +18,13 @@ from sqlalchemy import Connection, and_, func, select
 
 from winback.analytics import analysis as an
 from winback.analytics._fit import NotEnoughData
-from winback.analytics.bgnbd import BetaGeo
 from winback.analytics.gamma_gamma import GammaGamma
-from winback.analytics.pareto_nbd import ParetoNBD
 from winback.analytics.summary import Summary, Transactions, summary_data
-from winback.errors import WinbackError
 from winback.store.schema import rfm_snapshots
 from winback.store.types import sqlite_text
 
 if TYPE_CHECKING:
     from winback.workspace import Workspace
-
-MODELS = ("bgnbd", "pareto-nbd", "gamma-gamma")
 
 #: Contact columns written by the analysis, with their SQL type for the staging table.
 ANALYTICS_COLUMNS: dict[str, str] = {
@@ -56,10 +51,6 @@ MODEL_COLUMNS = (
     "clv",
     "analyzed_at",
 )
-
-
-class UnknownModel(WinbackError):
-    """A model name that is not one of bgnbd, pareto-nbd, gamma-gamma."""
 
 
 class Analytics:
@@ -123,29 +114,9 @@ class Analytics:
     def fit(self, model: str, *, calibration_end: date | None = None) -> dict[str, Any]:
         """Fit one model on the purchases up to ``calibration_end`` (default: today) and, when
         there are purchases after it, compare predictions with the holdout period."""
-        if model not in MODELS:
-            raise UnknownModel(f"unknown model {model!r} (expected one of {', '.join(MODELS)})")
-        tx = self.transactions()
         today = self.reference_day()
         cal = an.day_of(calibration_end) if calibration_end is not None else today
-        if cal > today:
-            raise WinbackError(f"--calibration-end {an.to_date(cal)} is after today")
-        s = summary_data(tx, cal, observation_end=today, unit_days=an.UNIT_DAYS)
-        result: dict[str, Any]
-        if model == "gamma-gamma":
-            gg = GammaGamma.fitted(s.frequency, s.monetary_value)
-            assert gg.fit is not None
-            result = gg.fit.as_dict()
-            result["population_mean_spend"] = gg.population_mean
-        else:
-            m: BetaGeo | ParetoNBD = an.fit_purchase_model(model, s)  # type: ignore[assignment]
-            assert m.fit is not None
-            result = m.fit.as_dict()
-            if cal < today:
-                result["holdout"] = an.holdout_check(model, tx, cal, today)
-        result["calibration_end"] = an.to_date(cal)
-        result["time_unit"] = "weeks"
-        return result
+        return an.fit_model(self.transactions(), model, cal, today)
 
     def predict(self) -> dict[str, Any]:
         """Fit the purchase model (setting ``analytics_model``) and Gamma-Gamma on every
