@@ -22,7 +22,7 @@ from winback.analytics._fit import FloatArray
 
 FEATURES = ("recency", "frequency", "monetary", "tenure", "engagement")
 FIT_SAMPLE = 20_000
-SILHOUETTE_SAMPLE = 4_000
+SILHOUETTE_SAMPLE = 2_500
 
 
 @dataclass(frozen=True)
@@ -58,9 +58,17 @@ def cluster(
     mean, std = feats.mean(axis=0), feats.std(axis=0)
     std[std == 0] = 1.0
     z = (feats - mean) / std
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1):  # small problems: threads only add contention
+        return _cluster(raw, z, seed, max_k)
+
+
+def _cluster(raw: np.ndarray, z: np.ndarray, seed: int, max_k: int) -> Clusters:
     from sklearn.cluster import KMeans  # heavy import, only when clustering
     from sklearn.metrics import silhouette_score
 
+    n = len(raw)
     rng = np.random.default_rng(seed)
     fit_idx = np.sort(rng.choice(n, size=min(n, FIT_SAMPLE), replace=False))
     sil_idx = np.sort(
