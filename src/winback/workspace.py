@@ -23,6 +23,7 @@ from winback.store import migrate
 from winback.store.engine import make_engine, sqlite_url
 
 if TYPE_CHECKING:
+    from winback.analytics.service import Analytics
     from winback.ingest import Imports
     from winback.segments.service import Segments
 
@@ -121,6 +122,13 @@ class Workspace:
         from winback.segments.service import Segments
 
         return Segments(self)
+
+    @cached_property
+    def analytics(self) -> Analytics:
+        """RFM, purchase and spend models, clusters and base health (issue #3)."""
+        from winback.analytics.service import Analytics
+
+        return Analytics(self)
 
 
 def find(explicit: Path | str | None = None, environ: Mapping[str, str] | None = None) -> Path:

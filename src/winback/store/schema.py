@@ -258,3 +258,18 @@ segment_membership = Table(
     Index("ix_segment_membership_entered", "segment_id", "entered_at"),
     Index("ix_segment_membership_exited", "segment_id", "exited_at"),
 )
+
+#: RFM scores and segment of every customer at each analysis date (one snapshot per day;
+#: re-running the analysis on the same day replaces it). Movement between segments is read
+#: by joining two snapshots.
+rfm_snapshots = Table(
+    "rfm_snapshots",
+    metadata,
+    Column("snapshot_date", Date, primary_key=True),
+    Column("contact_id", BigId, ForeignKey("contacts.id", ondelete="CASCADE"), primary_key=True),
+    Column("r", Integer, nullable=False),
+    Column("f", Integer, nullable=False),
+    Column("m", Integer, nullable=False),
+    Column("segment", String(32), nullable=False),
+    Index("ix_rfm_snapshots_contact", "contact_id", "snapshot_date"),
+)
