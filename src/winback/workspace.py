@@ -12,6 +12,7 @@ import secrets
 from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
 
@@ -103,6 +104,12 @@ class Workspace:
 
         return Store(self.engine)
 
+    @cached_property
+    def delivery(self) -> Delivery:
+        from winback.delivery import Delivery
+
+        return Delivery(self)
+
 
 def find(explicit: Path | str | None = None, environ: Mapping[str, str] | None = None) -> Path:
     """The workspace folder: ``explicit`` (``--workspace``), else ``WINBACK_HOME``, else the
@@ -161,3 +168,6 @@ def init(
 
 
 from winback.store.repository import Store  # noqa: E402  (type of Workspace.store)
+
+if TYPE_CHECKING:
+    from winback.delivery import Delivery
