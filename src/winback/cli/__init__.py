@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 
 # Command modules register their commands on import.
+from winback.cli import delivery as _delivery  # noqa: F401
 from winback.cli import workspace as _workspace  # noqa: F401
 from winback.cli._app import app, console, err_console
 from winback.errors import WinbackError

@@ -60,6 +60,7 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     "webhook": (),
 }
 META_KEYS = ("channel", "description")
+FIELD_ORDER = ("subject", "preheader", "title", "html", "text", "body", "url")
 
 #: Top-level variables of the render context, with what they hold (docs/delivery.md).
 VARIABLES: dict[str, str] = {
@@ -79,6 +80,9 @@ VARIABLES: dict[str, str] = {
     "message": "id, flow, step, variant, template of this message",
     "data": "extra values the flow put in the message payload (dict)",
     "now": "the send time (aware UTC datetime)",
+    "subject": "the rendered subject (in html and text)",
+    "preheader": "the rendered preheader (in html and text)",
+    "title": "the rendered push title (in body)",
 }
 
 #: Fields of ``contact`` (anything else is a custom attribute: use ``custom.NAME``).
@@ -280,11 +284,17 @@ class TemplateRepository:
     def render(self, name: str, context: Mapping[str, Any]) -> Rendered:
         tpl = self.get(name)
         out: dict[str, str] = {}
-        for fld in tpl.fields:
+        context = dict(context)
+        for key in ("subject", "preheader", "title"):
+            context.setdefault(key, "")
+        order = sorted(tpl.fields, key=lambda f: FIELD_ORDER.index(f) if f in FIELD_ORDER else 9)
+        for fld in order:
             ext = "html" if fld == "html" else "txt"
             try:
                 compiled = self.env.get_template(f"@{name}/{fld}.{ext}")
                 out[fld] = compiled.render(context)
+                if fld in ("subject", "preheader", "title"):
+                    context[fld] = " ".join(out[fld].split())
             except (UndefinedError, SecurityError, TypeError, ValueError) as exc:
                 raise TemplateRenderError(f"{tpl.path} ({fld}): {exc}") from exc
             except TemplateSyntaxError as exc:
