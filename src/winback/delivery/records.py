@@ -38,21 +38,24 @@ def record_events(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> int:
     ``message_id``, ``machine``) and move the contacts' standard attributes forward. Machine
     events are kept but move nothing. Returns the number of new events."""
     rows = [{"properties": None, "message_id": None, "machine": False, **r} for r in rows]
-    new = 0
-    if conn.dialect.name == "postgresql" or len(rows) == 1:
-        new = insert_ignore(conn, events, rows, "event_key")
-    else:  # SQLite's executemany reports no rowcount per row: insert one by one in the tx
-        for row in rows:
-            new += insert_ignore(conn, events, [row], "event_key")
+    if not rows:
+        return 0
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    stmt = (
+        dialect.insert(events)
+        .on_conflict_do_nothing(index_elements=["event_key"])
+        .returning(events.c.event_key)
+    )
+    inserted = set(conn.execute(stmt, rows).scalars())
     advance_attributes(
         conn,
         (
             (int(r["contact_id"]), ATTRIBUTE_OF_EVENT[r["type"]], r["occurred_at"])
             for r in rows
-            if r["type"] in ATTRIBUTE_OF_EVENT and not r["machine"]
+            if r["event_key"] in inserted and r["type"] in ATTRIBUTE_OF_EVENT and not r["machine"]
         ),
     )
-    return new
+    return len(inserted)
 
 
 def advance_attributes(conn: Connection, changes: Iterable[tuple[int, str, datetime]]) -> None:

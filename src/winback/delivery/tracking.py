@@ -49,6 +49,12 @@ class MessageRef:
     first_name: str | None
 
 
+def _short(text: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
 class Tracker:
     def __init__(self, workspace: Workspace) -> None:
         self.ws = workspace
@@ -116,7 +122,7 @@ class Tracker:
         event = self._event(
             ref,
             "email_opened",
-            f"open:{ref.outbox_id}:{at.isoformat()}",
+            f"open:{ref.outbox_id}:{at.isoformat()}:{_short(user_agent)}",
             at,
             user_agent=user_agent[:300],
             machine=machine and not self.ws.settings.count_machine_opens,
@@ -139,7 +145,7 @@ class Tracker:
         event = self._event(
             ref,
             "email_clicked",
-            f"click:{ref.outbox_id}:{ref.token.index}:{at.isoformat()}",
+            f"click:{ref.outbox_id}:{ref.token.index}:{at.isoformat()}:{_short(user_agent)}",
             at,
             url=ref.token.url,
             link=ref.token.index,
