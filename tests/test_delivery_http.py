@@ -27,7 +27,7 @@ def http_receiver(statuses: list[int] | None = None) -> Iterator[tuple[str, list
     queue = list(statuses or [])
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+        def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
             received.append(
                 {"path": self.path, "headers": dict(self.headers.items()), "body": body}
