@@ -86,7 +86,7 @@ def templates_validate(
         print_json([{"path": p.path, "line": p.line, "message": p.message} for p in problems])
     else:
         for p in problems:
-            console.print(str(p), highlight=False, markup=False)
+            typer.echo(str(p))  # one unwrapped line each, for editors and grep
         if not problems:
             console.print("All templates are valid.")
     if problems:

@@ -87,7 +87,10 @@ def render_context(
     feedback_url: str = "",
 ) -> dict[str, Any]:
     """The variables a template sees (see :data:`winback.delivery.templates.VARIABLES`)."""
-    person = dict(data.contact)
+    from winback.delivery.templates import CONTACT_FIELDS
+
+    person = dict.fromkeys(CONTACT_FIELDS)
+    person.update(data.contact)
     custom = person.get("attributes") or {}
     names = [n for n in (person.get("first_name"), person.get("last_name")) if n]
     person["full_name"] = " ".join(names)

@@ -142,10 +142,7 @@ def import_pool(conn: Connection, path: Path, *, pool: str, at: datetime) -> tup
     added = 0
     for i in range(0, len(codes), 1000):
         chunk = [{"code": c, "pool": pool, "created_at": at} for c in codes[i : i + 1000]]
-        if conn.dialect.name == "postgresql":
-            added += insert_ignore(conn, coupons, chunk, "code")
-        else:
-            added += sum(insert_ignore(conn, coupons, [row], "code") for row in chunk)
+        added += insert_ignore(conn, coupons, chunk, "code")
     return added, len(codes) - added
 
 

@@ -28,9 +28,10 @@ def insert_ignore(conn: Connection, table: Any, rows: Sequence[Mapping[str, Any]
     if not rows:
         return 0
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    stmt = dialect.insert(table).on_conflict_do_nothing(index_elements=[key])
-    result = conn.execute(stmt, list(rows))
-    return int(result.rowcount or 0) if result.rowcount is not None else 0
+    stmt = (
+        dialect.insert(table).on_conflict_do_nothing(index_elements=[key]).returning(table.c[key])
+    )
+    return len(conn.execute(stmt, list(rows)).scalars().all())
 
 
 def record_events(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> int:

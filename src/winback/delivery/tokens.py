@@ -103,4 +103,7 @@ def _b64(raw: bytes) -> str:
 def _unb64(text: str) -> bytes:
     if not text or not text.replace("-", "").replace("_", "").isalnum():
         raise ValueError("not base64url")
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    if _b64(raw) != text:  # non-canonical spellings (spare low bits) are tampering too
+        raise ValueError("not canonical base64url")
+    return raw
