@@ -130,6 +130,13 @@ class Workspace:
 
         return Analytics(self)
 
+    @cached_property
+    def delivery(self) -> Delivery:
+        """Message templates, channels, tracking and delivery policies (:mod:`winback.delivery`)."""
+        from winback.delivery import Delivery
+
+        return Delivery(self)
+
 
 def find(explicit: Path | str | None = None, environ: Mapping[str, str] | None = None) -> Path:
     """The workspace folder: ``explicit`` (``--workspace``), else ``WINBACK_HOME``, else the
@@ -188,3 +195,6 @@ def init(
 
 
 from winback.store.repository import Store  # noqa: E402  (type of Workspace.store)
+
+if TYPE_CHECKING:
+    from winback.delivery import Delivery

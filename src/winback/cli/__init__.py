@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 
 from winback.cli import analyze as _analyze  # noqa: F401
+from winback.cli import delivery as _delivery  # noqa: F401
 
 # Command modules register their commands on import.
 from winback.cli import generate as _generate  # noqa: F401

@@ -273,3 +273,52 @@ rfm_snapshots = Table(
     Column("segment", String(32), nullable=False),
     Index("ix_rfm_snapshots_contact", "contact_id", "snapshot_date"),
 )
+
+# -- delivery (issue #5) ------------------------------------------------------------------------
+
+#: Addresses that must not receive messages on a channel: unsubscribes, hard bounces,
+#: complaints, manual entries. Checked at send time, next to consent.
+suppressions = Table(
+    "suppressions",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("channel", String(16), nullable=False),
+    Column("address", String(320), nullable=False),  # lower-cased email, or phone, or token
+    Column("contact_id", BigId, ForeignKey("contacts.id", ondelete="SET NULL")),
+    Column("reason", String(32), nullable=False),  # unsubscribed | bounced | complained | manual
+    Column("detail", Text),
+    Column("created_at", UTCDateTime, nullable=False),
+    UniqueConstraint("channel", "address"),
+    Index("ix_suppressions_contact", "contact_id"),
+)
+
+#: Coupon codes: generated from a pattern or imported into a pool, assigned to one contact on
+#: one message, and redeemed when an order carries the code.
+coupons = Table(
+    "coupons",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("code", String(64), nullable=False, unique=True),
+    Column("pool", String(128)),  # NULL: generated from a pattern
+    Column("contact_id", BigId, ForeignKey("contacts.id", ondelete="SET NULL")),
+    Column("outbox_id", BigId, ForeignKey("outbox.id", ondelete="SET NULL"), unique=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("assigned_at", UTCDateTime),
+    Column("redeemed_at", UTCDateTime),
+    Column("order_id", String(255)),
+    Index("ix_coupons_pool_free", "pool", "assigned_at"),
+    Index("ix_coupons_contact", "contact_id"),
+)
+
+#: Keys for the HTTP event API. Only a SHA-256 of the (high-entropy, random) key is kept.
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("name", String(128), nullable=False, unique=True),
+    Column("key_hash", String(64), nullable=False, unique=True),
+    Column("prefix", String(16), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("last_used_at", UTCDateTime),
+    Column("revoked_at", UTCDateTime),
+)
