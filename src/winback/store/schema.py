@@ -112,6 +112,8 @@ orders = Table(
     Column("currency", String(3), nullable=False),
     Column("items", JSONDoc),
     Column("coupon", String(64)),
+    # The import that stored the row (NULL: recorded by the API); tells in-file duplicates apart.
+    Column("import_id", BigInteger),
     Index("ix_orders_contact_ordered", "contact_id", "ordered_at"),
     Index("ix_orders_ordered_at", "ordered_at"),
 )
@@ -145,6 +147,7 @@ events = Table(
     Column("message_id", String(255)),
     # Opens by privacy proxies and link scanners: kept, but not counted as engagement.
     Column("machine", Boolean, nullable=False, default=False),
+    Column("import_id", BigInteger),
     Index("ix_events_contact_type_at", "contact_id", "type", "occurred_at"),
     Index("ix_events_type_at", "type", "occurred_at"),
 )
@@ -316,4 +319,68 @@ flow_step_log = Table(
     Column("outcome", String(255), nullable=False),
     Index("ix_flow_step_log_flow_step", "flow_id", "step", "outcome"),
     Index("ix_flow_step_log_entry", "entry_id"),
+)
+
+#: RFM scores and segment of every customer at each analysis date (one snapshot per day;
+#: re-running the analysis on the same day replaces it). Movement between segments is read
+#: by joining two snapshots.
+rfm_snapshots = Table(
+    "rfm_snapshots",
+    metadata,
+    Column("snapshot_date", Date, primary_key=True),
+    Column("contact_id", BigId, ForeignKey("contacts.id", ondelete="CASCADE"), primary_key=True),
+    Column("r", Integer, nullable=False),
+    Column("f", Integer, nullable=False),
+    Column("m", Integer, nullable=False),
+    Column("segment", String(32), nullable=False),
+    Index("ix_rfm_snapshots_contact", "contact_id", "snapshot_date"),
+)
+
+# -- delivery (issue #5) ------------------------------------------------------------------------
+
+#: Addresses that must not receive messages on a channel: unsubscribes, hard bounces,
+#: complaints, manual entries. Checked at send time, next to consent.
+suppressions = Table(
+    "suppressions",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("channel", String(16), nullable=False),
+    Column("address", String(320), nullable=False),  # lower-cased email, or phone, or token
+    Column("contact_id", BigId, ForeignKey("contacts.id", ondelete="SET NULL")),
+    Column("reason", String(32), nullable=False),  # unsubscribed | bounced | complained | manual
+    Column("detail", Text),
+    Column("created_at", UTCDateTime, nullable=False),
+    UniqueConstraint("channel", "address"),
+    Index("ix_suppressions_contact", "contact_id"),
+)
+
+#: Coupon codes: generated from a pattern or imported into a pool, assigned to one contact on
+#: one message, and redeemed when an order carries the code.
+coupons = Table(
+    "coupons",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("code", String(64), nullable=False, unique=True),
+    Column("pool", String(128)),  # NULL: generated from a pattern
+    Column("contact_id", BigId, ForeignKey("contacts.id", ondelete="SET NULL")),
+    Column("outbox_id", BigId, ForeignKey("outbox.id", ondelete="SET NULL"), unique=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("assigned_at", UTCDateTime),
+    Column("redeemed_at", UTCDateTime),
+    Column("order_id", String(255)),
+    Index("ix_coupons_pool_free", "pool", "assigned_at"),
+    Index("ix_coupons_contact", "contact_id"),
+)
+
+#: Keys for the HTTP event API. Only a SHA-256 of the (high-entropy, random) key is kept.
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("name", String(128), nullable=False, unique=True),
+    Column("key_hash", String(64), nullable=False, unique=True),
+    Column("prefix", String(16), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("last_used_at", UTCDateTime),
+    Column("revoked_at", UTCDateTime),
 )
