@@ -33,6 +33,16 @@ def parse_instant(text: str, zone: str) -> datetime:
     return value.astimezone(ZoneInfo("UTC"))
 
 
+class BadSink(WinbackError):
+    """``--sink`` is not one of file, channels, auto."""
+
+
+def _sink(value: str) -> str:
+    if value not in ("file", "channels", "auto"):
+        raise BadSink(f"--sink {value!r}: expected file, channels or auto")
+    return value
+
+
 def summary(report: PassReport) -> dict[str, Any]:
     return {
         "now": report.now,
@@ -54,17 +64,25 @@ def run(
         ),
     ] = None,
     interval: Annotated[float, typer.Option(help="Seconds between passes.")] = 30.0,
+    sink: Annotated[
+        str,
+        typer.Option(
+            help="Where messages go: `file` (dry run: one JSON file per message in "
+            "<workspace>/outbox/), `channels` (the delivery worker: SMTP/HTTP), or `auto` "
+            "(channels when configured, else file).",
+        ),
+    ] = "auto",
     as_json: JsonOption = False,
 ) -> None:
     """Advance flows (segments, triggers, steps) and deliver the outbox.
 
-    Without --now it loops in real time until SIGTERM or Ctrl-C; messages go to the file
-    sink in <workspace>/outbox/ (the dry-run channel) until a delivery channel is set up."""
+    Without --now it loops in real time until SIGTERM or Ctrl-C. Messages go to the
+    delivery channels when configured, else to the file sink in <workspace>/outbox/."""
     if now is not None:
         with workspace_from(workspace) as probe:
             instant = parse_instant(now, probe.settings.timezone)
         with workspace_from(workspace, clock=FixedClock(instant)) as ws:
-            report = run_once(ws, instant)
+            report = run_once(ws, instant, sink=_sink(sink))
         if as_json:
             print_json(summary(report))
         else:
@@ -79,7 +97,7 @@ def run(
     signal.signal(signal.SIGINT, _stop)
     with workspace_from(workspace) as ws:
         console.print(f"Running flows in {ws.path} every {interval:g}s; Ctrl-C to stop.")
-        passes = run_forever(ws, stop, interval=interval, on_pass=_print)
+        passes = run_forever(ws, stop, interval=interval, on_pass=_print, sink=_sink(sink))
     console.print(f"Stopped cleanly after {passes} pass(es).")
 
 
