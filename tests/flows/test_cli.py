@@ -159,3 +159,15 @@ def test_run_loop_stops_cleanly_on_sigterm(sqlite_workspace: Workspace) -> None:
 def test_run_rejects_bad_instants(sqlite_workspace: Workspace, bad: str) -> None:
     result = runner.invoke(app, ["run", "--now", bad, "-w", str(sqlite_workspace.path)])
     assert "expected an ISO date-time" in str(result.exception)
+
+
+def test_contact_flows_in_progress(sqlite_workspace: Workspace) -> None:
+    from winback.flows.inspect import contact_flows
+
+    ws = sqlite_workspace
+    people = dormant_shop(ws, 2)
+    ws.flows.add("reactivation", now=T0 - DAY)
+    ws.flows.tick(T0)
+    [entry] = contact_flows(ws, people[0])
+    assert entry["flow"] == "reactivation" and entry["step"] == "s2" and entry["step_kind"] == "if"
+    assert entry["wakes_at"] == T0 + 4 * DAY and entry["holdout"] is False
