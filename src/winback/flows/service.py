@@ -230,13 +230,17 @@ class Flows:
             for r in rows
         ]
 
-    def tick(self, now: datetime | None = None, *, sync: bool = True) -> TickReport:
+    def tick(
+        self, now: datetime | None = None, *, sync: bool = True, refresh: bool = True
+    ) -> TickReport:
         """Process everything due up to ``now``: segments, triggers, steps, repeated until
-        nothing more is due at ``now``. Running it twice for one instant does nothing more."""
+        nothing more is due at ``now``. Running it twice for one instant does nothing more.
+        ``refresh=False`` skips the segment refresh (when the caller maintains membership)."""
         now = now or self.ws.clock.now()
         if sync:
             self.sync(now)
-        refresh_segments(self.ws, now)
+        if refresh:
+            refresh_segments(self.ws, now)
         running = self.running()
         report = TickReport()
         tz = self.ws.settings.timezone
