@@ -16,6 +16,7 @@ Sizes: 1,000,000 contacts (``--quick``: 20,000).
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import time
@@ -267,18 +268,24 @@ def _one_database(kind: str, n: int, cluster: Any) -> dict[str, Any]:
 
 
 def run(quick: bool) -> dict[str, Any]:
-    n = 20_000 if quick else 1_000_000
-    from tests.pgcluster import PostgresCluster
-
+    """Environment: BENCH_FLOWS_N (contacts), BENCH_FLOWS_PG_N (contacts on PostgreSQL,
+    default the same), BENCH_FLOWS_DBS (``sqlite,postgres``)."""
+    n = int(os.environ.get("BENCH_FLOWS_N", 20_000 if quick else 1_000_000))
+    pg_n = int(os.environ.get("BENCH_FLOWS_PG_N", n))
+    dbs = os.environ.get("BENCH_FLOWS_DBS", "sqlite,postgres").split(",")
     figures: dict[str, Any] = {}
-    figures["sqlite"] = _one_database("sqlite", n, None)
-    _print("sqlite", figures["sqlite"])
-    cluster = PostgresCluster().start()
-    try:
-        figures["postgres"] = _one_database("postgres", n, cluster)
-        _print("postgres", figures["postgres"])
-    finally:
-        cluster.stop()
+    if "sqlite" in dbs:
+        figures["sqlite"] = _one_database("sqlite", n, None)
+        _print("sqlite", figures["sqlite"])
+    if "postgres" in dbs:
+        from tests.pgcluster import PostgresCluster
+
+        cluster = PostgresCluster().start()
+        try:
+            figures["postgres"] = _one_database("postgres", pg_n, cluster)
+            _print("postgres", figures["postgres"])
+        finally:
+            cluster.stop()
     figures["target"] = "SQLite: whole flow < 60 s and within 3x of the raw SQL bound"
     return figures
 

@@ -14,6 +14,7 @@ from sqlalchemy import (
     Float,
     String,
     and_,
+    case,
     cast,
     exists,
     func,
@@ -150,6 +151,25 @@ def transition(
     of the batch it matches; a moved row no longer belongs to the batch (its step, status or
     ``waiting`` changed), so the first matching rule wins and each condition is evaluated
     once per row and statement."""
+    moves = [_values(r, node_id, now) for r in rules]
+    if len(rules) > 1 and all(m == moves[0] for m in moves):
+        # Same move for every row (e.g. a send: queued / no consent / holdout all go on):
+        # one log statement with the outcome as a CASE, one update.
+        if log:
+            whens = [(r.when if r.when is not None else true(), r.outcome) for r in rules]
+            conn.execute(
+                insert(flow_step_log).from_select(
+                    ["flow_id", "entry_id", "step", "at", "outcome"],
+                    select(
+                        fe.c.flow_id,
+                        fe.c.id,
+                        literal(node_id, String()),
+                        at(now),
+                        case(*whens, else_=rules[-1].outcome),
+                    ).where(batch),
+                )
+            )
+        return int(conn.execute(update(fe).where(batch).values(moves[0])).rowcount or 0)
     moved = 0
     for rule in rules:
         where = batch if rule.when is None else and_(batch, rule.when)

@@ -149,6 +149,11 @@ class StepRunner:
         for rule in rules:
             if rule.target is None or rule.wake_at is not None or rule.waiting:
                 continue
+            exit_node = flow.program.nodes[rule.target]
+            if exit_node.kind == "exit" and not exit_node.goals:
+                # Going to an exit step: exit now, with its reason.
+                rule.target, rule.exit_reason = None, exit_node.step.exit
+                continue
             target, delay, fused = flow.program.nodes[rule.target], timedelta(0), False
             while target.kind == "wait" and target.next is not None:
                 delay += target.step.wait
