@@ -33,16 +33,17 @@ TAG = "customer_not-active_after-reactivation"
 
 def _seed(conn: Any, n: int, postgres: bool) -> None:
     """n contacts with email consent, all in the segment Customers Not Active."""
-    ts = "'2025-01-01 00:00:00+00'" if postgres else "'2025-01-01 00:00:00.000000'"
+    at = datetime(2025, 1, 1, tzinfo=UTC)
+    ts = {"ts": at if postgres else at.strftime("%Y-%m-%d %H:%M:%S.%f")}
     if postgres:
         conn.execute(
             text(
                 "INSERT INTO contacts (customer_id, email, attributes, orders_count, "
                 "revenue_total, email_consent, created_at, updated_at) "
-                f"SELECT 'c' || x, 'c' || x || '@x.test', '{{}}', 1, 20, true, {ts}, {ts} "
+                "SELECT 'c' || x, 'c' || x || '@x.test', '{}', 1, 20, true, :ts, :ts "
                 "FROM generate_series(1, :n) AS x"
             ),
-            {"n": n},
+            {"n": n, **ts},
         )
     else:
         conn.execute(
@@ -50,21 +51,23 @@ def _seed(conn: Any, n: int, postgres: bool) -> None:
                 "WITH RECURSIVE seq(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM seq WHERE x < :n) "
                 "INSERT INTO contacts (customer_id, email, attributes, orders_count, "
                 "revenue_total, email_consent, created_at, updated_at) "
-                f"SELECT 'c' || x, 'c' || x || '@x.test', '{{}}', 1, 20, 1, {ts}, {ts} FROM seq"
+                "SELECT 'c' || x, 'c' || x || '@x.test', '{}', 1, 20, 1, :ts, :ts FROM seq"
             ),
-            {"n": n},
+            {"n": n, **ts},
         )
     conn.execute(
         text(
             "INSERT INTO segments (name, definition, updated_at) "
-            f"VALUES ('Customers Not Active', '{{}}', {ts})"
-        )
+            "VALUES ('Customers Not Active', '{}', :ts)"
+        ),
+        ts,
     )
     conn.execute(
         text(
             "INSERT INTO segment_membership (segment_id, contact_id, entered_at) "
-            f"SELECT s.id, c.id, {ts} FROM contacts c, segments s"
-        )
+            "SELECT s.id, c.id, :ts FROM contacts c, segments s"
+        ),
+        ts,
     )
     conn.execute(text("ANALYZE"))
 
@@ -113,10 +116,29 @@ def run_ours(ws: Any) -> dict[str, Any]:
             sent += _count_sink(conn, now, postgres)
         timings[f"day{day}"] = time.perf_counter() - started
         steps += report.contact_steps
-    return {"seconds": sum(timings.values()), "per_day": timings, "contact_steps": steps, "sent": sent}
+    return {
+        "seconds": sum(timings.values()),
+        "per_day": timings,
+        "contact_steps": steps,
+        "sent": sent,
+    }
 
 
-RAW_SQLITE_TS = "'{}'"
+#: Day 4: leave unless still in the segment with consent; day 7: unless still in the segment.
+EXIT_DAY4 = (
+    "UPDATE flow_entries SET status = 'exited', exit_reason = 'reactivated', "
+    "exited_at = :now, wake_at = NULL WHERE step = :step AND status = 'active' "
+    "AND wake_at <= :now AND NOT (EXISTS (SELECT 1 FROM segment_membership sm "
+    "WHERE sm.contact_id = flow_entries.contact_id AND sm.exited_at IS NULL) "
+    "AND EXISTS (SELECT 1 FROM contacts c WHERE c.id = flow_entries.contact_id "
+    "AND c.email_consent))"
+)
+EXIT_DAY7 = (
+    "UPDATE flow_entries SET status = 'exited', exit_reason = 'reactivated', "
+    "exited_at = :now, wake_at = NULL WHERE step = :step AND status = 'active' "
+    "AND wake_at <= :now AND NOT (EXISTS (SELECT 1 FROM segment_membership sm "
+    "WHERE sm.contact_id = flow_entries.contact_id AND sm.exited_at IS NULL))"
+)
 
 
 def run_raw(engine: Any, n: int) -> dict[str, Any]:
@@ -126,7 +148,6 @@ def run_raw(engine: Any, n: int) -> dict[str, Any]:
     def ts(at: datetime) -> Any:
         return at if postgres else at.strftime("%Y-%m-%d %H:%M:%S.%f")
 
-    false = "false" if postgres else "0"
     timings: dict[str, float] = {}
     steps = sent = 0
     with engine.begin() as conn:
@@ -145,79 +166,98 @@ def run_raw(engine: Any, n: int) -> dict[str, Any]:
             with engine.begin() as conn:
                 _leave(conn, 10, 1, T0 + 5 * DAY, postgres)
         now = T0 + day * DAY
-        p = {"now": ts(now)}
+        p = {"now": ts(now), "false": False, "step": "s2" if day == 4 else "s4", "tag": TAG}
         started = time.perf_counter()
         with engine.begin() as conn:
             x = conn.execute
             if day == 0:
-                r = x(text(
-                    "INSERT INTO flow_entries (flow_id, contact_id, entered_at, step, step_at, "
-                    f"status, wake_at, waiting, holdout) SELECT f.id, sm.contact_id, :now, 's0', "
-                    f":now, 'active', :now, {false}, {false} FROM segment_membership sm "
-                    "JOIN contacts c ON c.id = sm.contact_id, flows f "
-                    "WHERE f.key = 'raw' AND sm.exited_at IS NULL AND c.email_consent"
-                ), p)
+                r = x(
+                    text(
+                        "INSERT INTO flow_entries (flow_id, contact_id, entered_at, step, step_at, "
+                        "status, wake_at, waiting, holdout) SELECT f.id, sm.contact_id, :now, 's0', "
+                        ":now, 'active', :now, :false, :false FROM segment_membership sm "
+                        "JOIN contacts c ON c.id = sm.contact_id, flows f "
+                        "WHERE f.key = 'raw' AND sm.exited_at IS NULL AND c.email_consent"
+                    ),
+                    p,
+                )
                 steps += r.rowcount
-                x(text(
-                    "INSERT INTO outbox (dedup_key, contact_id, channel, template, flow, entry_id, "
-                    "step, priority, status, not_before, attempts, created_at) "
-                    "SELECT 'raw:' || e.id || '\\:s0', e.contact_id, 'email', 'reactivation-1', "
-                    "'raw', e.id, 's0', 'marketing', 'pending', :now, 0, :now "
-                    "FROM flow_entries e WHERE e.step = 's0' AND e.status = 'active'"
-                ), p)
-                r = x(text(
-                    "UPDATE flow_entries SET step = 's2', step_at = :now, wake_at = :wake "
-                    "WHERE step = 's0' AND status = 'active'"
-                ), {**p, "wake": ts(now + 4 * DAY)})
+                x(
+                    text(
+                        "INSERT INTO outbox (dedup_key, contact_id, channel, template, flow, entry_id, "
+                        "step, priority, status, not_before, attempts, created_at) "
+                        "SELECT 'raw:' || e.id || '\\:s0', e.contact_id, 'email', 'reactivation-1', "
+                        "'raw', e.id, 's0', 'marketing', 'pending', :now, 0, :now "
+                        "FROM flow_entries e WHERE e.step = 's0' AND e.status = 'active'"
+                    ),
+                    p,
+                )
+                r = x(
+                    text(
+                        "UPDATE flow_entries SET step = 's2', step_at = :now, wake_at = :wake "
+                        "WHERE step = 's0' AND status = 'active'"
+                    ),
+                    {**p, "wake": ts(now + 4 * DAY)},
+                )
                 steps += 2 * r.rowcount
             else:
-                gate = (
-                    "EXISTS (SELECT 1 FROM segment_membership sm WHERE sm.contact_id = "
-                    "flow_entries.contact_id AND sm.exited_at IS NULL)"
-                )
-                step = "s2" if day == 4 else "s4"
-                if day == 4:
-                    gate += " AND EXISTS (SELECT 1 FROM contacts c WHERE c.id = flow_entries.contact_id AND c.email_consent)"
-                r = x(text(
-                    "UPDATE flow_entries SET status = 'exited', exit_reason = 'reactivated', "
-                    f"exited_at = :now, wake_at = NULL WHERE step = '{step}' AND status = 'active' "
-                    f"AND wake_at <= :now AND NOT ({gate})"
-                ), p)
+                exits = EXIT_DAY4 if day == 4 else EXIT_DAY7
+                r = x(text(exits), p)
                 steps += r.rowcount
                 if day == 4:
-                    x(text(
-                        "INSERT INTO outbox (dedup_key, contact_id, channel, template, flow, "
-                        "entry_id, step, priority, status, not_before, attempts, created_at) "
-                        "SELECT 'raw:' || e.id || '\\:s2.then.0', e.contact_id, 'email', "
-                        "'reactivation-2', 'raw', e.id, 's2.then.0', 'marketing', 'pending', "
-                        ":now, 0, :now FROM flow_entries e WHERE e.step = 's2' "
-                        "AND e.status = 'active' AND e.wake_at <= :now"
-                    ), p)
-                    r = x(text(
-                        "UPDATE flow_entries SET step = 's4', step_at = :now, wake_at = :wake "
-                        "WHERE step = 's2' AND status = 'active' AND wake_at <= :now"
-                    ), {**p, "wake": ts(now + 3 * DAY)})
+                    x(
+                        text(
+                            "INSERT INTO outbox (dedup_key, contact_id, channel, template, flow, "
+                            "entry_id, step, priority, status, not_before, attempts, created_at) "
+                            "SELECT 'raw:' || e.id || '\\:s2.then.0', e.contact_id, 'email', "
+                            "'reactivation-2', 'raw', e.id, 's2.then.0', 'marketing', 'pending', "
+                            ":now, 0, :now FROM flow_entries e WHERE e.step = 's2' "
+                            "AND e.status = 'active' AND e.wake_at <= :now"
+                        ),
+                        p,
+                    )
+                    r = x(
+                        text(
+                            "UPDATE flow_entries SET step = 's4', step_at = :now, wake_at = :wake "
+                            "WHERE step = 's2' AND status = 'active' AND wake_at <= :now"
+                        ),
+                        {**p, "wake": ts(now + 3 * DAY)},
+                    )
                     steps += 3 * r.rowcount
                 else:
-                    x(text(
-                        "INSERT INTO tag_history (contact_id, tag, action, at, source) "
-                        f"SELECT e.contact_id, '{TAG}', 'added', :now, 'flow\\:raw' FROM flow_entries e "
-                        "WHERE e.step = 's4' AND e.status = 'active' AND e.wake_at <= :now"
-                    ), p)
-                    x(text(
-                        "INSERT INTO contact_tags (contact_id, tag, added_at, added_by) "
-                        f"SELECT e.contact_id, '{TAG}', :now, 'flow\\:raw' FROM flow_entries e "
-                        "WHERE e.step = 's4' AND e.status = 'active' AND e.wake_at <= :now"
-                    ), p)
-                    r = x(text(
-                        "UPDATE flow_entries SET status = 'completed', exit_reason = 'completed', "
-                        "exited_at = :now, wake_at = NULL WHERE step = 's4' AND status = 'active' "
-                        "AND wake_at <= :now"
-                    ), p)
+                    x(
+                        text(
+                            "INSERT INTO tag_history (contact_id, tag, action, at, source) "
+                            "SELECT e.contact_id, :tag, 'added', :now, 'flow\\:raw' FROM flow_entries e "
+                            "WHERE e.step = 's4' AND e.status = 'active' AND e.wake_at <= :now"
+                        ),
+                        p,
+                    )
+                    x(
+                        text(
+                            "INSERT INTO contact_tags (contact_id, tag, added_at, added_by) "
+                            "SELECT e.contact_id, :tag, :now, 'flow\\:raw' FROM flow_entries e "
+                            "WHERE e.step = 's4' AND e.status = 'active' AND e.wake_at <= :now"
+                        ),
+                        p,
+                    )
+                    r = x(
+                        text(
+                            "UPDATE flow_entries SET status = 'completed', exit_reason = 'completed', "
+                            "exited_at = :now, wake_at = NULL WHERE step = 's4' AND status = 'active' "
+                            "AND wake_at <= :now"
+                        ),
+                        p,
+                    )
                     steps += 2 * r.rowcount
             sent += _count_sink(conn, now, postgres)
         timings[f"day{day}"] = time.perf_counter() - started
-    return {"seconds": sum(timings.values()), "per_day": timings, "contact_steps": steps, "sent": sent}
+    return {
+        "seconds": sum(timings.values()),
+        "per_day": timings,
+        "contact_steps": steps,
+        "sent": sent,
+    }
 
 
 def _one_database(kind: str, n: int, cluster: Any) -> dict[str, Any]:

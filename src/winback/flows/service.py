@@ -16,7 +16,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, func, select, update
+from sqlalchemy import and_, func, select, text, update
 
 from winback.errors import DefinitionError, NotFound
 from winback.flows import models as m
@@ -30,6 +30,8 @@ if TYPE_CHECKING:
     from winback.workspace import Workspace
 
 MAX_ROUNDS = 100
+#: Enrolments of at least this many entries refresh PostgreSQL's statistics.
+ANALYZE_AFTER = 10_000
 
 
 @dataclass
@@ -249,6 +251,11 @@ class Flows:
             for flow in running:
                 with self.ws.engine.begin() as conn:
                     n = enroll(conn, flow, now, default_timezone=tz)
+                if n >= ANALYZE_AFTER and self.ws.engine.dialect.name == "postgresql":
+                    # Fresh planner statistics after a large enrolment: without them
+                    # PostgreSQL plans the step statements for a near-empty table.
+                    with self.ws.engine.begin() as conn:
+                        conn.execute(text("ANALYZE flow_entries"))
                 if n:
                     report.enrolled[flow.program.key] = report.enrolled.get(flow.program.key, 0) + n
                 moved += n
