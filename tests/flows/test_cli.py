@@ -122,6 +122,14 @@ def test_simulate_uses_ground_truth_on_a_copy(sqlite_workspace: Workspace) -> No
     # Non-responders got both emails and were tagged; responders left when they bought.
     assert out["exits"]["reactivated"] + out["exits"]["completed"] == 40
     assert out["exits"]["completed"] >= 20 and out["messages_per_step"]["s2.then.0"] >= 20
+    # With a holdout: held-out contacts get no message and (p_no_contact = 0) never buy.
+    held = json.loads(
+        invoke("simulate", "reactivation", "--start", "2026-03-01T09:00", "--days", "31",
+               "--holdout", "0.5", "-w", w, "--json")
+    )  # fmt: skip
+    assert 0 < held["holdout"]["contacts"] < 40
+    assert held["holdout"]["reactivated"] == 0 and held["holdout"]["revenue"] == 0
+    assert held["messages_per_step"]["s0"] == held["treatment"]["contacts"]
     # The workspace itself is untouched.
     stats = json.loads(invoke("flows", "stats", "reactivation", "-w", w, "--json"))
     assert stats["entered"] == 0 and len(people) == 40
