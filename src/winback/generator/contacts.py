@@ -61,7 +61,7 @@ def contact_lines(
     birth = np.datetime64(period.end.isoformat(), "D") - age_days.astype(np.int64)
     birthdays = np.datetime_as_string(birth).tolist()
     created = np.where(pop.buyer, pop.acquired_at - rng.integers(30, 900, n), pop.acquired_at)
-    created_text = fmt.timestamps(np.maximum(created, period.start_epoch)).astype(str).tolist()
+    created_text = fmt.timestamps(np.maximum(created, period.start_epoch))
     tier = loyalty_tier(orders.revenue_cents, pop.buyer)
     email_now = pop.email_consent & ~unsubscribed
     flags = ("false", "true")

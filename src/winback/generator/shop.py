@@ -39,7 +39,9 @@ from winback.generator.writer import (
     ORDER_COLUMNS,
     Formatter,
     RowWriter,
+    Text,
     header,
+    number_text,
 )
 
 CHUNK = 20_000
@@ -169,30 +171,24 @@ class _Output:
         self.fh, self.name, self.lines = fh, name, 1
         fh.write(header(columns))
 
-    def write(self, pieces: list[bytes], line_start: NDArray[np.int64] | None, plan: DirtyPlan, dirty: RowWriter) -> int:  # fmt: skip
-        """Write one chunk's lines with the dirty ones; return how many lines were written."""
-        n = len(pieces) if line_start is None else len(line_start)
-        for idx, text in plan.replacements.items():
-            pieces[idx] = text  # only single-piece lines are replaced in place
-        bounds = (
-            (lambda j: j)
-            if line_start is None
-            else (lambda j: int(line_start[j]) if j < n else len(pieces))
+    def write(self, text: Text, plan: DirtyPlan, dirty: RowWriter) -> None:
+        """Write one chunk's lines with the dirty ones inserted or substituted."""
+        edits = sorted(
+            [(pos, 0, line) for pos, line in plan.inserts]
+            + [(idx, 1, line) for idx, line in plan.replacements.items()],
+            key=lambda e: (e[0], e[1]),
         )
-        prev = 0
-        for pos, text in plan.inserts:
-            at = bounds(pos)
-            self.fh.write(b"".join(pieces[prev:at]))
-            self.fh.write(text)
-            prev = at
-        self.fh.write(b"".join(pieces[prev:]))
+        data, offsets, prev = text.data, text.offsets, 0
+        for pos, replaces, line in edits:
+            self.fh.write(data[prev : offsets[pos]])
+            self.fh.write(line)
+            prev = int(offsets[pos + replaces])
+        self.fh.write(data[prev:])
         for offset, kind, value in sorted(plan.records, key=lambda r: r[0]):
             dirty.writerow(
                 [self.name, self.lines + 1 + offset, kind.name, kind.field, kind.expect, value]
             )
-        written = n + len(plan.inserts)
-        self.lines += written
-        return written
+        self.lines += text.lines + len(plan.inserts)
 
 
 def generate_shop(
@@ -242,20 +238,14 @@ def generate_shop(
             rng = np.random.default_rng([s.seed, 3, k])
             baskets = draw_baskets(rng, orders.cents, pop.favourite[orders.customer])
             coupon = draw_coupons(rng, orders.at, orders.first, period, s.model.coupon_share)
-            pieces, starts = fmt.orders(
-                n_orders + 1, ids[orders.customer], orders.at, orders.cents, coupon, baskets
+            text = fmt.orders(
+                n_orders + 1, ids, orders.customer, orders.at, orders.cents, coupon, baskets
             )
-            plist: list[bytes] = pieces.tolist()
-            ends = np.append(starts[1:], len(plist))
-            plan = plan_dirty(
-                np.random.default_rng([s.seed, 7, k, 1]),
-                len(starts),
-                ORDER_KINDS,
-                dirty_share,
-                _lines_of(plist, starts, ends),
+            rng = np.random.default_rng([s.seed, 7, k, 1])
+            orders_out.write(
+                text, plan_dirty(rng, text.lines, ORDER_KINDS, dirty_share, text.line), dirty
             )
-            orders_out.write(plist, starts, plan, dirty)
-            n_orders += len(starts)
+            n_orders += text.lines
             # Events.
             first_items = (baskets.category[np.cumsum(baskets.per_order) - baskets.per_order],
                            baskets.sku[np.cumsum(baskets.per_order) - baskets.per_order])  # fmt: skip
@@ -270,14 +260,11 @@ def generate_shop(
             )
             # Contacts and truth.
             lines = [x.encode() for x in contact_lines(np.random.default_rng([s.seed, 6, k]), pop, orders, events.unsubscribed, period, fmt)]  # fmt: skip
-            plan = plan_dirty(
-                np.random.default_rng([s.seed, 7, k, 0]),
-                len(lines),
-                CONTACT_KINDS,
-                dirty_share,
-                lines.__getitem__,
+            text = Text.from_lines(lines)
+            rng = np.random.default_rng([s.seed, 7, k, 0])
+            contacts.write(
+                text, plan_dirty(rng, text.lines, CONTACT_KINDS, dirty_share, text.line), dirty
             )
-            contacts.write(lines, None, plan, dirty)
             truth_fh.write(_truth_text(pop, orders, ctx, ids, fmt))
             if progress is not None:
                 progress(int(pop.index[-1]) + 1, s.customers)
@@ -310,22 +297,15 @@ def generate_shop(
     )
 
 
-def _lines_of(
-    pieces: list[bytes], starts: NDArray[np.int64], ends: NDArray[np.int64]
-) -> Callable[[int], bytes]:
-    return lambda j: b"".join(pieces[starts[j] : ends[j]])
-
-
 def _write_events(fmt: Formatter, ev: Events, ids: NDArray[np.bytes_], pop: Population, first_id: int,
                   out: _Output, dirty: RowWriter, seed: int, k: int, share: float) -> int:  # fmt: skip
-    numbers = (pop.index + 1).astype(np.bytes_)
-    lines = fmt.events(first_id, ids[ev.customer], ev.type, ev.at, ev.campaign, ev.machine, ev.hard_bounce,
-                       ev.page, ev.category, ev.sku, numbers[ev.customer]).tolist()  # fmt: skip
+    numbers = number_text(pop.index + 1)
+    text = fmt.events(first_id, ev, ids, numbers)
     plan = plan_dirty(
-        np.random.default_rng([seed, 7, k, 2]), len(lines), EVENT_KINDS, share, lines.__getitem__
+        np.random.default_rng([seed, 7, k, 2]), text.lines, EVENT_KINDS, share, text.line
     )
-    out.write(lines, None, plan, dirty)
-    return len(lines)
+    out.write(text, plan, dirty)
+    return text.lines
 
 
 def _truth_text(
@@ -333,7 +313,7 @@ def _truth_text(
 ) -> bytes:
     t = ground_truth(pop, orders, ctx.period, ctx.warp, ctx.settings.model)
     dropped = np.where(t.dropped_out_at == NO_TIME, 0, t.dropped_out_at)
-    dropped_text = fmt.timestamps(dropped).astype(str).tolist()
+    dropped_text = fmt.timestamps(dropped)
     rows = zip(ids.astype(str).tolist(), t.purchase_rate_per_year.tolist(), t.dropout_p.tolist(),
                t.alive_at_end.tolist(), t.p_no_contact.tolist(), t.p_if_contacted.tolist(),
                t.mean_spend.tolist(), (t.dropped_out_at != NO_TIME).tolist(), dropped_text, strict=True)  # fmt: skip
