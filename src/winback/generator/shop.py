@@ -8,7 +8,7 @@ import json
 import math
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import date
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -102,10 +102,12 @@ class _Context:
     campaigns: Campaigns
 
 
-def _context(customers: int, months: int, seed: int, end: date | None, dirty_share: float, mean_orders: float | None, model: ShopModel | None) -> _Context:  # fmt: skip
+def _context(customers: int, months: int, seed: int, end: date | None, dirty_share: float, mean_orders: float | None, model: ShopModel | None, mean_events: float | None = None) -> _Context:  # fmt: skip
     model = model or ShopModel()
     if customers < 1:
         raise InvalidGeneratorParameters(f"customers must be at least 1, got {customers}")
+    if customers > 9_999_999:
+        raise InvalidGeneratorParameters(f"customers must be at most 9,999,999, got {customers}")
     if not 1 <= months <= 240:
         raise InvalidGeneratorParameters(f"months must be between 1 and 240, got {months}")
     if not 0 <= dirty_share <= 0.5:
@@ -118,18 +120,47 @@ def _context(customers: int, months: int, seed: int, end: date | None, dirty_sha
             f"mean orders per customer must be above {buyers:g} (every buyer has a first order; "
             f"{model.prospect_share:.0%} of contacts are prospects) and at most 1000, got {mean_orders}"
         )
+    if mean_events is not None and not 0.5 <= mean_events <= 1000:
+        raise InvalidGeneratorParameters(
+            f"mean events per customer must be between 0.5 and 1000, got {mean_events}"
+        )
     period = Period.ending(end or DEFAULT_END, months)
     warp = Warp.for_period(period)
     scale = (
         1.0 if mean_orders is None else calibrate_rate_scale(seed, period, model, warp, mean_orders)
     )
-    settings = GeneratorSettings(
-        customers, months, seed, period.end, dirty_share, mean_orders, model, scale
-    )
     offsets = utc_offsets(period, [m.zone for m in MARKETS])
-    return _Context(
-        settings, period, warp, offsets, campaigns(period, np.random.default_rng([seed, 0]))
+    shop_campaigns = campaigns(period, np.random.default_rng([seed, 0]))
+    if mean_events is not None:
+        model = _calibrate_activity(customers, seed, period, warp, offsets, shop_campaigns, model, scale, mean_events)  # fmt: skip
+    settings = GeneratorSettings(
+        customers, months, seed, period.end, dirty_share, mean_orders, mean_events, model, scale
     )
+    return _Context(settings, period, warp, offsets, shop_campaigns)
+
+
+PILOT = 40_000
+"""At most this many pilot customers calibrate ``mean_events`` (at least 10,000)."""
+
+
+def _calibrate_activity(customers: int, seed: int, period: Period, warp: Warp, offsets: NDArray[np.int64], shop_campaigns: Campaigns, model: ShopModel, scale: float, target: float) -> ShopModel:  # fmt: skip
+    """The model whose ``activity`` gives about ``target`` events per contact, found by a
+    few fixed-point steps on a pilot sample of customers (events grow about linearly)."""
+    pilot = min(PILOT, max(customers, 10_000))
+    index = np.arange(pilot, dtype=np.int64)
+    pop = draw_population(
+        np.random.default_rng([seed, 98, 1]), index, period, model, scale, offsets
+    )
+    orders = simulate_orders(
+        np.random.default_rng([seed, 98, 2]), pop, period, warp, offsets, model
+    )
+    items = (np.zeros(len(orders.at), np.int64), np.zeros(len(orders.at), np.int64))
+    for step in range(4):
+        emails = simulate_emails(np.random.default_rng([seed, 98, 3, step]), pop, orders, shop_campaigns, period, model)  # fmt: skip
+        visits = simulate_visits(np.random.default_rng([seed, 98, 4, step]), pop, orders, items, period, warp, offsets, model)  # fmt: skip
+        per_customer = (len(emails.at) + len(visits.at)) / pilot
+        model = replace(model, activity=model.activity * target / max(per_customer, 1e-9))
+    return model
 
 
 def _chunks(ctx: _Context) -> Iterator[tuple[int, Population, Orders]]:
@@ -200,13 +231,14 @@ def generate_shop(
     end: date | None = None,
     dirty_share: float = 0.01,
     mean_orders: float | None = None,
+    mean_events: float | None = None,
     model: ShopModel | None = None,
     progress: Progress | None = None,
 ) -> GeneratedShop:
     """Write ``contacts.csv``, ``orders.csv``, ``events.csv`` (canonical import format),
     ``ground_truth.csv``, ``dirty_rows.csv`` and ``parameters.json`` into ``out_dir``.
     Same arguments, same bytes."""
-    ctx = _context(customers, months, seed, end, dirty_share, mean_orders, model)
+    ctx = _context(customers, months, seed, end, dirty_share, mean_orders, model, mean_events)
     s, period = ctx.settings, ctx.period
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -259,7 +291,7 @@ def generate_shop(
                 fmt, events, ids, pop, n_events + 1, events_out, dirty, s.seed, k, dirty_share
             )
             # Contacts and truth.
-            lines = [x.encode() for x in contact_lines(np.random.default_rng([s.seed, 6, k]), pop, orders, events.unsubscribed, period, fmt)]  # fmt: skip
+            lines = [x.encode() for x in contact_lines(np.random.default_rng([s.seed, 6, k]), pop, orders, events.unsubscribed, period, fmt, s.model)]  # fmt: skip
             text = Text.from_lines(lines)
             rng = np.random.default_rng([s.seed, 7, k, 0])
             contacts.write(

@@ -58,12 +58,6 @@ def table(values: list[bytes]) -> NDArray[np.bytes_]:
     return np.array(values or [b""], dtype=np.bytes_)
 
 
-def pick(tab: NDArray[np.bytes_], idx: NDArray[np.int64]) -> Block:
-    """Rows of a byte-string table as a NUL-padded block."""
-    out = np.ascontiguousarray(tab[idx])
-    return out.view(U8).reshape(len(idx), tab.dtype.itemsize)
-
-
 def const(m: int, value: bytes) -> Block:
     return np.broadcast_to(np.frombuffer(value, dtype=U8), (m, len(value)))
 
@@ -77,42 +71,88 @@ def digits(x: NDArray[np.int64], width: int, *, zero_pad: bool = False) -> Block
     return out
 
 
-def compact(blocks: list[Block]) -> Text:
-    """Concatenate the blocks column-wise and drop the NUL padding."""
-    matrix = np.hstack(blocks) if blocks else np.zeros((0, 0), dtype=U8)
-    keep = matrix != 0
-    lengths = keep.sum(axis=1, dtype=np.int64)
-    return Text(matrix[keep].tobytes(), np.concatenate([[0], np.cumsum(lengths)]))
+def left_numbers(n: int) -> NDArray[np.bytes_]:
+    """The decimal text of ``0 .. n-1``, left-aligned (NUL padding at the end)."""
+    return table([b"%d" % i for i in range(n)])
 
 
-def number_table(n: int, width: int, *, zero_pad: bool = False) -> NDArray[np.bytes_]:
-    """The decimal text of ``0 .. n-1`` as a byte-string table."""
-    return (
-        np.ascontiguousarray(digits(np.arange(n, dtype=np.int64), width, zero_pad=zero_pad))
-        .view(f"S{width}")
-        .ravel()
-    )
+def fixed_numbers(n: int, width: int) -> Block:
+    """The zero-padded decimal text of ``0 .. n-1`` as a block."""
+    return digits(np.arange(n, dtype=np.int64), width, zero_pad=True)
 
 
 def number_text(values: NDArray[np.int64]) -> NDArray[np.bytes_]:
-    """Decimal text of each value (up to 10 digits)."""
-    return np.ascontiguousarray(digits(values, 10)).view("S10").ravel()
+    """Decimal text of each value, left-aligned (values below 10**10)."""
+    return np.array([b"%d" % v for v in values.tolist()] or [b""], dtype=np.bytes_)
+
+
+class Line:
+    """A line built left to right from fixed-width blocks (no NUL inside) and variable-width
+    byte strings (NUL-padded at the end): runs of fixed blocks are laid side by side, then
+    the runs and variable parts are joined with ``np.strings.add``, which skips padding."""
+
+    def __init__(self, m: int) -> None:
+        self.m = m
+        self.parts: list[NDArray[np.bytes_]] = []
+        self.run: list[Block] = []
+
+    def fixed(self, *blocks: Block) -> Line:
+        self.run.extend(blocks)
+        return self
+
+    def const(self, value: bytes) -> Line:
+        return self.fixed(const(self.m, value))
+
+    def var(self, values: NDArray[np.bytes_]) -> Line:
+        self._flush()
+        self.parts.append(values)
+        return self
+
+    def _flush(self) -> None:
+        if self.run:
+            block = np.ascontiguousarray(np.hstack(self.run))
+            self.parts.append(block.view(f"S{block.shape[1]}").ravel())
+            self.run = []
+
+    def build(self) -> NDArray[np.bytes_]:
+        self._flush()
+        out = self.parts[0]
+        for part in self.parts[1:]:
+            out = np.strings.add(out, part)
+        return out
+
+
+def to_text(lines: NDArray[np.bytes_]) -> Text:
+    lengths = np.strings.str_len(lines).astype(np.int64)
+    return Text(b"".join(lines.tolist()), np.concatenate([[0], np.cumsum(lengths)]))
+
+
+def merge(n: int, groups: list[tuple[NDArray[np.int64], NDArray[np.bytes_]]]) -> Text:
+    """Lines built in groups (``rows`` of the result, their lines) put back in row order."""
+    if len(groups) == 1:
+        return to_text(groups[0][1])
+    merged = np.empty(n, dtype=object)
+    lengths = np.zeros(n, dtype=np.int64)
+    for rows, lines in groups:
+        merged[rows] = np.fromiter(lines.tolist(), dtype=object, count=len(rows))
+        lengths[rows] = np.strings.str_len(lines)
+    return Text(b"".join(merged.tolist()), np.concatenate([[0], np.cumsum(lengths)]))
 
 
 class Formatter:
     """Lookup tables for one period and its campaigns."""
 
-    MAX_EUROS = 999_999
+    MAX_EUROS = 99_999
 
     def __init__(self, period: Period, campaign_names: list[str]) -> None:
         self.period = period
-        self.low4 = number_table(10_000, 4, zero_pad=True)
-        self.high6 = number_table(1_000_000, 6, zero_pad=True)
-        self.euros = number_table(self.MAX_EUROS + 1, 6)
-        self.cents = number_table(100, 2, zero_pad=True)
+        self.low4 = fixed_numbers(10_000, 4)
+        self.high6 = fixed_numbers(1_000_000, 6)
+        self.euros = left_numbers(self.MAX_EUROS + 1)
+        self.cents = fixed_numbers(100, 2)
         first = period.start - timedelta(days=PAD_DAYS)
         n = period.days + 2 * PAD_DAYS + 40
-        self.day_text = table([f"{first + timedelta(days=i)}T".encode() for i in range(n)])
+        self.day_text = np.vstack([np.frombuffer(f"{first + timedelta(days=i)}T".encode(), dtype=U8) for i in range(n)])  # fmt: skip
         clock = np.arange(SECONDS_PER_DAY, dtype=np.int64)
         self.clock = np.hstack(
             [digits(clock // 3600, 2, zero_pad=True), const(SECONDS_PER_DAY, b":"),
@@ -125,7 +165,7 @@ class Formatter:
         heads = [f'{{""sku"":""{s}"",""category"":""{c}"",""qty"":' for s, c in zip(codes, cats, strict=True)]  # fmt: skip
         self.item_head = table([h.encode() for h in heads] + [b"," + h.encode() for h in heads])
         self.qty_text = table([b"", b'1,""price"":', b'2,""price"":'])
-        self.coupon_text = table([c.encode() for c in COUPONS])
+        self.coupon_text = table([f"{c}\n".encode() for c in COUPONS])
         self.type_text = table([f"{t},".encode() for t in EVENT_TYPES])
         # Properties: a head from one table, then (email only) the customer number, then a tail.
         names = campaign_names or [""]
@@ -134,39 +174,35 @@ class Formatter:
             f'"{{""campaign"":""{name}"",""message_id"":""{c}.'.encode()
             for c, name in enumerate(names)
         ]
-        heads_landing = [
-            f'"{{""url"":""/landing/{name}"",""utm_campaign"":""{name}""}}"'.encode()
-            for name in names
-        ]
-        heads_page = [f'"{{""url"":""{p}""}}"'.encode() for p in PAGES]
+        heads_landing = [f'"{{""url"":""/landing/{name}""}}"\n'.encode() for name in names]
+        heads_page = [f'"{{""url"":""{p}""}}"\n'.encode() for p in PAGES]
         heads_product = [
-            f'"{{""sku"":""{s}"",""category"":""{c}""}}"'.encode()
+            f'"{{""sku"":""{s}"",""category"":""{c}""}}"\n'.encode()
             for s, c in zip(codes, cats, strict=True)
         ]
         self.prop_head = table(heads_email + heads_landing + heads_page + heads_product)
         self.prop_tail = table(
-            [b"", f'@{MAIL_DOMAIN}""}}"'.encode(), f'@{MAIL_DOMAIN}"",""machine"":true}}"'.encode(),
-             f'@{MAIL_DOMAIN}"",""bounce"":""hard""}}"'.encode(),
-             f'@{MAIL_DOMAIN}"",""bounce"":""soft""}}"'.encode()]
+            [b"", f'@{MAIL_DOMAIN}""}}"\n'.encode(), f'@{MAIL_DOMAIN}"",""machine"":true}}"\n'.encode(),
+             f'@{MAIL_DOMAIN}"",""bounce"":""hard""}}"\n'.encode(),
+             f'@{MAIL_DOMAIN}"",""bounce"":""soft""}}"\n'.encode()]
         )  # fmt: skip
 
     def timestamp_blocks(self, epoch: NDArray[np.int64]) -> list[Block]:
         s = np.maximum(epoch - self.origin, 0)
-        return [pick(self.day_text, s // SECONDS_PER_DAY), self.clock[s % SECONDS_PER_DAY]]
+        return [self.day_text[s // SECONDS_PER_DAY], self.clock[s % SECONDS_PER_DAY]]
 
     def timestamps(self, epoch: NDArray[np.int64]) -> list[str]:
-        text = compact([*self.timestamp_blocks(epoch), const(len(epoch), b"\n")])
-        return text.data.decode().split("\n")[:-1]
-
-    def amount_blocks(self, cents: NDArray[np.int64]) -> list[Block]:
-        euros = np.minimum(cents // 100, self.MAX_EUROS)
-        return [pick(self.euros, euros), const(len(cents), b"."), pick(self.cents, cents % 100)]
+        block = np.ascontiguousarray(np.hstack(self.timestamp_blocks(epoch)))
+        return block.view(f"S{block.shape[1]}").ravel().astype(str).tolist()
 
     def serials(self, first: int, m: int, width: int) -> list[Block]:
         """Zero-padded numbers ``first .. first+m-1`` (``width`` at most 10)."""
         ids = np.arange(first, first + m, dtype=np.int64)
-        high = pick(self.high6, ids // 10_000)[:, 10 - width :]
-        return [high, pick(self.low4, ids % 10_000)]
+        return [self.high6[ids // 10_000, 10 - width :], self.low4[ids % 10_000]]
+
+    def amount(self, line: Line, cents: NDArray[np.int64]) -> Line:
+        euros = np.minimum(cents // 100, self.MAX_EUROS)
+        return line.var(self.euros[euros]).const(b".").fixed(self.cents[cents % 100])
 
     def orders(
         self, first_id: int, customer_ids: NDArray[np.bytes_], customer: NDArray[np.int64],
@@ -177,20 +213,27 @@ class Formatter:
         item_start = np.cumsum(k) - k
         within = np.arange(len(baskets.order)) - np.repeat(item_start, k)
         lead = (within > 0).astype(np.int64) * (len(CATEGORIES) * SKUS_PER_CATEGORY)
-        item = np.hstack(
-            [pick(self.item_head, lead + baskets.category * SKUS_PER_CATEGORY + baskets.sku),
-             pick(self.qty_text, baskets.qty), *self.amount_blocks(baskets.unit_cents),
-             const(len(within), b"}")]
-        )  # fmt: skip
-        kmax = int(k.max()) if m else 1
-        items = np.zeros((m, kmax, item.shape[1]), dtype=U8)
-        items[baskets.order, within] = item
-        return compact(
-            [const(m, b"O"), *self.serials(first_id, m, 9), const(m, b","), pick(customer_ids, customer),
-             const(m, b","), *self.timestamp_blocks(at), const(m, b","), *self.amount_blocks(cents),
-             const(m, f',{CURRENCY},"['.encode()), items.reshape(m, -1), const(m, b']",'),
-             pick(self.coupon_text, coupon), const(m, b"\n")]
-        )  # fmt: skip
+        item = Line(len(within)).var(
+            self.item_head[lead + baskets.category * SKUS_PER_CATEGORY + baskets.sku]
+        )
+        item.var(self.qty_text[baskets.qty])
+        items = self.amount(item, baskets.unit_cents).const(b"}").build()
+        ids = customer_ids[customer]
+        # Fixed-width head shared by all lines, then one group per basket size.
+        head = Line(m).const(b"O").fixed(*self.serials(first_id, m, 9)).const(b",")
+        head.fixed(ids.view(U8).reshape(m, -1)).const(b",").fixed(*self.timestamp_blocks(at)).const(
+            b","
+        )
+        self.amount(head, cents).const(f',{CURRENCY},"['.encode())
+        heads = head.build()
+        out = []
+        for size in np.unique(k).tolist():
+            rows = np.flatnonzero(k == size)
+            line = Line(len(rows)).var(heads[rows])
+            for j in range(size):
+                line.var(items[item_start[rows] + j])
+            out.append((rows, line.const(b']",').var(self.coupon_text[coupon[rows]]).build()))
+        return merge(m, out)
 
     def events(self, first_id: int, ev: Events, customer_ids: NDArray[np.bytes_], customer_numbers: NDArray[np.bytes_]) -> Text:  # fmt: skip
         m = len(ev.at)
@@ -205,13 +248,13 @@ class Formatter:
                               2 * c + ev.page)),
         )  # fmt: skip
         tail = np.where(email, np.where(ev.machine, 2, np.where(ev.type == 4, np.where(ev.hard_bounce, 3, 4), 1)), 0)  # fmt: skip
-        number = pick(customer_numbers, ev.customer)
-        number[~email] = 0
-        return compact(
-            [const(m, b"E"), *self.serials(first_id, m, 10), const(m, b","), pick(customer_ids, ev.customer),
-             const(m, b","), pick(self.type_text, ev.type), *self.timestamp_blocks(ev.at), const(m, b","),
-             pick(self.prop_head, head), number, pick(self.prop_tail, tail), const(m, b"\n")]
-        )  # fmt: skip
+        number = customer_numbers[ev.customer]
+        number[~email] = b""
+        line = Line(m).const(b"E").fixed(*self.serials(first_id, m, 10)).const(b",")
+        line.fixed(customer_ids[ev.customer].view(U8).reshape(m, -1)).const(b",")
+        line.var(self.type_text[ev.type]).fixed(*self.timestamp_blocks(ev.at)).const(b",")
+        line.var(self.prop_head[head]).var(number).var(self.prop_tail[tail])
+        return to_text(line.build())
 
 
 class RowWriter(Protocol):
