@@ -55,12 +55,12 @@ class Events:
     unsubscribed: NDArray[np.bool_]  # per customer
 
     @classmethod
-    def concat(cls, parts: list[Events], n: int) -> Events:
+    def concat(cls, parts: list[Events], n: int, *, by_time: bool = True) -> Events:
         def cat(name: str) -> NDArray[np.int64]:
             return np.concatenate([getattr(p, name) for p in parts])
 
         at = cat("at")
-        order = np.argsort(at, kind="stable")
+        order = np.argsort(at, kind="stable") if by_time else np.arange(len(at))
         unsub = np.zeros(n, bool)
         for p in parts:
             unsub |= p.unsubscribed
@@ -187,7 +187,7 @@ def simulate_emails(
         _events(who[landing], PAGE_VIEW, click_at[landing] + rng.integers(1, 6, int(landing.sum())), n,
                 campaign=camp[landing], page=np.full(int(landing.sum()), LANDING))
     )  # fmt: skip
-    events = Events.concat(parts, n)
+    events = Events.concat(parts, n, by_time=False)
     events.unsubscribed = unsubscribed
     return events
 
@@ -255,7 +255,7 @@ def simulate_visits(
     parts.append(
         _events(o_who, CART_ADD, o_at - rng.integers(60, 290, k), n, category=cat, sku=sku)
     )
-    return Events.concat(parts, n)
+    return Events.concat(parts, n, by_time=False)
 
 
 def _within(gaps: NDArray[np.int64], sizes: NDArray[np.int64]) -> NDArray[np.int64]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, replace
@@ -17,7 +16,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from winback.errors import WinbackError
-from winback.generator.contacts import contact_lines, customer_ids
+from winback.generator.contacts import contact_text, customer_ids
 from winback.generator.dirty import (
     CONTACT_KINDS,
     DIRTY_COLUMNS,
@@ -38,10 +37,12 @@ from winback.generator.writer import (
     EVENT_COLUMNS,
     ORDER_COLUMNS,
     Formatter,
+    Line,
     RowWriter,
     Text,
     header,
     number_text,
+    to_text,
 )
 
 CHUNK = 20_000
@@ -291,8 +292,15 @@ def generate_shop(
                 fmt, events, ids, pop, n_events + 1, events_out, dirty, s.seed, k, dirty_share
             )
             # Contacts and truth.
-            lines = [x.encode() for x in contact_lines(np.random.default_rng([s.seed, 6, k]), pop, orders, events.unsubscribed, period, fmt, s.model)]  # fmt: skip
-            text = Text.from_lines(lines)
+            text = contact_text(
+                np.random.default_rng([s.seed, 6, k]),
+                pop,
+                orders,
+                events.unsubscribed,
+                period,
+                fmt,
+                s.model,
+            )
             rng = np.random.default_rng([s.seed, 7, k, 0])
             contacts.write(
                 text, plan_dirty(rng, text.lines, CONTACT_KINDS, dirty_share, text.line), dirty
@@ -344,15 +352,14 @@ def _truth_text(
     pop: Population, orders: Orders, ctx: _Context, ids: NDArray[np.bytes_], fmt: Formatter
 ) -> bytes:
     t = ground_truth(pop, orders, ctx.period, ctx.warp, ctx.settings.model)
-    dropped = np.where(t.dropped_out_at == NO_TIME, 0, t.dropped_out_at)
-    dropped_text = fmt.timestamps(dropped)
-    rows = zip(ids.astype(str).tolist(), t.purchase_rate_per_year.tolist(), t.dropout_p.tolist(),
-               t.alive_at_end.tolist(), t.p_no_contact.tolist(), t.p_if_contacted.tolist(),
-               t.mean_spend.tolist(), (t.dropped_out_at != NO_TIME).tolist(), dropped_text, strict=True)  # fmt: skip
-    out = []
-    for cid, rate, p, alive, p0, p1, spend, has_drop, drop in rows:
-        out.append(
-            f"{cid},{rate:.4f},{'' if math.isnan(p) else f'{p:.4f}'},{'true' if alive else 'false'},"
-            f"{p0:.6g},{p1:.6g},{spend:.2f},{drop if has_drop else ''}\n"
-        )
-    return "".join(out).encode()
+    n = pop.n
+    dropout = fmt.decimal(np.nan_to_num(t.dropout_p), 4)
+    dropout[np.isnan(t.dropout_p)] = b""
+    dropped = fmt.timestamp_text(np.where(t.dropped_out_at == NO_TIME, 0, t.dropped_out_at))
+    dropped[t.dropped_out_at == NO_TIME] = b""
+    line = Line(n).fixed(ids.view(np.uint8).reshape(n, -1)).const(b",")
+    line.var(fmt.decimal(t.purchase_rate_per_year, 4)).const(b",").var(dropout)
+    line.var(np.where(t.alive_at_end, b",true,", b",false,"))
+    line.var(fmt.decimal(t.p_no_contact, 6)).const(b",").var(fmt.decimal(t.p_if_contacted, 6))
+    line.const(b",").var(fmt.decimal(t.mean_spend, 2)).const(b",").var(dropped).const(b"\n")
+    return to_text(line.build()).data

@@ -191,6 +191,18 @@ class Formatter:
         s = np.maximum(epoch - self.origin, 0)
         return [self.day_text[s // SECONDS_PER_DAY], self.clock[s % SECONDS_PER_DAY]]
 
+    def timestamp_text(self, epoch: NDArray[np.int64]) -> NDArray[np.bytes_]:
+        block = np.ascontiguousarray(np.hstack(self.timestamp_blocks(epoch)))
+        return block.view(f"S{block.shape[1]}").ravel()
+
+    def decimal(self, values: NDArray[np.float64], places: int) -> NDArray[np.bytes_]:
+        """Non-negative numbers with ``places`` (2, 4 or 6) decimals, below 100,000."""
+        scale = 10**places
+        fixed = np.rint(np.clip(values, 0, self.MAX_EUROS) * scale).astype(np.int64)
+        fraction = {2: self.cents, 4: self.low4, 6: self.high6}[places]
+        line = Line(len(values)).var(self.euros[fixed // scale]).const(b".")
+        return line.fixed(fraction[fixed % scale]).build()
+
     def timestamps(self, epoch: NDArray[np.int64]) -> list[str]:
         block = np.ascontiguousarray(np.hstack(self.timestamp_blocks(epoch)))
         return block.view(f"S{block.shape[1]}").ravel().astype(str).tolist()
