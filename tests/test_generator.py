@@ -75,6 +75,20 @@ def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path: Path) -> None:
     assert all(other[f] != digest(a.out_dir)[f] for f in FILES)
 
 
+@pytest.mark.slow
+def test_worker_processes_do_not_change_the_bytes(tmp_path: Path) -> None:
+    one = generate_shop(
+        tmp_path / "one", customers=41_000, months=3, seed=9, mean_events=3, workers=1
+    )
+    two = generate_shop(
+        tmp_path / "two", customers=41_000, months=3, seed=9, mean_events=3, workers=2
+    )
+    assert digest(one.out_dir) == digest(two.out_dir)
+    # Order ids run on across the three chunks, in file order.
+    ids = [r["order_id"] for r in good_rows_from(one.out_dir, "orders.csv")]
+    assert ids == [f"O{i:09d}" for i in range(1, one.orders + 1)]
+
+
 def test_columns_are_exactly_canonical(shop: GeneratedShop) -> None:
     assert header_of(shop.contacts_path) == [
         "customer_id", "email", "phone", "first_name", "last_name", "birthday", "timezone",
