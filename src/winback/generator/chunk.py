@@ -33,27 +33,31 @@ class ChunkText:
 
     k: int
     customers_done: int
+    numbered: bool
     orders: Text
     events: Text
     contacts: Text
     truth: bytes
 
 
-def render_chunk(ctx: Context, fmt: Formatter, k: int) -> ChunkText:
+def render_chunk(ctx: Context, fmt: Formatter, k: int, first_order: int = 0, first_event: int = 0) -> ChunkText:  # fmt: skip
+    """Chunk ``k`` as text; ids start at the given numbers (0: to be renumbered)."""
     s, period = ctx.settings, ctx.period
     pop, orders = population(ctx, k)
     ids = customer_ids(pop.index)
     rng = np.random.default_rng([s.seed, 3, k])
     baskets = draw_baskets(rng, orders.cents, pop.favourite[orders.customer])
     coupon = draw_coupons(rng, orders.at, orders.first, period, s.model.coupon_share)
-    order_text = fmt.orders(0, ids, orders.customer, orders.at, orders.cents, coupon, baskets)
+    order_text = fmt.orders(
+        first_order, ids, orders.customer, orders.at, orders.cents, coupon, baskets
+    )
 
     first = np.cumsum(baskets.per_order) - baskets.per_order
     first_items = (baskets.category[first], baskets.sku[first])
     emails = simulate_emails(np.random.default_rng([s.seed, 4, k]), pop, orders, ctx.campaigns, period, s.model)  # fmt: skip
     visits = simulate_visits(np.random.default_rng([s.seed, 5, k]), pop, orders, first_items, period, ctx.warp, ctx.offsets, s.model)  # fmt: skip
     events = Events.concat([emails, visits], pop.n)
-    event_text = fmt.events(0, events, ids, number_text(pop.index + 1))
+    event_text = fmt.events(first_event, events, ids, number_text(pop.index + 1))
 
     contacts = contact_text(np.random.default_rng([s.seed, 6, k]), pop, orders, emails.unsubscribed, period, fmt, s.model)  # fmt: skip
     truth = ground_truth(pop, orders, period, ctx.warp, s.model)
@@ -70,7 +74,15 @@ def render_chunk(ctx: Context, fmt: Formatter, k: int) -> ChunkText:
     line.var(fmt.decimal(truth.p_if_contacted, 6)).const(b",")
     line.var(fmt.decimal(truth.mean_spend, 2)).const(b",").var(dropped).const(b"\n")
     done = int(pop.index[-1]) + 1
-    return ChunkText(k, done, order_text, event_text, contacts, to_text(line.build()).data)
+    return ChunkText(
+        k,
+        done,
+        first_order > 0,
+        order_text,
+        event_text,
+        contacts,
+        bytes(to_text(line.build()).data),
+    )
 
 
 def renumber(text: Text, first: int, width: int) -> Text:
@@ -78,11 +90,12 @@ def renumber(text: Text, first: int, width: int) -> Text:
     ``first + 1``, ... (the ids of orders and events)."""
     if text.lines == 0:
         return text
-    data = np.frombuffer(text.data, dtype=np.uint8).copy()
+    buffer = bytearray(text.data)
+    data = np.frombuffer(buffer, dtype=np.uint8)
     starts = text.offsets[:-1] + 1
     ids = np.arange(first, first + text.lines, dtype=np.int64)
     data[starts[:, None] + np.arange(width)] = digits(ids, width, zero_pad=True)
-    return Text(data.tobytes(), text.offsets)
+    return Text(buffer, text.offsets)
 
 
 _WORKER: list[tuple[Context, Formatter]] = []
@@ -102,8 +115,11 @@ def rendered_chunks(ctx: Context, workers: int) -> Iterator[ChunkText]:
     per worker ahead of the consumer."""
     if workers <= 1 or ctx.chunks <= 1:
         fmt = Formatter(ctx.period, ctx.campaigns.names)
+        orders = events = 0
         for k in range(ctx.chunks):
-            yield render_chunk(ctx, fmt, k)
+            chunk = render_chunk(ctx, fmt, k, orders + 1, events + 1)
+            orders, events = orders + chunk.orders.lines, events + chunk.events.lines
+            yield chunk
         return
     # fork where there is one: nothing to re-import, and scripts need no __main__ guard.
     methods = multiprocessing.get_all_start_methods()

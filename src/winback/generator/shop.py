@@ -166,10 +166,18 @@ def generate_shop(
         dirty = csv.writer(dirty_file, lineterminator="\n")
         for chunk in rendered_chunks(ctx, workers):
             k = chunk.k
-            text = renumber(chunk.orders, n_orders + 1, ORDER_ID_DIGITS)
+            text = (
+                chunk.orders
+                if chunk.numbered
+                else renumber(chunk.orders, n_orders + 1, ORDER_ID_DIGITS)
+            )
             orders.write(text, _plan(s.seed, k, 1, text, ORDER_KINDS, dirty_share), dirty)
             n_orders += text.lines
-            text = renumber(chunk.events, n_events + 1, EVENT_ID_DIGITS)
+            text = (
+                chunk.events
+                if chunk.numbered
+                else renumber(chunk.events, n_events + 1, EVENT_ID_DIGITS)
+            )
             events.write(text, _plan(s.seed, k, 2, text, EVENT_KINDS, dirty_share), dirty)
             n_events += text.lines
             text = chunk.contacts

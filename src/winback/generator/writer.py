@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import numpy as np
 from numpy.typing import NDArray
@@ -38,7 +38,7 @@ MAIL_DOMAIN = "mail.shop.example"
 class Text:
     """Formatted lines: ``data[offsets[j]:offsets[j + 1]]`` is line ``j`` (with its newline)."""
 
-    data: bytes
+    data: bytes | bytearray
     offsets: NDArray[np.int64]
 
     @property
@@ -46,7 +46,7 @@ class Text:
         return len(self.offsets) - 1
 
     def line(self, j: int) -> bytes:
-        return self.data[self.offsets[j] : self.offsets[j + 1]]
+        return bytes(self.data[self.offsets[j] : self.offsets[j + 1]])
 
     @classmethod
     def from_lines(cls, lines: list[bytes]) -> Text:
@@ -163,8 +163,15 @@ class Formatter:
         codes = [f"{c[:3].upper()}-{s:04d}" for c in CATEGORIES for s in range(SKUS_PER_CATEGORY)]
         cats = [c for c in CATEGORIES for _ in range(SKUS_PER_CATEGORY)]
         heads = [f'{{""sku"":""{s}"",""category"":""{c}"",""qty"":' for s, c in zip(codes, cats, strict=True)]  # fmt: skip
-        self.item_head = table([h.encode() for h in heads] + [b"," + h.encode() for h in heads])
-        self.qty_text = table([b"", b'1,""price"":', b'2,""price"":'])
+        # Item heads by (qty - 1, leading comma, SKU), each ending with the quantity.
+        self.item_head = table(
+            [
+                f'{lead}{h}{qty},""price"":'.encode()
+                for qty in (1, 2)
+                for lead in ("", ",")
+                for h in heads
+            ]
+        )
         self.coupon_text = table([f"{c}\n".encode() for c in COUPONS])
         self.type_text = table([f"{t},".encode() for t in EVENT_TYPES])
         # Properties: a head from one table, then (email only) the customer number, then a tail.
@@ -224,11 +231,16 @@ class Formatter:
         k = baskets.per_order
         item_start = np.cumsum(k) - k
         within = np.arange(len(baskets.order)) - np.repeat(item_start, k)
-        lead = (within > 0).astype(np.int64) * (len(CATEGORIES) * SKUS_PER_CATEGORY)
+        heads_per_lead = range(len(CATEGORIES) * SKUS_PER_CATEGORY)
+        lead = (within > 0).astype(np.int64) * len(heads_per_lead)
         item = Line(len(within)).var(
-            self.item_head[lead + baskets.category * SKUS_PER_CATEGORY + baskets.sku]
+            self.item_head[
+                (baskets.qty - 1) * 2 * len(heads_per_lead)
+                + lead
+                + baskets.category * SKUS_PER_CATEGORY
+                + baskets.sku
+            ]
         )
-        item.var(self.qty_text[baskets.qty])
         items = self.amount(item, baskets.unit_cents).const(b"}").build()
         ids = customer_ids[customer]
         # Fixed-width head shared by all lines, then one group per basket size.
@@ -260,12 +272,17 @@ class Formatter:
                               2 * c + ev.page)),
         )  # fmt: skip
         tail = np.where(email, np.where(ev.machine, 2, np.where(ev.type == 4, np.where(ev.hard_bounce, 3, 4), 1)), 0)  # fmt: skip
-        number = customer_numbers[ev.customer]
-        number[~email] = b""
+        # The customer number and the tail come from one per-chunk table: (customer, tail).
+        tails = np.strings.add(
+            np.repeat(customer_numbers, len(self.prop_tail)),
+            np.tile(self.prop_tail, len(customer_numbers)),
+        )
+        tails[:: len(self.prop_tail)] = b""
+        number_tail = cast(NDArray[np.bytes_], tails[ev.customer * len(self.prop_tail) + tail])
         line = Line(m).const(b"E").fixed(*self.serials(first_id, m, 10)).const(b",")
         line.fixed(customer_ids[ev.customer].view(U8).reshape(m, -1)).const(b",")
         line.var(self.type_text[ev.type]).fixed(*self.timestamp_blocks(ev.at)).const(b",")
-        line.var(self.prop_head[head]).var(number).var(self.prop_tail[tail])
+        line.var(self.prop_head[head]).var(number_tail)
         return to_text(line.build())
 
 
