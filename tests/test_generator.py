@@ -18,6 +18,7 @@ from winback.cli import app
 from winback.generator import (
     GeneratedShop,
     InvalidGeneratorParameters,
+    ShopModel,
     generate_orders_arrays,
     generate_shop,
 )
@@ -269,6 +270,36 @@ def test_order_arrays_are_the_orders_of_the_files(shop: GeneratedShop) -> None:
     assert from_file == from_arrays
 
 
+def test_a_bgnbd_fit_recovers_the_generating_parameters() -> None:
+    """Maximum likelihood BG/NBD (Fader, Hardie and Lee 2005) on the generated orders, in
+    years, gives back r, alpha, a and b: the purchase process really is BG/NBD."""
+    from scipy.optimize import minimize
+    from scipy.special import betaln, gammaln
+
+    n = 20_000
+    arrays = generate_orders_arrays(n, 24, 5)
+    years = (arrays.ordered_at - np.datetime64("2026-03-01T00:00:00")).astype(np.int64) / (365.25 * 86_400)  # fmt: skip
+    order = np.lexsort((years, arrays.customer))
+    who, when = arrays.customer[order], years[order]
+    count = np.bincount(who, minlength=n)
+    buyers = count > 0
+    first = (np.cumsum(count) - count)[buyers]
+    x = (count[buyers] - 1).astype(float)
+    age = -when[first]  # T: from the first purchase to the end
+    recency = when[first + count[buyers] - 1] - when[first]  # t_x
+
+    def negative_log_likelihood(log_params: np.ndarray) -> float:
+        r, alpha, a, b = np.exp(log_params)
+        common = gammaln(r + x) - gammaln(r) + r * np.log(alpha) - betaln(a, b)
+        alive = betaln(a, b + x) + common - (r + x) * np.log(alpha + age)
+        dropped = np.where(x > 0, betaln(a + 1, b + x - 1) + common - (r + x) * np.log(alpha + recency), -np.inf)  # fmt: skip
+        return float(-np.logaddexp(alive, dropped).sum())
+
+    fit = np.exp(minimize(negative_log_likelihood, np.zeros(4), method="L-BFGS-B").x)
+    model = ShopModel()
+    assert fit == pytest.approx([model.r, model.alpha, model.a, model.b], rel=0.2)
+
+
 def test_mean_orders_scales_the_purchase_rates() -> None:
     arrays = generate_orders_arrays(5000, 24, 1, mean_orders=10)
     assert len(arrays.customer) / 5000 == pytest.approx(10, rel=0.12)
@@ -301,6 +332,15 @@ def test_cli_end_to_end_with_json_summary(tmp_path: Path) -> None:
     params = json.loads((tmp_path / "s" / "parameters.json").read_text())
     assert params["seed"] == 5 and params["dirty_share"] == 0.02
     assert date.fromisoformat(summary["end"]) == date(2025, 12, 1)
+
+
+def test_cli_prints_a_summary_and_refuses_bad_dates(tmp_path: Path) -> None:
+    runner = CliRunner()
+    result = runner.invoke(app, ["generate-shop", "--customers", "300", "--months", "3", "--out", str(tmp_path)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "Wrote 300 contacts" in result.output and (tmp_path / "orders.csv").exists()
+    bad = runner.invoke(app, ["generate-shop", "--out", str(tmp_path), "--end", "01/03/2026"])
+    assert bad.exit_code == 2 and "expected a date like 2026-03-01" in bad.output
 
 
 def good_rows_from(folder: Path, name: str) -> list[dict[str, str]]:
