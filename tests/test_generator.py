@@ -129,7 +129,7 @@ def test_good_rows_are_valid_and_counts_agree(shop: GeneratedShop) -> None:
     types = Counter(e["type"] for e in events)
     assert set(types) == {
         "email_sent", "email_delivered", "email_opened", "email_clicked", "email_bounced",
-        "email_unsubscribed", "page_view", "product_view", "cart_add",
+        "email_unsubscribed", "email_complained", "page_view", "product_view", "cart_add",
     }  # fmt: skip
     for e in events[:5000]:
         assert e["customer_id"] in ids
@@ -218,6 +218,27 @@ def test_machine_opens_are_flagged_and_within_seconds_of_delivery(shop: Generate
     assert all(0 < lag < 30 for lag in lags)
     human_lags = sorted((at - delivered[m]).total_seconds() for m, at in human)
     assert human_lags[len(human_lags) // 2] > 600
+
+
+def test_lapsed_customers_open_less_and_visit_less(shop: GeneratedShop) -> None:
+    truth = {r["customer_id"]: r for r in rows(shop.ground_truth_path)}
+    dropped = {c: parse_time(t["dropped_out_at"]) for c, t in truth.items() if t["dropped_out_at"]}
+    delivered = Counter()
+    opened = Counter()
+    visits = Counter()
+    recent = datetime(2025, 12, 1).astimezone()
+    for e in good_rows(shop, "events.csv"):
+        c, at = e["customer_id"], parse_time(e["occurred_at"])
+        state = "lapsed" if c in dropped and at > dropped[c] else "alive"
+        if e["type"] == "email_delivered":
+            delivered[state] += 1
+        elif e["type"] == "email_opened" and '"machine"' not in e["properties"]:
+            opened[state] += 1
+        elif e["type"] == "page_view" and at >= recent:
+            visits["lapsed" if c in dropped else truth[c]["alive_at_end"]] += 1
+    assert opened["lapsed"] / delivered["lapsed"] < 0.6 * opened["alive"] / delivered["alive"]
+    buyers_alive = sum(1 for t in truth.values() if t["alive_at_end"] == "true")
+    assert visits["lapsed"] / len(dropped) < 0.5 * visits["true"] / buyers_alive
 
 
 def test_ground_truth_is_consistent_with_the_orders(shop: GeneratedShop) -> None:

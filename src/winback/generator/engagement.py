@@ -28,13 +28,14 @@ EVENT_TYPES = (
     "email_clicked",
     "email_bounced",
     "email_unsubscribed",
+    "email_complained",
     "page_view",
     "product_view",
     "cart_add",
 )
-SENT, DELIVERED, OPENED, CLICKED, BOUNCED, UNSUBSCRIBED, PAGE_VIEW, PRODUCT_VIEW, CART_ADD = range(
-    9
-)
+(SENT, DELIVERED, OPENED, CLICKED, BOUNCED, UNSUBSCRIBED, COMPLAINED,
+ PAGE_VIEW, PRODUCT_VIEW, CART_ADD) = range(10)  # fmt: skip
+LAST_EMAIL_TYPE = COMPLAINED
 PAGES = ("/", "/new-in", "/sale", "/search", "/account", "/blog", "/help", "/wishlist")
 LANDING = len(PAGES)  # page index meaning "the campaign's landing page"
 
@@ -148,14 +149,17 @@ def simulate_emails(
     clicks = opens & (rng.random(m) < 0.1 + 0.35 * e)
     unsub_p = 0.0015 + 0.006 * (1 - life) + 0.012 * pop.sleeping_dog[who]
     unsub = ~bounced & (rng.random(m) < unsub_p)
+    # Spam complaints: rarer, likelier from lapsed customers and sleeping dogs.
+    complaint_p = 0.0002 + 0.0008 * (1 - life) + 0.002 * pop.sleeping_dog[who]
+    complaint = ~bounced & ~unsub & (rng.random(m) < complaint_p)
 
     # Nothing is sent after a hard bounce or an unsubscribe.
-    stop = (hard | unsub).astype(np.int64)
+    stop = (hard | unsub | complaint).astype(np.int64)
     before = np.cumsum(stop) - stop
     first_of = np.searchsorted(who, who)  # index of each customer's first pair
     keep = (before - before[first_of]) == 0
-    who, camp, sent, hard, bounced, opens, clicks, unsub = (
-        x[keep] for x in (who, camp, sent, hard, bounced, opens, clicks, unsub)
+    who, camp, sent, hard, bounced, opens, clicks, unsub, complaint = (
+        x[keep] for x in (who, camp, sent, hard, bounced, opens, clicks, unsub, complaint)
     )
     m = len(who)
     delivered_at = sent + rng.integers(1, 30, m)
@@ -167,7 +171,7 @@ def simulate_emails(
     machine = ~bounced & proxy & (rng.random(m) < 0.97)
 
     unsubscribed = np.zeros(n, dtype=bool)
-    unsubscribed[who[unsub]] = True
+    unsubscribed[who[unsub | complaint]] = True  # complainers are unsubscribed too
     ok = ~bounced
     human = opens & ~proxy
     parts = [
@@ -181,6 +185,8 @@ def simulate_emails(
         _events(who[clicks], CLICKED, click_at[clicks], n, campaign=camp[clicks]),
         _events(who[unsub], UNSUBSCRIBED, read_at[unsub] + rng.integers(10, 120, int(unsub.sum())), n,
                 campaign=camp[unsub]),
+        _events(who[complaint], COMPLAINED, read_at[complaint] + rng.integers(10, 600, int(complaint.sum())), n,
+                campaign=camp[complaint]),
     ]  # fmt: skip
     landing = clicks & pop.tracked[who]
     parts.append(

@@ -15,7 +15,14 @@ from typing import Any, Protocol, cast
 import numpy as np
 from numpy.typing import NDArray
 
-from winback.generator.engagement import EVENT_TYPES, LANDING, PAGES, Events
+from winback.generator.engagement import (
+    BOUNCED,
+    EVENT_TYPES,
+    LANDING,
+    LAST_EMAIL_TYPE,
+    PAGES,
+    Events,
+)
 from winback.generator.model import SECONDS_PER_DAY, Period
 from winback.generator.population import CATEGORIES
 from winback.generator.purchases import COUPONS, SKUS_PER_CATEGORY, Baskets
@@ -262,7 +269,7 @@ class Formatter:
     def events(self, first_id: int, ev: Events, customer_ids: NDArray[np.bytes_], customer_numbers: NDArray[np.bytes_]) -> Text:  # fmt: skip
         m = len(ev.at)
         c = self.n_campaigns
-        email = ev.type <= 5
+        email = ev.type <= LAST_EMAIL_TYPE
         landing = ev.page == LANDING
         product = ev.category >= 0
         head = np.where(
@@ -271,7 +278,7 @@ class Formatter:
                      np.where(product, 2 * c + len(PAGES) + ev.category * SKUS_PER_CATEGORY + ev.sku,
                               2 * c + ev.page)),
         )  # fmt: skip
-        tail = np.where(email, np.where(ev.machine, 2, np.where(ev.type == 4, np.where(ev.hard_bounce, 3, 4), 1)), 0)  # fmt: skip
+        tail = np.where(email, np.where(ev.machine, 2, np.where(ev.type == BOUNCED, np.where(ev.hard_bounce, 3, 4), 1)), 0)  # fmt: skip
         # The customer number and the tail come from one per-chunk table: (customer, tail).
         tails = np.strings.add(
             np.repeat(customer_numbers, len(self.prop_tail)),
