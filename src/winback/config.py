@@ -54,6 +54,11 @@ class Settings(BaseModel):
         description="Rows written to the store per transaction during an import (memory "
         "use grows with it; fewer, larger transactions are much faster on SQLite).",
     )
+    flow_batch_size: int = Field(
+        50_000,
+        ge=1,
+        description="Flow entries the engine advances per transaction (one set-based batch).",
+    )
     secret_key: str | None = Field(
         None,
         description="Key that signs tracking, unsubscribe and feedback links. `winback init` "

@@ -24,6 +24,7 @@ from winback.store.engine import make_engine, sqlite_url
 
 if TYPE_CHECKING:
     from winback.analytics.service import Analytics
+    from winback.flows.service import Flows
     from winback.ingest import Imports
     from winback.segments.service import Segments
 
@@ -108,6 +109,13 @@ class Workspace:
         from winback.store.repository import Store
 
         return Store(self.engine)
+
+    @cached_property
+    def flows(self) -> Flows:
+        """Flow files, their state in the store, ticks and inspection."""
+        from winback.flows.service import Flows
+
+        return Flows(self)
 
     @cached_property
     def imports(self) -> Imports:
