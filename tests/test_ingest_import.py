@@ -447,3 +447,15 @@ def test_cdnow_sample(workspace: Workspace) -> None:
     assert Decimal(total).quantize(Decimal("0.01")) == Decimal("244091.94")
     assert first["ordered_at"] == datetime(1997, 1, 1, tzinfo=UTC) and first["currency"] == "USD"
     assert workspace.imports.cdnow(sample=True).duplicates == 6919
+
+
+def test_parquet_without_pyarrow_names_the_extra(
+    sqlite_workspace: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "pyarrow", None)  # as if the extra were not installed
+    monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
+    path = write(tmp_path / "orders.parquet", b"PAR1")
+    with pytest.raises(UnreadableFile, match=r"winback\[parquet\]"):
+        sqlite_workspace.imports.orders(path)
