@@ -295,13 +295,3 @@ def _nothing(report: ImportReport, kind: Kind) -> NothingImported:
     error = NothingImported(message)
     error.report = report  # type: ignore[attr-defined]
     return error
-
-
-def missing(field_name: str) -> str:
-    return f"{field_name} is missing (required)"
-
-
-def field_reject(record: Record, index: dict[str, int], name: str, reason: str) -> Reject:
-    i = index.get(name)
-    value = show_value(record.values[i]) if i is not None else ""
-    return Reject(record.line, name, value, reason)
