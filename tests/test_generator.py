@@ -260,6 +260,12 @@ def test_mean_orders_scales_the_purchase_rates() -> None:
     assert len(arrays.customer) / 5000 == pytest.approx(10, rel=0.12)
 
 
+def test_mean_events_scales_sends_and_visits(tmp_path: Path) -> None:
+    shop = generate_shop(tmp_path, customers=3000, months=12, seed=2, mean_events=6, dirty_share=0)
+    assert shop.events / 3000 == pytest.approx(6, rel=0.15)
+    assert shop.dirty_rows == 0 and shop.orders_lines == shop.orders
+
+
 def test_bad_parameters_are_refused_with_a_reason(tmp_path: Path) -> None:
     with pytest.raises(InvalidGeneratorParameters, match="months"):
         generate_shop(tmp_path, customers=10, months=0, seed=1)

@@ -15,7 +15,7 @@ from winback.generator.locales import (
     PROXY_DOMAIN,
     ascii_name,
 )
-from winback.generator.model import Period
+from winback.generator.model import Period, ShopModel
 from winback.generator.population import Population
 from winback.generator.purchases import Orders
 from winback.generator.writer import Formatter
@@ -43,6 +43,7 @@ def contact_lines(
     unsubscribed: NDArray[np.bool_],
     period: Period,
     fmt: Formatter,
+    model: ShopModel,
 ) -> list[str]:
     n = pop.n
     ids = customer_ids(pop.index).astype(str).tolist()
@@ -54,14 +55,14 @@ def contact_lines(
         rng.integers(0, len(EMAIL_DOMAINS), n),
     )
     domains = [*EMAIL_DOMAINS, PROXY_DOMAIN]
-    has_phone = rng.random(n) < 0.55
+    has_phone = rng.random(n) < model.phone_share
     phone_digits = rng.integers(1_000_000, 9_999_999, n)
-    has_birthday = rng.random(n) < 0.8
-    age_days = (rng.gamma(6.0, 6.5, n) + 18) * 365.25
+    has_birthday = rng.random(n) < model.birthday_share
+    age_days = (np.minimum(rng.gamma(3.0, 7.0, n), 72) + 18) * 365.25
     birth = np.datetime64(period.end.isoformat(), "D") - age_days.astype(np.int64)
     birthdays = np.datetime_as_string(birth).tolist()
     created = np.where(pop.buyer, pop.acquired_at - rng.integers(30, 900, n), pop.acquired_at)
-    created_text = fmt.timestamps(np.maximum(created, period.start_epoch)).astype(str).tolist()
+    created_text = fmt.timestamps(np.maximum(created, period.start_epoch))
     tier = loyalty_tier(orders.revenue_cents, pop.buyer)
     email_now = pop.email_consent & ~unsubscribed
     flags = ("false", "true")

@@ -128,7 +128,12 @@ def simulate_emails(
     n, c = pop.n, len(campaigns.times)
     per_year = c / (period.days / DAYS_PER_YEAR) if c else 1.0
     reach = np.minimum(
-        model.emails_per_month * 12 / per_year * np.where(campaigns.appeal > 1.05, 1.6, 1.0), 1.0
+        model.emails_per_month
+        * model.activity
+        * 12
+        / per_year
+        * np.where(campaigns.appeal > 1.05, 1.6, 1.0),
+        1.0,
     )
     eligible = pop.email_consent[:, None] & (pop.acquired_at[:, None] < campaigns.times[None, :])
     chosen = eligible & (rng.random((n, c)) < reach[None, :])
@@ -207,8 +212,9 @@ def simulate_visits(
         end_day,
         seconds_to_days(np.minimum(orders.dropped_out_at, period.end_epoch), period),
     )
-    base = model.base_visits_per_year / DAYS_PER_YEAR
-    alive_rate = np.where(pop.buyer, model.visits_per_purchase * pop.rate + base, base)
+    base = model.base_visits_per_year / DAYS_PER_YEAR * model.activity
+    per_purchase = model.visits_per_purchase * model.activity
+    alive_rate = np.where(pop.buyer, per_purchase * pop.rate + base, base)
     # Two stints per customer: alive (acquisition to dropout) and afterwards, quieter.
     lo = np.concatenate([start, dropped])
     hi = np.concatenate([dropped, np.full(n, end_day)])
@@ -237,7 +243,9 @@ def simulate_visits(
                 category=v_cat[c_idx], sku=v_sku[c_idx]),
     ]  # fmt: skip
     # The visit that ended in each order of a tracked customer.
-    tracked = pop.tracked[orders.customer]
+    tracked = pop.tracked[orders.customer] & (
+        rng.random(len(orders.customer)) < min(1.0, 0.6 * model.activity)
+    )
     o_who, o_at = orders.customer[tracked], orders.at[tracked]
     cat, sku = first_item[0][tracked], first_item[1][tracked]
     k = len(o_who)

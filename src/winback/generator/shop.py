@@ -8,7 +8,7 @@ import json
 import math
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import date
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -39,7 +39,9 @@ from winback.generator.writer import (
     ORDER_COLUMNS,
     Formatter,
     RowWriter,
+    Text,
     header,
+    number_text,
 )
 
 CHUNK = 20_000
@@ -100,10 +102,12 @@ class _Context:
     campaigns: Campaigns
 
 
-def _context(customers: int, months: int, seed: int, end: date | None, dirty_share: float, mean_orders: float | None, model: ShopModel | None) -> _Context:  # fmt: skip
+def _context(customers: int, months: int, seed: int, end: date | None, dirty_share: float, mean_orders: float | None, model: ShopModel | None, mean_events: float | None = None) -> _Context:  # fmt: skip
     model = model or ShopModel()
     if customers < 1:
         raise InvalidGeneratorParameters(f"customers must be at least 1, got {customers}")
+    if customers > 9_999_999:
+        raise InvalidGeneratorParameters(f"customers must be at most 9,999,999, got {customers}")
     if not 1 <= months <= 240:
         raise InvalidGeneratorParameters(f"months must be between 1 and 240, got {months}")
     if not 0 <= dirty_share <= 0.5:
@@ -116,18 +120,47 @@ def _context(customers: int, months: int, seed: int, end: date | None, dirty_sha
             f"mean orders per customer must be above {buyers:g} (every buyer has a first order; "
             f"{model.prospect_share:.0%} of contacts are prospects) and at most 1000, got {mean_orders}"
         )
+    if mean_events is not None and not 0.5 <= mean_events <= 1000:
+        raise InvalidGeneratorParameters(
+            f"mean events per customer must be between 0.5 and 1000, got {mean_events}"
+        )
     period = Period.ending(end or DEFAULT_END, months)
     warp = Warp.for_period(period)
     scale = (
         1.0 if mean_orders is None else calibrate_rate_scale(seed, period, model, warp, mean_orders)
     )
-    settings = GeneratorSettings(
-        customers, months, seed, period.end, dirty_share, mean_orders, model, scale
-    )
     offsets = utc_offsets(period, [m.zone for m in MARKETS])
-    return _Context(
-        settings, period, warp, offsets, campaigns(period, np.random.default_rng([seed, 0]))
+    shop_campaigns = campaigns(period, np.random.default_rng([seed, 0]))
+    if mean_events is not None:
+        model = _calibrate_activity(customers, seed, period, warp, offsets, shop_campaigns, model, scale, mean_events)  # fmt: skip
+    settings = GeneratorSettings(
+        customers, months, seed, period.end, dirty_share, mean_orders, mean_events, model, scale
     )
+    return _Context(settings, period, warp, offsets, shop_campaigns)
+
+
+PILOT = 40_000
+"""At most this many pilot customers calibrate ``mean_events`` (at least 10,000)."""
+
+
+def _calibrate_activity(customers: int, seed: int, period: Period, warp: Warp, offsets: NDArray[np.int64], shop_campaigns: Campaigns, model: ShopModel, scale: float, target: float) -> ShopModel:  # fmt: skip
+    """The model whose ``activity`` gives about ``target`` events per contact, found by a
+    few fixed-point steps on a pilot sample of customers (events grow about linearly)."""
+    pilot = min(PILOT, max(customers, 10_000))
+    index = np.arange(pilot, dtype=np.int64)
+    pop = draw_population(
+        np.random.default_rng([seed, 98, 1]), index, period, model, scale, offsets
+    )
+    orders = simulate_orders(
+        np.random.default_rng([seed, 98, 2]), pop, period, warp, offsets, model
+    )
+    items = (np.zeros(len(orders.at), np.int64), np.zeros(len(orders.at), np.int64))
+    for step in range(4):
+        emails = simulate_emails(np.random.default_rng([seed, 98, 3, step]), pop, orders, shop_campaigns, period, model)  # fmt: skip
+        visits = simulate_visits(np.random.default_rng([seed, 98, 4, step]), pop, orders, items, period, warp, offsets, model)  # fmt: skip
+        per_customer = (len(emails.at) + len(visits.at)) / pilot
+        model = replace(model, activity=model.activity * target / max(per_customer, 1e-9))
+    return model
 
 
 def _chunks(ctx: _Context) -> Iterator[tuple[int, Population, Orders]]:
@@ -169,30 +202,24 @@ class _Output:
         self.fh, self.name, self.lines = fh, name, 1
         fh.write(header(columns))
 
-    def write(self, pieces: list[bytes], line_start: NDArray[np.int64] | None, plan: DirtyPlan, dirty: RowWriter) -> int:  # fmt: skip
-        """Write one chunk's lines with the dirty ones; return how many lines were written."""
-        n = len(pieces) if line_start is None else len(line_start)
-        for idx, text in plan.replacements.items():
-            pieces[idx] = text  # only single-piece lines are replaced in place
-        bounds = (
-            (lambda j: j)
-            if line_start is None
-            else (lambda j: int(line_start[j]) if j < n else len(pieces))
+    def write(self, text: Text, plan: DirtyPlan, dirty: RowWriter) -> None:
+        """Write one chunk's lines with the dirty ones inserted or substituted."""
+        edits = sorted(
+            [(pos, 0, line) for pos, line in plan.inserts]
+            + [(idx, 1, line) for idx, line in plan.replacements.items()],
+            key=lambda e: (e[0], e[1]),
         )
-        prev = 0
-        for pos, text in plan.inserts:
-            at = bounds(pos)
-            self.fh.write(b"".join(pieces[prev:at]))
-            self.fh.write(text)
-            prev = at
-        self.fh.write(b"".join(pieces[prev:]))
+        data, offsets, prev = text.data, text.offsets, 0
+        for pos, replaces, line in edits:
+            self.fh.write(data[prev : offsets[pos]])
+            self.fh.write(line)
+            prev = int(offsets[pos + replaces])
+        self.fh.write(data[prev:])
         for offset, kind, value in sorted(plan.records, key=lambda r: r[0]):
             dirty.writerow(
                 [self.name, self.lines + 1 + offset, kind.name, kind.field, kind.expect, value]
             )
-        written = n + len(plan.inserts)
-        self.lines += written
-        return written
+        self.lines += text.lines + len(plan.inserts)
 
 
 def generate_shop(
@@ -204,13 +231,14 @@ def generate_shop(
     end: date | None = None,
     dirty_share: float = 0.01,
     mean_orders: float | None = None,
+    mean_events: float | None = None,
     model: ShopModel | None = None,
     progress: Progress | None = None,
 ) -> GeneratedShop:
     """Write ``contacts.csv``, ``orders.csv``, ``events.csv`` (canonical import format),
     ``ground_truth.csv``, ``dirty_rows.csv`` and ``parameters.json`` into ``out_dir``.
     Same arguments, same bytes."""
-    ctx = _context(customers, months, seed, end, dirty_share, mean_orders, model)
+    ctx = _context(customers, months, seed, end, dirty_share, mean_orders, model, mean_events)
     s, period = ctx.settings, ctx.period
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -242,20 +270,14 @@ def generate_shop(
             rng = np.random.default_rng([s.seed, 3, k])
             baskets = draw_baskets(rng, orders.cents, pop.favourite[orders.customer])
             coupon = draw_coupons(rng, orders.at, orders.first, period, s.model.coupon_share)
-            pieces, starts = fmt.orders(
-                n_orders + 1, ids[orders.customer], orders.at, orders.cents, coupon, baskets
+            text = fmt.orders(
+                n_orders + 1, ids, orders.customer, orders.at, orders.cents, coupon, baskets
             )
-            plist: list[bytes] = pieces.tolist()
-            ends = np.append(starts[1:], len(plist))
-            plan = plan_dirty(
-                np.random.default_rng([s.seed, 7, k, 1]),
-                len(starts),
-                ORDER_KINDS,
-                dirty_share,
-                _lines_of(plist, starts, ends),
+            rng = np.random.default_rng([s.seed, 7, k, 1])
+            orders_out.write(
+                text, plan_dirty(rng, text.lines, ORDER_KINDS, dirty_share, text.line), dirty
             )
-            orders_out.write(plist, starts, plan, dirty)
-            n_orders += len(starts)
+            n_orders += text.lines
             # Events.
             first_items = (baskets.category[np.cumsum(baskets.per_order) - baskets.per_order],
                            baskets.sku[np.cumsum(baskets.per_order) - baskets.per_order])  # fmt: skip
@@ -269,15 +291,12 @@ def generate_shop(
                 fmt, events, ids, pop, n_events + 1, events_out, dirty, s.seed, k, dirty_share
             )
             # Contacts and truth.
-            lines = [x.encode() for x in contact_lines(np.random.default_rng([s.seed, 6, k]), pop, orders, events.unsubscribed, period, fmt)]  # fmt: skip
-            plan = plan_dirty(
-                np.random.default_rng([s.seed, 7, k, 0]),
-                len(lines),
-                CONTACT_KINDS,
-                dirty_share,
-                lines.__getitem__,
+            lines = [x.encode() for x in contact_lines(np.random.default_rng([s.seed, 6, k]), pop, orders, events.unsubscribed, period, fmt, s.model)]  # fmt: skip
+            text = Text.from_lines(lines)
+            rng = np.random.default_rng([s.seed, 7, k, 0])
+            contacts.write(
+                text, plan_dirty(rng, text.lines, CONTACT_KINDS, dirty_share, text.line), dirty
             )
-            contacts.write(lines, None, plan, dirty)
             truth_fh.write(_truth_text(pop, orders, ctx, ids, fmt))
             if progress is not None:
                 progress(int(pop.index[-1]) + 1, s.customers)
@@ -310,22 +329,15 @@ def generate_shop(
     )
 
 
-def _lines_of(
-    pieces: list[bytes], starts: NDArray[np.int64], ends: NDArray[np.int64]
-) -> Callable[[int], bytes]:
-    return lambda j: b"".join(pieces[starts[j] : ends[j]])
-
-
 def _write_events(fmt: Formatter, ev: Events, ids: NDArray[np.bytes_], pop: Population, first_id: int,
                   out: _Output, dirty: RowWriter, seed: int, k: int, share: float) -> int:  # fmt: skip
-    numbers = (pop.index + 1).astype(np.bytes_)
-    lines = fmt.events(first_id, ids[ev.customer], ev.type, ev.at, ev.campaign, ev.machine, ev.hard_bounce,
-                       ev.page, ev.category, ev.sku, numbers[ev.customer]).tolist()  # fmt: skip
+    numbers = number_text(pop.index + 1)
+    text = fmt.events(first_id, ev, ids, numbers)
     plan = plan_dirty(
-        np.random.default_rng([seed, 7, k, 2]), len(lines), EVENT_KINDS, share, lines.__getitem__
+        np.random.default_rng([seed, 7, k, 2]), text.lines, EVENT_KINDS, share, text.line
     )
-    out.write(lines, None, plan, dirty)
-    return len(lines)
+    out.write(text, plan, dirty)
+    return text.lines
 
 
 def _truth_text(
@@ -333,7 +345,7 @@ def _truth_text(
 ) -> bytes:
     t = ground_truth(pop, orders, ctx.period, ctx.warp, ctx.settings.model)
     dropped = np.where(t.dropped_out_at == NO_TIME, 0, t.dropped_out_at)
-    dropped_text = fmt.timestamps(dropped).astype(str).tolist()
+    dropped_text = fmt.timestamps(dropped)
     rows = zip(ids.astype(str).tolist(), t.purchase_rate_per_year.tolist(), t.dropout_p.tolist(),
                t.alive_at_end.tolist(), t.p_no_contact.tolist(), t.p_if_contacted.tolist(),
                t.mean_spend.tolist(), (t.dropped_out_at != NO_TIME).tolist(), dropped_text, strict=True)  # fmt: skip
