@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 
 # Command modules register their commands on import.
+from winback.cli import segments as _segments  # noqa: F401  (also tags, contacts)
 from winback.cli import workspace as _workspace  # noqa: F401
 from winback.cli._app import app, console, err_console
 from winback.errors import WinbackError
