@@ -1,9 +1,11 @@
 """CSV output in the canonical import format, formatted column-wise with NumPy.
 
-A chunk of rows is laid out as a byte matrix: each field is a fixed-width block of bytes
-(a lookup in a small table of timestamps, SKUs or campaign names, or digits computed with
-integer arithmetic), padded with NUL bytes; removing every NUL byte in one pass leaves the
-CSV text. Fields never contain NUL, so this is exact, and no Python code runs per row.
+A line is built left to right (:class:`Line`): runs of fixed-width fields (ids, customer ids,
+timestamps, cents) are byte blocks cut from lookup tables or computed digit by digit and laid
+side by side; variable-width fields (event types, properties, amounts, basket items) come
+from byte-string tables and are joined with ``np.strings.add``, which skips the NUL padding.
+A chunk's lines are then written with one ``bytes.join``; no Python code runs per order or
+event.
 """
 
 from __future__ import annotations
@@ -54,11 +56,6 @@ class Text:
 
     def line(self, j: int) -> bytes:
         return bytes(self.data[self.offsets[j] : self.offsets[j + 1]])
-
-    @classmethod
-    def from_lines(cls, lines: list[bytes]) -> Text:
-        lengths = np.fromiter((len(x) for x in lines), dtype=np.int64, count=len(lines))
-        return cls(b"".join(lines), np.concatenate([[0], np.cumsum(lengths)]))
 
 
 def table(values: list[bytes]) -> NDArray[np.bytes_]:
@@ -216,10 +213,6 @@ class Formatter:
         fraction = {2: self.cents, 4: self.low4, 6: self.high6}[places]
         line = Line(len(values)).var(self.euros[fixed // scale]).const(b".")
         return line.fixed(fraction[fixed % scale]).build()
-
-    def timestamps(self, epoch: NDArray[np.int64]) -> list[str]:
-        block = np.ascontiguousarray(np.hstack(self.timestamp_blocks(epoch)))
-        return block.view(f"S{block.shape[1]}").ravel().astype(str).tolist()
 
     def serials(self, first: int, m: int, width: int) -> list[Block]:
         """Zero-padded numbers ``first .. first+m-1`` (``width`` at most 10)."""
