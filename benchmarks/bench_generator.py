@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import resource
 import tempfile
 import time
@@ -24,6 +25,7 @@ def run(quick: bool) -> dict[str, Any]:
     customers = 20_000 if quick else 1_000_000
     with tempfile.TemporaryDirectory() as tmp:
         started = time.perf_counter()
+        cpu_before = _cpu_seconds()
         shop = generate_shop(
             Path(tmp) / "shop",
             customers=customers,
@@ -33,6 +35,7 @@ def run(quick: bool) -> dict[str, Any]:
             mean_events=10,
         )
         seconds = time.perf_counter() - started
+        cpu = _cpu_seconds() - cpu_before
         rows = shop.contacts_lines + shop.orders_lines + shop.events_lines + customers
         reference = _reference_rows_per_second(Path(tmp) / "reference.csv", min(customers, 100_000))
     peak_mb = (
@@ -48,6 +51,8 @@ def run(quick: bool) -> dict[str, Any]:
         "orders": shop.orders,
         "events": shop.events,
         "seconds": round(seconds, 1),
+        "cpu_seconds_all_processes": round(cpu, 1),
+        "load_average_1min": round(os.getloadavg()[0], 1),
         "rows_per_second": round(ours),
         "reference_csv_writer_rows_per_second": round(reference),
         "ratio_ours_to_reference": round(ours / reference, 2),
@@ -55,11 +60,19 @@ def run(quick: bool) -> dict[str, Any]:
     }
     print(
         f"generate-shop: {customers:,} customers, {shop.orders:,} orders, {shop.events:,} events "
-        f"in {seconds:.1f} s = {ours:,.0f} rows/s; csv.writer reference {reference:,.0f} rows/s "
+        f"in {seconds:.1f} s ({cpu:.0f} CPU s in all processes, load {os.getloadavg()[0]:.1f}) "
+        f"= {ours:,.0f} rows/s; csv.writer reference {reference:,.0f} rows/s "
         f"(formatting only) -> x{ours / reference:.2f}; peak {peak_mb:.0f} MB per process",
         flush=True,
     )
     return figures
+
+
+def _cpu_seconds() -> float:
+    """User and system time of this process and of its finished worker processes."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def _reference_rows_per_second(path: Path, customers: int) -> float:
