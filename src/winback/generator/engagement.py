@@ -235,12 +235,12 @@ def simulate_visits(
     at = np.clip(at, pop.acquired_at[who], period.end_epoch - 600)
     s = len(who)
     page = rng.integers(0, len(PAGES), s)
-    views = rng.poisson(1.1, s)
+    views = rng.poisson(2.0, s)
     v_who = np.repeat(who, views)
     v_at = np.repeat(at, views) + _within(rng.integers(15, 200, len(v_who)), views)
     v_cat, v_sku = draw_products(rng, pop.favourite[v_who])
     session_last = np.cumsum(views) - 1
-    carts = (views > 0) & (rng.random(s) < 0.2)
+    carts = (views > 0) & (rng.random(s) < 0.1)
     c_idx = session_last[carts]
     parts = [
         _events(who, PAGE_VIEW, at, n, page=page),
