@@ -131,6 +131,7 @@ def test_good_rows_are_valid_and_counts_agree(shop: GeneratedShop) -> None:
         "email_sent", "email_delivered", "email_opened", "email_clicked", "email_bounced",
         "email_unsubscribed", "email_complained", "page_view", "product_view", "cart_add",
     }  # fmt: skip
+    assert all("2024-02-29T23" < e["occurred_at"] < "2026-03-01" for e in events)
     for e in events[:5000]:
         assert e["customer_id"] in ids
         json.loads(e["properties"])
@@ -141,6 +142,10 @@ def test_good_rows_are_valid_and_counts_agree(shop: GeneratedShop) -> None:
 
 def test_consent_and_profile_rates_are_realistic(shop: GeneratedShop) -> None:
     contacts = good_rows(shop, "contacts.csv")
+    quit_ = {e["customer_id"] for e in good_rows(shop, "events.csv") if e["type"] in ("email_unsubscribed", "email_complained")}  # fmt: skip
+    assert quit_ and all(
+        c["email_consent"] == "false" for c in contacts if c["customer_id"] in quit_
+    )
     share = {k: sum(c[k] == "true" for c in contacts) / len(contacts) for k in ("email_consent", "sms_consent", "push_consent")}  # fmt: skip
     assert 0.6 < share["email_consent"] < 0.72  # 70% at sign-up, minus unsubscribes
     assert 0.25 < share["sms_consent"] < 0.35 and 0.16 < share["push_consent"] < 0.24

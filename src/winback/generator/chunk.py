@@ -56,10 +56,10 @@ def render_chunk(ctx: Context, fmt: Formatter, k: int, first_order: int = 0, fir
     first_items = (baskets.category[first], baskets.sku[first])
     emails = simulate_emails(np.random.default_rng([s.seed, 4, k]), pop, orders, ctx.campaigns, period, s.model)  # fmt: skip
     visits = simulate_visits(np.random.default_rng([s.seed, 5, k]), pop, orders, first_items, period, ctx.warp, ctx.offsets, s.model)  # fmt: skip
-    events = Events.concat([emails, visits], pop.n)
+    events = Events.concat([emails, visits], pop.n).before(period.end_epoch)
     event_text = fmt.events(first_event, events, ids, number_text(pop.index + 1))
 
-    contacts = contact_text(np.random.default_rng([s.seed, 6, k]), pop, orders, emails.unsubscribed, period, fmt, s.model)  # fmt: skip
+    contacts = contact_text(np.random.default_rng([s.seed, 6, k]), pop, orders, events.unsubscribed, period, fmt, s.model)  # fmt: skip
     truth = ground_truth(pop, orders, period, ctx.warp, s.model)
     n = pop.n
     dropout = fmt.decimal(np.nan_to_num(truth.dropout_p), 4)

@@ -55,6 +55,16 @@ class Events:
     sku: NDArray[np.int64]
     unsubscribed: NDArray[np.bool_]  # per customer
 
+    def before(self, end: int) -> Events:
+        """The events that happened before ``end`` (the export is taken at the end)."""
+        keep = self.at < end
+        fields = ("customer", "type", "at", "campaign", "machine", "hard_bounce", "page", "category", "sku")  # fmt: skip
+        values: dict[str, Any] = {f: getattr(self, f)[keep] for f in fields}
+        unsubscribed = np.zeros_like(self.unsubscribed)
+        quit_ = (values["type"] == UNSUBSCRIBED) | (values["type"] == COMPLAINED)
+        unsubscribed[values["customer"][quit_]] = True
+        return Events(unsubscribed=unsubscribed, **values)
+
     @classmethod
     def concat(cls, parts: list[Events], n: int, *, by_time: bool = True) -> Events:
         def cat(name: str) -> NDArray[np.int64]:
