@@ -191,6 +191,8 @@ def generate_shop(
         "start": period.start.isoformat(),
         "campaigns": len(ctx.campaigns.names),
         "chunk": ctx.chunk,
+        # lambda ~ Gamma(r, alpha / rate_scale) once scaled (before the max_rate cap).
+        "alpha_effective": s.model.alpha / s.rate_scale,
     }
     params_path.write_text(json.dumps(params, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return GeneratedShop(
