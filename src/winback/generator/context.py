@@ -22,6 +22,11 @@ CHUNK = 20_000
 """Customers per chunk. Part of the output's definition: changing it changes the files."""
 
 
+MAX_MEAN_ORDERS = 100
+MAX_MEAN_EVENTS = 200
+"""Upper bounds that keep a chunk's arrays within a few hundred MB."""
+
+
 class InvalidGeneratorParameters(WinbackError):
     """A generator parameter is out of range."""
 
@@ -53,14 +58,14 @@ def make_context(customers: int, months: int, seed: int, end: date | None, dirty
             f"dirty share must be between 0 and 0.5, got {dirty_share}"
         )
     buyers = 1 - model.prospect_share
-    if mean_orders is not None and not buyers < mean_orders <= 1000:
+    if mean_orders is not None and not buyers < mean_orders <= MAX_MEAN_ORDERS:
         raise InvalidGeneratorParameters(
             f"mean orders per customer must be above {buyers:g} (every buyer has a first order; "
-            f"{model.prospect_share:.0%} of contacts are prospects) and at most 1000, got {mean_orders}"
+            f"{model.prospect_share:.0%} of contacts are prospects) and at most {MAX_MEAN_ORDERS}, got {mean_orders}"
         )
-    if mean_events is not None and not 0.5 <= mean_events <= 1000:
+    if mean_events is not None and not 0.5 <= mean_events <= MAX_MEAN_EVENTS:
         raise InvalidGeneratorParameters(
-            f"mean events per customer must be between 0.5 and 1000, got {mean_events}"
+            f"mean events per customer must be between 0.5 and {MAX_MEAN_EVENTS}, got {mean_events}"
         )
     period = Period.ending(end or DEFAULT_END, months)
     warp = Warp.for_period(period)
