@@ -86,7 +86,7 @@ def test_broken_file_keeps_every_good_row_and_reports_every_bad_one(
     assert "missing" in got[5]["reason"]
     assert got[7]["value"] == "c\\xe9" and "encoding" in got[7]["reason"]
     assert "expected 7 fields" in got[8]["reason"] and "found 8" in got[8]["reason"]
-    assert "line 2" in got[11]["reason"]
+    assert "duplicate order_id" in got[11]["reason"]
     assert got[13]["value"] == "'=1+2"  # the reject file is formula-safe
     with workspace.engine.connect() as conn:
         coupon = conn.execute(select(orders.c.coupon).where(orders.c.order_id == "o8")).scalar()
@@ -447,3 +447,15 @@ def test_cdnow_sample(workspace: Workspace) -> None:
     assert Decimal(total).quantize(Decimal("0.01")) == Decimal("244091.94")
     assert first["ordered_at"] == datetime(1997, 1, 1, tzinfo=UTC) and first["currency"] == "USD"
     assert workspace.imports.cdnow(sample=True).duplicates == 6919
+
+
+def test_parquet_without_pyarrow_names_the_extra(
+    sqlite_workspace: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "pyarrow", None)  # as if the extra were not installed
+    monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
+    path = write(tmp_path / "orders.parquet", b"PAR1")
+    with pytest.raises(UnreadableFile, match=r"winback\[parquet\]"):
+        sqlite_workspace.imports.orders(path)

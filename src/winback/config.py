@@ -230,7 +230,7 @@ def _coerce_env(name: str, raw: str) -> Any:
             return json.loads(raw)
         except ValueError:
             raise InvalidSetting(
-                f"{ENV_PREFIX}{name.upper()}={raw!r}: expected a JSON object"
+                f"{ENV_PREFIX}{name.upper()}={raw!r}: setting {name} expects a JSON object"
             ) from None
     return raw
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+from datetime import UTC, datetime, time
 from pathlib import Path
 
 from rich.console import Console
@@ -20,6 +21,7 @@ from rich.console import Console
 import winback
 from winback.cli.imports import progress_bar
 from winback.cli.summary import summary_table
+from winback.clock import FixedClock
 from winback.config import CONFIG_FILE
 from winback.ingest import ImportReport
 from winback.summary import base_summary
@@ -46,15 +48,23 @@ def fresh_workspace(folder: Path = DEMO_DIR) -> Workspace:
 
 
 def generate(ws: Workspace, customers: int = CUSTOMERS, months: int = MONTHS) -> Path:
-    """Step 2: a realistic shop in the canonical file format, under ``<workspace>/shop``."""
+    """Step 2: a realistic shop in the canonical file format, under ``<workspace>/shop``.
+
+    The workspace clock is then fixed at the end of the generated history, so that "the last
+    90 days" means the shop's last 90 days."""
     from winback.generator import generate_shop
 
     console.rule("[bold]2. Generate a shop")
     out = ws.path / "shop"
-    with console.status(f"Generating {customers:,} customers over {months} months"):
-        generate_shop(out, customers=customers, months=months, seed=SEED)
-    for name in ("contacts.csv", "orders.csv", "events.csv"):
-        console.print(f"{out / name}: {(out / name).stat().st_size / 1e6:.1f} MB")
+    label = f"{customers:,} customers, {months} months"
+    with progress_bar(label, True, in_bytes=False) as progress:
+        shop = generate_shop(out, customers=customers, months=months, seed=SEED, progress=progress)
+    ws.clock = FixedClock(datetime.combine(shop.end, time(), tzinfo=UTC))
+    console.print(
+        f"{shop.customers:,} customers, {shop.orders:,} orders, {shop.events:,} events "
+        f"from {shop.start} to {shop.end}, plus {shop.dirty_rows:,} deliberately dirty rows "
+        f"(listed in {shop.dirty_rows_path.name})"
+    )
     return out
 
 

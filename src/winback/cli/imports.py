@@ -11,7 +11,9 @@ import typer
 from rich.progress import (
     BarColumn,
     DownloadColumn,
+    MofNCompleteColumn,
     Progress,
+    ProgressColumn,
     TextColumn,
     TimeRemainingColumn,
     TransferSpeedColumn,
@@ -63,16 +65,21 @@ def parse_mapping(pairs: list[str] | None) -> dict[str, str]:
 
 
 @contextmanager
-def progress_bar(label: str, enabled: bool) -> Iterator[Callable[[int, int], None] | None]:
-    """A Rich progress bar on stderr fed with (bytes read, file size) by the core."""
+def progress_bar(
+    label: str, enabled: bool, *, in_bytes: bool = True
+) -> Iterator[Callable[[int, int], None] | None]:
+    """A Rich progress bar on stderr fed with (done, total) by the core: bytes read of the
+    file size, or (``in_bytes=False``) items."""
     if not enabled:
         yield None
         return
+    counts: tuple[ProgressColumn, ...] = (
+        (DownloadColumn(), TransferSpeedColumn()) if in_bytes else (MofNCompleteColumn(),)
+    )
     with Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
+        *counts,
         TimeRemainingColumn(),
         console=err_console,
         transient=False,

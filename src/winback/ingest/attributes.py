@@ -47,7 +47,7 @@ def apply_orders(
                 agg[3] = at
     if not per:
         return 0
-    cur = bulk.stage(conn, dialect, "wb_stage_purchases", [(cid, *agg) for cid, agg in per.items()])
+    cur = bulk.stage(conn, dialect, "wb_stage_purchases", [(cid, *per[cid]) for cid in sorted(per)])
     cur.execute(
         dialect.sql(
             "UPDATE contacts SET orders_count = contacts.orders_count + a.n, "  # noqa: S608
@@ -85,7 +85,7 @@ def apply_events(
                 agg[slot] = at
     if not per:
         return 0
-    cur = bulk.stage(conn, dialect, "wb_stage_activity", [(cid, *agg) for cid, agg in per.items()])
+    cur = bulk.stage(conn, dialect, "wb_stage_activity", [(cid, *per[cid]) for cid in sorted(per)])
     cur.execute(
         dialect.sql(
             "UPDATE contacts SET "  # noqa: S608 (fixed names)

@@ -108,6 +108,7 @@ def stage(conn: Connection, dialect: Dialect, table: str, rows: Sequence[tuple[A
         with cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
             for row in rows:
                 copy.write_row(row)
+        cur.execute(f"ANALYZE {table}")  # temp tables get no statistics otherwise
     else:
         cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS {table} ({_STAGES[table]['sqlite']})")
         cur.execute(f"DELETE FROM {table}")  # noqa: S608 (fixed names)
@@ -143,7 +144,7 @@ def insert_orders(cur: Any, dialect: Dialect, import_id: int) -> list[tuple[Any,
             "coupon, import_id) "
             "SELECT s.order_id, c.id, s.ordered_at, s.amount, s.currency, s.items, s.coupon, ? "
             "FROM wb_stage_orders s JOIN contacts c ON c.customer_id = s.customer_id "
-            "WHERE true ON CONFLICT (order_id) DO NOTHING "
+            "WHERE true ORDER BY s.line ON CONFLICT (order_id) DO NOTHING "
             "RETURNING order_id, contact_id, ordered_at, amount"
         ),
         (import_id,),
@@ -161,7 +162,7 @@ def insert_events(cur: Any, dialect: Dialect, import_id: int) -> list[tuple[Any,
             "SELECT s.event_key, c.id, s.type, s.occurred_at, s.properties, s.message_id, "
             "s.machine, ? "
             "FROM wb_stage_events s JOIN contacts c ON c.customer_id = s.customer_id "
-            "WHERE true ON CONFLICT (event_key) DO NOTHING "
+            "WHERE true ORDER BY s.line ON CONFLICT (event_key) DO NOTHING "
             "RETURNING event_key, contact_id, type, occurred_at, machine"
         ),
         (import_id,),

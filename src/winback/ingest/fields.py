@@ -193,10 +193,13 @@ def items(value: Any) -> list[Any] | dict[str, Any] | None:
 
 
 def email(value: Any) -> str | None:
+    """An email address, trimmed and lower-cased."""
     address = text(value, max_length=320)
-    if address is not None and not _EMAIL.match(address):
+    if address is None:
+        return None
+    if not _EMAIL.match(address):
         raise FieldError("not an email address")
-    return address
+    return address.lower()
 
 
 def currency(value: Any) -> str | None:

@@ -9,11 +9,14 @@ could be used.
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Generator, Mapping
+from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from queue import Full, Queue
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
@@ -152,26 +155,16 @@ def run(
             report=report,
         )
         kind.bind(reader.columns, index, ctx)
-        size = ws.settings.import_batch_size
-        batch: list[Any] = []
         try:
-            for record in reader.records():
-                report.read += 1
-                if record.problem is not None:
-                    _reject(rejects, Reject(record.line, "(row)", _joined(record), record.problem))
-                    continue
-                parsed = kind.parse(record)
-                if isinstance(parsed, Reject):
-                    _reject(rejects, parsed)
-                    continue
-                batch.append(parsed)
-                if len(batch) >= size:
-                    _flush(ws, kind, batch, ctx, rejects)
-                    batch = []
+            with closing(_parsed_batches(reader, kind, ws.settings.import_batch_size)) as batches:
+                for parsed in batches:
+                    report.read += parsed.read
+                    for reject in parsed.rejects:
+                        _reject(rejects, reject)
+                    if parsed.rows:
+                        _flush(ws, kind, parsed.rows, ctx, rejects)
                     if progress is not None:
-                        progress(reader.bytes_read(), reader.size)
-            if batch:
-                _flush(ws, kind, batch, ctx, rejects)
+                        progress(parsed.bytes_read, reader.size)
         finally:
             rejects.close()
         if progress is not None:
@@ -197,6 +190,76 @@ def run(
     if report.imported == 0 and report.duplicates == 0:
         raise _nothing(report, kind)
     return report
+
+
+@dataclass
+class ParsedBatch:
+    rows: list[Any]
+    rejects: list[Reject]
+    read: int
+    bytes_read: int
+
+
+_DONE = object()
+
+
+def _parsed_batches(reader: Reader, kind: Kind, size: int) -> Generator[ParsedBatch]:
+    """Batches parsed in a background thread while the caller writes the previous one.
+
+    Parsing is pure Python; the database drivers release the GIL while the database works, so
+    reading and parsing batch N+1 overlaps with writing batch N. At most two parsed batches
+    wait in the queue, so memory stays bounded whatever the file size."""
+    queue: Queue[Any] = Queue(maxsize=2)
+    stop = threading.Event()
+
+    def put(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                queue.put(item, timeout=0.1)
+                return True
+            except Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            batch = ParsedBatch([], [], 0, 0)
+            for record in reader.records():
+                batch.read += 1
+                if record.problem is not None:
+                    batch.rejects.append(
+                        Reject(record.line, "(row)", _joined(record), record.problem)
+                    )
+                else:
+                    parsed = kind.parse(record)
+                    if isinstance(parsed, Reject):
+                        batch.rejects.append(parsed)
+                    else:
+                        batch.rows.append(parsed)
+                if len(batch.rows) >= size or len(batch.rejects) >= size:
+                    batch.bytes_read = reader.bytes_read()
+                    if not put(batch):
+                        return
+                    batch = ParsedBatch([], [], 0, 0)
+            batch.bytes_read = reader.size
+            if put(batch):
+                put(_DONE)
+        except BaseException as exc:  # handed to the consumer, which re-raises it
+            put(exc)
+
+    worker = threading.Thread(target=produce, name="winback-import-parser", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item = queue.get()
+            if item is _DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        worker.join()
 
 
 def _flush(
@@ -232,13 +295,3 @@ def _nothing(report: ImportReport, kind: Kind) -> NothingImported:
     error = NothingImported(message)
     error.report = report  # type: ignore[attr-defined]
     return error
-
-
-def missing(field_name: str) -> str:
-    return f"{field_name} is missing (required)"
-
-
-def field_reject(record: Record, index: dict[str, int], name: str, reason: str) -> Reject:
-    i = index.get(name)
-    value = show_value(record.values[i]) if i is not None else ""
-    return Reject(record.line, name, value, reason)

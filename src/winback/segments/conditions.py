@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any, Literal
@@ -70,6 +70,7 @@ from winback.segments._json import (
     json_number,
     json_present,
     json_text,
+    unindexed,
 )
 from winback.store.schema import (
     contact_tags,
@@ -610,6 +611,8 @@ class _Compiler:
         entered_at: ColumnElement[Any] | None,
         row: FromClause,
         use_maintained: bool = True,
+        segment_ids: Mapping[str, int] | None = None,
+        scan: bool = False,
     ) -> None:
         if now.tzinfo is None:
             raise ValueError("now must be timezone-aware")
@@ -618,9 +621,12 @@ class _Compiler:
         self.entered_at = entered_at
         self.row = row
         self.use_maintained = use_maintained
+        self.segment_ids = segment_ids or {}
+        self.scan = scan
 
     def col(self, name: str) -> ColumnElement[Any]:
-        return self.row.c[name]
+        column = self.row.c[name]
+        return unindexed(column) if self.scan else column
 
     def boundary(self, ago: timedelta) -> datetime:
         return self.now - ago
@@ -812,6 +818,18 @@ class _Compiler:
         return exists(select(literal(1)).select_from(t).where(*where).correlate_except(t))
 
     def segment(self, cond: SegmentCondition) -> ColumnElement[bool]:
+        if cond.segment in self.segment_ids:
+            sm = segment_membership.alias()
+            return exists(
+                select(literal(1))
+                .select_from(sm)
+                .where(
+                    sm.c.segment_id == self.segment_ids[cond.segment],
+                    sm.c.contact_id == self.cid,
+                    sm.c.exited_at.is_(None),
+                )
+                .correlate_except(sm)
+            )
         sm, s = segment_membership.alias(), segments.alias()
         query = (
             select(literal(1))
@@ -853,6 +871,8 @@ def compile_condition(
     contact_id: ColumnElement[Any],
     entered_at: ColumnElement[Any] | None = None,
     use_maintained: bool = True,
+    segment_ids: Mapping[str, int] | None = None,
+    scan: bool = False,
 ) -> ColumnElement[bool]:
     """A boolean SQL expression: does the contact whose id is ``contact_id`` satisfy ``cond``
     at instant ``now``?
@@ -864,12 +884,15 @@ def compile_condition(
 
     Event conditions that a maintained column answers exactly (see :data:`FAST_COLUMNS`)
     compile to a test on that indexed column; ``use_maintained=False`` forces the scan of
-    ``orders``/``events`` (to check the two agree).
+    ``orders``/``events`` (to check the two agree). ``segment_ids`` (name -> id) saves the
+    lookup of referenced segments by name. ``scan=True`` keeps SQLite from using indexes on
+    the contact row's columns (right when most contacts are evaluated anyway).
     """
+    options = {"use_maintained": use_maintained, "segment_ids": segment_ids, "scan": scan}
     if contact_id is contacts.c.id:
-        return _Compiler(now, contact_id, entered_at, contacts, use_maintained).compile(cond)
+        return _Compiler(now, contact_id, entered_at, contacts, **options).compile(cond)  # type: ignore[arg-type]
     row = contacts.alias()
-    inner = _Compiler(now, row.c.id, entered_at, row, use_maintained).compile(cond)
+    inner = _Compiler(now, row.c.id, entered_at, row, **options).compile(cond)  # type: ignore[arg-type]
     return exists(
         select(literal(1))
         .select_from(row)

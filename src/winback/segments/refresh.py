@@ -34,9 +34,9 @@ from datetime import date, datetime, timedelta
 from typing import Any, Literal
 
 from sqlalchemy import (
-    ColumnElement,
     Connection,
     Select,
+    and_,
     exists,
     func,
     insert,
@@ -125,7 +125,9 @@ def candidates(
     p: Plan, *, since: datetime, now: datetime, segment_ids: dict[str, int]
 ) -> Select[Any]:
     """Ids of the contacts whose truth value may have changed in ``[since, now]``."""
-    parts: list[Select[Any]] = [select(contacts.c.id).where(contacts.c.updated_at >= since)]
+    parts: list[Select[Any]] = [
+        select(contacts.c.id.label("id")).where(contacts.c.updated_at >= since)
+    ]
     if p.analytics:
         parts.append(select(contacts.c.id).where(contacts.c.analyzed_at >= since))
     for name, ago in sorted(p.crossings, key=lambda x: (x[0], x[1])):
@@ -195,41 +197,69 @@ def refresh_one(
         reason = p.full_reason
     incremental = not reason
     sm = segment_membership
-    matches = compile_condition(condition, now=now, contact_id=contacts.c.id)
-    still = exists(
-        select(literal(1)).select_from(contacts).where(contacts.c.id == sm.c.contact_id, matches)
+    # Scanning contacts beats SQLite's multi-index OR for broad conditions (full mode);
+    # incremental statements are driven by the candidate list instead.
+    matches = compile_condition(
+        condition, now=now, contact_id=contacts.c.id, segment_ids=segment_ids, scan=True
     )
-    restrict: list[ColumnElement[bool]] = []
-    if incremental:
-        assert since is not None
-        cand = candidates(p, since=since, now=now, segment_ids=segment_ids)
-        restrict = [sm.c.contact_id.in_(cand)]
-    exited = conn.execute(
-        update(sm)
-        .where(sm.c.segment_id == segment_id, sm.c.exited_at.is_(None), *restrict, ~still)
-        .values(exited_at=now),
-        execution_options={"preserve_rowcount": True},
-    ).rowcount
-    other = sm.alias("open_stint")
+    open_stint = sm.alias("open_stint")
     already = exists(
         select(literal(1))
-        .select_from(other)
+        .select_from(open_stint)
         .where(
-            other.c.segment_id == segment_id,
-            other.c.contact_id == contacts.c.id,
-            other.c.exited_at.is_(None),
+            open_stint.c.segment_id == segment_id,
+            open_stint.c.contact_id == contacts.c.id,
+            open_stint.c.exited_at.is_(None),
         )
     )
-    newcomers = select(
+    columns = (
         literal(segment_id).label("segment_id"),
         contacts.c.id,
         literal(now, UTCDateTime()).label("entered_at"),
-    ).where(matches, ~already)
+    )
     if incremental:
         assert since is not None
-        newcomers = newcomers.where(
-            contacts.c.id.in_(candidates(p, since=since, now=now, segment_ids=segment_ids))
+        k = candidates(p, since=since, now=now, segment_ids=segment_ids).subquery("k")
+        stint = sm.alias("stint")
+        leaving = (
+            select(stint.c.id)
+            .select_from(
+                k.join(
+                    stint,
+                    and_(
+                        stint.c.contact_id == k.c.id,
+                        stint.c.segment_id == segment_id,
+                        stint.c.exited_at.is_(None),
+                    ),
+                )
+            )
+            .where(
+                ~exists(
+                    select(literal(1))
+                    .select_from(contacts)
+                    .where(contacts.c.id == stint.c.contact_id, matches)
+                )
+            )
         )
+        exit_stmt = update(sm).where(sm.c.id.in_(leaving))
+        newcomers = (
+            select(*columns)
+            .select_from(k.join(contacts, contacts.c.id == k.c.id))
+            .where(matches, ~already)
+        )
+    else:
+        still = exists(
+            select(literal(1))
+            .select_from(contacts)
+            .where(contacts.c.id == sm.c.contact_id, matches)
+        )
+        exit_stmt = update(sm).where(
+            sm.c.segment_id == segment_id, sm.c.exited_at.is_(None), ~still
+        )
+        newcomers = select(*columns).where(matches, ~already)
+    exited = conn.execute(
+        exit_stmt.values(exited_at=now), execution_options={"preserve_rowcount": True}
+    ).rowcount
     entered = conn.execute(
         insert(sm).from_select(["segment_id", "contact_id", "entered_at"], newcomers),
         execution_options={"preserve_rowcount": True},
