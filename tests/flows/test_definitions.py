@@ -10,7 +10,12 @@ import pytest
 from winback.errors import DefinitionError
 from winback.flows.program import compile_program, load_program, parse_definition
 from winback.flows.schema_doc import schema_markdown
-from winback.flows.service import check_conditions, library_root, library_templates
+from winback.flows.service import (
+    check_conditions,
+    delivery_library,
+    library_root,
+    library_templates,
+)
 from winback.workspace import Workspace
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -115,10 +120,31 @@ def test_add_copies_flow_and_templates_and_refuses_twice(sqlite_workspace: Works
     ws = sqlite_workspace
     assert ws.flows.add("reactivation") == ["reactivation", "reactivation-companion"]
     assert (ws.path / "flows" / "reactivation.yaml").is_file()
-    assert (ws.path / "templates" / "reactivation-2.yaml").is_file()
+    copied = (ws.path / "templates" / "reactivation-2.yaml").read_text(encoding="utf-8")
+    styled = delivery_library()
+    if styled is not None and (styled / "reactivation-2.yaml").is_file():
+        assert copied == (styled / "reactivation-2.yaml").read_text(encoding="utf-8")
+    else:
+        assert "subject:" in copied
     assert {i.key: i.status for i in ws.flows.list()} == {
         "reactivation": "enabled",
         "reactivation-companion": "enabled",
     }
     with pytest.raises(DefinitionError, match="exists already"):
         ws.flows.add("reactivation")
+
+
+def test_every_template_a_shipped_flow_sends_renders(sqlite_workspace: Workspace) -> None:
+    """`flows add` brings message templates that delivery can render for every send step."""
+    ws = sqlite_workspace
+    names: set[str] = set()
+    for template in library_templates():
+        for key in ws.flows.add(template, enable=False):
+            program = ws.flows.validate_file(ws.path / "flows" / f"{key}.yaml")
+            for node in program.nodes.values():
+                send = getattr(node.step, "send", None)
+                if send is not None:
+                    names.update([send.template] if send.template else [])
+                    names.update(v.template for v in send.variants)
+    assert {n for n in names if not (ws.path / "templates" / f"{n}.yaml").is_file()} == set()
+    assert ws.delivery.validate(sorted(names)) == []

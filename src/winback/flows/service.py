@@ -49,6 +49,15 @@ def library_root() -> Path:
     return Path(str(resources.files("winback.flows") / "library"))
 
 
+def delivery_library() -> Path | None:
+    """The delivery feature's shipped message templates, when it is installed."""
+    try:
+        folder = Path(str(resources.files("winback.delivery") / "library"))
+    except ModuleNotFoundError:
+        return None
+    return folder if folder.is_dir() else None
+
+
 def library_templates() -> list[str]:
     return sorted(p.name for p in library_root().iterdir() if (p / "flow.yaml").is_file())
 
@@ -205,9 +214,12 @@ class Flows:
             keys.append(key)
         messages = self.ws.path / "templates"
         messages.mkdir(exist_ok=True)
+        styled = delivery_library()
         for file in sorted((source / "templates").glob("*")):
             if not (messages / file.name).exists():
-                shutil.copyfile(file, messages / file.name)
+                # The delivery library's styled version of the same message when it has one.
+                chosen = styled / file.name if styled and (styled / file.name).is_file() else file
+                shutil.copyfile(chosen, messages / file.name)
         for file, key in zip(files, keys, strict=True):
             shutil.copyfile(file, self.folder / f"{key}.yaml")
         self.sync(now)
