@@ -181,3 +181,16 @@ def test_batches_and_same_instant_idempotence(sqlite_workspace: Workspace) -> No
             select(outbox.c.contact_id, func.count()).group_by(outbox.c.contact_id)
         ).all()
     assert len(per_contact) == 250 and {n for _, n in per_contact} == {2}
+
+
+def test_a_broken_edit_keeps_the_stored_version_running(sqlite_workspace: Workspace) -> None:
+    ws = sqlite_workspace
+    (a,) = make_contacts(ws, 1, at=T0)
+    path = write_flow(ws, "waiting", WAITING)
+    ws.flows.enable("waiting", now=T0)
+    ws.store.add_tag([a], "go", at=T0, source="test")
+    ws.flows.tick(T0)
+    path.write_text(WAITING.replace("wait: 2d", "wait: two days"))
+    report = ws.flows.tick(T0 + 2 * DAY)
+    assert report.errors and "flows/waiting.yaml" in report.errors[0]
+    assert sent_to(ws, "waiting") == {a: ["hello", "bye"]}

@@ -10,7 +10,15 @@ from zoneinfo import ZoneInfo
 
 import typer
 
-from winback.cli._app import JsonOption, WorkspaceOption, app, console, print_json, workspace_from
+from winback.cli._app import (
+    JsonOption,
+    WorkspaceOption,
+    app,
+    console,
+    err_console,
+    print_json,
+    workspace_from,
+)
 from winback.clock import FixedClock
 from winback.errors import WinbackError
 from winback.flows.runner import PassReport, run_forever, run_once
@@ -50,6 +58,7 @@ def summary(report: PassReport) -> dict[str, Any]:
         "contact_steps": report.tick.steps,
         "delivered": report.delivery.sent,
         "skipped_no_consent": report.delivery.skipped,
+        "flow_file_errors": report.tick.errors,
     }
 
 
@@ -102,6 +111,8 @@ def run(
 
 
 def _print(report: PassReport) -> None:
+    for error in report.tick.errors:
+        err_console.print(f"[bold red]flow file not loaded:[/] {error}", highlight=False)
     enrolled = sum(report.tick.enrolled.values())
     console.print(
         f"{report.now:%Y-%m-%d %H:%M} UTC: {enrolled} enrolled, "

@@ -70,6 +70,8 @@ class TickReport:
     enrolled: dict[str, int] = field(default_factory=dict)
     steps: dict[str, int] = field(default_factory=dict)
     rounds: int = 0
+    #: Flow files that could not be loaded (their stored version kept running).
+    errors: list[str] = field(default_factory=list)
 
     @property
     def contact_steps(self) -> int:

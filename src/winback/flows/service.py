@@ -91,14 +91,29 @@ class Flows:
         check_conditions(program, shown)
         return program
 
-    def load_files(self) -> dict[str, Program]:
-        return {p.key: p for p in (self.validate_file(f) for f in self.files())}
+    def load_files(self, errors: builtins.list[str] | None = None) -> dict[str, Program]:
+        """Every flow file, validated. With ``errors`` given, an invalid file is reported
+        there and left out (its stored version keeps running) instead of raising."""
+        programs = {}
+        for file in self.files():
+            try:
+                program = self.validate_file(file)
+            except DefinitionError as exc:
+                if errors is None:
+                    raise
+                errors.append(str(exc))
+                continue
+            programs[program.key] = program
+        return programs
 
     # -- store ------------------------------------------------------------------------------
-    def sync(self, now: datetime | None = None) -> dict[str, str]:
-        """Bring the ``flows`` table in line with the files; returns what changed per key."""
+    def sync(
+        self, now: datetime | None = None, *, errors: builtins.list[str] | None = None
+    ) -> dict[str, str]:
+        """Bring the ``flows`` table in line with the files; returns what changed per key.
+        With ``errors`` given, invalid files are reported there and skipped."""
         now = now or self.ws.clock.now()
-        programs = self.load_files()
+        programs = self.load_files(errors)
         changes: dict[str, str] = {}
         with self.ws.engine.begin() as conn:
             rows = {r.key: r for r in conn.execute(select(flows))}
@@ -251,12 +266,13 @@ class Flows:
         nothing more is due at ``now``. Running it twice for one instant does nothing more.
         ``refresh=False`` skips the segment refresh (when the caller maintains membership)."""
         now = now or self.ws.clock.now()
+        report = TickReport()
         if sync:
-            self.sync(now)
+            # A bad edit must not stop `winback run`: the stored version keeps running.
+            self.sync(now, errors=report.errors)
         if refresh:
             refresh_segments(self.ws, now)
         running = self.running()
-        report = TickReport()
         tz = self.ws.settings.timezone
         for round_ in range(1, MAX_ROUNDS + 1):
             moved = 0
