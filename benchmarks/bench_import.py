@@ -10,7 +10,10 @@
 Both start from a migrated store that already holds the customers, so both measure orders.
 Each run happens in its own subprocess, which reports its peak memory (``ru_maxrss``); the
 import is run on a small and on the full file to show that memory does not grow with it.
-Sizes: 10 million rows (``--quick``: 200,000), small file 1 million (``--quick``: 50,000).
+Sizes: 10 million rows (``--quick``: 200,000), small file 1 million (``--quick``: 50,000);
+``WINBACK_BENCH_ROWS`` / ``WINBACK_BENCH_SMALL_ROWS`` override them and ``WINBACK_BENCH_DBS``
+(``sqlite,postgres``) picks the databases. Figures already measured for the same sizes are
+kept in ``benchmarks/work/`` and reused, so an interrupted run resumes.
 """
 
 from __future__ import annotations
@@ -218,8 +221,8 @@ def run(quick: bool) -> dict[str, Any]:
     from tests.pgcluster import PostgresCluster
 
     WORK.mkdir(exist_ok=True)
-    big_n = 200_000 if quick else 10_000_000
-    small_n = 50_000 if quick else 1_000_000
+    big_n = int(os.environ.get("WINBACK_BENCH_ROWS", 200_000 if quick else 10_000_000))
+    small_n = int(os.environ.get("WINBACK_BENCH_SMALL_ROWS", 50_000 if quick else 1_000_000))
     big = generate(WORK / f"orders-{big_n}.csv", big_n)
     small = generate(WORK / f"orders-{small_n}.csv", small_n)
     figures: dict[str, Any] = {"rows": big_n, "small_rows": small_n}
