@@ -37,6 +37,10 @@ class PurchaseModel(Protocol):
         self, t: float | FloatArray, x: FloatArray, t_x: FloatArray, T: FloatArray
     ) -> FloatArray: ...
 
+    def expected_purchases_if_alive(
+        self, t: float | FloatArray, x: FloatArray, T: FloatArray
+    ) -> FloatArray: ...
+
     def expected_purchases_new(self, t: float | FloatArray) -> FloatArray: ...
 
     def posterior_rate(self, x: FloatArray, t_x: FloatArray, T: FloatArray) -> FloatArray: ...
@@ -66,16 +70,38 @@ def customer_lifetime_value(
     horizon_days: float,
     annual_discount: float,
 ) -> FloatArray:
-    """Discounted expected revenue over ``horizon_days`` (see the module docstring)."""
-    total = np.zeros(len(x))
-    previous = np.zeros(len(x))
+    """Discounted expected revenue over ``horizon_days`` (see the module docstring).
+
+    E[Y(t)] = P(alive) · g(t; x, T): g is evaluated once per distinct (x, T) pair and step,
+    so a million customers cost a few thousand hypergeometric evaluations per step."""
+    p_alive = model.probability_alive(x, t_x, T)
+    pairs = distinct_pairs(x, T)
+    ux, uT, inverse = pairs
+    total = np.zeros(len(ux))
+    previous = np.zeros(len(ux))
     steps = int(np.ceil(horizon_days / STEP_DAYS))
     for i in range(1, steps + 1):
         end = min(i * STEP_DAYS, horizon_days)
-        cumulative = model.expected_purchases(end / unit_days, x, t_x, T)
+        cumulative = model.expected_purchases_if_alive(end / unit_days, ux, uT)
         total += (cumulative - previous) / (1.0 + annual_discount) ** (end / 365.0)
         previous = cumulative
-    return total * spend
+    return total[inverse] * p_alive * spend
+
+
+def distinct_pairs(x: FloatArray, T: FloatArray) -> tuple[FloatArray, FloatArray, np.ndarray]:
+    """Distinct (x, T) rows and the index of each customer's row."""
+    x, T = np.asarray(x, dtype=np.float64), np.asarray(T, dtype=np.float64)
+    if len(x) == 0:
+        return x, T, np.zeros(0, dtype=np.int64)
+    order = np.lexsort((T, x))
+    xs, Ts = x[order], T[order]
+    new = np.empty(len(x), dtype=bool)
+    new[0] = True
+    new[1:] = (xs[1:] != xs[:-1]) | (Ts[1:] != Ts[:-1])
+    group = np.cumsum(new) - 1
+    inverse = np.empty(len(x), dtype=np.int64)
+    inverse[order] = group
+    return xs[new], Ts[new], inverse
 
 
 def predict(
@@ -94,7 +120,8 @@ def predict(
 ) -> Predictions:
     """Every per-customer prediction in one vectorised pass."""
     p_alive = model.probability_alive(x, t_x, T)
-    e90 = model.expected_purchases(90.0 / unit_days, x, t_x, T)
+    ux, uT, inverse = distinct_pairs(x, T)
+    e90 = model.expected_purchases_if_alive(90.0 / unit_days, ux, uT)[inverse] * p_alive
     cadence = unit_days / model.posterior_rate(x, t_x, T)
     next_day = np.asarray(last_day, dtype=np.float64) + np.round(cadence)
     overdue = reference_day - next_day

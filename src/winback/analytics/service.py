@@ -20,6 +20,7 @@ from winback.analytics import analysis as an
 from winback.analytics._fit import NotEnoughData
 from winback.analytics.gamma_gamma import GammaGamma
 from winback.analytics.summary import Summary, Transactions, summary_data
+from winback.store.repository import _conn
 from winback.store.schema import rfm_snapshots
 from winback.store.types import sqlite_text
 
@@ -42,6 +43,8 @@ ANALYTICS_COLUMNS: dict[str, str] = {
     "cluster_label": "TEXT",
     "analyzed_at": "TIMESTAMPTZ",
 }
+FETCH_CHUNK = 250_000
+
 MODEL_COLUMNS = (
     "p_alive",
     "expected_purchases_90d",
@@ -76,11 +79,14 @@ class Analytics:
         """Every order as (contact_id, day number, amount) arrays."""
         amount = "amount::float8" if self._pg else "CAST(amount AS REAL)"
         sql = f"SELECT contact_id, {self._day('ordered_at')}, {amount} FROM orders"  # noqa: S608
-        rows = self._fetch(sql, conn)
-        if not rows:
-            z = np.zeros(0)
-            return Transactions(z.astype(np.int64), z.astype(np.int64), z)
-        arr = np.array(rows, dtype=np.float64)
+        parts = []
+        with _conn(self.ws.engine, conn) as c:
+            cur = c.connection.driver_connection.cursor()  # type: ignore[union-attr]
+            cur.execute(sql)
+            while chunk := cur.fetchmany(FETCH_CHUNK):
+                parts.append(np.array(chunk, dtype=np.float64))
+            cur.close()
+        arr = np.concatenate(parts) if parts else np.zeros((0, 3))
         return Transactions(arr[:, 0].astype(np.int64), arr[:, 1].astype(np.int64), arr[:, 2])
 
     def _fetch(self, sql: str, conn: Connection | None) -> list[Any]:
