@@ -23,7 +23,7 @@ from winback.analytics.clv import Predictions, PurchaseModel, predict
 from winback.analytics.gamma_gamma import GammaGamma
 from winback.analytics.pareto_nbd import ParetoNBD
 from winback.analytics.rfm import RFM, SEGMENTS, build_table, score
-from winback.analytics.summary import Summary, Transactions, summary_data
+from winback.analytics.summary import Summary, Transactions, sort_transactions, summary_data
 from winback.config import Settings
 from winback.errors import WinbackError
 
@@ -162,6 +162,7 @@ def analyze(
 
     notes: list[str] = []
     say("summary")
+    tx = sort_transactions(tx)  # once, so that the holdout check finds them sorted
     s = summary_data(tx, reference_day, observation_end=reference_day, unit_days=UNIT_DAYS)
     lap("summary")
     if len(s) == 0:

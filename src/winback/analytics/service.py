@@ -105,7 +105,9 @@ class Analytics:
         """Last open, click and visit day of each summarised customer (NaN: never)."""
         sql = (
             f"SELECT id, {self._day('last_email_opened')}, "  # noqa: S608
-            f"{self._day('last_email_link_clicked')}, {self._day('last_seen')} FROM contacts"
+            f"{self._day('last_email_link_clicked')}, {self._day('last_seen')} FROM contacts "
+            "WHERE last_email_opened IS NOT NULL OR last_email_link_clicked IS NOT NULL "
+            "OR last_seen IS NOT NULL"
         )
         rows = self._fetch(sql, None)
         arr = np.array(rows, dtype=np.float64) if rows else np.zeros((0, 4))

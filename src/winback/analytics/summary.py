@@ -82,6 +82,16 @@ def _sort_order(cust: IntArray, day: IntArray) -> IntArray | None:
     return np.lexsort((day, cust))
 
 
+def sort_transactions(tx: Transactions) -> Transactions:
+    """The same transactions ordered by (customer, day)."""
+    if len(tx) == 0:
+        return tx
+    order = _sort_order(np.asarray(tx.customer), np.asarray(tx.day))
+    if order is None:
+        return tx
+    return Transactions(tx.customer[order], tx.day[order], tx.amount[order])
+
+
 def summary_data(
     tx: Transactions,
     calibration_end: int,
