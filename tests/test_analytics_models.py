@@ -158,3 +158,34 @@ def test_clv_matches_the_direct_sum(cdnow: Summary) -> None:
     # Cadence: the next order is due one (shrunk) inter-purchase time after the last one.
     assert np.all(p.next_order_day >= cdnow.last_day)
     np.testing.assert_allclose(p.days_overdue, cdnow.calibration_end - p.next_order_day)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    rows=st.lists(
+        st.tuples(st.integers(0, 30), st.integers(0, 60), st.floats(0, 100)),
+        min_size=1,
+        max_size=200,
+    ),
+    cal=st.integers(0, 60),
+)
+def test_dense_and_sorted_summaries_agree(rows: list[tuple[int, int, float]], cal: int) -> None:
+    cust = np.array([r[0] for r in rows])
+    day = np.array([r[1] for r in rows])
+    amount = np.array([r[2] for r in rows])
+    dense = summary_data(Transactions(cust, day, amount), cal)
+    # Sparse customer codes take the general (sorting) path.
+    sparse = summary_data(Transactions(cust * 10**9, day, amount), cal)
+    assert np.array_equal(dense.customer * 10**9, sparse.customer)
+    for name in (
+        "frequency",
+        "recency",
+        "T",
+        "first_day",
+        "last_day",
+        "orders",
+        "holdout_frequency",
+    ):
+        assert np.array_equal(getattr(dense, name), getattr(sparse, name)), name
+    for name in ("monetary_value", "revenue"):
+        np.testing.assert_allclose(getattr(dense, name), getattr(sparse, name), atol=1e-9)

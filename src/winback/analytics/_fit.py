@@ -80,6 +80,11 @@ class Distinct:
     def __init__(self, values: FloatArray) -> None:
         self.values, self.index = np.unique(values, return_inverse=True)
 
+    def subset(self, rows: np.ndarray) -> Distinct:
+        out = Distinct.__new__(Distinct)
+        out.values, out.index = self.values, self.index[rows]
+        return out
+
     def gather(self, per_value: FloatArray) -> FloatArray:
         return per_value[self.index]
 

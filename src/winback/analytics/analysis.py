@@ -275,7 +275,7 @@ def _report(
         "monetary": settings.rfm_monetary,
         "table_overridden": bool(settings.rfm_table),
         "grid": health.rfm_grid(rfm.r, rfm.f, s.revenue),
-        "segments": health.segment_table(rfm.segment, s.revenue, SEGMENTS),
+        "segments": health.segment_table(rfm.segment_code, rfm.segment_names, s.revenue, SEGMENTS),
     }
     p_alive = predictions.p_alive if predictions is not None else None
     dists = {"last_purchase": health.days_since_distribution(days_since_purchase)}

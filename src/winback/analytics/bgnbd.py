@@ -22,7 +22,6 @@ from winback.analytics._fit import (
     FloatArray,
     NotEnoughData,
     as_float,
-    compress,
     maximise,
 )
 
@@ -79,10 +78,18 @@ class _Objective:
     customer."""
 
     def __init__(self, x: FloatArray, t: FloatArray, T: FloatArray, w: FloatArray, n: int):
-        self.x, self.w, self.n = x, w, n
-        self.X, self.t, self.T = Distinct(x), Distinct(t), Distinct(T)
-        self.Wx = np.bincount(self.X.index, weights=w, minlength=len(self.X.values))
-        self.has = x > 0
+        self.w, self.n = w, n
+        X, tt, TT = Distinct(x), Distinct(t), Distinct(T)
+        # Identical customers once, weighted: one sort of a combined integer key.
+        key = (X.index * len(tt.values) + tt.index) * len(TT.values) + TT.index
+        _, rows, counts = np.unique(key, return_index=True, return_counts=True)
+        if len(w) == len(x) and np.all(w == 1):
+            self.w = counts.astype(np.float64)
+        else:  # already weighted rows: keep them as they are
+            rows, self.w = np.arange(len(x)), w
+        self.x = x[rows]
+        self.X, self.t, self.T = X.subset(rows), tt.subset(rows), TT.subset(rows)
+        self.Wx = np.bincount(self.X.index, weights=self.w, minlength=len(self.X.values))
         self.has_x = self.X.values > 0
 
     def __call__(self, z: FloatArray) -> tuple[float, FloatArray]:
@@ -149,9 +156,8 @@ class BetaGeo:
         """Maximum likelihood fit (analytic gradient, BFGS on log-parameters)."""
         x, t, TT = as_float(frequency), as_float(recency), as_float(T)
         _check(x, t, TT)
-        (ux, ut, uT), w = compress(x, t, TT)
         n = len(x)
-        neg = _Objective(ux, ut, uT, w, n)
+        neg = _Objective(x, t, TT, np.ones(n), n)
         res = maximise("bgnbd", NAMES, neg, initial, n, has_gradient=True)
         p = res.params
         return cls(p["r"], p["alpha"], p["a"], p["b"], res)
