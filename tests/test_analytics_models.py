@@ -152,8 +152,10 @@ def test_clv_matches_the_direct_sum(cdnow: Summary) -> None:
         BG, GammaGamma(6.25, 3.74, 15.44), cdnow.frequency, cdnow.recency, cdnow.T,
         cdnow.monetary_value, cdnow.last_day.astype(float), cdnow.calibration_end, unit_days=7.0,
     )  # fmt: skip
-    direct = BG.expected_purchases(90 / 7, cdnow.frequency, cdnow.recency, cdnow.T)
+    direct = BG.expected_purchases_if_alive(90 / 7, cdnow.frequency, cdnow.T) * p.p_alive
     np.testing.assert_allclose(p.expected_purchases_90d, direct, rtol=1e-12)
+    deduped = BG.expected_purchases(90 / 7, cdnow.frequency, cdnow.recency, cdnow.T)
+    np.testing.assert_allclose(deduped, direct, rtol=1e-12)
     assert np.all((p.p_alive >= 0) & (p.p_alive <= 1)) and np.all(p.clv >= 0)
     # Cadence: the next order is due one (shrunk) inter-purchase time after the last one.
     assert np.all(p.next_order_day >= cdnow.last_day)

@@ -179,5 +179,21 @@ def _numeric_grad(f: Callable[[FloatArray], float], z: FloatArray, h: float = 1e
     return g
 
 
+def distinct_pairs(x: FloatArray, T: FloatArray) -> tuple[FloatArray, FloatArray, np.ndarray]:
+    """Distinct (x, T) rows and the index of each customer's row."""
+    x, T = np.asarray(x, dtype=np.float64), np.asarray(T, dtype=np.float64)
+    if len(x) == 0:
+        return x, T, np.zeros(0, dtype=np.int64)
+    order = np.lexsort((T, x))
+    xs, Ts = x[order], T[order]
+    new = np.empty(len(x), dtype=bool)
+    new[0] = True
+    new[1:] = (xs[1:] != xs[:-1]) | (Ts[1:] != Ts[:-1])
+    group = np.cumsum(new) - 1
+    inverse = np.empty(len(x), dtype=np.int64)
+    inverse[order] = group
+    return xs[new], Ts[new], inverse
+
+
 def as_float(values: Any) -> FloatArray:
     return np.asarray(values, dtype=np.float64)

@@ -22,6 +22,7 @@ from winback.analytics._fit import (
     FloatArray,
     NotEnoughData,
     as_float,
+    distinct_pairs,
     maximise,
 )
 
@@ -191,7 +192,11 @@ class BetaGeo:
         which keeps the series short and bounded for heavy buyers.
         """
         x, t_x, T = as_float(x), as_float(t_x), as_float(T)
-        return self.expected_purchases_if_alive(t, x, T) * self.probability_alive(x, t_x, T)
+        alive = self.probability_alive(x, t_x, T)
+        if np.ndim(t) == 0 and len(x) > 1000:  # the ₂F₁ once per distinct (x, T)
+            ux, uT, inverse = distinct_pairs(x, T)
+            return self.expected_purchases_if_alive(t, ux, uT)[inverse] * alive
+        return self.expected_purchases_if_alive(t, x, T) * alive
 
     def expected_purchases_if_alive(
         self, t: float | FloatArray, x: FloatArray, T: FloatArray

@@ -19,7 +19,7 @@ from typing import Protocol
 
 import numpy as np
 
-from winback.analytics._fit import FloatArray
+from winback.analytics._fit import FloatArray, distinct_pairs
 from winback.analytics.gamma_gamma import GammaGamma
 
 STEP_DAYS = 30.0
@@ -86,22 +86,6 @@ def customer_lifetime_value(
         total += (cumulative - previous) / (1.0 + annual_discount) ** (end / 365.0)
         previous = cumulative
     return total[inverse] * p_alive * spend
-
-
-def distinct_pairs(x: FloatArray, T: FloatArray) -> tuple[FloatArray, FloatArray, np.ndarray]:
-    """Distinct (x, T) rows and the index of each customer's row."""
-    x, T = np.asarray(x, dtype=np.float64), np.asarray(T, dtype=np.float64)
-    if len(x) == 0:
-        return x, T, np.zeros(0, dtype=np.int64)
-    order = np.lexsort((T, x))
-    xs, Ts = x[order], T[order]
-    new = np.empty(len(x), dtype=bool)
-    new[0] = True
-    new[1:] = (xs[1:] != xs[:-1]) | (Ts[1:] != Ts[:-1])
-    group = np.cumsum(new) - 1
-    inverse = np.empty(len(x), dtype=np.int64)
-    inverse[order] = group
-    return xs[new], Ts[new], inverse
 
 
 def predict(
