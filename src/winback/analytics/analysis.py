@@ -23,7 +23,7 @@ from winback.analytics.clv import Predictions, PurchaseModel, predict
 from winback.analytics.gamma_gamma import GammaGamma
 from winback.analytics.pareto_nbd import ParetoNBD
 from winback.analytics.rfm import RFM, SEGMENTS, build_table, score
-from winback.analytics.summary import Summary, Transactions, summary_data
+from winback.analytics.summary import Summary, Transactions, sort_transactions, summary_data
 from winback.config import Settings
 from winback.errors import WinbackError
 
@@ -162,6 +162,7 @@ def analyze(
 
     notes: list[str] = []
     say("summary")
+    tx = sort_transactions(tx)  # once, so that the holdout check finds them sorted
     s = summary_data(tx, reference_day, observation_end=reference_day, unit_days=UNIT_DAYS)
     lap("summary")
     if len(s) == 0:
@@ -274,7 +275,7 @@ def _report(
         "monetary": settings.rfm_monetary,
         "table_overridden": bool(settings.rfm_table),
         "grid": health.rfm_grid(rfm.r, rfm.f, s.revenue),
-        "segments": health.segment_table(rfm.segment, s.revenue, SEGMENTS),
+        "segments": health.segment_table(rfm.segment_code, rfm.segment_names, s.revenue, SEGMENTS),
     }
     p_alive = predictions.p_alive if predictions is not None else None
     dists = {"last_purchase": health.days_since_distribution(days_since_purchase)}
