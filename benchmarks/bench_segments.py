@@ -239,11 +239,11 @@ def raw_refresh(
                 for dep in deps:
                     parts.append(
                         f"SELECT contact_id FROM segment_membership WHERE segment_id = {ids[dep]} "
-                        "AND entered_at >= :t0"
+                        "AND entered_at > :t0"
                     )
                     parts.append(
                         f"SELECT contact_id FROM segment_membership WHERE segment_id = {ids[dep]} "
-                        "AND exited_at >= :t0"
+                        "AND exited_at > :t0"
                     )
                 if "contact_tags" in pred:
                     parts.append(

@@ -151,13 +151,15 @@ def candidates(
                 contact_tags.c.added_at < now - ago,
             )
         )
+    # Changes of referenced segments. Those stamped exactly ``since`` were made in the pass
+    # that last refreshed this segment, before it (dependency order), so they are already
+    # reflected -- unless this is another pass at that same instant.
     sm = segment_membership
     for name in sorted(p.segments):
         sid = segment_ids[name]
-        parts.append(
-            select(sm.c.contact_id).where(sm.c.segment_id == sid, sm.c.entered_at >= since)
-        )
-        parts.append(select(sm.c.contact_id).where(sm.c.segment_id == sid, sm.c.exited_at >= since))
+        for column in (sm.c.entered_at, sm.c.exited_at):
+            changed = column > since if now > since else column >= since
+            parts.append(select(sm.c.contact_id).where(sm.c.segment_id == sid, changed))
     return parts[0] if len(parts) == 1 else union(*parts)  # type: ignore[return-value]
 
 
