@@ -888,11 +888,14 @@ def compile_condition(
     lookup of referenced segments by name. ``scan=True`` keeps SQLite from using indexes on
     the contact row's columns (right when most contacts are evaluated anyway).
     """
-    options = {"use_maintained": use_maintained, "segment_ids": segment_ids, "scan": scan}
     if contact_id is contacts.c.id:
-        return _Compiler(now, contact_id, entered_at, contacts, **options).compile(cond)  # type: ignore[arg-type]
+        return _Compiler(
+            now, contact_id, entered_at, contacts, use_maintained, segment_ids, scan
+        ).compile(cond)
     row = contacts.alias()
-    inner = _Compiler(now, row.c.id, entered_at, row, **options).compile(cond)  # type: ignore[arg-type]
+    inner = _Compiler(now, row.c.id, entered_at, row, use_maintained, segment_ids, scan).compile(
+        cond
+    )
     return exists(
         select(literal(1))
         .select_from(row)
