@@ -23,6 +23,9 @@ from winback.store.schema import contacts, segment_membership, segments
 if TYPE_CHECKING:
     from winback.workspace import Workspace
 
+#: On PostgreSQL, a segment refresh changing this many stints refreshes the statistics.
+ANALYZE_AFTER = 5000
+
 #: Columns of a members listing / export.
 MEMBER_COLUMNS = ("contact_id", "customer_id", "email", "first_name", "last_name", "entered_at")
 
@@ -144,6 +147,10 @@ class Segments:
                     .where(segments.c.id == row["id"])
                     .values(refreshed_at=at, member_count=members)
                 )
+                if entered + exited >= ANALYZE_AFTER and conn.dialect.name == "postgresql":
+                    # Fresh statistics, or PostgreSQL plans later statements for the empty
+                    # table it last saw (nested loops over thousands of stints).
+                    conn.exec_driver_sql("ANALYZE segment_membership")
                 changes.append(
                     SegmentChange(
                         name,
