@@ -122,6 +122,14 @@ def test_simulate_uses_ground_truth_on_a_copy(sqlite_workspace: Workspace) -> No
     # Non-responders got both emails and were tagged; responders left when they bought.
     assert out["exits"]["reactivated"] + out["exits"]["completed"] == 40
     assert out["exits"]["completed"] >= 20 and out["messages_per_step"]["s2.then.0"] >= 20
+    # With a holdout: held-out contacts get no message and (p_no_contact = 0) never buy.
+    held = json.loads(
+        invoke("simulate", "reactivation", "--start", "2026-03-01T09:00", "--days", "31",
+               "--holdout", "0.5", "-w", w, "--json")
+    )  # fmt: skip
+    assert 0 < held["holdout"]["contacts"] < 40
+    assert held["holdout"]["reactivated"] == 0 and held["holdout"]["revenue"] == 0
+    assert held["messages_per_step"]["s0"] == held["treatment"]["contacts"]
     # The workspace itself is untouched.
     stats = json.loads(invoke("flows", "stats", "reactivation", "-w", w, "--json"))
     assert stats["entered"] == 0 and len(people) == 40
@@ -159,3 +167,15 @@ def test_run_loop_stops_cleanly_on_sigterm(sqlite_workspace: Workspace) -> None:
 def test_run_rejects_bad_instants(sqlite_workspace: Workspace, bad: str) -> None:
     result = runner.invoke(app, ["run", "--now", bad, "-w", str(sqlite_workspace.path)])
     assert "expected an ISO date-time" in str(result.exception)
+
+
+def test_contact_flows_in_progress(sqlite_workspace: Workspace) -> None:
+    from winback.flows.inspect import contact_flows
+
+    ws = sqlite_workspace
+    people = dormant_shop(ws, 2)
+    ws.flows.add("reactivation", now=T0 - DAY)
+    ws.flows.tick(T0)
+    [entry] = contact_flows(ws, people[0])
+    assert entry["flow"] == "reactivation" and entry["step"] == "s2" and entry["step_kind"] == "if"
+    assert entry["wakes_at"] == T0 + 4 * DAY and entry["holdout"] is False

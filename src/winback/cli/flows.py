@@ -167,6 +167,10 @@ def simulate(
         ),
     ] = None,
     seed: Annotated[int, typer.Option(help="Random seed of simulated purchases.")] = 1,
+    holdout: Annotated[
+        float,
+        typer.Option(help="Hold out this share of entrants (e.g. 0.1) to measure the lift."),
+    ] = 0.0,
     workspace: WorkspaceOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -187,6 +191,7 @@ def simulate(
                 days=days,
                 ground_truth=ground_truth,
                 seed=seed,
+                holdout=holdout,
                 on_day=lambda _d: progress.advance(task),
             )
     if as_json:

@@ -10,10 +10,10 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
-    Boolean,
     Connection,
     Float,
     String,
+    and_,
     case,
     cast,
     exists,
@@ -136,28 +136,6 @@ class Rule:
     values: dict[str, Any] = field(default_factory=dict)
 
 
-def _pick(rules: list[Rule], value: Any, type_: Any, default: Any = None) -> Any:
-    """The per-rule value as SQL: a plain literal when every rule agrees, else a CASE."""
-    values = [value(r) for r in rules]
-    if all(_same(v, values[0]) for v in values):
-        return _sql_value(values[0], type_)
-    whens = [
-        (r.when if r.when is not None else true(), _sql_value(v, type_))
-        for r, v in zip(rules, values, strict=True)
-    ]
-    return case(*whens, else_=_sql_value(default, type_))
-
-
-def _same(a: Any, b: Any) -> bool:
-    if isinstance(a, ColumnElement) or isinstance(b, ColumnElement):
-        return a is b
-    return bool(a == b)
-
-
-def _sql_value(v: Any, type_: Any) -> Any:
-    return v if isinstance(v, ColumnElement) else literal(v, type_)
-
-
 def transition(
     conn: Connection,
     *,
@@ -167,49 +145,73 @@ def transition(
     rules: list[Rule],
     log: bool = True,
 ) -> int:
-    """Log the outcome of the step for every row of ``batch`` and move them as ``rules`` say:
-    two set-based statements whatever the batch size."""
-    if log:
-        outcome = _pick(rules, lambda r: r.outcome, String())
-        conn.execute(
-            insert(flow_step_log).from_select(
-                ["flow_id", "entry_id", "step", "at", "outcome"],
-                select(fe.c.flow_id, fe.c.id, literal(node_id, String()), at(now), outcome).where(
-                    batch
-                ),
+    """Log the outcome of the step for the rows of ``batch`` and move them as ``rules`` say.
+
+    Rules are applied in order, each with two set-based statements (log, move) over the rows
+    of the batch it matches; a moved row no longer belongs to the batch (its step, status or
+    ``waiting`` changed), so the first matching rule wins and each condition is evaluated
+    once per row and statement."""
+    moves = [_values(r, node_id, now) for r in rules]
+    if len(rules) > 1 and all(m == moves[0] for m in moves):
+        # Same move for every row (e.g. a send: queued / no consent / holdout all go on):
+        # one log statement with the outcome as a CASE, one update.
+        if log:
+            whens = [(r.when if r.when is not None else true(), r.outcome) for r in rules]
+            conn.execute(
+                insert(flow_step_log).from_select(
+                    ["flow_id", "entry_id", "step", "at", "outcome"],
+                    select(
+                        fe.c.flow_id,
+                        fe.c.id,
+                        literal(node_id, String()),
+                        at(now),
+                        case(*whens, else_=rules[-1].outcome),
+                    ).where(batch),
+                )
             )
+        return int(conn.execute(update(fe).where(batch).values(moves[0])).rowcount or 0)
+    moved = 0
+    for rule in rules:
+        where = batch if rule.when is None else and_(batch, rule.when)
+        if log:
+            conn.execute(
+                insert(flow_step_log).from_select(
+                    ["flow_id", "entry_id", "step", "at", "outcome"],
+                    select(
+                        fe.c.flow_id,
+                        fe.c.id,
+                        literal(node_id, String()),
+                        at(now),
+                        literal(rule.outcome, String()),
+                    ).where(where),
+                )
+            )
+        moved += int(
+            conn.execute(update(fe).where(where).values(_values(rule, node_id, now))).rowcount or 0
         )
+    return moved
 
-    def status(r: Rule) -> str:
-        if r.exit_reason is not None:
-            return "exited"
-        return "active" if r.target is not None else "completed"
 
-    def leaves(r: Rule) -> bool:
-        return status(r) != "active"
-
-    stamp = UTCDateTime()
+def _values(rule: Rule, node_id: str, now: datetime) -> dict[Any, Any]:
+    if rule.exit_reason is not None:
+        status = "exited"
+    else:
+        status = "active" if rule.target is not None else "completed"
     values: dict[Any, Any] = {
-        fe.c.step: _pick(rules, lambda r: r.target or node_id, String()),
-        fe.c.status: _pick(rules, status, String()),
-        fe.c.step_at: at(now),
-        fe.c.wake_at: _pick(rules, lambda r: None if leaves(r) else (r.wake_at or now), stamp),
-        fe.c.waiting: _pick(rules, lambda r: r.waiting, Boolean()),
+        fe.c.step: rule.target or node_id,
+        fe.c.status: status,
+        fe.c.step_at: now,
+        fe.c.waiting: rule.waiting,
     }
-    if any(leaves(r) for r in rules):
-        values[fe.c.exit_reason] = _pick(
-            rules, lambda r: r.exit_reason or ("completed" if leaves(r) else None), String()
-        )
-        values[fe.c.exited_at] = _pick(rules, lambda r: now if leaves(r) else None, stamp)
-    for column in sorted({k for r in rules for k in r.values}):
-        values[fe.c[column]] = _pick(
-            rules,
-            lambda r, c=column: r.values.get(c, fe.c[c]),
-            fe.c[column].type,
-            default=fe.c[column],
-        )
-    result = conn.execute(update(fe).where(batch).values(values))
-    return int(result.rowcount or 0)
+    if status == "active":
+        values[fe.c.wake_at] = rule.wake_at or now
+    else:
+        values[fe.c.wake_at] = None
+        values[fe.c.exit_reason] = rule.exit_reason or "completed"
+        values[fe.c.exited_at] = now
+    for column, value in rule.values.items():
+        values[fe.c[column]] = value
+    return values
 
 
 __all__ = [

@@ -51,6 +51,10 @@ class Program:
     def name(self) -> str:
         return self.definition.name
 
+    @property
+    def has_holdout(self) -> bool:
+        return any(n.kind == "holdout" for n in self.nodes.values())
+
     def ordered(self) -> list[Node]:
         return sorted(self.nodes.values(), key=lambda n: n.order)
 

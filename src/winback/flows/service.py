@@ -16,7 +16,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, func, select, update
+from sqlalchemy import and_, func, select, text, update
 
 from winback.errors import DefinitionError, NotFound
 from winback.flows import models as m
@@ -30,6 +30,8 @@ if TYPE_CHECKING:
     from winback.workspace import Workspace
 
 MAX_ROUNDS = 100
+#: Enrolments of at least this many entries refresh PostgreSQL's statistics.
+ANALYZE_AFTER = 10_000
 
 
 @dataclass
@@ -230,13 +232,17 @@ class Flows:
             for r in rows
         ]
 
-    def tick(self, now: datetime | None = None, *, sync: bool = True) -> TickReport:
+    def tick(
+        self, now: datetime | None = None, *, sync: bool = True, refresh: bool = True
+    ) -> TickReport:
         """Process everything due up to ``now``: segments, triggers, steps, repeated until
-        nothing more is due at ``now``. Running it twice for one instant does nothing more."""
+        nothing more is due at ``now``. Running it twice for one instant does nothing more.
+        ``refresh=False`` skips the segment refresh (when the caller maintains membership)."""
         now = now or self.ws.clock.now()
         if sync:
             self.sync(now)
-        refresh_segments(self.ws, now)
+        if refresh:
+            refresh_segments(self.ws, now)
         running = self.running()
         report = TickReport()
         tz = self.ws.settings.timezone
@@ -245,6 +251,11 @@ class Flows:
             for flow in running:
                 with self.ws.engine.begin() as conn:
                     n = enroll(conn, flow, now, default_timezone=tz)
+                if n >= ANALYZE_AFTER and self.ws.engine.dialect.name == "postgresql":
+                    # Fresh planner statistics after a large enrolment: without them
+                    # PostgreSQL plans the step statements for a near-empty table.
+                    with self.ws.engine.begin() as conn:
+                        conn.execute(text("ANALYZE flow_entries"))
                 if n:
                     report.enrolled[flow.program.key] = report.enrolled.get(flow.program.key, 0) + n
                 moved += n

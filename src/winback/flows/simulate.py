@@ -161,10 +161,12 @@ def simulate(
     days: int,
     ground_truth: Path | None = None,
     seed: int = 1,
+    holdout: float = 0.0,
     on_day: Callable[[datetime], None] | None = None,
 ) -> SimulationResult:
     """Run ``flow`` for ``days`` simulated days from ``start`` on a copy; the workspace itself
-    is not changed."""
+    is not changed. ``holdout`` > 0 holds that share of the entrants out (a holdout step put
+    first, in the copy only) to compare treatment and holdout."""
     truth_file = ground_truth or next(
         (
             p
@@ -186,6 +188,16 @@ def simulate(
         with sim.engine.begin() as conn:
             conn.execute(update(flows).where(flows.c.key != key).values(status="paused"))
         sim.flows.enable(key, now=start)
+        with sim.engine.begin() as conn:
+            if holdout > 0:
+                definition = conn.execute(
+                    select(flows.c.definition).where(flows.c.key == key)
+                ).scalar_one()
+                conn.execute(
+                    update(flows)
+                    .where(flows.c.key == key)
+                    .values(definition=with_holdout(definition, holdout))
+                )
         flow_id = int(sim.flows._row(key).id)
         pending: list[tuple[datetime, int, float]] = []
         decided: set[int] = set()
@@ -196,7 +208,7 @@ def simulate(
             due = [p for p in pending if p[0] <= now]
             pending = [p for p in pending if p[0] > now]
             result.simulated_orders += _record_orders(sim, due)
-            sim.flows.tick(now)
+            sim.flows.tick(now, sync=False)
             _mark_sent(sim, now)
             if truth:
                 pending += _draw_purchases(sim, flow_id, truth, decided, rng)
@@ -204,6 +216,15 @@ def simulate(
                 on_day(now)
         _report(sim, key, flow_id, start + timedelta(days=days), result)
     return result
+
+
+def with_holdout(definition: dict[str, Any], share: float) -> dict[str, Any]:
+    """The flow with a holdout step first; the other steps keep their ids (made explicit)."""
+    steps = [
+        step if "id" in step else {**step, "id": f"s{i}"}
+        for i, step in enumerate(definition["steps"])
+    ]
+    return {**definition, "steps": [{"id": "sim-holdout", "holdout": {"share": share}}, *steps]}
 
 
 def _mark_sent(sim: Workspace, now: datetime) -> None:

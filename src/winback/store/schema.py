@@ -318,7 +318,6 @@ flow_step_log = Table(
     Column("at", UTCDateTime, nullable=False),
     Column("outcome", String(255), nullable=False),
     Index("ix_flow_step_log_flow_step", "flow_id", "step", "outcome"),
-    Index("ix_flow_step_log_entry", "entry_id"),
 )
 
 #: RFM scores and segment of every customer at each analysis date (one snapshot per day;
