@@ -49,7 +49,15 @@ class Settings(BaseModel):
         "default segments and the base summary.",
     )
     import_batch_size: int = Field(
-        5000, ge=1, description="Rows written to the store per transaction during an import."
+        50_000,
+        ge=1,
+        description="Rows written to the store per transaction during an import (memory "
+        "use grows with it; fewer, larger transactions are much faster on SQLite).",
+    )
+    flow_batch_size: int = Field(
+        50_000,
+        ge=1,
+        description="Flow entries the engine advances per transaction (one set-based batch).",
     )
     secret_key: str | None = Field(
         None,
@@ -61,6 +69,53 @@ class Settings(BaseModel):
         description="Public URL of `winback serve`, used in tracking, unsubscribe and "
         "feedback links.",
     )
+
+    # -- analytics (#3) ----------------------------------------------------------------------
+    rfm_monetary: Literal["total", "average"] = Field(
+        "total",
+        description="RFM monetary value: `total` revenue per customer or `average` order value.",
+    )
+    rfm_table: dict[str, str] = Field(
+        {},
+        description="Overrides of the RFM segment table (docs/analytics.md): keys are R, F, M "
+        'scores such as `"555"` or `"5*1"` (`*` = any score), values segment names; later '
+        "keys win. Written as a `[rfm_table]` section in winback.toml.",
+    )
+    analytics_model: Literal["bgnbd", "pareto-nbd"] = Field(
+        "bgnbd",
+        description="Purchase model behind P(alive), expected purchases and CLV: `bgnbd` or "
+        "`pareto-nbd`.",
+    )
+    alive_threshold: float = Field(
+        0.5,
+        gt=0,
+        lt=1,
+        description="A customer whose P(alive) is below this counts as dormant under the "
+        "cadence / P(alive) rule of the base-health report.",
+    )
+    clv_horizon_days: int = Field(
+        365, ge=30, description="Horizon of the customer lifetime value, in days."
+    )
+    clv_discount_rate: float = Field(
+        0.10, ge=0, lt=1, description="Annual discount rate applied to future revenue in CLV."
+    )
+    cluster_seed: int = Field(0, description="Random seed of K-Means (results are repeatable).")
+    cluster_max_k: int = Field(
+        8, ge=2, le=12, description="Largest number of clusters tried (k from 2 by silhouette)."
+    )
+
+    @field_validator("rfm_table")
+    @classmethod
+    def _rfm_keys(cls, value: dict[str, str]) -> dict[str, str]:
+        for key, name in value.items():
+            if len(key) != 3 or any(ch not in "12345*" for ch in key):
+                raise ValueError(
+                    f"key {key!r}: expected three characters, each 1-5 or * (R, F, M), "
+                    "e.g. '555' or '5*1'"
+                )
+            if not isinstance(name, str) or not 1 <= len(name) <= 32:
+                raise ValueError(f"{key!r} = {name!r}: expected a segment name of 1-32 chars")
+        return value
 
     # -- delivery (issue #5) -------------------------------------------------------------
     smtp_url: str | None = Field(
@@ -175,7 +230,7 @@ def _coerce_env(name: str, raw: str) -> Any:
             return json.loads(raw)
         except ValueError:
             raise InvalidSetting(
-                f"{ENV_PREFIX}{name.upper()}={raw!r}: expected a JSON object"
+                f"{ENV_PREFIX}{name.upper()}={raw!r}: setting {name} expects a JSON object"
             ) from None
     return raw
 

@@ -85,6 +85,8 @@ contacts = Table(
     Index("ix_contacts_last_seen", "last_seen"),
     Index("ix_contacts_last_email_opened", "last_email_opened"),
     Index("ix_contacts_last_email_link_clicked", "last_email_link_clicked"),
+    # Incremental segment refresh looks up the contacts changed since its last run.
+    Index("ix_contacts_updated_at", "updated_at"),
 )
 
 consent_log = Table(
@@ -110,6 +112,8 @@ orders = Table(
     Column("currency", String(3), nullable=False),
     Column("items", JSONDoc),
     Column("coupon", String(64)),
+    # The import that stored the row (NULL: recorded by the API); tells in-file duplicates apart.
+    Column("import_id", BigInteger),
     Index("ix_orders_contact_ordered", "contact_id", "ordered_at"),
     Index("ix_orders_ordered_at", "ordered_at"),
 )
@@ -143,6 +147,7 @@ events = Table(
     Column("message_id", String(255)),
     # Opens by privacy proxies and link scanners: kept, but not counted as engagement.
     Column("machine", Boolean, nullable=False, default=False),
+    Column("import_id", BigInteger),
     Index("ix_events_contact_type_at", "contact_id", "type", "occurred_at"),
     Index("ix_events_type_at", "type", "occurred_at"),
 )
@@ -227,6 +232,8 @@ segments = Table(
     Column("source", Text),
     Column("updated_at", UTCDateTime, nullable=False),
     Column("refreshed_at", UTCDateTime),
+    # Current members after the last refresh (kept up to date by incremental refreshes).
+    Column("member_count", BigInteger),
 )
 
 #: Materialised membership with history: one row per stint of a contact in a segment.
@@ -250,6 +257,83 @@ segment_membership = Table(
     Index("ix_segment_membership_contact", "contact_id", "segment_id"),
     Index("ix_segment_membership_entered", "segment_id", "entered_at"),
     Index("ix_segment_membership_exited", "segment_id", "exited_at"),
+)
+
+#: Flows loaded from ``flows/*.yaml``: the definition in force, its version, whether it runs,
+#: and the trigger watermark (what has been looked at already).
+flows = Table(
+    "flows",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("key", String(128), nullable=False, unique=True),  # file stem
+    Column("name", String(255), nullable=False),
+    Column("definition", JSONDoc, nullable=False),
+    Column("version", Integer, nullable=False, default=1),
+    Column("status", String(16), nullable=False, default="paused"),  # enabled | paused
+    Column("watermark_id", BigInteger),
+    Column("watermark_at", UTCDateTime),
+    Column("enabled_at", UTCDateTime),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+#: One row per stint of a contact in a flow: where it is, since when, when it next wakes.
+flow_entries = Table(
+    "flow_entries",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("flow_id", BigId, ForeignKey("flows.id", ondelete="CASCADE"), nullable=False),
+    Column("contact_id", BigId, ForeignKey("contacts.id", ondelete="CASCADE"), nullable=False),
+    Column("entered_at", UTCDateTime, nullable=False),
+    Column("step", String(255)),
+    Column("step_at", UTCDateTime, nullable=False),
+    # active -> completed (ran off the end) | exited (exit step, goal, flow_changed ...)
+    Column("status", String(16), nullable=False, default="active"),
+    Column("exit_reason", String(255)),
+    Column("exited_at", UTCDateTime),
+    Column("wake_at", UTCDateTime),
+    # True while parked in a wait_for step (waiting for the event or the timeout).
+    Column("waiting", Boolean, nullable=False, default=False),
+    Column("holdout", Boolean, nullable=False, default=False),
+    Column("branch", String(64)),
+    Index("ix_flow_entries_due", "flow_id", "status", "step", "wake_at"),
+    Index("ix_flow_entries_contact", "contact_id", "flow_id"),
+    Index(
+        "uq_flow_entries_active",
+        "flow_id",
+        "contact_id",
+        unique=True,
+        sqlite_where=Column("status") == "active",
+        postgresql_where=Column("status") == "active",
+    ),
+)
+
+#: What happened at each step, for stats and measurement.
+flow_step_log = Table(
+    "flow_step_log",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("flow_id", BigInteger, nullable=False),
+    Column("entry_id", BigInteger, nullable=False),
+    Column("step", String(255), nullable=False),
+    Column("at", UTCDateTime, nullable=False),
+    Column("outcome", String(255), nullable=False),
+    Index("ix_flow_step_log_flow_step", "flow_id", "step", "outcome"),
+    Index("ix_flow_step_log_entry", "entry_id"),
+)
+
+#: RFM scores and segment of every customer at each analysis date (one snapshot per day;
+#: re-running the analysis on the same day replaces it). Movement between segments is read
+#: by joining two snapshots.
+rfm_snapshots = Table(
+    "rfm_snapshots",
+    metadata,
+    Column("snapshot_date", Date, primary_key=True),
+    Column("contact_id", BigId, ForeignKey("contacts.id", ondelete="CASCADE"), primary_key=True),
+    Column("r", Integer, nullable=False),
+    Column("f", Integer, nullable=False),
+    Column("m", Integer, nullable=False),
+    Column("segment", String(32), nullable=False),
+    Index("ix_rfm_snapshots_contact", "contact_id", "snapshot_date"),
 )
 
 # -- delivery (issue #5) ------------------------------------------------------------------------

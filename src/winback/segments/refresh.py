@@ -1,0 +1,289 @@
+"""Materialised membership: a few set-based statements per segment.
+
+For a segment ``S`` with condition ``C`` at instant ``now``:
+
+1. exits: ``UPDATE segment_membership SET exited_at = now`` for open stints of ``S`` whose
+   contact no longer satisfies ``C``;
+2. entries: ``INSERT INTO segment_membership SELECT ... FROM contacts WHERE C`` for contacts
+   with no open stint.
+
+**Incremental refresh.** Between the previous refresh (at ``t0``) and ``now``, ``C`` can only
+change for a contact when
+
+* the contact row changed (``contacts.updated_at >= t0``: new contacts, maintained columns
+  moved by new orders/events, consent, attributes; ``analyzed_at`` for analytics columns),
+* a relative date crossed its boundary: for ``column within/before N`` the boundary moved
+  from ``t0 - N`` to ``now - N``, so only contacts with ``t0 - N <= column < now - N`` flip —
+  found through the index on that column,
+* one of its tags was added or removed (``tag_history``), or a tag's ``added_at`` crossed a
+  ``within`` boundary,
+* its membership of a segment ``C`` refers to changed (refreshed earlier in the same pass).
+
+So both statements are restricted to that candidate set. Conditions whose truth can change
+without any of these traces (event conditions that scan ``events``/``orders``, relative
+dates on custom JSON attributes) make that segment's refresh full. ``full=True`` forces it.
+Incremental refresh assumes that writers stamp ``updated_at`` from the same clock as the
+refresh; when the clock goes backwards the refresh is full.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from typing import Any, Literal
+
+from sqlalchemy import (
+    Connection,
+    Select,
+    and_,
+    exists,
+    func,
+    insert,
+    literal,
+    select,
+    union,
+    update,
+)
+
+from winback.segments.conditions import (
+    AttributeCondition,
+    Condition,
+    EventCondition,
+    SegmentCondition,
+    TagCondition,
+    compile_condition,
+    fast_path,
+    walk,
+)
+from winback.store.schema import contact_tags, contacts, segment_membership, tag_history
+from winback.store.types import UTCDateTime
+
+#: Columns written by analytics (they move ``analyzed_at``).
+ANALYTICS_COLUMNS = frozenset(
+    {
+        "rfm_r",
+        "rfm_f",
+        "rfm_m",
+        "rfm_segment",
+        "p_alive",
+        "expected_purchases_90d",
+        "next_order_expected_at",
+        "days_overdue",
+        "expected_spend",
+        "clv",
+        "cluster",
+        "cluster_label",
+    }
+)
+RELATIVE = ("within", "before", "less_than_days_ago", "more_than_days_ago")
+
+
+@dataclass
+class Plan:
+    """What an incremental refresh of one condition must look at."""
+
+    full_reason: str | None = None
+    crossings: set[tuple[str, timedelta]] = field(default_factory=set)
+    tags: set[str] = field(default_factory=set)
+    tag_crossings: set[tuple[str, timedelta]] = field(default_factory=set)
+    segments: set[str] = field(default_factory=set)
+    analytics: bool = False
+
+
+def plan(cond: Condition) -> Plan:
+    """The incremental plan of ``cond`` (``full_reason`` set when only a full refresh is
+    sound)."""
+    p = Plan()
+    for c in walk(cond):
+        if isinstance(c, AttributeCondition):
+            if c.operator in RELATIVE:
+                if c.column is None:
+                    p.full_reason = f"relative date on custom attribute {c.attribute!r}"
+                else:
+                    p.crossings.add((c.column.name, c.value))
+            if c.attribute in ANALYTICS_COLUMNS:
+                p.analytics = True
+        elif isinstance(c, EventCondition):
+            fast = fast_path(c)
+            if fast is None:
+                p.full_reason = f"event condition on {', '.join(c.event)} scans events"
+            elif fast.window in ("within", "before"):
+                duration = c.within if fast.window == "within" else c.before
+                assert duration is not None
+                p.crossings.add((fast.column, duration))
+        elif isinstance(c, TagCondition):
+            p.tags.update(c.tag)
+            if c.within is not None:
+                p.tag_crossings.update((t, c.within) for t in c.tag)
+        elif isinstance(c, SegmentCondition):
+            p.segments.add(c.segment)
+    return p
+
+
+def candidates(
+    p: Plan, *, since: datetime, now: datetime, segment_ids: dict[str, int]
+) -> Select[Any]:
+    """Ids of the contacts whose truth value may have changed in ``[since, now]``."""
+    parts: list[Select[Any]] = [
+        select(contacts.c.id.label("id")).where(contacts.c.updated_at >= since)
+    ]
+    if p.analytics:
+        parts.append(select(contacts.c.id).where(contacts.c.analyzed_at >= since))
+    for name, ago in sorted(p.crossings, key=lambda x: (x[0], x[1])):
+        column = contacts.c[name]
+        low: datetime | date = since - ago
+        high: datetime | date = now - ago
+        if not isinstance(column.type, UTCDateTime):  # a Date column (birthday)
+            low, high = (since - ago).date(), (now - ago).date()
+        parts.append(select(contacts.c.id).where(column >= low, column < high))
+    if p.tags:
+        parts.append(
+            select(tag_history.c.contact_id).where(
+                tag_history.c.tag.in_(sorted(p.tags)), tag_history.c.at >= since
+            )
+        )
+    for tag, ago in sorted(p.tag_crossings):
+        parts.append(
+            select(contact_tags.c.contact_id).where(
+                contact_tags.c.tag == tag,
+                contact_tags.c.added_at >= since - ago,
+                contact_tags.c.added_at < now - ago,
+            )
+        )
+    sm = segment_membership
+    for name in sorted(p.segments):
+        sid = segment_ids[name]
+        parts.append(
+            select(sm.c.contact_id).where(sm.c.segment_id == sid, sm.c.entered_at >= since)
+        )
+        parts.append(select(sm.c.contact_id).where(sm.c.segment_id == sid, sm.c.exited_at >= since))
+    return parts[0] if len(parts) == 1 else union(*parts)  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class SegmentChange:
+    name: str
+    mode: Literal["full", "incremental"]
+    entered: int
+    exited: int
+    members: int
+    seconds: float
+    reason: str = ""
+
+
+def refresh_one(
+    conn: Connection,
+    *,
+    segment_id: int,
+    condition: Condition,
+    now: datetime,
+    since: datetime | None,
+    segment_ids: dict[str, int],
+    members_before: int | None,
+    full: bool = False,
+) -> tuple[str, str, int, int, int]:
+    """Bring one segment's membership up to ``now``; returns (mode, reason, entered, exited,
+    members)."""
+    p = plan(condition)
+    reason = ""
+    if full:
+        reason = "asked"
+    elif since is None or members_before is None:
+        reason = "first refresh or changed definition"
+    elif now < since:
+        reason = "the clock went backwards"
+    elif p.full_reason:
+        reason = p.full_reason
+    incremental = not reason
+    sm = segment_membership
+    # Scanning contacts beats SQLite's multi-index OR for broad conditions (full mode);
+    # incremental statements are driven by the candidate list instead.
+    matches = compile_condition(
+        condition, now=now, contact_id=contacts.c.id, segment_ids=segment_ids, scan=True
+    )
+    open_stint = sm.alias("open_stint")
+    already = exists(
+        select(literal(1))
+        .select_from(open_stint)
+        .where(
+            open_stint.c.segment_id == segment_id,
+            open_stint.c.contact_id == contacts.c.id,
+            open_stint.c.exited_at.is_(None),
+        )
+    )
+    columns = (
+        literal(segment_id).label("segment_id"),
+        contacts.c.id,
+        literal(now, UTCDateTime()).label("entered_at"),
+    )
+    if incremental:
+        assert since is not None
+        k = candidates(p, since=since, now=now, segment_ids=segment_ids).subquery("k")
+        stint = sm.alias("stint")
+        leaving = (
+            select(stint.c.id)
+            .select_from(
+                k.join(
+                    stint,
+                    and_(
+                        stint.c.contact_id == k.c.id,
+                        stint.c.segment_id == segment_id,
+                        stint.c.exited_at.is_(None),
+                    ),
+                )
+            )
+            .where(
+                ~exists(
+                    select(literal(1))
+                    .select_from(contacts)
+                    .where(contacts.c.id == stint.c.contact_id, matches)
+                )
+            )
+        )
+        exit_stmt = update(sm).where(sm.c.id.in_(leaving))
+        newcomers = (
+            select(*columns)
+            .select_from(k.join(contacts, contacts.c.id == k.c.id))
+            .where(matches, ~already)
+        )
+    else:
+        still = exists(
+            select(literal(1))
+            .select_from(contacts)
+            .where(contacts.c.id == sm.c.contact_id, matches)
+        )
+        exit_stmt = update(sm).where(
+            sm.c.segment_id == segment_id, sm.c.exited_at.is_(None), ~still
+        )
+        newcomers = select(*columns).where(matches, ~already)
+    exited = conn.execute(
+        exit_stmt.values(exited_at=now), execution_options={"preserve_rowcount": True}
+    ).rowcount
+    entered = conn.execute(
+        insert(sm).from_select(["segment_id", "contact_id", "entered_at"], newcomers),
+        execution_options={"preserve_rowcount": True},
+    ).rowcount
+    if incremental and members_before is not None:
+        members = members_before + entered - exited
+    else:
+        members = int(
+            conn.execute(
+                select(func.count())
+                .select_from(sm)
+                .where(sm.c.segment_id == segment_id, sm.c.exited_at.is_(None))
+            ).scalar_one()
+        )
+    return ("incremental" if incremental else "full"), reason, entered, exited, members
+
+
+def close_stints(conn: Connection, segment_ids: Sequence[int], *, now: datetime) -> int:
+    """End the open stints of segments that no longer exist in the definitions."""
+    if not segment_ids:
+        return 0
+    sm = segment_membership
+    return conn.execute(
+        update(sm)
+        .where(sm.c.segment_id.in_(segment_ids), sm.c.exited_at.is_(None))
+        .values(exited_at=now)
+    ).rowcount

@@ -1,0 +1,301 @@
+"""``Workspace.segments``: the segments facade used by the CLI, the HTTP service, the flow
+engine and embedding programs."""
+
+from __future__ import annotations
+
+import builtins
+import csv
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Connection, insert, select, update
+
+from winback.clock import as_utc
+from winback.errors import NotFound
+from winback.segments.definitions import SegmentDefinition, find, load_definitions
+from winback.segments.refresh import SegmentChange, close_stints, refresh_one
+from winback.store.schema import contacts, segment_membership, segments
+
+if TYPE_CHECKING:
+    from winback.workspace import Workspace
+
+#: Columns of a members listing / export.
+MEMBER_COLUMNS = ("contact_id", "customer_id", "email", "first_name", "last_name", "entered_at")
+
+
+@dataclass(frozen=True)
+class RefreshResult:
+    """What one refresh changed, per segment (in dependency order)."""
+
+    now: datetime
+    segments: builtins.list[SegmentChange] = field(default_factory=builtins.list)
+    closed: int = 0  # open stints ended because their segment's file was removed
+
+    @property
+    def seconds(self) -> float:
+        return sum(s.seconds for s in self.segments)
+
+    def get(self, name: str) -> SegmentChange:
+        for s in self.segments:
+            if s.name == name:
+                return s
+        raise NotFound(f"segment {name!r} was not refreshed")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "now": self.now.isoformat(),
+            "seconds": round(self.seconds, 3),
+            "closed": self.closed,
+            "segments": [asdict(s) for s in self.segments],
+        }
+
+
+class Segments:
+    """Segment definitions (files + defaults) and their materialised membership."""
+
+    def __init__(self, workspace: Workspace) -> None:
+        self.ws = workspace
+
+    # -- definitions ------------------------------------------------------------------------
+    def definitions(self) -> dict[str, SegmentDefinition]:
+        """Validated definitions in dependency order (raises DefinitionError)."""
+        return load_definitions(self.ws.path, dormant_days=self.ws.settings.dormant_days)
+
+    def validate(self) -> builtins.list[SegmentDefinition]:
+        return builtins.list(self.definitions().values())
+
+    def load(self) -> builtins.list[SegmentDefinition]:
+        """Validate the definitions and record them in the store (a changed definition is
+        refreshed in full next time)."""
+        defs = self.definitions()
+        with self.ws.engine.begin() as conn:
+            _sync(conn, defs, now=self.ws.clock.now())
+        return builtins.list(defs.values())
+
+    def get(self, name: str) -> SegmentDefinition:
+        return find(self.definitions(), name)
+
+    def list(self) -> builtins.list[dict[str, Any]]:
+        """Every defined segment with its current size and last refresh."""
+        defs = self.definitions()
+        with self.ws.engine.connect() as conn:
+            stored = {
+                r.name: r
+                for r in conn.execute(
+                    select(segments.c.name, segments.c.member_count, segments.c.refreshed_at)
+                )
+            }
+        out = []
+        for d in defs.values():
+            row = stored.get(d.name)
+            out.append(
+                {
+                    "name": d.name,
+                    "description": d.description,
+                    "source": d.source,
+                    "depends_on": sorted(d.depends_on),
+                    "members": row.member_count if row is not None else None,
+                    "refreshed_at": row.refreshed_at if row is not None else None,
+                }
+            )
+        return out
+
+    # -- refresh ----------------------------------------------------------------------------
+    def refresh(
+        self,
+        now: datetime | None = None,
+        *,
+        full: bool = False,
+        progress: Callable[[str], None] | None = None,
+    ) -> RefreshResult:
+        """Bring every segment's membership up to ``now`` (default: the workspace clock),
+        in dependency order, in one transaction. Incremental where sound (see
+        :mod:`winback.segments.refresh`); ``full=True`` re-evaluates every contact.
+        Refreshing twice at the same instant changes nothing."""
+        at = as_utc(now) if now is not None else self.ws.clock.now()
+        defs = self.definitions()
+        changes: builtins.list[SegmentChange] = []
+        with self.ws.engine.begin() as conn:
+            rows = _sync(conn, defs, now=at)
+            ids = {name: r["id"] for name, r in rows.items()}
+            gone = [r["id"] for name, r in rows.items() if name not in defs]
+            closed = close_stints(conn, gone, now=at)
+            for name, definition in defs.items():
+                if progress is not None:
+                    progress(name)
+                row = rows[name]
+                started = time.perf_counter()
+                mode, reason, entered, exited, members = refresh_one(
+                    conn,
+                    segment_id=row["id"],
+                    condition=definition.condition,
+                    now=at,
+                    since=row["refreshed_at"],
+                    segment_ids=ids,
+                    members_before=row["member_count"],
+                    full=full,
+                )
+                conn.execute(
+                    update(segments)
+                    .where(segments.c.id == row["id"])
+                    .values(refreshed_at=at, member_count=members)
+                )
+                changes.append(
+                    SegmentChange(
+                        name,
+                        mode,  # type: ignore[arg-type]
+                        entered,
+                        exited,
+                        members,
+                        round(time.perf_counter() - started, 4),
+                        reason,
+                    )
+                )
+        return RefreshResult(at, changes, closed)
+
+    # -- membership -------------------------------------------------------------------------
+    def _id(self, conn: Connection, name: str) -> int:
+        definition = self.get(name)
+        found = conn.execute(select(segments.c.id).where(segments.c.name == definition.name))
+        sid = found.scalar()
+        if sid is None:
+            raise NotFound(
+                f"segment {definition.name!r} has not been refreshed yet; "
+                "run `winback segments refresh`"
+            )
+        return int(sid)
+
+    def iter_members(self, name: str) -> Iterator[dict[str, Any]]:
+        sm = segment_membership
+        with self.ws.engine.connect() as conn:
+            sid = self._id(conn, name)
+            query = (
+                select(
+                    contacts.c.id.label("contact_id"),
+                    contacts.c.customer_id,
+                    contacts.c.email,
+                    contacts.c.first_name,
+                    contacts.c.last_name,
+                    sm.c.entered_at,
+                )
+                .select_from(sm.join(contacts, contacts.c.id == sm.c.contact_id))
+                .where(sm.c.segment_id == sid, sm.c.exited_at.is_(None))
+                .order_by(sm.c.entered_at, contacts.c.id)
+            )
+            for row in conn.execution_options(yield_per=5000).execute(query).mappings():
+                yield dict(row)
+
+    def members(self, name: str, *, limit: int | None = None) -> builtins.list[dict[str, Any]]:
+        """Current members (contact id, customer id, email, names, entered_at)."""
+        out: builtins.list[dict[str, Any]] = []
+        for row in self.iter_members(name):
+            if limit is not None and len(out) >= limit:
+                break
+            out.append(row)
+        return out
+
+    def export(self, name: str, path: Path | str) -> int:
+        """Write the current members to a CSV file that is safe to open in a spreadsheet
+        (cells that would start a formula are prefixed with a quote). Returns the row count."""
+        count = 0
+        with Path(path).open("w", newline="", encoding="utf-8") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(MEMBER_COLUMNS)
+            for row in self.iter_members(name):
+                writer.writerow([safe_cell(row[c]) for c in MEMBER_COLUMNS])
+                count += 1
+        return count
+
+    def is_member(self, name: str, contact_id: int) -> bool:
+        sm = segment_membership
+        with self.ws.engine.connect() as conn:
+            sid = self._id(conn, name)
+            hit = conn.execute(
+                select(sm.c.id).where(
+                    sm.c.segment_id == sid, sm.c.contact_id == contact_id, sm.c.exited_at.is_(None)
+                )
+            ).first()
+        return hit is not None
+
+    def of_contact(
+        self, contact_id: int, *, history: bool = False
+    ) -> builtins.list[dict[str, Any]]:
+        """The contact's current segments with entry time (``history``: every stint)."""
+        sm = segment_membership
+        query = (
+            select(segments.c.name.label("segment"), sm.c.entered_at, sm.c.exited_at)
+            .select_from(sm.join(segments, segments.c.id == sm.c.segment_id))
+            .where(sm.c.contact_id == contact_id)
+            .order_by(sm.c.entered_at, segments.c.name)
+        )
+        if not history:
+            query = query.where(sm.c.exited_at.is_(None))
+        with self.ws.engine.connect() as conn:
+            rows = [dict(r) for r in conn.execute(query).mappings()]
+        if not history:
+            for r in rows:
+                del r["exited_at"]
+        return rows
+
+
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def safe_cell(value: Any) -> Any:
+    """A CSV cell that a spreadsheet will not run as a formula (OWASP CSV injection)."""
+    if value is None:
+        return ""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
+
+def _sync(
+    conn: Connection, defs: dict[str, SegmentDefinition], *, now: datetime
+) -> dict[str, dict[str, Any]]:
+    """Record definitions in ``segments``; returns every stored row by name. A changed
+    definition resets ``refreshed_at`` so that its next refresh is full."""
+    rows = {
+        r["name"]: dict(r)
+        for r in conn.execute(
+            select(
+                segments.c.id,
+                segments.c.name,
+                segments.c.definition,
+                segments.c.source,
+                segments.c.refreshed_at,
+                segments.c.member_count,
+            )
+        ).mappings()
+    }
+    for name, d in defs.items():
+        row = rows.get(name)
+        if row is None:
+            sid = conn.execute(
+                insert(segments)
+                .values(name=name, definition=d.data, source=d.source, updated_at=now)
+                .returning(segments.c.id)
+            ).scalar_one()
+            rows[name] = {
+                "id": sid,
+                "name": name,
+                "definition": d.data,
+                "source": d.source,
+                "refreshed_at": None,
+                "member_count": None,
+            }
+        elif row["definition"] != d.data or row["source"] != d.source:
+            changed = row["definition"] != d.data
+            values: dict[str, Any] = {"definition": d.data, "source": d.source, "updated_at": now}
+            if changed:
+                values.update(refreshed_at=None, member_count=None)
+                row.update(refreshed_at=None, member_count=None)
+            conn.execute(update(segments).where(segments.c.id == row["id"]).values(values))
+            row.update(definition=d.data, source=d.source)
+    return rows
