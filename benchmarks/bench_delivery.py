@@ -62,9 +62,9 @@ def _raw(port: int, n: int, out: Any) -> None:
     add_message(ws, cid)
     worker = ws.delivery.worker()
     rows = worker.claim(ws.clock.now())
-    [decision] = worker.decide(rows, ws.clock.now())
+    [decision] = worker.prepare(rows, ws.clock.now())
     assert decision.outgoing is not None
-    data = decision.outgoing.data
+    data = decision.outgoing.content.encode()
     worker.close()
     ws.close()
     shutil.rmtree(folder.parent)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select
 
-from winback.delivery.channels import Channel, Outgoing, SendResult
+from winback.delivery.channels import Channel, OutboundMessage, SendResult
 from winback.delivery.templates import (
     VARIABLES,
     Problem,
@@ -31,7 +31,7 @@ __all__ = [
     "VARIABLES",
     "Channel",
     "Delivery",
-    "Outgoing",
+    "OutboundMessage",
     "Problem",
     "Rendered",
     "SendResult",

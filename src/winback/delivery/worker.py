@@ -26,13 +26,13 @@ import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, and_, bindparam, case, select, update
 
-from winback.delivery.channels import Channel, Outgoing, SendResult
+from winback.delivery.channels import Channel, OutboundMessage, SendResult, result_of, settled
 from winback.delivery.context import ContactData, load_contacts, render_context
 from winback.delivery.coupons import CouponPoolExhausted, assign
 from winback.delivery.mime import build_email, domain_of, message_id_for, rewrite_links
@@ -80,7 +80,7 @@ class Decision:
     status: str = "sending"  # sending | deferred | skipped | suppressed | failed
     not_before: datetime | None = None
     reason: str = ""
-    outgoing: Outgoing | None = None
+    outgoing: OutboundMessage | None = None
     data: ContactData | None = None
     coupon: str | None = None
 
@@ -146,7 +146,9 @@ class DeliveryWorker:
 
     def close(self) -> None:
         for channel in self.channels.values():
-            channel.close()
+            close = getattr(channel, "close", None)
+            if close is not None:
+                close()
 
     def run_once(self) -> BatchReport:
         now = self.ws.clock.now()
@@ -159,26 +161,21 @@ class DeliveryWorker:
         decisions = self.decide(rows, now)
         results: dict[int, SendResult] = {}
         futures: dict[int, Future[SendResult]] = {}
-        batches: dict[str, list[Decision]] = {}
         for d in decisions:
             if d.status != "sending" or d.outgoing is None:
                 continue
             if not self.render(d, now):
                 continue
-            key = self._channel_key(d.row)
-            submit = getattr(self.channels[key], "submit", None)
-            if submit is not None:  # send while the next message renders
-                futures[int(d.row["id"])] = submit(d.outgoing)
-                # Hand the GIL to the sending threads now: each needs it only briefly per
-                # SMTP reply, and would otherwise wait out the interpreter's switch interval
-                # on every command while this thread renders (measured: 2x throughput).
-                time.sleep(0)
-            else:
-                batches.setdefault(key, []).append(d)
-        for key, items in batches.items():
-            sent = self.channels[key].send_batch([d.outgoing for d in items if d.outgoing])
-            for d, result in zip(items, sent, strict=True):
-                results[int(d.row["id"])] = result
+            channel = self.channels[self._channel_key(d.row)]
+            submit = getattr(channel, "submit", None)
+            if submit is None:  # any winback.ports.Channel: send now
+                futures[int(d.row["id"])] = settled(result_of(channel, d.outgoing))
+                continue
+            futures[int(d.row["id"])] = submit(d.outgoing)  # send while the next renders
+            # Hand the GIL to the sending threads now: each needs it only briefly per SMTP
+            # reply, and would otherwise wait out the interpreter's switch interval on every
+            # command while this thread renders (measured: about 2x throughput).
+            time.sleep(0)
         for oid, future in futures.items():
             results[oid] = future.result()
         self._fault("after_send")
@@ -348,13 +345,19 @@ class DeliveryWorker:
                     d.status, d.not_before, d.reason = "deferred", later[0], later[1]
                     continue
                 recent.setdefault((int(r["contact_id"]), channel), []).insert(0, now)
-            d.outgoing = Outgoing(
-                outbox_id=int(r["id"]),
+            d.outgoing = OutboundMessage(
+                dedup_key=r["dedup_key"],
+                contact_id=int(r["contact_id"]),
                 channel=channel,
+                template=r["template"],
+                variant=r["variant"],
+                flow=r["flow"],
+                entry_id=r["entry_id"],
+                step=r["step"],
                 to=address,
+                payload=r.get("payload") or {},
                 message_id=message_id_for(r["dedup_key"], self.domain),
                 sender=self.settings.mail_from,
-                provider=key,
             )
             d.data = data
         self._assign_coupons([d for d in decisions if d.outgoing is not None], now)
@@ -475,21 +478,22 @@ class DeliveryWorker:
             )
             at = html.rfind("</body>")
             html = html[:at] + pixel + html[at:] if at >= 0 else html + pixel
-            d.outgoing.data = build_email(
+            message = build_email(
                 from_addr=self.settings.mail_from,
                 from_name=self.settings.mail_from_name,
-                to=d.outgoing.to,
+                to=d.outgoing.to or "",
                 subject=rendered.subject,
                 text=text,
                 html=html,
-                message_id=d.outgoing.message_id,
+                message_id=d.outgoing.message_id or message_id_for(row["dedup_key"], self.domain),
                 date=now,
                 list_unsubscribe=unsub,
                 unsubscribe_mailto=self.settings.unsubscribe_mailto,
                 headers={"X-Winback-Flow": f"{row.get('flow') or ''}/{row.get('step') or ''}"},
             )
+            d.outgoing = replace(d.outgoing, content=message.decode("utf-8"))
         else:
-            d.outgoing.fields = {
+            fields = {
                 "body": rendered.body,
                 "title": rendered.title,
                 "url": rendered.url,
@@ -500,6 +504,7 @@ class DeliveryWorker:
                 },
                 "message": {"flow": row.get("flow"), "step": row.get("step")},
             }
+            d.outgoing = replace(d.outgoing, fields=fields)
 
     # -- recording -----------------------------------------------------------------------------
     def record(
@@ -604,7 +609,7 @@ class DeliveryWorker:
         suppress(
             conn,
             channel=d.row["channel"],
-            address=d.outgoing.to,
+            address=d.outgoing.to or "",
             contact_id=cid,
             reason="bounced",
             at=now,
