@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 from email.message import EmailMessage
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select
@@ -200,3 +201,20 @@ def test_worker_delivers_through_any_ports_channel(sqlite_workspace: Workspace) 
     assert written["message_id"] == message_id_for("reactivation:9:email-1", "localhost")
     assert "Subject: Ada, it's been a while" in written["content"]
     assert outbox_row(ws, oid)["status"] == "sent"
+
+
+def test_demo_smtp_sink_writes_eml_files(sqlite_workspace: Workspace, tmp_path: Path) -> None:
+    import email
+    import email.policy
+
+    from winback.delivery.demo_sink import demo_smtp_sink
+
+    ws = sqlite_workspace
+    cid = add_contact(ws, "c1", email="ada@example.com", first_name="Ada")
+    add_message(ws, cid, "reactivation-1")
+    with demo_smtp_sink(tmp_path / "mailbox") as sink:
+        configure(ws, smtp_url=sink.url, quiet_hours="")
+        assert ws.delivery.deliver_due().counts == {"sent": 1}
+    [path] = sink.messages()
+    msg = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+    assert msg["To"] == "ada@example.com" and msg["Subject"] == "Ada, it's been a while"
