@@ -1,21 +1,30 @@
 """CSV output in the canonical import format, formatted column-wise with NumPy.
 
-A chunk of rows is laid out as a byte matrix: each field is a fixed-width block of bytes
-(a lookup in a small table of timestamps, SKUs or campaign names, or digits computed with
-integer arithmetic), padded with NUL bytes; removing every NUL byte in one pass leaves the
-CSV text. Fields never contain NUL, so this is exact, and no Python code runs per row.
+A line is built left to right (:class:`Line`): runs of fixed-width fields (ids, customer ids,
+timestamps, cents) are byte blocks cut from lookup tables or computed digit by digit and laid
+side by side; variable-width fields (event types, properties, amounts, basket items) come
+from byte-string tables and are joined with ``np.strings.add``, which skips the NUL padding.
+A chunk's lines are then written with one ``bytes.join``; no Python code runs per order or
+event.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import numpy as np
 from numpy.typing import NDArray
 
-from winback.generator.engagement import EVENT_TYPES, LANDING, PAGES, Events
+from winback.generator.engagement import (
+    BOUNCED,
+    EVENT_TYPES,
+    LANDING,
+    LAST_EMAIL_TYPE,
+    PAGES,
+    Events,
+)
 from winback.generator.model import SECONDS_PER_DAY, Period
 from winback.generator.population import CATEGORIES
 from winback.generator.purchases import COUPONS, SKUS_PER_CATEGORY, Baskets
@@ -38,7 +47,7 @@ MAIL_DOMAIN = "mail.shop.example"
 class Text:
     """Formatted lines: ``data[offsets[j]:offsets[j + 1]]`` is line ``j`` (with its newline)."""
 
-    data: bytes
+    data: bytes | bytearray
     offsets: NDArray[np.int64]
 
     @property
@@ -46,12 +55,7 @@ class Text:
         return len(self.offsets) - 1
 
     def line(self, j: int) -> bytes:
-        return self.data[self.offsets[j] : self.offsets[j + 1]]
-
-    @classmethod
-    def from_lines(cls, lines: list[bytes]) -> Text:
-        lengths = np.fromiter((len(x) for x in lines), dtype=np.int64, count=len(lines))
-        return cls(b"".join(lines), np.concatenate([[0], np.cumsum(lengths)]))
+        return bytes(self.data[self.offsets[j] : self.offsets[j + 1]])
 
 
 def table(values: list[bytes]) -> NDArray[np.bytes_]:
@@ -163,8 +167,15 @@ class Formatter:
         codes = [f"{c[:3].upper()}-{s:04d}" for c in CATEGORIES for s in range(SKUS_PER_CATEGORY)]
         cats = [c for c in CATEGORIES for _ in range(SKUS_PER_CATEGORY)]
         heads = [f'{{""sku"":""{s}"",""category"":""{c}"",""qty"":' for s, c in zip(codes, cats, strict=True)]  # fmt: skip
-        self.item_head = table([h.encode() for h in heads] + [b"," + h.encode() for h in heads])
-        self.qty_text = table([b"", b'1,""price"":', b'2,""price"":'])
+        # Item heads by (qty - 1, leading comma, SKU), each ending with the quantity.
+        self.item_head = table(
+            [
+                f'{lead}{h}{qty},""price"":'.encode()
+                for qty in (1, 2)
+                for lead in ("", ",")
+                for h in heads
+            ]
+        )
         self.coupon_text = table([f"{c}\n".encode() for c in COUPONS])
         self.type_text = table([f"{t},".encode() for t in EVENT_TYPES])
         # Properties: a head from one table, then (email only) the customer number, then a tail.
@@ -191,9 +202,17 @@ class Formatter:
         s = np.maximum(epoch - self.origin, 0)
         return [self.day_text[s // SECONDS_PER_DAY], self.clock[s % SECONDS_PER_DAY]]
 
-    def timestamps(self, epoch: NDArray[np.int64]) -> list[str]:
+    def timestamp_text(self, epoch: NDArray[np.int64]) -> NDArray[np.bytes_]:
         block = np.ascontiguousarray(np.hstack(self.timestamp_blocks(epoch)))
-        return block.view(f"S{block.shape[1]}").ravel().astype(str).tolist()
+        return block.view(f"S{block.shape[1]}").ravel()
+
+    def decimal(self, values: NDArray[np.float64], places: int) -> NDArray[np.bytes_]:
+        """Non-negative numbers with ``places`` (2, 4 or 6) decimals, below 100,000."""
+        scale = 10**places
+        fixed = np.rint(np.clip(values, 0, self.MAX_EUROS) * scale).astype(np.int64)
+        fraction = {2: self.cents, 4: self.low4, 6: self.high6}[places]
+        line = Line(len(values)).var(self.euros[fixed // scale]).const(b".")
+        return line.fixed(fraction[fixed % scale]).build()
 
     def serials(self, first: int, m: int, width: int) -> list[Block]:
         """Zero-padded numbers ``first .. first+m-1`` (``width`` at most 10)."""
@@ -212,11 +231,16 @@ class Formatter:
         k = baskets.per_order
         item_start = np.cumsum(k) - k
         within = np.arange(len(baskets.order)) - np.repeat(item_start, k)
-        lead = (within > 0).astype(np.int64) * (len(CATEGORIES) * SKUS_PER_CATEGORY)
+        heads_per_lead = range(len(CATEGORIES) * SKUS_PER_CATEGORY)
+        lead = (within > 0).astype(np.int64) * len(heads_per_lead)
         item = Line(len(within)).var(
-            self.item_head[lead + baskets.category * SKUS_PER_CATEGORY + baskets.sku]
+            self.item_head[
+                (baskets.qty - 1) * 2 * len(heads_per_lead)
+                + lead
+                + baskets.category * SKUS_PER_CATEGORY
+                + baskets.sku
+            ]
         )
-        item.var(self.qty_text[baskets.qty])
         items = self.amount(item, baskets.unit_cents).const(b"}").build()
         ids = customer_ids[customer]
         # Fixed-width head shared by all lines, then one group per basket size.
@@ -238,7 +262,7 @@ class Formatter:
     def events(self, first_id: int, ev: Events, customer_ids: NDArray[np.bytes_], customer_numbers: NDArray[np.bytes_]) -> Text:  # fmt: skip
         m = len(ev.at)
         c = self.n_campaigns
-        email = ev.type <= 5
+        email = ev.type <= LAST_EMAIL_TYPE
         landing = ev.page == LANDING
         product = ev.category >= 0
         head = np.where(
@@ -247,13 +271,18 @@ class Formatter:
                      np.where(product, 2 * c + len(PAGES) + ev.category * SKUS_PER_CATEGORY + ev.sku,
                               2 * c + ev.page)),
         )  # fmt: skip
-        tail = np.where(email, np.where(ev.machine, 2, np.where(ev.type == 4, np.where(ev.hard_bounce, 3, 4), 1)), 0)  # fmt: skip
-        number = customer_numbers[ev.customer]
-        number[~email] = b""
+        tail = np.where(email, np.where(ev.machine, 2, np.where(ev.type == BOUNCED, np.where(ev.hard_bounce, 3, 4), 1)), 0)  # fmt: skip
+        # The customer number and the tail come from one per-chunk table: (customer, tail).
+        tails = np.strings.add(
+            np.repeat(customer_numbers, len(self.prop_tail)),
+            np.tile(self.prop_tail, len(customer_numbers)),
+        )
+        tails[:: len(self.prop_tail)] = b""
+        number_tail = cast(NDArray[np.bytes_], tails[ev.customer * len(self.prop_tail) + tail])
         line = Line(m).const(b"E").fixed(*self.serials(first_id, m, 10)).const(b",")
         line.fixed(customer_ids[ev.customer].view(U8).reshape(m, -1)).const(b",")
         line.var(self.type_text[ev.type]).fixed(*self.timestamp_blocks(ev.at)).const(b",")
-        line.var(self.prop_head[head]).var(number).var(self.prop_tail[tail])
+        line.var(self.prop_head[head]).var(number_tail)
         return to_text(line.build())
 
 
