@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 from email.message import EmailMessage
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select
@@ -180,3 +181,40 @@ def test_smtp_url_forms() -> None:
         parse_smtp_url("http://mail.example")
     with pytest.raises(InvalidSetting, match="unknown option.*tls"):
         parse_smtp_url("smtp://mail.example?tls=1")
+
+
+def test_worker_delivers_through_any_ports_channel(sqlite_workspace: Workspace) -> None:
+    """One protocol: the flows file sink (a plain winback.ports.Channel) works as a channel
+    of the delivery worker, with rendered content and the deterministic Message-ID."""
+    import json
+
+    from winback.flows.sinks import FileSink
+
+    ws = sqlite_workspace
+    cid = add_contact(ws, "c1", email="ada@example.com", first_name="Ada")
+    oid = add_message(ws, cid, "reactivation-1", key="reactivation:9:email-1")
+    configure(ws, quiet_hours="")
+    sink = FileSink(ws.path / "outbox")
+    report = ws.delivery.deliver_due(channels={"email": sink})
+    assert report.counts == {"sent": 1}
+    written = json.loads(sink.path_of("reactivation:9:email-1").read_text())
+    assert written["message_id"] == message_id_for("reactivation:9:email-1", "localhost")
+    assert "Subject: Ada, it's been a while" in written["content"]
+    assert outbox_row(ws, oid)["status"] == "sent"
+
+
+def test_demo_smtp_sink_writes_eml_files(sqlite_workspace: Workspace, tmp_path: Path) -> None:
+    import email
+    import email.policy
+
+    from winback.delivery.demo_sink import demo_smtp_sink
+
+    ws = sqlite_workspace
+    cid = add_contact(ws, "c1", email="ada@example.com", first_name="Ada")
+    add_message(ws, cid, "reactivation-1")
+    with demo_smtp_sink(tmp_path / "mailbox") as sink:
+        configure(ws, smtp_url=sink.url, quiet_hours="")
+        assert ws.delivery.deliver_due().counts == {"sent": 1}
+    [path] = sink.messages()
+    msg = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+    assert msg["To"] == "ada@example.com" and msg["Subject"] == "Ada, it's been a while"
