@@ -178,13 +178,21 @@ CASES: list[tuple[Any, set[str]]] = [
 ]
 
 
-@pytest.mark.parametrize("use_maintained", [True, False], ids=["maintained", "scan"])
-def test_every_condition(workspace: Workspace, use_maintained: bool) -> None:
+@pytest.mark.parametrize(
+    ("use_maintained", "scan"),
+    [(True, False), (False, False), (True, True)],
+    ids=["maintained", "events", "unindexed"],
+)
+def test_every_condition(workspace: Workspace, use_maintained: bool, scan: bool) -> None:
     build_shop(workspace)
     wrong = []
     for data, expected in CASES:
         expr = compile_condition(
-            parse_condition(data), now=T0, contact_id=contacts.c.id, use_maintained=use_maintained
+            parse_condition(data),
+            now=T0,
+            contact_id=contacts.c.id,
+            use_maintained=use_maintained,
+            scan=scan,
         )
         got = customer_ids(workspace, expr)
         if got != expected:

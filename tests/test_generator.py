@@ -18,6 +18,7 @@ from winback.cli import app
 from winback.generator import (
     GeneratedShop,
     InvalidGeneratorParameters,
+    ShopModel,
     generate_orders_arrays,
     generate_shop,
 )
@@ -75,6 +76,20 @@ def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path: Path) -> None:
     assert all(other[f] != digest(a.out_dir)[f] for f in FILES)
 
 
+@pytest.mark.slow
+def test_worker_processes_do_not_change_the_bytes(tmp_path: Path) -> None:
+    one = generate_shop(
+        tmp_path / "one", customers=41_000, months=3, seed=9, mean_events=3, workers=1
+    )
+    two = generate_shop(
+        tmp_path / "two", customers=41_000, months=3, seed=9, mean_events=3, workers=2
+    )
+    assert digest(one.out_dir) == digest(two.out_dir)
+    # Order ids run on across the three chunks, in file order.
+    ids = [r["order_id"] for r in good_rows_from(one.out_dir, "orders.csv")]
+    assert ids == [f"O{i:09d}" for i in range(1, one.orders + 1)]
+
+
 def test_columns_are_exactly_canonical(shop: GeneratedShop) -> None:
     assert header_of(shop.contacts_path) == [
         "customer_id", "email", "phone", "first_name", "last_name", "birthday", "timezone",
@@ -114,8 +129,9 @@ def test_good_rows_are_valid_and_counts_agree(shop: GeneratedShop) -> None:
     types = Counter(e["type"] for e in events)
     assert set(types) == {
         "email_sent", "email_delivered", "email_opened", "email_clicked", "email_bounced",
-        "email_unsubscribed", "page_view", "product_view", "cart_add",
+        "email_unsubscribed", "email_complained", "page_view", "product_view", "cart_add",
     }  # fmt: skip
+    assert all("2024-02-29T23" < e["occurred_at"] < "2026-03-01" for e in events)
     for e in events[:5000]:
         assert e["customer_id"] in ids
         json.loads(e["properties"])
@@ -126,6 +142,10 @@ def test_good_rows_are_valid_and_counts_agree(shop: GeneratedShop) -> None:
 
 def test_consent_and_profile_rates_are_realistic(shop: GeneratedShop) -> None:
     contacts = good_rows(shop, "contacts.csv")
+    quit_ = {e["customer_id"] for e in good_rows(shop, "events.csv") if e["type"] in ("email_unsubscribed", "email_complained")}  # fmt: skip
+    assert quit_ and all(
+        c["email_consent"] == "false" for c in contacts if c["customer_id"] in quit_
+    )
     share = {k: sum(c[k] == "true" for c in contacts) / len(contacts) for k in ("email_consent", "sms_consent", "push_consent")}  # fmt: skip
     assert 0.6 < share["email_consent"] < 0.72  # 70% at sign-up, minus unsubscribes
     assert 0.25 < share["sms_consent"] < 0.35 and 0.16 < share["push_consent"] < 0.24
@@ -205,6 +225,27 @@ def test_machine_opens_are_flagged_and_within_seconds_of_delivery(shop: Generate
     assert human_lags[len(human_lags) // 2] > 600
 
 
+def test_lapsed_customers_open_less_and_visit_less(shop: GeneratedShop) -> None:
+    truth = {r["customer_id"]: r for r in rows(shop.ground_truth_path)}
+    dropped = {c: parse_time(t["dropped_out_at"]) for c, t in truth.items() if t["dropped_out_at"]}
+    delivered = Counter()
+    opened = Counter()
+    visits = Counter()
+    recent = datetime(2025, 12, 1).astimezone()
+    for e in good_rows(shop, "events.csv"):
+        c, at = e["customer_id"], parse_time(e["occurred_at"])
+        state = "lapsed" if c in dropped and at > dropped[c] else "alive"
+        if e["type"] == "email_delivered":
+            delivered[state] += 1
+        elif e["type"] == "email_opened" and '"machine"' not in e["properties"]:
+            opened[state] += 1
+        elif e["type"] == "page_view" and at >= recent:
+            visits["lapsed" if c in dropped else truth[c]["alive_at_end"]] += 1
+    assert opened["lapsed"] / delivered["lapsed"] < 0.6 * opened["alive"] / delivered["alive"]
+    buyers_alive = sum(1 for t in truth.values() if t["alive_at_end"] == "true")
+    assert visits["lapsed"] / len(dropped) < 0.5 * visits["true"] / buyers_alive
+
+
 def test_ground_truth_is_consistent_with_the_orders(shop: GeneratedShop) -> None:
     truth = {r["customer_id"]: r for r in rows(shop.ground_truth_path)}
     last: dict[str, datetime] = {}
@@ -255,9 +296,45 @@ def test_order_arrays_are_the_orders_of_the_files(shop: GeneratedShop) -> None:
     assert from_file == from_arrays
 
 
+def test_a_bgnbd_fit_recovers_the_generating_parameters() -> None:
+    """Maximum likelihood BG/NBD (Fader, Hardie and Lee 2005) on the generated orders, in
+    years, gives back r, alpha, a and b: the purchase process really is BG/NBD."""
+    from scipy.optimize import minimize
+    from scipy.special import betaln, gammaln
+
+    n = 20_000
+    arrays = generate_orders_arrays(n, 24, 5)
+    years = (arrays.ordered_at - np.datetime64("2026-03-01T00:00:00")).astype(np.int64) / (365.25 * 86_400)  # fmt: skip
+    order = np.lexsort((years, arrays.customer))
+    who, when = arrays.customer[order], years[order]
+    count = np.bincount(who, minlength=n)
+    buyers = count > 0
+    first = (np.cumsum(count) - count)[buyers]
+    x = (count[buyers] - 1).astype(float)
+    age = -when[first]  # T: from the first purchase to the end
+    recency = when[first + count[buyers] - 1] - when[first]  # t_x
+
+    def negative_log_likelihood(log_params: np.ndarray) -> float:
+        r, alpha, a, b = np.exp(log_params)
+        common = gammaln(r + x) - gammaln(r) + r * np.log(alpha) - betaln(a, b)
+        alive = betaln(a, b + x) + common - (r + x) * np.log(alpha + age)
+        dropped = np.where(x > 0, betaln(a + 1, b + x - 1) + common - (r + x) * np.log(alpha + recency), -np.inf)  # fmt: skip
+        return float(-np.logaddexp(alive, dropped).sum())
+
+    fit = np.exp(minimize(negative_log_likelihood, np.zeros(4), method="L-BFGS-B").x)
+    model = ShopModel()
+    assert fit == pytest.approx([model.r, model.alpha, model.a, model.b], rel=0.2)
+
+
 def test_mean_orders_scales_the_purchase_rates() -> None:
     arrays = generate_orders_arrays(5000, 24, 1, mean_orders=10)
     assert len(arrays.customer) / 5000 == pytest.approx(10, rel=0.12)
+
+
+def test_mean_events_scales_sends_and_visits(tmp_path: Path) -> None:
+    shop = generate_shop(tmp_path, customers=3000, months=12, seed=2, mean_events=6, dirty_share=0)
+    assert shop.events / 3000 == pytest.approx(6, rel=0.15)
+    assert shop.dirty_rows == 0 and shop.orders_lines == shop.orders
 
 
 def test_bad_parameters_are_refused_with_a_reason(tmp_path: Path) -> None:
@@ -281,6 +358,15 @@ def test_cli_end_to_end_with_json_summary(tmp_path: Path) -> None:
     params = json.loads((tmp_path / "s" / "parameters.json").read_text())
     assert params["seed"] == 5 and params["dirty_share"] == 0.02
     assert date.fromisoformat(summary["end"]) == date(2025, 12, 1)
+
+
+def test_cli_prints_a_summary_and_refuses_bad_dates(tmp_path: Path) -> None:
+    runner = CliRunner()
+    result = runner.invoke(app, ["generate-shop", "--customers", "300", "--months", "3", "--out", str(tmp_path)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "Wrote 300 contacts" in result.output and (tmp_path / "orders.csv").exists()
+    bad = runner.invoke(app, ["generate-shop", "--out", str(tmp_path), "--end", "01/03/2026"])
+    assert bad.exit_code == 2 and "expected a date like 2026-03-01" in bad.output
 
 
 def good_rows_from(folder: Path, name: str) -> list[dict[str, str]]:

@@ -39,6 +39,14 @@ def generate_shop_command(
         float | None,
         typer.Option(help="Scale purchase rates to this many orders per contact on average."),
     ] = None,
+    mean_events: Annotated[
+        float | None,
+        typer.Option(help="Scale email sends and site visits to this many events per contact."),
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(help="Processes to use (default: one per CPU for large shops)."),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Generate contacts.csv, orders.csv, events.csv, ground_truth.csv and dirty_rows.csv."""
@@ -62,6 +70,8 @@ def generate_shop_command(
             end=end_date,
             dirty_share=dirty_share,
             mean_orders=mean_orders,
+            mean_events=mean_events,
+            workers=workers,
             progress=lambda done, total: bar.update(task, completed=done, total=total),
         )
     if as_json:

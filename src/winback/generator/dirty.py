@@ -88,9 +88,9 @@ def field_of(line: bytes, column: int) -> bytes:
     return line.rstrip(b"\n").split(b",", column + 1)[column]
 
 
-def messy_email(email: str, rng: np.random.Generator) -> str:
+def messy_email(email: str, spaces: int) -> str:
     local, _, domain = email.partition("@")
-    return f"{' ' * int(rng.integers(1, 3))}{local.title()}@{domain.upper()} "
+    return f"{' ' * spaces}{local.title()}@{domain.upper()} "
 
 
 def plan_dirty(
@@ -104,35 +104,33 @@ def plan_dirty(
     if n_lines == 0 or share <= 0:
         return plan
     count = int(rng.binomial(n_lines, min(share, 0.5)))
-    chosen = [kinds[k] for k in rng.integers(0, len(kinds), count)]
+    which = rng.integers(0, len(kinds), count).tolist()
+    # All random draws up front, one array each: the loop below only assembles lines.
+    source = rng.integers(0, n_lines, count)
+    after = (source + 1 + np.floor(rng.random(count) * (n_lines - source))).astype(np.int64)
+    pos = rng.integers(0, n_lines + 1, count).tolist()
+    pick = rng.random(count).tolist()
+    spaces = rng.integers(1, 3, count).tolist()
     inserted: list[tuple[int, bytes, DirtyKind, str]] = []
     in_place: dict[int, tuple[bytes, DirtyKind, str]] = {}
-    for kind in chosen:
+    for d, (k, src, dst) in enumerate(zip(which, source.tolist(), after.tolist(), strict=True)):
+        kind = kinds[k]
+        value = kind.values[int(pick[d] * len(kind.values))] if kind.values else ""
         if kind.expect == DUPLICATE:
-            source = int(rng.integers(0, n_lines))
-            pos = int(rng.integers(source + 1, n_lines + 1))
-            original = line(source)
-            inserted.append((pos, original, kind, field_of(original, kind.column).decode()))
+            original = line(src)
+            inserted.append((dst, original, kind, field_of(original, kind.column).decode()))
         elif kind.in_place:
-            idx = int(rng.integers(0, n_lines))
-            if idx in in_place:
+            if src in in_place:
                 continue
-            original = line(idx)
-            if kind.values:
-                value = kind.values[int(rng.integers(0, len(kind.values)))]
-            else:
-                value = messy_email(field_of(original, kind.column).decode(), rng)
-            in_place[idx] = (
-                replace_field(original, kind.column, _csv(value), last=kind.last),
-                kind,
-                value,
-            )
+            original = line(src)
+            if not kind.values:
+                value = messy_email(field_of(original, kind.column).decode(), spaces[d])
+            text = replace_field(original, kind.column, _csv(value), last=kind.last)
+            in_place[src] = (text, kind, value)
         else:
-            pos = int(rng.integers(0, n_lines + 1))
-            value = kind.values[int(rng.integers(0, len(kind.values)))]
-            source_line = line(min(pos, n_lines - 1))
+            source_line = line(min(pos[d], n_lines - 1))
             text = replace_field(source_line, kind.column, _csv(value), last=kind.last)
-            inserted.append((pos, text, kind, value))
+            inserted.append((pos[d], text, kind, value))
     inserted.sort(key=lambda item: item[0])
     positions = np.array([pos for pos, *_ in inserted], dtype=np.int64)
     for rank, (pos, text, kind, value) in enumerate(inserted):

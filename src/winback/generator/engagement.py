@@ -28,13 +28,14 @@ EVENT_TYPES = (
     "email_clicked",
     "email_bounced",
     "email_unsubscribed",
+    "email_complained",
     "page_view",
     "product_view",
     "cart_add",
 )
-SENT, DELIVERED, OPENED, CLICKED, BOUNCED, UNSUBSCRIBED, PAGE_VIEW, PRODUCT_VIEW, CART_ADD = range(
-    9
-)
+(SENT, DELIVERED, OPENED, CLICKED, BOUNCED, UNSUBSCRIBED, COMPLAINED,
+ PAGE_VIEW, PRODUCT_VIEW, CART_ADD) = range(10)  # fmt: skip
+LAST_EMAIL_TYPE = COMPLAINED
 PAGES = ("/", "/new-in", "/sale", "/search", "/account", "/blog", "/help", "/wishlist")
 LANDING = len(PAGES)  # page index meaning "the campaign's landing page"
 
@@ -54,13 +55,23 @@ class Events:
     sku: NDArray[np.int64]
     unsubscribed: NDArray[np.bool_]  # per customer
 
+    def before(self, end: int) -> Events:
+        """The events that happened before ``end`` (the export is taken at the end)."""
+        keep = self.at < end
+        fields = ("customer", "type", "at", "campaign", "machine", "hard_bounce", "page", "category", "sku")  # fmt: skip
+        values: dict[str, Any] = {f: getattr(self, f)[keep] for f in fields}
+        unsubscribed = np.zeros_like(self.unsubscribed)
+        quit_ = (values["type"] == UNSUBSCRIBED) | (values["type"] == COMPLAINED)
+        unsubscribed[values["customer"][quit_]] = True
+        return Events(unsubscribed=unsubscribed, **values)
+
     @classmethod
-    def concat(cls, parts: list[Events], n: int) -> Events:
+    def concat(cls, parts: list[Events], n: int, *, by_time: bool = True) -> Events:
         def cat(name: str) -> NDArray[np.int64]:
             return np.concatenate([getattr(p, name) for p in parts])
 
         at = cat("at")
-        order = np.argsort(at, kind="stable")
+        order = np.argsort(at, kind="stable") if by_time else np.arange(len(at))
         unsub = np.zeros(n, bool)
         for p in parts:
             unsub |= p.unsubscribed
@@ -128,7 +139,12 @@ def simulate_emails(
     n, c = pop.n, len(campaigns.times)
     per_year = c / (period.days / DAYS_PER_YEAR) if c else 1.0
     reach = np.minimum(
-        model.emails_per_month * 12 / per_year * np.where(campaigns.appeal > 1.05, 1.6, 1.0), 1.0
+        model.emails_per_month
+        * model.activity
+        * 12
+        / per_year
+        * np.where(campaigns.appeal > 1.05, 1.6, 1.0),
+        1.0,
     )
     eligible = pop.email_consent[:, None] & (pop.acquired_at[:, None] < campaigns.times[None, :])
     chosen = eligible & (rng.random((n, c)) < reach[None, :])
@@ -143,14 +159,17 @@ def simulate_emails(
     clicks = opens & (rng.random(m) < 0.1 + 0.35 * e)
     unsub_p = 0.0015 + 0.006 * (1 - life) + 0.012 * pop.sleeping_dog[who]
     unsub = ~bounced & (rng.random(m) < unsub_p)
+    # Spam complaints: rarer, likelier from lapsed customers and sleeping dogs.
+    complaint_p = 0.0002 + 0.0008 * (1 - life) + 0.002 * pop.sleeping_dog[who]
+    complaint = ~bounced & ~unsub & (rng.random(m) < complaint_p)
 
     # Nothing is sent after a hard bounce or an unsubscribe.
-    stop = (hard | unsub).astype(np.int64)
+    stop = (hard | unsub | complaint).astype(np.int64)
     before = np.cumsum(stop) - stop
     first_of = np.searchsorted(who, who)  # index of each customer's first pair
     keep = (before - before[first_of]) == 0
-    who, camp, sent, hard, bounced, opens, clicks, unsub = (
-        x[keep] for x in (who, camp, sent, hard, bounced, opens, clicks, unsub)
+    who, camp, sent, hard, bounced, opens, clicks, unsub, complaint = (
+        x[keep] for x in (who, camp, sent, hard, bounced, opens, clicks, unsub, complaint)
     )
     m = len(who)
     delivered_at = sent + rng.integers(1, 30, m)
@@ -162,7 +181,7 @@ def simulate_emails(
     machine = ~bounced & proxy & (rng.random(m) < 0.97)
 
     unsubscribed = np.zeros(n, dtype=bool)
-    unsubscribed[who[unsub]] = True
+    unsubscribed[who[unsub | complaint]] = True  # complainers are unsubscribed too
     ok = ~bounced
     human = opens & ~proxy
     parts = [
@@ -176,13 +195,15 @@ def simulate_emails(
         _events(who[clicks], CLICKED, click_at[clicks], n, campaign=camp[clicks]),
         _events(who[unsub], UNSUBSCRIBED, read_at[unsub] + rng.integers(10, 120, int(unsub.sum())), n,
                 campaign=camp[unsub]),
+        _events(who[complaint], COMPLAINED, read_at[complaint] + rng.integers(10, 600, int(complaint.sum())), n,
+                campaign=camp[complaint]),
     ]  # fmt: skip
     landing = clicks & pop.tracked[who]
     parts.append(
         _events(who[landing], PAGE_VIEW, click_at[landing] + rng.integers(1, 6, int(landing.sum())), n,
                 campaign=camp[landing], page=np.full(int(landing.sum()), LANDING))
     )  # fmt: skip
-    events = Events.concat(parts, n)
+    events = Events.concat(parts, n, by_time=False)
     events.unsubscribed = unsubscribed
     return events
 
@@ -207,8 +228,9 @@ def simulate_visits(
         end_day,
         seconds_to_days(np.minimum(orders.dropped_out_at, period.end_epoch), period),
     )
-    base = model.base_visits_per_year / DAYS_PER_YEAR
-    alive_rate = np.where(pop.buyer, model.visits_per_purchase * pop.rate + base, base)
+    base = model.base_visits_per_year / DAYS_PER_YEAR * model.activity
+    per_purchase = model.visits_per_purchase * model.activity
+    alive_rate = np.where(pop.buyer, per_purchase * pop.rate + base, base)
     # Two stints per customer: alive (acquisition to dropout) and afterwards, quieter.
     lo = np.concatenate([start, dropped])
     hi = np.concatenate([dropped, np.full(n, end_day)])
@@ -223,12 +245,12 @@ def simulate_visits(
     at = np.clip(at, pop.acquired_at[who], period.end_epoch - 600)
     s = len(who)
     page = rng.integers(0, len(PAGES), s)
-    views = rng.poisson(1.1, s)
+    views = rng.poisson(2.0, s)
     v_who = np.repeat(who, views)
     v_at = np.repeat(at, views) + _within(rng.integers(15, 200, len(v_who)), views)
     v_cat, v_sku = draw_products(rng, pop.favourite[v_who])
     session_last = np.cumsum(views) - 1
-    carts = (views > 0) & (rng.random(s) < 0.2)
+    carts = (views > 0) & (rng.random(s) < 0.1)
     c_idx = session_last[carts]
     parts = [
         _events(who, PAGE_VIEW, at, n, page=page),
@@ -237,7 +259,9 @@ def simulate_visits(
                 category=v_cat[c_idx], sku=v_sku[c_idx]),
     ]  # fmt: skip
     # The visit that ended in each order of a tracked customer.
-    tracked = pop.tracked[orders.customer]
+    tracked = pop.tracked[orders.customer] & (
+        rng.random(len(orders.customer)) < min(1.0, 0.6 * model.activity)
+    )
     o_who, o_at = orders.customer[tracked], orders.at[tracked]
     cat, sku = first_item[0][tracked], first_item[1][tracked]
     k = len(o_who)
@@ -247,7 +271,7 @@ def simulate_visits(
     parts.append(
         _events(o_who, CART_ADD, o_at - rng.integers(60, 290, k), n, category=cat, sku=sku)
     )
-    return Events.concat(parts, n)
+    return Events.concat(parts, n, by_time=False)
 
 
 def _within(gaps: NDArray[np.int64], sizes: NDArray[np.int64]) -> NDArray[np.int64]:

@@ -55,6 +55,8 @@ class ShopModel:
     emails_per_month: float = 0.5
     """Marketing emails a subscriber receives per month on average (weekly campaigns, each
     to a share of the subscribers, plus holiday campaigns)."""
+    activity: float = 1.0
+    """Multiplier of all email sends and site visits (``mean_events`` calibrates it)."""
     tracked_share: float = 0.70
     """Share of customers whose site visits are tracked (the rest block the tracker)."""
     visits_per_purchase: float = 1.0
@@ -112,6 +114,7 @@ class GeneratorSettings:
     end: date
     dirty_share: float
     mean_orders: float | None
+    mean_events: float | None = None
     model: ShopModel = field(default_factory=ShopModel)
     rate_scale: float = 1.0
 

@@ -130,7 +130,7 @@ def calibrate_rate_scale(
     window = warp.forward(np.full(n, float(period.days))) - warp.forward(day)
     buyers = 1.0 - model.prospect_share
     lo, hi = -12.0, 12.0
-    for _ in range(60):
+    for _ in range(45):
         mid = (lo + hi) / 2
         scaled = np.minimum(rate * np.exp(mid), model.max_rate_per_year) / DAYS_PER_YEAR
         mean = buyers * (1.0 + expected_orders(scaled, dropout, window).mean())

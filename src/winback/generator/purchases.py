@@ -23,6 +23,8 @@ from winback.generator.seasons import Warp, black_friday, local_to_epoch, time_o
 
 SKUS_PER_CATEGORY = 240
 NO_TIME = np.iinfo(np.int64).max
+MAX_CENTS = 9_999_999
+"""Order amounts are capped at 99,999.99."""
 
 
 @dataclass
@@ -86,7 +88,7 @@ def simulate_orders(
     customer, at, first = customer[order], at[order], first[order]
 
     spend = rng.gamma(model.spend_p, pop.mean_spend[customer] / model.spend_p)
-    cents = np.maximum(np.rint(spend * 100).astype(np.int64), 199)
+    cents = np.clip(np.rint(spend * 100).astype(np.int64), 199, MAX_CENTS)
 
     count = np.bincount(customer, minlength=n).astype(np.int64)
     revenue = np.bincount(customer, weights=cents, minlength=n).astype(np.int64)

@@ -1,12 +1,12 @@
 """Generate a whole shop: customers in fixed-size chunks (bounded memory, output independent
-of the machine), each chunk simulated with NumPy and appended to the CSV files."""
+of the machine and of the number of worker processes), appended to the CSV files."""
 
 from __future__ import annotations
 
 import csv
 import json
-import math
-from collections.abc import Callable, Iterator
+import os
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from datetime import date
@@ -16,41 +16,35 @@ from typing import Any, BinaryIO
 import numpy as np
 from numpy.typing import NDArray
 
-from winback.errors import WinbackError
-from winback.generator.contacts import contact_lines, customer_ids
+from winback.generator.chunk import EVENT_ID_DIGITS, ORDER_ID_DIGITS, rendered_chunks, renumber
+from winback.generator.context import CHUNK, InvalidGeneratorParameters, make_context, populations
 from winback.generator.dirty import (
     CONTACT_KINDS,
     DIRTY_COLUMNS,
     EVENT_KINDS,
     ORDER_KINDS,
+    DirtyKind,
     DirtyPlan,
     plan_dirty,
 )
-from winback.generator.engagement import Events, simulate_emails, simulate_visits
-from winback.generator.locales import MARKETS
-from winback.generator.model import DEFAULT_END, GeneratorSettings, Period, ShopModel
-from winback.generator.population import Population, calibrate_rate_scale, draw_population
-from winback.generator.purchases import NO_TIME, Orders, draw_baskets, draw_coupons, simulate_orders
-from winback.generator.seasons import Campaigns, Warp, campaigns, utc_offsets
-from winback.generator.truth import TRUTH_COLUMNS, ground_truth
+from winback.generator.model import ShopModel
+from winback.generator.truth import TRUTH_COLUMNS
 from winback.generator.writer import (
     CONTACT_COLUMNS,
     EVENT_COLUMNS,
     ORDER_COLUMNS,
-    Formatter,
     RowWriter,
+    Text,
     header,
 )
 
-CHUNK = 20_000
-"""Customers per chunk. Part of the output's definition: changing it changes the files."""
+PARALLEL_FROM = 8
+"""Chunks from which ``workers=None`` uses one process per CPU."""
 
 Progress = Callable[[int, int], None]
 """Called with (customers done, customers in all) after each chunk."""
 
-
-class InvalidGeneratorParameters(WinbackError):
-    """A generator parameter is out of range."""
+__all__ = ["CHUNK", "GeneratedShop", "InvalidGeneratorParameters", "OrdersArrays", "Progress", "generate_orders_arrays", "generate_shop"]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -91,70 +85,13 @@ class OrdersArrays:
     amount: NDArray[np.float64]
 
 
-@dataclass
-class _Context:
-    settings: GeneratorSettings
-    period: Period
-    warp: Warp
-    offsets: NDArray[np.int64]
-    campaigns: Campaigns
-
-
-def _context(customers: int, months: int, seed: int, end: date | None, dirty_share: float, mean_orders: float | None, model: ShopModel | None) -> _Context:  # fmt: skip
-    model = model or ShopModel()
-    if customers < 1:
-        raise InvalidGeneratorParameters(f"customers must be at least 1, got {customers}")
-    if not 1 <= months <= 240:
-        raise InvalidGeneratorParameters(f"months must be between 1 and 240, got {months}")
-    if not 0 <= dirty_share <= 0.5:
-        raise InvalidGeneratorParameters(
-            f"dirty share must be between 0 and 0.5, got {dirty_share}"
-        )
-    buyers = 1 - model.prospect_share
-    if mean_orders is not None and not buyers < mean_orders <= 1000:
-        raise InvalidGeneratorParameters(
-            f"mean orders per customer must be above {buyers:g} (every buyer has a first order; "
-            f"{model.prospect_share:.0%} of contacts are prospects) and at most 1000, got {mean_orders}"
-        )
-    period = Period.ending(end or DEFAULT_END, months)
-    warp = Warp.for_period(period)
-    scale = (
-        1.0 if mean_orders is None else calibrate_rate_scale(seed, period, model, warp, mean_orders)
-    )
-    settings = GeneratorSettings(
-        customers, months, seed, period.end, dirty_share, mean_orders, model, scale
-    )
-    offsets = utc_offsets(period, [m.zone for m in MARKETS])
-    return _Context(
-        settings, period, warp, offsets, campaigns(period, np.random.default_rng([seed, 0]))
-    )
-
-
-def _chunks(ctx: _Context) -> Iterator[tuple[int, Population, Orders]]:
-    s = ctx.settings
-    for k, lo in enumerate(range(0, s.customers, CHUNK)):
-        index = np.arange(lo, min(lo + CHUNK, s.customers), dtype=np.int64)
-        pop = draw_population(
-            np.random.default_rng([s.seed, 1, k]),
-            index,
-            ctx.period,
-            s.model,
-            s.rate_scale,
-            ctx.offsets,
-        )
-        orders = simulate_orders(
-            np.random.default_rng([s.seed, 2, k]), pop, ctx.period, ctx.warp, ctx.offsets, s.model
-        )
-        yield k, pop, orders
-
-
 def generate_orders_arrays(
     customers: int, months: int, seed: int, end: date | None = None, *, mean_orders: float | None = None,
     model: ShopModel | None = None,
 ) -> OrdersArrays:  # fmt: skip
     """The orders of :func:`generate_shop` as NumPy arrays, without writing files."""
-    ctx = _context(customers, months, seed, end, 0.0, mean_orders, model)
-    parts = [(pop.index[o.customer], o.at, o.cents) for _, pop, o in _chunks(ctx)]
+    ctx = make_context(customers, months, seed, end, 0.0, mean_orders, model)
+    parts = [(pop.index[o.customer], o.at, o.cents) for _, pop, o in populations(ctx)]
     return OrdersArrays(
         customer=np.concatenate([p[0] for p in parts]),
         ordered_at=np.concatenate([p[1] for p in parts]).astype("datetime64[s]"),
@@ -169,30 +106,24 @@ class _Output:
         self.fh, self.name, self.lines = fh, name, 1
         fh.write(header(columns))
 
-    def write(self, pieces: list[bytes], line_start: NDArray[np.int64] | None, plan: DirtyPlan, dirty: RowWriter) -> int:  # fmt: skip
-        """Write one chunk's lines with the dirty ones; return how many lines were written."""
-        n = len(pieces) if line_start is None else len(line_start)
-        for idx, text in plan.replacements.items():
-            pieces[idx] = text  # only single-piece lines are replaced in place
-        bounds = (
-            (lambda j: j)
-            if line_start is None
-            else (lambda j: int(line_start[j]) if j < n else len(pieces))
+    def write(self, text: Text, plan: DirtyPlan, dirty: RowWriter) -> None:
+        """Write one chunk's lines with the dirty ones inserted or substituted."""
+        edits = sorted(
+            [(pos, 0, line) for pos, line in plan.inserts]
+            + [(idx, 1, line) for idx, line in plan.replacements.items()],
+            key=lambda e: (e[0], e[1]),
         )
-        prev = 0
-        for pos, text in plan.inserts:
-            at = bounds(pos)
-            self.fh.write(b"".join(pieces[prev:at]))
-            self.fh.write(text)
-            prev = at
-        self.fh.write(b"".join(pieces[prev:]))
+        data, offsets, prev = text.data, text.offsets, 0
+        for pos, replaces, line in edits:
+            self.fh.write(data[prev : offsets[pos]])
+            self.fh.write(line)
+            prev = int(offsets[pos + replaces])
+        self.fh.write(data[prev:])
         for offset, kind, value in sorted(plan.records, key=lambda r: r[0]):
             dirty.writerow(
                 [self.name, self.lines + 1 + offset, kind.name, kind.field, kind.expect, value]
             )
-        written = n + len(plan.inserts)
-        self.lines += written
-        return written
+        self.lines += text.lines + len(plan.inserts)
 
 
 def generate_shop(
@@ -204,89 +135,64 @@ def generate_shop(
     end: date | None = None,
     dirty_share: float = 0.01,
     mean_orders: float | None = None,
+    mean_events: float | None = None,
     model: ShopModel | None = None,
+    workers: int | None = None,
     progress: Progress | None = None,
 ) -> GeneratedShop:
     """Write ``contacts.csv``, ``orders.csv``, ``events.csv`` (canonical import format),
     ``ground_truth.csv``, ``dirty_rows.csv`` and ``parameters.json`` into ``out_dir``.
-    Same arguments, same bytes."""
-    ctx = _context(customers, months, seed, end, dirty_share, mean_orders, model)
+    Same arguments, same bytes: ``workers`` (processes) only changes the speed; ``None``
+    means one per CPU (at most 4) for 8 chunks (160,000 customers) or more, else one."""
+    ctx = make_context(customers, months, seed, end, dirty_share, mean_orders, model, mean_events)
     s, period = ctx.settings, ctx.period
+    if workers is None:  # processes pay off from a few chunks on (each starts in ~1 s)
+        workers = min(os.cpu_count() or 1, 4) if ctx.chunks >= PARALLEL_FROM else 1
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {
-        name: out_dir / f"{name}.csv"
-        for name in ("contacts", "orders", "events", "ground_truth", "dirty_rows")
-    }
-    fmt = Formatter(period, ctx.campaigns.names)
+    names = ("contacts", "orders", "events", "ground_truth", "dirty_rows")
+    paths = {name: out_dir / f"{name}.csv" for name in names}
     n_orders = n_events = 0
     with ExitStack() as stack:
-        files = {
-            k: stack.enter_context(p.open("wb", buffering=1 << 20))
-            for k, p in paths.items()
-            if k != "dirty_rows"
-        }
+        files = {k: stack.enter_context(paths[k].open("wb", buffering=1 << 20)) for k in names[:4]}
         contacts = _Output(files["contacts"], "contacts.csv", CONTACT_COLUMNS)
-        orders_out = _Output(files["orders"], "orders.csv", ORDER_COLUMNS)
-        events_out = _Output(files["events"], "events.csv", EVENT_COLUMNS)
-        truth_fh = files["ground_truth"]
-        truth_fh.write(header(TRUTH_COLUMNS))
-        dirty_text = stack.enter_context(
+        orders = _Output(files["orders"], "orders.csv", ORDER_COLUMNS)
+        events = _Output(files["events"], "events.csv", EVENT_COLUMNS)
+        files["ground_truth"].write(header(TRUTH_COLUMNS))
+        dirty_file = stack.enter_context(
             paths["dirty_rows"].open("w", newline="", encoding="utf-8")
         )
-        dirty_text.write(",".join(DIRTY_COLUMNS) + "\n")
-        dirty = csv.writer(dirty_text, lineterminator="\n")
-        for k, pop, orders in _chunks(ctx):
-            ids = customer_ids(pop.index)
-            # Orders.
-            rng = np.random.default_rng([s.seed, 3, k])
-            baskets = draw_baskets(rng, orders.cents, pop.favourite[orders.customer])
-            coupon = draw_coupons(rng, orders.at, orders.first, period, s.model.coupon_share)
-            pieces, starts = fmt.orders(
-                n_orders + 1, ids[orders.customer], orders.at, orders.cents, coupon, baskets
+        dirty_file.write(",".join(DIRTY_COLUMNS) + "\n")
+        dirty = csv.writer(dirty_file, lineterminator="\n")
+        for chunk in rendered_chunks(ctx, workers):
+            k = chunk.k
+            text = (
+                chunk.orders
+                if chunk.numbered
+                else renumber(chunk.orders, n_orders + 1, ORDER_ID_DIGITS)
             )
-            plist: list[bytes] = pieces.tolist()
-            ends = np.append(starts[1:], len(plist))
-            plan = plan_dirty(
-                np.random.default_rng([s.seed, 7, k, 1]),
-                len(starts),
-                ORDER_KINDS,
-                dirty_share,
-                _lines_of(plist, starts, ends),
+            orders.write(text, _plan(s.seed, k, 1, text, ORDER_KINDS, dirty_share), dirty)
+            n_orders += text.lines
+            text = (
+                chunk.events
+                if chunk.numbered
+                else renumber(chunk.events, n_events + 1, EVENT_ID_DIGITS)
             )
-            orders_out.write(plist, starts, plan, dirty)
-            n_orders += len(starts)
-            # Events.
-            first_items = (baskets.category[np.cumsum(baskets.per_order) - baskets.per_order],
-                           baskets.sku[np.cumsum(baskets.per_order) - baskets.per_order])  # fmt: skip
-            emails = simulate_emails(
-                np.random.default_rng([s.seed, 4, k]), pop, orders, ctx.campaigns, period, s.model
-            )
-            visits = simulate_visits(np.random.default_rng([s.seed, 5, k]), pop, orders, first_items, period, ctx.warp, ctx.offsets, s.model)  # fmt: skip
-            events = Events.concat([emails, visits], pop.n)
-            events.unsubscribed = emails.unsubscribed
-            n_events += _write_events(
-                fmt, events, ids, pop, n_events + 1, events_out, dirty, s.seed, k, dirty_share
-            )
-            # Contacts and truth.
-            lines = [x.encode() for x in contact_lines(np.random.default_rng([s.seed, 6, k]), pop, orders, events.unsubscribed, period, fmt)]  # fmt: skip
-            plan = plan_dirty(
-                np.random.default_rng([s.seed, 7, k, 0]),
-                len(lines),
-                CONTACT_KINDS,
-                dirty_share,
-                lines.__getitem__,
-            )
-            contacts.write(lines, None, plan, dirty)
-            truth_fh.write(_truth_text(pop, orders, ctx, ids, fmt))
+            events.write(text, _plan(s.seed, k, 2, text, EVENT_KINDS, dirty_share), dirty)
+            n_events += text.lines
+            text = chunk.contacts
+            contacts.write(text, _plan(s.seed, k, 0, text, CONTACT_KINDS, dirty_share), dirty)
+            files["ground_truth"].write(chunk.truth)
             if progress is not None:
-                progress(int(pop.index[-1]) + 1, s.customers)
+                progress(chunk.customers_done, s.customers)
     dirty_count = sum(1 for _ in paths["dirty_rows"].open(encoding="utf-8")) - 1
     params_path = out_dir / "parameters.json"
     params = s.as_dict() | {
         "start": period.start.isoformat(),
         "campaigns": len(ctx.campaigns.names),
-        "chunk": CHUNK,
+        "chunk": ctx.chunk,
+        # lambda ~ Gamma(r, alpha / rate_scale) once scaled (before the max_rate cap).
+        "alpha_effective": s.model.alpha / s.rate_scale,
     }
     params_path.write_text(json.dumps(params, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return GeneratedShop(
@@ -302,45 +208,14 @@ def generate_shop(
         events=n_events,
         dirty_rows=dirty_count,
         contacts_lines=contacts.lines - 1,
-        orders_lines=orders_out.lines - 1,
-        events_lines=events_out.lines - 1,
+        orders_lines=orders.lines - 1,
+        events_lines=events.lines - 1,
         start=period.start,
         end=period.end,
         seed=s.seed,
     )
 
 
-def _lines_of(
-    pieces: list[bytes], starts: NDArray[np.int64], ends: NDArray[np.int64]
-) -> Callable[[int], bytes]:
-    return lambda j: b"".join(pieces[starts[j] : ends[j]])
-
-
-def _write_events(fmt: Formatter, ev: Events, ids: NDArray[np.bytes_], pop: Population, first_id: int,
-                  out: _Output, dirty: RowWriter, seed: int, k: int, share: float) -> int:  # fmt: skip
-    numbers = (pop.index + 1).astype(np.bytes_)
-    lines = fmt.events(first_id, ids[ev.customer], ev.type, ev.at, ev.campaign, ev.machine, ev.hard_bounce,
-                       ev.page, ev.category, ev.sku, numbers[ev.customer]).tolist()  # fmt: skip
-    plan = plan_dirty(
-        np.random.default_rng([seed, 7, k, 2]), len(lines), EVENT_KINDS, share, lines.__getitem__
-    )
-    out.write(lines, None, plan, dirty)
-    return len(lines)
-
-
-def _truth_text(
-    pop: Population, orders: Orders, ctx: _Context, ids: NDArray[np.bytes_], fmt: Formatter
-) -> bytes:
-    t = ground_truth(pop, orders, ctx.period, ctx.warp, ctx.settings.model)
-    dropped = np.where(t.dropped_out_at == NO_TIME, 0, t.dropped_out_at)
-    dropped_text = fmt.timestamps(dropped).astype(str).tolist()
-    rows = zip(ids.astype(str).tolist(), t.purchase_rate_per_year.tolist(), t.dropout_p.tolist(),
-               t.alive_at_end.tolist(), t.p_no_contact.tolist(), t.p_if_contacted.tolist(),
-               t.mean_spend.tolist(), (t.dropped_out_at != NO_TIME).tolist(), dropped_text, strict=True)  # fmt: skip
-    out = []
-    for cid, rate, p, alive, p0, p1, spend, has_drop, drop in rows:
-        out.append(
-            f"{cid},{rate:.4f},{'' if math.isnan(p) else f'{p:.4f}'},{'true' if alive else 'false'},"
-            f"{p0:.6g},{p1:.6g},{spend:.2f},{drop if has_drop else ''}\n"
-        )
-    return "".join(out).encode()
+def _plan(seed: int, k: int, stream: int, text: Text, kinds: tuple[DirtyKind, ...], share: float) -> DirtyPlan:  # fmt: skip
+    rng = np.random.default_rng([seed, 7, k, stream])
+    return plan_dirty(rng, text.lines, kinds, share, text.line)

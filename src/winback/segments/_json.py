@@ -179,3 +179,27 @@ def _items_pg(element: json_items_have, compiler: SQLCompiler, **kw: Any) -> str
         f"WHERE jsonb_typeof(je.value) = 'object' "
         f"AND je.value ->> CAST({key} AS TEXT) = CAST({value} AS TEXT)))"
     )
+
+
+class unindexed(_JsonFn):
+    """The column itself; on SQLite written ``+column`` so that the planner scans rather than
+    combining indexes (a scan is far cheaper for broad conditions such as "not active")."""
+
+    inherit_cache = True
+    name = "unindexed"
+
+    def __init__(self, column: Any) -> None:
+        super().__init__(column)
+        self.type = column.type
+
+
+@compiles(unindexed, "sqlite")
+def _unindexed_sqlite(element: unindexed, compiler: SQLCompiler, **kw: Any) -> str:
+    (column,) = element._parts(compiler, **kw)
+    return f"+{column}"
+
+
+@compiles(unindexed)
+def _unindexed_default(element: unindexed, compiler: SQLCompiler, **kw: Any) -> str:
+    (column,) = element._parts(compiler, **kw)
+    return column

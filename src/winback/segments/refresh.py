@@ -34,9 +34,12 @@ from datetime import date, datetime, timedelta
 from typing import Any, Literal
 
 from sqlalchemy import (
-    ColumnElement,
+    Column,
     Connection,
+    MetaData,
     Select,
+    Table,
+    and_,
     exists,
     func,
     insert,
@@ -56,7 +59,13 @@ from winback.segments.conditions import (
     fast_path,
     walk,
 )
-from winback.store.schema import contact_tags, contacts, segment_membership, tag_history
+from winback.store.schema import (
+    BigId,
+    contact_tags,
+    contacts,
+    segment_membership,
+    tag_history,
+)
 from winback.store.types import UTCDateTime
 
 #: Columns written by analytics (they move ``analyzed_at``).
@@ -125,7 +134,9 @@ def candidates(
     p: Plan, *, since: datetime, now: datetime, segment_ids: dict[str, int]
 ) -> Select[Any]:
     """Ids of the contacts whose truth value may have changed in ``[since, now]``."""
-    parts: list[Select[Any]] = [select(contacts.c.id).where(contacts.c.updated_at >= since)]
+    parts: list[Select[Any]] = [
+        select(contacts.c.id.label("id")).where(contacts.c.updated_at >= since)
+    ]
     if p.analytics:
         parts.append(select(contacts.c.id).where(contacts.c.analyzed_at >= since))
     for name, ago in sorted(p.crossings, key=lambda x: (x[0], x[1])):
@@ -149,14 +160,74 @@ def candidates(
                 contact_tags.c.added_at < now - ago,
             )
         )
+    parts.extend(segment_changes(p, since=since, now=now, segment_ids=segment_ids))
+    return parts[0] if len(parts) == 1 else union(*parts)  # type: ignore[return-value]
+
+
+def segment_changes(
+    p: Plan, *, since: datetime, now: datetime, segment_ids: dict[str, int]
+) -> list[Select[Any]]:
+    """Contacts whose membership of a referenced segment changed since ``since``.
+
+    Those stamped exactly ``since`` were made in the pass that last refreshed this segment,
+    before it (dependency order), so they are already reflected -- unless this is another
+    pass at that same instant."""
     sm = segment_membership
+    parts = []
     for name in sorted(p.segments):
         sid = segment_ids[name]
-        parts.append(
-            select(sm.c.contact_id).where(sm.c.segment_id == sid, sm.c.entered_at >= since)
-        )
-        parts.append(select(sm.c.contact_id).where(sm.c.segment_id == sid, sm.c.exited_at >= since))
-    return parts[0] if len(parts) == 1 else union(*parts)  # type: ignore[return-value]
+        for column in (sm.c.entered_at, sm.c.exited_at):
+            changed = column > since if now > since else column >= since
+            parts.append(select(sm.c.contact_id.label("id")).where(sm.c.segment_id == sid, changed))
+    return parts
+
+
+def full_reason(
+    p: Plan, *, since: datetime | None, members_before: int | None, now: datetime, full: bool
+) -> str:
+    """Why this refresh must be full ("" when incremental is sound)."""
+    if full:
+        return "asked"
+    if since is None or members_before is None:
+        return "first refresh or changed definition"
+    if now < since:
+        return "the clock went backwards"
+    return p.full_reason or ""
+
+
+@dataclass(frozen=True)
+class SharedCandidates:
+    """The direct candidates (row changes, boundary crossings, tag changes) of every
+    incremental segment refreshed from the same ``since``, computed once per pass into a
+    temporary table."""
+
+    since: datetime
+    table: Table
+
+
+def shared_candidates(
+    conn: Connection, plans: Sequence[Plan], *, since: datetime, now: datetime
+) -> SharedCandidates:
+    merged = Plan()
+    for p in plans:
+        merged.crossings |= p.crossings
+        merged.tags |= p.tags
+        merged.tag_crossings |= p.tag_crossings
+        merged.analytics = merged.analytics or p.analytics
+    table = Table(
+        "wb_refresh_candidates",
+        MetaData(),
+        Column("id", BigId, primary_key=True),
+        prefixes=["TEMPORARY"],
+    )
+    table.drop(conn, checkfirst=True)
+    table.create(conn)
+    conn.execute(
+        insert(table).from_select(["id"], candidates(merged, since=since, now=now, segment_ids={}))
+    )
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql("ANALYZE wb_refresh_candidates")
+    return SharedCandidates(since, table)
 
 
 @dataclass(frozen=True)
@@ -180,56 +251,84 @@ def refresh_one(
     segment_ids: dict[str, int],
     members_before: int | None,
     full: bool = False,
+    shared: SharedCandidates | None = None,
 ) -> tuple[str, str, int, int, int]:
     """Bring one segment's membership up to ``now``; returns (mode, reason, entered, exited,
     members)."""
     p = plan(condition)
-    reason = ""
-    if full:
-        reason = "asked"
-    elif since is None or members_before is None:
-        reason = "first refresh or changed definition"
-    elif now < since:
-        reason = "the clock went backwards"
-    elif p.full_reason:
-        reason = p.full_reason
+    reason = full_reason(p, since=since, members_before=members_before, now=now, full=full)
     incremental = not reason
     sm = segment_membership
-    matches = compile_condition(condition, now=now, contact_id=contacts.c.id)
-    still = exists(
-        select(literal(1)).select_from(contacts).where(contacts.c.id == sm.c.contact_id, matches)
+    # Scanning contacts beats SQLite's multi-index OR for broad conditions (full mode);
+    # incremental statements are driven by the candidate list instead.
+    matches = compile_condition(
+        condition, now=now, contact_id=contacts.c.id, segment_ids=segment_ids, scan=True
     )
-    restrict: list[ColumnElement[bool]] = []
-    if incremental:
-        assert since is not None
-        cand = candidates(p, since=since, now=now, segment_ids=segment_ids)
-        restrict = [sm.c.contact_id.in_(cand)]
-    exited = conn.execute(
-        update(sm)
-        .where(sm.c.segment_id == segment_id, sm.c.exited_at.is_(None), *restrict, ~still)
-        .values(exited_at=now),
-        execution_options={"preserve_rowcount": True},
-    ).rowcount
-    other = sm.alias("open_stint")
+    open_stint = sm.alias("open_stint")
     already = exists(
         select(literal(1))
-        .select_from(other)
+        .select_from(open_stint)
         .where(
-            other.c.segment_id == segment_id,
-            other.c.contact_id == contacts.c.id,
-            other.c.exited_at.is_(None),
+            open_stint.c.segment_id == segment_id,
+            open_stint.c.contact_id == contacts.c.id,
+            open_stint.c.exited_at.is_(None),
         )
     )
-    newcomers = select(
+    columns = (
         literal(segment_id).label("segment_id"),
         contacts.c.id,
         literal(now, UTCDateTime()).label("entered_at"),
-    ).where(matches, ~already)
+    )
     if incremental:
         assert since is not None
-        newcomers = newcomers.where(
-            contacts.c.id.in_(candidates(p, since=since, now=now, segment_ids=segment_ids))
+        if shared is not None and shared.since == since:
+            # DISTINCT keeps SQLite from flattening the (small) list into the join, so that
+            # the list drives the statement rather than the segment's members.
+            base = select(shared.table.c.id).distinct()
+            deps = segment_changes(p, since=since, now=now, segment_ids=segment_ids)
+            k = (union(base, *deps) if deps else base).subquery("k")
+        else:
+            k = candidates(p, since=since, now=now, segment_ids=segment_ids).subquery("k")
+        stint = sm.alias("stint")
+        leaving = (
+            select(stint.c.id)
+            .select_from(
+                k.join(
+                    stint,
+                    and_(
+                        stint.c.contact_id == k.c.id,
+                        stint.c.segment_id == segment_id,
+                        stint.c.exited_at.is_(None),
+                    ),
+                )
+            )
+            .where(
+                ~exists(
+                    select(literal(1))
+                    .select_from(contacts)
+                    .where(contacts.c.id == stint.c.contact_id, matches)
+                )
+            )
         )
+        exit_stmt = update(sm).where(sm.c.id.in_(leaving))
+        newcomers = (
+            select(*columns)
+            .select_from(k.join(contacts, contacts.c.id == k.c.id))
+            .where(matches, ~already)
+        )
+    else:
+        still = exists(
+            select(literal(1))
+            .select_from(contacts)
+            .where(contacts.c.id == sm.c.contact_id, matches)
+        )
+        exit_stmt = update(sm).where(
+            sm.c.segment_id == segment_id, sm.c.exited_at.is_(None), ~still
+        )
+        newcomers = select(*columns).where(matches, ~already)
+    exited = conn.execute(
+        exit_stmt.values(exited_at=now), execution_options={"preserve_rowcount": True}
+    ).rowcount
     entered = conn.execute(
         insert(sm).from_select(["segment_id", "contact_id", "entered_at"], newcomers),
         execution_options={"preserve_rowcount": True},

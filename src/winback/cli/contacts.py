@@ -1,0 +1,47 @@
+"""``winback contacts show``."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from winback.cli._app import JsonOption, WorkspaceOption, app, console, print_json, workspace_from
+from winback.contacts import contact_profile
+
+contacts_app = typer.Typer(help="Look at contacts.", no_args_is_help=True)
+app.add_typer(contacts_app, name="contacts")
+
+
+@contacts_app.command("show")
+def show(
+    contact: Annotated[str, typer.Argument(help="The contact's customer_id (or #ID).")],
+    workspace: WorkspaceOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Attributes, consent, tags, segments, flows in progress and messages of one contact."""
+    with workspace_from(workspace) as ws:
+        profile = contact_profile(ws, contact)
+    if as_json:
+        print_json(profile)
+        return
+    from rich.table import Table
+
+    console.print(f"[bold]{profile['customer_id']}[/] (#{profile['contact_id']})")
+    table = Table("attribute", "value")
+    for key, value in {**profile["attributes"], **profile["custom_attributes"]}.items():
+        if value is not None:
+            table.add_row(key, str(value))
+    console.print(table)
+    consent = ", ".join(f"{k}={v}" for k, v in profile["consent"].items())
+    console.print(f"consent: {consent}")
+    console.print("tags: " + (", ".join(t["tag"] for t in profile["tags"]) or "none"))
+    for s in profile["segments"]:
+        console.print(f"segment: {s['segment']} (since {s['entered_at'].isoformat()})")
+    for f in profile.get("flows", []):
+        console.print(f"flow: {f}")
+    for m in profile["messages"]:
+        console.print(
+            f"message: {m['channel']} {m['template'] or ''} {m['status']} "
+            f"{(m['sent_at'] or m['not_before']).isoformat()}"
+        )
