@@ -89,6 +89,26 @@ def test_4xx_then_accept_is_retried_on_the_same_run(sqlite_workspace: Workspace)
     assert outbox_row(ws, oid)["status"] == "sent"
 
 
+def test_internationalised_address_needs_smtputf8(sqlite_workspace: Workspace) -> None:
+    """RFC 6531: a non-ASCII address goes out with SMTPUTF8 where the server offers it, and
+    fails that one message (not the run) where it does not."""
+    ws = sqlite_workspace
+    zoe = add_message(ws, add_contact(ws, "c1", email="zoë@example.com"))
+    bob = add_message(ws, add_contact(ws, "c2", email="bob@example.com"))
+    with smtp_server(smtputf8=False) as (url, inbox, _):
+        configure(ws, smtp_url=url)
+        ws.delivery.deliver_due()
+    assert outbox_row(ws, bob)["status"] == "sent" and len(inbox.messages) == 1
+    row = outbox_row(ws, zoe)
+    assert row["status"] == "failed" and "SMTPUTF8" in row["last_error"]
+
+    other = add_message(ws, add_contact(ws, "c3", email="zoë@exämple.com"))
+    with smtp_server(smtputf8=True) as (url, inbox, _):
+        configure(ws, smtp_url=url)
+        ws.delivery.deliver_due()
+    assert outbox_row(ws, other)["status"] == "sent" and len(inbox.messages) == 1
+
+
 def test_persistent_4xx_requeues_with_backoff(sqlite_workspace: Workspace) -> None:
     ws = sqlite_workspace
     cid = add_contact(ws, "c1", email="bob@example.com")

@@ -59,7 +59,9 @@ def demo_smtp_sink(folder: Path | str) -> Iterator[DemoSink]:
     target = Path(folder)
     target.mkdir(parents=True, exist_ok=True)
     port = _free_port()
-    controller = Controller(_WriteEml(target), hostname="127.0.0.1", port=port)
+    controller = Controller(
+        _WriteEml(target), hostname="127.0.0.1", port=port, enable_SMTPUTF8=True
+    )
     controller.start()
     try:
         yield DemoSink(url=f"smtp://127.0.0.1:{port}", folder=target)

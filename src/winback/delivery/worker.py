@@ -177,7 +177,10 @@ class DeliveryWorker:
             # command while this thread renders (measured: about 2x throughput).
             time.sleep(0)
         for oid, future in futures.items():
-            results[oid] = future.result()
+            try:
+                results[oid] = future.result()
+            except Exception as exc:  # a bug or an unforeseen error fails one message only
+                results[oid] = SendResult("failed", f"{type(exc).__name__}: {exc}")
         self._fault("after_send")
         self.record(decisions, results, self.ws.clock.now())
         for d in decisions:

@@ -156,7 +156,19 @@ class SmtpChannel:
             self.bucket.acquire()
             try:
                 conn = self._connection()
-                conn.sendmail(msg.sender or "", [msg.to or ""], msg.content.encode("utf-8"))
+                options: list[str] = []
+                if not (msg.sender or "").isascii() or not (msg.to or "").isascii():
+                    # An internationalised address (RFC 6531) needs the server's SMTPUTF8.
+                    if not conn.has_extn("smtputf8"):
+                        return SendResult(
+                            "failed",
+                            f"address {msg.to!r} is internationalised and the SMTP server "
+                            "does not offer SMTPUTF8",
+                        )
+                    options = ["SMTPUTF8"]
+                conn.sendmail(
+                    msg.sender or "", [msg.to or ""], msg.content.encode("utf-8"), options
+                )
                 return SendResult("sent", "250 accepted")
             except smtplib.SMTPRecipientsRefused as exc:
                 code, text = next(iter(exc.recipients.values()))
