@@ -150,7 +150,8 @@ def maximise(
             res.nit = nit
             grad = _numeric_grad(value, res.x)
     gnorm = float(np.max(np.abs(grad))) if len(grad) else 0.0
-    params = {name: float(v) for name, v in zip(names, np.exp(res.x), strict=True)}
+    with np.errstate(over="ignore"):  # a diverging fit gives inf: reported as not converged
+        params = {name: float(v) for name, v in zip(names, np.exp(res.x), strict=True)}
     ll = -float(res.fun) * n
     converged = (
         bool(np.isfinite(ll))

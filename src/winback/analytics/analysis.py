@@ -186,10 +186,19 @@ def analyze(
     except NotEnoughData as exc:
         notes.append(str(exc))
     lap("purchase_model")
+    if model is not None and not _usable(model):
+        notes.append(
+            f"{settings.analytics_model} has no finite estimate on this data (too few or too "
+            "uniform customers): no P(alive), expected purchases or CLV"
+        )
+        model = None
     try:
         spend_model = GammaGamma.fitted(s.frequency, s.monetary_value)
     except NotEnoughData as exc:
         notes.append(str(exc))
+    if spend_model is not None and not _usable(spend_model):
+        notes.append("gamma-gamma has no finite estimate on this data: no expected spend or CLV")
+        spend_model = None
     lap("spend_model")
     if model is not None:
         say("predictions")
@@ -243,6 +252,12 @@ def analyze(
     report["notes"] = notes
     report["timings"] = timings
     return Analysis(reference_day, s, rfm, model, spend_model, predictions, clusters, report, notes)
+
+
+def _usable(model: Any) -> bool:
+    """A fit whose parameters are all finite and positive (a diverging fit is not)."""
+    fit = model_fit(model)
+    return fit is None or all(0 < v < float("inf") for v in fit["params"].values())
 
 
 def model_fit(model: Any) -> dict[str, Any] | None:
