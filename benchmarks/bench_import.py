@@ -10,7 +10,10 @@
 Both start from a migrated store that already holds the customers, so both measure orders.
 Each run happens in its own subprocess, which reports its peak memory (``ru_maxrss``); the
 import is run on a small and on the full file to show that memory does not grow with it.
-Sizes: 10 million rows (``--quick``: 200,000), small file 1 million (``--quick``: 50,000).
+Sizes: 10 million rows (``--quick``: 200,000), small file 1 million (``--quick``: 50,000);
+``WINBACK_BENCH_ROWS`` / ``WINBACK_BENCH_SMALL_ROWS`` override them and ``WINBACK_BENCH_DBS``
+(``sqlite,postgres``) picks the databases. Figures already measured for the same sizes are
+kept in ``benchmarks/work/`` and reused, so an interrupted run resumes.
 """
 
 from __future__ import annotations
@@ -197,7 +200,7 @@ def _spawn(*args: str) -> dict[str, Any]:
 def _fresh_store(db: str, name: str, cluster: Any, customers: int) -> tuple[Path, str]:
     import winback
 
-    folder = WORK / f"ws-{db}-{name}"
+    folder = WORK / f"run-{db}-{name}"
     shutil.rmtree(folder, ignore_errors=True)
     if db == "sqlite":
         ws = winback.init(folder, environ={})
@@ -218,49 +221,73 @@ def run(quick: bool) -> dict[str, Any]:
     from tests.pgcluster import PostgresCluster
 
     WORK.mkdir(exist_ok=True)
-    big_n = 200_000 if quick else 10_000_000
-    small_n = 50_000 if quick else 1_000_000
+    big_n = int(os.environ.get("WINBACK_BENCH_ROWS", 200_000 if quick else 10_000_000))
+    small_n = int(os.environ.get("WINBACK_BENCH_SMALL_ROWS", 50_000 if quick else 1_000_000))
     big = generate(WORK / f"orders-{big_n}.csv", big_n)
     small = generate(WORK / f"orders-{small_n}.csv", small_n)
     figures: dict[str, Any] = {"rows": big_n, "small_rows": small_n}
-    cluster = PostgresCluster().start()
+    dbs = os.environ.get("WINBACK_BENCH_DBS", "sqlite,postgres").split(",")
+    cluster = PostgresCluster().start() if "postgres" in dbs else None
     try:
-        for db in ("sqlite", "postgres"):
-            ws_small, _ = _fresh_store(db, "small", cluster, customers_of(small_n))
-            ours_small = _spawn("ours", "--workspace", str(ws_small), "--file", str(small))
-            ws_big, _ = _fresh_store(db, "big", cluster, customers_of(big_n))
-            ours = _spawn("ours", "--workspace", str(ws_big), "--file", str(big))
-            _, raw_url = _fresh_store(db, "raw", cluster, customers_of(big_n))
-            raw = _spawn("raw", "--url", raw_url, "--file", str(big))
-            if db == "postgres":
-                for name in ("small", "big", "raw"):
-                    cluster_drop(cluster, f"bench_{name}")
-            ours_rate = ours["rows"] / ours["seconds"]
-            raw_rate = raw["rows"] / raw["seconds"]
-            figures[db] = {
-                "ours_rows_per_s": round(ours_rate),
-                "raw_rows_per_s": round(raw_rate),
-                "ratio": round(ours_rate / raw_rate, 3),
-                "ours_seconds": round(ours["seconds"], 1),
-                "raw_seconds": round(raw["seconds"], 1),
-                "ours_peak_rss_mb": ours["peak_rss_mb"],
-                "ours_small_peak_rss_mb": ours_small["peak_rss_mb"],
-                "raw_peak_rss_mb": raw["peak_rss_mb"],
-                "imported": ours["rows"],
-            }
-            f = figures[db]
-            print(
-                f"{db:9} ours {f['ours_rows_per_s']:>9,} rows/s   raw {f['raw_rows_per_s']:>9,} rows/s"
-                f"   ratio {f['ratio']:.0%}   peak memory {f['ours_small_peak_rss_mb']} MB at "
-                f"{small_n:,} rows vs {f['ours_peak_rss_mb']} MB at {big_n:,} rows",
-                flush=True,
-            )
-            shutil.rmtree(ws_small, ignore_errors=True)
-            shutil.rmtree(ws_big, ignore_errors=True)
-            shutil.rmtree(WORK / f"ws-{db}-raw", ignore_errors=True)
+        for db in dbs:
+            figures[db] = _one_database(db, cluster, big, big_n, small, small_n)
     finally:
-        cluster.stop()
+        if cluster is not None:
+            cluster.stop()
     return figures
+
+
+def _one_database(
+    db: str, cluster: Any, big: Path, big_n: int, small: Path, small_n: int
+) -> dict[str, Any]:
+    """ours on the full file, the raw limit on the full file, ours on the small file (for
+    memory). Each figure is printed, and saved under benchmarks/work/, as soon as it is known."""
+    partial = WORK / f"import-{db}-{big_n}.json"
+    done: dict[str, Any] = json.loads(partial.read_text()) if partial.exists() else {}
+
+    def step(name: str, *args: str) -> dict[str, Any]:
+        if name not in done:
+            store, url = _fresh_store(
+                db, name, cluster, customers_of(small_n if name == "small" else big_n)
+            )
+            if name == "raw":
+                done[name] = _spawn("raw", "--url", url, "--file", str(big))
+            else:
+                done[name] = _spawn(
+                    "ours",
+                    "--workspace",
+                    str(store),
+                    "--file",
+                    str(small if name == "small" else big),
+                )
+            shutil.rmtree(store, ignore_errors=True)
+            if db == "postgres":
+                cluster_drop(cluster, f"bench_{name}")
+            partial.write_text(json.dumps(done))
+        print(f"{db:9} {name:5} {json.dumps(done[name])}", flush=True)
+        return dict(done[name])
+
+    ours, raw, ours_small = step("big"), step("raw"), step("small")
+    ours_rate = ours["rows"] / ours["seconds"]
+    raw_rate = raw["rows"] / raw["seconds"]
+    f = {
+        "ours_rows_per_s": round(ours_rate),
+        "raw_rows_per_s": round(raw_rate),
+        "ratio": round(ours_rate / raw_rate, 3),
+        "ours_seconds": round(ours["seconds"], 1),
+        "raw_seconds": round(raw["seconds"], 1),
+        "ours_peak_rss_mb": ours["peak_rss_mb"],
+        "ours_small_peak_rss_mb": ours_small["peak_rss_mb"],
+        "raw_peak_rss_mb": raw["peak_rss_mb"],
+        "imported": ours["rows"],
+    }
+    print(
+        f"{db:9} ours {f['ours_rows_per_s']:>9,} rows/s   raw {f['raw_rows_per_s']:>9,} rows/s"
+        f"   ratio {f['ratio']:.0%}   peak memory {f['ours_small_peak_rss_mb']} MB at "
+        f"{small_n:,} rows vs {f['ours_peak_rss_mb']} MB at {big_n:,} rows",
+        flush=True,
+    )
+    return f
 
 
 def cluster_drop(cluster: Any, name: str) -> None:

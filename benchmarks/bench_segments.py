@@ -21,6 +21,7 @@ The raw SQL is assembled from constants and integer ids of this file only (hence
 
 from __future__ import annotations
 
+import re
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
@@ -39,6 +40,30 @@ REACT = "customer_not-active_after-reactivation"
 EPOCH_T = int(T.timestamp())
 
 
+def _pg(ws: Workspace) -> bool:
+    return ws.engine.dialect.name == "postgresql"
+
+
+def _t(ws: Workspace, value: datetime) -> Any:
+    """An instant as the driver wants it for raw SQL."""
+    return value if _pg(ws) else sqlite_text(value)
+
+
+_NAMED = re.compile(r"(?<![:\w]):([a-z_][a-z0-9_]*)")
+
+
+def _x(conn: Any, ws: Workspace, sql: str, params: Any = None) -> Any:
+    """Run raw SQL written with ``?`` / ``:name`` placeholders on either database."""
+    options: dict[str, Any] = {"preserve_rowcount": True}
+    if params is None:
+        options["no_parameters"] = True  # percent signs are literal then
+    elif _pg(ws):
+        sql = _NAMED.sub(r"%(\1)s", sql.replace("%", "%%").replace("?", "%s"))
+    return conn.exec_driver_sql(
+        sql, params if params is not None else (), execution_options=options
+    )
+
+
 def _h(expr: str, mult: int) -> str:
     """A deterministic pseudo-random non-negative integer from an integer expression."""
     return f"((({expr}) * {mult}) % 4294967291)"
@@ -48,7 +73,7 @@ def _ts(seconds_expr: str) -> str:
     return f"(strftime('%Y-%m-%d %H:%M:%S', {seconds_expr}, 'unixepoch') || '.000000')"
 
 
-def build(ws: Workspace, contacts: int, events_per_contact: int) -> dict[str, int]:
+def build_sqlite(ws: Workspace, contacts: int, events_per_contact: int) -> dict[str, int]:
     n, e = contacts, contacts * events_per_contact
     recency = f"({_h('(k / 3 + 1)', 2654435761)} % 300)"  # a customer's dormancy, days
     with ws.engine.begin() as conn:
@@ -126,40 +151,130 @@ def build(ws: Workspace, contacts: int, events_per_contact: int) -> dict[str, in
     return counts
 
 
+def build_postgres(ws: Workspace, contacts: int, events_per_contact: int) -> dict[str, int]:
+    """The same shop as :func:`build_sqlite`, generated with ``generate_series``."""
+    n, epc = contacts, events_per_contact
+
+    def h(expr: str, mult: int) -> str:
+        return f"(((({expr}))::bigint * {mult}) % 4294967291)"
+
+    def ts(seconds_expr: str) -> str:
+        return f"to_timestamp({seconds_expr})"
+
+    with ws.engine.begin() as conn:
+
+        def x(sql: str) -> Any:
+            return _x(conn, ws, sql)
+
+        x("DROP INDEX IF EXISTS ix_events_contact_type_at")
+        x("DROP INDEX IF EXISTS ix_events_type_at")
+        x(
+            f"""INSERT INTO contacts (id, customer_id, email, attributes, email_consent,
+                orders_count, revenue_total, created_at, updated_at)
+            SELECT c, 'c' || c, 'c' || c || '@example.com', '{{}}'::jsonb,
+                ({h("c", 40503)} % 10) < 7, 0, 0,
+                {ts(f"{EPOCH_T} - 800 * 86400")}, {ts(f"{EPOCH_T} - 3600")}
+            FROM generate_series(1, {n}) AS c"""
+        )
+        x(f"SELECT setval(pg_get_serial_sequence('contacts', 'id'), {n})")
+        x(
+            f"""INSERT INTO events (event_key, contact_id, type, occurred_at, machine)
+            SELECT 'e' || lpad(k::text, 10, '0'), c,
+                CASE WHEN r < 25 THEN 'email_sent' WHEN r < 45 THEN 'email_opened'
+                     WHEN r < 52 THEN 'email_clicked' WHEN r < 80 THEN 'page_view'
+                     WHEN r < 93 THEN 'product_view' ELSE 'cart_add' END,
+                {ts(f"{EPOCH_T} - rec * 86400 - ({h('k', 97)} % (365 * 86400)) - 60")},
+                (r >= 25 AND r < 45 AND ({h("k", 7919)} % 10) = 0)
+            FROM (SELECT k, k / {epc} + 1 AS c, ({h("k", 2246822519)} % 100) AS r,
+                         ({h(f"k / {epc} + 1", 2654435761)} % 300) AS rec
+                  FROM generate_series(0, {n * epc - 1}) AS k) AS s"""
+        )
+        x("CREATE INDEX ix_events_contact_type_at ON events (contact_id, type, occurred_at)")
+        x("CREATE INDEX ix_events_type_at ON events (type, occurred_at)")
+        x(
+            f"""INSERT INTO orders (order_id, contact_id, ordered_at, amount, currency)
+            SELECT 'o' || lpad(k::text, 10, '0'), c,
+                {ts(f"{EPOCH_T} - ({h('c', 2654435761)} % 300) * 86400 - ({h('k', 31)} % (400 * 86400)) - 60")},
+                10 + ({h("k", 131)} % 90), 'USD'
+            FROM (SELECT k, k / 3 + 1 AS c FROM generate_series(0, {3 * n - 1}) AS k) AS s
+            WHERE ({h("c", 3266489917)} % 10) < 6"""
+        )
+        x(
+            """UPDATE contacts SET last_email_opened = a.lo, last_email_link_clicked = a.lc,
+                last_seen = a.ls
+            FROM (SELECT contact_id,
+                    max(occurred_at) FILTER (WHERE type = 'email_opened' AND NOT machine) lo,
+                    max(occurred_at) FILTER (WHERE type = 'email_clicked' AND NOT machine) lc,
+                    max(occurred_at) FILTER (WHERE type IN ('page_view', 'product_view',
+                        'cart_add') AND NOT machine) ls
+                  FROM events GROUP BY contact_id) a
+            WHERE contacts.id = a.contact_id"""
+        )
+        x(
+            """UPDATE contacts SET first_purchase_at = o.f, last_purchase_at = o.l,
+                orders_count = o.n, revenue_total = o.s
+            FROM (SELECT contact_id, min(ordered_at) f, max(ordered_at) l, count(*) n,
+                         sum(amount) s FROM orders GROUP BY contact_id) o
+            WHERE contacts.id = o.contact_id"""
+        )
+        at = T - timedelta(days=3)
+        _x(
+            conn,
+            ws,
+            "INSERT INTO contact_tags (contact_id, tag, added_at, added_by) "
+            "SELECT id, ?, ?, 'bench' FROM contacts WHERE id % 100 = 0",
+            (REACT, at),
+        )
+        _x(
+            conn,
+            ws,
+            "INSERT INTO tag_history (contact_id, tag, action, at, source) "
+            "SELECT id, ?, 'added', ?, 'bench' FROM contacts WHERE id % 100 = 0",
+            (REACT, at),
+        )
+        counts = {
+            name: int(x(f"SELECT count(*) FROM {name}").scalar_one())
+            for name in ("contacts", "events", "orders")
+        }
+    with ws.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.exec_driver_sql("VACUUM ANALYZE")
+    return counts
+
+
 def a_day_of_activity(ws: Workspace, contacts: int) -> None:
     """1% of contacts visit the site, 0.2% buy, 0.05% are tagged, during the next day."""
-    visit, buy, tag = T1 - timedelta(hours=5), T1 - timedelta(hours=3), T1 - timedelta(hours=2)
+    visit, buy, tag = (_t(ws, T1 - timedelta(hours=h)) for h in (5, 3, 2))
     with ws.engine.begin() as conn:
-        x = conn.exec_driver_sql
+
+        def x(sql: str, params: Any) -> None:
+            _x(conn, ws, sql, params)
+
         x(
             "INSERT INTO events (event_key, contact_id, type, occurred_at, machine) "
-            "SELECT 'd' || id, id, 'page_view', ?, 0 FROM contacts WHERE id % 100 = 7",
-            (sqlite_text(visit),),
+            "SELECT 'd' || id, id, 'page_view', ?, ? FROM contacts WHERE id % 100 = 7",
+            (visit, False),
         )
-        x(
-            "UPDATE contacts SET last_seen = ?, updated_at = ? WHERE id % 100 = 7",
-            (sqlite_text(visit), sqlite_text(visit)),
-        )
+        x("UPDATE contacts SET last_seen = ?, updated_at = ? WHERE id % 100 = 7", (visit, visit))
         x(
             "INSERT INTO orders (order_id, contact_id, ordered_at, amount, currency) "
             "SELECT 'd' || id, id, ?, 25, 'USD' FROM contacts WHERE id % 500 = 11",
-            (sqlite_text(buy),),
+            (buy,),
         )
         x(
             "UPDATE contacts SET last_purchase_at = ?, first_purchase_at = "
             "coalesce(first_purchase_at, ?), orders_count = orders_count + 1, "
             "revenue_total = revenue_total + 25, updated_at = ? WHERE id % 500 = 11",
-            (sqlite_text(buy), sqlite_text(buy), sqlite_text(buy)),
+            (buy, buy, buy),
         )
         x(
             "INSERT INTO contact_tags (contact_id, tag, added_at, added_by) "
             "SELECT id, ?, ?, 'bench' FROM contacts WHERE id % 2000 = 13",
-            (REACT, sqlite_text(tag)),
+            (REACT, tag),
         )
         x(
             "INSERT INTO tag_history (contact_id, tag, action, at, source) "
             "SELECT id, ?, 'added', ?, 'bench' FROM contacts WHERE id % 2000 = 13",
-            (REACT, sqlite_text(tag)),
+            (REACT, tag),
         )
 
 
@@ -218,18 +333,18 @@ def raw_refresh(
 ) -> dict[str, tuple[int, int]]:
     """Hand-written refresh; incremental (candidates) when ``since`` is given."""
     params: dict[str, Any] = {
-        "now": sqlite_text(now),
-        "b": sqlite_text(now - timedelta(days=DAYS)),
+        "now": _t(ws, now),
+        "b": _t(ws, now - timedelta(days=DAYS)),
         "tag": REACT,
     }
     if since is not None:
-        params.update(
-            t0=sqlite_text(since),
-            b0=sqlite_text(since - timedelta(days=DAYS)),
-        )
+        params.update(t0=_t(ws, since), b0=_t(ws, since - timedelta(days=DAYS)))
     out: dict[str, tuple[int, int]] = {}
     with ws.engine.begin() as conn:
-        x = conn.exec_driver_sql
+
+        def x(sql: str, p: Any) -> Any:
+            return _x(conn, ws, sql, p)
+
         for name, pred, columns, deps in raw_segments(ids):
             sid = ids[name]
             cand = ""
@@ -239,11 +354,11 @@ def raw_refresh(
                 for dep in deps:
                     parts.append(
                         f"SELECT contact_id FROM segment_membership WHERE segment_id = {ids[dep]} "
-                        "AND entered_at >= :t0"
+                        "AND entered_at > :t0"
                     )
                     parts.append(
                         f"SELECT contact_id FROM segment_membership WHERE segment_id = {ids[dep]} "
-                        "AND exited_at >= :t0"
+                        "AND exited_at > :t0"
                     )
                 if "contact_tags" in pred:
                     parts.append(
@@ -278,22 +393,27 @@ def raw_refresh(
                     {**params, "d": entered - exited},
                 )
             out[name] = (entered, exited)
+            if _pg(ws) and entered + exited >= 5000:
+                x("ANALYZE segment_membership", None)  # as winback does: fresh statistics
     return out
 
 
 def _undo(ws: Workspace, at: datetime, members: dict[str, int], ids: dict[str, int]) -> None:
     """Put membership back as it was before a refresh at ``at`` (untimed)."""
     with ws.engine.begin() as conn:
-        x = conn.exec_driver_sql
-        x("DELETE FROM segment_membership WHERE entered_at = ?", (sqlite_text(at),))
-        x(
+        _x(conn, ws, "DELETE FROM segment_membership WHERE entered_at = ?", (_t(ws, at),))
+        _x(
+            conn,
+            ws,
             "UPDATE segment_membership SET exited_at = NULL WHERE exited_at = ?",
-            (sqlite_text(at),),
+            (_t(ws, at),),
         )
         for name, count in members.items():
-            x(
+            _x(
+                conn,
+                ws,
                 "UPDATE segments SET refreshed_at = ?, member_count = ? WHERE id = ?",
-                (sqlite_text(T), count, ids[name]),
+                (_t(ws, T), count, ids[name]),
             )
 
 
@@ -304,16 +424,36 @@ def _timed(fn: Any) -> tuple[Any, float]:
 
 
 def run(quick: bool) -> dict[str, Any]:
+    """SQLite (the embedded default)."""
     contacts = 20_000 if quick else 1_000_000
     with tempfile.TemporaryDirectory(prefix="bench-segments-") as tmp:
         ws = winback.init(Path(tmp) / "ws", environ={}, clock=FixedClock(T))
         try:
-            return _run(ws, contacts)
+            return _run(ws, contacts, build_sqlite)
         finally:
             ws.close()
 
 
-def _run(ws: Workspace, contacts: int) -> dict[str, Any]:
+def run_postgres(quick: bool) -> dict[str, Any]:
+    """PostgreSQL on a throwaway local cluster (the test suite's: fsync off)."""
+    from tests.pgcluster import PostgresCluster
+
+    contacts = 20_000 if quick else 1_000_000
+    cluster = PostgresCluster().start()
+    try:
+        url = cluster.create_database("bench_segments")
+        env = {"WINBACK_DATABASE_URL": url}
+        with tempfile.TemporaryDirectory(prefix="bench-segments-pg-") as tmp:
+            ws = winback.init(Path(tmp) / "ws", environ=env, clock=FixedClock(T))
+            try:
+                return _run(ws, contacts, build_postgres)
+            finally:
+                ws.close()
+    finally:
+        cluster.stop()
+
+
+def _run(ws: Workspace, contacts: int, build: Any) -> dict[str, Any]:
     print(f"building {contacts:,} contacts and {10 * contacts:,} events ...", flush=True)
     sizes, build_s = _timed(lambda: build(ws, contacts, 10))
     print(f"  built in {build_s:.0f} s: {sizes}", flush=True)
@@ -340,7 +480,7 @@ def _run(ws: Workspace, contacts: int) -> dict[str, Any]:
     assert {s.name: (s.entered, s.exited) for s in full_later.segments} == raw_inc
 
     figures = {
-        "database": "sqlite",
+        "database": ws.engine.dialect.name,
         **sizes,
         "build_seconds": round(build_s, 1),
         "members": members,

@@ -81,12 +81,14 @@ class CollectingHandler:
 
 
 @contextmanager
-def smtp_server(**handler_options: Any) -> Iterator[tuple[str, Inbox, CollectingHandler]]:
+def smtp_server(
+    *, smtputf8: bool = False, **handler_options: Any
+) -> Iterator[tuple[str, Inbox, CollectingHandler]]:
     """A real SMTP server on 127.0.0.1; yields (smtp_url, inbox, handler)."""
     inbox = Inbox()
     handler = CollectingHandler(inbox, **handler_options)
     port = free_port()
-    controller = Controller(handler, hostname="127.0.0.1", port=port)
+    controller = Controller(handler, hostname="127.0.0.1", port=port, enable_SMTPUTF8=smtputf8)
     controller.start()
     try:
         yield f"smtp://127.0.0.1:{port}", inbox, handler

@@ -9,6 +9,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
+import pytest
 from typer.testing import CliRunner
 
 from tests.test_analytics_store import load_cdnow
@@ -54,6 +55,7 @@ class _Collect(HTMLParser):
         self.tags.append((tag, dict(attrs)))
 
 
+@pytest.mark.slow
 def test_analyze_orders_file_json_and_html(tmp_path: Path) -> None:
     csv = tmp_path / "orders.csv"
     lines = ["order_id,customer_id,ordered_at,amount,currency,items,coupon"]
@@ -94,6 +96,7 @@ def test_bad_orders_file_names_line_and_field(tmp_path: Path) -> None:
     assert "line 3: field ordered_at = 'yesterday'" in str(result.exception)
 
 
+@pytest.mark.slow
 def test_analyze_workspace_json(sqlite_workspace: Workspace, tmp_path: Path) -> None:
     load_cdnow(sqlite_workspace)
     ws_path = str(sqlite_workspace.path)
@@ -108,6 +111,7 @@ def test_analyze_workspace_json(sqlite_workspace: Workspace, tmp_path: Path) -> 
     assert "RFM segments" in text and "Clusters" in text
 
 
+@pytest.mark.slow
 def test_clusters_are_deterministic_and_described() -> None:
     rng = np.random.default_rng(3)
     n = 3000
@@ -124,6 +128,7 @@ def test_clusters_are_deterministic_and_described() -> None:
     assert any("one-time" in name for name in a.names)
 
 
+@pytest.mark.slow
 def test_fixed_clock_reference(sqlite_workspace: Workspace) -> None:
     load_cdnow(sqlite_workspace)
     sqlite_workspace.clock = FixedClock(datetime(1997, 3, 31, tzinfo=UTC))

@@ -129,3 +129,65 @@ def test_expected_spend_between_population_and_own_mean(x: int, m1: float, m2: f
     lo, hi = sorted((gg.population_mean, m1))
     assert lo - 1e-9 <= e1 <= hi + 1e-9
     assert (e1 <= e2) == (m1 <= m2) or abs(e1 - e2) < 1e-9
+
+
+def test_clv_matches_the_direct_sum(cdnow: Summary) -> None:
+    from winback.analytics.clv import STEP_DAYS, customer_lifetime_value, predict
+
+    spend = np.full(len(cdnow), 30.0)
+    for model in (BG, PN):
+        got = customer_lifetime_value(
+            model, spend, cdnow.frequency, cdnow.recency, cdnow.T,
+            unit_days=7.0, horizon_days=365, annual_discount=0.1,
+        )  # fmt: skip
+        want = np.zeros(len(cdnow))
+        prev = np.zeros(len(cdnow))
+        for i in range(1, 14):
+            end = min(i * STEP_DAYS, 365)
+            e = model.expected_purchases(end / 7.0, cdnow.frequency, cdnow.recency, cdnow.T)
+            want += (e - prev) / 1.1 ** (end / 365)
+            prev = e
+        np.testing.assert_allclose(got, want * 30.0, rtol=1e-10)
+    p = predict(
+        BG, GammaGamma(6.25, 3.74, 15.44), cdnow.frequency, cdnow.recency, cdnow.T,
+        cdnow.monetary_value, cdnow.last_day.astype(float), cdnow.calibration_end, unit_days=7.0,
+    )  # fmt: skip
+    direct = BG.expected_purchases_if_alive(90 / 7, cdnow.frequency, cdnow.T) * p.p_alive
+    np.testing.assert_allclose(p.expected_purchases_90d, direct, rtol=1e-12)
+    deduped = BG.expected_purchases(90 / 7, cdnow.frequency, cdnow.recency, cdnow.T)
+    np.testing.assert_allclose(deduped, direct, rtol=1e-12)
+    assert np.all((p.p_alive >= 0) & (p.p_alive <= 1)) and np.all(p.clv >= 0)
+    # Cadence: the next order is due one (shrunk) inter-purchase time after the last one.
+    assert np.all(p.next_order_day >= cdnow.last_day)
+    np.testing.assert_allclose(p.days_overdue, cdnow.calibration_end - p.next_order_day)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    rows=st.lists(
+        st.tuples(st.integers(0, 30), st.integers(0, 60), st.floats(0, 100)),
+        min_size=1,
+        max_size=200,
+    ),
+    cal=st.integers(0, 60),
+)
+def test_dense_and_sorted_summaries_agree(rows: list[tuple[int, int, float]], cal: int) -> None:
+    cust = np.array([r[0] for r in rows])
+    day = np.array([r[1] for r in rows])
+    amount = np.array([r[2] for r in rows])
+    dense = summary_data(Transactions(cust, day, amount), cal)
+    # Sparse customer codes take the general (sorting) path.
+    sparse = summary_data(Transactions(cust * 10**9, day, amount), cal)
+    assert np.array_equal(dense.customer * 10**9, sparse.customer)
+    for name in (
+        "frequency",
+        "recency",
+        "T",
+        "first_day",
+        "last_day",
+        "orders",
+        "holdout_frequency",
+    ):
+        assert np.array_equal(getattr(dense, name), getattr(sparse, name)), name
+    for name in ("monetary_value", "revenue"):
+        np.testing.assert_allclose(getattr(dense, name), getattr(sparse, name), atol=1e-9)

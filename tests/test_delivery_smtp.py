@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 from email.message import EmailMessage
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select
@@ -86,6 +87,26 @@ def test_4xx_then_accept_is_retried_on_the_same_run(sqlite_workspace: Workspace)
     assert handler.data_attempts == 3
     assert report.counts["sent"] == 1 and len(inbox.messages) == 1
     assert outbox_row(ws, oid)["status"] == "sent"
+
+
+def test_internationalised_address_needs_smtputf8(sqlite_workspace: Workspace) -> None:
+    """RFC 6531: a non-ASCII address goes out with SMTPUTF8 where the server offers it, and
+    fails that one message (not the run) where it does not."""
+    ws = sqlite_workspace
+    zoe = add_message(ws, add_contact(ws, "c1", email="zoë@example.com"))
+    bob = add_message(ws, add_contact(ws, "c2", email="bob@example.com"))
+    with smtp_server(smtputf8=False) as (url, inbox, _):
+        configure(ws, smtp_url=url)
+        ws.delivery.deliver_due()
+    assert outbox_row(ws, bob)["status"] == "sent" and len(inbox.messages) == 1
+    row = outbox_row(ws, zoe)
+    assert row["status"] == "failed" and "SMTPUTF8" in row["last_error"]
+
+    other = add_message(ws, add_contact(ws, "c3", email="zoë@exämple.com"))
+    with smtp_server(smtputf8=True) as (url, inbox, _):
+        configure(ws, smtp_url=url)
+        ws.delivery.deliver_due()
+    assert outbox_row(ws, other)["status"] == "sent" and len(inbox.messages) == 1
 
 
 def test_persistent_4xx_requeues_with_backoff(sqlite_workspace: Workspace) -> None:
@@ -180,3 +201,40 @@ def test_smtp_url_forms() -> None:
         parse_smtp_url("http://mail.example")
     with pytest.raises(InvalidSetting, match="unknown option.*tls"):
         parse_smtp_url("smtp://mail.example?tls=1")
+
+
+def test_worker_delivers_through_any_ports_channel(sqlite_workspace: Workspace) -> None:
+    """One protocol: the flows file sink (a plain winback.ports.Channel) works as a channel
+    of the delivery worker, with rendered content and the deterministic Message-ID."""
+    import json
+
+    from winback.flows.sinks import FileSink
+
+    ws = sqlite_workspace
+    cid = add_contact(ws, "c1", email="ada@example.com", first_name="Ada")
+    oid = add_message(ws, cid, "reactivation-1", key="reactivation:9:email-1")
+    configure(ws, quiet_hours="")
+    sink = FileSink(ws.path / "outbox")
+    report = ws.delivery.deliver_due(channels={"email": sink})
+    assert report.counts == {"sent": 1}
+    written = json.loads(sink.path_of("reactivation:9:email-1").read_text())
+    assert written["message_id"] == message_id_for("reactivation:9:email-1", "localhost")
+    assert "Subject: Ada, it's been a while" in written["content"]
+    assert outbox_row(ws, oid)["status"] == "sent"
+
+
+def test_demo_smtp_sink_writes_eml_files(sqlite_workspace: Workspace, tmp_path: Path) -> None:
+    import email
+    import email.policy
+
+    from winback.delivery.demo_sink import demo_smtp_sink
+
+    ws = sqlite_workspace
+    cid = add_contact(ws, "c1", email="ada@example.com", first_name="Ada")
+    add_message(ws, cid, "reactivation-1")
+    with demo_smtp_sink(tmp_path / "mailbox") as sink:
+        configure(ws, smtp_url=sink.url, quiet_hours="")
+        assert ws.delivery.deliver_due().counts == {"sent": 1}
+    [path] = sink.messages()
+    msg = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+    assert msg["To"] == "ada@example.com" and msg["Subject"] == "Ada, it's been a while"

@@ -459,3 +459,13 @@ def test_parquet_without_pyarrow_names_the_extra(
     path = write(tmp_path / "orders.parquet", b"PAR1")
     with pytest.raises(UnreadableFile, match=r"winback\[parquet\]"):
         sqlite_workspace.imports.orders(path)
+
+
+def test_reject_file_is_in_line_order(sqlite_workspace: Workspace, tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "orders.csv",
+        HEADER
+        + "a,c1,2024-01-01,1,,,\nb,c1,bad,1,,,\na,c1,2024-01-01,1,,,\nc,c1,2024-01-01,x,,,\n",
+    )
+    sqlite_workspace.imports.orders(path)
+    assert list(rejects_of(tmp_path / "orders.csv.rejects.csv")) == [3, 4, 5]

@@ -240,3 +240,12 @@ def test_unknown_segment_is_reported(sqlite_workspace: Workspace) -> None:
         sqlite_workspace.segments.members("Nope")
     with pytest.raises(NotFound, match="not been refreshed"):
         sqlite_workspace.segments.members("Customers")
+
+
+def test_unquoted_yaml_dates(sqlite_workspace: Workspace) -> None:
+    ws = sqlite_workspace
+    add_contact(ws, "old", created_at=T0 - 400 * D)
+    add_contact(ws, "new", created_at=T0 - 4 * D)
+    write(ws, "early.yaml", "name: Early\nattribute: created_at\nlt: 2026-01-01\n")
+    ws.segments.refresh()
+    assert membership(ws)["Early"] == {"old"}

@@ -16,10 +16,12 @@ from winback.workspace import Workspace
 
 
 @contextmanager
-def running_service(ws: Workspace, *, background: bool = False) -> Iterator[str]:
+def running_service(
+    ws: Workspace, *, background: bool = False, interval: float = 30.0
+) -> Iterator[str]:
     port = free_port()
     config = uvicorn.Config(
-        create_app(ws, background=background),
+        create_app(ws, background=background, interval=interval),
         host="127.0.0.1",
         port=port,
         log_level="warning",

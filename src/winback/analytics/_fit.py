@@ -57,11 +57,36 @@ class FitResult:
 def compress(*columns: FloatArray) -> tuple[list[FloatArray], FloatArray]:
     """Distinct rows of the given columns and how often each occurs: the likelihood is a
     sum over customers, so identical customers are evaluated once and weighted."""
-    stacked = np.column_stack([np.asarray(c, dtype=np.float64) for c in columns])
-    if len(stacked) == 0:
-        return [np.zeros(0) for _ in columns], np.zeros(0)
-    uniq, counts = np.unique(stacked, axis=0, return_counts=True)
-    return [uniq[:, i].copy() for i in range(uniq.shape[1])], counts.astype(np.float64)
+    cols = [np.asarray(c, dtype=np.float64) for c in columns]
+    n = len(cols[0]) if cols else 0
+    if n == 0:
+        return [np.zeros(0) for _ in cols], np.zeros(0)
+    order = np.lexsort(cols[::-1])
+    sorted_cols = [c[order] for c in cols]
+    new = np.empty(n, dtype=bool)
+    new[0] = True
+    new[1:] = False
+    for c in sorted_cols:
+        new[1:] |= c[1:] != c[:-1]
+    starts = np.flatnonzero(new)
+    counts = np.diff(np.append(starts, n)).astype(np.float64)
+    return [c[starts] for c in sorted_cols], counts
+
+
+class Distinct:
+    """A column as its distinct values and, per row, the index of its value: functions of
+    the column are evaluated on the few distinct values and gathered."""
+
+    def __init__(self, values: FloatArray) -> None:
+        self.values, self.index = np.unique(values, return_inverse=True)
+
+    def subset(self, rows: np.ndarray) -> Distinct:
+        out = Distinct.__new__(Distinct)
+        out.values, out.index = self.values, self.index[rows]
+        return out
+
+    def gather(self, per_value: FloatArray) -> FloatArray:
+        return per_value[self.index]
 
 
 def maximise(
@@ -72,7 +97,7 @@ def maximise(
     n: int,
     *,
     has_gradient: bool,
-    tol: float = 1e-10,
+    tol: float = 1e-8,
     maxiter: int = 2000,
 ) -> FitResult:
     """Minimise ``neg_ll`` (mean negative log-likelihood as a function of log-parameters).
@@ -98,7 +123,10 @@ def maximise(
             return 1e300, np.zeros_like(z)
         return v, g
 
-    with np.errstate(all="ignore"):
+    from threadpoolctl import threadpool_limits
+
+    # Vectors of a few hundred thousand: BLAS threads only add contention.
+    with np.errstate(all="ignore"), threadpool_limits(1):
         if has_gradient:
             res = minimize(
                 value_grad,
@@ -122,7 +150,8 @@ def maximise(
             res.nit = nit
             grad = _numeric_grad(value, res.x)
     gnorm = float(np.max(np.abs(grad))) if len(grad) else 0.0
-    params = {name: float(v) for name, v in zip(names, np.exp(res.x), strict=True)}
+    with np.errstate(over="ignore"):  # a diverging fit gives inf: reported as not converged
+        params = {name: float(v) for name, v in zip(names, np.exp(res.x), strict=True)}
     ll = -float(res.fun) * n
     converged = (
         bool(np.isfinite(ll))
@@ -149,6 +178,22 @@ def _numeric_grad(f: Callable[[FloatArray], float], z: FloatArray, h: float = 1e
         e[i] = h
         g[i] = (f(z + e) - f(z - e)) / (2 * h)
     return g
+
+
+def distinct_pairs(x: FloatArray, T: FloatArray) -> tuple[FloatArray, FloatArray, np.ndarray]:
+    """Distinct (x, T) rows and the index of each customer's row."""
+    x, T = np.asarray(x, dtype=np.float64), np.asarray(T, dtype=np.float64)
+    if len(x) == 0:
+        return x, T, np.zeros(0, dtype=np.int64)
+    order = np.lexsort((T, x))
+    xs, Ts = x[order], T[order]
+    new = np.empty(len(x), dtype=bool)
+    new[0] = True
+    new[1:] = (xs[1:] != xs[:-1]) | (Ts[1:] != Ts[:-1])
+    group = np.cumsum(new) - 1
+    inverse = np.empty(len(x), dtype=np.int64)
+    inverse[order] = group
+    return xs[new], Ts[new], inverse
 
 
 def as_float(values: Any) -> FloatArray:

@@ -23,7 +23,7 @@ from winback.analytics.clv import Predictions, PurchaseModel, predict
 from winback.analytics.gamma_gamma import GammaGamma
 from winback.analytics.pareto_nbd import ParetoNBD
 from winback.analytics.rfm import RFM, SEGMENTS, build_table, score
-from winback.analytics.summary import Summary, Transactions, summary_data
+from winback.analytics.summary import Summary, Transactions, sort_transactions, summary_data
 from winback.config import Settings
 from winback.errors import WinbackError
 
@@ -162,6 +162,7 @@ def analyze(
 
     notes: list[str] = []
     say("summary")
+    tx = sort_transactions(tx)  # once, so that the holdout check finds them sorted
     s = summary_data(tx, reference_day, observation_end=reference_day, unit_days=UNIT_DAYS)
     lap("summary")
     if len(s) == 0:
@@ -185,10 +186,19 @@ def analyze(
     except NotEnoughData as exc:
         notes.append(str(exc))
     lap("purchase_model")
+    if model is not None and not _usable(model):
+        notes.append(
+            f"{settings.analytics_model} has no finite estimate on this data (too few or too "
+            "uniform customers): no P(alive), expected purchases or CLV"
+        )
+        model = None
     try:
         spend_model = GammaGamma.fitted(s.frequency, s.monetary_value)
     except NotEnoughData as exc:
         notes.append(str(exc))
+    if spend_model is not None and not _usable(spend_model):
+        notes.append("gamma-gamma has no finite estimate on this data: no expected spend or CLV")
+        spend_model = None
     lap("spend_model")
     if model is not None:
         say("predictions")
@@ -244,6 +254,12 @@ def analyze(
     return Analysis(reference_day, s, rfm, model, spend_model, predictions, clusters, report, notes)
 
 
+def _usable(model: Any) -> bool:
+    """A fit whose parameters are all finite and positive (a diverging fit is not)."""
+    fit = model_fit(model)
+    return fit is None or all(0 < v < float("inf") for v in fit["params"].values())
+
+
 def model_fit(model: Any) -> dict[str, Any] | None:
     fit = getattr(model, "fit", None)
     return fit.as_dict() if fit is not None else None
@@ -274,7 +290,7 @@ def _report(
         "monetary": settings.rfm_monetary,
         "table_overridden": bool(settings.rfm_table),
         "grid": health.rfm_grid(rfm.r, rfm.f, s.revenue),
-        "segments": health.segment_table(rfm.segment, s.revenue, SEGMENTS),
+        "segments": health.segment_table(rfm.segment_code, rfm.segment_names, s.revenue, SEGMENTS),
     }
     p_alive = predictions.p_alive if predictions is not None else None
     dists = {"last_purchase": health.days_since_distribution(days_since_purchase)}

@@ -17,11 +17,12 @@ import numpy as np
 from scipy.special import digamma, expit, gammaln, hyp2f1
 
 from winback.analytics._fit import (
+    Distinct,
     FitResult,
     FloatArray,
     NotEnoughData,
     as_float,
-    compress,
+    distinct_pairs,
     maximise,
 )
 
@@ -71,6 +72,67 @@ def _ll_and_grad(
     return ll, grad
 
 
+class _Objective:
+    """Mean negative log-likelihood and its gradient, fast: every term that depends on x
+    alone is evaluated once per distinct x and weighted by its count; logs of α + T and
+    α + t_x once per distinct T and t_x; only the two-term log-sum-exp runs per (distinct)
+    customer."""
+
+    def __init__(self, x: FloatArray, t: FloatArray, T: FloatArray, w: FloatArray, n: int):
+        self.w, self.n = w, n
+        X, tt, TT = Distinct(x), Distinct(t), Distinct(T)
+        # Identical customers once, weighted: one sort of a combined integer key.
+        key = (X.index * len(tt.values) + tt.index) * len(TT.values) + TT.index
+        _, rows, counts = np.unique(key, return_index=True, return_counts=True)
+        if len(w) == len(x) and np.all(w == 1):
+            self.w = counts.astype(np.float64)
+        else:  # already weighted rows: keep them as they are
+            rows, self.w = np.arange(len(x)), w
+        self.x = x[rows]
+        self.X, self.t, self.T = X.subset(rows), tt.subset(rows), TT.subset(rows)
+        self.Wx = np.bincount(self.X.index, weights=self.w, minlength=len(self.X.values))
+        self.has_x = self.X.values > 0
+
+    def __call__(self, z: FloatArray) -> tuple[float, FloatArray]:
+        r, alpha, a, b = np.exp(z)
+        xv, Wx = self.X.values, self.Wx
+        bx1 = np.where(self.has_x, b + xv - 1, 1.0)
+        # Terms in x only.
+        A12 = (
+            gammaln(r + xv) - gammaln(r) + r * np.log(alpha)
+            + gammaln(a + b) + gammaln(b + xv) - gammaln(b) - gammaln(a + b + xv)
+        )  # fmt: skip
+        c4 = np.where(self.has_x, np.log(a) - np.log(bx1), -np.inf)
+        # Per customer: log(e^A3 + e^A4).
+        rx = r + self.x
+        log_aT = np.log(alpha + self.T.values)
+        log_at = np.log(alpha + self.t.values)
+        A3 = -rx * self.T.gather(log_aT)
+        A4 = self.X.gather(c4) - rx * self.t.gather(log_at)
+        # log-sum-exp and the softmax weight with one exp and one log1p.
+        d = A4 - A3
+        e = np.exp(-np.abs(d))
+        lse = np.maximum(A3, A4) + np.log1p(e)
+        ll = float(np.dot(Wx, A12)) + float(np.dot(self.w, lse))
+        w4 = self.w * np.where(d > 0, 1.0, e) / (1.0 + e)
+        w3 = self.w - w4
+        inv_aT = self.T.gather(1.0 / (alpha + self.T.values))
+        inv_at = self.t.gather(1.0 / (alpha + self.t.values))
+        lT, lt = self.T.gather(log_aT), self.t.gather(log_at)
+        d_r = float(np.dot(Wx, digamma(r + xv) - digamma(r) + np.log(alpha)))
+        d_r -= float(np.dot(w3, lT) + np.dot(w4, lt))
+        d_alpha = float(np.sum(Wx)) * r / alpha - float(
+            np.dot(w3 * rx, inv_aT) + np.dot(w4 * rx, inv_at)
+        )
+        W4x = np.bincount(self.X.index, weights=w4, minlength=len(xv))
+        d_a = float(np.dot(Wx, digamma(a + b) - digamma(a + b + xv))) + float(W4x.sum()) / a
+        d_b = float(
+            np.dot(Wx, digamma(a + b) + digamma(b + xv) - digamma(b) - digamma(a + b + xv))
+        ) - float(np.dot(W4x, np.where(self.has_x, 1.0 / bx1, 0.0)))
+        grad = np.array([r * d_r, alpha * d_alpha, a * d_a, b * d_b])
+        return -ll / self.n, -grad / self.n
+
+
 @dataclass(frozen=True)
 class BetaGeo:
     """A fitted BG/NBD model. Time is in the unit of the data it was fitted on."""
@@ -95,13 +157,8 @@ class BetaGeo:
         """Maximum likelihood fit (analytic gradient, BFGS on log-parameters)."""
         x, t, TT = as_float(frequency), as_float(recency), as_float(T)
         _check(x, t, TT)
-        (ux, ut, uT), w = compress(x, t, TT)
         n = len(x)
-
-        def neg(z: FloatArray) -> tuple[float, FloatArray]:
-            ll, g = _ll_and_grad(z, ux, ut, uT, w)
-            return -float(np.dot(w, ll)) / n, -g / n
-
+        neg = _Objective(x, t, TT, np.ones(n), n)
         res = maximise("bgnbd", NAMES, neg, initial, n, has_gradient=True)
         p = res.params
         return cls(p["r"], p["alpha"], p["a"], p["b"], res)
@@ -135,13 +192,22 @@ class BetaGeo:
         which keeps the series short and bounded for heavy buyers.
         """
         x, t_x, T = as_float(x), as_float(t_x), as_float(T)
-        t = as_float(t)
+        alive = self.probability_alive(x, t_x, T)
+        if np.ndim(t) == 0 and len(x) > 1000:  # the ₂F₁ once per distinct (x, T)
+            ux, uT, inverse = distinct_pairs(x, T)
+            return self.expected_purchases_if_alive(t, ux, uT)[inverse] * alive
+        return self.expected_purchases_if_alive(t, x, T) * alive
+
+    def expected_purchases_if_alive(
+        self, t: float | FloatArray, x: FloatArray, T: FloatArray
+    ) -> FloatArray:
+        """The factor of E[Y(t) | x, t_x, T] that multiplies P(alive); it depends on x and
+        T only."""
+        x, T, t = as_float(x), as_float(T), as_float(t)
         z = t / (self.alpha + T + t)
         if abs(self.a - 1.0) < 1e-6:  # removable singularity at a = 1: average both sides
-            head = 0.5 * (self._head(z, x, 1.0 - 1e-6) + self._head(z, x, 1.0 + 1e-6))
-        else:
-            head = self._head(z, x, self.a)
-        return head * self.probability_alive(x, t_x, T)
+            return 0.5 * (self._head(z, x, 1.0 - 1e-6) + self._head(z, x, 1.0 + 1e-6))
+        return self._head(z, x, self.a)
 
     def _head(self, z: FloatArray, x: FloatArray, a: float) -> FloatArray:
         r, b = self.r, self.b

@@ -21,7 +21,7 @@ import numpy as np
 from winback.analytics._fit import FloatArray
 
 FEATURES = ("recency", "frequency", "monetary", "tenure", "engagement")
-FIT_SAMPLE = 20_000
+FIT_SAMPLE = 8_000
 SILHOUETTE_SAMPLE = 2_500
 
 
@@ -79,7 +79,7 @@ def _cluster(raw: np.ndarray, z: np.ndarray, seed: int, max_k: int) -> Clusters:
     scores: dict[int, float] = {}
     models: dict[int, Any] = {}
     for k in range(2, min(max_k, distinct - 1) + 1):
-        km = KMeans(n_clusters=k, n_init=3, random_state=seed).fit(sample)
+        km = KMeans(n_clusters=k, n_init=2, max_iter=100, tol=1e-3, random_state=seed).fit(sample)
         labels = km.labels_[sil_idx]
         if len(np.unique(labels)) < 2:
             continue

@@ -19,7 +19,7 @@ from typing import Protocol
 
 import numpy as np
 
-from winback.analytics._fit import FloatArray
+from winback.analytics._fit import FloatArray, distinct_pairs
 from winback.analytics.gamma_gamma import GammaGamma
 
 STEP_DAYS = 30.0
@@ -35,6 +35,10 @@ class PurchaseModel(Protocol):
 
     def expected_purchases(
         self, t: float | FloatArray, x: FloatArray, t_x: FloatArray, T: FloatArray
+    ) -> FloatArray: ...
+
+    def expected_purchases_if_alive(
+        self, t: float | FloatArray, x: FloatArray, T: FloatArray
     ) -> FloatArray: ...
 
     def expected_purchases_new(self, t: float | FloatArray) -> FloatArray: ...
@@ -66,16 +70,22 @@ def customer_lifetime_value(
     horizon_days: float,
     annual_discount: float,
 ) -> FloatArray:
-    """Discounted expected revenue over ``horizon_days`` (see the module docstring)."""
-    total = np.zeros(len(x))
-    previous = np.zeros(len(x))
+    """Discounted expected revenue over ``horizon_days`` (see the module docstring).
+
+    E[Y(t)] = P(alive) · g(t; x, T): g is evaluated once per distinct (x, T) pair and step,
+    so a million customers cost a few thousand hypergeometric evaluations per step."""
+    p_alive = model.probability_alive(x, t_x, T)
+    pairs = distinct_pairs(x, T)
+    ux, uT, inverse = pairs
+    total = np.zeros(len(ux))
+    previous = np.zeros(len(ux))
     steps = int(np.ceil(horizon_days / STEP_DAYS))
     for i in range(1, steps + 1):
         end = min(i * STEP_DAYS, horizon_days)
-        cumulative = model.expected_purchases(end / unit_days, x, t_x, T)
+        cumulative = model.expected_purchases_if_alive(end / unit_days, ux, uT)
         total += (cumulative - previous) / (1.0 + annual_discount) ** (end / 365.0)
         previous = cumulative
-    return total * spend
+    return total[inverse] * p_alive * spend
 
 
 def predict(
@@ -94,7 +104,8 @@ def predict(
 ) -> Predictions:
     """Every per-customer prediction in one vectorised pass."""
     p_alive = model.probability_alive(x, t_x, T)
-    e90 = model.expected_purchases(90.0 / unit_days, x, t_x, T)
+    ux, uT, inverse = distinct_pairs(x, T)
+    e90 = model.expected_purchases_if_alive(90.0 / unit_days, ux, uT)[inverse] * p_alive
     cadence = unit_days / model.posterior_rate(x, t_x, T)
     next_day = np.asarray(last_day, dtype=np.float64) + np.round(cadence)
     overdue = reference_day - next_day

@@ -15,11 +15,11 @@ import numpy as np
 from scipy.special import digamma, gammaln
 
 from winback.analytics._fit import (
+    Distinct,
     FitResult,
     FloatArray,
     NotEnoughData,
     as_float,
-    compress,
     maximise,
 )
 
@@ -59,6 +59,42 @@ def log_likelihood(
     return _ll_and_grad(z, as_float(frequency), as_float(monetary_value), None)[0]
 
 
+class _Objective:
+    """Mean negative log-likelihood and gradient from sufficient statistics: the Gamma
+    function terms depend on x alone (evaluated per distinct x), (px−1) log m_x + px log x
+    is linear in p (sums precomputed), so only log(γ + m_x x) runs per customer."""
+
+    def __init__(self, x: FloatArray, m: FloatArray) -> None:
+        self.X = Distinct(x)
+        self.Wx = np.bincount(self.X.index, minlength=len(self.X.values)).astype(np.float64)
+        self.mx = m * x
+        self.x = x
+        self.n = len(x)
+        log_m = np.log(m)
+        self.s_xlogm_xlogx = float(np.dot(x, log_m) + np.dot(x, np.log(x)))
+        self.s_logm = float(log_m.sum())
+
+    def __call__(self, z: FloatArray) -> tuple[float, FloatArray]:
+        p, q, g = np.exp(z)
+        xv, Wx = self.X.values, self.Wx
+        log_den = np.log(g + self.mx)
+        inv_den = 1.0 / (g + self.mx)
+        s_log_den = float(log_den.sum())
+        s_x_log_den = float(np.dot(self.x, log_den))
+        gam = gammaln(p * xv + q) - gammaln(p * xv) - gammaln(q)
+        ll = (
+            float(np.dot(Wx, gam)) + self.n * q * np.log(g)
+            + p * self.s_xlogm_xlogx - self.s_logm
+            - p * s_x_log_den - q * s_log_den
+        )  # fmt: skip
+        d_p = float(np.dot(Wx, xv * (digamma(p * xv + q) - digamma(p * xv))))
+        d_p += self.s_xlogm_xlogx - s_x_log_den
+        d_q = float(np.dot(Wx, digamma(p * xv + q) - digamma(q))) + self.n * np.log(g) - s_log_den
+        d_g = self.n * q / g - p * float(np.dot(self.x, inv_den)) - q * float(inv_den.sum())
+        grad = np.array([p * d_p, q * d_q, g * d_g])
+        return -ll / self.n, -grad / self.n
+
+
 @dataclass(frozen=True)
 class GammaGamma:
     """A fitted Gamma-Gamma spend model."""
@@ -87,13 +123,8 @@ class GammaGamma:
                 f"a Gamma-Gamma fit needs at least 3 customers with a repeat purchase and a "
                 f"positive spend, got {len(x)}"
             )
-        (ux, um), w = compress(x, m)
+        neg = _Objective(x, m)
         n = len(x)
-
-        def neg(z: FloatArray) -> tuple[float, FloatArray]:
-            ll, g = _ll_and_grad(z, ux, um, w)
-            return -float(np.dot(w, ll)) / n, -g / n
-
         res = maximise("gamma-gamma", NAMES, neg, initial, n, has_gradient=True)
         p = res.params
         return cls(p["p"], p["q"], p["gamma"], res)

@@ -78,12 +78,12 @@ def rfm_grid(r: np.ndarray, f: np.ndarray, revenue: FloatArray) -> dict[str, Any
 
 
 def segment_table(
-    segment: np.ndarray, revenue: FloatArray, order: Sequence[str]
+    codes: np.ndarray, names: Sequence[str], revenue: FloatArray, order: Sequence[str]
 ) -> list[dict[str, Any]]:
-    """Customers and revenue per segment (in ``order``, then any custom names)."""
-    names, inverse = np.unique(np.asarray(segment, dtype=str), return_inverse=True)
-    counts = np.bincount(inverse, minlength=len(names))
-    money = np.bincount(inverse, weights=revenue, minlength=len(names))
+    """Customers and revenue per segment (``codes`` index ``names``), in ``order``, then any
+    custom names; segments without customers are listed with zeros."""
+    counts = np.bincount(codes, minlength=len(names))
+    money = np.bincount(codes, weights=revenue, minlength=len(names))
     total_n, total_rev = max(int(counts.sum()), 1), float(money.sum()) or 1.0
     rows = {
         str(name): {

@@ -129,12 +129,17 @@ class ParetoNBD:
         """E[Y(t) | x, t_x, T] = (r+x)(β+T) / ((α+T)(s−1)) · [1 − ((β+T)/(β+T+t))^(s−1)]
         · P(alive), evaluated with expm1/log1p (and its limit at s = 1)."""
         x, T = as_float(x), as_float(T)
-        t = as_float(t)
+        return self.expected_purchases_if_alive(t, x, T) * self.probability_alive(x, t_x, T)
+
+    def expected_purchases_if_alive(
+        self, t: float | FloatArray, x: FloatArray, T: FloatArray
+    ) -> FloatArray:
+        """The factor of E[Y(t) | x, t_x, T] that multiplies P(alive) (depends on x, T)."""
+        x, T, t = as_float(x), as_float(T), as_float(t)
         g = np.log1p(t / (self.beta + T))
         sm1 = self.s - 1.0
         factor = g if abs(sm1) < 1e-10 else -np.expm1(-sm1 * g) / sm1
-        head = (self.r + x) * (self.beta + T) / (self.alpha + T) * factor
-        return head * self.probability_alive(x, t_x, T)
+        return (self.r + x) * (self.beta + T) / (self.alpha + T) * factor
 
     def expected_purchases_new(self, t: float | FloatArray) -> FloatArray:
         """E[X(t)] of a customer who has just arrived: rβ/(α(s−1)) [1 − (β/(β+t))^(s−1)]."""

@@ -186,6 +186,8 @@ class RFM:
     f: NDArray[np.int64]
     m: NDArray[np.int64]
     segment: NDArray  # object array of names
+    segment_code: NDArray[np.int64]  # index into segment_names
+    segment_names: list[str]
 
 
 def score(
@@ -204,7 +206,8 @@ def score(
     lookup = np.zeros((6, 6, 6), dtype=np.int64)
     for (cr, cf, cm), name in table.items():
         lookup[cr, cf, cm] = index[name]
-    segment = names[lookup[r, f, m]] if len(r) else np.zeros(0, dtype=object)
+    codes = lookup[r, f, m] if len(r) else np.zeros(0, dtype=np.int64)
+    segment = names[codes]
     return RFM(
         np.asarray(recency_days, dtype=np.float64),
         np.asarray(frequency, dtype=np.float64),
@@ -213,4 +216,6 @@ def score(
         f,
         m,
         segment,
+        codes,
+        [str(n) for n in names],
     )

@@ -9,17 +9,19 @@ PostgreSQL) and one ``UPDATE ... FROM`` moves them into ``contacts``. RFM snapsh
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from sqlalchemy import Connection, and_, func, select
+from sqlalchemy import Connection, and_, func, select, text
 
 from winback.analytics import analysis as an
 from winback.analytics._fit import NotEnoughData
 from winback.analytics.gamma_gamma import GammaGamma
 from winback.analytics.summary import Summary, Transactions, summary_data
+from winback.store.repository import _conn
 from winback.store.schema import rfm_snapshots
 from winback.store.types import sqlite_text
 
@@ -42,6 +44,8 @@ ANALYTICS_COLUMNS: dict[str, str] = {
     "cluster_label": "TEXT",
     "analyzed_at": "TIMESTAMPTZ",
 }
+FETCH_CHUNK = 250_000
+
 MODEL_COLUMNS = (
     "p_alive",
     "expected_purchases_90d",
@@ -76,11 +80,15 @@ class Analytics:
         """Every order as (contact_id, day number, amount) arrays."""
         amount = "amount::float8" if self._pg else "CAST(amount AS REAL)"
         sql = f"SELECT contact_id, {self._day('ordered_at')}, {amount} FROM orders"  # noqa: S608
-        rows = self._fetch(sql, conn)
-        if not rows:
-            z = np.zeros(0)
-            return Transactions(z.astype(np.int64), z.astype(np.int64), z)
-        arr = np.array(rows, dtype=np.float64)
+        parts = []
+        with _conn(self.ws.engine, conn) as c:
+            cur = c.connection.driver_connection.cursor()  # type: ignore[union-attr]
+            cur.execute(sql)
+            while chunk := cur.fetchmany(FETCH_CHUNK):
+                flat = itertools.chain.from_iterable(chunk)
+                parts.append(np.fromiter(flat, dtype=np.float64, count=3 * len(chunk)))
+            cur.close()
+        arr = np.concatenate(parts).reshape(-1, 3) if parts else np.zeros((0, 3))
         return Transactions(arr[:, 0].astype(np.int64), arr[:, 1].astype(np.int64), arr[:, 2])
 
     def _fetch(self, sql: str, conn: Connection | None) -> list[Any]:
@@ -97,7 +105,9 @@ class Analytics:
         """Last open, click and visit day of each summarised customer (NaN: never)."""
         sql = (
             f"SELECT id, {self._day('last_email_opened')}, "  # noqa: S608
-            f"{self._day('last_email_link_clicked')}, {self._day('last_seen')} FROM contacts"
+            f"{self._day('last_email_link_clicked')}, {self._day('last_seen')} FROM contacts "
+            "WHERE last_email_opened IS NOT NULL OR last_email_link_clicked IS NOT NULL "
+            "OR last_seen IS NOT NULL"
         )
         rows = self._fetch(sql, None)
         arr = np.array(rows, dtype=np.float64) if rows else np.zeros((0, 4))
@@ -184,24 +194,15 @@ class Analytics:
             columns["analyzed_at"] = [_ts_text(now, self._pg)] * len(s)
         snap = an.to_date(result.reference_day)
         with self.ws.engine.begin() as conn:
-            self._bulk_update(conn, s.customer, columns)
             conn.execute(rfm_snapshots.delete().where(rfm_snapshots.c.snapshot_date == snap))
-            rows = list(
-                zip(
-                    [snap.isoformat()] * len(s),
-                    s.customer.tolist(),
-                    rfm.r.tolist(),
-                    rfm.f.tolist(),
-                    rfm.m.tolist(),
-                    rfm.segment.tolist(),
-                    strict=True,
-                )
+            # The snapshot is copied from the staging table, in SQL.
+            snapshot_sql = (
+                "INSERT INTO rfm_snapshots (snapshot_date, contact_id, r, f, m, segment) "  # noqa: S608
+                f"SELECT {'CAST(:d AS DATE)' if self._pg else ':d'}, id, rfm_r, rfm_f, rfm_m, "
+                "rfm_segment FROM _wb_stage"
             )
-            self._bulk_insert(
-                conn,
-                "rfm_snapshots",
-                ("snapshot_date", "contact_id", "r", "f", "m", "segment"),
-                rows,
+            self._bulk_update(
+                conn, s.customer, columns, then=(snapshot_sql, {"d": snap.isoformat()})
             )
 
     def movement(self) -> dict[str, Any] | None:
@@ -243,18 +244,28 @@ class Analytics:
 
     # -- bulk writing -------------------------------------------------------------------------
     def _bulk_update(
-        self, conn: Connection, ids: np.ndarray, columns: dict[str, list[Any]]
+        self,
+        conn: Connection,
+        ids: np.ndarray,
+        columns: dict[str, list[Any]],
+        *,
+        then: tuple[str, dict[str, Any]] | None = None,
     ) -> None:
+        """Stage (id, columns...) rows, then one UPDATE ... FROM; ``then`` is one more
+        statement run while the staging table exists."""
         names = list(columns)
         rows = list(zip(ids.tolist(), *(columns[n] for n in names), strict=True))
         types = ", ".join(f"{n} {ANALYTICS_COLUMNS[n] if self._pg else ''}".strip() for n in names)
         conn.exec_driver_sql("DROP TABLE IF EXISTS _wb_stage")
-        conn.exec_driver_sql(f"CREATE TEMP TABLE _wb_stage (id BIGINT PRIMARY KEY, {types})")
+        key = "id BIGINT PRIMARY KEY" if self._pg else "id INTEGER PRIMARY KEY"  # rowid alias
+        conn.exec_driver_sql(f"CREATE TEMP TABLE _wb_stage ({key}, {types})")
         self._bulk_insert(conn, "_wb_stage", ["id", *names], rows)
         sets = ", ".join(f"{n} = s.{n}" for n in names)
         conn.exec_driver_sql(
             f"UPDATE contacts SET {sets} FROM _wb_stage AS s WHERE contacts.id = s.id"  # noqa: S608
         )
+        if then is not None:
+            conn.execute(text(then[0]), then[1])
         conn.exec_driver_sql("DROP TABLE _wb_stage")
 
     def _bulk_insert(

@@ -69,6 +69,29 @@ class Summary:
         return len(self.customer)
 
 
+def _sort_order(cust: IntArray, day: IntArray) -> IntArray | None:
+    """The permutation that sorts by (customer, day), or None when already sorted. One
+    argsort of a combined integer key (much faster than a two-key lexsort)."""
+    c0, d0 = int(cust.min()), int(day.min())
+    span = int(day.max()) - d0 + 1
+    if (int(cust.max()) - c0 + 1) * span < 2**62:
+        key = (cust - c0) * span + (day - d0)
+        if bool(np.all(key[1:] >= key[:-1])):
+            return None
+        return np.argsort(key)  # ties (same customer and day) are summed: order is moot
+    return np.lexsort((day, cust))
+
+
+def sort_transactions(tx: Transactions) -> Transactions:
+    """The same transactions ordered by (customer, day)."""
+    if len(tx) == 0:
+        return tx
+    order = _sort_order(np.asarray(tx.customer), np.asarray(tx.day))
+    if order is None:
+        return tx
+    return Transactions(tx.customer[order], tx.day[order], tx.amount[order])
+
+
 def summary_data(
     tx: Transactions,
     calibration_end: int,
@@ -89,9 +112,14 @@ def summary_data(
     if observation_end is not None:
         keep = day <= observation_end
         cust, day, amount = cust[keep], day[keep], amount[keep]
-    order = np.lexsort((day, cust))
-    cust, day, amount = cust[order], day[order], amount[order]
     n = len(cust)
+    if n:
+        dense = _summary_dense(cust, day, amount, calibration_end, unit_days)
+        if dense is not None:
+            return dense
+        order = _sort_order(cust, day)
+        if order is not None:
+            cust, day, amount = cust[order], day[order], amount[order]
     if n == 0:
         empty_i = np.zeros(0, dtype=np.int64)
         empty_f = np.zeros(0)
@@ -136,24 +164,95 @@ def summary_data(
         is_last[-1] = True
         np.not_equal(ci[1:], ci[:-1], out=is_last[:-1])
     last_day[ci[is_last]] = t_day[cal_idx[is_last]]
+    return _finish(
+        cust_id[keep_cust], cal_count[keep_cust], hold_count[keep_cust], cal_amount[keep_cust],
+        cal_orders[keep_cust], first_day[keep_cust], first_amount[keep_cust],
+        last_day[keep_cust], calibration_end, unit_days,
+    )  # fmt: skip
+
+
+def _summary_dense(
+    cust: IntArray, day: IntArray, amount: FloatArray, calibration_end: int, unit_days: float
+) -> Summary | None:
+    """The fast path for dense customer codes (such as contact ids): one sort of a combined
+    (customer, day) key finds the distinct transactions; everything per customer is a
+    ``bincount`` over the raw rows, so amounts are never permuted."""
+    n = len(cust)
+    c0, d0 = int(cust.min()), int(day.min())
+    crange, span = int(cust.max()) - c0 + 1, int(day.max()) - d0 + 1
+    if crange > 4 * n + 1024 or crange * span >= 2**62:
+        return None
+    ci = cust - c0
+    uk = np.sort(ci * span + (day - d0))  # (np.unique's hash path is slow on 10M keys)
+    distinct = np.empty(n, dtype=bool)
+    distinct[0] = True
+    np.not_equal(uk[1:], uk[:-1], out=distinct[1:])
+    uk = uk[distinct]  # distinct (customer, day), sorted
+    u_c = uk // span
+    u_d = uk - u_c * span + d0
+    first = np.empty(len(uk), dtype=bool)
+    first[0] = True
+    np.not_equal(u_c[1:], u_c[:-1], out=first[1:])
+    starts = np.flatnonzero(first)
+    n_cust = len(starts)
+    row_of_u = np.cumsum(first) - 1
+    in_cal_u = u_d <= calibration_end
+    cal_count = np.bincount(row_of_u, weights=in_cal_u, minlength=n_cust)
+    hold_count = np.bincount(row_of_u, weights=~in_cal_u, minlength=n_cust)
+    first_day = u_d[starts]
+    last_day = np.full(n_cust, np.iinfo(np.int64).min, dtype=np.int64)
+    cal_idx = np.flatnonzero(in_cal_u)
+    rc = row_of_u[cal_idx]
+    if len(rc):
+        is_last = np.empty(len(rc), dtype=bool)
+        is_last[-1] = True
+        np.not_equal(rc[1:], rc[:-1], out=is_last[:-1])
+        last_day[rc[is_last]] = u_d[cal_idx[is_last]]
+    lookup = np.full(crange, -1, dtype=np.int64)
+    lookup[u_c[starts]] = np.arange(n_cust)
+    row = lookup[ci]
+    in_cal = day <= calibration_end
+    cal_orders = np.bincount(row, weights=in_cal, minlength=n_cust)
+    cal_amount = np.bincount(row, weights=np.where(in_cal, amount, 0.0), minlength=n_cust)
+    on_first = day == first_day[row]
+    first_amount = np.bincount(row, weights=np.where(on_first, amount, 0.0), minlength=n_cust)
+    keep = first_day <= calibration_end
+    return _finish(
+        (u_c[starts] + c0)[keep], cal_count[keep], hold_count[keep], cal_amount[keep],
+        cal_orders[keep], first_day[keep], first_amount[keep], last_day[keep],
+        calibration_end, unit_days,
+    )  # fmt: skip
+
+
+def _finish(
+    cust_id: IntArray,
+    cal_count: FloatArray,
+    hold_count: FloatArray,
+    cal_amount: FloatArray,
+    cal_orders: FloatArray,
+    first_day: IntArray,
+    first_amount: FloatArray,
+    last_day: IntArray,
+    calibration_end: int,
+    unit_days: float,
+) -> Summary:
     frequency = cal_count - 1.0
     repeat_amount = cal_amount - first_amount
     with np.errstate(invalid="ignore", divide="ignore"):
         monetary = np.where(frequency > 0, repeat_amount / np.maximum(frequency, 1), 0.0)
     recency = (last_day - first_day) / unit_days
     T = (calibration_end - first_day) / unit_days
-    k = keep_cust
     return Summary(
-        customer=cust_id[k],
-        frequency=frequency[k],
-        recency=recency[k].astype(np.float64),
-        T=T[k].astype(np.float64),
-        monetary_value=monetary[k],
-        first_day=first_day[k],
-        last_day=last_day[k],
-        orders=cal_orders[k].astype(np.int64),
-        revenue=cal_amount[k],
-        holdout_frequency=hold_count[k],
+        customer=cust_id,
+        frequency=frequency,
+        recency=recency.astype(np.float64),
+        T=T.astype(np.float64),
+        monetary_value=monetary,
+        first_day=first_day,
+        last_day=last_day,
+        orders=cal_orders.astype(np.int64),
+        revenue=cal_amount,
+        holdout_frequency=hold_count,
         calibration_end=calibration_end,
         unit_days=unit_days,
     )

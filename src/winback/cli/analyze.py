@@ -97,12 +97,13 @@ def analyze(
     if as_json:
         print_json(report)
         return
-    _print_summary(report)
+    print_analysis(report)
     if html is not None:
         console.print(f"HTML report written to [bold]{html.resolve()}[/]")
 
 
-def _print_summary(r: dict[str, Any]) -> None:
+def print_analysis(r: dict[str, Any]) -> None:
+    """The analysis report as Rich text and tables (also used by the demo)."""
     console.print(
         f"[bold]{r['customers']:,}[/] customers, {r['orders']:,} orders, revenue "
         f"{r['revenue']:,.2f}, as of {r['reference_date']} ({r['source']})"

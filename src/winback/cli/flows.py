@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import asdict
+from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -197,6 +198,11 @@ def simulate(
     if as_json:
         print_json(result.to_dict())
         return
+    print_simulation(result, flow, days, begin)
+
+
+def print_simulation(result: Any, flow: str, days: int, begin: datetime) -> None:
+    """A simulation's counts as Rich tables (also used by the demo)."""
     data = result.to_dict()
     console.print(
         f"[bold]{flow}[/], {days} simulated days from {begin:%Y-%m-%d}: "

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select
 
-from winback.delivery.channels import Channel, Outgoing, SendResult
+from winback.delivery.channels import Channel, OutboundMessage, SendResult
 from winback.delivery.templates import (
     VARIABLES,
     Problem,
@@ -31,7 +31,7 @@ __all__ = [
     "VARIABLES",
     "Channel",
     "Delivery",
-    "Outgoing",
+    "OutboundMessage",
     "Problem",
     "Rendered",
     "SendResult",
@@ -84,13 +84,15 @@ class Delivery:
         return DeliveryWorker(self.ws, channels=channels, fault=fault)
 
     def deliver_due(self, *, channels: Mapping[str, Channel] | None = None) -> BatchReport:
-        """Deliver every message due now, then close the channels."""
+        """Deliver every message due now, then close the channels; also marks coupons
+        redeemed by orders that arrived since (imports included)."""
         worker = self.worker(channels=channels)
         try:
             return worker.drain()
         finally:
             if channels is None:
                 worker.close()
+            self.redeem_coupons()
 
     def outbox_counts(self) -> dict[str, int]:
         from winback.store.schema import outbox

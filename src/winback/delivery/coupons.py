@@ -158,14 +158,15 @@ def _checked(code: str, path: Path, line: int) -> str:
 
 def redeem(conn: Connection) -> int:
     """Mark coupons redeemed by orders carrying their code (set-based); returns how many."""
-    first_use = (
-        select(func.min(orders.c.ordered_at))
-        .where(func.upper(orders.c.coupon) == func.upper(coupons.c.code))
-        .scalar_subquery()
+    # An order redeems a code it carries (any case) if placed once the code was assigned.
+    carries = and_(
+        func.upper(orders.c.coupon) == func.upper(coupons.c.code),
+        orders.c.ordered_at >= coupons.c.assigned_at,
     )
+    first_use = select(func.min(orders.c.ordered_at)).where(carries).scalar_subquery()
     first_order = (
         select(orders.c.order_id)
-        .where(func.upper(orders.c.coupon) == func.upper(coupons.c.code))
+        .where(carries)
         .order_by(orders.c.ordered_at, orders.c.order_id)
         .limit(1)
         .scalar_subquery()
@@ -176,7 +177,7 @@ def redeem(conn: Connection) -> int:
             and_(
                 coupons.c.redeemed_at.is_(None),
                 coupons.c.assigned_at.is_not(None),
-                exists().where(func.upper(orders.c.coupon) == func.upper(coupons.c.code)),
+                exists().where(carries),
             )
         )
         .values(redeemed_at=first_use, order_id=first_order)

@@ -56,9 +56,16 @@ def _header(value: str) -> str:
     return Header(value, "utf-8", maxlinelen=76).encode(linesep="\r\n")
 
 
-def _qp(text: str) -> bytes:
-    data = text.replace("\r\n", "\n").encode("utf-8")
-    return binascii.b2a_qp(data, istext=True).replace(b"\n", b"\r\n")
+def _body(text: str, *, html: bool) -> tuple[str, bytes]:
+    """Transfer encoding and bytes of a part: 7bit when the part is ASCII with short lines
+    (HTML is made ASCII by writing other characters as character references), else
+    quoted-printable."""
+    data = text.replace("\r\n", "\n").encode(
+        "ascii" if html else "utf-8", "xmlcharrefreplace" if html else "strict"
+    )
+    if data.isascii() and max(map(len, data.split(b"\n"))) <= 990:
+        return "7bit", data.replace(b"\n", b"\r\n")
+    return "quoted-printable", binascii.b2a_qp(data, istext=True).replace(b"\n", b"\r\n")
 
 
 def build_email(
@@ -98,18 +105,22 @@ def build_email(
         lines.append(f"{key}: {_header(value)}")
     lines.append(f'Content-Type: multipart/alternative; boundary="{boundary}"')
     head = "\r\n".join(lines).encode("utf-8")
-    part_head = "Content-Type: text/{kind}; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n"
+    part_head = (
+        "Content-Type: text/{kind}; charset=utf-8\r\nContent-Transfer-Encoding: {cte}\r\n\r\n"
+    )
     sep = f"\r\n--{boundary}\r\n".encode()
+    text_cte, text_bytes = _body(text, html=False)
+    html_cte, html_bytes = _body(html, html=True)
     return b"".join(
         (
             head,
             b"\r\n\r\nThis is a multipart message in MIME format.",
             sep,
-            part_head.format(kind="plain").encode(),
-            _qp(text),
+            part_head.format(kind="plain", cte=text_cte).encode(),
+            text_bytes,
             sep,
-            part_head.format(kind="html").encode(),
-            _qp(html),
+            part_head.format(kind="html", cte=html_cte).encode(),
+            html_bytes,
             f"\r\n--{boundary}--\r\n".encode(),
         )
     )

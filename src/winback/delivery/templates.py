@@ -26,6 +26,7 @@ file and line.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +36,7 @@ import yaml
 from jinja2 import (
     BaseLoader,
     StrictUndefined,
+    Template,
     TemplateNotFound,
     TemplateSyntaxError,
     UndefinedError,
@@ -46,6 +48,7 @@ from winback.delivery.htmltext import html_to_text
 from winback.errors import DefinitionError, NotFound, WinbackError
 
 LIBRARY = Path(__file__).parent / "library"
+RECHECK_SECONDS = 1.0
 
 CHANNEL_FIELDS: dict[str, tuple[str, ...]] = {
     "email": ("subject", "preheader", "html", "text"),
@@ -220,7 +223,7 @@ def make_environment(loader: BaseLoader | None = None) -> SandboxedEnvironment:
         autoescape=lambda name: bool(name and name.endswith(".html")),
         trim_blocks=True,
         lstrip_blocks=True,
-        auto_reload=True,
+        auto_reload=False,  # the repository reloads changed files itself (once a second)
     )
     env.filters["money"] = _money
     env.filters["datefmt"] = _datefmt
@@ -247,6 +250,9 @@ class TemplateRepository:
     def __init__(self, folder: Path | None, *, library: bool = True) -> None:
         self.folders = [f for f in (folder, LIBRARY if library else None) if f is not None]
         self._parsed: dict[str, MessageTemplate] = {}
+        self._checked: dict[str, float] = {}
+        self._stamp: tuple[tuple[str, float], ...] = ()
+        self._compiled: dict[tuple[str, str], tuple[MessageTemplate, Template]] = {}
         self.env = make_environment(_Loader(self))
 
     # -- lookup -------------------------------------------------------------------------------
@@ -270,15 +276,42 @@ class TemplateRepository:
         return sorted(found)
 
     def get(self, name: str) -> MessageTemplate:
-        path = self.path_of(name)
+        """The parsed template; the file is looked at again at most once a second."""
         cached = self._parsed.get(name)
+        now = time.monotonic()
+        if cached is not None and now - self._checked.get(name, -1.0) < RECHECK_SECONDS:
+            return cached
+        path = self.path_of(name)
         mtime = _mtime(path)
+        self._checked[name] = now
+        stamp = self._partials_stamp()
+        if stamp != self._stamp:
+            self._stamp = stamp
+            self.env.cache.clear()  # type: ignore[union-attr]
+            self._compiled.clear()
         if cached is not None and cached.path == path and cached.mtime == mtime:
             return cached
         tpl = parse_template_file(name, path)
         tpl.mtime = mtime
         self._parsed[name] = tpl
         return tpl
+
+    def _partials_stamp(self) -> tuple[tuple[str, float], ...]:
+        return tuple(
+            (str(p), _mtime(p))
+            for folder in self.folders
+            if folder.is_dir()
+            for p in sorted(folder.glob("_*"))
+        )
+
+    def _field(self, tpl: MessageTemplate, fld: str) -> Template:
+        hit = self._compiled.get((tpl.name, fld))
+        if hit is not None and hit[0] is tpl:
+            return hit[1]
+        ext = "html" if fld == "html" else "txt"
+        compiled = self.env.get_template(f"@{tpl.name}/{fld}.{ext}")
+        self._compiled[(tpl.name, fld)] = (tpl, compiled)
+        return compiled
 
     # -- rendering ----------------------------------------------------------------------------
     def render(self, name: str, context: Mapping[str, Any]) -> Rendered:
@@ -289,10 +322,8 @@ class TemplateRepository:
             context.setdefault(key, "")
         order = sorted(tpl.fields, key=lambda f: FIELD_ORDER.index(f) if f in FIELD_ORDER else 9)
         for fld in order:
-            ext = "html" if fld == "html" else "txt"
             try:
-                compiled = self.env.get_template(f"@{name}/{fld}.{ext}")
-                out[fld] = compiled.render(context)
+                out[fld] = self._field(tpl, fld).render(context)
                 if fld in ("subject", "preheader", "title"):
                     context[fld] = " ".join(out[fld].split())
             except (UndefinedError, SecurityError, TypeError, ValueError) as exc:

@@ -45,11 +45,12 @@ class TokenSigner:
                 "Set WINBACK_SECRET_KEY or secret_key in winback.toml."
             )
         self._key = hashlib.sha256(b"winback-links\x00" + secret_key.encode()).digest()
+        self._mac = hmac.new(self._key, digestmod=hashlib.sha256)  # keyed once, copied per use
 
     def _sig(self, kind: str, body: bytes) -> bytes:
-        return hmac.new(self._key, kind.encode() + b"|" + body, hashlib.sha256).digest()[
-            :_SIG_BYTES
-        ]
+        mac = self._mac.copy()
+        mac.update(kind.encode() + b"|" + body)
+        return mac.digest()[:_SIG_BYTES]
 
     def sign(
         self,
@@ -60,12 +61,12 @@ class TokenSigner:
         index: int | None = None,
         url: str | None = None,
     ) -> str:
-        data: dict[str, object] = {"m": message, "c": contact}
+        text = f'{{"m":{int(message)},"c":{int(contact)}'
         if index is not None:
-            data["i"] = index
+            text += f',"i":{int(index)}'
         if url is not None:
-            data["u"] = url
-        body = json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
+            text += ',"u":' + json.dumps(url, ensure_ascii=False)
+        body = (text + "}").encode()
         return f"{_b64(body)}.{_b64(self._sig(kind, body))}"
 
     def verify(self, kind: Kind, token: str) -> LinkToken | None:

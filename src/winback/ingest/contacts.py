@@ -19,7 +19,7 @@ from winback.ingest import fields
 from winback.ingest.fields import FieldError
 from winback.ingest.importer import BatchResult, Context, Reject
 from winback.ingest.readers import Record, show_value
-from winback.store.schema import CHANNELS, consent_log, contacts
+from winback.store.schema import CHANNELS, contacts
 
 PARSERS: dict[str, Callable[[Any], Any]] = {
     "email": fields.email,
@@ -163,18 +163,14 @@ def _upsert(conn: Connection, batch: list[ContactRow], ctx: Context) -> BatchRes
             {"_id": old["id"], "_updated_at": now, **{f"_{c}": target[c] for c in UPDATABLE}}
         )
     if new_rows:
-        created = conn.execute(
-            insert(contacts).returning(
-                contacts.c.id, contacts.c.customer_id, sort_by_parameter_order=True
-            ),
-            new_rows,
-        ).all()
-        for (contact_id, cid), record in zip(created, new_rows, strict=True):
-            assert cid == record["customer_id"]
+        conn.execute(insert(contacts), new_rows)  # executemany; ids fetched below if needed
+        consenting = [r for r in new_rows if any(r[c] is not None for c in CONSENTS)]
+        ids = _ids_of(conn, [r["customer_id"] for r in consenting])
+        for record in consenting:
             for channel in CHANNELS:
                 granted = record[f"{channel}_consent"]
                 if granted is not None:
-                    log.append(_log(contact_id, channel, granted, now, ctx.source))
+                    log.append(_log(ids[record["customer_id"]], channel, granted, now, ctx.source))
     if changes:
         statement = (
             update(contacts)
@@ -186,12 +182,36 @@ def _upsert(conn: Connection, batch: list[ContactRow], ctx: Context) -> BatchRes
         )
         conn.execute(statement, changes)
     if log:
-        conn.execute(insert(consent_log), log)
+        _write_log(conn, ctx, log)
     ctx.report.contacts_created += len(new_rows)
     ctx.report.contacts_updated += len(changes)
     ctx.report.consent_changes += len(log)
     result.imported = len(new_rows) + len(changes)
     return result
+
+
+def _write_log(conn: Connection, ctx: Context, log: list[dict[str, Any]]) -> None:
+    """consent_log rows through the raw driver (many rows; no per-row SQLAlchemy work)."""
+    d = ctx.dialect
+    at = ctx.now if d.postgres else d.instant(ctx.now)
+    raw: Any = conn.connection.driver_connection
+    raw.cursor().executemany(
+        d.sql(
+            "INSERT INTO consent_log (contact_id, channel, granted, at, source) VALUES (?, ?, ?, ?, ?)"
+        ),
+        [(e["contact_id"], e["channel"], d.flag(e["granted"]), at, e["source"]) for e in log],
+    )
+
+
+def _ids_of(conn: Connection, customer_ids: list[str]) -> dict[str, int]:
+    found: dict[str, int] = {}
+    for i in range(0, len(customer_ids), 900):
+        chunk = customer_ids[i : i + 900]
+        query = select(contacts.c.customer_id, contacts.c.id).where(
+            contacts.c.customer_id.in_(chunk)
+        )
+        found.update({cid: int(iid) for cid, iid in conn.execute(query)})
+    return found
 
 
 def _log(contact_id: int, channel: str, granted: bool, at: datetime, source: str) -> dict[str, Any]:

@@ -159,10 +159,12 @@ def run(
             with closing(_parsed_batches(reader, kind, ws.settings.import_batch_size)) as batches:
                 for parsed in batches:
                     report.read += parsed.read
-                    for reject in parsed.rejects:
-                        _reject(rejects, reject)
+                    found = list(parsed.rejects)
                     if parsed.rows:
-                        _flush(ws, kind, parsed.rows, ctx, rejects)
+                        found.extend(_flush(ws, kind, parsed.rows, ctx))
+                    for reject in sorted(found, key=lambda r: r.line):  # in file order
+                        _reject(rejects, reject)
+                    rejects.flush()
                     if progress is not None:
                         progress(parsed.bytes_read, reader.size)
         finally:
@@ -262,16 +264,13 @@ def _parsed_batches(reader: Reader, kind: Kind, size: int) -> Generator[ParsedBa
         worker.join()
 
 
-def _flush(
-    ws: Workspace, kind: Kind, batch: list[Any], ctx: Context, rejects: RejectWriter
-) -> None:
+def _flush(ws: Workspace, kind: Kind, batch: list[Any], ctx: Context) -> list[Reject]:
+    """Write one batch in its own transaction; returns the rows rejected while writing."""
     with ws.engine.begin() as conn:
         result = kind.write(conn, batch, ctx)
     ctx.report.imported += result.imported
     ctx.report.duplicates += result.duplicates
-    for reject in result.rejects:
-        _reject(rejects, reject)
-    rejects.flush()
+    return result.rejects
 
 
 def _reject(rejects: RejectWriter, reject: Reject) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import date, datetime
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -85,12 +86,23 @@ def read_file(path: Path, *, source: str, substitutions: Mapping[str, str] | Non
     for key, value in (substitutions or {}).items():
         text = text.replace("{" + key + "}", value)
     try:
-        return yaml.safe_load(text)
+        return _plain(yaml.safe_load(text))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark is not None else None
         problem = getattr(exc, "problem", None) or str(exc)
         raise DefinitionError(f"invalid YAML: {problem}", path=source, location=where) from None
+
+
+def _plain(value: Any) -> Any:
+    """YAML data with dates and times as ISO 8601 text (as JSON would carry them)."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, date | datetime):
+        return value.isoformat()
+    return value
 
 
 def default_definitions(*, dormant_days: int = 90) -> list[SegmentDefinition]:

@@ -34,8 +34,11 @@ from datetime import date, datetime, timedelta
 from typing import Any, Literal
 
 from sqlalchemy import (
+    Column,
     Connection,
+    MetaData,
     Select,
+    Table,
     and_,
     exists,
     func,
@@ -56,7 +59,13 @@ from winback.segments.conditions import (
     fast_path,
     walk,
 )
-from winback.store.schema import contact_tags, contacts, segment_membership, tag_history
+from winback.store.schema import (
+    BigId,
+    contact_tags,
+    contacts,
+    segment_membership,
+    tag_history,
+)
 from winback.store.types import UTCDateTime
 
 #: Columns written by analytics (they move ``analyzed_at``).
@@ -151,14 +160,74 @@ def candidates(
                 contact_tags.c.added_at < now - ago,
             )
         )
+    parts.extend(segment_changes(p, since=since, now=now, segment_ids=segment_ids))
+    return parts[0] if len(parts) == 1 else union(*parts)  # type: ignore[return-value]
+
+
+def segment_changes(
+    p: Plan, *, since: datetime, now: datetime, segment_ids: dict[str, int]
+) -> list[Select[Any]]:
+    """Contacts whose membership of a referenced segment changed since ``since``.
+
+    Those stamped exactly ``since`` were made in the pass that last refreshed this segment,
+    before it (dependency order), so they are already reflected -- unless this is another
+    pass at that same instant."""
     sm = segment_membership
+    parts = []
     for name in sorted(p.segments):
         sid = segment_ids[name]
-        parts.append(
-            select(sm.c.contact_id).where(sm.c.segment_id == sid, sm.c.entered_at >= since)
-        )
-        parts.append(select(sm.c.contact_id).where(sm.c.segment_id == sid, sm.c.exited_at >= since))
-    return parts[0] if len(parts) == 1 else union(*parts)  # type: ignore[return-value]
+        for column in (sm.c.entered_at, sm.c.exited_at):
+            changed = column > since if now > since else column >= since
+            parts.append(select(sm.c.contact_id.label("id")).where(sm.c.segment_id == sid, changed))
+    return parts
+
+
+def full_reason(
+    p: Plan, *, since: datetime | None, members_before: int | None, now: datetime, full: bool
+) -> str:
+    """Why this refresh must be full ("" when incremental is sound)."""
+    if full:
+        return "asked"
+    if since is None or members_before is None:
+        return "first refresh or changed definition"
+    if now < since:
+        return "the clock went backwards"
+    return p.full_reason or ""
+
+
+@dataclass(frozen=True)
+class SharedCandidates:
+    """The direct candidates (row changes, boundary crossings, tag changes) of every
+    incremental segment refreshed from the same ``since``, computed once per pass into a
+    temporary table."""
+
+    since: datetime
+    table: Table
+
+
+def shared_candidates(
+    conn: Connection, plans: Sequence[Plan], *, since: datetime, now: datetime
+) -> SharedCandidates:
+    merged = Plan()
+    for p in plans:
+        merged.crossings |= p.crossings
+        merged.tags |= p.tags
+        merged.tag_crossings |= p.tag_crossings
+        merged.analytics = merged.analytics or p.analytics
+    table = Table(
+        "wb_refresh_candidates",
+        MetaData(),
+        Column("id", BigId, primary_key=True),
+        prefixes=["TEMPORARY"],
+    )
+    table.drop(conn, checkfirst=True)
+    table.create(conn)
+    conn.execute(
+        insert(table).from_select(["id"], candidates(merged, since=since, now=now, segment_ids={}))
+    )
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql("ANALYZE wb_refresh_candidates")
+    return SharedCandidates(since, table)
 
 
 @dataclass(frozen=True)
@@ -182,19 +251,12 @@ def refresh_one(
     segment_ids: dict[str, int],
     members_before: int | None,
     full: bool = False,
+    shared: SharedCandidates | None = None,
 ) -> tuple[str, str, int, int, int]:
     """Bring one segment's membership up to ``now``; returns (mode, reason, entered, exited,
     members)."""
     p = plan(condition)
-    reason = ""
-    if full:
-        reason = "asked"
-    elif since is None or members_before is None:
-        reason = "first refresh or changed definition"
-    elif now < since:
-        reason = "the clock went backwards"
-    elif p.full_reason:
-        reason = p.full_reason
+    reason = full_reason(p, since=since, members_before=members_before, now=now, full=full)
     incremental = not reason
     sm = segment_membership
     # Scanning contacts beats SQLite's multi-index OR for broad conditions (full mode);
@@ -219,7 +281,14 @@ def refresh_one(
     )
     if incremental:
         assert since is not None
-        k = candidates(p, since=since, now=now, segment_ids=segment_ids).subquery("k")
+        if shared is not None and shared.since == since:
+            # DISTINCT keeps SQLite from flattening the (small) list into the join, so that
+            # the list drives the statement rather than the segment's members.
+            base = select(shared.table.c.id).distinct()
+            deps = segment_changes(p, since=since, now=now, segment_ids=segment_ids)
+            k = (union(base, *deps) if deps else base).subquery("k")
+        else:
+            k = candidates(p, since=since, now=now, segment_ids=segment_ids).subquery("k")
         stint = sm.alias("stint")
         leaving = (
             select(stint.c.id)

@@ -17,11 +17,23 @@ from sqlalchemy import Connection, insert, select, update
 from winback.clock import as_utc
 from winback.errors import NotFound
 from winback.segments.definitions import SegmentDefinition, find, load_definitions
-from winback.segments.refresh import SegmentChange, close_stints, refresh_one
+from winback.segments.refresh import (
+    Plan,
+    SegmentChange,
+    SharedCandidates,
+    close_stints,
+    full_reason,
+    plan,
+    refresh_one,
+    shared_candidates,
+)
 from winback.store.schema import contacts, segment_membership, segments
 
 if TYPE_CHECKING:
     from winback.workspace import Workspace
+
+#: On PostgreSQL, a segment refresh changing this many stints refreshes the statistics.
+ANALYZE_AFTER = 5000
 
 #: Columns of a members listing / export.
 MEMBER_COLUMNS = ("contact_id", "customer_id", "email", "first_name", "last_name", "entered_at")
@@ -124,6 +136,7 @@ class Segments:
             ids = {name: r["id"] for name, r in rows.items()}
             gone = [r["id"] for name, r in rows.items() if name not in defs]
             closed = close_stints(conn, gone, now=at)
+            shared = _shared_candidates(conn, defs, rows, now=at, full=full)
             for name, definition in defs.items():
                 if progress is not None:
                     progress(name)
@@ -138,12 +151,17 @@ class Segments:
                     segment_ids=ids,
                     members_before=row["member_count"],
                     full=full,
+                    shared=shared,
                 )
                 conn.execute(
                     update(segments)
                     .where(segments.c.id == row["id"])
                     .values(refreshed_at=at, member_count=members)
                 )
+                if entered + exited >= ANALYZE_AFTER and conn.dialect.name == "postgresql":
+                    # Fresh statistics, or PostgreSQL plans later statements for the empty
+                    # table it last saw (nested loops over thousands of stints).
+                    conn.exec_driver_sql("ANALYZE segment_membership")
                 changes.append(
                     SegmentChange(
                         name,
@@ -155,6 +173,8 @@ class Segments:
                         reason,
                     )
                 )
+            if shared is not None:
+                shared.table.drop(conn)
         return RefreshResult(at, changes, closed)
 
     # -- membership -------------------------------------------------------------------------
@@ -254,6 +274,29 @@ def safe_cell(value: Any) -> Any:
     if isinstance(value, str) and value.startswith(_FORMULA_START):
         return "'" + value
     return value
+
+
+def _shared_candidates(
+    conn: Connection,
+    defs: dict[str, SegmentDefinition],
+    rows: dict[str, dict[str, Any]],
+    *,
+    now: datetime,
+    full: bool,
+) -> SharedCandidates | None:
+    """One candidate set for the segments refreshed incrementally from the same instant (the
+    usual case: all of them), instead of one per statement."""
+    by_since: dict[datetime, builtins.list[Plan]] = {}
+    for name, definition in defs.items():
+        row = rows[name]
+        p = plan(definition.condition)
+        since, before = row["refreshed_at"], row["member_count"]
+        if not full_reason(p, since=since, members_before=before, now=now, full=full):
+            by_since.setdefault(since, []).append(p)
+    if not by_since:
+        return None
+    since, plans = max(by_since.items(), key=lambda item: len(item[1]))
+    return shared_candidates(conn, plans, since=since, now=now)
 
 
 def _sync(

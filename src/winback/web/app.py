@@ -9,7 +9,6 @@ import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
@@ -42,36 +41,29 @@ class BackgroundLoops:
             thread.join(timeout)
 
 
-def background_loops(workspace: Workspace, *, idle_seconds: float = 1.0) -> BackgroundLoops:
-    """Start the delivery worker (and the flow engine's loop, if available)."""
+def background_loops(workspace: Workspace, *, interval: float = 30.0) -> BackgroundLoops:
+    """Start the flow engine's loop: each pass ticks the flows, then hands the outbox to the
+    delivery worker (or to the file sink when no channel is configured, as `winback run`)."""
+    from winback.flows.runner import run_forever
+
     loops = BackgroundLoops()
-    engine_loop = getattr(_flows_of(workspace), "run_forever", None)
-    if callable(engine_loop):
-        loops.start("winback-engine", lambda stop: engine_loop(stop, idle_seconds=idle_seconds))
-    worker = workspace.delivery.worker()
-    if worker.channels:
 
-        def deliver(stop: threading.Event) -> None:
-            try:
-                worker.run(stop, idle_seconds=idle_seconds)
-            finally:
-                worker.close()
+    def engine(stop: threading.Event) -> None:
+        run_forever(workspace, stop, interval=interval)
 
-        loops.start("winback-delivery", deliver)
+    loops.start("winback-engine", engine)
     return loops
 
 
-def _flows_of(workspace: Workspace) -> Any:
-    try:
-        return getattr(workspace, "flows", None)
-    except Exception:
-        return None
+def create_app(
+    workspace: Workspace, *, background: bool = False, interval: float = 30.0
+) -> FastAPI:
+    """The app; ``background=True`` also runs the engine and delivery loop every
+    ``interval`` seconds in this process (stopped at shutdown)."""
 
-
-def create_app(workspace: Workspace, *, background: bool = False) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        loops = background_loops(workspace) if background else None
+        loops = background_loops(workspace, interval=interval) if background else None
         try:
             yield
         finally:

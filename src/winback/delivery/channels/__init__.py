@@ -1,27 +1,19 @@
-"""Channels put rendered messages on the wire. Each one implements :class:`Channel`; the
-delivery worker knows nothing of SMTP or HTTP."""
+"""Channels put rendered messages on the wire. They implement the one
+:class:`winback.ports.Channel` protocol (``send(OutboundMessage) -> provider id``, raising
+:class:`~winback.ports.DeliveryFailed`); the SMTP and HTTP channels also offer ``submit`` to
+send in parallel. The delivery worker knows nothing of SMTP or HTTP."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Literal
+
+from winback.ports import Channel, DeliveryFailed, OutboundMessage
 
 Outcome = Literal["sent", "retry", "bounced", "failed"]
 
-
-@dataclass(slots=True)
-class Outgoing:
-    """One message ready to send."""
-
-    outbox_id: int
-    channel: str
-    to: str
-    message_id: str
-    data: bytes = b""  # email: the RFC 5322 bytes
-    fields: dict[str, Any] = field(default_factory=dict)  # sms/push/webhook: rendered values
-    sender: str = ""
-    provider: str | None = None
+__all__ = ["Channel", "DeliveryFailed", "OutboundMessage", "SendResult", "result_of", "settled"]
 
 
 @dataclass(slots=True)
@@ -35,11 +27,30 @@ class SendResult:
     provider_id: str | None = None
     code: int | None = None
 
+    def raise_or_id(self) -> str | None:
+        """The :class:`~winback.ports.Channel` view: a provider id, or an exception."""
+        if self.outcome == "sent":
+            return self.provider_id
+        raise DeliveryFailed(
+            self.detail,
+            temporary=self.outcome == "retry",
+            bounced=self.outcome == "bounced",
+            code=self.code,
+        )
 
-class Channel(Protocol):
-    """Sends a batch of messages (in parallel if it can) and returns one result each, in
-    order. Must not raise for a single message's failure."""
 
-    def send_batch(self, messages: Sequence[Outgoing]) -> list[SendResult]: ...
+def result_of(channel: Channel, message: OutboundMessage) -> SendResult:
+    """Send through any :class:`~winback.ports.Channel` and classify the outcome."""
+    try:
+        return SendResult("sent", "accepted", channel.send(message))
+    except DeliveryFailed as exc:
+        outcome: Outcome = "retry" if exc.temporary else "bounced" if exc.bounced else "failed"
+        return SendResult(outcome, exc.detail, code=exc.code)
+    except OSError as exc:
+        return SendResult("retry", f"{type(exc).__name__}: {exc}")
 
-    def close(self) -> None: ...
+
+def settled(result: SendResult) -> Future[SendResult]:
+    future: Future[SendResult] = Future()
+    future.set_result(result)
+    return future

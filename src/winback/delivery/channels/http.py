@@ -22,14 +22,14 @@ import json
 import os
 import re
 import time
-from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Literal
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from winback.delivery.channels import Outgoing, SendResult
+from winback.delivery.channels import OutboundMessage, SendResult
 from winback.delivery.ratelimit import TokenBucket, backoff
 from winback.errors import InvalidSetting
 
@@ -134,7 +134,7 @@ class HttpChannel:
         self._body = make_environment().from_string(config.body) if config.body else None
         self._pool = ThreadPoolExecutor(config.connections, thread_name_prefix=f"winback-{name}")
 
-    def request_for(self, msg: Outgoing) -> dict[str, Any]:
+    def request_for(self, msg: OutboundMessage) -> dict[str, Any]:
         """The httpx request arguments for one message."""
         values: dict[str, Any] = {
             "to": msg.to,
@@ -155,7 +155,7 @@ class HttpChannel:
                 ) from None
         else:
             document = {k: v for k, v in values.items() if k != "sender"}
-        headers = {"Idempotency-Key": msg.message_id, **self.config.headers}
+        headers = {"Idempotency-Key": msg.message_id or msg.dedup_key, **self.config.headers}
         if self.config.auth_header and self.config.auth_value:
             headers[self.config.auth_header] = self.config.auth_value
         request: dict[str, Any] = {
@@ -169,7 +169,14 @@ class HttpChannel:
             request["json"] = document
         return request
 
-    def send_one(self, msg: Outgoing) -> SendResult:
+    def send(self, message: OutboundMessage) -> str | None:
+        """:class:`~winback.ports.Channel`: send now; raises DeliveryFailed when refused."""
+        return self.send_one(message).raise_or_id()
+
+    def submit(self, msg: OutboundMessage) -> Future[SendResult]:
+        return self._pool.submit(self.send_one, msg)
+
+    def send_one(self, msg: OutboundMessage) -> SendResult:
         try:
             request = self.request_for(msg)
         except ValueError as exc:
@@ -202,9 +209,6 @@ class HttpChannel:
         except (ValueError, AttributeError):
             return None
         return None if value is None else str(value)
-
-    def send_batch(self, messages: Sequence[Outgoing]) -> list[SendResult]:
-        return list(self._pool.map(self.send_one, messages)) if messages else []
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)

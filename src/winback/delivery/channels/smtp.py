@@ -13,12 +13,11 @@ import smtplib
 import ssl
 import threading
 import time
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from winback.delivery.channels import Outgoing, SendResult
+from winback.delivery.channels import OutboundMessage, SendResult
 from winback.delivery.ratelimit import TokenBucket, backoff
 from winback.errors import InvalidSetting
 
@@ -145,7 +144,11 @@ class SmtpChannel:
                 pass
 
     # -- sending -------------------------------------------------------------------------------
-    def send_one(self, msg: Outgoing) -> SendResult:
+    def send(self, message: OutboundMessage) -> str | None:
+        """:class:`~winback.ports.Channel`: send now; raises DeliveryFailed when refused."""
+        return self.send_one(message).raise_or_id()
+
+    def send_one(self, msg: OutboundMessage) -> SendResult:
         last = SendResult("retry", "not tried")
         for attempt in range(1, self.inline_attempts + 1):
             if attempt > 1:
@@ -153,7 +156,19 @@ class SmtpChannel:
             self.bucket.acquire()
             try:
                 conn = self._connection()
-                conn.sendmail(msg.sender, [msg.to], msg.data)
+                options: list[str] = []
+                if not (msg.sender or "").isascii() or not (msg.to or "").isascii():
+                    # An internationalised address (RFC 6531) needs the server's SMTPUTF8.
+                    if not conn.has_extn("smtputf8"):
+                        return SendResult(
+                            "failed",
+                            f"address {msg.to!r} is internationalised and the SMTP server "
+                            "does not offer SMTPUTF8",
+                        )
+                    options = ["SMTPUTF8"]
+                conn.sendmail(
+                    msg.sender or "", [msg.to or ""], msg.content.encode("utf-8"), options
+                )
                 return SendResult("sent", "250 accepted")
             except smtplib.SMTPRecipientsRefused as exc:
                 code, text = next(iter(exc.recipients.values()))
@@ -184,13 +199,8 @@ class SmtpChannel:
             except (smtplib.SMTPException, OSError):
                 self._drop()
 
-    def send_batch(self, messages: Sequence[Outgoing]) -> list[SendResult]:
-        if not messages:
-            return []
-        return list(self._pool.map(self.send_one, messages))
-
-    def submit(self, msg: Outgoing):  # type: ignore[no-untyped-def]
-        """Future of one send (the worker records results as they complete)."""
+    def submit(self, msg: OutboundMessage) -> Future[SendResult]:
+        """Send on one of the pooled connections, in the background."""
         return self._pool.submit(self.send_one, msg)
 
     def close(self) -> None:
