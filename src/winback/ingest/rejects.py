@@ -10,16 +10,11 @@ import csv
 from pathlib import Path
 from typing import IO, Any
 
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+from winback.csvsafe import FORMULA_STARTS, formula_safe
+
+__all__ = ["FORMULA_STARTS", "HEADER", "RejectWriter", "formula_safe", "reject_path"]
+
 HEADER = ("line", "field", "value", "reason")
-
-
-def formula_safe(cell: Any) -> str:
-    """The cell as text that spreadsheets show instead of evaluating."""
-    value = "" if cell is None else str(cell)
-    if value.startswith(FORMULA_STARTS):
-        return "'" + value
-    return value
 
 
 def reject_path(source: Path) -> Path:

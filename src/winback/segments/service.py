@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection, insert, select, update
 
 from winback.clock import as_utc
+from winback.csvsafe import safe_cell
 from winback.errors import NotFound
 from winback.segments.definitions import SegmentDefinition, find, load_definitions
 from winback.segments.refresh import (
@@ -260,20 +261,6 @@ class Segments:
             for r in rows:
                 del r["exited_at"]
         return rows
-
-
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-
-
-def safe_cell(value: Any) -> Any:
-    """A CSV cell that a spreadsheet will not run as a formula (OWASP CSV injection)."""
-    if value is None:
-        return ""
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, str) and value.startswith(_FORMULA_START):
-        return "'" + value
-    return value
 
 
 def _shared_candidates(
