@@ -31,7 +31,7 @@ def show(
     table = Table("attribute", "value")
     for key, value in {**profile["attributes"], **profile["custom_attributes"]}.items():
         if value is not None:
-            table.add_row(key, str(value))
+            table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
     console.print(table)
     consent = ", ".join(f"{k}={v}" for k, v in profile["consent"].items())
     console.print(f"consent: {consent}")
@@ -39,7 +39,14 @@ def show(
     for s in profile["segments"]:
         console.print(f"segment: {s['segment']} (since {s['entered_at'].isoformat()})")
     for f in profile.get("flows", []):
-        console.print(f"flow: {f}")
+        wakes = f["wakes_at"].isoformat() if f["wakes_at"] else "on an event"
+        extra = (
+            " (holdout)" if f["holdout"] else (f" (branch {f['branch']})" if f["branch"] else "")
+        )
+        console.print(
+            f"flow: {f['flow']} at step {f['step']} ({f['step_kind']}) since "
+            f"{f['at_step_since'].isoformat()}, wakes {wakes}{extra}"
+        )
     for m in profile["messages"]:
         console.print(
             f"message: {m['channel']} {m['template'] or ''} {m['status']} "
