@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from sqlalchemy.engine import make_url
 
 import winback
 from tests.pgcluster import PostgresCluster
@@ -87,6 +88,11 @@ def workspace(
         yield ws
     finally:
         ws.close()
+        if request.param == "postgres":
+            # Dropping as we go keeps the throwaway cluster small (hundreds of test databases
+            # otherwise make its removal at the end of the run take minutes).
+            name = make_url(ws.database_url).database
+            request.getfixturevalue("pg_cluster").drop_database(name or "")
 
 
 @pytest.fixture

@@ -10,11 +10,12 @@ module by ``python -m winback.config`` and checked by the test suite.
 
 from __future__ import annotations
 
+import json
 import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -48,7 +49,15 @@ class Settings(BaseModel):
         "default segments and the base summary.",
     )
     import_batch_size: int = Field(
-        5000, ge=1, description="Rows written to the store per transaction during an import."
+        50_000,
+        ge=1,
+        description="Rows written to the store per transaction during an import (memory "
+        "use grows with it; fewer, larger transactions are much faster on SQLite).",
+    )
+    flow_batch_size: int = Field(
+        50_000,
+        ge=1,
+        description="Flow entries the engine advances per transaction (one set-based batch).",
     )
     secret_key: str | None = Field(
         None,
@@ -59,6 +68,133 @@ class Settings(BaseModel):
         "http://127.0.0.1:8000",
         description="Public URL of `winback serve`, used in tracking, unsubscribe and "
         "feedback links.",
+    )
+
+    # -- analytics (#3) ----------------------------------------------------------------------
+    rfm_monetary: Literal["total", "average"] = Field(
+        "total",
+        description="RFM monetary value: `total` revenue per customer or `average` order value.",
+    )
+    rfm_table: dict[str, str] = Field(
+        {},
+        description="Overrides of the RFM segment table (docs/analytics.md): keys are R, F, M "
+        'scores such as `"555"` or `"5*1"` (`*` = any score), values segment names; later '
+        "keys win. Written as a `[rfm_table]` section in winback.toml.",
+    )
+    analytics_model: Literal["bgnbd", "pareto-nbd"] = Field(
+        "bgnbd",
+        description="Purchase model behind P(alive), expected purchases and CLV: `bgnbd` or "
+        "`pareto-nbd`.",
+    )
+    alive_threshold: float = Field(
+        0.5,
+        gt=0,
+        lt=1,
+        description="A customer whose P(alive) is below this counts as dormant under the "
+        "cadence / P(alive) rule of the base-health report.",
+    )
+    clv_horizon_days: int = Field(
+        365, ge=30, description="Horizon of the customer lifetime value, in days."
+    )
+    clv_discount_rate: float = Field(
+        0.10, ge=0, lt=1, description="Annual discount rate applied to future revenue in CLV."
+    )
+    cluster_seed: int = Field(0, description="Random seed of K-Means (results are repeatable).")
+    cluster_max_k: int = Field(
+        8, ge=2, le=12, description="Largest number of clusters tried (k from 2 by silhouette)."
+    )
+
+    @field_validator("rfm_table")
+    @classmethod
+    def _rfm_keys(cls, value: dict[str, str]) -> dict[str, str]:
+        for key, name in value.items():
+            if len(key) != 3 or any(ch not in "12345*" for ch in key):
+                raise ValueError(
+                    f"key {key!r}: expected three characters, each 1-5 or * (R, F, M), "
+                    "e.g. '555' or '5*1'"
+                )
+            if not isinstance(name, str) or not 1 <= len(name) <= 32:
+                raise ValueError(f"{key!r} = {name!r}: expected a segment name of 1-32 chars")
+        return value
+
+    # -- delivery (issue #5) -------------------------------------------------------------
+    smtp_url: str | None = Field(
+        None,
+        description="Where email goes: `smtp://user:password@host:port?starttls=true` or "
+        "`smtps://user:password@host:465`. Empty: email is not delivered (rows stay pending).",
+    )
+    mail_from: str = Field("winback@localhost", description="From address of emails.")
+    mail_from_name: str = Field("", description="Display name of the From address.")
+    smtp_connections: int = Field(
+        4, ge=1, le=64, description="Parallel SMTP connections (each one reused for many emails)."
+    )
+    smtp_rate_per_second: float = Field(
+        0.0,
+        ge=0,
+        description="Most emails per second handed to the SMTP relay (token bucket); 0: no limit.",
+    )
+    delivery_max_attempts: int = Field(
+        5, ge=1, description="Tries per message before it is marked failed (4xx, dropped link)."
+    )
+    delivery_retry_seconds: float = Field(
+        60.0,
+        ge=0,
+        description="First retry delay after a temporary failure; doubles per attempt, with "
+        "jitter.",
+    )
+    delivery_lease_seconds: int = Field(
+        300,
+        ge=1,
+        description="A message claimed (`sending`) longer than this is reconciled as the "
+        "outcome of a crashed worker (see docs/delivery.md).",
+    )
+    delivery_stale_policy: Literal["resend", "fail"] = Field(
+        "resend",
+        description="What to do with a message whose worker died after claiming it: `resend` "
+        "(at-least-once, same Message-ID so receivers can drop the copy) or `fail` "
+        "(at-most-once).",
+    )
+    delivery_batch_size: int = Field(
+        500, ge=1, description="Messages claimed from the outbox per transaction."
+    )
+    frequency_caps: dict[str, str] = Field(
+        default_factory=lambda: {"email": "2/7d", "sms": "1/7d", "push": "3/7d"},
+        description="Most marketing messages per contact and channel across all flows, as "
+        "`COUNT/WINDOW` (window in `d` or `h`). A message over the cap is deferred, not dropped.",
+    )
+    quiet_hours: str = Field(
+        "21:00-08:00",
+        description="Local time span (contact's time zone) in which marketing messages wait; "
+        "empty: none.",
+    )
+    machine_open_seconds: int = Field(
+        10,
+        ge=0,
+        description="Opens this soon after delivery are flagged as machine opens (privacy "
+        "proxies, scanners).",
+    )
+    count_machine_opens: bool = Field(
+        False, description="Whether machine opens update `last_email_opened`."
+    )
+    unsubscribe_mailto: str | None = Field(
+        None, description="Optional mailto address added to the List-Unsubscribe header."
+    )
+    coupon_pattern: str = Field(
+        "WB-{RANDOM8}",
+        description="Pattern of generated coupon codes; `{RANDOMn}` is n random letters and "
+        "digits.",
+    )
+    shop_name: str = Field("Our shop", description="Shop name shown in emails and pages.")
+    shop_url: str = Field("https://example.com", description="Shop home page linked in emails.")
+    providers: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="HTTP providers for SMS, push and webhooks, by name (`[providers.NAME]` "
+        "tables; see docs/delivery.md).",
+    )
+    sms_provider: str | None = Field(None, description="Provider (name) that sends SMS.")
+    push_provider: str | None = Field(None, description="Provider (name) that sends push.")
+    webhook_provider: str | None = Field(
+        None, description="Default provider (name) of webhook messages."
     )
 
     @field_validator("timezone")
@@ -89,6 +225,13 @@ def _coerce_env(name: str, raw: str) -> Any:
             ) from None
     if raw == "" and field.default is None:
         return None
+    if field.annotation is not None and getattr(field.annotation, "__origin__", None) is dict:
+        try:
+            return json.loads(raw)
+        except ValueError:
+            raise InvalidSetting(
+                f"{ENV_PREFIX}{name.upper()}={raw!r}: setting {name} expects a JSON object"
+            ) from None
     return raw
 
 
@@ -131,7 +274,8 @@ def settings_table_markdown() -> str:
         "| --- | --- | --- | --- |",
     ]
     for name, field in Settings.model_fields.items():
-        default = "" if field.default is None else f"`{field.default}`"
+        value = field.get_default(call_default_factory=True)
+        default = "" if value is None or value == {} else f"`{value}`"
         desc = (field.description or "").replace("|", "\\|")
         lines.append(f"| `{name}` | `{ENV_PREFIX}{name.upper()}` | {default} | {desc} |")
     return "\n".join(lines) + "\n"

@@ -41,3 +41,11 @@ class DefinitionError(WinbackError):
 
 class NotFound(WinbackError):
     """A named contact, segment, flow or template does not exist."""
+
+
+class MissingColumns(WinbackError):
+    """An import file lacks a column the import needs (and no ``--map`` supplies it)."""
+
+
+class InvalidMapping(WinbackError):
+    """A ``--map canonical=their_header`` names an unknown column on either side."""

@@ -23,6 +23,9 @@ from winback.store import migrate
 from winback.store.engine import make_engine, sqlite_url
 
 if TYPE_CHECKING:
+    from winback.analytics.service import Analytics
+    from winback.flows.service import Flows
+    from winback.ingest import Imports
     from winback.segments.service import Segments
 
 DATABASE_FILE = "winback.db"
@@ -108,11 +111,39 @@ class Workspace:
         return Store(self.engine)
 
     @cached_property
+    def flows(self) -> Flows:
+        """Flow files, their state in the store, ticks and inspection."""
+        from winback.flows.service import Flows
+
+        return Flows(self)
+
+    @cached_property
+    def imports(self) -> Imports:
+        """Load contacts, orders and events files (:mod:`winback.ingest`)."""
+        from winback.ingest import Imports
+
+        return Imports(self)
+
+    @cached_property
     def segments(self) -> Segments:
         """Segment definitions and materialised membership (:mod:`winback.segments`)."""
         from winback.segments.service import Segments
 
         return Segments(self)
+
+    @cached_property
+    def analytics(self) -> Analytics:
+        """RFM, purchase and spend models, clusters and base health (issue #3)."""
+        from winback.analytics.service import Analytics
+
+        return Analytics(self)
+
+    @cached_property
+    def delivery(self) -> Delivery:
+        """Message templates, channels, tracking and delivery policies (:mod:`winback.delivery`)."""
+        from winback.delivery import Delivery
+
+        return Delivery(self)
 
 
 def find(explicit: Path | str | None = None, environ: Mapping[str, str] | None = None) -> Path:
@@ -172,3 +203,6 @@ def init(
 
 
 from winback.store.repository import Store  # noqa: E402  (type of Workspace.store)
+
+if TYPE_CHECKING:
+    from winback.delivery import Delivery

@@ -9,7 +9,14 @@ from __future__ import annotations
 import sys
 
 # Command modules register their commands on import.
+from winback.cli import analyze as _analyze  # noqa: F401
+from winback.cli import delivery as _delivery  # noqa: F401
+from winback.cli import flows as _flows  # noqa: F401
+from winback.cli import generate as _generate  # noqa: F401
+from winback.cli import imports as _imports  # noqa: F401
+from winback.cli import run as _run  # noqa: F401
 from winback.cli import segments as _segments  # noqa: F401  (also tags, contacts)
+from winback.cli import summary as _summary  # noqa: F401
 from winback.cli import workspace as _workspace  # noqa: F401
 from winback.cli._app import app, console, err_console
 from winback.errors import WinbackError

@@ -112,6 +112,8 @@ orders = Table(
     Column("currency", String(3), nullable=False),
     Column("items", JSONDoc),
     Column("coupon", String(64)),
+    # The import that stored the row (NULL: recorded by the API); tells in-file duplicates apart.
+    Column("import_id", BigInteger),
     Index("ix_orders_contact_ordered", "contact_id", "ordered_at"),
     Index("ix_orders_ordered_at", "ordered_at"),
 )
@@ -145,6 +147,7 @@ events = Table(
     Column("message_id", String(255)),
     # Opens by privacy proxies and link scanners: kept, but not counted as engagement.
     Column("machine", Boolean, nullable=False, default=False),
+    Column("import_id", BigInteger),
     Index("ix_events_contact_type_at", "contact_id", "type", "occurred_at"),
     Index("ix_events_type_at", "type", "occurred_at"),
 )
@@ -254,4 +257,129 @@ segment_membership = Table(
     Index("ix_segment_membership_contact", "contact_id", "segment_id"),
     Index("ix_segment_membership_entered", "segment_id", "entered_at"),
     Index("ix_segment_membership_exited", "segment_id", "exited_at"),
+)
+
+#: Flows loaded from ``flows/*.yaml``: the definition in force, its version, whether it runs,
+#: and the trigger watermark (what has been looked at already).
+flows = Table(
+    "flows",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("key", String(128), nullable=False, unique=True),  # file stem
+    Column("name", String(255), nullable=False),
+    Column("definition", JSONDoc, nullable=False),
+    Column("version", Integer, nullable=False, default=1),
+    Column("status", String(16), nullable=False, default="paused"),  # enabled | paused
+    Column("watermark_id", BigInteger),
+    Column("watermark_at", UTCDateTime),
+    Column("enabled_at", UTCDateTime),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+#: One row per stint of a contact in a flow: where it is, since when, when it next wakes.
+flow_entries = Table(
+    "flow_entries",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("flow_id", BigId, ForeignKey("flows.id", ondelete="CASCADE"), nullable=False),
+    Column("contact_id", BigId, ForeignKey("contacts.id", ondelete="CASCADE"), nullable=False),
+    Column("entered_at", UTCDateTime, nullable=False),
+    Column("step", String(255)),
+    Column("step_at", UTCDateTime, nullable=False),
+    # active -> completed (ran off the end) | exited (exit step, goal, flow_changed ...)
+    Column("status", String(16), nullable=False, default="active"),
+    Column("exit_reason", String(255)),
+    Column("exited_at", UTCDateTime),
+    Column("wake_at", UTCDateTime),
+    # True while parked in a wait_for step (waiting for the event or the timeout).
+    Column("waiting", Boolean, nullable=False, default=False),
+    Column("holdout", Boolean, nullable=False, default=False),
+    Column("branch", String(64)),
+    Index("ix_flow_entries_due", "flow_id", "status", "step", "wake_at"),
+    Index("ix_flow_entries_contact", "contact_id", "flow_id"),
+    Index(
+        "uq_flow_entries_active",
+        "flow_id",
+        "contact_id",
+        unique=True,
+        sqlite_where=Column("status") == "active",
+        postgresql_where=Column("status") == "active",
+    ),
+)
+
+#: What happened at each step, for stats and measurement.
+flow_step_log = Table(
+    "flow_step_log",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("flow_id", BigInteger, nullable=False),
+    Column("entry_id", BigInteger, nullable=False),
+    Column("step", String(255), nullable=False),
+    Column("at", UTCDateTime, nullable=False),
+    Column("outcome", String(255), nullable=False),
+    Index("ix_flow_step_log_flow_step", "flow_id", "step", "outcome"),
+)
+
+#: RFM scores and segment of every customer at each analysis date (one snapshot per day;
+#: re-running the analysis on the same day replaces it). Movement between segments is read
+#: by joining two snapshots.
+rfm_snapshots = Table(
+    "rfm_snapshots",
+    metadata,
+    Column("snapshot_date", Date, primary_key=True),
+    Column("contact_id", BigId, ForeignKey("contacts.id", ondelete="CASCADE"), primary_key=True),
+    Column("r", Integer, nullable=False),
+    Column("f", Integer, nullable=False),
+    Column("m", Integer, nullable=False),
+    Column("segment", String(32), nullable=False),
+    Index("ix_rfm_snapshots_contact", "contact_id", "snapshot_date"),
+)
+
+# -- delivery (issue #5) ------------------------------------------------------------------------
+
+#: Addresses that must not receive messages on a channel: unsubscribes, hard bounces,
+#: complaints, manual entries. Checked at send time, next to consent.
+suppressions = Table(
+    "suppressions",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("channel", String(16), nullable=False),
+    Column("address", String(320), nullable=False),  # lower-cased email, or phone, or token
+    Column("contact_id", BigId, ForeignKey("contacts.id", ondelete="SET NULL")),
+    Column("reason", String(32), nullable=False),  # unsubscribed | bounced | complained | manual
+    Column("detail", Text),
+    Column("created_at", UTCDateTime, nullable=False),
+    UniqueConstraint("channel", "address"),
+    Index("ix_suppressions_contact", "contact_id"),
+)
+
+#: Coupon codes: generated from a pattern or imported into a pool, assigned to one contact on
+#: one message, and redeemed when an order carries the code.
+coupons = Table(
+    "coupons",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("code", String(64), nullable=False, unique=True),
+    Column("pool", String(128)),  # NULL: generated from a pattern
+    Column("contact_id", BigId, ForeignKey("contacts.id", ondelete="SET NULL")),
+    Column("outbox_id", BigId, ForeignKey("outbox.id", ondelete="SET NULL"), unique=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("assigned_at", UTCDateTime),
+    Column("redeemed_at", UTCDateTime),
+    Column("order_id", String(255)),
+    Index("ix_coupons_pool_free", "pool", "assigned_at"),
+    Index("ix_coupons_contact", "contact_id"),
+)
+
+#: Keys for the HTTP event API. Only a SHA-256 of the (high-entropy, random) key is kept.
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("name", String(128), nullable=False, unique=True),
+    Column("key_hash", String(64), nullable=False, unique=True),
+    Column("prefix", String(16), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("last_used_at", UTCDateTime),
+    Column("revoked_at", UTCDateTime),
 )

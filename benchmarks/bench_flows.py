@@ -1,0 +1,342 @@
+"""1,000,000 contacts enter the reference flow at once and are driven through every step in
+simulated time, against the raw SQL lower bound (the same set updates written by hand).
+
+- ours: ``ws.flows.tick(now)`` at day 0, 4 and 7 (enrolment from segment entry, email 1, the
+  4-day wait, the membership + consent check, email 2 or exit, the 3-day wait, the second
+  check, tag or exit), each followed by a sink that only counts (one set-based UPDATE marks
+  the due outbox rows sent and counts them). The segment refresh is not part of this
+  benchmark (``bench_segments`` measures it): membership is changed by hand between the days
+  (20% of the contacts leave the segment before day 4, another 10% before day 7).
+- raw lower bound: the same statements written by hand in SQL, one transaction per day, on
+  a copy of the same starting database, no batching, no step log.
+
+Both databases: SQLite (file) and PostgreSQL (a throwaway cluster on a loopback port).
+Sizes: 1,000,000 contacts (``--quick``: 20,000).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import text
+
+T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
+DAY = timedelta(days=1)
+TAG = "customer_not-active_after-reactivation"
+
+
+def _seed(conn: Any, n: int, postgres: bool) -> None:
+    """n contacts with email consent, all in the segment Customers Not Active."""
+    at = datetime(2025, 1, 1, tzinfo=UTC)
+    ts = {"ts": at if postgres else at.strftime("%Y-%m-%d %H:%M:%S.%f")}
+    if postgres:
+        conn.execute(
+            text(
+                "INSERT INTO contacts (customer_id, email, attributes, orders_count, "
+                "revenue_total, email_consent, created_at, updated_at) "
+                "SELECT 'c' || x, 'c' || x || '@x.test', '{}', 1, 20, true, :ts, :ts "
+                "FROM generate_series(1, :n) AS x"
+            ),
+            {"n": n, **ts},
+        )
+    else:
+        conn.execute(
+            text(
+                "WITH RECURSIVE seq(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM seq WHERE x < :n) "
+                "INSERT INTO contacts (customer_id, email, attributes, orders_count, "
+                "revenue_total, email_consent, created_at, updated_at) "
+                "SELECT 'c' || x, 'c' || x || '@x.test', '{}', 1, 20, 1, :ts, :ts FROM seq"
+            ),
+            {"n": n, **ts},
+        )
+    conn.execute(
+        text(
+            "INSERT INTO segments (name, definition, updated_at) "
+            "VALUES ('Customers Not Active', '{}', :ts)"
+        ),
+        ts,
+    )
+    conn.execute(
+        text(
+            "INSERT INTO segment_membership (segment_id, contact_id, entered_at) "
+            "SELECT s.id, c.id, :ts FROM contacts c, segments s"
+        ),
+        ts,
+    )
+    conn.execute(text("ANALYZE"))
+
+
+def _leave(conn: Any, mod: int, rem: int, at: datetime, postgres: bool) -> None:
+    """Contacts with ``id % mod == rem`` leave the segment (they became active)."""
+    stamp = at if postgres else at.strftime("%Y-%m-%d %H:%M:%S.%f")
+    conn.execute(
+        text(
+            "UPDATE segment_membership SET exited_at = :at "
+            "WHERE exited_at IS NULL AND contact_id % :mod = :rem"
+        ),
+        {"at": stamp, "mod": mod, "rem": rem},
+    )
+
+
+def _count_sink(conn: Any, at: datetime, postgres: bool) -> int:
+    stamp = at if postgres else at.strftime("%Y-%m-%d %H:%M:%S.%f")
+    result = conn.execute(
+        text(
+            "UPDATE outbox SET status = 'sent', sent_at = :at "
+            "WHERE status = 'pending' AND not_before <= :at"
+        ),
+        {"at": stamp},
+    )
+    return int(result.rowcount)
+
+
+def run_ours(ws: Any) -> dict[str, Any]:
+    postgres = ws.engine.dialect.name == "postgresql"
+    ws.flows.add("reactivation", now=T0 - DAY)
+    ws.flows.pause("reactivation-companion")
+    timings: dict[str, float] = {}
+    steps = sent = 0
+    for day in (0, 4, 7):
+        if day == 4:
+            with ws.engine.begin() as conn:
+                _leave(conn, 5, 0, T0 + 2 * DAY, postgres)
+        if day == 7:
+            with ws.engine.begin() as conn:
+                _leave(conn, 10, 1, T0 + 5 * DAY, postgres)
+        now = T0 + day * DAY
+        started = time.perf_counter()
+        report = ws.flows.tick(now, refresh=False)
+        with ws.engine.begin() as conn:
+            sent += _count_sink(conn, now, postgres)
+        timings[f"day{day}"] = time.perf_counter() - started
+        steps += report.contact_steps
+    return {
+        "seconds": sum(timings.values()),
+        "per_day": timings,
+        "contact_steps": steps,
+        "sent": sent,
+    }
+
+
+#: Day 4: leave unless still in the segment with consent; day 7: unless still in the segment.
+EXIT_DAY4 = (
+    "UPDATE flow_entries SET status = 'exited', exit_reason = 'reactivated', "
+    "exited_at = :now, wake_at = NULL WHERE step = :step AND status = 'active' "
+    "AND wake_at <= :now AND NOT (EXISTS (SELECT 1 FROM segment_membership sm "
+    "WHERE sm.contact_id = flow_entries.contact_id AND sm.exited_at IS NULL) "
+    "AND EXISTS (SELECT 1 FROM contacts c WHERE c.id = flow_entries.contact_id "
+    "AND c.email_consent))"
+)
+EXIT_DAY7 = (
+    "UPDATE flow_entries SET status = 'exited', exit_reason = 'reactivated', "
+    "exited_at = :now, wake_at = NULL WHERE step = :step AND status = 'active' "
+    "AND wake_at <= :now AND NOT (EXISTS (SELECT 1 FROM segment_membership sm "
+    "WHERE sm.contact_id = flow_entries.contact_id AND sm.exited_at IS NULL))"
+)
+
+
+def run_raw(engine: Any, n: int) -> dict[str, Any]:
+    """The same set updates by hand (flow row made directly, no batching, no step log)."""
+    postgres = engine.dialect.name == "postgresql"
+
+    def ts(at: datetime) -> Any:
+        return at if postgres else at.strftime("%Y-%m-%d %H:%M:%S.%f")
+
+    timings: dict[str, float] = {}
+    steps = sent = 0
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO flows (key, name, definition, version, status, updated_at) "
+                "VALUES ('raw', 'raw', '{}', 1, 'enabled', :t)"
+            ),
+            {"t": ts(T0)},
+        )
+    for day in (0, 4, 7):
+        if day == 4:
+            with engine.begin() as conn:
+                _leave(conn, 5, 0, T0 + 2 * DAY, postgres)
+        if day == 7:
+            with engine.begin() as conn:
+                _leave(conn, 10, 1, T0 + 5 * DAY, postgres)
+        now = T0 + day * DAY
+        p = {"now": ts(now), "false": False, "step": "s2" if day == 4 else "s4", "tag": TAG}
+        started = time.perf_counter()
+        with engine.begin() as conn:
+            x = conn.execute
+            if day == 0:
+                r = x(
+                    text(
+                        "INSERT INTO flow_entries (flow_id, contact_id, entered_at, step, step_at, "
+                        "status, wake_at, waiting, holdout) SELECT f.id, sm.contact_id, :now, 's0', "
+                        ":now, 'active', :now, :false, :false FROM segment_membership sm "
+                        "JOIN contacts c ON c.id = sm.contact_id, flows f "
+                        "WHERE f.key = 'raw' AND sm.exited_at IS NULL AND c.email_consent"
+                    ),
+                    p,
+                )
+                steps += r.rowcount
+                x(
+                    text(
+                        "INSERT INTO outbox (dedup_key, contact_id, channel, template, flow, entry_id, "
+                        "step, priority, status, not_before, attempts, created_at) "
+                        "SELECT 'raw:' || e.id || '\\:s0', e.contact_id, 'email', 'reactivation-1', "
+                        "'raw', e.id, 's0', 'marketing', 'pending', :now, 0, :now "
+                        "FROM flow_entries e WHERE e.step = 's0' AND e.status = 'active'"
+                    ),
+                    p,
+                )
+                r = x(
+                    text(
+                        "UPDATE flow_entries SET step = 's2', step_at = :now, wake_at = :wake "
+                        "WHERE step = 's0' AND status = 'active'"
+                    ),
+                    {**p, "wake": ts(now + 4 * DAY)},
+                )
+                steps += 2 * r.rowcount
+            else:
+                exits = EXIT_DAY4 if day == 4 else EXIT_DAY7
+                r = x(text(exits), p)
+                steps += r.rowcount
+                if day == 4:
+                    x(
+                        text(
+                            "INSERT INTO outbox (dedup_key, contact_id, channel, template, flow, "
+                            "entry_id, step, priority, status, not_before, attempts, created_at) "
+                            "SELECT 'raw:' || e.id || '\\:s2.then.0', e.contact_id, 'email', "
+                            "'reactivation-2', 'raw', e.id, 's2.then.0', 'marketing', 'pending', "
+                            ":now, 0, :now FROM flow_entries e WHERE e.step = 's2' "
+                            "AND e.status = 'active' AND e.wake_at <= :now"
+                        ),
+                        p,
+                    )
+                    r = x(
+                        text(
+                            "UPDATE flow_entries SET step = 's4', step_at = :now, wake_at = :wake "
+                            "WHERE step = 's2' AND status = 'active' AND wake_at <= :now"
+                        ),
+                        {**p, "wake": ts(now + 3 * DAY)},
+                    )
+                    steps += 3 * r.rowcount
+                else:
+                    x(
+                        text(
+                            "INSERT INTO tag_history (contact_id, tag, action, at, source) "
+                            "SELECT e.contact_id, :tag, 'added', :now, 'flow\\:raw' FROM flow_entries e "
+                            "WHERE e.step = 's4' AND e.status = 'active' AND e.wake_at <= :now"
+                        ),
+                        p,
+                    )
+                    x(
+                        text(
+                            "INSERT INTO contact_tags (contact_id, tag, added_at, added_by) "
+                            "SELECT e.contact_id, :tag, :now, 'flow\\:raw' FROM flow_entries e "
+                            "WHERE e.step = 's4' AND e.status = 'active' AND e.wake_at <= :now"
+                        ),
+                        p,
+                    )
+                    r = x(
+                        text(
+                            "UPDATE flow_entries SET status = 'completed', exit_reason = 'completed', "
+                            "exited_at = :now, wake_at = NULL WHERE step = 's4' AND status = 'active' "
+                            "AND wake_at <= :now"
+                        ),
+                        p,
+                    )
+                    steps += 2 * r.rowcount
+            sent += _count_sink(conn, now, postgres)
+        timings[f"day{day}"] = time.perf_counter() - started
+    return {
+        "seconds": sum(timings.values()),
+        "per_day": timings,
+        "contact_steps": steps,
+        "sent": sent,
+    }
+
+
+def _one_database(kind: str, n: int, cluster: Any) -> dict[str, Any]:
+    import winback
+    from winback.store.engine import make_engine
+    from winback.store.migrate import upgrade
+
+    work = Path(tempfile.mkdtemp(prefix=f"bench-flows-{kind}-"))
+    try:
+        if kind == "sqlite":
+            base = winback.init(work / "base", environ={})
+            with base.engine.begin() as conn:
+                _seed(conn, n, postgres=False)
+            base.close()
+            shutil.copytree(work / "base", work / "ours")
+            shutil.copytree(work / "base", work / "raw")
+            ours_ws = winback.open(work / "ours", environ={})
+            raw_engine = make_engine(f"sqlite+pysqlite:///{work / 'raw' / 'winback.db'}")
+        else:
+            template_url = cluster.create_database("bench_flows_base")
+            engine = make_engine(template_url)
+            upgrade(engine)
+            with engine.begin() as conn:
+                _seed(conn, n, postgres=True)
+            engine.dispose()
+            ours_url = cluster.create_database("bench_flows_ours", template="bench_flows_base")
+            raw_url = cluster.create_database("bench_flows_raw", template="bench_flows_base")
+            env = {"WINBACK_DATABASE_URL": ours_url}
+            winback.init(work / "ours", environ=env).close()
+            ours_ws = winback.open(work / "ours", environ=env)
+            raw_engine = make_engine(raw_url)
+        try:
+            ours = run_ours(ours_ws)
+            raw = run_raw(raw_engine, n)
+        finally:
+            ours_ws.close()
+            raw_engine.dispose()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    ratio = ours["seconds"] / raw["seconds"] if raw["seconds"] else float("nan")
+    return {
+        "contacts": n,
+        "ours": ours,
+        "raw": raw,
+        "ratio": round(ratio, 2),
+        "contact_steps_per_second": round(ours["contact_steps"] / ours["seconds"]),
+    }
+
+
+def run(quick: bool) -> dict[str, Any]:
+    """Environment: BENCH_FLOWS_N (contacts), BENCH_FLOWS_PG_N (contacts on PostgreSQL,
+    default the same), BENCH_FLOWS_DBS (``sqlite,postgres``)."""
+    n = int(os.environ.get("BENCH_FLOWS_N", 20_000 if quick else 1_000_000))
+    pg_n = int(os.environ.get("BENCH_FLOWS_PG_N", n))
+    dbs = os.environ.get("BENCH_FLOWS_DBS", "sqlite,postgres").split(",")
+    figures: dict[str, Any] = {}
+    if "sqlite" in dbs:
+        figures["sqlite"] = _one_database("sqlite", n, None)
+        _print("sqlite", figures["sqlite"])
+    if "postgres" in dbs:
+        from tests.pgcluster import PostgresCluster
+
+        cluster = PostgresCluster().start()
+        try:
+            figures["postgres"] = _one_database("postgres", pg_n, cluster)
+            _print("postgres", figures["postgres"])
+        finally:
+            cluster.stop()
+    figures["target"] = "SQLite: whole flow < 60 s and within 3x of the raw SQL bound"
+    return figures
+
+
+def _print(kind: str, f: dict[str, Any]) -> None:
+    ours, raw = f["ours"], f["raw"]
+    print(
+        f"{kind}: {f['contacts']:,} contacts, {ours['contact_steps']:,} contact-steps, "
+        f"{ours['sent']:,} messages; ours {ours['seconds']:.1f} s "
+        f"({f['contact_steps_per_second']:,} contact-steps/s) vs raw SQL {raw['seconds']:.1f} s "
+        f"-> {f['ratio']}x; per day ours "
+        + ", ".join(f"{k} {v:.1f}s" for k, v in ours["per_day"].items()),
+        flush=True,
+    )

@@ -1,0 +1,306 @@
+"""Import of generated order rows into SQLite and PostgreSQL, against the raw driver limit.
+
+- ours: ``ws.imports.orders(file)``: sniffing, CSV parsing, validation of every field,
+  time-zone conversion, staging, dedup against the store and within the file, contact lookup
+  (creation of unknown ones), incremental contact attributes, reject file, one transaction
+  per ``import_batch_size`` rows.
+- raw limit: the same rows, pre-parsed outside the timer, bulk-inserted into ``orders`` by the
+  driver alone (sqlite3 ``executemany`` / psycopg ``COPY``), with no parsing or validation.
+
+Both start from a migrated store that already holds the customers, so both measure orders.
+Each run happens in its own subprocess, which reports its peak memory (``ru_maxrss``); the
+import is run on a small and on the full file to show that memory does not grow with it.
+Sizes: 10 million rows (``--quick``: 200,000), small file 1 million (``--quick``: 50,000);
+``WINBACK_BENCH_ROWS`` / ``WINBACK_BENCH_SMALL_ROWS`` override them and ``WINBACK_BENCH_DBS``
+(``sqlite,postgres``) picks the databases. Figures already measured for the same sizes are
+kept in ``benchmarks/work/`` and reused, so an interrupted run resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+HERE = Path(__file__).parent
+WORK = HERE / "work"
+ROOT = HERE.parent
+
+
+def generate(path: Path, rows: int, seed: int = 7) -> Path:
+    """A canonical orders CSV: ``rows`` orders of ``rows // 10`` customers (numpy, chunked)."""
+    if path.exists() and path.with_suffix(".ok").exists():
+        return path
+    rng = np.random.default_rng(seed)
+    customers = max(rows // 10, 1)
+    start = np.datetime64("2022-01-01T00:00:00")
+    chunk = 500_000
+    with path.open("w", encoding="utf-8", newline="") as out:
+        out.write("order_id,customer_id,ordered_at,amount,currency\n")
+        for first in range(0, rows, chunk):
+            n = min(chunk, rows - first)
+            ids = np.arange(first, first + n)
+            cust = rng.integers(0, customers, n)
+            secs = rng.integers(0, 3 * 365 * 86400, n)
+            stamps = np.datetime_as_string(start + secs.astype("timedelta64[s]"), unit="s")
+            cents = rng.gamma(2.0, 2500.0, n).astype(np.int64) + 100
+            lines = [
+                f"o{i},c{c},{t}Z,{m // 100}.{m % 100:02d},EUR\n"
+                for i, c, t, m in zip(
+                    ids.tolist(), cust.tolist(), stamps.tolist(), cents.tolist(), strict=True
+                )
+            ]
+            out.write("".join(lines))
+    path.with_suffix(".ok").write_text(str(rows))
+    return path
+
+
+def customers_of(rows: int) -> int:
+    return max(rows // 10, 1)
+
+
+# -- children (run in a subprocess so that ru_maxrss is theirs alone) --------------------------
+
+
+def _preload_contacts(url: str, count: int) -> None:
+    from winback.store.engine import make_engine
+
+    engine = make_engine(url)
+    now = "2026-01-01 00:00:00.000000"
+    rows = [(f"c{i}", "{}", 0, 0, now, now) for i in range(count)]
+    with engine.begin() as conn:
+        raw: Any = conn.connection.driver_connection
+        cur = raw.cursor()
+        sql = (
+            "INSERT INTO contacts (customer_id, attributes, orders_count, revenue_total, "
+            "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)"
+        )
+        if engine.dialect.name == "postgresql":
+            with cur.copy(
+                "COPY contacts (customer_id, attributes, orders_count, revenue_total, "
+                "created_at, updated_at) FROM STDIN"
+            ) as copy:
+                for row in rows:
+                    copy.write_row(row)
+        else:
+            cur.executemany(sql, rows)
+    engine.dispose()
+
+
+def child_ours(workspace: Path, file: Path) -> dict[str, Any]:
+    import winback
+
+    ws = winback.open(workspace)
+    started = time.perf_counter()
+    report = ws.imports.orders(file)
+    seconds = time.perf_counter() - started
+    ws.close()
+    return {"rows": report.imported, "seconds": seconds, "rejected": report.rejected}
+
+
+def _parsed_chunks(file: Path, postgres: bool, chunk: int) -> Iterator[list[tuple[Any, ...]]]:
+    from datetime import UTC, datetime
+    from decimal import Decimal
+
+    with file.open(encoding="utf-8", newline="") as handle:
+        reader = csv.reader(handle)
+        next(reader)
+        rows: list[tuple[Any, ...]] = []
+        for order_id, customer, at, amount, currency in reader:
+            stamp = datetime.fromisoformat(at).astimezone(UTC)
+            contact_id = int(customer[1:]) + 1
+            if postgres:
+                rows.append((order_id, contact_id, stamp, Decimal(amount), currency))
+            else:
+                text = stamp.replace(tzinfo=None).isoformat(" ", "microseconds")
+                rows.append((order_id, contact_id, text, float(amount), currency))
+            if len(rows) >= chunk:
+                yield rows
+                rows = []
+        if rows:
+            yield rows
+
+
+def child_raw(url: str, file: Path) -> dict[str, Any]:
+    """Bulk insert by the driver alone; only the inserts are timed."""
+    from winback.store.engine import make_engine
+
+    engine = make_engine(url)
+    postgres = engine.dialect.name == "postgresql"
+    timed = 0.0
+    count = 0
+    for rows in _parsed_chunks(file, postgres, 50_000):
+        started = time.perf_counter()
+        with engine.begin() as conn:
+            raw: Any = conn.connection.driver_connection
+            cur = raw.cursor()
+            if postgres:
+                with cur.copy(
+                    "COPY orders (order_id, contact_id, ordered_at, amount, currency) FROM STDIN"
+                ) as copy:
+                    for row in rows:
+                        copy.write_row(row)
+            else:
+                cur.executemany(
+                    "INSERT INTO orders (order_id, contact_id, ordered_at, amount, currency) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    rows,
+                )
+        timed += time.perf_counter() - started
+        count += len(rows)
+    engine.dispose()
+    return {"rows": count, "seconds": timed}
+
+
+def _child_main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("mode", choices=["ours", "raw"])
+    parser.add_argument("--workspace", type=Path)
+    parser.add_argument("--url")
+    parser.add_argument("--file", type=Path, required=True)
+    args = parser.parse_args(argv)
+    if args.mode == "ours":
+        out = child_ours(args.workspace, args.file)
+    else:
+        out = child_raw(args.url, args.file)
+    out["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    print(json.dumps(out))
+
+
+# -- parent ----------------------------------------------------------------------------------
+
+
+def _spawn(*args: str) -> dict[str, Any]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.bench_import", "--child", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"benchmark child failed: {done.stderr[-3000:]}")
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def _fresh_store(db: str, name: str, cluster: Any, customers: int) -> tuple[Path, str]:
+    import winback
+
+    folder = WORK / f"run-{db}-{name}"
+    shutil.rmtree(folder, ignore_errors=True)
+    if db == "sqlite":
+        ws = winback.init(folder, environ={})
+    else:
+        url = cluster.create_database(f"bench_{name}")
+        ws = winback.init(folder, environ={"WINBACK_DATABASE_URL": url})
+    url = ws.database_url
+    ws.close()
+    _preload_contacts(url, customers)
+    if db != "sqlite":  # the child opens the workspace with this environment variable
+        (folder / "winback.toml").write_text(
+            (folder / "winback.toml").read_text() + f'\ndatabase_url = "{url}"\n'
+        )
+    return folder, url
+
+
+def run(quick: bool) -> dict[str, Any]:
+    from tests.pgcluster import PostgresCluster
+
+    WORK.mkdir(exist_ok=True)
+    big_n = int(os.environ.get("WINBACK_BENCH_ROWS", 200_000 if quick else 10_000_000))
+    small_n = int(os.environ.get("WINBACK_BENCH_SMALL_ROWS", 50_000 if quick else 1_000_000))
+    big = generate(WORK / f"orders-{big_n}.csv", big_n)
+    small = generate(WORK / f"orders-{small_n}.csv", small_n)
+    figures: dict[str, Any] = {"rows": big_n, "small_rows": small_n}
+    dbs = os.environ.get("WINBACK_BENCH_DBS", "sqlite,postgres").split(",")
+    cluster = PostgresCluster().start() if "postgres" in dbs else None
+    try:
+        for db in dbs:
+            figures[db] = _one_database(db, cluster, big, big_n, small, small_n)
+    finally:
+        if cluster is not None:
+            cluster.stop()
+    return figures
+
+
+def _one_database(
+    db: str, cluster: Any, big: Path, big_n: int, small: Path, small_n: int
+) -> dict[str, Any]:
+    """ours on the full file, the raw limit on the full file, ours on the small file (for
+    memory). Each figure is printed, and saved under benchmarks/work/, as soon as it is known."""
+    partial = WORK / f"import-{db}-{big_n}.json"
+    done: dict[str, Any] = json.loads(partial.read_text()) if partial.exists() else {}
+
+    def step(name: str, *args: str) -> dict[str, Any]:
+        if name not in done:
+            store, url = _fresh_store(
+                db, name, cluster, customers_of(small_n if name == "small" else big_n)
+            )
+            if name == "raw":
+                done[name] = _spawn("raw", "--url", url, "--file", str(big))
+            else:
+                done[name] = _spawn(
+                    "ours",
+                    "--workspace",
+                    str(store),
+                    "--file",
+                    str(small if name == "small" else big),
+                )
+            shutil.rmtree(store, ignore_errors=True)
+            if db == "postgres":
+                cluster_drop(cluster, f"bench_{name}")
+            partial.write_text(json.dumps(done))
+        print(f"{db:9} {name:5} {json.dumps(done[name])}", flush=True)
+        return dict(done[name])
+
+    ours, raw, ours_small = step("big"), step("raw"), step("small")
+    ours_rate = ours["rows"] / ours["seconds"]
+    raw_rate = raw["rows"] / raw["seconds"]
+    f = {
+        "ours_rows_per_s": round(ours_rate),
+        "raw_rows_per_s": round(raw_rate),
+        "ratio": round(ours_rate / raw_rate, 3),
+        "ours_seconds": round(ours["seconds"], 1),
+        "raw_seconds": round(raw["seconds"], 1),
+        "ours_peak_rss_mb": ours["peak_rss_mb"],
+        "ours_small_peak_rss_mb": ours_small["peak_rss_mb"],
+        "raw_peak_rss_mb": raw["peak_rss_mb"],
+        "imported": ours["rows"],
+    }
+    print(
+        f"{db:9} ours {f['ours_rows_per_s']:>9,} rows/s   raw {f['raw_rows_per_s']:>9,} rows/s"
+        f"   ratio {f['ratio']:.0%}   peak memory {f['ours_small_peak_rss_mb']} MB at "
+        f"{small_n:,} rows vs {f['ours_peak_rss_mb']} MB at {big_n:,} rows",
+        flush=True,
+    )
+    return f
+
+
+def cluster_drop(cluster: Any, name: str) -> None:
+    import psycopg
+
+    with psycopg.connect(
+        f"host=127.0.0.1 port={cluster.port} user=postgres dbname=postgres", autocommit=True
+    ) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        _child_main(sys.argv[2:])
+    else:
+        print(json.dumps(run(quick="--quick" in sys.argv), indent=2))

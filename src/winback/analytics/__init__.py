@@ -1,0 +1,21 @@
+"""Customer-base analytics: RFM, BG/NBD, Pareto/NBD, Gamma-Gamma, CLV, clusters and base
+health. Pure computations on NumPy arrays; :mod:`winback.analytics.service` reads the store
+and writes the results back (``Workspace.analytics``)."""
+
+from winback.analytics._fit import FitResult, ModelNotConverged, NotEnoughData
+from winback.analytics.bgnbd import BetaGeo
+from winback.analytics.gamma_gamma import GammaGamma
+from winback.analytics.pareto_nbd import ParetoNBD
+from winback.analytics.summary import Summary, Transactions, summary_data
+
+__all__ = [
+    "BetaGeo",
+    "FitResult",
+    "GammaGamma",
+    "ModelNotConverged",
+    "NotEnoughData",
+    "ParetoNBD",
+    "Summary",
+    "Transactions",
+    "summary_data",
+]

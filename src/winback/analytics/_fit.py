@@ -1,0 +1,200 @@
+"""What the three models share: weighted compression of the data, maximum likelihood in
+log-parameter space with analytic or numerical gradients, and a convergence report."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from scipy.optimize import minimize
+
+from winback.errors import WinbackError
+
+FloatArray = np.ndarray  # float64 arrays (loosely typed: NumPy stubs are too strict)
+
+
+class ModelNotConverged(WinbackError):
+    """Maximum likelihood estimation did not converge."""
+
+
+class NotEnoughData(WinbackError):
+    """Too few customers (or repeat customers) to fit a model."""
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """Fitted parameters with the literature's names, the maximised log-likelihood and how
+    the optimiser got there."""
+
+    model: str
+    params: dict[str, float]
+    log_likelihood: float
+    n: int
+    converged: bool
+    iterations: int
+    evaluations: int
+    gradient_norm: float
+    message: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "params": dict(self.params),
+            "log_likelihood": self.log_likelihood,
+            "customers": self.n,
+            "converged": self.converged,
+            "iterations": self.iterations,
+            "evaluations": self.evaluations,
+            "gradient_norm": self.gradient_norm,
+            "message": self.message,
+            **self.extra,
+        }
+
+
+def compress(*columns: FloatArray) -> tuple[list[FloatArray], FloatArray]:
+    """Distinct rows of the given columns and how often each occurs: the likelihood is a
+    sum over customers, so identical customers are evaluated once and weighted."""
+    cols = [np.asarray(c, dtype=np.float64) for c in columns]
+    n = len(cols[0]) if cols else 0
+    if n == 0:
+        return [np.zeros(0) for _ in cols], np.zeros(0)
+    order = np.lexsort(cols[::-1])
+    sorted_cols = [c[order] for c in cols]
+    new = np.empty(n, dtype=bool)
+    new[0] = True
+    new[1:] = False
+    for c in sorted_cols:
+        new[1:] |= c[1:] != c[:-1]
+    starts = np.flatnonzero(new)
+    counts = np.diff(np.append(starts, n)).astype(np.float64)
+    return [c[starts] for c in sorted_cols], counts
+
+
+class Distinct:
+    """A column as its distinct values and, per row, the index of its value: functions of
+    the column are evaluated on the few distinct values and gathered."""
+
+    def __init__(self, values: FloatArray) -> None:
+        self.values, self.index = np.unique(values, return_inverse=True)
+
+    def subset(self, rows: np.ndarray) -> Distinct:
+        out = Distinct.__new__(Distinct)
+        out.values, out.index = self.values, self.index[rows]
+        return out
+
+    def gather(self, per_value: FloatArray) -> FloatArray:
+        return per_value[self.index]
+
+
+def maximise(
+    model: str,
+    names: Sequence[str],
+    neg_ll: Callable[[FloatArray], tuple[float, FloatArray | None]],
+    x0: Sequence[float],
+    n: int,
+    *,
+    has_gradient: bool,
+    tol: float = 1e-8,
+    maxiter: int = 2000,
+) -> FitResult:
+    """Minimise ``neg_ll`` (mean negative log-likelihood as a function of log-parameters).
+
+    With an analytic gradient: BFGS. Without: Nelder-Mead, then BFGS on finite differences to
+    polish. The result reports convergence honestly (``converged`` and the gradient norm).
+    """
+    start = np.log(np.asarray(x0, dtype=np.float64))
+    evaluations = 0
+
+    def value(z: FloatArray) -> float:
+        nonlocal evaluations
+        evaluations += 1
+        v = neg_ll(z)[0]
+        return v if np.isfinite(v) else 1e300
+
+    def value_grad(z: FloatArray) -> tuple[float, FloatArray]:
+        nonlocal evaluations
+        evaluations += 1
+        v, g = neg_ll(z)
+        assert g is not None
+        if not np.isfinite(v):
+            return 1e300, np.zeros_like(z)
+        return v, g
+
+    from threadpoolctl import threadpool_limits
+
+    # Vectors of a few hundred thousand: BLAS threads only add contention.
+    with np.errstate(all="ignore"), threadpool_limits(1):
+        if has_gradient:
+            res = minimize(
+                value_grad,
+                start,
+                jac=True,
+                method="BFGS",
+                options={"gtol": tol, "maxiter": maxiter},
+            )
+            grad = value_grad(res.x)[1]
+        else:
+            res = minimize(
+                value,
+                start,
+                method="Nelder-Mead",
+                options={"xatol": 1e-10, "fatol": 1e-13, "maxiter": maxiter * 5},
+            )
+            res2 = minimize(value, res.x, method="BFGS", options={"gtol": 1e-9, "maxiter": 200})
+            nit = int(res.nit) + int(res2.nit)
+            if res2.fun <= res.fun:
+                res = res2
+            res.nit = nit
+            grad = _numeric_grad(value, res.x)
+    gnorm = float(np.max(np.abs(grad))) if len(grad) else 0.0
+    with np.errstate(over="ignore"):  # a diverging fit gives inf: reported as not converged
+        params = {name: float(v) for name, v in zip(names, np.exp(res.x), strict=True)}
+    ll = -float(res.fun) * n
+    converged = (
+        bool(np.isfinite(ll))
+        and gnorm < 1e-4
+        and all(np.isfinite(v) and 0 < v < 1e12 for v in params.values())
+    )
+    return FitResult(
+        model=model,
+        params=params,
+        log_likelihood=ll,
+        n=n,
+        converged=converged,
+        iterations=int(getattr(res, "nit", 0)),
+        evaluations=evaluations,
+        gradient_norm=gnorm,
+        message=str(res.message),
+    )
+
+
+def _numeric_grad(f: Callable[[FloatArray], float], z: FloatArray, h: float = 1e-6) -> FloatArray:
+    g = np.zeros_like(z)
+    for i in range(len(z)):
+        e = np.zeros_like(z)
+        e[i] = h
+        g[i] = (f(z + e) - f(z - e)) / (2 * h)
+    return g
+
+
+def distinct_pairs(x: FloatArray, T: FloatArray) -> tuple[FloatArray, FloatArray, np.ndarray]:
+    """Distinct (x, T) rows and the index of each customer's row."""
+    x, T = np.asarray(x, dtype=np.float64), np.asarray(T, dtype=np.float64)
+    if len(x) == 0:
+        return x, T, np.zeros(0, dtype=np.int64)
+    order = np.lexsort((T, x))
+    xs, Ts = x[order], T[order]
+    new = np.empty(len(x), dtype=bool)
+    new[0] = True
+    new[1:] = (xs[1:] != xs[:-1]) | (Ts[1:] != Ts[:-1])
+    group = np.cumsum(new) - 1
+    inverse = np.empty(len(x), dtype=np.int64)
+    inverse[order] = group
+    return xs[new], Ts[new], inverse
+
+
+def as_float(values: Any) -> FloatArray:
+    return np.asarray(values, dtype=np.float64)

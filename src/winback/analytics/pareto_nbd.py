@@ -1,0 +1,154 @@
+"""The Pareto/NBD model (Schmittlein, Morrison and Colombo 1987; likelihood as in Fader and
+Hardie 2005, "A note on deriving the Pareto/NBD model and related expressions").
+
+While alive a customer buys as Poisson(λ), λ ~ Gamma(r, α); the lifetime is exponential with
+rate μ, μ ~ Gamma(s, β). The likelihood is
+
+    L = Γ(r+x) α^r β^s / Γ(r) · [ (α+T)^-(r+x) (β+T)^-s + s (H(t_x) − H(T)) ]
+
+with H(t) = ∫_t^∞ (α+τ)^-(r+x) (β+τ)^-(s+1) dτ. The published form writes H through
+₂F₁(r+s+x, s+1; r+s+x+1; (α−β)/(α+t)), which is numerically fragile: it diverges like
+(1−z)^-s as z → 1 and has huge parameters for heavy buyers. We use Euler's transformation,
+
+    H(t) = (α+t)^-(r+x) (β+t)^-s · F(t) / (r+s+x),   F(t) = ₂F₁(1, r+x; r+s+x+1; z),
+
+whose series has positive terms bounded by (r+s+x)/s for z ∈ [0, 1); for z < 0 (α < β) the
+Pfaff transformation F = ₂F₁(1, s+1; r+s+x+1; z/(z−1)) / (1−z) keeps the argument in [0, 1).
+Everything else is summed in log space.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.special import gammaln, hyp2f1
+
+from winback.analytics._fit import (
+    FitResult,
+    FloatArray,
+    NotEnoughData,
+    as_float,
+    compress,
+    maximise,
+)
+
+NAMES = ("r", "alpha", "s", "beta")
+
+
+def _log_H(
+    t: FloatArray, x: FloatArray, r: float, alpha: float, s: float, beta: float
+) -> FloatArray:
+    """log H(t) = log[(α+t)^-(r+x) (β+t)^-s F(t) / (r+s+x)] (see the module docstring)."""
+    rx = r + x
+    c = rx + s + 1.0
+    z = (alpha - beta) / (alpha + t)
+    with np.errstate(all="ignore"):
+        if alpha >= beta:
+            log_f = np.log(hyp2f1(1.0, rx, c, z))
+        else:
+            w = z / (z - 1.0)
+            log_f = np.log(hyp2f1(1.0, s + 1.0, c, w)) - np.log1p(-z)
+    return -rx * np.log(alpha + t) - s * np.log(beta + t) + log_f - np.log(rx + s)
+
+
+def _parts(
+    params: FloatArray, x: FloatArray, t_x: FloatArray, T: FloatArray
+) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """(log of the constant, log of the alive-at-T term, log of the whole bracket)."""
+    r, alpha, s, beta = params
+    const = gammaln(r + x) - gammaln(r) + r * np.log(alpha) + s * np.log(beta)
+    l1 = -(r + x) * np.log(alpha + T) - s * np.log(beta + T)
+    lh_tx = _log_H(t_x, x, r, alpha, s, beta)
+    lh_T = _log_H(T, x, r, alpha, s, beta)
+    m = np.maximum(l1, lh_tx)
+    with np.errstate(all="ignore"):
+        inner = np.exp(l1 - m) + s * (np.exp(lh_tx - m) - np.exp(lh_T - m))
+        bracket = m + np.log(np.maximum(inner, np.exp(l1 - m)))
+    return const, l1, bracket
+
+
+def log_likelihood(
+    params: tuple[float, float, float, float], x: FloatArray, t_x: FloatArray, T: FloatArray
+) -> FloatArray:
+    """Per-customer log-likelihood."""
+    const, _, bracket = _parts(np.asarray(params, dtype=np.float64), x, t_x, T)
+    return const + bracket
+
+
+@dataclass(frozen=True)
+class ParetoNBD:
+    """A fitted Pareto/NBD model. Time is in the unit of the data it was fitted on."""
+
+    r: float
+    alpha: float
+    s: float
+    beta: float
+    fit: FitResult | None = None
+
+    name = "pareto-nbd"
+
+    @classmethod
+    def fitted(
+        cls,
+        frequency: FloatArray,
+        recency: FloatArray,
+        T: FloatArray,
+        *,
+        initial: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0),
+    ) -> ParetoNBD:
+        """Maximum likelihood fit (Nelder-Mead then BFGS on log-parameters)."""
+        x, t, TT = as_float(frequency), as_float(recency), as_float(T)
+        if len(x) < 3:
+            raise NotEnoughData(f"a Pareto/NBD fit needs at least 3 customers, got {len(x)}")
+        (ux, ut, uT), w = compress(x, t, TT)
+        n = len(x)
+
+        def neg(z: FloatArray) -> tuple[float, None]:
+            ll = log_likelihood(tuple(np.exp(z)), ux, ut, uT)
+            return -float(np.dot(w, ll)) / n, None
+
+        res = maximise("pareto-nbd", NAMES, neg, initial, n, has_gradient=False)
+        p = res.params
+        return cls(p["r"], p["alpha"], p["s"], p["beta"], res)
+
+    @property
+    def params(self) -> dict[str, float]:
+        return {"r": self.r, "alpha": self.alpha, "s": self.s, "beta": self.beta}
+
+    def probability_alive(self, x: FloatArray, t_x: FloatArray, T: FloatArray) -> FloatArray:
+        """P(alive | x, t_x, T): the share of the likelihood in which the customer is still
+        alive at T."""
+        p = np.array([self.r, self.alpha, self.s, self.beta])
+        _, l1, bracket = _parts(p, as_float(x), as_float(t_x), as_float(T))
+        return np.clip(np.exp(l1 - bracket), 0.0, 1.0)
+
+    def expected_purchases(
+        self, t: float | FloatArray, x: FloatArray, t_x: FloatArray, T: FloatArray
+    ) -> FloatArray:
+        """E[Y(t) | x, t_x, T] = (r+x)(β+T) / ((α+T)(s−1)) · [1 − ((β+T)/(β+T+t))^(s−1)]
+        · P(alive), evaluated with expm1/log1p (and its limit at s = 1)."""
+        x, T = as_float(x), as_float(T)
+        return self.expected_purchases_if_alive(t, x, T) * self.probability_alive(x, t_x, T)
+
+    def expected_purchases_if_alive(
+        self, t: float | FloatArray, x: FloatArray, T: FloatArray
+    ) -> FloatArray:
+        """The factor of E[Y(t) | x, t_x, T] that multiplies P(alive) (depends on x, T)."""
+        x, T, t = as_float(x), as_float(T), as_float(t)
+        g = np.log1p(t / (self.beta + T))
+        sm1 = self.s - 1.0
+        factor = g if abs(sm1) < 1e-10 else -np.expm1(-sm1 * g) / sm1
+        return (self.r + x) * (self.beta + T) / (self.alpha + T) * factor
+
+    def expected_purchases_new(self, t: float | FloatArray) -> FloatArray:
+        """E[X(t)] of a customer who has just arrived: rβ/(α(s−1)) [1 − (β/(β+t))^(s−1)]."""
+        t = as_float(t)
+        g = np.log1p(t / self.beta)
+        sm1 = self.s - 1.0
+        factor = g if abs(sm1) < 1e-10 else -np.expm1(-sm1 * g) / sm1
+        return self.r * self.beta / self.alpha * factor
+
+    def posterior_rate(self, x: FloatArray, t_x: FloatArray, T: FloatArray) -> FloatArray:
+        """E[λ | alive, x, T] = (r + x) / (α + T)."""
+        return (self.r + as_float(x)) / (self.alpha + as_float(T))

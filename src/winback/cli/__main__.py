@@ -1,0 +1,3 @@
+from winback.cli import main
+
+main()

@@ -1,0 +1,219 @@
+"""``winback templates``, ``winback deliver``, ``winback serve``, ``winback api-keys``,
+``winback coupons``, ``winback suppressions``."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from winback.cli._app import JsonOption, WorkspaceOption, app, console, print_json, workspace_from
+
+templates_app = typer.Typer(
+    help="Message templates: list, preview, validate.", no_args_is_help=True
+)
+keys_app = typer.Typer(help="API keys of the HTTP event API.", no_args_is_help=True)
+coupons_app = typer.Typer(help="Coupon codes: import pools, see redemptions.", no_args_is_help=True)
+suppress_app = typer.Typer(help="The suppression list.", no_args_is_help=True)
+app.add_typer(templates_app, name="templates")
+app.add_typer(keys_app, name="api-keys")
+app.add_typer(coupons_app, name="coupons")
+app.add_typer(suppress_app, name="suppressions")
+
+
+@templates_app.command("list")
+def templates_list(workspace: WorkspaceOption = None, as_json: JsonOption = False) -> None:
+    """Templates available (the workspace's templates/ first, then the shipped library)."""
+    with workspace_from(workspace) as ws:
+        repo = ws.delivery.templates
+        rows = [
+            {"name": n, "channel": repo.get(n).channel, "path": str(repo.get(n).path)}
+            for n in repo.names()
+        ]
+    if as_json:
+        print_json(rows)
+        return
+    table = Table("template", "channel", "file")
+    for r in rows:
+        table.add_row(r["name"], r["channel"], r["path"])
+    console.print(table)
+
+
+@templates_app.command("render")
+def templates_render(
+    name: Annotated[str, typer.Argument(help="Template name (file name without .yaml).")],
+    contact: Annotated[str, typer.Option("--contact", help="The contact's customer_id.")],
+    html: Annotated[
+        Path | None, typer.Option("--html", help="Also write the HTML part to this file.")
+    ] = None,
+    workspace: WorkspaceOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Preview a template rendered for one contact."""
+    with workspace_from(workspace) as ws:
+        rendered = ws.delivery.preview(name, contact)
+    if html is not None:
+        html.write_text(rendered.html, encoding="utf-8")
+    if as_json:
+        print_json(dataclasses.asdict(rendered))
+        return
+    if rendered.channel == "email":
+        console.print(f"[bold]Subject:[/] {rendered.subject}", highlight=False)
+        console.print(f"[bold]Preheader:[/] {rendered.preheader}", highlight=False)
+        console.rule()
+        console.print(rendered.text, highlight=False, markup=False)
+        if html is not None:
+            console.print(f"HTML part written to [bold]{html}[/].")
+    else:
+        if rendered.title:
+            console.print(f"[bold]Title:[/] {rendered.title}", highlight=False)
+        console.print(rendered.body, highlight=False, markup=False)
+
+
+@templates_app.command("validate")
+def templates_validate(
+    names: Annotated[list[str] | None, typer.Argument(help="Templates (default: all).")] = None,
+    workspace: WorkspaceOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Report syntax errors and unknown variables, with file and line. Exit 1 if any."""
+    with workspace_from(workspace) as ws:
+        problems = ws.delivery.validate(names)
+    if as_json:
+        print_json([{"path": p.path, "line": p.line, "message": p.message} for p in problems])
+    else:
+        for p in problems:
+            typer.echo(str(p))  # one unwrapped line each, for editors and grep
+        if not problems:
+            console.print("All templates are valid.")
+    if problems:
+        raise typer.Exit(1)
+
+
+@app.command("deliver")
+def deliver(workspace: WorkspaceOption = None, as_json: JsonOption = False) -> None:
+    """Deliver every outbox message that is due now, then exit."""
+    with workspace_from(workspace) as ws:
+        report = ws.delivery.deliver_due()
+        counts = ws.delivery.outbox_counts()
+    data = {"claimed": report.claimed, "outcomes": dict(report.counts), "outbox": counts}
+    if as_json:
+        print_json(data)
+        return
+    console.print(
+        f"Processed {report.claimed} messages: "
+        + (", ".join(f"{n} {k}" for k, n in sorted(report.counts.items())) or "nothing due")
+    )
+
+
+@app.command("serve")
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    background: Annotated[
+        bool,
+        typer.Option(help="Also run the delivery worker (and flow engine) in this process."),
+    ] = True,
+    workspace: WorkspaceOption = None,
+) -> None:
+    """Run the HTTP service: tracking, unsubscribe, feedback, event API."""
+    import uvicorn
+
+    from winback.web.app import create_app
+
+    ws = workspace_from(workspace)
+    try:
+        uvicorn.run(create_app(ws, background=background), host=host, port=port)
+    finally:
+        ws.close()
+
+
+@keys_app.command("create")
+def keys_create(
+    name: Annotated[str, typer.Argument(help="A name for the key (who uses it).")],
+    workspace: WorkspaceOption = None,
+) -> None:
+    """Create an API key and print it once (only its hash is stored)."""
+    with workspace_from(workspace) as ws:
+        key = ws.delivery.create_api_key(name)
+    typer.echo(key)
+
+
+@keys_app.command("list")
+def keys_list(workspace: WorkspaceOption = None, as_json: JsonOption = False) -> None:
+    """API keys (names and prefixes; the keys themselves are not stored)."""
+    with workspace_from(workspace) as ws:
+        rows = ws.delivery.api_keys()
+    if as_json:
+        print_json(rows)
+        return
+    table = Table("name", "prefix", "created", "last used", "revoked")
+    for r in rows:
+        table.add_row(
+            *(
+                str(r[k] or "")
+                for k in ("name", "prefix", "created_at", "last_used_at", "revoked_at")
+            )
+        )
+    console.print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(name: str, workspace: WorkspaceOption = None) -> None:
+    """Revoke an API key."""
+    with workspace_from(workspace) as ws:
+        done = ws.delivery.revoke_api_key(name)
+    console.print(f"Revoked {name}." if done else f"No active key named {name}.")
+
+
+@coupons_app.command("import")
+def coupons_import(
+    file: Annotated[Path, typer.Argument(help="One code per line, or a CSV with a code column.")],
+    pool: Annotated[str, typer.Option(help="Pool name flows refer to.")] = "default",
+    workspace: WorkspaceOption = None,
+) -> None:
+    """Import a pool of coupon codes."""
+    with workspace_from(workspace) as ws:
+        added, known = ws.delivery.import_coupons(file, pool=pool)
+    console.print(f"Added {added} codes to pool {pool!r} ({known} already known).")
+
+
+@coupons_app.command("status")
+def coupons_status(workspace: WorkspaceOption = None, as_json: JsonOption = False) -> None:
+    """Codes, assigned and redeemed (matching orders' coupon codes first)."""
+    with workspace_from(workspace) as ws:
+        ws.delivery.redeem_coupons()
+        counts = ws.delivery.coupon_counts()
+    if as_json:
+        print_json(counts)
+        return
+    console.print(", ".join(f"{v} {k}" for k, v in counts.items()))
+
+
+@suppress_app.command("list")
+def suppressions_list(workspace: WorkspaceOption = None, as_json: JsonOption = False) -> None:
+    """Suppressed addresses."""
+    with workspace_from(workspace) as ws:
+        rows = ws.delivery.suppressions()
+    if as_json:
+        print_json(rows)
+        return
+    table = Table("channel", "address", "reason", "since")
+    for r in rows:
+        table.add_row(r["channel"], r["address"], r["reason"], str(r["created_at"]))
+    console.print(table)
+
+
+@suppress_app.command("add")
+def suppressions_add(
+    address: str,
+    channel: Annotated[str, typer.Option(help="email, sms or push")] = "email",
+    workspace: WorkspaceOption = None,
+) -> None:
+    """Suppress an address by hand."""
+    with workspace_from(workspace) as ws:
+        new = ws.delivery.suppress(channel, address)
+    console.print("Suppressed." if new else "Already suppressed.")

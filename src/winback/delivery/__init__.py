@@ -1,0 +1,188 @@
+"""Delivery: message templates, channels (SMTP email; SMS, push and webhooks over HTTP),
+send-time policies, tracking, unsubscribe, feedback, coupons and the outbox worker.
+
+:class:`Delivery` is the facade the CLI and the HTTP service use (``workspace.delivery``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import func, select
+
+from winback.delivery.channels import Channel, OutboundMessage, SendResult
+from winback.delivery.templates import (
+    VARIABLES,
+    Problem,
+    Rendered,
+    TemplateRepository,
+    validate_template,
+)
+
+if TYPE_CHECKING:
+    from winback.delivery.inbound import EventIn, IngestResult
+    from winback.delivery.tracking import Tracker
+    from winback.delivery.worker import BatchReport, DeliveryWorker
+    from winback.workspace import Workspace
+
+__all__ = [
+    "VARIABLES",
+    "Channel",
+    "Delivery",
+    "OutboundMessage",
+    "Problem",
+    "Rendered",
+    "SendResult",
+    "TemplateRepository",
+    "validate_template",
+]
+
+
+class Delivery:
+    """Everything delivery offers on one workspace."""
+
+    def __init__(self, workspace: Workspace) -> None:
+        self.ws = workspace
+        self.templates = TemplateRepository(workspace.path / "templates")
+
+    # -- templates ---------------------------------------------------------------------------
+    def validate(self, names: list[str] | None = None) -> list[Problem]:
+        problems: list[Problem] = []
+        for name in names or self.templates.names():
+            problems.extend(self.templates.validate(name))
+        return problems
+
+    def preview(self, name: str, customer_id: str) -> Rendered:
+        """Render template ``name`` for one contact, as it would go out (links unsigned)."""
+        from winback.delivery.context import load_contacts, render_context
+        from winback.delivery.tokens import TokenSigner
+
+        contact_id = self.ws.store.contact_id(customer_id)
+        with self.ws.engine.connect() as conn:
+            data = load_contacts(conn, [contact_id])[contact_id]
+        signer = TokenSigner(self.ws.settings.secret_key)
+        base = self.ws.settings.base_url.rstrip("/")
+        context = render_context(
+            data,
+            settings=self.ws.settings,
+            message={"id": 0, "template": name, "flow": "preview", "step": "preview"},
+            now=self.ws.clock.now(),
+            coupon="PREVIEW-COUPON" if self.templates.get(name).uses("coupon") else None,
+            unsubscribe_url=f"{base}/u/{signer.sign('u', 0, contact_id)}",
+            feedback_url=f"{base}/f/{signer.sign('f', 0, contact_id)}",
+        )
+        return self.templates.render(name, context)
+
+    # -- the worker --------------------------------------------------------------------------
+    def worker(
+        self, *, channels: Mapping[str, Channel] | None = None, fault: str | None = None
+    ) -> DeliveryWorker:
+        from winback.delivery.worker import DeliveryWorker
+
+        return DeliveryWorker(self.ws, channels=channels, fault=fault)
+
+    def deliver_due(self, *, channels: Mapping[str, Channel] | None = None) -> BatchReport:
+        """Deliver every message due now, then close the channels; also marks coupons
+        redeemed by orders that arrived since (imports included)."""
+        worker = self.worker(channels=channels)
+        try:
+            return worker.drain()
+        finally:
+            if channels is None:
+                worker.close()
+            self.redeem_coupons()
+
+    def outbox_counts(self) -> dict[str, int]:
+        from winback.store.schema import outbox
+
+        with self.ws.engine.connect() as conn:
+            rows = conn.execute(
+                select(outbox.c.status, func.count()).group_by(outbox.c.status)
+            ).all()
+        return {str(s): int(n) for s, n in rows}
+
+    # -- inbound -----------------------------------------------------------------------------
+    @property
+    def tracker(self) -> Tracker:
+        from winback.delivery.tracking import Tracker
+
+        return Tracker(self.ws)
+
+    def ingest(self, items: list[EventIn]) -> IngestResult:
+        from winback.delivery.inbound import ingest
+
+        with self.ws.engine.begin() as conn:
+            return ingest(conn, items, now=self.ws.clock.now(), currency=self.ws.settings.currency)
+
+    # -- api keys ----------------------------------------------------------------------------
+    def create_api_key(self, name: str) -> str:
+        from winback.delivery import apikeys
+
+        return apikeys.create(self.ws.engine, name, at=self.ws.clock.now())
+
+    def verify_api_key(self, key: str) -> str | None:
+        from winback.delivery import apikeys
+
+        return apikeys.verify(self.ws.engine, key, at=self.ws.clock.now())
+
+    def revoke_api_key(self, name: str) -> bool:
+        from winback.delivery import apikeys
+
+        return apikeys.revoke(self.ws.engine, name, at=self.ws.clock.now())
+
+    def api_keys(self) -> list[dict[str, Any]]:
+        from winback.delivery import apikeys
+
+        return apikeys.list_keys(self.ws.engine)
+
+    # -- coupons and suppressions ------------------------------------------------------------
+    def import_coupons(self, path: Path, *, pool: str) -> tuple[int, int]:
+        from winback.delivery.coupons import import_pool
+
+        with self.ws.engine.begin() as conn:
+            return import_pool(conn, path, pool=pool, at=self.ws.clock.now())
+
+    def redeem_coupons(self) -> int:
+        from winback.delivery.coupons import redeem
+
+        with self.ws.engine.begin() as conn:
+            return redeem(conn)
+
+    def coupon_counts(self) -> dict[str, int]:
+        from winback.store.schema import coupons
+
+        with self.ws.engine.connect() as conn:
+            row = conn.execute(
+                select(
+                    func.count(),
+                    func.count(coupons.c.assigned_at),
+                    func.count(coupons.c.redeemed_at),
+                )
+            ).one()
+        return {"codes": int(row[0]), "assigned": int(row[1]), "redeemed": int(row[2])}
+
+    def suppress(self, channel: str, address: str, *, reason: str = "manual") -> bool:
+        from winback.delivery.records import suppress
+
+        with self.ws.engine.begin() as conn:
+            return suppress(
+                conn,
+                channel=channel,
+                address=address,
+                contact_id=None,
+                reason=reason,
+                at=self.ws.clock.now(),
+            )
+
+    def suppressions(self) -> list[dict[str, Any]]:
+        from winback.store.schema import suppressions
+
+        with self.ws.engine.connect() as conn:
+            return [
+                dict(r)
+                for r in conn.execute(
+                    select(suppressions).order_by(suppressions.c.created_at)
+                ).mappings()
+            ]

@@ -1,0 +1,215 @@
+"""SMS, push and webhooks through one generic HTTP adapter (httpx), configured per provider
+in ``winback.toml``::
+
+    [providers.sms_gateway]
+    channel = "sms"
+    url = "https://sms.example.com/v1/messages"
+    auth_header = "Authorization"
+    auth_value = "Bearer ${SMS_TOKEN}"     # ${NAME}: read from the environment
+    body = '{"to": {{ to|tojson }}, "text": {{ body|tojson }}}'
+    success_codes = [200, 201, 202]
+
+The ``body`` template is rendered in the Jinja sandbox (variables ``to``, ``body``,
+``title``, ``url``, ``message_id``, ``contact``, ``data``) and must produce a JSON object;
+``format = "form"`` sends it form-encoded instead. ``preset = "twilio"`` fills in the
+Messages API shape (``account_sid``, ``auth_token``, ``from`` are then required).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import time
+from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, Literal
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from winback.delivery.channels import OutboundMessage, SendResult
+from winback.delivery.ratelimit import TokenBucket, backoff
+from winback.errors import InvalidSetting
+
+TWILIO_URL = "https://api.twilio.com/2010-04-01/Accounts/{account_sid}/Messages.json"
+TWILIO_BODY = '{"To": {{ to|tojson }}, "From": {{ sender|tojson }}, "Body": {{ body|tojson }}}'
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+class ProviderConfig(BaseModel):
+    """One HTTP provider (a ``[providers.NAME]`` table)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    channel: Literal["sms", "push", "webhook"]
+    url: str | None = None
+    method: Literal["POST", "PUT"] = "POST"
+    preset: Literal["twilio"] | None = None
+    format: Literal["json", "form"] = "json"
+    body: str | None = None
+    auth_header: str | None = None
+    auth_value: str | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    success_codes: list[int] = Field(default_factory=lambda: [200, 201, 202, 204])
+    retry_codes: list[int] = Field(default_factory=lambda: [408, 425, 429, 500, 502, 503, 504])
+    max_attempts: int = Field(3, ge=1)
+    retry_base_seconds: float = Field(0.5, ge=0)
+    timeout: float = Field(10.0, gt=0)
+    connections: int = Field(4, ge=1, le=64)
+    rate_per_second: float = Field(0.0, ge=0)
+    id_field: str | None = None
+    consent: bool | None = None  # None: sms/push need consent, webhooks do not
+    account_sid: str | None = None
+    auth_token: str | None = None
+    sender: str | None = Field(None, alias="from")
+
+    def resolved(self, environ: Mapping[str, str]) -> ProviderConfig:
+        """Environment references expanded and the preset applied."""
+
+        def expand(value: str | None) -> str | None:
+            if value is None:
+                return None
+            return _ENV.sub(lambda m: environ.get(m.group(1), ""), value)
+
+        data = self.model_dump(by_alias=False)
+        for key in ("url", "auth_value", "account_sid", "auth_token", "sender"):
+            data[key] = expand(data[key])
+        data["headers"] = {k: expand(v) or "" for k, v in self.headers.items()}
+        if self.preset == "twilio":
+            if not (data["account_sid"] and data["auth_token"] and data["sender"]):
+                raise InvalidSetting(
+                    "providers: the twilio preset needs account_sid, auth_token and from"
+                )
+            data["url"] = (data["url"] or TWILIO_URL).replace("{account_sid}", data["account_sid"])
+            data["format"] = "form"
+            data["body"] = data["body"] or TWILIO_BODY
+            data["auth_header"] = "Authorization"
+            token = base64.b64encode(
+                f"{data['account_sid']}:{data['auth_token']}".encode()
+            ).decode()
+            data["auth_value"] = f"Basic {token}"
+            data["success_codes"] = [200, 201]
+            data["id_field"] = data["id_field"] or "sid"
+        if not data["url"]:
+            raise InvalidSetting("providers: a provider needs a url (or a preset)")
+        return ProviderConfig.model_validate(data)
+
+    @property
+    def needs_consent(self) -> bool:
+        return self.channel != "webhook" if self.consent is None else self.consent
+
+
+def load_providers(
+    raw: Mapping[str, Mapping[str, Any]], environ: Mapping[str, str] | None = None
+) -> dict[str, ProviderConfig]:
+    env = os.environ if environ is None else environ
+    out: dict[str, ProviderConfig] = {}
+    for name, table in raw.items():
+        try:
+            out[name] = ProviderConfig.model_validate(dict(table)).resolved(env)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc'])} = {e.get('input')!r}: {e['msg']}"
+                for e in exc.errors()
+            )
+            raise InvalidSetting(f"providers.{name}: {problems}") from None
+        except InvalidSetting as exc:
+            raise InvalidSetting(str(exc).replace("providers:", f"providers.{name}:")) from None
+    return out
+
+
+class HttpChannel:
+    """Sends through one HTTP provider, ``connections`` requests at a time."""
+
+    def __init__(
+        self, name: str, config: ProviderConfig, *, transport: httpx.BaseTransport | None = None
+    ) -> None:
+        from winback.delivery.templates import make_environment
+
+        self.name, self.config = name, config
+        self.bucket = TokenBucket(config.rate_per_second)
+        self.client = httpx.Client(timeout=config.timeout, transport=transport)
+        self._body = make_environment().from_string(config.body) if config.body else None
+        self._pool = ThreadPoolExecutor(config.connections, thread_name_prefix=f"winback-{name}")
+
+    def request_for(self, msg: OutboundMessage) -> dict[str, Any]:
+        """The httpx request arguments for one message."""
+        values: dict[str, Any] = {
+            "to": msg.to,
+            "message_id": msg.message_id,
+            "sender": self.config.sender or "",
+        }
+        values.update(msg.fields)
+        values.setdefault("data", {})
+        values.setdefault("contact", {})
+        for key in ("body", "title", "url"):
+            values.setdefault(key, "")
+        if self._body is not None:
+            try:
+                document = json.loads(self._body.render(values))
+            except ValueError as exc:
+                raise ValueError(
+                    f"providers.{self.name}.body is not JSON once rendered: {exc}"
+                ) from None
+        else:
+            document = {k: v for k, v in values.items() if k != "sender"}
+        headers = {"Idempotency-Key": msg.message_id or msg.dedup_key, **self.config.headers}
+        if self.config.auth_header and self.config.auth_value:
+            headers[self.config.auth_header] = self.config.auth_value
+        request: dict[str, Any] = {
+            "method": self.config.method,
+            "url": self.config.url,
+            "headers": headers,
+        }
+        if self.config.format == "form":
+            request["data"] = {k: str(v) for k, v in document.items()}
+        else:
+            request["json"] = document
+        return request
+
+    def send(self, message: OutboundMessage) -> str | None:
+        """:class:`~winback.ports.Channel`: send now; raises DeliveryFailed when refused."""
+        return self.send_one(message).raise_or_id()
+
+    def submit(self, msg: OutboundMessage) -> Future[SendResult]:
+        return self._pool.submit(self.send_one, msg)
+
+    def send_one(self, msg: OutboundMessage) -> SendResult:
+        try:
+            request = self.request_for(msg)
+        except ValueError as exc:
+            return SendResult("failed", str(exc))
+        last = SendResult("retry", "not tried")
+        for attempt in range(1, self.config.max_attempts + 1):
+            if attempt > 1:
+                time.sleep(backoff(attempt - 1, self.config.retry_base_seconds, cap=30.0))
+            self.bucket.acquire()
+            try:
+                response = self.client.request(**request)
+            except httpx.HTTPError as exc:
+                last = SendResult("retry", f"{type(exc).__name__}: {exc}")
+                continue
+            code = response.status_code
+            if code in self.config.success_codes:
+                return SendResult("sent", str(code), self._provider_id(response), code)
+            detail = f"{code} {response.text[:200]}"
+            if code in self.config.retry_codes:
+                last = SendResult("retry", detail, code=code)
+                continue
+            return SendResult("failed", detail, code=code)
+        return last
+
+    def _provider_id(self, response: httpx.Response) -> str | None:
+        if not self.config.id_field:
+            return None
+        try:
+            value = response.json().get(self.config.id_field)
+        except (ValueError, AttributeError):
+            return None
+        return None if value is None else str(value)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+        self.client.close()

@@ -1,0 +1,226 @@
+"""Email over SMTP (standard library ``smtplib``): one URL setting, N reused connections
+driven by a thread pool, a shared token-bucket rate limit, and in-line retries with
+exponential backoff and jitter on 4xx replies and dropped connections.
+
+URL forms: ``smtp://user:password@host:587?starttls=true``, ``smtps://user:pw@host:465``,
+``smtp://127.0.0.1:1025``. Query options: ``starttls`` (true/false), ``timeout`` (seconds),
+``helo`` (name to greet with). User and password are percent-decoded.
+"""
+
+from __future__ import annotations
+
+import smtplib
+import ssl
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from winback.delivery.channels import OutboundMessage, SendResult
+from winback.delivery.ratelimit import TokenBucket, backoff
+from winback.errors import InvalidSetting
+
+_TRUE = {"1", "true", "yes", "on"}
+
+
+@dataclass(frozen=True, slots=True)
+class SmtpTarget:
+    host: str
+    port: int
+    user: str | None = None
+    password: str | None = None
+    implicit_tls: bool = False
+    starttls: bool = False
+    timeout: float = 30.0
+    helo: str | None = None
+
+    def __repr__(self) -> str:  # never show the password
+        scheme = "smtps" if self.implicit_tls else "smtp"
+        user = f"{self.user}:***@" if self.user else ""
+        return f"SmtpTarget({scheme}://{user}{self.host}:{self.port})"
+
+
+def parse_smtp_url(url: str) -> SmtpTarget:
+    """Parse the ``smtp_url`` setting; errors name the part that is wrong."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("smtp", "smtps"):
+        raise InvalidSetting(
+            f"smtp_url: scheme {parts.scheme!r} is not smtp or smtps "
+            "(expected smtp://user:password@host:port?starttls=true)"
+        )
+    if not parts.hostname:
+        raise InvalidSetting("smtp_url: no host (expected smtp://user:password@host:port)")
+    implicit = parts.scheme == "smtps"
+    try:
+        port = parts.port or (465 if implicit else 25)
+    except ValueError:
+        raise InvalidSetting("smtp_url: the port is not a number") from None
+    query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    unknown = set(query) - {"starttls", "timeout", "helo"}
+    if unknown:
+        raise InvalidSetting(
+            f"smtp_url: unknown option(s) {', '.join(sorted(unknown))} "
+            "(known: starttls, timeout, helo)"
+        )
+    try:
+        timeout = float(query.get("timeout", 30))
+    except ValueError:
+        raise InvalidSetting(f"smtp_url: timeout={query['timeout']!r} is not a number") from None
+    return SmtpTarget(
+        host=parts.hostname,
+        port=port,
+        user=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password else None,
+        implicit_tls=implicit,
+        starttls=query.get("starttls", "false").lower() in _TRUE,
+        timeout=timeout,
+        helo=query.get("helo"),
+    )
+
+
+class SmtpChannel:
+    """Sends emails over ``connections`` parallel, reused SMTP connections."""
+
+    def __init__(
+        self,
+        target: SmtpTarget,
+        *,
+        connections: int = 4,
+        rate_per_second: float = 0.0,
+        inline_attempts: int = 3,
+        retry_base: float = 0.2,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        self.target = target
+        self.connections = connections
+        self.bucket = TokenBucket(rate_per_second)
+        self.inline_attempts = inline_attempts
+        self.retry_base = retry_base
+        self.ssl_context = ssl_context or ssl.create_default_context()
+        self._local = threading.local()
+        self._opened: list[smtplib.SMTP] = []
+        self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(connections, thread_name_prefix="winback-smtp")
+
+    # -- connections ---------------------------------------------------------------------------
+    def _connect(self) -> smtplib.SMTP:
+        t = self.target
+        conn: smtplib.SMTP
+        if t.implicit_tls:
+            conn = smtplib.SMTP_SSL(
+                t.host,
+                t.port,
+                local_hostname=t.helo,
+                timeout=t.timeout,
+                context=self.ssl_context,
+            )
+        else:
+            conn = smtplib.SMTP(t.host, t.port, local_hostname=t.helo, timeout=t.timeout)
+        conn.ehlo_or_helo_if_needed()
+        if t.starttls and not t.implicit_tls:
+            conn.starttls(context=self.ssl_context)
+            conn.ehlo()
+        if t.user:
+            conn.login(t.user, t.password or "")
+        with self._lock:
+            self._opened.append(conn)
+        return conn
+
+    def _connection(self) -> smtplib.SMTP:
+        conn: smtplib.SMTP | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._connect()
+            self._local.conn = conn
+        return conn
+
+    def _drop(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        self._local.conn = None
+        if conn is not None:
+            try:
+                conn.close()
+            except OSError:
+                pass
+
+    # -- sending -------------------------------------------------------------------------------
+    def send(self, message: OutboundMessage) -> str | None:
+        """:class:`~winback.ports.Channel`: send now; raises DeliveryFailed when refused."""
+        return self.send_one(message).raise_or_id()
+
+    def send_one(self, msg: OutboundMessage) -> SendResult:
+        last = SendResult("retry", "not tried")
+        for attempt in range(1, self.inline_attempts + 1):
+            if attempt > 1:
+                time.sleep(backoff(attempt - 1, self.retry_base, cap=5.0))
+            self.bucket.acquire()
+            try:
+                conn = self._connection()
+                options: list[str] = []
+                if not (msg.sender or "").isascii() or not (msg.to or "").isascii():
+                    # An internationalised address (RFC 6531) needs the server's SMTPUTF8.
+                    if not conn.has_extn("smtputf8"):
+                        return SendResult(
+                            "failed",
+                            f"address {msg.to!r} is internationalised and the SMTP server "
+                            "does not offer SMTPUTF8",
+                        )
+                    options = ["SMTPUTF8"]
+                conn.sendmail(
+                    msg.sender or "", [msg.to or ""], msg.content.encode("utf-8"), options
+                )
+                return SendResult("sent", "250 accepted")
+            except smtplib.SMTPRecipientsRefused as exc:
+                code, text = next(iter(exc.recipients.values()))
+                last = _classify(code, text, recipient=True)
+                if code >= 500:
+                    self._reset()
+            except smtplib.SMTPResponseException as exc:
+                last = _classify(exc.smtp_code, exc.smtp_error, recipient=False)
+                if exc.smtp_code >= 500:
+                    self._reset()
+                if exc.smtp_code in (421,):
+                    self._drop()
+            except (TimeoutError, smtplib.SMTPServerDisconnected, OSError) as exc:
+                self._drop()
+                last = SendResult("retry", f"connection: {exc}")
+            except smtplib.SMTPException as exc:
+                self._drop()
+                last = SendResult("retry", f"smtp: {exc}")
+            if last.outcome != "retry":
+                return last
+        return last
+
+    def _reset(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            try:
+                conn.rset()
+            except (smtplib.SMTPException, OSError):
+                self._drop()
+
+    def submit(self, msg: OutboundMessage) -> Future[SendResult]:
+        """Send on one of the pooled connections, in the background."""
+        return self._pool.submit(self.send_one, msg)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+        with self._lock:
+            opened, self._opened = self._opened, []
+        for conn in opened:
+            try:
+                conn.quit()
+            except (smtplib.SMTPException, OSError):
+                try:
+                    conn.close()
+                except OSError:
+                    pass
+
+
+def _classify(code: int, text: bytes | str, *, recipient: bool) -> SendResult:
+    detail = f"{code} {text.decode(errors='replace') if isinstance(text, bytes) else text}"
+    if 400 <= code < 500:
+        return SendResult("retry", detail, code=code)
+    if code >= 500 and recipient:
+        return SendResult("bounced", detail, code=code)
+    return SendResult("failed", detail, code=code)

@@ -1,0 +1,171 @@
+"""Events arriving through the HTTP API (``POST /api/v1/events`` and ``/events/batch``):
+validated, written idempotently, with the contacts' standard attributes moved forward, and
+purchases written as orders (which also redeems coupons they carry)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from sqlalchemy import Connection, bindparam, case, select, update
+
+from winback.clock import as_utc
+from winback.delivery.coupons import redeem
+from winback.delivery.records import insert_ignore, record_events, suppress
+from winback.store.repository import Store
+from winback.store.schema import contacts, orders
+
+PURCHASE_TYPES = ("purchase", "order_completed")
+
+
+class EventIn(BaseModel):
+    """One event. ``type`` is a standard type (``page_view``, ``email_opened``, ...),
+    ``purchase``, or any custom name."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    customer_id: str = Field(min_length=1, max_length=255, description="The shop's customer id.")
+    type: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z][A-Za-z0-9_.:-]*$")
+    occurred_at: AwareDatetime | None = Field(
+        None, description="When it happened (ISO 8601 with offset); default: now."
+    )
+    event_id: str | None = Field(
+        None,
+        max_length=200,
+        description="The shop's id for the event; repeats are ignored. Default: a hash of the "
+        "content.",
+    )
+    properties: dict[str, Any] = Field(default_factory=dict)
+
+
+class PurchaseProperties(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    order_id: str = Field(min_length=1, max_length=255)
+    amount: Decimal = Field(ge=0, max_digits=18, decimal_places=2)
+    currency: str | None = Field(None, min_length=3, max_length=3)
+    items: list[dict[str, Any]] | None = None
+    coupon: str | None = Field(None, max_length=64)
+
+
+class IngestResult(BaseModel):
+    accepted: int = Field(description="Events in the request.")
+    new: int = Field(description="Events (and orders) not seen before.")
+    duplicates: int = Field(description="Events already recorded (same event_id or content).")
+
+
+def event_key(event: EventIn, at: datetime) -> str:
+    if event.event_id:
+        return f"api:{event.event_id}"
+    blob = json.dumps(
+        [event.customer_id, event.type, at.isoformat(), event.properties],
+        sort_keys=True,
+        default=str,
+    )
+    return "api:" + hashlib.sha256(blob.encode()).hexdigest()[:40]
+
+
+def ingest(
+    conn: Connection, items: Sequence[EventIn], *, now: datetime, currency: str
+) -> IngestResult:
+    """Record API events in the caller's transaction."""
+    store = Store(conn.engine)
+    ids = store.ensure_contacts((e.customer_id for e in items), at=now, conn=conn)
+    plain: list[dict[str, Any]] = []
+    purchases: list[tuple[EventIn, PurchaseProperties, datetime]] = []
+    for e in items:
+        at = as_utc(e.occurred_at) if e.occurred_at else now
+        if e.type in PURCHASE_TYPES:
+            purchases.append((e, PurchaseProperties.model_validate(e.properties), at))
+            continue
+        plain.append(
+            {
+                "event_key": event_key(e, at),
+                "contact_id": ids[e.customer_id],
+                "type": e.type,
+                "occurred_at": at,
+                "properties": e.properties or None,
+                "message_id": e.properties.get("message_id"),
+                "machine": bool(e.properties.get("machine", False)),
+            }
+        )
+    new = record_events(conn, plain) if plain else 0
+    for row in plain:
+        if row["type"] == "email_unsubscribed":
+            store.set_consent(
+                row["contact_id"], "email", False, at=row["occurred_at"], source="api", conn=conn
+            )
+        if row["type"] in ("email_bounced", "email_complained"):
+            email = conn.execute(
+                select(contacts.c.email).where(contacts.c.id == row["contact_id"])
+            ).scalar()
+            if email:
+                suppress(
+                    conn,
+                    channel="email",
+                    address=email,
+                    contact_id=row["contact_id"],
+                    reason="complained" if row["type"] == "email_complained" else "bounced",
+                    at=row["occurred_at"],
+                    detail="api",
+                )
+    if purchases:
+        new += _record_purchases(conn, purchases, ids, currency)
+    return IngestResult(accepted=len(items), new=new, duplicates=len(items) - new)
+
+
+def _record_purchases(
+    conn: Connection,
+    purchases: Sequence[tuple[EventIn, PurchaseProperties, datetime]],
+    ids: dict[str, int],
+    currency: str,
+) -> int:
+    new_rows: list[dict[str, Any]] = []
+    for e, p, at in purchases:
+        row = {
+            "order_id": p.order_id,
+            "contact_id": ids[e.customer_id],
+            "ordered_at": at,
+            "amount": p.amount,
+            "currency": (p.currency or currency).upper(),
+            "items": p.items,
+            "coupon": p.coupon,
+        }
+        if insert_ignore(conn, orders, [row], "order_id"):
+            new_rows.append(row)
+    # Standard purchase attributes, incrementally.
+    for row in new_rows:
+        when: Any = row["ordered_at"]
+        conn.execute(
+            update(contacts)
+            .where(contacts.c.id == bindparam("_id"))
+            .values(
+                orders_count=contacts.c.orders_count + 1,
+                revenue_total=contacts.c.revenue_total + bindparam("_amount"),
+                first_purchase_at=case(
+                    (
+                        (contacts.c.first_purchase_at.is_(None))
+                        | (contacts.c.first_purchase_at > bindparam("_at")),
+                        bindparam("_at"),
+                    ),
+                    else_=contacts.c.first_purchase_at,
+                ),
+                last_purchase_at=case(
+                    (
+                        (contacts.c.last_purchase_at.is_(None))
+                        | (contacts.c.last_purchase_at < bindparam("_at")),
+                        bindparam("_at"),
+                    ),
+                    else_=contacts.c.last_purchase_at,
+                ),
+            ),
+            {"_id": row["contact_id"], "_amount": row["amount"], "_at": when},
+        )
+    if any(r["coupon"] for r in new_rows):
+        redeem(conn)
+    return len(new_rows)

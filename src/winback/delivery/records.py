@@ -1,0 +1,122 @@
+"""Store writes shared by delivery, tracking and the event API: events (idempotent by
+``event_key``), standard contact attributes kept up to date incrementally, suppressions."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, and_, bindparam, or_, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from winback.store.schema import contacts, events, suppressions
+
+#: Which standard attribute each event type moves forward (to the event's time).
+ATTRIBUTE_OF_EVENT = {
+    "email_opened": "last_email_opened",
+    "email_clicked": "last_email_link_clicked",
+    "page_view": "last_seen",
+    "product_view": "last_seen",
+    "cart_add": "last_seen",
+    "feedback_submitted": "last_seen",
+}
+
+
+def insert_ignore(conn: Connection, table: Any, rows: Sequence[Mapping[str, Any]], key: str) -> int:
+    """Insert rows, skipping those whose unique ``key`` exists; returns how many were new."""
+    if not rows:
+        return 0
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    stmt = (
+        dialect.insert(table).on_conflict_do_nothing(index_elements=[key]).returning(table.c[key])
+    )
+    return len(conn.execute(stmt, list(rows)).scalars().all())
+
+
+def record_events(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> int:
+    """Insert events (``event_key``, ``contact_id``, ``type``, ``occurred_at``, ``properties``,
+    ``message_id``, ``machine``) and move the contacts' standard attributes forward. Machine
+    events are kept but move nothing. Returns the number of new events."""
+    rows = [{"properties": None, "message_id": None, "machine": False, **r} for r in rows]
+    if not rows:
+        return 0
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    stmt = (
+        dialect.insert(events)
+        .on_conflict_do_nothing(index_elements=["event_key"])
+        .returning(events.c.event_key)
+    )
+    inserted = set(conn.execute(stmt, rows).scalars())
+    advance_attributes(
+        conn,
+        (
+            (int(r["contact_id"]), ATTRIBUTE_OF_EVENT[r["type"]], r["occurred_at"])
+            for r in rows
+            if r["event_key"] in inserted and r["type"] in ATTRIBUTE_OF_EVENT and not r["machine"]
+        ),
+    )
+    return len(inserted)
+
+
+def advance_attributes(conn: Connection, changes: Iterable[tuple[int, str, datetime]]) -> None:
+    """Set ``contacts.<column> = at`` where it is unknown or older (one statement per column,
+    executed for all contacts at once)."""
+    latest: dict[tuple[int, str], datetime] = {}
+    for contact_id, column, at in changes:
+        key = (contact_id, column)
+        if key not in latest or at > latest[key]:
+            latest[key] = at
+    by_column: dict[str, list[dict[str, Any]]] = {}
+    for (contact_id, column), at in latest.items():
+        by_column.setdefault(column, []).append({"_id": contact_id, "_at": at})
+    for column, params in by_column.items():
+        col = contacts.c[column]
+        conn.execute(
+            update(contacts)
+            .where(
+                and_(
+                    contacts.c.id == bindparam("_id"),
+                    or_(col.is_(None), col < bindparam("_at")),
+                )
+            )
+            .values({column: bindparam("_at")}),
+            params,
+        )
+
+
+def suppress(
+    conn: Connection,
+    *,
+    channel: str,
+    address: str,
+    contact_id: int | None,
+    reason: str,
+    at: datetime,
+    detail: str | None = None,
+) -> bool:
+    """Put an address on the suppression list; False when it already was."""
+    from winback.delivery.policies import normalise_address
+
+    return (
+        insert_ignore_pair(
+            conn,
+            {
+                "channel": channel,
+                "address": normalise_address(channel, address),
+                "contact_id": contact_id,
+                "reason": reason,
+                "detail": detail,
+                "created_at": at,
+            },
+        )
+        > 0
+    )
+
+
+def insert_ignore_pair(conn: Connection, row: Mapping[str, Any]) -> int:
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    stmt = dialect.insert(suppressions).on_conflict_do_nothing(
+        index_elements=["channel", "address"]
+    )
+    return int(conn.execute(stmt, [dict(row)]).rowcount or 0)

@@ -1,0 +1,470 @@
+"""Message templates: YAML files in the workspace's ``templates/`` folder.
+
+One file per message, ``templates/<name>.yaml``::
+
+    channel: email            # email (default) | sms | push | webhook
+    subject: "{{ contact.first_name or 'Hello' }}, we miss you"
+    preheader: "A little something to welcome you back"
+    html: |
+      {% extends "_layout.html" %}
+      {% block content %}<p>Hi {{ contact.first_name }}</p>{% endblock %}
+    text: |                   # optional: generated from the HTML when absent
+      Hi {{ contact.first_name }}
+
+SMS and push templates have ``body`` (and push ``title``, ``url``); webhook templates may
+have a JSON ``body``. Files named ``_*.html`` in ``templates/`` are layouts and partials for
+``{% extends %}`` and ``{% include %}``. A name not found in the workspace falls back to the
+templates shipped in :mod:`winback.delivery.library`.
+
+Every field is rendered by Jinja2's :class:`~jinja2.sandbox.SandboxedEnvironment` with
+``StrictUndefined`` (a misspelt variable is an error, never an empty string); the HTML part is
+auto-escaped. The variables are listed in :data:`VARIABLES` and documented in
+docs/delivery.md. :func:`validate_template` reports syntax errors and unknown variables with
+file and line.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from jinja2 import (
+    BaseLoader,
+    StrictUndefined,
+    Template,
+    TemplateNotFound,
+    TemplateSyntaxError,
+    UndefinedError,
+    nodes,
+)
+from jinja2.sandbox import SandboxedEnvironment, SecurityError
+
+from winback.delivery.htmltext import html_to_text
+from winback.errors import DefinitionError, NotFound, WinbackError
+
+LIBRARY = Path(__file__).parent / "library"
+RECHECK_SECONDS = 1.0
+
+CHANNEL_FIELDS: dict[str, tuple[str, ...]] = {
+    "email": ("subject", "preheader", "html", "text"),
+    "sms": ("body",),
+    "push": ("title", "body", "url"),
+    "webhook": ("body",),
+}
+REQUIRED: dict[str, tuple[str, ...]] = {
+    "email": ("subject", "html"),
+    "sms": ("body",),
+    "push": ("body",),
+    "webhook": (),
+}
+META_KEYS = ("channel", "description")
+FIELD_ORDER = ("subject", "preheader", "title", "html", "text", "body", "url")
+
+#: Top-level variables of the render context, with what they hold (docs/delivery.md).
+VARIABLES: dict[str, str] = {
+    "contact": "the contact's fields (first_name, email, ... and analytics attributes)",
+    "custom": "the contact's custom attributes (dict)",
+    "tags": "the contact's tags (list of strings)",
+    "last_order": "the latest order (order_id, ordered_at, amount, currency, items, coupon) "
+    "or none",
+    "products": "the items of the latest order (list of dicts; empty when none)",
+    "rfm": "RFM scores and segment: r, f, m, segment",
+    "analytics": "p_alive, expected_purchases_90d, next_order_expected_at, days_overdue, "
+    "expected_spend, clv, cluster, cluster_label",
+    "coupon": "the coupon assigned to this message (code) or none",
+    "unsubscribe_url": "signed one-click unsubscribe page",
+    "feedback_url": "signed hosted feedback page",
+    "shop": "name and url of the shop",
+    "message": "id, flow, step, variant, template of this message",
+    "data": "extra values the flow put in the message payload (dict)",
+    "now": "the send time (aware UTC datetime)",
+    "subject": "the rendered subject (in html and text)",
+    "preheader": "the rendered preheader (in html and text)",
+    "title": "the rendered push title (in body)",
+}
+
+#: Fields of ``contact`` (anything else is a custom attribute: use ``custom.NAME``).
+CONTACT_FIELDS = frozenset(
+    {
+        "id",
+        "customer_id",
+        "email",
+        "phone",
+        "first_name",
+        "last_name",
+        "full_name",
+        "birthday",
+        "timezone",
+        "locale",
+        "created_at",
+        "attributes",
+        "email_consent",
+        "sms_consent",
+        "push_consent",
+        "last_email_opened",
+        "last_email_link_clicked",
+        "last_seen",
+        "first_purchase_at",
+        "last_purchase_at",
+        "orders_count",
+        "revenue_total",
+        "rfm_r",
+        "rfm_f",
+        "rfm_m",
+        "rfm_segment",
+        "p_alive",
+        "expected_purchases_90d",
+        "next_order_expected_at",
+        "days_overdue",
+        "expected_spend",
+        "clv",
+        "cluster",
+        "cluster_label",
+        "analyzed_at",
+        "updated_at",
+    }
+)
+
+
+class TemplateRenderError(WinbackError):
+    """A template failed while rendering for one contact (unknown variable, sandbox)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One thing wrong with a template file."""
+
+    path: str
+    line: int | None
+    message: str
+    severity: str = "error"
+
+    def __str__(self) -> str:
+        where = f"{self.path}:{self.line}" if self.line else self.path
+        return f"{where}: {self.severity}: {self.message}"
+
+
+@dataclass
+class MessageTemplate:
+    """A parsed template file: its fields' sources and where each starts in the file."""
+
+    name: str
+    path: Path
+    channel: str
+    fields: dict[str, str]
+    first_line: dict[str, int] = field(default_factory=dict)
+    mtime: float = 0.0
+
+    def uses(self, variable: str) -> bool:
+        return any(variable in src for src in self.fields.values())
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    """A message rendered for one contact."""
+
+    channel: str
+    subject: str = ""
+    preheader: str = ""
+    html: str = ""
+    text: str = ""
+    title: str = ""
+    body: str = ""
+    url: str = ""
+
+
+class _Loader(BaseLoader):
+    """``@name/field.ext`` are fields of parsed templates; other names are files (layouts,
+    partials) looked up in the workspace's templates/ then the library."""
+
+    def __init__(self, repo: TemplateRepository) -> None:
+        self.repo = repo
+
+    def get_source(
+        self, environment: Any, template: str
+    ) -> tuple[str, str | None, Callable[[], bool] | None]:
+        if template.startswith("@"):
+            name, _, rest = template[1:].partition("/")
+            fld = rest.rsplit(".", 1)[0]
+            tpl = self.repo.get(name)
+            src = tpl.fields.get(fld)
+            if src is None:
+                raise TemplateNotFound(template)
+            mtime = tpl.mtime
+            return src, str(tpl.path), lambda: _mtime(tpl.path) == mtime
+        for folder in self.repo.folders:
+            path = folder / template
+            if path.is_file() and ".." not in Path(template).parts:
+                mtime = _mtime(path)
+                return (
+                    path.read_text(encoding="utf-8"),
+                    str(path),
+                    lambda p=path, m=mtime: _mtime(p) == m,
+                )
+        raise TemplateNotFound(template)
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return os.stat(path).st_mtime
+    except OSError:
+        return -1.0
+
+
+def make_environment(loader: BaseLoader | None = None) -> SandboxedEnvironment:
+    env = SandboxedEnvironment(
+        loader=loader,
+        undefined=StrictUndefined,
+        autoescape=lambda name: bool(name and name.endswith(".html")),
+        trim_blocks=True,
+        lstrip_blocks=True,
+        auto_reload=False,  # the repository reloads changed files itself (once a second)
+    )
+    env.filters["money"] = _money
+    env.filters["datefmt"] = _datefmt
+    return env
+
+
+def _money(value: Any, currency: str = "") -> str:
+    try:
+        amount = f"{float(value):,.2f}"
+    except (TypeError, ValueError):
+        return str(value)
+    symbols = {"USD": "$", "EUR": "€", "GBP": "£"}
+    sym = symbols.get(currency.upper(), "")
+    return f"{sym}{amount}" if sym else (f"{amount} {currency}".strip())
+
+
+def _datefmt(value: Any, fmt: str = "%d %B %Y") -> str:
+    return value.strftime(fmt) if hasattr(value, "strftime") else str(value)
+
+
+class TemplateRepository:
+    """Finds, parses, compiles (once; reloaded when the file changes) and renders templates."""
+
+    def __init__(self, folder: Path | None, *, library: bool = True) -> None:
+        self.folders = [f for f in (folder, LIBRARY if library else None) if f is not None]
+        self._parsed: dict[str, MessageTemplate] = {}
+        self._checked: dict[str, float] = {}
+        self._stamp: tuple[tuple[str, float], ...] = ()
+        self._compiled: dict[tuple[str, str], tuple[MessageTemplate, Template]] = {}
+        self.env = make_environment(_Loader(self))
+
+    # -- lookup -------------------------------------------------------------------------------
+    def path_of(self, name: str) -> Path:
+        if not name or "/" in name or "\\" in name or name.startswith("."):
+            raise NotFound(f"bad template name {name!r}")
+        for folder in self.folders:
+            path = folder / f"{name}.yaml"
+            if path.is_file():
+                return path
+        raise NotFound(
+            f"no template {name!r}: looked for {name}.yaml in "
+            + ", ".join(str(f) for f in self.folders)
+        )
+
+    def names(self) -> list[str]:
+        found: set[str] = set()
+        for folder in self.folders:
+            if folder.is_dir():
+                found.update(p.stem for p in folder.glob("*.yaml"))
+        return sorted(found)
+
+    def get(self, name: str) -> MessageTemplate:
+        """The parsed template; the file is looked at again at most once a second."""
+        cached = self._parsed.get(name)
+        now = time.monotonic()
+        if cached is not None and now - self._checked.get(name, -1.0) < RECHECK_SECONDS:
+            return cached
+        path = self.path_of(name)
+        mtime = _mtime(path)
+        self._checked[name] = now
+        stamp = self._partials_stamp()
+        if stamp != self._stamp:
+            self._stamp = stamp
+            self.env.cache.clear()  # type: ignore[union-attr]
+            self._compiled.clear()
+        if cached is not None and cached.path == path and cached.mtime == mtime:
+            return cached
+        tpl = parse_template_file(name, path)
+        tpl.mtime = mtime
+        self._parsed[name] = tpl
+        return tpl
+
+    def _partials_stamp(self) -> tuple[tuple[str, float], ...]:
+        return tuple(
+            (str(p), _mtime(p))
+            for folder in self.folders
+            if folder.is_dir()
+            for p in sorted(folder.glob("_*"))
+        )
+
+    def _field(self, tpl: MessageTemplate, fld: str) -> Template:
+        hit = self._compiled.get((tpl.name, fld))
+        if hit is not None and hit[0] is tpl:
+            return hit[1]
+        ext = "html" if fld == "html" else "txt"
+        compiled = self.env.get_template(f"@{tpl.name}/{fld}.{ext}")
+        self._compiled[(tpl.name, fld)] = (tpl, compiled)
+        return compiled
+
+    # -- rendering ----------------------------------------------------------------------------
+    def render(self, name: str, context: Mapping[str, Any]) -> Rendered:
+        tpl = self.get(name)
+        out: dict[str, str] = {}
+        context = dict(context)
+        for key in ("subject", "preheader", "title"):
+            context.setdefault(key, "")
+        order = sorted(tpl.fields, key=lambda f: FIELD_ORDER.index(f) if f in FIELD_ORDER else 9)
+        for fld in order:
+            try:
+                out[fld] = self._field(tpl, fld).render(context)
+                if fld in ("subject", "preheader", "title"):
+                    context[fld] = " ".join(out[fld].split())
+            except (UndefinedError, SecurityError, TypeError, ValueError) as exc:
+                raise TemplateRenderError(f"{tpl.path} ({fld}): {exc}") from exc
+            except TemplateSyntaxError as exc:
+                raise DefinitionError(
+                    exc.message or str(exc),
+                    path=str(tpl.path),
+                    location=str(tpl.first_line.get(fld, 1) + (exc.lineno or 1) - 1),
+                ) from exc
+        if tpl.channel == "email":
+            out["subject"] = " ".join(out.get("subject", "").split())
+            out["preheader"] = " ".join(out.get("preheader", "").split())
+            if not out.get("text"):
+                out["text"] = html_to_text(out.get("html", ""))
+        return Rendered(channel=tpl.channel, **out)
+
+    def validate(self, name: str) -> list[Problem]:
+        try:
+            path = self.path_of(name)
+        except NotFound as exc:
+            return [Problem(name, None, str(exc))]
+        try:
+            tpl = parse_template_file(name, path)
+        except DefinitionError as exc:
+            line = int(exc.location) if exc.location and exc.location.isdigit() else None
+            return [Problem(str(path), line, str(exc).split(": ", 1)[-1])]
+        problems: list[Problem] = []
+        for fld, src in tpl.fields.items():
+            base = tpl.first_line.get(fld, 1)
+            try:
+                ast = self.env.parse(src)
+            except TemplateSyntaxError as exc:
+                problems.append(
+                    Problem(str(path), base + (exc.lineno or 1) - 1, f"{fld}: {exc.message}")
+                )
+                continue
+            problems.extend(self._check_ast(ast, path, fld, base, set()))
+        return problems
+
+    def _check_ast(
+        self, ast: nodes.Template, path: Path, fld: str, base: int, seen: set[str]
+    ) -> Iterator[Problem]:
+        from jinja2 import meta
+
+        undeclared = meta.find_undeclared_variables(ast)
+        for node in ast.find_all(nodes.Name):
+            if node.ctx == "load" and node.name in undeclared and node.name not in VARIABLES:
+                yield Problem(
+                    str(path),
+                    base + node.lineno - 1,
+                    f"{fld}: unknown variable {node.name!r} (known: {', '.join(VARIABLES)})",
+                )
+                undeclared.discard(node.name)
+        for getattr_node in ast.find_all(nodes.Getattr):
+            target = getattr_node.node
+            if (
+                isinstance(target, nodes.Name)
+                and target.name == "contact"
+                and getattr_node.attr not in CONTACT_FIELDS
+            ):
+                yield Problem(
+                    str(path),
+                    base + getattr_node.lineno - 1,
+                    f"{fld}: contact has no field {getattr_node.attr!r}; custom attributes "
+                    f"are custom.{getattr_node.attr}",
+                )
+        for ref in meta.find_referenced_templates(ast):
+            if ref is None or ref in seen:
+                continue
+            seen.add(ref)
+            try:
+                src, filename, _ = self.env.loader.get_source(self.env, ref)  # type: ignore[union-attr]
+            except TemplateNotFound:
+                yield Problem(str(path), None, f"{fld}: layout or partial {ref!r} not found")
+                continue
+            try:
+                sub = self.env.parse(src)
+            except TemplateSyntaxError as exc:
+                yield Problem(filename or ref, exc.lineno, exc.message or str(exc))
+                continue
+            yield from self._check_ast(sub, Path(filename or ref), "layout", 1, seen)
+
+
+def parse_template_file(name: str, path: Path) -> MessageTemplate:
+    """Parse a template YAML file, keeping each field's first line for error messages."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DefinitionError(f"cannot read: {exc}", path=str(path)) from None
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = str(mark.line + 1) if mark is not None else None
+        raise DefinitionError(f"not valid YAML: {exc}", path=str(path), location=line) from None
+    if not isinstance(data, dict) or not isinstance(root, yaml.MappingNode):
+        raise DefinitionError(
+            "expected a mapping with subject/html/... keys", path=str(path), location="1"
+        )
+    lines: dict[str, int] = {}
+    for key_node, value_node in root.value:
+        first = value_node.start_mark.line + 1
+        if isinstance(value_node, yaml.ScalarNode) and value_node.style in ("|", ">"):
+            first += 1
+        lines[str(key_node.value)] = first
+    channel = str(data.get("channel", "email"))
+    if channel not in CHANNEL_FIELDS:
+        raise DefinitionError(
+            f"channel {channel!r} is not one of {', '.join(CHANNEL_FIELDS)}",
+            path=str(path),
+            location=str(lines.get("channel", 1) - 0),
+        )
+    allowed = CHANNEL_FIELDS[channel]
+    fields: dict[str, str] = {}
+    for key, value in data.items():
+        if key in META_KEYS:
+            continue
+        if key not in allowed:
+            raise DefinitionError(
+                f"unknown key {key!r} for a {channel} template (expected {', '.join(allowed)})",
+                path=str(path),
+                location=str(lines.get(key, 1)),
+            )
+        if not isinstance(value, str):
+            raise DefinitionError(
+                f"{key} must be text, got {type(value).__name__}",
+                path=str(path),
+                location=str(lines.get(key, 1)),
+            )
+        fields[key] = value
+    for key in REQUIRED[channel]:
+        if not fields.get(key):
+            raise DefinitionError(
+                f"a {channel} template needs {key!r}", path=str(path), location="1"
+            )
+    return MessageTemplate(name, path, channel, fields, lines)
+
+
+def validate_template(name: str, folder: Path | None = None) -> list[Problem]:
+    """Problems of template ``name`` (workspace folder, then the library): syntax errors and
+    unknown variables, each with file and line. Empty when the template is fine."""
+    return TemplateRepository(folder).validate(name)

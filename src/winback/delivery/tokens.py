@@ -1,0 +1,110 @@
+"""Signed tokens for the links in messages: open pixel, click redirect, unsubscribe, feedback.
+
+A token is ``base64url(payload) "." base64url(HMAC-SHA256(secret_key, kind|payload)[:16])``.
+The payload is compact JSON: ``m`` the outbox row (message) id, ``c`` the contact id and, for
+clicks, ``i`` the link's index and ``u`` the destination URL, so that a click can only ever
+redirect to the URL that was signed. Verification is constant-time (:func:`hmac.compare_digest`)
+and any malformed or tampered token yields ``None``: callers answer 404 and reveal nothing.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+from dataclasses import dataclass
+from typing import Literal
+
+from winback.errors import InvalidSetting
+
+Kind = Literal["o", "c", "u", "f"]
+_SIG_BYTES = 16
+_MAX_TOKEN = 8192
+
+
+@dataclass(frozen=True, slots=True)
+class LinkToken:
+    """What a verified token says."""
+
+    kind: Kind
+    message: int
+    contact: int
+    index: int | None = None
+    url: str | None = None
+
+
+class TokenSigner:
+    """Signs and verifies tokens with the workspace's ``secret_key``."""
+
+    def __init__(self, secret_key: str | None) -> None:
+        if not secret_key:
+            raise InvalidSetting(
+                "secret_key is empty: tracking, unsubscribe and feedback links need it. "
+                "Set WINBACK_SECRET_KEY or secret_key in winback.toml."
+            )
+        self._key = hashlib.sha256(b"winback-links\x00" + secret_key.encode()).digest()
+        self._mac = hmac.new(self._key, digestmod=hashlib.sha256)  # keyed once, copied per use
+
+    def _sig(self, kind: str, body: bytes) -> bytes:
+        mac = self._mac.copy()
+        mac.update(kind.encode() + b"|" + body)
+        return mac.digest()[:_SIG_BYTES]
+
+    def sign(
+        self,
+        kind: Kind,
+        message: int,
+        contact: int,
+        *,
+        index: int | None = None,
+        url: str | None = None,
+    ) -> str:
+        text = f'{{"m":{int(message)},"c":{int(contact)}'
+        if index is not None:
+            text += f',"i":{int(index)}'
+        if url is not None:
+            text += ',"u":' + json.dumps(url, ensure_ascii=False)
+        body = (text + "}").encode()
+        return f"{_b64(body)}.{_b64(self._sig(kind, body))}"
+
+    def verify(self, kind: Kind, token: str) -> LinkToken | None:
+        """The token's content, or ``None`` when it is forged, tampered with or malformed."""
+        if len(token) > _MAX_TOKEN or token.count(".") != 1:
+            return None
+        body_part, sig_part = token.split(".")
+        try:
+            body = _unb64(body_part)
+            sig = _unb64(sig_part)
+        except (binascii.Error, ValueError):
+            return None
+        if not hmac.compare_digest(sig, self._sig(kind, body)):
+            return None
+        try:
+            data = json.loads(body)
+            message, contact = int(data["m"]), int(data["c"])
+            index = data.get("i")
+            url = data.get("u")
+        except (ValueError, KeyError, TypeError):
+            return None
+        return LinkToken(
+            kind,
+            message,
+            contact,
+            int(index) if index is not None else None,
+            str(url) if url is not None else None,
+        )
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    if not text or not text.replace("-", "").replace("_", "").isalnum():
+        raise ValueError("not base64url")
+    raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    if _b64(raw) != text:  # non-canonical spellings (spare low bits) are tampering too
+        raise ValueError("not canonical base64url")
+    return raw

@@ -1,0 +1,227 @@
+"""What the links in a message do when followed: record opens and clicks, unsubscribe, take
+feedback. Used by the HTTP service's routes; every method takes the raw token and returns
+``None`` (the route answers 404, nothing more) when the token is forged or tampered with, or
+names a message that does not exist."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import and_, select
+
+from winback.delivery.records import record_events, suppress
+from winback.delivery.tokens import Kind, LinkToken, TokenSigner
+from winback.store.schema import contacts, outbox
+
+if TYPE_CHECKING:
+    from winback.workspace import Workspace
+
+#: 1x1 transparent GIF.
+PIXEL_GIF = (
+    b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01\x00\x00\x00\x00"
+    b",\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;"
+)
+
+#: User agents of image proxies, link scanners and security gateways.
+MACHINE_AGENTS = re.compile(
+    r"GoogleImageProxy|YahooMailProxy|ggpht\.com|Barracuda|Mimecast|Proofpoint|"
+    r"SpamAssassin|MessageLabs|bot\b|crawler|spider|preview|HeadlessChrome|python-|curl/|"
+    r"Go-http-client|^Mozilla/5\.0$",
+    re.I,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class MessageRef:
+    """A verified link's message and contact."""
+
+    token: LinkToken
+    outbox_id: int
+    contact_id: int
+    message_id: str | None
+    flow: str | None
+    step: str | None
+    sent_at: datetime | None
+    email: str | None
+    first_name: str | None
+
+
+def _short(text: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
+class Tracker:
+    def __init__(self, workspace: Workspace) -> None:
+        self.ws = workspace
+        self.signer = TokenSigner(workspace.settings.secret_key)
+
+    def resolve(self, kind: Kind, token: str) -> MessageRef | None:
+        link = self.signer.verify(kind, token)
+        if link is None:
+            return None
+        with self.ws.engine.connect() as conn:
+            row = conn.execute(
+                select(
+                    outbox.c.id,
+                    outbox.c.contact_id,
+                    outbox.c.message_id,
+                    outbox.c.flow,
+                    outbox.c.step,
+                    outbox.c.sent_at,
+                    contacts.c.email,
+                    contacts.c.first_name,
+                )
+                .join(contacts, contacts.c.id == outbox.c.contact_id)
+                .where(and_(outbox.c.id == link.message, outbox.c.contact_id == link.contact))
+            ).first()
+        if row is None:
+            return None
+        return MessageRef(
+            link,
+            int(row.id),
+            int(row.contact_id),
+            row.message_id,
+            row.flow,
+            row.step,
+            row.sent_at,
+            row.email,
+            row.first_name,
+        )
+
+    def _event(
+        self, ref: MessageRef, type_: str, key: str, at: datetime, **extra: Any
+    ) -> dict[str, Any]:
+        machine = bool(extra.pop("machine", False))
+        return {
+            "event_key": key,
+            "contact_id": ref.contact_id,
+            "type": type_,
+            "occurred_at": at,
+            "properties": {"flow": ref.flow, "step": ref.step, **extra},
+            "message_id": ref.message_id,
+            "machine": machine,
+        }
+
+    def is_machine(self, ref: MessageRef, user_agent: str, at: datetime) -> bool:
+        if MACHINE_AGENTS.search(user_agent or "Mozilla/5.0"):
+            return True
+        window = timedelta(seconds=self.ws.settings.machine_open_seconds)
+        return ref.sent_at is not None and at - ref.sent_at < window
+
+    def open(self, token: str, user_agent: str = "") -> bool:
+        ref = self.resolve("o", token)
+        if ref is None:
+            return False
+        at = self.ws.clock.now()
+        machine = self.is_machine(ref, user_agent, at)
+        event = self._event(
+            ref,
+            "email_opened",
+            f"open:{ref.outbox_id}:{at.isoformat()}:{_short(user_agent)}",
+            at,
+            user_agent=user_agent[:300],
+            machine=machine and not self.ws.settings.count_machine_opens,
+        )
+        with self.ws.engine.begin() as conn:
+            record_events(conn, [event])
+        return True
+
+    def click(self, token: str, user_agent: str = "") -> str | None:
+        """The signed destination URL, after recording the click."""
+        ref = self.resolve("c", token)
+        if (
+            ref is None
+            or not ref.token.url
+            or not ref.token.url.startswith(("http://", "https://"))
+        ):
+            return None
+        at = self.ws.clock.now()
+        machine = bool(MACHINE_AGENTS.search(user_agent or ""))
+        event = self._event(
+            ref,
+            "email_clicked",
+            f"click:{ref.outbox_id}:{ref.token.index}:{at.isoformat()}:{_short(user_agent)}",
+            at,
+            url=ref.token.url,
+            link=ref.token.index,
+            machine=machine,
+        )
+        with self.ws.engine.begin() as conn:
+            record_events(conn, [event])
+        return ref.token.url
+
+    def unsubscribe(self, token: str, *, source: str) -> MessageRef | None:
+        """Withdraw email consent, suppress the address, record ``email_unsubscribed``.
+        Idempotent: a second call changes nothing."""
+        ref = self.resolve("u", token)
+        if ref is None:
+            return None
+        at = self.ws.clock.now()
+        with self.ws.engine.begin() as conn:
+            self.ws.store.set_consent(
+                ref.contact_id, "email", False, at=at, source=f"unsubscribe:{source}", conn=conn
+            )
+            if ref.email:
+                suppress(
+                    conn,
+                    channel="email",
+                    address=ref.email,
+                    contact_id=ref.contact_id,
+                    reason="unsubscribed",
+                    at=at,
+                    detail=source,
+                )
+            record_events(
+                conn,
+                [self._event(ref, "email_unsubscribed", f"unsub:{ref.outbox_id}", at, via=source)],
+            )
+        return ref
+
+    def feedback_page(self, token: str, user_agent: str = "") -> MessageRef | None:
+        """The message behind a feedback link; viewing it counts as a click on it."""
+        ref = self.resolve("f", token)
+        if ref is None:
+            return None
+        at = self.ws.clock.now()
+        with self.ws.engine.begin() as conn:
+            record_events(
+                conn,
+                [
+                    self._event(
+                        ref,
+                        "email_clicked",
+                        f"click:{ref.outbox_id}:feedback:{at.isoformat()}",
+                        at,
+                        link="feedback",
+                        machine=bool(MACHINE_AGENTS.search(user_agent or "")),
+                    )
+                ],
+            )
+        return ref
+
+    def submit_feedback(self, token: str, score: int, comment: str) -> MessageRef | None:
+        ref = self.resolve("f", token)
+        if ref is None:
+            return None
+        at = self.ws.clock.now()
+        with self.ws.engine.begin() as conn:
+            record_events(
+                conn,
+                [
+                    self._event(
+                        ref,
+                        "feedback_submitted",
+                        f"feedback:{ref.outbox_id}:{at.isoformat()}",
+                        at,
+                        score=score,
+                        comment=comment[:5000],
+                        nps="promoter" if score >= 9 else "passive" if score >= 7 else "detractor",
+                    )
+                ],
+            )
+        return ref

@@ -1,0 +1,634 @@
+"""The delivery worker: claims due outbox rows, applies the send-time policies, renders,
+sends through the channels and records each outcome.
+
+Exactly-once to the wire (see docs/delivery.md for the full argument):
+
+1. *Claim* in a short transaction: ``pending`` rows that are due become ``sending`` with
+   ``claimed_at`` (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so several workers never claim
+   the same row; SQLite serialises writers).
+2. *Send* outside any transaction.
+3. *Record* the outcome (``sent`` with ``message_id`` and ``sent_at``, a retry time, a
+   bounce...) in a second short transaction.
+
+A worker that dies between 1 and 3 leaves rows in ``sending``. They are never picked up as
+if nothing happened: after ``delivery_lease_seconds`` they are *reconciled* by the
+``delivery_stale_policy``: ``resend`` (default; at-least-once, the copy carries the same
+deterministic Message-ID and the same Idempotency-Key, so a relay or mailbox that dedups
+drops it) or ``fail`` (at-most-once: marked failed with "outcome unknown").
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Connection, and_, bindparam, case, select, update
+
+from winback.delivery.channels import Channel, OutboundMessage, SendResult, result_of, settled
+from winback.delivery.context import ContactData, load_contacts, render_context
+from winback.delivery.coupons import CouponPoolExhausted, assign
+from winback.delivery.mime import build_email, domain_of, message_id_for, rewrite_links
+from winback.delivery.policies import (
+    normalise_address,
+    parse_caps,
+    parse_quiet_hours,
+    recent_sends,
+    suppressed_addresses,
+    zone_of,
+)
+from winback.delivery.ratelimit import backoff
+from winback.delivery.records import record_events, suppress
+from winback.delivery.templates import Rendered, TemplateRepository
+from winback.delivery.tokens import TokenSigner
+from winback.errors import WinbackError
+from winback.store.schema import outbox
+
+if TYPE_CHECKING:
+    from winback.workspace import Workspace
+
+_FIELDS = (
+    outbox.c.id,
+    outbox.c.dedup_key,
+    outbox.c.contact_id,
+    outbox.c.channel,
+    outbox.c.template,
+    outbox.c.variant,
+    outbox.c.flow,
+    outbox.c.entry_id,
+    outbox.c.step,
+    outbox.c.priority,
+    outbox.c.payload,
+    outbox.c.attempts,
+    outbox.c.not_before,
+)
+CONSENT_CHANNELS = ("email", "sms", "push")
+
+
+@dataclass
+class Decision:
+    """What the worker decided for one claimed row."""
+
+    row: dict[str, Any]
+    status: str = "sending"  # sending | deferred | skipped | suppressed | failed
+    not_before: datetime | None = None
+    reason: str = ""
+    outgoing: OutboundMessage | None = None
+    data: ContactData | None = None
+    coupon: str | None = None
+
+
+@dataclass
+class BatchReport:
+    claimed: int = 0
+    counts: Counter[str] = field(default_factory=Counter)
+
+    def __iadd__(self, other: BatchReport) -> BatchReport:
+        self.claimed += other.claimed
+        self.counts.update(other.counts)
+        return self
+
+
+class DeliveryWorker:
+    """Delivers due outbox rows through ``channels`` (built from the settings when omitted).
+
+    ``fault`` is a test hook: ``"after_claim"`` or ``"after_send"`` makes the process kill
+    itself (SIGKILL) at that point, to exercise the crash windows."""
+
+    def __init__(
+        self,
+        workspace: Workspace,
+        *,
+        channels: Mapping[str, Channel] | None = None,
+        fault: str | None = None,
+    ) -> None:
+        from winback.delivery.setup import build_channels
+
+        self.ws = workspace
+        self.settings = workspace.settings
+        self.templates = TemplateRepository(workspace.path / "templates")
+        self.signer = TokenSigner(self.settings.secret_key)
+        self.channels: dict[str, Channel] = (
+            dict(channels) if channels is not None else build_channels(self.settings)
+        )
+        self.caps = parse_caps(self.settings.frequency_caps)
+        self.quiet = parse_quiet_hours(self.settings.quiet_hours)
+        self.fault = fault
+        self.base = self.settings.base_url.rstrip("/")
+        self.domain = domain_of(self.settings.mail_from)
+
+    # -- the loop ------------------------------------------------------------------------------
+    def run(self, stop: threading.Event, *, idle_seconds: float = 1.0) -> None:
+        """Deliver until ``stop`` is set, sleeping ``idle_seconds`` when nothing is due."""
+        while not stop.is_set():
+            report = self.run_once()
+            if report.claimed == 0:
+                stop.wait(idle_seconds)
+
+    def drain(self, *, max_batches: int | None = None) -> BatchReport:
+        """Deliver everything due now (in batches); returns the totals."""
+        total = BatchReport()
+        n = 0
+        while max_batches is None or n < max_batches:
+            report = self.run_once()
+            total += report
+            n += 1
+            if report.claimed == 0:
+                break
+        return total
+
+    def close(self) -> None:
+        for channel in self.channels.values():
+            close = getattr(channel, "close", None)
+            if close is not None:
+                close()
+
+    def run_once(self) -> BatchReport:
+        now = self.ws.clock.now()
+        self.reconcile(now)
+        rows = self.claim(now)
+        report = BatchReport(claimed=len(rows))
+        if not rows:
+            return report
+        self._fault("after_claim")
+        decisions = self.decide(rows, now)
+        results: dict[int, SendResult] = {}
+        futures: dict[int, Future[SendResult]] = {}
+        for d in decisions:
+            if d.status != "sending" or d.outgoing is None:
+                continue
+            if not self.render(d, now):
+                continue
+            channel = self.channels[self._channel_key(d.row)]
+            submit = getattr(channel, "submit", None)
+            if submit is None:  # any winback.ports.Channel: send now
+                futures[int(d.row["id"])] = settled(result_of(channel, d.outgoing))
+                continue
+            futures[int(d.row["id"])] = submit(d.outgoing)  # send while the next renders
+            # Hand the GIL to the sending threads now: each needs it only briefly per SMTP
+            # reply, and would otherwise wait out the interpreter's switch interval on every
+            # command while this thread renders (measured: about 2x throughput).
+            time.sleep(0)
+        for oid, future in futures.items():
+            try:
+                results[oid] = future.result()
+            except Exception as exc:  # a bug or an unforeseen error fails one message only
+                results[oid] = SendResult("failed", f"{type(exc).__name__}: {exc}")
+        self._fault("after_send")
+        self.record(decisions, results, self.ws.clock.now())
+        for d in decisions:
+            if d.status == "sending" and int(d.row["id"]) in results:
+                report.counts[results[int(d.row["id"])].outcome] += 1
+            else:
+                report.counts[d.status] += 1
+        return report
+
+    def _fault(self, point: str) -> None:
+        if self.fault == point:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    # -- claim and reconcile -------------------------------------------------------------------
+    def _claimable(self) -> list[str]:
+        return sorted({key.split(":", 1)[0] for key in self.channels})
+
+    def claim(self, now: datetime) -> list[dict[str, Any]]:
+        channels = self._claimable()
+        if not channels:
+            return []
+        due = (
+            select(outbox.c.id)
+            .where(
+                and_(
+                    outbox.c.status == "pending",
+                    outbox.c.not_before <= now,
+                    outbox.c.channel.in_(channels),
+                )
+            )
+            .order_by(
+                case((outbox.c.priority == "transactional", 0), else_=1),
+                outbox.c.not_before,
+                outbox.c.id,
+            )
+            .limit(self.settings.delivery_batch_size)
+            .with_for_update(skip_locked=True)
+        )
+        stmt = (
+            update(outbox)
+            .where(outbox.c.id.in_(due.scalar_subquery()))
+            .values(status="sending", claimed_at=now)
+            .returning(*_FIELDS)
+        )
+        with self.ws.engine.begin() as conn:
+            rows = [dict(r) for r in conn.execute(stmt).mappings()]
+        rows.sort(key=lambda r: (r["priority"] != "transactional", r["not_before"], r["id"]))
+        return rows
+
+    def reconcile(self, now: datetime) -> int:
+        """Rows left in ``sending`` past the lease by a worker that died: resend (same
+        Message-ID) or fail, as ``delivery_stale_policy`` says."""
+        stale = and_(
+            outbox.c.status == "sending",
+            outbox.c.claimed_at < now - timedelta(seconds=self.settings.delivery_lease_seconds),
+        )
+        with self.ws.engine.begin() as conn:
+            if self.settings.delivery_stale_policy == "fail":
+                result = conn.execute(
+                    update(outbox)
+                    .where(stale)
+                    .values(
+                        status="failed",
+                        last_error="outcome unknown: the worker died after claiming this "
+                        "message; not resent (delivery_stale_policy = fail, at-most-once)",
+                    )
+                )
+                return int(result.rowcount or 0)
+            exhausted = conn.execute(
+                update(outbox)
+                .where(and_(stale, outbox.c.attempts + 1 >= self.settings.delivery_max_attempts))
+                .values(
+                    status="failed",
+                    attempts=outbox.c.attempts + 1,
+                    last_error="outcome unknown after a worker crash, and no attempts left",
+                )
+            ).rowcount
+            resent = conn.execute(
+                update(outbox)
+                .where(stale)
+                .values(
+                    status="pending",
+                    attempts=outbox.c.attempts + 1,
+                    not_before=now,
+                    claimed_at=None,
+                    last_error="reconciled after the lease: outcome unknown, resending with "
+                    "the same Message-ID (at-least-once)",
+                )
+            ).rowcount
+        return int(exhausted or 0) + int(resent or 0)
+
+    # -- policies and rendering ----------------------------------------------------------------
+    def _channel_key(self, row: Mapping[str, Any]) -> str:
+        if row["channel"] == "webhook":
+            payload = row.get("payload") or {}
+            return f"webhook:{payload.get('provider') or self.settings.webhook_provider}"
+        return str(row["channel"])
+
+    def _address(self, row: Mapping[str, Any], data: ContactData) -> str | None:
+        channel = row["channel"]
+        payload = row.get("payload") or {}
+        person = data.contact
+        if payload.get("to"):
+            return str(payload["to"])
+        if channel == "email":
+            return person.get("email")
+        if channel == "sms":
+            return person.get("phone")
+        if channel == "push":
+            token = (person.get("attributes") or {}).get("push_token")
+            return str(token) if token else None
+        return self._channel_key(row)
+
+    def decide(self, rows: Sequence[dict[str, Any]], now: datetime) -> list[Decision]:
+        with self.ws.engine.connect() as conn:
+            people = load_contacts(conn, (r["contact_id"] for r in rows))
+            addresses: dict[int, str | None] = {}
+            for r in rows:
+                data = people.get(int(r["contact_id"]))
+                addresses[int(r["id"])] = self._address(r, data) if data else None
+            blocked = suppressed_addresses(
+                conn,
+                (
+                    (r["channel"], normalise_address(r["channel"], a))
+                    for r in rows
+                    if (a := addresses[int(r["id"])]) and r["channel"] in CONSENT_CHANNELS
+                ),
+            )
+            longest = max((c.window for c in self.caps.values()), default=timedelta(0))
+            recent = recent_sends(
+                conn,
+                (r["contact_id"] for r in rows if r["priority"] == "marketing"),
+                self.caps,
+                now - longest,
+            )
+        decisions: list[Decision] = []
+        for r in rows:
+            d = Decision(r)
+            decisions.append(d)
+            data = people.get(int(r["contact_id"]))
+            address = addresses[int(r["id"])]
+            channel = r["channel"]
+            marketing = r["priority"] != "transactional"
+            key = self._channel_key(r)
+            if data is None:
+                d.status, d.reason = "skipped", "contact no longer exists"
+                continue
+            if key not in self.channels:
+                d.status, d.reason = "failed", f"no provider configured for {key}"
+                continue
+            if not address:
+                d.status, d.reason = "skipped", f"no {channel} address"
+                continue
+            if self._needs_consent(key):
+                consent = data.contact.get(f"{channel}_consent")
+                if consent is False or (marketing and consent is not True):
+                    d.status, d.reason = "skipped", f"no {channel} consent"
+                    continue
+            if (channel, normalise_address(channel, address)) in blocked:
+                d.status, d.reason = "suppressed", f"{channel} address on the suppression list"
+                continue
+            if marketing:
+                later = self._deferral(r, data, now, recent)
+                if later is not None:
+                    d.status, d.not_before, d.reason = "deferred", later[0], later[1]
+                    continue
+                recent.setdefault((int(r["contact_id"]), channel), []).insert(0, now)
+            d.outgoing = OutboundMessage(
+                dedup_key=r["dedup_key"],
+                contact_id=int(r["contact_id"]),
+                channel=channel,
+                template=r["template"],
+                variant=r["variant"],
+                flow=r["flow"],
+                entry_id=r["entry_id"],
+                step=r["step"],
+                to=address,
+                payload=r.get("payload") or {},
+                message_id=message_id_for(r["dedup_key"], self.domain),
+                sender=self.settings.mail_from,
+            )
+            d.data = data
+        self._assign_coupons([d for d in decisions if d.outgoing is not None], now)
+        return decisions
+
+    def prepare(self, rows: Sequence[dict[str, Any]], now: datetime) -> list[Decision]:
+        """Decide and render (without sending): what would go out."""
+        decisions = self.decide(rows, now)
+        for d in decisions:
+            if d.outgoing is not None:
+                self.render(d, now)
+        return decisions
+
+    def _needs_consent(self, key: str) -> bool:
+        if not key.startswith("webhook"):
+            return True
+        channel = self.channels.get(key)
+        config = getattr(channel, "config", None)
+        return bool(getattr(config, "needs_consent", False))
+
+    def _deferral(
+        self,
+        row: Mapping[str, Any],
+        data: ContactData,
+        now: datetime,
+        recent: dict[tuple[int, str], list[datetime]],
+    ) -> tuple[datetime, str] | None:
+        channel = row["channel"]
+        if self.quiet is not None and channel in CONSENT_CHANNELS:
+            zone = zone_of(data.contact.get("timezone"), self.settings.tz)
+            end = self.quiet.next_allowed(now, zone)
+            if end is not None:
+                return end, f"quiet hours in {zone.key}"
+        cap = self.caps.get(channel)
+        if cap is not None:
+            sent = recent.get((int(row["contact_id"]), channel), [])
+            from winback.delivery.policies import cap_next_allowed
+
+            later = cap_next_allowed(sent, cap, now)
+            if later is not None:
+                return later, f"frequency cap {cap.count} per {cap.window} on {channel}"
+        return None
+
+    def _assign_coupons(self, decisions: Sequence[Decision], now: datetime) -> None:
+        wanted: list[tuple[int, int, str | None]] = []
+        for d in decisions:
+            want = (d.row.get("payload") or {}).get("coupon")
+            uses = False
+            if d.row.get("template"):
+                try:
+                    uses = self.templates.get(str(d.row["template"])).uses("coupon")
+                except WinbackError:
+                    uses = False
+            if want or uses:
+                pool = want.get("pool") if isinstance(want, dict) else None
+                wanted.append((int(d.row["id"]), int(d.row["contact_id"]), pool))
+        if not wanted:
+            return
+        try:
+            with self.ws.engine.begin() as conn:
+                codes = assign(conn, wanted, pattern=self.settings.coupon_pattern, at=now)
+        except CouponPoolExhausted as exc:
+            ids = {w[0] for w in wanted}
+            for d in decisions:
+                if int(d.row["id"]) in ids:
+                    d.status, d.reason, d.outgoing = "retry", str(exc), None
+            return
+        for d in decisions:
+            d.coupon = codes.get(int(d.row["id"]))
+
+    def render(self, d: Decision, now: datetime) -> bool:
+        """Render a decided message into its outgoing form; False (and ``failed``) when the
+        template cannot be rendered for this contact."""
+        try:
+            self._render_one(d, now)
+            return True
+        except (WinbackError, ValueError) as exc:
+            d.status, d.reason, d.outgoing = "failed", f"render: {exc}", None
+            return False
+
+    def _render_one(self, d: Decision, now: datetime) -> None:
+        assert d.outgoing is not None and d.data is not None
+        data = d.data
+        row = d.row
+        oid, cid = int(row["id"]), int(row["contact_id"])
+        unsub = f"{self.base}/u/{self.signer.sign('u', oid, cid)}"
+        payload = row.get("payload") or {}
+        template = self.templates.get(str(row["template"])) if row.get("template") else None
+        feedback = (
+            f"{self.base}/f/{self.signer.sign('f', oid, cid)}"
+            if template is not None and template.uses("feedback_url")
+            else ""
+        )
+        context = render_context(
+            data,
+            settings=self.settings,
+            message=row,
+            now=now,
+            coupon=d.coupon,
+            unsubscribe_url=unsub,
+            feedback_url=feedback,
+        )
+        if row.get("template"):
+            rendered = self.templates.render(str(row["template"]), context)
+        else:
+            rendered = Rendered(channel=row["channel"], body=str(payload.get("body", "")))
+        if row["channel"] == "email":
+            if rendered.channel != "email":
+                raise ValueError(f"template {row['template']!r} is for {rendered.channel}")
+
+            def track(index: int, url: str) -> str:
+                return f"{self.base}/c/{self.signer.sign('c', oid, cid, index=index, url=url)}"
+
+            html, text = rewrite_links(rendered.html, rendered.text, track, self.base)
+            pixel = (
+                f'<img src="{self.base}/o/{self.signer.sign("o", oid, cid)}.gif" width="1" '
+                'height="1" alt="" style="display:block;border:0;width:1px;height:1px">'
+            )
+            at = html.rfind("</body>")
+            html = html[:at] + pixel + html[at:] if at >= 0 else html + pixel
+            message = build_email(
+                from_addr=self.settings.mail_from,
+                from_name=self.settings.mail_from_name,
+                to=d.outgoing.to or "",
+                subject=rendered.subject,
+                text=text,
+                html=html,
+                message_id=d.outgoing.message_id or message_id_for(row["dedup_key"], self.domain),
+                date=now,
+                list_unsubscribe=unsub,
+                unsubscribe_mailto=self.settings.unsubscribe_mailto,
+                headers={"X-Winback-Flow": f"{row.get('flow') or ''}/{row.get('step') or ''}"},
+            )
+            d.outgoing = replace(d.outgoing, content=message.decode("utf-8"))
+        else:
+            fields = {
+                "body": rendered.body,
+                "title": rendered.title,
+                "url": rendered.url,
+                "data": payload.get("data") or {},
+                "contact": {
+                    k: data.contact.get(k)
+                    for k in ("id", "customer_id", "first_name", "last_name", "email", "phone")
+                },
+                "message": {"flow": row.get("flow"), "step": row.get("step")},
+            }
+            d.outgoing = replace(d.outgoing, fields=fields)
+
+    # -- recording -----------------------------------------------------------------------------
+    def record(
+        self, decisions: Sequence[Decision], results: Mapping[int, SendResult], now: datetime
+    ) -> None:
+        updates: list[dict[str, Any]] = []
+        sent_events: list[dict[str, Any]] = []
+        bounces: list[tuple[Decision, SendResult]] = []
+        max_attempts = self.settings.delivery_max_attempts
+        for d in decisions:
+            row = d.row
+            oid = int(row["id"])
+            base = {
+                "_id": oid,
+                "_status": d.status,
+                "_not_before": row["not_before"],
+                "_attempts": row["attempts"],
+                "_error": d.reason or None,
+                "_message_id": None,
+                "_provider_id": None,
+                "_sent_at": None,
+            }
+            if d.status == "deferred":
+                base.update(_status="pending", _not_before=d.not_before)
+            elif d.status == "retry":
+                base.update(
+                    _status="pending",
+                    _not_before=now + timedelta(seconds=self.settings.delivery_retry_seconds),
+                )
+            elif d.status == "sending":
+                result = results[oid]
+                attempts = int(row["attempts"]) + 1
+                base["_attempts"] = attempts
+                if result.outcome == "sent":
+                    assert d.outgoing is not None
+                    base.update(
+                        _status="sent",
+                        _error=None,
+                        _message_id=d.outgoing.message_id,
+                        _provider_id=result.provider_id,
+                        _sent_at=now,
+                    )
+                    if row["channel"] == "email":
+                        sent_events.append(
+                            {
+                                "event_key": f"sent:{d.outgoing.message_id}",
+                                "contact_id": int(row["contact_id"]),
+                                "type": "email_sent",
+                                "occurred_at": now,
+                                "properties": {"flow": row.get("flow"), "step": row.get("step")},
+                                "message_id": d.outgoing.message_id,
+                                "machine": False,
+                            }
+                        )
+                elif result.outcome == "retry" and attempts < max_attempts:
+                    delay = backoff(attempts, self.settings.delivery_retry_seconds)
+                    base.update(
+                        _status="pending",
+                        _not_before=now + timedelta(seconds=delay),
+                        _error=f"attempt {attempts}: {result.detail}",
+                    )
+                else:
+                    base.update(_status="failed", _error=result.detail)
+                    if result.outcome == "bounced":
+                        bounces.append((d, result))
+            updates.append(base)
+        with self.ws.engine.begin() as conn:
+            self._write_updates(conn, updates)
+            if sent_events:
+                self._insert_sent(conn, sent_events)
+            for d, result in bounces:
+                self._bounce(conn, d, result, now)
+
+    @staticmethod
+    def _write_updates(conn: Connection, updates: list[dict[str, Any]]) -> None:
+        stmt = (
+            update(outbox)
+            .where(outbox.c.id == bindparam("_id"))
+            .values(
+                status=bindparam("_status"),
+                not_before=bindparam("_not_before"),
+                attempts=bindparam("_attempts"),
+                last_error=bindparam("_error"),
+                message_id=bindparam("_message_id"),
+                provider_id=bindparam("_provider_id"),
+                sent_at=bindparam("_sent_at"),
+            )
+        )
+        if updates:
+            conn.execute(stmt, updates)
+
+    @staticmethod
+    def _insert_sent(conn: Connection, rows: list[dict[str, Any]]) -> None:
+        from winback.delivery.records import insert_ignore
+        from winback.store.schema import events
+
+        insert_ignore(conn, events, rows, "event_key")
+
+    def _bounce(self, conn: Connection, d: Decision, result: SendResult, now: datetime) -> None:
+        assert d.outgoing is not None
+        cid = int(d.row["contact_id"])
+        suppress(
+            conn,
+            channel=d.row["channel"],
+            address=d.outgoing.to or "",
+            contact_id=cid,
+            reason="bounced",
+            at=now,
+            detail=result.detail,
+        )
+        if d.row["channel"] == "email":
+            record_events(
+                conn,
+                [
+                    {
+                        "event_key": f"bounce:{d.outgoing.message_id}",
+                        "contact_id": cid,
+                        "type": "email_bounced",
+                        "occurred_at": now,
+                        "properties": {"code": result.code, "detail": result.detail[:500]},
+                        "message_id": d.outgoing.message_id,
+                    }
+                ],
+            )

@@ -1,0 +1,226 @@
+"""SQL building blocks of the engine that differ between SQLite and PostgreSQL, and the
+set-based transition (log + move) every step ends with."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    Connection,
+    Float,
+    String,
+    and_,
+    case,
+    cast,
+    exists,
+    func,
+    insert,
+    literal,
+    select,
+    true,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.sql.elements import ColumnElement
+
+from winback.store.schema import contacts, events, flow_entries, flow_step_log, orders
+from winback.store.types import JSONDoc, UTCDateTime
+
+fe = flow_entries
+CONSENT_CHANNELS = ("email", "sms", "push")
+
+
+def at(value: datetime) -> ColumnElement[Any]:
+    """An instant as a typed SQL literal (bound parameter)."""
+    return literal(value, UTCDateTime())
+
+
+def stable_uniform(entry_id: ColumnElement[Any], salt: str) -> ColumnElement[Any]:
+    """A number in [0, 1) fixed by (entry id, salt): the same on every run and database,
+    so a restarted engine puts an entry in the same A/B branch or holdout group.
+    Multiplicative hashing with a salt-derived odd multiplier below 2**31 (the product stays
+    below 2**63 for ids below 2**32)."""
+    mult, add = salt_numbers(salt)
+    return cast((entry_id * mult + add) % 4294967296, Float) / 4294967296.0
+
+
+def salt_numbers(salt: str) -> tuple[int, int]:
+    digest = hashlib.sha256(salt.encode()).digest()
+    mult = (int.from_bytes(digest[:4], "big") >> 1) | 1
+    add = int.from_bytes(digest[4:8], "big")
+    return mult, add
+
+
+def stable_uniform_py(entry_id: int, salt: str) -> float:
+    """The Python twin of :func:`stable_uniform` (tests and reports)."""
+    mult, add = salt_numbers(salt)
+    return ((entry_id * mult + add) % 4294967296) / 4294967296.0
+
+
+def has_consent(channel: str, contact_id: ColumnElement[Any]) -> ColumnElement[bool]:
+    if channel not in CONSENT_CHANNELS:
+        return true()
+    column = contacts.c[f"{channel}_consent"]
+    return exists(
+        select(literal(1)).where(contacts.c.id == contact_id, column.is_(True))
+    ).correlate_except(contacts)
+
+
+def json_equals(conn: Connection, doc: Any, key: str, value: Any) -> ColumnElement[bool]:
+    """``doc[key] == value`` for a JSON property (strings, numbers, booleans)."""
+    if conn.dialect.name == "postgresql":
+        text = value if isinstance(value, str) else json.dumps(value)
+        return doc[key].as_string() == text
+    return func.json_extract(doc, f'$."{key}"') == value
+
+
+def event_happened(
+    conn: Connection,
+    contact_id: ColumnElement[Any],
+    event_type: str,
+    where: dict[str, Any],
+    since: ColumnElement[Any],
+    until: datetime,
+) -> ColumnElement[bool]:
+    """Did the contact perform the event in [since, until]? ``purchase`` reads orders."""
+    if event_type == "purchase":
+        q = select(literal(1)).where(
+            orders.c.contact_id == contact_id,
+            orders.c.ordered_at >= since,
+            orders.c.ordered_at <= at(until),
+        )
+        return exists(q).correlate_except(orders)
+    conds = [
+        events.c.contact_id == contact_id,
+        events.c.type == event_type,
+        events.c.occurred_at >= since,
+        events.c.occurred_at <= at(until),
+    ]
+    conds += [json_equals(conn, events.c.properties, k, v) for k, v in where.items()]
+    return exists(select(literal(1)).where(*conds)).correlate_except(events)
+
+
+def set_attribute_value(conn: Connection, name: str, value: Any) -> Any:
+    """``contacts.attributes`` with ``name`` set to ``value`` (a SQL expression)."""
+    doc = json.dumps(value)
+    if conn.dialect.name == "postgresql":
+        return func.coalesce(
+            contacts.c.attributes, cast(literal("{}", String()), postgresql.JSONB)
+        ).op("||")(
+            func.jsonb_build_object(
+                literal(name, String()), cast(literal(doc, String()), postgresql.JSONB)
+            )
+        )
+    return func.json_set(func.coalesce(contacts.c.attributes, "{}"), f'$."{name}"', func.json(doc))
+
+
+def upsert_insert(conn: Connection, table: Any) -> Any:
+    return (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(table)
+
+
+@dataclass
+class Rule:
+    """Where the rows matching ``when`` go (the first matching rule wins; ``when`` None
+    matches all). ``target`` None with no ``exit_reason`` completes the flow."""
+
+    outcome: str
+    target: str | None
+    when: ColumnElement[bool] | None = None
+    exit_reason: str | None = None
+    wake_at: datetime | None = None
+    waiting: bool = False
+    values: dict[str, Any] = field(default_factory=dict)
+
+
+def transition(
+    conn: Connection,
+    *,
+    batch: ColumnElement[bool],
+    node_id: str,
+    now: datetime,
+    rules: list[Rule],
+    log: bool = True,
+) -> int:
+    """Log the outcome of the step for the rows of ``batch`` and move them as ``rules`` say.
+
+    Rules are applied in order, each with two set-based statements (log, move) over the rows
+    of the batch it matches; a moved row no longer belongs to the batch (its step, status or
+    ``waiting`` changed), so the first matching rule wins and each condition is evaluated
+    once per row and statement."""
+    moves = [_values(r, node_id, now) for r in rules]
+    if len(rules) > 1 and all(m == moves[0] for m in moves):
+        # Same move for every row (e.g. a send: queued / no consent / holdout all go on):
+        # one log statement with the outcome as a CASE, one update.
+        if log:
+            whens = [(r.when if r.when is not None else true(), r.outcome) for r in rules]
+            conn.execute(
+                insert(flow_step_log).from_select(
+                    ["flow_id", "entry_id", "step", "at", "outcome"],
+                    select(
+                        fe.c.flow_id,
+                        fe.c.id,
+                        literal(node_id, String()),
+                        at(now),
+                        case(*whens, else_=rules[-1].outcome),
+                    ).where(batch),
+                )
+            )
+        return int(conn.execute(update(fe).where(batch).values(moves[0])).rowcount or 0)
+    moved = 0
+    for rule in rules:
+        where = batch if rule.when is None else and_(batch, rule.when)
+        if log:
+            conn.execute(
+                insert(flow_step_log).from_select(
+                    ["flow_id", "entry_id", "step", "at", "outcome"],
+                    select(
+                        fe.c.flow_id,
+                        fe.c.id,
+                        literal(node_id, String()),
+                        at(now),
+                        literal(rule.outcome, String()),
+                    ).where(where),
+                )
+            )
+        moved += int(
+            conn.execute(update(fe).where(where).values(_values(rule, node_id, now))).rowcount or 0
+        )
+    return moved
+
+
+def _values(rule: Rule, node_id: str, now: datetime) -> dict[Any, Any]:
+    if rule.exit_reason is not None:
+        status = "exited"
+    else:
+        status = "active" if rule.target is not None else "completed"
+    values: dict[Any, Any] = {
+        fe.c.step: rule.target or node_id,
+        fe.c.status: status,
+        fe.c.step_at: now,
+        fe.c.waiting: rule.waiting,
+    }
+    if status == "active":
+        values[fe.c.wake_at] = rule.wake_at or now
+    else:
+        values[fe.c.wake_at] = None
+        values[fe.c.exit_reason] = rule.exit_reason or "completed"
+        values[fe.c.exited_at] = now
+    for column, value in rule.values.items():
+        values[fe.c[column]] = value
+    return values
+
+
+__all__ = [
+    "JSONDoc",
+    "Rule",
+    "at",
+    "event_happened",
+    "has_consent",
+    "set_attribute_value",
+    "stable_uniform",
+    "transition",
+]

@@ -1,0 +1,67 @@
+"""A contact's flows in progress, for ``winback contacts show`` (the hook that
+:mod:`winback.contacts` looks up as ``winback.flows.inspect.contact_flows``)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select
+
+from winback.store.schema import flow_entries, flows
+
+if TYPE_CHECKING:
+    from winback.workspace import Workspace
+
+
+def contact_flows(ws: Workspace, contact_id: int) -> list[dict[str, Any]]:
+    """Active flow entries of the contact: flow, current step id and kind, since when, when
+    it next wakes, and its holdout / A/B branch."""
+    fe = flow_entries
+    with ws.engine.connect() as conn:
+        rows = conn.execute(
+            select(
+                flows.c.key,
+                flows.c.name,
+                flows.c.definition,
+                fe.c.id,
+                fe.c.step,
+                fe.c.step_at,
+                fe.c.entered_at,
+                fe.c.wake_at,
+                fe.c.waiting,
+                fe.c.holdout,
+                fe.c.branch,
+            )
+            .join(flows, flows.c.id == fe.c.flow_id)
+            .where(fe.c.contact_id == contact_id, fe.c.status == "active")
+            .order_by(fe.c.entered_at, fe.c.id)
+        ).all()
+    out = []
+    for r in rows:
+        out.append(
+            {
+                "flow": r.key,
+                "name": r.name,
+                "entry_id": r.id,
+                "step": r.step,
+                "step_kind": _kind(r.definition, r.key, r.step),
+                "waiting_for_event": bool(r.waiting),
+                "entered_at": r.entered_at,
+                "at_step_since": r.step_at,
+                "wakes_at": r.wake_at,
+                "holdout": bool(r.holdout),
+                "branch": r.branch,
+            }
+        )
+    return out
+
+
+def _kind(definition: dict[str, Any], key: str, step: str | None) -> str | None:
+    from winback.flows.program import compile_program, parse_definition
+
+    try:
+        program = compile_program(key, parse_definition(definition, path=key))
+    except Exception:  # an unreadable stored definition must not break `contacts show`
+        return None
+    node = program.nodes.get(step or "")
+    return node.kind if node is not None else None

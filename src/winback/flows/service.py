@@ -1,0 +1,434 @@
+"""``Workspace.flows``: flow files, their state in the store, ticks and inspection.
+
+Flow files live in ``<workspace>/flows/*.yaml``; the file stem is the flow's key. Each tick
+first *syncs* the files into the ``flows`` table (a changed definition gets a new version;
+entries parked at a step id that no longer exists exit with reason ``flow_changed``), then
+refreshes segments, enrols and advances, until nothing more is due at that instant.
+"""
+
+from __future__ import annotations
+
+import builtins
+import shutil
+from dataclasses import dataclass
+from datetime import datetime
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import and_, func, select, text, update
+
+from winback.errors import DefinitionError, NotFound
+from winback.flows import models as m
+from winback.flows.conditions import validate as validate_condition
+from winback.flows.engine import RunningFlow, StepRunner, TickReport
+from winback.flows.program import Program, compile_program, load_program, parse_definition
+from winback.flows.triggers import enroll, source_max_id
+from winback.store.schema import flow_entries, flow_step_log, flows, outbox
+
+if TYPE_CHECKING:
+    from winback.workspace import Workspace
+
+MAX_ROUNDS = 100
+#: Enrolments of at least this many entries refresh PostgreSQL's statistics.
+ANALYZE_AFTER = 10_000
+
+
+@dataclass
+class FlowInfo:
+    key: str
+    name: str
+    status: str
+    version: int
+    trigger: str
+    active: int
+    entered: int
+
+
+def library_root() -> Path:
+    return Path(str(resources.files("winback.flows") / "library"))
+
+
+def library_templates() -> list[str]:
+    return sorted(p.name for p in library_root().iterdir() if (p / "flow.yaml").is_file())
+
+
+class Flows:
+    """The flows of one workspace."""
+
+    def __init__(self, workspace: Workspace, *, batch_size: int | None = None) -> None:
+        self.ws = workspace
+        self.runner = StepRunner(
+            workspace.engine,
+            default_timezone=workspace.settings.timezone,
+            batch_size=batch_size or workspace.settings.flow_batch_size,
+        )
+
+    @property
+    def folder(self) -> Path:
+        return self.ws.path / "flows"
+
+    # -- files ------------------------------------------------------------------------------
+    def files(self) -> list[Path]:
+        return sorted(self.folder.glob("*.yaml")) if self.folder.is_dir() else []
+
+    def validate_file(self, file: Path) -> Program:
+        """Load a flow file and check everything, conditions included."""
+        try:
+            shown = str(file.resolve().relative_to(self.ws.path))
+        except ValueError:
+            shown = str(file)
+        program = load_program(file, display=shown)
+        check_conditions(program, shown)
+        return program
+
+    def load_files(self) -> dict[str, Program]:
+        return {p.key: p for p in (self.validate_file(f) for f in self.files())}
+
+    # -- store ------------------------------------------------------------------------------
+    def sync(self, now: datetime | None = None) -> dict[str, str]:
+        """Bring the ``flows`` table in line with the files; returns what changed per key."""
+        now = now or self.ws.clock.now()
+        programs = self.load_files()
+        changes: dict[str, str] = {}
+        with self.ws.engine.begin() as conn:
+            rows = {r.key: r for r in conn.execute(select(flows))}
+            for key, program in programs.items():
+                definition = dump(program.definition)
+                row = rows.get(key)
+                if row is None:
+                    conn.execute(
+                        flows.insert().values(
+                            key=key,
+                            name=program.name,
+                            definition=definition,
+                            version=1,
+                            status="paused",
+                            updated_at=now,
+                        )
+                    )
+                    changes[key] = "added"
+                elif row.definition != definition:
+                    conn.execute(
+                        update(flows)
+                        .where(flows.c.id == row.id)
+                        .values(
+                            name=program.name,
+                            definition=definition,
+                            version=row.version + 1,
+                            updated_at=now,
+                        )
+                    )
+                    gone = conn.execute(
+                        update(flow_entries)
+                        .where(
+                            flow_entries.c.flow_id == row.id,
+                            flow_entries.c.status == "active",
+                            flow_entries.c.step.not_in(list(program.nodes)),
+                        )
+                        .values(
+                            status="exited",
+                            exit_reason="flow_changed",
+                            exited_at=now,
+                            wake_at=None,
+                        )
+                    ).rowcount
+                    changes[key] = f"version {row.version + 1} ({gone} exited: flow_changed)"
+        return changes
+
+    def _row(self, key: str) -> Any:
+        with self.ws.engine.connect() as conn:
+            row = conn.execute(
+                select(flows).where((flows.c.key == key) | (flows.c.name == key))
+            ).first()
+        if row is None:
+            known = ", ".join(p.stem for p in self.files()) or "none"
+            raise NotFound(f"no flow {key!r} (flows in this workspace: {known})")
+        return row
+
+    def enable(self, key: str, *, now: datetime | None = None) -> None:
+        """Start (or resume) a flow. Triggers look only at what happens from now on, except
+        that a segment-entry flow enabled for the first time with ``include_existing`` also
+        enrols the segment's current members."""
+        now = now or self.ws.clock.now()
+        self.sync(now)
+        row = self._row(key)
+        program = compile_program(row.key, parse_definition(row.definition, path=row.key))
+        trigger = program.definition.trigger
+        with self.ws.engine.begin() as conn:
+            wm_id = source_max_id(conn, trigger)
+            if row.enabled_at is None and isinstance(trigger, m.SegmentEntryTrigger):
+                wm_id = None if trigger.include_existing else (wm_id or 0)
+            elif wm_id is None and not isinstance(trigger, m.ScheduleTrigger):
+                wm_id = 0
+            if row.status == "enabled":
+                return
+            conn.execute(
+                update(flows)
+                .where(flows.c.id == row.id)
+                .values(
+                    status="enabled",
+                    enabled_at=row.enabled_at or now,
+                    watermark_id=wm_id,
+                    watermark_at=now,
+                    updated_at=now,
+                )
+            )
+
+    def pause(self, key: str, *, now: datetime | None = None) -> None:
+        """Stop a flow: no steps advance and triggers enrol no one until it is enabled."""
+        now = now or self.ws.clock.now()
+        row = self._row(key)
+        with self.ws.engine.begin() as conn:
+            conn.execute(
+                update(flows).where(flows.c.id == row.id).values(status="paused", updated_at=now)
+            )
+
+    def add(self, template: str, *, enable: bool = True, now: datetime | None = None) -> list[str]:
+        """Copy a shipped flow (and its message templates) into the workspace; enable it.
+        Returns the keys of the flows added (a template may bring a companion flow)."""
+        source = library_root() / template
+        if not (source / "flow.yaml").is_file():
+            raise NotFound(
+                f"no flow template {template!r} (shipped: {', '.join(library_templates())})"
+            )
+        self.folder.mkdir(exist_ok=True)
+        keys = []
+        files = sorted(source.glob("*.yaml"), key=lambda f: (f.name != "flow.yaml", f.name))
+        for file in files:
+            key = template if file.name == "flow.yaml" else f"{template}-{file.stem}"
+            target = self.folder / f"{key}.yaml"
+            if target.exists():
+                raise DefinitionError(
+                    f"{target.relative_to(self.ws.path)} exists already; remove it or edit it"
+                )
+            keys.append(key)
+        messages = self.ws.path / "templates"
+        messages.mkdir(exist_ok=True)
+        for file in sorted((source / "templates").glob("*")):
+            if not (messages / file.name).exists():
+                shutil.copyfile(file, messages / file.name)
+        for file, key in zip(files, keys, strict=True):
+            shutil.copyfile(file, self.folder / f"{key}.yaml")
+        self.sync(now)
+        if enable:
+            for key in keys:
+                self.enable(key, now=now)
+        return keys
+
+    # -- running ----------------------------------------------------------------------------
+    def running(self) -> list[RunningFlow]:
+        with self.ws.engine.connect() as conn:
+            rows = list(
+                conn.execute(select(flows).where(flows.c.status == "enabled").order_by(flows.c.id))
+            )
+        return [
+            RunningFlow(
+                id=r.id,
+                program=compile_program(r.key, parse_definition(r.definition, path=r.key)),
+                watermark_id=r.watermark_id,
+                watermark_at=r.watermark_at,
+            )
+            for r in rows
+        ]
+
+    def tick(
+        self, now: datetime | None = None, *, sync: bool = True, refresh: bool = True
+    ) -> TickReport:
+        """Process everything due up to ``now``: segments, triggers, steps, repeated until
+        nothing more is due at ``now``. Running it twice for one instant does nothing more.
+        ``refresh=False`` skips the segment refresh (when the caller maintains membership)."""
+        now = now or self.ws.clock.now()
+        if sync:
+            self.sync(now)
+        if refresh:
+            refresh_segments(self.ws, now)
+        running = self.running()
+        report = TickReport()
+        tz = self.ws.settings.timezone
+        for round_ in range(1, MAX_ROUNDS + 1):
+            moved = 0
+            for flow in running:
+                with self.ws.engine.begin() as conn:
+                    n = enroll(conn, flow, now, default_timezone=tz)
+                if n >= ANALYZE_AFTER and self.ws.engine.dialect.name == "postgresql":
+                    # Fresh planner statistics after a large enrolment: without them
+                    # PostgreSQL plans the step statements for a near-empty table.
+                    with self.ws.engine.begin() as conn:
+                        conn.execute(text("ANALYZE flow_entries"))
+                if n:
+                    report.enrolled[flow.program.key] = report.enrolled.get(flow.program.key, 0) + n
+                moved += n
+            moved += self.runner.advance(running, now, report)
+            report.rounds = round_
+            if not moved:
+                break
+        return report
+
+    # -- inspection -------------------------------------------------------------------------
+    def list(self) -> builtins.list[FlowInfo]:
+        self.sync()
+        fe = flow_entries
+        with self.ws.engine.connect() as conn:
+            counts = {
+                (fid, status): n
+                for fid, status, n in conn.execute(
+                    select(fe.c.flow_id, fe.c.status, func.count()).group_by(
+                        fe.c.flow_id, fe.c.status
+                    )
+                )
+            }
+            rows = list(conn.execute(select(flows).order_by(flows.c.key)))
+        out = []
+        for r in rows:
+            trig = next(iter(r.definition["trigger"]))
+            out.append(
+                FlowInfo(
+                    key=r.key,
+                    name=r.name,
+                    status=r.status,
+                    version=r.version,
+                    trigger=f"{trig}: {r.definition['trigger'][trig]}",
+                    active=counts.get((r.id, "active"), 0),
+                    entered=sum(n for (fid, _), n in counts.items() if fid == r.id),
+                )
+            )
+        return out
+
+    def show(self, key: str) -> dict[str, Any]:
+        row = self._row(key)
+        program = compile_program(row.key, parse_definition(row.definition, path=row.key))
+        return {
+            "key": row.key,
+            "name": row.name,
+            "status": row.status,
+            "version": row.version,
+            "definition": row.definition,
+            "steps": [
+                {
+                    "id": n.id,
+                    "kind": n.kind,
+                    "next": n.next,
+                    **(
+                        {"then": n.then_first, "else": n.else_first}
+                        if n.kind in ("if", "wait_for")
+                        else {}
+                    ),
+                    **({"branches": [b[0] for b in n.branches]} if n.branches else {}),
+                }
+                for n in program.ordered()
+            ],
+            "stats": self.stats(row.key),
+        }
+
+    def stats(self, key: str) -> dict[str, Any]:
+        """Contacts per step, exits by reason, messages per step, holdout vs treatment."""
+        row = self._row(key)
+        fe = flow_entries
+        with self.ws.engine.connect() as conn:
+            at_step: dict[str, int] = dict(
+                conn.execute(
+                    select(fe.c.step, func.count())
+                    .where(fe.c.flow_id == row.id, fe.c.status == "active")
+                    .group_by(fe.c.step)
+                ).all()
+            )
+            exits: dict[str | None, int] = dict(
+                conn.execute(
+                    select(fe.c.exit_reason, func.count())
+                    .where(fe.c.flow_id == row.id, fe.c.status != "active")
+                    .group_by(fe.c.exit_reason)
+                ).all()
+            )
+            messages: dict[str, dict[str, int]] = {}
+            for step, status, n in conn.execute(
+                select(outbox.c.step, outbox.c.status, func.count())
+                .where(outbox.c.flow == row.key)
+                .group_by(outbox.c.step, outbox.c.status)
+            ):
+                messages.setdefault(step, {})[status] = n
+            groups: dict[bool, int] = dict(
+                conn.execute(
+                    select(fe.c.holdout, func.count())
+                    .where(fe.c.flow_id == row.id)
+                    .group_by(fe.c.holdout)
+                ).all()
+            )
+            outcomes: dict[str, dict[str, int]] = {}
+            for step, outcome, n in conn.execute(
+                select(flow_step_log.c.step, flow_step_log.c.outcome, func.count())
+                .where(flow_step_log.c.flow_id == row.id)
+                .group_by(flow_step_log.c.step, flow_step_log.c.outcome)
+            ):
+                outcomes.setdefault(step, {})[outcome] = n
+        return {
+            "flow": row.key,
+            "entered": sum(groups.values()),
+            "active_per_step": at_step,
+            "exits": {k or "": v for k, v in exits.items()},
+            "messages_per_step": messages,
+            "outcomes_per_step": outcomes,
+            "holdout": groups.get(True, 0),
+            "treatment": groups.get(False, 0),
+        }
+
+    def entries_of(
+        self, contact_id: int, *, active_only: bool = False
+    ) -> builtins.list[dict[str, Any]]:
+        """The contact's flow entries (for ``contacts show``)."""
+        fe = flow_entries
+        q = (
+            select(
+                flows.c.key.label("flow"),
+                fe.c.id.label("entry_id"),
+                fe.c.step,
+                fe.c.status,
+                fe.c.entered_at,
+                fe.c.wake_at,
+                fe.c.exit_reason,
+                fe.c.holdout,
+                fe.c.branch,
+            )
+            .join(flows, flows.c.id == fe.c.flow_id)
+            .where(fe.c.contact_id == contact_id)
+            .order_by(fe.c.id)
+        )
+        if active_only:
+            q = q.where(and_(fe.c.status == "active"))
+        with self.ws.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(q)]
+
+
+def dump(definition: m.FlowDefinition) -> dict[str, Any]:
+    return definition.model_dump(
+        mode="json", by_alias=True, exclude_none=True, exclude_defaults=True
+    )
+
+
+def check_conditions(program: Program, shown: str) -> None:
+    """Validate every condition of the flow with the segment condition parser."""
+    d = program.definition
+    if d.goal is not None:
+        validate_condition(d.goal.condition, path=shown, location="goal.condition")
+    trigger = d.trigger
+    if isinstance(trigger, m.ScheduleTrigger) and trigger.schedule.condition is not None:
+        validate_condition(
+            trigger.schedule.condition, path=shown, location="trigger.schedule.condition"
+        )
+    for node in program.nodes.values():
+        if isinstance(node.step, m.IfStep):
+            validate_condition(node.step.if_, path=shown, location=f"{node.id}.if")
+        elif isinstance(node.step, m.GoalStep):
+            validate_condition(node.step.goal.condition, path=shown, location=f"{node.id}.goal")
+
+
+def refresh_segments(ws: Workspace, now: datetime) -> None:
+    """Refresh materialised segments first, when the segments feature is installed."""
+    facade = getattr(ws, "segments", None)
+    if facade is None:
+        try:
+            from winback.segments.service import Segments
+        except ImportError:
+            return
+        facade = Segments(ws)
+    facade.refresh(now)

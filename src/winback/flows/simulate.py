@@ -1,0 +1,360 @@
+"""What would a flow have done? Run it in simulated time on a *copy* of the workspace.
+
+The copy (SQLite: an online backup of the database file; PostgreSQL: a temporary database
+made from the workspace's as a template, which needs no other session connected to it) is
+advanced day by day with a fixed clock: segments refresh, triggers enrol, steps run, and
+messages are counted instead of sent. When the shop was generated, the generator's
+ground-truth response model (``ground_truth.csv``: ``p_buy_30d_no_contact``,
+``p_buy_30d_if_contacted``, ``mean_spend`` per customer) decides who buys: each entrant buys
+within 30 days of entering with the "if contacted" probability when the flow messaged them
+and the "no contact" probability otherwise (holdout, no consent), on a day drawn uniformly
+over those 30 days. The purchases are written into the copy as orders, so segments and goals
+react to them like they would to real ones.
+"""
+
+from __future__ import annotations
+
+import csv
+import random
+import shutil
+import sqlite3
+import tempfile
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import and_, func, insert, select, text, update
+from sqlalchemy.engine import make_url
+
+from winback.clock import FixedClock
+from winback.errors import NotFound, WinbackError
+from winback.store.engine import make_engine, sqlite_url
+from winback.store.schema import contacts, flow_entries, flows, orders, outbox
+
+if TYPE_CHECKING:
+    from winback.workspace import Workspace
+
+RESPONSE_DAYS = 30
+
+
+class SimulationUnavailable(WinbackError):
+    """The workspace's store cannot be copied for a simulation."""
+
+
+@dataclass
+class Response:
+    p_no_contact: float
+    p_if_contacted: float
+    mean_spend: float
+
+
+@dataclass
+class GroupResult:
+    contacts: int = 0
+    reactivated: int = 0
+    revenue: float = 0.0
+
+
+@dataclass
+class SimulationResult:
+    flow: str
+    start: datetime
+    days: int
+    response_model: str | None
+    entered: int = 0
+    messages_per_step: dict[str, int] = field(default_factory=dict)
+    exits: dict[str, int] = field(default_factory=dict)
+    treatment: GroupResult = field(default_factory=GroupResult)
+    holdout: GroupResult = field(default_factory=GroupResult)
+    simulated_orders: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "flow": self.flow,
+            "start": self.start,
+            "days": self.days,
+            "response_model": self.response_model,
+            "entered": self.entered,
+            "messages": sum(self.messages_per_step.values()),
+            "messages_per_step": self.messages_per_step,
+            "exits": self.exits,
+            "treatment": vars(self.treatment),
+            "holdout": vars(self.holdout),
+            "simulated_orders": self.simulated_orders,
+        }
+
+
+def load_ground_truth(path: Path) -> dict[str, Response]:
+    out: dict[str, Response] = {}
+    with path.open(newline="", encoding="utf-8") as fh:
+        for row in csv.DictReader(fh):
+            out[row["customer_id"]] = Response(
+                p_no_contact=float(row["p_buy_30d_no_contact"] or 0),
+                p_if_contacted=float(row["p_buy_30d_if_contacted"] or 0),
+                mean_spend=float(row["mean_spend"] or 0),
+            )
+    return out
+
+
+@contextmanager
+def workspace_copy(ws: Workspace, start: datetime) -> Iterator[Workspace]:
+    """A throwaway copy of the workspace's store, opened with a fixed clock at ``start``."""
+    from winback.workspace import Workspace
+
+    clock = FixedClock(start)
+    if ws.engine.dialect.name == "sqlite":
+        folder = Path(tempfile.mkdtemp(prefix="winback-sim-"))
+        try:
+            source = sqlite3.connect(str(make_url(ws.database_url).database))
+            target = sqlite3.connect(str(folder / "winback.db"))
+            with target:
+                source.backup(target)
+            source.close()
+            target.close()
+            settings = ws.settings.model_copy(
+                update={"database_url": sqlite_url(folder / "winback.db")}
+            )
+            copy = Workspace(ws.path, settings, clock=clock)
+            try:
+                yield copy
+            finally:
+                copy.close()
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        return
+    url = make_url(ws.database_url)
+    name = f"winback_sim_{uuid.uuid4().hex[:12]}"
+    admin = make_engine(url.set(database="postgres").render_as_string(hide_password=False))
+    try:
+        ws.close()
+        with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            try:
+                conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{url.database}"'))
+            except Exception as exc:
+                raise SimulationUnavailable(
+                    f"cannot copy PostgreSQL database {url.database!r} for the simulation "
+                    f"(CREATE DATABASE ... TEMPLATE needs no other session on it): {exc}"
+                ) from None
+        settings = ws.settings.model_copy(
+            update={"database_url": url.set(database=name).render_as_string(hide_password=False)}
+        )
+        copy = Workspace(ws.path, settings, clock=clock)
+        try:
+            yield copy
+        finally:
+            copy.close()
+            with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+    finally:
+        admin.dispose()
+
+
+def simulate(
+    ws: Workspace,
+    flow: str,
+    *,
+    start: datetime,
+    days: int,
+    ground_truth: Path | None = None,
+    seed: int = 1,
+    holdout: float = 0.0,
+    on_day: Callable[[datetime], None] | None = None,
+) -> SimulationResult:
+    """Run ``flow`` for ``days`` simulated days from ``start`` on a copy; the workspace itself
+    is not changed. ``holdout`` > 0 holds that share of the entrants out (a holdout step put
+    first, in the copy only) to compare treatment and holdout."""
+    truth_file = ground_truth or next(
+        (
+            p
+            for p in (ws.path / "ground_truth.csv", ws.path / "data" / "ground_truth.csv")
+            if p.is_file()
+        ),
+        None,
+    )
+    if ground_truth is not None and not ground_truth.is_file():
+        raise NotFound(f"no ground-truth file {ground_truth}")
+    truth = load_ground_truth(truth_file) if truth_file is not None else {}
+    rng = random.Random(seed)
+    result = SimulationResult(
+        flow=flow, start=start, days=days, response_model=str(truth_file) if truth_file else None
+    )
+    with workspace_copy(ws, start) as sim:
+        sim.flows.sync(start)
+        key = sim.flows._row(flow).key
+        with sim.engine.begin() as conn:
+            conn.execute(update(flows).where(flows.c.key != key).values(status="paused"))
+        sim.flows.enable(key, now=start)
+        with sim.engine.begin() as conn:
+            if holdout > 0:
+                definition = conn.execute(
+                    select(flows.c.definition).where(flows.c.key == key)
+                ).scalar_one()
+                conn.execute(
+                    update(flows)
+                    .where(flows.c.key == key)
+                    .values(definition=with_holdout(definition, holdout))
+                )
+        flow_id = int(sim.flows._row(key).id)
+        pending: list[tuple[datetime, int, float]] = []
+        decided: set[int] = set()
+        for day in range(days + 1):
+            now = start + timedelta(days=day)
+            assert isinstance(sim.clock, FixedClock)
+            sim.clock.set(now)
+            due = [p for p in pending if p[0] <= now]
+            pending = [p for p in pending if p[0] > now]
+            result.simulated_orders += _record_orders(sim, due)
+            sim.flows.tick(now, sync=False)
+            _mark_sent(sim, now)
+            if truth:
+                pending += _draw_purchases(sim, flow_id, truth, decided, rng)
+            if on_day is not None and day < days:
+                on_day(now)
+        _report(sim, key, flow_id, start + timedelta(days=days), result)
+    return result
+
+
+def with_holdout(definition: dict[str, Any], share: float) -> dict[str, Any]:
+    """The flow with a holdout step first; the other steps keep their ids (made explicit)."""
+    steps = [
+        step if "id" in step else {**step, "id": f"s{i}"}
+        for i, step in enumerate(definition["steps"])
+    ]
+    return {**definition, "steps": [{"id": "sim-holdout", "holdout": {"share": share}}, *steps]}
+
+
+def _mark_sent(sim: Workspace, now: datetime) -> None:
+    """The simulation's sink only counts: pending messages become sent."""
+    with sim.engine.begin() as conn:
+        conn.execute(
+            update(outbox)
+            .where(outbox.c.status == "pending", outbox.c.not_before <= now)
+            .values(status="sent", sent_at=now)
+        )
+
+
+def _draw_purchases(
+    sim: Workspace,
+    flow_id: int,
+    truth: dict[str, Response],
+    decided: set[int],
+    rng: random.Random,
+) -> list[tuple[datetime, int, float]]:
+    fe = flow_entries
+    contacted = (
+        select(func.count())
+        .select_from(outbox)
+        .where(outbox.c.entry_id == fe.c.id)
+        .correlate(fe)
+        .scalar_subquery()
+    )
+    with sim.engine.connect() as conn:
+        rows = list(
+            conn.execute(
+                select(fe.c.id, fe.c.contact_id, fe.c.entered_at, contacts.c.customer_id, contacted)
+                .join(contacts, contacts.c.id == fe.c.contact_id)
+                .where(fe.c.flow_id == flow_id)
+                .order_by(fe.c.id)
+            )
+        )
+    out = []
+    for entry_id, contact_id, entered_at, customer_id, n_messages in rows:
+        if entry_id in decided:
+            continue
+        decided.add(entry_id)
+        response = truth.get(customer_id)
+        if response is None:
+            continue
+        p = response.p_if_contacted if n_messages else response.p_no_contact
+        if rng.random() < p:
+            when = entered_at + timedelta(seconds=rng.uniform(0, RESPONSE_DAYS * 86400))
+            amount = round(rng.gammavariate(2.0, max(response.mean_spend, 1.0) / 2.0), 2)
+            out.append((when, int(contact_id), amount))
+    return out
+
+
+def _record_orders(sim: Workspace, due: list[tuple[datetime, int, float]]) -> int:
+    """Insert simulated orders and keep the contacts' purchase attributes current."""
+    if not due:
+        return 0
+    with sim.engine.begin() as conn:
+        conn.execute(
+            insert(orders),
+            [
+                {
+                    "order_id": f"sim-{uuid.uuid4().hex}",
+                    "contact_id": cid,
+                    "ordered_at": when,
+                    "amount": amount,
+                    "currency": sim.settings.currency,
+                    "items": None,
+                    "coupon": None,
+                }
+                for when, cid, amount in due
+            ],
+        )
+        for when, cid, amount in due:
+            conn.execute(
+                update(contacts)
+                .where(contacts.c.id == cid)
+                .values(
+                    first_purchase_at=func.coalesce(contacts.c.first_purchase_at, when),
+                    last_purchase_at=when,
+                    orders_count=contacts.c.orders_count + 1,
+                    revenue_total=contacts.c.revenue_total + amount,
+                    updated_at=when,
+                )
+            )
+    return len(due)
+
+
+def _report(
+    sim: Workspace, key: str, flow_id: int, end: datetime, result: SimulationResult
+) -> None:
+    fe = flow_entries
+    with sim.engine.connect() as conn:
+        result.messages_per_step = {
+            step: int(n)
+            for step, n in conn.execute(
+                select(outbox.c.step, func.count())
+                .where(outbox.c.flow == key)
+                .group_by(outbox.c.step)
+            )
+        }
+        result.exits = {
+            (reason or "active"): int(n)
+            for reason, n in conn.execute(
+                select(fe.c.exit_reason, func.count())
+                .where(fe.c.flow_id == flow_id)
+                .group_by(fe.c.exit_reason)
+            )
+        }
+        bought = (
+            select(
+                orders.c.contact_id.label("cid"),
+                fe.c.id.label("entry_id"),
+                func.sum(orders.c.amount).label("revenue"),
+            )
+            .join(fe, and_(fe.c.contact_id == orders.c.contact_id, fe.c.flow_id == flow_id))
+            .where(orders.c.ordered_at >= fe.c.entered_at, orders.c.ordered_at <= end)
+            .group_by(orders.c.contact_id, fe.c.id)
+            .subquery()
+        )
+        for holdout, n, buyers, revenue in conn.execute(
+            select(
+                fe.c.holdout,
+                func.count(fe.c.id),
+                func.count(bought.c.entry_id),
+                func.coalesce(func.sum(bought.c.revenue), 0),
+            )
+            .select_from(fe.outerjoin(bought, bought.c.entry_id == fe.c.id))
+            .where(fe.c.flow_id == flow_id)
+            .group_by(fe.c.holdout)
+        ):
+            group = result.holdout if holdout else result.treatment
+            group.contacts, group.reactivated, group.revenue = int(n), int(buyers), float(revenue)
+        result.entered = result.treatment.contacts + result.holdout.contacts

@@ -1,0 +1,63 @@
+"""Channels that do not leave the machine: the file sink (the dry-run channel: one JSON
+file per message in ``<workspace>/outbox/``) and a counting sink for benchmarks."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+
+from winback.ports import OutboundMessage
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def file_name(dedup_key: str) -> str:
+    return _UNSAFE.sub("_", dedup_key) + ".json"
+
+
+class FileSink:
+    """Writes each message to ``<folder>/<dedup key>.json``, atomically: a temporary file is
+    written and then linked to its final name, which fails when the name exists. A message
+    whose file exists already (a crash after writing, before the outbox row was marked sent)
+    is not written again."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.folder.mkdir(parents=True, exist_ok=True)
+
+    def path_of(self, dedup_key: str) -> Path:
+        return self.folder / file_name(dedup_key)
+
+    def send(self, message: OutboundMessage) -> str | None:
+        final = self.path_of(message.dedup_key)
+        if final.exists():
+            return final.name
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=self.folder)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as out:
+                json.dump(asdict(message), out, ensure_ascii=False, sort_keys=True)
+            try:
+                os.link(tmp, final)
+            except FileExistsError:
+                pass
+        finally:
+            os.unlink(tmp)
+        return final.name
+
+
+class CountingSink:
+    """Counts messages per (flow, step); sends nothing."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.per_step: dict[str, int] = {}
+
+    def send(self, message: OutboundMessage) -> str | None:
+        self.count += 1
+        key = f"{message.flow}:{message.step}"
+        self.per_step[key] = self.per_step.get(key, 0) + 1
+        return None

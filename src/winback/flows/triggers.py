@@ -1,0 +1,284 @@
+"""Enrolment: who enters a flow at this tick.
+
+Each flow keeps a watermark of what its trigger has already looked at: the last
+``segment_membership.id`` (segment entry), ``tag_history.id`` (tag added), ``events.id`` /
+``orders.id`` (event), or the last instant (schedule). Enrolling the new candidates and moving
+the watermark happen in one transaction, so a restart neither loses nor repeats an entry.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, String, and_, exists, func, insert, literal, or_, select, update
+from sqlalchemy.sql.elements import ColumnElement
+
+from winback.flows import models as m
+from winback.flows._sql import at, fe, json_equals
+from winback.flows.conditions import compile_sql
+from winback.flows.engine import RunningFlow, zone_or_default
+from winback.store.schema import (
+    contacts,
+    events,
+    flows,
+    orders,
+    segment_membership,
+    segments,
+    tag_history,
+)
+
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+
+
+def source_max_id(conn: Connection, trigger: Any) -> int | None:
+    """The current high-water id of the trigger's source (None for schedules)."""
+    if isinstance(trigger, m.SegmentEntryTrigger):
+        return conn.execute(select(func.max(segment_membership.c.id))).scalar()
+    if isinstance(trigger, m.TagAddedTrigger):
+        return conn.execute(select(func.max(tag_history.c.id))).scalar()
+    if isinstance(trigger, m.EventTrigger):
+        table = orders if trigger.filter.type == "purchase" else events
+        return conn.execute(select(func.max(table.c.id))).scalar()
+    return None
+
+
+def enroll(conn: Connection, flow: RunningFlow, now: datetime, *, default_timezone: str) -> int:
+    """Enrol the flow's new candidates; returns how many entered."""
+    trigger = flow.program.definition.trigger
+    new_wm_id, new_wm_at = flow.watermark_id, flow.watermark_at
+    candidates: Any = None
+    if isinstance(trigger, m.ScheduleTrigger):
+        fired = last_firing(trigger.schedule, flow.watermark_at, now, default_timezone)
+        new_wm_at = now
+        if fired is not None:
+            candidates = _audience(conn, flow, trigger.schedule, fired, now, default_timezone)
+    else:
+        top = source_max_id(conn, trigger) or 0
+        first_time = flow.watermark_id is None
+        new_wm_id = top
+        if first_time and not (
+            isinstance(trigger, m.SegmentEntryTrigger) and trigger.include_existing
+        ):
+            candidates = None
+        elif top > (flow.watermark_id or 0) or first_time:
+            candidates = _since(conn, trigger, flow.watermark_id or 0, top)
+    entered = 0
+    if candidates is not None:
+        entered = _insert_entries(conn, flow, candidates, now)
+    conn.execute(
+        update(flows)
+        .where(flows.c.id == flow.id)
+        .values(watermark_id=new_wm_id, watermark_at=new_wm_at)
+    )
+    flow.watermark_id, flow.watermark_at = new_wm_id, new_wm_at
+    return entered
+
+
+def _since(conn: Connection, trigger: Any, low: int, high: int) -> Any:
+    if isinstance(trigger, m.SegmentEntryTrigger):
+        seg = conn.execute(
+            select(segments.c.id).where(segments.c.name == trigger.segment_entry)
+        ).scalar()
+        if seg is None:
+            return None
+        sm = segment_membership
+        return select(sm.c.contact_id).where(
+            sm.c.segment_id == seg, sm.c.exited_at.is_(None), sm.c.id > low, sm.c.id <= high
+        )
+    if isinstance(trigger, m.TagAddedTrigger):
+        th = tag_history
+        return select(th.c.contact_id).where(
+            th.c.tag == trigger.tag_added,
+            th.c.action == "added",
+            th.c.id > low,
+            th.c.id <= high,
+        )
+    assert isinstance(trigger, m.EventTrigger)
+    spec = trigger.filter
+    if spec.type == "purchase":
+        return select(orders.c.contact_id).where(orders.c.id > low, orders.c.id <= high)
+    conds = [events.c.type == spec.type, events.c.id > low, events.c.id <= high]
+    conds += [json_equals(conn, events.c.properties, k, v) for k, v in spec.where.items()]
+    return select(events.c.contact_id).where(*conds)
+
+
+def _audience(
+    conn: Connection,
+    flow: RunningFlow,
+    schedule: m.Schedule,
+    fired: date,
+    now: datetime,
+    default_timezone: str,
+) -> Any:
+    conds: list[ColumnElement[bool]] = []
+    if schedule.segment:
+        seg = conn.execute(
+            select(segments.c.id).where(segments.c.name == schedule.segment)
+        ).scalar()
+        if seg is None:
+            return None
+        sm = segment_membership
+        conds.append(
+            contacts.c.id.in_(
+                select(sm.c.contact_id).where(sm.c.segment_id == seg, sm.c.exited_at.is_(None))
+            )
+        )
+    if schedule.condition is not None:
+        conds.append(
+            compile_sql(
+                schedule.condition,
+                now=now,
+                contact_id=contacts.c.id,
+                path=f"flows/{flow.program.key}.yaml",
+                location="trigger.schedule.condition",
+            )
+        )
+    if schedule.birthday:
+        month_day = fired.strftime("%m-%d")
+        if conn.dialect.name == "postgresql":
+            md: Any = func.to_char(contacts.c.birthday, "MM-DD")
+        else:
+            md = func.strftime("%m-%d", contacts.c.birthday)
+        conds.append(md == month_day)
+    if schedule.overdue:
+        conds.append(overdue(conn, now))
+    return select(contacts.c.id).where(*conds)
+
+
+def _days_between(conn: Connection, early: Any, late: Any) -> Any:
+    if conn.dialect.name == "postgresql":
+        return func.extract("epoch", late - early) / 86400.0
+    return func.julianday(late) - func.julianday(early)
+
+
+def overdue(conn: Connection, now: datetime) -> ColumnElement[bool]:
+    """Past the expected purchase interval: the analytics' ``days_overdue`` when present,
+    else the contact's own median interval between orders (set-based, window functions)."""
+    o = orders
+    previous = func.lag(o.c.ordered_at).over(partition_by=o.c.contact_id, order_by=o.c.ordered_at)
+    gaps = select(
+        o.c.contact_id.label("cid"), _days_between(conn, previous, o.c.ordered_at).label("gap")
+    ).subquery()
+    ranked = (
+        select(
+            gaps.c.cid,
+            gaps.c.gap,
+            func.row_number().over(partition_by=gaps.c.cid, order_by=gaps.c.gap).label("rn"),
+            func.count().over(partition_by=gaps.c.cid).label("n"),
+        )
+        .where(gaps.c.gap.is_not(None))
+        .subquery()
+    )
+    median = (
+        select(ranked.c.cid, func.avg(ranked.c.gap).label("median"))
+        .where(
+            ranked.c.rn.in_([(ranked.c.n + 1) / 2, (ranked.c.n + 2) / 2]),
+        )
+        .group_by(ranked.c.cid)
+        .subquery()
+    )
+    c2 = contacts.alias("c2")
+    by_median = (
+        select(median.c.cid)
+        .join(c2, c2.c.id == median.c.cid)
+        .where(
+            c2.c.days_overdue.is_(None),
+            median.c.median > 0,
+            _days_between(conn, c2.c.last_purchase_at, at(now)) > median.c.median,
+        )
+    )
+    return or_(contacts.c.days_overdue > 0, contacts.c.id.in_(by_median))
+
+
+def _insert_entries(conn: Connection, flow: RunningFlow, candidates: Any, now: datetime) -> int:
+    entry = flow.program.definition.entry
+    conds: list[ColumnElement[bool]] = [contacts.c.id.in_(candidates)]
+    if entry.consent:
+        conds.append(contacts.c[f"{entry.consent}_consent"].is_(True))
+    prior = fe.alias("prior")
+    active = exists(
+        select(literal(1)).where(
+            prior.c.flow_id == flow.id,
+            prior.c.contact_id == contacts.c.id,
+            prior.c.status == "active",
+        )
+    )
+    conds.append(~active)
+    if entry.reentry == "never":
+        conds.append(
+            ~exists(
+                select(literal(1)).where(
+                    prior.c.flow_id == flow.id, prior.c.contact_id == contacts.c.id
+                )
+            )
+        )
+    elif (after := entry.reentry_after) is not None:
+        conds.append(
+            ~exists(
+                select(literal(1)).where(
+                    prior.c.flow_id == flow.id,
+                    prior.c.contact_id == contacts.c.id,
+                    prior.c.entered_at > at(now - after),
+                )
+            )
+        )
+    rows = select(
+        literal(flow.id),
+        contacts.c.id,
+        at(now),
+        literal(flow.program.first, String()),
+        at(now),
+        literal("active", String()),
+        at(now),
+        literal(False),
+        literal(False),
+    ).where(and_(*conds))
+    result = conn.execute(
+        insert(fe)
+        .from_select(
+            [
+                "flow_id",
+                "contact_id",
+                "entered_at",
+                "step",
+                "step_at",
+                "status",
+                "wake_at",
+                "waiting",
+                "holdout",
+            ],
+            rows,
+        )
+        .execution_options(preserve_rowcount=True)
+    )
+    return int(result.rowcount or 0)
+
+
+def last_firing(
+    schedule: m.Schedule, since: datetime | None, now: datetime, default_timezone: str
+) -> date | None:
+    """The local date of the last scheduled instant in ``(since, now]`` (None: none)."""
+    if since is None:
+        return None
+    tz = zone_or_default(None, default_timezone)
+    hour, minute = (int(p) for p in schedule.at.split(":"))
+    day = now.astimezone(tz).date()
+    first = max(since.astimezone(tz).date(), day - timedelta(days=400))
+    while day >= first:
+        instant = datetime(day.year, day.month, day.day, hour, minute, tzinfo=tz)
+        if since < instant <= now and _matches(schedule, day):
+            return day
+        day -= timedelta(days=1)
+    return None
+
+
+def _matches(schedule: m.Schedule, day: date) -> bool:
+    if schedule.every == "day":
+        return True
+    if schedule.every is not None and WEEKDAYS[day.weekday()] == schedule.every:
+        return True
+    for item in schedule.dates:
+        if item == day.isoformat() or item == day.strftime("%m-%d"):
+            return True
+    return False

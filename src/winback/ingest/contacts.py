@@ -1,0 +1,224 @@
+"""Contacts files: ``customer_id,email,phone,first_name,last_name,birthday,timezone,locale,
+email_consent,sms_consent,push_consent,created_at``; any other column is a custom attribute.
+
+Contacts are upserted by ``customer_id``: an empty cell leaves the stored value alone, a
+changed value overwrites it, custom attributes are merged. A row that changes nothing counts
+as a duplicate. Consent columns set the current consent and every change is written to the
+consent log with the import file as its source.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, NamedTuple
+
+from sqlalchemy import Connection, bindparam, insert, select, update
+
+from winback.ingest import fields
+from winback.ingest.fields import FieldError
+from winback.ingest.importer import BatchResult, Context, Reject
+from winback.ingest.readers import Record, show_value
+from winback.store.schema import CHANNELS, contacts
+
+PARSERS: dict[str, Callable[[Any], Any]] = {
+    "email": fields.email,
+    "phone": lambda v: fields.text(v, max_length=64),
+    "first_name": fields.text,
+    "last_name": fields.text,
+    "birthday": fields.day,
+    "timezone": fields.zone,
+    "locale": lambda v: fields.text(v, max_length=35),
+}
+CONSENTS = tuple(f"{c}_consent" for c in CHANNELS)
+STANDARD = (*PARSERS, "created_at")
+UPDATABLE = (*STANDARD, *CONSENTS, "attributes")
+
+
+class ContactRow(NamedTuple):
+    line: int
+    customer_id: str
+    values: dict[str, Any]  # standard fields and consents that the row states
+    attributes: dict[str, Any]
+
+
+class Contacts:
+    name = "contacts"
+    canonical: tuple[str, ...] = (
+        "customer_id",
+        "email",
+        "phone",
+        "first_name",
+        "last_name",
+        "birthday",
+        "timezone",
+        "locale",
+        "email_consent",
+        "sms_consent",
+        "push_consent",
+        "created_at",
+    )
+    required: tuple[str, ...] = ("customer_id",)
+
+    def bind(self, columns: list[str], index: dict[str, int], ctx: Context) -> None:
+        self.index = index
+        self.tz = ctx.tz
+        bound = set(index.values())
+        self.extras = [(i, name) for i, name in enumerate(columns) if i not in bound and name]
+        self.width = len(columns)
+
+    def parse(self, record: Record) -> ContactRow | Reject:
+        v, line = record.values, record.line
+
+        def bad(name: str, i: int, reason: str) -> Reject:
+            return Reject(line, name, show_value(v[i]), reason)
+
+        values: dict[str, Any] = {}
+        for name, i in self.index.items():
+            raw = v[i]
+            try:
+                if name == "customer_id":
+                    value: Any = fields.text(raw)
+                elif name == "created_at":
+                    value = fields.timestamp(raw, self.tz)
+                elif name in CONSENTS:
+                    value = fields.boolean(raw)
+                else:
+                    value = PARSERS[name](raw)
+            except FieldError as e:
+                return bad(name, i, e.reason)
+            if value is not None:
+                values[name] = value
+        customer_id = values.pop("customer_id", None)
+        if customer_id is None:
+            return bad("customer_id", self.index["customer_id"], "missing (required)")
+        attrs: dict[str, Any] = {}
+        for i, name in self.extras:
+            raw = v[i]
+            if fields.is_empty(raw):
+                continue
+            if isinstance(raw, str):
+                try:
+                    raw = fields.text(raw, max_length=10_000)
+                except FieldError as e:
+                    return bad(name, i, e.reason)
+            attrs[name] = raw
+        if len(v) > self.width and isinstance(v[-1], dict):  # JSON Lines keys beyond line 1
+            attrs.update({k: x for k, x in v[-1].items() if not fields.is_empty(x)})
+        return ContactRow(line, customer_id, values, attrs)
+
+    def write(self, conn: Connection, batch: list[Any], ctx: Context) -> BatchResult:
+        return _upsert(conn, batch, ctx)
+
+
+def _upsert(conn: Connection, batch: list[ContactRow], ctx: Context) -> BatchResult:
+    result = BatchResult()
+    merged: dict[str, ContactRow] = {}
+    for row in batch:  # the same customer twice in a batch: later cells win
+        before = merged.get(row.customer_id)
+        if before is not None:
+            result.duplicates += 1
+            row = ContactRow(
+                row.line,
+                row.customer_id,
+                {**before.values, **row.values},
+                {**before.attributes, **row.attributes},
+            )
+        merged[row.customer_id] = row
+    existing: dict[str, dict[str, Any]] = {}
+    wanted = list(merged)
+    for i in range(0, len(wanted), 900):
+        query = select(contacts.c.id, contacts.c.customer_id, *(contacts.c[c] for c in UPDATABLE))
+        for found in conn.execute(query.where(contacts.c.customer_id.in_(wanted[i : i + 900]))):
+            existing[found.customer_id] = dict(found._mapping)
+    now = ctx.now
+    new_rows: list[dict[str, Any]] = []
+    changes: list[dict[str, Any]] = []
+    log: list[dict[str, Any]] = []
+    for cid, row in merged.items():
+        old = existing.get(cid)
+        if old is None:
+            record = {c: row.values.get(c) for c in (*STANDARD, *CONSENTS)}
+            record.update(
+                customer_id=cid,
+                attributes=row.attributes,
+                created_at=row.values.get("created_at") or now,
+                updated_at=now,
+                orders_count=0,
+                revenue_total=0,
+            )
+            new_rows.append(record)
+            continue
+        target = {c: old[c] for c in UPDATABLE}
+        target.update(row.values)
+        target["attributes"] = {**(old["attributes"] or {}), **row.attributes}
+        if target == {c: old[c] for c in UPDATABLE}:
+            result.duplicates += 1
+            continue
+        for channel in CHANNELS:
+            column = f"{channel}_consent"
+            if column in row.values and row.values[column] != old[column]:
+                log.append(_log(old["id"], channel, row.values[column], now, ctx.source))
+        changes.append(
+            {"_id": old["id"], "_updated_at": now, **{f"_{c}": target[c] for c in UPDATABLE}}
+        )
+    if new_rows:
+        conn.execute(insert(contacts), new_rows)  # executemany; ids fetched below if needed
+        consenting = [r for r in new_rows if any(r[c] is not None for c in CONSENTS)]
+        ids = _ids_of(conn, [r["customer_id"] for r in consenting])
+        for record in consenting:
+            for channel in CHANNELS:
+                granted = record[f"{channel}_consent"]
+                if granted is not None:
+                    log.append(_log(ids[record["customer_id"]], channel, granted, now, ctx.source))
+    if changes:
+        statement = (
+            update(contacts)
+            .where(contacts.c.id == bindparam("_id"))
+            .values(
+                {c: bindparam(f"_{c}") for c in UPDATABLE}
+                | {"updated_at": bindparam("_updated_at")}
+            )
+        )
+        conn.execute(statement, changes)
+    if log:
+        _write_log(conn, ctx, log)
+    ctx.report.contacts_created += len(new_rows)
+    ctx.report.contacts_updated += len(changes)
+    ctx.report.consent_changes += len(log)
+    result.imported = len(new_rows) + len(changes)
+    return result
+
+
+def _write_log(conn: Connection, ctx: Context, log: list[dict[str, Any]]) -> None:
+    """consent_log rows through the raw driver (many rows; no per-row SQLAlchemy work)."""
+    d = ctx.dialect
+    at = ctx.now if d.postgres else d.instant(ctx.now)
+    raw: Any = conn.connection.driver_connection
+    raw.cursor().executemany(
+        d.sql(
+            "INSERT INTO consent_log (contact_id, channel, granted, at, source) VALUES (?, ?, ?, ?, ?)"
+        ),
+        [(e["contact_id"], e["channel"], d.flag(e["granted"]), at, e["source"]) for e in log],
+    )
+
+
+def _ids_of(conn: Connection, customer_ids: list[str]) -> dict[str, int]:
+    found: dict[str, int] = {}
+    for i in range(0, len(customer_ids), 900):
+        chunk = customer_ids[i : i + 900]
+        query = select(contacts.c.customer_id, contacts.c.id).where(
+            contacts.c.customer_id.in_(chunk)
+        )
+        found.update({cid: int(iid) for cid, iid in conn.execute(query)})
+    return found
+
+
+def _log(contact_id: int, channel: str, granted: bool, at: datetime, source: str) -> dict[str, Any]:
+    return {
+        "contact_id": contact_id,
+        "channel": channel,
+        "granted": granted,
+        "at": at,
+        "source": source,
+    }

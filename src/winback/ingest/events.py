@@ -1,0 +1,219 @@
+"""Events files: ``event_id,customer_id,type,occurred_at,properties`` (properties as JSON).
+
+Optional columns ``message_id`` and ``machine`` may also be given as properties. Rows of type
+``purchase`` are orders (order id, amount, currency, items, coupon from the properties) and go
+to the orders table. Events are deduplicated by ``event_id``, or by a content hash when the
+file gives none. ``email_opened`` / ``email_clicked`` flagged as machine (privacy proxies,
+link scanners) are stored with ``machine`` true and do not count as engagement.
+``email_unsubscribed`` revokes email consent (logged).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from typing import Any
+
+from sqlalchemy import Connection
+
+from winback.ingest import attributes, bulk, fields
+from winback.ingest.fields import FieldError
+from winback.ingest.importer import BatchResult, Context, Reject
+from winback.ingest.orders import OrderRow, TimestampCache, write_orders
+from winback.ingest.readers import Record, show_value
+
+#: A staged event: (line, event_key, customer_id, type, occurred_at, properties, message_id,
+#: machine).
+EventRow = tuple[int, str, str, str, str, str | None, str | None, Any]
+
+_TYPE = re.compile(r"^[a-z0-9][a-z0-9_.:-]*$")
+AMOUNT_KEYS = ("amount", "value", "revenue", "total")
+
+
+class Events:
+    name = "events"
+    canonical: tuple[str, ...] = (
+        "event_id",
+        "customer_id",
+        "type",
+        "occurred_at",
+        "properties",
+        "message_id",
+        "machine",
+    )
+    required: tuple[str, ...] = ("customer_id", "type", "occurred_at")
+
+    def bind(self, columns: list[str], index: dict[str, int], ctx: Context) -> None:
+        self.index = index
+        self.ts = TimestampCache(ctx)
+        self.currency = ctx.currency
+        self.flag = ctx.dialect.flag
+
+    def parse(self, record: Record) -> tuple[bool, Any] | Reject:
+        """``(True, order_row)`` for purchases, ``(False, event_row)`` otherwise."""
+        v, line = record.values, record.line
+
+        def cell(name: str) -> Any:
+            i = self.index.get(name)
+            return v[i] if i is not None else None
+
+        def bad(name: str, reason: str, value: Any = None) -> Reject:
+            shown = show_value(cell(name) if value is None else value)
+            return Reject(line, name, shown, reason)
+
+        try:
+            event_id = fields.text(cell("event_id"))
+        except FieldError as e:
+            return bad("event_id", e.reason)
+        try:
+            customer_id = fields.text(cell("customer_id"))
+        except FieldError as e:
+            return bad("customer_id", e.reason)
+        if customer_id is None:
+            return bad("customer_id", "missing (every event needs a customer_id)")
+        try:
+            kind = fields.text(cell("type"), max_length=64)
+        except FieldError as e:
+            return bad("type", e.reason)
+        if kind is None:
+            return bad("type", "missing (every event needs a type)")
+        kind = kind.lower()
+        if not _TYPE.match(kind):
+            return bad("type", "not an event type (lower-case letters, digits and _ . : -)")
+        try:
+            at = self.ts(cell("occurred_at"))
+        except FieldError as e:
+            return bad("occurred_at", e.reason)
+        if at is None:
+            return bad("occurred_at", "missing (every event needs an occurred_at time)")
+        try:
+            props = fields.json_object(cell("properties")) or {}
+        except FieldError as e:
+            return bad("properties", e.reason)
+        props_json = json.dumps(props, ensure_ascii=False, sort_keys=True, default=str)
+        key = event_id or _content_key(customer_id, kind, at, props_json)
+        if kind == "purchase":
+            return self._purchase(line, event_id, key, customer_id, at, props, bad)
+        machine_cell = cell("machine")
+        try:
+            machine = bool(
+                fields.boolean(machine_cell)
+                if not fields.is_empty(machine_cell)
+                else fields.boolean(props.get("machine"))
+            )
+        except FieldError as e:
+            return bad("machine", e.reason, machine_cell if machine_cell is not None else props)
+        try:
+            message_id = fields.text(cell("message_id")) or fields.text(props.get("message_id"))
+        except FieldError as e:
+            return bad("message_id", e.reason)
+        row: EventRow = (
+            line,
+            key,
+            customer_id,
+            kind,
+            at,
+            props_json if props else None,
+            message_id,
+            self.flag(machine),
+        )
+        return (False, row)
+
+    def _purchase(
+        self,
+        line: int,
+        event_id: str | None,
+        key: str,
+        customer_id: str,
+        at: str,
+        props: dict[str, Any],
+        bad: Any,
+    ) -> tuple[bool, Any] | Reject:
+        try:
+            order_id = fields.text(props.get("order_id")) or event_id or key
+        except FieldError as e:
+            return bad("properties.order_id", e.reason, props.get("order_id"))
+        raw_amount = next((props[k] for k in AMOUNT_KEYS if k in props), None)
+        try:
+            amount = fields.decimal(raw_amount)
+        except FieldError as e:
+            return bad("properties.amount", e.reason, raw_amount)
+        if amount is None:
+            return bad(
+                "properties.amount",
+                "missing (a purchase event needs properties.amount)",
+                json.dumps(props),
+            )
+        try:
+            currency = fields.currency(props.get("currency")) or self.currency
+        except FieldError as e:
+            return bad("properties.currency", e.reason, props.get("currency"))
+        try:
+            items = fields.items(props.get("items"))
+        except FieldError as e:
+            return bad("properties.items", e.reason, props.get("items"))
+        try:
+            coupon = fields.text(props.get("coupon"), max_length=64)
+        except FieldError as e:
+            return bad("properties.coupon", e.reason, props.get("coupon"))
+        items_json = None if items is None else json.dumps(items, ensure_ascii=False)
+        row: OrderRow = (line, order_id, customer_id, at, str(amount), currency, items_json, coupon)
+        return (True, row)
+
+    def write(self, conn: Connection, batch: list[Any], ctx: Context) -> BatchResult:
+        orders = [row for is_order, row in batch if is_order]
+        events = [row for is_order, row in batch if not is_order]
+        result = write_orders(conn, orders, ctx) if orders else BatchResult()
+        if events:
+            more = _write_events(conn, events, ctx)
+            result.imported += more.imported
+            result.duplicates += more.duplicates
+            result.rejects.extend(more.rejects)
+        return result
+
+
+def _content_key(customer_id: str, kind: str, at: str, props_json: str) -> str:
+    digest = hashlib.sha1(
+        "\x1f".join((customer_id, kind, at, props_json)).encode("utf-8", "surrogateescape"),
+        usedforsecurity=False,
+    ).hexdigest()
+    return f"sha1:{digest}"
+
+
+def _write_events(conn: Connection, batch: list[EventRow], ctx: Context) -> BatchResult:
+    result = BatchResult()
+    first_line: dict[str, int] = {}
+    rows: list[EventRow] = []
+    for row in batch:
+        seen = first_line.get(row[1])
+        if seen is not None:
+            result.rejects.append(_duplicate(row[0], row[1], f"line {seen}"))
+            continue
+        first_line[row[1]] = row[0]
+        rows.append(row)
+    d = ctx.dialect
+    now = ctx.now if d.postgres else d.instant(ctx.now)
+    cur = bulk.stage(conn, d, "wb_stage_events", rows)
+    ctx.report.contacts_created += bulk.create_missing_contacts(
+        cur, d, "wb_stage_events", "occurred_at", now
+    )
+    new = bulk.insert_events(cur, d, ctx.import_id)
+    result.imported = len(new)
+    if len(new) < len(rows):
+        inserted = {str(r[0]) for r in new}
+        in_file = bulk.seen_in_this_import(cur, d, "events", ctx.import_id) - inserted
+        for key in sorted(in_file, key=lambda k: first_line[k]):
+            result.rejects.append(_duplicate(first_line[key], key, "an earlier line"))
+        result.duplicates = len(rows) - len(new) - len(in_file)
+    for _key, _cid, kind, _at, _machine in new:
+        ctx.report.by_type[kind] = ctx.report.by_type.get(kind, 0) + 1
+    attributes.apply_events(conn, d, new, now)
+    ctx.report.consent_changes += attributes.revoke_email_consent(
+        cur, d, attributes.unsubscribed(new), ctx.source, now
+    )
+    return result
+
+
+def _duplicate(line: int, key: str, where: str) -> Reject:
+    return Reject(line, "event_id", key, f"duplicate event: the same event is already on {where}")

@@ -1,0 +1,296 @@
+"""The import loop shared by contacts, orders and events.
+
+Streams records from a reader in batches of ``import_batch_size``; each batch is parsed,
+written in its own transaction, and reported to the optional progress callback as
+``(bytes_read, file_size)``. The core never prints. Bad rows go to the reject file and the
+good rows are kept; :class:`~winback.errors.NothingImported` is raised only when not one row
+could be used.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Generator, Mapping
+from contextlib import closing
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from queue import Full, Queue
+from typing import Any, Protocol
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import Connection, insert, update
+
+from winback.errors import InvalidMapping, MissingColumns, NothingImported
+from winback.ingest.bulk import Dialect
+from winback.ingest.readers import Reader, Record, open_reader, show_value
+from winback.ingest.rejects import RejectWriter, reject_path
+from winback.ingest.report import ImportReport
+from winback.store.schema import imports
+from winback.workspace import Workspace
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass
+class Reject:
+    line: int
+    field: str
+    value: str
+    reason: str
+
+
+@dataclass
+class Context:
+    """What a batch writer needs to know about the import it belongs to."""
+
+    dialect: Dialect
+    tz: ZoneInfo
+    currency: str
+    import_id: int
+    now: datetime
+    source: str
+    report: ImportReport
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class BatchResult:
+    imported: int = 0
+    duplicates: int = 0
+    rejects: list[Reject] = field(default_factory=list)
+
+
+class Kind(Protocol):
+    """One kind of import file (contacts, orders, events)."""
+
+    name: str
+    canonical: tuple[str, ...]
+    required: tuple[str, ...]
+
+    def bind(self, columns: list[str], index: dict[str, int], ctx: Context) -> None: ...
+
+    def parse(self, record: Record) -> Any: ...
+
+    def write(self, conn: Connection, batch: list[Any], ctx: Context) -> BatchResult: ...
+
+
+def resolve_columns(
+    columns: list[str], mapping: Mapping[str, str], kind: Kind, path: Path
+) -> dict[str, int]:
+    """Index of each canonical column in the file, honouring ``--map canonical=header``."""
+    for canonical in mapping:
+        if canonical not in kind.canonical:
+            raise InvalidMapping(
+                f"--map {canonical}=...: {canonical!r} is not a {kind.name} column "
+                f"(expected one of: {', '.join(kind.canonical)})"
+            )
+    exact = {name: i for i, name in reversed(list(enumerate(columns)))}
+    folded = {name.strip().lower(): i for i, name in reversed(list(enumerate(columns)))}
+    index: dict[str, int] = {}
+    for canonical in kind.canonical:
+        if canonical in mapping:
+            theirs = mapping[canonical]
+            found = exact.get(theirs, folded.get(theirs.strip().lower()))
+            if found is None:
+                raise InvalidMapping(
+                    f"--map {canonical}={theirs}: {path.name} has no column {theirs!r} "
+                    f"(its columns: {', '.join(columns)})"
+                )
+            index[canonical] = found
+        elif canonical in exact:
+            index[canonical] = exact[canonical]
+        elif canonical in folded:
+            index[canonical] = folded[canonical]
+    missing = [c for c in kind.required if c not in index]
+    if missing:
+        raise MissingColumns(
+            f"{path}: no {', '.join(missing)} column in the header "
+            f"(found: {', '.join(columns) or 'nothing'}). Rename the column(s) or map them, "
+            f"e.g. `--map {missing[0]}=<your header>`. Importing {kind.name} needs: "
+            f"{', '.join(kind.required)}."
+        )
+    return index
+
+
+def run(
+    ws: Workspace,
+    kind: Kind,
+    path: Path,
+    *,
+    mapping: Mapping[str, str] | None = None,
+    progress: Progress | None = None,
+    reader: Reader | None = None,
+    source: str | None = None,
+    rejects_to: Path | None = None,
+) -> ImportReport:
+    """Import ``path`` as ``kind``; see the module docstring."""
+    started = time.perf_counter()
+    path = Path(path)
+    reader = reader or open_reader(path, wanted=list((mapping or {}).values()))
+    label = source or f"import:{path.name}"
+    report = ImportReport(kind=kind.name, source=str(path), file_format=reader.description)
+    try:
+        index = resolve_columns(reader.columns, mapping or {}, kind, path)
+        rejects = RejectWriter(rejects_to or reject_path(path))
+        now = ws.clock.now()
+        dialect = Dialect(ws.engine.dialect.name)
+        with ws.engine.begin() as conn:
+            import_id = int(
+                conn.execute(
+                    insert(imports)
+                    .values(kind=kind.name, source=str(path), started_at=now)
+                    .returning(imports.c.id)
+                ).scalar_one()
+            )
+        report.import_id = import_id
+        ctx = Context(
+            dialect=dialect,
+            tz=ws.settings.tz,
+            currency=ws.settings.currency,
+            import_id=import_id,
+            now=now,
+            source=label,
+            report=report,
+        )
+        kind.bind(reader.columns, index, ctx)
+        try:
+            with closing(_parsed_batches(reader, kind, ws.settings.import_batch_size)) as batches:
+                for parsed in batches:
+                    report.read += parsed.read
+                    found = list(parsed.rejects)
+                    if parsed.rows:
+                        found.extend(_flush(ws, kind, parsed.rows, ctx))
+                    for reject in sorted(found, key=lambda r: r.line):  # in file order
+                        _reject(rejects, reject)
+                    rejects.flush()
+                    if progress is not None:
+                        progress(parsed.bytes_read, reader.size)
+        finally:
+            rejects.close()
+        if progress is not None:
+            progress(reader.size, reader.size)
+        report.rejected = rejects.count
+        report.reject_file = rejects.written
+        report.seconds = round(time.perf_counter() - started, 3)
+        with ws.engine.begin() as conn:
+            conn.execute(
+                update(imports)
+                .where(imports.c.id == import_id)
+                .values(
+                    finished_at=ws.clock.now(),
+                    rows_read=report.read,
+                    rows_imported=report.imported,
+                    rows_duplicate=report.duplicates,
+                    rows_rejected=report.rejected,
+                    reject_file=str(report.reject_file) if report.reject_file else None,
+                )
+            )
+    finally:
+        reader.close()
+    if report.imported == 0 and report.duplicates == 0:
+        raise _nothing(report, kind)
+    return report
+
+
+@dataclass
+class ParsedBatch:
+    rows: list[Any]
+    rejects: list[Reject]
+    read: int
+    bytes_read: int
+
+
+_DONE = object()
+
+
+def _parsed_batches(reader: Reader, kind: Kind, size: int) -> Generator[ParsedBatch]:
+    """Batches parsed in a background thread while the caller writes the previous one.
+
+    Parsing is pure Python; the database drivers release the GIL while the database works, so
+    reading and parsing batch N+1 overlaps with writing batch N. At most two parsed batches
+    wait in the queue, so memory stays bounded whatever the file size."""
+    queue: Queue[Any] = Queue(maxsize=2)
+    stop = threading.Event()
+
+    def put(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                queue.put(item, timeout=0.1)
+                return True
+            except Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            batch = ParsedBatch([], [], 0, 0)
+            for record in reader.records():
+                batch.read += 1
+                if record.problem is not None:
+                    batch.rejects.append(
+                        Reject(record.line, "(row)", _joined(record), record.problem)
+                    )
+                else:
+                    parsed = kind.parse(record)
+                    if isinstance(parsed, Reject):
+                        batch.rejects.append(parsed)
+                    else:
+                        batch.rows.append(parsed)
+                if len(batch.rows) >= size or len(batch.rejects) >= size:
+                    batch.bytes_read = reader.bytes_read()
+                    if not put(batch):
+                        return
+                    batch = ParsedBatch([], [], 0, 0)
+            batch.bytes_read = reader.size
+            if put(batch):
+                put(_DONE)
+        except BaseException as exc:  # handed to the consumer, which re-raises it
+            put(exc)
+
+    worker = threading.Thread(target=produce, name="winback-import-parser", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item = queue.get()
+            if item is _DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        worker.join()
+
+
+def _flush(ws: Workspace, kind: Kind, batch: list[Any], ctx: Context) -> list[Reject]:
+    """Write one batch in its own transaction; returns the rows rejected while writing."""
+    with ws.engine.begin() as conn:
+        result = kind.write(conn, batch, ctx)
+    ctx.report.imported += result.imported
+    ctx.report.duplicates += result.duplicates
+    return result.rejects
+
+
+def _reject(rejects: RejectWriter, reject: Reject) -> None:
+    rejects.add(reject.line, reject.field, reject.value, reject.reason)
+
+
+def _joined(record: Record) -> str:
+    return ",".join(show_value(v) for v in record.values)
+
+
+def _nothing(report: ImportReport, kind: Kind) -> NothingImported:
+    if report.read == 0:
+        message = f"{report.source}: no data rows after the header; nothing to import."
+    else:
+        message = (
+            f"{report.source}: none of the {report.read} rows could be imported; every row "
+            f"was rejected. See {report.reject_file} for the line, field, value and reason of "
+            f"each. Check that this file holds {kind.name}, and map differently named columns "
+            f"with --map (columns: {', '.join(kind.canonical)})."
+        )
+    error = NothingImported(message)
+    error.report = report  # type: ignore[attr-defined]
+    return error

@@ -1,0 +1,216 @@
+"""Orders files: ``order_id,customer_id,ordered_at,amount,currency,items,coupon``.
+
+Orders are deduplicated by ``order_id``: against the store (a re-import adds nothing) and
+within the file (a second row with the same id is rejected, naming the first line).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from sqlalchemy import Connection
+
+from winback.ingest import attributes, bulk, fields
+from winback.ingest.fields import MAX_AMOUNT, FieldError
+from winback.ingest.importer import BatchResult, Context, Reject
+from winback.ingest.readers import Record, show_value
+
+#: A staged order: (line, order_id, customer_id, ordered_at, amount, currency, items, coupon).
+OrderRow = tuple[int, str, str, str, str, str, str | None, str | None]
+
+
+class TimestampCache:
+    """Parses and formats timestamps, remembering recent texts (exports repeat them)."""
+
+    def __init__(self, ctx: Context, limit: int = 100_000) -> None:
+        self.tz = ctx.tz
+        self.fmt: Callable[[datetime], str] = ctx.dialect.instant
+        self.limit = limit
+        self.cache: dict[Any, str] = {}
+
+    def __call__(self, raw: Any) -> str | None:
+        got = self.cache.get(raw) if isinstance(raw, str) else None
+        if got is None:
+            got = self._fast(raw) if isinstance(raw, str) and len(raw) >= 10 else None
+            if got is None:
+                parsed = fields.timestamp(raw, self.tz)
+                if parsed is None:
+                    return None
+                got = self.fmt(parsed)
+            if isinstance(raw, str):
+                if len(self.cache) >= self.limit:
+                    self.cache.clear()
+                self.cache[raw] = got
+        return got
+
+    def _fast(self, raw: str) -> str | None:
+        """The common case without the checks of :func:`fields.timestamp` (None: use them)."""
+        try:
+            parsed = datetime.fromisoformat(raw)
+        except ValueError:
+            return None
+        if not 1900 <= parsed.year <= 2200:
+            return None
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=self.tz)
+        return self.fmt(parsed)
+
+
+class Orders:
+    name = "orders"
+    canonical: tuple[str, ...] = (
+        "order_id",
+        "customer_id",
+        "ordered_at",
+        "amount",
+        "currency",
+        "items",
+        "coupon",
+    )
+    required: tuple[str, ...] = ("order_id", "customer_id", "ordered_at", "amount")
+
+    def bind(self, columns: list[str], index: dict[str, int], ctx: Context) -> None:
+        self.index = index
+        self.ts = TimestampCache(ctx)
+        self.currency = ctx.currency
+        self.i_order = index["order_id"]
+        self.i_customer = index["customer_id"]
+        self.i_at = index["ordered_at"]
+        self.i_amount = index["amount"]
+        self.i_currency = index.get("currency")
+        self.i_items = index.get("items")
+        self.i_coupon = index.get("coupon")
+
+    def parse(self, record: Record) -> OrderRow | Reject:
+        """Fast path for well-formed text cells; anything unusual goes to :meth:`checked`."""
+        v = record.values
+        try:
+            order_id = v[self.i_order].strip()
+            customer_id = v[self.i_customer].strip()
+            if not (0 < len(order_id) <= 255 and 0 < len(customer_id) <= 255):
+                return self.checked(record)
+            if not (order_id.isascii() and customer_id.isascii()):
+                return self.checked(record)
+            at = self.ts(v[self.i_at])
+            amount = Decimal(v[self.i_amount])
+            if at is None or not amount.is_finite() or abs(amount) > MAX_AMOUNT:
+                return self.checked(record)
+            currency = self.currency
+            if self.i_currency is not None:
+                given = v[self.i_currency].strip()
+                if given:
+                    if len(given) != 3 or not given.isascii() or not given.isalpha():
+                        return self.checked(record)
+                    currency = given.upper()
+            items = None
+            if self.i_items is not None:
+                items = v[self.i_items].strip() or None
+                if items is not None and not isinstance(json.loads(items), list | dict):
+                    return self.checked(record)
+            coupon = None
+            if self.i_coupon is not None:
+                coupon = v[self.i_coupon].strip() or None
+                if coupon is not None and (len(coupon) > 64 or not coupon.isascii()):
+                    return self.checked(record)
+        except (AttributeError, ValueError, InvalidOperation, FieldError, RecursionError):
+            return self.checked(record)
+        return (record.line, order_id, customer_id, at, str(amount), currency, items, coupon)
+
+    def checked(self, record: Record) -> OrderRow | Reject:
+        """Field by field, naming the first field that is wrong."""
+        v, line = record.values, record.line
+
+        def cell(name: str) -> Any:
+            i = self.index.get(name)
+            return v[i] if i is not None else None
+
+        def bad(name: str, reason: str) -> Reject:
+            return Reject(line, name, show_value(cell(name)), reason)
+
+        try:
+            order_id = fields.text(cell("order_id"))
+        except FieldError as e:
+            return bad("order_id", e.reason)
+        try:
+            customer_id = fields.text(cell("customer_id"))
+        except FieldError as e:
+            return bad("customer_id", e.reason)
+        if order_id is None:
+            return bad("order_id", "missing (every order needs an order_id)")
+        if customer_id is None:
+            return bad("customer_id", "missing (every order needs a customer_id)")
+        try:
+            at = self.ts(cell("ordered_at"))
+        except FieldError as e:
+            return bad("ordered_at", e.reason)
+        if at is None:
+            return bad("ordered_at", "missing (every order needs an ordered_at time)")
+        try:
+            amount = fields.decimal(cell("amount"))
+        except FieldError as e:
+            return bad("amount", e.reason)
+        if amount is None:
+            return bad("amount", "missing (every order needs an amount)")
+        try:
+            currency = fields.currency(cell("currency")) or self.currency
+        except FieldError as e:
+            return bad("currency", e.reason)
+        try:
+            items = fields.items(cell("items"))
+        except FieldError as e:
+            return bad("items", e.reason)
+        try:
+            coupon = fields.text(cell("coupon"), max_length=64)
+        except FieldError as e:
+            return bad("coupon", e.reason)
+        items_json = None if items is None else json.dumps(items, ensure_ascii=False, default=str)
+        return (line, order_id, customer_id, at, str(amount), currency, items_json, coupon)
+
+    def write(self, conn: Connection, batch: list[Any], ctx: Context) -> BatchResult:
+        return write_orders(conn, batch, ctx)
+
+
+def write_orders(conn: Connection, batch: list[OrderRow], ctx: Context) -> BatchResult:
+    """Stage, create unknown customers, insert new orders, advance attributes."""
+    result = BatchResult()
+    first_line: dict[str, int] = {}
+    rows: list[OrderRow] = []
+    for row in batch:
+        seen = first_line.get(row[1])
+        if seen is not None:
+            result.rejects.append(_duplicate(row[0], row[1], f"line {seen}"))
+            continue
+        first_line[row[1]] = row[0]
+        rows.append(row)
+    if not rows:
+        return result
+    d = ctx.dialect
+    now = _now(ctx)
+    cur = bulk.stage(conn, d, "wb_stage_orders", rows)
+    ctx.report.contacts_created += bulk.create_missing_contacts(
+        cur, d, "wb_stage_orders", "ordered_at", now
+    )
+    new = bulk.insert_orders(cur, d, ctx.import_id)
+    result.imported = len(new)
+    if len(new) < len(rows):
+        inserted = {str(r[0]) for r in new}
+        in_file = bulk.seen_in_this_import(cur, d, "orders", ctx.import_id) - inserted
+        for key in sorted(in_file, key=lambda k: first_line[k]):
+            result.rejects.append(_duplicate(first_line[key], key, "an earlier line"))
+        result.duplicates = len(rows) - len(new) - len(in_file)
+    attributes.apply_orders(conn, d, new, now)
+    return result
+
+
+def _duplicate(line: int, order_id: str, where: str) -> Reject:
+    return Reject(
+        line, "order_id", order_id, f"duplicate order_id: the same order is already on {where}"
+    )
+
+
+def _now(ctx: Context) -> Any:
+    return ctx.now if ctx.dialect.postgres else ctx.dialect.instant(ctx.now)

@@ -1,0 +1,254 @@
+"""Readers: CSV (delimiter and encoding sniffed), JSON Lines and Parquet, streamed.
+
+A reader exposes ``columns`` (the file's own header names) and yields :class:`Record`
+tuples ``(line, values, problem)``: ``values`` is aligned to ``columns`` and ``problem`` is a
+reason when the record could not be split into fields at all (wrong field count, broken
+JSON), in which case ``values`` holds the raw text. Readers also report how many bytes they
+have consumed, for progress bars, and never hold more than one record in memory.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, NamedTuple, Protocol
+
+from winback.errors import UnreadableFile
+
+SNIFF_BYTES = 1 << 20
+DELIMITERS = (",", ";", "\t", "|")
+csv.field_size_limit(1 << 24)
+
+
+class Record(NamedTuple):
+    line: int
+    values: list[Any]
+    problem: str | None = None
+
+
+class Reader(Protocol):
+    path: Path
+    columns: list[str]
+    size: int
+    description: str
+
+    def records(self) -> Iterator[Record]: ...
+
+    def bytes_read(self) -> int: ...
+
+    def close(self) -> None: ...
+
+
+def open_reader(path: Path, *, wanted: list[str] | None = None) -> Reader:
+    """A reader for ``path``, chosen by its extension (.jsonl/.ndjson, .parquet, else CSV).
+
+    ``wanted`` lists extra column names to look for in JSON Lines objects, whose keys may
+    differ from one line to the next."""
+    path = Path(path)
+    if not path.is_file():
+        raise UnreadableFile(f"{path}: no such file")
+    suffixes = [s.lower() for s in path.suffixes]
+    try:
+        if suffixes and suffixes[-1] in (".jsonl", ".ndjson"):
+            return JsonLinesReader(path, wanted or [])
+        if suffixes and suffixes[-1] in (".parquet", ".pq"):
+            return ParquetReader(path)
+        return CsvReader(path)
+    except OSError as exc:
+        raise UnreadableFile(f"{path}: cannot be read ({exc.strerror or exc})") from None
+
+
+def sniff_encoding(head: bytes) -> str:
+    """UTF-8 (with or without BOM) when the bytes mostly decode as UTF-8, else cp1252, else
+    latin-1. A UTF-8 file with a few bad bytes stays UTF-8: those rows are rejected."""
+    if head.startswith(codecs.BOM_UTF8):
+        return "utf-8-sig"
+    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return "utf-16"
+    decoded = codecs.getincrementaldecoder("utf-8")("surrogateescape").decode(head, final=False)
+    bad = sum(1 for ch in decoded if "\udc80" <= ch <= "\udcff")
+    good = sum(1 for ch in decoded if ord(ch) > 127 and not "\udc80" <= ch <= "\udcff")
+    if bad == 0 or good >= bad:
+        return "utf-8"
+    try:
+        head.decode("cp1252")
+    except UnicodeDecodeError:
+        return "latin-1"
+    return "cp1252"
+
+
+def sniff_delimiter(header_line: str) -> str:
+    """The candidate delimiter that occurs most often in the header line (default comma)."""
+    counts = {d: header_line.count(d) for d in DELIMITERS}
+    best = max(counts, key=lambda d: counts[d])
+    return best if counts[best] > 0 else ","
+
+
+class CsvReader:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.size = path.stat().st_size
+        self._raw = path.open("rb")
+        head = self._raw.read(SNIFF_BYTES)
+        self._raw.seek(0)
+        self.encoding = sniff_encoding(head)
+        errors = "surrogateescape" if self.encoding.startswith("utf-8") else "strict"
+        self._text = io.TextIOWrapper(self._raw, encoding=self.encoding, errors=errors, newline="")
+        first = head.decode(self.encoding, errors="replace").lstrip("\ufeff")
+        self.delimiter = sniff_delimiter(first.splitlines()[0] if first else "")
+        self._reader = csv.reader(self._text, delimiter=self.delimiter)
+        try:
+            header = next(self._reader)
+        except StopIteration:
+            raise UnreadableFile(f"{path}: the file is empty (expected a header line)") from None
+        except (csv.Error, UnicodeDecodeError) as exc:
+            raise UnreadableFile(f"{path}: the header line cannot be read ({exc})") from None
+        self.columns = [h.strip() for h in header]
+        if not any(self.columns):
+            raise UnreadableFile(f"{path}: the first line is empty (expected a header line)")
+        name = {"utf-8-sig": "UTF-8 with BOM"}.get(self.encoding, self.encoding)
+        shown = {"\t": "tab"}.get(self.delimiter, self.delimiter)
+        self.description = f"CSV, {name}, delimiter {shown!r}"
+
+    def bytes_read(self) -> int:
+        return min(self._raw.tell(), self.size)
+
+    def records(self) -> Iterator[Record]:
+        width = len(self.columns)
+        reader = self._reader
+        previous = reader.line_num
+        while True:
+            try:
+                row = next(reader)
+            except StopIteration:
+                return
+            except (csv.Error, UnicodeDecodeError) as exc:
+                yield Record(previous + 1, [], f"cannot be split into fields: {exc}")
+                previous = reader.line_num
+                continue
+            line = previous + 1
+            previous = reader.line_num
+            if len(row) == width:
+                yield Record(line, row)
+            elif not row or (len(row) == 1 and not row[0].strip()):
+                continue  # blank line
+            else:
+                yield Record(
+                    line,
+                    [self.delimiter.join(row)],
+                    f"expected {width} fields as in the header, found {len(row)}",
+                )
+
+    def close(self) -> None:
+        self._text.close()
+
+
+class JsonLinesReader:
+    def __init__(self, path: Path, wanted: list[str]) -> None:
+        self.path = path
+        self.size = path.stat().st_size
+        self._raw = path.open("rb")
+        self.description = "JSON Lines"
+        first: dict[str, Any] = {}
+        for raw_line in self._raw:
+            if raw_line.strip():
+                try:
+                    loaded = json.loads(raw_line)
+                except ValueError:
+                    loaded = {}
+                first = loaded if isinstance(loaded, dict) else {}
+                break
+        self._raw.seek(0)
+        self.columns = list(first)
+        for name in wanted:
+            if name not in self.columns:
+                self.columns.append(name)
+        self._pos = 0
+
+    def bytes_read(self) -> int:
+        return self._pos
+
+    def records(self) -> Iterator[Record]:
+        columns = self.columns
+        known = set(columns)
+        for number, raw_line in enumerate(self._raw, start=1):
+            self._pos += len(raw_line)
+            if not raw_line.strip():
+                continue
+            try:
+                obj = json.loads(raw_line)
+            except UnicodeDecodeError:
+                yield Record(number, [_show_bytes(raw_line)], "not valid UTF-8")
+                continue
+            except (ValueError, RecursionError) as exc:
+                reason = f"not a valid JSON object ({exc})"
+                if not raw_line.endswith(b"\n"):
+                    reason = "last line is incomplete: " + reason
+                yield Record(number, [_show_bytes(raw_line)], reason)
+                continue
+            if not isinstance(obj, dict):
+                yield Record(number, [_show_bytes(raw_line)], "expected a JSON object per line")
+                continue
+            values = [obj.get(c) for c in columns]
+            extra = [k for k in obj if k not in known]
+            if extra:  # keys not in the first line: keep them as (name, value) pairs
+                values.append({k: obj[k] for k in extra})
+            yield Record(number, values)
+
+    def close(self) -> None:
+        self._raw.close()
+
+
+class ParquetReader:
+    def __init__(self, path: Path) -> None:
+        try:
+            import pyarrow.parquet as pq
+        except ImportError:
+            raise UnreadableFile(
+                f"{path}: reading Parquet needs pyarrow; install the extra with "
+                "`pip install 'winback[parquet]'`, or export the file as CSV"
+            ) from None
+        self.path = path
+        self.size = path.stat().st_size
+        try:
+            self._file = pq.ParquetFile(path)
+        except Exception as exc:  # pyarrow raises its own error types
+            raise UnreadableFile(f"{path}: not a readable Parquet file ({exc})") from None
+        self.columns = list(self._file.schema_arrow.names)
+        self._rows = max(self._file.metadata.num_rows, 1)
+        self._done = 0
+        self.description = "Parquet"
+
+    def bytes_read(self) -> int:
+        return int(self.size * min(self._done / self._rows, 1.0))
+
+    def records(self) -> Iterator[Record]:
+        columns = self.columns
+        number = 0
+        for batch in self._file.iter_batches(batch_size=10_000):
+            for obj in batch.to_pylist():
+                number += 1
+                self._done = number
+                yield Record(number, [obj.get(c) for c in columns])
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def _show_bytes(raw: bytes) -> str:
+    return raw.rstrip(b"\r\n").decode("utf-8", errors="backslashreplace")
+
+
+def show_value(value: Any) -> str:
+    """A cell as text for a reject file; undecodable bytes appear as ``\\xNN``."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    if isinstance(value, dict | list):
+        return json.dumps(value, ensure_ascii=False, default=str)
+    return str(value)

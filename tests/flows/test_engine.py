@@ -1,0 +1,183 @@
+"""Engine behaviour that the templates do not all show: A/B splits and variants, holdout,
+pause, editing a running flow, idempotent ticks, batches."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+from sqlalchemy import func, select
+
+from tests.conftest import T0
+from tests.flows.helpers import add_event, entries, make_contacts, sent_to
+from winback.flows._sql import stable_uniform_py
+from winback.flows.service import Flows
+from winback.store.schema import flow_entries, outbox
+from winback.workspace import Workspace
+
+DAY = timedelta(days=1)
+
+
+def write_flow(ws: Workspace, key: str, text: str) -> Path:
+    path = ws.path / "flows" / f"{key}.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+AB = """
+name: A/B test
+trigger: {tag_added: go}
+steps:
+  - holdout: {share: 0.2}
+  - split:
+      branches:
+        - {name: a, weight: 1, steps: [{send: {template: mail-a}}]}
+        - {name: b, weight: 3, steps: [{send: {template: mail-b}}]}
+  - send:
+      variants:
+        - {name: short, template: short, weight: 1}
+        - {name: long, template: long, weight: 1}
+"""
+
+
+def test_split_holdout_and_variants_are_stable(workspace: Workspace) -> None:
+    ws = workspace
+    people = make_contacts(ws, 40, at=T0)
+    write_flow(ws, "ab", AB)
+    ws.flows.enable("ab", now=T0)
+    ws.store.add_tag(people, "go", at=T0, source="test")
+    ws.flows.tick(T0)
+    with ws.engine.connect() as conn:
+        rows = list(conn.execute(select(flow_entries.c.id, flow_entries.c.contact_id)))
+    sent = sent_to(ws, "ab")
+    state = entries(ws, "ab")
+    held = 0
+    for entry_id, cid in rows:
+        holdout = stable_uniform_py(entry_id, "ab:s0") < 0.2
+        branch = "a" if stable_uniform_py(entry_id, "ab:s1") < 0.25 else "b"
+        variant = "short" if stable_uniform_py(entry_id, "ab:s2:variant") < 0.5 else "long"
+        assert state[cid]["holdout"] is holdout
+        assert state[cid]["branch"] == branch
+        held += holdout
+        expected = [] if holdout else [f"mail-{branch}", variant]
+        assert sent.get(cid, []) == expected
+    assert 0 < held < 40
+    with ws.engine.connect() as conn:
+        variants = dict(
+            conn.execute(
+                select(outbox.c.variant, func.count())
+                .where(outbox.c.step == "s2")
+                .group_by(outbox.c.variant)
+            ).all()
+        )
+    assert set(variants) == {"short", "long"}
+    stats = ws.flows.stats("ab")
+    assert stats["holdout"] == held and stats["treatment"] == 40 - held
+
+
+WAITING = """
+name: Waiting
+trigger: {tag_added: go}
+steps:
+  - id: hello
+    send: {template: hello}
+  - id: pause-here
+    wait: 2d
+  - id: bye
+    send: {template: bye}
+"""
+
+
+def test_pause_stops_steps_and_enrolment(workspace: Workspace) -> None:
+    ws = workspace
+    first, late = make_contacts(ws, 2, at=T0)
+    write_flow(ws, "waiting", WAITING)
+    ws.flows.enable("waiting", now=T0)
+    ws.store.add_tag([first], "go", at=T0, source="test")
+    ws.flows.tick(T0)
+    ws.flows.pause("waiting", now=T0)
+    ws.store.add_tag([late], "go", at=T0 + DAY, source="test")
+    ws.flows.tick(T0 + 3 * DAY)
+    assert sent_to(ws, "waiting") == {first: ["hello"]}
+    ws.flows.enable("waiting", now=T0 + 4 * DAY)
+    ws.flows.tick(T0 + 4 * DAY)
+    # Resumed: the due step runs; the tag added while paused enrolled no one.
+    assert sent_to(ws, "waiting") == {first: ["hello", "bye"]}
+    assert late not in entries(ws, "waiting")
+
+
+def test_editing_a_running_flow_keeps_or_exits_by_step_id(workspace: Workspace) -> None:
+    ws = workspace
+    a, b = make_contacts(ws, 2, at=T0)
+    path = write_flow(ws, "waiting", WAITING)
+    ws.flows.enable("waiting", now=T0)
+    ws.store.add_tag([a], "go", at=T0, source="test")
+    ws.flows.tick(T0)  # a waits at `bye` (after pause-here)
+    # Insert a step before: ids are explicit, so `a` stays where it is.
+    path.write_text(
+        WAITING.replace("  - id: bye", "  - id: extra\n    add_tag: edited\n  - id: bye")
+    )
+    ws.flows.tick(T0 + DAY)
+    assert entries(ws, "waiting")[a]["status"] == "active"
+    ws.store.add_tag([b], "go", at=T0 + DAY, source="test")
+    ws.flows.tick(T0 + DAY)
+    # Remove the step `b` and `a` wait at: they exit with flow_changed.
+    path.write_text(
+        WAITING.replace(
+            "  - id: bye\n    send: {template: bye}\n", "  - id: ciao\n    send: {template: ciao}\n"
+        )
+    )
+    changes = ws.flows.sync(T0 + DAY)
+    assert changes["waiting"].startswith("version 3")
+    state = entries(ws, "waiting")
+    assert state[a]["exit_reason"] == "flow_changed"
+    assert state[b]["exit_reason"] == "flow_changed"
+    ws.flows.tick(T0 + 5 * DAY)
+    assert sent_to(ws, "waiting") == {a: ["hello"], b: ["hello"]}
+
+
+WAIT_FOR = """
+name: Wait for a click
+trigger: {tag_added: go}
+steps:
+  - send: {template: ask}
+  - wait_for: {event: {type: email_clicked, where: {link: offer}}, timeout: 2d}
+    then: [{add_tag: clicked}]
+    else: [{add_tag: timed_out}]
+"""
+
+
+def test_wait_for_event_with_property_filter_and_timeout(workspace: Workspace) -> None:
+    ws = workspace
+    clicks, wrong_link, silent = make_contacts(ws, 3, at=T0)
+    write_flow(ws, "click", WAIT_FOR)
+    ws.flows.enable("click", now=T0)
+    ws.store.add_tag([clicks, wrong_link, silent], "go", at=T0, source="test")
+    ws.flows.tick(T0)
+    add_event(ws, clicks, "email_clicked", at=T0 + DAY, link="offer")
+    add_event(ws, wrong_link, "email_clicked", at=T0 + DAY, link="other")
+    ws.flows.tick(T0 + DAY)
+    assert ws.store.tags_of(clicks) == ["clicked", "go"]
+    assert ws.store.tags_of(wrong_link) == ["go"]
+    ws.flows.tick(T0 + 2 * DAY)
+    assert ws.store.tags_of(wrong_link) == ["go", "timed_out"]
+    assert ws.store.tags_of(silent) == ["go", "timed_out"]
+
+
+def test_batches_and_same_instant_idempotence(sqlite_workspace: Workspace) -> None:
+    ws = sqlite_workspace
+    people = make_contacts(ws, 250, at=T0)
+    write_flow(ws, "waiting", WAITING)
+    flows = Flows(ws, batch_size=7)
+    flows.enable("waiting", now=T0)
+    ws.store.add_tag(people, "go", at=T0, source="test")
+    first = flows.tick(T0)
+    assert first.enrolled == {"waiting": 250}
+    assert flows.tick(T0).contact_steps == 0
+    flows.tick(T0 + 2 * DAY)
+    flows.tick(T0 + 2 * DAY)
+    with ws.engine.connect() as conn:
+        per_contact = conn.execute(
+            select(outbox.c.contact_id, func.count()).group_by(outbox.c.contact_id)
+        ).all()
+    assert len(per_contact) == 250 and {n for _, n in per_contact} == {2}

@@ -1,0 +1,43 @@
+"""Signed link tokens: round trip, and any change to a token is refused."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from winback.delivery.tokens import TokenSigner
+
+SIGNER = TokenSigner("test-secret")
+ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_."
+
+
+@given(
+    message=st.integers(0, 2**53),
+    contact=st.integers(0, 2**53),
+    url=st.from_regex(r"https://[a-z]{1,12}\.example/[a-zA-Z0-9/?=&%-]{0,40}", fullmatch=True),
+    position=st.integers(0, 10_000),
+    replacement=st.sampled_from(ALPHABET),
+)
+def test_any_single_character_change_is_refused(
+    message: int, contact: int, url: str, position: int, replacement: str
+) -> None:
+    token = SIGNER.sign("c", message, contact, index=3, url=url)
+    link = SIGNER.verify("c", token)
+    assert link is not None and (link.message, link.contact, link.url, link.index) == (
+        message,
+        contact,
+        url,
+        3,
+    )
+    i = position % len(token)
+    changed = token[:i] + replacement + token[i + 1 :]
+    if changed != token:
+        assert SIGNER.verify("c", changed) is None
+
+
+def test_kind_and_key_are_bound() -> None:
+    token = SIGNER.sign("u", 1, 2)
+    assert SIGNER.verify("u", token) is not None
+    assert SIGNER.verify("f", token) is None  # an unsubscribe token is not a feedback token
+    assert TokenSigner("other-secret").verify("u", token) is None
+    assert SIGNER.verify("u", token + "A") is None and SIGNER.verify("u", "") is None

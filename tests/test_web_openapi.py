@@ -1,0 +1,43 @@
+"""The HTTP API's OpenAPI schema is valid and the API honours it: schemathesis generates
+requests from the schema (a bounded number per operation) against the real app."""
+
+from __future__ import annotations
+
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+
+from winback.web.app import create_app
+from winback.workspace import Workspace
+
+
+def test_api_conforms_to_its_schema(sqlite_workspace: Workspace) -> None:
+    app = create_app(sqlite_workspace)
+    auth = {"Authorization": f"Bearer {sqlite_workspace.delivery.create_api_key('st')}"}
+    schema = schemathesis.openapi.from_asgi("/openapi.json", app)
+    tested = []
+    for result in schema.get_all_operations():
+        operation = result.ok()
+        tested.append(operation.label)
+
+        @given(case=operation.as_strategy())
+        @settings(
+            max_examples=20,
+            deadline=None,
+            database=None,
+            suppress_health_check=list(HealthCheck),
+        )
+        def check(case: schemathesis.Case) -> None:
+            case.call_and_validate(headers=auth)
+
+        check()
+    assert sorted(tested) == [
+        "GET /healthz",
+        "POST /api/v1/events",
+        "POST /api/v1/events/batch",
+    ]
+
+
+def test_schema_lists_the_api_and_hides_link_routes(sqlite_workspace: Workspace) -> None:
+    doc = create_app(sqlite_workspace).openapi()
+    assert set(doc["paths"]) == {"/healthz", "/api/v1/events", "/api/v1/events/batch"}
+    assert "HTTPBearer" in doc["components"]["securitySchemes"]

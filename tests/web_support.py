@@ -1,0 +1,48 @@
+"""Run the real HTTP service (uvicorn) in a thread on a free port."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import httpx
+import uvicorn
+
+from tests.delivery_support import free_port
+from winback.web.app import create_app
+from winback.workspace import Workspace
+
+
+@contextmanager
+def running_service(
+    ws: Workspace, *, background: bool = False, interval: float = 30.0
+) -> Iterator[str]:
+    port = free_port()
+    config = uvicorn.Config(
+        create_app(ws, background=background, interval=interval),
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        lifespan="on",
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    else:
+        raise RuntimeError("the service did not start")
+    try:
+        yield base
+    finally:
+        server.should_exit = True
+        thread.join(10)
