@@ -76,16 +76,12 @@ def add_event(
             maintain(c, [contact_id], at=ws.clock.now())
 
 
-def _last(types: tuple[str, ...]) -> Any:
-    return (
-        select(func.max(events.c.occurred_at))
-        .where(
-            events.c.contact_id == contacts.c.id,
-            events.c.type.in_(types),
-            events.c.machine.is_(False),
-        )
-        .scalar_subquery()
-    )
+def _last(types: tuple[str, ...], *, human: bool = True) -> Any:
+    """Machine opens and clicks do not count; site visits count whatever their flag."""
+    where = [events.c.contact_id == contacts.c.id, events.c.type.in_(types)]
+    if human:
+        where.append(events.c.machine.is_(False))
+    return select(func.max(events.c.occurred_at)).where(*where).scalar_subquery()
 
 
 def maintain(conn: Connection, contact_ids: list[int] | None, *, at: datetime) -> None:
@@ -101,7 +97,7 @@ def maintain(conn: Connection, contact_ids: list[int] | None, *, at: datetime) -
         .scalar_subquery(),
         last_email_opened=_last(("email_opened",)),
         last_email_link_clicked=_last(("email_clicked",)),
-        last_seen=_last(("page_view", "product_view", "cart_add")),
+        last_seen=_last(("page_view", "product_view", "cart_add"), human=False),
         updated_at=at,
     )
     if contact_ids is not None:

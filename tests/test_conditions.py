@@ -64,6 +64,7 @@ def build_shop(ws: Workspace) -> None:
     add_event(ws, d, "product_view", T0 - 30 * D, properties={"category": "books", "price": 12})
 
     e = add_contact(ws, "e")
+    add_event(ws, e, "page_view", T0 - 400 * D, machine=True)  # a visit counts, flag or not
     with ws.engine.begin() as conn:
         conn.execute(
             insert(contact_tags).values(contact_id=e, tag="vip", added_at=T0, added_by="test")
@@ -145,6 +146,9 @@ CASES: list[tuple[Any, set[str]]] = [
     ({"event": "email_clicked", "within": "7d"}, {"d"}),
     ({"event": ["page_view", "product_view", "cart_add"], "within": "90d"}, {"d"}),
     ({"event": ["page_view", "product_view", "cart_add"], "within": "91d"}, {"c", "d"}),
+    ({"event": ["page_view", "product_view", "cart_add"], "before": "365d"}, {"e"}),
+    ({"event": ["page_view", "email_opened"], "within": "4d"}, set()),
+    ({"event": ["page_view", "email_opened"], "within": "6d"}, {"a"}),
     ({"event": "product_view", "where": {"category": "books"}}, {"d"}),
     ({"event": "product_view", "where": {"price": {"gt": 10}}}, {"d"}),
     ({"event": "product_view", "where": {"category": "garden"}}, set()),

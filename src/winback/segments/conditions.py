@@ -112,6 +112,9 @@ class FastColumn:
     first: str | None = None
 
 
+#: Events whose machine-flagged rows (privacy proxies, link scanners) are not engagement.
+MACHINE_SENSITIVE = frozenset({"email_opened", "email_clicked"})
+
 #: Event sets whose last occurrence is maintained on the contact by ingestion.
 FAST_COLUMNS: dict[frozenset[str], FastColumn] = {
     frozenset({PURCHASE}): FastColumn("last_purchase_at", "first_purchase_at"),
@@ -324,8 +327,14 @@ class _Compiler:
                 if len(cond.event) == 1
                 else table.c.type.in_(cond.event)
             )
-            if not cond.include_machine:
-                where.append(table.c.machine.is_(False))
+            sensitive = MACHINE_SENSITIVE.intersection(cond.event)
+            if sensitive and not cond.include_machine:
+                # As ingestion does for the maintained columns: machine opens and clicks are
+                # not engagement; other events count whatever their flag.
+                human: ColumnElement[bool] = table.c.machine.is_(False)
+                if len(sensitive) < len(cond.event):
+                    human = or_(human, table.c.type.not_in(sorted(sensitive)))
+                where.append(human)
         for key, test in (cond.where or {}).items():
             where.append(self._property(table, cond, key, test))
         return select(literal(1)).select_from(table).where(*where).correlate_except(table)
