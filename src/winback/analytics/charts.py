@@ -4,6 +4,7 @@ colour."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from html import escape
 
@@ -34,6 +35,15 @@ def _fmt(value: float) -> str:
     if float(value).is_integer():
         return f"{int(value)}"
     return f"{value:.2f}"
+
+
+def _nice_step(raw: float) -> float:
+    """The round step (1, 2, 2.5 or 5 times a power of ten) at or above ``raw``."""
+    magnitude = 10 ** math.floor(math.log10(raw))
+    for m in (1, 2, 2.5, 5, 10):
+        if m * magnitude >= raw:
+            return m * magnitude
+    return 10 * magnitude
 
 
 def heatmap(
@@ -149,13 +159,15 @@ def columns(
     left, top, bottom = 56, 30, 52
     width, height = 720, 300
     inner_w, inner_h = width - left - 16, height - top - bottom
-    peak = max((v for s in series for v in s), default=0) or 1
+    step = _nice_step((max((v for s in series for v in s), default=0) or 1) / 4)
+    ticks = max(1, math.ceil((max((v for s in series for v in s), default=0) or 1) / step))
+    peak = step * ticks  # the axis ends on a round number
     n = max(len(labels), 1)
     slot = inner_w / n
     body = []
-    for k in range(5):
-        v = peak * k / 4
-        y = top + inner_h - inner_h * k / 4
+    for k in range(ticks + 1):
+        v = step * k
+        y = top + inner_h - inner_h * k / ticks
         body.append(
             f"<line x1='{left}' x2='{width - 16}' y1='{y:.1f}' y2='{y:.1f}' stroke='#e2e8f0'/>"
         )

@@ -1,0 +1,11 @@
+from __future__ import annotations
+
+import re
+
+from winback.analytics.charts import columns
+
+
+def test_column_axis_ends_on_round_numbers() -> None:
+    svg = columns(["a", "b"], [[3587.0, 120.0]], names=["customers"], title="t")
+    labels = re.findall(r"text-anchor='end' font-size='11'>([^<]+)<", svg)
+    assert labels == ["0", "1.0k", "2.0k", "3.0k", "4.0k"]
