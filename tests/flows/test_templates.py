@@ -161,6 +161,13 @@ def test_sunset(workspace: Workspace) -> None:
     with ws.engine.connect() as conn:
         attrs = conn.execute(select(contacts.c.attributes).where(contacts.c.id == silent)).scalar()
     assert attrs["email_suppressed"] is True
+    # ... and on the suppression list that delivery checks at send time.
+    listed = {s["contact_id"]: s for s in ws.delivery.suppressions()}
+    assert set(listed) == {silent}
+    assert listed[silent]["channel"] == "email" and listed[silent]["reason"] == "flow"
+    with ws.engine.connect() as conn:
+        email = conn.execute(select(contacts.c.email).where(contacts.c.id == silent)).scalar()
+    assert listed[silent]["address"] == email.lower()
 
 
 def test_cadence_retention(workspace: Workspace) -> None:

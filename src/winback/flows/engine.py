@@ -50,7 +50,7 @@ from winback.flows._sql import (
 )
 from winback.flows.conditions import compile_sql
 from winback.flows.program import Node, Program
-from winback.store.schema import contact_tags, contacts, outbox, tag_history
+from winback.store.schema import contact_tags, contacts, outbox, suppressions, tag_history
 
 DEFAULT_BATCH = 50_000
 
@@ -242,6 +242,30 @@ class StepRunner:
             )
             return self._t(
                 flow, conn, batch=batch, node_id=node.id, now=now, rules=[Rule("set", go)]
+            )
+        if isinstance(step, m.SuppressStep):
+            address = contacts.c.email if step.suppress == "email" else contacts.c.phone
+            chosen = select(
+                literal(step.suppress),
+                func.lower(address) if step.suppress == "email" else address,
+                contacts.c.id,
+                literal("flow"),
+                literal(f"suppressed by flow {flow.program.key}"),
+                at(now),
+            ).where(
+                contacts.c.id.in_(select(fe.c.contact_id).where(batch)),
+                address.is_not(None),
+                address != "",
+            )
+            conn.execute(
+                upsert_insert(conn, suppressions)
+                .from_select(
+                    ["channel", "address", "contact_id", "reason", "detail", "created_at"], chosen
+                )
+                .on_conflict_do_nothing(index_elements=["channel", "address"])
+            )
+            return self._t(
+                flow, conn, batch=batch, node_id=node.id, now=now, rules=[Rule("suppressed", go)]
             )
         if isinstance(step, m.GoalStep):
             return self._t(

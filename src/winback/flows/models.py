@@ -304,6 +304,14 @@ class SetAttributeStep(_Step):
     set_attribute: SetAttribute
 
 
+class SuppressStep(_Step):
+    """Put the contact's address for ``channel`` on the suppression list (delivery checks it
+    at send time): what the sunset flow does to non-openers to protect deliverability."""
+
+    kind: ClassVar[str] = "suppress"
+    suppress: Literal["email", "sms"] = Field(description="Channel whose address to suppress.")
+
+
 class GoalStep(_Step):
     kind: ClassVar[str] = "goal"
     goal: Goal
@@ -347,6 +355,7 @@ STEP_KINDS = (
     "add_tag",
     "remove_tag",
     "set_attribute",
+    "suppress",
     "goal",
     "split",
     "holdout",
@@ -372,6 +381,7 @@ Step = Annotated[
     | Annotated[AddTagStep, Tag("add_tag")]
     | Annotated[RemoveTagStep, Tag("remove_tag")]
     | Annotated[SetAttributeStep, Tag("set_attribute")]
+    | Annotated[SuppressStep, Tag("suppress")]
     | Annotated[GoalStep, Tag("goal")]
     | Annotated[SplitStep, Tag("split")]
     | Annotated[HoldoutStep, Tag("holdout")]
