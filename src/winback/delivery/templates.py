@@ -46,6 +46,7 @@ from jinja2.sandbox import SandboxedEnvironment, SecurityError
 
 from winback.delivery.htmltext import html_to_text
 from winback.errors import DefinitionError, NotFound, WinbackError
+from winback.store.schema import contacts
 
 LIBRARY = Path(__file__).parent / "library"
 RECHECK_SECONDS = 1.0
@@ -88,47 +89,9 @@ VARIABLES: dict[str, str] = {
     "title": "the rendered push title (in body)",
 }
 
-#: Fields of ``contact`` (anything else is a custom attribute: use ``custom.NAME``).
-CONTACT_FIELDS = frozenset(
-    {
-        "id",
-        "customer_id",
-        "email",
-        "phone",
-        "first_name",
-        "last_name",
-        "full_name",
-        "birthday",
-        "timezone",
-        "locale",
-        "created_at",
-        "attributes",
-        "email_consent",
-        "sms_consent",
-        "push_consent",
-        "last_email_opened",
-        "last_email_link_clicked",
-        "last_seen",
-        "first_purchase_at",
-        "last_purchase_at",
-        "orders_count",
-        "revenue_total",
-        "rfm_r",
-        "rfm_f",
-        "rfm_m",
-        "rfm_segment",
-        "p_alive",
-        "expected_purchases_90d",
-        "next_order_expected_at",
-        "days_overdue",
-        "expected_spend",
-        "clv",
-        "cluster",
-        "cluster_label",
-        "analyzed_at",
-        "updated_at",
-    }
-)
+#: Fields of ``contact`` (anything else is a custom attribute: use ``custom.NAME``): the
+#: columns of the contacts table, and ``full_name``.
+CONTACT_FIELDS = frozenset({*contacts.c.keys(), "full_name"})
 
 
 class TemplateRenderError(WinbackError):

@@ -59,6 +59,7 @@ from winback.segments.conditions import (
     fast_path,
     walk,
 )
+from winback.store import schema
 from winback.store.schema import (
     BigId,
     contact_tags,
@@ -69,22 +70,7 @@ from winback.store.schema import (
 from winback.store.types import UTCDateTime
 
 #: Columns written by analytics (they move ``analyzed_at``).
-ANALYTICS_COLUMNS = frozenset(
-    {
-        "rfm_r",
-        "rfm_f",
-        "rfm_m",
-        "rfm_segment",
-        "p_alive",
-        "expected_purchases_90d",
-        "next_order_expected_at",
-        "days_overdue",
-        "expected_spend",
-        "clv",
-        "cluster",
-        "cluster_label",
-    }
-)
+ANALYTICS_COLUMNS = frozenset(schema.ANALYTICS_COLUMNS)
 RELATIVE = ("within", "before", "less_than_days_ago", "more_than_days_ago")
 
 

@@ -89,6 +89,22 @@ contacts = Table(
     Index("ix_contacts_updated_at", "updated_at"),
 )
 
+#: Contact columns written by the analysis (``analyzed_at`` records when).
+ANALYTICS_COLUMNS = (
+    "rfm_r",
+    "rfm_f",
+    "rfm_m",
+    "rfm_segment",
+    "p_alive",
+    "expected_purchases_90d",
+    "next_order_expected_at",
+    "days_overdue",
+    "expected_spend",
+    "clv",
+    "cluster",
+    "cluster_label",
+)
+
 consent_log = Table(
     "consent_log",
     metadata,
