@@ -183,15 +183,7 @@ def _content_key(customer_id: str, kind: str, at: str, props_json: str) -> str:
 
 def _write_events(conn: Connection, batch: list[EventRow], ctx: Context) -> BatchResult:
     result = BatchResult()
-    first_line: dict[str, int] = {}
-    rows: list[EventRow] = []
-    for row in batch:
-        seen = first_line.get(row[1])
-        if seen is not None:
-            result.rejects.append(_duplicate(row[0], row[1], f"line {seen}"))
-            continue
-        first_line[row[1]] = row[0]
-        rows.append(row)
+    rows, first_line = result.keep_first(batch, _duplicate)
     d = ctx.dialect
     now = ctx.now if d.postgres else d.instant(ctx.now)
     cur = bulk.stage(conn, d, "wb_stage_events", rows)
@@ -199,13 +191,13 @@ def _write_events(conn: Connection, batch: list[EventRow], ctx: Context) -> Batc
         cur, d, "wb_stage_events", "occurred_at", now
     )
     new = bulk.insert_events(cur, d, ctx.import_id)
-    result.imported = len(new)
-    if len(new) < len(rows):
-        inserted = {str(r[0]) for r in new}
-        in_file = bulk.seen_in_this_import(cur, d, "events", ctx.import_id) - inserted
-        for key in sorted(in_file, key=lambda k: first_line[k]):
-            result.rejects.append(_duplicate(first_line[key], key, "an earlier line"))
-        result.duplicates = len(rows) - len(new) - len(in_file)
+    inserted = {str(r[0]) for r in new}
+    earlier = (
+        bulk.seen_in_this_import(cur, d, "events", ctx.import_id)
+        if len(inserted) < len(rows)
+        else set()
+    )
+    result.settle(len(rows), inserted, earlier, first_line, _duplicate)
     for _key, _cid, kind, _at, _machine in new:
         ctx.report.by_type[kind] = ctx.report.by_type.get(kind, 0) + 1
     attributes.apply_events(conn, d, new, now)

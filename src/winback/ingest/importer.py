@@ -61,6 +61,41 @@ class BatchResult:
     duplicates: int = 0
     rejects: list[Reject] = field(default_factory=list)
 
+    def keep_first(
+        self, batch: list[Any], duplicate: Callable[[int, str, str], Reject]
+    ) -> tuple[list[Any], dict[str, int]]:
+        """The rows whose key (``row[1]``) is new in this batch, and the line of each key;
+        a repeat later in the batch is rejected as a duplicate of the first."""
+        first_line: dict[str, int] = {}
+        rows: list[Any] = []
+        for row in batch:
+            seen = first_line.get(row[1])
+            if seen is not None:
+                self.rejects.append(duplicate(row[0], row[1], f"line {seen}"))
+                continue
+            first_line[row[1]] = row[0]
+            rows.append(row)
+        return rows, first_line
+
+    def settle(
+        self,
+        staged: int,
+        inserted: set[str],
+        stored_by_this_import: set[str],
+        first_line: dict[str, int],
+        duplicate: Callable[[int, str, str], Reject],
+    ) -> None:
+        """Count what the insert did with ``staged`` rows: ``inserted`` keys are new; a key
+        that an earlier batch of this same import stored is a repeat within the file
+        (rejected); the rest were stored by an earlier import (duplicates)."""
+        self.imported = len(inserted)
+        if len(inserted) == staged:
+            return
+        in_file = stored_by_this_import - inserted
+        for key in sorted(in_file, key=lambda k: first_line[k]):
+            self.rejects.append(duplicate(first_line[key], key, "an earlier line"))
+        self.duplicates = staged - len(inserted) - len(in_file)
+
 
 class Kind(Protocol):
     """One kind of import file (contacts, orders, events)."""

@@ -177,15 +177,7 @@ class Orders:
 def write_orders(conn: Connection, batch: list[OrderRow], ctx: Context) -> BatchResult:
     """Stage, create unknown customers, insert new orders, advance attributes."""
     result = BatchResult()
-    first_line: dict[str, int] = {}
-    rows: list[OrderRow] = []
-    for row in batch:
-        seen = first_line.get(row[1])
-        if seen is not None:
-            result.rejects.append(_duplicate(row[0], row[1], f"line {seen}"))
-            continue
-        first_line[row[1]] = row[0]
-        rows.append(row)
+    rows, first_line = result.keep_first(batch, _duplicate)
     if not rows:
         return result
     d = ctx.dialect
@@ -195,13 +187,13 @@ def write_orders(conn: Connection, batch: list[OrderRow], ctx: Context) -> Batch
         cur, d, "wb_stage_orders", "ordered_at", now
     )
     new = bulk.insert_orders(cur, d, ctx.import_id)
-    result.imported = len(new)
-    if len(new) < len(rows):
-        inserted = {str(r[0]) for r in new}
-        in_file = bulk.seen_in_this_import(cur, d, "orders", ctx.import_id) - inserted
-        for key in sorted(in_file, key=lambda k: first_line[k]):
-            result.rejects.append(_duplicate(first_line[key], key, "an earlier line"))
-        result.duplicates = len(rows) - len(new) - len(in_file)
+    inserted = {str(r[0]) for r in new}
+    earlier = (
+        bulk.seen_in_this_import(cur, d, "orders", ctx.import_id)
+        if len(inserted) < len(rows)
+        else set()
+    )
+    result.settle(len(rows), inserted, earlier, first_line, _duplicate)
     attributes.apply_orders(conn, d, new, now)
     return result
 
