@@ -26,5 +26,7 @@ def safe_cell(value: Any) -> Any:
 
 
 def formula_safe(cell: Any) -> str:
-    """The cell as text that spreadsheets show instead of evaluating."""
-    return str(safe_cell(cell if cell is None or isinstance(cell, datetime | date) else str(cell)))
+    """The cell as text that spreadsheets show instead of evaluating (numbers included: a
+    reject file reports values as they were written)."""
+    value = safe_cell(cell)
+    return value if isinstance(value, str) else str(safe_cell(str(value)))

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from winback.flows.service import Flows
     from winback.ingest import Imports
     from winback.segments.service import Segments
+    from winback.store.repository import Store
 
 DATABASE_FILE = "winback.db"
 FOLDERS = ("segments", "flows", "templates")
@@ -201,8 +202,6 @@ def init(
     workspace.upgrade()
     return workspace
 
-
-from winback.store.repository import Store  # noqa: E402  (type of Workspace.store)
 
 if TYPE_CHECKING:
     from winback.delivery import Delivery
