@@ -6,7 +6,8 @@ send-time policies, tracking, unsubscribe, feedback, coupons and the outbox work
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -46,6 +47,8 @@ class Delivery:
     def __init__(self, workspace: Workspace) -> None:
         self.ws = workspace
         self.templates = TemplateRepository(workspace.path / "templates")
+        self._kept: DeliveryWorker | None = None
+        self._keeping = False
 
     # -- templates ---------------------------------------------------------------------------
     def validate(self, names: list[str] | None = None) -> list[Problem]:
@@ -83,14 +86,41 @@ class Delivery:
 
         return DeliveryWorker(self.ws, channels=channels, fault=fault)
 
-    def deliver_due(self, *, channels: Mapping[str, Channel] | None = None) -> BatchReport:
-        """Deliver every message due now, then close the channels; also marks coupons
-        redeemed by orders that arrived since (imports included)."""
-        worker = self.worker(channels=channels)
+    @contextmanager
+    def keep_connections(self) -> Iterator[None]:
+        """Within the block, :meth:`deliver_due` reuses one worker, so its SMTP connections
+        stay open across passes (idle ones are NOOP-checked and reopened when dropped, see
+        ``smtp_idle_seconds``); they are closed when the block ends. Used by the long-running
+        loops of ``winback run`` and ``winback serve``."""
+        if self._keeping:  # nested: the outer block owns the worker
+            yield
+            return
+        self._keeping = True  # the worker is made by the first deliver_due
         try:
+            yield
+        finally:
+            kept, self._kept, self._keeping = self._kept, None, False
+            if kept is not None:
+                kept.close()
+
+    def deliver_due(self, *, channels: Mapping[str, Channel] | None = None) -> BatchReport:
+        """Deliver every message due now (with ``delivery_processes`` worker processes when
+        a backlog is due), then close the channels unless inside :meth:`keep_connections`;
+        also marks coupons redeemed by orders that arrived since (imports included)."""
+        from winback.delivery.parallel import drain_parallel
+
+        kept: DeliveryWorker | None = None
+        if channels is None and self._keeping:
+            if self._kept is None:
+                self._kept = self.worker()
+            kept = self._kept
+        worker = kept if kept is not None else self.worker(channels=channels)
+        try:
+            if channels is None and self.ws.settings.delivery_processes > 1:
+                return drain_parallel(worker, self.ws.settings.delivery_processes)
             return worker.drain()
         finally:
-            if channels is None:
+            if channels is None and kept is None:
                 worker.close()
             self.redeem_coupons()
 
