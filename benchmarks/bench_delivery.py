@@ -102,6 +102,9 @@ class Sink:
         for ready in readies:
             ready.wait(30)
 
+    def cpu_seconds(self) -> float:
+        return sum(_proc_cpu_seconds(p.pid) for p in self.procs if p.pid is not None)
+
     def received(self) -> list[int]:
         return list(self.counts)
 
@@ -110,6 +113,18 @@ class Sink:
             proc.terminate()
             proc.join(10)
         self.sock.close()
+
+
+def _cpu_seconds() -> float:
+    """CPU time of this process and of its waited-for children (worker processes)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def _proc_cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _maxrss_mb(children: bool = False) -> float:
@@ -149,12 +164,13 @@ def _raw(port: int, n: int, out: Any) -> None:
             conn.sendmail("bench@example.com", ["c0@example.com"], data)
         conn.quit()
 
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), _cpu_seconds()
     with ThreadPoolExecutor(CONNECTIONS) as pool:
         list(pool.map(send, range(CONNECTIONS)))
     out.put(
         {
             "seconds": time.perf_counter() - started,
+            "cpu_seconds": _cpu_seconds() - cpu,
             "sent": per * CONNECTIONS,
             "bytes_per_message": len(data),
             "peak_rss_mb": _maxrss_mb(),
@@ -242,14 +258,16 @@ def _ours(port: int, n: int, out: Any) -> None:
             ],
         )
     base_rss = _maxrss_mb()
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), _cpu_seconds()
     report = ws.delivery.deliver_due()  # the product path: `winback run` calls this
     seconds = time.perf_counter() - started
+    cpu = _cpu_seconds() - cpu
     ws.close()
     shutil.rmtree(folder.parent)
     out.put(
         {
             "seconds": seconds,
+            "cpu_seconds": cpu,
             "sent": report.counts["sent"],
             "claimed": report.claimed,
             "peak_rss_mb": _maxrss_mb(children=True),
@@ -275,11 +293,14 @@ def run(quick: bool) -> dict[str, Any]:
     for processes in sorted({1, SINK_PROCESSES}):
         sink = Sink(processes)
         try:
+            sink_cpu = sink.cpu_seconds()
             raw_by_sink[processes] = _child(_raw, sink.port, n)
+            raw_by_sink[processes]["sink_cpu_seconds"] = sink.cpu_seconds() - sink_cpu
             raw_by_sink[processes]["received"] = sink.received()
             if processes == SINK_PROCESSES:
-                before = sum(sink.received())
+                before, sink_cpu = sum(sink.received()), sink.cpu_seconds()
                 ours = _child(_ours, sink.port, n)
+                ours["sink_cpu_seconds"] = sink.cpu_seconds() - sink_cpu
                 ours["received"] = [
                     a - b
                     for a, b in zip(
@@ -310,6 +331,13 @@ def run(quick: bool) -> dict[str, Any]:
         "ours_rss_before_delivery_mb": round(ours["rss_before_delivery_mb"], 1),
         "raw_peak_rss_mb": round(raw["peak_rss_mb"], 1),
         "bytes_per_message": raw["bytes_per_message"],
+        # CPU per message (independent of other load on the machine): sender and sink
+        "cpu_ms_per_message": {
+            "ours_sender": round(ours["cpu_seconds"] / n * 1e3, 3),
+            "ours_sink": round(ours["sink_cpu_seconds"] / n * 1e3, 3),
+            "raw_sender": round(raw["cpu_seconds"] / n * 1e3, 3),
+            "raw_sink": round(raw["sink_cpu_seconds"] / n * 1e3, 3),
+        },
         "received_by_sink_process": {"raw": raw["received"], "ours": ours["received"]},
         "load_average_after": [round(x, 2) for x in load],
         "targets": {"msgs_per_s": 1000, "ratio_to_raw": 0.6},
@@ -324,7 +352,9 @@ def run(quick: bool) -> dict[str, Any]:
         f"{ours['seconds']:.1f} s by {PROCESSES} process(es), peak RSS "
         f"{ours['peak_rss_mb']:.0f} MB) vs raw smtplib {raw_rate:,.0f} msg/s -> "
         f"{our_rate / raw_rate:.0%} of raw, {SINK_PROCESSES}-process sink "
-        f"(raw with {others}); load {load[0]:.1f} "
+        f"(raw with {others}); load {load[0]:.1f}; CPU ms/msg sender+sink: ours "
+        f"{ours['cpu_seconds'] / n * 1e3:.2f}+{ours['sink_cpu_seconds'] / n * 1e3:.2f}, raw "
+        f"{raw['cpu_seconds'] / n * 1e3:.2f}+{raw['sink_cpu_seconds'] / n * 1e3:.2f} "
         f"(targets: >= 1,000 msg/s and >= 60%)"
     )
     assert received_ours == ours["sent"] == n, figures

@@ -95,6 +95,7 @@ def drain_parallel(worker: DeliveryWorker, processes: int) -> BatchReport:
     finally:
         for child in children:
             child.join()
+    total.processes = 1 + len(children)
     failed = [c for c in children if c.exitcode != 0]
     while not out.empty():
         claimed, counts = out.get()

@@ -89,6 +89,7 @@ class Decision:
 class BatchReport:
     claimed: int = 0
     counts: Counter[str] = field(default_factory=Counter)
+    processes: int = 1  # worker processes that delivered (see delivery_processes)
 
     def __iadd__(self, other: BatchReport) -> BatchReport:
         self.claimed += other.claimed
