@@ -116,7 +116,10 @@ def suppress(
 
 def insert_ignore_pair(conn: Connection, row: Mapping[str, Any]) -> int:
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    stmt = dialect.insert(suppressions).on_conflict_do_nothing(
-        index_elements=["channel", "address"]
+    stmt = (
+        dialect.insert(suppressions)
+        .on_conflict_do_nothing(index_elements=["channel", "address"])
+        .returning(suppressions.c.id)
     )
-    return int(conn.execute(stmt, [dict(row)]).rowcount or 0)
+    # RETURNING, not rowcount: psycopg reports -1 for an INSERT ... ON CONFLICT here.
+    return len(conn.execute(stmt, dict(row)).all())

@@ -16,6 +16,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     Numeric,
     String,
@@ -398,4 +399,18 @@ api_keys = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("last_used_at", UTCDateTime),
     Column("revoked_at", UTCDateTime),
+)
+
+#: Provider reports (ARF complaints, DSN bounces) that could not be parsed or matched: kept
+#: with the reason, never silently lost (`winback feedback-loop rejects`). One row per
+#: distinct report (``digest`` = SHA-256 of its bytes), so re-importing adds nothing.
+report_rejects = Table(
+    "report_rejects",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("digest", String(64), nullable=False, unique=True),
+    Column("source", Text, nullable=False),  # FILE, FILE#N (mbox), or http
+    Column("reason", Text, nullable=False),
+    Column("raw", LargeBinary, nullable=False),
+    Column("received_at", UTCDateTime, nullable=False),
 )
