@@ -164,6 +164,19 @@ def test_dsn_hard_bounce_and_multi_recipient(workspace: Workspace) -> None:
         ]
 
 
+def test_gmail_dsn_without_the_original_names_it_in_the_status_part(
+    workspace: Workspace,
+) -> None:
+    ws = workspace
+    msg = sent_message(ws, "c1", "gone@example.com")
+    raw = fill("dsn-gmail-hard.eml", msg)
+    cut = raw.index(b"--000000000000dsnb\r\nContent-Type: message/rfc822")
+    result = ws.delivery.record_report(raw[:cut] + b"--000000000000dsnb--\r\n")
+    assert result.hard_bounces == 1
+    with ws.engine.connect() as conn:
+        assert conn.execute(select(events.c.message_id)).scalar() == msg["MESSAGE_ID"]
+
+
 def test_soft_bounces_suppress_after_the_limit_within_the_window(workspace: Workspace) -> None:
     ws = workspace
     configure(ws, soft_bounce_limit=2, soft_bounce_window_days=30)

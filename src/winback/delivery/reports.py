@@ -150,7 +150,10 @@ def parse_report(raw: bytes, *, source: str) -> list[Report]:
     report_id = _first_msgid(msg.get("Message-ID")) or _digest(_normalise(raw))
     original = _original(msg)
     orig_id = _first_msgid(original.get("Message-ID")) if original is not None else None
-    tokens = sorted({t.decode() for t in _TOKEN.findall(_original_bytes(msg))})
+    # Our unsubscribe tokens, wherever they appear (cheap scan of the raw bytes; the decoded
+    # returned original only when the raw text has none, e.g. a quoted-printable body).
+    found = _TOKEN.findall(raw) or _TOKEN.findall(_original_bytes(msg))
+    tokens = sorted({t.decode() for t in found})
     sent_date = _date(msg.get("Date"))
     if report_part.get_content_type() == "message/feedback-report":
         return [_arf(report_part, msg, original, report_id, orig_id, tokens, sent_date, source)]
@@ -216,6 +219,8 @@ def _dsn(
             "Final-Recipient, Action and Status after the per-message block)"
         )
     arrival = _date(blocks[0].get("Arrival-Date")) or sent_date
+    # Gmail names the original in the per-message block even when it returns no headers.
+    orig_id = orig_id or _first_msgid(blocks[0].get("X-Original-Message-ID"))
     out: list[Report] = []
     for block in blocks[1:]:
         recipient = _address(block.get("Final-Recipient") or block.get("Original-Recipient"))
