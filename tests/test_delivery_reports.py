@@ -341,3 +341,20 @@ def test_http_raw_and_json_reports(workspace: Workspace) -> None:
             is False
         )
     assert len(ws.delivery.report_rejects()) == 1
+
+
+def test_complaint_about_an_erased_contact_keeps_no_address(workspace: Workspace) -> None:
+    from winback.erasure import erase_contacts
+
+    ws = workspace
+    msg = sent_message(ws, "c1", "ada@example.com")
+    with ws.engine.begin() as conn:
+        erase_contacts(conn, [msg["contact_id"]], at=ws.clock.now(), source="test")
+    result = ws.delivery.record_report(fill("arf-yahoo.eml", msg))
+    assert (result.complaints, result.suppressed) == (1, 0)
+    assert ws.delivery.suppressions() == []
+    with ws.engine.connect() as conn:
+        props = conn.execute(
+            select(events.c.properties).where(events.c.type == "email_complained")
+        ).scalar_one()
+    assert props == {"source": "arf", "status": "abuse"}

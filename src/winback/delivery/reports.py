@@ -494,7 +494,7 @@ def record(
                 )
             continue
         new_any = False
-        for contact_id, email in targets:
+        for contact_id, email, erased in targets:
             kind_key = "complaint" if report.kind == "complaint" else report.severity
             row = {
                 "event_key": f"fbl:{kind_key}:{report.key[:40]}:{contact_id}",
@@ -510,14 +510,16 @@ def record(
                         "detail": (report.detail or "")[:500] or None,
                         "recipient": report.recipient,
                     }.items()
-                    if v is not None
+                    # nothing that may hold an address for an erased contact
+                    if v is not None and not (erased and k in ("detail", "recipient"))
                 },
                 "message_id": report.original_message_id,
             }
             if not record_events(conn, [row]):
                 continue
             new_any = True
-            target_address = email or address
+            # An erased contact keeps no address, not even on the suppression list.
+            target_address = None if erased else email or address
             if report.kind == "complaint":
                 result.complaints += 1
                 if store.set_consent(
@@ -582,32 +584,34 @@ def _soft_count(conn: Connection, contact_id: int, at: datetime, policy: Policy)
     )
 
 
-def _match(conn: Connection, report: Report, policy: Policy) -> list[tuple[int, str | None]]:
-    """(contact id, email) of the contacts the report is about."""
+def _match(conn: Connection, report: Report, policy: Policy) -> list[tuple[int, str | None, bool]]:
+    """(contact id, email, erased) of the contacts the report is about."""
     if report.original_message_id:
         found = conn.execute(
-            select(contacts.c.id, contacts.c.email)
+            select(contacts.c.id, contacts.c.email, contacts.c.erased_at.is_not(None))
             .join(outbox, outbox.c.contact_id == contacts.c.id)
             .where(outbox.c.message_id == report.original_message_id)
         ).all()
         if found:
-            return [(int(i), e) for i, e in found]
+            return [(int(i), e, bool(x)) for i, e, x in found]
     for token in report.tokens:
         verified = policy.verify_token(token)
         if verified is None:
             continue
         found = conn.execute(
-            select(contacts.c.id, contacts.c.email).where(contacts.c.id == verified[1])
+            select(contacts.c.id, contacts.c.email, contacts.c.erased_at.is_not(None)).where(
+                contacts.c.id == verified[1]
+            )
         ).all()
         if found:
-            return [(int(i), e) for i, e in found]
+            return [(int(i), e, bool(x)) for i, e, x in found]
     if report.recipient:
         found = conn.execute(
-            select(contacts.c.id, contacts.c.email)
+            select(contacts.c.id, contacts.c.email, contacts.c.erased_at.is_not(None))
             .where(func.lower(contacts.c.email) == report.recipient)
             .order_by(contacts.c.id)
         ).all()
-        return [(int(i), e) for i, e in found]
+        return [(int(i), e, bool(x)) for i, e, x in found]
     return []
 
 
