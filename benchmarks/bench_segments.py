@@ -14,6 +14,10 @@ updates, written by hand for these 8 segments as plain SQL: exits, entries, memb
 
 Targets (issue #4): refresh under 10 s on SQLite and within 3x of the raw bound.
 
+Environment overrides (for measuring at a reduced size on a shared machine):
+``WINBACK_BENCH_SEGMENTS_CONTACTS`` (default 1,000,000; 20,000 with ``--quick``) and
+``WINBACK_BENCH_SEGMENTS_EVENTS_PER_CONTACT`` (default 10).
+
 The raw SQL is assembled from constants and integer ids of this file only (hence S608 off).
 """
 
@@ -21,6 +25,7 @@ The raw SQL is assembled from constants and integer ids of this file only (hence
 
 from __future__ import annotations
 
+import os
 import re
 import tempfile
 import time
@@ -38,6 +43,13 @@ T1 = T + timedelta(days=1)
 DAYS = 90
 REACT = "customer_not-active_after-reactivation"
 EPOCH_T = int(T.timestamp())
+
+
+def _size(quick: bool) -> tuple[int, int]:
+    contacts = int(
+        os.environ.get("WINBACK_BENCH_SEGMENTS_CONTACTS", "20000" if quick else "1000000")
+    )
+    return contacts, int(os.environ.get("WINBACK_BENCH_SEGMENTS_EVENTS_PER_CONTACT", "10"))
 
 
 def _pg(ws: Workspace) -> bool:
@@ -425,11 +437,11 @@ def _timed(fn: Any) -> tuple[Any, float]:
 
 def run(quick: bool) -> dict[str, Any]:
     """SQLite (the embedded default)."""
-    contacts = 20_000 if quick else 1_000_000
+    contacts, epc = _size(quick)
     with tempfile.TemporaryDirectory(prefix="bench-segments-") as tmp:
         ws = winback.init(Path(tmp) / "ws", environ={}, clock=FixedClock(T))
         try:
-            return _run(ws, contacts, build_sqlite)
+            return _run(ws, contacts, epc, build_sqlite)
         finally:
             ws.close()
 
@@ -438,7 +450,7 @@ def run_postgres(quick: bool) -> dict[str, Any]:
     """PostgreSQL on a throwaway local cluster (the test suite's: fsync off)."""
     from tests.pgcluster import PostgresCluster
 
-    contacts = 20_000 if quick else 1_000_000
+    contacts, epc = _size(quick)
     cluster = PostgresCluster().start()
     try:
         url = cluster.create_database("bench_segments")
@@ -446,16 +458,16 @@ def run_postgres(quick: bool) -> dict[str, Any]:
         with tempfile.TemporaryDirectory(prefix="bench-segments-pg-") as tmp:
             ws = winback.init(Path(tmp) / "ws", environ=env, clock=FixedClock(T))
             try:
-                return _run(ws, contacts, build_postgres)
+                return _run(ws, contacts, epc, build_postgres)
             finally:
                 ws.close()
     finally:
         cluster.stop()
 
 
-def _run(ws: Workspace, contacts: int, build: Any) -> dict[str, Any]:
-    print(f"building {contacts:,} contacts and {10 * contacts:,} events ...", flush=True)
-    sizes, build_s = _timed(lambda: build(ws, contacts, 10))
+def _run(ws: Workspace, contacts: int, epc: int, build: Any) -> dict[str, Any]:
+    print(f"building {contacts:,} contacts and {epc * contacts:,} events ...", flush=True)
+    sizes, build_s = _timed(lambda: build(ws, contacts, epc))
     print(f"  built in {build_s:.0f} s: {sizes}", flush=True)
     ws.segments.load()
     with ws.engine.connect() as conn:
