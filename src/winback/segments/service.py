@@ -136,7 +136,8 @@ class Segments:
         defs = self.definitions()
         changes: builtins.list[SegmentChange] = []
         inline: dict[str, Condition] = {}
-        with _refresh_transaction(self.ws.engine) as conn:
+        cache_mb = self.ws.settings.segments_cache_mb
+        with _refresh_transaction(self.ws.engine, cache_mb=cache_mb) as conn:
             rows = _sync(conn, defs, now=at)
             ids = {name: r["id"] for name, r in rows.items()}
             gone = [r["id"] for name, r in rows.items() if name not in defs]
@@ -271,11 +272,11 @@ class Segments:
 
 
 @contextmanager
-def _refresh_transaction(engine: Engine) -> Iterator[Connection]:
+def _refresh_transaction(engine: Engine, *, cache_mb: int) -> Iterator[Connection]:
     """One transaction for a whole refresh pass.
 
-    On SQLite it runs with foreign key checks off (restored before the connection goes back
-    to the pool). Every row a refresh writes is a stint whose ``contact_id`` was just read
+    On SQLite it runs with a page cache of ``cache_mb`` and with foreign key checks off (both
+    restored before the connection goes back to the pool). Every row a refresh writes is a stint whose ``contact_id`` was just read
     from ``contacts`` and whose ``segment_id`` from ``segments``, inside this same write
     transaction (SQLite has one writer at a time, and a WAL snapshot that another writer has
     moved on cannot write), and a refresh deletes nothing; so the checks could never fail,
@@ -283,7 +284,10 @@ def _refresh_transaction(engine: Engine) -> Iterator[Connection]:
     (turning them off needs superuser rights)."""
     with engine.connect() as conn:
         sqlite = conn.dialect.name == "sqlite"
-        if sqlite:  # before BEGIN: the pragma is a no-op inside a transaction
+        cache = 0
+        if sqlite:  # before BEGIN: foreign_keys is a no-op inside a transaction
+            cache = int(_pragma(conn, "PRAGMA cache_size"))
+            _pragma(conn, f"PRAGMA cache_size={-1024 * int(cache_mb)}")
             _pragma(conn, "PRAGMA foreign_keys=OFF")
         try:
             with conn.begin():
@@ -291,13 +295,15 @@ def _refresh_transaction(engine: Engine) -> Iterator[Connection]:
         finally:
             if sqlite:
                 _pragma(conn, "PRAGMA foreign_keys=ON")
+                _pragma(conn, f"PRAGMA cache_size={cache}")
 
 
-def _pragma(conn: Connection, sql: str) -> None:
+def _pragma(conn: Connection, sql: str) -> Any:
     """Run a pragma on the driver connection (outside SQLAlchemy's transaction)."""
     driver = conn.connection.driver_connection
     assert driver is not None
-    driver.execute(sql)
+    row = driver.execute(sql).fetchone()
+    return row[0] if row else None
 
 
 def _shared_candidates(
