@@ -9,7 +9,8 @@ updates, written by hand for these 8 segments as plain SQL: exits, entries, memb
 The raw side is the cheapest correct SQL a person would write knowing these 8 segments and
 the data: on the first refresh membership is empty, so it is one ``INSERT ... SELECT`` per
 segment (no exit statement, no "already a member" test); a segment made of other segments
-is written as their predicates (not as lookups of their membership); on SQLite it runs with
+is written as their predicates (not as lookups of their membership); on SQLite the column
+tests are written ``+c.col`` (a scan, not a combination of indexes) and it runs with
 the connection settings of winback's refresh (page cache ``segments_cache_mb``, foreign key
 checks off: every stint is built from ids read in the same transaction). It writes exactly
 the stints winback writes (the run asserts equal entries and exits per segment). Until
@@ -309,21 +310,27 @@ OPEN = (
 )
 
 
-def raw_segments() -> list[tuple[str, str, list[str], list[str]]]:
+def raw_segments(scan: str = "") -> list[tuple[str, str, list[str], list[str]]]:
     """(name, predicate over contacts c, time columns, dependency segments) in order.
 
     A segment made of other segments is written as their predicates (Customers Not Active =
     not active AND last purchase before the boundary): the cheapest form by hand, and the
-    one winback itself uses within a pass (``winback.segments.refresh.inlinable``)."""
+    one winback itself uses within a pass (``winback.segments.refresh.inlinable``).
+    ``scan="+"`` (SQLite) writes the columns ``+c.col`` so that the planner scans contacts
+    instead of combining indexes for the broad "not active" tests (as winback does)."""
     engagement = ["last_email_opened", "last_email_link_clicked", "last_seen"]
-    nau = "(" + " AND ".join(f"(c.{col} < :b OR c.{col} IS NULL)" for col in engagement) + ")"
-    au = "(" + " OR ".join(f"c.{col} >= :b" for col in engagement) + ")"
-    bought_before = "c.last_purchase_at < :b"
-    bought_within = "c.last_purchase_at >= :b"
+    nau = (
+        "("
+        + " AND ".join(f"({scan}c.{col} < :b OR {scan}c.{col} IS NULL)" for col in engagement)
+        + ")"
+    )
+    au = "(" + " OR ".join(f"{scan}c.{col} >= :b" for col in engagement) + ")"
+    bought_before = f"{scan}c.last_purchase_at < :b"
+    bought_within = f"{scan}c.last_purchase_at >= :b"
     tagged = "EXISTS (SELECT 1 FROM contact_tags t WHERE t.contact_id = c.id AND t.tag = :tag)"
     return [
         ("Active Users", au, engagement, []),
-        ("Customers", "c.first_purchase_at IS NOT NULL", [], []),
+        ("Customers", f"{scan}c.first_purchase_at IS NOT NULL", [], []),
         ("Customers - No Purchase last 90d", bought_before, ["last_purchase_at"], []),
         ("Customers - Purchase last 90d", bought_within, ["last_purchase_at"], []),
         (
@@ -386,7 +393,7 @@ def raw_refresh(
         def x(sql: str, p: Any) -> Any:
             return _x(conn, ws, sql, p)
 
-        for name, pred, columns, deps in raw_segments():
+        for name, pred, columns, deps in raw_segments("" if _pg(ws) else "+"):
             sid = ids[name]
             if since is None:
                 exited = 0
