@@ -59,6 +59,14 @@ class Settings(BaseModel):
         ge=1,
         description="Flow entries the engine advances per transaction (one set-based batch).",
     )
+    segments_cache_mb: int = Field(
+        512,
+        ge=2,
+        description="SQLite page cache (MiB) of the connection while it refreshes segments. "
+        "A first refresh writes a stint per contact and segment (millions); with a cache "
+        "smaller than the pages it changes, SQLite spills and re-reads them. Memory is only "
+        "taken as pages are used, and given back after the refresh.",
+    )
     secret_key: str | None = Field(
         None,
         description="Key that signs tracking, unsubscribe and feedback links. `winback init` "

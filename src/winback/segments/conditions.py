@@ -164,6 +164,7 @@ class _Compiler:
         use_maintained: bool = True,
         segment_ids: Mapping[str, int] | None = None,
         scan: bool = False,
+        inline_segments: Mapping[str, Condition] | None = None,
     ) -> None:
         if now.tzinfo is None:
             raise ValueError("now must be timezone-aware")
@@ -174,6 +175,7 @@ class _Compiler:
         self.use_maintained = use_maintained
         self.segment_ids = segment_ids or {}
         self.scan = scan
+        self.inline = inline_segments or {}
 
     def col(self, name: str) -> ColumnElement[Any]:
         column = self.row.c[name]
@@ -375,6 +377,8 @@ class _Compiler:
         return exists(select(literal(1)).select_from(t).where(*where).correlate_except(t))
 
     def segment(self, cond: SegmentCondition) -> ColumnElement[bool]:
+        if cond.segment in self.inline:
+            return self.compile(self.inline[cond.segment])
         if cond.segment in self.segment_ids:
             sm = segment_membership.alias()
             return exists(
@@ -430,6 +434,7 @@ def compile_condition(
     use_maintained: bool = True,
     segment_ids: Mapping[str, int] | None = None,
     scan: bool = False,
+    inline_segments: Mapping[str, Condition] | None = None,
 ) -> ColumnElement[bool]:
     """A boolean SQL expression: does the contact whose id is ``contact_id`` satisfy ``cond``
     at instant ``now``?
@@ -444,15 +449,27 @@ def compile_condition(
     ``orders``/``events`` (to check the two agree). ``segment_ids`` (name -> id) saves the
     lookup of referenced segments by name. ``scan=True`` keeps SQLite from using indexes on
     the contact row's columns (right when most contacts are evaluated anyway).
+
+    ``inline_segments`` (name -> condition) compiles ``segment: NAME`` as that condition
+    instead of a lookup of the materialised membership. Only the segment refresh passes it,
+    for segments it has just brought up to this same ``now`` (where membership and condition
+    agree by construction; see :func:`winback.segments.refresh.inlinable`).
     """
     if contact_id is contacts.c.id:
         return _Compiler(
-            now, contact_id, entered_at, contacts, use_maintained, segment_ids, scan
+            now,
+            contact_id,
+            entered_at,
+            contacts,
+            use_maintained,
+            segment_ids,
+            scan,
+            inline_segments,
         ).compile(cond)
     row = contacts.alias()
-    inner = _Compiler(now, row.c.id, entered_at, row, use_maintained, segment_ids, scan).compile(
-        cond
-    )
+    inner = _Compiler(
+        now, row.c.id, entered_at, row, use_maintained, segment_ids, scan, inline_segments
+    ).compile(cond)
     return exists(
         select(literal(1))
         .select_from(row)

@@ -28,7 +28,7 @@ refresh; when the clock goes backwards the refresh is full.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any, Literal
@@ -227,6 +227,34 @@ class SegmentChange:
     reason: str = ""
 
 
+def scans_events(cond: Condition, inline: Mapping[str, Condition]) -> bool:
+    """Whether compiling ``cond`` (with ``inline`` segments expanded) reads ``events`` or
+    ``orders`` rather than maintained columns."""
+    for c in walk(cond):
+        if isinstance(c, EventCondition) and fast_path(c) is None:
+            return True
+        if isinstance(c, SegmentCondition) and c.segment in inline:
+            if scans_events(inline[c.segment], inline):
+                return True
+    return False
+
+
+def inlinable(cond: Condition, inline: Mapping[str, Condition]) -> bool:
+    """Whether later segments of the same refresh pass may test ``cond`` itself instead of
+    the membership of the segment it defines (``segment: NAME`` -> NAME's condition).
+
+    This is the one place that defines the equivalence. Right after a segment is refreshed
+    at ``now`` its open stints are exactly the contacts satisfying its condition at ``now``
+    (that is what a refresh does, full or incremental), and nothing else writes membership
+    inside the refresh transaction; so for a segment refreshed later in the same pass, at the
+    same ``now``, "is a current member of NAME" and "satisfies NAME's condition at now" are
+    the same test. We substitute only conditions answered by the contact row (attributes,
+    maintained columns, consent, tags, other memberships): a test of a few columns per
+    contact instead of a lookup in ``segment_membership`` per contact. A condition that scans
+    events keeps the lookup (substituting it would repeat the scan)."""
+    return not scans_events(cond, inline)
+
+
 def refresh_one(
     conn: Connection,
     *,
@@ -238,9 +266,11 @@ def refresh_one(
     members_before: int | None,
     full: bool = False,
     shared: SharedCandidates | None = None,
+    inline: Mapping[str, Condition] | None = None,
 ) -> tuple[str, str, int, int, int]:
     """Bring one segment's membership up to ``now``; returns (mode, reason, entered, exited,
-    members)."""
+    members). ``inline``: conditions of segments already brought up to ``now`` in this pass
+    that may replace lookups of their membership (see :func:`inlinable`)."""
     p = plan(condition)
     reason = full_reason(p, since=since, members_before=members_before, now=now, full=full)
     incremental = not reason
@@ -248,7 +278,12 @@ def refresh_one(
     # Scanning contacts beats SQLite's multi-index OR for broad conditions (full mode);
     # incremental statements are driven by the candidate list instead.
     matches = compile_condition(
-        condition, now=now, contact_id=contacts.c.id, segment_ids=segment_ids, scan=True
+        condition,
+        now=now,
+        contact_id=contacts.c.id,
+        segment_ids=segment_ids,
+        scan=True,
+        inline_segments=inline,
     )
     open_stint = sm.alias("open_stint")
     already = exists(
@@ -302,6 +337,11 @@ def refresh_one(
             .select_from(k.join(contacts, contacts.c.id == k.c.id))
             .where(matches, ~already)
         )
+    elif not _any_open(conn, segment_id):
+        # No current member (first refresh): nothing can exit, every match enters.
+        exit_stmt = None
+        newcomers = select(*columns).where(matches)
+        members_before = 0
     else:
         still = exists(
             select(literal(1))
@@ -312,14 +352,16 @@ def refresh_one(
             sm.c.segment_id == segment_id, sm.c.exited_at.is_(None), ~still
         )
         newcomers = select(*columns).where(matches, ~already)
-    exited = conn.execute(
-        exit_stmt.values(exited_at=now), execution_options={"preserve_rowcount": True}
-    ).rowcount
+    exited = 0
+    if exit_stmt is not None:
+        exited = conn.execute(
+            exit_stmt.values(exited_at=now), execution_options={"preserve_rowcount": True}
+        ).rowcount
     entered = conn.execute(
         insert(sm).from_select(["segment_id", "contact_id", "entered_at"], newcomers),
         execution_options={"preserve_rowcount": True},
     ).rowcount
-    if incremental and members_before is not None:
+    if (incremental or exit_stmt is None) and members_before is not None:
         members = members_before + entered - exited
     else:
         members = int(
@@ -330,6 +372,12 @@ def refresh_one(
             ).scalar_one()
         )
     return ("incremental" if incremental else "full"), reason, entered, exited, members
+
+
+def _any_open(conn: Connection, segment_id: int) -> bool:
+    sm = segment_membership
+    query = select(sm.c.id).where(sm.c.segment_id == segment_id, sm.c.exited_at.is_(None))
+    return conn.execute(query.limit(1)).first() is not None
 
 
 def close_stints(conn: Connection, segment_ids: Sequence[int], *, now: datetime) -> int:

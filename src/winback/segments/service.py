@@ -7,16 +7,18 @@ import builtins
 import csv
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, Engine, insert, select, update
 
 from winback.clock import as_utc
 from winback.csvsafe import safe_cell
 from winback.errors import NotFound
+from winback.segments.conditions import Condition
 from winback.segments.definitions import SegmentDefinition, find, load_definitions
 from winback.segments.refresh import (
     Plan,
@@ -24,6 +26,7 @@ from winback.segments.refresh import (
     SharedCandidates,
     close_stints,
     full_reason,
+    inlinable,
     plan,
     refresh_one,
     shared_candidates,
@@ -132,7 +135,9 @@ class Segments:
         at = as_utc(now) if now is not None else self.ws.clock.now()
         defs = self.definitions()
         changes: builtins.list[SegmentChange] = []
-        with self.ws.engine.begin() as conn:
+        inline: dict[str, Condition] = {}
+        cache_mb = self.ws.settings.segments_cache_mb
+        with _refresh_transaction(self.ws.engine, cache_mb=cache_mb) as conn:
             rows = _sync(conn, defs, now=at)
             ids = {name: r["id"] for name, r in rows.items()}
             gone = [r["id"] for name, r in rows.items() if name not in defs]
@@ -153,7 +158,10 @@ class Segments:
                     members_before=row["member_count"],
                     full=full,
                     shared=shared,
+                    inline=inline,
                 )
+                if inlinable(definition.condition, inline):
+                    inline[name] = definition.condition
                 conn.execute(
                     update(segments)
                     .where(segments.c.id == row["id"])
@@ -261,6 +269,41 @@ class Segments:
             for r in rows:
                 del r["exited_at"]
         return rows
+
+
+@contextmanager
+def _refresh_transaction(engine: Engine, *, cache_mb: int) -> Iterator[Connection]:
+    """One transaction for a whole refresh pass.
+
+    On SQLite it runs with a page cache of ``cache_mb`` and with foreign key checks off (both
+    restored before the connection goes back to the pool). Every row a refresh writes is a stint whose ``contact_id`` was just read
+    from ``contacts`` and whose ``segment_id`` from ``segments``, inside this same write
+    transaction (SQLite has one writer at a time, and a WAL snapshot that another writer has
+    moved on cannot write), and a refresh deletes nothing; so the checks could never fail,
+    and skipping them halves the cost of writing a stint. PostgreSQL keeps its checks
+    (turning them off needs superuser rights)."""
+    with engine.connect() as conn:
+        sqlite = conn.dialect.name == "sqlite"
+        cache = 0
+        if sqlite:  # before BEGIN: foreign_keys is a no-op inside a transaction
+            cache = int(_pragma(conn, "PRAGMA cache_size"))
+            _pragma(conn, f"PRAGMA cache_size={-1024 * int(cache_mb)}")
+            _pragma(conn, "PRAGMA foreign_keys=OFF")
+        try:
+            with conn.begin():
+                yield conn
+        finally:
+            if sqlite:
+                _pragma(conn, "PRAGMA foreign_keys=ON")
+                _pragma(conn, f"PRAGMA cache_size={cache}")
+
+
+def _pragma(conn: Connection, sql: str) -> Any:
+    """Run a pragma on the driver connection (outside SQLAlchemy's transaction)."""
+    driver = conn.connection.driver_connection
+    assert driver is not None
+    row = driver.execute(sql).fetchone()
+    return row[0] if row else None
 
 
 def _shared_candidates(

@@ -276,7 +276,14 @@ segment_membership = Table(
     ),
     Index("ix_segment_membership_contact", "contact_id", "segment_id"),
     Index("ix_segment_membership_entered", "segment_id", "entered_at"),
-    Index("ix_segment_membership_exited", "segment_id", "exited_at"),
+    # Only closed stints: a refresh asks for ``exited_at > t0``; open stints need no entry.
+    Index(
+        "ix_segment_membership_exited",
+        "segment_id",
+        "exited_at",
+        sqlite_where=Column("exited_at").is_not(None),
+        postgresql_where=Column("exited_at").is_not(None),
+    ),
 )
 
 #: Flows loaded from ``flows/*.yaml``: the definition in force, its version, whether it runs,
