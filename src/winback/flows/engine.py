@@ -561,13 +561,15 @@ class StepRunner:
                 ).where(batch, lacking),
             )
         )
+        # ON CONFLICT rather than ``lacking`` again: an anti-join against the table being
+        # inserted into can read every row inserted so far for each row (PostgreSQL).
         conn.execute(
-            insert(contact_tags).from_select(
+            upsert_insert(conn, contact_tags)
+            .from_select(
                 ["contact_id", "tag", "added_at", "added_by"],
-                select(fe.c.contact_id, literal(tag), at(now), literal(source)).where(
-                    batch, lacking
-                ),
+                select(fe.c.contact_id, literal(tag), at(now), literal(source)).where(batch),
             )
+            .on_conflict_do_nothing(index_elements=["contact_id", "tag"])
         )
 
     def _remove_tag(

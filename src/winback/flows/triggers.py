@@ -197,32 +197,23 @@ def _insert_entries(conn: Connection, flow: RunningFlow, candidates: Any, now: d
     if entry.consent:
         conds.append(contacts.c[f"{entry.consent}_consent"].is_(True))
     prior = fe.alias("prior")
-    active = exists(
-        select(literal(1)).where(
-            prior.c.flow_id == flow.id,
-            prior.c.contact_id == contacts.c.id,
-            prior.c.status == "active",
+    # One probe of the contact's earlier entries: an active one blocks, and so does any
+    # (``never``) or one entered within the re-entry period.
+    if entry.reentry == "never":
+        blocking: ColumnElement[bool] | None = None
+    elif (after := entry.reentry_after) is not None:
+        blocking = or_(prior.c.status == "active", prior.c.entered_at > at(now - after))
+    else:
+        blocking = prior.c.status == "active"
+    conds.append(
+        ~exists(
+            select(literal(1)).where(
+                prior.c.flow_id == flow.id,
+                prior.c.contact_id == contacts.c.id,
+                *([blocking] if blocking is not None else []),
+            )
         )
     )
-    conds.append(~active)
-    if entry.reentry == "never":
-        conds.append(
-            ~exists(
-                select(literal(1)).where(
-                    prior.c.flow_id == flow.id, prior.c.contact_id == contacts.c.id
-                )
-            )
-        )
-    elif (after := entry.reentry_after) is not None:
-        conds.append(
-            ~exists(
-                select(literal(1)).where(
-                    prior.c.flow_id == flow.id,
-                    prior.c.contact_id == contacts.c.id,
-                    prior.c.entered_at > at(now - after),
-                )
-            )
-        )
     rows = select(
         literal(flow.id),
         contacts.c.id,
