@@ -1,16 +1,30 @@
-"""Render and deliver personalised emails from the outbox to a local SMTP sink (aiosmtpd in
-its own process, counting only), against the raw limit: the same number of pre-rendered
-messages sent by smtplib over the same number of connections.
+"""Render and deliver personalised emails from the outbox to a local SMTP sink (aiosmtpd),
+against the raw limit: the same number of pre-rendered messages sent by smtplib over the same
+number of connections, to the same sink, in the same run.
 
-Each side runs in a fresh child process so that its peak memory (max RSS) is its own.
+The sink is real aiosmtpd (each connection is an ``aiosmtpd.smtp.SMTP`` protocol parsing the
+whole SMTP dialogue and the DATA lines) that only counts messages. It costs about 1 ms of CPU
+per message, as much as everything winback does, so one sink process caps both sides near
+1,000 msg/s. It can run as ``SINK_PROCESSES`` processes (default 2) accepting on one shared
+listening socket, each taking at most its share of the connections, so that the two cores
+serve it; the raw limit is measured against both the 1-process and the N-process sink, and
+winback against the N-process one. Each sender side runs in a fresh child process so that
+its peak memory (max RSS) is its own.
+
+Env overrides: ``BENCH_DELIVERY_MESSAGES``, ``BENCH_DELIVERY_PROCESSES`` (winback's
+``delivery_processes``, default 2; the 4 connections are split between them),
+``BENCH_DELIVERY_SINK_PROCESSES``.
 """
 
 from __future__ import annotations
 
+import math
 import multiprocessing as mp
+import os
 import resource
 import shutil
 import smtplib
+import socket
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -19,31 +33,105 @@ from pathlib import Path
 from typing import Any
 
 CONNECTIONS = 4
+PROCESSES = int(os.environ.get("BENCH_DELIVERY_PROCESSES", "2"))
+SINK_PROCESSES = int(os.environ.get("BENCH_DELIVERY_SINK_PROCESSES", "2"))
 T0 = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 
 
-def _sink(port: int, ready: Any, counter: Any) -> None:
+def _sink(sock: socket.socket, slot: int, counts: Any, ready: Any, cap: int) -> None:
+    """One sink process: accepts on the shared socket while it serves fewer than ``cap``
+    connections, and counts the messages it receives in ``counts[slot]`` (its own slot, so
+    no lock is shared between processes)."""
     import asyncio
 
-    from aiosmtpd.controller import Controller
+    from aiosmtpd.smtp import SMTP
 
     class Count:
         async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-            with counter.get_lock():
-                counter.value += 1
+            counts[slot] += 1
             return "250 OK"
 
-    controller = Controller(Count(), hostname="127.0.0.1", port=port)
-    controller.start()
-    ready.set()
-    try:
-        asyncio.run(asyncio.sleep(10**6))
-    finally:
-        controller.stop()
+    async def serve() -> None:
+        loop = asyncio.get_running_loop()
+        handler = Count()
+        active = 0
+        free = asyncio.Event()
+
+        class Counted(SMTP):
+            def connection_lost(self, error: Exception | None) -> None:
+                nonlocal active
+                super().connection_lost(error)
+                active -= 1
+                free.set()
+
+        sock.setblocking(False)
+        ready.set()
+        while True:
+            while cap and active >= cap:
+                free.clear()
+                await free.wait()
+            conn, _ = await loop.sock_accept(sock)
+            active += 1
+            await loop.connect_accepted_socket(
+                lambda: Counted(handler, hostname="sink.localhost"), conn
+            )
+
+    asyncio.run(serve())
 
 
-def _maxrss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+class Sink:
+    """``processes`` aiosmtpd processes sharing one listening socket on 127.0.0.1."""
+
+    def __init__(self, processes: int) -> None:
+        ctx = mp.get_context("fork")  # the listening socket is inherited
+        self.processes = processes
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = int(self.sock.getsockname()[1])
+        self.counts = ctx.Array("q", processes, lock=False)
+        cap = math.ceil(CONNECTIONS / processes) if processes > 1 else 0
+        readies = [ctx.Event() for _ in range(processes)]
+        self.procs = [
+            ctx.Process(target=_sink, args=(self.sock, i, self.counts, readies[i], cap))
+            for i in range(processes)
+        ]
+        for proc in self.procs:
+            proc.daemon = True
+            proc.start()
+        for ready in readies:
+            ready.wait(30)
+
+    def cpu_seconds(self) -> float:
+        return sum(_proc_cpu_seconds(p.pid) for p in self.procs if p.pid is not None)
+
+    def received(self) -> list[int]:
+        return list(self.counts)
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            proc.terminate()
+            proc.join(10)
+        self.sock.close()
+
+
+def _cpu_seconds() -> float:
+    """CPU time of this process and of its waited-for children (worker processes)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def _proc_cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _maxrss_mb(children: bool = False) -> float:
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if not children:
+        return own
+    return max(own, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)
 
 
 def _raw(port: int, n: int, out: Any) -> None:
@@ -76,12 +164,13 @@ def _raw(port: int, n: int, out: Any) -> None:
             conn.sendmail("bench@example.com", ["c0@example.com"], data)
         conn.quit()
 
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), _cpu_seconds()
     with ThreadPoolExecutor(CONNECTIONS) as pool:
         list(pool.map(send, range(CONNECTIONS)))
     out.put(
         {
             "seconds": time.perf_counter() - started,
+            "cpu_seconds": _cpu_seconds() - cpu,
             "sent": per * CONNECTIONS,
             "bytes_per_message": len(data),
             "peak_rss_mb": _maxrss_mb(),
@@ -101,7 +190,8 @@ def _ours(port: int, n: int, out: Any) -> None:
     ws.settings = ws.settings.model_copy(
         update={
             "smtp_url": f"smtp://127.0.0.1:{port}",
-            "smtp_connections": CONNECTIONS,
+            "smtp_connections": CONNECTIONS // PROCESSES,
+            "delivery_processes": PROCESSES,
             "quiet_hours": "",
             "frequency_caps": {},
             "delivery_batch_size": 1000,
@@ -168,19 +258,19 @@ def _ours(port: int, n: int, out: Any) -> None:
             ],
         )
     base_rss = _maxrss_mb()
-    worker = ws.delivery.worker()
-    started = time.perf_counter()
-    report = worker.drain()
+    started, cpu = time.perf_counter(), _cpu_seconds()
+    report = ws.delivery.deliver_due()  # the product path: `winback run` calls this
     seconds = time.perf_counter() - started
-    worker.close()
+    cpu = _cpu_seconds() - cpu
     ws.close()
     shutil.rmtree(folder.parent)
     out.put(
         {
             "seconds": seconds,
+            "cpu_seconds": cpu,
             "sent": report.counts["sent"],
             "claimed": report.claimed,
-            "peak_rss_mb": _maxrss_mb(),
+            "peak_rss_mb": _maxrss_mb(children=True),
             "rss_before_delivery_mb": base_rss,
         }
     )
@@ -197,44 +287,74 @@ def _child(target: Any, *args: Any) -> dict[str, Any]:
 
 
 def run(quick: bool) -> dict[str, Any]:
-    from tests.delivery_support import free_port  # type: ignore[import-not-found]
-
-    n = 5_000 if quick else 100_000
-    ctx = mp.get_context("spawn")
-    port = free_port()
-    ready, counter = ctx.Event(), ctx.Value("l", 0)
-    sink = ctx.Process(target=_sink, args=(port, ready, counter), daemon=True)
-    sink.start()
-    ready.wait(30)
-    try:
-        raw = _child(_raw, port, n)
-        received_raw = counter.value
-        ours = _child(_ours, port, n)
-        received_ours = counter.value - received_raw
-    finally:
-        sink.terminate()
-        sink.join(10)
+    n = int(os.environ.get("BENCH_DELIVERY_MESSAGES", 5_000 if quick else 100_000))
+    n -= n % CONNECTIONS
+    raw_by_sink: dict[int, dict[str, Any]] = {}
+    for processes in sorted({1, SINK_PROCESSES}):
+        sink = Sink(processes)
+        try:
+            sink_cpu = sink.cpu_seconds()
+            raw_by_sink[processes] = _child(_raw, sink.port, n)
+            raw_by_sink[processes]["sink_cpu_seconds"] = sink.cpu_seconds() - sink_cpu
+            raw_by_sink[processes]["received"] = sink.received()
+            if processes == SINK_PROCESSES:
+                before, sink_cpu = sum(sink.received()), sink.cpu_seconds()
+                ours = _child(_ours, sink.port, n)
+                ours["sink_cpu_seconds"] = sink.cpu_seconds() - sink_cpu
+                ours["received"] = [
+                    a - b
+                    for a, b in zip(
+                        sink.received(), raw_by_sink[processes]["received"], strict=True
+                    )
+                ]
+                received_ours = sum(sink.received()) - before
+        finally:
+            sink.stop()
+    raw = raw_by_sink[SINK_PROCESSES]
     raw_rate = raw["sent"] / raw["seconds"]
     our_rate = ours["sent"] / ours["seconds"]
+    load = os.getloadavg()
     figures = {
         "messages": n,
         "connections": CONNECTIONS,
+        "delivery_processes": PROCESSES,
+        "sink_processes": SINK_PROCESSES,
         "ours_msgs_per_s": round(our_rate, 1),
         "raw_msgs_per_s": round(raw_rate, 1),
         "ratio_to_raw": round(our_rate / raw_rate, 3),
+        "raw_msgs_per_s_by_sink_processes": {
+            str(k): round(v["sent"] / v["seconds"], 1) for k, v in raw_by_sink.items()
+        },
         "ours_seconds": round(ours["seconds"], 2),
         "raw_seconds": round(raw["seconds"], 2),
         "ours_peak_rss_mb": round(ours["peak_rss_mb"], 1),
         "ours_rss_before_delivery_mb": round(ours["rss_before_delivery_mb"], 1),
         "raw_peak_rss_mb": round(raw["peak_rss_mb"], 1),
         "bytes_per_message": raw["bytes_per_message"],
-        "received_by_sink": {"raw": received_raw, "ours": received_ours},
+        # CPU per message (independent of other load on the machine): sender and sink
+        "cpu_ms_per_message": {
+            "ours_sender": round(ours["cpu_seconds"] / n * 1e3, 3),
+            "ours_sink": round(ours["sink_cpu_seconds"] / n * 1e3, 3),
+            "raw_sender": round(raw["cpu_seconds"] / n * 1e3, 3),
+            "raw_sink": round(raw["sink_cpu_seconds"] / n * 1e3, 3),
+        },
+        "received_by_sink_process": {"raw": raw["received"], "ours": ours["received"]},
+        "load_average_after": [round(x, 2) for x in load],
         "targets": {"msgs_per_s": 1000, "ratio_to_raw": 0.6},
     }
+    others = ", ".join(
+        f"{k}-process sink {v['sent'] / v['seconds']:,.0f}"
+        for k, v in raw_by_sink.items()
+        if k != SINK_PROCESSES
+    )
     print(
         f"ours {our_rate:,.0f} msg/s ({ours['sent']:,} rendered + delivered in "
-        f"{ours['seconds']:.1f} s, peak RSS {ours['peak_rss_mb']:.0f} MB) vs raw smtplib "
-        f"{raw_rate:,.0f} msg/s -> {our_rate / raw_rate:.0%} of raw "
+        f"{ours['seconds']:.1f} s by {PROCESSES} process(es), peak RSS "
+        f"{ours['peak_rss_mb']:.0f} MB) vs raw smtplib {raw_rate:,.0f} msg/s -> "
+        f"{our_rate / raw_rate:.0%} of raw, {SINK_PROCESSES}-process sink "
+        f"(raw with {others}); load {load[0]:.1f}; CPU ms/msg sender+sink: ours "
+        f"{ours['cpu_seconds'] / n * 1e3:.2f}+{ours['sink_cpu_seconds'] / n * 1e3:.2f}, raw "
+        f"{raw['cpu_seconds'] / n * 1e3:.2f}+{raw['sink_cpu_seconds'] / n * 1e3:.2f} "
         f"(targets: >= 1,000 msg/s and >= 60%)"
     )
     assert received_ours == ours["sent"] == n, figures

@@ -158,8 +158,8 @@ def test_dropped_connection_is_retried(sqlite_workspace: Workspace) -> None:
         add_message(ws, cid, key="a")
         worker.drain()
         smtp = worker.channels["email"]
-        for conn in smtp._opened:  # type: ignore[attr-defined]
-            conn.sock.close()  # the server side now sees a dead connection
+        for pooled in smtp._idle:  # type: ignore[attr-defined]
+            pooled.smtp.sock.close()  # the server side now sees a dead connection
         configure(ws, frequency_caps={})
         worker.caps = {}
         add_message(ws, cid, key="b")

@@ -157,6 +157,21 @@ class Settings(BaseModel):
     delivery_batch_size: int = Field(
         500, ge=1, description="Messages claimed from the outbox per transaction."
     )
+    delivery_processes: int = Field(
+        1,
+        ge=1,
+        le=32,
+        description="Worker processes that deliver a backlog in parallel (each claims its own "
+        "batches; claims stay exclusive). Extra processes are started only when more than one "
+        "batch is due.",
+    )
+    smtp_idle_seconds: float = Field(
+        60.0,
+        ge=0,
+        description="An SMTP connection kept open between passes (`winback run`, `winback "
+        "serve`) is checked with NOOP before reuse when idle this long, and closed when idle "
+        "four times as long.",
+    )
     frequency_caps: dict[str, str] = Field(
         default_factory=lambda: {"email": "2/7d", "sms": "1/7d", "push": "3/7d"},
         description="Most marketing messages per contact and channel across all flows, as "
@@ -195,6 +210,15 @@ class Settings(BaseModel):
     push_provider: str | None = Field(None, description="Provider (name) that sends push.")
     webhook_provider: str | None = Field(
         None, description="Default provider (name) of webhook messages."
+    )
+    soft_bounce_limit: int = Field(
+        3,
+        ge=1,
+        description="Soft bounces (DSN status 4.x.x on a failed delivery) of one contact within "
+        "`soft_bounce_window_days` after which the address is suppressed like a hard bounce.",
+    )
+    soft_bounce_window_days: int = Field(
+        30, ge=1, description="Window, in days, in which soft bounces are counted."
     )
 
     @field_validator("timezone")

@@ -6,7 +6,8 @@ send-time policies, tracking, unsubscribe, feedback, coupons and the outbox work
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +23,10 @@ from winback.delivery.templates import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
     from winback.delivery.inbound import EventIn, IngestResult
+    from winback.delivery.reports import FeedbackIn, Policy, ReportResult
     from winback.delivery.tracking import Tracker
     from winback.delivery.worker import BatchReport, DeliveryWorker
     from winback.workspace import Workspace
@@ -46,6 +50,8 @@ class Delivery:
     def __init__(self, workspace: Workspace) -> None:
         self.ws = workspace
         self.templates = TemplateRepository(workspace.path / "templates")
+        self._kept: DeliveryWorker | None = None
+        self._keeping = False
 
     # -- templates ---------------------------------------------------------------------------
     def validate(self, names: list[str] | None = None) -> list[Problem]:
@@ -83,14 +89,41 @@ class Delivery:
 
         return DeliveryWorker(self.ws, channels=channels, fault=fault)
 
-    def deliver_due(self, *, channels: Mapping[str, Channel] | None = None) -> BatchReport:
-        """Deliver every message due now, then close the channels; also marks coupons
-        redeemed by orders that arrived since (imports included)."""
-        worker = self.worker(channels=channels)
+    @contextmanager
+    def keep_connections(self) -> Iterator[None]:
+        """Within the block, :meth:`deliver_due` reuses one worker, so its SMTP connections
+        stay open across passes (idle ones are NOOP-checked and reopened when dropped, see
+        ``smtp_idle_seconds``); they are closed when the block ends. Used by the long-running
+        loops of ``winback run`` and ``winback serve``."""
+        if self._keeping:  # nested: the outer block owns the worker
+            yield
+            return
+        self._keeping = True  # the worker is made by the first deliver_due
         try:
+            yield
+        finally:
+            kept, self._kept, self._keeping = self._kept, None, False
+            if kept is not None:
+                kept.close()
+
+    def deliver_due(self, *, channels: Mapping[str, Channel] | None = None) -> BatchReport:
+        """Deliver every message due now (with ``delivery_processes`` worker processes when
+        a backlog is due), then close the channels unless inside :meth:`keep_connections`;
+        also marks coupons redeemed by orders that arrived since (imports included)."""
+        from winback.delivery.parallel import drain_parallel
+
+        kept: DeliveryWorker | None = None
+        if channels is None and self._keeping:
+            if self._kept is None:
+                self._kept = self.worker()
+            kept = self._kept
+        worker = kept if kept is not None else self.worker(channels=channels)
+        try:
+            if channels is None and self.ws.settings.delivery_processes > 1:
+                return drain_parallel(worker, self.ws.settings.delivery_processes)
             return worker.drain()
         finally:
-            if channels is None:
+            if channels is None and kept is None:
                 worker.close()
             self.redeem_coupons()
 
@@ -115,6 +148,81 @@ class Delivery:
 
         with self.ws.engine.begin() as conn:
             return ingest(conn, items, now=self.ws.clock.now(), currency=self.ws.settings.currency)
+
+    # -- provider reports (feedback loops, DSNs) --------------------------------------------
+    def _report_policy(self) -> Policy:
+        from datetime import timedelta
+
+        from winback.delivery.reports import Policy
+        from winback.delivery.tokens import TokenSigner
+
+        signer = TokenSigner(self.ws.settings.secret_key) if self.ws.settings.secret_key else None
+
+        def verify(token: str) -> tuple[int, int] | None:
+            found = signer.verify("u", token) if signer is not None else None
+            return (found.message, found.contact) if found is not None else None
+
+        return Policy(
+            soft_limit=self.ws.settings.soft_bounce_limit,
+            soft_window=timedelta(days=self.ws.settings.soft_bounce_window_days),
+            verify_token=verify,
+        )
+
+    def import_reports(
+        self, paths: Sequence[Path], *, progress: Callable[[int, int], None] | None = None
+    ) -> ReportResult:
+        """Read ARF complaint and DSN bounce reports from .eml files, mbox files and folders
+        (streamed), and apply them (see :mod:`winback.delivery.reports`). Every file is
+        checked before anything is written."""
+        from winback.delivery import reports as r
+
+        files = r.report_files(list(paths))
+        policy = self._report_policy()
+        total = r.ReportResult()
+        for n, (path, kind) in enumerate(files, 1):
+            batch: list[tuple[str, bytes]] = []
+            for item in r.read_messages(path, kind):
+                batch.append(item)
+                if len(batch) >= r.BATCH:
+                    total.add(self._apply_raw(batch, policy))
+                    batch = []
+            if batch:
+                total.add(self._apply_raw(batch, policy))
+            if progress is not None:
+                progress(n, len(files))
+        return total
+
+    def _apply_raw(self, batch: list[tuple[str, bytes]], policy: Policy) -> ReportResult:
+        from winback.delivery.reports import ReportResult, process_raw
+
+        out = ReportResult()
+        with self.ws.engine.begin() as conn:
+            now = self.ws.clock.now()
+            for source, raw in batch:
+                out.add(process_raw(conn, raw, source=source, now=now, policy=policy))
+        return out
+
+    def record_report(self, raw: bytes, *, source: str = "http") -> ReportResult:
+        """Apply one raw report email (ARF or DSN); unparseable ones go to the reject list."""
+        return self._apply_raw([(source, raw)], self._report_policy())
+
+    def record_feedback(self, items: Sequence[FeedbackIn]) -> ReportResult:
+        """Apply reports in the JSON form."""
+        from winback.delivery.reports import from_json, record
+
+        with self.ws.engine.begin() as conn:
+            return record(
+                conn,
+                [from_json(i) for i in items],
+                now=self.ws.clock.now(),
+                policy=self._report_policy(),
+            )
+
+    def report_rejects(self) -> list[dict[str, Any]]:
+        from winback.delivery.reports import rejects
+
+        with self.ws.engine.connect() as conn:
+            return rejects(conn)
 
     # -- api keys ----------------------------------------------------------------------------
     def create_api_key(self, name: str) -> str:

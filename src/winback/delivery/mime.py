@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from email.header import Header
 from email.utils import format_datetime, formataddr
+from functools import lru_cache
 
 _HREF = re.compile(r"""(<a\b[^>]*?\bhref\s*=\s*)(["'])(https?://[^"'\s>]+)\2""", re.I)
 
@@ -68,6 +69,16 @@ def _body(text: str, *, html: bool) -> tuple[str, bytes]:
     return "quoted-printable", binascii.b2a_qp(data, istext=True).replace(b"\n", b"\r\n")
 
 
+@lru_cache(maxsize=64)
+def _date_header(date: datetime) -> str:
+    return format_datetime(date)  # a batch shares one send time
+
+
+@lru_cache(maxsize=64)
+def _from_header(name: str, address: str) -> str:
+    return formataddr((name, address)) if name else address
+
+
 def build_email(
     *,
     from_addr: str,
@@ -88,10 +99,10 @@ def build_email(
             raise ValueError(f"line break in an address header: {value!r}")
     boundary = "=_wb_" + hashlib.sha1(message_id.encode()).hexdigest()[:24]
     lines = [
-        f"From: {formataddr((from_name, from_addr)) if from_name else from_addr}",
+        f"From: {_from_header(from_name, from_addr)}",
         f"To: {to}",
         f"Subject: {_header(subject)}",
-        f"Date: {format_datetime(date)}",
+        f"Date: {_date_header(date)}",
         f"Message-ID: {message_id}",
         "MIME-Version: 1.0",
     ]

@@ -24,6 +24,7 @@ def build_channels(
             parse_smtp_url(settings.smtp_url),
             connections=settings.smtp_connections,
             rate_per_second=settings.smtp_rate_per_second,
+            idle_seconds=settings.smtp_idle_seconds,
         )
     providers = load_providers(settings.providers, environ)
     for setting, channel in (("sms_provider", "sms"), ("push_provider", "push")):

@@ -89,6 +89,7 @@ class Decision:
 class BatchReport:
     claimed: int = 0
     counts: Counter[str] = field(default_factory=Counter)
+    processes: int = 1  # worker processes that delivered (see delivery_processes)
 
     def __iadd__(self, other: BatchReport) -> BatchReport:
         self.claimed += other.claimed
@@ -618,6 +619,10 @@ class DeliveryWorker:
             at=now,
             detail=result.detail,
         )
+        if d.row["channel"] == "push":  # dead device token: forget it (delivery-gaps, #5)
+            from winback.delivery.records import forget_push_token
+
+            forget_push_token(conn, cid, d.outgoing.to or "", at=now)
         if d.row["channel"] == "email":
             record_events(
                 conn,

@@ -374,6 +374,18 @@ class StepRunner:
                 .on_conflict_do_nothing(index_elements=["channel", "address"])
             )
             return self._t(flow, conn, batch=batch, **kw, rules=[Rule("suppressed", go)])
+        if isinstance(step, m.DeleteContactStep):  # GDPR-style erasure (winback.erasure)
+            from winback.erasure import erase_contacts
+
+            erase_contacts(
+                conn,
+                select(fe.c.contact_id).where(batch),
+                at=now,
+                source=f"flow:{flow.program.key}",
+                reason=step.delete_contact.reason,
+                keep_flow_id=flow.id,
+            )
+            return self._t(flow, conn, batch=batch, **kw, rules=[Rule("deleted", go)])
         if isinstance(step, m.GoalStep):
             return self._t(
                 flow,

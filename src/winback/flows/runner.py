@@ -76,10 +76,13 @@ def run_forever(
     """Loop in real time (the workspace clock) until ``stop`` is set; returns the passes run.
     A pass in progress always finishes its transaction; the loop stops between passes."""
     passes = 0
-    while not stop.is_set():
-        report = run_once(ws, ws.clock.now(), channel if sink != "channels" else None, sink=sink)
-        passes += 1
-        if on_pass is not None:
-            on_pass(report)
-        stop.wait(interval)
+    with ws.delivery.keep_connections():  # SMTP connections survive between passes
+        while not stop.is_set():
+            report = run_once(
+                ws, ws.clock.now(), channel if sink != "channels" else None, sink=sink
+            )
+            passes += 1
+            if on_pass is not None:
+                on_pass(report)
+            stop.wait(interval)
     return passes

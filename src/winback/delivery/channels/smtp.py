@@ -79,8 +79,19 @@ def parse_smtp_url(url: str) -> SmtpTarget:
     )
 
 
+@dataclass(slots=True)
+class _Pooled:
+    smtp: smtplib.SMTP
+    last_used: float
+
+
 class SmtpChannel:
-    """Sends emails over ``connections`` parallel, reused SMTP connections."""
+    """Sends emails over ``connections`` parallel, reused SMTP connections.
+
+    Connections live in a pool and survive between batches, so a long-running loop (``winback
+    run``, ``winback serve``) keeps them open across passes: one idle longer than
+    ``idle_seconds`` is checked with NOOP before reuse (and replaced when the server dropped
+    it), one idle longer than ``4 * idle_seconds`` is closed and reopened."""
 
     def __init__(
         self,
@@ -91,6 +102,7 @@ class SmtpChannel:
         inline_attempts: int = 3,
         retry_base: float = 0.2,
         ssl_context: ssl.SSLContext | None = None,
+        idle_seconds: float = 60.0,
     ) -> None:
         self.target = target
         self.connections = connections
@@ -98,8 +110,9 @@ class SmtpChannel:
         self.inline_attempts = inline_attempts
         self.retry_base = retry_base
         self.ssl_context = ssl_context or ssl.create_default_context()
-        self._local = threading.local()
-        self._opened: list[smtplib.SMTP] = []
+        self.idle_seconds = idle_seconds
+        self.opened = 0  # connections opened so far (a reconnect counts)
+        self._idle: list[_Pooled] = []
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(connections, thread_name_prefix="winback-smtp")
 
@@ -117,31 +130,72 @@ class SmtpChannel:
             )
         else:
             conn = smtplib.SMTP(t.host, t.port, local_hostname=t.helo, timeout=t.timeout)
-        conn.ehlo_or_helo_if_needed()
-        if t.starttls and not t.implicit_tls:
-            conn.starttls(context=self.ssl_context)
-            conn.ehlo()
-        if t.user:
-            conn.login(t.user, t.password or "")
+        try:
+            conn.ehlo_or_helo_if_needed()
+            if t.starttls and not t.implicit_tls:
+                conn.starttls(context=self.ssl_context)
+                conn.ehlo()
+            if t.user:
+                conn.login(t.user, t.password or "")
+        except BaseException:
+            conn.close()
+            raise
         with self._lock:
-            self._opened.append(conn)
+            self.opened += 1
         return conn
 
-    def _connection(self) -> smtplib.SMTP:
-        conn: smtplib.SMTP | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = self._connect()
-            self._local.conn = conn
-        return conn
+    def _checkout(self) -> _Pooled:
+        """The most recently used idle connection (NOOP-checked when idle a while), or a new
+        one."""
+        while True:
+            with self._lock:
+                pooled = self._idle.pop() if self._idle else None
+            if pooled is None:
+                return _Pooled(self._connect(), time.monotonic())
+            idle = time.monotonic() - pooled.last_used
+            if self.idle_seconds and idle > 4 * self.idle_seconds:
+                self._discard(pooled, quit=True)
+                continue
+            if self.idle_seconds and idle > self.idle_seconds:
+                try:
+                    alive = pooled.smtp.noop()[0] == 250
+                except (smtplib.SMTPException, OSError):
+                    alive = False
+                if not alive:
+                    self._discard(pooled)
+                    continue
+            return pooled
 
-    def _drop(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        self._local.conn = None
-        if conn is not None:
+    def _checkin(self, pooled: _Pooled) -> None:
+        pooled.last_used = time.monotonic()
+        with self._lock:
+            self._idle.append(pooled)
+
+    @staticmethod
+    def _discard(pooled: _Pooled, *, quit: bool = False) -> None:
+        try:
+            if quit:
+                pooled.smtp.quit()
+            else:
+                pooled.smtp.close()
+        except (smtplib.SMTPException, OSError):
             try:
-                conn.close()
+                pooled.smtp.close()
             except OSError:
                 pass
+
+    @staticmethod
+    def _rset(pooled: _Pooled) -> bool:
+        """Reset the transaction after a refusal; False when the connection is unusable."""
+        try:
+            pooled.smtp.rset()
+            return True
+        except (smtplib.SMTPException, OSError):
+            return False
+
+    def idle_connections(self) -> int:
+        with self._lock:
+            return len(self._idle)
 
     # -- sending -------------------------------------------------------------------------------
     def send(self, message: OutboundMessage) -> str | None:
@@ -150,12 +204,16 @@ class SmtpChannel:
 
     def send_one(self, msg: OutboundMessage) -> SendResult:
         last = SendResult("retry", "not tried")
+        data = msg.content.encode("utf-8")
         for attempt in range(1, self.inline_attempts + 1):
             if attempt > 1:
                 time.sleep(backoff(attempt - 1, self.retry_base, cap=5.0))
             self.bucket.acquire()
+            pooled: _Pooled | None = None
+            keep = True
             try:
-                conn = self._connection()
+                pooled = self._checkout()
+                conn = pooled.smtp
                 options: list[str] = []
                 if not (msg.sender or "").isascii() or not (msg.to or "").isascii():
                     # An internationalised address (RFC 6531) needs the server's SMTPUTF8.
@@ -166,55 +224,46 @@ class SmtpChannel:
                             "does not offer SMTPUTF8",
                         )
                     options = ["SMTPUTF8"]
-                conn.sendmail(
-                    msg.sender or "", [msg.to or ""], msg.content.encode("utf-8"), options
-                )
+                conn.sendmail(msg.sender or "", [msg.to or ""], data, options)
                 return SendResult("sent", "250 accepted")
             except smtplib.SMTPRecipientsRefused as exc:
                 code, text = next(iter(exc.recipients.values()))
                 last = _classify(code, text, recipient=True)
-                if code >= 500:
-                    self._reset()
+                if code >= 500 and pooled is not None:
+                    keep = self._rset(pooled)
             except smtplib.SMTPResponseException as exc:
                 last = _classify(exc.smtp_code, exc.smtp_error, recipient=False)
-                if exc.smtp_code >= 500:
-                    self._reset()
-                if exc.smtp_code in (421,):
-                    self._drop()
+                if exc.smtp_code == 421:
+                    keep = False
+                elif exc.smtp_code >= 500 and pooled is not None:
+                    keep = self._rset(pooled)
             except (TimeoutError, smtplib.SMTPServerDisconnected, OSError) as exc:
-                self._drop()
+                keep = False
                 last = SendResult("retry", f"connection: {exc}")
             except smtplib.SMTPException as exc:
-                self._drop()
+                keep = False
                 last = SendResult("retry", f"smtp: {exc}")
+            finally:
+                if pooled is not None:
+                    if keep:
+                        self._checkin(pooled)
+                    else:
+                        self._discard(pooled)
             if last.outcome != "retry":
                 return last
         return last
-
-    def _reset(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            try:
-                conn.rset()
-            except (smtplib.SMTPException, OSError):
-                self._drop()
 
     def submit(self, msg: OutboundMessage) -> Future[SendResult]:
         """Send on one of the pooled connections, in the background."""
         return self._pool.submit(self.send_one, msg)
 
     def close(self) -> None:
+        """Wait for the sends in flight, then QUIT every connection."""
         self._pool.shutdown(wait=True)
         with self._lock:
-            opened, self._opened = self._opened, []
-        for conn in opened:
-            try:
-                conn.quit()
-            except (smtplib.SMTPException, OSError):
-                try:
-                    conn.close()
-                except OSError:
-                    pass
+            idle, self._idle = self._idle, []
+        for pooled in idle:
+            self._discard(pooled, quit=True)
 
 
 def _classify(code: int, text: bytes | str, *, recipient: bool) -> SendResult:

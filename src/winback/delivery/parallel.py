@@ -1,0 +1,110 @@
+"""Delivering a backlog with several worker processes (``delivery_processes``).
+
+Each extra process opens the same store and runs its own :class:`DeliveryWorker`: the claim
+protocol (an ``UPDATE ... RETURNING`` of due ``pending`` rows to ``sending``, with ``FOR
+UPDATE SKIP LOCKED`` on PostgreSQL; SQLite serialises writers) is what keeps every row with
+exactly one worker, so nothing is shared between processes but the database. A process that
+dies leaves its claimed rows in ``sending``, reconciled after ``delivery_lease_seconds``
+like any crashed worker's (docs/delivery.md). Processes are spawned, not forked: the parent
+may hold threads, sockets and database connections.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+from collections import Counter
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import and_, func, select
+
+from winback.errors import WinbackError
+from winback.store.schema import outbox
+
+if TYPE_CHECKING:
+    from winback.clock import Clock
+    from winback.config import Settings
+    from winback.delivery.worker import BatchReport, DeliveryWorker
+
+
+class DeliveryProcessFailed(WinbackError):
+    """A delivery worker process exited abnormally (its claims are reconciled later)."""
+
+
+def due_count(worker: DeliveryWorker, limit: int) -> int:
+    """How many rows the worker could claim now, counting at most ``limit``."""
+    channels = worker._claimable()
+    if not channels:
+        return 0
+    due = (
+        select(outbox.c.id)
+        .where(
+            and_(
+                outbox.c.status == "pending",
+                outbox.c.not_before <= worker.ws.clock.now(),
+                outbox.c.channel.in_(channels),
+            )
+        )
+        .limit(limit)
+        .subquery()
+    )
+    with worker.ws.engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(due)).scalar_one())
+
+
+def _drain_child(path: str, settings: Settings, clock: Clock, out: Any) -> None:
+    from winback.delivery.worker import DeliveryWorker
+    from winback.workspace import Workspace
+
+    ws = Workspace(Path(path), settings, clock=clock)
+    worker = DeliveryWorker(ws)
+    try:
+        report = worker.drain()
+    finally:
+        worker.close()
+        ws.close()
+    out.put((report.claimed, dict(report.counts)))
+
+
+def drain_parallel(worker: DeliveryWorker, processes: int) -> BatchReport:
+    """Drain the outbox with ``worker`` in this process and ``processes - 1`` spawned ones
+    (only when more than one batch is due: a process costs about half a second to start)."""
+    from winback.delivery.worker import BatchReport
+
+    ws = worker.ws
+    extra = processes - 1
+    if extra > 0:
+        batch = ws.settings.delivery_batch_size
+        extra = min(extra, due_count(worker, batch * processes) // batch - 1)
+    if extra <= 0:
+        return worker.drain()
+    ctx = mp.get_context("spawn")
+    out = ctx.SimpleQueue()
+    children = [
+        ctx.Process(
+            target=_drain_child,
+            args=(str(ws.path), ws.settings, ws.clock, out),
+            name=f"winback-delivery-{i + 1}",
+        )
+        for i in range(extra)
+    ]
+    for child in children:
+        child.start()
+    try:
+        total = worker.drain()
+    finally:
+        for child in children:
+            child.join()
+    total.processes = 1 + len(children)
+    failed = [c for c in children if c.exitcode != 0]
+    while not out.empty():
+        claimed, counts = out.get()
+        total += BatchReport(claimed, Counter(counts))
+    if failed:
+        codes = ", ".join(f"{c.name}: exit code {c.exitcode}" for c in failed)
+        raise DeliveryProcessFailed(
+            f"delivery worker process failed ({codes}); the messages it had claimed stay "
+            f"'sending' and are reconciled after delivery_lease_seconds "
+            f"({ws.settings.delivery_lease_seconds} s)"
+        )
+    return total
