@@ -119,7 +119,7 @@ def sent_to(ws: Workspace, flow: str) -> dict[int, list[str]]:
 
 
 def entries(ws: Workspace, flow: str) -> dict[int, dict[str, Any]]:
-    """contact_id -> latest entry (status, step, exit_reason, holdout, branch)."""
+    """contact_id -> latest entry (status, step, exit_reason, holdout, branch, path)."""
     fe = flow_entries
     with ws.engine.connect() as conn:
         rows = conn.execute(
@@ -130,6 +130,7 @@ def entries(ws: Workspace, flow: str) -> dict[int, dict[str, Any]]:
                 fe.c.exit_reason,
                 fe.c.holdout,
                 fe.c.branch,
+                fe.c.path,
             )
             .join(flows, flows.c.id == fe.c.flow_id)
             .where(flows.c.key == flow)

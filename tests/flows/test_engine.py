@@ -194,3 +194,53 @@ def test_a_broken_edit_keeps_the_stored_version_running(sqlite_workspace: Worksp
     report = ws.flows.tick(T0 + 2 * DAY)
     assert report.errors and "flows/waiting.yaml" in report.errors[0]
     assert sent_to(ws, "waiting") == {a: ["hello", "bye"]}
+
+
+CHAINED = """
+name: Chained steps
+trigger: {tag_added: go}
+goal: {condition: {tag: done}, reason: done}
+steps:
+  - if: {tag: vip}
+    then:
+      - send: {template: vip-hello}
+      - add_tag: done
+      - send: {template: never-sent}
+    else:
+      - exit: not-vip
+"""
+
+
+def test_steps_taken_in_the_same_statements_keep_goals_and_paths(workspace: Workspace) -> None:
+    """An ``if`` takes its ``then`` rows straight into the send that follows (one move for
+    both), but never past a goal that the step before may have changed: ``add_tag: done``
+    meets the goal, which is checked before the next send."""
+    ws = workspace
+    vip, plain = make_contacts(ws, 2, at=T0)
+    ws.store.add_tag([vip], "vip", at=T0, source="test")
+    write_flow(ws, "chained", CHAINED)
+    ws.flows.enable("chained", now=T0)
+    ws.store.add_tag([vip, plain], "go", at=T0, source="test")
+    report = ws.flows.tick(T0)
+    state = entries(ws, "chained")
+    assert sent_to(ws, "chained") == {vip: ["vip-hello"]}
+    assert state[vip]["exit_reason"] == "done"
+    assert (
+        state[vip]["path"] == "s0=then > s0.then.0=queued > s0.then.1=tagged > s0.then.2=goal:done"
+    )
+    assert state[plain]["exit_reason"] == "not-vip"
+    assert state[plain]["path"] == "s0=else > s0.else.0=not-vip"
+    assert report.steps == {
+        "chained:s0": 2,
+        "chained:s0.then.0": 1,
+        "chained:s0.then.1": 1,
+        "chained:s0.then.2": 1,
+        "chained:s0.else.0": 1,
+    }
+    assert ws.flows.stats("chained")["outcomes_per_step"] == {
+        "s0": {"then": 1, "else": 1},
+        "s0.then.0": {"queued": 1},
+        "s0.then.1": {"tagged": 1},
+        "s0.then.2": {"goal:done": 1},
+        "s0.else.0": {"not-vip": 1},
+    }

@@ -25,7 +25,7 @@ from tests.flows.helpers import make_contacts
 from winback.flows.sinks import file_name
 from winback.store.schema import (
     flow_entries,
-    flow_step_log,
+    flow_step_counts,
     orders,
     outbox,
     segment_membership,
@@ -81,7 +81,9 @@ def _progress(engine: Any) -> tuple[int, ...]:
     with engine.connect() as conn:
         return (
             int(conn.execute(select(func.count()).select_from(flow_entries)).scalar_one()),
-            int(conn.execute(select(func.count()).select_from(flow_step_log)).scalar_one()),
+            int(
+                conn.execute(select(func.coalesce(func.sum(flow_step_counts.c.n), 0))).scalar_one()
+            ),
             int(
                 conn.execute(
                     select(func.count()).select_from(outbox).where(outbox.c.status == "sent")
@@ -92,7 +94,7 @@ def _progress(engine: Any) -> tuple[int, ...]:
 
 def _run(folder: Path, instant: str, kill_at: int | None, env: dict[str, str]) -> int:
     """Run ``winback run --now``; with ``kill_at``, SIGKILL it as soon as its committed work
-    (new entries + step-log rows + sent messages) reaches that many rows. Kill points are
+    (new entries + counted contact-steps + sent messages) reaches that many rows. Kill points are
     drawn in units of work, not seconds, so they land inside the run on a fast machine as
     on a loaded one."""
     environ = dict(os.environ, WINBACK_FLOW_BATCH_SIZE="40", **env)

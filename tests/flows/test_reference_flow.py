@@ -73,6 +73,22 @@ def test_reference_flow_step_for_step(workspace: Workspace) -> None:
     assert ws.store.tags_of(returns_later) == [TAG]
     assert ws.store.tags_of(buys_day5) == []
     assert sum(len(v) for v in sent_to(ws, "reactivation").values()) == 8
+    # Each entry's path records every step it took with its outcome; stats count them.
+    tagged = "s0=queued > s2=then > s2.then.0=queued > s4=then > s4.then.0=tagged"
+    assert {cid: state[cid]["path"] for cid in state} == {
+        stays: tagged,
+        returns_later: tagged,
+        buys_day2: "s0=queued > s2=else",
+        revokes: "s0=queued > s2=else",
+        buys_day5: "s0=queued > s2=then > s2.then.0=queued > s4=else",
+    }
+    assert ws.flows.stats("reactivation")["outcomes_per_step"] == {
+        "s0": {"queued": 5},
+        "s2": {"then": 3, "else": 2},
+        "s2.then.0": {"queued": 3},
+        "s4": {"then": 2, "else": 1},
+        "s4.then.0": {"tagged": 2},
+    }
 
     # 5. the companion removes the tag when the customer is active again.
     add_order(ws, returns_later, at=T0 + 9 * DAY)

@@ -19,7 +19,7 @@ from tests.flows.helpers import (
     set_contact,
 )
 from winback.flows._sql import stable_uniform_py
-from winback.store.schema import contacts, flow_step_log, outbox
+from winback.store.schema import contacts, flow_entries, outbox
 from winback.workspace import Workspace
 
 DAY = timedelta(days=1)
@@ -193,13 +193,10 @@ def test_cadence_retention(workspace: Workspace) -> None:
     state = entries(ws, "cadence-retention")
     assert set(state) == {by_analytics, by_median}
     with ws.engine.connect() as conn:
-        entry_ids = dict(
-            conn.execute(
-                select(flow_step_log.c.entry_id, flow_step_log.c.outcome).where(
-                    flow_step_log.c.step == "s0"
-                )
-            ).all()
-        )
+        entry_ids = {
+            entry_id: path.split(" > ")[0].removeprefix("s0=")
+            for entry_id, path in conn.execute(select(flow_entries.c.id, flow_entries.c.path))
+        }
     sent = sent_to(ws, "cadence-retention")
     for entry_id, outcome in entry_ids.items():
         held = stable_uniform_py(entry_id, "cadence-retention:s0") < 0.1

@@ -47,6 +47,8 @@ def show(
             f"flow: {f['flow']} at step {f['step']} ({f['step_kind']}) since "
             f"{f['at_step_since'].isoformat()}, wakes {wakes}{extra}"
         )
+        if f.get("path"):
+            console.print(f"  path: {f['path']}", markup=False)
     for m in profile["messages"]:
         console.print(
             f"message: {m['channel']} {m['template'] or ''} {m['status']} "

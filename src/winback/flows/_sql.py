@@ -14,11 +14,9 @@ from sqlalchemy import (
     Float,
     String,
     and_,
-    case,
     cast,
     exists,
     func,
-    insert,
     literal,
     select,
     true,
@@ -27,7 +25,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.elements import ColumnElement
 
-from winback.store.schema import contacts, events, flow_entries, flow_step_log, orders
+from winback.store.schema import contacts, events, flow_entries, flow_step_counts, orders
 from winback.store.types import JSONDoc, UTCDateTime
 
 fe = flow_entries
@@ -136,76 +134,108 @@ class Rule:
     values: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Carry:
+    """What earlier steps taken in the same statements left to record on the rows: their
+    ``step=outcome`` path tokens and column values (see ``StepRunner._t``)."""
+
+    tokens: tuple[str, ...] = ()
+    values: tuple[tuple[str, Any], ...] = ()
+
+    def then(self, step: str, outcome: str | None, values: dict[str, Any]) -> Carry:
+        tokens = self.tokens + ((path_token(step, outcome),) if outcome is not None else ())
+        return Carry(tokens, self.values + tuple(values.items()))
+
+
+NO_CARRY = Carry()
+#: Between the ``step=outcome`` tokens of ``flow_entries.path``.
+PATH_SEPARATOR = " > "
+
+
+def path_token(step: str, outcome: str) -> str:
+    return f"{step}={outcome}"
+
+
+def append_path(tokens: list[str]) -> Any:
+    """``flow_entries.path`` with ``tokens`` appended (one SQL expression)."""
+    suffix = literal(PATH_SEPARATOR.join(tokens), String())
+    return func.coalesce(fe.c.path + literal(PATH_SEPARATOR, String()), literal("", String())) + (
+        suffix
+    )
+
+
+def count_outcome(conn: Connection, flow_id: int, step: str, outcome: str, n: int) -> None:
+    """Add ``n`` to the (flow, step, outcome) counter of ``flow_step_counts``."""
+    if n <= 0:
+        return
+    stmt = upsert_insert(conn, flow_step_counts).values(
+        flow_id=flow_id, step=step, outcome=outcome, n=n
+    )
+    conn.execute(
+        stmt.on_conflict_do_update(
+            index_elements=["flow_id", "step", "outcome"],
+            set_={"n": flow_step_counts.c.n + stmt.excluded.n},
+        )
+    )
+
+
 def transition(
     conn: Connection,
     *,
     batch: ColumnElement[bool],
+    flow_id: int,
     node_id: str,
     now: datetime,
     rules: list[Rule],
     log: bool = True,
+    carry: Carry = NO_CARRY,
+    from_waiting: bool = False,
 ) -> int:
-    """Log the outcome of the step for the rows of ``batch`` and move them as ``rules`` say.
+    """Record the outcome of the step for the rows of ``batch`` and move them as ``rules``
+    say.
 
-    Rules are applied in order, each with two set-based statements (log, move) over the rows
-    of the batch it matches; a moved row no longer belongs to the batch (its step, status or
-    ``waiting`` changed), so the first matching rule wins and each condition is evaluated
-    once per row and statement."""
-    moves = [_values(r, node_id, now) for r in rules]
-    if len(rules) > 1 and all(m == moves[0] for m in moves):
-        # Same move for every row (e.g. a send: queued / no consent / holdout all go on):
-        # one log statement with the outcome as a CASE, one update.
-        if log:
-            whens = [(r.when if r.when is not None else true(), r.outcome) for r in rules]
-            conn.execute(
-                insert(flow_step_log).from_select(
-                    ["flow_id", "entry_id", "step", "at", "outcome"],
-                    select(
-                        fe.c.flow_id,
-                        fe.c.id,
-                        literal(node_id, String()),
-                        at(now),
-                        case(*whens, else_=rules[-1].outcome),
-                    ).where(batch),
-                )
-            )
-        return int(conn.execute(update(fe).where(batch).values(moves[0])).rowcount or 0)
+    Rules are applied in order, each with one set-based UPDATE over the rows of the batch it
+    matches: the entries move on, their ``path`` gets ``step=outcome`` appended (after the
+    tokens ``carry``-ied from earlier steps taken in the same statements) and the update's
+    row count goes to the (flow, step, outcome) counter. A moved row no longer belongs to
+    the batch (its step, status or ``waiting`` changed), so the first matching rule wins and
+    each condition is evaluated once per row. ``log`` False records no outcome for this
+    step (waits)."""
     moved = 0
     for rule in rules:
         where = batch if rule.when is None else and_(batch, rule.when)
+        tokens = list(carry.tokens)
         if log:
-            conn.execute(
-                insert(flow_step_log).from_select(
-                    ["flow_id", "entry_id", "step", "at", "outcome"],
-                    select(
-                        fe.c.flow_id,
-                        fe.c.id,
-                        literal(node_id, String()),
-                        at(now),
-                        literal(rule.outcome, String()),
-                    ).where(where),
-                )
-            )
-        moved += int(
-            conn.execute(update(fe).where(where).values(_values(rule, node_id, now))).rowcount or 0
-        )
+            tokens.append(path_token(node_id, rule.outcome))
+        values = _values(rule, node_id, now, from_waiting)
+        for column, value in carry.values:
+            values.setdefault(fe.c[column], value)
+        if tokens:
+            values[fe.c.path] = append_path(tokens)
+        n = int(conn.execute(update(fe).where(where).values(values)).rowcount or 0)
+        if log:
+            count_outcome(conn, flow_id, node_id, rule.outcome, n)
+        moved += n
     return moved
 
 
-def _values(rule: Rule, node_id: str, now: datetime) -> dict[Any, Any]:
+def _values(rule: Rule, node_id: str, now: datetime, from_waiting: bool) -> dict[Any, Any]:
+    """Only the columns that change (an unchanged ``status`` in the SET list would still
+    cost the maintenance of the indexes over it)."""
     if rule.exit_reason is not None:
         status = "exited"
     else:
         status = "active" if rule.target is not None else "completed"
     values: dict[Any, Any] = {
         fe.c.step: rule.target or node_id,
-        fe.c.status: status,
         fe.c.step_at: now,
-        fe.c.waiting: rule.waiting,
     }
+    if rule.waiting != from_waiting:
+        values[fe.c.waiting] = rule.waiting
     if status == "active":
         values[fe.c.wake_at] = rule.wake_at or now
     else:
+        values[fe.c.status] = status
         values[fe.c.wake_at] = None
         values[fe.c.exit_reason] = rule.exit_reason or "completed"
         values[fe.c.exited_at] = now
@@ -215,6 +245,8 @@ def _values(rule: Rule, node_id: str, now: datetime) -> dict[Any, Any]:
 
 
 __all__ = [
+    "NO_CARRY",
+    "Carry",
     "JSONDoc",
     "Rule",
     "at",

@@ -18,6 +18,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import (
+    Boolean,
     Connection,
     Engine,
     String,
@@ -38,8 +39,11 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from winback.flows import models as m
 from winback.flows._sql import (
+    NO_CARRY,
+    Carry,
     Rule,
     at,
+    count_outcome,
     event_happened,
     fe,
     has_consent,
@@ -53,6 +57,9 @@ from winback.flows.program import Node, Program
 from winback.store.schema import contact_tags, contacts, outbox, suppressions, tag_history
 
 DEFAULT_BATCH = 50_000
+#: Steps that change nothing a goal condition reads (the next step may run in the same
+#: statements without checking the goals again).
+PURE_STEPS = frozenset({"if", "send", "split", "holdout"})
 
 
 @dataclass
@@ -97,42 +104,88 @@ class StepRunner:
         moved = 0
         for flow in flows:
             for node in flow.program.ordered():
-                n = self._advance_node(flow, node, now)
+                # Contact-steps per step id (a batch may take rows through several steps).
+                tally: dict[str, int] = {}
+                self._advance_node(flow, node, now, tally)
                 if node.kind == "wait_for":
-                    n += self._resolve_waiting(flow, node, now)
-                if n:
-                    key = f"{flow.program.key}:{node.id}"
-                    report.steps[key] = report.steps.get(key, 0) + n
-                moved += n
+                    self._resolve_waiting(flow, node, now, tally)
+                for node_id, n in tally.items():
+                    if n:
+                        key = f"{flow.program.key}:{node_id}"
+                        report.steps[key] = report.steps.get(key, 0) + n
+                        moved += n
         return moved
 
     # -- batching ---------------------------------------------------------------------------
-    def _due(self, flow: RunningFlow, node: Node, now: datetime) -> ColumnElement[bool]:
+    def _due(
+        self, flow: RunningFlow, node: Node, now: datetime, *, by_id: bool = False
+    ) -> ColumnElement[bool]:
+        """Entries due at ``node``. ``by_id``: written so that no index over ``flow_id``
+        applies, for id windows (the primary key range is then the only access path)."""
         return and_(
-            fe.c.flow_id == flow.id,
+            (fe.c.flow_id + 0 == flow.id) if by_id else (fe.c.flow_id == flow.id),
             fe.c.status == "active",
             fe.c.step == node.id,
             fe.c.wake_at <= at(now),
             fe.c.waiting.is_(False),
         )
 
-    def _advance_node(self, flow: RunningFlow, node: Node, now: datetime) -> int:
-        """Due entries at ``node`` in windows of ``batch_size`` ids, one transaction each."""
-        due = self._due(flow, node, now)
+    def _advance_node(
+        self, flow: RunningFlow, node: Node, now: datetime, tally: dict[str, int]
+    ) -> None:
+        """Due entries at ``node``, one transaction per batch of at most about
+        ``batch_size`` entries.
+
+        Up to ``batch_size`` due entries are taken in one set through the due index. More
+        are taken in windows of ids sized to hold about ``batch_size`` due entries each and
+        read through the primary key: filtering each window out of the due index would
+        read every due entry again for every window."""
+        probe = and_(
+            fe.c.flow_id == flow.id,
+            fe.c.status == "active",
+            fe.c.step == node.id,
+            fe.c.wake_at <= at(now),
+        )  # the due index alone (``waiting`` is not in it): an upper bound
         with self.engine.connect() as conn:
-            low, high = conn.execute(select(func.min(fe.c.id), func.max(fe.c.id)).where(due)).one()
-        if low is None:
-            return 0
-        total = 0
+            count, low, high = conn.execute(
+                select(func.count(), func.min(fe.c.id), func.max(fe.c.id)).where(probe)
+            ).one()
+        if not count:
+            return
+        if count <= self.batch_size:
+            with self.engine.begin() as conn:
+                due = self._due(flow, node, now)
+                self._check_goals(conn, flow, node, due, now, tally)
+                self._run(conn, flow, node, due, now, tally)
+            return
+        window = max(self.batch_size, (int(high) - int(low) + 1) * self.batch_size // count)
+        due = self._due(flow, node, now, by_id=True)
         start = int(low)
         while start <= int(high):
-            end = start + self.batch_size - 1
+            end = start + window - 1
             with self.engine.begin() as conn:
                 batch = and_(due, fe.c.id >= start, fe.c.id <= end)
-                total += self._check_goals(conn, flow, node, batch, now)
-                total += self._run(conn, flow, node, batch, now)
+                self._check_goals(conn, flow, node, batch, now, tally)
+                self._run(conn, flow, node, batch, now, tally)
             start = end + 1
-        return total
+
+    def _immediate(self, flow: RunningFlow, target: str | None) -> Node | None:
+        """The node an entry sent to ``target`` runs at once (None: an exit, the end of
+        the flow or a wait)."""
+        if target is None:
+            return None
+        node = flow.program.nodes[target]
+        if node.kind == "wait" or (node.kind == "exit" and not node.goals):
+            return None
+        return node
+
+    def _chains(self, node: Node, target: Node | None) -> bool:
+        """Whether entries leaving ``node`` for ``target`` can take ``target`` in the same
+        statements, while still recorded at ``node``: ``target`` checks no goal that
+        ``node`` did not just check on data that ``node`` did not change."""
+        if target is None:
+            return False
+        return not target.goals or (target.goals == node.goals and node.kind in PURE_STEPS)
 
     def _t(
         self,
@@ -140,14 +193,23 @@ class StepRunner:
         conn: Connection,
         *,
         batch: Any,
-        node_id: str,
+        node: Node,
         now: datetime,
         rules: list[Rule],
+        tally: dict[str, int],
+        carry: Carry = NO_CARRY,
         log: bool = True,
+        from_waiting: bool = False,
     ) -> int:
-        """:func:`transition`, with moves onto plain ``wait`` steps taken through at once: the
-        entry goes straight to the step after the wait with ``wake_at`` at the wait's end
-        (one statement less per wait; goals are checked before that next step)."""
+        """:func:`transition`, with two shortcuts that save an UPDATE of every entry:
+
+        - moves onto plain ``wait`` steps are taken through at once: the entry goes straight
+          to the step after the wait with ``wake_at`` at the wait's end (goals are checked
+          before that next step);
+        - when the last rule sends the remaining entries to a step they run at once (e.g.
+          the ``then`` of an ``if`` is a send), that step runs on them right here, while
+          they are still recorded at ``node``; its moves record both steps in the path
+          (``carry``)."""
         for rule in rules:
             if rule.target is None or rule.wake_at is not None or rule.waiting:
                 continue
@@ -162,10 +224,46 @@ class StepRunner:
                 target, fused = flow.program.nodes[target.next], True
             if fused:
                 rule.target, rule.wake_at = target.id, now + delay
-        return transition(conn, batch=batch, node_id=node_id, now=now, rules=rules, log=log)
+        last = rules[-1]
+        chain = None
+        if (
+            last.when is None
+            and last.wake_at is None
+            and not last.waiting
+            and not from_waiting
+            and "holdout" not in last.values
+        ):
+            candidate = self._immediate(flow, last.target)
+            chain = candidate if self._chains(node, candidate) else None
+        n = transition(
+            conn,
+            batch=batch,
+            flow_id=flow.id,
+            node_id=node.id,
+            now=now,
+            rules=rules[:-1] if chain is not None else rules,
+            log=log,
+            carry=carry,
+            from_waiting=from_waiting,
+        )
+        if chain is not None:
+            # The rows left in the batch are exactly those of the last rule.
+            onward = carry.then(node.id, last.outcome if log else None, last.values)
+            m = self._run(conn, flow, chain, batch, now, tally, onward)
+            if log:
+                count_outcome(conn, flow.id, node.id, last.outcome, m)
+            n += m
+        tally[node.id] = tally.get(node.id, 0) + n
+        return n
 
     def _check_goals(
-        self, conn: Connection, flow: RunningFlow, node: Node, batch: Any, now: datetime
+        self,
+        conn: Connection,
+        flow: RunningFlow,
+        node: Node,
+        batch: Any,
+        now: datetime,
+        tally: dict[str, int],
     ) -> int:
         if not node.goals:
             return 0
@@ -179,7 +277,9 @@ class StepRunner:
             for i, goal in enumerate(node.goals)
         ]
         met = or_(*[r.when for r in rules if r.when is not None])
-        return self._t(flow, conn, batch=and_(batch, met), node_id=node.id, now=now, rules=rules)
+        return self._t(
+            flow, conn, batch=and_(batch, met), node=node, now=now, rules=rules, tally=tally
+        )
 
     def _condition(self, data: Any, now: datetime, flow: RunningFlow, where: str) -> Any:
         return compile_sql(
@@ -193,41 +293,52 @@ class StepRunner:
 
     # -- steps ------------------------------------------------------------------------------
     def _run(
-        self, conn: Connection, flow: RunningFlow, node: Node, batch: Any, now: datetime
+        self,
+        conn: Connection,
+        flow: RunningFlow,
+        node: Node,
+        batch: Any,
+        now: datetime,
+        tally: dict[str, int],
+        carry: Carry = NO_CARRY,
     ) -> int:
         step = node.step
         go = node.next
+        kw: dict[str, Any] = {"node": node, "now": now, "tally": tally, "carry": carry}
         if node.kind == "end":
             rule = Rule("completed", None)
-            return self._t(
-                flow, conn, batch=batch, node_id=node.id, now=now, rules=[rule], log=False
-            )
+            return self._t(flow, conn, batch=batch, **kw, rules=[rule], log=False)
         if isinstance(step, m.SendStep):
-            return self._send(conn, flow, node, step.send, batch, now)
+            return self._send(conn, flow, step.send, batch, kw)
         if isinstance(step, m.WaitStep):
             rule = Rule("waited", go, wake_at=now + step.wait)
-            return self._t(
-                flow, conn, batch=batch, node_id=node.id, now=now, rules=[rule], log=False
-            )
+            return self._t(flow, conn, batch=batch, **kw, rules=[rule], log=False)
         if isinstance(step, m.WaitUntilStep):
-            return self._wait_until(flow, conn, node, step.wait_until.local_time, batch, now)
+            return self._wait_until(flow, conn, step.wait_until.local_time, batch, kw)
         if isinstance(step, m.WaitForStep):
             rule = Rule("waiting", node.id, wake_at=now + step.wait_for.timeout, waiting=True)
-            return self._t(flow, conn, batch=batch, node_id=node.id, now=now, rules=[rule])
+            return self._t(flow, conn, batch=batch, **kw, rules=[rule])
         if isinstance(step, m.IfStep):
             cond = self._condition(step.if_, now, flow, node.id)
-            rules = [Rule("then", node.then_first, when=cond), Rule("else", node.else_first)]
-            return self._t(flow, conn, batch=batch, node_id=node.id, now=now, rules=rules)
+            then_node = self._immediate(flow, node.then_first)
+            else_node = self._immediate(flow, node.else_first)
+            if self._chains(node, then_node) and not self._chains(node, else_node):
+                # ``else`` first, so that the rows left are the ``then`` ones, taken on at
+                # once (false and unknown conditions go to ``else``, as below).
+                not_true = ~func.coalesce(cond, false(), type_=Boolean)
+                rules = [
+                    Rule("else", node.else_first, when=not_true),
+                    Rule("then", node.then_first),
+                ]
+            else:
+                rules = [Rule("then", node.then_first, when=cond), Rule("else", node.else_first)]
+            return self._t(flow, conn, batch=batch, **kw, rules=rules)
         if isinstance(step, m.AddTagStep):
             self._add_tag(conn, flow, step.add_tag, batch, now)
-            return self._t(
-                flow, conn, batch=batch, node_id=node.id, now=now, rules=[Rule("tagged", go)]
-            )
+            return self._t(flow, conn, batch=batch, **kw, rules=[Rule("tagged", go)])
         if isinstance(step, m.RemoveTagStep):
             self._remove_tag(conn, flow, step.remove_tag, batch, now)
-            return self._t(
-                flow, conn, batch=batch, node_id=node.id, now=now, rules=[Rule("untagged", go)]
-            )
+            return self._t(flow, conn, batch=batch, **kw, rules=[Rule("untagged", go)])
         if isinstance(step, m.SetAttributeStep):
             attr = step.set_attribute
             conn.execute(
@@ -240,9 +351,7 @@ class StepRunner:
                     }
                 )
             )
-            return self._t(
-                flow, conn, batch=batch, node_id=node.id, now=now, rules=[Rule("set", go)]
-            )
+            return self._t(flow, conn, batch=batch, **kw, rules=[Rule("set", go)])
         if isinstance(step, m.SuppressStep):
             address = contacts.c.email if step.suppress == "email" else contacts.c.phone
             chosen = select(
@@ -264,9 +373,7 @@ class StepRunner:
                 )
                 .on_conflict_do_nothing(index_elements=["channel", "address"])
             )
-            return self._t(
-                flow, conn, batch=batch, node_id=node.id, now=now, rules=[Rule("suppressed", go)]
-            )
+            return self._t(flow, conn, batch=batch, **kw, rules=[Rule("suppressed", go)])
         if isinstance(step, m.DeleteContactStep):  # GDPR-style erasure (winback.erasure)
             from winback.erasure import erase_contacts
 
@@ -278,16 +385,13 @@ class StepRunner:
                 reason=step.delete_contact.reason,
                 keep_flow_id=flow.id,
             )
-            return self._t(
-                flow, conn, batch=batch, node_id=node.id, now=now, rules=[Rule("deleted", go)]
-            )
+            return self._t(flow, conn, batch=batch, **kw, rules=[Rule("deleted", go)])
         if isinstance(step, m.GoalStep):
             return self._t(
                 flow,
                 conn,
                 batch=batch,
-                node_id=node.id,
-                now=now,
+                **kw,
                 rules=[Rule("goal", go)],
                 log=False,
             )
@@ -306,28 +410,23 @@ class StepRunner:
                         values={"branch": name},
                     )
                 )
-            return self._t(flow, conn, batch=batch, node_id=node.id, now=now, rules=rules)
+            return self._t(flow, conn, batch=batch, **kw, rules=rules)
         if isinstance(step, m.HoldoutStep):
             u = stable_uniform(fe.c.id, f"{flow.program.key}:{node.id}")
             rules = [
                 Rule("holdout", go, when=u < step.holdout.share, values={"holdout": True}),
                 Rule("treatment", go),
             ]
-            return self._t(flow, conn, batch=batch, node_id=node.id, now=now, rules=rules)
+            return self._t(flow, conn, batch=batch, **kw, rules=rules)
         if isinstance(step, m.ExitStep):
             rule = Rule(step.exit, None, exit_reason=step.exit)
-            return self._t(flow, conn, batch=batch, node_id=node.id, now=now, rules=[rule])
+            return self._t(flow, conn, batch=batch, **kw, rules=[rule])
         raise AssertionError(f"unknown step kind {node.kind}")  # pragma: no cover
 
     def _send(
-        self,
-        conn: Connection,
-        flow: RunningFlow,
-        node: Node,
-        send: m.Send,
-        batch: Any,
-        now: datetime,
+        self, conn: Connection, flow: RunningFlow, send: m.Send, batch: Any, kw: dict[str, Any]
     ) -> int:
+        node, now = kw["node"], kw["now"]
         consent = has_consent(send.channel, fe.c.contact_id)
         variants = send.variants or [m.Variant(name="", template=send.template or "", weight=1)]
         u = stable_uniform(fe.c.id, f"{flow.program.key}:{node.id}:variant")
@@ -397,17 +496,12 @@ class StepRunner:
             last = i == len(variants) - 1
             outcome = f"queued:{v.name}" if v.name else "queued"
             rules.append(Rule(outcome, node.next, when=None if last else u < bounds[i]))
-        return self._t(flow, conn, batch=batch, node_id=node.id, now=now, rules=rules)
+        return self._t(flow, conn, batch=batch, **kw, rules=rules)
 
     def _wait_until(
-        self,
-        flow: RunningFlow,
-        conn: Connection,
-        node: Node,
-        local_time: str,
-        batch: Any,
-        now: datetime,
+        self, flow: RunningFlow, conn: Connection, local_time: str, batch: Any, kw: dict[str, Any]
     ) -> int:
+        node, now = kw["node"], kw["now"]
         zones = {
             z
             for (z,) in conn.execute(
@@ -428,9 +522,11 @@ class StepRunner:
             rules.append(Rule("waited", node.next, when=tz_of == zone, wake_at=wake))
         fallback = next_local_time(now, local_time, None, self.default_timezone)
         rules.append(Rule("waited", node.next, wake_at=fallback))
-        return self._t(flow, conn, batch=batch, node_id=node.id, now=now, rules=rules, log=False)
+        return self._t(flow, conn, batch=batch, **kw, rules=rules, log=False)
 
-    def _resolve_waiting(self, flow: RunningFlow, node: Node, now: datetime) -> int:
+    def _resolve_waiting(
+        self, flow: RunningFlow, node: Node, now: datetime, tally: dict[str, int]
+    ) -> int:
         step = node.step
         assert isinstance(step, m.WaitForStep)
         spec = step.wait_for.filter
@@ -453,9 +549,11 @@ class StepRunner:
                 flow,
                 conn,
                 batch=and_(waiting, or_(happened, timed_out)),
-                node_id=node.id,
+                node=node,
                 now=now,
                 rules=rules,
+                tally=tally,
+                from_waiting=True,
             )
 
     def _add_tag(
@@ -475,13 +573,15 @@ class StepRunner:
                 ).where(batch, lacking),
             )
         )
+        # ON CONFLICT rather than ``lacking`` again: an anti-join against the table being
+        # inserted into can read every row inserted so far for each row (PostgreSQL).
         conn.execute(
-            insert(contact_tags).from_select(
+            upsert_insert(conn, contact_tags)
+            .from_select(
                 ["contact_id", "tag", "added_at", "added_by"],
-                select(fe.c.contact_id, literal(tag), at(now), literal(source)).where(
-                    batch, lacking
-                ),
+                select(fe.c.contact_id, literal(tag), at(now), literal(source)).where(batch),
             )
+            .on_conflict_do_nothing(index_elements=["contact_id", "tag"])
         )
 
     def _remove_tag(

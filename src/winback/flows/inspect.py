@@ -15,7 +15,8 @@ if TYPE_CHECKING:
 
 def contact_flows(ws: Workspace, contact_id: int) -> list[dict[str, Any]]:
     """Active flow entries of the contact: flow, current step id and kind, since when, when
-    it next wakes, and its holdout / A/B branch."""
+    it next wakes, its holdout / A/B branch and its path so far (``step=outcome`` tokens
+    joined by " > ")."""
     fe = flow_entries
     with ws.engine.connect() as conn:
         rows = conn.execute(
@@ -31,6 +32,7 @@ def contact_flows(ws: Workspace, contact_id: int) -> list[dict[str, Any]]:
                 fe.c.waiting,
                 fe.c.holdout,
                 fe.c.branch,
+                fe.c.path,
             )
             .join(flows, flows.c.id == fe.c.flow_id)
             .where(fe.c.contact_id == contact_id, fe.c.status == "active")
@@ -51,6 +53,7 @@ def contact_flows(ws: Workspace, contact_id: int) -> list[dict[str, Any]]:
                 "wakes_at": r.wake_at,
                 "holdout": bool(r.holdout),
                 "branch": r.branch,
+                "path": r.path,
             }
         )
     return out

@@ -24,7 +24,7 @@ from winback.flows.conditions import validate as validate_condition
 from winback.flows.engine import RunningFlow, StepRunner, TickReport
 from winback.flows.program import Program, compile_program, load_program, parse_definition
 from winback.flows.triggers import enroll, source_max_id
-from winback.store.schema import flow_entries, flow_step_log, flows, outbox
+from winback.store.schema import flow_entries, flow_step_counts, flows, outbox
 
 if TYPE_CHECKING:
     from winback.workspace import Workspace
@@ -383,12 +383,11 @@ class Flows:
                 ).all()
             )
             outcomes: dict[str, dict[str, int]] = {}
+            sc = flow_step_counts
             for step, outcome, n in conn.execute(
-                select(flow_step_log.c.step, flow_step_log.c.outcome, func.count())
-                .where(flow_step_log.c.flow_id == row.id)
-                .group_by(flow_step_log.c.step, flow_step_log.c.outcome)
+                select(sc.c.step, sc.c.outcome, sc.c.n).where(sc.c.flow_id == row.id)
             ):
-                outcomes.setdefault(step, {})[outcome] = n
+                outcomes.setdefault(step, {})[outcome] = int(n)
         return {
             "flow": row.key,
             "entered": sum(groups.values()),
@@ -416,6 +415,7 @@ class Flows:
                 fe.c.exit_reason,
                 fe.c.holdout,
                 fe.c.branch,
+                fe.c.path,
             )
             .join(flows, flows.c.id == fe.c.flow_id)
             .where(fe.c.contact_id == contact_id)

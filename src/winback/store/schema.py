@@ -322,6 +322,8 @@ flow_entries = Table(
     Column("waiting", Boolean, nullable=False, default=False),
     Column("holdout", Boolean, nullable=False, default=False),
     Column("branch", String(64)),
+    # The entry's path so far: ``step=outcome`` tokens joined by " > " (waits not recorded).
+    Column("path", Text),
     Index("ix_flow_entries_due", "flow_id", "status", "step", "wake_at"),
     Index("ix_flow_entries_contact", "contact_id", "flow_id"),
     Index(
@@ -334,17 +336,15 @@ flow_entries = Table(
     ),
 )
 
-#: What happened at each step, for stats and measurement.
-flow_step_log = Table(
-    "flow_step_log",
+#: How many entries left each step with each outcome (``flows stats``), counted in the same
+#: transaction as the moves; the path of each entry is ``flow_entries.path``.
+flow_step_counts = Table(
+    "flow_step_counts",
     metadata,
-    Column("id", BigId, primary_key=True, autoincrement=True),
-    Column("flow_id", BigInteger, nullable=False),
-    Column("entry_id", BigInteger, nullable=False),
-    Column("step", String(255), nullable=False),
-    Column("at", UTCDateTime, nullable=False),
-    Column("outcome", String(255), nullable=False),
-    Index("ix_flow_step_log_flow_step", "flow_id", "step", "outcome"),
+    Column("flow_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("step", String(255), primary_key=True),
+    Column("outcome", String(255), primary_key=True),
+    Column("n", BigInteger, nullable=False),
 )
 
 #: RFM scores and segment of every customer at each analysis date (one snapshot per day;
