@@ -96,6 +96,22 @@ class BatchResult:
             self.rejects.append(duplicate(first_line[key], key, "an earlier line"))
         self.duplicates = staged - len(inserted) - len(in_file)
 
+    def settle_counts(
+        self,
+        imported: int,
+        not_new: list[str],
+        stored_by_this_import: set[str],
+        first_line: dict[str, int],
+        duplicate: Callable[[int, str, str], Reject],
+    ) -> None:
+        """Like :meth:`settle`, from the keys that were ``not_new``: those an earlier batch of
+        this same import stored are repeats within the file (rejected); the rest were stored
+        by an earlier import (duplicates)."""
+        self.imported = imported
+        for key in sorted(stored_by_this_import, key=lambda k: first_line[k]):
+            self.rejects.append(duplicate(first_line[key], key, "an earlier line"))
+        self.duplicates = len(not_new) - len(stored_by_this_import)
+
 
 class Kind(Protocol):
     """One kind of import file (contacts, orders, events)."""

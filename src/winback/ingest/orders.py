@@ -175,34 +175,72 @@ class Orders:
 
 
 def write_orders(conn: Connection, batch: list[OrderRow], ctx: Context) -> BatchResult:
-    """Stage, create unknown customers, insert new orders, advance attributes."""
+    """Create unknown customers, insert the new orders, advance the contact attributes; all
+    in the caller's transaction. Rows of ``batch`` are in file order."""
     result = BatchResult()
     rows, first_line = result.keep_first(batch, _duplicate)
     if not rows:
         return result
-    d = ctx.dialect
-    now = _now(ctx)
-    cur = bulk.stage(conn, d, "wb_stage_orders", rows)
-    ctx.report.contacts_created += bulk.create_missing_contacts(
-        cur, d, "wb_stage_orders", "ordered_at", now
-    )
-    new = bulk.insert_orders(cur, d, ctx.import_id)
-    inserted = {str(r[0]) for r in new}
-    earlier = (
-        bulk.seen_in_this_import(cur, d, "orders", ctx.import_id)
-        if len(inserted) < len(rows)
-        else set()
-    )
-    result.settle(len(rows), inserted, earlier, first_line, _duplicate)
-    attributes.apply_orders(conn, d, new, now)
+    raw = conn.connection.driver_connection
+    assert raw is not None
+    cur = raw.cursor()
+    if ctx.dialect.postgres:
+        not_new = _write_postgres(cur, rows, ctx)
+    else:
+        not_new = _write_sqlite(cur, rows, ctx)
+    inserted_count = len(rows) - len(not_new)
+    earlier = bulk.stored_by_import(cur, ctx.dialect, "orders", not_new, ctx.import_id)
+    result.settle_counts(inserted_count, not_new, earlier, first_line, _duplicate)
     return result
+
+
+def _write_sqlite(cur: Any, rows: list[OrderRow], ctx: Context) -> list[str]:
+    """SQLite: no staging table. Unknown customers are created first (a write, so the batch
+    holds the write lock from then on and what it reads stays true), the orders go straight
+    into ``orders`` with ``ON CONFLICT DO NOTHING``, and the attributes of the touched
+    contacts are advanced from Python aggregates. Returns the order ids that were not new."""
+    now = ctx.dialect.instant(ctx.now)
+    first_at: dict[str, str] = {}
+    for row in rows:
+        customer, at = row[2], row[3]
+        seen = first_at.get(customer)
+        if seen is None or at < seen:
+            first_at[customer] = at
+    ctx.report.contacts_created += bulk.sqlite_create_contacts(cur, first_at, now)
+    ids = bulk.sqlite_contact_ids(cur, list(first_at))
+    cur.execute("SELECT coalesce(max(id), 0) FROM orders")
+    before = int(cur.fetchone()[0])
+    import_id = ctx.import_id
+    cur.executemany(
+        "INSERT INTO orders (order_id, contact_id, ordered_at, amount, currency, items, "
+        "coupon, import_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (order_id) DO NOTHING",
+        [(r[1], ids[r[2]], r[3], r[4], r[5], r[6], r[7], import_id) for r in rows],
+    )
+    stored = cur.rowcount
+    if stored == len(rows):
+        new, not_new = rows, []
+    else:  # some were already there: the rows this batch added are those after ``before``
+        cur.execute("SELECT order_id FROM orders WHERE id > ?", (before,))
+        added = {str(r[0]) for r in cur.fetchall()}
+        new = [r for r in rows if r[1] in added]
+        not_new = [r[1] for r in rows if r[1] not in added]
+    attributes.sqlite_apply_orders(cur, [(ids[r[2]], r[3], r[4]) for r in new], now)
+    return not_new
+
+
+def _write_postgres(cur: Any, rows: list[OrderRow], ctx: Context) -> list[str]:
+    """PostgreSQL: COPY into a temporary staging table, create unknown customers, then one
+    statement inserts the new orders and advances their contacts' attributes. Returns the
+    order ids that were not new."""
+    d = ctx.dialect
+    bulk.stage_rows(cur, d, "wb_stage_orders", rows)
+    ctx.report.contacts_created += bulk.create_missing_contacts(
+        cur, d, "wb_stage_orders", "ordered_at", ctx.now
+    )
+    return bulk.pg_insert_orders(cur, ctx.import_id, ctx.now)
 
 
 def _duplicate(line: int, order_id: str, where: str) -> Reject:
     return Reject(
         line, "order_id", order_id, f"duplicate order_id: the same order is already on {where}"
     )
-
-
-def _now(ctx: Context) -> Any:
-    return ctx.now if ctx.dialect.postgres else ctx.dialect.instant(ctx.now)
