@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -24,15 +24,26 @@ OrderRow = tuple[int, str, str, str, str, str, str | None, str | None]
 
 
 class TimestampCache:
-    """Parses and formats timestamps, remembering recent texts (exports repeat them)."""
+    """Parses and formats timestamps, remembering recent texts (exports repeat them).
+
+    Canonical UTC texts (``YYYY-MM-DDTHH:MM:SSZ`` or ``...+00:00``, ``T`` or a space between
+    date and time) are validated by :meth:`datetime.fromisoformat` and then reformatted by
+    slicing, without building an aware datetime; anything else takes the general path."""
 
     def __init__(self, ctx: Context, limit: int = 100_000) -> None:
         self.tz = ctx.tz
         self.fmt: Callable[[datetime], str] = ctx.dialect.instant
         self.limit = limit
         self.cache: dict[Any, str] = {}
+        self.tail = self.fmt(datetime(2000, 1, 1, tzinfo=UTC))[19:]  # ".000000" and offset
 
     def __call__(self, raw: Any) -> str | None:
+        if type(raw) is str and (
+            (len(raw) == 20 and raw[19] == "Z") or (len(raw) == 25 and raw[19:] == "+00:00")
+        ):
+            got = self._canonical(raw)
+            if got is not None:
+                return got
         got = self.cache.get(raw) if isinstance(raw, str) else None
         if got is None:
             got = self._fast(raw) if isinstance(raw, str) and len(raw) >= 10 else None
@@ -46,6 +57,25 @@ class TimestampCache:
                     self.cache.clear()
                 self.cache[raw] = got
         return got
+
+    def _canonical(self, raw: str) -> str | None:
+        """``raw`` is 20 or 25 characters ending in Z or +00:00; None: not canonical."""
+        if not (
+            raw[4] == "-"
+            and raw[7] == "-"
+            and raw[13] == ":"
+            and raw[16] == ":"
+            and (raw[10] == "T" or raw[10] == " ")
+            and raw.isascii()
+        ):
+            return None
+        try:
+            year = datetime.fromisoformat(raw).year
+        except ValueError:
+            return None
+        if not 1900 <= year <= 2200:
+            return None
+        return raw[:10] + " " + raw[11:19] + self.tail
 
     def _fast(self, raw: str) -> str | None:
         """The common case without the checks of :func:`fields.timestamp` (None: use them)."""
@@ -196,9 +226,10 @@ def write_orders(conn: Connection, batch: list[OrderRow], ctx: Context) -> Batch
 
 def _write_sqlite(cur: Any, rows: list[OrderRow], ctx: Context) -> list[str]:
     """SQLite: no staging table. Unknown customers are created first (a write, so the batch
-    holds the write lock from then on and what it reads stays true), the orders go straight
-    into ``orders`` with ``ON CONFLICT DO NOTHING``, and the attributes of the touched
-    contacts are advanced from Python aggregates. Returns the order ids that were not new."""
+    holds the write lock from then on and what it reads stays true), the batch's contact ids
+    are looked up in one query, the orders go straight into ``orders`` with ``ON CONFLICT DO
+    NOTHING``, and the attributes of the contacts of the rows that were new are advanced
+    from per-contact aggregates. Returns the order ids that were not new."""
     now = ctx.dialect.instant(ctx.now)
     first_at: dict[str, str] = {}
     for row in rows:
@@ -211,20 +242,19 @@ def _write_sqlite(cur: Any, rows: list[OrderRow], ctx: Context) -> list[str]:
     cur.execute("SELECT coalesce(max(id), 0) FROM orders")
     before = int(cur.fetchone()[0])
     import_id = ctx.import_id
+    stored = [(r[1], ids[r[2]], r[3], r[4], r[5], r[6], r[7], import_id) for r in rows]
     cur.executemany(
         "INSERT INTO orders (order_id, contact_id, ordered_at, amount, currency, items, "
         "coupon, import_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (order_id) DO NOTHING",
-        [(r[1], ids[r[2]], r[3], r[4], r[5], r[6], r[7], import_id) for r in rows],
+        stored,
     )
-    stored = cur.rowcount
-    if stored == len(rows):
-        new, not_new = rows, []
-    else:  # some were already there: the rows this batch added are those after ``before``
+    not_new: list[str] = []
+    if cur.rowcount != len(rows):  # some were stored before: this batch added ids > before
         cur.execute("SELECT order_id FROM orders WHERE id > ?", (before,))
         added = {str(r[0]) for r in cur.fetchall()}
-        new = [r for r in rows if r[1] in added]
         not_new = [r[1] for r in rows if r[1] not in added]
-    attributes.sqlite_apply_orders(cur, [(ids[r[2]], r[3], r[4]) for r in new], now)
+        stored = [s for s in stored if s[0] in added]
+    attributes.sqlite_apply_orders(cur, [(s[1], s[2], s[3]) for s in stored], now)
     return not_new
 
 
