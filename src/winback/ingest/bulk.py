@@ -205,32 +205,37 @@ def insert_orders(cur: Any, dialect: Dialect, import_id: int) -> list[tuple[Any,
     return list(cur.fetchall())
 
 
+PG_INSERT_ORDERS = (
+    "WITH new AS ("
+    "INSERT INTO orders (order_id, contact_id, ordered_at, amount, currency, items, "
+    "coupon, import_id) "
+    "SELECT s.order_id, c.id, s.ordered_at, s.amount, s.currency, s.items, s.coupon, %s "
+    "FROM wb_stage_orders s JOIN contacts c ON c.customer_id = s.customer_id "
+    "ORDER BY s.line ON CONFLICT (order_id) DO NOTHING "
+    "RETURNING order_id, contact_id, ordered_at, amount), "
+    "per AS (SELECT contact_id, count(*) AS n, sum(amount) AS total, "
+    "min(ordered_at) AS first_at, max(ordered_at) AS last_at FROM new GROUP BY contact_id), "
+    "moved AS (UPDATE contacts SET orders_count = contacts.orders_count + a.n, "
+    "revenue_total = contacts.revenue_total + a.total, "
+    "first_purchase_at = CASE WHEN contacts.first_purchase_at IS NULL "
+    "OR contacts.first_purchase_at > a.first_at THEN a.first_at "
+    "ELSE contacts.first_purchase_at END, "
+    "last_purchase_at = CASE WHEN contacts.last_purchase_at IS NULL "
+    "OR contacts.last_purchase_at < a.last_at THEN a.last_at "
+    "ELSE contacts.last_purchase_at END, "
+    "updated_at = %s FROM per a WHERE contacts.id = a.contact_id) "
+    "SELECT s.order_id FROM wb_stage_orders s "
+    "WHERE NOT EXISTS (SELECT 1 FROM new WHERE new.order_id = s.order_id) "
+    "ORDER BY s.line"
+)
+
+
 def pg_insert_orders(cur: Any, import_id: int, now: Any) -> list[str]:
     """PostgreSQL: one statement moves the staged orders into ``orders`` (``ON CONFLICT DO
     NOTHING``) and advances the attributes of the contacts of the rows that were new, from
     their per-contact aggregates. Returns the staged order ids that were not new."""
     cur.execute(
-        "WITH new AS ("
-        "INSERT INTO orders (order_id, contact_id, ordered_at, amount, currency, items, "
-        "coupon, import_id) "
-        "SELECT s.order_id, c.id, s.ordered_at, s.amount, s.currency, s.items, s.coupon, %s "
-        "FROM wb_stage_orders s JOIN contacts c ON c.customer_id = s.customer_id "
-        "ORDER BY s.line ON CONFLICT (order_id) DO NOTHING "
-        "RETURNING order_id, contact_id, ordered_at, amount), "
-        "per AS (SELECT contact_id, count(*) AS n, sum(amount) AS total, "
-        "min(ordered_at) AS first_at, max(ordered_at) AS last_at FROM new GROUP BY contact_id), "
-        "moved AS (UPDATE contacts SET orders_count = contacts.orders_count + a.n, "
-        "revenue_total = contacts.revenue_total + a.total, "
-        "first_purchase_at = CASE WHEN contacts.first_purchase_at IS NULL "
-        "OR contacts.first_purchase_at > a.first_at THEN a.first_at "
-        "ELSE contacts.first_purchase_at END, "
-        "last_purchase_at = CASE WHEN contacts.last_purchase_at IS NULL "
-        "OR contacts.last_purchase_at < a.last_at THEN a.last_at "
-        "ELSE contacts.last_purchase_at END, "
-        "updated_at = %s FROM per a WHERE contacts.id = a.contact_id RETURNING 1) "
-        "SELECT s.order_id FROM wb_stage_orders s "
-        "WHERE NOT EXISTS (SELECT 1 FROM new WHERE new.order_id = s.order_id) "
-        "ORDER BY s.line",
+        PG_INSERT_ORDERS,
         (import_id, now),
     )
     return [str(r[0]) for r in cur.fetchall()]

@@ -260,9 +260,11 @@ def _parsed_batches(reader: Reader, kind: Kind, size: int) -> Generator[ParsedBa
     """Batches parsed in a background thread while the caller writes the previous one.
 
     Parsing is pure Python; the database drivers release the GIL while the database works, so
-    reading and parsing batch N+1 overlaps with writing batch N. At most two parsed batches
-    wait in the queue, so memory stays bounded whatever the file size."""
-    queue: Queue[Any] = Queue(maxsize=2)
+    reading and parsing batch N+1 overlaps with writing batch N. At most one parsed batch
+    waits in the queue (parsing is faster than writing, so one is enough to keep the writer
+    busy), so memory stays bounded whatever the file size: the batch being written, the one
+    waiting and the one being parsed."""
+    queue: Queue[Any] = Queue(maxsize=1)
     stop = threading.Event()
 
     def put(item: Any) -> bool:

@@ -263,6 +263,8 @@ def _write_postgres(cur: Any, rows: list[OrderRow], ctx: Context) -> list[str]:
     statement inserts the new orders and advances their contacts' attributes. Returns the
     order ids that were not new."""
     d = ctx.dialect
+    # Sorting a batch by line and grouping it by contact fit in memory instead of spilling.
+    cur.execute("SET LOCAL work_mem = '64MB'")
     bulk.stage_rows(cur, d, "wb_stage_orders", rows)
     ctx.report.contacts_created += bulk.create_missing_contacts(
         cur, d, "wb_stage_orders", "ordered_at", ctx.now
