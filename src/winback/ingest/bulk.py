@@ -1,9 +1,11 @@
 """Set-based bulk writes for orders and events, on the raw driver connection.
 
-Each batch is loaded into a temporary staging table (SQLite: ``executemany``; PostgreSQL:
-``COPY``), then moved into the real tables with ``INSERT ... SELECT ... ON CONFLICT DO
-NOTHING RETURNING``, which both deduplicates against earlier imports and tells us which rows
-are new. Unknown customers become contacts in the same set-based way. The standard contact
+Events (and orders on PostgreSQL) are loaded into a temporary staging table (SQLite:
+``executemany``; PostgreSQL: ``COPY``), then moved into the real tables with ``INSERT ...
+SELECT ... ON CONFLICT DO NOTHING RETURNING``, which both deduplicates against earlier
+imports and tells us which rows are new. Orders on SQLite skip the staging table and go
+straight in with one statement over a JSON array (see :func:`winback.ingest.orders.write_orders`).
+Unknown customers become contacts in the same set-based way. The standard contact
 attributes are then advanced for the new rows only (:mod:`winback.ingest.attributes`).
 """
 
