@@ -87,12 +87,12 @@ def sqlite_apply_orders(cur: Any, new_orders: list[tuple[int, str, str]], now: s
     if not per:
         return 0
     ids = sorted(per)
-    cur.execute(
-        "SELECT c.id, c.first_purchase_at, c.last_purchase_at, c.updated_at "
-        "FROM json_each(?) j JOIN contacts c ON c.id = j.value",
+    cur.execute(  # one JSON value rather than rows: see bulk.sqlite_contact_ids
+        "SELECT json_group_array(json_array(c.id, c.first_purchase_at, c.last_purchase_at, "
+        "c.updated_at)) FROM json_each(?) j JOIN contacts c ON c.id = j.value",
         (json.dumps(ids),),
     )
-    current = {r[0]: r[1:] for r in cur.fetchall()}
+    current = {r[0]: r[1:] for r in json.loads(cur.fetchall()[0][0])}
     shapes: dict[tuple[bool, bool], list[tuple[Any, ...]]] = {}
     for cid in ids:
         n, total, first_at, last_at = per[cid]

@@ -142,12 +142,15 @@ def sqlite_create_contacts(cur: Any, first_at: dict[str, str], now: str) -> int:
 
 
 def sqlite_contact_ids(cur: Any, customers: list[str]) -> dict[str, int]:
-    """SQLite: ``customer_id -> contacts.id`` for ``customers`` (one statement)."""
+    """SQLite: ``customer_id -> contacts.id`` for ``customers`` (one statement). The result
+    comes back as one JSON value: fetching rows one by one would release and re-acquire the
+    GIL per row, each time waiting for the parser thread."""
     cur.execute(
-        "SELECT c.customer_id, c.id FROM json_each(?) j JOIN contacts c ON c.customer_id = j.value",
+        "SELECT json_group_array(json_array(c.customer_id, c.id)) FROM json_each(?) j "
+        "JOIN contacts c ON c.customer_id = j.value",
         (json.dumps(customers),),
     )
-    return dict(cur.fetchall())
+    return {str(k): int(v) for k, v in json.loads(cur.fetchall()[0][0])}
 
 
 def stored_by_import(
