@@ -34,10 +34,18 @@ def test_api_conforms_to_its_schema(sqlite_workspace: Workspace) -> None:
         "GET /healthz",
         "POST /api/v1/events",
         "POST /api/v1/events/batch",
+        "POST /api/v1/feedback-reports",
+        "POST /api/v1/feedback-reports/raw",
     ]
 
 
 def test_schema_lists_the_api_and_hides_link_routes(sqlite_workspace: Workspace) -> None:
     doc = create_app(sqlite_workspace).openapi()
-    assert set(doc["paths"]) == {"/healthz", "/api/v1/events", "/api/v1/events/batch"}
+    assert set(doc["paths"]) == {
+        "/healthz",
+        "/api/v1/events",
+        "/api/v1/events/batch",
+        "/api/v1/feedback-reports",
+        "/api/v1/feedback-reports/raw",
+    }
     assert "HTTPBearer" in doc["components"]["securitySchemes"]

@@ -196,6 +196,15 @@ class Settings(BaseModel):
     webhook_provider: str | None = Field(
         None, description="Default provider (name) of webhook messages."
     )
+    soft_bounce_limit: int = Field(
+        3,
+        ge=1,
+        description="Soft bounces (DSN status 4.x.x on a failed delivery) of one contact within "
+        "`soft_bounce_window_days` after which the address is suppressed like a hard bounce.",
+    )
+    soft_bounce_window_days: int = Field(
+        30, ge=1, description="Window, in days, in which soft bounces are counted."
+    )
 
     @field_validator("timezone")
     @classmethod

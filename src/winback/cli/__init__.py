@@ -11,6 +11,7 @@ import sys
 # Command modules register their commands on import.
 from winback.cli import analyze as _analyze  # noqa: F401
 from winback.cli import delivery as _delivery  # noqa: F401
+from winback.cli import feedback_loop as _feedback_loop  # noqa: F401
 from winback.cli import flows as _flows  # noqa: F401
 from winback.cli import generate as _generate  # noqa: F401
 from winback.cli import imports as _imports  # noqa: F401

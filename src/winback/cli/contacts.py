@@ -1,4 +1,4 @@
-"""``winback contacts show``."""
+"""``winback contacts show``, ``winback contacts delete``."""
 
 from __future__ import annotations
 
@@ -51,4 +51,37 @@ def show(
         console.print(
             f"message: {m['channel']} {m['template'] or ''} {m['status']} "
             f"{(m['sent_at'] or m['not_before']).isoformat()}"
+        )
+
+
+@contacts_app.command("delete")
+def delete(
+    contact: Annotated[str, typer.Argument(help="The contact's customer_id (or #ID).")],
+    reason: Annotated[
+        str | None, typer.Option(help="Why (kept in the erasure audit trail).")
+    ] = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    workspace: WorkspaceOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Erase a contact's personal data on request (GDPR-style; see docs/flows.md): contact
+    data nulled, consent revoked, tags and flows ended; orders kept without personal data;
+    a tombstone stops re-imports from bringing the person back. Cannot be undone."""
+    from winback.erasure import erase_contact
+
+    if not yes:
+        typer.confirm(
+            f"Erase the personal data of contact {contact}? This cannot be undone", abort=True
+        )
+    with workspace_from(workspace) as ws:
+        done = erase_contact(ws, contact, reason=reason, source="cli")
+    if as_json:
+        print_json(done)
+        return
+    if done["erased"]:
+        console.print(f"Erased contact {done['customer_id']} (#{done['contact_id']}).")
+    else:
+        console.print(
+            f"Contact {done['customer_id']} was erased already "
+            f"({done['erased_at'].isoformat()}); nothing to do."
         )

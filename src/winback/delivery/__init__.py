@@ -22,7 +22,10 @@ from winback.delivery.templates import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
     from winback.delivery.inbound import EventIn, IngestResult
+    from winback.delivery.reports import FeedbackIn, Policy, ReportResult
     from winback.delivery.tracking import Tracker
     from winback.delivery.worker import BatchReport, DeliveryWorker
     from winback.workspace import Workspace
@@ -115,6 +118,81 @@ class Delivery:
 
         with self.ws.engine.begin() as conn:
             return ingest(conn, items, now=self.ws.clock.now(), currency=self.ws.settings.currency)
+
+    # -- provider reports (feedback loops, DSNs) --------------------------------------------
+    def _report_policy(self) -> Policy:
+        from datetime import timedelta
+
+        from winback.delivery.reports import Policy
+        from winback.delivery.tokens import TokenSigner
+
+        signer = TokenSigner(self.ws.settings.secret_key) if self.ws.settings.secret_key else None
+
+        def verify(token: str) -> tuple[int, int] | None:
+            found = signer.verify("u", token) if signer is not None else None
+            return (found.message, found.contact) if found is not None else None
+
+        return Policy(
+            soft_limit=self.ws.settings.soft_bounce_limit,
+            soft_window=timedelta(days=self.ws.settings.soft_bounce_window_days),
+            verify_token=verify,
+        )
+
+    def import_reports(
+        self, paths: Sequence[Path], *, progress: Callable[[int, int], None] | None = None
+    ) -> ReportResult:
+        """Read ARF complaint and DSN bounce reports from .eml files, mbox files and folders
+        (streamed), and apply them (see :mod:`winback.delivery.reports`). Every file is
+        checked before anything is written."""
+        from winback.delivery import reports as r
+
+        files = r.report_files(list(paths))
+        policy = self._report_policy()
+        total = r.ReportResult()
+        for n, (path, kind) in enumerate(files, 1):
+            batch: list[tuple[str, bytes]] = []
+            for item in r.read_messages(path, kind):
+                batch.append(item)
+                if len(batch) >= r.BATCH:
+                    total.add(self._apply_raw(batch, policy))
+                    batch = []
+            if batch:
+                total.add(self._apply_raw(batch, policy))
+            if progress is not None:
+                progress(n, len(files))
+        return total
+
+    def _apply_raw(self, batch: list[tuple[str, bytes]], policy: Policy) -> ReportResult:
+        from winback.delivery.reports import ReportResult, process_raw
+
+        out = ReportResult()
+        with self.ws.engine.begin() as conn:
+            now = self.ws.clock.now()
+            for source, raw in batch:
+                out.add(process_raw(conn, raw, source=source, now=now, policy=policy))
+        return out
+
+    def record_report(self, raw: bytes, *, source: str = "http") -> ReportResult:
+        """Apply one raw report email (ARF or DSN); unparseable ones go to the reject list."""
+        return self._apply_raw([(source, raw)], self._report_policy())
+
+    def record_feedback(self, items: Sequence[FeedbackIn]) -> ReportResult:
+        """Apply reports in the JSON form."""
+        from winback.delivery.reports import from_json, record
+
+        with self.ws.engine.begin() as conn:
+            return record(
+                conn,
+                [from_json(i) for i in items],
+                now=self.ws.clock.now(),
+                policy=self._report_policy(),
+            )
+
+    def report_rejects(self) -> list[dict[str, Any]]:
+        from winback.delivery.reports import rejects
+
+        with self.ws.engine.connect() as conn:
+            return rejects(conn)
 
     # -- api keys ----------------------------------------------------------------------------
     def create_api_key(self, name: str) -> str:

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, or_, update
+from sqlalchemy import Connection, and_, bindparam, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from winback.store.schema import contacts, events, suppressions
@@ -116,7 +116,30 @@ def suppress(
 
 def insert_ignore_pair(conn: Connection, row: Mapping[str, Any]) -> int:
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    stmt = dialect.insert(suppressions).on_conflict_do_nothing(
-        index_elements=["channel", "address"]
+    stmt = (
+        dialect.insert(suppressions)
+        .on_conflict_do_nothing(index_elements=["channel", "address"])
+        .returning(suppressions.c.id)
     )
-    return int(conn.execute(stmt, [dict(row)]).rowcount or 0)
+    # RETURNING, not rowcount: psycopg reports -1 for an INSERT ... ON CONFLICT here.
+    return len(conn.execute(stmt, dict(row)).all())
+
+
+def forget_push_token(conn: Connection, contact_id: int, token: str, *, at: datetime) -> bool:
+    """A push provider said the device token is dead (FCM ``UNREGISTERED``, web push 410):
+    drop it from the contact's ``push_token`` attribute (when it is still that token) and
+    record when, as ``push_unreachable_at``. The token itself stays on the suppression list.
+    Returns False when the contact had another token by then."""
+    attributes = conn.execute(
+        select(contacts.c.attributes).where(contacts.c.id == contact_id)
+    ).scalar()
+    if not isinstance(attributes, dict) or attributes.get("push_token") != token:
+        return False
+    changed = {k: v for k, v in attributes.items() if k != "push_token"}
+    changed["push_unreachable_at"] = at.isoformat()
+    conn.execute(
+        update(contacts)
+        .where(contacts.c.id == contact_id)
+        .values(attributes=changed, updated_at=at)
+    )
+    return True

@@ -618,6 +618,10 @@ class DeliveryWorker:
             at=now,
             detail=result.detail,
         )
+        if d.row["channel"] == "push":  # dead device token: forget it (delivery-gaps, #5)
+            from winback.delivery.records import forget_push_token
+
+            forget_push_token(conn, cid, d.outgoing.to or "", at=now)
         if d.row["channel"] == "email":
             record_events(
                 conn,

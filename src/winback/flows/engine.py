@@ -267,6 +267,20 @@ class StepRunner:
             return self._t(
                 flow, conn, batch=batch, node_id=node.id, now=now, rules=[Rule("suppressed", go)]
             )
+        if isinstance(step, m.DeleteContactStep):  # GDPR-style erasure (winback.erasure)
+            from winback.erasure import erase_contacts
+
+            erase_contacts(
+                conn,
+                select(fe.c.contact_id).where(batch),
+                at=now,
+                source=f"flow:{flow.program.key}",
+                reason=step.delete_contact.reason,
+                keep_flow_id=flow.id,
+            )
+            return self._t(
+                flow, conn, batch=batch, node_id=node.id, now=now, rules=[Rule("deleted", go)]
+            )
         if isinstance(step, m.GoalStep):
             return self._t(
                 flow,

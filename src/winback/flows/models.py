@@ -312,6 +312,29 @@ class SuppressStep(_Step):
     suppress: Literal["email", "sms"] = Field(description="Channel whose address to suppress.")
 
 
+class DeleteContact(_Model):
+    reason: str | None = Field(None, description="Why, recorded in the erasure audit trail.")
+
+
+class DeleteContactStep(_Step):
+    """Erase the contact's personal data (GDPR-style; see docs/flows.md): email, phone, names,
+    birthday and custom attributes nulled, consent revoked on every channel, tags removed,
+    other flows exited, an audit row in ``erasures``; the row stays as a tombstone so that
+    re-imports do not bring the person back; orders stay, detached from any personal data.
+    What the sunset flow does instead of suppressing when configured to delete."""
+
+    kind: ClassVar[str] = "delete_contact"
+    delete_contact: DeleteContact = Field(
+        default_factory=DeleteContact,
+        description="`{}` or `{reason: ...}` (also `true` or empty).",
+    )
+
+    @field_validator("delete_contact", mode="before")
+    @classmethod
+    def _empty(cls, value: Any) -> Any:
+        return {} if value is None or value is True else value
+
+
 class GoalStep(_Step):
     kind: ClassVar[str] = "goal"
     goal: Goal
@@ -356,6 +379,7 @@ STEP_KINDS = (
     "remove_tag",
     "set_attribute",
     "suppress",
+    "delete_contact",
     "goal",
     "split",
     "holdout",
@@ -382,6 +406,7 @@ Step = Annotated[
     | Annotated[RemoveTagStep, Tag("remove_tag")]
     | Annotated[SetAttributeStep, Tag("set_attribute")]
     | Annotated[SuppressStep, Tag("suppress")]
+    | Annotated[DeleteContactStep, Tag("delete_contact")]
     | Annotated[GoalStep, Tag("goal")]
     | Annotated[SplitStep, Tag("split")]
     | Annotated[HoldoutStep, Tag("holdout")]

@@ -4,6 +4,14 @@ Each flow keeps a watermark of what its trigger has already looked at: the last
 ``segment_membership.id`` (segment entry), ``tag_history.id`` (tag added), ``events.id`` /
 ``orders.id`` (event), or the last instant (schedule). Enrolling the new candidates and moving
 the watermark happen in one transaction, so a restart neither loses nor repeats an entry.
+
+An id watermark is only safe when no row below it can still appear. SQLite has one writer at a
+time, so ids are committed in order. PostgreSQL hands out sequence values at insert time and
+transactions commit in any order: a slow ingestion transaction holding id 100 can commit after
+id 101 was seen, and a watermark at 101 would skip it for ever. There the high-water id is read
+under a ``SHARE`` lock on the source table, which waits for every transaction still inserting
+into it (they hold ``ROW EXCLUSIVE``) and holds new inserts back until the enrolment commits, a
+single short statement later.
 """
 
 from __future__ import annotations
@@ -11,7 +19,20 @@ from __future__ import annotations
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, String, and_, exists, func, insert, literal, or_, select, update
+from sqlalchemy import (
+    Connection,
+    String,
+    Table,
+    and_,
+    exists,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.sql.elements import ColumnElement
 
 from winback.flows import models as m
@@ -31,16 +52,26 @@ from winback.store.schema import (
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 
 
-def source_max_id(conn: Connection, trigger: Any) -> int | None:
-    """The current high-water id of the trigger's source (None for schedules)."""
+def source_table(trigger: Any) -> Table | None:
+    """The table a trigger enrols from (None for schedules)."""
     if isinstance(trigger, m.SegmentEntryTrigger):
-        return conn.execute(select(func.max(segment_membership.c.id))).scalar()
+        return segment_membership
     if isinstance(trigger, m.TagAddedTrigger):
-        return conn.execute(select(func.max(tag_history.c.id))).scalar()
+        return tag_history
     if isinstance(trigger, m.EventTrigger):
-        table = orders if trigger.filter.type == "purchase" else events
-        return conn.execute(select(func.max(table.c.id))).scalar()
+        return orders if trigger.filter.type == "purchase" else events
     return None
+
+
+def source_max_id(conn: Connection, trigger: Any) -> int | None:
+    """The current high-water id of the trigger's source (None for schedules): every row at
+    or below it is committed, and no row below it can appear later (see the module notes)."""
+    table = source_table(trigger)
+    if table is None:
+        return None
+    if conn.dialect.name == "postgresql":
+        conn.execute(text(f"LOCK TABLE {table.name} IN SHARE MODE"))
+    return conn.execute(select(func.max(table.c.id))).scalar()
 
 
 def enroll(conn: Connection, flow: RunningFlow, now: datetime, *, default_timezone: str) -> int:

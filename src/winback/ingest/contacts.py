@@ -128,7 +128,12 @@ def _upsert(conn: Connection, batch: list[ContactRow], ctx: Context) -> BatchRes
     existing: dict[str, dict[str, Any]] = {}
     wanted = list(merged)
     for i in range(0, len(wanted), 900):
-        query = select(contacts.c.id, contacts.c.customer_id, *(contacts.c[c] for c in UPDATABLE))
+        query = select(
+            contacts.c.id,
+            contacts.c.customer_id,
+            contacts.c.erased_at,
+            *(contacts.c[c] for c in UPDATABLE),
+        )
         for found in conn.execute(query.where(contacts.c.customer_id.in_(wanted[i : i + 900]))):
             existing[found.customer_id] = dict(found._mapping)
     now = ctx.now
@@ -148,6 +153,18 @@ def _upsert(conn: Connection, batch: list[ContactRow], ctx: Context) -> BatchRes
                 revenue_total=0,
             )
             new_rows.append(record)
+            continue
+        if old["erased_at"] is not None:  # a tombstone (winback.erasure): never refilled
+            result.rejects.append(
+                Reject(
+                    row.line,
+                    "customer_id",
+                    cid,
+                    f"this customer's personal data was erased on "
+                    f"{old['erased_at'].isoformat()} (winback contacts delete / a flow's "
+                    "delete_contact step); not re-imported",
+                )
+            )
             continue
         target = {c: old[c] for c in UPDATABLE}
         target.update(row.values)

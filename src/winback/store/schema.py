@@ -16,6 +16,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     Numeric,
     String,
@@ -80,6 +81,9 @@ contacts = Table(
     Column("cluster_label", String(128)),
     Column("analyzed_at", UTCDateTime),
     Column("updated_at", UTCDateTime),
+    # Tombstone: personal data erased (`winback contacts delete`, a flow's delete_contact step);
+    # imports do not fill the contact again. History in `erasures`.
+    Column("erased_at", UTCDateTime),
     Index("ix_contacts_email", "email"),
     Index("ix_contacts_last_purchase_at", "last_purchase_at"),
     Index("ix_contacts_last_seen", "last_seen"),
@@ -398,4 +402,31 @@ api_keys = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("last_used_at", UTCDateTime),
     Column("revoked_at", UTCDateTime),
+)
+
+#: Provider reports (ARF complaints, DSN bounces) that could not be parsed or matched: kept
+#: with the reason, never silently lost (`winback feedback-loop rejects`). One row per
+#: distinct report (``digest`` = SHA-256 of its bytes), so re-importing adds nothing.
+report_rejects = Table(
+    "report_rejects",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("digest", String(64), nullable=False, unique=True),
+    Column("source", Text, nullable=False),  # FILE, FILE#N (mbox), or http
+    Column("reason", Text, nullable=False),
+    Column("raw", LargeBinary, nullable=False),
+    Column("received_at", UTCDateTime, nullable=False),
+)
+
+#: Audit trail of erasures (GDPR-style deletion of a contact's personal data): who or what
+#: erased which contact, when and why. The contact row stays as a tombstone (``erased_at``).
+erasures = Table(
+    "erasures",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("contact_id", BigId, ForeignKey("contacts.id", ondelete="CASCADE"), nullable=False),
+    Column("at", UTCDateTime, nullable=False),
+    Column("source", String(255), nullable=False),  # cli | api | flow:<key>
+    Column("reason", Text),
+    Index("ix_erasures_contact", "contact_id"),
 )

@@ -89,8 +89,8 @@ def create_app(
         errors = exc.errors(include_url=False, include_context=False, include_input=False)
         return JSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
 
-    from winback.web.routes import events, feedback, health, tracking, unsubscribe
+    from winback.web.routes import events, feedback, health, reports, tracking, unsubscribe
 
-    for module in (health, tracking, unsubscribe, feedback, events):
+    for module in (health, tracking, unsubscribe, feedback, events, reports):
         app.include_router(module.router)
     return app

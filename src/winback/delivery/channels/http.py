@@ -11,8 +11,20 @@ in ``winback.toml``::
 
 The ``body`` template is rendered in the Jinja sandbox (variables ``to``, ``body``,
 ``title``, ``url``, ``message_id``, ``contact``, ``data``) and must produce a JSON object;
-``format = "form"`` sends it form-encoded instead. ``preset = "twilio"`` fills in the
-Messages API shape (``account_sid``, ``auth_token``, ``from`` are then required).
+``format = "form"`` sends it form-encoded instead. Presets fill in a provider's shape:
+
+* ``preset = "twilio"``: the Messages API (``account_sid``, ``auth_token``, ``from``
+  required);
+* ``preset = "fcm"``: Firebase Cloud Messaging HTTP v1 (``POST
+  https://fcm.googleapis.com/v1/projects/{project_id}/messages:send``, ``Authorization:
+  Bearer <access token>`` from ``access_token`` or ``access_token_file``, body
+  ``{"message": {"token", "notification": {"title", "body"}, "data"}}``); a 404
+  ``UNREGISTERED`` answer is a bounce: the device token is suppressed and removed;
+* ``preset = "webpush-gateway"``: a plain JSON push gateway (``{"to", "title", "body",
+  "url", "data", "message_id"}``), where 404 and 410 (Gone) mean the subscription is dead.
+
+A response whose code is in ``bounce_codes`` (and, when ``bounce_match`` is set, whose body
+contains it) is a *bounce*: the address is permanently unreachable.
 """
 
 from __future__ import annotations
@@ -35,6 +47,16 @@ from winback.errors import InvalidSetting
 
 TWILIO_URL = "https://api.twilio.com/2010-04-01/Accounts/{account_sid}/Messages.json"
 TWILIO_BODY = '{"To": {{ to|tojson }}, "From": {{ sender|tojson }}, "Body": {{ body|tojson }}}'
+FCM_URL = "https://fcm.googleapis.com/v1/projects/{project_id}/messages:send"
+FCM_BODY = (
+    '{"message": {"token": {{ to|tojson }}, '
+    '"notification": {"title": {{ title|tojson }}, "body": {{ body|tojson }}}, '
+    '"data": {{ string_data|tojson }}}}'
+)
+WEBPUSH_BODY = (
+    '{"to": {{ to|tojson }}, "title": {{ title|tojson }}, "body": {{ body|tojson }}, '
+    '"url": {{ url|tojson }}, "data": {{ data|tojson }}, "message_id": {{ message_id|tojson }}}'
+)
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
@@ -46,7 +68,7 @@ class ProviderConfig(BaseModel):
     channel: Literal["sms", "push", "webhook"]
     url: str | None = None
     method: Literal["POST", "PUT"] = "POST"
-    preset: Literal["twilio"] | None = None
+    preset: Literal["twilio", "fcm", "webpush-gateway"] | None = None
     format: Literal["json", "form"] = "json"
     body: str | None = None
     auth_header: str | None = None
@@ -54,6 +76,8 @@ class ProviderConfig(BaseModel):
     headers: dict[str, str] = Field(default_factory=dict)
     success_codes: list[int] = Field(default_factory=lambda: [200, 201, 202, 204])
     retry_codes: list[int] = Field(default_factory=lambda: [408, 425, 429, 500, 502, 503, 504])
+    bounce_codes: list[int] = Field(default_factory=list)
+    bounce_match: str | None = None
     max_attempts: int = Field(3, ge=1)
     retry_base_seconds: float = Field(0.5, ge=0)
     timeout: float = Field(10.0, gt=0)
@@ -64,6 +88,9 @@ class ProviderConfig(BaseModel):
     account_sid: str | None = None
     auth_token: str | None = None
     sender: str | None = Field(None, alias="from")
+    project_id: str | None = None
+    access_token: str | None = None
+    access_token_file: str | None = None
 
     def resolved(self, environ: Mapping[str, str]) -> ProviderConfig:
         """Environment references expanded and the preset applied."""
@@ -74,7 +101,16 @@ class ProviderConfig(BaseModel):
             return _ENV.sub(lambda m: environ.get(m.group(1), ""), value)
 
         data = self.model_dump(by_alias=False)
-        for key in ("url", "auth_value", "account_sid", "auth_token", "sender"):
+        for key in (
+            "url",
+            "auth_value",
+            "account_sid",
+            "auth_token",
+            "sender",
+            "project_id",
+            "access_token",
+            "access_token_file",
+        ):
             data[key] = expand(data[key])
         data["headers"] = {k: expand(v) or "" for k, v in self.headers.items()}
         if self.preset == "twilio":
@@ -92,6 +128,26 @@ class ProviderConfig(BaseModel):
             data["auth_value"] = f"Basic {token}"
             data["success_codes"] = [200, 201]
             data["id_field"] = data["id_field"] or "sid"
+        if self.preset == "fcm":
+            if not (data["project_id"] or data["url"]):
+                raise InvalidSetting("providers: the fcm preset needs project_id (or a url)")
+            if not (data["access_token"] or data["access_token_file"] or data["auth_value"]):
+                raise InvalidSetting(
+                    "providers: the fcm preset needs access_token (e.g. '${FCM_ACCESS_TOKEN}') "
+                    "or access_token_file (a file an external job keeps fresh)"
+                )
+            data["url"] = (data["url"] or FCM_URL).replace("{project_id}", data["project_id"] or "")
+            data["body"] = data["body"] or FCM_BODY
+            data["success_codes"] = [200]
+            data["bounce_codes"] = data["bounce_codes"] or [404]
+            data["bounce_match"] = data["bounce_match"] or "UNREGISTERED"
+            data["id_field"] = data["id_field"] or "name"
+        if self.preset == "webpush-gateway":
+            data["body"] = data["body"] or WEBPUSH_BODY
+            data["bounce_codes"] = data["bounce_codes"] or [404, 410]
+        if data["access_token"] and not data["auth_value"]:
+            data["auth_header"] = data["auth_header"] or "Authorization"
+            data["auth_value"] = f"Bearer {data['access_token']}"
         if not data["url"]:
             raise InvalidSetting("providers: a provider needs a url (or a preset)")
         return ProviderConfig.model_validate(data)
@@ -99,6 +155,23 @@ class ProviderConfig(BaseModel):
     @property
     def needs_consent(self) -> bool:
         return self.channel != "webhook" if self.consent is None else self.consent
+
+
+RETRY_AFTER_CAP = 30.0
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    """Seconds of a numeric ``Retry-After`` header (429 / 503), if any."""
+    value = response.headers.get("Retry-After", "").strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        return None
+    return seconds if seconds >= 0 else None
+
+
+def _as_text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, default=str)
 
 
 def load_providers(
@@ -133,6 +206,7 @@ class HttpChannel:
         self.client = httpx.Client(timeout=config.timeout, transport=transport)
         self._body = make_environment().from_string(config.body) if config.body else None
         self._pool = ThreadPoolExecutor(config.connections, thread_name_prefix=f"winback-{name}")
+        self._token_cache: tuple[float, str] | None = None
 
     def request_for(self, msg: OutboundMessage) -> dict[str, Any]:
         """The httpx request arguments for one message."""
@@ -146,6 +220,13 @@ class HttpChannel:
         values.setdefault("contact", {})
         for key in ("body", "title", "url"):
             values.setdefault(key, "")
+        # FCM (and others) want string values only in "data".
+        string_data = {str(k): _as_text(v) for k, v in (values["data"] or {}).items()}
+        if values["url"]:
+            string_data.setdefault("url", str(values["url"]))
+        if msg.message_id:
+            string_data.setdefault("message_id", msg.message_id)
+        values["string_data"] = string_data
         if self._body is not None:
             try:
                 document = json.loads(self._body.render(values))
@@ -158,6 +239,8 @@ class HttpChannel:
         headers = {"Idempotency-Key": msg.message_id or msg.dedup_key, **self.config.headers}
         if self.config.auth_header and self.config.auth_value:
             headers[self.config.auth_header] = self.config.auth_value
+        if self.config.access_token_file:
+            headers[self.config.auth_header or "Authorization"] = f"Bearer {self._file_token()}"
         request: dict[str, Any] = {
             "method": self.config.method,
             "url": self.config.url,
@@ -195,11 +278,34 @@ class HttpChannel:
             if code in self.config.success_codes:
                 return SendResult("sent", str(code), self._provider_id(response), code)
             detail = f"{code} {response.text[:200]}"
+            if code in self.config.bounce_codes and (
+                not self.config.bounce_match or self.config.bounce_match in response.text
+            ):
+                return SendResult("bounced", detail, code=code)
             if code in self.config.retry_codes:
                 last = SendResult("retry", detail, code=code)
+                wait = _retry_after(response)
+                if wait is not None and attempt < self.config.max_attempts:
+                    time.sleep(min(wait, RETRY_AFTER_CAP))
                 continue
             return SendResult("failed", detail, code=code)
         return last
+
+    def _file_token(self) -> str:
+        """The access token in ``access_token_file``, re-read when the file changes (an
+        external job refreshes it; FCM tokens last an hour)."""
+        path = self.config.access_token_file or ""
+        try:
+            mtime = os.stat(path).st_mtime
+            if self._token_cache is None or self._token_cache[0] != mtime:
+                with open(path, encoding="utf-8") as fh:
+                    self._token_cache = (mtime, fh.read().strip())
+        except OSError as exc:
+            raise ValueError(
+                f"providers.{self.name}.access_token_file {path!r}: cannot read: "
+                f"{exc.strerror or exc}"
+            ) from None
+        return self._token_cache[1]
 
     def _provider_id(self, response: httpx.Response) -> str | None:
         if not self.config.id_field:

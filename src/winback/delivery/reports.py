@@ -1,0 +1,681 @@
+"""Asynchronous reports from mailbox providers: feedback-loop complaints (ARF, RFC 5965,
+``multipart/report; report-type=feedback-report``) and delivery status notifications (DSN,
+RFC 3464, ``report-type=delivery-status``), read from ``.eml`` files, mbox files and folders
+(streamed, one message at a time) or received by the HTTP service, plus a small JSON form.
+
+Each report is matched to our message: the original's Message-ID (``outbox.message_id``),
+else one of our signed unsubscribe tokens found in the original's headers or body, else the
+recipient address (``contacts.email``). Then:
+
+* complaint: an ``email_complained`` event, the address suppressed (``complained``) and the
+  contact's email consent revoked (consent log source ``complaint``);
+* hard bounce (status 5.x.x on a failed delivery): an ``email_bounced`` event and the address
+  suppressed (``bounced``);
+* soft bounce (status 4.x.x on a failed delivery): an ``email_bounced`` event; the address is
+  suppressed once ``soft_bounce_limit`` soft bounces fall within ``soft_bounce_window_days``;
+* anything else (delivered / relayed / delayed notices, ``not-spam`` reports) is ignored.
+
+Every report has a stable key (the report's own Message-ID, else a digest of its bytes, with
+the recipient and the original Message-ID); its event is stored under that key, so
+re-importing the same report changes nothing. Reports that cannot be parsed or matched go to
+the ``report_rejects`` table with the reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from email import message_from_bytes
+from email.message import Message
+from email.parser import HeaderParser
+from email.policy import compat32
+from email.utils import getaddresses, parsedate_to_datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from sqlalchemy import Connection, and_, func, select
+
+from winback.clock import as_utc
+from winback.errors import UnreadableFile, WinbackError
+from winback.store.schema import contacts, events, outbox, report_rejects
+
+Kind = Literal["complaint", "bounce", "notice"]
+_TOKEN = re.compile(rb"/u/([A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,})")
+_HEADER_LINE = re.compile(rb"^[\x21-\x39\x3b-\x7e]+:")
+_MSGID = re.compile(r"<[^<>\s]+>")
+_STATUS = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
+_MAX_MESSAGE = 50 * 1024 * 1024
+BATCH = 200
+
+
+class InvalidReportFile(WinbackError):
+    """A file given to ``feedback-loop import`` is neither an email message nor an mbox."""
+
+
+class ReportRejected(Exception):
+    """One report could not be used; the message says why (it goes to the reject list)."""
+
+
+@dataclass(slots=True)
+class Report:
+    """One complaint or bounce, as parsed (one per recipient of a DSN)."""
+
+    kind: Kind
+    key: str
+    source: str
+    format: str  # arf | dsn | json
+    recipient: str | None = None
+    original_message_id: str | None = None
+    severity: Literal["hard", "soft"] | None = None
+    status: str | None = None  # DSN status (5.1.1) or feedback type (abuse)
+    detail: str | None = None
+    occurred_at: datetime | None = None
+    tokens: list[str] = field(default_factory=list)
+    raw: bytes | None = None
+    problem: str | None = None  # set: the report goes to the reject list
+
+
+class FeedbackIn(BaseModel):
+    """The JSON form of a report: what a provider's webhook or a script sends when it has
+    already parsed the report."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["complaint", "bounce"]
+    email: str | None = Field(
+        None, max_length=320, description="The recipient address (the one to suppress)."
+    )
+    message_id: str | None = Field(
+        None, max_length=998, description="Message-ID of our original message, if known."
+    )
+    status: str | None = Field(
+        None,
+        max_length=64,
+        description="Bounces: the enhanced status code (5.x.x = hard, 4.x.x = soft; default "
+        "hard). Complaints: the feedback type (default abuse).",
+    )
+    occurred_at: AwareDatetime | None = Field(None, description="When; default: now.")
+    id: str | None = Field(
+        None, max_length=200, description="The sender's id of the report; repeats are ignored."
+    )
+
+
+class ReportResult(BaseModel):
+    """What an import or a request did."""
+
+    reports: int = Field(0, description="Reports read (a DSN counts once per recipient).")
+    complaints: int = Field(0, description="New complaints recorded.")
+    hard_bounces: int = Field(0, description="New hard bounces recorded.")
+    soft_bounces: int = Field(0, description="New soft bounces recorded.")
+    ignored: int = Field(0, description="Notices that are not complaints or failures.")
+    duplicates: int = Field(0, description="Reports recorded before (nothing changed).")
+    unmatched: int = Field(
+        0, description="Reports for no known contact: address suppressed, no event."
+    )
+    suppressed: int = Field(0, description="Addresses newly put on the suppression list.")
+    consent_revoked: int = Field(0, description="Contacts whose email consent was revoked.")
+    rejected: int = Field(0, description="Reports put on the reject list.")
+    errors: list[str] = Field(default_factory=list, description="Why reports were rejected.")
+
+    def add(self, other: ReportResult) -> None:
+        for name, value in other:
+            if name == "errors":
+                self.errors.extend(other.errors)
+            else:
+                setattr(self, name, getattr(self, name) + value)
+
+
+# -- parsing -------------------------------------------------------------------------------------
+
+
+def parse_report(raw: bytes, *, source: str) -> list[Report]:
+    """The reports in one email (ARF or DSN); raises :class:`ReportRejected` with the reason
+    when it is neither."""
+    if not raw.strip():
+        raise ReportRejected("empty message")
+    msg = message_from_bytes(raw, policy=compat32)
+    if not msg.keys():
+        raise ReportRejected("not an email message (no header lines)")
+    report_part = _find(msg, ("message/feedback-report", "message/delivery-status"))
+    if report_part is None:
+        raise ReportRejected(
+            f"not a feedback report (RFC 5965) or delivery status notification (RFC 3464): "
+            f"Content-Type {msg.get_content_type()!r} has no message/feedback-report or "
+            "message/delivery-status part"
+        )
+    report_id = _first_msgid(msg.get("Message-ID")) or _digest(_normalise(raw))
+    original = _original(msg)
+    orig_id = _first_msgid(original.get("Message-ID")) if original is not None else None
+    # Our unsubscribe tokens, wherever they appear (cheap scan of the raw bytes; the decoded
+    # returned original only when the raw text has none, e.g. a quoted-printable body).
+    found = _TOKEN.findall(raw) or _TOKEN.findall(_original_bytes(msg))
+    tokens = sorted({t.decode() for t in found})
+    sent_date = _date(msg.get("Date"))
+    if report_part.get_content_type() == "message/feedback-report":
+        return [_arf(report_part, msg, original, report_id, orig_id, tokens, sent_date, source)]
+    return _dsn(report_part, original, report_id, orig_id, tokens, sent_date, source)
+
+
+def _find(msg: Message, types: tuple[str, ...]) -> Message | None:
+    for part in msg.walk():
+        if part.get_content_type() in types:
+            return part
+    return None
+
+
+def _arf(
+    part: Message,
+    msg: Message,
+    original: Message | None,
+    report_id: str,
+    orig_id: str | None,
+    tokens: list[str],
+    sent_date: datetime | None,
+    source: str,
+) -> Report:
+    fields = _blocks(part)
+    if not fields:
+        raise ReportRejected("message/feedback-report part has no fields")
+    head = fields[0]
+    feedback_type = (head.get("Feedback-Type") or "").strip().lower()
+    if not feedback_type:
+        raise ReportRejected("feedback report without the required Feedback-Type field")
+    recipient = _address(head.get("Original-Rcpt-To") or head.get("Removal-Recipient"))
+    if recipient is None and original is not None:
+        recipient = _address(original.get("To"))
+    kind: Kind = "notice" if feedback_type == "not-spam" else "complaint"
+    agent = (head.get("User-Agent") or "").strip() or None
+    return Report(
+        kind=kind,
+        key=_digest(f"arf|{report_id}|{recipient}|{orig_id}".encode()),
+        source=source,
+        format="arf",
+        recipient=recipient,
+        original_message_id=orig_id,
+        status=feedback_type,
+        detail=agent,
+        occurred_at=_date(head.get("Arrival-Date") or head.get("Received-Date")) or sent_date,
+        tokens=tokens,
+    )
+
+
+def _dsn(
+    part: Message,
+    original: Message | None,
+    report_id: str,
+    orig_id: str | None,
+    tokens: list[str],
+    sent_date: datetime | None,
+    source: str,
+) -> list[Report]:
+    blocks = _blocks(part)
+    if len(blocks) < 2:
+        raise ReportRejected(
+            "message/delivery-status part has no per-recipient fields (expected a block with "
+            "Final-Recipient, Action and Status after the per-message block)"
+        )
+    arrival = _date(blocks[0].get("Arrival-Date")) or sent_date
+    # Gmail names the original in the per-message block even when it returns no headers.
+    orig_id = orig_id or _first_msgid(blocks[0].get("X-Original-Message-ID"))
+    out: list[Report] = []
+    for block in blocks[1:]:
+        recipient = _address(block.get("Final-Recipient") or block.get("Original-Recipient"))
+        action = (block.get("Action") or "").strip().lower()
+        status_text = block.get("Status") or ""
+        m = _STATUS.search(status_text)
+        status = ".".join(m.groups()) if m else None
+        diagnostic = " ".join((block.get("Diagnostic-Code") or "").split()) or None
+        if not action:
+            raise ReportRejected(f"DSN recipient block for {recipient} has no Action field")
+        severity: Literal["hard", "soft"] | None = None
+        kind: Kind = "notice"
+        if action == "failed":
+            kind = "bounce"
+            severity = "soft" if status is not None and status.startswith("4") else "hard"
+        out.append(
+            Report(
+                kind=kind,
+                key=_digest(f"dsn|{report_id}|{recipient}|{orig_id}".encode()),
+                source=source,
+                format="dsn",
+                recipient=recipient,
+                original_message_id=orig_id,
+                severity=severity,
+                status=status or action,
+                detail=diagnostic,
+                occurred_at=_date(block.get("Last-Attempt-Date")) or arrival,
+                tokens=tokens,
+            )
+        )
+    return out
+
+
+def _blocks(part: Message) -> list[Message]:
+    """Header blocks of a message/feedback-report or message/delivery-status part."""
+    payload = part.get_payload()
+    if isinstance(payload, list):
+        return [p for p in payload if isinstance(p, Message)]
+    if isinstance(payload, str):  # e.g. base64 or quoted-printable encoded report fields
+        text = part.get_payload(decode=True)
+        body = text.decode("utf-8", "replace") if isinstance(text, bytes) else payload
+        return [
+            HeaderParser(policy=compat32).parsestr(chunk.strip() + "\n")
+            for chunk in re.split(r"\r?\n\s*\r?\n", body)
+            if chunk.strip()
+        ]
+    return []
+
+
+def _original(msg: Message) -> Message | None:
+    for part in msg.walk():
+        ctype = part.get_content_type()
+        if ctype == "message/rfc822":
+            inner = part.get_payload()
+            if isinstance(inner, list) and inner and isinstance(inner[0], Message):
+                return inner[0]
+        if ctype == "text/rfc822-headers":
+            data = part.get_payload(decode=True)
+            text = data.decode("utf-8", "replace") if isinstance(data, bytes) else ""
+            return HeaderParser(policy=compat32).parsestr(text)
+    return None
+
+
+def _original_bytes(msg: Message) -> bytes:
+    """The returned original (headers and body), where our tokens may be found."""
+    chunks: list[bytes] = []
+    for part in msg.walk():
+        if part.get_content_type() in ("message/rfc822", "text/rfc822-headers"):
+            chunks.append(part.as_bytes())
+    return b"\n".join(chunks)
+
+
+def _address(value: str | None) -> str | None:
+    if not value:
+        return None
+    text = value.split(";", 1)[1] if ";" in value and "@" in value.split(";", 1)[1] else value
+    for _, addr in getaddresses([text.strip()]):
+        if "@" in addr:
+            return addr.strip().strip("<>").lower()
+    return None
+
+
+def _first_msgid(value: str | None) -> str | None:
+    if not value:
+        return None
+    m = _MSGID.search(value)
+    if m:
+        return m.group(0)
+    value = value.strip()
+    return f"<{value}>" if value and " " not in value else None
+
+
+def _date(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        when = as_utc(parsedate_to_datetime(value.strip()))
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    return when if 1900 <= when.year <= 9000 else None
+
+
+def _digest(raw: bytes) -> str:
+    return hashlib.sha256(raw).hexdigest()
+
+
+def _normalise(raw: bytes) -> bytes:
+    return raw.replace(b"\r\n", b"\n").strip()
+
+
+def from_json(item: FeedbackIn) -> Report:
+    if item.type == "bounce":
+        m = _STATUS.search(item.status or "")
+        status = ".".join(m.groups()) if m else None
+        severity: Literal["hard", "soft"] | None = (
+            "soft" if status is not None and status.startswith("4") else "hard"
+        )
+    else:
+        status, severity = (item.status or "abuse").strip().lower(), None
+    when, problem = None, None
+    if item.occurred_at is not None:
+        try:
+            when = as_utc(item.occurred_at)
+        except OverflowError:
+            when = None
+        if when is None or not 1900 <= when.year <= 9000:
+            when, problem = None, f"occurred_at {item.occurred_at}: expected a year 1900-9000"
+    ident = item.id or "|".join(
+        str(v)
+        for v in (
+            item.email,
+            item.message_id,
+            item.status,
+            item.occurred_at.isoformat() if item.occurred_at else None,
+        )
+    )
+    return Report(
+        kind=item.type,
+        key=_digest(f"json|{item.type}|{ident}".encode()),
+        source="api",
+        format="json",
+        recipient=(item.email or "").strip().lower() or None,
+        original_message_id=_first_msgid(item.message_id),
+        severity=severity,
+        status=status,
+        occurred_at=when,
+        problem=problem,
+    )
+
+
+# -- files ---------------------------------------------------------------------------------------
+
+
+def report_files(paths: Sequence[Path]) -> list[tuple[Path, str]]:
+    """Every file to read, with its kind (``eml`` or ``mbox``); raises
+    :class:`InvalidReportFile` before anything is read when one is not usable."""
+    out: list[tuple[Path, str]] = []
+    for path in paths:
+        if not path.exists():
+            raise UnreadableFile(f"{path}: no such file or folder")
+        files = (
+            sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+            if path.is_dir()
+            else [path]
+        )
+        for f in files:
+            out.append((f, _sniff(f)))
+    return out
+
+
+def _sniff(path: Path) -> str:
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(4096)
+    except OSError as exc:
+        raise UnreadableFile(f"{path}: cannot read: {exc.strerror or exc}") from None
+    first = next((line for line in head.splitlines() if line.strip()), b"")
+    if first.startswith(b"From "):
+        return "mbox"
+    if _HEADER_LINE.match(first):
+        return "eml"
+    shown = first[:60].decode("utf-8", "replace") if first else "an empty file"
+    raise InvalidReportFile(
+        f"{path}: expected an email message (.eml: header lines such as 'From: ...' or "
+        f"'Content-Type: multipart/report; ...') or an mbox file (first line 'From ...'); "
+        f"found {shown!r}"
+    )
+
+
+def read_messages(path: Path, kind: str) -> Iterator[tuple[str, bytes]]:
+    """(source, raw message) of each message in the file, one at a time."""
+    if kind == "eml":
+        if path.stat().st_size > _MAX_MESSAGE:
+            raise InvalidReportFile(
+                f"{path}: {path.stat().st_size} bytes is too large for one report "
+                f"(at most {_MAX_MESSAGE}); is it an mbox without 'From ' separator lines?"
+            )
+        yield str(path), path.read_bytes()
+        return
+    n = 0
+    lines: list[bytes] = []
+    previous_blank = True
+    with path.open("rb") as fh:
+        for line in fh:
+            if line.startswith(b"From ") and previous_blank:
+                if lines:
+                    n += 1
+                    yield f"{path}#{n}", b"".join(lines)
+                lines = []
+            else:
+                if line.startswith(b">") and line.lstrip(b">").startswith(b"From "):
+                    line = line[1:]  # mboxrd quoting
+                lines.append(line)
+            previous_blank = not line.strip()
+    if lines:
+        n += 1
+        yield f"{path}#{n}", b"".join(lines)
+
+
+# -- recording -----------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Policy:
+    soft_limit: int
+    soft_window: timedelta
+    verify_token: Callable[[str], tuple[int, int] | None]
+
+
+def record(
+    conn: Connection, items: Iterable[Report], *, now: datetime, policy: Policy
+) -> ReportResult:
+    """Apply reports in the caller's transaction."""
+    from winback.delivery.records import record_events, suppress
+    from winback.store.repository import Store
+
+    store = Store(conn.engine)
+    result = ReportResult()
+    for report in items:
+        result.reports += 1
+        if report.kind == "notice":
+            result.ignored += 1
+            continue
+        if report.problem:
+            reject(conn, report, report.problem, now=now, result=result)
+            continue
+        targets = _match(conn, report, policy)
+        at = report.occurred_at or now
+        address = report.recipient
+        if not targets:
+            if address is None:
+                reject(
+                    conn,
+                    report,
+                    "no recipient address, and the original message is not one of ours "
+                    "(no known Message-ID or winback token)",
+                    now=now,
+                    result=result,
+                )
+                continue
+            result.unmatched += 1
+            if report.kind == "complaint" or report.severity == "hard":
+                result.suppressed += suppress(
+                    conn,
+                    channel="email",
+                    address=address,
+                    contact_id=None,
+                    reason="complained" if report.kind == "complaint" else "bounced",
+                    at=at,
+                    detail=_detail(report),
+                )
+            continue
+        new_any = False
+        for contact_id, email, erased in targets:
+            kind_key = "complaint" if report.kind == "complaint" else report.severity
+            row = {
+                "event_key": f"fbl:{kind_key}:{report.key[:40]}:{contact_id}",
+                "contact_id": contact_id,
+                "type": "email_complained" if report.kind == "complaint" else "email_bounced",
+                "occurred_at": at,
+                "properties": {
+                    k: v
+                    for k, v in {
+                        "source": report.format,
+                        "severity": report.severity,
+                        "status": report.status,
+                        "detail": (report.detail or "")[:500] or None,
+                        "recipient": report.recipient,
+                    }.items()
+                    # nothing that may hold an address for an erased contact
+                    if v is not None and not (erased and k in ("detail", "recipient"))
+                },
+                "message_id": report.original_message_id,
+            }
+            if not record_events(conn, [row]):
+                continue
+            new_any = True
+            # An erased contact keeps no address, not even on the suppression list.
+            target_address = None if erased else email or address
+            if report.kind == "complaint":
+                result.complaints += 1
+                if store.set_consent(
+                    contact_id,
+                    "email",
+                    False,
+                    at=at,
+                    source=f"complaint:{report.format}",
+                    conn=conn,
+                ):
+                    result.consent_revoked += 1
+                reason: str | None = "complained"
+            elif report.severity == "hard":
+                result.hard_bounces += 1
+                reason = "bounced"
+            else:
+                result.soft_bounces += 1
+                reason = (
+                    "bounced"
+                    if _soft_count(conn, contact_id, at, policy) >= policy.soft_limit
+                    else None
+                )
+            if reason and target_address:
+                detail = _detail(report)
+                if report.kind == "bounce" and report.severity == "soft":
+                    detail = (
+                        f"{policy.soft_limit} soft bounces within "
+                        f"{policy.soft_window.days} days; last: {detail}"
+                    )
+                result.suppressed += suppress(
+                    conn,
+                    channel="email",
+                    address=target_address,
+                    contact_id=contact_id,
+                    reason=reason,
+                    at=at,
+                    detail=detail,
+                )
+        if not new_any:
+            result.duplicates += 1
+    return result
+
+
+def _detail(report: Report) -> str:
+    parts = [f"{report.format} report", report.status or "", report.detail or ""]
+    return "; ".join(p for p in parts if p)[:1000]
+
+
+def _soft_count(conn: Connection, contact_id: int, at: datetime, policy: Policy) -> int:
+    return int(
+        conn.execute(
+            select(func.count()).where(
+                and_(
+                    events.c.contact_id == contact_id,
+                    events.c.type == "email_bounced",
+                    events.c.event_key.like("fbl:soft:%"),
+                    events.c.occurred_at > at - policy.soft_window,
+                    events.c.occurred_at <= at,
+                )
+            )
+        ).scalar_one()
+    )
+
+
+def _match(conn: Connection, report: Report, policy: Policy) -> list[tuple[int, str | None, bool]]:
+    """(contact id, email, erased) of the contacts the report is about."""
+    if report.original_message_id:
+        found = conn.execute(
+            select(contacts.c.id, contacts.c.email, contacts.c.erased_at.is_not(None))
+            .join(outbox, outbox.c.contact_id == contacts.c.id)
+            .where(outbox.c.message_id == report.original_message_id)
+        ).all()
+        if found:
+            return [(int(i), e, bool(x)) for i, e, x in found]
+    for token in report.tokens:
+        verified = policy.verify_token(token)
+        if verified is None:
+            continue
+        found = conn.execute(
+            select(contacts.c.id, contacts.c.email, contacts.c.erased_at.is_not(None)).where(
+                contacts.c.id == verified[1]
+            )
+        ).all()
+        if found:
+            return [(int(i), e, bool(x)) for i, e, x in found]
+    if report.recipient:
+        found = conn.execute(
+            select(contacts.c.id, contacts.c.email, contacts.c.erased_at.is_not(None))
+            .where(func.lower(contacts.c.email) == report.recipient)
+            .order_by(contacts.c.id)
+        ).all()
+        return [(int(i), e, bool(x)) for i, e, x in found]
+    return []
+
+
+def reject(
+    conn: Connection,
+    report: Report | None,
+    reason: str,
+    *,
+    now: datetime,
+    result: ReportResult,
+    raw: bytes | None = None,
+    source: str | None = None,
+) -> None:
+    """Keep a report that cannot be used, with why (once per distinct report)."""
+    from winback.delivery.records import insert_ignore
+
+    data = raw if raw is not None else (report.raw if report is not None else None)
+    if data is None and report is not None:
+        data = repr(asdict(report)).encode()
+    data = data or b""
+    where = source or (report.source if report is not None else "?")
+    insert_ignore(
+        conn,
+        report_rejects,
+        [
+            {
+                "digest": _digest(_normalise(data) + b"|" + reason.encode()),
+                "source": where,
+                "reason": reason,
+                "raw": data,
+                "received_at": now,
+            }
+        ],
+        "digest",
+    )
+    result.rejected += 1
+    result.errors.append(f"{where}: {reason}")
+
+
+def process_raw(
+    conn: Connection, raw: bytes, *, source: str, now: datetime, policy: Policy
+) -> ReportResult:
+    """Parse and apply one report email (rejects kept) in the caller's transaction."""
+    try:
+        parsed = parse_report(raw, source=source)
+    except ReportRejected as exc:
+        result = ReportResult(reports=1)
+        reject(conn, None, str(exc), now=now, result=result, raw=raw, source=source)
+        return result
+    for r in parsed:
+        r.raw = raw
+    return record(conn, parsed, now=now, policy=policy)
+
+
+def rejects(conn: Connection) -> list[dict[str, Any]]:
+    return [
+        dict(r)
+        for r in conn.execute(
+            select(
+                report_rejects.c.id,
+                report_rejects.c.source,
+                report_rejects.c.reason,
+                report_rejects.c.received_at,
+                func.length(report_rejects.c.raw).label("size"),
+            ).order_by(report_rejects.c.id)
+        ).mappings()
+    ]

@@ -1,0 +1,177 @@
+"""Erasing a contact's personal data (GDPR-style "right to erasure"), set-based.
+
+What happens to each erased contact, in the caller's transaction:
+
+* ``contacts``: email, phone, first and last name, birthday, time zone, locale, the custom
+  attributes, the engagement timestamps (``last_email_opened``, ``last_email_link_clicked``,
+  ``last_seen``) and every analytics column are nulled; consent is ``false`` on every
+  channel (one consent-log row per channel that was not already ``false``, source
+  ``erasure:<source>``); ``erased_at`` is set. The row itself stays, as a **tombstone**
+  keyed by the shop's ``customer_id`` (a pseudonymous key, not contact data): a later
+  contacts import naming the same customer does not fill it again (those lines are
+  rejected with the reason), and orders or events for it attach to the empty tombstone.
+* ``orders`` stay (amount, currency, time, items, coupon) for aggregate reporting, tied only
+  to the tombstone; ``orders_count``, ``revenue_total`` and the purchase dates stay too.
+* ``events``: their ``properties`` (which may carry free text, addresses) are nulled; type
+  and time stay.
+* ``outbox``: payloads nulled; messages not yet sent are ``skipped`` ("contact erased").
+* ``suppressions`` rows of the contact are deleted (they hold the address in clear);
+  nothing can be sent anyway: no address, no consent.
+* tags are removed; flows in progress are exited with reason ``erased``.
+* one ``erasures`` row (contact, time, source, reason): the audit trail.
+
+Erasing an erased contact again does nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Connection, and_, delete, false, func, insert, literal, or_, select, update
+
+from winback.clock import as_utc
+from winback.errors import NotFound
+from winback.store.schema import (
+    ANALYTICS_COLUMNS,
+    CHANNELS,
+    consent_log,
+    contact_tags,
+    contacts,
+    erasures,
+    events,
+    flow_entries,
+    outbox,
+    suppressions,
+)
+
+if TYPE_CHECKING:
+    from winback.workspace import Workspace
+
+#: Contact columns nulled by an erasure.
+ERASED_COLUMNS = (
+    "email",
+    "phone",
+    "first_name",
+    "last_name",
+    "birthday",
+    "timezone",
+    "locale",
+    "last_email_opened",
+    "last_email_link_clicked",
+    "last_seen",
+    *ANALYTICS_COLUMNS,
+    "analyzed_at",
+)
+
+
+def erase_contacts(
+    conn: Connection,
+    chosen: Any,
+    *,
+    at: datetime,
+    source: str,
+    reason: str | None = None,
+    keep_flow_id: int | None = None,
+) -> int:
+    """Erase the contacts whose ids ``chosen`` (a SELECT of contact ids, or a list) yields,
+    skipping those erased already; returns how many were erased. ``keep_flow_id``: leave
+    that flow's entries alone (the engine moves them on itself)."""
+    at = as_utc(at)
+    # correlate(None): the id subqueries are used inside UPDATEs of the very tables they read
+    # (flow_entries); they must not be correlated to the statement's target row.
+    ids: Any = list(chosen) if isinstance(chosen, Sequence) else chosen.correlate(None)
+    todo = and_(contacts.c.id.in_(ids), contacts.c.erased_at.is_(None))
+    n = int(conn.execute(select(func.count()).select_from(contacts).where(todo)).scalar_one())
+    if not n:
+        return 0
+    victims = select(contacts.c.id).where(todo).correlate(None)
+    conn.execute(
+        insert(erasures).from_select(
+            ["contact_id", "at", "source", "reason"],
+            select(
+                contacts.c.id,
+                literal(at, contacts.c.erased_at.type),
+                literal(source),
+                literal(reason, erasures.c.reason.type),
+            ).where(todo),
+        )
+    )
+    for channel in CHANNELS:
+        column = contacts.c[f"{channel}_consent"]
+        conn.execute(
+            insert(consent_log).from_select(
+                ["contact_id", "channel", "granted", "at", "source"],
+                select(
+                    contacts.c.id,
+                    literal(channel),
+                    false(),
+                    literal(at, contacts.c.erased_at.type),
+                    literal(f"erasure:{source}"),
+                ).where(todo, or_(column.is_(None), column.is_(True))),
+            )
+        )
+    conn.execute(update(events).where(events.c.contact_id.in_(victims)).values(properties=None))
+    conn.execute(
+        update(outbox)
+        .where(and_(outbox.c.contact_id.in_(victims), outbox.c.status == "pending"))
+        .values(status="skipped", last_error="contact erased")
+    )
+    conn.execute(update(outbox).where(outbox.c.contact_id.in_(victims)).values(payload=None))
+    conn.execute(delete(suppressions).where(suppressions.c.contact_id.in_(victims)))
+    conn.execute(delete(contact_tags).where(contact_tags.c.contact_id.in_(victims)))
+    active = and_(flow_entries.c.contact_id.in_(victims), flow_entries.c.status == "active")
+    if keep_flow_id is not None:
+        active = and_(active, flow_entries.c.flow_id != keep_flow_id)
+    conn.execute(
+        update(flow_entries)
+        .where(active)
+        .values(status="exited", exit_reason="erased", exited_at=at, wake_at=None, waiting=False)
+    )
+    values: dict[str, Any] = {c: None for c in ERASED_COLUMNS}
+    values.update(
+        attributes={},
+        email_consent=False,
+        sms_consent=False,
+        push_consent=False,
+        erased_at=at,
+        updated_at=at,
+    )
+    conn.execute(update(contacts).where(todo).values(values))
+    return n
+
+
+def erase_contact(
+    ws: Workspace, ref: str, *, reason: str | None = None, source: str = "cli"
+) -> dict[str, Any]:
+    """Erase one contact (its ``customer_id``, or ``#ID``) on request; returns what was done.
+    Raises :class:`~winback.errors.NotFound` for an unknown contact."""
+    from winback.tags import resolve_contacts
+
+    contact_id = resolve_contacts(ws, [ref])[0]
+    now = ws.clock.now()
+    with ws.engine.begin() as conn:
+        erased = erase_contacts(conn, [contact_id], at=now, source=source, reason=reason)
+        row = conn.execute(
+            select(contacts.c.customer_id, contacts.c.erased_at).where(contacts.c.id == contact_id)
+        ).one()
+    if row.erased_at is None:  # pragma: no cover - erase_contacts sets it
+        raise NotFound(f"contact {ref!r} could not be erased")
+    return {
+        "contact_id": contact_id,
+        "customer_id": row.customer_id,
+        "erased": bool(erased),
+        "erased_at": row.erased_at,
+    }
+
+
+def erasure_log(conn: Connection, contact_id: int) -> list[dict[str, Any]]:
+    return [
+        dict(r)
+        for r in conn.execute(
+            select(erasures.c.at, erasures.c.source, erasures.c.reason)
+            .where(erasures.c.contact_id == contact_id)
+            .order_by(erasures.c.id)
+        ).mappings()
+    ]
