@@ -68,7 +68,7 @@ def sqlite_apply_orders(cur: Any, new_orders: list[tuple[int, str, str]], now: s
     """SQLite: advance the purchase attributes for new orders ``(contact_id, ordered_at,
     amount)`` (times as stored text; amounts as text, summed as floats since SQLite keeps
     them as REAL). The touched contacts' current times are read first (the caller holds the
-    write lock), so that one statement per shape of change sets an indexed column
+    write lock), so that one ``executemany`` per shape of change sets an indexed column
     (``last_purchase_at``, ``updated_at``) only where its value changes: every index entry
     rewritten costs, and an import touches most contacts in many of its batches. Returns
     how many contacts changed."""
@@ -87,12 +87,12 @@ def sqlite_apply_orders(cur: Any, new_orders: list[tuple[int, str, str]], now: s
     if not per:
         return 0
     ids = sorted(per)
-    cur.execute(  # one JSON value rather than rows: see bulk.sqlite_contact_ids
-        "SELECT json_group_array(json_array(c.id, c.first_purchase_at, c.last_purchase_at, "
-        "c.updated_at)) FROM json_each(?) j JOIN contacts c ON c.id = j.value",
+    cur.execute(
+        "SELECT c.id, c.first_purchase_at, c.last_purchase_at, c.updated_at "
+        "FROM json_each(?) j JOIN contacts c ON c.id = j.value",
         (json.dumps(ids),),
     )
-    current = {r[0]: r[1:] for r in json.loads(cur.fetchall()[0][0])}
+    current = {r[0]: r[1:] for r in cur.fetchall()}
     shapes: dict[tuple[bool, bool], list[tuple[Any, ...]]] = {}
     for cid in ids:
         n, total, first_at, last_at = per[cid]
@@ -100,20 +100,21 @@ def sqlite_apply_orders(cur: Any, new_orders: list[tuple[int, str, str]], now: s
         if first is not None and first < first_at:
             first_at = first
         later = last is None or last < last_at
-        shapes.setdefault((later, updated != now), []).append((cid, n, total, first_at, last_at))
-    # One UPDATE ... FROM a JSON array per shape rather than ``executemany``, so that the
-    # driver releases the GIL for the whole statement (the parser thread runs meanwhile).
+        touched = updated != now
+        params: tuple[Any, ...] = (n, total, first_at)
+        if later:
+            params += (last_at,)
+        if touched:
+            params += (now,)
+        shapes.setdefault((later, touched), []).append((*params, cid))
     for (later, touched), rows in shapes.items():
-        cur.execute(
-            "UPDATE contacts SET orders_count = orders_count + a.n, "  # noqa: S608 (fixed text)
-            "revenue_total = revenue_total + a.total, first_purchase_at = a.first_at"
-            + (", last_purchase_at = a.last_at" if later else "")
+        cur.executemany(
+            "UPDATE contacts SET orders_count = orders_count + ?, "  # noqa: S608 (fixed text)
+            "revenue_total = revenue_total + ?, first_purchase_at = ?"
+            + (", last_purchase_at = ?" if later else "")
             + (", updated_at = ?" if touched else "")
-            + " FROM (SELECT json_extract(value, '$[0]') AS id, json_extract(value, '$[1]') AS n, "
-            "json_extract(value, '$[2]') AS total, json_extract(value, '$[3]') AS first_at, "
-            "json_extract(value, '$[4]') AS last_at FROM json_each(?)) a "
-            "WHERE contacts.id = a.id",
-            ((now,) if touched else ()) + (json.dumps(rows),),
+            + " WHERE id = ?",
+            rows,
         )
     return len(per)
 

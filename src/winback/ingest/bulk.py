@@ -4,7 +4,7 @@ Events (and orders on PostgreSQL) are loaded into a temporary staging table (SQL
 ``executemany``; PostgreSQL: ``COPY``), then moved into the real tables with ``INSERT ...
 SELECT ... ON CONFLICT DO NOTHING RETURNING``, which both deduplicates against earlier
 imports and tells us which rows are new. Orders on SQLite skip the staging table and go
-straight in with one statement over a JSON array (see :func:`winback.ingest.orders.write_orders`).
+straight in with ``executemany`` (see :func:`winback.ingest.orders.write_orders`).
 Unknown customers become contacts in the same set-based way. The standard contact
 attributes are then advanced for the new rows only (:mod:`winback.ingest.attributes`).
 """
@@ -142,15 +142,12 @@ def sqlite_create_contacts(cur: Any, first_at: dict[str, str], now: str) -> int:
 
 
 def sqlite_contact_ids(cur: Any, customers: list[str]) -> dict[str, int]:
-    """SQLite: ``customer_id -> contacts.id`` for ``customers`` (one statement). The result
-    comes back as one JSON value: fetching rows one by one would release and re-acquire the
-    GIL per row, each time waiting for the parser thread."""
+    """SQLite: ``customer_id -> contacts.id`` for ``customers`` (one statement)."""
     cur.execute(
-        "SELECT json_group_array(json_array(c.customer_id, c.id)) FROM json_each(?) j "
-        "JOIN contacts c ON c.customer_id = j.value",
+        "SELECT c.customer_id, c.id FROM json_each(?) j JOIN contacts c ON c.customer_id = j.value",
         (json.dumps(customers),),
     )
-    return {str(k): int(v) for k, v in json.loads(cur.fetchall()[0][0])}
+    return dict(cur.fetchall())
 
 
 def stored_by_import(

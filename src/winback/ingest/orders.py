@@ -241,18 +241,12 @@ def _write_sqlite(cur: Any, rows: list[OrderRow], ctx: Context) -> list[str]:
     ids = bulk.sqlite_contact_ids(cur, list(first_at))
     cur.execute("SELECT coalesce(max(id), 0) FROM orders")
     before = int(cur.fetchone()[0])
-    stored = [(r[1], ids[r[2]], r[3], r[4], r[5], r[6], r[7]) for r in rows]
-    # One statement over a JSON array rather than ``executemany``: the driver then releases
-    # the GIL for the whole insert (not once per row), so the parser thread really runs
-    # alongside it instead of taking turns with it.
-    cur.execute(
+    import_id = ctx.import_id
+    stored = [(r[1], ids[r[2]], r[3], r[4], r[5], r[6], r[7], import_id) for r in rows]
+    cur.executemany(
         "INSERT INTO orders (order_id, contact_id, ordered_at, amount, currency, items, "
-        "coupon, import_id) SELECT json_extract(j.value, '$[0]'), "
-        "json_extract(j.value, '$[1]'), json_extract(j.value, '$[2]'), "
-        "json_extract(j.value, '$[3]'), json_extract(j.value, '$[4]'), "
-        "json_extract(j.value, '$[5]'), json_extract(j.value, '$[6]'), ? "
-        "FROM json_each(?) j WHERE true ON CONFLICT (order_id) DO NOTHING",
-        (ctx.import_id, json.dumps(stored)),
+        "coupon, import_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (order_id) DO NOTHING",
+        stored,
     )
     not_new: list[str] = []
     if cur.rowcount != len(rows):  # some were stored before: this batch added ids > before
