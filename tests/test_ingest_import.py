@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -247,6 +247,38 @@ def test_incremental_attributes_match_a_from_scratch_aggregate(
     c3 = expected["c3"]
     assert c3["orders_count"] == 4 and c3["revenue_total"] == Decimal("30.75")
     assert c3["first_purchase_at"] == datetime(2024, 1, 1, 1, tzinfo=UTC)
+
+
+def test_attributes_and_updated_at_across_batches_and_imports(
+    workspace: Workspace, tmp_path: Path
+) -> None:
+    """Batches only write the attribute columns that change: a later batch with older orders
+    leaves last_purchase_at alone, moves first_purchase_at back, and still counts; a second
+    import (clock moved on) stamps updated_at again."""
+    small_batches(workspace, 2)
+    first = write(
+        tmp_path / "a.csv",
+        HEADER
+        + "a1,k1,2024-05-01T00:00:00Z,10,,,\na2,k2,2024-05-02T00:00:00Z,1,,,\n"
+        + "a3,k1,2024-01-01T00:00:00Z,2.50,,,\na4,k1,2024-06-01T00:00:00Z,1,,,\n"
+        + "a5,k1,2024-03-01T00:00:00+00:00,0.25,,,\n",
+    )
+    t0 = workspace.clock.now()
+    workspace.imports.orders(first)
+    k1 = _stored(workspace)["k1"]
+    assert k1["orders_count"] == 4 and k1["revenue_total"] == Decimal("13.75")
+    assert k1["first_purchase_at"] == datetime(2024, 1, 1, tzinfo=UTC)
+    assert k1["last_purchase_at"] == datetime(2024, 6, 1, tzinfo=UTC)
+    with workspace.engine.connect() as conn:
+        stamps = dict(conn.execute(select(contacts.c.customer_id, contacts.c.updated_at)).all())
+    assert stamps["k1"] == t0 and stamps["k2"] == t0
+    workspace.clock.advance(timedelta(hours=1))  # type: ignore[attr-defined]
+    second = write(tmp_path / "b.csv", HEADER + "b1,k2,2023-01-01T00:00:00Z,4,,,\n")
+    workspace.imports.orders(second)
+    assert _stored(workspace) == _from_scratch(workspace)
+    with workspace.engine.connect() as conn:
+        stamps = dict(conn.execute(select(contacts.c.customer_id, contacts.c.updated_at)).all())
+    assert stamps["k2"] == t0 + timedelta(hours=1) and stamps["k1"] == t0
 
 
 def test_machine_opens_do_not_count_as_engagement(workspace: Workspace, tmp_path: Path) -> None:

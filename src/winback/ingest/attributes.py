@@ -8,6 +8,7 @@ rescans the events or orders tables.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from typing import Any
 
@@ -60,6 +61,61 @@ def apply_orders(
         ),
         (now,),
     )
+    return len(per)
+
+
+def sqlite_apply_orders(cur: Any, new_orders: list[tuple[int, str, str]], now: str) -> int:
+    """SQLite: advance the purchase attributes for new orders ``(contact_id, ordered_at,
+    amount)`` (times as stored text; amounts as text, summed as floats since SQLite keeps
+    them as REAL). The touched contacts' current times are read first (the caller holds the
+    write lock), so that one ``executemany`` per shape of change sets an indexed column
+    (``last_purchase_at``, ``updated_at``) only where its value changes: every index entry
+    rewritten costs, and an import touches most contacts in many of its batches. Returns
+    how many contacts changed."""
+    per: dict[int, list[Any]] = {}
+    for contact_id, at, amount in new_orders:
+        agg = per.get(contact_id)
+        if agg is None:
+            per[contact_id] = [1, float(amount), at, at]
+        else:
+            agg[0] += 1
+            agg[1] += float(amount)
+            if at < agg[2]:
+                agg[2] = at
+            elif at > agg[3]:
+                agg[3] = at
+    if not per:
+        return 0
+    ids = sorted(per)
+    cur.execute(
+        "SELECT c.id, c.first_purchase_at, c.last_purchase_at, c.updated_at "
+        "FROM json_each(?) j JOIN contacts c ON c.id = j.value",
+        (json.dumps(ids),),
+    )
+    current = {r[0]: r[1:] for r in cur.fetchall()}
+    shapes: dict[tuple[bool, bool], list[tuple[Any, ...]]] = {}
+    for cid in ids:
+        n, total, first_at, last_at = per[cid]
+        first, last, updated = current[cid]
+        if first is not None and first < first_at:
+            first_at = first
+        later = last is None or last < last_at
+        touched = updated != now
+        params: tuple[Any, ...] = (n, total, first_at)
+        if later:
+            params += (last_at,)
+        if touched:
+            params += (now,)
+        shapes.setdefault((later, touched), []).append((*params, cid))
+    for (later, touched), rows in shapes.items():
+        cur.executemany(
+            "UPDATE contacts SET orders_count = orders_count + ?, "  # noqa: S608 (fixed text)
+            "revenue_total = revenue_total + ?, first_purchase_at = ?"
+            + (", last_purchase_at = ?" if later else "")
+            + (", updated_at = ?" if touched else "")
+            + " WHERE id = ?",
+            rows,
+        )
     return len(per)
 
 

@@ -1,14 +1,17 @@
 """Set-based bulk writes for orders and events, on the raw driver connection.
 
-Each batch is loaded into a temporary staging table (SQLite: ``executemany``; PostgreSQL:
-``COPY``), then moved into the real tables with ``INSERT ... SELECT ... ON CONFLICT DO
-NOTHING RETURNING``, which both deduplicates against earlier imports and tells us which rows
-are new. Unknown customers become contacts in the same set-based way. The standard contact
+Events (and orders on PostgreSQL) are loaded into a temporary staging table (SQLite:
+``executemany``; PostgreSQL: ``COPY``), then moved into the real tables with ``INSERT ...
+SELECT ... ON CONFLICT DO NOTHING RETURNING``, which both deduplicates against earlier
+imports and tells us which rows are new. Orders on SQLite skip the staging table and go
+straight in with ``executemany`` (see :func:`winback.ingest.orders.write_orders`).
+Unknown customers become contacts in the same set-based way. The standard contact
 attributes are then advanced for the new rows only (:mod:`winback.ingest.attributes`).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -95,10 +98,16 @@ _COLUMNS = {
 
 def stage(conn: Connection, dialect: Dialect, table: str, rows: Sequence[tuple[Any, ...]]) -> Any:
     """Load ``rows`` into the (emptied) temporary staging ``table``; returns a raw cursor."""
-    columns = _COLUMNS[table]
     raw = conn.connection.driver_connection
     assert raw is not None
     cur = raw.cursor()
+    stage_rows(cur, dialect, table, rows)
+    return cur
+
+
+def stage_rows(cur: Any, dialect: Dialect, table: str, rows: Sequence[tuple[Any, ...]]) -> None:
+    """Load ``rows`` into the (emptied) temporary staging ``table`` with the raw cursor."""
+    columns = _COLUMNS[table]
     if dialect.postgres:
         cur.execute(
             f"CREATE TEMP TABLE IF NOT EXISTS {table} ({_STAGES[table]['postgresql']}) "
@@ -114,7 +123,53 @@ def stage(conn: Connection, dialect: Dialect, table: str, rows: Sequence[tuple[A
         cur.execute(f"DELETE FROM {table}")  # noqa: S608 (fixed names)
         marks = ", ".join("?" for _ in columns)
         cur.executemany(f"INSERT INTO {table} VALUES ({marks})", rows)  # noqa: S608
-    return cur
+
+
+def sqlite_create_contacts(cur: Any, first_at: dict[str, str], now: str) -> int:
+    """SQLite: create a bare contact for each customer id of ``first_at`` not yet known, with
+    ``created_at`` its earliest time in the batch; one statement over a JSON object. It is a
+    write even when nothing is new, so the transaction holds the write lock from here on.
+    Returns how many were created."""
+    cur.execute(
+        "INSERT INTO contacts (customer_id, attributes, orders_count, revenue_total, "
+        "created_at, updated_at) "
+        "SELECT j.key, '{}', 0, 0, j.value, ? FROM json_each(?) j "
+        "WHERE NOT EXISTS (SELECT 1 FROM contacts c WHERE c.customer_id = j.key) "
+        "ON CONFLICT (customer_id) DO NOTHING",
+        (now, json.dumps(first_at)),
+    )
+    return max(int(cur.rowcount), 0)
+
+
+def sqlite_contact_ids(cur: Any, customers: list[str]) -> dict[str, int]:
+    """SQLite: ``customer_id -> contacts.id`` for ``customers`` (one statement)."""
+    cur.execute(
+        "SELECT c.customer_id, c.id FROM json_each(?) j JOIN contacts c ON c.customer_id = j.value",
+        (json.dumps(customers),),
+    )
+    return dict(cur.fetchall())
+
+
+def stored_by_import(
+    cur: Any, dialect: Dialect, table: str, keys: list[str], import_id: int
+) -> set[str]:
+    """Those of ``keys`` (rows that were not new) that an earlier batch of this same import
+    stored: repeats within the file, as opposed to rows stored by earlier imports."""
+    if not keys:
+        return set()
+    key = "order_id" if table == "orders" else "event_key"
+    if dialect.postgres:
+        cur.execute(
+            f"SELECT {key} FROM {table} WHERE {key} = ANY(%s) AND import_id = %s",  # noqa: S608
+            (keys, import_id),
+        )
+    else:
+        cur.execute(
+            f"SELECT t.{key} FROM json_each(?) j JOIN {table} t ON t.{key} = j.value "  # noqa: S608
+            "WHERE t.import_id = ?",
+            (json.dumps(keys), import_id),
+        )
+    return {str(r[0]) for r in cur.fetchall()}
 
 
 def create_missing_contacts(
@@ -150,6 +205,42 @@ def insert_orders(cur: Any, dialect: Dialect, import_id: int) -> list[tuple[Any,
         (import_id,),
     )
     return list(cur.fetchall())
+
+
+PG_INSERT_ORDERS = (
+    "WITH new AS ("
+    "INSERT INTO orders (order_id, contact_id, ordered_at, amount, currency, items, "
+    "coupon, import_id) "
+    "SELECT s.order_id, c.id, s.ordered_at, s.amount, s.currency, s.items, s.coupon, %s "
+    "FROM wb_stage_orders s JOIN contacts c ON c.customer_id = s.customer_id "
+    "ORDER BY s.line ON CONFLICT (order_id) DO NOTHING "
+    "RETURNING order_id, contact_id, ordered_at, amount), "
+    "per AS (SELECT contact_id, count(*) AS n, sum(amount) AS total, "
+    "min(ordered_at) AS first_at, max(ordered_at) AS last_at FROM new GROUP BY contact_id), "
+    "moved AS (UPDATE contacts SET orders_count = contacts.orders_count + a.n, "
+    "revenue_total = contacts.revenue_total + a.total, "
+    "first_purchase_at = CASE WHEN contacts.first_purchase_at IS NULL "
+    "OR contacts.first_purchase_at > a.first_at THEN a.first_at "
+    "ELSE contacts.first_purchase_at END, "
+    "last_purchase_at = CASE WHEN contacts.last_purchase_at IS NULL "
+    "OR contacts.last_purchase_at < a.last_at THEN a.last_at "
+    "ELSE contacts.last_purchase_at END, "
+    "updated_at = %s FROM per a WHERE contacts.id = a.contact_id) "
+    "SELECT s.order_id FROM wb_stage_orders s "
+    "WHERE NOT EXISTS (SELECT 1 FROM new WHERE new.order_id = s.order_id) "
+    "ORDER BY s.line"
+)
+
+
+def pg_insert_orders(cur: Any, import_id: int, now: Any) -> list[str]:
+    """PostgreSQL: one statement moves the staged orders into ``orders`` (``ON CONFLICT DO
+    NOTHING``) and advances the attributes of the contacts of the rows that were new, from
+    their per-contact aggregates. Returns the staged order ids that were not new."""
+    cur.execute(
+        PG_INSERT_ORDERS,
+        (import_id, now),
+    )
+    return [str(r[0]) for r in cur.fetchall()]
 
 
 def insert_events(cur: Any, dialect: Dialect, import_id: int) -> list[tuple[Any, ...]]:

@@ -96,6 +96,22 @@ class BatchResult:
             self.rejects.append(duplicate(first_line[key], key, "an earlier line"))
         self.duplicates = staged - len(inserted) - len(in_file)
 
+    def settle_counts(
+        self,
+        imported: int,
+        not_new: list[str],
+        stored_by_this_import: set[str],
+        first_line: dict[str, int],
+        duplicate: Callable[[int, str, str], Reject],
+    ) -> None:
+        """Like :meth:`settle`, from the keys that were ``not_new``: those an earlier batch of
+        this same import stored are repeats within the file (rejected); the rest were stored
+        by an earlier import (duplicates)."""
+        self.imported = imported
+        for key in sorted(stored_by_this_import, key=lambda k: first_line[k]):
+            self.rejects.append(duplicate(first_line[key], key, "an earlier line"))
+        self.duplicates = len(not_new) - len(stored_by_this_import)
+
 
 class Kind(Protocol):
     """One kind of import file (contacts, orders, events)."""
@@ -244,9 +260,11 @@ def _parsed_batches(reader: Reader, kind: Kind, size: int) -> Generator[ParsedBa
     """Batches parsed in a background thread while the caller writes the previous one.
 
     Parsing is pure Python; the database drivers release the GIL while the database works, so
-    reading and parsing batch N+1 overlaps with writing batch N. At most two parsed batches
-    wait in the queue, so memory stays bounded whatever the file size."""
-    queue: Queue[Any] = Queue(maxsize=2)
+    reading and parsing batch N+1 overlaps with writing batch N. At most one parsed batch
+    waits in the queue (parsing is faster than writing, so one is enough to keep the writer
+    busy), so memory stays bounded whatever the file size: the batch being written, the one
+    waiting and the one being parsed."""
+    queue: Queue[Any] = Queue(maxsize=1)
     stop = threading.Event()
 
     def put(item: Any) -> bool:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -24,15 +24,26 @@ OrderRow = tuple[int, str, str, str, str, str, str | None, str | None]
 
 
 class TimestampCache:
-    """Parses and formats timestamps, remembering recent texts (exports repeat them)."""
+    """Parses and formats timestamps, remembering recent texts (exports repeat them).
+
+    Canonical UTC texts (``YYYY-MM-DDTHH:MM:SSZ`` or ``...+00:00``, ``T`` or a space between
+    date and time) are validated by :meth:`datetime.fromisoformat` and then reformatted by
+    slicing, without building an aware datetime; anything else takes the general path."""
 
     def __init__(self, ctx: Context, limit: int = 100_000) -> None:
         self.tz = ctx.tz
         self.fmt: Callable[[datetime], str] = ctx.dialect.instant
         self.limit = limit
         self.cache: dict[Any, str] = {}
+        self.tail = self.fmt(datetime(2000, 1, 1, tzinfo=UTC))[19:]  # ".000000" and offset
 
     def __call__(self, raw: Any) -> str | None:
+        if type(raw) is str and (
+            (len(raw) == 20 and raw[19] == "Z") or (len(raw) == 25 and raw[19:] == "+00:00")
+        ):
+            got = self._canonical(raw)
+            if got is not None:
+                return got
         got = self.cache.get(raw) if isinstance(raw, str) else None
         if got is None:
             got = self._fast(raw) if isinstance(raw, str) and len(raw) >= 10 else None
@@ -46,6 +57,25 @@ class TimestampCache:
                     self.cache.clear()
                 self.cache[raw] = got
         return got
+
+    def _canonical(self, raw: str) -> str | None:
+        """``raw`` is 20 or 25 characters ending in Z or +00:00; None: not canonical."""
+        if not (
+            raw[4] == "-"
+            and raw[7] == "-"
+            and raw[13] == ":"
+            and raw[16] == ":"
+            and (raw[10] == "T" or raw[10] == " ")
+            and raw.isascii()
+        ):
+            return None
+        try:
+            year = datetime.fromisoformat(raw).year
+        except ValueError:
+            return None
+        if not 1900 <= year <= 2200:
+            return None
+        return raw[:10] + " " + raw[11:19] + self.tail
 
     def _fast(self, raw: str) -> str | None:
         """The common case without the checks of :func:`fields.timestamp` (None: use them)."""
@@ -175,34 +205,74 @@ class Orders:
 
 
 def write_orders(conn: Connection, batch: list[OrderRow], ctx: Context) -> BatchResult:
-    """Stage, create unknown customers, insert new orders, advance attributes."""
+    """Create unknown customers, insert the new orders, advance the contact attributes; all
+    in the caller's transaction. Rows of ``batch`` are in file order."""
     result = BatchResult()
     rows, first_line = result.keep_first(batch, _duplicate)
     if not rows:
         return result
-    d = ctx.dialect
-    now = _now(ctx)
-    cur = bulk.stage(conn, d, "wb_stage_orders", rows)
-    ctx.report.contacts_created += bulk.create_missing_contacts(
-        cur, d, "wb_stage_orders", "ordered_at", now
-    )
-    new = bulk.insert_orders(cur, d, ctx.import_id)
-    inserted = {str(r[0]) for r in new}
-    earlier = (
-        bulk.seen_in_this_import(cur, d, "orders", ctx.import_id)
-        if len(inserted) < len(rows)
-        else set()
-    )
-    result.settle(len(rows), inserted, earlier, first_line, _duplicate)
-    attributes.apply_orders(conn, d, new, now)
+    raw = conn.connection.driver_connection
+    assert raw is not None
+    cur = raw.cursor()
+    if ctx.dialect.postgres:
+        not_new = _write_postgres(cur, rows, ctx)
+    else:
+        not_new = _write_sqlite(cur, rows, ctx)
+    inserted_count = len(rows) - len(not_new)
+    earlier = bulk.stored_by_import(cur, ctx.dialect, "orders", not_new, ctx.import_id)
+    result.settle_counts(inserted_count, not_new, earlier, first_line, _duplicate)
     return result
+
+
+def _write_sqlite(cur: Any, rows: list[OrderRow], ctx: Context) -> list[str]:
+    """SQLite: no staging table. Unknown customers are created first (a write, so the batch
+    holds the write lock from then on and what it reads stays true), the batch's contact ids
+    are looked up in one query, the orders go straight into ``orders`` with ``ON CONFLICT DO
+    NOTHING``, and the attributes of the contacts of the rows that were new are advanced
+    from per-contact aggregates. Returns the order ids that were not new."""
+    now = ctx.dialect.instant(ctx.now)
+    first_at: dict[str, str] = {}
+    for row in rows:
+        customer, at = row[2], row[3]
+        seen = first_at.get(customer)
+        if seen is None or at < seen:
+            first_at[customer] = at
+    ctx.report.contacts_created += bulk.sqlite_create_contacts(cur, first_at, now)
+    ids = bulk.sqlite_contact_ids(cur, list(first_at))
+    cur.execute("SELECT coalesce(max(id), 0) FROM orders")
+    before = int(cur.fetchone()[0])
+    import_id = ctx.import_id
+    stored = [(r[1], ids[r[2]], r[3], r[4], r[5], r[6], r[7], import_id) for r in rows]
+    cur.executemany(
+        "INSERT INTO orders (order_id, contact_id, ordered_at, amount, currency, items, "
+        "coupon, import_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (order_id) DO NOTHING",
+        stored,
+    )
+    not_new: list[str] = []
+    if cur.rowcount != len(rows):  # some were stored before: this batch added ids > before
+        cur.execute("SELECT order_id FROM orders WHERE id > ?", (before,))
+        added = {str(r[0]) for r in cur.fetchall()}
+        not_new = [r[1] for r in rows if r[1] not in added]
+        stored = [s for s in stored if s[0] in added]
+    attributes.sqlite_apply_orders(cur, [(s[1], s[2], s[3]) for s in stored], now)
+    return not_new
+
+
+def _write_postgres(cur: Any, rows: list[OrderRow], ctx: Context) -> list[str]:
+    """PostgreSQL: COPY into a temporary staging table, create unknown customers, then one
+    statement inserts the new orders and advances their contacts' attributes. Returns the
+    order ids that were not new."""
+    d = ctx.dialect
+    # Sorting a batch by line and grouping it by contact fit in memory instead of spilling.
+    cur.execute("SET LOCAL work_mem = '64MB'")
+    bulk.stage_rows(cur, d, "wb_stage_orders", rows)
+    ctx.report.contacts_created += bulk.create_missing_contacts(
+        cur, d, "wb_stage_orders", "ordered_at", ctx.now
+    )
+    return bulk.pg_insert_orders(cur, ctx.import_id, ctx.now)
 
 
 def _duplicate(line: int, order_id: str, where: str) -> Reject:
     return Reject(
         line, "order_id", order_id, f"duplicate order_id: the same order is already on {where}"
     )
-
-
-def _now(ctx: Context) -> Any:
-    return ctx.now if ctx.dialect.postgres else ctx.dialect.instant(ctx.now)

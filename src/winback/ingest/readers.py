@@ -69,6 +69,11 @@ def sniff_encoding(head: bytes) -> str:
         return "utf-8-sig"
     if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         return "utf-16"
+    try:  # the common case, decided without looking at every character in Python
+        codecs.getincrementaldecoder("utf-8")("strict").decode(head, final=False)
+        return "utf-8"
+    except UnicodeDecodeError:
+        pass
     decoded = codecs.getincrementaldecoder("utf-8")("surrogateescape").decode(head, final=False)
     bad = sum(1 for ch in decoded if "\udc80" <= ch <= "\udcff")
     good = sum(1 for ch in decoded if ord(ch) > 127 and not "\udc80" <= ch <= "\udcff")
