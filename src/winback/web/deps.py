@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel
 
 from winback.workspace import Workspace
 
@@ -18,6 +19,18 @@ def get_workspace(request: Request) -> Workspace:
 
 
 WorkspaceDep = Annotated[Workspace, Depends(get_workspace)]
+
+
+class ErrorPublic(BaseModel):
+    """The body of an API error: what went wrong, for the caller."""
+
+    detail: str
+
+
+#: The answer every API-key protected route documents.
+UNAUTHORIZED: dict[int | str, dict[str, object]] = {
+    401: {"model": ErrorPublic, "description": "Missing or invalid API key."},
+}
 
 
 def not_found() -> Response:

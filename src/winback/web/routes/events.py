@@ -7,7 +7,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from winback.delivery.inbound import EventIn, IngestResult
-from winback.web.deps import ApiKeyDep, WorkspaceDep
+from winback.web.deps import UNAUTHORIZED, ApiKeyDep, ErrorPublic, WorkspaceDep
 
 router = APIRouter(prefix="/api/v1", tags=["events"])
 
@@ -16,12 +16,8 @@ class EventBatchIn(BaseModel):
     events: list[EventIn] = Field(min_length=1, max_length=1000)
 
 
-class ErrorPublic(BaseModel):
-    detail: str
-
-
 _RESPONSES: dict[int | str, dict[str, object]] = {
-    401: {"model": ErrorPublic, "description": "Missing or invalid API key."},
+    **UNAUTHORIZED,
     400: {"model": ErrorPublic, "description": "The event could not be recorded."},
 }
 

@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from winback.delivery.reports import FeedbackIn, ReportResult
-from winback.web.deps import ApiKeyDep, WorkspaceDep
+from winback.web.deps import UNAUTHORIZED, ApiKeyDep, ErrorPublic, WorkspaceDep
 
 router = APIRouter(prefix="/api/v1", tags=["feedback reports"])
 MAX_RAW = 10 * 1024 * 1024
@@ -19,12 +19,8 @@ class FeedbackBatchIn(BaseModel):
     reports: list[FeedbackIn] = Field(min_length=1, max_length=1000)
 
 
-class ErrorPublic(BaseModel):
-    detail: str
-
-
 _RESPONSES: dict[int | str, dict[str, object]] = {
-    401: {"model": ErrorPublic, "description": "Missing or invalid API key."},
+    **UNAUTHORIZED,
     413: {"model": ErrorPublic, "description": "The report is larger than 10 MB."},
 }
 
