@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from pathlib import Path
 
@@ -17,6 +17,8 @@ from winback.delivery.tokens import TokenSigner
 from winback.errors import InvalidSetting
 from winback.store.schema import contacts, events, orders, suppressions
 from winback.workspace import Workspace
+
+T0_MAIL = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 
 
 def _parts(msg: EmailMessage) -> tuple[str, str]:
@@ -238,3 +240,32 @@ def test_demo_smtp_sink_writes_eml_files(sqlite_workspace: Workspace, tmp_path: 
     [path] = sink.messages()
     msg = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
     assert msg["To"] == "ada@example.com" and msg["Subject"] == "Ada, it's been a while"
+
+
+@pytest.mark.parametrize(
+    "subject",
+    ["Chloé, it's been a while", "日本語の件名です " * 8, "Zoë 🎉 " * 20, "a" * 44 + "é"],
+)
+def test_non_ascii_subject_is_encoded_words_that_decode_back(subject: str) -> None:
+    from email import message_from_bytes, policy
+    from email.header import decode_header, make_header
+
+    from winback.delivery.mime import build_email
+
+    data = build_email(
+        from_addr="shop@example.com",
+        from_name="Café Shop",
+        to="c@example.com",
+        subject=subject,
+        text="Bonjour Chloé",
+        html="<p>Bonjour Chloé</p>",
+        message_id="<x@example.com>",
+        date=T0_MAIL,
+    )
+    raw = data.split(b"\r\n\r\n", 1)[0].decode("ascii")  # headers are 7-bit
+    assert all(len(line) <= 78 for line in raw.split("\r\n")), raw
+    folded = re.search(r"^Subject: (.*?)\r\n(?![ \t])", raw + "\r\n", re.M | re.S)
+    assert folded is not None and "=?utf-8?b?" in folded.group(1)
+    assert str(make_header(decode_header(folded.group(1)))) == " ".join(subject.split())
+    msg = message_from_bytes(data, policy=policy.default)
+    assert msg["Subject"] == " ".join(subject.split())

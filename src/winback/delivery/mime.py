@@ -52,9 +52,27 @@ def rewrite_links(
 
 def _header(value: str) -> str:
     value = " ".join(value.split())
-    if value.isascii() and len(value) < 900:
-        return value
-    return Header(value, "utf-8", maxlinelen=76).encode(linesep="\r\n")
+    if value.isascii():
+        if len(value) < 900:
+            return value
+        return Header(value, "utf-8", maxlinelen=76).encode(linesep="\r\n")
+    return _encoded_words(value)
+
+
+def _encoded_words(value: str) -> str:
+    """RFC 2047 ``=?utf-8?b?...?=`` words of at most 60 characters (36 bytes of whole
+    characters each), folded with CRLF SP: what :class:`email.header.Header` makes of a
+    non-ASCII subject or name (a first name such as "Chloé"), several times faster."""
+    words: list[str] = []
+    data = value.encode("utf-8")
+    start = 0
+    while start < len(data):
+        end = min(start + 36, len(data))
+        while end < len(data) and (data[end] & 0xC0) == 0x80:  # not inside a character
+            end -= 1
+        words.append(f"=?utf-8?b?{binascii.b2a_base64(data[start:end], newline=False).decode()}?=")
+        start = end
+    return "\r\n ".join(words)
 
 
 def _body(text: str, *, html: bool) -> tuple[str, bytes]:
