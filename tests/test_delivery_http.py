@@ -4,17 +4,23 @@ stand in for an SMS provider (Twilio-shaped) and a webhook receiver."""
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
 import pytest
 
-from tests.delivery_support import add_contact, add_message, configure, outbox_row
+from tests.delivery_support import (
+    add_contact,
+    add_message,
+    configure,
+    http_server,
+    outbox_row,
+    reply_json,
+)
 from winback.delivery.channels.http import load_providers
 from winback.errors import InvalidSetting
 from winback.workspace import Workspace
@@ -33,24 +39,13 @@ def http_receiver(statuses: list[int] | None = None) -> Iterator[tuple[str, list
                 {"path": self.path, "headers": dict(self.headers.items()), "body": body}
             )
             status = queue.pop(0) if queue else 201
-            payload = json.dumps({"sid": f"SM{len(received):04d}"}).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
+            reply_json(self, status, {"sid": f"SM{len(received):04d}"})
 
         def log_message(self, *args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", received
-    finally:
-        server.shutdown()
-        server.server_close()
+    with http_server(Handler) as url:
+        yield url, received
 
 
 def _sms_template(ws: Workspace) -> None:

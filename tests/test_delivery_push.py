@@ -9,14 +9,21 @@ import json
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import select
 
-from tests.delivery_support import add_contact, add_message, configure, outbox_row
+from tests.delivery_support import (
+    add_contact,
+    add_message,
+    configure,
+    http_server,
+    outbox_row,
+    reply_json,
+)
 from winback.delivery.channels.http import load_providers
 from winback.delivery.mime import message_id_for
 from winback.errors import InvalidSetting
@@ -59,26 +66,13 @@ def fcm_server(
                 status, answer = 401, {"error": {"status": "UNAUTHENTICATED"}}
             if status == 200 and not answer:
                 answer = {"name": f"projects/shop-app/messages/0:{len(received)}"}
-            payload = json.dumps(answer).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            if status == 429:
-                self.send_header("Retry-After", "0")
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
+            reply_json(self, status, answer, {"Retry-After": "0"} if status == 429 else None)
 
         def log_message(self, *args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", received
-    finally:
-        server.shutdown()
-        server.server_close()
+    with http_server(Handler) as url:
+        yield url, received
 
 
 def _push_template(ws: Workspace) -> None:
