@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from jinja2.sandbox import SandboxedEnvironment
 from markupsafe import escape
 from typer.testing import CliRunner
 
@@ -72,6 +73,47 @@ def test_shipped_templates_validate_and_render(name: str) -> None:
     assert r.preheader not in r.text.split("\n")[0]
     # Without a first name nothing breaks (StrictUndefined would raise on a typo).
     assert repo.render(name, _context(first_name=None)).subject
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_sandbox_shortcuts_render_what_jinja_sandbox_renders(name: str) -> None:
+    """The Sandbox's shortcuts (dict keys, dict readers, macros) give exactly the output of
+    Jinja2's own SandboxedEnvironment, for every shipped template."""
+    ours = TemplateRepository(None)
+    reference = TemplateRepository(None)
+    reference.env.__class__ = SandboxedEnvironment  # the general path for every lookup
+    for context in (_context(), _context(first_name=None, locale="fr_FR")):
+        assert ours.render(name, context) == reference.render(name, context)
+
+
+def test_sandbox_shortcuts_keep_the_rules(tmp_path: Path) -> None:
+    (tmp_path / "dicts.yaml").write_text(
+        "subject: \"{{ contact.get('first_name') }} {{ custom.items() | list }} "
+        "{{ contact.first_name }}\"\nhtml: '{{ data.nope }}'\n",
+        encoding="utf-8",
+    )
+    (tmp_path / "dunder.yaml").write_text(
+        "subject: \"{{ contact.__class__ }}\"\nhtml: x\n", encoding="utf-8"
+    )
+    (tmp_path / "mro.yaml").write_text(
+        "subject: \"{{ contact.items.__self__.__class__.__mro__ }}\"\nhtml: x\n",
+        encoding="utf-8",
+    )
+    repo = TemplateRepository(tmp_path)
+    context = _context(attributes={"tier": "gold"})
+    context["custom"] = {"tier": "gold"}
+    with pytest.raises(TemplateRenderError, match="nope"):  # a missing key stays an error
+        repo.render("dicts", context)
+    (tmp_path / "dicts.yaml").write_text(
+        "subject: \"{{ contact.get('first_name') }} {{ custom.items() | list }} "
+        "{{ contact.first_name }}\"\nhtml: x\n",
+        encoding="utf-8",
+    )
+    repo = TemplateRepository(tmp_path)
+    assert repo.render("dicts", context).subject == "Ada [('tier', 'gold')] Ada"
+    for name in ("dunder", "mro"):
+        with pytest.raises(TemplateRenderError, match="unsafe|__class__|__self__"):
+            repo.render(name, context)
 
 
 def test_product_names_are_escaped() -> None:

@@ -27,8 +27,10 @@ from __future__ import annotations
 
 import os
 import time
+import types
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +44,8 @@ from jinja2 import (
     UndefinedError,
     nodes,
 )
+from jinja2.environment import TemplateModule
+from jinja2.runtime import Macro, new_context
 from jinja2.sandbox import SandboxedEnvironment, SecurityError
 
 from winback.delivery.htmltext import html_to_text
@@ -179,8 +183,60 @@ def _mtime(path: Path) -> float:
         return -1.0
 
 
-def make_environment(loader: BaseLoader | None = None) -> SandboxedEnvironment:
-    env = SandboxedEnvironment(
+_DICT_ATTRIBUTES = frozenset(dir(dict))
+_DICT_READERS = frozenset({"get", "items", "keys", "values"})
+
+
+class Sandbox(SandboxedEnvironment):
+    """Jinja2's sandbox with shortcuts for the plain data a render context is made of.
+
+    Every lookup and call in a sandboxed template goes through :meth:`getattr` and
+    :meth:`call`, which try the attribute, check it against the sandbox's rules and inspect
+    the callable, several function calls each time. For a ``dict`` key, a dict's read-only
+    methods, a macro of an imported template and the call of a macro or of those methods,
+    the answer of those rules is known in advance; the shortcuts return exactly what the
+    general path returns (the tests render every shipped template through both) and leave
+    everything else to it."""
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        kind = type(obj)
+        if kind is dict:
+            if attribute not in _DICT_ATTRIBUTES:
+                try:
+                    return obj[attribute]
+                except KeyError:
+                    return self.undefined(obj=obj, name=attribute)
+            if attribute in _DICT_READERS:
+                return getattr(obj, attribute)
+        elif kind is TemplateModule and not attribute.startswith("_"):
+            value = obj.__dict__.get(attribute)
+            if type(value) is Macro:
+                return value
+        return super().getattr(obj, attribute)
+
+    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
+        kind = type(__obj)
+        if kind is Macro or (
+            kind is _BuiltinMethod
+            and type(__obj.__self__) is dict
+            and __obj.__name__ in _DICT_READERS
+        ):
+            kwargs.pop("_block_vars", None)
+            kwargs.pop("_loop_vars", None)
+            try:
+                return __obj(*args, **kwargs)
+            except StopIteration:
+                return __self.undefined(
+                    "value was undefined because a callable raised a StopIteration exception"
+                )
+        return super().call(__context, __obj, *args, **kwargs)
+
+
+_BuiltinMethod = types.BuiltinMethodType
+
+
+def make_environment(loader: BaseLoader | None = None) -> Sandbox:
+    env = Sandbox(
         loader=loader,
         undefined=StrictUndefined,
         autoescape=lambda name: bool(name and name.endswith(".html")),
@@ -280,15 +336,27 @@ class TemplateRepository:
     def render(self, name: str, context: Mapping[str, Any]) -> Rendered:
         tpl = self.get(name)
         out: dict[str, str] = {}
-        context = dict(context)
+        env = self.env
+        # One context for the fields, shared by their renders (each still gets its own
+        # Context, so a {% set %} in one field stays there): Template.render would copy it
+        # twice per field, merging the environment's globals each time.
+        shared = dict(env.globals)
+        shared.update(context)
         for key in ("subject", "preheader", "title"):
-            context.setdefault(key, "")
-        order = sorted(tpl.fields, key=lambda f: FIELD_ORDER.index(f) if f in FIELD_ORDER else 9)
-        for fld in order:
+            shared.setdefault(key, "")
+        for fld in _field_order(tuple(tpl.fields)):
             try:
-                out[fld] = self._field(tpl, fld).render(context)
+                compiled = self._field(tpl, fld)
+                try:
+                    out[fld] = env.concat(
+                        compiled.root_render_func(
+                            new_context(env, compiled.name, compiled.blocks, shared, True)
+                        )
+                    )
+                except Exception:  # again through Jinja's entry point, for its error report
+                    out[fld] = compiled.render(shared)
                 if fld in ("subject", "preheader", "title"):
-                    context[fld] = " ".join(out[fld].split())
+                    shared[fld] = " ".join(out[fld].split())
             except (UndefinedError, SecurityError, TypeError, ValueError) as exc:
                 raise TemplateRenderError(f"{tpl.path} ({fld}): {exc}") from exc
             except TemplateSyntaxError as exc:
@@ -369,6 +437,11 @@ class TemplateRepository:
                 yield Problem(filename or ref, exc.lineno, exc.message or str(exc))
                 continue
             yield from self._check_ast(sub, Path(filename or ref), "layout", 1, seen)
+
+
+@lru_cache(maxsize=256)
+def _field_order(fields: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(sorted(fields, key=lambda f: FIELD_ORDER.index(f) if f in FIELD_ORDER else 9))
 
 
 def parse_template_file(name: str, path: Path) -> MessageTemplate:
