@@ -269,3 +269,28 @@ def test_non_ascii_subject_is_encoded_words_that_decode_back(subject: str) -> No
     assert str(make_header(decode_header(folded.group(1)))) == " ".join(subject.split())
     msg = message_from_bytes(data, policy=policy.default)
     assert msg["Subject"] == " ".join(subject.split())
+
+
+@pytest.mark.parametrize("first", ["Hello", ".starts with a dot"])
+def test_dot_stuffing_with_and_without_dotted_lines(first: str) -> None:
+    """The lean DATA path sends a message without dotted lines as is; lines that start with
+    a dot are doubled (RFC 5321 4.5.2) and arrive intact; a 4xx on DATA is a retry."""
+    from winback.delivery.channels import OutboundMessage
+    from winback.delivery.channels.smtp import SmtpChannel
+
+    body = f"{first}\r\n.\r\n..two\r\nend" if first.startswith(".") else f"{first}\r\nend\r\n"
+    content = f"From: a@example.com\r\nTo: b@example.com\r\nSubject: dots\r\n\r\n{body}"
+    msg = OutboundMessage(
+        "k", 1, "email", None, to="b@example.com", sender="a@example.com", content=content
+    )
+    with smtp_server(data_failures=1) as (url, inbox, handler):
+        channel = SmtpChannel(parse_smtp_url(url), connections=1, retry_base=0.01)
+        try:
+            result = channel.send_one(msg)
+        finally:
+            channel.close()
+    assert result.outcome == "sent" and handler.data_attempts == 2
+    [received] = inbox.messages
+    payload = received.get_payload()
+    assert isinstance(payload, str)
+    assert payload.replace("\r\n", "\n").rstrip("\n") == body.replace("\r\n", "\n").rstrip("\n")

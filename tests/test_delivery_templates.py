@@ -93,10 +93,10 @@ def test_sandbox_shortcuts_keep_the_rules(tmp_path: Path) -> None:
         encoding="utf-8",
     )
     (tmp_path / "dunder.yaml").write_text(
-        "subject: \"{{ contact.__class__ }}\"\nhtml: x\n", encoding="utf-8"
+        'subject: "{{ contact.__class__ }}"\nhtml: x\n', encoding="utf-8"
     )
     (tmp_path / "mro.yaml").write_text(
-        "subject: \"{{ contact.items.__self__.__class__.__mro__ }}\"\nhtml: x\n",
+        'subject: "{{ contact.items.__self__.__class__.__mro__ }}"\nhtml: x\n',
         encoding="utf-8",
     )
     repo = TemplateRepository(tmp_path)
@@ -106,7 +106,7 @@ def test_sandbox_shortcuts_keep_the_rules(tmp_path: Path) -> None:
         repo.render("dicts", context)
     (tmp_path / "dicts.yaml").write_text(
         "subject: \"{{ contact.get('first_name') }} {{ custom.items() | list }} "
-        "{{ contact.first_name }}\"\nhtml: x\n",
+        '{{ contact.first_name }}"\nhtml: x\n',
         encoding="utf-8",
     )
     repo = TemplateRepository(tmp_path)

@@ -47,15 +47,18 @@ def load_contacts(conn: Connection, contact_ids: Iterable[int]) -> dict[int, Con
     last: dict[int, dict[str, Any]] = {}
     tags: dict[int, list[str]] = defaultdict(list)
     for chunk in _chunks(ids):
-        for row in conn.execute(select(contacts).where(contacts.c.id.in_(chunk))).mappings():
-            people[int(row["id"])] = dict(row)
+        result = conn.execute(select(contacts).where(contacts.c.id.in_(chunk)))
+        keys = tuple(result.keys())  # once per query: a RowMapping per row costs more
+        at = keys.index("id")
+        for row in result:
+            people[int(row[at])] = dict(zip(keys, row, strict=True))
         latest = (
             select(orders.c.contact_id, func.max(orders.c.ordered_at).label("at"))
             .where(orders.c.contact_id.in_(chunk))
             .group_by(orders.c.contact_id)
             .subquery()
         )
-        for row in conn.execute(
+        result = conn.execute(
             select(orders).join(
                 latest,
                 and_(
@@ -63,8 +66,11 @@ def load_contacts(conn: Connection, contact_ids: Iterable[int]) -> dict[int, Con
                     orders.c.ordered_at == latest.c.at,
                 ),
             )
-        ).mappings():
-            last[int(row["contact_id"])] = dict(row)
+        )
+        keys = tuple(result.keys())
+        at = keys.index("contact_id")
+        for row in result:
+            last[int(row[at])] = dict(zip(keys, row, strict=True))
         for cid, tag in conn.execute(
             select(contact_tags.c.contact_id, contact_tags.c.tag)
             .where(contact_tags.c.contact_id.in_(chunk))

@@ -243,6 +243,7 @@ def make_environment(loader: BaseLoader | None = None) -> Sandbox:
         trim_blocks=True,
         lstrip_blocks=True,
         auto_reload=False,  # the repository reloads changed files itself (once a second)
+        cache_size=-1,  # a plain dict: every include/import/extends looks a template up
     )
     env.filters["money"] = _money
     env.filters["datefmt"] = _datefmt

@@ -230,7 +230,9 @@ class DeliveryWorker:
             .returning(*_FIELDS)
         )
         with self.ws.engine.begin() as conn:
-            rows = [dict(r) for r in conn.execute(stmt).mappings()]
+            result = conn.execute(stmt)
+            keys = tuple(result.keys())
+            rows = [dict(zip(keys, r, strict=True)) for r in result]
         rows.sort(key=lambda r: (r["priority"] != "transactional", r["not_before"], r["id"]))
         return rows
 
@@ -410,14 +412,18 @@ class DeliveryWorker:
 
     def _assign_coupons(self, decisions: Sequence[Decision], now: datetime) -> None:
         wanted: list[tuple[int, int, str | None]] = []
+        uses_coupon: dict[str, bool] = {}  # per template name, for this batch
         for d in decisions:
             want = (d.row.get("payload") or {}).get("coupon")
             uses = False
             if d.row.get("template"):
-                try:
-                    uses = self.templates.get(str(d.row["template"])).uses("coupon")
-                except WinbackError:
-                    uses = False
+                name = str(d.row["template"])
+                if name not in uses_coupon:
+                    try:
+                        uses_coupon[name] = self.templates.get(name).uses("coupon")
+                    except WinbackError:
+                        uses_coupon[name] = False
+                uses = uses_coupon[name]
             if want or uses:
                 pool = want.get("pool") if isinstance(want, dict) else None
                 wanted.append((int(d.row["id"]), int(d.row["contact_id"]), pool))

@@ -13,8 +13,10 @@ import smtplib
 import ssl
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from winback.delivery.channels import OutboundMessage, SendResult
@@ -79,6 +81,36 @@ def parse_smtp_url(url: str) -> SmtpTarget:
     )
 
 
+def _lean_data(
+    conn: smtplib.SMTP, msg: Any, general: Callable[[Any], tuple[int, bytes]]
+) -> tuple[int, bytes]:
+    """``smtplib``'s DATA without its dot-stuffing pass when there is nothing to stuff.
+
+    :meth:`smtplib.SMTP.data` runs a multi-line regular expression over every message to
+    double the dots that start a line (RFC 5321, 4.5.2): about 50 microseconds for an 8 KB
+    email, a sixth of what smtplib spends per message. A message with no line starting
+    with a dot (the usual case: the quoted-printable and 7bit parts we build rarely have
+    one) is sent byte for byte as smtplib would send it; any other goes through smtplib."""
+    if not isinstance(msg, bytes) or msg.startswith(b".") or b"\n." in msg:
+        return general(msg)
+    conn.putcmd("data")
+    code, reply = conn.getreply()
+    if code != 354:
+        raise smtplib.SMTPDataError(code, reply)
+    conn.send(msg + b".\r\n" if msg.endswith(b"\r\n") else msg + b"\r\n.\r\n")
+    return conn.getreply()
+
+
+class _SMTP(smtplib.SMTP):
+    def data(self, msg: Any) -> tuple[int, bytes]:
+        return _lean_data(self, msg, super().data)
+
+
+class _SMTPS(smtplib.SMTP_SSL):
+    def data(self, msg: Any) -> tuple[int, bytes]:
+        return _lean_data(self, msg, super().data)
+
+
 @dataclass(slots=True)
 class _Pooled:
     smtp: smtplib.SMTP
@@ -121,7 +153,7 @@ class SmtpChannel:
         t = self.target
         conn: smtplib.SMTP
         if t.implicit_tls:
-            conn = smtplib.SMTP_SSL(
+            conn = _SMTPS(
                 t.host,
                 t.port,
                 local_hostname=t.helo,
@@ -129,7 +161,7 @@ class SmtpChannel:
                 context=self.ssl_context,
             )
         else:
-            conn = smtplib.SMTP(t.host, t.port, local_hostname=t.helo, timeout=t.timeout)
+            conn = _SMTP(t.host, t.port, local_hostname=t.helo, timeout=t.timeout)
         try:
             conn.ehlo_or_helo_if_needed()
             if t.starttls and not t.implicit_tls:
