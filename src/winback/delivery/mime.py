@@ -79,9 +79,12 @@ def _body(text: str, *, html: bool) -> tuple[str, bytes]:
     """Transfer encoding and bytes of a part: 7bit when the part is ASCII with short lines
     (HTML is made ASCII by writing other characters as character references), else
     quoted-printable."""
-    data = text.replace("\r\n", "\n").encode(
-        "ascii" if html else "utf-8", "xmlcharrefreplace" if html else "strict"
-    )
+    if "\r" in text:
+        text = text.replace("\r\n", "\n")
+    if text.isascii():
+        data = text.encode("ascii")
+    else:
+        data = text.encode("ascii", "xmlcharrefreplace") if html else text.encode("utf-8")
     if data.isascii() and max(map(len, data.split(b"\n"))) <= 990:
         return "7bit", data.replace(b"\n", b"\r\n")
     return "quoted-printable", binascii.b2a_qp(data, istext=True).replace(b"\n", b"\r\n")
