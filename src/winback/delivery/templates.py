@@ -126,9 +126,14 @@ class MessageTemplate:
     fields: dict[str, str]
     first_line: dict[str, int] = field(default_factory=dict)
     mtime: float = 0.0
+    _uses: dict[str, bool] = field(default_factory=dict, repr=False, compare=False)
 
     def uses(self, variable: str) -> bool:
-        return any(variable in src for src in self.fields.values())
+        """Whether any field mentions ``variable`` (asked for every message: remembered)."""
+        known = self._uses.get(variable)
+        if known is None:
+            known = self._uses[variable] = any(variable in src for src in self.fields.values())
+        return known
 
 
 @dataclass(frozen=True, slots=True)
