@@ -23,15 +23,24 @@ ATTRIBUTE_OF_EVENT = {
 }
 
 
-def insert_ignore(conn: Connection, table: Any, rows: Sequence[Mapping[str, Any]], key: str) -> int:
-    """Insert rows, skipping those whose unique ``key`` exists; returns how many were new."""
+def insert_ignore(
+    conn: Connection,
+    table: Any,
+    rows: Sequence[Mapping[str, Any]],
+    key: str,
+    *,
+    count: bool = True,
+) -> int:
+    """Insert rows, skipping those whose unique ``key`` exists; returns how many were new
+    (with ``count=False``, 0: a plain executemany, without RETURNING, is cheaper)."""
     if not rows:
         return 0
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    stmt = (
-        dialect.insert(table).on_conflict_do_nothing(index_elements=[key]).returning(table.c[key])
-    )
-    return len(conn.execute(stmt, list(rows)).scalars().all())
+    stmt = dialect.insert(table).on_conflict_do_nothing(index_elements=[key])
+    if not count:
+        conn.execute(stmt, list(rows))
+        return 0
+    return len(conn.execute(stmt.returning(table.c[key]), list(rows)).scalars().all())
 
 
 def record_events(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> int:

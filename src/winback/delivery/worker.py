@@ -614,7 +614,7 @@ class DeliveryWorker:
         from winback.delivery.records import insert_ignore
         from winback.store.schema import events
 
-        insert_ignore(conn, events, rows, "event_key")
+        insert_ignore(conn, events, rows, "event_key", count=False)
 
     def _bounce(self, conn: Connection, d: Decision, result: SendResult, now: datetime) -> None:
         assert d.outgoing is not None
