@@ -11,7 +11,7 @@ from sqlalchemy import func, insert, select
 from typer.testing import CliRunner
 
 from tests.conftest import T0
-from tests.delivery_support import add_contact, add_message, outbox_row
+from tests.delivery_support import add_contact, add_message, configure, outbox_row
 from tests.flows.helpers import (
     add_event,
     add_order,
@@ -21,6 +21,7 @@ from tests.flows.helpers import (
     set_contact,
 )
 from winback.cli import app
+from winback.delivery.policies import hashed_address, suppressed_addresses
 from winback.erasure import erasure_log
 from winback.store.schema import (
     consent_log,
@@ -134,9 +135,22 @@ def test_contacts_delete_erases_keeps_orders_and_blocks_reimport(
             == 0
         )
         assert conn.execute(select(contact_tags.c.contact_id)).scalar() == keep
-        # the sms suppression of the contact (its phone in clear) is gone; the manual email
-        # entry (not tied to the contact) stays
-        assert list(conn.execute(select(suppressions.c.address)).scalars()) == ["ada@example.com"]
+        # the suppressions of the contact and of its address stay, but hashed: no address is
+        # kept in clear, nor the contact, nor the detail
+        kept = conn.execute(
+            select(
+                suppressions.c.channel,
+                suppressions.c.address,
+                suppressions.c.contact_id,
+                suppressions.c.detail,
+            ).order_by(suppressions.c.channel)
+        ).all()
+        assert [tuple(r) for r in kept] == [
+            ("email", hashed_address("email", "ada@example.com"), None, None),
+            ("sms", hashed_address("sms", "+15550001"), None, None),
+        ]
+        assert hashed_address("email", " Ada@Example.com") == kept[0][1]
+        assert kept[0][1].startswith("sha256:") and "ada" not in kept[0][1]
         revoked = conn.execute(
             select(consent_log.c.channel, consent_log.c.source)
             .where(consent_log.c.contact_id == cid)
@@ -178,6 +192,24 @@ def test_contacts_delete_erases_keeps_orders_and_blocks_reimport(
     assert "personal data was erased" in report.reject_file.read_text(encoding="utf-8")
     row = contact(ws, cid)
     assert row["email"] is None and row["email_consent"] is False
+
+    # the address comes back under another customer id, with consent: its unsubscribe still
+    # holds (checked through the hashed entry), and the message is suppressed at send time
+    newcomer = add_contact(ws, "c4", email="ADA@example.com", email_consent=True)
+    with ws.engine.connect() as conn:
+        assert suppressed_addresses(conn, [("email", "ada@example.com")]) == {
+            ("email", "ada@example.com")
+        }
+        assert suppressed_addresses(conn, [("email", "cy@example.com")]) == set()
+    message = add_message(ws, newcomer, key="m3")
+    configure(ws, smtp_url="smtp://127.0.0.1:1")  # decided only: nothing is sent
+    worker = ws.delivery.worker()
+    try:
+        decided = {int(d.row["id"]): d for d in worker.decide(worker.claim(ws.clock.now()), T0)}
+    finally:
+        worker.close()
+    assert decided[message].status == "suppressed"
+    assert decided[other_pending].status != "suppressed"
 
     # without --yes the command asks, and "no" changes nothing
     asked = runner.invoke(app, ["contacts", "delete", "c2", *w], input="n\n", env=env)

@@ -15,8 +15,11 @@ What happens to each erased contact, in the caller's transaction:
 * ``events``: their ``properties`` (which may carry free text, addresses) are nulled; type
   and time stay.
 * ``outbox``: payloads nulled; messages not yet sent are ``skipped`` ("contact erased").
-* ``suppressions`` rows of the contact are deleted (they hold the address in clear);
-  nothing can be sent anyway: no address, no consent.
+* ``suppressions`` of the contact (its rows, and the rows of its email address and phone
+  number) keep blocking the address, but as its SHA-256 (``sha256:<hex>`` of the
+  normalised address), without the contact or the detail: an unsubscribe or a bounce
+  outlives the erasure, so that the same address imported again later is still not
+  mailed, and the address is no longer kept in clear.
 * tags are removed; flows in progress are exited with reason ``erased``.
 * one ``erasures`` row (contact, time, source, reason): the audit trail.
 
@@ -29,7 +32,19 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, and_, delete, false, func, insert, literal, or_, select, update
+from sqlalchemy import (
+    Connection,
+    and_,
+    bindparam,
+    delete,
+    false,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    update,
+)
 
 from winback.clock import as_utc
 from winback.errors import NotFound
@@ -64,6 +79,77 @@ ERASED_COLUMNS = (
     *ANALYTICS_COLUMNS,
     "analyzed_at",
 )
+
+
+def _pseudonymise_suppressions(conn: Connection, victims: Any) -> None:
+    from winback.delivery.policies import HASHED_PREFIX, hashed_address, normalise_address
+
+    addresses: dict[str, set[str]] = {"email": set(), "sms": set()}
+    for email, phone in conn.execute(
+        select(contacts.c.email, contacts.c.phone).where(contacts.c.id.in_(victims))
+    ):
+        if email:
+            addresses["email"].add(normalise_address("email", email))
+        if phone:
+            addresses["sms"].add(normalise_address("sms", phone))
+    rows: dict[int, tuple[str, str]] = {}
+    for found in conn.execute(
+        select(suppressions.c.id, suppressions.c.channel, suppressions.c.address).where(
+            suppressions.c.contact_id.in_(victims)
+        )
+    ):
+        rows[int(found.id)] = (str(found.channel), str(found.address))
+    for channel, wanted in addresses.items():
+        listed = sorted(wanted)
+        for i in range(0, len(listed), 900):
+            for same in conn.execute(
+                select(suppressions.c.id, suppressions.c.address).where(
+                    and_(
+                        suppressions.c.channel == channel,
+                        suppressions.c.address.in_(listed[i : i + 900]),
+                    )
+                )
+            ):
+                rows[int(same.id)] = (channel, str(same.address))
+    if not rows:
+        return
+    hashed = {
+        oid: (channel, hashed_address(channel, address)) for oid, (channel, address) in rows.items()
+    }
+    taken: set[tuple[str, str]] = set()  # hashed entries that exist already
+    for channel in {c for c, _ in hashed.values()}:
+        forms = sorted({h for c, h in hashed.values() if c == channel})
+        for i in range(0, len(forms), 900):
+            taken.update(
+                (channel, str(a))
+                for (a,) in conn.execute(
+                    select(suppressions.c.address).where(
+                        and_(
+                            suppressions.c.channel == channel,
+                            suppressions.c.address.in_(forms[i : i + 900]),
+                        )
+                    )
+                )
+            )
+    doomed: list[int] = []
+    renamed: list[dict[str, Any]] = []
+    for oid, pair in sorted(hashed.items()):
+        if rows[oid][1].startswith(HASHED_PREFIX):
+            continue
+        if pair in taken:
+            doomed.append(oid)  # the address is blocked under its hash already
+            continue
+        taken.add(pair)
+        renamed.append({"_id": oid, "_address": pair[1]})
+    if doomed:
+        conn.execute(delete(suppressions).where(suppressions.c.id.in_(doomed)))
+    if renamed:
+        conn.execute(
+            update(suppressions)
+            .where(suppressions.c.id == bindparam("_id"))
+            .values(address=bindparam("_address"), contact_id=None, detail=None),
+            renamed,
+        )
 
 
 def erase_contacts(
@@ -119,7 +205,7 @@ def erase_contacts(
         .values(status="skipped", last_error="contact erased")
     )
     conn.execute(update(outbox).where(outbox.c.contact_id.in_(victims)).values(payload=None))
-    conn.execute(delete(suppressions).where(suppressions.c.contact_id.in_(victims)))
+    _pseudonymise_suppressions(conn, victims)
     conn.execute(delete(contact_tags).where(contact_tags.c.contact_id.in_(victims)))
     active = and_(flow_entries.c.contact_id.in_(victims), flow_entries.c.status == "active")
     if keep_flow_id is not None:

@@ -8,6 +8,7 @@ it would be allowed, it is never dropped.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -125,23 +126,39 @@ def recent_sends(
 def suppressed_addresses(
     conn: Connection, pairs: Iterable[tuple[str, str]]
 ) -> set[tuple[str, str]]:
-    """Which (channel, address) pairs are on the suppression list."""
-    by_channel: dict[str, list[str]] = defaultdict(list)
+    """Which (channel, address) pairs are on the suppression list, in clear or, for the
+    addresses of erased contacts, as their :func:`hashed_address`."""
+    by_channel: dict[str, dict[str, str]] = defaultdict(dict)  # stored form -> address
     for channel, address in set(pairs):
-        by_channel[channel].append(address)
+        by_channel[channel][address] = address
+        by_channel[channel][hashed_address(channel, address)] = address
     found: set[tuple[str, str]] = set()
-    for channel, addresses in by_channel.items():
-        for i in range(0, len(addresses), 900):
+    for channel, forms in by_channel.items():
+        stored = list(forms)
+        for i in range(0, len(stored), 900):
             for (addr,) in conn.execute(
                 select(suppressions.c.address).where(
                     and_(
                         suppressions.c.channel == channel,
-                        suppressions.c.address.in_(addresses[i : i + 900]),
+                        suppressions.c.address.in_(stored[i : i + 900]),
                     )
                 )
             ):
-                found.add((channel, str(addr)))
+                found.add((channel, forms[str(addr)]))
     return found
+
+
+HASHED_PREFIX = "sha256:"
+
+
+def hashed_address(channel: str, address: str) -> str:
+    """How the suppression list keeps the address of an erased contact: the SHA-256 of the
+    normalised address, so that the address stays blocked (an unsubscribe outlives the
+    data) without being kept in clear."""
+    if address.startswith(HASHED_PREFIX):
+        return address
+    digest = hashlib.sha256(normalise_address(channel, address).encode("utf-8")).hexdigest()
+    return HASHED_PREFIX + digest
 
 
 def normalise_address(channel: str, address: str) -> str:
