@@ -4,13 +4,16 @@ stand in for an SMS provider (Twilio-shaped) and a webhook receiver."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
+import httpx
 import pytest
 
 from tests.delivery_support import (
@@ -21,14 +24,17 @@ from tests.delivery_support import (
     outbox_row,
     reply_json,
 )
-from winback.delivery.channels.http import load_providers
+from winback.delivery.channels.http import _retry_after, load_providers
 from winback.errors import InvalidSetting
 from winback.workspace import Workspace
 
 
 @contextmanager
-def http_receiver(statuses: list[int] | None = None) -> Iterator[tuple[str, list[dict[str, Any]]]]:
-    """A local HTTP server recording requests; answers ``statuses`` in turn, then 201."""
+def http_receiver(
+    statuses: list[int | tuple[int, dict[str, str]]] | None = None,
+) -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    """A local HTTP server recording requests; answers ``statuses`` (a code, or a code and
+    headers) in turn, then 201."""
     received: list[dict[str, Any]] = []
     queue = list(statuses or [])
 
@@ -38,8 +44,9 @@ def http_receiver(statuses: list[int] | None = None) -> Iterator[tuple[str, list
             received.append(
                 {"path": self.path, "headers": dict(self.headers.items()), "body": body}
             )
-            status = queue.pop(0) if queue else 201
-            reply_json(self, status, {"sid": f"SM{len(received):04d}"})
+            answer = queue.pop(0) if queue else 201
+            status, headers = answer if isinstance(answer, tuple) else (answer, None)
+            reply_json(self, status, {"sid": f"SM{len(received):04d}"}, headers)
 
         def log_message(self, *args: Any) -> None:
             pass
@@ -153,6 +160,57 @@ def test_provider_failure_codes(sqlite_workspace: Workspace) -> None:
     row = outbox_row(ws, oid)
     assert row["status"] == "failed" and row["last_error"].startswith("400")
     assert len(received) == 1  # 400 is not retried
+
+
+def test_retry_after_is_slept_once_or_kept_in_the_outbox(sqlite_workspace: Workspace) -> None:
+    """A short Retry-After is slept in line instead of the backoff (not on top of it); a long
+    one ends the attempts and holds the message in the outbox until then."""
+    ws = sqlite_workspace
+    cid = add_contact(ws, "c1", phone="+1555", sms_consent=True)
+    _sms_template(ws)
+    provider = {"channel": "sms", "max_attempts": 3, "retry_base_seconds": 20}
+    with http_receiver(statuses=[(429, {"Retry-After": "0.2"})]) as (url, received):
+        configure(
+            ws,
+            quiet_hours="",
+            frequency_caps={},
+            sms_provider="gw",
+            providers={"gw": {**provider, "url": url}},
+        )
+        oid = add_message(ws, cid, "sms-hello", channel="sms", key="short")
+        started = time.monotonic()
+        ws.delivery.deliver_due()
+        elapsed = time.monotonic() - started
+    assert outbox_row(ws, oid)["status"] == "sent" and len(received) == 2
+    assert 0.2 <= elapsed < 5  # Retry-After, not a 10-20 s backoff as well
+
+    with http_receiver(statuses=[(503, {"Retry-After": "3600"})]) as (url, received):
+        configure(
+            ws,
+            quiet_hours="",
+            frequency_caps={},
+            sms_provider="gw",
+            providers={"gw": {**provider, "url": url}},
+        )
+        oid = add_message(ws, cid, "sms-hello", channel="sms", key="long")
+        ws.delivery.deliver_due()
+    row = outbox_row(ws, oid)
+    assert len(received) == 1  # no inline retry
+    assert row["status"] == "pending" and row["attempts"] == 1
+    assert row["not_before"] >= ws.clock.now() + timedelta(seconds=3600)
+
+
+def test_retry_after_forms() -> None:
+    now = datetime(2026, 3, 2, 12, 0, tzinfo=UTC).timestamp()
+
+    def seconds(value: str) -> float | None:
+        return _retry_after(httpx.Response(429, headers={"Retry-After": value}), now=now)
+
+    assert seconds("120") == 120.0
+    assert seconds("Mon, 02 Mar 2026 12:01:30 GMT") == 90.0
+    assert seconds("Mon, 02 Mar 2026 11:00:00 GMT") == 0.0  # past: now
+    assert seconds("soon") is None and seconds("-5") is None
+    assert _retry_after(httpx.Response(429), now=now) is None
 
 
 def test_provider_config_errors_name_the_problem() -> None:

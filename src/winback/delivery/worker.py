@@ -574,6 +574,8 @@ class DeliveryWorker:
                         )
                 elif result.outcome == "retry" and attempts < max_attempts:
                     delay = backoff(attempts, self.settings.delivery_retry_seconds)
+                    if result.retry_after is not None:  # the provider said when
+                        delay = max(delay, result.retry_after)
                     base.update(
                         _status="pending",
                         _not_before=now + timedelta(seconds=delay),

@@ -26,6 +26,7 @@ class SendResult:
     detail: str = ""
     provider_id: str | None = None
     code: int | None = None
+    retry_after: float | None = None  # seconds the provider asked us to wait (Retry-After)
 
     def raise_or_id(self) -> str | None:
         """The :class:`~winback.ports.Channel` view: a provider id, or an exception."""

@@ -36,6 +36,7 @@ import re
 import time
 from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
+from email.utils import parsedate_to_datetime
 from typing import Any, Literal
 
 import httpx
@@ -157,16 +158,28 @@ class ProviderConfig(BaseModel):
         return self.channel != "webhook" if self.consent is None else self.consent
 
 
+#: The longest Retry-After slept in line; a longer one ends the attempts and the message
+#: waits in the outbox (``not_before``) until the time the provider asked for.
 RETRY_AFTER_CAP = 30.0
 
 
-def _retry_after(response: httpx.Response) -> float | None:
-    """Seconds of a numeric ``Retry-After`` header (429 / 503), if any."""
+def _retry_after(response: httpx.Response, now: float | None = None) -> float | None:
+    """Seconds of a ``Retry-After`` header (429 / 503): a number of seconds or an HTTP date
+    (RFC 9110, 10.2.3); None when absent or unreadable."""
     value = response.headers.get("Retry-After", "").strip()
+    if not value:
+        return None
     try:
         seconds = float(value)
     except ValueError:
-        return None
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            return None
+        seconds = when.timestamp() - (time.time() if now is None else now)
+        return max(0.0, seconds)
     return seconds if seconds >= 0 else None
 
 
@@ -265,9 +278,11 @@ class HttpChannel:
         except ValueError as exc:
             return SendResult("failed", str(exc))
         last = SendResult("retry", "not tried")
+        waited = False  # slept the provider's Retry-After already: no backoff on top
         for attempt in range(1, self.config.max_attempts + 1):
-            if attempt > 1:
+            if attempt > 1 and not waited:
                 time.sleep(backoff(attempt - 1, self.config.retry_base_seconds, cap=30.0))
+            waited = False
             self.bucket.acquire()
             try:
                 response = self.client.request(**request)
@@ -283,10 +298,13 @@ class HttpChannel:
             ):
                 return SendResult("bounced", detail, code=code)
             if code in self.config.retry_codes:
-                last = SendResult("retry", detail, code=code)
                 wait = _retry_after(response)
+                last = SendResult("retry", detail, code=code, retry_after=wait)
+                if wait is not None and wait > RETRY_AFTER_CAP:
+                    return last  # the outbox holds it until then
                 if wait is not None and attempt < self.config.max_attempts:
-                    time.sleep(min(wait, RETRY_AFTER_CAP))
+                    time.sleep(wait)
+                    waited = True
                 continue
             return SendResult("failed", detail, code=code)
         return last
