@@ -96,17 +96,29 @@ def test_suppression_list_wins_over_consent(workspace: Workspace) -> None:
     assert outbox_row(workspace, oid)["status"] == "suppressed" and inbox.messages == []
 
 
-def test_claims_only_due_rows_and_transactional_first(sqlite_workspace: Workspace) -> None:
-    ws = sqlite_workspace
+def test_claims_only_due_rows_and_transactional_first(workspace: Workspace) -> None:
+    ws = workspace
     cid = add_contact(ws, "c1", email="a@example.com")
-    future = add_message(ws, cid, key="later", not_before=ws.clock.now() + timedelta(hours=1))
-    add_message(ws, cid, key="m")
-    add_message(ws, cid, "feedback-coupon", key="t", priority="transactional")
-    configure(ws, smtp_url="smtp://127.0.0.1:1")
-    rows = ws.delivery.worker().claim(ws.clock.now())
-    assert [r["dedup_key"] for r in rows] == ["t", "m"]
+    now = ws.clock.now()
+    future = add_message(ws, cid, key="later", not_before=now + timedelta(hours=1))
+    for i in (3, 2, 1):  # marketing, older than the transactional ones
+        add_message(ws, cid, key=f"m{i}", not_before=now - timedelta(hours=i + 10))
+    add_message(ws, cid, "feedback-coupon", key="t2", priority="transactional")
+    add_message(
+        ws,
+        cid,
+        "feedback-coupon",
+        key="t1",
+        priority="transactional",
+        not_before=now - timedelta(minutes=1),
+    )
+    configure(ws, smtp_url="smtp://127.0.0.1:1", delivery_batch_size=3)
+    worker = ws.delivery.worker()
+    assert [r["dedup_key"] for r in worker.claim(now)] == ["t1", "t2", "m3"]
+    assert [r["dedup_key"] for r in worker.claim(now)] == ["m2", "m1"]
     assert outbox_row(ws, future)["status"] == "pending"
-    assert ws.delivery.worker().claim(ws.clock.now()) == []  # claimed rows are not claimed again
+    assert worker.claim(now) == []  # claimed rows are not claimed again
+    worker.close()
 
 
 def test_policy_parsing() -> None:

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, and_, bindparam, case, select, update
+from sqlalchemy import Connection, and_, bindparam, literal_column, select, union_all, update
 
 from winback.delivery.channels import Channel, OutboundMessage, SendResult, result_of, settled
 from winback.delivery.context import ContactData, load_contacts, render_context
@@ -203,29 +203,36 @@ class DeliveryWorker:
         return sorted({key.split(":", 1)[0] for key in self.channels})
 
     def claim(self, now: datetime) -> list[dict[str, Any]]:
+        """Take up to ``delivery_batch_size`` due ``pending`` rows, transactional messages
+        first, then the others, each oldest first, and make them ``sending``: one UPDATE
+        (a write transaction from its start, so concurrent SQLite workers queue on the busy
+        timeout). Each kind is read along an index in its order and stops at the batch
+        size, so a backlog of a million marketing messages costs a claim no more than one
+        of a thousand (no sort of the whole backlog)."""
         channels = self._claimable()
         if not channels:
             return []
-        due = (
-            select(outbox.c.id)
-            .where(
-                and_(
-                    outbox.c.status == "pending",
-                    outbox.c.not_before <= now,
-                    outbox.c.channel.in_(channels),
-                )
-            )
-            .order_by(
-                case((outbox.c.priority == "transactional", 0), else_=1),
-                outbox.c.not_before,
-                outbox.c.id,
-            )
-            .limit(self.settings.delivery_batch_size)
-            .with_for_update(skip_locked=True)
+        limit = self.settings.delivery_batch_size
+        due = and_(
+            outbox.c.status == literal_column("'pending'"),  # inline: matches the partial index
+            outbox.c.not_before <= now,
+            outbox.c.channel.in_(channels),
         )
+        transactional = outbox.c.priority == literal_column("'transactional'")
+        kinds = [
+            select(outbox.c.id, literal_column(str(rank)).label("rank"), outbox.c.not_before)
+            .where(due, which)
+            .order_by(outbox.c.not_before, outbox.c.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+            .subquery()
+            for rank, which in ((0, transactional), (1, ~transactional))
+        ]
+        both = union_all(*(select(k.c.id, k.c.rank, k.c.not_before) for k in kinds)).subquery()
+        chosen = select(both.c.id).order_by(both.c.rank, both.c.not_before, both.c.id).limit(limit)
         stmt = (
             update(outbox)
-            .where(outbox.c.id.in_(due.scalar_subquery()))
+            .where(outbox.c.id.in_(chosen.scalar_subquery()))
             .values(status="sending", claimed_at=now)
             .returning(*_FIELDS)
         )

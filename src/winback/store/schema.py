@@ -238,6 +238,16 @@ outbox = Table(
     Column("claimed_at", UTCDateTime),
     Column("sent_at", UTCDateTime),
     Index("ix_outbox_status_due", "status", "not_before"),
+    # The few transactional messages waiting, found without reading the marketing ones: a
+    # claim takes them first, then the marketing ones in ix_outbox_status_due's order.
+    Index(
+        "ix_outbox_transactional_due",
+        "status",
+        "priority",
+        "not_before",
+        sqlite_where=(Column("status") == "pending") & (Column("priority") == "transactional"),
+        postgresql_where=(Column("status") == "pending") & (Column("priority") == "transactional"),
+    ),
     Index("ix_outbox_contact_channel_sent", "contact_id", "channel", "sent_at"),
     UniqueConstraint("message_id", name="uq_outbox_message_id"),
 )
