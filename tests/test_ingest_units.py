@@ -132,15 +132,15 @@ def test_a_failed_unit_is_rolled_back_whole(
         encoding="utf-8",
     )
     calls = []
-    real = bulk.pg_insert_orders
+    real = bulk.create_missing_contacts
 
-    def failing_second(*args: object) -> object:
+    def failing_second(*args: object) -> int:
         calls.append(1)
         if len(calls) == 2:
             raise RuntimeError("server went away")
         return real(*args)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(bulk, "pg_insert_orders", failing_second)
+    monkeypatch.setattr(bulk, "create_missing_contacts", failing_second)
     with pytest.raises(RuntimeError):
         workspace.imports.orders(path)
     with workspace.engine.connect() as conn:
@@ -149,7 +149,30 @@ def test_a_failed_unit_is_rolled_back_whole(
     assert aggregates(workspace) == {
         k: v for k, v in from_orders(workspace).items() if k in {"c0", "c1", "c2"}
     }
-    monkeypatch.setattr(bulk, "pg_insert_orders", real)
+    monkeypatch.setattr(bulk, "create_missing_contacts", real)
     report = workspace.imports.orders(path)  # resuming imports exactly the rest
     assert (report.imported, report.duplicates) == (6, 4)
     assert aggregates(workspace) == from_orders(workspace)
+
+
+def test_a_file_overlapping_an_earlier_import(workspace: Workspace, tmp_path: Path) -> None:
+    """Units where some orders are already stored take the classifying path; units where
+    all are new the plain insert: both give the same counts and exact attributes."""
+    units(workspace, batch=2, commit=4)
+    first = tmp_path / "a.csv"
+    first.write_text(
+        HEADER + "".join(f"o{i},c{i % 4},2024-05-{1 + i:02d}T00:00:00Z,{i},,,\n" for i in range(6)),
+        encoding="utf-8",
+    )
+    workspace.imports.orders(first)
+    second = tmp_path / "b.csv"  # o4, o5 again (first unit), then 8 new orders
+    second.write_text(
+        HEADER
+        + "".join(f"o{i},c{i % 4},2024-05-{1 + i:02d}T00:00:00Z,{i},,,\n" for i in range(4, 14)),
+        encoding="utf-8",
+    )
+    report = workspace.imports.orders(second)
+    assert (report.imported, report.duplicates, report.rejected) == (8, 2, 0)
+    expected = from_orders(workspace)
+    assert aggregates(workspace) == expected
+    assert expected["c1"][:2] == (4, Decimal("28.00"))  # o1 o5 o9 o13
