@@ -375,8 +375,10 @@ def _write_in_units(
                     spool.add(sorted(found, key=lambda r: r.line))
                     if progress is not None:
                         progress(parsed.bytes_read, size)
-                    parsed = next(it, done)
-                    if unit.staged >= limit:
+                    # A full unit is written before the next batch is taken (one batch
+                    # less in memory while the server works).
+                    parsed = None if unit.staged >= limit else next(it, done)
+                    if parsed is None:
                         break
                 result = unit.finish()
             # Committed: count it, and report its rejects merged with the repeats found.
@@ -387,6 +389,8 @@ def _write_in_units(
             rejects.flush()
         finally:
             spool.close()
+        if parsed is None:
+            parsed = next(it, done)
 
 
 class _RejectSpool:
