@@ -237,7 +237,7 @@ class PostgresOrders:
 
     Each batch is streamed with ``COPY`` into a temporary staging table as it comes, so the
     client holds one batch at a time; :meth:`finish` then creates the unknown customers and
-    runs :data:`~winback.ingest.bulk.PG_INSERT_ORDERS` once for the whole unit. A contact with
+    writes the whole unit at once (:func:`_pg_write_unit`). A contact with
     orders in several batches of the unit is updated once instead of once per batch: every
     contact update rewrites the row and, unless it is HOT, an entry in each of the contact
     indexes, and with many customers nearly every order of a batch has a contact of its own.
