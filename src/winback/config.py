@@ -51,8 +51,18 @@ class Settings(BaseModel):
     import_batch_size: int = Field(
         50_000,
         ge=1,
-        description="Rows written to the store per transaction during an import (memory "
-        "use grows with it; fewer, larger transactions are much faster on SQLite).",
+        description="Rows parsed and written per step of an import (memory use grows with "
+        "it). Each batch is one transaction on SQLite (fewer, larger transactions are much "
+        "faster there), and for contacts and events; PostgreSQL orders imports group "
+        "batches into units of `import_commit_rows`.",
+    )
+    import_commit_rows: int = Field(
+        1_000_000,
+        ge=1,
+        description="PostgreSQL: rows of an orders import committed together. The batches "
+        "of a unit are streamed into a staging table one by one (client memory does not grow "
+        "with it) and written by one statement, which updates each contact once per unit "
+        "instead of once per batch; a failed unit is rolled back whole.",
     )
     flow_batch_size: int = Field(
         50_000,

@@ -1,23 +1,27 @@
 """The import loop shared by contacts, orders and events.
 
 Streams records from a reader in batches of ``import_batch_size``; each batch is parsed,
-written in its own transaction, and reported to the optional progress callback as
-``(bytes_read, file_size)``. The core never prints. Bad rows go to the reject file and the
+written in its own transaction (or, for kinds that offer ``unit`` on PostgreSQL, staged
+into a commit unit of ``import_commit_rows`` rows written as one transaction), and reported
+to the optional progress callback as ``(bytes_read, file_size)``. The core never prints. Bad rows go to the reject file and the
 good rows are kept; :class:`~winback.errors.NothingImported` is raised only when not one row
 could be used.
 """
 
 from __future__ import annotations
 
+import heapq
+import json
+import tempfile
 import threading
 import time
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping
 from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from queue import Full, Queue
-from typing import Any, Protocol
+from typing import IO, Any, Protocol
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection, insert, update
@@ -208,16 +212,19 @@ def run(
         kind.bind(reader.columns, index, ctx)
         try:
             with closing(_parsed_batches(reader, kind, ws.settings.import_batch_size)) as batches:
-                for parsed in batches:
-                    report.read += parsed.read
-                    found = list(parsed.rejects)
-                    if parsed.rows:
-                        found.extend(_flush(ws, kind, parsed.rows, ctx))
-                    for reject in sorted(found, key=lambda r: r.line):  # in file order
-                        _reject(rejects, reject)
-                    rejects.flush()
-                    if progress is not None:
-                        progress(parsed.bytes_read, reader.size)
+                if ctx.dialect.postgres and hasattr(kind, "unit"):
+                    _write_in_units(ws, kind, batches, ctx, rejects, progress, reader.size)
+                else:
+                    for parsed in batches:
+                        report.read += parsed.read
+                        found = list(parsed.rejects)
+                        if parsed.rows:
+                            found.extend(_flush(ws, kind, parsed.rows, ctx))
+                        for reject in sorted(found, key=lambda r: r.line):  # in file order
+                            _reject(rejects, reject)
+                        rejects.flush()
+                        if progress is not None:
+                            progress(parsed.bytes_read, reader.size)
         finally:
             rejects.close()
         if progress is not None:
@@ -324,6 +331,94 @@ def _flush(ws: Workspace, kind: Kind, batch: list[Any], ctx: Context) -> list[Re
     ctx.report.imported += result.imported
     ctx.report.duplicates += result.duplicates
     return result.rejects
+
+
+class Unit(Protocol):
+    """Several batches written in one transaction (see :func:`_write_in_units`)."""
+
+    staged: int
+
+    def add(self, batch: list[Any]) -> list[Reject]: ...
+
+    def finish(self) -> BatchResult: ...
+
+
+def _write_in_units(
+    ws: Workspace,
+    kind: Any,
+    batches: Iterator[ParsedBatch],
+    ctx: Context,
+    rejects: RejectWriter,
+    progress: Progress | None,
+    size: int,
+) -> None:
+    """Write the batches in commit units of about ``import_commit_rows`` rows: each unit is
+    one transaction in which ``kind.unit(conn, ctx)`` stages batch after batch and finally
+    writes them all, so the client still holds one batch at a time. The rejects of a unit's
+    batches wait in a temporary file until the unit is written, then go to the reject file
+    merged with the repeats found while writing, in line order."""
+    limit = ws.settings.import_commit_rows
+    report = ctx.report
+    done = object()
+    it = iter(batches)
+    parsed: Any = next(it, done)
+    while parsed is not done:
+        spool = _RejectSpool()
+        try:
+            with ws.engine.begin() as conn:
+                unit: Unit = kind.unit(conn, ctx)
+                while parsed is not done:
+                    report.read += parsed.read
+                    found = list(parsed.rejects)
+                    if parsed.rows:
+                        found.extend(unit.add(parsed.rows))
+                    spool.add(sorted(found, key=lambda r: r.line))
+                    if progress is not None:
+                        progress(parsed.bytes_read, size)
+                    # A full unit is written before the next batch is taken (one batch
+                    # less in memory while the server works).
+                    parsed = None if unit.staged >= limit else next(it, done)
+                    if parsed is None:
+                        break
+                result = unit.finish()
+            # Committed: count it, and report its rejects merged with the repeats found.
+            report.imported += result.imported
+            report.duplicates += result.duplicates
+            for reject in heapq.merge(spool.rejects(), result.rejects, key=lambda r: r.line):
+                _reject(rejects, reject)
+            rejects.flush()
+        finally:
+            spool.close()
+        if parsed is None:
+            parsed = next(it, done)
+
+
+class _RejectSpool:
+    """Rejects held back until their commit unit is written, in a temporary file (a file can
+    be all rejects; memory stays flat). Added in line order; read back in the same order."""
+
+    def __init__(self) -> None:
+        self.file: IO[str] | None = None
+
+    def add(self, found: list[Reject]) -> None:
+        if not found:
+            return
+        if self.file is None:
+            self.file = tempfile.TemporaryFile("w+", encoding="utf-8")
+        for r in found:
+            self.file.write(json.dumps([r.line, r.field, r.value, r.reason]) + "\n")
+
+    def rejects(self) -> Iterator[Reject]:
+        if self.file is None:
+            return
+        self.file.seek(0)
+        for text in self.file:
+            yield Reject(*json.loads(text))
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+            self.file = None
 
 
 def _reject(rejects: RejectWriter, reject: Reject) -> None:
