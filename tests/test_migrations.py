@@ -17,6 +17,17 @@ def test_migrations_build_exactly_the_schema(workspace: Workspace) -> None:
     assert diff == []
 
 
+def test_one_head() -> None:
+    """The migrations form one line of history at the top: a new migration follows the
+    current head (``down_revision`` = the head), or a merge revision joins the branches."""
+    from alembic.script import ScriptDirectory
+    from sqlalchemy import create_engine
+
+    engine = create_engine("sqlite://")
+    heads = ScriptDirectory.from_config(migrate.alembic_config(engine)).get_heads()
+    assert len(heads) == 1, heads
+
+
 def test_upgrade_twice_is_a_no_op(workspace: Workspace) -> None:
     before = migrate.current_revisions(workspace.engine)
     workspace.upgrade()
