@@ -162,7 +162,8 @@ def test_run_loop_reuses_one_connection_across_passes(sqlite_workspace: Workspac
 def test_a_batch_is_rendered_before_its_first_message_is_sent(workspace: Workspace) -> None:
     """Rendering while the SMTP threads send makes each SMTP reply wait for the rendering
     thread's GIL (about 0.2 ms of CPU per message, docs/delivery.md): the worker renders the
-    claimed batch, then hands it to the channel."""
+    claimed batch, then hands it to the channel, which sends it over its connections
+    (``send_many``: each connection's thread takes the next message)."""
     from winback.delivery.channels import OutboundMessage
     from winback.delivery.channels.smtp import parse_smtp_url
     from winback.delivery.worker import Decision, DeliveryWorker
@@ -174,9 +175,9 @@ def test_a_batch_is_rendered_before_its_first_message_is_sent(workspace: Workspa
     rendered_at_submit: list[int] = []
 
     class Recording(SmtpChannel):
-        def submit(self, msg: OutboundMessage) -> Any:
+        def send_one(self, msg: OutboundMessage) -> Any:
             rendered_at_submit.append(len(rendered))
-            return super().submit(msg)
+            return super().send_one(msg)
 
     with smtp_server() as (url, inbox, _):
         configure(workspace, smtp_url=url, quiet_hours="", frequency_caps={})

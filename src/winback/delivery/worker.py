@@ -172,14 +172,23 @@ class DeliveryWorker:
             for d in decisions
             if d.status == "sending" and d.outgoing is not None and self.render(d, now)
         ]
+        batches: dict[str, list[Decision]] = {}  # channels that take a batch (SMTP)
         for d in ready:
             assert d.outgoing is not None
-            channel = self.channels[self._channel_key(d.row)]
+            key = self._channel_key(d.row)
+            channel = self.channels[key]
+            if hasattr(channel, "send_many"):
+                batches.setdefault(key, []).append(d)
+                continue
             submit = getattr(channel, "submit", None)
             if submit is None:  # any winback.ports.Channel: send now
                 futures[int(d.row["id"])] = settled(result_of(channel, d.outgoing))
                 continue
             futures[int(d.row["id"])] = submit(d.outgoing)
+        for key, batch in batches.items():  # while the submitted ones go out
+            sent = self.channels[key].send_many([d.outgoing for d in batch])  # type: ignore[attr-defined]
+            for d, result in zip(batch, sent, strict=True):
+                results[int(d.row["id"])] = result
         for oid, future in futures.items():
             try:
                 results[oid] = future.result()

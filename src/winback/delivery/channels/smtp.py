@@ -9,11 +9,12 @@ URL forms: ``smtp://user:password@host:587?starttls=true``, ``smtps://user:pw@ho
 
 from __future__ import annotations
 
+import itertools
 import smtplib
 import ssl
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -284,6 +285,28 @@ class SmtpChannel:
             if last.outcome != "retry":
                 return last
         return last
+
+    def send_many(self, messages: Sequence[OutboundMessage | None]) -> list[SendResult]:
+        """Send a batch over the pooled connections and wait for all of it: each connection's
+        thread takes the next message until none is left (no future or queue hand-off per
+        message), so a slow connection (a retry) holds up only what it is sending."""
+        results: list[SendResult] = [SendResult("failed", "not sent")] * len(messages)
+        turn = itertools.count()  # next() is atomic: the threads share it without a lock
+
+        def work() -> None:
+            while (i := next(turn)) < len(messages):
+                msg = messages[i]
+                if msg is None:
+                    continue
+                try:
+                    results[i] = self.send_one(msg)
+                except Exception as exc:  # a bug fails one message only
+                    results[i] = SendResult("failed", f"{type(exc).__name__}: {exc}")
+
+        workers = [self._pool.submit(work) for _ in range(min(self.connections, len(messages)))]
+        for worker in workers:
+            worker.result()
+        return results
 
     def submit(self, msg: OutboundMessage) -> Future[SendResult]:
         """Send on one of the pooled connections, in the background."""
