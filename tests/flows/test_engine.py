@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import func, select
 
@@ -244,3 +245,41 @@ def test_steps_taken_in_the_same_statements_keep_goals_and_paths(workspace: Work
         "s0.then.2": {"goal:done": 1},
         "s0.else.0": {"not-vip": 1},
     }
+
+
+def test_a_tick_runs_its_batches_on_one_connection_and_checkpoints_once(
+    sqlite_workspace: Workspace,
+) -> None:
+    """SQLite: every batch of a tick commits on one held connection whose WAL
+    autocheckpoint is raised (no checkpoint and file sync per batch); the tick ends with
+    one checkpoint and gives the connection back with its setting restored."""
+    from sqlalchemy import event
+
+    from winback.flows.engine import TICK_WAL_PAGES
+
+    ws = sqlite_workspace
+    people = make_contacts(ws, 60, at=T0)
+    write_flow(ws, "waiting", WAITING)
+    flows = Flows(ws, batch_size=7)
+    flows.enable("waiting", now=T0)
+    ws.store.add_tag(people, "go", at=T0, source="test")
+    seen: list[tuple[int, int]] = []
+
+    def on_commit(conn: Any) -> None:
+        raw = conn.connection.driver_connection
+        seen.append((id(raw), raw.execute("PRAGMA wal_autocheckpoint").fetchone()[0]))
+
+    event.listen(ws.engine, "commit", on_commit)
+    try:
+        report = flows.tick(T0, sync=False, refresh=False)
+    finally:
+        event.remove(ws.engine, "commit", on_commit)
+    assert report.enrolled == {"waiting": 60}
+    assert len(seen) > 60 // 7  # several batches, each its own transaction
+    assert {c for c, _ in seen} == {seen[0][0]}
+    assert {pages for _, pages in seen} == {TICK_WAL_PAGES}
+    with ws.engine.connect() as conn:
+        raw = conn.connection.driver_connection
+        assert raw.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 1000
+        busy, log, done = raw.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    assert busy == 0 and log == done  # nothing left to copy: the tick checkpointed
