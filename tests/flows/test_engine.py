@@ -13,7 +13,7 @@ from tests.conftest import T0
 from tests.flows.helpers import add_event, entries, make_contacts, sent_to
 from winback.flows._sql import stable_uniform_py
 from winback.flows.service import Flows
-from winback.store.schema import flow_entries, outbox
+from winback.store.schema import flow_entries, flows, outbox
 from winback.workspace import Workspace
 
 DAY = timedelta(days=1)
@@ -283,3 +283,86 @@ def test_a_tick_runs_its_batches_on_one_connection_and_checkpoints_once(
         assert raw.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 1000
         busy, log, done = raw.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
     assert busy == 0 and log == done  # nothing left to copy: the tick checkpointed
+
+
+STARTS_WITH_SEND = """
+name: Starts with a send
+trigger: {tag_added: go}
+entry: {consent: email}
+steps:
+  - send: {template: hello}
+  - wait: 2d
+  - send: {template: bye}
+"""
+
+NO_ENTRY_CONSENT = """
+name: No consent at entry
+trigger: {tag_added: go}
+steps:
+  - send: {template: hello}
+  - send: {template: again}
+"""
+
+
+def test_entries_enrol_past_a_first_send_in_the_enrolment(workspace: Workspace) -> None:
+    """A first ``send`` that every new entry takes alike runs in the enrolment itself: no
+    update moves the entries off the first step, yet path, counters, messages and the
+    wait that follows are those of the step loop."""
+    from sqlalchemy import event
+
+    ws = workspace
+    people = make_contacts(ws, 30, at=T0)
+    refused = make_contacts(ws, 5, at=T0, consent=False, prefix="r")
+    write_flow(ws, "starts", STARTS_WITH_SEND)
+    write_flow(ws, "loose", NO_ENTRY_CONSENT)
+    ws.flows.enable("starts", now=T0)
+    ws.flows.enable("loose", now=T0)
+    ws.store.add_tag(people + refused, "go", at=T0, source="test")
+    statements: list[tuple[str, Any]] = []
+
+    def seen(conn: Any, cursor: Any, statement: str, parameters: Any, *args: Any) -> None:
+        statements.append((" ".join(statement.split()), parameters))
+
+    event.listen(ws.engine, "before_cursor_execute", seen)
+    try:
+        report = ws.flows.tick(T0, sync=False, refresh=False)
+    finally:
+        event.remove(ws.engine, "before_cursor_execute", seen)
+    assert report.enrolled == {"starts": 30, "loose": 35}
+    assert report.steps["starts:s0"] == 30
+    starts = entries(ws, "starts")
+    assert set(starts) == set(people)
+    assert {(e["status"], e["step"], e["path"]) for e in starts.values()} == {
+        ("active", "s2", "s0=queued")
+    }
+    with ws.engine.connect() as conn:
+        wakes = conn.execute(
+            select(func.min(flow_entries.c.wake_at), func.max(flow_entries.c.wake_at))
+            .join(flows, flows.c.id == flow_entries.c.flow_id)
+            .where(flows.c.key == "starts")
+        ).one()
+        keys = set(
+            conn.execute(select(outbox.c.dedup_key).where(outbox.c.flow == "starts")).scalars()
+        )
+        ids = conn.execute(
+            select(flow_entries.c.id)
+            .join(flows, flows.c.id == flow_entries.c.flow_id)
+            .where(flows.c.key == "starts")
+        ).scalars()
+        expected_keys = {f"starts:{i}:s0" for i in ids}
+    assert tuple(wakes) == (T0 + 2 * DAY, T0 + 2 * DAY)
+    assert len(keys) == 30 and keys == expected_keys
+    assert ws.flows.stats("starts")["outcomes_per_step"]["s0"] == {"queued": 30}
+    # No move recorded the first step alone (the starts entries were inserted past it;
+    # the loose ones took both sends in one move).
+    moves = [repr(p) for s, p in statements if s.startswith("UPDATE flow_entries")]
+    assert moves and not [p for p in moves if "'s0=queued'" in p]
+    # Without consent at entry the first send is a step like any other (no_consent path).
+    loose = entries(ws, "loose")
+    assert {loose[c]["path"] for c in refused} == {"s0=no_consent > s1=no_consent"}
+    assert {loose[c]["path"] for c in people} == {"s0=queued > s1=queued"}
+    assert sent_to(ws, "loose") == {c: ["hello", "again"] for c in people}
+    # The rest of the flow, and a second tick at the same instant, as usual.
+    assert ws.flows.tick(T0, sync=False, refresh=False).contact_steps == 0
+    ws.flows.tick(T0 + 2 * DAY, sync=False, refresh=False)
+    assert sent_to(ws, "starts") == {c: ["hello", "bye"] for c in people}

@@ -40,6 +40,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from winback.flows import models as m
 from winback.flows._sql import (
+    CONSENT_CHANNELS,
     NO_CARRY,
     Carry,
     Rule,
@@ -48,6 +49,7 @@ from winback.flows._sql import (
     event_happened,
     fe,
     has_consent,
+    path_token,
     set_attribute_value,
     stable_uniform,
     transition,
@@ -76,6 +78,25 @@ class RunningFlow:
     program: Program
     watermark_id: int | None = None
     watermark_at: datetime | None = None
+
+
+@dataclass
+class Start:
+    """Entries of a flow whose first step is a send they can all take at once enrol
+    straight past it (:meth:`StepRunner.start_plan`): inserted at the step after it,
+    with its path token, and their messages queued in the same transaction."""
+
+    node: Node
+    outcome: str
+    #: Where the entries are inserted, and when they are due there.
+    step: str
+    wake_at: datetime
+    #: ``queue(conn, new)``: the send step's outbox rows for the entries matching ``new``.
+    queue: Any = None
+
+    @property
+    def path(self) -> str:
+        return path_token(self.node.id, self.outcome)
 
 
 @dataclass
@@ -258,19 +279,7 @@ class StepRunner:
           they are still recorded at ``node``; its moves record both steps in the path
           (``carry``)."""
         for rule in rules:
-            if rule.target is None or rule.wake_at is not None or rule.waiting:
-                continue
-            exit_node = flow.program.nodes[rule.target]
-            if exit_node.kind == "exit" and not exit_node.goals:
-                # Going to an exit step: exit now, with its reason.
-                rule.target, rule.exit_reason = None, exit_node.step.exit
-                continue
-            target, delay, fused = flow.program.nodes[rule.target], timedelta(0), False
-            while target.kind == "wait" and target.next is not None:
-                delay += target.step.wait
-                target, fused = flow.program.nodes[target.next], True
-            if fused:
-                rule.target, rule.wake_at = target.id, now + delay
+            self._settle(flow, rule, now)
         last = rules[-1]
         chain = None
         if (
@@ -302,6 +311,55 @@ class StepRunner:
             n += m
         tally[node.id] = tally.get(node.id, 0) + n
         return n
+
+    def _settle(self, flow: RunningFlow, rule: Rule, now: datetime) -> None:
+        """Take ``rule`` straight through plain waits and onto exits without goals."""
+        if rule.target is None or rule.wake_at is not None or rule.waiting:
+            return
+        exit_node = flow.program.nodes[rule.target]
+        if exit_node.kind == "exit" and not exit_node.goals:
+            # Going to an exit step: exit now, with its reason.
+            rule.target, rule.exit_reason = None, exit_node.step.exit
+            return
+        target, delay, fused = flow.program.nodes[rule.target], timedelta(0), False
+        while target.kind == "wait" and target.next is not None:
+            delay += target.step.wait
+            target, fused = flow.program.nodes[target.next], True
+        if fused:
+            rule.target, rule.wake_at = target.id, now + delay
+
+    def start_plan(self, flow: RunningFlow, now: datetime) -> Start | None:
+        """How entries enrolled at ``now`` can take the flow's first step in the enrolment
+        itself, or None when they cannot.
+
+        Only for a first step that is a ``send`` of one template with no goal in scope,
+        whose channel needs no consent or the one the entry condition requires (checked
+        by the enrolment statement): then every new entry leaves it with the same outcome
+        (``queued``) for the same next step, and the enrolment inserts them there (after
+        the waits that follow, like any move) with the step's path token, queues their
+        messages from the rows just inserted in the same transaction and adds to the
+        step's counter. Otherwise the entries enrol at the first step, due at once, and
+        the step loop takes them through it."""
+        node = flow.program.nodes[flow.program.first]
+        step = node.step
+        if node.goals or not isinstance(step, m.SendStep):
+            return None
+        send = step.send
+        if len(send.variants) > 1:
+            return None
+        consent = flow.program.definition.entry.consent
+        if send.channel in CONSENT_CHANNELS and consent != send.channel:
+            return None
+        name = send.variants[0].name if send.variants else ""
+        rule = Rule(f"queued:{name}" if name else "queued", node.next)
+        self._settle(flow, rule, now)
+        if rule.target is None or rule.exit_reason is not None or rule.waiting:
+            return None
+
+        def queue(conn: Connection, new: ColumnElement[bool]) -> None:
+            self._queue(conn, flow, node, send, new, now)
+
+        return Start(node, rule.outcome, rule.target, rule.wake_at or now, queue)
 
     def _check_goals(
         self,
@@ -474,6 +532,30 @@ class StepRunner:
         self, conn: Connection, flow: RunningFlow, send: m.Send, batch: Any, kw: dict[str, Any]
     ) -> int:
         node, now = kw["node"], kw["now"]
+        consent, u, bounds, variants = self._queue(conn, flow, node, send, batch, now)
+        rules = []
+        if flow.program.has_holdout:
+            rules.append(Rule("holdout", node.next, when=fe.c.holdout.is_(True)))
+        if send.channel in ("email", "sms", "push"):
+            rules.append(Rule("no_consent", node.next, when=~consent))
+        for i, v in enumerate(variants):
+            last = i == len(variants) - 1
+            outcome = f"queued:{v.name}" if v.name else "queued"
+            rules.append(Rule(outcome, node.next, when=None if last else u < bounds[i]))
+        return self._t(flow, conn, batch=batch, **kw, rules=rules)
+
+    def _queue(
+        self,
+        conn: Connection,
+        flow: RunningFlow,
+        node: Node,
+        send: m.Send,
+        batch: Any,
+        now: datetime,
+    ) -> tuple[Any, Any, list[float], list[m.Variant]]:
+        """The outbox rows of a send step for the entries of ``batch`` that have consent
+        (and are not held out); returns the consent test, the variant draw and the variants
+        with their cumulative bounds."""
         consent = has_consent(send.channel, fe.c.contact_id)
         variants = send.variants or [m.Variant(name="", template=send.template or "", weight=1)]
         u = stable_uniform(fe.c.id, f"{flow.program.key}:{node.id}:variant")
@@ -534,16 +616,7 @@ class StepRunner:
             .on_conflict_do_nothing(index_elements=["dedup_key"])
         )
         conn.execute(stmt)
-        rules = []
-        if flow.program.has_holdout:
-            rules.append(Rule("holdout", node.next, when=fe.c.holdout.is_(True)))
-        if send.channel in ("email", "sms", "push"):
-            rules.append(Rule("no_consent", node.next, when=~consent))
-        for i, v in enumerate(variants):
-            last = i == len(variants) - 1
-            outcome = f"queued:{v.name}" if v.name else "queued"
-            rules.append(Rule(outcome, node.next, when=None if last else u < bounds[i]))
-        return self._t(flow, conn, batch=batch, **kw, rules=rules)
+        return consent, u, bounds, variants
 
     def _wait_until(
         self, flow: RunningFlow, conn: Connection, local_time: str, batch: Any, kw: dict[str, Any]
@@ -679,4 +752,4 @@ def next_local_time(now: datetime, local_time: str, zone: str | None, default: s
     return candidate.astimezone(now.tzinfo)
 
 
-__all__ = ["RunningFlow", "StepRunner", "TickReport", "false", "next_local_time"]
+__all__ = ["RunningFlow", "Start", "StepRunner", "TickReport", "false", "next_local_time"]
