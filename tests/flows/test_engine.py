@@ -366,3 +366,52 @@ def test_entries_enrol_past_a_first_send_in_the_enrolment(workspace: Workspace) 
     assert ws.flows.tick(T0, sync=False, refresh=False).contact_steps == 0
     ws.flows.tick(T0 + 2 * DAY, sync=False, refresh=False)
     assert sent_to(ws, "starts") == {c: ["hello", "bye"] for c in people}
+
+
+CONSENT_THEN_SEND = """
+name: Consent then send
+trigger: {tag_added: go}
+steps:
+  - wait: 1d
+  - if: {consent: email, tag: go}
+    then: [{send: {template: hello}}]
+    else: [{exit: no_consent}]
+"""
+
+
+def test_a_send_right_after_an_if_on_consent_does_not_test_it_again(
+    workspace: Workspace,
+) -> None:
+    """SQLite: the ``then`` rows of an ``if`` that requires email consent are queued without
+    a second consent test (one writer: it still holds in the same transaction); PostgreSQL
+    tests it again. Either way only contacts with consent get the message."""
+    from sqlalchemy import event
+
+    ws = workspace
+    people = make_contacts(ws, 8, at=T0)
+    write_flow(ws, "ct", CONSENT_THEN_SEND)
+    ws.flows.enable("ct", now=T0)
+    ws.store.add_tag(people, "go", at=T0, source="test")
+    ws.flows.tick(T0, sync=False, refresh=False)
+    for c in people[:3]:
+        ws.store.set_consent(c, "email", False, at=T0, source="test")
+    inserts: list[str] = []
+
+    def seen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.startswith("INSERT INTO outbox"):
+            inserts.append(statement)
+
+    event.listen(ws.engine, "before_cursor_execute", seen)
+    try:
+        ws.flows.tick(T0 + DAY, sync=False, refresh=False)
+    finally:
+        event.remove(ws.engine, "before_cursor_execute", seen)
+    assert sent_to(ws, "ct") == {c: ["hello"] for c in people[3:]}
+    paths = {c: e["path"] for c, e in entries(ws, "ct").items()}
+    assert paths == {
+        **{c: "s1=else" for c in people[:3]},
+        **{c: "s1=then > s1.then.0=queued" for c in people[3:]},
+    }
+    assert len(inserts) == 1
+    sqlite = ws.engine.dialect.name == "sqlite"
+    assert ("email_consent" in inserts[0]) is not sqlite

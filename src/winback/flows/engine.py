@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -34,6 +34,7 @@ from sqlalchemy import (
     literal,
     or_,
     select,
+    true,
     update,
 )
 from sqlalchemy.sql.elements import ColumnElement
@@ -55,7 +56,7 @@ from winback.flows._sql import (
     transition,
     upsert_insert,
 )
-from winback.flows.conditions import compile_sql
+from winback.flows.conditions import compile_sql, required_consent
 from winback.flows.program import Node, Program
 from winback.store.schema import contact_tags, contacts, outbox, suppressions, tag_history
 
@@ -305,6 +306,10 @@ class StepRunner:
         if chain is not None:
             # The rows left in the batch are exactly those of the last rule.
             onward = carry.then(node.id, last.outcome if log else None, last.values)
+            if node.kind == "if" and last.outcome == "then" and conn.dialect.name == "sqlite":
+                # The rows left passed the condition in this transaction, and SQLite has
+                # one writer: the consent it requires still holds for the next step.
+                onward = replace(onward, consent=required_consent(node.step.if_))
             m = self._run(conn, flow, chain, batch, now, tally, onward)
             if log:
                 count_outcome(conn, flow.id, node.id, last.outcome, m)
@@ -532,11 +537,13 @@ class StepRunner:
         self, conn: Connection, flow: RunningFlow, send: m.Send, batch: Any, kw: dict[str, Any]
     ) -> int:
         node, now = kw["node"], kw["now"]
-        consent, u, bounds, variants = self._queue(conn, flow, node, send, batch, now)
+        # Consent the ``if`` just before checked (carried) is not tested again.
+        checked = send.channel in kw["carry"].consent
+        consent, u, bounds, variants = self._queue(conn, flow, node, send, batch, now, checked)
         rules = []
         if flow.program.has_holdout:
             rules.append(Rule("holdout", node.next, when=fe.c.holdout.is_(True)))
-        if send.channel in ("email", "sms", "push"):
+        if send.channel in CONSENT_CHANNELS and not checked:
             rules.append(Rule("no_consent", node.next, when=~consent))
         for i, v in enumerate(variants):
             last = i == len(variants) - 1
@@ -552,11 +559,13 @@ class StepRunner:
         send: m.Send,
         batch: Any,
         now: datetime,
+        checked: bool = False,
     ) -> tuple[Any, Any, list[float], list[m.Variant]]:
         """The outbox rows of a send step for the entries of ``batch`` that have consent
         (and are not held out); returns the consent test, the variant draw and the variants
-        with their cumulative bounds."""
-        consent = has_consent(send.channel, fe.c.contact_id)
+        with their cumulative bounds. ``checked``: every row of ``batch`` is known to have
+        consent (tested in this transaction)."""
+        consent = true() if checked else has_consent(send.channel, fe.c.contact_id)
         variants = send.variants or [m.Variant(name="", template=send.template or "", weight=1)]
         u = stable_uniform(fe.c.id, f"{flow.program.key}:{node.id}:variant")
         total = sum(v.weight for v in variants)
