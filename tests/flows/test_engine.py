@@ -357,6 +357,13 @@ def test_entries_enrol_past_a_first_send_in_the_enrolment(workspace: Workspace) 
     # the loose ones took both sends in one move).
     moves = [repr(p) for s, p in statements if s.startswith("UPDATE flow_entries")]
     assert moves and not [p for p in moves if "'s0=queued'" in p]
+    # Their messages: one insert, which on SQLite does not test the consent that the
+    # enrolment statement just required (PostgreSQL, read committed, tests it again).
+    queued = [
+        s for s, p in statements if s.startswith("INSERT INTO outbox") and "starts:" in repr(p)
+    ]
+    assert len(queued) == 1
+    assert ("email_consent" in queued[0]) is (ws.engine.dialect.name != "sqlite")
     # Without consent at entry the first send is a step like any other (no_consent path).
     loose = entries(ws, "loose")
     assert {loose[c]["path"] for c in refused} == {"s0=no_consent > s1=no_consent"}

@@ -362,7 +362,8 @@ class StepRunner:
             return None
 
         def queue(conn: Connection, new: ColumnElement[bool]) -> None:
-            self._queue(conn, flow, node, send, new, now)
+            # SQLite (one writer): the enrolment statement just checked the consent.
+            self._queue(conn, flow, node, send, new, now, conn.dialect.name == "sqlite")
 
         return Start(node, rule.outcome, rule.target, rule.wake_at or now, queue)
 
