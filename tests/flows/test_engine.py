@@ -422,3 +422,24 @@ def test_a_send_right_after_an_if_on_consent_does_not_test_it_again(
     assert len(inserts) == 1
     sqlite = ws.engine.dialect.name == "sqlite"
     assert ("email_consent" in inserts[0]) is not sqlite
+
+
+def test_the_held_connection_of_a_tick_is_per_thread(sqlite_workspace: Workspace) -> None:
+    import threading
+
+    runner = sqlite_workspace.flows.runner
+    other: list[Any] = []
+
+    def elsewhere() -> None:
+        with runner.transaction() as conn:
+            other.append(conn)
+
+    with runner.session():
+        with runner.transaction() as first:
+            pass
+        with runner.transaction() as second:
+            assert second is first  # one held connection in this thread
+        thread = threading.Thread(target=elsewhere)
+        thread.start()
+        thread.join()
+    assert other and other[0] is not first

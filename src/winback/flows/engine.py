@@ -11,6 +11,7 @@ batch (redone on restart) or keeps all of it, so every message is queued exactly
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -126,8 +127,17 @@ class StepRunner:
         self.engine = engine
         self.default_timezone = default_timezone
         self.batch_size = batch_size
-        #: The connection held by :meth:`session` (None: each transaction takes its own).
-        self._conn: Connection | None = None
+        #: Per thread: the connection held by :meth:`session` (none: each transaction
+        #: takes its own). A workspace's runner may tick from several threads.
+        self._local = threading.local()
+
+    @property
+    def _conn(self) -> Connection | None:
+        return getattr(self._local, "conn", None)
+
+    @_conn.setter
+    def _conn(self, conn: Connection | None) -> None:
+        self._local.conn = conn
 
     # -- public -----------------------------------------------------------------------------
     @contextmanager
