@@ -141,6 +141,9 @@ class Carry:
 
     tokens: tuple[str, ...] = ()
     values: tuple[tuple[str, Any], ...] = ()
+    #: Channels whose consent the step just before checked true for every row, in this
+    #: same transaction (the next step only: any step may change consent).
+    consent: frozenset[str] = frozenset()
 
     def then(self, step: str, outcome: str | None, values: dict[str, Any]) -> Carry:
         tokens = self.tokens + ((path_token(step, outcome),) if outcome is not None else ())

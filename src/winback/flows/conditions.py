@@ -47,3 +47,14 @@ def compile_sql(
 
     cond = validate(data, path=path, location=location)
     return compile_condition(cond, now=now, contact_id=contact_id, entered_at=entered_at)
+
+
+def required_consent(data: Any) -> frozenset[str]:
+    """Channels whose consent the condition requires outright (``{consent: email}`` alone
+    or in ``all``): a contact for which it is true has that consent."""
+    data = desugar(data)
+    if isinstance(data, dict) and set(data) == {"all"} and isinstance(data["all"], list):
+        return frozenset().union(*(required_consent(part) for part in data["all"]))
+    if isinstance(data, dict) and set(data) == {"consent"} and isinstance(data["consent"], str):
+        return frozenset({data["consent"]})
+    return frozenset()

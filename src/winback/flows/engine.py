@@ -11,8 +11,10 @@ batch (redone on restart) or keeps all of it, so every message is queued exactly
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -33,12 +35,14 @@ from sqlalchemy import (
     literal,
     or_,
     select,
+    true,
     update,
 )
 from sqlalchemy.sql.elements import ColumnElement
 
 from winback.flows import models as m
 from winback.flows._sql import (
+    CONSENT_CHANNELS,
     NO_CARRY,
     Carry,
     Rule,
@@ -47,16 +51,22 @@ from winback.flows._sql import (
     event_happened,
     fe,
     has_consent,
+    path_token,
     set_attribute_value,
     stable_uniform,
     transition,
     upsert_insert,
 )
-from winback.flows.conditions import compile_sql
+from winback.flows.conditions import compile_sql, required_consent
 from winback.flows.program import Node, Program
 from winback.store.schema import contact_tags, contacts, outbox, suppressions, tag_history
 
 DEFAULT_BATCH = 50_000
+#: SQLite: WAL pages (4 KiB each) a tick lets accumulate before a checkpoint copies them into
+#: the database file (SQLite's default is 1,000). A checkpoint after every batch copied the
+#: pages that many batches share (index interiors, the outbox's tail) again each time and
+#: synced the file each time; the tick checkpoints once at its end instead.
+TICK_WAL_PAGES = 262_144
 #: Steps that change nothing a goal condition reads (the next step may run in the same
 #: statements without checking the goals again).
 PURE_STEPS = frozenset({"if", "send", "split", "holdout"})
@@ -70,6 +80,25 @@ class RunningFlow:
     program: Program
     watermark_id: int | None = None
     watermark_at: datetime | None = None
+
+
+@dataclass
+class Start:
+    """Entries of a flow whose first step is a send they can all take at once enrol
+    straight past it (:meth:`StepRunner.start_plan`): inserted at the step after it,
+    with its path token, and their messages queued in the same transaction."""
+
+    node: Node
+    outcome: str
+    #: Where the entries are inserted, and when they are due there.
+    step: str
+    wake_at: datetime
+    #: ``queue(conn, new)``: the send step's outbox rows for the entries matching ``new``.
+    queue: Any = None
+
+    @property
+    def path(self) -> str:
+        return path_token(self.node.id, self.outcome)
 
 
 @dataclass
@@ -98,8 +127,58 @@ class StepRunner:
         self.engine = engine
         self.default_timezone = default_timezone
         self.batch_size = batch_size
+        #: Per thread: the connection held by :meth:`session` (none: each transaction
+        #: takes its own). A workspace's runner may tick from several threads.
+        self._local = threading.local()
+
+    @property
+    def _conn(self) -> Connection | None:
+        return getattr(self._local, "conn", None)
+
+    @_conn.setter
+    def _conn(self, conn: Connection | None) -> None:
+        self._local.conn = conn
 
     # -- public -----------------------------------------------------------------------------
+    @contextmanager
+    def session(self) -> Iterator[None]:
+        """Run the transactions of one tick (:meth:`transaction`) on one held connection.
+
+        On SQLite the connection checkpoints the WAL once, when the session ends, rather
+        than after every batch (:data:`TICK_WAL_PAGES` bounds the WAL meanwhile). Each batch
+        still commits on its own: a crash loses at most the batch in progress, as before
+        (a commit in WAL mode is durable once it is in the WAL)."""
+        if self._conn is not None:  # nested: the outer session holds the connection
+            yield
+            return
+        with self.engine.connect() as conn:
+            raw = conn.connection.driver_connection if conn.dialect.name == "sqlite" else None
+            before = 0
+            if raw is not None:
+                before = int(raw.execute("PRAGMA wal_autocheckpoint").fetchone()[0])
+                raw.execute(f"PRAGMA wal_autocheckpoint={max(before, TICK_WAL_PAGES)}")
+            self._conn = conn
+            try:
+                yield
+            finally:
+                self._conn = None
+                if conn.in_transaction():
+                    conn.rollback()
+                if raw is not None:
+                    raw.execute(f"PRAGMA wal_autocheckpoint={before}")
+                    # PASSIVE: copies what no reader still needs, never waits for readers.
+                    raw.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """One transaction, committed when the block ends (rolled back on error)."""
+        if self._conn is None:
+            with self.engine.begin() as conn:
+                yield conn
+            return
+        with self._conn.begin():
+            yield self._conn
+
     def advance(self, flows: Iterable[RunningFlow], now: datetime, report: TickReport) -> int:
         moved = 0
         for flow in flows:
@@ -146,14 +225,14 @@ class StepRunner:
             fe.c.step == node.id,
             fe.c.wake_at <= at(now),
         )  # the due index alone (``waiting`` is not in it): an upper bound
-        with self.engine.connect() as conn:
+        with self.transaction() as conn:
             count, low, high = conn.execute(
                 select(func.count(), func.min(fe.c.id), func.max(fe.c.id)).where(probe)
             ).one()
         if not count:
             return
         if count <= self.batch_size:
-            with self.engine.begin() as conn:
+            with self.transaction() as conn:
                 due = self._due(flow, node, now)
                 self._check_goals(conn, flow, node, due, now, tally)
                 self._run(conn, flow, node, due, now, tally)
@@ -163,7 +242,7 @@ class StepRunner:
         start = int(low)
         while start <= int(high):
             end = start + window - 1
-            with self.engine.begin() as conn:
+            with self.transaction() as conn:
                 batch = and_(due, fe.c.id >= start, fe.c.id <= end)
                 self._check_goals(conn, flow, node, batch, now, tally)
                 self._run(conn, flow, node, batch, now, tally)
@@ -211,19 +290,7 @@ class StepRunner:
           they are still recorded at ``node``; its moves record both steps in the path
           (``carry``)."""
         for rule in rules:
-            if rule.target is None or rule.wake_at is not None or rule.waiting:
-                continue
-            exit_node = flow.program.nodes[rule.target]
-            if exit_node.kind == "exit" and not exit_node.goals:
-                # Going to an exit step: exit now, with its reason.
-                rule.target, rule.exit_reason = None, exit_node.step.exit
-                continue
-            target, delay, fused = flow.program.nodes[rule.target], timedelta(0), False
-            while target.kind == "wait" and target.next is not None:
-                delay += target.step.wait
-                target, fused = flow.program.nodes[target.next], True
-            if fused:
-                rule.target, rule.wake_at = target.id, now + delay
+            self._settle(flow, rule, now)
         last = rules[-1]
         chain = None
         if (
@@ -249,12 +316,66 @@ class StepRunner:
         if chain is not None:
             # The rows left in the batch are exactly those of the last rule.
             onward = carry.then(node.id, last.outcome if log else None, last.values)
+            if node.kind == "if" and last.outcome == "then" and conn.dialect.name == "sqlite":
+                # The rows left passed the condition in this transaction, and SQLite has
+                # one writer: the consent it requires still holds for the next step.
+                onward = replace(onward, consent=required_consent(node.step.if_))
             m = self._run(conn, flow, chain, batch, now, tally, onward)
             if log:
                 count_outcome(conn, flow.id, node.id, last.outcome, m)
             n += m
         tally[node.id] = tally.get(node.id, 0) + n
         return n
+
+    def _settle(self, flow: RunningFlow, rule: Rule, now: datetime) -> None:
+        """Take ``rule`` straight through plain waits and onto exits without goals."""
+        if rule.target is None or rule.wake_at is not None or rule.waiting:
+            return
+        exit_node = flow.program.nodes[rule.target]
+        if exit_node.kind == "exit" and not exit_node.goals:
+            # Going to an exit step: exit now, with its reason.
+            rule.target, rule.exit_reason = None, exit_node.step.exit
+            return
+        target, delay, fused = flow.program.nodes[rule.target], timedelta(0), False
+        while target.kind == "wait" and target.next is not None:
+            delay += target.step.wait
+            target, fused = flow.program.nodes[target.next], True
+        if fused:
+            rule.target, rule.wake_at = target.id, now + delay
+
+    def start_plan(self, flow: RunningFlow, now: datetime) -> Start | None:
+        """How entries enrolled at ``now`` can take the flow's first step in the enrolment
+        itself, or None when they cannot.
+
+        Only for a first step that is a ``send`` of one template with no goal in scope,
+        whose channel needs no consent or the one the entry condition requires (checked
+        by the enrolment statement): then every new entry leaves it with the same outcome
+        (``queued``) for the same next step, and the enrolment inserts them there (after
+        the waits that follow, like any move) with the step's path token, queues their
+        messages from the rows just inserted in the same transaction and adds to the
+        step's counter. Otherwise the entries enrol at the first step, due at once, and
+        the step loop takes them through it."""
+        node = flow.program.nodes[flow.program.first]
+        step = node.step
+        if node.goals or not isinstance(step, m.SendStep):
+            return None
+        send = step.send
+        if len(send.variants) > 1:
+            return None
+        consent = flow.program.definition.entry.consent
+        if send.channel in CONSENT_CHANNELS and consent != send.channel:
+            return None
+        name = send.variants[0].name if send.variants else ""
+        rule = Rule(f"queued:{name}" if name else "queued", node.next)
+        self._settle(flow, rule, now)
+        if rule.target is None or rule.exit_reason is not None or rule.waiting:
+            return None
+
+        def queue(conn: Connection, new: ColumnElement[bool]) -> None:
+            # SQLite (one writer): the enrolment statement just checked the consent.
+            self._queue(conn, flow, node, send, new, now, conn.dialect.name == "sqlite")
+
+        return Start(node, rule.outcome, rule.target, rule.wake_at or now, queue)
 
     def _check_goals(
         self,
@@ -427,7 +548,35 @@ class StepRunner:
         self, conn: Connection, flow: RunningFlow, send: m.Send, batch: Any, kw: dict[str, Any]
     ) -> int:
         node, now = kw["node"], kw["now"]
-        consent = has_consent(send.channel, fe.c.contact_id)
+        # Consent the ``if`` just before checked (carried) is not tested again.
+        checked = send.channel in kw["carry"].consent
+        consent, u, bounds, variants = self._queue(conn, flow, node, send, batch, now, checked)
+        rules = []
+        if flow.program.has_holdout:
+            rules.append(Rule("holdout", node.next, when=fe.c.holdout.is_(True)))
+        if send.channel in CONSENT_CHANNELS and not checked:
+            rules.append(Rule("no_consent", node.next, when=~consent))
+        for i, v in enumerate(variants):
+            last = i == len(variants) - 1
+            outcome = f"queued:{v.name}" if v.name else "queued"
+            rules.append(Rule(outcome, node.next, when=None if last else u < bounds[i]))
+        return self._t(flow, conn, batch=batch, **kw, rules=rules)
+
+    def _queue(
+        self,
+        conn: Connection,
+        flow: RunningFlow,
+        node: Node,
+        send: m.Send,
+        batch: Any,
+        now: datetime,
+        checked: bool = False,
+    ) -> tuple[Any, Any, list[float], list[m.Variant]]:
+        """The outbox rows of a send step for the entries of ``batch`` that have consent
+        (and are not held out); returns the consent test, the variant draw and the variants
+        with their cumulative bounds. ``checked``: every row of ``batch`` is known to have
+        consent (tested in this transaction)."""
+        consent = true() if checked else has_consent(send.channel, fe.c.contact_id)
         variants = send.variants or [m.Variant(name="", template=send.template or "", weight=1)]
         u = stable_uniform(fe.c.id, f"{flow.program.key}:{node.id}:variant")
         total = sum(v.weight for v in variants)
@@ -487,16 +636,7 @@ class StepRunner:
             .on_conflict_do_nothing(index_elements=["dedup_key"])
         )
         conn.execute(stmt)
-        rules = []
-        if flow.program.has_holdout:
-            rules.append(Rule("holdout", node.next, when=fe.c.holdout.is_(True)))
-        if send.channel in ("email", "sms", "push"):
-            rules.append(Rule("no_consent", node.next, when=~consent))
-        for i, v in enumerate(variants):
-            last = i == len(variants) - 1
-            outcome = f"queued:{v.name}" if v.name else "queued"
-            rules.append(Rule(outcome, node.next, when=None if last else u < bounds[i]))
-        return self._t(flow, conn, batch=batch, **kw, rules=rules)
+        return consent, u, bounds, variants
 
     def _wait_until(
         self, flow: RunningFlow, conn: Connection, local_time: str, batch: Any, kw: dict[str, Any]
@@ -530,7 +670,7 @@ class StepRunner:
         step = node.step
         assert isinstance(step, m.WaitForStep)
         spec = step.wait_for.filter
-        with self.engine.begin() as conn:
+        with self.transaction() as conn:
             waiting = and_(
                 fe.c.flow_id == flow.id,
                 fe.c.status == "active",
@@ -632,4 +772,4 @@ def next_local_time(now: datetime, local_time: str, zone: str | None, default: s
     return candidate.astimezone(now.tzinfo)
 
 
-__all__ = ["RunningFlow", "StepRunner", "TickReport", "false", "next_local_time"]
+__all__ = ["RunningFlow", "Start", "StepRunner", "TickReport", "false", "next_local_time"]

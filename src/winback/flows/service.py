@@ -274,23 +274,29 @@ class Flows:
             refresh_segments(self.ws, now)
         running = self.running()
         tz = self.ws.settings.timezone
-        for round_ in range(1, MAX_ROUNDS + 1):
-            moved = 0
-            for flow in running:
-                with self.ws.engine.begin() as conn:
-                    n = enroll(conn, flow, now, default_timezone=tz)
-                if n >= ANALYZE_AFTER and self.ws.engine.dialect.name == "postgresql":
-                    # Fresh planner statistics after a large enrolment: without them
-                    # PostgreSQL plans the step statements for a near-empty table.
-                    with self.ws.engine.begin() as conn:
-                        conn.execute(text("ANALYZE flow_entries"))
-                if n:
-                    report.enrolled[flow.program.key] = report.enrolled.get(flow.program.key, 0) + n
-                moved += n
-            moved += self.runner.advance(running, now, report)
-            report.rounds = round_
-            if not moved:
-                break
+        with self.runner.session():  # one connection for the tick (see StepRunner.session)
+            for round_ in range(1, MAX_ROUNDS + 1):
+                moved = 0
+                for flow in running:
+                    start = self.runner.start_plan(flow, now)
+                    with self.runner.transaction() as conn:
+                        n = enroll(conn, flow, now, default_timezone=tz, start=start)
+                    if n >= ANALYZE_AFTER and self.ws.engine.dialect.name == "postgresql":
+                        # Fresh planner statistics after a large enrolment: without them
+                        # PostgreSQL plans the step statements for a near-empty table.
+                        with self.runner.transaction() as conn:
+                            conn.execute(text("ANALYZE flow_entries"))
+                    if n:
+                        key = flow.program.key
+                        report.enrolled[key] = report.enrolled.get(key, 0) + n
+                        if start is not None:  # they also took the first step
+                            step = f"{key}:{start.node.id}"
+                            report.steps[step] = report.steps.get(step, 0) + n
+                    moved += n
+                moved += self.runner.advance(running, now, report)
+                report.rounds = round_
+                if not moved:
+                    break
         return report
 
     # -- inspection -------------------------------------------------------------------------

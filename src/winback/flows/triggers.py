@@ -36,9 +36,9 @@ from sqlalchemy import (
 from sqlalchemy.sql.elements import ColumnElement
 
 from winback.flows import models as m
-from winback.flows._sql import at, fe, json_equals
+from winback.flows._sql import at, count_outcome, fe, json_equals
 from winback.flows.conditions import compile_sql
-from winback.flows.engine import RunningFlow, zone_or_default
+from winback.flows.engine import RunningFlow, Start, zone_or_default
 from winback.store.schema import (
     contacts,
     events,
@@ -74,8 +74,17 @@ def source_max_id(conn: Connection, trigger: Any) -> int | None:
     return conn.execute(select(func.max(table.c.id))).scalar()
 
 
-def enroll(conn: Connection, flow: RunningFlow, now: datetime, *, default_timezone: str) -> int:
-    """Enrol the flow's new candidates; returns how many entered."""
+def enroll(
+    conn: Connection,
+    flow: RunningFlow,
+    now: datetime,
+    *,
+    default_timezone: str,
+    start: Start | None = None,
+) -> int:
+    """Enrol the flow's new candidates; returns how many entered. With ``start``
+    (:meth:`StepRunner.start_plan`) they enrol past the first step, a send, whose
+    messages are queued and outcome counted in this same transaction."""
     trigger = flow.program.definition.trigger
     new_wm_id, new_wm_at = flow.watermark_id, flow.watermark_at
     candidates: Any = None
@@ -96,7 +105,7 @@ def enroll(conn: Connection, flow: RunningFlow, now: datetime, *, default_timezo
             candidates = _since(conn, trigger, flow.watermark_id or 0, top)
     entered = 0
     if candidates is not None:
-        entered = _insert_entries(conn, flow, candidates, now)
+        entered = _insert_entries(conn, flow, candidates, now, start)
     conn.execute(
         update(flows)
         .where(flows.c.id == flow.id)
@@ -222,7 +231,9 @@ def overdue(conn: Connection, now: datetime) -> ColumnElement[bool]:
     return or_(contacts.c.days_overdue > 0, contacts.c.id.in_(by_median))
 
 
-def _insert_entries(conn: Connection, flow: RunningFlow, candidates: Any, now: datetime) -> int:
+def _insert_entries(
+    conn: Connection, flow: RunningFlow, candidates: Any, now: datetime, start: Start | None
+) -> int:
     entry = flow.program.definition.entry
     conds: list[ColumnElement[bool]] = [contacts.c.id.in_(candidates)]
     if entry.consent:
@@ -249,13 +260,16 @@ def _insert_entries(conn: Connection, flow: RunningFlow, candidates: Any, now: d
         literal(flow.id),
         contacts.c.id,
         at(now),
-        literal(flow.program.first, String()),
+        literal(start.step if start else flow.program.first, String()),
         at(now),
         literal("active", String()),
-        at(now),
+        at(start.wake_at if start else now),
         literal(False),
         literal(False),
+        literal(start.path if start else None, String()),
     ).where(and_(*conds))
+    # The entries made below are those above this id (with ``start``: see the end).
+    before = int(conn.execute(select(func.max(fe.c.id))).scalar() or 0) if start else 0
     if conn.dialect.name == "postgresql":
         _no_self_scan_nested_loop(conn)
     result = conn.execute(
@@ -271,12 +285,24 @@ def _insert_entries(conn: Connection, flow: RunningFlow, candidates: Any, now: d
                 "wake_at",
                 "waiting",
                 "holdout",
+                "path",
             ],
             rows,
         )
         .execution_options(preserve_rowcount=True)
     )
-    return int(result.rowcount or 0)
+    entered = int(result.rowcount or 0)
+    if start is not None and entered:
+        # ``flow_id + 0``: the rows just made are read by id range (primary key).
+        new = and_(
+            fe.c.flow_id + 0 == flow.id,
+            fe.c.id > before,
+            fe.c.step == start.step,
+            fe.c.status == "active",
+        )
+        start.queue(conn, new)
+        count_outcome(conn, flow.id, start.node.id, start.outcome, entered)
+    return entered
 
 
 #: Below this many estimated rows in ``flow_entries``, PostgreSQL is kept off nested loops
