@@ -72,3 +72,13 @@ def test_consent_change_is_logged_once(workspace: Workspace) -> None:
 def test_unknown_contact_is_named(workspace: Workspace) -> None:
     with pytest.raises(NotFound, match="'nobody'"):
         workspace.store.get_contact("nobody")
+
+
+def test_sqlite_connections_use_wal_and_bound_its_file(sqlite_workspace: Workspace) -> None:
+    """Every SQLite connection runs in WAL mode, waits for a busy writer, and cuts the WAL
+    file back to 64 MiB after a checkpoint (a large tick can grow it to a gigabyte)."""
+    with sqlite_workspace.engine.connect() as conn:
+        pragma = conn.exec_driver_sql
+        assert pragma("PRAGMA journal_mode").scalar_one() == "wal"
+        assert pragma("PRAGMA busy_timeout").scalar_one() == 30000
+        assert pragma("PRAGMA journal_size_limit").scalar_one() == 64 * 1024 * 1024

@@ -46,6 +46,9 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA busy_timeout=30000")
     cur.execute("PRAGMA temp_store=MEMORY")
     cur.execute("PRAGMA cache_size=-65536")
+    # A large write (a flow tick over a million contacts checkpoints once, at its end) can
+    # grow the WAL file to a gigabyte; once checkpointed, it is cut back to 64 MiB.
+    cur.execute("PRAGMA journal_size_limit=67108864")
     cur.close()
 
 
