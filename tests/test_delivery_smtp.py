@@ -8,6 +8,8 @@ from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from sqlalchemy import select
 
 from tests.delivery_support import add_contact, add_message, configure, outbox_row, smtp_server
@@ -294,3 +296,25 @@ def test_dot_stuffing_with_and_without_dotted_lines(first: str) -> None:
     payload = received.get_payload()
     assert isinstance(payload, str)
     assert payload.replace("\r\n", "\n").rstrip("\n") == body.replace("\r\n", "\n").rstrip("\n")
+
+
+_ATOM = st.text(alphabet="abcXYZ019!#$%&'*+/=?^_`{|}~-", min_size=1, max_size=8)
+_LABEL = st.text(alphabet="abcXYZ019-", min_size=1, max_size=8)
+
+
+@given(
+    local=st.lists(_ATOM, min_size=1, max_size=3).map(".".join),
+    domain=st.lists(_LABEL, min_size=1, max_size=3).map(".".join),
+)
+def test_plain_addresses_are_quoted_as_smtplib_quotes_them(local: str, domain: str) -> None:
+    """The MAIL FROM / RCPT TO shortcut applies only to addresses smtplib would send as they
+    are; anything else (display names, spaces, quotes, comments) takes smtplib's path."""
+    import smtplib
+
+    from winback.delivery.channels.smtp import _PLAIN_ADDRESS
+
+    address = f"{local}@{domain}"
+    assert _PLAIN_ADDRESS.match(address)
+    assert smtplib.quoteaddr(address) == f"<{address}>"
+    for other in (f"Ada <{address}>", f'"a b"@{domain}', f"{address} (work)", f" {address}"):
+        assert not _PLAIN_ADDRESS.match(other)
