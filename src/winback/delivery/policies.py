@@ -131,7 +131,10 @@ def suppressed_addresses(
     by_channel: dict[str, dict[str, str]] = defaultdict(dict)  # stored form -> address
     for channel, address in set(pairs):
         by_channel[channel][address] = address
-        by_channel[channel][hashed_address(channel, address)] = address
+    for channel, forms in by_channel.items():
+        if _has_hashed(conn, channel):  # only erasures make them: usually none
+            for address in list(forms):
+                forms[hashed_address(channel, address)] = address
     found: set[tuple[str, str]] = set()
     for channel, forms in by_channel.items():
         stored = list(forms)
@@ -149,6 +152,19 @@ def suppressed_addresses(
 
 
 HASHED_PREFIX = "sha256:"
+
+
+def _has_hashed(conn: Connection, channel: str) -> bool:
+    """Whether the channel's suppression list holds any hashed address (a range probe of
+    the (channel, address) unique index)."""
+    probe = select(suppressions.c.id).where(
+        and_(
+            suppressions.c.channel == channel,
+            suppressions.c.address >= HASHED_PREFIX,
+            suppressions.c.address < HASHED_PREFIX[:-1] + chr(ord(HASHED_PREFIX[-1]) + 1),
+        )
+    )
+    return conn.execute(probe.limit(1)).first() is not None
 
 
 def hashed_address(channel: str, address: str) -> str:
