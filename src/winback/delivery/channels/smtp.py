@@ -128,25 +128,25 @@ def _lean_command(
 
 
 class _SMTP(smtplib.SMTP):
+    # smtplib.SMTP's own methods, not super(): _SMTPS borrows these (SMTP_SSL keeps them).
     def data(self, msg: Any) -> tuple[int, bytes]:
-        return _lean_data(self, msg, super().data)
+        return _lean_data(self, msg, lambda m: smtplib.SMTP.data(self, m))
 
     def mail(self, sender: str, options: Sequence[str] = ()) -> tuple[int, bytes]:
-        return _lean_command(self, "mail", sender, options, super().mail)
+        return _lean_command(
+            self, "mail", sender, options, lambda a, o: smtplib.SMTP.mail(self, a, o)
+        )
 
     def rcpt(self, recip: str, options: Sequence[str] = ()) -> tuple[int, bytes]:
-        return _lean_command(self, "rcpt", recip, options, super().rcpt)
+        return _lean_command(
+            self, "rcpt", recip, options, lambda a, o: smtplib.SMTP.rcpt(self, a, o)
+        )
 
 
 class _SMTPS(smtplib.SMTP_SSL):
-    def data(self, msg: Any) -> tuple[int, bytes]:
-        return _lean_data(self, msg, super().data)
-
-    def mail(self, sender: str, options: Sequence[str] = ()) -> tuple[int, bytes]:
-        return _lean_command(self, "mail", sender, options, super().mail)
-
-    def rcpt(self, recip: str, options: Sequence[str] = ()) -> tuple[int, bytes]:
-        return _lean_command(self, "rcpt", recip, options, super().rcpt)
+    data = _SMTP.data
+    mail = _SMTP.mail
+    rcpt = _SMTP.rcpt
 
 
 @dataclass(slots=True)
