@@ -169,14 +169,13 @@ def test_retry_after_is_slept_once_or_kept_in_the_outbox(sqlite_workspace: Works
     cid = add_contact(ws, "c1", phone="+1555", sms_consent=True)
     _sms_template(ws)
     provider = {"channel": "sms", "max_attempts": 3, "retry_base_seconds": 20}
+
+    def use_provider(url: str) -> None:
+        gw = {**provider, "url": url}
+        configure(ws, quiet_hours="", frequency_caps={}, sms_provider="gw", providers={"gw": gw})
+
     with http_receiver(statuses=[(429, {"Retry-After": "0.2"})]) as (url, received):
-        configure(
-            ws,
-            quiet_hours="",
-            frequency_caps={},
-            sms_provider="gw",
-            providers={"gw": {**provider, "url": url}},
-        )
+        use_provider(url)
         oid = add_message(ws, cid, "sms-hello", channel="sms", key="short")
         started = time.monotonic()
         ws.delivery.deliver_due()
@@ -185,13 +184,7 @@ def test_retry_after_is_slept_once_or_kept_in_the_outbox(sqlite_workspace: Works
     assert 0.2 <= elapsed < 5  # Retry-After, not a 10-20 s backoff as well
 
     with http_receiver(statuses=[(503, {"Retry-After": "3600"})]) as (url, received):
-        configure(
-            ws,
-            quiet_hours="",
-            frequency_caps={},
-            sms_provider="gw",
-            providers={"gw": {**provider, "url": url}},
-        )
+        use_provider(url)
         oid = add_message(ws, cid, "sms-hello", channel="sms", key="long")
         ws.delivery.deliver_due()
     row = outbox_row(ws, oid)
