@@ -46,11 +46,24 @@ class TokenSigner:
                 "Set WINBACK_SECRET_KEY or secret_key in winback.toml."
             )
         self._key = hashlib.sha256(b"winback-links\x00" + secret_key.encode()).digest()
+        # HMAC's inner and outer hashes after the padded key (RFC 2104), computed once: a
+        # signature then costs two hash copies instead of keying HMAC again (about 1 us
+        # instead of 3-4 us per token, and a message carries four or more).
+        padded = self._key.ljust(hashlib.sha256().block_size, b"\x00")
+        self._inner = hashlib.sha256(padded.translate(_IPAD))
+        self._outer = hashlib.sha256(padded.translate(_OPAD))
 
     def _sig(self, kind: str, body: bytes) -> bytes:
-        # hmac.digest is the one-shot C implementation: several times cheaper than an HMAC
-        # object per token.
-        return hmac.digest(self._key, kind.encode() + b"|" + body, "sha256")[:_SIG_BYTES]
+        return self._mac(_KIND_PREFIX.get(kind) or kind.encode() + b"|", body)
+
+    def _mac(self, prefix: bytes, body: bytes) -> bytes:
+        """HMAC-SHA256(key, prefix + body), truncated: the same bytes as :func:`hmac.digest`."""
+        inner = self._inner.copy()
+        inner.update(prefix)
+        inner.update(body)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.digest()[:_SIG_BYTES]
 
     def sign(
         self,
@@ -67,8 +80,7 @@ class TokenSigner:
         if url is not None:
             text += ',"u":' + _json_string(url)
         body = (text + "}").encode()
-        sig = hmac.digest(self._key, _KIND_PREFIX[kind] + body, "sha256")[:_SIG_BYTES]
-        return f"{_b64(body)}.{_b64(sig)}"
+        return f"{_b64(body)}.{_b64(self._mac(_KIND_PREFIX[kind], body))}"
 
     def verify(self, kind: Kind, token: str) -> LinkToken | None:
         """The token's content, or ``None`` when it is forged, tampered with or malformed."""
@@ -100,6 +112,8 @@ class TokenSigner:
 
 _KIND_PREFIX = {kind: f"{kind}|".encode() for kind in ("o", "c", "u", "f")}
 _URLSAFE = bytes.maketrans(b"+/", b"-_")
+_IPAD = bytes(x ^ 0x36 for x in range(256))
+_OPAD = bytes(x ^ 0x5C for x in range(256))
 
 
 @lru_cache(maxsize=4096)
