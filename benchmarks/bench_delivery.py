@@ -1,6 +1,9 @@
 """Render and deliver personalised emails from the outbox to a local SMTP sink (aiosmtpd),
 against the raw limit: the same number of pre-rendered messages sent by smtplib over the same
-number of connections, to the same sink, in the same run.
+number of connections, to the same sink, in the same run. The raw side sends winback's own
+messages for the same data set (rendered before its clock starts; 1,000 distinct ones,
+cycled), so both put the same bytes and lines on the wire: the sink parses every DATA line,
+and a message with a euro price has a quoted-printable text part with more lines.
 
 The sink is real aiosmtpd (each connection is an ``aiosmtpd.smtp.SMTP`` protocol parsing the
 whole SMTP dialogue and the DATA lines) that only counts messages, on uvloop (about 0.8 ms of
@@ -141,56 +144,12 @@ def _maxrss_mb(children: bool = False) -> float:
     return max(own, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)
 
 
-def _raw(port: int, n: int, out: Any) -> None:
-    """Pre-rendered bytes over CONNECTIONS smtplib connections."""
-    from tests.delivery_support import add_contact, add_message  # type: ignore[import-not-found]
+RAW_DISTINCT = 1_000  # distinct messages the raw side cycles through
 
+
+def _workspace(port: int) -> Any:
     import winback
     from winback.clock import FixedClock
-
-    folder = Path(tempfile.mkdtemp()) / "ws"
-    ws = winback.init(folder, environ={}, clock=FixedClock(T0))
-    ws.settings = ws.settings.model_copy(
-        update={"smtp_url": f"smtp://127.0.0.1:{port}", "quiet_hours": "", "frequency_caps": {}}
-    )
-    cid = add_contact(ws, "c0", email="c0@example.com", first_name="Ada")
-    add_message(ws, cid)
-    worker = ws.delivery.worker()
-    rows = worker.claim(ws.clock.now())
-    [decision] = worker.prepare(rows, ws.clock.now())
-    assert decision.outgoing is not None
-    data = decision.outgoing.content.encode()
-    worker.close()
-    ws.close()
-    shutil.rmtree(folder.parent)
-    per = n // CONNECTIONS
-
-    def send(_: int) -> None:
-        conn = smtplib.SMTP("127.0.0.1", port)
-        for _i in range(per):
-            conn.sendmail("bench@example.com", ["c0@example.com"], data)
-        conn.quit()
-
-    started, cpu = time.perf_counter(), _cpu_seconds()
-    with ThreadPoolExecutor(CONNECTIONS) as pool:
-        list(pool.map(send, range(CONNECTIONS)))
-    out.put(
-        {
-            "seconds": time.perf_counter() - started,
-            "cpu_seconds": _cpu_seconds() - cpu,
-            "sent": per * CONNECTIONS,
-            "bytes_per_message": len(data),
-            "peak_rss_mb": _maxrss_mb(),
-        }
-    )
-
-
-def _ours(port: int, n: int, out: Any) -> None:
-    from sqlalchemy import insert
-
-    import winback
-    from winback.clock import FixedClock
-    from winback.store.schema import contacts, orders, outbox
 
     folder = Path(tempfile.mkdtemp()) / "ws"
     ws = winback.init(folder, environ={}, clock=FixedClock(T0))
@@ -204,6 +163,15 @@ def _ours(port: int, n: int, out: Any) -> None:
             "delivery_batch_size": 1000,
         }
     )
+    return ws
+
+
+def _dataset(ws: Any, n: int) -> None:
+    """``n`` contacts, each with one order and one pending reactivation email."""
+    from sqlalchemy import insert
+
+    from winback.store.schema import contacts, orders, outbox
+
     names = ["Ada", "Bob", "Chloé", "Dmitri", "Eva", "Farid", "Grace", "Hiro"]
     with ws.engine.begin() as conn:
         conn.execute(
@@ -264,6 +232,55 @@ def _ours(port: int, n: int, out: Any) -> None:
                 for i in range(1, n + 1)
             ],
         )
+
+
+def _raw(port: int, n: int, out: Any) -> None:
+    """Pre-rendered bytes over CONNECTIONS smtplib connections: the very messages winback
+    sends for the first RAW_DISTINCT contacts of the same data set (same template, names,
+    products, tracking links and so the same sizes and line counts), rendered by winback
+    before the clock starts and cycled through."""
+    ws = _workspace(port)
+    _dataset(ws, min(n, RAW_DISTINCT))
+    worker = ws.delivery.worker()
+    decisions = worker.prepare(worker.claim(ws.clock.now()), ws.clock.now())
+    messages = [
+        (d.outgoing.sender or "", d.outgoing.to or "", d.outgoing.content.encode())
+        for d in decisions
+        if d.outgoing is not None
+    ]
+    assert len(messages) == min(n, RAW_DISTINCT), len(messages)
+    worker.close()
+    folder = ws.path
+    ws.close()
+    shutil.rmtree(folder.parent)
+    per = n // CONNECTIONS
+
+    def send(c: int) -> None:
+        conn = smtplib.SMTP("127.0.0.1", port)
+        for i in range(c * per, (c + 1) * per):
+            sender, to, data = messages[i % len(messages)]
+            conn.sendmail(sender, [to], data)
+        conn.quit()
+
+    started, cpu = time.perf_counter(), _cpu_seconds()
+    with ThreadPoolExecutor(CONNECTIONS) as pool:
+        list(pool.map(send, range(CONNECTIONS)))
+    out.put(
+        {
+            "seconds": time.perf_counter() - started,
+            "cpu_seconds": _cpu_seconds() - cpu,
+            "sent": per * CONNECTIONS,
+            "bytes_per_message": sum(len(m[2]) for m in messages) / len(messages),
+            "lines_per_message": sum(m[2].count(b"\n") for m in messages) / len(messages),
+            "peak_rss_mb": _maxrss_mb(),
+        }
+    )
+
+
+def _ours(port: int, n: int, out: Any) -> None:
+    ws = _workspace(port)
+    _dataset(ws, n)
+    folder = ws.path
     base_rss = _maxrss_mb()
     started, cpu = time.perf_counter(), _cpu_seconds()
     report = ws.delivery.deliver_due()  # the product path: `winback run` calls this
@@ -337,7 +354,8 @@ def run(quick: bool) -> dict[str, Any]:
         "ours_peak_rss_mb": round(ours["peak_rss_mb"], 1),
         "ours_rss_before_delivery_mb": round(ours["rss_before_delivery_mb"], 1),
         "raw_peak_rss_mb": round(raw["peak_rss_mb"], 1),
-        "bytes_per_message": raw["bytes_per_message"],
+        "bytes_per_message": round(raw["bytes_per_message"]),
+        "lines_per_message": round(raw["lines_per_message"], 1),
         # CPU per message (independent of other load on the machine): sender and sink
         "cpu_ms_per_message": {
             "ours_sender": round(ours["cpu_seconds"] / n * 1e3, 3),
