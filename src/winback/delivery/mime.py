@@ -1,6 +1,7 @@
-"""Email bytes, built directly (a multipart/alternative message with 7bit or quoted-printable
-text and HTML parts, the HTML's line breaks packed): several times faster than :class:`email.message.EmailMessage`, and the tests
-parse every message back with the standard library's parser."""
+"""Email bytes, built directly (a multipart/alternative message with 7bit or
+quoted-printable text and HTML parts, the HTML's line breaks packed): several times faster
+than :class:`email.message.EmailMessage`, and the tests parse every message back with the
+standard library's parser."""
 
 from __future__ import annotations
 
@@ -33,8 +34,8 @@ def pack_html_lines(html: bytes, limit: int = PACK_LINE_LIMIT) -> bytes:
     collapses every run of whitespace, line breaks included, to one space. The exceptions are
     left alone: HTML that has ``pre``, ``textarea`` or ``script`` elements or mentions the CSS
     ``white-space`` property is returned unchanged, and a line break inside a tag (perhaps
-    inside an attribute value) is kept. No line is made to start with a dot (which SMTP
-    would escape). What changes is the number of lines on the wire: a template written over
+    inside an attribute value) is kept. A line is not made to start with a dot (which SMTP
+    would escape) when another break is at hand. What changes is the number of lines on the wire: a template written over
     a hundred lines becomes a handful, and every relay and SMTP server handles a message line
     by line (the benchmark's aiosmtpd sink spends about 3 us of CPU per line). Works on
     bytes: the HTML part is ASCII by then (other characters are character references), and
