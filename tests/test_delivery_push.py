@@ -233,7 +233,9 @@ def test_webpush_gateway_preset_410_gone_is_a_bounce(sqlite_workspace: Workspace
 def test_fcm_preset_config_errors() -> None:
     with pytest.raises(InvalidSetting, match=r"providers.p: the fcm preset needs project_id"):
         load_providers({"p": {"channel": "push", "preset": "fcm", "access_token": "x"}}, {})
-    with pytest.raises(InvalidSetting, match=r"providers.p: the fcm preset needs access_token"):
+    with pytest.raises(
+        InvalidSetting, match=r"providers.p: the fcm preset needs service_account_file"
+    ):
         load_providers({"p": {"channel": "push", "preset": "fcm", "project_id": "x"}}, {})
     cfg = load_providers(
         {"p": {"channel": "push", "preset": "fcm", "project_id": "app", "access_token": "$"}}, {}

@@ -17,7 +17,8 @@ The ``body`` template is rendered in the Jinja sandbox (variables ``to``, ``body
   required);
 * ``preset = "fcm"``: Firebase Cloud Messaging HTTP v1 (``POST
   https://fcm.googleapis.com/v1/projects/{project_id}/messages:send``, ``Authorization:
-  Bearer <access token>`` from ``access_token`` or ``access_token_file``, body
+  Bearer <access token>`` minted from ``service_account_file`` (a Google service account key;
+  needs ``winback[fcm]``), or taken from ``access_token`` or ``access_token_file``, body
   ``{"message": {"token", "notification": {"title", "body"}, "data"}}``); a 404
   ``UNREGISTERED`` answer is a bounce: the device token is suppressed and removed;
 * ``preset = "webpush-gateway"``: a plain JSON push gateway (``{"to", "title", "body",
@@ -43,6 +44,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from winback.delivery.channels import OutboundMessage, SendResult
+from winback.delivery.channels.oauth import ServiceAccountTokens, TokenError
 from winback.delivery.ratelimit import TokenBucket, backoff
 from winback.errors import InvalidSetting
 
@@ -92,6 +94,7 @@ class ProviderConfig(BaseModel):
     project_id: str | None = None
     access_token: str | None = None
     access_token_file: str | None = None
+    service_account_file: str | None = None
 
     def resolved(self, environ: Mapping[str, str]) -> ProviderConfig:
         """Environment references expanded and the preset applied."""
@@ -111,6 +114,7 @@ class ProviderConfig(BaseModel):
             "project_id",
             "access_token",
             "access_token_file",
+            "service_account_file",
         ):
             data[key] = expand(data[key])
         data["headers"] = {k: expand(v) or "" for k, v in self.headers.items()}
@@ -132,10 +136,16 @@ class ProviderConfig(BaseModel):
         if self.preset == "fcm":
             if not (data["project_id"] or data["url"]):
                 raise InvalidSetting("providers: the fcm preset needs project_id (or a url)")
-            if not (data["access_token"] or data["access_token_file"] or data["auth_value"]):
+            if not (
+                data["service_account_file"]
+                or data["access_token"]
+                or data["access_token_file"]
+                or data["auth_value"]
+            ):
                 raise InvalidSetting(
-                    "providers: the fcm preset needs access_token (e.g. '${FCM_ACCESS_TOKEN}') "
-                    "or access_token_file (a file an external job keeps fresh)"
+                    "providers: the fcm preset needs service_account_file (the service "
+                    "account's JSON key), access_token (e.g. '${FCM_ACCESS_TOKEN}') or "
+                    "access_token_file (a file an external job keeps fresh)"
                 )
             data["url"] = (data["url"] or FCM_URL).replace("{project_id}", data["project_id"] or "")
             data["body"] = data["body"] or FCM_BODY
@@ -220,6 +230,11 @@ class HttpChannel:
         self._body = make_environment().from_string(config.body) if config.body else None
         self._pool = ThreadPoolExecutor(config.connections, thread_name_prefix=f"winback-{name}")
         self._token_cache: tuple[float, str] | None = None
+        self.tokens = (
+            ServiceAccountTokens(config.service_account_file, client=self.client)
+            if config.service_account_file
+            else None
+        )
 
     def request_for(self, msg: OutboundMessage) -> dict[str, Any]:
         """The httpx request arguments for one message."""
@@ -254,6 +269,8 @@ class HttpChannel:
             headers[self.config.auth_header] = self.config.auth_value
         if self.config.access_token_file:
             headers[self.config.auth_header or "Authorization"] = f"Bearer {self._file_token()}"
+        if self.tokens is not None:
+            headers[self.config.auth_header or "Authorization"] = f"Bearer {self.tokens.token()}"
         request: dict[str, Any] = {
             "method": self.config.method,
             "url": self.config.url,
@@ -275,6 +292,8 @@ class HttpChannel:
     def send_one(self, msg: OutboundMessage) -> SendResult:
         try:
             request = self.request_for(msg)
+        except TokenError as exc:  # no access token for now: the outbox tries again later
+            return SendResult("retry", str(exc))
         except ValueError as exc:
             return SendResult("failed", str(exc))
         last = SendResult("retry", "not tried")
@@ -293,6 +312,9 @@ class HttpChannel:
             if code in self.config.success_codes:
                 return SendResult("sent", str(code), self._provider_id(response), code)
             detail = f"{code} {response.text[:200]}"
+            if code == 401 and self.tokens is not None:  # revoked early: mint anew next time
+                self.tokens.forget()
+                return SendResult("retry", detail, code=code)
             if code in self.config.bounce_codes and (
                 not self.config.bounce_match or self.config.bounce_match in response.text
             ):
