@@ -80,7 +80,7 @@ class TokenSigner:
         if url is not None:
             text += ',"u":' + _json_string(url)
         body = (text + "}").encode()
-        return f"{_b64(body)}.{_b64(self._mac(_KIND_PREFIX[kind], body))}"
+        return f"{b64url(body)}.{b64url(self._mac(_KIND_PREFIX[kind], body))}"
 
     def verify(self, kind: Kind, token: str) -> LinkToken | None:
         """The token's content, or ``None`` when it is forged, tampered with or malformed."""
@@ -122,7 +122,7 @@ def _json_string(url: str) -> str:
     return json.dumps(url, ensure_ascii=False)
 
 
-def _b64(raw: bytes) -> str:
+def b64url(raw: bytes) -> str:
     """Unpadded base64url."""
     return binascii.b2a_base64(raw, newline=False).translate(_URLSAFE).rstrip(b"=").decode()
 
@@ -131,6 +131,6 @@ def _unb64(text: str) -> bytes:
     if not text or not text.replace("-", "").replace("_", "").isalnum():
         raise ValueError("not base64url")
     raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-    if _b64(raw) != text:  # non-canonical spellings (spare low bits) are tampering too
+    if b64url(raw) != text:  # non-canonical spellings (spare low bits) are tampering too
         raise ValueError("not canonical base64url")
     return raw

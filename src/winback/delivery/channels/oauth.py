@@ -7,7 +7,6 @@ Signing needs the optional ``cryptography`` package (``pip install 'winback[fcm]
 
 from __future__ import annotations
 
-import base64
 import json
 import threading
 import time
@@ -17,6 +16,7 @@ from typing import Any
 
 import httpx
 
+from winback.delivery.tokens import b64url
 from winback.errors import InvalidSetting
 
 FCM_SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
@@ -28,10 +28,6 @@ REFRESH_MARGIN = 60  # mint a new token when the current one has less left than 
 
 class TokenError(Exception):
     """The token endpoint refused or could not be reached (the message is retried)."""
-
-
-def _b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
 class ServiceAccountTokens:
@@ -113,10 +109,10 @@ class ServiceAccountTokens:
             "exp": int(now) + LIFETIME,
         }
         signing_input = ".".join(
-            _b64url(json.dumps(part, separators=(",", ":")).encode()) for part in (header, claims)
+            b64url(json.dumps(part, separators=(",", ":")).encode()) for part in (header, claims)
         )
         signature = self._key.sign(signing_input.encode(), padding.PKCS1v15(), hashes.SHA256())
-        return f"{signing_input}.{_b64url(signature)}"
+        return f"{signing_input}.{b64url(signature)}"
 
     def forget(self) -> None:
         """Drop the current token (the provider refused it): the next send mints one."""
