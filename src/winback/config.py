@@ -36,6 +36,14 @@ class Settings(BaseModel):
         description="SQLAlchemy URL of the store. Empty: the embedded SQLite file `winback.db` "
         "in the workspace. For PostgreSQL: `postgresql+psycopg://user:pass@host/db`.",
     )
+    store_busy_timeout: float = Field(
+        10.0,
+        ge=0,
+        description="Seconds a write waits for the store's lock (SQLite busy timeout, "
+        "PostgreSQL `lock_timeout`) before giving up: an HTTP write then answers 503 with "
+        "`Retry-After`, and a one-click unsubscribe is recorded in the workspace's "
+        "`inbox/unsubscribes.db` and applied as soon as the store is free.",
+    )
     timezone: str = Field(
         "UTC",
         description="Time zone in which timestamps without an offset are read on import, and "

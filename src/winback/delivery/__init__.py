@@ -145,9 +145,15 @@ class Delivery:
 
     def ingest(self, items: list[EventIn]) -> IngestResult:
         from winback.delivery.inbound import ingest
+        from winback.store.busy import retry_transient
 
-        with self.ws.engine.begin() as conn:
-            return ingest(conn, items, now=self.ws.clock.now(), currency=self.ws.settings.currency)
+        def write() -> IngestResult:
+            with self.ws.engine.begin() as conn:
+                return ingest(
+                    conn, items, now=self.ws.clock.now(), currency=self.ws.settings.currency
+                )
+
+        return retry_transient(write)
 
     # -- provider reports (feedback loops, DSNs) --------------------------------------------
     def _report_policy(self) -> Policy:
@@ -194,13 +200,17 @@ class Delivery:
 
     def _apply_raw(self, batch: list[tuple[str, bytes]], policy: Policy) -> ReportResult:
         from winback.delivery.reports import ReportResult, process_raw
+        from winback.store.busy import retry_transient
 
-        out = ReportResult()
-        with self.ws.engine.begin() as conn:
-            now = self.ws.clock.now()
-            for source, raw in batch:
-                out.add(process_raw(conn, raw, source=source, now=now, policy=policy))
-        return out
+        def write() -> ReportResult:
+            out = ReportResult()
+            with self.ws.engine.begin() as conn:
+                now = self.ws.clock.now()
+                for source, raw in batch:
+                    out.add(process_raw(conn, raw, source=source, now=now, policy=policy))
+            return out
+
+        return retry_transient(write)
 
     def record_report(self, raw: bytes, *, source: str = "http") -> ReportResult:
         """Apply one raw report email (ARF or DSN); unparseable ones go to the reject list."""
@@ -209,14 +219,16 @@ class Delivery:
     def record_feedback(self, items: Sequence[FeedbackIn]) -> ReportResult:
         """Apply reports in the JSON form."""
         from winback.delivery.reports import from_json, record
+        from winback.store.busy import retry_transient
 
-        with self.ws.engine.begin() as conn:
-            return record(
-                conn,
-                [from_json(i) for i in items],
-                now=self.ws.clock.now(),
-                policy=self._report_policy(),
-            )
+        reports = [from_json(i) for i in items]
+        policy = self._report_policy()
+
+        def write() -> ReportResult:
+            with self.ws.engine.begin() as conn:
+                return record(conn, reports, now=self.ws.clock.now(), policy=policy)
+
+        return retry_transient(write)
 
     def report_rejects(self) -> list[dict[str, Any]]:
         from winback.delivery.reports import rejects

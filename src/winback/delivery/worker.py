@@ -47,6 +47,7 @@ from winback.delivery.ratelimit import backoff
 from winback.delivery.records import record_events, suppress
 from winback.delivery.templates import Rendered, TemplateRepository
 from winback.delivery.tokens import TokenSigner
+from winback.delivery.unsubscribes import apply_pending_unsubscribes
 from winback.errors import WinbackError
 from winback.store.schema import outbox
 
@@ -151,6 +152,8 @@ class DeliveryWorker:
                 close()
 
     def run_once(self) -> BatchReport:
+        # Unsubscribes kept while the store was busy reach it before anything is sent.
+        apply_pending_unsubscribes(self.ws)
         now = self.ws.clock.now()
         self.reconcile(now)
         rows = self.claim(now)

@@ -2,6 +2,16 @@
 
 SQLite (embedded default) runs in WAL mode with foreign keys on; PostgreSQL uses psycopg 3.
 Engines are made by the workspace at open time, never at import time.
+
+Writer discipline, the same on both databases: a write transaction is opened with
+``engine.begin()`` or ``conn.begin()``; a connection used without ``begin()`` (autobegun by
+its first statement) is for reads. On SQLite an explicit ``begin()`` sends ``BEGIN
+IMMEDIATE``, so the transaction takes the write lock at its start and waits for it up to
+``store_busy_timeout`` (a deferred transaction that reads and then writes would get
+SQLITE_BUSY at once, whatever the timeout); autobegun reads send a deferred ``BEGIN`` and
+never block a writer. On PostgreSQL a lock wait is cut short after the same bounded time
+(``lock_timeout``). Either way a store still locked after that raises
+:class:`~winback.store.busy.StoreBusy` (see :mod:`winback.store.busy`).
 """
 
 from __future__ import annotations
@@ -9,8 +19,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
+
+from winback.store.busy import translate_errors
+
+#: Seconds a write waits for the store's lock before giving up (``store_busy_timeout``).
+DEFAULT_BUSY_TIMEOUT = 10.0
 
 
 def sqlite_url(path: Path) -> str:
@@ -25,25 +40,61 @@ def normalise_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
-def make_engine(url: str, **kwargs: Any) -> Engine:
+class SQLiteConnection(Connection):
+    """A connection that knows whether its transaction was begun explicitly (a write: ``BEGIN
+    IMMEDIATE``) or by autobegin (a read: deferred ``BEGIN``)."""
+
+    autobeginning = False
+
+    def _autobegin(self) -> None:
+        self.autobeginning = True
+        try:
+            super()._autobegin()
+        finally:
+            self.autobeginning = False
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    deferred = isinstance(conn, SQLiteConnection) and conn.autobeginning
+    conn.exec_driver_sql("BEGIN" if deferred else "BEGIN IMMEDIATE")
+
+
+def make_engine(url: str, *, busy_timeout: float = DEFAULT_BUSY_TIMEOUT, **kwargs: Any) -> Engine:
+    """An engine for ``url``; writes wait at most ``busy_timeout`` seconds for a lock."""
     url = normalise_url(url)
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": 30}, **kwargs)
-        event.listen(engine, "connect", _sqlite_pragmas)
+        engine = create_engine(url, connect_args={"timeout": busy_timeout}, **kwargs)
+        engine._connection_cls = SQLiteConnection
+        millis = max(0, round(busy_timeout * 1000))
+
+        def pragmas(dbapi_conn: Any, _record: Any) -> None:
+            _sqlite_pragmas(dbapi_conn, busy_millis=millis)
+
+        event.listen(engine, "connect", pragmas)
         # Let SQLAlchemy issue BEGIN itself so that transactions are real (pysqlite quirk).
-        event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN"))
-        return engine
-    kwargs.setdefault("pool_pre_ping", True)
-    return create_engine(url, **kwargs)
+        event.listen(engine, "begin", _sqlite_begin)
+    else:
+        kwargs.setdefault("pool_pre_ping", True)
+        engine = create_engine(url, **kwargs)
+        millis = max(0, round(busy_timeout * 1000))
+
+        def lock_timeout(dbapi_conn: Any, _record: Any) -> None:
+            with dbapi_conn.cursor() as cur:
+                cur.execute(f"SET lock_timeout = {int(millis)}")
+            dbapi_conn.commit()
+
+        event.listen(engine, "connect", lock_timeout)
+    translate_errors(engine, busy_timeout=busy_timeout)
+    return engine
 
 
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+def _sqlite_pragmas(dbapi_conn: Any, *, busy_millis: int) -> None:
     dbapi_conn.isolation_level = None  # autocommit at driver level; SQLAlchemy sends BEGIN
     cur = dbapi_conn.cursor()
+    cur.execute(f"PRAGMA busy_timeout={int(busy_millis)}")
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA foreign_keys=ON")
-    cur.execute("PRAGMA busy_timeout=30000")
     cur.execute("PRAGMA temp_store=MEMORY")
     cur.execute("PRAGMA cache_size=-65536")
     # A large write (a flow tick over a million contacts checkpoints once, at its end) can

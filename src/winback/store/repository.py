@@ -102,14 +102,15 @@ class Store:
             raise ValueError(f"unknown channel {channel!r} (expected one of {', '.join(CHANNELS)})")
         column = contacts.c[f"{channel}_consent"]
         with _begin(self.engine, conn) as c:
-            current = c.execute(select(column).where(contacts.c.id == contact_id)).scalar()
-            if current is granted:
-                return False
-            c.execute(
+            # One conditional UPDATE, not a read then a write: of two concurrent changes to
+            # the same value (PostgreSQL, READ COMMITTED), exactly one changes a row and logs.
+            changed = c.execute(
                 update(contacts)
-                .where(contacts.c.id == contact_id)
+                .where(and_(contacts.c.id == contact_id, column.is_not(granted)))
                 .values({column: granted, contacts.c.updated_at: as_utc(at)})
-            )
+            ).rowcount
+            if not changed:
+                return False
             c.execute(
                 insert(consent_log).values(
                     contact_id=contact_id,

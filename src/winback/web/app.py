@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from winback import __version__
 from winback.errors import WinbackError
+from winback.web.errors import install_error_handling
 from winback.workspace import Workspace
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -93,4 +94,5 @@ def create_app(
 
     for module in (health, tracking, unsubscribe, feedback, events, reports):
         app.include_router(module.router)
+    install_error_handling(app)
     return app
