@@ -18,7 +18,6 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
-from fastapi.routing import APIRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from winback.store.busy import StoreBusy
@@ -117,14 +116,19 @@ async def _busy(request: Request, exc: Exception) -> JSONResponse:
 
 def install_error_handling(app: FastAPI) -> None:
     """Add the request id, the 503 answer to a busy store and the JSON 500 to ``app``, and
-    document the 503 on its write routes. Call it once its routers are included."""
+    document the 503 on its write operations in the OpenAPI schema."""
     app.add_exception_handler(StoreBusy, _busy)
     app.add_middleware(RequestIdMiddleware)
-    for route in app.routes:
-        if isinstance(route, APIRoute) and (route.methods or set()) & {
-            "POST",
-            "PUT",
-            "PATCH",
-            "DELETE",
-        }:
-            route.responses.setdefault(503, BUSY_RESPONSE)
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()
+            for operations in schema.get("paths", {}).values():
+                for method, operation in operations.items():
+                    if method in ("post", "put", "patch", "delete"):
+                        operation.setdefault("responses", {}).setdefault("503", BUSY_RESPONSE)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
