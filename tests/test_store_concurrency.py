@@ -4,6 +4,7 @@ unsubscribe is never lost, PostgreSQL conflicts are run again, and no update is 
 
 from __future__ import annotations
 
+import gc
 import logging
 import sqlite3
 import threading
@@ -131,6 +132,65 @@ def test_a_reader_then_writer_waits_for_the_lock_instead_of_failing(
     with ws.engine.connect() as conn:
         row = conn.execute(select(contacts).where(contacts.c.id == cid)).mappings().one()
     assert (row["first_name"], row["last_name"]) == ("other", "mine")
+
+
+def test_writers_of_one_process_take_turns_with_a_writer_in_back_to_back_slices(
+    sqlite_workspace: Workspace,
+) -> None:
+    """A writer that commits a 200 ms slice and begins the next one at once (an engine pass)
+    lets a waiting writer in between two slices. SQLite's busy handler alone polls with
+    sleeps and kept such a writer out until the slices ended; the process's write gate
+    queues the writers in order."""
+    ws = sqlite_workspace
+    cid = add_contact(ws, "c1")
+    done, slicing = threading.Event(), threading.Event()
+    slices = 0
+
+    def slicer() -> None:
+        nonlocal slices
+        deadline = time.monotonic() + 4
+        while not done.is_set() and time.monotonic() < deadline:
+            with ws.engine.begin() as conn:
+                conn.execute(update(contacts).values(locale="x"))
+                slicing.set()
+                time.sleep(0.2)
+            slices += 1
+
+    thread = threading.Thread(target=slicer)
+    thread.start()
+    assert slicing.wait(5)
+    waits = []
+    for _ in range(3):
+        started = time.monotonic()
+        with ws.engine.begin() as conn:
+            conn.execute(update(contacts).where(contacts.c.id == cid).values(last_name="mine"))
+        waits.append(time.monotonic() - started)
+    done.set()
+    thread.join()
+    assert max(waits) < 1.0, waits
+    assert slices >= 2, "the slicer went on meanwhile"
+
+
+def test_a_connection_dropped_inside_a_write_does_not_keep_the_gate(
+    sqlite_workspace: Workspace,
+) -> None:
+    ws = sqlite_workspace
+    _with_busy_timeout(ws, 3)
+    add_contact(ws, "c1")
+
+    def abandon() -> None:
+        conn = ws.engine.connect()
+        conn.begin()
+        conn.execute(update(contacts).values(locale="lost"))
+
+    abandon()
+    gc.collect()
+    started = time.monotonic()
+    with ws.engine.begin() as conn:
+        conn.execute(update(contacts).values(locale="kept"))
+    assert time.monotonic() - started < 2
+    with ws.engine.connect() as conn:
+        assert conn.execute(select(contacts.c.locale)).scalar() == "kept"
 
 
 def test_a_lock_held_past_the_bounded_wait_raises_store_busy(workspace: Workspace) -> None:

@@ -8,21 +8,26 @@ Writer discipline, the same on both databases: a write transaction is opened wit
 its first statement) is for reads. On SQLite an explicit ``begin()`` sends ``BEGIN
 IMMEDIATE``, so the transaction takes the write lock at its start and waits for it up to
 ``store_busy_timeout`` (a deferred transaction that reads and then writes would get
-SQLITE_BUSY at once, whatever the timeout); autobegun reads send a deferred ``BEGIN`` and
-never block a writer. On PostgreSQL a lock wait is cut short after the same bounded time
+SQLITE_BUSY at once, whatever the timeout); the writers of one process queue for it in
+order (:class:`WriteGate`). Autobegun reads send a deferred ``BEGIN`` and never block a
+writer. On PostgreSQL a lock wait is cut short after the same bounded time
 (``lock_timeout``). Either way a store still locked after that raises
 :class:`~winback.store.busy.StoreBusy` (see :mod:`winback.store.busy`).
 """
 
 from __future__ import annotations
 
+import threading
+import time
+import weakref
+from collections import deque
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
-from winback.store.busy import translate_errors
+from winback.store.busy import StoreBusy, retry_after_for, translate_errors
 
 #: Seconds a write waits for the store's lock before giving up (``store_busy_timeout``).
 DEFAULT_BUSY_TIMEOUT = 10.0
@@ -40,11 +45,55 @@ def normalise_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
+class WriteGate:
+    """The writers of one process, queued first come, first served, for the SQLite write
+    lock. SQLite's own busy handler polls with growing sleeps: a writer that holds the lock
+    in back-to-back slices (an engine pass) can keep the others out until their timeout.
+    Behind the gate a waiting writer gets the lock when the holder lets it go. Writers in
+    other processes still meet at SQLite's lock (and its busy timeout)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._queue: deque[object] = deque()
+        self._holder: weakref.ref[Connection] | None = None
+
+    def _free(self) -> bool:
+        # A connection dropped without being closed (garbage collected) lets go as well.
+        return self._holder is None or self._holder() is None
+
+    def acquire(self, conn: Connection, timeout: float) -> bool:
+        """Take the gate for ``conn``, waiting at most ``timeout`` seconds."""
+        me = object()
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            self._queue.append(me)
+            while not (self._free() and self._queue[0] is me):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    self._queue.remove(me)
+                    self._cond.notify_all()
+                    return False
+                self._cond.wait(min(left, 0.5))
+            self._queue.popleft()
+            self._holder = weakref.ref(conn)
+            self._cond.notify_all()
+            return True
+
+    def release(self) -> None:
+        with self._cond:
+            self._holder = None
+            self._cond.notify_all()
+
+
 class SQLiteConnection(Connection):
     """A connection that knows whether its transaction was begun explicitly (a write: ``BEGIN
-    IMMEDIATE``) or by autobegin (a read: deferred ``BEGIN``)."""
+    IMMEDIATE``, behind the engine's :class:`WriteGate`) or by autobegin (a read: deferred
+    ``BEGIN``)."""
 
     autobeginning = False
+    holds_gate = False
+    gate: WriteGate | None = None
+    busy_timeout: float = DEFAULT_BUSY_TIMEOUT
 
     def _autobegin(self) -> None:
         self.autobeginning = True
@@ -53,10 +102,54 @@ class SQLiteConnection(Connection):
         finally:
             self.autobeginning = False
 
+    def _begin_write(self) -> None:
+        if self.gate is not None:
+            if not self.gate.acquire(self, self.busy_timeout):
+                wait = retry_after_for(self.busy_timeout)
+                raise StoreBusy(
+                    f"the store is busy (another writer of this process held it for "
+                    f"{self.busy_timeout:g} s); try again in {wait} s",
+                    retry_after=wait,
+                )
+            self.holds_gate = True
+        try:
+            self.exec_driver_sql("BEGIN IMMEDIATE")
+        except BaseException:
+            self._let_go()
+            raise
+
+    def _let_go(self) -> None:
+        if self.holds_gate and self.gate is not None:
+            self.holds_gate = False
+            self.gate.release()
+
+    def _commit_impl(self) -> None:
+        try:
+            super()._commit_impl()
+        finally:
+            self._let_go()
+
+    def _rollback_impl(self) -> None:
+        try:
+            super()._rollback_impl()
+        finally:
+            self._let_go()
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self._let_go()
+
 
 def _sqlite_begin(conn: Connection) -> None:
-    deferred = isinstance(conn, SQLiteConnection) and conn.autobeginning
-    conn.exec_driver_sql("BEGIN" if deferred else "BEGIN IMMEDIATE")
+    if isinstance(conn, SQLiteConnection):
+        if conn.autobeginning:
+            conn.exec_driver_sql("BEGIN")
+        else:
+            conn._begin_write()
+        return
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def make_engine(url: str, *, busy_timeout: float = DEFAULT_BUSY_TIMEOUT, **kwargs: Any) -> Engine:
@@ -64,7 +157,11 @@ def make_engine(url: str, *, busy_timeout: float = DEFAULT_BUSY_TIMEOUT, **kwarg
     url = normalise_url(url)
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": busy_timeout}, **kwargs)
-        engine._connection_cls = SQLiteConnection
+        engine._connection_cls = type(
+            "SQLiteConnection",
+            (SQLiteConnection,),
+            {"gate": WriteGate(), "busy_timeout": busy_timeout},
+        )
         millis = max(0, round(busy_timeout * 1000))
 
         def pragmas(dbapi_conn: Any, _record: Any) -> None:
