@@ -339,6 +339,30 @@ def test_busy_store_answers_503_and_a_one_click_unsubscribe_is_kept(
     assert _count(ws, consent_log, consent_log.c.granted.is_(False)) == 1
 
 
+def test_an_unsubscribe_waiting_for_the_store_does_not_hold_up_the_service(
+    sqlite_workspace: Workspace,
+) -> None:
+    ws = sqlite_workspace
+    _with_busy_timeout(ws, 2)
+    cid = add_contact(ws, "c1")
+    token = TokenSigner(ws.settings.secret_key).sign("u", add_message(ws, cid), cid)
+    answers: list[int] = []
+    with running_service(ws) as base, _store_locked(ws):
+        waiting = threading.Thread(
+            target=lambda: answers.append(
+                httpx.post(f"{base}/u/{token}", data={"List-Unsubscribe": "One-Click"}).status_code
+            )
+        )
+        waiting.start()
+        time.sleep(0.3)
+        started = time.monotonic()
+        assert httpx.get(f"{base}/healthz").status_code == 200
+        assert time.monotonic() - started < 1.0
+        assert waiting.is_alive() and answers == []
+        waiting.join(10)
+    assert answers == [200] and len(pending(ws.path)) == 1
+
+
 def test_kept_unsubscribes_are_applied_once_and_by_the_next_unsubscribe(
     sqlite_workspace: Workspace,
 ) -> None:
