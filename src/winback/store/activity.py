@@ -51,8 +51,8 @@ from sqlalchemy import (
     literal_column,
     or_,
     select,
-    true,
     table,
+    true,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
