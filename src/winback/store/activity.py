@@ -92,10 +92,9 @@ def apply_orders(
     """Advance the purchase attributes of the contacts of ``new_orders`` (orders just stored
     in this transaction): rows ``(contact_id, ordered_at, amount)``, or a selectable with
     columns ``ordered_at``, ``amount`` and ``contact_id`` (or ``customer_id``). Returns how
-    many contacts changed (rows), or -1 (a selectable: not counted)."""
+    many contacts changed."""
     if isinstance(new_orders, Select):
-        conn.execute(orders_update(new_orders.subquery("o"), now))
-        return -1
+        return int(conn.execute(orders_update(new_orders.subquery("o"), now)).rowcount)
     per = _per_contact_orders(new_orders)
     if not per:
         return 0
