@@ -92,7 +92,7 @@ def ingest(
                 "type": e.type,
                 "occurred_at": at,
                 "properties": e.properties or None,
-                "message_id": e.properties.get("message_id"),
+                "message_id": _text(e.properties.get("message_id")),
                 "machine": bool(e.properties.get("machine", False)),
             }
         )
@@ -125,6 +125,11 @@ def ingest(
     if purchases:
         new += _record_purchases(conn, purchases, ids, currency, now)
     return IngestResult(accepted=len(items), new=new, duplicates=len(items) - new)
+
+
+def _text(value: Any) -> str | None:
+    """A property that must be text (``message_id``): anything else is not one."""
+    return value[:255] if isinstance(value, str) else None
 
 
 def _record_purchases(
