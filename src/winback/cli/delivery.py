@@ -4,8 +4,9 @@
 from __future__ import annotations
 
 import dataclasses
+import signal
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -170,9 +171,18 @@ def serve(
     try:
         if background:
             preflight(ws, flow_files=False)  # a bad flow file is logged by each pass
+        # uvicorn shuts down gracefully on SIGTERM/SIGINT (the lifespan stops the engine
+        # and waits for it), then raises the signal again with the handler it found: this
+        # one, so that a clean stop exits 0 rather than by the signal.
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, _stopped)
         uvicorn.run(create_app(ws, background=background, interval=interval), host=host, port=port)
     finally:
         ws.close()
+
+
+def _stopped(signum: int, _frame: Any) -> None:
+    """Handler uvicorn restores and calls after its graceful shutdown: nothing left to do."""
 
 
 @keys_app.command("create")
