@@ -123,8 +123,10 @@ def run(
 
     Without --now it loops in real time until SIGTERM or Ctrl-C (the pass in progress
     finishes its slice, then exit 0); a failing pass is logged and retried with a backoff,
-    never fatal. Exit code 2 on a configuration error (bad setting or flow file, no
-    workspace), 1 when a --now pass gave up after --retry-for."""
+    never fatal. Each pass reports the messages delivered and every other one under its
+    reason: deferred (quiet hours, frequency cap), skipped (no consent, no address),
+    suppressed, to retry later, bounced, failed. Exit code 2 on a configuration error (bad
+    setting or flow file, no workspace), 1 when a --now pass gave up after --retry-for."""
     configure_logging()
     chosen = check_sink(sink)
     if now is not None:
