@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from tests.conftest import T0
 from tests.flows.helpers import add_order, make_contacts, set_contact
 from winback.cli import app
+from winback.clock import FixedClock
 from winback.config import Settings
 from winback.delivery.setup import build_channels
 from winback.flows.sinks import FileSink
@@ -136,3 +137,19 @@ def test_build_channels_chooses_the_file_channel(tmp_path: Path) -> None:
     )
     assert set(forced) == {"email", "sms", "push", "webhook:crm"}
     assert isinstance(forced["webhook:crm"], FileSink) and forced["webhook:crm"].config
+
+
+def test_run_once_caps_the_file_channel_on_each_store(workspace: Workspace) -> None:
+    from winback.flows.runner import run_once
+
+    ws = workspace
+    people = _shop(ws, 2)
+    ws.settings = ws.settings.model_copy(
+        update={"frequency_caps": {"email": "1/1d"}, "quiet_hours": ""}
+    )
+    report = run_once(ws, T0)
+    assert report.delivery.sent == 2
+    assert report.delivery.not_sent == {"deferred_frequency_cap": 2}
+    assert sorted(f["contact_id"] for f in _files(ws)) == sorted(people)
+    ws.clock = FixedClock(T0 + DAY)
+    assert run_once(ws, T0 + DAY).delivery.sent == 2
