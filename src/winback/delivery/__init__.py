@@ -6,6 +6,7 @@ send-time policies, tracking, unsubscribe, feedback, coupons and the outbox work
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -106,10 +107,16 @@ class Delivery:
             if kept is not None:
                 kept.close()
 
-    def deliver_due(self, *, channels: Mapping[str, Channel] | None = None) -> BatchReport:
+    def deliver_due(
+        self,
+        *,
+        channels: Mapping[str, Channel] | None = None,
+        stop: threading.Event | None = None,
+    ) -> BatchReport:
         """Deliver every message due now (with ``delivery_processes`` worker processes when
         a backlog is due), then close the channels unless inside :meth:`keep_connections`;
-        also marks coupons redeemed by orders that arrived since (imports included)."""
+        also marks coupons redeemed by orders that arrived since (imports included). When
+        ``stop`` is set, it returns after the batch in progress (in this process)."""
         from winback.delivery.parallel import drain_parallel
 
         kept: DeliveryWorker | None = None
@@ -121,7 +128,17 @@ class Delivery:
         try:
             if channels is None and self.ws.settings.delivery_processes > 1:
                 return drain_parallel(worker, self.ws.settings.delivery_processes)
-            return worker.drain()
+            if stop is None:
+                return worker.drain()
+            from winback.delivery.worker import BatchReport
+
+            total = BatchReport()
+            while not stop.is_set():
+                batch = worker.drain(max_batches=1)
+                total += batch
+                if batch.claimed == 0:
+                    break
+            return total
         finally:
             if channels is None and kept is None:
                 worker.close()
