@@ -130,11 +130,12 @@ def test_healthz_503_when_no_pass_succeeds_for_too_long(
     sqlite_workspace: Workspace, monkeypatch: pytest.MonkeyPatch, clock: FixedClock
 ) -> None:
     ws = sqlite_workspace
-    stuck, release = threading.Event(), threading.Event()
+    stuck, inside, release = threading.Event(), threading.Event(), threading.Event()
     tick = ws.flows.tick
 
     def slow(*args: Any, **kwargs: Any) -> Any:
         if stuck.is_set():
+            inside.set()
             release.wait(30)
         return tick(*args, **kwargs)
 
@@ -142,7 +143,7 @@ def test_healthz_503_when_no_pass_succeeds_for_too_long(
     with running_service(ws, background=True, interval=0.2) as base:
         _until(base, lambda c, b: b["engine"]["passes"] >= 1)
         stuck.set()
-        time.sleep(0.5)  # the loop is now inside a pass that does not end
+        assert inside.wait(10)  # the loop is now inside a pass that does not end
         clock.advance(timedelta(seconds=ws.settings.engine_stale_seconds - 1))
         assert _health(base)[0] == 200
         clock.advance(timedelta(seconds=2))
