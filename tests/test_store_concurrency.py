@@ -564,6 +564,38 @@ def test_concurrent_unsubscribes_change_consent_once(workspace: Workspace) -> No
     assert [tuple(r) for r in log] == [("a",)]
 
 
+def test_two_soft_bounces_at_once_reach_the_limit(workspace: Workspace) -> None:
+    """With a limit of two, two soft bounces recorded at once (the second while the first
+    has not committed) suppress the address: neither may count only itself."""
+    from winback.delivery.reports import FeedbackIn, from_json, record
+
+    ws = workspace
+    configure(ws, soft_bounce_limit=2)
+    add_contact(ws, "c1", email="ada@example.com")
+    policy = ws.delivery._report_policy()
+
+    def bounce(conn: Connection, name: str) -> Any:
+        item = FeedbackIn(type="bounce", email="ada@example.com", status="4.2.2", id=name)
+        return record(conn, [from_json(item)], now=ws.clock.now(), policy=policy)
+
+    second: list[Any] = []
+
+    def other() -> None:
+        with ws.engine.begin() as conn:
+            second.append(bounce(conn, "b"))
+
+    with ws.engine.connect() as first:
+        first.begin()
+        assert bounce(first, "a").soft_bounces == 1
+        thread = threading.Thread(target=other)
+        thread.start()
+        thread.join(0.5)
+        first.commit()
+    thread.join(10)
+    assert second[0].soft_bounces == 1
+    assert _count(ws, suppressions) == 1
+
+
 # -- coupons ----------------------------------------------------------------------------------
 def test_concurrent_coupon_assignment_gives_each_message_one_code(workspace: Workspace) -> None:
     ws = workspace
