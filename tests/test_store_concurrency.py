@@ -174,6 +174,31 @@ def test_writers_of_one_process_take_turns_with_a_writer_in_back_to_back_slices(
     assert slices >= 2, "the slicer went on meanwhile"
 
 
+def test_the_wait_at_the_gate_counts_against_the_bounded_wait(
+    sqlite_workspace: Workspace,
+) -> None:
+    """A writer that queued 0.5 s behind another of its process waits for other processes
+    only what is left of ``store_busy_timeout``, not the whole of it again."""
+    ws = sqlite_workspace
+    _with_busy_timeout(ws, 2)
+    holding = threading.Event()
+
+    def other() -> None:
+        with ws.engine.begin():
+            holding.set()
+            time.sleep(0.5)
+
+    thread = threading.Thread(target=other)
+    thread.start()
+    assert holding.wait(5)
+    with ws.engine.begin() as conn:
+        left = conn.exec_driver_sql("PRAGMA busy_timeout").scalar_one()
+    thread.join()
+    assert 1000 <= left <= 1600
+    with ws.engine.begin() as conn:
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar_one() == 2000
+
+
 def test_a_connection_dropped_inside_a_write_does_not_keep_the_gate(
     sqlite_workspace: Workspace,
 ) -> None:
