@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +25,13 @@ from tests.web_support import running_service
 from winback.delivery.coupons import assign
 from winback.delivery.inbound import EventIn
 from winback.delivery.tokens import TokenSigner
-from winback.delivery.unsubscribes import apply_pending_unsubscribes, pending
+from winback.delivery.unsubscribes import apply_pending_unsubscribes, keep, pending
 from winback.store.busy import StoreBusy, StoreConflict, retry_transient
 from winback.store.engine import SQLiteConnection
 from winback.store.schema import consent_log, contacts, coupons, events, suppressions
 from winback.workspace import Workspace
+
+postgres_only = pytest.mark.parametrize("workspace", ["postgres"], indirect=True)
 
 
 def _sqlite_file(ws: Workspace) -> Path:
@@ -169,6 +172,31 @@ def test_writers_of_one_process_take_turns_with_a_writer_in_back_to_back_slices(
     thread.join()
     assert max(waits) < 1.0, waits
     assert slices >= 2, "the slicer went on meanwhile"
+
+
+def test_the_wait_at_the_gate_counts_against_the_bounded_wait(
+    sqlite_workspace: Workspace,
+) -> None:
+    """A writer that queued 0.5 s behind another of its process waits for other processes
+    only what is left of ``store_busy_timeout``, not the whole of it again."""
+    ws = sqlite_workspace
+    _with_busy_timeout(ws, 2)
+    holding = threading.Event()
+
+    def other() -> None:
+        with ws.engine.begin():
+            holding.set()
+            time.sleep(0.5)
+
+    thread = threading.Thread(target=other)
+    thread.start()
+    assert holding.wait(5)
+    with ws.engine.begin() as conn:
+        left = conn.exec_driver_sql("PRAGMA busy_timeout").scalar_one()
+    thread.join()
+    assert 1000 <= left <= 1600
+    with ws.engine.begin() as conn:
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar_one() == 2000
 
 
 def test_a_connection_dropped_inside_a_write_does_not_keep_the_gate(
@@ -374,7 +402,9 @@ def test_kept_unsubscribes_are_applied_once_and_by_the_next_unsubscribe(
     with _store_locked(ws):
         assert ws.delivery.tracker.unsubscribe(signer.sign("u", m1, first), source="page")
         assert ws.delivery.tracker.unsubscribe(signer.sign("u", m1, first), source="page")
-    assert len(pending(ws.path)) == 2  # the same unsubscribe twice: applied once
+    kept = pending(ws.path)
+    assert len(kept) == 2  # the same unsubscribe twice: applied once
+    pending_one = kept[0][1]
     assert ws.delivery.tracker.unsubscribe(signer.sign("u", m2, second), source="one-click")
     assert pending(ws.path) == []
     with ws.engine.connect() as conn:
@@ -382,6 +412,32 @@ def test_kept_unsubscribes_are_applied_once_and_by_the_next_unsubscribe(
     assert consent == {first: False, second: False}
     assert _count(ws, consent_log) == 2
     assert _count(ws, events, events.c.type == "email_unsubscribed") == 2
+    # A kept unsubscribe of a contact that is gone is dropped, not retried for ever (it
+    # would hold up every delivery).
+    keep(ws.path, replace(pending_one, contact_id=10**9, outbox_id=10**9))
+    assert apply_pending_unsubscribes(ws) == 1 and pending(ws.path) == []
+
+
+@postgres_only
+def test_an_unsubscribe_is_kept_even_when_the_store_cannot_be_read(workspace: Workspace) -> None:
+    """A migration holds a table in ACCESS EXCLUSIVE mode: not even the message can be looked
+    up. The signed token says enough to keep the unsubscribe; the address is found when it is
+    applied."""
+    ws = workspace
+    _with_busy_timeout(ws, 0.2)
+    cid = add_contact(ws, "c1", email="ada@example.com")
+    token = TokenSigner(ws.settings.secret_key).sign("u", add_message(ws, cid), cid)
+    with ws.engine.connect() as conn:
+        conn.begin()
+        conn.execute(text("LOCK TABLE contacts IN ACCESS EXCLUSIVE MODE"))
+        assert ws.delivery.tracker.unsubscribe(token, source="one-click") is not None
+        conn.rollback()
+    [(_, kept)] = pending(ws.path)
+    assert (kept.contact_id, kept.email) == (cid, None)
+    assert apply_pending_unsubscribes(ws) == 1
+    with ws.engine.connect() as conn:
+        assert conn.execute(select(suppressions.c.address)).scalar() == "ada@example.com"
+        assert conn.execute(select(contacts.c.email_consent)).scalar() is False
 
 
 def test_a_bug_answers_500_with_a_request_id_that_is_logged(
@@ -434,9 +490,6 @@ def test_write_routes_document_the_503(sqlite_workspace: Workspace) -> None:
 
 
 # -- PostgreSQL: conflicts run again, no lost update -----------------------------------------
-postgres_only = pytest.mark.parametrize("workspace", ["postgres"], indirect=True)
-
-
 @postgres_only
 def test_a_postgres_deadlock_is_run_again(workspace: Workspace) -> None:
     ws = workspace
@@ -534,6 +587,38 @@ def test_concurrent_unsubscribes_change_consent_once(workspace: Workspace) -> No
             select(consent_log.c.source).where(consent_log.c.contact_id == cid)
         ).all()
     assert [tuple(r) for r in log] == [("a",)]
+
+
+def test_two_soft_bounces_at_once_reach_the_limit(workspace: Workspace) -> None:
+    """With a limit of two, two soft bounces recorded at once (the second while the first
+    has not committed) suppress the address: neither may count only itself."""
+    from winback.delivery.reports import FeedbackIn, from_json, record
+
+    ws = workspace
+    configure(ws, soft_bounce_limit=2)
+    add_contact(ws, "c1", email="ada@example.com")
+    policy = ws.delivery._report_policy()
+
+    def bounce(conn: Connection, name: str) -> Any:
+        item = FeedbackIn(type="bounce", email="ada@example.com", status="4.2.2", id=name)
+        return record(conn, [from_json(item)], now=ws.clock.now(), policy=policy)
+
+    second: list[Any] = []
+
+    def other() -> None:
+        with ws.engine.begin() as conn:
+            second.append(bounce(conn, "b"))
+
+    with ws.engine.connect() as first:
+        first.begin()
+        assert bounce(first, "a").soft_bounces == 1
+        thread = threading.Thread(target=other)
+        thread.start()
+        thread.join(0.5)
+        first.commit()
+    thread.join(10)
+    assert second[0].soft_bounces == 1
+    assert _count(ws, suppressions) == 1
 
 
 # -- coupons ----------------------------------------------------------------------------------

@@ -101,6 +101,13 @@ class Tracker:
             row.first_name,
         )
 
+    def _unresolved(self, token: str) -> MessageRef | None:
+        """What the signed token alone says of its message (the store could not be read)."""
+        link = self.signer.verify("u", token)
+        if link is None:
+            return None
+        return MessageRef(link, link.message, link.contact, None, None, None, None, None, None)
+
     def _event(
         self, ref: MessageRef, type_: str, key: str, at: datetime, **extra: Any
     ) -> dict[str, Any]:
@@ -176,7 +183,10 @@ class Tracker:
         Idempotent: a second call changes nothing. Never lost: when the store stays busy
         past the bounded wait, the unsubscribe is kept in the workspace's inbox and applied
         as soon as the store is free (see :mod:`winback.delivery.unsubscribes`)."""
-        ref = self.resolve("u", token)
+        try:
+            ref = self.resolve("u", token)
+        except StoreBusy:  # not even a read (PostgreSQL, a table locked by a migration)
+            ref = self._unresolved(token)
         if ref is None:
             return None
         u = Unsubscribe(

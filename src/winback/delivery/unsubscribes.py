@@ -22,10 +22,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, select
 
 from winback.delivery.records import record_events, suppress
 from winback.store.busy import retry_transient
+from winback.store.schema import contacts
 
 if TYPE_CHECKING:
     from winback.store.repository import Store
@@ -67,17 +68,26 @@ class Unsubscribe:
     at: datetime
 
 
-def write(conn: Connection, store: Store, u: Unsubscribe) -> None:
+def write(conn: Connection, store: Store, u: Unsubscribe) -> bool:
     """The unsubscribe itself, in the caller's write transaction; writing it again changes
-    nothing."""
+    nothing. False (and nothing written) when the contact no longer exists."""
+    row = conn.execute(
+        select(contacts.c.email, contacts.c.erased_at).where(contacts.c.id == u.contact_id)
+    ).first()
+    if row is None:
+        log.warning("unsubscribe of contact %d dropped: no such contact", u.contact_id)
+        return False
+    email = u.email if u.email is not None else row.email
+    if row.erased_at is not None:
+        email = None
     store.set_consent(
         u.contact_id, "email", False, at=u.at, source=f"unsubscribe:{u.source}", conn=conn
     )
-    if u.email:
+    if email:
         suppress(
             conn,
             channel="email",
-            address=u.email,
+            address=email,
             contact_id=u.contact_id,
             reason="unsubscribed",
             at=u.at,
@@ -97,6 +107,7 @@ def write(conn: Connection, store: Store, u: Unsubscribe) -> None:
             }
         ],
     )
+    return True
 
 
 def inbox_path(workspace_path: Path) -> Path:

@@ -104,6 +104,7 @@ class SQLiteConnection(Connection):
 
     def _begin_write(self) -> None:
         if self.gate is not None:
+            started = time.monotonic()
             if not self.gate.acquire(self, self.busy_timeout):
                 wait = retry_after_for(self.busy_timeout)
                 raise StoreBusy(
@@ -112,11 +113,22 @@ class SQLiteConnection(Connection):
                     retry_after=wait,
                 )
             self.holds_gate = True
+            # The wait at the gate counts: SQLite waits (for other processes) what is left.
+            self._bound_busy_wait(self.busy_timeout - (time.monotonic() - started))
         try:
             self.exec_driver_sql("BEGIN IMMEDIATE")
         except BaseException:
             self._let_go()
             raise
+
+    def _bound_busy_wait(self, seconds: float) -> None:
+        full = round(self.busy_timeout * 1000)
+        millis = full if seconds >= self.busy_timeout - 0.01 else max(0, round(seconds * 1000))
+        info = self.connection.info
+        if info.get("busy_millis", full) != millis:
+            driver: Any = self.connection.driver_connection
+            driver.execute(f"PRAGMA busy_timeout={int(millis)}")
+            info["busy_millis"] = millis
 
     def _let_go(self) -> None:
         if self.holds_gate and self.gate is not None:
