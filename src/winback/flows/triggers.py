@@ -30,6 +30,7 @@ from typing import Any
 
 from sqlalchemy import (
     Connection,
+    Select,
     String,
     Table,
     and_,
@@ -85,8 +86,9 @@ def source_max_id(conn: Connection, trigger: Any) -> int | None:
 
 @dataclass(frozen=True)
 class Enrolment:
-    """What one enrolment slice did: entries made, the source ids (or contact ids, for a
-    schedule) it covered, and whether the flow's candidates are all done at this tick."""
+    """What one enrolment slice did: entries made, the rows it looked at (candidate source
+    rows, or contact ids for a schedule), and whether the flow's candidates are all done
+    at this tick."""
 
     entered: int
     span: int
@@ -133,18 +135,24 @@ def enroll(
         top = source_max_id(conn, trigger) or 0
         first_time = flow.watermark_id is None
         low = flow.watermark_id or 0
-        high = top if window is None else min(top, low + window)
         new_wm_id = top
         if first_time and not (
             isinstance(trigger, m.SegmentEntryTrigger) and trigger.include_existing
         ):
             candidates = None
-        elif high > low or first_time:
-            candidates = _since(conn, trigger, low, high)
-            new_wm_id, span, done = high, high - low, high >= top
+        elif top > low or first_time:
+            source = _source(conn, trigger)
+            end = None
+            if source is not None and window is not None:
+                end = _window_end(conn, source, low, top, window)
+            high = top if end is None else end
+            candidates = _since(source, low, high)
+            new_wm_id, done = high, high >= top
+            span = window if end is not None and window is not None else 0
     entered = 0
     if candidates is not None:
         entered = _insert_entries(conn, flow, candidates, now, start, contact_window)
+    span = span or entered
     conn.execute(
         update(flows)
         .where(flows.c.id == flow.id)
@@ -154,7 +162,9 @@ def enroll(
     return Enrolment(entered, span, done)
 
 
-def _since(conn: Connection, trigger: Any, low: int, high: int) -> Any:
+def _source(conn: Connection, trigger: Any) -> tuple[Table, list[Any]] | None:
+    """The trigger's source table and the conditions its rows meet (None: no source, a
+    segment that does not exist)."""
     if isinstance(trigger, m.SegmentEntryTrigger):
         seg = conn.execute(
             select(segments.c.id).where(segments.c.name == trigger.segment_entry)
@@ -162,24 +172,40 @@ def _since(conn: Connection, trigger: Any, low: int, high: int) -> Any:
         if seg is None:
             return None
         sm = segment_membership
-        return select(sm.c.contact_id).where(
-            sm.c.segment_id == seg, sm.c.exited_at.is_(None), sm.c.id > low, sm.c.id <= high
-        )
+        return sm, [sm.c.segment_id == seg, sm.c.exited_at.is_(None)]
     if isinstance(trigger, m.TagAddedTrigger):
         th = tag_history
-        return select(th.c.contact_id).where(
-            th.c.tag == trigger.tag_added,
-            th.c.action == "added",
-            th.c.id > low,
-            th.c.id <= high,
-        )
+        return th, [th.c.tag == trigger.tag_added, th.c.action == "added"]
     assert isinstance(trigger, m.EventTrigger)
     spec = trigger.filter
     if spec.type == "purchase":
-        return select(orders.c.contact_id).where(orders.c.id > low, orders.c.id <= high)
-    conds = [events.c.type == spec.type, events.c.id > low, events.c.id <= high]
+        return orders, []
+    conds = [events.c.type == spec.type]
     conds += [json_equals(conn, events.c.properties, k, v) for k, v in spec.where.items()]
-    return select(events.c.contact_id).where(*conds)
+    return events, conds
+
+
+def _since(source: tuple[Table, list[Any]] | None, low: int, high: int) -> Select[Any] | None:
+    """The contacts of the source rows with ids in ``(low, high]``."""
+    if source is None:
+        return None
+    table, conds = source
+    return select(table.c.contact_id).where(*conds, table.c.id > low, table.c.id <= high)
+
+
+def _window_end(
+    conn: Connection, source: tuple[Table, list[Any]], low: int, top: int, rows: int
+) -> int | None:
+    """The id of the ``rows``-th source row above ``low`` (None: fewer up to ``top``), so
+    that a slice takes about ``rows`` candidates however the source's ids are spread."""
+    table, conds = source
+    return conn.execute(
+        select(table.c.id)
+        .where(*conds, table.c.id > low, table.c.id <= top)
+        .order_by(table.c.id)
+        .offset(rows - 1)
+        .limit(1)
+    ).scalar()
 
 
 def _audience(

@@ -35,15 +35,17 @@ from winback.segments.refresh import (
     shared_candidates,
 )
 from winback.store.schema import contacts, segment_membership, segments
-from winback.store.slices import Pacer, SliceLog, held_connection
+from winback.store.slices import Pacer, SliceLog, held_connection, waiters
 
 if TYPE_CHECKING:
     from winback.workspace import Workspace
 
 #: On PostgreSQL, a segment refresh changing this many stints refreshes the statistics.
 ANALYZE_AFTER = 5000
-#: PostgreSQL advisory lock held by the worker refreshing segments (the others skip it).
+#: PostgreSQL advisory lock held by the worker refreshing segments (the others wait).
 REFRESH_LOCK = 0x77696E6273656731  # "winbseg1"
+#: Seconds between two tries of a worker waiting for another one's refresh.
+LOCK_POLL = 0.05
 #: Seconds a refresh leaves the store to other writers after each write slice.
 SLICE_GAP = 0.002
 
@@ -60,8 +62,6 @@ class RefreshResult:
     closed: int = 0  # open stints ended because their segment's file was removed
     #: Stopped between two slices (the segments not listed are refreshed next time).
     stopped: bool = False
-    #: PostgreSQL: another worker was refreshing; this one left it to that one.
-    skipped: bool = False
 
     @property
     def seconds(self) -> float:
@@ -87,7 +87,9 @@ class Segments:
 
     def __init__(self, workspace: Workspace) -> None:
         self.ws = workspace
-        self.pacer = Pacer(workspace.settings.write_slice_ms, gap=SLICE_GAP)
+        self.pacer = Pacer(
+            workspace.settings.write_slice_ms, gap=SLICE_GAP, waiters=waiters(workspace.engine)
+        )
 
     # -- definitions ------------------------------------------------------------------------
     def definitions(self) -> dict[str, SegmentDefinition]:
@@ -153,7 +155,9 @@ class Segments:
         every slice. Readers may see a segment half refreshed meanwhile. When ``stop`` is
         set the refresh returns after the slice in progress (``stopped``): the segments not
         finished are completed by the next refresh. On PostgreSQL one worker refreshes at
-        a time; another finds the advisory lock taken and returns at once (``skipped``)."""
+        a time (an advisory lock): another waits for it to finish (so that no worker steps
+        flows on a membership half refreshed), and is done when that refresh was for the
+        same instant or a later one."""
         at = as_utc(now) if now is not None else self.ws.clock.now()
         defs = self.definitions()
         changes: builtins.list[SegmentChange] = []
@@ -161,10 +165,13 @@ class Segments:
         cache_mb = self.ws.settings.segments_cache_mb
         stopping = (lambda: False) if stop is None else stop.is_set
         with _refresh_connection(self.ws.engine, cache_mb=cache_mb) as conn:
-            if not _try_lock(conn):
-                return RefreshResult(at, changes, 0, skipped=True)
+            taken, waited = _lock(conn, stopping)
+            if not taken:
+                return RefreshResult(at, changes, 0, stopped=True)
             shared: SharedCandidates | None = None
             try:
+                if waited and _done_already(conn, defs, at):
+                    return RefreshResult(at, changes, 0)
                 with self.pacer.slice(("segments", "prepare"), 0, log), conn.begin():
                     rows = _sync(conn, defs, now=at)
                     ids = {name: r["id"] for name, r in rows.items()}
@@ -395,14 +402,44 @@ def _refresh_connection(engine: Engine, *, cache_mb: int) -> Iterator[Connection
                 _pragma(conn, f"PRAGMA cache_size={cache}")
 
 
-def _try_lock(conn: Connection) -> bool:
-    """PostgreSQL: take the refresh's advisory lock for this session, unless another worker
-    holds it (False). SQLite has one writer: always True."""
+def _lock(conn: Connection, stopping: Callable[[], bool]) -> tuple[bool, bool]:
+    """PostgreSQL: take the refresh's advisory lock for this session, waiting while another
+    worker refreshes; returns (taken, waited). Not taken: asked to stop meanwhile. SQLite
+    has one writer: (True, False)."""
     if conn.dialect.name != "postgresql":
-        return True
-    got = conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": REFRESH_LOCK}).scalar()
-    conn.commit()
-    return bool(got)
+        return True, False
+    waited = False
+    while True:
+        got = conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": REFRESH_LOCK}).scalar()
+        conn.commit()
+        if got:
+            return True, waited
+        if stopping():
+            return False, waited
+        waited = True
+        time.sleep(LOCK_POLL)
+
+
+def _done_already(conn: Connection, defs: dict[str, SegmentDefinition], at: datetime) -> bool:
+    """Whether every segment, as defined now, was refreshed at ``at`` or later (by the
+    worker this one waited for). What changed since is stamped at or after that refresh
+    and is picked up by the next one."""
+    rows = {
+        r.name: r
+        for r in conn.execute(
+            select(
+                segments.c.name, segments.c.definition, segments.c.source, segments.c.refreshed_at
+            )
+        )
+    }
+    conn.rollback()
+    for name, d in defs.items():
+        row = rows.get(name)
+        if row is None or row.definition != d.data or row.source != d.source:
+            return False
+        if row.refreshed_at is None or as_utc(row.refreshed_at) < at:
+            return False
+    return True
 
 
 def _unlock(conn: Connection) -> None:

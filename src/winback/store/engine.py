@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
 
@@ -25,13 +25,33 @@ def normalise_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
+class SQLiteConnection(Connection):
+    """A connection that knows whether its transaction was begun explicitly (a write: ``BEGIN
+    IMMEDIATE``) or by autobegin (a read: deferred ``BEGIN``)."""
+
+    autobeginning = False
+
+    def _autobegin(self) -> None:
+        self.autobeginning = True
+        try:
+            super()._autobegin()
+        finally:
+            self.autobeginning = False
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    deferred = isinstance(conn, SQLiteConnection) and conn.autobeginning
+    conn.exec_driver_sql("BEGIN" if deferred else "BEGIN IMMEDIATE")
+
+
 def make_engine(url: str, **kwargs: Any) -> Engine:
     url = normalise_url(url)
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": 30}, **kwargs)
+        engine._connection_cls = SQLiteConnection
         event.listen(engine, "connect", _sqlite_pragmas)
         # Let SQLAlchemy issue BEGIN itself so that transactions are real (pysqlite quirk).
-        event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN"))
+        event.listen(engine, "begin", _sqlite_begin)
         return engine
     kwargs.setdefault("pool_pre_ping", True)
     return create_engine(url, **kwargs)
