@@ -22,6 +22,7 @@ from winback.store.schema import (
     contact_tags,
     contacts,
     flow_entries,
+    flows,
     outbox,
     segment_membership,
     segments,
@@ -88,7 +89,7 @@ def week(ws: Workspace, people: list[int], *, stop_after: int | None = None) -> 
     return reports
 
 
-def stopped_tick(ws: Workspace, now: Any, commits: int) -> TickReport:
+def stopped_tick(ws: Workspace, now: Any, commits: int, *, refresh: bool = True) -> TickReport:
     stop = threading.Event()
     seen = [0]
 
@@ -99,7 +100,7 @@ def stopped_tick(ws: Workspace, now: Any, commits: int) -> TickReport:
 
     event.listen(ws.engine, "commit", on_commit)
     try:
-        return ws.flows.tick(now, stop=stop)
+        return ws.flows.tick(now, refresh=refresh, stop=stop)
     finally:
         event.remove(ws.engine, "commit", on_commit)
 
@@ -185,6 +186,46 @@ def test_a_stopped_tick_resumes_to_the_same_state(workspace: Workspace, tmp_path
     assert all(r.stopped and r.writes.slices <= 5 for r in stopped)
     assert all(not r.stopped and r.writes.slices > 3 for r in resumed)
     assert state(ws) == expected
+
+
+SCHEDULED = """
+name: Scheduled
+trigger:
+  schedule: {every: day, at: "10:00", condition: {attribute: last_email_opened, is_unknown: true}}
+steps:
+  - send: {template: hello}
+"""
+
+
+def test_a_schedule_enrols_its_audience_in_slices(workspace: Workspace) -> None:
+    """A schedule's audience is enrolled in windows of contact ids; a tick stopped half
+    way resumes from its cursor: everyone once, and the firing is then recorded."""
+    ws = workspace
+    make_contacts(ws, 350, at=T0)
+    (ws.path / "flows").mkdir(exist_ok=True)
+    (ws.path / "flows" / "scheduled.yaml").write_text(SCHEDULED, encoding="utf-8")
+    ws.flows.enable("scheduled", now=T0)
+    pace(ws, **SMALL)
+    ten = T0 + timedelta(hours=1)
+    stopped = stopped_tick(ws, ten, 3, refresh=False)  # the sync, then two slices
+    assert stopped.stopped and stopped.enrolled == {"scheduled": 200}
+    with ws.engine.connect() as conn:
+        cursor, fired = conn.execute(
+            select(flows.c.watermark_id, flows.c.watermark_at).where(flows.c.key == "scheduled")
+        ).one()
+    assert cursor is not None and fired == T0  # the firing is still in progress
+    rest = ws.flows.tick(ten, refresh=False)
+    assert rest.enrolled == {"scheduled": 150}
+    with ws.engine.connect() as conn:
+        cursor, fired = conn.execute(
+            select(flows.c.watermark_id, flows.c.watermark_at).where(flows.c.key == "scheduled")
+        ).one()
+        per_contact = conn.execute(
+            select(outbox.c.contact_id, func.count()).group_by(outbox.c.contact_id)
+        ).all()
+    assert (cursor, fired) == (None, ten)
+    assert len(per_contact) == 350 and {n for _, n in per_contact} == {1}
+    assert ws.flows.tick(ten + timedelta(minutes=1), refresh=False).total_enrolled == 0
 
 
 def test_a_writer_gets_in_between_the_slices_of_a_large_tick(sqlite_workspace: Workspace) -> None:
