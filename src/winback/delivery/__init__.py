@@ -82,12 +82,10 @@ class Delivery:
         return self.templates.render(name, context)
 
     # -- the worker --------------------------------------------------------------------------
-    def worker(
-        self, *, channels: Mapping[str, Channel] | None = None, fault: str | None = None
-    ) -> DeliveryWorker:
+    def worker(self, *, channels: Mapping[str, Channel] | None = None) -> DeliveryWorker:
         from winback.delivery.worker import DeliveryWorker
 
-        return DeliveryWorker(self.ws, channels=channels, fault=fault)
+        return DeliveryWorker(self.ws, channels=channels)
 
     @contextmanager
     def keep_connections(self) -> Iterator[None]:

@@ -1,11 +1,15 @@
 """Channels put rendered messages on the wire. They implement the one
 :class:`winback.ports.Channel` protocol (``send(OutboundMessage) -> provider id``, raising
-:class:`~winback.ports.DeliveryFailed`); the SMTP and HTTP channels also offer ``submit`` to
-send in parallel. The delivery worker knows nothing of SMTP or HTTP."""
+:class:`~winback.ports.DeliveryFailed`); the SMTP and HTTP channels also offer ``send_many``
+to send a batch over several connections, handing each outcome to the caller as it comes
+(:func:`send_each`). The delivery worker knows nothing of SMTP or HTTP."""
 
 from __future__ import annotations
 
-from concurrent.futures import Future
+import itertools
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor, Future, wait
 from dataclasses import dataclass
 from typing import Literal
 
@@ -13,7 +17,16 @@ from winback.ports import Channel, DeliveryFailed, OutboundMessage
 
 Outcome = Literal["sent", "retry", "bounced", "failed"]
 
-__all__ = ["Channel", "DeliveryFailed", "OutboundMessage", "SendResult", "result_of", "settled"]
+__all__ = [
+    "Channel",
+    "DeliveryFailed",
+    "OnResult",
+    "OutboundMessage",
+    "SendResult",
+    "result_of",
+    "send_each",
+    "settled",
+]
 
 
 @dataclass(slots=True)
@@ -55,3 +68,66 @@ def settled(result: SendResult) -> Future[SendResult]:
     future: Future[SendResult] = Future()
     future.set_result(result)
     return future
+
+
+#: Called with a message's index in the batch and its outcome, in the thread that sent it,
+#: before that thread sends anything else.
+OnResult = Callable[[int, SendResult], None]
+
+
+def send_each(
+    pool: Executor,
+    width: int,
+    messages: Sequence[OutboundMessage | None],
+    send_one: Callable[[OutboundMessage], SendResult],
+    on_result: OnResult | None = None,
+    stop: threading.Event | None = None,
+) -> list[SendResult | None]:
+    """Send a batch ``width`` at a time: each of ``width`` threads of ``pool`` (one per
+    connection) takes the next message until none is left, with no future or queue hand-off
+    per message, so a slow connection (a retry) holds up only what it is sending.
+
+    Each outcome goes to ``on_result`` before its thread takes another message: a caller that
+    records it there never has more than ``width`` messages on the wire unrecorded. When
+    ``on_result`` raises or ``stop`` is set, no thread takes a further message (those on the
+    wire finish and are reported); the first error is raised once every thread has stopped.
+    Returns the outcomes by index, None for a message not sent (``None`` in, or never taken).
+    """
+    results: list[SendResult | None] = [None] * len(messages)
+    turn = itertools.count()  # next() is atomic: the threads share it without a lock
+    halt = threading.Event()
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        while not halt.is_set() and (stop is None or not stop.is_set()):
+            i = next(turn)
+            if i >= len(messages):
+                return
+            msg = messages[i]
+            if msg is None:
+                continue
+            try:
+                result = send_one(msg)
+            except Exception as exc:  # a bug fails one message only
+                result = SendResult("failed", f"{type(exc).__name__}: {exc}")
+            results[i] = result
+            if on_result is not None:
+                try:
+                    on_result(i, result)
+                except BaseException as exc:
+                    errors.append(exc)
+                    halt.set()
+                    return
+
+    threads = [pool.submit(work) for _ in range(max(0, min(width, len(messages))))]
+    try:
+        wait(threads)
+    except BaseException:  # interrupted while waiting: let the threads stop, then go
+        halt.set()
+        wait(threads)
+        raise
+    for thread in threads:
+        thread.result()
+    if errors:
+        raise errors[0]
+    return results

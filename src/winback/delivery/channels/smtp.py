@@ -9,7 +9,6 @@ URL forms: ``smtp://user:password@host:587?starttls=true``, ``smtps://user:pw@ho
 
 from __future__ import annotations
 
-import itertools
 import re
 import smtplib
 import ssl
@@ -21,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from winback.delivery.channels import OutboundMessage, SendResult
+from winback.delivery.channels import OnResult, OutboundMessage, SendResult, send_each
 from winback.delivery.ratelimit import TokenBucket, backoff
 from winback.errors import InvalidSetting
 
@@ -323,27 +322,16 @@ class SmtpChannel:
                 return last
         return last
 
-    def send_many(self, messages: Sequence[OutboundMessage | None]) -> list[SendResult]:
-        """Send a batch over the pooled connections and wait for all of it: each connection's
-        thread takes the next message until none is left (no future or queue hand-off per
-        message), so a slow connection (a retry) holds up only what it is sending."""
-        results: list[SendResult] = [SendResult("failed", "not sent")] * len(messages)
-        turn = itertools.count()  # next() is atomic: the threads share it without a lock
-
-        def work() -> None:
-            while (i := next(turn)) < len(messages):
-                msg = messages[i]
-                if msg is None:
-                    continue
-                try:
-                    results[i] = self.send_one(msg)
-                except Exception as exc:  # a bug fails one message only
-                    results[i] = SendResult("failed", f"{type(exc).__name__}: {exc}")
-
-        workers = [self._pool.submit(work) for _ in range(min(self.connections, len(messages)))]
-        for worker in workers:
-            worker.result()
-        return results
+    def send_many(
+        self,
+        messages: Sequence[OutboundMessage | None],
+        on_result: OnResult | None = None,
+        stop: threading.Event | None = None,
+    ) -> list[SendResult | None]:
+        """Send a batch over the pooled connections, each connection's thread taking the next
+        message and reporting each outcome to ``on_result`` before it sends another (see
+        :func:`~winback.delivery.channels.send_each`); None for a message not sent."""
+        return send_each(self._pool, self.connections, messages, self.send_one, on_result, stop)
 
     def submit(self, msg: OutboundMessage) -> Future[SendResult]:
         """Send on one of the pooled connections, in the background."""
