@@ -33,7 +33,7 @@ from tests.delivery_support import (
     smtp_server,
 )
 from winback.clock import FixedClock
-from winback.delivery.channels import OnResult, OutboundMessage, SendResult
+from winback.delivery.channels import Durable, OnResult, OutboundMessage, SendResult
 from winback.store.schema import contacts, events, outbox
 from winback.workspace import Workspace
 
@@ -60,9 +60,11 @@ class Killing:
         def report(i, result):
             if point == "after_send":  # the server accepted it; nothing recorded yet
                 die()
-            on_result(i, result)
-            if point == "after_accept":
+            durable = on_result(i, result)
+            if point == "after_accept":  # its acceptance is recorded
+                durable()
                 die()
+            return durable
 
         return self.inner.send_many(messages, report, stop)
 
@@ -357,16 +359,19 @@ class _Failing:
         if self.after == 0 and self.error is not None:
             raise self.error
 
-        def report(i: int, result: SendResult) -> None:
+        def report(i: int, result: SendResult) -> Durable | None:
             assert on_result is not None
-            on_result(i, result)
+            durable = on_result(i, result)
             with self.lock:
                 self.reported += 1
                 reached = self.reported == self.after
             if reached and self.stop is not None:
                 self.stop.set()
             elif reached and self.error is not None:
+                if durable is not None:
+                    durable()
                 raise self.error
+            return durable
 
         return list(self.inner.send_many(messages, report, stop))
 

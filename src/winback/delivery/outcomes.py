@@ -3,12 +3,12 @@
 Two steps per batch:
 
 1. *Accepted.* When the provider accepts a message, its ``sent_at`` (and ``provider_id``) is
-   committed on the row, still ``sending``, before the connection that sent it sends another
-   (:meth:`OutcomeRecorder.accept`). That tiny write touches the row and one index, so it
-   costs a fraction of the full record; outcomes that arrive together from several
-   connections share one commit (group commit: whoever finds no commit in progress writes
-   every outcome waiting, the others wait for it; a connection never waits for more than the
-   commit in progress and its own).
+   committed on the row, still ``sending``, before the connection that sent it can have
+   another message accepted (:meth:`OutcomeRecorder.accept`; the SMTP channel commits it
+   just before it sends the next message's content). That tiny write touches the row and one
+   index, so it costs a fraction of the full record; acceptances waiting together, from
+   several connections, share one commit (group commit: whoever needs one and finds no
+   commit in progress writes every acceptance waiting, the others wait for it).
 2. *Finished.* At the end of the batch (or of the part of it that was sent, after an error or
    a stop) every outcome is written in one transaction (:meth:`OutcomeRecorder.finish`):
    ``sent`` with ``message_id`` and the ``email_sent`` event, retry times, bounces...
@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection, Engine, and_, bindparam, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from winback.delivery.channels import SendResult
+from winback.delivery.channels import Durable, SendResult
 from winback.delivery.mime import message_id_for
 from winback.delivery.ratelimit import backoff
 from winback.delivery.records import forget_push_token, record_events, suppress
@@ -102,21 +102,30 @@ class OutcomeRecorder:
         self._conn: Connection | None = None  # kept for the accepts of a batch
 
     def close(self) -> None:
-        """Return the connection the accepts used (at the end of a batch)."""
+        """Return the connection the accepts used and forget those not made durable (at the
+        end of a batch, whose outcomes :meth:`finish` wrote)."""
+        with self._cond:
+            self._waiting = []
         conn, self._conn = self._conn, None
         if conn is not None:
             conn.close()
 
     # -- step 1: accepted ----------------------------------------------------------------------
-    def accept(self, decision: Decision, result: SendResult) -> None:
-        """A channel's outcome for one message. When the provider accepted it, its
-        ``sent_at`` is committed before this returns; other outcomes wait for
-        :meth:`finish` (nothing went out, so a crash cannot duplicate them)."""
+    def accept(self, decision: Decision, result: SendResult) -> Durable | None:
+        """A channel's outcome for one message. When the provider accepted it, returns what
+        to call (:data:`~winback.delivery.channels.Durable`) before that connection can have
+        another message accepted: it returns once the message's ``sent_at`` is committed,
+        together with those of other connections waiting at that moment. Other outcomes wait
+        for :meth:`finish` (nothing went out, so a crash cannot duplicate them)."""
         if result.outcome != "sent":
-            return
+            return None
         mine = _Waiting(decision, result)
         with self._cond:
             self._waiting.append(mine)
+        return lambda: self._durable(mine)
+
+    def _durable(self, mine: _Waiting) -> None:
+        with self._cond:
             while self._writing and not mine.done:
                 self._cond.wait()
             if mine.done:

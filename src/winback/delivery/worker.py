@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import and_, literal_column, select, union_all, update
 
-from winback.delivery.channels import Channel, OutboundMessage, SendResult, result_of
+from winback.delivery.channels import Channel, Durable, OutboundMessage, SendResult, result_of
 from winback.delivery.context import ContactData, load_contacts, render_context
 from winback.delivery.coupons import CouponPoolExhausted, assign
 from winback.delivery.mime import build_email, domain_of, message_id_for, rewrite_links
@@ -238,16 +238,23 @@ class DeliveryWorker:
             channel = self.channels[key]
             messages = [d.outgoing for d in group]
 
-            def report(i: int, result: SendResult) -> None:
+            def report(i: int, result: SendResult) -> Durable | None:
                 d = group[i]
                 batch.sent[int(d.row["id"])] = (d, result)
-                try:
-                    self.recorder.accept(d, result)
-                except BaseException:
-                    abort.set()
-                    raise
                 if abort.is_set():
                     raise _Halted
+                durable = self.recorder.accept(d, result)
+                if durable is None:
+                    return None
+
+                def recorded() -> None:
+                    try:
+                        durable()
+                    except BaseException:
+                        abort.set()
+                        raise
+
+                return recorded
 
             try:
                 send_many: Callable[..., object] | None = getattr(channel, "send_many", None)
@@ -258,7 +265,9 @@ class DeliveryWorker:
                     if (stop is not None and stop.is_set()) or abort.is_set():
                         return
                     assert msg is not None
-                    report(i, result_of(channel, msg))
+                    durable = report(i, result_of(channel, msg))
+                    if durable is not None:
+                        durable()
             except BaseException:
                 abort.set()
                 raise

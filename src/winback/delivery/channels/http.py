@@ -44,7 +44,13 @@ from typing import Any, Literal
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from winback.delivery.channels import OnResult, OutboundMessage, SendResult, send_each
+from winback.delivery.channels import (
+    OnResult,
+    OutboundMessage,
+    SendResult,
+    gated,
+    send_each,
+)
 from winback.delivery.channels.oauth import ServiceAccountTokens, TokenError
 from winback.delivery.ratelimit import TokenBucket, backoff
 from winback.errors import InvalidSetting
@@ -300,7 +306,7 @@ class HttpChannel:
         ``on_result`` before that thread makes another request (see
         :func:`~winback.delivery.channels.send_each`); None for a message not sent."""
         return send_each(
-            self._pool, self.config.connections, messages, self.send_one, on_result, stop
+            self._pool, self.config.connections, messages, gated(self.send_one), on_result, stop
         )
 
     def send_one(self, msg: OutboundMessage) -> SendResult:
