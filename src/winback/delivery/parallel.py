@@ -4,8 +4,9 @@ Each extra process opens the same store and runs its own :class:`DeliveryWorker`
 protocol (an ``UPDATE ... RETURNING`` of due ``pending`` rows to ``sending``, with ``FOR
 UPDATE SKIP LOCKED`` on PostgreSQL; SQLite serialises writers) is what keeps every row with
 exactly one worker, so nothing is shared between processes but the database. A process that
-dies leaves its claimed rows in ``sending``, reconciled after ``delivery_lease_seconds``
-like any crashed worker's (docs/delivery.md). Processes are spawned, not forked: the parent
+fails hands back the rows it did not send at once; one that dies leaves its claimed rows in
+``sending``, reconciled after ``delivery_lease_seconds`` like any crashed worker's (those
+the provider had accepted become ``sent``; docs/delivery.md). Processes are spawned, not forked: the parent
 may hold threads, sockets and database connections.
 """
 
@@ -103,8 +104,8 @@ def drain_parallel(worker: DeliveryWorker, processes: int) -> BatchReport:
     if failed:
         codes = ", ".join(f"{c.name}: exit code {c.exitcode}" for c in failed)
         raise DeliveryProcessFailed(
-            f"delivery worker process failed ({codes}); the messages it had claimed stay "
-            f"'sending' and are reconciled after delivery_lease_seconds "
+            f"delivery worker process failed ({codes}); the messages it had claimed and not "
+            f"sent are pending again, or, if it died, reconciled after delivery_lease_seconds "
             f"({ws.settings.delivery_lease_seconds} s)"
         )
     return total

@@ -9,7 +9,7 @@ from __future__ import annotations
 import itertools
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor, Future, wait
+from concurrent.futures import Executor, wait
 from dataclasses import dataclass
 from typing import Literal
 
@@ -28,7 +28,6 @@ __all__ = [
     "result_of",
     "gated",
     "send_each",
-    "settled",
 ]
 
 
@@ -65,12 +64,6 @@ def result_of(channel: Channel, message: OutboundMessage) -> SendResult:
         return SendResult(outcome, exc.detail, code=exc.code)
     except OSError as exc:
         return SendResult("retry", f"{type(exc).__name__}: {exc}")
-
-
-def settled(result: SendResult) -> Future[SendResult]:
-    future: Future[SendResult] = Future()
-    future.set_result(result)
-    return future
 
 
 #: Returns once the outcome handed to an :data:`OnResult` is durable; raises when it could
