@@ -17,19 +17,25 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from datetime import timedelta
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
 import pytest
+from aiosmtpd.controller import Controller
 from sqlalchemy import func, insert, select, text
 
 import winback
 from tests.delivery_support import (
+    CollectingHandler,
     Inbox,
     add_contact,
     add_message,
     configure,
+    free_port,
+    http_server,
     outbox_row,
+    reply_json,
     smtp_server,
 )
 from winback.clock import FixedClock
@@ -494,3 +500,70 @@ def test_a_message_that_cannot_be_rendered_fails_alone(sqlite_workspace: Workspa
     assert all(outbox_row(ws, oid)["status"] == "sent" for oid in good)
     row = outbox_row(ws, bad)
     assert row["status"] == "failed" and "ZeroDivisionError" in row["last_error"]
+
+
+# -- each acceptance is recorded before the connection's next message -------------------------
+
+
+def _accepted(ws: Workspace) -> int:
+    with ws.engine.connect() as conn:
+        return int(
+            conn.execute(
+                select(func.count()).select_from(outbox).where(outbox.c.sent_at.is_not(None))
+            ).scalar_one()
+        )
+
+
+def test_the_smtp_server_never_gets_a_message_before_the_previous_ones_are_recorded(
+    workspace: Workspace,
+) -> None:
+    """At each DATA the server receives, every message it accepted before, except at most
+    one per connection (the others' in flight), is recorded as accepted in the store."""
+    ws = workspace
+    ids = _messages(ws, 30)
+    connections = 3
+    lag: list[int] = []
+
+    class Checking(CollectingHandler):
+        async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+            lag.append(len(self.inbox.messages) - _accepted(ws))
+            return await super().handle_DATA(server, session, envelope)
+
+    inbox = Inbox()
+    controller = Controller(Checking(inbox), hostname="127.0.0.1", port=free_port())
+    controller.start()
+    try:
+        url = f"smtp://127.0.0.1:{controller.port}"
+        configure(ws, smtp_url=url, quiet_hours="", smtp_connections=connections)
+        assert ws.delivery.deliver_due().counts == {"sent": len(ids)}
+    finally:
+        controller.stop()
+    assert len(lag) == len(ids) and max(lag) <= connections - 1, lag
+
+
+def test_an_http_provider_never_gets_a_request_before_the_previous_one_is_recorded(
+    workspace: Workspace,
+) -> None:
+    ws = workspace
+    cids = [add_contact(ws, f"c{i}", first_name=f"C{i}") for i in range(8)]
+    seen: list[tuple[int, int]] = []  # (requests answered before, acceptances recorded)
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            seen.append((len(seen), _accepted(ws)))
+            reply_json(self, 201, {"id": len(seen)})
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    with http_server(Handler) as url:
+        configure(
+            ws,
+            providers={"crm": {"channel": "webhook", "url": url + "/hook", "connections": 1}},
+            webhook_provider="crm",
+        )
+        for cid in cids:
+            add_message(ws, cid, None, channel="webhook", key=f"w{cid}")
+        assert ws.delivery.deliver_due().counts == {"sent": len(cids)}
+    assert seen == [(k, k) for k in range(len(cids))]

@@ -158,11 +158,10 @@ class OutcomeRecorder:
             named["_provider_id"] = w.result.provider_id
             order = self._accept_order
             params.append(tuple(named[k] for k in order) if order is not None else named)
-        if self._conn is None:
-            self._conn = self.engine.connect()
+        conn = self._conn = self._conn or self.engine.connect()
         try:
-            with self._conn.begin():
-                cursor = self._conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+            with conn.begin():
+                cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
                 try:
                     cursor.executemany(self._accept_sql, params)
                 finally:
@@ -170,7 +169,8 @@ class OutcomeRecorder:
         except BaseException:
             for w in group:
                 w.decision.sent_at = None
-            self.close()
+            self._conn = None  # a fresh connection for the next commit
+            conn.close()
             raise
 
     # -- step 2: finished ----------------------------------------------------------------------
