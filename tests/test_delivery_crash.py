@@ -473,6 +473,7 @@ def test_a_stop_mid_batch_hands_back_what_was_not_sent(workspace: Workspace) -> 
         assert report.counts["released"] == len(ids) - report.counts["sent"] > 0
         counts = ws.delivery.outbox_counts()
         assert counts == {"sent": report.counts["sent"], "pending": report.counts["released"]}
+        assert ws.delivery.deliver_due(stop=stop).claimed == 0  # still asked to stop
         ws.delivery.deliver_due()
         copies = _copies(inbox)
     assert len(copies) == len(ids) and set(copies.values()) == {1}

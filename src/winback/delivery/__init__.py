@@ -23,6 +23,7 @@ from winback.delivery.templates import (
 )
 
 if TYPE_CHECKING:
+    import threading
     from collections.abc import Callable, Sequence
 
     from winback.delivery.inbound import EventIn, IngestResult
@@ -104,10 +105,17 @@ class Delivery:
             if kept is not None:
                 kept.close()
 
-    def deliver_due(self, *, channels: Mapping[str, Channel] | None = None) -> BatchReport:
+    def deliver_due(
+        self,
+        *,
+        channels: Mapping[str, Channel] | None = None,
+        stop: threading.Event | None = None,
+    ) -> BatchReport:
         """Deliver every message due now (with ``delivery_processes`` worker processes when
         a backlog is due), then close the channels unless inside :meth:`keep_connections`;
-        also marks coupons redeemed by orders that arrived since (imports included)."""
+        also marks coupons redeemed by orders that arrived since (imports included). When
+        ``stop`` is set, this process's worker ends its batch early: the messages not yet on
+        the wire go back to ``pending``."""
         from winback.delivery.parallel import drain_parallel
 
         kept: DeliveryWorker | None = None
@@ -118,8 +126,8 @@ class Delivery:
         worker = kept if kept is not None else self.worker(channels=channels)
         try:
             if channels is None and self.ws.settings.delivery_processes > 1:
-                return drain_parallel(worker, self.ws.settings.delivery_processes)
-            return worker.drain()
+                return drain_parallel(worker, self.ws.settings.delivery_processes, stop=stop)
+            return worker.drain(stop=stop)
         finally:
             if channels is None and kept is None:
                 worker.close()

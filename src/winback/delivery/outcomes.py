@@ -45,6 +45,9 @@ if TYPE_CHECKING:
     from winback.config import Settings
     from winback.delivery.worker import Decision
 
+#: Outcomes written per transaction at the end of a batch.
+FINISH_SLICE = 200
+
 #: A decided row and, when it was sent, what the channel said.
 Settled = tuple["Decision", SendResult | None]
 
@@ -182,15 +185,17 @@ class OutcomeRecorder:
         release: Collection[int] = (),
         reason: str = "",
     ) -> None:
-        """In one transaction: write every outcome of ``settled``, and put the claimed rows
-        ``release`` that were not sent back to ``pending`` (after an error or a stop), due at
-        once, attempts unchanged, ``reason`` noted. A row the provider accepted (``sent_at``
-        set) or no longer ``sending`` is never handed back."""
-        if not settled and not release:
-            return
-        with self.engine.begin() as conn:
-            self.write(conn, settled, now)
-            if release:
+        """Write every outcome of ``settled`` (in short transactions of ``FINISH_SLICE``),
+        then put the claimed rows ``release`` that were not sent back to ``pending`` (after
+        an error or a stop), due at once, attempts unchanged, ``reason`` noted. A row the
+        provider accepted (``sent_at`` set) or no longer ``sending`` is never handed back."""
+        # In slices: writers of other processes (the other delivery processes' acceptances)
+        # get the lock in between.
+        for start in range(0, len(settled), FINISH_SLICE):
+            with self.engine.begin() as conn:
+                self.write(conn, settled[start : start + FINISH_SLICE], now)
+        if release:
+            with self.engine.begin() as conn:
                 conn.execute(
                     update(outbox)
                     .where(

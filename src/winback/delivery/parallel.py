@@ -23,6 +23,8 @@ from winback.errors import WinbackError
 from winback.store.schema import outbox
 
 if TYPE_CHECKING:
+    import threading
+
     from winback.clock import Clock
     from winback.config import Settings
     from winback.delivery.worker import BatchReport, DeliveryWorker
@@ -67,9 +69,12 @@ def _drain_child(path: str, settings: Settings, clock: Clock, out: Any) -> None:
     out.put((report.claimed, dict(report.counts)))
 
 
-def drain_parallel(worker: DeliveryWorker, processes: int) -> BatchReport:
+def drain_parallel(
+    worker: DeliveryWorker, processes: int, *, stop: threading.Event | None = None
+) -> BatchReport:
     """Drain the outbox with ``worker`` in this process and ``processes - 1`` spawned ones
-    (only when more than one batch is due: a process costs about half a second to start)."""
+    (only when more than one batch is due: a process costs about half a second to start).
+    ``stop`` ends this process's worker early (the spawned processes drain on)."""
     from winback.delivery.worker import BatchReport
 
     ws = worker.ws
@@ -78,7 +83,7 @@ def drain_parallel(worker: DeliveryWorker, processes: int) -> BatchReport:
         batch = ws.settings.delivery_batch_size
         extra = min(extra, due_count(worker, batch * processes) // batch - 1)
     if extra <= 0:
-        return worker.drain()
+        return worker.drain(stop=stop)
     ctx = mp.get_context("spawn")
     out = ctx.SimpleQueue()
     children = [
@@ -92,7 +97,7 @@ def drain_parallel(worker: DeliveryWorker, processes: int) -> BatchReport:
     for child in children:
         child.start()
     try:
-        total = worker.drain()
+        total = worker.drain(stop=stop)
     finally:
         for child in children:
             child.join()
