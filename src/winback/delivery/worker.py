@@ -6,19 +6,20 @@ Exactly-once to the wire (see docs/delivery.md for the full argument):
 1. *Claim* in a short transaction: ``pending`` rows that are due become ``sending`` with
    ``claimed_at`` (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so several workers never claim
    the same row; SQLite serialises writers).
-2. *Send* outside any transaction, one message per connection at a time.
-3. *Record* each message's outcome (``sent`` with ``message_id`` and ``sent_at``, a retry
-   time, a bounce...) in a short transaction as soon as the channel reports it, before that
-   connection sends another message (:mod:`winback.delivery.outcomes`).
+2. *Send* outside any transaction, one message per connection at a time. Each message the
+   provider accepts is *recorded as accepted* (``sent_at``, a tiny transaction) before that
+   connection can have another message accepted (:mod:`winback.delivery.outcomes`).
+3. *Record* the batch's outcomes (``sent`` with ``message_id`` and the ``email_sent`` event,
+   a retry time, a bounce...) in short transactions at its end.
 
-A worker killed between 1 and 3 leaves rows in ``sending``: at most one per connection
-already on the wire, the rest not sent. They are never picked up as if nothing happened:
-after ``delivery_lease_seconds`` they are *reconciled* by the ``delivery_stale_policy``:
-``resend`` (default; at-least-once, the copy carries the same deterministic Message-ID and
-the same Idempotency-Key, so a relay or mailbox that dedups drops it) or ``fail``
-(at-most-once: marked failed with "outcome unknown"). A worker that fails without dying (an
-error after the claim) or is stopped puts the rows it did not send back to ``pending`` at
-once.
+A worker killed between 1 and 3 leaves rows in ``sending``. They are never picked up as if
+nothing happened: after ``delivery_lease_seconds`` they are *reconciled*: those recorded as
+accepted become ``sent``; the others (not sent, except at most one per connection that was
+on the wire) as the ``delivery_stale_policy`` says: ``resend`` (default; at-least-once, the
+copy carries the same deterministic Message-ID and the same Idempotency-Key, so a relay or
+mailbox that dedups drops it) or ``fail`` (at-most-once: marked failed with "outcome
+unknown"). A worker that fails without dying (an error after the claim) or is stopped puts
+the rows it did not send back to ``pending`` at once.
 """
 
 from __future__ import annotations
@@ -257,9 +258,14 @@ class DeliveryWorker:
                 return recorded
 
             try:
-                send_many: Callable[..., object] | None = getattr(channel, "send_many", None)
+                send_many: Callable[..., Sequence[SendResult | None]] | None = getattr(
+                    channel, "send_many", None
+                )
                 if send_many is not None:
-                    send_many(messages, report, stop)
+                    results = send_many(messages, report, stop)
+                    for d, result in zip(group, results, strict=True):  # any not reported
+                        if result is not None:
+                            batch.sent.setdefault(int(d.row["id"]), (d, result))
                     return
                 for i, msg in enumerate(messages):  # any winback.ports.Channel: in turn
                     if (stop is not None and stop.is_set()) or abort.is_set():
