@@ -24,6 +24,7 @@ from winback.delivery.templates import (
 )
 
 if TYPE_CHECKING:
+    import threading
     from collections.abc import Callable, Sequence
 
     from winback.delivery.inbound import EventIn, IngestResult
@@ -83,12 +84,10 @@ class Delivery:
         return self.templates.render(name, context)
 
     # -- the worker --------------------------------------------------------------------------
-    def worker(
-        self, *, channels: Mapping[str, Channel] | None = None, fault: str | None = None
-    ) -> DeliveryWorker:
+    def worker(self, *, channels: Mapping[str, Channel] | None = None) -> DeliveryWorker:
         from winback.delivery.worker import DeliveryWorker
 
-        return DeliveryWorker(self.ws, channels=channels, fault=fault)
+        return DeliveryWorker(self.ws, channels=channels)
 
     @contextmanager
     def keep_connections(self) -> Iterator[None]:
@@ -116,7 +115,8 @@ class Delivery:
         """Deliver every message due now (with ``delivery_processes`` worker processes when
         a backlog is due), then close the channels unless inside :meth:`keep_connections`;
         also marks coupons redeemed by orders that arrived since (imports included). When
-        ``stop`` is set, it returns after the batch in progress (in this process)."""
+        ``stop`` is set, this process's worker ends its batch early: the messages not yet on
+        the wire go back to ``pending``."""
         from winback.delivery.parallel import drain_parallel
 
         kept: DeliveryWorker | None = None
@@ -127,18 +127,8 @@ class Delivery:
         worker = kept if kept is not None else self.worker(channels=channels)
         try:
             if channels is None and self.ws.settings.delivery_processes > 1:
-                return drain_parallel(worker, self.ws.settings.delivery_processes)
-            if stop is None:
-                return worker.drain()
-            from winback.delivery.worker import BatchReport
-
-            total = BatchReport()
-            while not stop.is_set():
-                batch = worker.drain(max_batches=1)
-                total += batch
-                if batch.claimed == 0:
-                    break
-            return total
+                return drain_parallel(worker, self.ws.settings.delivery_processes, stop=stop)
+            return worker.drain(stop=stop)
         finally:
             if channels is None and kept is None:
                 worker.close()
