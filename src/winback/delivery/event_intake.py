@@ -1,0 +1,104 @@
+"""The event API's way into the store: events are validated, queued, and written by group
+commit (:mod:`winback.delivery.ingest_queue`): the requests that arrive while a transaction
+commits are written together in the next one, through :func:`winback.delivery.inbound.ingest`
+like any other events, and each request gets its own counts."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from concurrent.futures import Future
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from sqlalchemy import Connection, select
+
+from winback.clock import as_utc
+from winback.delivery.inbound import (
+    PURCHASE_TYPES,
+    EventIn,
+    IngestResult,
+    PurchaseProperties,
+    event_key,
+)
+from winback.delivery.ingest_queue import IngestQueue
+from winback.store.schema import events, orders
+
+if TYPE_CHECKING:
+    from winback.delivery import Delivery
+
+
+class _Miscounted(Exception):
+    """The counts foreseen for the requests of a group disagree with what was written (a
+    concurrent writer in another process recorded some of the same events meanwhile)."""
+
+
+def validate(items: Iterable[EventIn]) -> None:
+    """Refuse what ``ingest`` would refuse, before queueing (pydantic ValidationError)."""
+    for e in items:
+        if e.type in PURCHASE_TYPES:
+            PurchaseProperties.model_validate(e.properties)
+
+
+def _identity(e: EventIn, now: datetime) -> tuple[str, str]:
+    """What makes an event a duplicate: its order id (purchases) or its event key."""
+    if e.type in PURCHASE_TYPES:
+        return ("order", PurchaseProperties.model_validate(e.properties).order_id)
+    return ("event", event_key(e, as_utc(e.occurred_at) if e.occurred_at else now))
+
+
+def _recorded(conn: Connection, identities: set[tuple[str, str]]) -> set[tuple[str, str]]:
+    found: set[tuple[str, str]] = set()
+    for kind, column in (("event", events.c.event_key), ("order", orders.c.order_id)):
+        wanted = sorted(value for k, value in identities if k == kind)
+        for start in range(0, len(wanted), 900):
+            chunk = wanted[start : start + 900]
+            found.update(
+                (kind, v) for v in conn.execute(select(column).where(column.in_(chunk))).scalars()
+            )
+    return found
+
+
+class EventIntake:
+    """One per workspace (``workspace.delivery.event_intake``)."""
+
+    def __init__(self, delivery: Delivery) -> None:
+        self._delivery = delivery
+        self.queue: IngestQueue[EventIn, IngestResult] = IngestQueue(
+            self.write_group, self.write_one, name="winback-event-intake"
+        )
+
+    def submit(self, items: Sequence[EventIn]) -> Future[IngestResult]:
+        """Validate and queue one request's events; the future is answered once they are
+        committed (or refused: ValidationError before queueing, StoreBusy, an error of its
+        own)."""
+        validate(items)
+        return self.queue.submit(items)
+
+    def write_one(self, items: Sequence[EventIn]) -> IngestResult:
+        return self._delivery.ingest(list(items))
+
+    def write_group(self, requests: Sequence[Sequence[EventIn]]) -> list[IngestResult]:
+        """Write the events of several requests in one transaction; one result each."""
+        if len(requests) == 1:
+            return [self.write_one(requests[0])]
+        delivery = self._delivery
+        now = delivery.ws.clock.now()
+        identities = [[_identity(e, now) for e in items] for items in requests]
+        with delivery.ws.engine.begin() as conn:
+            seen = _recorded(conn, {i for ids in identities for i in ids})
+            results: list[IngestResult] = []
+            for ids in identities:
+                new = 0
+                for identity in ids:
+                    if identity not in seen:
+                        seen.add(identity)
+                        new += 1
+                results.append(IngestResult(accepted=len(ids), new=new, duplicates=len(ids) - new))
+            flat = [e for items in requests for e in items]
+            total = delivery.ingest(flat, conn=conn, now=now)
+            if total.new != sum(r.new for r in results):
+                raise _Miscounted(f"{total.new} new events, {sum(r.new for r in results)} foreseen")
+        return results
+
+    def close(self) -> None:
+        self.queue.close()
