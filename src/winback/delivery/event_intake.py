@@ -10,7 +10,7 @@ from concurrent.futures import Future
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, exc, select
 
 from winback.clock import as_utc
 from winback.delivery.inbound import (
@@ -21,10 +21,29 @@ from winback.delivery.inbound import (
     event_key,
 )
 from winback.delivery.ingest_queue import IngestQueue
+from winback.errors import WinbackError
+from winback.store.busy import StoreBusy
 from winback.store.schema import events, orders
 
 if TYPE_CHECKING:
     from winback.delivery import Delivery
+
+
+#: Errors that, for events written alone, mean the store refused these events' data.
+_DATA_ERRORS = (
+    exc.DataError,
+    exc.IntegrityError,
+    exc.InterfaceError,
+    exc.ProgrammingError,
+    ValueError,
+    TypeError,
+    OverflowError,
+)
+
+
+class EventsRejected(WinbackError):
+    """The store refused the events of one request (the others queued with them were
+    written)."""
 
 
 class _Miscounted(Exception):
@@ -34,9 +53,16 @@ class _Miscounted(Exception):
 
 def validate(items: Iterable[EventIn]) -> None:
     """Refuse what ``ingest`` would refuse, before queueing (pydantic ValidationError)."""
-    for e in items:
+    for n, e in enumerate(items):
         if e.type in PURCHASE_TYPES:
             PurchaseProperties.model_validate(e.properties)
+        if e.occurred_at is not None:
+            try:
+                as_utc(e.occurred_at)
+            except OverflowError:
+                raise EventsRejected(
+                    f"event {n}: occurred_at {e.occurred_at.isoformat()} is out of range in UTC"
+                ) from None
 
 
 def _identity(e: EventIn, now: datetime) -> tuple[str, str]:
@@ -75,7 +101,15 @@ class EventIntake:
         return self.queue.submit(items)
 
     def write_one(self, items: Sequence[EventIn]) -> IngestResult:
-        return self._delivery.ingest(list(items))
+        """Write one request's events alone; a refusal of their data by the store is
+        :class:`EventsRejected` (an HTTP 400), never a server error."""
+        try:
+            return self._delivery.ingest(list(items))
+        except StoreBusy:
+            raise
+        except _DATA_ERRORS as error:
+            reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
+            raise EventsRejected(f"the store refused these events: {reason}") from error
 
     def write_group(self, requests: Sequence[Sequence[EventIn]]) -> list[IngestResult]:
         """Write the events of several requests in one transaction; one result each."""
