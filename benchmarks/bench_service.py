@@ -39,7 +39,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import select, text
 
 ROOT = Path(__file__).resolve().parent.parent
 CONNECTIONS = 4
@@ -124,7 +124,7 @@ def _seed(conn: Any, n: int, unsubscribable: int, postgres: bool, now: datetime)
     true = "true" if postgres else "1"
     conn.execute(
         text(
-            "INSERT INTO contacts (customer_id, email, first_name, attributes, orders_count, "
+            "INSERT INTO contacts (customer_id, email, first_name, attributes, orders_count, "  # noqa: S608
             "revenue_total, first_purchase_at, last_purchase_at, email_consent, created_at, "
             f"updated_at) SELECT 'c' || x, 'c' || x || '@x.test', 'Ada', '{{}}', 1, 20, :old, "
             f":old, {true}, :old, :old FROM {seq}"
@@ -150,7 +150,9 @@ def _seed(conn: Any, n: int, unsubscribable: int, postgres: bool, now: datetime)
     conn.execute(text("ANALYZE"))
 
 
-def _build(folder: Path, n: int, unsubscribable: int, environ: dict[str, str]) -> tuple[str, list[str]]:
+def _build(
+    folder: Path, n: int, unsubscribable: int, environ: dict[str, str]
+) -> tuple[str, list[str]]:
     """A workspace with n contacts and the reference flow; returns an API key and the
     one-click unsubscribe paths."""
     import winback
@@ -167,7 +169,7 @@ def _build(folder: Path, n: int, unsubscribable: int, environ: dict[str, str]) -
         key = ws.delivery.create_api_key("bench")
         signer = TokenSigner(ws.settings.secret_key)
         with ws.engine.connect() as conn:
-            rows = conn.execute(text(f"SELECT id, contact_id FROM {outbox.name} ORDER BY id"))
+            rows = conn.execute(select(outbox.c.id, outbox.c.contact_id).order_by(outbox.c.id))
             paths = [f"/u/{signer.sign('u', int(m), int(c))}" for m, c in rows]
     finally:
         ws.close()
@@ -198,7 +200,9 @@ def serve(folder: str, port: int, engine: bool) -> None:
 
             cProfile.runctx(
                 "uvicorn.run(app, host='127.0.0.1', port=port, log_level='warning', access_log=False)",
-                globals(), locals(), profile,
+                globals(),
+                locals(),
+                profile,
             )
         else:
             uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
@@ -256,13 +260,27 @@ class Server:
 # -- the load --------------------------------------------------------------------------------
 
 
-def _wrk(url: str, path: str, key: str, contacts: int, batch: int, seconds: int, tag: str) -> dict[str, Any]:
+def _wrk(
+    url: str, path: str, key: str, contacts: int, batch: int, seconds: int, tag: str
+) -> dict[str, Any]:
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
-        f.write(LUA % {"prefix": tag, "contacts": contacts, "batch": batch, "key": key, "path": path})
+        f.write(
+            LUA % {"prefix": tag, "contacts": contacts, "batch": batch, "key": key, "path": path}
+        )
         script = f.name
     try:
         out = subprocess.run(
-            ["wrk", f"-t{THREADS}", f"-c{CONNECTIONS}", f"-d{seconds}s", "--timeout", "30s", "-s", script, url],
+            [
+                "wrk",
+                f"-t{THREADS}",
+                f"-c{CONNECTIONS}",
+                f"-d{seconds}s",
+                "--timeout",
+                "30s",
+                "-s",
+                script,
+                url,
+            ],
             capture_output=True,
             text=True,
             check=True,
@@ -371,9 +389,13 @@ def _one_database(kind: str, n: int, seconds: int, cluster: Any) -> dict[str, An
                 urls[copy] = f"sqlite+pysqlite:///{work / copy / 'winback.db'}"
         else:
             base_url = cluster.create_database("bench_service_base")
-            key, paths = _build(work / "base", n, unsubscribable, {"WINBACK_DATABASE_URL": base_url})
+            key, paths = _build(
+                work / "base", n, unsubscribable, {"WINBACK_DATABASE_URL": base_url}
+            )
             for copy in ("idle", "busy"):
-                urls[copy] = cluster.create_database(f"bench_service_{copy}", template="bench_service_base")
+                urls[copy] = cluster.create_database(
+                    f"bench_service_{copy}", template="bench_service_base"
+                )
                 envs[copy] = {"WINBACK_DATABASE_URL": urls[copy]}
                 shutil.copytree(work / "base", work / copy)
         figures: dict[str, Any] = {"contacts": n}
@@ -504,7 +526,9 @@ def _print(kind: str, f: dict[str, Any]) -> None:
         f"  one-click unsubscribes during the pass: {u['sent']} sent, p50 {u['p50_ms']} ms, "
         f"p99 {u['p99_ms']} ms, max {u['max_ms']} ms, errors {u['errors']} {u['statuses']}"
     )
-    print(f"  engine progress: {f['engine_progress']} (busy throughout: {f['engine_busy_throughout']})")
+    print(
+        f"  engine progress: {f['engine_progress']} (busy throughout: {f['engine_busy_throughout']})"
+    )
 
 
 if __name__ == "__main__":

@@ -157,12 +157,17 @@ class Delivery:
         """Record events from the API in one transaction (the caller's ``conn`` when given);
         ``now`` (default: the clock) stands for events without ``occurred_at``."""
         from winback.delivery.inbound import ingest
+        from winback.store.busy import retry_transient
 
-        at = now if now is not None else self.ws.clock.now()
+        currency = self.ws.settings.currency
         if conn is not None:
-            return ingest(conn, items, now=at, currency=self.ws.settings.currency)
-        with self.ws.engine.begin() as own:
-            return ingest(own, items, now=at, currency=self.ws.settings.currency)
+            return ingest(conn, items, now=now or self.ws.clock.now(), currency=currency)
+
+        def write() -> IngestResult:
+            with self.ws.engine.begin() as conn:
+                return ingest(conn, items, now=now or self.ws.clock.now(), currency=currency)
+
+        return retry_transient(write)
 
     @cached_property
     def event_intake(self) -> EventIntake:

@@ -22,7 +22,7 @@ from winback.delivery.inbound import (
 )
 from winback.delivery.ingest_queue import IngestQueue
 from winback.errors import WinbackError
-from winback.store.busy import StoreBusy
+from winback.store.busy import StoreBusy, retry_transient
 from winback.store.schema import events, orders
 
 if TYPE_CHECKING:
@@ -118,21 +118,27 @@ class EventIntake:
         delivery = self._delivery
         now = delivery.ws.clock.now()
         identities = [[_identity(e, now) for e in items] for items in requests]
-        with delivery.ws.engine.begin() as conn:
-            seen = _recorded(conn, {i for ids in identities for i in ids})
-            results: list[IngestResult] = []
-            for ids in identities:
-                new = 0
-                for identity in ids:
-                    if identity not in seen:
-                        seen.add(identity)
-                        new += 1
-                results.append(IngestResult(accepted=len(ids), new=new, duplicates=len(ids) - new))
-            flat = [e for items in requests for e in items]
-            total = delivery.ingest(flat, conn=conn, now=now)
-            if total.new != sum(r.new for r in results):
-                raise _Miscounted(f"{total.new} new events, {sum(r.new for r in results)} foreseen")
-        return results
+        flat = [e for items in requests for e in items]
+
+        def write() -> list[IngestResult]:
+            with delivery.ws.engine.begin() as conn:
+                seen = _recorded(conn, {i for ids in identities for i in ids})
+                results: list[IngestResult] = []
+                for ids in identities:
+                    new = 0
+                    for identity in ids:
+                        if identity not in seen:
+                            seen.add(identity)
+                            new += 1
+                    results.append(
+                        IngestResult(accepted=len(ids), new=new, duplicates=len(ids) - new)
+                    )
+                total = delivery.ingest(flat, conn=conn, now=now)
+                if total.new != sum(r.new for r in results):
+                    raise _Miscounted(f"{total.new} new, {sum(r.new for r in results)} foreseen")
+            return results
+
+        return retry_transient(write)
 
     def close(self) -> None:
         self.queue.close()
