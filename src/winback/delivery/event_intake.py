@@ -84,6 +84,16 @@ def _recorded(conn: Connection, identities: set[tuple[str, str]]) -> set[tuple[s
     return found
 
 
+def _counted(identities: Sequence[tuple[str, str]], seen: set[tuple[str, str]]) -> IngestResult:
+    """One request's counts; ``seen`` (recorded, or earlier in the group) grows."""
+    new = 0
+    for identity in identities:
+        if identity not in seen:
+            seen.add(identity)
+            new += 1
+    return IngestResult(accepted=len(identities), new=new, duplicates=len(identities) - new)
+
+
 class EventIntake:
     """One per workspace (``workspace.delivery.event_intake``)."""
 
@@ -112,7 +122,12 @@ class EventIntake:
             raise EventsRejected(f"the store refused these events: {reason}") from error
 
     def write_group(self, requests: Sequence[Sequence[EventIn]]) -> list[IngestResult]:
-        """Write the events of several requests in one transaction; one result each."""
+        """Write the events of several requests in one transaction; one result each.
+
+        Each request's counts come from the events' identities (event key, or order id for
+        purchases). First attempt: none was recorded before (the usual case, no extra read);
+        when the store says otherwise, the transaction is rolled back and written again
+        after reading which of them were recorded already."""
         if len(requests) == 1:
             return [self.write_one(requests[0])]
         delivery = self._delivery
@@ -120,25 +135,22 @@ class EventIntake:
         identities = [[_identity(e, now) for e in items] for items in requests]
         flat = [e for items in requests for e in items]
 
-        def write() -> list[IngestResult]:
+        def write(read_first: bool) -> list[IngestResult]:
             with delivery.ws.engine.begin() as conn:
-                seen = _recorded(conn, {i for ids in identities for i in ids})
-                results: list[IngestResult] = []
-                for ids in identities:
-                    new = 0
-                    for identity in ids:
-                        if identity not in seen:
-                            seen.add(identity)
-                            new += 1
-                    results.append(
-                        IngestResult(accepted=len(ids), new=new, duplicates=len(ids) - new)
-                    )
+                seen = (
+                    _recorded(conn, {i for ids in identities for i in ids}) if read_first else set()
+                )
+                results = [_counted(ids, seen) for ids in identities]
                 total = delivery.ingest(flat, conn=conn, now=now)
-                if total.new != sum(r.new for r in results):
-                    raise _Miscounted(f"{total.new} new, {sum(r.new for r in results)} foreseen")
+                foreseen = sum(r.new for r in results)
+                if total.new != foreseen:
+                    raise _Miscounted(f"{total.new} new events, {foreseen} foreseen")
             return results
 
-        return retry_transient(write)
+        try:
+            return retry_transient(lambda: write(False))
+        except _Miscounted:
+            return retry_transient(lambda: write(True))
 
     def close(self) -> None:
         self.queue.close()
