@@ -260,14 +260,21 @@ class Server:
 # -- the load --------------------------------------------------------------------------------
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (all its threads) so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _wrk(
-    url: str, path: str, key: str, contacts: int, batch: int, seconds: int, tag: str
+    server: Server, path: str, key: str, contacts: int, batch: int, seconds: int, tag: str
 ) -> dict[str, Any]:
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
         f.write(
             LUA % {"prefix": tag, "contacts": contacts, "batch": batch, "key": key, "path": path}
         )
         script = f.name
+    cpu_before = _cpu_seconds(server.proc.pid)
     try:
         out = subprocess.run(
             [
@@ -279,7 +286,7 @@ def _wrk(
                 "30s",
                 "-s",
                 script,
-                url,
+                server.url,
             ],
             capture_output=True,
             text=True,
@@ -287,6 +294,7 @@ def _wrk(
         ).stdout
     finally:
         os.unlink(script)
+    cpu = _cpu_seconds(server.proc.pid) - cpu_before
     line = next(ln for ln in out.splitlines() if ln.startswith("WRK "))
     raw = json.loads(line[4:])
     seconds_run = raw["duration_us"] / 1e6
@@ -302,6 +310,10 @@ def _wrk(
         "p99_ms": round(raw["p99_us"] / 1000, 1),
         "max_ms": round(raw["max_us"] / 1000, 1),
         "seconds": round(seconds_run, 2),
+        # The server's own CPU time (all threads, engine included) per answered request:
+        # a figure that depends less on what else the machine runs than the rates do.
+        "server_cpu_ms_per_request": round(cpu * 1000 / ok, 3) if ok else None,
+        "server_cpu_share": round(cpu / seconds_run, 2),
     }
 
 
@@ -402,9 +414,9 @@ def _one_database(kind: str, n: int, seconds: int, cluster: Any) -> dict[str, An
 
         server = Server(work / "idle", engine=False, environ=envs["idle"])
         try:
-            figures["noop"] = _wrk(server.url, NOOP_PATH, key, n, 0, seconds, "noop")
-            figures["single"] = _wrk(server.url, "/api/v1/events", key, n, 0, seconds, "s")
-            figures["batch"] = _wrk(server.url, "/api/v1/events/batch", key, n, BATCH, seconds, "b")
+            figures["noop"] = _wrk(server, NOOP_PATH, key, n, 0, seconds, "noop")
+            figures["single"] = _wrk(server, "/api/v1/events", key, n, 0, seconds, "s")
+            figures["batch"] = _wrk(server, "/api/v1/events/batch", key, n, BATCH, seconds, "b")
         finally:
             server.stop()
 
@@ -414,10 +426,10 @@ def _one_database(kind: str, n: int, seconds: int, cluster: Any) -> dict[str, An
             time.sleep(1.0)  # the pass begins with the segment refresh
             unsub.start()
             before = _progress(urls["busy"])
-            figures["engine_single"] = _wrk(server.url, "/api/v1/events", key, n, 0, seconds, "es")
+            figures["engine_single"] = _wrk(server, "/api/v1/events", key, n, 0, seconds, "es")
             middle = _progress(urls["busy"])
             figures["engine_batch"] = _wrk(
-                server.url, "/api/v1/events/batch", key, n, BATCH, seconds, "eb"
+                server, "/api/v1/events/batch", key, n, BATCH, seconds, "eb"
             )
             after = _progress(urls["busy"])
             unsub.stop.set()
@@ -500,7 +512,7 @@ def _print(kind: str, f: dict[str, Any]) -> None:
     print(f"{kind}: {f['contacts']:,} contacts, {CONNECTIONS} connections", flush=True)
     print(
         f"  {'measurement':<28} {'req/s':>9} {'events/s':>10} {'p99 ms':>8} {'errors':>7} "
-        f"{'vs no-op':>9} {'vs no engine':>13}"
+        f"{'vs no-op':>9} {'vs no engine':>13} {'cpu ms/req':>11}"
     )
     rows = [
         ("no-op (ceiling)", "noop", None),
@@ -519,7 +531,8 @@ def _print(kind: str, f: dict[str, Any]) -> None:
         )
         print(
             f"  {label:<28} {m['requests_per_second']:>9,.0f} {events:>10} {m['p99_ms']:>8} "
-            f"{m['errors']:>7} {m['requests_per_second'] / ceiling:>9.0%} {vs_idle:>13}"
+            f"{m['errors']:>7} {m['requests_per_second'] / ceiling:>9.0%} {vs_idle:>13} "
+            f"{m['server_cpu_ms_per_request'] or 0:>11.3f}"
         )
     u = f["unsubscribe"]
     print(
