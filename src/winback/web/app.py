@@ -69,6 +69,7 @@ def create_app(
         finally:
             if loops is not None:
                 loops.shutdown()
+            workspace.delivery.close()  # writes queued events and the API keys' recorded use
 
     app = FastAPI(
         title="winback",
