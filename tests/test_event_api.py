@@ -7,7 +7,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import timedelta
@@ -28,6 +28,13 @@ from winback.store.schema import api_keys, events
 from winback.workspace import Workspace
 
 WRITES = ("INSERT", "UPDATE", "DELETE", "REPLACE")
+
+
+def _until(condition: Callable[[], bool], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
 
 
 @contextmanager
@@ -159,8 +166,7 @@ def test_requests_queued_during_a_commit_share_the_next_transaction(
     intake = workspace.delivery.event_intake
     queue, gate, sizes = _gated(intake)
     first = queue.submit([_view(0)])
-    while not sizes:
-        threading.Event().wait(0.01)
+    _until(lambda: bool(sizes))
     later = [queue.submit([_view(n)]) for n in range(1, 40)]
     later += [queue.submit([_view(1)]), queue.submit([_view(0), _view(40)])]
     assert not any(f.done() for f in later)  # nothing answered before its commit
@@ -179,8 +185,7 @@ def test_a_bad_event_fails_alone_and_the_others_are_written(workspace: Workspace
     intake = workspace.delivery.event_intake
     queue, gate, sizes = _gated(intake)
     first = queue.submit([_view(0)])
-    while not sizes:
-        threading.Event().wait(0.01)
+    _until(lambda: bool(sizes))
     # A message_id the store cannot take (an object): valid JSON, refused by the database.
     bad = EventIn(
         customer_id="c1", type="page_view", event_id="bad", properties={"message_id": {"x": 1}}
@@ -226,7 +231,8 @@ def test_store_busy_for_longer_than_the_wait_answers_503_with_retry_after(
     (The 503 mapping of StoreBusy belongs to the app's exception handlers.)"""
     ws = sqlite_workspace
     key = ws.delivery.create_api_key("shop")
-    ws.delivery.event_intake.queue.wait_seconds = 0.2
+    queue = ws.delivery.event_intake.queue
+    queue.wait_seconds = 0.2
     auth = {"Authorization": f"Bearer {key}"}
     holder = sqlite3.connect(ws.path / "winback.db", isolation_level=None)
     with running_service(ws) as base:
@@ -238,9 +244,10 @@ def test_store_busy_for_longer_than_the_wait_answers_503_with_retry_after(
         holder.execute("BEGIN IMMEDIATE")
         with ThreadPoolExecutor(4) as pool:
             first = pool.submit(send, 0)
-            time.sleep(0.3)  # the writer is now waiting for the lock with b0
+            _until(lambda: queue.writing == 1)  # the writer waits for the lock with b0
             waiting = [pool.submit(send, n) for n in range(1, 4)]
-            time.sleep(0.5)  # b1..b3 have waited past the bound
+            _until(lambda: queue.waiting == 3)
+            time.sleep(queue.wait_seconds + 0.1)  # b1..b3 have waited past the bound
             holder.execute("ROLLBACK")
             answers = [first.result()] + [f.result() for f in waiting]
     holder.close()
@@ -257,8 +264,7 @@ def test_a_full_queue_refuses_at_once_with_store_busy(sqlite_workspace: Workspac
     queue, gate, sizes = _gated(intake)
     queue.max_pending = 5
     first = queue.submit([_view(0)])
-    while not sizes:
-        threading.Event().wait(0.01)
+    _until(lambda: bool(sizes))
     queued = queue.submit([_view(n) for n in range(1, 5)])
     with pytest.raises(StoreBusy) as refused:
         queue.submit([_view(5), _view(6)])

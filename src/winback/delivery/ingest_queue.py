@@ -76,6 +76,14 @@ class IngestQueue(Generic[Item, Result]):
         #: Transactions committed and requests written, for tests and benchmarks.
         self.groups = 0
         self.requests = 0
+        #: Requests in the transaction being written now.
+        self.writing = 0
+
+    @property
+    def waiting(self) -> int:
+        """Requests queued for the next transaction."""
+        with self._cond:
+            return len(self._queue)
 
     def submit(self, items: Sequence[Item]) -> Future[Result]:
         """Queue ``items`` (already validated) for the next group; the future gets the
@@ -135,6 +143,7 @@ class IngestQueue(Generic[Item, Result]):
                     )
                     continue
                 live.append(request)
+            self.writing = len(live)
             try:
                 self._commit(live)
             except BaseException as exc:  # a bug here must not leave callers waiting forever
@@ -143,6 +152,8 @@ class IngestQueue(Generic[Item, Result]):
                         request.future.set_exception(exc)
                 if not isinstance(exc, Exception):
                     raise
+            finally:
+                self.writing = 0
 
     def _commit(self, group: list[_Request[Item, Result]]) -> None:
         if not group:
