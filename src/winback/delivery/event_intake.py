@@ -47,8 +47,9 @@ class EventsRejected(WinbackError):
 
 
 class _Miscounted(Exception):
-    """The counts foreseen for the requests of a group disagree with what was written (a
-    concurrent writer in another process recorded some of the same events meanwhile)."""
+    """The counts foreseen for the requests of a group disagree with what was written: some
+    of the events were recorded before (or, after reading which, by a concurrent writer in
+    another process)."""
 
 
 def validate(items: Iterable[EventIn]) -> None:
