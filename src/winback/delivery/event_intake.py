@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from winback.delivery import Delivery
 
 
-#: Errors that, for events written alone, mean the store refused these events' data.
+#: Errors that, for events written alone, mean that their data cannot be recorded.
 _DATA_ERRORS = (
     exc.DataError,
     exc.IntegrityError,
@@ -42,8 +42,8 @@ _DATA_ERRORS = (
 
 
 class EventsRejected(WinbackError):
-    """The store refused the events of one request (the others queued with them were
-    written)."""
+    """The events of one request cannot be recorded (those queued with them are written
+    all the same)."""
 
 
 class _Miscounted(Exception):
@@ -112,15 +112,16 @@ class EventIntake:
         return self.queue.submit(items)
 
     def write_one(self, items: Sequence[EventIn]) -> IngestResult:
-        """Write one request's events alone; a refusal of their data by the store is
-        :class:`EventsRejected` (an HTTP 400), never a server error."""
+        """Write one request's events alone; when their data cannot be recorded (refused by
+        the store, or out of range), :class:`EventsRejected` (an HTTP 400), never a server
+        error."""
         try:
             return self._delivery.ingest(list(items))
         except StoreBusy:
             raise
         except _DATA_ERRORS as error:
             reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
-            raise EventsRejected(f"the store refused these events: {reason}") from error
+            raise EventsRejected(f"these events could not be recorded: {reason}") from error
 
     def write_group(self, requests: Sequence[Sequence[EventIn]]) -> list[IngestResult]:
         """Write the events of several requests in one transaction; one result each.
