@@ -181,6 +181,11 @@ class Segments:
                     low, high = conn.execute(
                         select(func.min(contacts.c.id), func.max(contacts.c.id))
                     ).one()
+                    candidates = None
+                    if shared is not None:
+                        candidates = conn.execute(
+                            select(func.count()).select_from(shared.table)
+                        ).scalar_one()
                 for name, definition in defs.items():
                     if stopping():
                         return RefreshResult(at, changes, closed, stopped=True)
@@ -197,6 +202,7 @@ class Segments:
                         shared=shared,
                         inline=inline,
                         contact_ids=(int(low or 0), int(high or 0)),
+                        candidates=candidates,
                         stopping=stopping,
                         log=log,
                     )
@@ -206,6 +212,8 @@ class Segments:
                         inline[name] = definition.condition
                     changes.append(change)
             finally:
+                if conn.in_transaction():
+                    conn.rollback()
                 if shared is not None:
                     with conn.begin():
                         shared.table.drop(conn, checkfirst=True)
@@ -225,30 +233,46 @@ class Segments:
         shared: SharedCandidates | None,
         inline: dict[str, Condition],
         contact_ids: tuple[int, int],
+        candidates: int | None,
         stopping: Callable[[], bool],
         log: SliceLog | None,
     ) -> SegmentChange | None:
-        """One segment, in slices of contact ids; None when stopped before its last."""
+        """One segment, in slices of contact ids; None when stopped before its last.
+
+        A full refresh's slices hold about as many contacts as the pacer gives; an
+        incremental one's about as many candidates (the contacts that may have changed,
+        taken as evenly spread over the ids), so that a quiet day is one slice."""
         started = time.perf_counter()
         sid = row["id"]
         had_members = any_open(conn, sid)
         conn.rollback()  # a read: no write lock
         entered = exited = 0
         members: int | None = None
-        mode, reason = "full", ""
+        since = row["refreshed_at"]
+        incremental = not full_reason(
+            plan(definition.condition),
+            since=since,
+            members_before=row["member_count"],
+            now=now,
+            full=full,
+        )
         low, high = contact_ids
+        density = 1.0  # rows of the pacer's unit per contact id
+        if incremental and shared is not None and shared.since == since and candidates is not None:
+            density = max(candidates, 1) / max(high - low + 1, 1)
+        key = ("segment", name, "incremental" if incremental else "full")
         start = low
         while True:
-            key = ("segment", name, mode)
-            width = self.pacer.rows(key)
+            rows = self.pacer.rows(key)
+            width = max(1, int(rows / density))
             last = start + width > high
-            with self.pacer.slice(key, width, log), conn.begin():
+            with self.pacer.slice(key, rows, log), conn.begin():
                 mode, reason, e, x = refresh_one(
                     conn,
                     segment_id=sid,
                     condition=definition.condition,
                     now=now,
-                    since=row["refreshed_at"],
+                    since=since,
                     segment_ids=ids,
                     members_before=row["member_count"],
                     full=full,
