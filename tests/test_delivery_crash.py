@@ -374,8 +374,6 @@ class _Failing:
             if reached and self.stop is not None:
                 self.stop.set()
             elif reached and self.error is not None:
-                if durable is not None:
-                    durable()
                 raise self.error
             return durable
 
@@ -401,7 +399,7 @@ def test_an_error_after_the_claim_releases_the_unsent_rows_at_once(
     unchanged, the sent ones are recorded, and a run at the same instant (no lease waited)
     sends the rest exactly once."""
     ws = workspace
-    ids = _messages(ws, 24)
+    ids = _messages(ws, 40)
     with smtp_server() as (url, inbox, _):
         configure(ws, smtp_url=url, quiet_hours="", smtp_connections=3)
         worker = ws.delivery.worker()
@@ -417,7 +415,7 @@ def test_an_error_after_the_claim_releases_the_unsent_rows_at_once(
         sent = [r for r in rows if r["status"] == "sent"]
         pending = [r for r in rows if r["status"] == "pending"]
         assert len(sent) + len(pending) == len(ids)  # nothing left 'sending'
-        assert len(sent) == len(inbox.messages) and after <= len(sent) <= after + 3
+        assert len(sent) == len(inbox.messages) and after <= len(sent) < len(ids)
         assert all(r["attempts"] == 1 and r["message_id"] for r in sent)
         assert pending and all(
             r["attempts"] == 0 and r["claimed_at"] is None and "injected" in r["last_error"]

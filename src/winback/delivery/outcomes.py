@@ -10,7 +10,7 @@ Two steps per batch:
    several connections, share one commit (group commit: whoever needs one and finds no
    commit in progress writes every acceptance waiting, the others wait for it).
 2. *Finished.* At the end of the batch (or of the part of it that was sent, after an error or
-   a stop) every outcome is written in one transaction (:meth:`OutcomeRecorder.finish`):
+   a stop) every outcome is written, in short transactions (:meth:`OutcomeRecorder.finish`):
    ``sent`` with ``message_id`` and the ``email_sent`` event, retry times, bounces...
 
 A row left ``sending`` with ``sent_at`` set was accepted by the provider: a worker killed
