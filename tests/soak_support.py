@@ -178,6 +178,19 @@ class Service:
         text = self.log.read_text(encoding="utf-8", errors="replace")
         return "\n".join(text.splitlines()[-lines:])
 
+    def log_digest(self) -> str:
+        """The errors in the service's log: threads that died, and each failing statement
+        with its exception and how often it failed."""
+        lines = self.log.read_text(encoding="utf-8", errors="replace").splitlines()
+        seen: Counter[str] = Counter()
+        for i, line in enumerate(lines):
+            if line.startswith("Exception in thread"):
+                seen[line] += 1
+            if line.startswith("[SQL: "):
+                error = lines[i - 1] if i else ""
+                seen[f"{error[:90]} <- {line[:90]}"] += 1
+        return "\n".join(f"{n} x {what}" for what, n in seen.most_common(12)) or "(no errors)"
+
 
 @contextmanager
 def winback_serve(

@@ -7,6 +7,8 @@ goes out exactly once, and nobody is mailed after their unsubscribe was acknowle
 from __future__ import annotations
 
 import os
+import signal
+import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -89,6 +91,7 @@ def test_soak_one_process_serves_runs_the_flow_and_delivers(
             interval=INTERVAL,
             log=tmp_path / "serve.log",
         ) as service:
+            started = time.monotonic()
             clients = Clients(service.base, ledger, seconds=CLIENT_SECONDS)
             clients.events("events-1", key, customers, limit=4000)
             clients.events("events-2", key, customers, limit=4000)
@@ -121,48 +124,76 @@ def test_soak_one_process_serves_runs_the_flow_and_delivers(
             exit_code = stop(service)
         received = mailbox.snapshot()
 
-    report = _report(ledger, received, service, exit_code)
+    log = service.log.read_text(encoding="utf-8", errors="replace")
+    report = _report(ledger, received, service, exit_code, started)
     print(report)  # shown with -s, and on failure
 
-    # No 5xx, no connection dropped: every request got a proper answer.
+    problems: list[str] = []
     failures = ledger.failures()
-    assert not failures, f"{len(failures)} failed requests, e.g. {failures[:5]}\n{report}"
-    assert exit_code == 0, f"SIGTERM: exit code {exit_code}\n{service.log_tail()}"
-    assert drained, f"due mail not all delivered in {DRAIN_SECONDS}s\n{report}"
-    assert ledger.events and ledger.unsubscribed and ledger.clicks and ledger.feedback, report
-
-    _assert_events_stored_once(ws, ledger)
-    _assert_unsubscribes_stored_once(ws, ledger, shop.dormant)
-    _assert_clicks_and_feedback_stored_once(ws, ledger)
-    _assert_mail(ws, ledger, received, shop.dormant, shop.active, expected)
-
-    # Nothing stuck in `sending`, and the engine says it is well.
+    if failures:  # 5xx, or no answer at all (connection reset, timeout)
+        problems.append(f"{len(failures)} requests failed, e.g. {failures[:3]}")
+    # SIGTERM: the current slice finishes, the app shuts down; uvicorn then ends the process
+    # by the signal it received (-15), which service managers count as a clean stop.
+    if exit_code not in (0, -signal.SIGTERM) or "Application shutdown complete" not in log:
+        problems.append(f"no clean stop on SIGTERM: exit code {exit_code}")
+    if not drained:
+        problems.append(f"due mail not all delivered {DRAIN_SECONDS:.0f}s after the clients")
+    if not (ledger.events and ledger.unsubscribed and ledger.clicks and ledger.feedback):
+        problems.append("a kind of write was never acknowledged")
+    problems += _events_stored_once(ws, ledger)
+    problems += _unsubscribes_stored_once(ws, ledger, shop.dormant)
+    problems += _clicks_and_feedback_stored_once(ws, ledger)
+    problems += _mail(ws, ledger, received, shop.dormant, expected)
     with ws.engine.connect() as conn:
         sending = conn.execute(
             select(func.count()).select_from(outbox).where(outbox.c.status == "sending")
         ).scalar_one()
-    assert sending == 0
-    assert health is not None, "/healthz did not answer 200 at the end"
-    engine = health["engine"]
-    assert engine["state"] == "running", engine
-    assert engine["passes"] >= 1 and engine["last_success_at"] is not None, engine
-    assert engine["failures"] == 0, engine
+    if sending:
+        problems.append(f"{sending} messages left in sending")
+    problems += _engine_health(health)
+    assert not problems, "\n".join(problems) + "\n" + report
 
 
-def _report(ledger: Ledger, received: list[tuple[str, float]], service: Service, code: Any) -> str:
+def _engine_health(health: dict[str, Any] | None) -> list[str]:
+    """/healthz at the end: the engine runs, has passed at least once, never failed."""
+    if health is None:
+        return ["/healthz did not answer 200 at the end"]
+    engine = health.get("engine")
+    if not isinstance(engine, dict):
+        return [f"/healthz says nothing of the engine: {health}"]
+    if (
+        engine.get("state") != "running"
+        or not engine.get("passes")
+        or engine.get("last_success_at") is None
+        or engine.get("failures") != 0
+    ):
+        return [f"/healthz engine: {engine}"]
+    return []
+
+
+def _report(
+    ledger: Ledger,
+    received: list[tuple[str, float]],
+    service: Service,
+    code: Any,
+    started: float,
+) -> str:
     per = Counter(r for r, _ in received)
+    times = sorted(at - started for _, at in received) or [0.0]
     return (
         f"answers: {ledger.summary()}\n"
         f"acknowledged: {len(ledger.events)} events, {len(ledger.unsubscribed)} unsubscribes, "
         f"{len(ledger.clicks)} clicks, {len(ledger.feedback)} feedback posts\n"
         f"smtp: {len(received)} received, {len(per)} addresses, "
-        f"{sum(1 for n in per.values() if n > 1)} twice or more\n"
+        f"{sum(1 for n in per.values() if n > 1)} twice or more, first after {times[0]:.1f}s, "
+        f"last after {times[-1]:.1f}s\n"
         f"serve exit code after SIGTERM: {code}\n"
-        f"serve log (tail):\n{service.log_tail(30)}"
+        f"serve log, errors:\n{service.log_digest()}\n"
+        f"serve log (tail):\n{service.log_tail(15)}"
     )
 
 
-def _assert_events_stored_once(ws: Workspace, ledger: Ledger) -> None:
+def _events_stored_once(ws: Workspace, ledger: Ledger) -> list[str]:
     wanted = {f"api:{e}" for e in ledger.events}
     with ws.engine.connect() as conn:
         stored = Counter(
@@ -173,13 +204,15 @@ def _assert_events_stored_once(ws: Workspace, ledger: Ledger) -> None:
         )
     lost = wanted - set(stored)
     doubled = {k for k, n in stored.items() if n > 1}
-    assert not lost, f"{len(lost)} acknowledged events not stored, e.g. {sorted(lost)[:5]}"
-    assert not doubled, f"{len(doubled)} events stored twice, e.g. {sorted(doubled)[:5]}"
+    problems = []
+    if lost:
+        problems.append(f"{len(lost)} acknowledged events not stored, e.g. {sorted(lost)[:3]}")
+    if doubled:
+        problems.append(f"{len(doubled)} events stored twice, e.g. {sorted(doubled)[:3]}")
+    return problems
 
 
-def _assert_unsubscribes_stored_once(
-    ws: Workspace, ledger: Ledger, dormant: dict[int, str]
-) -> None:
+def _unsubscribes_stored_once(ws: Workspace, ledger: Ledger, dormant: dict[int, str]) -> list[str]:
     acked = set(ledger.unsubscribed)
     with ws.engine.connect() as conn:
         consent = dict(
@@ -211,19 +244,20 @@ def _assert_unsubscribes_stored_once(
                 select(events.c.contact_id).where(events.c.type == "email_unsubscribed")
             )
         )
-    still = sorted(c for c in acked if consent.get(c) is not False)
-    assert not still, f"{len(still)} acknowledged unsubscribes kept consent: {still[:5]}"
-    not_once = sorted(c for c in acked if logged[c] != 1)
-    assert not not_once, (
-        f"consent log not one revocation each: {[(c, logged[c]) for c in not_once[:5]]}"
-    )
-    unsuppressed = sorted(c for c in acked if suppressed[dormant[c]] != 1)
-    assert not unsuppressed, f"{len(unsuppressed)} unsubscribed addresses not suppressed once"
-    events_not_once = sorted(c for c in acked if recorded[c] != 1)
-    assert not events_not_once, f"email_unsubscribed not once each: {events_not_once[:5]}"
+    checks = {
+        "kept consent": [c for c in acked if consent.get(c) is not False],
+        "not one consent revocation logged": [c for c in acked if logged[c] != 1],
+        "address not suppressed once": [c for c in acked if suppressed[dormant[c]] != 1],
+        "not one email_unsubscribed event": [c for c in acked if recorded[c] != 1],
+    }
+    return [
+        f"{len(ids)} acknowledged unsubscribes: {what}, e.g. contacts {sorted(ids)[:3]}"
+        for what, ids in checks.items()
+        if ids
+    ]
 
 
-def _assert_clicks_and_feedback_stored_once(ws: Workspace, ledger: Ledger) -> None:
+def _clicks_and_feedback_stored_once(ws: Workspace, ledger: Ledger) -> list[str]:
     with ws.engine.connect() as conn:
         rows = conn.execute(
             select(events.c.event_key, events.c.properties).where(
@@ -238,28 +272,24 @@ def _assert_clicks_and_feedback_stored_once(ws: Workspace, ledger: Ledger) -> No
             clicks[(int(parts[1]), parts[-1])] += 1
         elif parts[0] == "feedback":
             comments[str((properties or {}).get("comment"))] += 1
+    problems = []
     lost = [c for c in ledger.clicks if clicks[c] != 1]
-    assert not lost, f"{len(lost)} acknowledged clicks not stored once, e.g. {lost[:5]}"
+    if lost:
+        problems.append(f"{len(lost)} acknowledged clicks not stored once, e.g. {lost[:3]}")
     lost_feedback = [c for c in ledger.feedback if comments[c] != 1]
-    assert not lost_feedback, f"{len(lost_feedback)} feedback posts not stored once"
+    if lost_feedback:
+        problems.append(f"{len(lost_feedback)} acknowledged feedback posts not stored once")
+    return problems
 
 
-def _assert_mail(
+def _mail(
     ws: Workspace,
     ledger: Ledger,
     received: list[tuple[str, float]],
     dormant: dict[int, str],
-    active: dict[int, str],
     expected: set[str],
-) -> None:
+) -> list[str]:
     per = Counter(r for r, _ in received)
-    twice = sorted(a for a, n in per.items() if n > 1)
-    assert not twice, f"{len(twice)} addresses mailed more than once, e.g. {twice[:5]}"
-    missing = sorted(expected - set(per))
-    assert not missing, f"{len(missing)} due contacts never mailed, e.g. {missing[:5]}"
-    strangers = sorted(set(per) - set(dormant.values()))
-    assert not strangers, f"mail to contacts not in the flow: {strangers[:5]}"
-    assert not set(per) & set(active.values())
     # An unsubscribed contact may still get the email that was already being sent (claimed
     # before the unsubscribe was acknowledged), never one claimed after.
     arrival = {r: at for r, at in received}
@@ -272,13 +302,16 @@ def _assert_mail(
                 )
             )
         }
-    late = [
-        (cid, dormant[cid])
-        for cid, (acked_at, acked_wall) in ledger.unsubscribed.items()
-        if dormant[cid] in arrival
-        and arrival[dormant[cid]] > acked_at
-        and (claimed.get(cid) is None or claimed[cid] > acked_wall)
-    ]
-    assert not late, (
-        f"{len(late)} contacts mailed after their unsubscribe was acknowledged: {late[:5]}"
-    )
+    checks = {
+        "addresses mailed more than once": sorted(a for a, n in per.items() if n > 1),
+        "due contacts never mailed": sorted(expected - set(per)),
+        "addresses mailed that are not in the flow": sorted(set(per) - set(dormant.values())),
+        "contacts mailed after their unsubscribe was acknowledged": sorted(
+            dormant[cid]
+            for cid, (acked_at, acked_wall) in ledger.unsubscribed.items()
+            if dormant[cid] in arrival
+            and arrival[dormant[cid]] > acked_at
+            and (claimed.get(cid) is None or claimed[cid] > acked_wall)
+        ),
+    }
+    return [f"{len(found)} {what}, e.g. {found[:3]}" for what, found in checks.items() if found]
