@@ -259,6 +259,17 @@ def stop(service: Service, timeout: float = 30.0) -> int | None:
 
 
 # -- the clients ---------------------------------------------------------------------------------
+#: The normal answer of each kind of request.
+ANSWERED: dict[str, Callable[[int], bool]] = {
+    "event": lambda s: 200 <= s < 300,
+    "events": lambda s: 200 <= s < 300,
+    "unsubscribe": lambda s: s == 200,
+    "click": lambda s: s == 302,
+    "feedback": lambda s: s == 200,
+    "healthz": lambda s: s == 200,
+}
+
+
 @dataclass
 class Answer:
     kind: str
@@ -284,9 +295,17 @@ class Ledger:
             self.answers.append(answer)
 
     def failures(self) -> list[Answer]:
-        """Answers that are not the service's normal ones: 5xx and no answer at all."""
+        """5xx, and no answer at all (connection reset, timeout)."""
         with self.lock:
             return [a for a in self.answers if a.status >= 500 or a.status == 0]
+
+    def unexpected(self) -> list[Answer]:
+        """Other answers than the normal one of their kind (a 4xx: a mistake of the test or
+        of the service)."""
+        with self.lock:
+            return [
+                a for a in self.answers if 0 < a.status < 500 and not ANSWERED[a.kind](a.status)
+            ]
 
     def summary(self) -> str:
         with self.lock:
@@ -390,7 +409,7 @@ class Clients:
                     json=batch[0] if single else {"events": batch},
                     headers=headers,
                 )
-                if r is not None and r.status_code == 200:
+                if r is not None and ANSWERED["events"](r.status_code):
                     acked.extend(batch)
                     with self.ledger.lock:
                         self.ledger.events.extend(e["event_id"] for e in batch)

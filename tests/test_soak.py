@@ -132,6 +132,9 @@ def test_soak_one_process_serves_runs_the_flow_and_delivers(
     failures = ledger.failures()
     if failures:  # 5xx, or no answer at all (connection reset, timeout)
         problems.append(f"{len(failures)} requests failed, e.g. {failures[:3]}")
+    unexpected = ledger.unexpected()
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected answers, e.g. {unexpected[:3]}")
     # SIGTERM: the current slice finishes, the app shuts down; uvicorn then ends the process
     # by the signal it received (-15), which service managers count as a clean stop.
     if exit_code not in (0, -signal.SIGTERM) or "Application shutdown complete" not in log:
