@@ -32,7 +32,7 @@ from winback.store.schema import consent_log, contacts, events, outbox, suppress
 from winback.workspace import Workspace
 
 #: Customers the reference flow mails in its first pass (the pass lasts several seconds).
-DORMANT = int(os.environ.get("WINBACK_SOAK_CONTACTS", "12000"))
+DORMANT = int(os.environ.get("WINBACK_SOAK_CONTACTS", "10000"))
 ACTIVE = 200
 UNSUBSCRIBES = 120
 #: Bounds: the clients stop after CLIENT_SECONDS at most (sooner when the first pass has
@@ -95,7 +95,7 @@ def test_soak_one_process_serves_runs_the_flow_and_delivers(
             clients = Clients(service.base, ledger, seconds=CLIENT_SECONDS)
             clients.events("events-1", key, customers, limit=4000)
             clients.events("events-2", key, customers, limit=4000)
-            clients.unsubscribes(signer, to_unsubscribe, pause=0.02)
+            clients.unsubscribes(signer, to_unsubscribe, pause=0.12)
             clients.clicks_and_feedback(
                 signer, {cid: shop.earlier[cid] for cid in shop.active}, limit=4000
             )
