@@ -308,14 +308,22 @@ class Ledger:
             ]
 
     def summary(self) -> str:
+        """Answers by kind and status, and each kind's latency (p50 / p99 / slowest)."""
         with self.lock:
             by = Counter((a.kind, a.status) for a in self.answers)
-            slowest: dict[str, float] = {}
+            seconds: dict[str, list[float]] = {}
             for a in self.answers:
-                slowest[a.kind] = max(slowest.get(a.kind, 0.0), a.seconds)
+                seconds.setdefault(a.kind, []).append(a.seconds)
         parts = [f"{k} {s}: {n}" for (k, s), n in sorted(by.items())]
-        slow = ", ".join(f"{k} {v:.2f}s" for k, v in sorted(slowest.items()))
-        return "; ".join(parts) + f" | slowest: {slow}"
+        latency = []
+        for kind, values in sorted(seconds.items()):
+            values.sort()
+            p50, p99 = (
+                values[len(values) // 2],
+                values[min(len(values) - 1, len(values) * 99 // 100)],
+            )
+            latency.append(f"{kind} {p50 * 1000:.0f}/{p99 * 1000:.0f}/{values[-1] * 1000:.0f}")
+        return "; ".join(parts) + " | ms p50/p99/max: " + ", ".join(latency)
 
 
 def agent_hash(agent: str) -> str:
