@@ -202,7 +202,9 @@ def peak_rss_mb() -> float:
 
 
 def _spawn(*args: str) -> dict[str, Any]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    # The caller's PYTHONPATH first (a source tree to measure), then the repository's root.
+    path = [p for p in (os.environ.get("PYTHONPATH"), str(ROOT)) if p]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
     done = subprocess.run(
         [sys.executable, "-m", "benchmarks.bench_import", "--child", *args],
         cwd=ROOT,

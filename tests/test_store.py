@@ -80,5 +80,5 @@ def test_sqlite_connections_use_wal_and_bound_its_file(sqlite_workspace: Workspa
     with sqlite_workspace.engine.connect() as conn:
         pragma = conn.exec_driver_sql
         assert pragma("PRAGMA journal_mode").scalar_one() == "wal"
-        assert pragma("PRAGMA busy_timeout").scalar_one() == 30000
+        assert pragma("PRAGMA busy_timeout").scalar_one() == 10_000  # store_busy_timeout
         assert pragma("PRAGMA journal_size_limit").scalar_one() == 64 * 1024 * 1024

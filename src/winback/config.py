@@ -36,6 +36,14 @@ class Settings(BaseModel):
         description="SQLAlchemy URL of the store. Empty: the embedded SQLite file `winback.db` "
         "in the workspace. For PostgreSQL: `postgresql+psycopg://user:pass@host/db`.",
     )
+    store_busy_timeout: float = Field(
+        10.0,
+        ge=0,
+        description="Seconds a write waits for the store's lock (SQLite busy timeout, "
+        "PostgreSQL `lock_timeout`) before giving up: an HTTP write then answers 503 with "
+        "`Retry-After`, and a one-click unsubscribe is recorded in the workspace's "
+        "`inbox/unsubscribes.db` and applied as soon as the store is free.",
+    )
     timezone: str = Field(
         "UTC",
         description="Time zone in which timestamps without an offset are read on import, and "
@@ -139,7 +147,15 @@ class Settings(BaseModel):
     smtp_url: str | None = Field(
         None,
         description="Where email goes: `smtp://user:password@host:port?starttls=true` or "
-        "`smtps://user:password@host:465`. Empty: email is not delivered (rows stay pending).",
+        "`smtps://user:password@host:465`. Empty: email goes to the file channel when no "
+        "channel at all is configured (see `delivery_sink`), else it stays pending.",
+    )
+    delivery_sink: Literal["auto", "file", "channels"] = Field(
+        "auto",
+        description="Where the delivery worker sends: `channels` (the configured SMTP and HTTP "
+        "providers), `file` (the dry-run file channel: one JSON file per message in "
+        "`<workspace>/outbox/`, every send-time policy applied, nothing leaves the machine), "
+        "`auto` (channels when any provider is configured, else file).",
     )
     mail_from: str = Field("winback@localhost", description="From address of emails.")
     mail_from_name: str = Field("", description="Display name of the From address.")
@@ -237,6 +253,13 @@ class Settings(BaseModel):
     )
     soft_bounce_window_days: int = Field(
         30, ge=1, description="Window, in days, in which soft bounces are counted."
+    )
+    engine_stale_seconds: int = Field(
+        900,
+        ge=1,
+        description="`GET /healthz` answers 503 when the engine loop of `winback serve` has "
+        "had no successful pass for this long (at least three pass intervals), even if no "
+        "pass failed yet (a stuck pass).",
     )
 
     @field_validator("timezone")

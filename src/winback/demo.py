@@ -156,12 +156,12 @@ def deliver_reactivation(ws: Workspace) -> Path:
         for day in (0, 4, 7):
             now = start + timedelta(days=day)
             ws.clock = FixedClock(now)
-            report = run_once(ws, now, sink="channels")
+            report = run_once(ws, now)
             table.add_row(
                 f"{now:%Y-%m-%d}",
                 f"{report.tick.total_enrolled:,}",
                 f"{report.delivery.sent:,}",
-                f"{report.delivery.skipped:,}",
+                f"{sum(report.delivery.not_sent.values()):,}",
             )
     console.print(table)
     count = len(list(sink.folder.glob("*.eml")))

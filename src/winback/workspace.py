@@ -87,7 +87,9 @@ class Workspace:
     @property
     def engine(self) -> Engine:
         if self._engine is None:
-            self._engine = make_engine(self.database_url)
+            self._engine = make_engine(
+                self.database_url, busy_timeout=self.settings.store_busy_timeout
+            )
         return self._engine
 
     def upgrade(self) -> None:

@@ -4,13 +4,24 @@
 from __future__ import annotations
 
 import dataclasses
+import signal
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
-from winback.cli._app import JsonOption, WorkspaceOption, app, console, print_json, workspace_from
+from winback.cli._app import (
+    JsonOption,
+    WorkspaceOption,
+    app,
+    console,
+    err_console,
+    print_json,
+    workspace_from,
+)
+from winback.cli.run import RetryForOption, SinkOption, check_sink, configure_logging
+from winback.flows.runner import RETRY_FOR, PassFailed, preflight, run_retrying, use_sink
 
 templates_app = typer.Typer(
     help="Message templates: list, preview, validate.", no_args_is_help=True
@@ -94,18 +105,42 @@ def templates_validate(
 
 
 @app.command("deliver")
-def deliver(workspace: WorkspaceOption = None, as_json: JsonOption = False) -> None:
-    """Deliver every outbox message that is due now, then exit."""
+def deliver(
+    workspace: WorkspaceOption = None,
+    sink: SinkOption = None,
+    retry_for: RetryForOption = RETRY_FOR,
+    as_json: JsonOption = False,
+) -> None:
+    """Deliver every outbox message that is due now, then exit.
+
+    Exit code 2 on a configuration error, 1 when a transient failure (store busy or
+    unreachable) lasted longer than --retry-for."""
+    from winback.flows.runner import DeliveryReport, describe
+
+    configure_logging()
     with workspace_from(workspace) as ws:
-        report = ws.delivery.deliver_due()
+        use_sink(ws, check_sink(sink))
+        preflight(ws, flow_files=False)
+        try:
+            report = run_retrying(ws.delivery.deliver_due, retry_for=retry_for, what="delivery")
+        except PassFailed as exc:
+            err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+            raise typer.Exit(1) from None
         counts = ws.delivery.outbox_counts()
-    data = {"claimed": report.claimed, "outcomes": dict(report.counts), "outbox": counts}
+    outcomes = DeliveryReport.of(report)
+    data = {
+        "claimed": report.claimed,
+        "outcomes": dict(report.counts),
+        "not_sent": outcomes.not_sent,
+        "outbox": counts,
+    }
     if as_json:
         print_json(data)
         return
     console.print(
         f"Processed {report.claimed} messages: "
-        + (", ".join(f"{n} {k}" for k, n in sorted(report.counts.items())) or "nothing due")
+        + (describe(outcomes) if report.claimed else "nothing due"),
+        highlight=False,
     )
 
 
@@ -115,20 +150,39 @@ def serve(
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     background: Annotated[
         bool,
-        typer.Option(help="Also run the delivery worker (and flow engine) in this process."),
+        typer.Option(help="Also run the flow engine and the delivery worker in this process."),
     ] = True,
+    interval: Annotated[
+        float, typer.Option(help="Seconds between two passes of the engine loop.")
+    ] = 30.0,
     workspace: WorkspaceOption = None,
 ) -> None:
-    """Run the HTTP service: tracking, unsubscribe, feedback, event API."""
+    """Run the HTTP service: tracking, unsubscribe, feedback, event API.
+
+    With the engine (the default), a failing pass is logged and retried and GET /healthz
+    reports it; SIGTERM or Ctrl-C finish the slice in progress and exit 0. Exit code 2 on
+    a configuration error (bad setting, delivery channels that cannot be set up)."""
     import uvicorn
 
     from winback.web.app import create_app
 
+    configure_logging()
     ws = workspace_from(workspace)
     try:
-        uvicorn.run(create_app(ws, background=background), host=host, port=port)
+        if background:
+            preflight(ws, flow_files=False)  # a bad flow file is logged by each pass
+        # uvicorn shuts down gracefully on SIGTERM/SIGINT (the lifespan stops the engine
+        # and waits for it), then raises the signal again with the handler it found: this
+        # one, so that a clean stop exits 0 rather than by the signal.
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, _stopped)
+        uvicorn.run(create_app(ws, background=background, interval=interval), host=host, port=port)
     finally:
         ws.close()
+
+
+def _stopped(signum: int, _frame: Any) -> None:
+    """Handler uvicorn restores and calls after its graceful shutdown: nothing left to do."""
 
 
 @keys_app.command("create")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import signal
 import threading
 from datetime import datetime
@@ -21,7 +22,17 @@ from winback.cli._app import (
 )
 from winback.clock import FixedClock
 from winback.errors import WinbackError
-from winback.flows.runner import PassReport, run_forever, run_once
+from winback.flows.runner import (
+    RETRY_FOR,
+    PassFailed,
+    PassReport,
+    describe,
+    preflight,
+    run_forever,
+    run_once,
+    run_retrying,
+    use_sink,
+)
 
 
 class BadInstant(WinbackError):
@@ -45,10 +56,21 @@ class BadSink(WinbackError):
     """``--sink`` is not one of file, channels, auto."""
 
 
-def _sink(value: str) -> str:
-    if value not in ("file", "channels", "auto"):
+def check_sink(value: str | None) -> str | None:
+    if value is not None and value not in ("file", "channels", "auto"):
         raise BadSink(f"--sink {value!r}: expected file, channels or auto")
     return value
+
+
+def configure_logging() -> None:
+    """Log records of winback (``winback.engine``: failed passes with their traceback) to
+    stderr with a timestamp, unless the embedding program configured logging itself."""
+    if logging.getLogger().handlers:
+        return
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger("winback").setLevel(logging.INFO)
 
 
 def summary(report: PassReport) -> dict[str, Any]:
@@ -57,9 +79,29 @@ def summary(report: PassReport) -> dict[str, Any]:
         "enrolled": report.tick.enrolled,
         "contact_steps": report.tick.steps,
         "delivered": report.delivery.sent,
-        "skipped_no_consent": report.delivery.skipped,
+        "not_sent": report.delivery.not_sent,
         "flow_file_errors": report.tick.errors,
     }
+
+
+SinkOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Where messages go (overrides the delivery_sink setting): `file` (dry run: the "
+        "file channel, one JSON file per message in <workspace>/outbox/), `channels` (the "
+        "configured SMTP/HTTP providers), or `auto` (channels when configured, else file). "
+        "Consent, suppression, caps and quiet hours apply to all of them.",
+        show_default=False,
+    ),
+]
+RetryForOption = Annotated[
+    float,
+    typer.Option(
+        "--retry-for",
+        help="A one-shot pass that fails on a transient error (store busy or unreachable) is "
+        "tried again with a backoff for this many seconds, then given up (exit code 1).",
+    ),
+]
 
 
 @app.command()
@@ -73,25 +115,35 @@ def run(
         ),
     ] = None,
     interval: Annotated[float, typer.Option(help="Seconds between passes.")] = 30.0,
-    sink: Annotated[
-        str,
-        typer.Option(
-            help="Where messages go: `file` (dry run: one JSON file per message in "
-            "<workspace>/outbox/), `channels` (the delivery worker: SMTP/HTTP), or `auto` "
-            "(channels when configured, else file).",
-        ),
-    ] = "auto",
+    sink: SinkOption = None,
+    retry_for: RetryForOption = RETRY_FOR,
     as_json: JsonOption = False,
 ) -> None:
     """Advance flows (segments, triggers, steps) and deliver the outbox.
 
-    Without --now it loops in real time until SIGTERM or Ctrl-C. Messages go to the
-    delivery channels when configured, else to the file sink in <workspace>/outbox/."""
+    Without --now it loops in real time until SIGTERM or Ctrl-C (the pass in progress
+    finishes its slice, then exit 0); a failing pass is logged and retried with a backoff,
+    never fatal. Each pass reports the messages delivered and every other one under its
+    reason: deferred (quiet hours, frequency cap), skipped (no consent, no address),
+    suppressed, to retry later, bounced, failed. Exit code 2 on a configuration error (bad
+    setting or flow file, no workspace), 1 when a --now pass gave up after --retry-for."""
+    configure_logging()
+    chosen = check_sink(sink)
     if now is not None:
         with workspace_from(workspace) as probe:
             instant = parse_instant(now, probe.settings.timezone)
         with workspace_from(workspace, clock=FixedClock(instant)) as ws:
-            report = run_once(ws, instant, sink=_sink(sink))
+            use_sink(ws, chosen)
+            preflight(ws)
+            try:
+                report = run_retrying(
+                    lambda: run_once(ws, instant),
+                    retry_for=retry_for,
+                    what=f"the pass up to {instant:%Y-%m-%d %H:%M} UTC",
+                )
+            except PassFailed as exc:
+                err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+                raise typer.Exit(1) from None
         if as_json:
             print_json(summary(report))
         else:
@@ -105,8 +157,10 @@ def run(
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     with workspace_from(workspace) as ws:
+        use_sink(ws, chosen)
+        preflight(ws)
         console.print(f"Running flows in {ws.path} every {interval:g}s; Ctrl-C to stop.")
-        passes = run_forever(ws, stop, interval=interval, on_pass=_print, sink=_sink(sink))
+        passes = run_forever(ws, stop, interval=interval, on_pass=_print)
     console.print(f"Stopped cleanly after {passes} pass(es).")
 
 
@@ -116,6 +170,6 @@ def _print(report: PassReport) -> None:
     enrolled = sum(report.tick.enrolled.values())
     console.print(
         f"{report.now:%Y-%m-%d %H:%M} UTC: {enrolled} enrolled, "
-        f"{report.tick.contact_steps} contact-steps, {report.delivery.sent} delivered, "
-        f"{report.delivery.skipped} skipped (no consent)."
+        f"{report.tick.contact_steps} contact-steps, {describe(report.delivery)}.",
+        highlight=False,
     )

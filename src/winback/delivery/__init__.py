@@ -6,6 +6,7 @@ send-time policies, tracking, unsubscribe, feedback, coupons and the outbox work
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -106,10 +107,16 @@ class Delivery:
             if kept is not None:
                 kept.close()
 
-    def deliver_due(self, *, channels: Mapping[str, Channel] | None = None) -> BatchReport:
+    def deliver_due(
+        self,
+        *,
+        channels: Mapping[str, Channel] | None = None,
+        stop: threading.Event | None = None,
+    ) -> BatchReport:
         """Deliver every message due now (with ``delivery_processes`` worker processes when
         a backlog is due), then close the channels unless inside :meth:`keep_connections`;
-        also marks coupons redeemed by orders that arrived since (imports included)."""
+        also marks coupons redeemed by orders that arrived since (imports included). When
+        ``stop`` is set, it returns after the batch in progress (in this process)."""
         from winback.delivery.parallel import drain_parallel
 
         kept: DeliveryWorker | None = None
@@ -121,7 +128,17 @@ class Delivery:
         try:
             if channels is None and self.ws.settings.delivery_processes > 1:
                 return drain_parallel(worker, self.ws.settings.delivery_processes)
-            return worker.drain()
+            if stop is None:
+                return worker.drain()
+            from winback.delivery.worker import BatchReport
+
+            total = BatchReport()
+            while not stop.is_set():
+                batch = worker.drain(max_batches=1)
+                total += batch
+                if batch.claimed == 0:
+                    break
+            return total
         finally:
             if channels is None and kept is None:
                 worker.close()
@@ -145,9 +162,15 @@ class Delivery:
 
     def ingest(self, items: list[EventIn]) -> IngestResult:
         from winback.delivery.inbound import ingest
+        from winback.store.busy import retry_transient
 
-        with self.ws.engine.begin() as conn:
-            return ingest(conn, items, now=self.ws.clock.now(), currency=self.ws.settings.currency)
+        def write() -> IngestResult:
+            with self.ws.engine.begin() as conn:
+                return ingest(
+                    conn, items, now=self.ws.clock.now(), currency=self.ws.settings.currency
+                )
+
+        return retry_transient(write)
 
     # -- provider reports (feedback loops, DSNs) --------------------------------------------
     def _report_policy(self) -> Policy:
@@ -194,13 +217,17 @@ class Delivery:
 
     def _apply_raw(self, batch: list[tuple[str, bytes]], policy: Policy) -> ReportResult:
         from winback.delivery.reports import ReportResult, process_raw
+        from winback.store.busy import retry_transient
 
-        out = ReportResult()
-        with self.ws.engine.begin() as conn:
-            now = self.ws.clock.now()
-            for source, raw in batch:
-                out.add(process_raw(conn, raw, source=source, now=now, policy=policy))
-        return out
+        def write() -> ReportResult:
+            out = ReportResult()
+            with self.ws.engine.begin() as conn:
+                now = self.ws.clock.now()
+                for source, raw in batch:
+                    out.add(process_raw(conn, raw, source=source, now=now, policy=policy))
+            return out
+
+        return retry_transient(write)
 
     def record_report(self, raw: bytes, *, source: str = "http") -> ReportResult:
         """Apply one raw report email (ARF or DSN); unparseable ones go to the reject list."""
@@ -209,14 +236,16 @@ class Delivery:
     def record_feedback(self, items: Sequence[FeedbackIn]) -> ReportResult:
         """Apply reports in the JSON form."""
         from winback.delivery.reports import from_json, record
+        from winback.store.busy import retry_transient
 
-        with self.ws.engine.begin() as conn:
-            return record(
-                conn,
-                [from_json(i) for i in items],
-                now=self.ws.clock.now(),
-                policy=self._report_policy(),
-            )
+        reports = [from_json(i) for i in items]
+        policy = self._report_policy()
+
+        def write() -> ReportResult:
+            with self.ws.engine.begin() as conn:
+                return record(conn, reports, now=self.ws.clock.now(), policy=policy)
+
+        return retry_transient(write)
 
     def report_rejects(self) -> list[dict[str, Any]]:
         from winback.delivery.reports import rejects

@@ -7,16 +7,17 @@ from __future__ import annotations
 import csv
 import re
 import secrets
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, and_, exists, func, select, update
+from sqlalchemy import Connection, and_, bindparam, exists, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 
 from winback.delivery.records import insert_ignore
 from winback.errors import DefinitionError, UnreadableFile, WinbackError
-from winback.store.schema import coupons, orders
+from winback.store.schema import coupons, orders, outbox
 
 _ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I
 _RANDOM = re.compile(r"\{RANDOM(\d{1,2})\}")
@@ -44,18 +45,25 @@ def assign(
     at: datetime,
 ) -> dict[int, str]:
     """Codes for ``(outbox_id, contact_id, pool)`` triples: the one already recorded for that
-    message (a resend keeps its code), else a free pool code, else a generated one."""
+    message (a resend keeps its code), else a free pool code, else a generated one.
+
+    Safe under concurrent writers, and idempotent per message: the messages' outbox rows are
+    locked first (PostgreSQL, in id order; SQLite's write transaction holds the whole store),
+    so two assignments of one message queue and the second finds the first one's code; a
+    free pool code is claimed with ``SKIP LOCKED`` (never handed out twice); a generated code
+    that collides with an existing one is drawn again. Call it in a write transaction."""
     if not wanted:
         return {}
-    ids = [w[0] for w in wanted]
-    codes: dict[int, str] = {}
-    for i in range(0, len(ids), 900):
-        for oid, code in conn.execute(
-            select(coupons.c.outbox_id, coupons.c.code).where(
-                coupons.c.outbox_id.in_(ids[i : i + 900])
-            )
-        ):
-            codes[int(oid)] = str(code)
+    ids = sorted({w[0] for w in wanted})
+    if conn.dialect.name == "postgresql":
+        for chunk in _chunks(ids, 900):
+            conn.execute(
+                select(outbox.c.id)
+                .where(outbox.c.id.in_(chunk))
+                .order_by(outbox.c.id)
+                .with_for_update(of=outbox)
+            ).all()
+    codes = _recorded(conn, ids)
     todo = [w for w in wanted if w[0] not in codes]
     by_pool: dict[str, list[tuple[int, int]]] = {}
     generated: list[tuple[int, int]] = []
@@ -82,8 +90,6 @@ def assign(
             {"_cid": cid_, "_oid": oid, "_id": row.id}
             for (oid, cid_), row in zip(items, free, strict=True)
         ]
-        from sqlalchemy import bindparam
-
         conn.execute(
             update(coupons)
             .where(coupons.c.id == bindparam("_id"))
@@ -104,11 +110,29 @@ def assign(
             }
             for oid, cid in generated
         ]
-        for item in fresh:
-            if insert_ignore(conn, coupons, [item], "code"):
-                codes[int(item["outbox_id"])] = str(item["code"])
+        dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+        # No conflict target: a code drawn twice and a message already given a code (by a
+        # writer this one waited for) are both skipped, and sorted out just below.
+        conn.execute(dialect.insert(coupons).on_conflict_do_nothing(), fresh)
+        codes.update(_recorded(conn, [oid for oid, _ in generated]))
         generated = [g for g in generated if g[0] not in codes]
     return codes
+
+
+def _recorded(conn: Connection, ids: Sequence[int]) -> dict[int, str]:
+    """The codes already recorded for these messages."""
+    codes: dict[int, str] = {}
+    for chunk in _chunks(list(ids), 900):
+        for oid, code in conn.execute(
+            select(coupons.c.outbox_id, coupons.c.code).where(coupons.c.outbox_id.in_(chunk))
+        ):
+            codes[int(oid)] = str(code)
+    return codes
+
+
+def _chunks(items: Sequence[int], size: int) -> Iterator[Sequence[int]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
 
 
 def import_pool(conn: Connection, path: Path, *, pool: str, at: datetime) -> tuple[int, int]:

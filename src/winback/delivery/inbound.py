@@ -12,11 +12,13 @@ from decimal import Decimal
 from typing import Any
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
-from sqlalchemy import Connection, bindparam, case, select, update
+from sqlalchemy import Connection, select
+from sqlalchemy.dialects import postgresql, sqlite
 
 from winback.clock import as_utc
 from winback.delivery.coupons import redeem
-from winback.delivery.records import insert_ignore, record_events, suppress
+from winback.delivery.records import store_events, suppress
+from winback.store import activity
 from winback.store.repository import Store
 from winback.store.schema import contacts, orders
 
@@ -90,16 +92,22 @@ def ingest(
                 "type": e.type,
                 "occurred_at": at,
                 "properties": e.properties or None,
-                "message_id": e.properties.get("message_id"),
+                "message_id": _text(e.properties.get("message_id")),
                 "machine": bool(e.properties.get("machine", False)),
             }
         )
-    new = record_events(conn, plain) if plain else 0
-    for row in plain:
+    stored = store_events(conn, plain, now=now) if plain else []
+    new = len(stored)
+    unsubscribed: dict[int, datetime] = {}
+    for row in stored:
         if row["type"] == "email_unsubscribed":
-            store.set_consent(
-                row["contact_id"], "email", False, at=row["occurred_at"], source="api", conn=conn
-            )
+            cid, at = row["contact_id"], row["occurred_at"]
+            unsubscribed[cid] = max(at, unsubscribed.get(cid, at))
+    if unsubscribed:
+        activity.set_consent(
+            conn, unsubscribed, "email", False, source="api", at=unsubscribed, now=now
+        )
+    for row in plain:
         if row["type"] in ("email_bounced", "email_complained"):
             email = conn.execute(
                 select(contacts.c.email).where(contacts.c.id == row["contact_id"])
@@ -115,8 +123,13 @@ def ingest(
                     detail="api",
                 )
     if purchases:
-        new += _record_purchases(conn, purchases, ids, currency)
+        new += _record_purchases(conn, purchases, ids, currency, now)
     return IngestResult(accepted=len(items), new=new, duplicates=len(items) - new)
+
+
+def _text(value: Any) -> str | None:
+    """A property that must be text (``message_id``): anything else is not one."""
+    return value[:255] if isinstance(value, str) else None
 
 
 def _record_purchases(
@@ -124,48 +137,33 @@ def _record_purchases(
     purchases: Sequence[tuple[EventIn, PurchaseProperties, datetime]],
     ids: dict[str, int],
     currency: str,
+    now: datetime,
 ) -> int:
-    new_rows: list[dict[str, Any]] = []
+    rows: dict[str, dict[str, Any]] = {}
     for e, p, at in purchases:
-        row = {
-            "order_id": p.order_id,
-            "contact_id": ids[e.customer_id],
-            "ordered_at": at,
-            "amount": p.amount,
-            "currency": (p.currency or currency).upper(),
-            "items": p.items,
-            "coupon": p.coupon,
-        }
-        if insert_ignore(conn, orders, [row], "order_id"):
-            new_rows.append(row)
-    # Standard purchase attributes, incrementally.
-    for row in new_rows:
-        when: Any = row["ordered_at"]
-        conn.execute(
-            update(contacts)
-            .where(contacts.c.id == bindparam("_id"))
-            .values(
-                orders_count=contacts.c.orders_count + 1,
-                revenue_total=contacts.c.revenue_total + bindparam("_amount"),
-                first_purchase_at=case(
-                    (
-                        (contacts.c.first_purchase_at.is_(None))
-                        | (contacts.c.first_purchase_at > bindparam("_at")),
-                        bindparam("_at"),
-                    ),
-                    else_=contacts.c.first_purchase_at,
-                ),
-                last_purchase_at=case(
-                    (
-                        (contacts.c.last_purchase_at.is_(None))
-                        | (contacts.c.last_purchase_at < bindparam("_at")),
-                        bindparam("_at"),
-                    ),
-                    else_=contacts.c.last_purchase_at,
-                ),
-            ),
-            {"_id": row["contact_id"], "_amount": row["amount"], "_at": when},
+        rows.setdefault(
+            p.order_id,
+            {
+                "order_id": p.order_id,
+                "contact_id": ids[e.customer_id],
+                "ordered_at": at,
+                "amount": p.amount,
+                "currency": (p.currency or currency).upper(),
+                "items": p.items,
+                "coupon": p.coupon,
+            },
         )
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    stmt = (
+        dialect.insert(orders)
+        .on_conflict_do_nothing(index_elements=["order_id"])
+        .returning(orders.c.order_id)
+    )
+    inserted = set(conn.execute(stmt, list(rows.values())).scalars())
+    new_rows = [r for key, r in rows.items() if key in inserted]
+    activity.apply_orders(
+        conn, [(r["contact_id"], r["ordered_at"], r["amount"]) for r in new_rows], now=now
+    )
     if any(r["coupon"] for r in new_rows):
         redeem(conn)
     return len(new_rows)

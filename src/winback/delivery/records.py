@@ -1,26 +1,18 @@
 """Store writes shared by delivery, tracking and the event API: events (idempotent by
-``event_key``), standard contact attributes kept up to date incrementally, suppressions."""
+``event_key``, the contacts' standard attributes moved by :mod:`winback.store.activity`),
+suppressions."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, or_, select, update
+from sqlalchemy import Connection, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from winback.store import activity
 from winback.store.schema import contacts, events, suppressions
-
-#: Which standard attribute each event type moves forward (to the event's time).
-ATTRIBUTE_OF_EVENT = {
-    "email_opened": "last_email_opened",
-    "email_clicked": "last_email_link_clicked",
-    "page_view": "last_seen",
-    "product_view": "last_seen",
-    "cart_add": "last_seen",
-    "feedback_submitted": "last_seen",
-}
 
 
 def insert_ignore(
@@ -43,55 +35,38 @@ def insert_ignore(
     return len(conn.execute(stmt.returning(table.c[key]), list(rows)).scalars().all())
 
 
-def record_events(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> int:
+def record_events(
+    conn: Connection, rows: Sequence[Mapping[str, Any]], *, now: datetime | None = None
+) -> int:
     """Insert events (``event_key``, ``contact_id``, ``type``, ``occurred_at``, ``properties``,
-    ``message_id``, ``machine``) and move the contacts' standard attributes forward. Machine
-    events are kept but move nothing. Returns the number of new events."""
-    rows = [{"properties": None, "message_id": None, "machine": False, **r} for r in rows]
-    if not rows:
-        return 0
+    ``message_id``, ``machine``) and move the contacts' standard attributes forward
+    (:func:`winback.store.activity.apply_events`, ``updated_at = now``; default: the latest
+    event time). Returns the number of new events."""
+    return len(store_events(conn, rows, now=now))
+
+
+def store_events(
+    conn: Connection, rows: Sequence[Mapping[str, Any]], *, now: datetime | None = None
+) -> list[dict[str, Any]]:
+    """:func:`record_events`, returning the rows that were new."""
+    full = [{"properties": None, "message_id": None, "machine": False, **r} for r in rows]
+    if not full:
+        return []
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
     stmt = (
         dialect.insert(events)
         .on_conflict_do_nothing(index_elements=["event_key"])
         .returning(events.c.event_key)
     )
-    inserted = set(conn.execute(stmt, rows).scalars())
-    advance_attributes(
-        conn,
-        (
-            (int(r["contact_id"]), ATTRIBUTE_OF_EVENT[r["type"]], r["occurred_at"])
-            for r in rows
-            if r["event_key"] in inserted and r["type"] in ATTRIBUTE_OF_EVENT and not r["machine"]
-        ),
-    )
-    return len(inserted)
-
-
-def advance_attributes(conn: Connection, changes: Iterable[tuple[int, str, datetime]]) -> None:
-    """Set ``contacts.<column> = at`` where it is unknown or older (one statement per column,
-    executed for all contacts at once)."""
-    latest: dict[tuple[int, str], datetime] = {}
-    for contact_id, column, at in changes:
-        key = (contact_id, column)
-        if key not in latest or at > latest[key]:
-            latest[key] = at
-    by_column: dict[str, list[dict[str, Any]]] = {}
-    for (contact_id, column), at in latest.items():
-        by_column.setdefault(column, []).append({"_id": contact_id, "_at": at})
-    for column, params in by_column.items():
-        col = contacts.c[column]
-        conn.execute(
-            update(contacts)
-            .where(
-                and_(
-                    contacts.c.id == bindparam("_id"),
-                    or_(col.is_(None), col < bindparam("_at")),
-                )
-            )
-            .values({column: bindparam("_at")}),
-            params,
+    inserted = set(conn.execute(stmt, full).scalars())
+    new = [r for r in full if r["event_key"] in inserted]
+    if new:
+        activity.apply_events(
+            conn,
+            [(int(r["contact_id"]), r["type"], r["occurred_at"], r["machine"]) for r in new],
+            now=now or max(r["occurred_at"] for r in new),
         )
+    return new
 
 
 def suppress(

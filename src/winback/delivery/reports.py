@@ -569,6 +569,10 @@ def _detail(report: Report) -> str:
 
 
 def _soft_count(conn: Connection, contact_id: int, at: datetime, policy: Policy) -> int:
+    # Soft bounces of one contact are counted one transaction at a time (PostgreSQL: the
+    # contact's row is locked first, and the count, a new statement, then sees the bounces
+    # committed meanwhile), so two at once cannot both stay under the limit.
+    conn.execute(select(contacts.c.id).where(contacts.c.id == contact_id).with_for_update()).all()
     return int(
         conn.execute(
             select(func.count()).where(

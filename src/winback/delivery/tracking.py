@@ -1,7 +1,12 @@
 """What the links in a message do when followed: record opens and clicks, unsubscribe, take
 feedback. Used by the HTTP service's routes; every method takes the raw token and returns
 ``None`` (the route answers 404, nothing more) when the token is forged or tampered with, or
-names a message that does not exist."""
+names a message that does not exist.
+
+Opens, clicks and feedback raise :class:`~winback.store.busy.StoreBusy` when the store stays
+busy past the bounded wait (the service answers 503: a browser or mail client that retries
+gets it recorded, and a lost open or click is only a statistic); an unsubscribe is never
+refused (see :meth:`Tracker.unsubscribe`)."""
 
 from __future__ import annotations
 
@@ -12,8 +17,11 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import and_, select
 
-from winback.delivery.records import record_events, suppress
+from winback.delivery import unsubscribes
+from winback.delivery.records import record_events
 from winback.delivery.tokens import Kind, LinkToken, TokenSigner
+from winback.delivery.unsubscribes import Unsubscribe
+from winback.store.busy import StoreBusy, retry_transient
 from winback.store.schema import contacts, outbox
 
 if TYPE_CHECKING:
@@ -93,6 +101,13 @@ class Tracker:
             row.first_name,
         )
 
+    def _unresolved(self, token: str) -> MessageRef | None:
+        """What the signed token alone says of its message (the store could not be read)."""
+        link = self.signer.verify("u", token)
+        if link is None:
+            return None
+        return MessageRef(link, link.message, link.contact, None, None, None, None, None, None)
+
     def _event(
         self, ref: MessageRef, type_: str, key: str, at: datetime, **extra: Any
     ) -> dict[str, Any]:
@@ -127,8 +142,7 @@ class Tracker:
             user_agent=user_agent[:300],
             machine=machine and not self.ws.settings.count_machine_opens,
         )
-        with self.ws.engine.begin() as conn:
-            record_events(conn, [event])
+        self._record(event)
         return True
 
     def click(self, token: str, user_agent: str = "") -> str | None:
@@ -151,35 +165,54 @@ class Tracker:
             link=ref.token.index,
             machine=machine,
         )
-        with self.ws.engine.begin() as conn:
-            record_events(conn, [event])
+        self._record(event)
         return ref.token.url
+
+    def _record(self, *rows: dict[str, Any]) -> None:
+        """Record events in one write transaction (run again after a PostgreSQL deadlock);
+        :class:`~winback.store.busy.StoreBusy` when the store stays busy."""
+
+        def write() -> None:
+            with self.ws.engine.begin() as conn:
+                record_events(conn, list(rows))
+
+        retry_transient(write)
 
     def unsubscribe(self, token: str, *, source: str) -> MessageRef | None:
         """Withdraw email consent, suppress the address, record ``email_unsubscribed``.
-        Idempotent: a second call changes nothing."""
-        ref = self.resolve("u", token)
+        Idempotent: a second call changes nothing. Never lost: when the store stays busy
+        past the bounded wait, the unsubscribe is kept in the workspace's inbox and applied
+        as soon as the store is free (see :mod:`winback.delivery.unsubscribes`)."""
+        try:
+            ref = self.resolve("u", token)
+        except StoreBusy:  # not even a read (PostgreSQL, a table locked by a migration)
+            ref = self._unresolved(token)
         if ref is None:
             return None
-        at = self.ws.clock.now()
-        with self.ws.engine.begin() as conn:
-            self.ws.store.set_consent(
-                ref.contact_id, "email", False, at=at, source=f"unsubscribe:{source}", conn=conn
-            )
-            if ref.email:
-                suppress(
-                    conn,
-                    channel="email",
-                    address=ref.email,
-                    contact_id=ref.contact_id,
-                    reason="unsubscribed",
-                    at=at,
-                    detail=source,
-                )
-            record_events(
-                conn,
-                [self._event(ref, "email_unsubscribed", f"unsub:{ref.outbox_id}", at, via=source)],
-            )
+        u = Unsubscribe(
+            outbox_id=ref.outbox_id,
+            contact_id=ref.contact_id,
+            email=ref.email,
+            message_id=ref.message_id,
+            flow=ref.flow,
+            step=ref.step,
+            source=source,
+            at=self.ws.clock.now(),
+        )
+
+        def write() -> None:
+            with self.ws.engine.begin() as conn:
+                unsubscribes.write(conn, self.ws.store, u)
+
+        try:
+            retry_transient(write)
+        except StoreBusy:
+            unsubscribes.keep(self.ws.path, u)
+            return ref
+        try:  # the store is free now: what an earlier busy spell left in the inbox goes in
+            unsubscribes.apply_pending_unsubscribes(self.ws)
+        except StoreBusy:
+            pass
         return ref
 
     def feedback_page(self, token: str, user_agent: str = "") -> MessageRef | None:
@@ -188,20 +221,16 @@ class Tracker:
         if ref is None:
             return None
         at = self.ws.clock.now()
-        with self.ws.engine.begin() as conn:
-            record_events(
-                conn,
-                [
-                    self._event(
-                        ref,
-                        "email_clicked",
-                        f"click:{ref.outbox_id}:feedback:{at.isoformat()}",
-                        at,
-                        link="feedback",
-                        machine=bool(MACHINE_AGENTS.search(user_agent or "")),
-                    )
-                ],
+        self._record(
+            self._event(
+                ref,
+                "email_clicked",
+                f"click:{ref.outbox_id}:feedback:{at.isoformat()}",
+                at,
+                link="feedback",
+                machine=bool(MACHINE_AGENTS.search(user_agent or "")),
             )
+        )
         return ref
 
     def submit_feedback(self, token: str, score: int, comment: str) -> MessageRef | None:
@@ -209,19 +238,15 @@ class Tracker:
         if ref is None:
             return None
         at = self.ws.clock.now()
-        with self.ws.engine.begin() as conn:
-            record_events(
-                conn,
-                [
-                    self._event(
-                        ref,
-                        "feedback_submitted",
-                        f"feedback:{ref.outbox_id}:{at.isoformat()}",
-                        at,
-                        score=score,
-                        comment=comment[:5000],
-                        nps="promoter" if score >= 9 else "passive" if score >= 7 else "detractor",
-                    )
-                ],
+        self._record(
+            self._event(
+                ref,
+                "feedback_submitted",
+                f"feedback:{ref.outbox_id}:{at.isoformat()}",
+                at,
+                score=score,
+                comment=comment[:5000],
+                nps="promoter" if score >= 9 else "passive" if score >= 7 else "detractor",
             )
+        )
         return ref

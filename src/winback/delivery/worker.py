@@ -47,6 +47,7 @@ from winback.delivery.ratelimit import backoff
 from winback.delivery.records import record_events, suppress
 from winback.delivery.templates import Rendered, TemplateRepository
 from winback.delivery.tokens import TokenSigner
+from winback.delivery.unsubscribes import apply_pending_unsubscribes
 from winback.errors import WinbackError
 from winback.store.schema import outbox
 
@@ -88,11 +89,15 @@ class Decision:
 class BatchReport:
     claimed: int = 0
     counts: Counter[str] = field(default_factory=Counter)
+    #: Why messages were not sent, by the worker's reason ("quiet hours in Europe/Rome",
+    #: "no email consent"...); results of sending are counted in ``counts`` only.
+    reasons: Counter[str] = field(default_factory=Counter)
     processes: int = 1  # worker processes that delivered (see delivery_processes)
 
     def __iadd__(self, other: BatchReport) -> BatchReport:
         self.claimed += other.claimed
         self.counts.update(other.counts)
+        self.reasons.update(other.reasons)
         return self
 
 
@@ -116,7 +121,9 @@ class DeliveryWorker:
         self.templates = TemplateRepository(workspace.path / "templates")
         self.signer = TokenSigner(self.settings.secret_key)
         self.channels: dict[str, Channel] = (
-            dict(channels) if channels is not None else build_channels(self.settings)
+            dict(channels)
+            if channels is not None
+            else build_channels(self.settings, outbox=workspace.path / "outbox")
         )
         self.caps = parse_caps(self.settings.frequency_caps)
         self.quiet = parse_quiet_hours(self.settings.quiet_hours)
@@ -151,6 +158,8 @@ class DeliveryWorker:
                 close()
 
     def run_once(self) -> BatchReport:
+        # Unsubscribes kept while the store was busy reach it before anything is sent.
+        apply_pending_unsubscribes(self.ws)
         now = self.ws.clock.now()
         self.reconcile(now)
         rows = self.claim(now)
@@ -201,6 +210,7 @@ class DeliveryWorker:
                 report.counts[results[int(d.row["id"])].outcome] += 1
             else:
                 report.counts[d.status] += 1
+                report.reasons[d.reason] += 1
         return report
 
     def _fault(self, point: str) -> None:

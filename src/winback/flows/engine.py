@@ -27,11 +27,8 @@ from sqlalchemy import (
     and_,
     case,
     cast,
-    delete,
-    exists,
     false,
     func,
-    insert,
     literal,
     or_,
     select,
@@ -59,7 +56,8 @@ from winback.flows._sql import (
 )
 from winback.flows.conditions import compile_sql, required_consent
 from winback.flows.program import Node, Program
-from winback.store.schema import contact_tags, contacts, outbox, suppressions, tag_history
+from winback.store import activity
+from winback.store.schema import contacts, outbox, suppressions
 
 DEFAULT_BATCH = 50_000
 #: SQLite: WAL pages (4 KiB each) a tick lets accumulate before a checkpoint copies them into
@@ -699,54 +697,14 @@ class StepRunner:
     def _add_tag(
         self, conn: Connection, flow: RunningFlow, tag: str, batch: Any, now: datetime
     ) -> None:
-        source = f"flow:{flow.program.key}"
-        lacking = ~exists(
-            select(literal(1)).where(
-                contact_tags.c.contact_id == fe.c.contact_id, contact_tags.c.tag == tag
-            )
-        ).correlate(fe)
-        conn.execute(
-            insert(tag_history).from_select(
-                ["contact_id", "tag", "action", "at", "source"],
-                select(
-                    fe.c.contact_id, literal(tag), literal("added"), at(now), literal(source)
-                ).where(batch, lacking),
-            )
-        )
-        # ON CONFLICT rather than ``lacking`` again: an anti-join against the table being
-        # inserted into can read every row inserted so far for each row (PostgreSQL).
-        conn.execute(
-            upsert_insert(conn, contact_tags)
-            .from_select(
-                ["contact_id", "tag", "added_at", "added_by"],
-                select(fe.c.contact_id, literal(tag), at(now), literal(source)).where(batch),
-            )
-            .on_conflict_do_nothing(index_elements=["contact_id", "tag"])
-        )
+        chosen = select(fe.c.contact_id).where(batch)
+        activity.add_tags(conn, chosen, tag, source=f"flow:{flow.program.key}", at=now)
 
     def _remove_tag(
         self, conn: Connection, flow: RunningFlow, tag: str, batch: Any, now: datetime
     ) -> None:
-        source = f"flow:{flow.program.key}"
-        having = exists(
-            select(literal(1)).where(
-                contact_tags.c.contact_id == fe.c.contact_id, contact_tags.c.tag == tag
-            )
-        ).correlate(fe)
-        conn.execute(
-            insert(tag_history).from_select(
-                ["contact_id", "tag", "action", "at", "source"],
-                select(
-                    fe.c.contact_id, literal(tag), literal("removed"), at(now), literal(source)
-                ).where(batch, having),
-            )
-        )
-        conn.execute(
-            delete(contact_tags).where(
-                contact_tags.c.tag == tag,
-                contact_tags.c.contact_id.in_(select(fe.c.contact_id).where(batch)),
-            )
-        )
+        chosen = select(fe.c.contact_id).where(batch)
+        activity.remove_tags(conn, chosen, tag, source=f"flow:{flow.program.key}", at=now)
 
 
 def zone_or_default(name: str | None, default: str) -> ZoneInfo:

@@ -32,6 +32,7 @@ from sqlalchemy.engine import make_url
 
 from winback.clock import FixedClock
 from winback.errors import NotFound, WinbackError
+from winback.store import activity
 from winback.store.engine import make_engine, sqlite_url
 from winback.store.schema import contacts, flow_entries, flows, orders, outbox
 
@@ -207,7 +208,7 @@ def simulate(
             sim.clock.set(now)
             due = [p for p in pending if p[0] <= now]
             pending = [p for p in pending if p[0] > now]
-            result.simulated_orders += _record_orders(sim, due)
+            result.simulated_orders += record_orders(sim, due)
             sim.flows.tick(now, sync=False)
             _mark_sent(sim, now)
             if truth:
@@ -277,7 +278,7 @@ def _draw_purchases(
     return out
 
 
-def _record_orders(sim: Workspace, due: list[tuple[datetime, int, float]]) -> int:
+def record_orders(sim: Workspace, due: list[tuple[datetime, int, float]]) -> int:
     """Insert simulated orders and keep the contacts' purchase attributes current."""
     if not due:
         return 0
@@ -297,18 +298,9 @@ def _record_orders(sim: Workspace, due: list[tuple[datetime, int, float]]) -> in
                 for when, cid, amount in due
             ],
         )
-        for when, cid, amount in due:
-            conn.execute(
-                update(contacts)
-                .where(contacts.c.id == cid)
-                .values(
-                    first_purchase_at=func.coalesce(contacts.c.first_purchase_at, when),
-                    last_purchase_at=when,
-                    orders_count=contacts.c.orders_count + 1,
-                    revenue_total=contacts.c.revenue_total + amount,
-                    updated_at=when,
-                )
-            )
+        activity.apply_orders(
+            conn, [(cid, when, amount) for when, cid, amount in due], now=sim.clock.now()
+        )
     return len(due)
 
 

@@ -6,7 +6,7 @@ SELECT ... ON CONFLICT DO NOTHING RETURNING``, which both deduplicates against e
 imports and tells us which rows are new. Orders on SQLite skip the staging table and go
 straight in with ``executemany`` (see :func:`winback.ingest.orders.write_orders`).
 Unknown customers become contacts in the same set-based way. The standard contact
-attributes are then advanced for the new rows only (:mod:`winback.ingest.attributes`).
+attributes are then advanced for the new rows only (:mod:`winback.store.activity`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,10 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, bindparam, column, table
+from sqlalchemy.dialects.postgresql.psycopg import dialect as psycopg_dialect
+
+from winback.store.activity import orders_update
 
 
 class Dialect:
@@ -76,23 +79,10 @@ _STAGES: dict[str, dict[str, str]] = {
         "postgresql": "line bigint, event_key text, customer_id text, type text, "
         "occurred_at timestamptz, properties jsonb, message_id text, machine boolean",
     },
-    # Per-contact aggregates of a batch's new rows (see winback.ingest.attributes).
-    "wb_stage_purchases": {
-        "sqlite": "contact_id INTEGER, n INTEGER, total NUMERIC, first_at TEXT, last_at TEXT",
-        "postgresql": "contact_id bigint, n integer, total numeric, first_at timestamptz, "
-        "last_at timestamptz",
-    },
-    "wb_stage_activity": {
-        "sqlite": "contact_id INTEGER, opened TEXT, clicked TEXT, seen TEXT",
-        "postgresql": "contact_id bigint, opened timestamptz, clicked timestamptz, "
-        "seen timestamptz",
-    },
 }
 _COLUMNS = {
     "wb_stage_orders": ORDER_STAGE_COLUMNS,
     "wb_stage_events": EVENT_STAGE_COLUMNS,
-    "wb_stage_purchases": ("contact_id", "n", "total", "first_at", "last_at"),
-    "wb_stage_activity": ("contact_id", "opened", "clicked", "seen"),
 }
 
 
@@ -217,18 +207,6 @@ def insert_orders(cur: Any, dialect: Dialect, import_id: int) -> list[tuple[Any,
     return list(cur.fetchall())
 
 
-_ADVANCE = (
-    "orders_count = contacts.orders_count + a.n, "
-    "revenue_total = contacts.revenue_total + a.total, "
-    "first_purchase_at = CASE WHEN contacts.first_purchase_at IS NULL "
-    "OR contacts.first_purchase_at > a.first_at THEN a.first_at "
-    "ELSE contacts.first_purchase_at END, "
-    "last_purchase_at = CASE WHEN contacts.last_purchase_at IS NULL "
-    "OR contacts.last_purchase_at < a.last_at THEN a.last_at "
-    "ELSE contacts.last_purchase_at END, "
-    "updated_at = %(now)s"
-)
-
 #: PostgreSQL, fast path: every staged order is new. A plain ``INSERT`` (no ``ON CONFLICT``:
 #: its speculative insertion costs about a third more per row); a staged order that is
 #: already stored, or twice in the unit, raises a unique violation and the caller falls back
@@ -240,14 +218,16 @@ PG_INSERT_ALL_ORDERS = (
     "FROM wb_stage_orders s JOIN contacts c ON c.customer_id = s.customer_id ORDER BY s.line"
 )
 
-#: PostgreSQL, fast path: after :data:`PG_INSERT_ALL_ORDERS` stored every staged order,
-#: advance their contacts from per-customer aggregates of the staging table.
-PG_ADVANCE_FROM_STAGE = (
-    "UPDATE contacts SET "  # noqa: S608 (fixed text)
-    + _ADVANCE
-    + " FROM (SELECT customer_id, count(*) AS n, sum(amount) AS total, "
-    "min(ordered_at) AS first_at, max(ordered_at) AS last_at FROM wb_stage_orders "
-    "GROUP BY customer_id) a WHERE contacts.customer_id = a.customer_id"
+#: The staging table of orders, for statements built with SQLAlchemy.
+ORDER_STAGE = table("wb_stage_orders", *(column(name) for name in ORDER_STAGE_COLUMNS))
+
+#: :func:`winback.store.activity.orders_update` over the orders a statement's ``new`` CTE
+#: returned, compiled for psycopg (``now`` a parameter) to run inside that statement.
+_ADVANCE_NEW = str(
+    orders_update(
+        table("new", column("contact_id"), column("ordered_at"), column("amount")),
+        bindparam("now"),
+    ).compile(dialect=psycopg_dialect())
 )
 
 #: PostgreSQL: one statement moves a unit's staged orders into ``orders`` (``ON CONFLICT DO
@@ -265,9 +245,7 @@ PG_INSERT_ORDERS = (
     "FROM wb_stage_orders s JOIN contacts c ON c.customer_id = s.customer_id "
     "ORDER BY s.line ON CONFLICT (order_id) DO NOTHING "
     "RETURNING order_id, contact_id, ordered_at, amount), "
-    "per AS (SELECT contact_id, count(*) AS n, sum(amount) AS total, "
-    "min(ordered_at) AS first_at, max(ordered_at) AS last_at FROM new GROUP BY contact_id), "
-    "moved AS (UPDATE contacts SET " + _ADVANCE + " FROM per a WHERE contacts.id = a.contact_id), "
+    "moved AS (" + _ADVANCE_NEW + "), "
     "twins AS (SELECT order_id, min(line) AS first FROM wb_stage_orders "
     "GROUP BY order_id HAVING count(*) > 1), "
     "odd AS MATERIALIZED (SELECT s.line, s.order_id, t.first, "

@@ -10,7 +10,6 @@ consent log with the import file as its source.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
 from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, bindparam, insert, select, update
@@ -19,6 +18,7 @@ from winback.ingest import fields
 from winback.ingest.fields import FieldError
 from winback.ingest.importer import BatchResult, Context, Reject
 from winback.ingest.readers import Record, show_value
+from winback.store import activity
 from winback.store.schema import CHANNELS, contacts
 
 PARSERS: dict[str, Callable[[Any], Any]] = {
@@ -33,6 +33,8 @@ PARSERS: dict[str, Callable[[Any], Any]] = {
 CONSENTS = tuple(f"{c}_consent" for c in CHANNELS)
 STANDARD = (*PARSERS, "created_at")
 UPDATABLE = (*STANDARD, *CONSENTS, "attributes")
+#: What the contact update itself writes (consent goes through winback.store.activity).
+FIELDS = (*STANDARD, "attributes")
 
 
 class ContactRow(NamedTuple):
@@ -139,11 +141,12 @@ def _upsert(conn: Connection, batch: list[ContactRow], ctx: Context) -> BatchRes
     now = ctx.now
     new_rows: list[dict[str, Any]] = []
     changes: list[dict[str, Any]] = []
-    log: list[dict[str, Any]] = []
+    # Consent goes through winback.store.activity (with its log): (channel, granted) -> who.
+    consent: dict[tuple[str, bool], list[Any]] = {}
     for cid, row in merged.items():
         old = existing.get(cid)
         if old is None:
-            record = {c: row.values.get(c) for c in (*STANDARD, *CONSENTS)}
+            record = {c: row.values.get(c) for c in STANDARD}
             record.update(
                 customer_id=cid,
                 attributes=row.attributes,
@@ -153,6 +156,10 @@ def _upsert(conn: Connection, batch: list[ContactRow], ctx: Context) -> BatchRes
                 revenue_total=0,
             )
             new_rows.append(record)
+            for channel in CHANNELS:
+                granted = row.values.get(f"{channel}_consent")
+                if granted is not None:
+                    consent.setdefault((channel, granted), []).append(cid)
             continue
         if old["erased_at"] is not None:  # a tombstone (winback.erasure): never refilled
             result.rejects.append(
@@ -175,49 +182,40 @@ def _upsert(conn: Connection, batch: list[ContactRow], ctx: Context) -> BatchRes
         for channel in CHANNELS:
             column = f"{channel}_consent"
             if column in row.values and row.values[column] != old[column]:
-                log.append(_log(old["id"], channel, row.values[column], now, ctx.source))
+                consent.setdefault((channel, row.values[column]), []).append(cid)
         changes.append(
-            {"_id": old["id"], "_updated_at": now, **{f"_{c}": target[c] for c in UPDATABLE}}
+            {"_id": old["id"], "_updated_at": now, **{f"_{c}": target[c] for c in FIELDS}}
         )
     if new_rows:
-        conn.execute(insert(contacts), new_rows)  # executemany; ids fetched below if needed
-        consenting = [r for r in new_rows if any(r[c] is not None for c in CONSENTS)]
-        ids = _ids_of(conn, [r["customer_id"] for r in consenting])
-        for record in consenting:
-            for channel in CHANNELS:
-                granted = record[f"{channel}_consent"]
-                if granted is not None:
-                    log.append(_log(ids[record["customer_id"]], channel, granted, now, ctx.source))
+        conn.execute(insert(contacts), new_rows)  # executemany
     if changes:
         statement = (
             update(contacts)
             .where(contacts.c.id == bindparam("_id"))
             .values(
-                {c: bindparam(f"_{c}") for c in UPDATABLE}
-                | {"updated_at": bindparam("_updated_at")}
+                {c: bindparam(f"_{c}") for c in FIELDS} | {"updated_at": bindparam("_updated_at")}
             )
         )
         conn.execute(statement, changes)
-    if log:
-        _write_log(conn, ctx, log)
+    consent_changes = 0
+    if consent:
+        ids = _ids_of(conn, sorted({cid for who in consent.values() for cid in who}))
+        for (channel, granted), who in consent.items():
+            changed = activity.set_consent(
+                conn,
+                [ids[cid] for cid in who],
+                channel,
+                granted,
+                source=ctx.source,
+                at=now,
+                now=now,
+            )
+            consent_changes += len(changed)
     ctx.report.contacts_created += len(new_rows)
     ctx.report.contacts_updated += len(changes)
-    ctx.report.consent_changes += len(log)
+    ctx.report.consent_changes += consent_changes
     result.imported = len(new_rows) + len(changes)
     return result
-
-
-def _write_log(conn: Connection, ctx: Context, log: list[dict[str, Any]]) -> None:
-    """consent_log rows through the raw driver (many rows; no per-row SQLAlchemy work)."""
-    d = ctx.dialect
-    at = ctx.now if d.postgres else d.instant(ctx.now)
-    raw: Any = conn.connection.driver_connection
-    raw.cursor().executemany(
-        d.sql(
-            "INSERT INTO consent_log (contact_id, channel, granted, at, source) VALUES (?, ?, ?, ?, ?)"
-        ),
-        [(e["contact_id"], e["channel"], d.flag(e["granted"]), at, e["source"]) for e in log],
-    )
 
 
 def _ids_of(conn: Connection, customer_ids: list[str]) -> dict[str, int]:
@@ -229,13 +227,3 @@ def _ids_of(conn: Connection, customer_ids: list[str]) -> dict[str, int]:
         )
         found.update({cid: int(iid) for cid, iid in conn.execute(query)})
     return found
-
-
-def _log(contact_id: int, channel: str, granted: bool, at: datetime, source: str) -> dict[str, Any]:
-    return {
-        "contact_id": contact_id,
-        "channel": channel,
-        "granted": granted,
-        "at": at,
-        "source": source,
-    }

@@ -5,7 +5,8 @@ Optional columns ``message_id`` and ``machine`` may also be given as properties.
 to the orders table. Events are deduplicated by ``event_id``, or by a content hash when the
 file gives none. ``email_opened`` / ``email_clicked`` flagged as machine (privacy proxies,
 link scanners) are stored with ``machine`` true and do not count as engagement.
-``email_unsubscribed`` revokes email consent (logged).
+``email_unsubscribed`` revokes email consent (logged). The contacts' attributes and consent
+are written by :mod:`winback.store.activity`, as for every other source of activity.
 """
 
 from __future__ import annotations
@@ -13,15 +14,18 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection
 
-from winback.ingest import attributes, bulk, fields
+from winback.clock import as_utc
+from winback.ingest import bulk, fields
 from winback.ingest.fields import FieldError
 from winback.ingest.importer import BatchResult, Context, Reject
 from winback.ingest.orders import OrderRow, TimestampCache, write_orders
 from winback.ingest.readers import Record, show_value
+from winback.store import activity
 
 #: A staged event: (line, event_key, customer_id, type, occurred_at, properties, message_id,
 #: machine).
@@ -200,11 +204,23 @@ def _write_events(conn: Connection, batch: list[EventRow], ctx: Context) -> Batc
     result.settle(len(rows), inserted, earlier, first_line, _duplicate)
     for _key, _cid, kind, _at, _machine in new:
         ctx.report.by_type[kind] = ctx.report.by_type.get(kind, 0) + 1
-    attributes.apply_events(conn, d, new, now)
-    ctx.report.consent_changes += attributes.revoke_email_consent(
-        cur, d, attributes.unsubscribed(new), ctx.source, now
-    )
+    activity.apply_events(conn, [(r[1], r[2], r[3], r[4]) for r in new], now=ctx.now)
+    unsubscribed: dict[int, Any] = {}
+    for _key, contact_id, kind, at, _machine in new:
+        if kind == "email_unsubscribed":
+            when = as_utc(at) if isinstance(at, datetime) else _sqlite_instant(at)
+            unsubscribed[contact_id] = max(when, unsubscribed.get(contact_id, when))
+    if unsubscribed:
+        changed = activity.set_consent(
+            conn, unsubscribed, "email", False, source=ctx.source, at=unsubscribed, now=ctx.now
+        )
+        ctx.report.consent_changes += len(changed)
     return result
+
+
+def _sqlite_instant(text: str) -> datetime:
+    """An instant from the text SQLite stores."""
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
 
 
 def _duplicate(line: int, key: str, where: str) -> Reject:

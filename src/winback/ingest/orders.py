@@ -13,12 +13,13 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import psycopg
-from sqlalchemy import Connection
+from sqlalchemy import Connection, select
 
-from winback.ingest import attributes, bulk, fields
+from winback.ingest import bulk, fields
 from winback.ingest.fields import MAX_AMOUNT, FieldError
 from winback.ingest.importer import BatchResult, Context, Reject
 from winback.ingest.readers import Record, show_value
+from winback.store import activity
 
 #: A staged order: (line, order_id, customer_id, ordered_at, amount, currency, items, coupon).
 OrderRow = tuple[int, str, str, str, str, str, str | None, str | None]
@@ -225,7 +226,7 @@ def write_orders(conn: Connection, batch: list[OrderRow], ctx: Context) -> Batch
     raw = conn.connection.driver_connection
     assert raw is not None
     cur = raw.cursor()
-    not_new = _write_sqlite(cur, rows, ctx)
+    not_new = _write_sqlite(conn, cur, rows, ctx)
     inserted_count = len(rows) - len(not_new)
     earlier = bulk.stored_by_import(cur, ctx.dialect, "orders", not_new, ctx.import_id)
     result.settle_counts(inserted_count, not_new, earlier, first_line, _duplicate)
@@ -246,6 +247,7 @@ class PostgresOrders:
     def __init__(self, conn: Connection, ctx: Context) -> None:
         raw = conn.connection.driver_connection
         assert raw is not None
+        self.conn = conn
         self.cur = raw.cursor()
         self.ctx = ctx
         self.staged = 0
@@ -275,7 +277,7 @@ class PostgresOrders:
         ctx.report.contacts_created += bulk.create_missing_contacts(
             cur, ctx.dialect, "wb_stage_orders", "ordered_at", ctx.now
         )
-        repeats, duplicates = _pg_write_unit(cur, ctx)
+        repeats, duplicates = _pg_write_unit(self.conn, cur, ctx)
         result.rejects = [
             _duplicate(line, order_id, "an earlier line" if first is None else f"line {first}")
             for line, order_id, first in repeats
@@ -285,7 +287,7 @@ class PostgresOrders:
         return result
 
 
-def _write_sqlite(cur: Any, rows: list[OrderRow], ctx: Context) -> list[str]:
+def _write_sqlite(conn: Connection, cur: Any, rows: list[OrderRow], ctx: Context) -> list[str]:
     """SQLite: no staging table. Unknown customers are created first (a write, so the batch
     holds the write lock from then on and what it reads stays true), the batch's contact ids
     are looked up in one query, the orders go straight into ``orders`` with ``ON CONFLICT DO
@@ -315,15 +317,19 @@ def _write_sqlite(cur: Any, rows: list[OrderRow], ctx: Context) -> list[str]:
         added = {str(r[0]) for r in cur.fetchall()}
         not_new = [r[1] for r in rows if r[1] not in added]
         stored = [s for s in stored if s[0] in added]
-    attributes.sqlite_apply_orders(cur, [(s[1], s[2], s[3]) for s in stored], now)
+    activity.apply_orders(conn, [(s[1], s[2], s[3]) for s in stored], now=ctx.now)
     return not_new
 
 
-def _pg_write_unit(cur: Any, ctx: Context) -> tuple[list[tuple[int, str, int | None]], int]:
+def _pg_write_unit(
+    conn: Connection, cur: Any, ctx: Context
+) -> tuple[list[tuple[int, str, int | None]], int]:
     """Write the staged unit: first as if every order were new (a plain insert, then the
     contacts advanced from the staging table), under a savepoint; when an order is already
     stored or twice in the unit, the unique index stops that insert at the first such row,
-    and the unit is written again by the statement that skips and classifies them."""
+    and the unit is written again by the statement that skips and classifies them. The
+    contacts' purchase attributes are advanced by :func:`winback.store.activity.apply_orders`
+    (compiled into that statement on the second way)."""
     cur.execute("SAVEPOINT wb_orders_unit")
     try:
         cur.execute(bulk.PG_INSERT_ALL_ORDERS, {"import": ctx.import_id})
@@ -331,7 +337,9 @@ def _pg_write_unit(cur: Any, ctx: Context) -> tuple[list[tuple[int, str, int | N
         cur.execute("ROLLBACK TO SAVEPOINT wb_orders_unit")
         return bulk.pg_insert_orders(cur, ctx.import_id, ctx.now)
     cur.execute("RELEASE SAVEPOINT wb_orders_unit")
-    cur.execute(bulk.PG_ADVANCE_FROM_STAGE, {"now": ctx.now})
+    stage = bulk.ORDER_STAGE
+    staged = select(stage.c.customer_id, stage.c.ordered_at, stage.c.amount)
+    activity.apply_orders(conn, staged, now=ctx.now)
     return [], 0
 
 

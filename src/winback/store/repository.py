@@ -1,5 +1,5 @@
 """Set-based operations on the store that every feature shares: contacts by external id,
-consent, tags. Bulk loading of orders and events lives in :mod:`winback.ingest`."""
+consent, tags (written by :mod:`winback.store.activity`). Bulk loading of orders and events lives in :mod:`winback.ingest`."""
 
 from __future__ import annotations
 
@@ -7,11 +7,12 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, delete, func, insert, select, update
+from sqlalchemy import Connection, Engine, func, insert, select
 
 from winback.clock import as_utc
 from winback.errors import NotFound
-from winback.store.schema import CHANNELS, consent_log, contact_tags, contacts, tag_history
+from winback.store import activity
+from winback.store.schema import contact_tags, contacts
 
 
 class Store:
@@ -95,31 +96,16 @@ class Store:
         *,
         at: datetime,
         source: str,
+        now: datetime | None = None,
         conn: Connection | None = None,
     ) -> bool:
-        """Record a consent change; returns False when it changed nothing."""
-        if channel not in CHANNELS:
-            raise ValueError(f"unknown channel {channel!r} (expected one of {', '.join(CHANNELS)})")
-        column = contacts.c[f"{channel}_consent"]
+        """Record a consent change at ``at`` (``updated_at = now``, default ``at``); returns
+        False when it changed nothing."""
         with _begin(self.engine, conn) as c:
-            current = c.execute(select(column).where(contacts.c.id == contact_id)).scalar()
-            if current is granted:
-                return False
-            c.execute(
-                update(contacts)
-                .where(contacts.c.id == contact_id)
-                .values({column: granted, contacts.c.updated_at: as_utc(at)})
+            changed = activity.set_consent(
+                c, [contact_id], channel, granted, source=source, at=at, now=now or at
             )
-            c.execute(
-                insert(consent_log).values(
-                    contact_id=contact_id,
-                    channel=channel,
-                    granted=granted,
-                    at=as_utc(at),
-                    source=source,
-                )
-            )
-        return True
+        return bool(changed)
 
     # -- tags -------------------------------------------------------------------------------
     def add_tag(
@@ -132,35 +118,8 @@ class Store:
         conn: Connection | None = None,
     ) -> list[int]:
         """Tag contacts (set-based); returns the ids that did not have the tag before."""
-        at = as_utc(at)
         with _begin(self.engine, conn) as c:
-            have: set[int] = set()
-            for chunk in _chunks(list(contact_ids), 900):
-                have.update(
-                    int(r)
-                    for r in c.execute(
-                        select(contact_tags.c.contact_id).where(
-                            and_(contact_tags.c.tag == tag, contact_tags.c.contact_id.in_(chunk))
-                        )
-                    ).scalars()
-                )
-            new = sorted({int(i) for i in contact_ids} - have)
-            if new:
-                c.execute(
-                    insert(contact_tags),
-                    [
-                        {"contact_id": i, "tag": tag, "added_at": at, "added_by": source}
-                        for i in new
-                    ],
-                )
-                c.execute(
-                    insert(tag_history),
-                    [
-                        {"contact_id": i, "tag": tag, "action": "added", "at": at, "source": source}
-                        for i in new
-                    ],
-                )
-        return new
+            return activity.add_tags(c, contact_ids, tag, source=source, at=at)
 
     def remove_tag(
         self,
@@ -172,39 +131,8 @@ class Store:
         conn: Connection | None = None,
     ) -> list[int]:
         """Untag contacts (set-based); returns the ids that had the tag."""
-        at = as_utc(at)
         with _begin(self.engine, conn) as c:
-            had: list[int] = []
-            for chunk in _chunks(list(contact_ids), 900):
-                had.extend(
-                    int(r)
-                    for r in c.execute(
-                        select(contact_tags.c.contact_id).where(
-                            and_(contact_tags.c.tag == tag, contact_tags.c.contact_id.in_(chunk))
-                        )
-                    ).scalars()
-                )
-            for chunk in _chunks(had, 900):
-                c.execute(
-                    delete(contact_tags).where(
-                        and_(contact_tags.c.tag == tag, contact_tags.c.contact_id.in_(chunk))
-                    )
-                )
-            if had:
-                c.execute(
-                    insert(tag_history),
-                    [
-                        {
-                            "contact_id": i,
-                            "tag": tag,
-                            "action": "removed",
-                            "at": at,
-                            "source": source,
-                        }
-                        for i in had
-                    ],
-                )
-        return sorted(had)
+            return activity.remove_tags(c, contact_ids, tag, source=source, at=at)
 
     def tags_of(self, contact_id: int) -> list[str]:
         with self.engine.connect() as c:

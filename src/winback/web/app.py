@@ -5,6 +5,8 @@ threads of the same process, stopped cleanly at shutdown."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -18,9 +20,12 @@ from pydantic import ValidationError
 
 from winback import __version__
 from winback.errors import WinbackError
+from winback.flows.status import EngineStatus
+from winback.web.errors import install_error_handling
 from winback.workspace import Workspace
 
 TEMPLATES = Path(__file__).parent / "templates"
+log = logging.getLogger("winback.engine")
 
 
 class BackgroundLoops:
@@ -30,28 +35,36 @@ class BackgroundLoops:
         self.stop = threading.Event()
         self.threads: list[threading.Thread] = []
 
-    def start(self, name: str, loop: Callable[[threading.Event], None]) -> None:
+    def start(self, name: str, loop: Callable[[threading.Event], None]) -> threading.Thread:
         thread = threading.Thread(target=loop, args=(self.stop,), name=name, daemon=True)
         thread.start()
         self.threads.append(thread)
+        return thread
 
-    def shutdown(self, timeout: float = 30.0) -> None:
+    def shutdown(self, timeout: float = 60.0) -> None:
+        """Ask the loops to stop and wait for them (a pass in progress finishes its slice)."""
         self.stop.set()
         for thread in self.threads:
             thread.join(timeout)
+            if thread.is_alive():
+                log.warning("%s did not stop within %g s; leaving it", thread.name, timeout)
 
 
-def background_loops(workspace: Workspace, *, interval: float = 30.0) -> BackgroundLoops:
-    """Start the flow engine's loop: each pass ticks the flows, then hands the outbox to the
-    delivery worker (or to the file sink when no channel is configured, as `winback run`)."""
-    from winback.flows.runner import run_forever
+def background_loops(
+    workspace: Workspace, status: EngineStatus, *, interval: float = 30.0
+) -> BackgroundLoops:
+    """Start the flow engine's supervised loop: each pass ticks the flows, then hands the
+    outbox to the delivery worker (the configured channels, or the file channel). A failing
+    pass is logged and retried (see :func:`winback.flows.runner.run_forever`); ``status``
+    is what ``GET /healthz`` reports."""
+    from winback.flows.runner import log_pass, run_forever
 
     loops = BackgroundLoops()
 
     def engine(stop: threading.Event) -> None:
-        run_forever(workspace, stop, interval=interval)
+        run_forever(workspace, stop, interval=interval, status=status, on_pass=log_pass)
 
-    loops.start("winback-engine", engine)
+    status.watch(loops.start("winback-engine", engine))
     return loops
 
 
@@ -59,16 +72,23 @@ def create_app(
     workspace: Workspace, *, background: bool = False, interval: float = 30.0
 ) -> FastAPI:
     """The app; ``background=True`` also runs the engine and delivery loop every
-    ``interval`` seconds in this process (stopped at shutdown)."""
+    ``interval`` seconds in this process (stopped at shutdown, the pass in progress
+    finishing its slice first)."""
+    status = EngineStatus(
+        clock=workspace.clock,
+        interval=interval,
+        stale_after=workspace.settings.engine_stale_seconds,
+        enabled=background,
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        loops = background_loops(workspace, interval=interval) if background else None
+        loops = background_loops(workspace, status, interval=interval) if background else None
         try:
             yield
         finally:
             if loops is not None:
-                loops.shutdown()
+                await asyncio.to_thread(loops.shutdown)
 
     app = FastAPI(
         title="winback",
@@ -78,6 +98,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.workspace = workspace
+    app.state.engine = status
     app.state.templates = Jinja2Templates(directory=str(TEMPLATES))
 
     @app.exception_handler(WinbackError)
@@ -93,4 +114,5 @@ def create_app(
 
     for module in (health, tracking, unsubscribe, feedback, events, reports):
         app.include_router(module.router)
+    install_error_handling(app)
     return app

@@ -4,6 +4,7 @@ counts as a click on the link), ``POST /f/{token}`` records ``feedback_submitted
 from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
+from starlette.concurrency import run_in_threadpool
 
 from winback.web.deps import WorkspaceDep, not_found, page
 
@@ -30,7 +31,7 @@ def feedback_page(token: str, request: Request, workspace: WorkspaceDep) -> Resp
 
 @router.post("/f/{token}")
 async def submit_feedback(token: str, request: Request, workspace: WorkspaceDep) -> Response:
-    if workspace.delivery.tracker.resolve("f", token) is None:
+    if await run_in_threadpool(workspace.delivery.tracker.resolve, "f", token) is None:
         return not_found()
     form = await request.form()
     raw = str(form.get("score", ""))
@@ -46,7 +47,7 @@ async def submit_feedback(token: str, request: Request, workspace: WorkspaceDep)
             error="Please choose a score from 0 to 10.",
             done=False,
         )
-    workspace.delivery.tracker.submit_feedback(token, int(raw), comment)
+    await run_in_threadpool(workspace.delivery.tracker.submit_feedback, token, int(raw), comment)
     return page(
         request, "feedback.html", token=token, score=int(raw), name=None, error=None, done=True
     )

@@ -1,25 +1,114 @@
-"""``GET /healthz``: the service is up and the store answers."""
+"""``GET /healthz``: the service is up, the store answers and the engine loop is healthy.
+
+``200`` with ``status: ok``, or ``503`` with ``status: unavailable`` when the store cannot
+be reached or the engine (``winback serve`` without ``--no-background``) is stopped, has
+failed three passes in a row, or has had no successful pass for ``engine_stale_seconds``
+(see :mod:`winback.flows.status`). A busy store (locked by a writer) is not down."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
-from pydantic import BaseModel
+from datetime import datetime
+from typing import Literal
+
+from fastapi import APIRouter, Request, Response
+from pydantic import BaseModel, Field
 from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from winback import __version__
+from winback.flows.status import EngineStatus
 from winback.web.deps import WorkspaceDep
 
 router = APIRouter(tags=["health"])
 
 
+class PassErrorPublic(BaseModel):
+    type: str = Field(description="Exception class of the failed pass.")
+    message: str
+    at: datetime
+
+
+class EnginePublic(BaseModel):
+    state: Literal["running", "failing", "stopped", "disabled"] = Field(
+        description="`running`: the last pass succeeded (or none ended yet); `failing`: the "
+        "last pass failed and is being retried with a backoff; `stopped`: the loop is not "
+        "running though it should; `disabled`: no engine in this process "
+        "(`serve --no-background`)."
+    )
+    healthy: bool
+    problem: str | None = Field(description="Why the engine is unhealthy; null when healthy.")
+    passes: int = Field(description="Successful passes since the start.")
+    failures: int = Field(description="Failed passes since the start.")
+    consecutive_failures: int
+    started_at: datetime | None
+    last_success_at: datetime | None
+    last_error: PassErrorPublic | None
+    interval_seconds: float
+    stale_after_seconds: float
+
+
 class HealthPublic(BaseModel):
-    status: str
+    status: Literal["ok", "unavailable"] = Field(
+        description="`ok` (HTTP 200) or `unavailable` (HTTP 503: store down or engine unhealthy)."
+    )
     version: str
-    database: str
+    database: str = Field(description="Store dialect: sqlite or postgresql.")
+    store: Literal["ok", "busy", "down"] = Field(
+        description="`busy`: locked by a writer right now (not an outage); `down`: unreachable."
+    )
+    engine: EnginePublic
 
 
-@router.get("/healthz", response_model=HealthPublic)
-def healthz(workspace: WorkspaceDep) -> HealthPublic:
-    with workspace.engine.connect() as conn:
-        conn.execute(text("SELECT 1"))
-    return HealthPublic(status="ok", version=__version__, database=workspace.engine.dialect.name)
+def _store(workspace: WorkspaceDep) -> Literal["ok", "busy", "down"]:
+    try:
+        with workspace.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except PoolTimeout:
+        return "busy"
+    except OperationalError as exc:
+        detail = str(exc.orig).lower()
+        return "busy" if "locked" in detail or "busy" in detail else "down"
+    except Exception as exc:
+        return "busy" if getattr(exc, "retry_after", None) is not None else "down"
+    return "ok"
+
+
+@router.get(
+    "/healthz",
+    response_model=HealthPublic,
+    responses={503: {"model": HealthPublic, "description": "Store down or engine unhealthy."}},
+)
+def healthz(request: Request, response: Response, workspace: WorkspaceDep) -> HealthPublic:
+    status: EngineStatus = request.app.state.engine
+    engine = status.snapshot()
+    store = _store(workspace)
+    ok = store != "down" and engine.healthy
+    response.status_code = 200 if ok else 503
+    return HealthPublic(
+        status="ok" if ok else "unavailable",
+        version=__version__,
+        database=workspace.engine.dialect.name,
+        store=store,
+        engine=EnginePublic(
+            state=engine.state,
+            healthy=engine.healthy,
+            problem=engine.problem,
+            passes=engine.passes,
+            failures=engine.failures,
+            consecutive_failures=engine.consecutive_failures,
+            started_at=engine.started_at,
+            last_success_at=engine.last_success_at,
+            last_error=(
+                PassErrorPublic(
+                    type=engine.last_error.type,
+                    message=engine.last_error.message,
+                    at=engine.last_error.at,
+                )
+                if engine.last_error is not None
+                else None
+            ),
+            interval_seconds=engine.interval_seconds,
+            stale_after_seconds=engine.stale_after_seconds,
+        ),
+    )

@@ -5,6 +5,7 @@ with a confirm button, so link scanners that fetch URLs never unsubscribe anyone
 from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
+from starlette.concurrency import run_in_threadpool
 
 from winback.web.deps import WorkspaceDep, not_found, page
 
@@ -30,7 +31,11 @@ def unsubscribe_page(token: str, request: Request, workspace: WorkspaceDep) -> R
 async def unsubscribe(token: str, request: Request, workspace: WorkspaceDep) -> Response:
     form = await request.form()
     one_click = form.get("List-Unsubscribe") == "One-Click"
-    ref = workspace.delivery.tracker.unsubscribe(token, source="one-click" if one_click else "page")
+    # In a worker thread: the write may wait for the store (up to store_busy_timeout), and
+    # the event loop must go on serving meanwhile.
+    ref = await run_in_threadpool(
+        workspace.delivery.tracker.unsubscribe, token, source="one-click" if one_click else "page"
+    )
     if ref is None:
         return not_found()
     if one_click:

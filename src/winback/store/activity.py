@@ -1,0 +1,537 @@
+"""Contact activity: the one place that writes what customers did to their contact rows.
+
+Every writer calls these functions: file imports, the event API and the tracking links,
+the flow engine, the simulator, the CLI. Each takes a connection (the caller's transaction)
+and a *set* of changes, either as rows or as a SQL selectable, and writes them with a few
+set-based statements:
+
+- :func:`apply_orders`: new orders advance ``orders_count``, ``revenue_total``,
+  ``first_purchase_at`` (only back) and ``last_purchase_at`` (only forward);
+- :func:`apply_events`: new events move ``last_email_opened`` (human opens),
+  ``last_email_link_clicked`` (human clicks) and ``last_seen`` (site visits, whatever their
+  machine flag) forward, never back; a time is taken as given (nothing is clamped);
+- :func:`add_tags` / :func:`remove_tags`: tags, with one ``tag_history`` row per real change;
+- :func:`set_consent`: consent per channel, with one ``consent_log`` row per real change.
+
+Each stamps ``contacts.updated_at`` (what incremental segment refresh looks for) on the
+contacts it changed, and on those only.
+
+Concurrency. On PostgreSQL each function is one statement per kind of row it writes, with
+the change and its history in one statement (data-modifying ``WITH``), so that concurrent
+writers neither lose an update (counts are added in SQL, times compared in SQL) nor log a
+change twice (only the rows a statement really inserted, deleted or changed are logged). On
+SQLite the transaction holds the write lock from its first write on, so the statements
+after the first see nothing change under them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Connection,
+    DateTime,
+    Integer,
+    Numeric,
+    Select,
+    String,
+    Subquery,
+    and_,
+    case,
+    cast,
+    delete,
+    func,
+    insert,
+    literal,
+    literal_column,
+    or_,
+    select,
+    table,
+    true,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.types import TypeEngine
+
+from winback.store.schema import CHANNELS, consent_log, contact_tags, contacts, tag_history
+from winback.store.types import UTCDateTime, sqlite_text
+
+#: Which standard attribute each event type moves forward (to the event's time).
+ATTRIBUTE_OF_EVENT = {
+    "email_opened": "last_email_opened",
+    "email_clicked": "last_email_link_clicked",
+    "page_view": "last_seen",
+    "product_view": "last_seen",
+    "cart_add": "last_seen",
+}
+#: Events whose machine-flagged rows (privacy proxies, link scanners) move nothing.
+HUMAN_ONLY = frozenset({"email_opened", "email_clicked"})
+#: The order of the event attributes in the per-contact aggregates.
+EVENT_ATTRIBUTES = ("last_email_opened", "last_email_link_clicked", "last_seen")
+
+#: An order: ``(contact_id, ordered_at, amount)``; the time as a datetime or as the text
+#: SQLite stores, the amount as a number or its text.
+OrderRow = tuple[int, Any, Any]
+#: An event: ``(contact_id, type, occurred_at, machine)``.
+EventRow = tuple[int, str, Any, Any]
+
+
+# -- orders -------------------------------------------------------------------------------------
+
+
+def apply_orders(
+    conn: Connection, new_orders: Iterable[OrderRow] | Select[Any], *, now: datetime
+) -> int:
+    """Advance the purchase attributes of the contacts of ``new_orders`` (orders just stored
+    in this transaction): rows ``(contact_id, ordered_at, amount)``, or a selectable with
+    columns ``ordered_at``, ``amount`` and ``contact_id`` (or ``customer_id``). Returns how
+    many contacts changed."""
+    if isinstance(new_orders, Select):
+        return int(conn.execute(orders_update(new_orders.subquery("o"), now)).rowcount)
+    per = _per_contact_orders(new_orders)
+    if not per:
+        return 0
+    if conn.dialect.name == "sqlite":
+        return _sqlite_apply_orders(conn, per, sqlite_text(now))
+    ids = sorted(per)
+    source = _unnest(
+        [
+            ("contact_id", BigInteger(), ids),
+            ("n", Integer(), [per[i][0] for i in ids]),
+            ("total", Numeric(18, 2), [per[i][1] for i in ids]),
+            ("first_at", DateTime(timezone=True), [per[i][2] for i in ids]),
+            ("last_at", DateTime(timezone=True), [per[i][3] for i in ids]),
+        ]
+    )
+    conn.execute(_orders_update_from(source, now))
+    return len(per)
+
+
+def orders_update(orders: Any, now: Any) -> Any:
+    """The statement of :func:`apply_orders` for a selectable of orders (``ordered_at``,
+    ``amount``, ``contact_id`` or ``customer_id``): per-contact aggregates applied by one
+    ``UPDATE ... FROM``. ``now`` may be a bound parameter (the bulk import compiles it)."""
+    key = orders.c.contact_id if "contact_id" in orders.c else orders.c.customer_id
+    per = (
+        select(
+            key.label("key"),
+            func.count().label("n"),
+            func.sum(orders.c.amount).label("total"),
+            func.min(orders.c.ordered_at).label("first_at"),
+            func.max(orders.c.ordered_at).label("last_at"),
+        )
+        .group_by(key)
+        .subquery("a")
+    )
+    matched = contacts.c.id if "contact_id" in orders.c else contacts.c.customer_id
+    return _orders_update_from(per, now, key=per.c.key, matched=matched)
+
+
+def _orders_update_from(
+    a: Subquery | Any,
+    now: Any,
+    *,
+    key: ColumnElement[Any] | None = None,
+    matched: ColumnElement[Any] | None = None,
+) -> Any:
+    c = contacts.c
+    return (
+        update(contacts)
+        .where((c.id if matched is None else matched) == (a.c.contact_id if key is None else key))
+        .values(
+            {
+                c.orders_count: c.orders_count + a.c.n,
+                c.revenue_total: c.revenue_total + a.c.total,
+                c.first_purchase_at: _earliest(c.first_purchase_at, a.c.first_at),
+                c.last_purchase_at: _latest(c.last_purchase_at, a.c.last_at),
+                c.updated_at: _instant(now),
+            }
+        )
+    )
+
+
+def _per_contact_orders(new_orders: Iterable[OrderRow]) -> dict[int, list[Any]]:
+    """``contact_id -> [count, total, first time, last time]``."""
+    per: dict[int, list[Any]] = {}
+    for contact_id, at, amount in new_orders:
+        value = float(amount) if isinstance(amount, str) else amount
+        agg = per.get(contact_id)
+        if agg is None:
+            per[contact_id] = [1, value, at, at]
+        else:
+            agg[0] += 1
+            agg[1] += value
+            if at < agg[2]:
+                agg[2] = at
+            elif at > agg[3]:
+                agg[3] = at
+    return per
+
+
+def _sqlite_apply_orders(conn: Connection, per: dict[int, list[Any]], now: str) -> int:
+    """SQLite: the touched contacts' current times are read first (the transaction holds the
+    write lock: the orders were just stored), so that one ``executemany`` per shape of change
+    sets an indexed column (``last_purchase_at``, ``updated_at``) only where its value
+    changes: every index entry rewritten costs, and an import touches most contacts in many
+    of its batches."""
+    raw = conn.connection.driver_connection
+    assert raw is not None
+    cur: Any = raw.cursor()
+    ids = sorted(per)
+    cur.execute(
+        "SELECT c.id, c.first_purchase_at, c.last_purchase_at, c.updated_at "
+        "FROM json_each(?) j JOIN contacts c ON c.id = j.value",
+        (json.dumps(ids),),
+    )
+    current = {r[0]: r[1:] for r in cur.fetchall()}
+    shapes: dict[tuple[bool, bool], list[tuple[Any, ...]]] = {}
+    for cid in ids:
+        n, total, first_at, last_at = per[cid]
+        if isinstance(first_at, datetime):
+            first_at, last_at = sqlite_text(first_at), sqlite_text(last_at)
+        first, last, updated = current[cid]
+        if first is not None and first < first_at:
+            first_at = first
+        later = last is None or last < last_at
+        touched = updated != now
+        params: tuple[Any, ...] = (n, float(total), first_at)
+        if later:
+            params += (last_at,)
+        if touched:
+            params += (now,)
+        shapes.setdefault((later, touched), []).append((*params, cid))
+    for (later, touched), rows in shapes.items():
+        cur.executemany(
+            "UPDATE contacts SET orders_count = orders_count + ?, "  # noqa: S608 (fixed text)
+            "revenue_total = revenue_total + ?, first_purchase_at = ?"
+            + (", last_purchase_at = ?" if later else "")
+            + (", updated_at = ?" if touched else "")
+            + " WHERE id = ?",
+            rows,
+        )
+    return len(per)
+
+
+# -- events -------------------------------------------------------------------------------------
+
+
+def apply_events(conn: Connection, new_events: Iterable[EventRow], *, now: datetime) -> int:
+    """Move the engagement attributes of the contacts of ``new_events`` (events just stored
+    in this transaction: ``(contact_id, type, occurred_at, machine)``) forward to the latest
+    of their times, never back. Returns how many contacts had an event that counts."""
+    per: dict[int, list[Any]] = {}
+    for contact_id, kind, at, machine in new_events:
+        attribute = ATTRIBUTE_OF_EVENT.get(kind)
+        if attribute is None or (machine and kind in HUMAN_ONLY):
+            continue
+        slot = EVENT_ATTRIBUTES.index(attribute)
+        agg = per.setdefault(contact_id, [None, None, None])
+        if agg[slot] is None or at > agg[slot]:
+            agg[slot] = at
+    if not per:
+        return 0
+    ids = sorted(per)
+    source = _rows(
+        conn,
+        [("contact_id", BigInteger(), ids)]
+        + [
+            (name, UTCDateTime(), [per[i][slot] for i in ids])
+            for slot, name in enumerate(EVENT_ATTRIBUTES)
+        ],
+    )
+    c = contacts.c
+    moves = [
+        and_(source.c[name].is_not(None), or_(c[name].is_(None), c[name] < source.c[name]))
+        for name in EVENT_ATTRIBUTES
+    ]
+    conn.execute(
+        update(contacts)
+        .where(c.id == source.c.contact_id, or_(*moves))
+        .values(
+            {c[name]: _latest(c[name], source.c[name]) for name in EVENT_ATTRIBUTES}
+            | {c.updated_at: _instant(now)}
+        )
+    )
+    return len(per)
+
+
+# -- tags ---------------------------------------------------------------------------------------
+
+
+def add_tags(
+    conn: Connection,
+    contact_ids: Iterable[int] | Select[Any],
+    tag: str,
+    *,
+    source: str,
+    at: datetime,
+) -> list[int]:
+    """Tag contacts (ids, or a selectable of one column of contact ids). Contacts that had
+    the tag keep it unchanged; the others get it, a ``tag_history`` row ``added`` and
+    ``updated_at = at``. Returns the ids that got the tag, sorted."""
+    chosen = _ids(conn, contact_ids)
+    if chosen is None:
+        return []
+    # ``WHERE true``: SQLite parses ``ON CONFLICT`` after a bare ``SELECT ... FROM`` as a join.
+    rows = select(chosen, literal(tag), _instant(at), literal(source)).where(true())
+    columns = ["contact_id", "tag", "added_at", "added_by"]
+    if conn.dialect.name == "postgresql":
+        added = (
+            postgresql.insert(contact_tags)
+            .from_select(columns, rows)
+            .on_conflict_do_nothing(index_elements=["contact_id", "tag"])
+            .returning(contact_tags.c.contact_id)
+            .cte("added")
+        )
+        return _pg_log_and_stamp(conn, added, tag, "added", source, at)
+    before = _sqlite_max_rowid(conn, "contact_tags")
+    conn.execute(
+        sqlite.insert(contact_tags)
+        .from_select(columns, rows)
+        .on_conflict_do_nothing(index_elements=["contact_id", "tag"])
+    )
+    new = literal_column("contact_tags.rowid") > before
+    conn.execute(
+        insert(tag_history).from_select(
+            HISTORY_COLUMNS,
+            select(
+                contact_tags.c.contact_id,
+                literal(tag),
+                literal("added"),
+                _instant(at),
+                literal(source),
+            ).where(new),
+        )
+    )
+    return _stamp(conn, select(contact_tags.c.contact_id).where(new), at)
+
+
+def remove_tags(
+    conn: Connection,
+    contact_ids: Iterable[int] | Select[Any],
+    tag: str,
+    *,
+    source: str,
+    at: datetime,
+) -> list[int]:
+    """Untag contacts (ids, or a selectable of contact ids). Those that had the tag lose it
+    and get a ``tag_history`` row ``removed`` and ``updated_at = at``. Returns their ids,
+    sorted."""
+    chosen = _ids(conn, contact_ids)
+    if chosen is None:
+        return []
+    having = and_(contact_tags.c.tag == tag, contact_tags.c.contact_id.in_(select(chosen)))
+    if conn.dialect.name == "postgresql":
+        gone = delete(contact_tags).where(having).returning(contact_tags.c.contact_id).cte("gone")
+        return _pg_log_and_stamp(conn, gone, tag, "removed", source, at)
+    before = _sqlite_max_rowid(conn, "tag_history")
+    conn.execute(
+        insert(tag_history).from_select(
+            HISTORY_COLUMNS,
+            select(
+                contact_tags.c.contact_id,
+                literal(tag),
+                literal("removed"),
+                _instant(at),
+                literal(source),
+            ).where(having),
+        )
+    )
+    logged = select(tag_history.c.contact_id).where(tag_history.c.id > before)
+    conn.execute(
+        delete(contact_tags).where(contact_tags.c.tag == tag, contact_tags.c.contact_id.in_(logged))
+    )
+    return _stamp(conn, logged, at)
+
+
+HISTORY_COLUMNS = ["contact_id", "tag", "action", "at", "source"]
+
+
+def _pg_log_and_stamp(
+    conn: Connection, changed: Any, tag: str, action: str, source: str, at: datetime
+) -> list[int]:
+    """PostgreSQL: the history of the rows the CTE ``changed`` really wrote, and the stamp on
+    their contacts, in the same statement as the change."""
+    logged = insert(tag_history).from_select(
+        HISTORY_COLUMNS,
+        select(changed.c.contact_id, literal(tag), literal(action), _instant(at), literal(source)),
+    )
+    stamp = (
+        update(contacts)
+        .where(contacts.c.id.in_(select(changed.c.contact_id)))
+        .values(updated_at=_instant(at))
+        .returning(contacts.c.id)
+        .add_cte(logged.cte("logged"))
+    )
+    return sorted(int(i) for i in conn.execute(stamp).scalars())
+
+
+def _stamp(conn: Connection, changed: Select[Any], at: datetime) -> list[int]:
+    """SQLite: ``updated_at`` on the contacts ``changed`` selects; returns their ids."""
+    ids = sorted(int(i) for i in conn.execute(changed).scalars())
+    if ids:
+        conn.execute(
+            update(contacts).where(contacts.c.id.in_(changed)).values(updated_at=_instant(at))
+        )
+    return ids
+
+
+# -- consent ------------------------------------------------------------------------------------
+
+
+def set_consent(
+    conn: Connection,
+    contact_ids: Iterable[int] | Select[Any],
+    channel: str,
+    granted: bool,
+    *,
+    source: str,
+    at: datetime | Mapping[int, datetime],
+    now: datetime,
+) -> list[int]:
+    """Set consent on ``channel`` for contacts (ids, or a selectable of contact ids). Only
+    contacts whose consent differs change: they get a ``consent_log`` row at ``at`` (one
+    instant for all, or a mapping ``contact id -> instant``, whose keys then are the contacts
+    and ``contact_ids`` is ignored) and ``updated_at = now``. Returns the ids that changed,
+    sorted."""
+    if channel not in CHANNELS:
+        raise ValueError(f"unknown channel {channel!r} (expected one of {', '.join(CHANNELS)})")
+    consent = contacts.c[f"{channel}_consent"]
+    differs = or_(consent.is_(None), consent != granted)
+    if isinstance(at, Mapping):
+        ids = sorted(at)
+        if not ids:
+            return []
+        times = _rows(
+            conn,
+            [("contact_id", BigInteger(), ids), ("at", UTCDateTime(), [at[i] for i in ids])],
+        )
+        match: Any = contacts.c.id == times.c.contact_id
+        when: Any = times.c.at
+    else:
+        chosen = _ids(conn, contact_ids)
+        if chosen is None:
+            return []
+        match = contacts.c.id.in_(select(chosen))
+        when = _instant(at)
+    log = [contacts.c.id, literal(channel), literal(granted), when, literal(source)]
+    if conn.dialect.name == "postgresql":
+        changed = (
+            update(contacts)
+            .where(match, differs)
+            .values({consent: granted, contacts.c.updated_at: _instant(now)})
+            .returning(*(e.label(f"c{i}") for i, e in enumerate(log)))
+            .cte("changed")
+        )
+        logged = (
+            insert(consent_log)
+            .from_select(LOG_COLUMNS, select(*changed.c))
+            .returning(consent_log.c.contact_id)
+            .add_cte(changed)
+        )
+        return sorted(int(i) for i in conn.execute(logged).scalars())
+    before = _sqlite_max_rowid(conn, "consent_log")
+    conn.execute(insert(consent_log).from_select(LOG_COLUMNS, select(*log).where(match, differs)))
+    new = select(consent_log.c.contact_id).where(consent_log.c.id > before)
+    ids = sorted(int(i) for i in conn.execute(new).scalars())
+    if ids:
+        conn.execute(
+            update(contacts)
+            .where(contacts.c.id.in_(new))
+            .values({consent: granted, contacts.c.updated_at: _instant(now)})
+        )
+    return ids
+
+
+LOG_COLUMNS = ["contact_id", "channel", "granted", "at", "source"]
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+
+def _latest(current: ColumnElement[Any], new: ColumnElement[Any]) -> ColumnElement[Any]:
+    """``new`` when it is later than ``current`` (or ``current`` is unknown), else ``current``."""
+    return case((and_(new.is_not(None), or_(current.is_(None), current < new)), new), else_=current)
+
+
+def _earliest(current: ColumnElement[Any], new: ColumnElement[Any]) -> ColumnElement[Any]:
+    return case((and_(new.is_not(None), or_(current.is_(None), current > new)), new), else_=current)
+
+
+def _instant(value: Any) -> Any:
+    return value if isinstance(value, ColumnElement) else literal(value, UTCDateTime())
+
+
+def _ids(conn: Connection, contact_ids: Iterable[int] | Select[Any]) -> Any:
+    """A one-column selectable of contact ids; None when a list of ids is empty."""
+    if isinstance(contact_ids, Select):
+        return list(contact_ids.subquery("chosen").c)[0]
+    ids = sorted({int(i) for i in contact_ids})
+    if not ids:
+        return None
+    return _rows(conn, [("contact_id", BigInteger(), ids)]).c.contact_id
+
+
+def _rows(conn: Connection, columns: list[tuple[str, TypeEngine[Any], list[Any]]]) -> Subquery:
+    """Rows given as one list of values per column, as a derived table: ``unnest`` of arrays
+    (PostgreSQL) or ``json_each`` of a JSON array of rows (SQLite); one parameter per
+    column whatever the number of rows."""
+    if conn.dialect.name == "postgresql":
+        return _unnest(columns)
+    data = [
+        [
+            sqlite_text(v) if isinstance(v, datetime) else float(v) if isinstance(v, Decimal) else v
+            for v in row
+        ]
+        for row in zip(*(values for _name, _type, values in columns), strict=True)
+    ]
+    j = func.json_each(literal(json.dumps(data), String())).table_valued("value").alias("j")
+    return select(
+        *(
+            func.json_extract(j.c.value, f"$[{i}]").label(name)
+            for i, (name, _type, _values) in enumerate(columns)
+        )
+    ).subquery("a")
+
+
+def _unnest(columns: list[tuple[str, TypeEngine[Any], list[Any]]]) -> Subquery:
+    """PostgreSQL: rows from one array parameter per column."""
+    arrays = [
+        cast(literal(values, ARRAY(pg_kind)), ARRAY(pg_kind))
+        for pg_kind, values in (
+            (DateTime(timezone=True) if isinstance(kind, UTCDateTime) else kind, values)
+            for _name, kind, values in columns
+        )
+    ]
+    names = [name for name, _kind, _values in columns]
+    u = func.unnest(*arrays).table_valued(*names).render_derived(name="u")
+    return select(*(u.c[name] for name in names)).subquery("a")
+
+
+def _sqlite_max_rowid(conn: Connection, name: str) -> int:
+    """SQLite: the largest rowid of a table, before a write that adds rows after it (the
+    transaction holds the write lock, so rows above it are this transaction's)."""
+    rowid: ColumnElement[int] = literal_column(f"{name}.rowid")
+    return int(
+        conn.execute(
+            select(func.coalesce(func.max(rowid), 0)).select_from(table(name))
+        ).scalar_one()
+    )
+
+
+__all__ = [
+    "ATTRIBUTE_OF_EVENT",
+    "add_tags",
+    "apply_events",
+    "apply_orders",
+    "orders_update",
+    "remove_tags",
+    "set_consent",
+]
