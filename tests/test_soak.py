@@ -10,6 +10,7 @@ import os
 import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -80,7 +81,7 @@ def _outstanding(ws: Workspace) -> int:
 
 @pytest.mark.slow
 def test_soak_one_process_serves_runs_the_flow_and_delivers(
-    workspace: Workspace, tmp_path: Any
+    workspace: Workspace, tmp_path: Path
 ) -> None:
     ws = workspace
     postgres = ws.engine.dialect.name == "postgresql"
