@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 # Debian packages the test suite needs: a PostgreSQL server (tests start a throwaway
-# cluster on a loopback port) and Chromium for the browser tests.
+# cluster on a loopback port) and Chromium for the browser tests; wrk for bench_service.
 system-deps:
 	bash scripts/system-deps.sh
 

@@ -15,6 +15,14 @@ simulated time, against the raw SQL lower bound (the same set updates written by
 
 Both databases: SQLite (file) and PostgreSQL (a throwaway cluster on a loopback port).
 Sizes: 1,000,000 contacts (``--quick``: 20,000).
+
+Each run also reports the longest write transaction of ours' ticks (``BEGIN`` to ``COMMIT``,
+seen through the engine's events; the counting sink is not in it): ticks commit in slices of
+about ``write_slice_ms``, so that other writers get the store in between.
+
+Workers (PostgreSQL): the same week on the same data, once with one worker and once with two
+(each its own workspace and engine on the same store, ticking the same instants in threads),
+wall time and ratio; and each worker's share of the contact-steps.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -99,32 +108,107 @@ def _count_sink(conn: Any, at: datetime, postgres: bool) -> int:
     return int(result.rowcount)
 
 
+class WriteTimer:
+    """The longest write transaction on an engine (``BEGIN`` to ``COMMIT``) while
+    ``active``, from its events."""
+
+    def __init__(self, engine: Any) -> None:
+        from sqlalchemy import event
+
+        self.engine, self.longest, self.count, self.active = engine, 0.0, 0, False
+        self._events = event
+        event.listen(engine, "begin", self._begin)
+        event.listen(engine, "commit", self._commit)
+        event.listen(engine, "rollback", self._rollback)
+
+    def _begin(self, conn: Any) -> None:
+        if self.active:
+            conn.info["bench_began"] = time.perf_counter()
+
+    def _rollback(self, conn: Any) -> None:
+        conn.info.pop("bench_began", None)
+
+    def _commit(self, conn: Any) -> None:
+        began = conn.info.pop("bench_began", None)
+        if began is not None and self.active:
+            self.count += 1
+            self.longest = max(self.longest, time.perf_counter() - began)
+
+    def close(self) -> None:
+        self._events.remove(self.engine, "begin", self._begin)
+        self._events.remove(self.engine, "commit", self._commit)
+        self._events.remove(self.engine, "rollback", self._rollback)
+
+
 def run_ours(ws: Any) -> dict[str, Any]:
+    return run_workers([ws])
+
+
+def run_workers(workers: list[Any]) -> dict[str, Any]:
+    """The week with every workspace of ``workers`` ticking the same instants at once."""
+    ws = workers[0]
     postgres = ws.engine.dialect.name == "postgresql"
     ws.flows.add("reactivation", now=T0 - DAY)
     ws.flows.pause("reactivation-companion")
+    timers = [WriteTimer(w.engine) for w in workers]
     timings: dict[str, float] = {}
     steps = sent = 0
-    for day in (0, 4, 7):
-        if day == 4:
+    shares = [0] * len(workers)
+    try:
+        for day in (0, 4, 7):
+            if day == 4:
+                with ws.engine.begin() as conn:
+                    _leave(conn, 5, 0, T0 + 2 * DAY, postgres)
+            if day == 7:
+                with ws.engine.begin() as conn:
+                    _leave(conn, 10, 1, T0 + 5 * DAY, postgres)
+            now = T0 + day * DAY
+            started = time.perf_counter()
+            for timer in timers:
+                timer.active = True
+            reports = _tick_all(workers, now)
+            for timer in timers:
+                timer.active = False
             with ws.engine.begin() as conn:
-                _leave(conn, 5, 0, T0 + 2 * DAY, postgres)
-        if day == 7:
-            with ws.engine.begin() as conn:
-                _leave(conn, 10, 1, T0 + 5 * DAY, postgres)
-        now = T0 + day * DAY
-        started = time.perf_counter()
-        report = ws.flows.tick(now, refresh=False)
-        with ws.engine.begin() as conn:
-            sent += _count_sink(conn, now, postgres)
-        timings[f"day{day}"] = time.perf_counter() - started
-        steps += report.contact_steps
+                sent += _count_sink(conn, now, postgres)
+            timings[f"day{day}"] = time.perf_counter() - started
+            for i, report in enumerate(reports):
+                steps += report.contact_steps
+                shares[i] += report.contact_steps
+    finally:
+        for timer in timers:
+            timer.close()
     return {
         "seconds": sum(timings.values()),
         "per_day": timings,
         "contact_steps": steps,
         "sent": sent,
+        "longest_write_ms": round(max(t.longest for t in timers) * 1000),
+        "write_transactions": sum(t.count for t in timers),
+        **({"steps_per_worker": shares} if len(workers) > 1 else {}),
     }
+
+
+def _tick_all(workers: list[Any], now: datetime) -> list[Any]:
+    if len(workers) == 1:
+        return [workers[0].flows.tick(now, refresh=False)]
+    reports: list[Any] = [None] * len(workers)
+    errors: list[BaseException] = []
+
+    def work(i: int) -> None:
+        try:
+            reports[i] = workers[i].flows.tick(now, refresh=False)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(workers))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    return reports
 
 
 #: Day 4: leave unless still in the segment with consent; day 7: unless still in the segment.
@@ -322,9 +406,34 @@ def _one_database(kind: str, n: int, cluster: Any) -> dict[str, Any]:
     }
 
 
+def _workers(n: int, cluster: Any) -> dict[str, Any]:
+    """PostgreSQL: the same week on copies of the same data (the template the first run
+    made) with one worker, then two."""
+    import winback
+
+    work = Path(tempfile.mkdtemp(prefix="bench-flows-workers-"))
+    runs: dict[str, Any] = {}
+    try:
+        for count in (1, 2):
+            url = cluster.create_database(f"bench_flows_w{count}", template="bench_flows_base")
+            env = {"WINBACK_DATABASE_URL": url}
+            winback.init(work / f"w{count}", environ=env).close()
+            workers = [winback.open(work / f"w{count}", environ=env) for _ in range(count)]
+            try:
+                runs[f"workers_{count}"] = run_workers(workers)
+            finally:
+                for ws in workers:
+                    ws.close()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    one, two = runs["workers_1"]["seconds"], runs["workers_2"]["seconds"]
+    return {"contacts": n, **runs, "speedup": round(one / two, 2) if two else float("nan")}
+
+
 def run(quick: bool) -> dict[str, Any]:
     """Environment: BENCH_FLOWS_N (contacts), BENCH_FLOWS_PG_N (contacts on PostgreSQL,
-    default the same; 0 skips PostgreSQL), BENCH_FLOWS_DBS (``sqlite,postgres``)."""
+    default the same; 0 skips PostgreSQL), BENCH_FLOWS_DBS (``sqlite,postgres``),
+    BENCH_FLOWS_WORKERS (0 skips the 1 vs 2 workers comparison on PostgreSQL)."""
     n = int(os.environ.get("BENCH_FLOWS_N", 20_000 if quick else 1_000_000))
     pg_n = int(os.environ.get("BENCH_FLOWS_PG_N", n))
     dbs = os.environ.get("BENCH_FLOWS_DBS", "sqlite,postgres").split(",")
@@ -341,6 +450,9 @@ def run(quick: bool) -> dict[str, Any]:
         try:
             figures["postgres"] = _one_database("postgres", pg_n, cluster)
             _print("postgres", figures["postgres"])
+            if os.environ.get("BENCH_FLOWS_WORKERS", "1") != "0":
+                figures["postgres_workers"] = _workers(pg_n, cluster)
+                _print_workers(figures["postgres_workers"])
         finally:
             cluster.stop()
     figures["target"] = "SQLite: whole flow < 60 s and within 3x of the raw SQL bound"
@@ -356,6 +468,18 @@ def _print(kind: str, f: dict[str, Any]) -> None:
         f"{ours['sent']:,} messages; ours {ours['seconds']:.1f} s "
         f"({f['contact_steps_per_second']:,} contact-steps/s) vs raw SQL {raw['seconds']:.1f} s "
         f"-> {f['ratio']}x; per day ours "
-        + ", ".join(f"{k} {v:.1f}s" for k, v in ours["per_day"].items()),
+        + ", ".join(f"{k} {v:.1f}s" for k, v in ours["per_day"].items())
+        + f"; longest write transaction {ours['longest_write_ms']} ms"
+        f" of {ours['write_transactions']:,}",
+        flush=True,
+    )
+
+
+def _print_workers(f: dict[str, Any]) -> None:
+    one, two = f["workers_1"], f["workers_2"]
+    print(
+        f"postgres workers: {f['contacts']:,} contacts; 1 worker {one['seconds']:.1f} s, "
+        f"2 workers {two['seconds']:.1f} s -> {f['speedup']}x; contact-steps per worker "
+        f"{two['steps_per_worker']}; longest write transaction {two['longest_write_ms']} ms",
         flush=True,
     )

@@ -5,6 +5,7 @@ need=()
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need+=(postgresql)
 [ -x /usr/bin/chromium ] || need+=(chromium)
 command -v runuser >/dev/null || need+=(util-linux)
+command -v wrk >/dev/null || need+=(wrk)  # the HTTP load generator of bench_service
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "winback: missing system packages: ${need[*]} (run: sudo apt-get install ${need[*]})" >&2

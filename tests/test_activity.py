@@ -187,7 +187,7 @@ def test_tags_by_cli_engine_and_store_give_the_same_history(
     workspace: Workspace, clock: FixedClock
 ) -> None:
     """Per way, contact ``x`` has no tag and ``y`` has both: each gets vip and loses old;
-    only the real changes are logged and stamp ``updated_at``."""
+    only the real changes are logged; the contact row is left alone."""
     ws = workspace
     groups = {way: people(ws, way, 2) for way in ("cli", "engine", "store")}
     for _x, y in groups.values():
@@ -212,8 +212,11 @@ def test_tags_by_cli_engine_and_store_give_the_same_history(
         ]
 
     expected = [
-        ([("vip", "added", T0)], T0),
-        ([("old", "added", T0 - 2 * D), ("old", "removed", T0), ("vip", "added", T0 - 2 * D)], T0),
+        ([("vip", "added", T0)], BEFORE),
+        (
+            [("old", "added", T0 - 2 * D), ("old", "removed", T0), ("vip", "added", T0 - 2 * D)],
+            BEFORE,
+        ),
     ]
     assert (
         history(groups["cli"]) == history(groups["engine"]) == history(groups["store"]) == expected
@@ -222,31 +225,23 @@ def test_tags_by_cli_engine_and_store_give_the_same_history(
     assert ws.store.tags_of(groups["engine"][1]) == ["go", "vip"]
 
 
-KINDS = [
-    "email_opened",
-    "email_clicked",
-    "page_view",
-    "product_view",
-    "cart_add",
-    "sales_call",
-    "purchase",
-]
+KINDS = ["email_opened", "email_clicked", "page_view", "product_view", "sales_call", "purchase"]
 EVENT = st.tuples(
     st.sampled_from(KINDS),
-    st.integers(min_value=0, max_value=400 * 86400),  # seconds before T0
+    st.integers(min_value=0, max_value=30 * 86400),  # seconds before T0
     st.booleans(),  # machine
     st.integers(min_value=1, max_value=50_000),  # cents
 )
 
 
 @settings(
-    max_examples=15,
+    max_examples=30,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(
-    events=st.lists(EVENT, min_size=1, max_size=12),
-    cuts=st.lists(st.integers(min_value=0, max_value=12), max_size=3),
+    events=st.lists(EVENT, min_size=4, max_size=16),
+    cuts=st.lists(st.integers(min_value=1, max_value=15), min_size=1, max_size=3),
     ways=st.lists(st.booleans(), min_size=4, max_size=4),
     seed=st.integers(min_value=0, max_value=1000),
 )

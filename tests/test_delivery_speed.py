@@ -175,9 +175,9 @@ def test_a_batch_is_rendered_before_its_first_message_is_sent(workspace: Workspa
     rendered_at_submit: list[int] = []
 
     class Recording(SmtpChannel):
-        def send_one(self, msg: OutboundMessage) -> Any:
+        def send_one(self, msg: OutboundMessage, durable: Any = None) -> Any:
             rendered_at_submit.append(len(rendered))
-            return super().send_one(msg)
+            return super().send_one(msg, durable)
 
     with smtp_server() as (url, inbox, _):
         configure(workspace, smtp_url=url, quiet_hours="", frequency_caps={})

@@ -75,7 +75,16 @@ class Settings(BaseModel):
     flow_batch_size: int = Field(
         50_000,
         ge=1,
-        description="Flow entries the engine advances per transaction (one set-based batch).",
+        description="Most flow entries the engine advances in one transaction (one "
+        "set-based slice); `write_slice_ms` usually keeps slices smaller.",
+    )
+    write_slice_ms: int = Field(
+        200,
+        ge=10,
+        description="Write lock a slice of a long pass (segment refresh, enrolment, flow "
+        "steps) aims to hold, in milliseconds. Each slice is timed and the next one's row "
+        "count scaled toward this budget; other writers (HTTP requests, other workers) get "
+        "the store between slices. Larger: a little faster passes, longer waits for them.",
     )
     segments_cache_mb: int = Field(
         512,

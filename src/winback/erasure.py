@@ -37,21 +37,19 @@ from sqlalchemy import (
     and_,
     bindparam,
     delete,
-    false,
     func,
     insert,
     literal,
-    or_,
     select,
     update,
 )
 
 from winback.clock import as_utc
 from winback.errors import NotFound
+from winback.store import activity
 from winback.store.schema import (
     ANALYTICS_COLUMNS,
     CHANNELS,
-    consent_log,
     contact_tags,
     contacts,
     erasures,
@@ -185,18 +183,8 @@ def erase_contacts(
         )
     )
     for channel in CHANNELS:
-        column = contacts.c[f"{channel}_consent"]
-        conn.execute(
-            insert(consent_log).from_select(
-                ["contact_id", "channel", "granted", "at", "source"],
-                select(
-                    contacts.c.id,
-                    literal(channel),
-                    false(),
-                    literal(at, contacts.c.erased_at.type),
-                    literal(f"erasure:{source}"),
-                ).where(todo, or_(column.is_(None), column.is_(True))),
-            )
+        activity.set_consent(
+            conn, victims, channel, False, source=f"erasure:{source}", at=at, now=at
         )
     conn.execute(update(events).where(events.c.contact_id.in_(victims)).values(properties=None))
     conn.execute(

@@ -97,6 +97,8 @@ class Workspace:
         migrate.upgrade(self.engine)
 
     def close(self) -> None:
+        if "delivery" in self.__dict__:
+            self.delivery.close()
         if self._engine is not None:
             self._engine.dispose()
             self._engine = None

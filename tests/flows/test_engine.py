@@ -255,7 +255,7 @@ def test_a_tick_runs_its_batches_on_one_connection_and_checkpoints_once(
     one checkpoint and gives the connection back with its setting restored."""
     from sqlalchemy import event
 
-    from winback.flows.engine import TICK_WAL_PAGES
+    from winback.store.slices import PASS_WAL_PAGES as TICK_WAL_PAGES
 
     ws = sqlite_workspace
     people = make_contacts(ws, 60, at=T0)

@@ -9,10 +9,12 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from datetime import datetime
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Connection, func, select
 
 from winback.delivery.channels import Channel, OutboundMessage, SendResult
 from winback.delivery.templates import (
@@ -26,6 +28,8 @@ from winback.delivery.templates import (
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
+    from winback.delivery.apikeys import KeyRing
+    from winback.delivery.event_intake import EventIntake
     from winback.delivery.inbound import EventIn, IngestResult
     from winback.delivery.reports import FeedbackIn, Policy, ReportResult
     from winback.delivery.tracking import Tracker
@@ -83,12 +87,10 @@ class Delivery:
         return self.templates.render(name, context)
 
     # -- the worker --------------------------------------------------------------------------
-    def worker(
-        self, *, channels: Mapping[str, Channel] | None = None, fault: str | None = None
-    ) -> DeliveryWorker:
+    def worker(self, *, channels: Mapping[str, Channel] | None = None) -> DeliveryWorker:
         from winback.delivery.worker import DeliveryWorker
 
-        return DeliveryWorker(self.ws, channels=channels, fault=fault)
+        return DeliveryWorker(self.ws, channels=channels)
 
     @contextmanager
     def keep_connections(self) -> Iterator[None]:
@@ -116,7 +118,8 @@ class Delivery:
         """Deliver every message due now (with ``delivery_processes`` worker processes when
         a backlog is due), then close the channels unless inside :meth:`keep_connections`;
         also marks coupons redeemed by orders that arrived since (imports included). When
-        ``stop`` is set, it returns after the batch in progress (in this process)."""
+        ``stop`` is set, this process's worker ends its batch early: the messages not yet on
+        the wire go back to ``pending``."""
         from winback.delivery.parallel import drain_parallel
 
         kept: DeliveryWorker | None = None
@@ -127,18 +130,8 @@ class Delivery:
         worker = kept if kept is not None else self.worker(channels=channels)
         try:
             if channels is None and self.ws.settings.delivery_processes > 1:
-                return drain_parallel(worker, self.ws.settings.delivery_processes)
-            if stop is None:
-                return worker.drain()
-            from winback.delivery.worker import BatchReport
-
-            total = BatchReport()
-            while not stop.is_set():
-                batch = worker.drain(max_batches=1)
-                total += batch
-                if batch.claimed == 0:
-                    break
-            return total
+                return drain_parallel(worker, self.ws.settings.delivery_processes, stop=stop)
+            return worker.drain(stop=stop)
         finally:
             if channels is None and kept is None:
                 worker.close()
@@ -160,17 +153,43 @@ class Delivery:
 
         return Tracker(self.ws)
 
-    def ingest(self, items: list[EventIn]) -> IngestResult:
+    def ingest(
+        self,
+        items: list[EventIn],
+        *,
+        conn: Connection | None = None,
+        now: datetime | None = None,
+    ) -> IngestResult:
+        """Record events from the API in one transaction (the caller's ``conn`` when given);
+        ``now`` (default: the clock) stands for events without ``occurred_at``."""
         from winback.delivery.inbound import ingest
         from winback.store.busy import retry_transient
 
+        currency = self.ws.settings.currency
+        if conn is not None:
+            return ingest(conn, items, now=now or self.ws.clock.now(), currency=currency)
+
         def write() -> IngestResult:
             with self.ws.engine.begin() as conn:
-                return ingest(
-                    conn, items, now=self.ws.clock.now(), currency=self.ws.settings.currency
-                )
+                return ingest(conn, items, now=now or self.ws.clock.now(), currency=currency)
 
         return retry_transient(write)
+
+    @cached_property
+    def event_intake(self) -> EventIntake:
+        """Where the HTTP event API hands its events: validated, then written by group
+        commit (see :mod:`winback.delivery.event_intake`)."""
+        from winback.delivery.event_intake import EventIntake
+
+        return EventIntake(self)
+
+    def close(self) -> None:
+        """Write what the event intake holds and the API keys' recorded use, and stop their
+        threads (they start again when next needed)."""
+        if "event_intake" in self.__dict__:
+            self.event_intake.close()
+        if "keyring" in self.__dict__:
+            self.keyring.close()
 
     # -- provider reports (feedback loops, DSNs) --------------------------------------------
     def _report_policy(self) -> Policy:
@@ -259,19 +278,32 @@ class Delivery:
 
         return apikeys.create(self.ws.engine, name, at=self.ws.clock.now())
 
-    def verify_api_key(self, key: str) -> str | None:
-        from winback.delivery import apikeys
+    @cached_property
+    def keyring(self) -> KeyRing:
+        """Verifies API keys without writing (cached; use recorded in memory and flushed
+        every few seconds: see :mod:`winback.delivery.apikeys`)."""
+        from winback.delivery.apikeys import KeyRing
 
-        return apikeys.verify(self.ws.engine, key, at=self.ws.clock.now())
+        return KeyRing(self.ws.engine, self.ws.clock.now)
+
+    def verify_api_key(self, key: str) -> str | None:
+        """The name of the (unrevoked) key, or None. Never writes."""
+        return self.keyring.verify(key)
 
     def revoke_api_key(self, name: str) -> bool:
         from winback.delivery import apikeys
 
-        return apikeys.revoke(self.ws.engine, name, at=self.ws.clock.now())
+        done = apikeys.revoke(self.ws.engine, name, at=self.ws.clock.now())
+        self.keyring.forget(name)
+        return done
 
     def api_keys(self) -> list[dict[str, Any]]:
+        """The keys; ``last_used_at`` as last flushed (up to ``apikeys.FLUSH_SECONDS`` behind
+        for a key in use by a running service; this process's own uses are flushed first)."""
         from winback.delivery import apikeys
 
+        if "keyring" in self.__dict__:
+            self.keyring.flush()
         return apikeys.list_keys(self.ws.engine)
 
     # -- coupons and suppressions ------------------------------------------------------------

@@ -4,8 +4,9 @@ Each extra process opens the same store and runs its own :class:`DeliveryWorker`
 protocol (an ``UPDATE ... RETURNING`` of due ``pending`` rows to ``sending``, with ``FOR
 UPDATE SKIP LOCKED`` on PostgreSQL; SQLite serialises writers) is what keeps every row with
 exactly one worker, so nothing is shared between processes but the database. A process that
-dies leaves its claimed rows in ``sending``, reconciled after ``delivery_lease_seconds``
-like any crashed worker's (docs/delivery.md). Processes are spawned, not forked: the parent
+fails hands back the rows it did not send at once; one that dies leaves its claimed rows in
+``sending``, reconciled after ``delivery_lease_seconds`` like any crashed worker's (those
+the provider had accepted become ``sent``; docs/delivery.md). Processes are spawned, not forked: the parent
 may hold threads, sockets and database connections.
 """
 
@@ -22,6 +23,8 @@ from winback.errors import WinbackError
 from winback.store.schema import outbox
 
 if TYPE_CHECKING:
+    import threading
+
     from winback.clock import Clock
     from winback.config import Settings
     from winback.delivery.worker import BatchReport, DeliveryWorker
@@ -66,9 +69,12 @@ def _drain_child(path: str, settings: Settings, clock: Clock, out: Any) -> None:
     out.put((report.claimed, dict(report.counts)))
 
 
-def drain_parallel(worker: DeliveryWorker, processes: int) -> BatchReport:
+def drain_parallel(
+    worker: DeliveryWorker, processes: int, *, stop: threading.Event | None = None
+) -> BatchReport:
     """Drain the outbox with ``worker`` in this process and ``processes - 1`` spawned ones
-    (only when more than one batch is due: a process costs about half a second to start)."""
+    (only when more than one batch is due: a process costs about half a second to start).
+    ``stop`` ends this process's worker early (the spawned processes drain on)."""
     from winback.delivery.worker import BatchReport
 
     ws = worker.ws
@@ -77,7 +83,7 @@ def drain_parallel(worker: DeliveryWorker, processes: int) -> BatchReport:
         batch = ws.settings.delivery_batch_size
         extra = min(extra, due_count(worker, batch * processes) // batch - 1)
     if extra <= 0:
-        return worker.drain()
+        return worker.drain(stop=stop)
     ctx = mp.get_context("spawn")
     out = ctx.SimpleQueue()
     children = [
@@ -91,7 +97,7 @@ def drain_parallel(worker: DeliveryWorker, processes: int) -> BatchReport:
     for child in children:
         child.start()
     try:
-        total = worker.drain()
+        total = worker.drain(stop=stop)
     finally:
         for child in children:
             child.join()
@@ -103,8 +109,8 @@ def drain_parallel(worker: DeliveryWorker, processes: int) -> BatchReport:
     if failed:
         codes = ", ".join(f"{c.name}: exit code {c.exitcode}" for c in failed)
         raise DeliveryProcessFailed(
-            f"delivery worker process failed ({codes}); the messages it had claimed stay "
-            f"'sending' and are reconciled after delivery_lease_seconds "
+            f"delivery worker process failed ({codes}); the messages it had claimed and not "
+            f"sent are pending again, or, if it died, reconciled after delivery_lease_seconds "
             f"({ws.settings.delivery_lease_seconds} s)"
         )
     return total

@@ -6,35 +6,39 @@ Exactly-once to the wire (see docs/delivery.md for the full argument):
 1. *Claim* in a short transaction: ``pending`` rows that are due become ``sending`` with
    ``claimed_at`` (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so several workers never claim
    the same row; SQLite serialises writers).
-2. *Send* outside any transaction.
-3. *Record* the outcome (``sent`` with ``message_id`` and ``sent_at``, a retry time, a
-   bounce...) in a second short transaction.
+2. *Send* outside any transaction, one message per connection at a time. Each message the
+   provider accepts is *recorded as accepted* (``sent_at``, a tiny transaction) before that
+   connection can have another message accepted (:mod:`winback.delivery.outcomes`).
+3. *Record* the batch's outcomes (``sent`` with ``message_id`` and the ``email_sent`` event,
+   a retry time, a bounce...) in short transactions at its end.
 
-A worker that dies between 1 and 3 leaves rows in ``sending``. They are never picked up as
-if nothing happened: after ``delivery_lease_seconds`` they are *reconciled* by the
-``delivery_stale_policy``: ``resend`` (default; at-least-once, the copy carries the same
-deterministic Message-ID and the same Idempotency-Key, so a relay or mailbox that dedups
-drops it) or ``fail`` (at-most-once: marked failed with "outcome unknown").
+A worker killed between 1 and 3 leaves rows in ``sending``. They are never picked up as if
+nothing happened: after ``delivery_lease_seconds`` they are *reconciled*: those recorded as
+accepted become ``sent``; the others (not sent, except at most one per connection that was
+on the wire) as the ``delivery_stale_policy`` says: ``resend`` (default; at-least-once, the
+copy carries the same deterministic Message-ID and the same Idempotency-Key, so a relay or
+mailbox that dedups drops it) or ``fail`` (at-most-once: marked failed with "outcome
+unknown"). A worker that fails without dying (an error after the claim) or is stopped puts
+the rows it did not send back to ``pending`` at once.
 """
 
 from __future__ import annotations
 
-import os
-import signal
 import threading
 from collections import Counter
-from collections.abc import Mapping, Sequence
-from concurrent.futures import Future
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, and_, bindparam, literal_column, select, union_all, update
+from sqlalchemy import and_, literal_column, select, union_all, update
 
-from winback.delivery.channels import Channel, OutboundMessage, SendResult, result_of, settled
+from winback.delivery.channels import Channel, Durable, OutboundMessage, SendResult, result_of
 from winback.delivery.context import ContactData, load_contacts, render_context
 from winback.delivery.coupons import CouponPoolExhausted, assign
 from winback.delivery.mime import build_email, domain_of, message_id_for, rewrite_links
+from winback.delivery.outcomes import OutcomeRecorder, Settled
 from winback.delivery.policies import (
     normalise_address,
     parse_caps,
@@ -43,8 +47,6 @@ from winback.delivery.policies import (
     suppressed_addresses,
     zone_of,
 )
-from winback.delivery.ratelimit import backoff
-from winback.delivery.records import record_events, suppress
 from winback.delivery.templates import Rendered, TemplateRepository
 from winback.delivery.tokens import TokenSigner
 from winback.delivery.unsubscribes import apply_pending_unsubscribes
@@ -83,6 +85,7 @@ class Decision:
     outgoing: OutboundMessage | None = None
     data: ContactData | None = None
     coupon: str | None = None
+    sent_at: datetime | None = None  # when the provider accepted it, as recorded
 
 
 @dataclass
@@ -101,18 +104,36 @@ class BatchReport:
         return self
 
 
-class DeliveryWorker:
-    """Delivers due outbox rows through ``channels`` (built from the settings when omitted).
+@dataclass
+class _Batch:
+    """One claimed batch, as far as it got: what was decided without sending, and what the
+    channels said of what was sent."""
 
-    ``fault`` is a test hook: ``"after_claim"`` or ``"after_send"`` makes the process kill
-    itself (SIGKILL) at that point, to exercise the crash windows."""
+    rows: Sequence[dict[str, Any]]
+    held: list[Decision] = field(default_factory=list)
+    sent: dict[int, tuple[Decision, SendResult]] = field(default_factory=dict)
+
+    def settled(self) -> list[Settled]:
+        return [(d, None) for d in self.held] + list(self.sent.values())
+
+    def unsent(self) -> list[int]:
+        """Claimed rows neither decided without sending nor sent: safe to hand back."""
+        done = {int(d.row["id"]) for d in self.held} | set(self.sent)
+        return [oid for r in self.rows if (oid := int(r["id"])) not in done]
+
+
+class _Halted(Exception):
+    """Another channel of the batch failed: this one stops too."""
+
+
+class DeliveryWorker:
+    """Delivers due outbox rows through ``channels`` (built from the settings when omitted)."""
 
     def __init__(
         self,
         workspace: Workspace,
         *,
         channels: Mapping[str, Channel] | None = None,
-        fault: str | None = None,
     ) -> None:
         from winback.delivery.setup import build_channels
 
@@ -127,24 +148,29 @@ class DeliveryWorker:
         )
         self.caps = parse_caps(self.settings.frequency_caps)
         self.quiet = parse_quiet_hours(self.settings.quiet_hours)
-        self.fault = fault
         self.base = self.settings.base_url.rstrip("/")
         self.domain = domain_of(self.settings.mail_from)
+        self.recorder = OutcomeRecorder(workspace.engine, self.settings, workspace.clock)
 
     # -- the loop ------------------------------------------------------------------------------
     def run(self, stop: threading.Event, *, idle_seconds: float = 1.0) -> None:
         """Deliver until ``stop`` is set, sleeping ``idle_seconds`` when nothing is due."""
         while not stop.is_set():
-            report = self.run_once()
+            report = self.run_once(stop)
             if report.claimed == 0:
                 stop.wait(idle_seconds)
 
-    def drain(self, *, max_batches: int | None = None) -> BatchReport:
-        """Deliver everything due now (in batches); returns the totals."""
+    def drain(
+        self, *, max_batches: int | None = None, stop: threading.Event | None = None
+    ) -> BatchReport:
+        """Deliver everything due now (in batches) or until ``stop`` is set; returns the
+        totals."""
         total = BatchReport()
         n = 0
         while max_batches is None or n < max_batches:
-            report = self.run_once()
+            if stop is not None and stop.is_set():
+                break
+            report = self.run_once(stop)
             total += report
             n += 1
             if report.claimed == 0:
@@ -157,7 +183,13 @@ class DeliveryWorker:
             if close is not None:
                 close()
 
-    def run_once(self) -> BatchReport:
+    def run_once(self, stop: threading.Event | None = None) -> BatchReport:
+        """Claim one batch and deliver it. Each message the provider accepts is recorded as
+        such before its connection sends another; the batch's outcomes are written at its
+        end. When anything fails after the claim, the outcomes known are written, the rows
+        not sent go back to ``pending`` at once (the error in ``last_error``) and the error
+        is raised; when ``stop`` is set, the messages not yet on the wire go back to
+        ``pending`` and the batch ends early (counted as ``released``)."""
         # Unsubscribes kept while the store was busy reach it before anything is sent.
         apply_pending_unsubscribes(self.ws)
         now = self.ws.clock.now()
@@ -166,56 +198,129 @@ class DeliveryWorker:
         report = BatchReport(claimed=len(rows))
         if not rows:
             return report
-        self._fault("after_claim")
-        decisions = self.decide(rows, now)
-        results: dict[int, SendResult] = {}
-        futures: dict[int, Future[SendResult]] = {}
-        # Render the whole batch first, then hand it to the channels. Rendering while the
-        # SMTP threads send makes every SMTP reply wait for the GIL held by this thread and
-        # costs both sides a GIL hand-off per reply; in two phases the sending threads run on
-        # their own, as plain smtplib does (measured: about 0.25 ms less CPU per message in
-        # the sender and less in the SMTP server). Processes (delivery_processes) overlap one
-        # another's rendering and sending.
-        ready = [
-            d
-            for d in decisions
-            if d.status == "sending" and d.outgoing is not None and self.render(d, now)
-        ]
-        batches: dict[str, list[Decision]] = {}  # channels that take a batch (SMTP)
-        for d in ready:
-            assert d.outgoing is not None
-            key = self._channel_key(d.row)
-            channel = self.channels[key]
-            if hasattr(channel, "send_many"):
-                batches.setdefault(key, []).append(d)
-                continue
-            submit = getattr(channel, "submit", None)
-            if submit is None:  # any winback.ports.Channel: send now
-                futures[int(d.row["id"])] = settled(result_of(channel, d.outgoing))
-                continue
-            futures[int(d.row["id"])] = submit(d.outgoing)
-        for key, batch in batches.items():  # while the submitted ones go out
-            sent = self.channels[key].send_many([d.outgoing for d in batch])  # type: ignore[attr-defined]
-            for d, result in zip(batch, sent, strict=True):
-                results[int(d.row["id"])] = result
-        for oid, future in futures.items():
-            try:
-                results[oid] = future.result()
-            except Exception as exc:  # a bug or an unforeseen error fails one message only
-                results[oid] = SendResult("failed", f"{type(exc).__name__}: {exc}")
-        self._fault("after_send")
-        self.record(decisions, results, self.ws.clock.now())
-        for d in decisions:
-            if d.status == "sending" and int(d.row["id"]) in results:
-                report.counts[results[int(d.row["id"])].outcome] += 1
-            else:
-                report.counts[d.status] += 1
-                report.reasons[d.reason] += 1
+        batch = _Batch(rows)
+        try:
+            decisions = self.decide(rows, now)
+            # Render the whole batch first, then hand it to the channels. Rendering while the
+            # SMTP threads send makes every SMTP reply wait for the GIL held by this thread
+            # and costs both sides a GIL hand-off per reply; in two phases the sending
+            # threads run on their own, as plain smtplib does (measured: about 0.25 ms less
+            # CPU per message in the sender and less in the SMTP server). Processes
+            # (delivery_processes) overlap one another's rendering and sending.
+            ready = [
+                d
+                for d in decisions
+                if d.status == "sending" and d.outgoing is not None and self.render(d, now)
+            ]
+            batch.held = [d for d in decisions if d.status != "sending"]
+            self._send(ready, batch, stop)
+            unsent = batch.unsent()
+            self.recorder.finish(
+                batch.settled(),
+                self.ws.clock.now(),
+                release=unsent,
+                reason="released unsent: the worker was stopped",
+            )
+        except BaseException as exc:
+            self._release(batch, exc)
+            raise
+        finally:
+            self.recorder.close()
+        for d in batch.held:
+            report.counts[d.status] += 1
+            report.reasons[d.reason] += 1
+        for _, result in batch.sent.values():
+            report.counts[result.outcome] += 1
+        if unsent:
+            report.counts["released"] += len(unsent)
         return report
 
-    def _fault(self, point: str) -> None:
-        if self.fault == point:
-            os.kill(os.getpid(), signal.SIGKILL)
+    def _send(self, ready: Sequence[Decision], batch: _Batch, stop: threading.Event | None) -> None:
+        """Send the rendered messages, each channel's in parallel with the others', and
+        record each acceptance as it comes (in the channel's thread, before that connection
+        sends another message). The first failure stops every channel after the messages
+        on the wire; it is raised once all have stopped."""
+        groups: dict[str, list[Decision]] = {}
+        for d in ready:
+            groups.setdefault(self._channel_key(d.row), []).append(d)
+        abort = threading.Event()
+
+        def deliver(key: str, group: list[Decision]) -> None:
+            channel = self.channels[key]
+            messages = [d.outgoing for d in group]
+
+            def report(i: int, result: SendResult) -> Durable | None:
+                d = group[i]
+                batch.sent[int(d.row["id"])] = (d, result)
+                if abort.is_set():
+                    raise _Halted
+                durable = self.recorder.accept(d, result)
+                if durable is None:
+                    return None
+
+                def recorded() -> None:
+                    try:
+                        durable()
+                    except BaseException:
+                        abort.set()
+                        raise
+
+                return recorded
+
+            try:
+                send_many: Callable[..., Sequence[SendResult | None]] | None = getattr(
+                    channel, "send_many", None
+                )
+                if send_many is not None:
+                    results = send_many(messages, report, stop)
+                    for d, result in zip(group, results, strict=True):  # any not reported
+                        if result is not None:
+                            batch.sent.setdefault(int(d.row["id"]), (d, result))
+                    return
+                for i, msg in enumerate(messages):  # any winback.ports.Channel: in turn
+                    if (stop is not None and stop.is_set()) or abort.is_set():
+                        return
+                    assert msg is not None
+                    durable = report(i, result_of(channel, msg))
+                    if durable is not None:
+                        durable()
+            except BaseException:
+                abort.set()
+                raise
+
+        jobs = list(groups.items())
+        if not jobs:
+            return
+        if len(jobs) == 1:
+            deliver(*jobs[0])
+            return
+        with ThreadPoolExecutor(len(jobs), thread_name_prefix="winback-channel") as pool:
+            futures = [pool.submit(deliver, key, group) for key, group in jobs]
+            errors: list[BaseException] = []
+            for future in futures:
+                try:
+                    future.result()
+                except BaseException as exc:
+                    errors.append(exc)
+        if errors:
+            raise next((e for e in errors if not isinstance(e, _Halted)), errors[0])
+
+    def _release(self, batch: _Batch, error: BaseException) -> None:
+        """After a failure: write the outcomes known and put the rows not sent back to
+        ``pending`` at once. If even that fails (the store is unreachable), the rows stay
+        ``sending`` until the lease reconciles them (the accepted ones as sent), which the
+        error notes."""
+        reason = f"released unsent after an error: {type(error).__name__}: {error}"
+        try:
+            self.recorder.finish(
+                batch.settled(), self.ws.clock.now(), release=batch.unsent(), reason=reason[:2000]
+            )
+        except Exception as failure:
+            error.add_note(
+                f"the claimed messages could not be released ({type(failure).__name__}: "
+                f"{failure}); they stay 'sending' until delivery_lease_seconds "
+                f"({self.settings.delivery_lease_seconds} s) has passed"
+            )
 
     # -- claim and reconcile -------------------------------------------------------------------
     def _claimable(self) -> list[str]:
@@ -263,13 +368,16 @@ class DeliveryWorker:
         return rows
 
     def reconcile(self, now: datetime) -> int:
-        """Rows left in ``sending`` past the lease by a worker that died: resend (same
-        Message-ID) or fail, as ``delivery_stale_policy`` says."""
+        """Rows left in ``sending`` past the lease by a worker that died: those the provider
+        had accepted (``sent_at`` recorded) become ``sent``; the others are resent (same
+        Message-ID) or failed, as ``delivery_stale_policy`` says."""
         stale = and_(
             outbox.c.status == "sending",
             outbox.c.claimed_at < now - timedelta(seconds=self.settings.delivery_lease_seconds),
         )
         with self.ws.engine.begin() as conn:
+            accepted = self.recorder.finish_accepted(conn, stale, self.domain)
+            stale = and_(stale, outbox.c.sent_at.is_(None))
             if self.settings.delivery_stale_policy == "fail":
                 result = conn.execute(
                     update(outbox)
@@ -280,7 +388,7 @@ class DeliveryWorker:
                         "message; not resent (delivery_stale_policy = fail, at-most-once)",
                     )
                 )
-                return int(result.rowcount or 0)
+                return accepted + int(result.rowcount or 0)
             exhausted = conn.execute(
                 update(outbox)
                 .where(and_(stale, outbox.c.attempts + 1 >= self.settings.delivery_max_attempts))
@@ -302,7 +410,7 @@ class DeliveryWorker:
                     "the same Message-ID (at-least-once)",
                 )
             ).rowcount
-        return int(exhausted or 0) + int(resent or 0)
+        return accepted + int(exhausted or 0) + int(resent or 0)
 
     # -- policies and rendering ----------------------------------------------------------------
     def _channel_key(self, row: Mapping[str, Any]) -> str:
@@ -473,8 +581,13 @@ class DeliveryWorker:
         try:
             self._render_one(d, now)
             return True
-        except (WinbackError, ValueError) as exc:
-            d.status, d.reason, d.outgoing = "failed", f"render: {exc}", None
+        except Exception as exc:  # a template error (or a bug) fails this message alone
+            detail = (
+                str(exc)
+                if isinstance(exc, (WinbackError, ValueError))
+                else f"{type(exc).__name__}: {exc}"
+            )
+            d.status, d.reason, d.outgoing = "failed", f"render: {detail}", None
             return False
 
     def _render_one(self, d: Decision, now: datetime) -> None:
@@ -544,133 +657,3 @@ class DeliveryWorker:
                 "message": {"flow": row.get("flow"), "step": row.get("step")},
             }
             d.outgoing = replace(d.outgoing, fields=fields)
-
-    # -- recording -----------------------------------------------------------------------------
-    def record(
-        self, decisions: Sequence[Decision], results: Mapping[int, SendResult], now: datetime
-    ) -> None:
-        updates: list[dict[str, Any]] = []
-        sent_events: list[dict[str, Any]] = []
-        bounces: list[tuple[Decision, SendResult]] = []
-        max_attempts = self.settings.delivery_max_attempts
-        for d in decisions:
-            row = d.row
-            oid = int(row["id"])
-            base = {
-                "_id": oid,
-                "_status": d.status,
-                "_not_before": row["not_before"],
-                "_attempts": row["attempts"],
-                "_error": d.reason or None,
-                "_message_id": None,
-                "_provider_id": None,
-                "_sent_at": None,
-            }
-            if d.status == "deferred":
-                base.update(_status="pending", _not_before=d.not_before)
-            elif d.status == "retry":
-                base.update(
-                    _status="pending",
-                    _not_before=now + timedelta(seconds=self.settings.delivery_retry_seconds),
-                )
-            elif d.status == "sending":
-                result = results[oid]
-                attempts = int(row["attempts"]) + 1
-                base["_attempts"] = attempts
-                if result.outcome == "sent":
-                    assert d.outgoing is not None
-                    base.update(
-                        _status="sent",
-                        _error=None,
-                        _message_id=d.outgoing.message_id,
-                        _provider_id=result.provider_id,
-                        _sent_at=now,
-                    )
-                    if row["channel"] == "email":
-                        sent_events.append(
-                            {
-                                "event_key": f"sent:{d.outgoing.message_id}",
-                                "contact_id": int(row["contact_id"]),
-                                "type": "email_sent",
-                                "occurred_at": now,
-                                "properties": {"flow": row.get("flow"), "step": row.get("step")},
-                                "message_id": d.outgoing.message_id,
-                                "machine": False,
-                            }
-                        )
-                elif result.outcome == "retry" and attempts < max_attempts:
-                    delay = backoff(attempts, self.settings.delivery_retry_seconds)
-                    if result.retry_after is not None:  # the provider said when
-                        delay = max(delay, result.retry_after)
-                    base.update(
-                        _status="pending",
-                        _not_before=now + timedelta(seconds=delay),
-                        _error=f"attempt {attempts}: {result.detail}",
-                    )
-                else:
-                    base.update(_status="failed", _error=result.detail)
-                    if result.outcome == "bounced":
-                        bounces.append((d, result))
-            updates.append(base)
-        with self.ws.engine.begin() as conn:
-            self._write_updates(conn, updates)
-            if sent_events:
-                self._insert_sent(conn, sent_events)
-            for d, result in bounces:
-                self._bounce(conn, d, result, now)
-
-    @staticmethod
-    def _write_updates(conn: Connection, updates: list[dict[str, Any]]) -> None:
-        stmt = (
-            update(outbox)
-            .where(outbox.c.id == bindparam("_id"))
-            .values(
-                status=bindparam("_status"),
-                not_before=bindparam("_not_before"),
-                attempts=bindparam("_attempts"),
-                last_error=bindparam("_error"),
-                message_id=bindparam("_message_id"),
-                provider_id=bindparam("_provider_id"),
-                sent_at=bindparam("_sent_at"),
-            )
-        )
-        if updates:
-            conn.execute(stmt, updates)
-
-    @staticmethod
-    def _insert_sent(conn: Connection, rows: list[dict[str, Any]]) -> None:
-        from winback.delivery.records import insert_ignore
-        from winback.store.schema import events
-
-        insert_ignore(conn, events, rows, "event_key", count=False)
-
-    def _bounce(self, conn: Connection, d: Decision, result: SendResult, now: datetime) -> None:
-        assert d.outgoing is not None
-        cid = int(d.row["contact_id"])
-        suppress(
-            conn,
-            channel=d.row["channel"],
-            address=d.outgoing.to or "",
-            contact_id=cid,
-            reason="bounced",
-            at=now,
-            detail=result.detail,
-        )
-        if d.row["channel"] == "push":  # dead device token: forget it (delivery-gaps, #5)
-            from winback.delivery.records import forget_push_token
-
-            forget_push_token(conn, cid, d.outgoing.to or "", at=now)
-        if d.row["channel"] == "email":
-            record_events(
-                conn,
-                [
-                    {
-                        "event_key": f"bounce:{d.outgoing.message_id}",
-                        "contact_id": cid,
-                        "type": "email_bounced",
-                        "occurred_at": now,
-                        "properties": {"code": result.code, "detail": result.detail[:500]},
-                        "message_id": d.outgoing.message_id,
-                    }
-                ],
-            )

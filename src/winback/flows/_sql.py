@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -167,10 +169,23 @@ def append_path(tokens: list[str]) -> Any:
     )
 
 
+#: ``Connection.info`` key of the counts a transaction adds up (:func:`deferred_counts`).
+COUNTS = "winback.flow_step_counts"
+
+
 def count_outcome(conn: Connection, flow_id: int, step: str, outcome: str, n: int) -> None:
-    """Add ``n`` to the (flow, step, outcome) counter of ``flow_step_counts``."""
+    """Add ``n`` to the (flow, step, outcome) counter of ``flow_step_counts`` (at the end of
+    the transaction inside :func:`deferred_counts`)."""
     if n <= 0:
         return
+    pending: dict[tuple[int, str, str], int] | None = conn.info.get(COUNTS)
+    if pending is not None:
+        pending[(flow_id, step, outcome)] = pending.get((flow_id, step, outcome), 0) + n
+        return
+    _add_count(conn, flow_id, step, outcome, n)
+
+
+def _add_count(conn: Connection, flow_id: int, step: str, outcome: str, n: int) -> None:
     stmt = upsert_insert(conn, flow_step_counts).values(
         flow_id=flow_id, step=step, outcome=outcome, n=n
     )
@@ -180,6 +195,24 @@ def count_outcome(conn: Connection, flow_id: int, step: str, outcome: str, n: in
             set_={"n": flow_step_counts.c.n + stmt.excluded.n},
         )
     )
+
+
+@contextmanager
+def deferred_counts(conn: Connection) -> Iterator[None]:
+    """Add up the counts of the block and write them when it ends, in key order: the
+    counter rows (which several PostgreSQL workers share) stay locked only for the end of
+    each transaction, and always in the same order (no deadlock between workers)."""
+    if COUNTS in conn.info:  # nested: the outer block writes them
+        yield
+        return
+    pending: dict[tuple[int, str, str], int] = {}
+    conn.info[COUNTS] = pending
+    try:
+        yield
+        for (flow_id, step, outcome), n in sorted(pending.items()):
+            _add_count(conn, flow_id, step, outcome, n)
+    finally:
+        del conn.info[COUNTS]
 
 
 def transition(

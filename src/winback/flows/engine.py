@@ -1,18 +1,24 @@
 """The flow engine: advance every contact that is due, in sets.
 
 For each enabled flow and each step, due entries (``status='active'``, ``wake_at <= now``)
-are taken in batches of ids; each batch is one transaction that checks the goals in scope,
-performs the step's effect for the whole batch (outbox rows, tags, attributes) and moves the
+are taken in slices of ids; each slice is one transaction that checks the goals in scope,
+performs the step's effect for the whole slice (outbox rows, tags, attributes) and moves the
 entries on, all with a few set-based SQL statements. Messages are only *written* here, to
 the outbox under the unique key ``<flow>:<entry id>:<step id>`` with ``ON CONFLICT DO
 NOTHING``, in the same transaction as the move: a crash at any point either loses the whole
-batch (redone on restart) or keeps all of it, so every message is queued exactly once.
+slice (redone on restart) or keeps all of it, so every message is queued exactly once.
+
+Slices are sized by a :class:`~winback.store.slices.Pacer` to hold the write lock about
+``write_slice_ms`` each (other writers get the store between them). On PostgreSQL each slice
+first claims its entries (``SELECT ... FOR UPDATE SKIP LOCKED``) and acts on those only, in
+the same transaction: several workers share the due entries of a step, an entry is moved by
+one worker at a time, and none acts on an entry another has just moved.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -20,11 +26,13 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Connection,
     Engine,
     String,
     and_,
+    any_,
     case,
     cast,
     false,
@@ -35,6 +43,7 @@ from sqlalchemy import (
     true,
     update,
 )
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.sql.elements import ColumnElement
 
 from winback.flows import models as m
@@ -45,6 +54,7 @@ from winback.flows._sql import (
     Rule,
     at,
     count_outcome,
+    deferred_counts,
     event_happened,
     fe,
     has_consent,
@@ -58,13 +68,9 @@ from winback.flows.conditions import compile_sql, required_consent
 from winback.flows.program import Node, Program
 from winback.store import activity
 from winback.store.schema import contacts, outbox, suppressions
+from winback.store.slices import DEFAULT_SLICE_MS, Pacer, SliceLog, held_connection
 
 DEFAULT_BATCH = 50_000
-#: SQLite: WAL pages (4 KiB each) a tick lets accumulate before a checkpoint copies them into
-#: the database file (SQLite's default is 1,000). A checkpoint after every batch copied the
-#: pages that many batches share (index interiors, the outbox's tail) again each time and
-#: synced the file each time; the tick checkpoints once at its end instead.
-TICK_WAL_PAGES = 262_144
 #: Steps that change nothing a goal condition reads (the next step may run in the same
 #: statements without checking the goals again).
 PURE_STEPS = frozenset({"if", "send", "split", "holdout"})
@@ -106,6 +112,10 @@ class TickReport:
     rounds: int = 0
     #: Flow files that could not be loaded (their stored version kept running).
     errors: list[str] = field(default_factory=list)
+    #: The write transactions of the tick (how many, the longest).
+    writes: SliceLog = field(default_factory=SliceLog)
+    #: The tick returned early because it was asked to stop.
+    stopped: bool = False
 
     @property
     def contact_steps(self) -> int:
@@ -120,13 +130,21 @@ class StepRunner:
     """Advances the due entries of running flows. Knows nothing of files, CLI or delivery."""
 
     def __init__(
-        self, engine: Engine, *, default_timezone: str = "UTC", batch_size: int = DEFAULT_BATCH
+        self,
+        engine: Engine,
+        *,
+        default_timezone: str = "UTC",
+        batch_size: int = DEFAULT_BATCH,
+        pacer: Pacer | None = None,
     ) -> None:
         self.engine = engine
         self.default_timezone = default_timezone
+        #: The most entries one slice takes (the pacer usually keeps slices smaller).
         self.batch_size = batch_size
+        self.pacer = pacer or Pacer(DEFAULT_SLICE_MS)
         #: Per thread: the connection held by :meth:`session` (none: each transaction
-        #: takes its own). A workspace's runner may tick from several threads.
+        #: takes its own), the stop event and the slice log of the tick in progress. A
+        #: workspace's runner may tick from several threads.
         self._local = threading.local()
 
     @property
@@ -137,50 +155,75 @@ class StepRunner:
     def _conn(self, conn: Connection | None) -> None:
         self._local.conn = conn
 
+    @property
+    def log(self) -> SliceLog | None:
+        """Where this thread's tick records its write slices."""
+        return getattr(self._local, "log", None)
+
+    @property
+    def stopping(self) -> bool:
+        """Whether this thread's tick was asked to stop (checked between slices)."""
+        stop: threading.Event | None = getattr(self._local, "stop", None)
+        return stop is not None and stop.is_set()
+
+    @contextmanager
+    def pass_of(self, log: SliceLog | None, stop: threading.Event | None = None) -> Iterator[None]:
+        """Record this thread's slices in ``log`` and honour ``stop`` during the block."""
+        saved = (self.log, getattr(self._local, "stop", None))
+        self._local.log, self._local.stop = log, stop
+        try:
+            yield
+        finally:
+            self._local.log, self._local.stop = saved
+
     # -- public -----------------------------------------------------------------------------
     @contextmanager
     def session(self) -> Iterator[None]:
-        """Run the transactions of one tick (:meth:`transaction`) on one held connection.
-
-        On SQLite the connection checkpoints the WAL once, when the session ends, rather
-        than after every batch (:data:`TICK_WAL_PAGES` bounds the WAL meanwhile). Each batch
-        still commits on its own: a crash loses at most the batch in progress, as before
-        (a commit in WAL mode is durable once it is in the WAL)."""
+        """Run the transactions of one tick (:meth:`transaction`) on one held connection
+        (:func:`~winback.store.slices.held_connection`: on SQLite the WAL is checkpointed
+        once, when the session ends). Each slice still commits on its own: a crash loses at
+        most the slice in progress."""
         if self._conn is not None:  # nested: the outer session holds the connection
             yield
             return
-        with self.engine.connect() as conn:
-            raw = conn.connection.driver_connection if conn.dialect.name == "sqlite" else None
-            before = 0
-            if raw is not None:
-                before = int(raw.execute("PRAGMA wal_autocheckpoint").fetchone()[0])
-                raw.execute(f"PRAGMA wal_autocheckpoint={max(before, TICK_WAL_PAGES)}")
+        with held_connection(self.engine) as conn:
             self._conn = conn
             try:
                 yield
             finally:
                 self._conn = None
-                if conn.in_transaction():
-                    conn.rollback()
-                if raw is not None:
-                    raw.execute(f"PRAGMA wal_autocheckpoint={before}")
-                    # PASSIVE: copies what no reader still needs, never waits for readers.
-                    raw.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
-        """One transaction, committed when the block ends (rolled back on error)."""
+        """One transaction, committed when the block ends (rolled back on error). The
+        outcome counters it adds to are written together just before the commit
+        (:func:`~winback.flows._sql.deferred_counts`)."""
         if self._conn is None:
-            with self.engine.begin() as conn:
+            with self.engine.begin() as conn, deferred_counts(conn):
                 yield conn
             return
-        with self._conn.begin():
+        with self._conn.begin(), deferred_counts(self._conn):
             yield self._conn
+
+    @contextmanager
+    def reading(self) -> Iterator[Connection]:
+        """A read (no write lock taken), ended when the block ends."""
+        if self._conn is None:
+            with self.engine.connect() as conn:
+                yield conn
+            return
+        try:
+            yield self._conn
+        finally:
+            if self._conn.in_transaction():
+                self._conn.rollback()
 
     def advance(self, flows: Iterable[RunningFlow], now: datetime, report: TickReport) -> int:
         moved = 0
         for flow in flows:
             for node in flow.program.ordered():
+                if self.stopping:
+                    return moved
                 # Contact-steps per step id (a batch may take rows through several steps).
                 tally: dict[str, int] = {}
                 self._advance_node(flow, node, now, tally)
@@ -210,41 +253,100 @@ class StepRunner:
     def _advance_node(
         self, flow: RunningFlow, node: Node, now: datetime, tally: dict[str, int]
     ) -> None:
-        """Due entries at ``node``, one transaction per batch of at most about
-        ``batch_size`` entries.
-
-        Up to ``batch_size`` due entries are taken in one set through the due index. More
-        are taken in windows of ids sized to hold about ``batch_size`` due entries each and
-        read through the primary key: filtering each window out of the due index would
-        read every due entry again for every window."""
+        """Due entries at ``node``, one transaction per slice (see :meth:`_in_slices`)."""
         probe = and_(
             fe.c.flow_id == flow.id,
             fe.c.status == "active",
             fe.c.step == node.id,
             fe.c.wake_at <= at(now),
         )  # the due index alone (``waiting`` is not in it): an upper bound
-        with self.transaction() as conn:
+
+        def step(conn: Connection, batch: ColumnElement[bool]) -> None:
+            self._check_goals(conn, flow, node, batch, now, tally)
+            self._run(conn, flow, node, batch, now, tally)
+
+        self._in_slices(
+            ("step", flow.id, node.id),
+            probe,
+            self._due(flow, node, now),
+            self._due(flow, node, now, by_id=True),
+            step,
+        )
+
+    def _in_slices(
+        self,
+        key: Any,
+        probe: ColumnElement[bool],
+        whole: ColumnElement[bool],
+        by_id: ColumnElement[bool],
+        act: Callable[[Connection, ColumnElement[bool]], None],
+    ) -> None:
+        """Apply ``act`` to the entries matching ``whole`` in write slices of about as many
+        rows as the pacer gives for ``key`` (at most ``batch_size``).
+
+        ``probe`` (an upper bound of the rows, answered by an index) counts them and finds
+        their id range. When they fit in one slice they are taken in one set (``whole``,
+        through its index). Otherwise they are taken in windows of ids sized to hold about
+        a slice of them each and read through the primary key (``by_id``): filtering each
+        window out of an index would read every matching entry again for every window.
+        The windows are resized after each slice, and the loop ends early when the tick is
+        asked to stop (after the slice in progress has committed)."""
+        with self.reading() as conn:
             count, low, high = conn.execute(
                 select(func.count(), func.min(fe.c.id), func.max(fe.c.id)).where(probe)
             ).one()
         if not count:
             return
-        if count <= self.batch_size:
-            with self.transaction() as conn:
-                due = self._due(flow, node, now)
-                self._check_goals(conn, flow, node, due, now, tally)
-                self._run(conn, flow, node, due, now, tally)
+        rows = self.pacer.rows(key, maximum=self.batch_size)
+        if count <= rows:
+            self._slice(key, count, whole, act)
             return
-        window = max(self.batch_size, (int(high) - int(low) + 1) * self.batch_size // count)
-        due = self._due(flow, node, now, by_id=True)
+        span = int(high) - int(low) + 1
         start = int(low)
-        while start <= int(high):
-            end = start + window - 1
-            with self.transaction() as conn:
-                batch = and_(due, fe.c.id >= start, fe.c.id <= end)
-                self._check_goals(conn, flow, node, batch, now, tally)
-                self._run(conn, flow, node, batch, now, tally)
+        while start <= int(high) and not self.stopping:
+            rows = self.pacer.rows(key, maximum=self.batch_size)
+            end = start + max(1, span * rows // count) - 1
+            self._slice(key, rows, and_(by_id, fe.c.id >= start, fe.c.id <= end), act)
             start = end + 1
+
+    def _slice(
+        self,
+        key: Any,
+        rows: int,
+        batch: ColumnElement[bool],
+        act: Callable[[Connection, ColumnElement[bool]], None],
+    ) -> None:
+        """One write slice: claim the entries of ``batch``, act on them, commit."""
+        with self.pacer.slice(key, rows, self.log) as piece, self.transaction() as conn:
+            claimed = self._claim(conn, batch)
+            if claimed is None:
+                piece.rows = 0  # nothing to learn from
+                return
+            batch, taken = claimed
+            if taken is not None:
+                piece.rows = taken
+            act(conn, batch)
+
+    def _claim(
+        self, conn: Connection, batch: ColumnElement[bool]
+    ) -> tuple[ColumnElement[bool], int | None] | None:
+        """The entries of ``batch`` this transaction may act on and how many (None when
+        not counted), or None when there are none.
+
+        On PostgreSQL: those it could lock (``FOR UPDATE SKIP LOCKED``: entries another
+        worker is moving are left to it). A locked entry stays put until this transaction
+        ends, and the lock re-reads a row another worker moved since this statement began,
+        so every later statement of the slice sees the entries as claimed. SQLite has one
+        writer: the whole batch."""
+        if conn.dialect.name != "postgresql":
+            return batch, None
+        ids = list(
+            conn.execute(select(fe.c.id).where(batch).with_for_update(skip_locked=True)).scalars()
+        )
+        if not ids:
+            return None
+        claimed = literal(ids, postgresql.ARRAY(BigInteger()))
+        return and_(batch, fe.c.id == any_(claimed)), len(ids)
 
     def _immediate(self, flow: RunningFlow, target: str | None) -> Node | None:
         """The node an entry sent to ``target`` runs at once (None: an exit, the end of
@@ -664,17 +766,26 @@ class StepRunner:
 
     def _resolve_waiting(
         self, flow: RunningFlow, node: Node, now: datetime, tally: dict[str, int]
-    ) -> int:
+    ) -> None:
+        """Entries waiting at a ``wait_for`` step whose event happened or whose wait timed
+        out, in slices of the waiting entries."""
         step = node.step
         assert isinstance(step, m.WaitForStep)
         spec = step.wait_for.filter
-        with self.transaction() as conn:
-            waiting = and_(
-                fe.c.flow_id == flow.id,
-                fe.c.status == "active",
-                fe.c.step == node.id,
-                fe.c.waiting.is_(True),
-            )
+        waiting = and_(
+            fe.c.flow_id == flow.id,
+            fe.c.status == "active",
+            fe.c.step == node.id,
+            fe.c.waiting.is_(True),
+        )
+        by_id = and_(
+            fe.c.flow_id + 0 == flow.id,
+            fe.c.status == "active",
+            fe.c.step == node.id,
+            fe.c.waiting.is_(True),
+        )
+
+        def resolve(conn: Connection, batch: ColumnElement[bool]) -> None:
             happened = event_happened(
                 conn, fe.c.contact_id, spec.type, spec.where, fe.c.step_at, now
             )
@@ -683,16 +794,18 @@ class StepRunner:
                 Rule("event", node.then_first, when=happened),
                 Rule("timeout", node.else_first, when=timed_out),
             ]
-            return self._t(
+            self._t(
                 flow,
                 conn,
-                batch=and_(waiting, or_(happened, timed_out)),
+                batch=and_(batch, or_(happened, timed_out)),
                 node=node,
                 now=now,
                 rules=rules,
                 tally=tally,
                 from_waiting=True,
             )
+
+        self._in_slices(("waiting", flow.id, node.id), waiting, waiting, by_id, resolve)
 
     def _add_tag(
         self, conn: Connection, flow: RunningFlow, tag: str, batch: Any, now: datetime

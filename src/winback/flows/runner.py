@@ -148,7 +148,7 @@ def run_once(
     from winback.delivery.worker import BatchReport
 
     use_sink(ws, sink)
-    tick = ws.flows.tick(now)
+    tick = ws.flows.tick(now, stop=stop)
     batch = BatchReport() if stop is not None and stop.is_set() else None
     if batch is None:
         batch = ws.delivery.deliver_due(stop=stop)

@@ -3,13 +3,16 @@
 Flow files live in ``<workspace>/flows/*.yaml``; the file stem is the flow's key. Each tick
 first *syncs* the files into the ``flows`` table (a changed definition gets a new version;
 entries parked at a step id that no longer exists exit with reason ``flow_changed``), then
-refreshes segments, enrols and advances, until nothing more is due at that instant.
+refreshes segments, enrols and advances, until nothing more is due at that instant. Every
+write of a tick is a slice of about ``write_slice_ms`` (:mod:`winback.store.slices`), and a
+tick asked to stop returns between two slices: the next tick carries on from there.
 """
 
 from __future__ import annotations
 
 import builtins
 import shutil
+import threading
 from dataclasses import dataclass
 from datetime import datetime
 from importlib import resources
@@ -25,6 +28,11 @@ from winback.flows.engine import RunningFlow, StepRunner, TickReport
 from winback.flows.program import Program, compile_program, load_program, parse_definition
 from winback.flows.triggers import enroll, source_max_id
 from winback.store.schema import flow_entries, flow_step_counts, flows, outbox
+from winback.store.slices import Pacer, SliceLog, waiters
+
+#: Seconds a tick leaves the store to other writers after each write slice (see
+#: :mod:`winback.store.slices`).
+SLICE_GAP = 0.002
 
 if TYPE_CHECKING:
     from winback.workspace import Workspace
@@ -71,6 +79,11 @@ class Flows:
             workspace.engine,
             default_timezone=workspace.settings.timezone,
             batch_size=batch_size or workspace.settings.flow_batch_size,
+            pacer=Pacer(
+                workspace.settings.write_slice_ms,
+                gap=SLICE_GAP,
+                waiters=waiters(workspace.engine),
+            ),
         )
 
     @property
@@ -260,44 +273,69 @@ class Flows:
         ]
 
     def tick(
-        self, now: datetime | None = None, *, sync: bool = True, refresh: bool = True
+        self,
+        now: datetime | None = None,
+        *,
+        sync: bool = True,
+        refresh: bool = True,
+        stop: threading.Event | None = None,
     ) -> TickReport:
         """Process everything due up to ``now``: segments, triggers, steps, repeated until
         nothing more is due at ``now``. Running it twice for one instant does nothing more.
-        ``refresh=False`` skips the segment refresh (when the caller maintains membership)."""
+        ``refresh=False`` skips the segment refresh (when the caller maintains membership).
+        When ``stop`` is set the tick returns after the write slice in progress has
+        committed (``report.stopped``); the next tick resumes from there."""
         now = now or self.ws.clock.now()
         report = TickReport()
         if sync:
             # A bad edit must not stop `winback run`: the stored version keeps running.
             self.sync(now, errors=report.errors)
         if refresh:
-            refresh_segments(self.ws, now)
+            refresh_segments(self.ws, now, stop=stop, log=report.writes)
         running = self.running()
-        tz = self.ws.settings.timezone
-        with self.runner.session():  # one connection for the tick (see StepRunner.session)
+        runner = self.runner
+        # One connection for the tick (see StepRunner.session).
+        with runner.session(), runner.pass_of(report.writes, stop):
             for round_ in range(1, MAX_ROUNDS + 1):
                 moved = 0
                 for flow in running:
-                    start = self.runner.start_plan(flow, now)
-                    with self.runner.transaction() as conn:
-                        n = enroll(conn, flow, now, default_timezone=tz, start=start)
-                    if n >= ANALYZE_AFTER and self.ws.engine.dialect.name == "postgresql":
-                        # Fresh planner statistics after a large enrolment: without them
-                        # PostgreSQL plans the step statements for a near-empty table.
-                        with self.runner.transaction() as conn:
-                            conn.execute(text("ANALYZE flow_entries"))
-                    if n:
-                        key = flow.program.key
-                        report.enrolled[key] = report.enrolled.get(key, 0) + n
-                        if start is not None:  # they also took the first step
-                            step = f"{key}:{start.node.id}"
-                            report.steps[step] = report.steps.get(step, 0) + n
-                    moved += n
-                moved += self.runner.advance(running, now, report)
+                    if runner.stopping:
+                        break
+                    moved += self._enroll(flow, now, report)
+                moved += runner.advance(running, now, report)
                 report.rounds = round_
-                if not moved:
+                if not moved or runner.stopping:
                     break
+        report.stopped = stop is not None and stop.is_set()
         return report
+
+    def _enroll(self, flow: RunningFlow, now: datetime, report: TickReport) -> int:
+        """Enrol the flow's new candidates in write slices; returns how many entered."""
+        runner, tz = self.runner, self.ws.settings.timezone
+        start = runner.start_plan(flow, now)
+        key = ("enrol", flow.id)
+        entered = 0
+        while not runner.stopping:
+            window = runner.pacer.rows(key)
+            with runner.pacer.slice(key, window, runner.log) as piece:
+                with runner.transaction() as conn:
+                    done = enroll(conn, flow, now, default_timezone=tz, start=start, window=window)
+                piece.rows = done.span
+            entered += done.entered
+            if done.done:
+                break
+        if entered >= ANALYZE_AFTER and self.ws.engine.dialect.name == "postgresql":
+            # Fresh planner statistics after a large enrolment: without them PostgreSQL
+            # plans the step statements for a near-empty table.
+            with runner.transaction() as conn:
+                conn.execute(text("ANALYZE flow_entries"))
+        if entered:
+            name = flow.program.key
+            report.enrolled[name] = report.enrolled.get(name, 0) + entered
+            if start is not None:  # they also took the first step
+                step = f"{name}:{start.node.id}"
+                report.steps[step] = report.steps.get(step, 0) + entered
+        return entered
 
     # -- inspection -------------------------------------------------------------------------
     def list(self) -> builtins.list[FlowInfo]:
@@ -456,7 +494,13 @@ def check_conditions(program: Program, shown: str) -> None:
             validate_condition(node.step.goal.condition, path=shown, location=f"{node.id}.goal")
 
 
-def refresh_segments(ws: Workspace, now: datetime) -> None:
+def refresh_segments(
+    ws: Workspace,
+    now: datetime,
+    *,
+    stop: threading.Event | None = None,
+    log: SliceLog | None = None,
+) -> None:
     """Refresh materialised segments first, when the segments feature is installed."""
     facade = getattr(ws, "segments", None)
     if facade is None:
@@ -465,4 +509,4 @@ def refresh_segments(ws: Workspace, now: datetime) -> None:
         except ImportError:
             return
         facade = Segments(ws)
-    facade.refresh(now)
+    facade.refresh(now, stop=stop, log=log)

@@ -5,6 +5,14 @@ Each flow keeps a watermark of what its trigger has already looked at: the last
 ``orders.id`` (event), or the last instant (schedule). Enrolling the new candidates and moving
 the watermark happen in one transaction, so a restart neither loses nor repeats an entry.
 
+A large enrolment is taken in slices (``window``): the candidates of source ids
+``(watermark, watermark + window]`` enrol and the watermark moves to the window's end, in one
+transaction per slice. A schedule's audience is sliced by contact id: ``watermark_id`` (unused
+by schedules otherwise) is the last contact id enrolled for the firing in progress, and
+``watermark_at`` moves to the firing's instant with the last slice. Each slice reads the
+watermark from the ``flows`` row it locks (``FOR UPDATE SKIP LOCKED`` on PostgreSQL: while
+one worker enrols into a flow another leaves that flow's enrolment to it).
+
 An id watermark is only safe when no row below it can still appear. SQLite has one writer at a
 time, so ids are committed in order. PostgreSQL hands out sequence values at insert time and
 transactions commit in any order: a slow ingestion transaction holding id 100 can commit after
@@ -16,11 +24,13 @@ single short statement later.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
     Connection,
+    Select,
     String,
     Table,
     and_,
@@ -74,6 +84,17 @@ def source_max_id(conn: Connection, trigger: Any) -> int | None:
     return conn.execute(select(func.max(table.c.id))).scalar()
 
 
+@dataclass(frozen=True)
+class Enrolment:
+    """What one enrolment slice did: entries made, the rows it looked at (candidate source
+    rows, or contact ids for a schedule), and whether the flow's candidates are all done
+    at this tick."""
+
+    entered: int
+    span: int
+    done: bool
+
+
 def enroll(
     conn: Connection,
     flow: RunningFlow,
@@ -81,41 +102,69 @@ def enroll(
     *,
     default_timezone: str,
     start: Start | None = None,
-) -> int:
-    """Enrol the flow's new candidates; returns how many entered. With ``start``
-    (:meth:`StepRunner.start_plan`) they enrol past the first step, a send, whose
-    messages are queued and outcome counted in this same transaction."""
+    window: int | None = None,
+) -> Enrolment:
+    """Enrol the flow's new candidates, at most ``window`` source ids of them (None: all).
+    With ``start`` (:meth:`StepRunner.start_plan`) they enrol past the first step, a send,
+    whose messages are queued and outcome counted in this same transaction."""
+    row = conn.execute(
+        select(flows.c.status, flows.c.watermark_id, flows.c.watermark_at)
+        .where(flows.c.id == flow.id)
+        .with_for_update(skip_locked=True)
+    ).first()
+    if row is None or row.status != "enabled":  # another worker enrols it, or paused
+        return Enrolment(0, 0, True)
+    flow.watermark_id, flow.watermark_at = row.watermark_id, row.watermark_at
     trigger = flow.program.definition.trigger
     new_wm_id, new_wm_at = flow.watermark_id, flow.watermark_at
     candidates: Any = None
+    contact_window: tuple[int, int] | None = None
+    span, done = 0, True
     if isinstance(trigger, m.ScheduleTrigger):
         fired = last_firing(trigger.schedule, flow.watermark_at, now, default_timezone)
-        new_wm_at = now
+        new_wm_at, new_wm_id = now, None
         if fired is not None:
             candidates = _audience(conn, flow, trigger.schedule, fired, now, default_timezone)
+            top = int(conn.execute(select(func.max(contacts.c.id))).scalar() or 0)
+            low = flow.watermark_id or 0
+            high = top if window is None else min(top, low + window)
+            contact_window, span = (low, high), high - low
+            if high < top:  # the firing goes on at the next slice
+                new_wm_id, new_wm_at, done = high, flow.watermark_at, False
     else:
         top = source_max_id(conn, trigger) or 0
         first_time = flow.watermark_id is None
+        low = flow.watermark_id or 0
         new_wm_id = top
         if first_time and not (
             isinstance(trigger, m.SegmentEntryTrigger) and trigger.include_existing
         ):
             candidates = None
-        elif top > (flow.watermark_id or 0) or first_time:
-            candidates = _since(conn, trigger, flow.watermark_id or 0, top)
+        elif top > low or first_time:
+            source = _source(conn, trigger)
+            end = None
+            if source is not None and window is not None:
+                end = _window_end(conn, source, low, top, window)
+            high = top if end is None else end
+            candidates = _since(source, low, high)
+            new_wm_id, done = high, high >= top
+            span = window if end is not None and window is not None else 0
     entered = 0
     if candidates is not None:
-        entered = _insert_entries(conn, flow, candidates, now, start)
+        entered = _insert_entries(conn, flow, candidates, now, start, contact_window)
+    span = span or entered
     conn.execute(
         update(flows)
         .where(flows.c.id == flow.id)
         .values(watermark_id=new_wm_id, watermark_at=new_wm_at)
     )
     flow.watermark_id, flow.watermark_at = new_wm_id, new_wm_at
-    return entered
+    return Enrolment(entered, span, done)
 
 
-def _since(conn: Connection, trigger: Any, low: int, high: int) -> Any:
+def _source(conn: Connection, trigger: Any) -> tuple[Table, list[Any]] | None:
+    """The trigger's source table and the conditions its rows meet (None: no source, a
+    segment that does not exist)."""
     if isinstance(trigger, m.SegmentEntryTrigger):
         seg = conn.execute(
             select(segments.c.id).where(segments.c.name == trigger.segment_entry)
@@ -123,24 +172,40 @@ def _since(conn: Connection, trigger: Any, low: int, high: int) -> Any:
         if seg is None:
             return None
         sm = segment_membership
-        return select(sm.c.contact_id).where(
-            sm.c.segment_id == seg, sm.c.exited_at.is_(None), sm.c.id > low, sm.c.id <= high
-        )
+        return sm, [sm.c.segment_id == seg, sm.c.exited_at.is_(None)]
     if isinstance(trigger, m.TagAddedTrigger):
         th = tag_history
-        return select(th.c.contact_id).where(
-            th.c.tag == trigger.tag_added,
-            th.c.action == "added",
-            th.c.id > low,
-            th.c.id <= high,
-        )
+        return th, [th.c.tag == trigger.tag_added, th.c.action == "added"]
     assert isinstance(trigger, m.EventTrigger)
     spec = trigger.filter
     if spec.type == "purchase":
-        return select(orders.c.contact_id).where(orders.c.id > low, orders.c.id <= high)
-    conds = [events.c.type == spec.type, events.c.id > low, events.c.id <= high]
+        return orders, []
+    conds = [events.c.type == spec.type]
     conds += [json_equals(conn, events.c.properties, k, v) for k, v in spec.where.items()]
-    return select(events.c.contact_id).where(*conds)
+    return events, conds
+
+
+def _since(source: tuple[Table, list[Any]] | None, low: int, high: int) -> Select[Any] | None:
+    """The contacts of the source rows with ids in ``(low, high]``."""
+    if source is None:
+        return None
+    table, conds = source
+    return select(table.c.contact_id).where(*conds, table.c.id > low, table.c.id <= high)
+
+
+def _window_end(
+    conn: Connection, source: tuple[Table, list[Any]], low: int, top: int, rows: int
+) -> int | None:
+    """The id of the ``rows``-th source row above ``low`` (None: fewer up to ``top``), so
+    that a slice takes about ``rows`` candidates however the source's ids are spread."""
+    table, conds = source
+    return conn.execute(
+        select(table.c.id)
+        .where(*conds, table.c.id > low, table.c.id <= top)
+        .order_by(table.c.id)
+        .offset(rows - 1)
+        .limit(1)
+    ).scalar()
 
 
 def _audience(
@@ -232,10 +297,17 @@ def overdue(conn: Connection, now: datetime) -> ColumnElement[bool]:
 
 
 def _insert_entries(
-    conn: Connection, flow: RunningFlow, candidates: Any, now: datetime, start: Start | None
+    conn: Connection,
+    flow: RunningFlow,
+    candidates: Any,
+    now: datetime,
+    start: Start | None,
+    contact_window: tuple[int, int] | None = None,
 ) -> int:
     entry = flow.program.definition.entry
     conds: list[ColumnElement[bool]] = [contacts.c.id.in_(candidates)]
+    if contact_window is not None:
+        conds += [contacts.c.id > contact_window[0], contacts.c.id <= contact_window[1]]
     if entry.consent:
         conds.append(contacts.c[f"{entry.consent}_consent"].is_(True))
     prior = fe.alias("prior")

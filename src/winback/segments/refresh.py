@@ -24,6 +24,12 @@ without any of these traces (event conditions that scan ``events``/``orders``, r
 dates on custom JSON attributes) make that segment's refresh full. ``full=True`` forces it.
 Incremental refresh assumes that writers stamp ``updated_at`` from the same clock as the
 refresh; when the clock goes backwards the refresh is full.
+
+**Slices.** Both statements may be restricted to a window of contact ids: a refresh applied
+window by window, each its own transaction, ends with the same stints as in one (each window
+only touches the stints of its own contacts), and one stopped half way is completed by the
+next refresh (exits already made are not open any more, entries already made block a second
+stint), which starts again from the same ``since`` as long as the segment is not stamped.
 """
 
 from __future__ import annotations
@@ -267,11 +273,22 @@ def refresh_one(
     full: bool = False,
     shared: SharedCandidates | None = None,
     inline: Mapping[str, Condition] | None = None,
-) -> tuple[str, str, int, int, int]:
-    """Bring one segment's membership up to ``now``; returns (mode, reason, entered, exited,
-    members). ``inline``: conditions of segments already brought up to ``now`` in this pass
-    that may replace lookups of their membership (see :func:`inlinable`)."""
+    window: tuple[int, int | None] | None = None,
+    any_open: bool | None = None,
+) -> tuple[str, str, int, int]:
+    """Bring one segment's membership up to ``now``; returns (mode, reason, entered,
+    exited). ``inline``: conditions of segments already brought up to ``now`` in this pass
+    that may replace lookups of their membership (see :func:`inlinable`). ``window``: only
+    the contacts with ids in ``[low, high]`` (high None: no upper bound). ``any_open``:
+    whether the segment had open stints when its refresh began (None: look)."""
     p = plan(condition)
+
+    def within(column: Any) -> list[Any]:
+        if window is None:
+            return []
+        low, high = window
+        return [column >= low] + ([column <= high] if high is not None else [])
+
     reason = full_reason(p, since=since, members_before=members_before, now=now, full=full)
     incremental = not reason
     sm = segment_membership
@@ -328,20 +345,20 @@ def refresh_one(
                     select(literal(1))
                     .select_from(contacts)
                     .where(contacts.c.id == stint.c.contact_id, matches)
-                )
+                ),
+                *within(k.c.id),
             )
         )
         exit_stmt = update(sm).where(sm.c.id.in_(leaving))
         newcomers = (
             select(*columns)
             .select_from(k.join(contacts, contacts.c.id == k.c.id))
-            .where(matches, ~already)
+            .where(matches, ~already, *within(k.c.id))
         )
-    elif not _any_open(conn, segment_id):
+    elif not (_any_open(conn, segment_id) if any_open is None else any_open):
         # No current member (first refresh): nothing can exit, every match enters.
         exit_stmt = None
-        newcomers = select(*columns).where(matches)
-        members_before = 0
+        newcomers = select(*columns).where(matches, *within(contacts.c.id))
     else:
         still = exists(
             select(literal(1))
@@ -349,9 +366,12 @@ def refresh_one(
             .where(contacts.c.id == sm.c.contact_id, matches)
         )
         exit_stmt = update(sm).where(
-            sm.c.segment_id == segment_id, sm.c.exited_at.is_(None), ~still
+            sm.c.segment_id == segment_id,
+            sm.c.exited_at.is_(None),
+            ~still,
+            *within(sm.c.contact_id),
         )
-        newcomers = select(*columns).where(matches, ~already)
+        newcomers = select(*columns).where(matches, ~already, *within(contacts.c.id))
     exited = 0
     if exit_stmt is not None:
         exited = conn.execute(
@@ -361,17 +381,24 @@ def refresh_one(
         insert(sm).from_select(["segment_id", "contact_id", "entered_at"], newcomers),
         execution_options={"preserve_rowcount": True},
     ).rowcount
-    if (incremental or exit_stmt is None) and members_before is not None:
-        members = members_before + entered - exited
-    else:
-        members = int(
-            conn.execute(
-                select(func.count())
-                .select_from(sm)
-                .where(sm.c.segment_id == segment_id, sm.c.exited_at.is_(None))
-            ).scalar_one()
-        )
-    return ("incremental" if incremental else "full"), reason, entered, exited, members
+    return ("incremental" if incremental else "full"), reason, entered, exited
+
+
+def open_stints(conn: Connection, segment_id: int) -> int:
+    """The segment's current member count, counted."""
+    sm = segment_membership
+    return int(
+        conn.execute(
+            select(func.count())
+            .select_from(sm)
+            .where(sm.c.segment_id == segment_id, sm.c.exited_at.is_(None))
+        ).scalar_one()
+    )
+
+
+def any_open(conn: Connection, segment_id: int) -> bool:
+    """Whether the segment has a current member."""
+    return _any_open(conn, segment_id)
 
 
 def _any_open(conn: Connection, segment_id: int) -> bool:

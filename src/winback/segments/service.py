@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import builtins
 import csv
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -13,7 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, Engine, insert, select, update
+from sqlalchemy import Connection, Engine, func, insert, select, text, update
 
 from winback.clock import as_utc
 from winback.csvsafe import safe_cell
@@ -24,20 +25,29 @@ from winback.segments.refresh import (
     Plan,
     SegmentChange,
     SharedCandidates,
+    any_open,
     close_stints,
     full_reason,
     inlinable,
+    open_stints,
     plan,
     refresh_one,
     shared_candidates,
 )
 from winback.store.schema import contacts, segment_membership, segments
+from winback.store.slices import Pacer, SliceLog, held_connection, waiters
 
 if TYPE_CHECKING:
     from winback.workspace import Workspace
 
 #: On PostgreSQL, a segment refresh changing this many stints refreshes the statistics.
 ANALYZE_AFTER = 5000
+#: PostgreSQL advisory lock held by the worker refreshing segments (the others wait).
+REFRESH_LOCK = 0x77696E6273656731  # "winbseg1"
+#: Seconds between two tries of a worker waiting for another one's refresh.
+LOCK_POLL = 0.05
+#: Seconds a refresh leaves the store to other writers after each write slice.
+SLICE_GAP = 0.002
 
 #: Columns of a members listing / export.
 MEMBER_COLUMNS = ("contact_id", "customer_id", "email", "first_name", "last_name", "entered_at")
@@ -50,6 +60,8 @@ class RefreshResult:
     now: datetime
     segments: builtins.list[SegmentChange] = field(default_factory=builtins.list)
     closed: int = 0  # open stints ended because their segment's file was removed
+    #: Stopped between two slices (the segments not listed are refreshed next time).
+    stopped: bool = False
 
     @property
     def seconds(self) -> float:
@@ -75,6 +87,9 @@ class Segments:
 
     def __init__(self, workspace: Workspace) -> None:
         self.ws = workspace
+        self.pacer = Pacer(
+            workspace.settings.write_slice_ms, gap=SLICE_GAP, waiters=waiters(workspace.engine)
+        )
 
     # -- definitions ------------------------------------------------------------------------
     def definitions(self) -> dict[str, SegmentDefinition]:
@@ -127,64 +142,151 @@ class Segments:
         *,
         full: bool = False,
         progress: Callable[[str], None] | None = None,
+        stop: threading.Event | None = None,
+        log: SliceLog | None = None,
     ) -> RefreshResult:
         """Bring every segment's membership up to ``now`` (default: the workspace clock),
-        in dependency order, in one transaction. Incremental where sound (see
-        :mod:`winback.segments.refresh`); ``full=True`` re-evaluates every contact.
-        Refreshing twice at the same instant changes nothing."""
+        in dependency order. Incremental where sound (see :mod:`winback.segments.refresh`);
+        ``full=True`` re-evaluates every contact. Refreshing twice at the same instant
+        changes nothing.
+
+        Each segment is refreshed in write slices of contact ids (about ``write_slice_ms``
+        each); its ``refreshed_at`` moves with its last slice and its member count with
+        every slice. Readers may see a segment half refreshed meanwhile. When ``stop`` is
+        set the refresh returns after the slice in progress (``stopped``): the segments not
+        finished are completed by the next refresh. On PostgreSQL one worker refreshes at
+        a time (an advisory lock): another waits for it to finish (so that no worker steps
+        flows on a membership half refreshed), and is done when that refresh was for the
+        same instant or a later one."""
         at = as_utc(now) if now is not None else self.ws.clock.now()
         defs = self.definitions()
         changes: builtins.list[SegmentChange] = []
         inline: dict[str, Condition] = {}
         cache_mb = self.ws.settings.segments_cache_mb
-        with _refresh_transaction(self.ws.engine, cache_mb=cache_mb) as conn:
-            rows = _sync(conn, defs, now=at)
-            ids = {name: r["id"] for name, r in rows.items()}
-            gone = [r["id"] for name, r in rows.items() if name not in defs]
-            closed = close_stints(conn, gone, now=at)
-            shared = _shared_candidates(conn, defs, rows, now=at, full=full)
-            for name, definition in defs.items():
-                if progress is not None:
-                    progress(name)
-                row = rows[name]
-                started = time.perf_counter()
-                mode, reason, entered, exited, members = refresh_one(
+        stopping = (lambda: False) if stop is None else stop.is_set
+        with _refresh_connection(self.ws.engine, cache_mb=cache_mb) as conn:
+            taken, waited = _lock(conn, stopping)
+            if not taken:
+                return RefreshResult(at, changes, 0, stopped=True)
+            shared: SharedCandidates | None = None
+            try:
+                if waited and _done_already(conn, defs, at):
+                    return RefreshResult(at, changes, 0)
+                with self.pacer.slice(("segments", "prepare"), 0, log), conn.begin():
+                    rows = _sync(conn, defs, now=at)
+                    ids = {name: r["id"] for name, r in rows.items()}
+                    gone = [r["id"] for name, r in rows.items() if name not in defs]
+                    closed = close_stints(conn, gone, now=at)
+                    shared = _shared_candidates(conn, defs, rows, now=at, full=full)
+                    low, high = conn.execute(
+                        select(func.min(contacts.c.id), func.max(contacts.c.id))
+                    ).one()
+                for name, definition in defs.items():
+                    if stopping():
+                        return RefreshResult(at, changes, closed, stopped=True)
+                    if progress is not None:
+                        progress(name)
+                    change = self._refresh_segment(
+                        conn,
+                        name,
+                        definition,
+                        rows[name],
+                        now=at,
+                        ids=ids,
+                        full=full,
+                        shared=shared,
+                        inline=inline,
+                        contact_ids=(int(low or 0), int(high or 0)),
+                        stopping=stopping,
+                        log=log,
+                    )
+                    if change is None:
+                        return RefreshResult(at, changes, closed, stopped=True)
+                    if inlinable(definition.condition, inline):
+                        inline[name] = definition.condition
+                    changes.append(change)
+            finally:
+                if shared is not None:
+                    with conn.begin():
+                        shared.table.drop(conn, checkfirst=True)
+                _unlock(conn)
+        return RefreshResult(at, changes, closed)
+
+    def _refresh_segment(
+        self,
+        conn: Connection,
+        name: str,
+        definition: SegmentDefinition,
+        row: dict[str, Any],
+        *,
+        now: datetime,
+        ids: dict[str, int],
+        full: bool,
+        shared: SharedCandidates | None,
+        inline: dict[str, Condition],
+        contact_ids: tuple[int, int],
+        stopping: Callable[[], bool],
+        log: SliceLog | None,
+    ) -> SegmentChange | None:
+        """One segment, in slices of contact ids; None when stopped before its last."""
+        started = time.perf_counter()
+        sid = row["id"]
+        had_members = any_open(conn, sid)
+        conn.rollback()  # a read: no write lock
+        entered = exited = 0
+        members: int | None = None
+        mode, reason = "full", ""
+        low, high = contact_ids
+        start = low
+        while True:
+            key = ("segment", name, mode)
+            width = self.pacer.rows(key)
+            last = start + width > high
+            with self.pacer.slice(key, width, log), conn.begin():
+                mode, reason, e, x = refresh_one(
                     conn,
-                    segment_id=row["id"],
+                    segment_id=sid,
                     condition=definition.condition,
-                    now=at,
+                    now=now,
                     since=row["refreshed_at"],
                     segment_ids=ids,
                     members_before=row["member_count"],
                     full=full,
                     shared=shared,
                     inline=inline,
+                    window=(start, None if last else start + width - 1),
+                    any_open=had_members,
                 )
-                if inlinable(definition.condition, inline):
-                    inline[name] = definition.condition
-                conn.execute(
-                    update(segments)
-                    .where(segments.c.id == row["id"])
-                    .values(refreshed_at=at, member_count=members)
-                )
-                if entered + exited >= ANALYZE_AFTER and conn.dialect.name == "postgresql":
-                    # Fresh statistics, or PostgreSQL plans later statements for the empty
-                    # table it last saw (nested loops over thousands of stints).
-                    conn.exec_driver_sql("ANALYZE segment_membership")
-                changes.append(
-                    SegmentChange(
-                        name,
-                        mode,  # type: ignore[arg-type]
-                        entered,
-                        exited,
-                        members,
-                        round(time.perf_counter() - started, 4),
-                        reason,
-                    )
-                )
-            if shared is not None:
-                shared.table.drop(conn)
-        return RefreshResult(at, changes, closed)
+                entered, exited = entered + e, exited + x
+                values: dict[str, Any] = {"member_count": segments.c.member_count + (e - x)}
+                if last:
+                    if mode == "full" or row["member_count"] is None:
+                        values["member_count"] = open_stints(conn, sid)
+                    values["refreshed_at"] = now
+                conn.execute(update(segments).where(segments.c.id == sid).values(values))
+                if last:
+                    members = conn.execute(
+                        select(segments.c.member_count).where(segments.c.id == sid)
+                    ).scalar_one()
+            if last:
+                break
+            if stopping():
+                return None
+            start += width
+        if entered + exited >= ANALYZE_AFTER and conn.dialect.name == "postgresql":
+            # Fresh statistics, or PostgreSQL plans later statements for the empty table it
+            # last saw (nested loops over thousands of stints).
+            with conn.begin():
+                conn.exec_driver_sql("ANALYZE segment_membership")
+        return SegmentChange(
+            name,
+            mode,  # type: ignore[arg-type]
+            entered,
+            exited,
+            int(members or 0),
+            round(time.perf_counter() - started, 4),
+            reason,
+        )
 
     # -- membership -------------------------------------------------------------------------
     def _id(self, conn: Connection, name: str) -> int:
@@ -272,30 +374,78 @@ class Segments:
 
 
 @contextmanager
-def _refresh_transaction(engine: Engine, *, cache_mb: int) -> Iterator[Connection]:
-    """One transaction for a whole refresh pass.
+def _refresh_connection(engine: Engine, *, cache_mb: int) -> Iterator[Connection]:
+    """The connection of a refresh pass, whose slices are each one transaction on it.
 
     On SQLite it runs with a page cache of ``cache_mb`` and with foreign key checks off (both
-    restored before the connection goes back to the pool). Every row a refresh writes is a stint whose ``contact_id`` was just read
-    from ``contacts`` and whose ``segment_id`` from ``segments``, inside this same write
-    transaction (SQLite has one writer at a time, and a WAL snapshot that another writer has
-    moved on cannot write), and a refresh deletes nothing; so the checks could never fail,
-    and skipping them halves the cost of writing a stint. PostgreSQL keeps its checks
-    (turning them off needs superuser rights)."""
-    with engine.connect() as conn:
+    restored before the connection goes back to the pool), and checkpoints the WAL once at
+    the end (:func:`~winback.store.slices.held_connection`). Every row a refresh writes is a
+    stint whose ``contact_id`` was just read from ``contacts`` and whose ``segment_id`` from
+    ``segments``, inside the same write transaction (SQLite has one writer at a time, and a
+    WAL snapshot that another writer has moved on cannot write), and a refresh deletes
+    nothing; so the checks could never fail, and skipping them halves the cost of writing a
+    stint. PostgreSQL keeps its checks (turning them off needs superuser rights)."""
+    with held_connection(engine) as conn:
         sqlite = conn.dialect.name == "sqlite"
         cache = 0
-        if sqlite:  # before BEGIN: foreign_keys is a no-op inside a transaction
+        if sqlite:  # outside a transaction: foreign_keys is a no-op inside one
             cache = int(_pragma(conn, "PRAGMA cache_size"))
             _pragma(conn, f"PRAGMA cache_size={-1024 * int(cache_mb)}")
             _pragma(conn, "PRAGMA foreign_keys=OFF")
         try:
-            with conn.begin():
-                yield conn
+            yield conn
         finally:
+            if conn.in_transaction():
+                conn.rollback()
             if sqlite:
                 _pragma(conn, "PRAGMA foreign_keys=ON")
                 _pragma(conn, f"PRAGMA cache_size={cache}")
+
+
+def _lock(conn: Connection, stopping: Callable[[], bool]) -> tuple[bool, bool]:
+    """PostgreSQL: take the refresh's advisory lock for this session, waiting while another
+    worker refreshes; returns (taken, waited). Not taken: asked to stop meanwhile. SQLite
+    has one writer: (True, False)."""
+    if conn.dialect.name != "postgresql":
+        return True, False
+    waited = False
+    while True:
+        got = conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": REFRESH_LOCK}).scalar()
+        conn.commit()
+        if got:
+            return True, waited
+        if stopping():
+            return False, waited
+        waited = True
+        time.sleep(LOCK_POLL)
+
+
+def _done_already(conn: Connection, defs: dict[str, SegmentDefinition], at: datetime) -> bool:
+    """Whether every segment, as defined now, was refreshed at ``at`` or later (by the
+    worker this one waited for). What changed since is stamped at or after that refresh
+    and is picked up by the next one."""
+    rows = {
+        r.name: r
+        for r in conn.execute(
+            select(
+                segments.c.name, segments.c.definition, segments.c.source, segments.c.refreshed_at
+            )
+        )
+    }
+    conn.rollback()
+    for name, d in defs.items():
+        row = rows.get(name)
+        if row is None or row.definition != d.data or row.source != d.source:
+            return False
+        if row.refreshed_at is None or as_utc(row.refreshed_at) < at:
+            return False
+    return True
+
+
+def _unlock(conn: Connection) -> None:
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": REFRESH_LOCK})
+        conn.commit()
 
 
 def _pragma(conn: Connection, sql: str) -> Any:

@@ -13,8 +13,11 @@ set-based statements:
 - :func:`add_tags` / :func:`remove_tags`: tags, with one ``tag_history`` row per real change;
 - :func:`set_consent`: consent per channel, with one ``consent_log`` row per real change.
 
-Each stamps ``contacts.updated_at`` (what incremental segment refresh looks for) on the
-contacts it changed, and on those only.
+Those that change the contact row stamp ``contacts.updated_at`` (what incremental segment
+refresh looks for) on the contacts they changed, and on those only. Tags live outside the
+contact row and leave it alone: ``tag_history`` is their trace (segment refresh and flow
+triggers read it), and rewriting every tagged contact would cost a flow's tag step more
+than the tagging itself.
 
 Concurrency. On PostgreSQL each function is one statement per kind of row it writes, with
 the change and its history in one statement (data-modifying ``WITH``), so that concurrent
@@ -274,8 +277,8 @@ def add_tags(
     at: datetime,
 ) -> list[int]:
     """Tag contacts (ids, or a selectable of one column of contact ids). Contacts that had
-    the tag keep it unchanged; the others get it, a ``tag_history`` row ``added`` and
-    ``updated_at = at``. Returns the ids that got the tag, sorted."""
+    the tag keep it unchanged; the others get it and a ``tag_history`` row ``added`` at
+    ``at``. Returns the ids that got the tag, sorted."""
     chosen = _ids(conn, contact_ids)
     if chosen is None:
         return []
@@ -290,7 +293,7 @@ def add_tags(
             .returning(contact_tags.c.contact_id)
             .cte("added")
         )
-        return _pg_log_and_stamp(conn, added, tag, "added", source, at)
+        return _pg_log(conn, added, tag, "added", source, at)
     before = _sqlite_max_rowid(conn, "contact_tags")
     conn.execute(
         sqlite.insert(contact_tags)
@@ -310,7 +313,7 @@ def add_tags(
             ).where(new),
         )
     )
-    return _stamp(conn, select(contact_tags.c.contact_id).where(new), at)
+    return _ids_of(conn, select(contact_tags.c.contact_id).where(new))
 
 
 def remove_tags(
@@ -322,15 +325,14 @@ def remove_tags(
     at: datetime,
 ) -> list[int]:
     """Untag contacts (ids, or a selectable of contact ids). Those that had the tag lose it
-    and get a ``tag_history`` row ``removed`` and ``updated_at = at``. Returns their ids,
-    sorted."""
+    and get a ``tag_history`` row ``removed`` at ``at``. Returns their ids, sorted."""
     chosen = _ids(conn, contact_ids)
     if chosen is None:
         return []
     having = and_(contact_tags.c.tag == tag, contact_tags.c.contact_id.in_(select(chosen)))
     if conn.dialect.name == "postgresql":
         gone = delete(contact_tags).where(having).returning(contact_tags.c.contact_id).cte("gone")
-        return _pg_log_and_stamp(conn, gone, tag, "removed", source, at)
+        return _pg_log(conn, gone, tag, "removed", source, at)
     before = _sqlite_max_rowid(conn, "tag_history")
     conn.execute(
         insert(tag_history).from_select(
@@ -348,39 +350,33 @@ def remove_tags(
     conn.execute(
         delete(contact_tags).where(contact_tags.c.tag == tag, contact_tags.c.contact_id.in_(logged))
     )
-    return _stamp(conn, logged, at)
+    return _ids_of(conn, logged)
 
 
 HISTORY_COLUMNS = ["contact_id", "tag", "action", "at", "source"]
 
 
-def _pg_log_and_stamp(
+def _pg_log(
     conn: Connection, changed: Any, tag: str, action: str, source: str, at: datetime
 ) -> list[int]:
-    """PostgreSQL: the history of the rows the CTE ``changed`` really wrote, and the stamp on
-    their contacts, in the same statement as the change."""
-    logged = insert(tag_history).from_select(
-        HISTORY_COLUMNS,
-        select(changed.c.contact_id, literal(tag), literal(action), _instant(at), literal(source)),
-    )
-    stamp = (
-        update(contacts)
-        .where(contacts.c.id.in_(select(changed.c.contact_id)))
-        .values(updated_at=_instant(at))
-        .returning(contacts.c.id)
-        .add_cte(logged.cte("logged"))
-    )
-    return sorted(int(i) for i in conn.execute(stamp).scalars())
-
-
-def _stamp(conn: Connection, changed: Select[Any], at: datetime) -> list[int]:
-    """SQLite: ``updated_at`` on the contacts ``changed`` selects; returns their ids."""
-    ids = sorted(int(i) for i in conn.execute(changed).scalars())
-    if ids:
-        conn.execute(
-            update(contacts).where(contacts.c.id.in_(changed)).values(updated_at=_instant(at))
+    """PostgreSQL: the history of the rows the CTE ``changed`` really wrote, in the same
+    statement as the change."""
+    logged = (
+        insert(tag_history)
+        .from_select(
+            HISTORY_COLUMNS,
+            select(
+                changed.c.contact_id, literal(tag), literal(action), _instant(at), literal(source)
+            ),
         )
-    return ids
+        .returning(tag_history.c.contact_id)
+        .add_cte(changed)
+    )
+    return sorted(int(i) for i in conn.execute(logged).scalars())
+
+
+def _ids_of(conn: Connection, changed: Select[Any]) -> list[int]:
+    return sorted(int(i) for i in conn.execute(changed).scalars())
 
 
 # -- consent ------------------------------------------------------------------------------------

@@ -89,6 +89,8 @@ def create_app(
         finally:
             if loops is not None:
                 await asyncio.to_thread(loops.shutdown)
+            # Writes queued events and the API keys' recorded use.
+            await asyncio.to_thread(workspace.delivery.close)
 
     app = FastAPI(
         title="winback",

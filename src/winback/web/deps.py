@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request, Response
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 
@@ -19,6 +20,14 @@ def get_workspace(request: Request) -> Workspace:
 
 
 WorkspaceDep = Annotated[Workspace, Depends(get_workspace)]
+
+
+async def _workspace_in_loop(request: Request) -> Workspace:
+    return get_workspace(request)
+
+
+#: The workspace for ``async def`` routes (no hop to the thread pool).
+AsyncWorkspaceDep = Annotated[Workspace, Depends(_workspace_in_loop)]
 
 
 class ErrorPublic(BaseModel):
@@ -51,13 +60,20 @@ def page(request: Request, template: str, status_code: int = 200, **context: Any
     return response
 
 
-def api_key(
+async def api_key(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> str:
-    """The name of the API key in ``Authorization: Bearer <key>``; 401 otherwise."""
+    """The name of the API key in ``Authorization: Bearer <key>``; 401 otherwise. A key
+    verified in the last few seconds is answered from memory, in the event loop; otherwise
+    the store is read in the thread pool. Nothing is written."""
     key = credentials.credentials if credentials is not None else ""
-    name = get_workspace(request).delivery.verify_api_key(key) if key else None
+    name: str | None = None
+    if key:
+        keyring = get_workspace(request).delivery.keyring
+        name = keyring.cached(key)
+        if name is None:
+            name = await run_in_threadpool(keyring.verify, key)
     if name is None:
         raise HTTPException(
             status_code=401,

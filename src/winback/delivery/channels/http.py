@@ -34,8 +34,9 @@ import base64
 import json
 import os
 import re
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from email.utils import parsedate_to_datetime
 from typing import Any, Literal
@@ -43,7 +44,13 @@ from typing import Any, Literal
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from winback.delivery.channels import OutboundMessage, SendResult
+from winback.delivery.channels import (
+    OnResult,
+    OutboundMessage,
+    SendResult,
+    gated,
+    send_each,
+)
 from winback.delivery.channels.oauth import ServiceAccountTokens, TokenError
 from winback.delivery.ratelimit import TokenBucket, backoff
 from winback.errors import InvalidSetting
@@ -288,6 +295,19 @@ class HttpChannel:
 
     def submit(self, msg: OutboundMessage) -> Future[SendResult]:
         return self._pool.submit(self.send_one, msg)
+
+    def send_many(
+        self,
+        messages: Sequence[OutboundMessage | None],
+        on_result: OnResult | None = None,
+        stop: threading.Event | None = None,
+    ) -> list[SendResult | None]:
+        """Send a batch ``connections`` requests at a time, reporting each outcome to
+        ``on_result`` before that thread makes another request (see
+        :func:`~winback.delivery.channels.send_each`); None for a message not sent."""
+        return send_each(
+            self._pool, self.config.connections, messages, gated(self.send_one), on_result, stop
+        )
 
     def send_one(self, msg: OutboundMessage) -> SendResult:
         try:

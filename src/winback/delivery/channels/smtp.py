@@ -9,7 +9,6 @@ URL forms: ``smtp://user:password@host:587?starttls=true``, ``smtps://user:pw@ho
 
 from __future__ import annotations
 
-import itertools
 import re
 import smtplib
 import ssl
@@ -21,7 +20,14 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from winback.delivery.channels import OutboundMessage, SendResult
+from winback.delivery.channels import (
+    Durable,
+    NotRecorded,
+    OnResult,
+    OutboundMessage,
+    SendResult,
+    send_each,
+)
 from winback.delivery.ratelimit import TokenBucket, backoff
 from winback.errors import InvalidSetting
 
@@ -92,13 +98,23 @@ def _lean_data(
     double the dots that start a line (RFC 5321, 4.5.2): about 50 microseconds for an 8 KB
     email, a sixth of what smtplib spends per message. A message with no line starting
     with a dot (the usual case: the quoted-printable and 7bit parts we build rarely have
-    one) is sent byte for byte as smtplib would send it; any other goes through smtplib."""
+    one) is sent byte for byte as smtplib would send it; any other goes through smtplib.
+
+    The connection's gate (if any) is passed before the message's content goes out, so the
+    server cannot accept the message before it: the outcome of the connection's previous
+    message is made durable by then (the later, the more outcomes of other connections are
+    waiting by then, to share the commit)."""
+    gate = conn.gate if isinstance(conn, _SMTP | _SMTPS) else None
     if not isinstance(msg, bytes) or msg.startswith(b".") or b"\n." in msg:
+        if gate is not None:
+            gate()
         return general(msg)
     conn.putcmd("data")
     code, reply = conn.getreply()
     if code != 354:
         raise smtplib.SMTPDataError(code, reply)
+    if gate is not None:
+        gate()
     conn.send(msg + b".\r\n" if msg.endswith(b"\r\n") else msg + b"\r\n.\r\n")
     return conn.getreply()
 
@@ -128,6 +144,9 @@ def _lean_command(
 
 
 class _SMTP(smtplib.SMTP):
+    #: Called before the server can accept the message being sent (see _lean_data).
+    gate: Callable[[], None] | None = None
+
     # smtplib.SMTP's own methods, not super(): _SMTPS borrows these (SMTP_SSL keeps them).
     def data(self, msg: Any) -> tuple[int, bytes]:
         return _lean_data(self, msg, lambda m: smtplib.SMTP.data(self, m))
@@ -144,6 +163,7 @@ class _SMTP(smtplib.SMTP):
 
 
 class _SMTPS(smtplib.SMTP_SSL):
+    gate: Callable[[], None] | None = None
     data = _SMTP.data
     mail = _SMTP.mail
     rcpt = _SMTP.rcpt
@@ -151,7 +171,7 @@ class _SMTPS(smtplib.SMTP_SSL):
 
 @dataclass(slots=True)
 class _Pooled:
-    smtp: smtplib.SMTP
+    smtp: _SMTP | _SMTPS
     last_used: float
 
 
@@ -187,9 +207,9 @@ class SmtpChannel:
         self._pool = ThreadPoolExecutor(connections, thread_name_prefix="winback-smtp")
 
     # -- connections ---------------------------------------------------------------------------
-    def _connect(self) -> smtplib.SMTP:
+    def _connect(self) -> _SMTP | _SMTPS:
         t = self.target
-        conn: smtplib.SMTP
+        conn: _SMTP | _SMTPS
         if t.implicit_tls:
             conn = _SMTPS(
                 t.host,
@@ -272,9 +292,15 @@ class SmtpChannel:
         """:class:`~winback.ports.Channel`: send now; raises DeliveryFailed when refused."""
         return self.send_one(message).raise_or_id()
 
-    def send_one(self, msg: OutboundMessage) -> SendResult:
+    def send_one(self, msg: OutboundMessage, durable: Durable | None = None) -> SendResult:
+        """Send one message (retrying in line). ``durable`` (the previous message's outcome
+        being recorded) is called before the server can accept this one: after DATA, before
+        the content. When it raises, the connection is dropped mid-transaction (the server
+        discards the message) and :class:`~winback.delivery.channels.NotRecorded` is raised.
+        """
         last = SendResult("retry", "not tried")
         data = msg.content.encode("utf-8")
+        gate = _guard(durable) if durable is not None else None
         for attempt in range(1, self.inline_attempts + 1):
             if attempt > 1:
                 time.sleep(backoff(attempt - 1, self.retry_base, cap=5.0))
@@ -294,8 +320,15 @@ class SmtpChannel:
                             "does not offer SMTPUTF8",
                         )
                     options = ["SMTPUTF8"]
-                conn.sendmail(msg.sender or "", [msg.to or ""], data, options)
+                conn.gate = gate
+                try:
+                    conn.sendmail(msg.sender or "", [msg.to or ""], data, options)
+                finally:
+                    conn.gate = None
                 return SendResult("sent", "250 accepted")
+            except NotRecorded:
+                keep = False
+                raise
             except smtplib.SMTPRecipientsRefused as exc:
                 code, text = next(iter(exc.recipients.values()))
                 last = _classify(code, text, recipient=True)
@@ -323,27 +356,16 @@ class SmtpChannel:
                 return last
         return last
 
-    def send_many(self, messages: Sequence[OutboundMessage | None]) -> list[SendResult]:
-        """Send a batch over the pooled connections and wait for all of it: each connection's
-        thread takes the next message until none is left (no future or queue hand-off per
-        message), so a slow connection (a retry) holds up only what it is sending."""
-        results: list[SendResult] = [SendResult("failed", "not sent")] * len(messages)
-        turn = itertools.count()  # next() is atomic: the threads share it without a lock
-
-        def work() -> None:
-            while (i := next(turn)) < len(messages):
-                msg = messages[i]
-                if msg is None:
-                    continue
-                try:
-                    results[i] = self.send_one(msg)
-                except Exception as exc:  # a bug fails one message only
-                    results[i] = SendResult("failed", f"{type(exc).__name__}: {exc}")
-
-        workers = [self._pool.submit(work) for _ in range(min(self.connections, len(messages)))]
-        for worker in workers:
-            worker.result()
-        return results
+    def send_many(
+        self,
+        messages: Sequence[OutboundMessage | None],
+        on_result: OnResult | None = None,
+        stop: threading.Event | None = None,
+    ) -> list[SendResult | None]:
+        """Send a batch over the pooled connections, each connection's thread taking the next
+        message and reporting each outcome to ``on_result`` before it sends another (see
+        :func:`~winback.delivery.channels.send_each`); None for a message not sent."""
+        return send_each(self._pool, self.connections, messages, self.send_one, on_result, stop)
 
     def submit(self, msg: OutboundMessage) -> Future[SendResult]:
         """Send on one of the pooled connections, in the background."""
@@ -356,6 +378,16 @@ class SmtpChannel:
             idle, self._idle = self._idle, []
         for pooled in idle:
             self._discard(pooled, quit=True)
+
+
+def _guard(durable: Durable) -> Callable[[], None]:
+    def gate() -> None:
+        try:
+            durable()
+        except Exception as exc:
+            raise NotRecorded(str(exc)) from exc
+
+    return gate
 
 
 def _classify(code: int, text: bytes | str, *, recipient: bool) -> SendResult:

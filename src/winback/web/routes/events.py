@@ -1,13 +1,20 @@
 """The event API: ``POST /api/v1/events`` (one) and ``POST /api/v1/events/batch`` (up to
-1,000), authenticated by an API key (``Authorization: Bearer <key>``)."""
+1,000), authenticated by an API key (``Authorization: Bearer <key>``).
+
+The handlers run in the event loop: they hand the validated events to the workspace's event
+intake (group commit) and await the commit of the transaction that wrote them."""
 
 from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
 
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from winback.delivery.inbound import EventIn, IngestResult
-from winback.web.deps import UNAUTHORIZED, ApiKeyDep, ErrorPublic, WorkspaceDep
+from winback.web.deps import UNAUTHORIZED, ApiKeyDep, AsyncWorkspaceDep, ErrorPublic
+from winback.workspace import Workspace
 
 router = APIRouter(prefix="/api/v1", tags=["events"])
 
@@ -19,17 +26,29 @@ class EventBatchIn(BaseModel):
 _RESPONSES: dict[int | str, dict[str, object]] = {
     **UNAUTHORIZED,
     400: {"model": ErrorPublic, "description": "The event could not be recorded."},
+    503: {
+        "model": ErrorPublic,
+        "description": "The store stayed busy: nothing was written; retry after `Retry-After` "
+        "seconds.",
+    },
 }
 
 
+async def _ingest(workspace: Workspace, items: Sequence[EventIn]) -> IngestResult:
+    future = workspace.delivery.event_intake.submit(items)
+    return await asyncio.wrap_future(future)
+
+
 @router.post("/events", response_model=IngestResult, responses=_RESPONSES)
-def post_event(event: EventIn, workspace: WorkspaceDep, _key: ApiKeyDep) -> IngestResult:
+async def post_event(event: EventIn, workspace: AsyncWorkspaceDep, _key: ApiKeyDep) -> IngestResult:
     """Record one event (or purchase: ``type = "purchase"`` with order_id, amount, currency,
-    items, coupon in ``properties``)."""
-    return workspace.delivery.ingest([event])
+    items, coupon in ``properties``). Answered once it is committed."""
+    return await _ingest(workspace, [event])
 
 
 @router.post("/events/batch", response_model=IngestResult, responses=_RESPONSES)
-def post_events(batch: EventBatchIn, workspace: WorkspaceDep, _key: ApiKeyDep) -> IngestResult:
-    """Record up to 1,000 events in one transaction."""
-    return workspace.delivery.ingest(batch.events)
+async def post_events(
+    batch: EventBatchIn, workspace: AsyncWorkspaceDep, _key: ApiKeyDep
+) -> IngestResult:
+    """Record up to 1,000 events in one transaction. Answered once they are committed."""
+    return await _ingest(workspace, batch.events)

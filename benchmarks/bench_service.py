@@ -1,0 +1,551 @@
+"""The event API under concurrent load, on a real uvicorn server on 127.0.0.1, measured side
+by side in one run:
+
+(a) the HTTP stack's own ceiling: a no-op ``POST`` route added to the same app object (in the
+    benchmark's server process, not in the product), no engine;
+(b) single events (``POST /api/v1/events``) and batched events (``POST /api/v1/events/batch``,
+    ``BATCH`` events each) with no engine running (``create_app(ws, background=False)``);
+(c) the same while the engine (``create_app(ws, background=True)``, as ``winback serve``)
+    works through the reference flow's first pass over the whole workspace (every contact a
+    dormant customer with email consent: segment refresh, enrolment, first email, then the
+    dry-run delivery of those emails);
+(d) during (c), one-click unsubscribes (``POST /u/{token}``, ``List-Unsubscribe=One-Click``)
+    at a steady rate from another connection: their latency (p50, p99, max) and statuses.
+
+Load: ``wrk`` (Debian package) with 4 connections on 2 threads, a Lua script giving every
+event a unique ``event_id`` (for random known customers) and counting responses by status.
+Every event is a ``page_view``, so each one also moves its contact's ``last_seen``.
+
+Environment: ``BENCH_SERVICE_CONTACTS`` (default 100,000; ``--quick`` 10,000),
+``BENCH_SERVICE_SECONDS`` (each measurement, default 10; ``--quick`` 3),
+``BENCH_SERVICE_DBS`` (``sqlite,postgres``; or ``BENCH_SERVICE_DB=postgres``),
+``BENCH_SERVICE_UNSUB_RATE`` (unsubscribes per second, default 20).
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select, text
+
+ROOT = Path(__file__).resolve().parent.parent
+CONNECTIONS = 4
+THREADS = 2
+BATCH = 100
+UNSUB_RATE = float(os.environ.get("BENCH_SERVICE_UNSUB_RATE", "20"))
+NOOP_PATH = "/bench/noop"
+
+LUA = r"""
+local threads = {}
+local counter = 0
+local prefix = "%(prefix)s"
+local contacts = %(contacts)d
+local batch = %(batch)d
+
+function setup(thread)
+  thread:set("tid", #threads + 1)
+  table.insert(threads, thread)
+end
+
+function init(args)
+  codes = {}
+  math.randomseed(tid * 7919 + os.time())
+  wrk.headers["Content-Type"] = "application/json"
+  wrk.headers["Authorization"] = "Bearer %(key)s"
+end
+
+local function event()
+  counter = counter + 1
+  return string.format('{"customer_id":"c%%d","type":"page_view","event_id":"%%s-%%d-%%d"}',
+    math.random(1, contacts), prefix, tid, counter)
+end
+
+function request()
+  local body
+  if batch > 0 then
+    local events = {}
+    for i = 1, batch do events[i] = event() end
+    body = '{"events":[' .. table.concat(events, ",") .. ']}'
+  else
+    body = event()
+  end
+  return wrk.format("POST", "%(path)s", nil, body)
+end
+
+function response(status, headers, body)
+  codes[status] = (codes[status] or 0) + 1
+end
+
+function done(summary, latency, requests)
+  local total = {}
+  for _, t in ipairs(threads) do
+    for k, v in pairs(t:get("codes")) do total[k] = (total[k] or 0) + v end
+  end
+  local parts = {}
+  for k, v in pairs(total) do table.insert(parts, string.format('"%%d":%%d', k, v)) end
+  local e = summary.errors
+  io.write(string.format(
+    'WRK {"requests":%%d,"duration_us":%%d,"codes":{%%s},"p50_us":%%d,"p99_us":%%d,' ..
+    '"max_us":%%d,"socket_errors":%%d}\n',
+    summary.requests, summary.duration, table.concat(parts, ","),
+    latency:percentile(50), latency:percentile(99), latency.max,
+    e.connect + e.read + e.write + e.timeout))
+end
+"""
+
+
+# -- the workspace ---------------------------------------------------------------------------
+
+
+def _seed(conn: Any, n: int, unsubscribable: int, postgres: bool, now: datetime) -> None:
+    """n dormant customers with email consent (one order 200 days ago each), and a sent
+    message for the first ``unsubscribable`` (their unsubscribe links)."""
+    ts = (lambda at: at) if postgres else (lambda at: at.strftime("%Y-%m-%d %H:%M:%S.%f"))
+    old = now - timedelta(days=200)
+    seq = (
+        "generate_series(1, :n) AS s(x)"
+        if postgres
+        else "(WITH RECURSIVE seq(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM seq WHERE x < :n) "
+        "SELECT x FROM seq) AS s"
+    )
+    true = "true" if postgres else "1"
+    conn.execute(
+        text(
+            "INSERT INTO contacts (customer_id, email, first_name, attributes, orders_count, "  # noqa: S608
+            "revenue_total, first_purchase_at, last_purchase_at, email_consent, created_at, "
+            f"updated_at) SELECT 'c' || x, 'c' || x || '@x.test', 'Ada', '{{}}', 1, 20, :old, "
+            f":old, {true}, :old, :old FROM {seq}"
+        ),
+        {"n": n, "old": ts(old)},
+    )
+    conn.execute(
+        text(
+            "INSERT INTO orders (order_id, contact_id, ordered_at, amount, currency) "
+            "SELECT 'o' || id, id, :old, 20, 'USD' FROM contacts"
+        ),
+        {"old": ts(old)},
+    )
+    conn.execute(
+        text(
+            "INSERT INTO outbox (dedup_key, contact_id, channel, template, priority, status, "
+            "not_before, attempts, created_at, sent_at) SELECT 'bench:' || id, id, 'email', "
+            "'reactivation-1', 'marketing', 'sent', :old, 1, :old, :old FROM contacts "
+            "WHERE id <= :k"
+        ),
+        {"old": ts(old), "k": unsubscribable},
+    )
+    conn.execute(text("ANALYZE"))
+
+
+def _build(
+    folder: Path, n: int, unsubscribable: int, environ: dict[str, str]
+) -> tuple[str, list[str]]:
+    """A workspace with n contacts and the reference flow; returns an API key and the
+    one-click unsubscribe paths."""
+    import winback
+    from winback.delivery.tokens import TokenSigner
+    from winback.store.schema import outbox
+
+    ws = winback.init(folder, environ=environ)
+    now = datetime.now(UTC)
+    try:
+        with ws.engine.begin() as conn:
+            _seed(conn, n, unsubscribable, ws.engine.dialect.name == "postgresql", now)
+        ws.flows.add("reactivation", now=now - timedelta(days=1))
+        ws.flows.pause("reactivation-companion")
+        key = ws.delivery.create_api_key("bench")
+        signer = TokenSigner(ws.settings.secret_key)
+        with ws.engine.connect() as conn:
+            rows = conn.execute(select(outbox.c.id, outbox.c.contact_id).order_by(outbox.c.id))
+            paths = [f"/u/{signer.sign('u', int(m), int(c))}" for m, c in rows]
+    finally:
+        ws.close()
+    return key, paths
+
+
+# -- the server ------------------------------------------------------------------------------
+
+
+def serve(folder: str, port: int, engine: bool) -> None:
+    """The server process: the product's app plus a no-op route, on uvicorn."""
+    import uvicorn
+
+    import winback
+    from winback.web.app import create_app
+
+    ws = winback.open(folder)
+    app = create_app(ws, background=engine)
+
+    @app.post(NOOP_PATH, include_in_schema=False)
+    async def noop() -> dict[str, bool]:
+        return {"ok": True}
+
+    profile = os.environ.get("EB_PROFILE")
+    try:
+        if profile:
+            import cProfile
+
+            cProfile.runctx(
+                "uvicorn.run(app, host='127.0.0.1', port=port, log_level='warning', access_log=False)",
+                globals(),
+                locals(),
+                profile,
+            )
+        else:
+            uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    finally:
+        ws.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    def __init__(self, folder: Path, *, engine: bool, environ: dict[str, str]) -> None:
+        self.port = _free_port()
+        env = {**os.environ, **environ}
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(ROOT / "src"), str(ROOT), env.get("PYTHONPATH", "")) if p
+        )
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.bench_service", "serve", str(folder), str(self.port)]
+            + (["engine"] if engine else []),
+            cwd=ROOT,
+            env=env,
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
+                conn.request("GET", "/healthz")
+                if conn.getresponse().status == 200:
+                    conn.close()
+                    return
+            except OSError:
+                pass
+            if self.proc.poll() is not None:
+                raise RuntimeError("the server exited at start")
+            time.sleep(0.1)
+        raise RuntimeError("the server did not start")
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+# -- the load --------------------------------------------------------------------------------
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (all its threads) so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _wrk(
+    server: Server, path: str, key: str, contacts: int, batch: int, seconds: int, tag: str
+) -> dict[str, Any]:
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
+        f.write(
+            LUA % {"prefix": tag, "contacts": contacts, "batch": batch, "key": key, "path": path}
+        )
+        script = f.name
+    cpu_before = _cpu_seconds(server.proc.pid)
+    try:
+        out = subprocess.run(
+            [
+                "wrk",
+                f"-t{THREADS}",
+                f"-c{CONNECTIONS}",
+                f"-d{seconds}s",
+                "--timeout",
+                "30s",
+                "-s",
+                script,
+                server.url,
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    finally:
+        os.unlink(script)
+    cpu = _cpu_seconds(server.proc.pid) - cpu_before
+    line = next(ln for ln in out.splitlines() if ln.startswith("WRK "))
+    raw = json.loads(line[4:])
+    seconds_run = raw["duration_us"] / 1e6
+    ok = sum(n for code, n in raw["codes"].items() if code.startswith("2"))
+    per = batch or 1
+    return {
+        "requests": raw["requests"],
+        "statuses": raw["codes"],
+        "errors": raw["requests"] - ok + raw["socket_errors"],
+        "requests_per_second": round(ok / seconds_run, 1),
+        "events_per_second": round(ok * per / seconds_run, 1) if path != NOOP_PATH else None,
+        "p50_ms": round(raw["p50_us"] / 1000, 1),
+        "p99_ms": round(raw["p99_us"] / 1000, 1),
+        "max_ms": round(raw["max_us"] / 1000, 1),
+        "seconds": round(seconds_run, 2),
+        # The server's own CPU time (all threads, engine included) per answered request:
+        # a figure that depends less on what else the machine runs than the rates do.
+        "server_cpu_ms_per_request": round(cpu * 1000 / ok, 3) if ok else None,
+        "server_cpu_share": round(cpu / seconds_run, 2),
+    }
+
+
+class Unsubscriber(threading.Thread):
+    """One-click unsubscribes at a steady rate over one keep-alive connection."""
+
+    def __init__(self, port: int, paths: list[str], rate: float) -> None:
+        super().__init__(daemon=True)
+        self.port, self.paths, self.rate = port, paths, rate
+        self.stop = threading.Event()
+        self.latencies: list[float] = []
+        self.statuses: dict[str, int] = {}
+
+    def run(self) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+        body = "List-Unsubscribe=One-Click"
+        headers = {"Content-Type": "application/x-www-form-urlencoded"}
+        start = time.monotonic()
+        for i, path in enumerate(self.paths):
+            due = start + i / self.rate
+            if self.stop.wait(max(0.0, due - time.monotonic())):
+                break
+            began = time.perf_counter()
+            try:
+                conn.request("POST", path, body, headers)
+                response = conn.getresponse()
+                response.read()
+                status = str(response.status)
+            except OSError as exc:
+                status = type(exc).__name__
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+            self.latencies.append(time.perf_counter() - began)
+            self.statuses[status] = self.statuses.get(status, 0) + 1
+        conn.close()
+
+    def figures(self) -> dict[str, Any]:
+        ordered = sorted(self.latencies)
+
+        def pct(p: float) -> float | None:
+            if not ordered:
+                return None
+            return round(ordered[min(len(ordered) - 1, int(p * len(ordered)))] * 1000, 1)
+
+        return {
+            "sent": len(ordered),
+            "statuses": self.statuses,
+            "errors": sum(n for s, n in self.statuses.items() if s != "200"),
+            "p50_ms": pct(0.50),
+            "p99_ms": pct(0.99),
+            "max_ms": round(ordered[-1] * 1000, 1) if ordered else None,
+        }
+
+
+def _progress(url: str) -> dict[str, int]:
+    """How far the engine's pass is: flow entries, and the outbox by status."""
+    from winback.store.engine import make_engine
+
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            entries = int(conn.execute(text("SELECT count(*) FROM flow_entries")).scalar() or 0)
+            rows = conn.execute(
+                text("SELECT status, count(*) FROM outbox WHERE flow IS NOT NULL GROUP BY status")
+            ).all()
+    finally:
+        engine.dispose()
+    return {"entries": entries, **{f"outbox_{s}": int(n) for s, n in rows}}
+
+
+# -- one database ----------------------------------------------------------------------------
+
+
+def _one_database(kind: str, n: int, seconds: int, cluster: Any) -> dict[str, Any]:
+    work = Path(tempfile.mkdtemp(prefix=f"bench-service-{kind}-"))
+    unsubscribable = max(200, int(UNSUB_RATE * (2 * seconds + 10)))
+    try:
+        envs: dict[str, dict[str, str]] = {}
+        urls: dict[str, str] = {}
+        if kind == "sqlite":
+            key, paths = _build(work / "base", n, unsubscribable, {})
+            for copy in ("idle", "busy"):
+                shutil.copytree(work / "base", work / copy)
+                envs[copy] = {}
+                urls[copy] = f"sqlite+pysqlite:///{work / copy / 'winback.db'}"
+        else:
+            base_url = cluster.create_database("bench_service_base")
+            key, paths = _build(
+                work / "base", n, unsubscribable, {"WINBACK_DATABASE_URL": base_url}
+            )
+            for copy in ("idle", "busy"):
+                urls[copy] = cluster.create_database(
+                    f"bench_service_{copy}", template="bench_service_base"
+                )
+                envs[copy] = {"WINBACK_DATABASE_URL": urls[copy]}
+                shutil.copytree(work / "base", work / copy)
+        figures: dict[str, Any] = {"contacts": n}
+
+        server = Server(work / "idle", engine=False, environ=envs["idle"])
+        try:
+            figures["noop"] = _wrk(server, NOOP_PATH, key, n, 0, seconds, "noop")
+            figures["single"] = _wrk(server, "/api/v1/events", key, n, 0, seconds, "s")
+            figures["batch"] = _wrk(server, "/api/v1/events/batch", key, n, BATCH, seconds, "b")
+        finally:
+            server.stop()
+
+        server = Server(work / "busy", engine=True, environ=envs["busy"])
+        unsub = Unsubscriber(server.port, paths, UNSUB_RATE)
+        try:
+            time.sleep(1.0)  # the pass begins with the segment refresh
+            unsub.start()
+            before = _progress(urls["busy"])
+            figures["engine_single"] = _wrk(server, "/api/v1/events", key, n, 0, seconds, "es")
+            middle = _progress(urls["busy"])
+            figures["engine_batch"] = _wrk(
+                server, "/api/v1/events/batch", key, n, BATCH, seconds, "eb"
+            )
+            after = _progress(urls["busy"])
+            unsub.stop.set()
+            unsub.join(60)
+        finally:
+            server.stop()
+        figures["unsubscribe"] = unsub.figures()
+        figures["engine_progress"] = {"start": before, "middle": middle, "end": after}
+        figures["engine_busy_throughout"] = (
+            before != middle != after
+            and after.get("outbox_pending", 0) + after.get("outbox_sending", 0) > 0
+        ) or after.get("entries", 0) < n // 2
+        figures["ratios"] = _ratios(figures)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+        if cluster is not None:
+            for name in ("bench_service_idle", "bench_service_busy", "bench_service_base"):
+                cluster.drop_database(name)
+    return figures
+
+
+def _ratios(f: dict[str, Any]) -> dict[str, float]:
+    def r(a: float | None, b: float | None) -> float:
+        return round(a / b, 3) if a and b else 0.0
+
+    ceiling = f["noop"]["requests_per_second"]
+    return {
+        "single_vs_noop": r(f["single"]["requests_per_second"], ceiling),
+        "batch_requests_vs_noop": r(f["batch"]["requests_per_second"], ceiling),
+        "engine_single_vs_noop": r(f["engine_single"]["requests_per_second"], ceiling),
+        "engine_single_vs_idle": r(
+            f["engine_single"]["events_per_second"], f["single"]["events_per_second"]
+        ),
+        "engine_batch_vs_idle": r(
+            f["engine_batch"]["events_per_second"], f["batch"]["events_per_second"]
+        ),
+    }
+
+
+def run(quick: bool) -> dict[str, Any]:
+    if shutil.which("wrk") is None:
+        raise SystemExit("bench_service needs wrk (Debian: apt-get install wrk; make system-deps)")
+    n = int(os.environ.get("BENCH_SERVICE_CONTACTS", 10_000 if quick else 100_000))
+    seconds = int(os.environ.get("BENCH_SERVICE_SECONDS", 3 if quick else 10))
+    dbs = os.environ.get("BENCH_SERVICE_DBS", os.environ.get("BENCH_SERVICE_DB", "sqlite,postgres"))
+    figures: dict[str, Any] = {
+        "connections": CONNECTIONS,
+        "batch": BATCH,
+        "seconds_each": seconds,
+        "unsubscribe_rate": UNSUB_RATE,
+    }
+    load_before = os.getloadavg()
+    for kind in dbs.split(","):
+        cluster = None
+        if kind == "postgres":
+            from tests.pgcluster import PostgresCluster
+
+            cluster = PostgresCluster().start()
+        try:
+            figures[kind] = _one_database(kind, n, seconds, cluster)
+        finally:
+            if cluster is not None:
+                cluster.stop()
+        _print(kind, figures[kind])
+    figures["target"] = (
+        "SQLite, 4 clients, during a 100,000-contact first pass: >= 2,000 single events/s, "
+        ">= 20,000 batched events/s, >= 50% of the no-op ceiling, one-click unsubscribe "
+        "p99 < 500 ms, 0 errors"
+    )
+    # The machine may be shared: the 1/5/15-minute load averages before and after.
+    figures["load_average"] = {
+        "before": [round(x, 2) for x in load_before],
+        "after": [round(x, 2) for x in os.getloadavg()],
+    }
+    return figures
+
+
+def _print(kind: str, f: dict[str, Any]) -> None:
+    ceiling = f["noop"]["requests_per_second"]
+    print(f"{kind}: {f['contacts']:,} contacts, {CONNECTIONS} connections", flush=True)
+    print(
+        f"  {'measurement':<28} {'req/s':>9} {'events/s':>10} {'p99 ms':>8} {'errors':>7} "
+        f"{'vs no-op':>9} {'vs no engine':>13} {'cpu ms/req':>11}"
+    )
+    rows = [
+        ("no-op (ceiling)", "noop", None),
+        ("single, no engine", "single", None),
+        ("batch of 100, no engine", "batch", None),
+        ("single, engine pass", "engine_single", "single"),
+        ("batch of 100, engine pass", "engine_batch", "batch"),
+    ]
+    for label, name, idle in rows:
+        m = f[name]
+        events = f"{m['events_per_second']:,.0f}" if m["events_per_second"] is not None else "-"
+        vs_idle = (
+            f"{m['events_per_second'] / f[idle]['events_per_second']:.0%}"
+            if idle and f[idle]["events_per_second"]
+            else "-"
+        )
+        print(
+            f"  {label:<28} {m['requests_per_second']:>9,.0f} {events:>10} {m['p99_ms']:>8} "
+            f"{m['errors']:>7} {m['requests_per_second'] / ceiling:>9.0%} {vs_idle:>13} "
+            f"{m['server_cpu_ms_per_request'] or 0:>11.3f}"
+        )
+    u = f["unsubscribe"]
+    print(
+        f"  one-click unsubscribes during the pass: {u['sent']} sent, p50 {u['p50_ms']} ms, "
+        f"p99 {u['p99_ms']} ms, max {u['max_ms']} ms, errors {u['errors']} {u['statuses']}"
+    )
+    print(
+        f"  engine progress: {f['engine_progress']} (busy throughout: {f['engine_busy_throughout']})"
+    )
+
+
+if __name__ == "__main__":
+    if len(sys.argv) >= 4 and sys.argv[1] == "serve":
+        serve(sys.argv[2], int(sys.argv[3]), engine=len(sys.argv) > 4 and sys.argv[4] == "engine")
+    else:
+        raise SystemExit("usage: python -m benchmarks service (or make bench BENCH=service)")

@@ -1,0 +1,191 @@
+"""Write slices: long passes (segment refresh, enrolment, flow steps) commit in transactions
+sized to hold the write lock about ``write_slice_ms`` each, so that other writers (HTTP
+requests, another worker) get the store between them.
+
+A :class:`Pacer` learns, per kind of work (its key), how many rows one slice can take within
+the budget: it times each slice and scales the next one's row count toward the budget (by
+at most :data:`GROWTH` either way, between a minimum and the caller's maximum). After each
+commit it gives the store to the writers that wait for it. On SQLite a writer kept waiting
+by a slice sleeps in its busy handler and tries again only now and then (every 100 ms once
+it has waited a while), so a slice that began again at once after the commit could keep it
+out for the whole pass: the pacer waits until the writers of this process that were waiting
+to begin have begun (:class:`Waiters`, at most :data:`MAX_YIELD`), and pauses ``gap``
+seconds for those of other processes.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import weakref
+from collections.abc import Hashable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, Engine, event
+
+DEFAULT_SLICE_MS = 200
+#: A slice takes at least this many rows (below it the statements' fixed cost dominates).
+MIN_ROWS = 100
+#: Rows of a key's first slice.
+FIRST_ROWS = 5_000
+#: The next slice takes at most this factor more (or less) rows than the last one.
+GROWTH = 8.0
+#: SQLite: WAL pages (4 KiB each) a pass lets accumulate before a checkpoint copies them into
+#: the database file (SQLite's default is 1,000). A checkpoint after every slice copied the
+#: pages that many slices share (index interiors, the outbox's tail) again each time and
+#: synced the file each time; the pass checkpoints once at its end instead.
+PASS_WAL_PAGES = 262_144
+#: Seconds a pass waits at most, after a slice, for the waiting writers of its process.
+MAX_YIELD = 0.25
+#: A writer said to wait for longer than this is taken to have given up (seconds).
+STALE = 60.0
+
+
+class Waiters:
+    """The threads of this process that are beginning a write transaction on one SQLite
+    engine (waiting for the write lock, most of them, while a pass holds it)."""
+
+    def __init__(self) -> None:
+        self._since: dict[int, float] = {}
+
+    def _begins(self, _conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if statement.startswith("BEGIN"):
+            self._since[threading.get_ident()] = time.monotonic()
+
+    def _began(self, _conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if statement.startswith("BEGIN"):
+            self._since.pop(threading.get_ident(), None)
+
+    def _failed(self, _context: Any) -> None:
+        self._since.pop(threading.get_ident(), None)
+
+    def others(self) -> bool:
+        """Whether a thread other than this one is waiting to begin."""
+        me, now = threading.get_ident(), time.monotonic()
+        return any(t != me and now - s < STALE for t, s in list(self._since.items()))
+
+    def let_in(self, limit: float = MAX_YIELD) -> None:
+        """Wait until the other waiting threads have begun (at most ``limit`` seconds)."""
+        deadline = time.monotonic() + limit
+        while self.others() and time.monotonic() < deadline:
+            time.sleep(0.001)
+
+
+_waiters: weakref.WeakKeyDictionary[Engine, Waiters] = weakref.WeakKeyDictionary()
+_waiters_lock = threading.Lock()
+
+
+def waiters(engine: Engine) -> Waiters | None:
+    """The :class:`Waiters` of a SQLite engine (None for PostgreSQL, where a write waits
+    only for the rows it needs, never for a whole pass)."""
+    if engine.dialect.name != "sqlite":
+        return None
+    with _waiters_lock:
+        found = _waiters.get(engine)
+        if found is None:
+            found = _waiters[engine] = Waiters()
+            # Around the statement that begins a transaction (and takes the write lock).
+            event.listen(engine, "before_cursor_execute", found._begins)
+            event.listen(engine, "after_cursor_execute", found._began)
+            event.listen(engine, "handle_error", found._failed)
+        return found
+
+
+@dataclass
+class SliceLog:
+    """The write slices of one pass: how many, and the longest (seconds, commit included)."""
+
+    slices: int = 0
+    longest: float = 0.0
+    total: float = 0.0
+
+    def note(self, seconds: float) -> None:
+        self.slices += 1
+        self.total += seconds
+        self.longest = max(self.longest, seconds)
+
+    def add(self, other: SliceLog) -> None:
+        self.slices += other.slices
+        self.total += other.total
+        self.longest = max(self.longest, other.longest)
+
+
+class Slice:
+    """One timed slice: ``rows`` may be corrected inside the block (e.g. rows actually
+    taken); ``rows = 0`` records nothing (an empty slice says nothing of the rate)."""
+
+    def __init__(self, rows: int) -> None:
+        self.rows = rows
+
+
+class Pacer:
+    """Rows per write slice, adapted to a time budget (see the module notes)."""
+
+    def __init__(
+        self,
+        budget_ms: float = DEFAULT_SLICE_MS,
+        *,
+        gap: float = 0.0,
+        first_rows: int = FIRST_ROWS,
+        waiters: Waiters | None = None,
+    ) -> None:
+        self.budget = max(float(budget_ms), 1.0) / 1000.0
+        self.gap = gap
+        self.first_rows = first_rows
+        self.waiters = waiters
+        self._next: dict[Hashable, int] = {}
+        self._lock = threading.Lock()
+
+    def rows(self, key: Hashable, *, maximum: int | None = None) -> int:
+        """Rows the next slice of ``key`` should take."""
+        with self._lock:
+            rows = self._next.get(key, self.first_rows)
+        return max(1, min(rows, maximum)) if maximum is not None else rows
+
+    def record(self, key: Hashable, rows: int, seconds: float) -> None:
+        if rows <= 0:
+            return
+        scale = self.budget / max(seconds, 1e-4)
+        scale = min(max(scale, 1.0 / GROWTH), GROWTH)
+        with self._lock:
+            self._next[key] = max(MIN_ROWS, int(rows * scale))
+
+    @contextmanager
+    def slice(self, key: Hashable, rows: int, log: SliceLog | None = None) -> Iterator[Slice]:
+        """Time the block (one write transaction, commit included), learn from it, then
+        give the store to the writers waiting for it (see the module notes)."""
+        piece = Slice(rows)
+        started = time.perf_counter()
+        yield piece
+        seconds = time.perf_counter() - started
+        self.record(key, piece.rows, seconds)
+        if log is not None:
+            log.note(seconds)
+        if self.waiters is not None:
+            self.waiters.let_in()
+        time.sleep(self.gap)
+
+
+@contextmanager
+def held_connection(engine: Engine) -> Iterator[Connection]:
+    """One connection for the slices of a pass. On SQLite it checkpoints the WAL once, when
+    the pass ends, rather than after every slice (:data:`PASS_WAL_PAGES` bounds the WAL
+    meanwhile); each slice still commits on its own (a commit in WAL mode is durable once it
+    is in the WAL)."""
+    with engine.connect() as conn:
+        raw = conn.connection.driver_connection if conn.dialect.name == "sqlite" else None
+        before = 0
+        if raw is not None:
+            before = int(raw.execute("PRAGMA wal_autocheckpoint").fetchone()[0])
+            raw.execute(f"PRAGMA wal_autocheckpoint={max(before, PASS_WAL_PAGES)}")
+        try:
+            yield conn
+        finally:
+            if conn.in_transaction():
+                conn.rollback()
+            if raw is not None:
+                raw.execute(f"PRAGMA wal_autocheckpoint={before}")
+                # PASSIVE: copies what no reader still needs, never waits for readers.
+                raw.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()

@@ -1,0 +1,277 @@
+"""The event API under concurrent load: authentication that never writes, group commit of
+concurrent requests (each acknowledged once committed, stored exactly once, a bad one failing
+alone), and 503 when the store stays busy."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import event, func, select
+
+from tests.web_support import running_service
+from winback.clock import FixedClock
+from winback.delivery.apikeys import KeyRing
+from winback.delivery.event_intake import EventsRejected
+from winback.delivery.inbound import EventIn
+from winback.delivery.ingest_queue import IngestQueue
+from winback.store.busy import StoreBusy
+from winback.store.schema import api_keys, events
+from winback.workspace import Workspace
+
+WRITES = ("INSERT", "UPDATE", "DELETE", "REPLACE")
+
+
+def _until(condition: Callable[[], bool], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+@contextmanager
+def statements(ws: Workspace) -> Iterator[list[str]]:
+    seen: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        seen.append(statement.lstrip().upper())
+
+    event.listen(ws.engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        event.remove(ws.engine, "before_cursor_execute", record)
+
+
+def _last_used(ws: Workspace) -> Any:
+    with ws.engine.connect() as conn:
+        return conn.execute(select(api_keys.c.last_used_at)).scalar()
+
+
+def _event_keys(ws: Workspace) -> list[str]:
+    with ws.engine.connect() as conn:
+        return list(conn.execute(select(events.c.event_key)).scalars())
+
+
+def test_authentication_reads_once_and_never_writes(
+    workspace: Workspace, clock: FixedClock
+) -> None:
+    key = workspace.delivery.create_api_key("shop")
+    with statements(workspace) as seen:
+        for _ in range(50):
+            assert workspace.delivery.verify_api_key(key) == "shop"
+        assert workspace.delivery.verify_api_key(key + "x") is None
+    assert not [s for s in seen if s.startswith(WRITES)], seen
+    # One read for the good key (then cached), one for the bad one.
+    assert len([s for s in seen if s.startswith("SELECT")]) == 2
+    assert _last_used(workspace) is None  # kept in memory...
+    used_at = clock.now()
+    clock.advance(timedelta(minutes=5))
+    workspace.delivery.keyring.flush()  # ...until a flush writes it
+    assert _last_used(workspace) == used_at
+
+
+def test_key_use_over_http_is_flushed_at_shutdown_not_per_request(workspace: Workspace) -> None:
+    key = workspace.delivery.create_api_key("shop")
+    auth = {"Authorization": f"Bearer {key}"}
+    with running_service(workspace) as base, statements(workspace) as seen:
+        for n in range(5):
+            r = httpx.post(
+                f"{base}/api/v1/events",
+                json={"customer_id": "c1", "type": "page_view", "event_id": f"e{n}"},
+                headers=auth,
+            )
+            assert r.status_code == 200
+        assert _last_used(workspace) is None
+    assert not [s for s in seen if "API_KEYS" in s and s.startswith(WRITES)]
+    assert _last_used(workspace) is not None  # written when the service stopped
+
+
+def test_revocation_takes_effect_at_once_here_and_within_the_cache_time_elsewhere(
+    workspace: Workspace,
+) -> None:
+    key = workspace.delivery.create_api_key("shop")
+    seconds = [0.0]
+    elsewhere = KeyRing(workspace.engine, workspace.clock.now, monotonic=lambda: seconds[0])
+    assert elsewhere.verify(key) == "shop"
+    assert workspace.delivery.verify_api_key(key) == "shop"
+    assert workspace.delivery.revoke_api_key("shop")
+    assert workspace.delivery.verify_api_key(key) is None  # this process: at once
+    seconds[0] = elsewhere_cache = 4.9
+    assert elsewhere.verify(key) == "shop"  # another process: still cached...
+    seconds[0] = elsewhere_cache + 0.2
+    assert elsewhere.verify(key) is None  # ...for at most CACHE_SECONDS
+    elsewhere.close()
+
+
+def test_concurrent_single_events_are_acknowledged_and_stored_exactly_once(
+    workspace: Workspace,
+) -> None:
+    key = workspace.delivery.create_api_key("shop")
+    auth = {"Authorization": f"Bearer {key}"}
+    ids = [f"e{n}" for n in range(150)] + [f"e{n}" for n in range(0, 150, 3)]  # 50 repeats
+    with running_service(workspace) as base:
+
+        def send(event_id: str) -> httpx.Response:
+            with httpx.Client(headers=auth) as client:
+                return client.post(
+                    f"{base}/api/v1/events",
+                    json={
+                        "customer_id": f"c{event_id[-1]}",
+                        "type": "page_view",
+                        "event_id": event_id,
+                    },
+                )
+
+        with ThreadPoolExecutor(16) as pool:
+            answers = list(pool.map(send, ids))
+    assert [r.status_code for r in answers] == [200] * len(ids)
+    assert sum(r.json()["new"] for r in answers) == 150
+    assert sum(r.json()["duplicates"] for r in answers) == 50
+    keys = _event_keys(workspace)
+    assert sorted(keys) == sorted(f"api:e{n}" for n in range(150))
+    queue = workspace.delivery.event_intake.queue
+    assert queue.requests == len(ids)
+
+
+def _gated(queue_of: Any) -> tuple[IngestQueue[EventIn, Any], threading.Event, list[int]]:
+    """An IngestQueue over the workspace's real writes whose first transaction waits for
+    ``gate``: requests submitted meanwhile queue up."""
+    gate, sizes = threading.Event(), []
+
+    def write_group(requests: Any) -> Any:
+        sizes.append(len(requests))
+        if len(sizes) == 1:
+            gate.wait(10)
+        return queue_of.write_group(requests)
+
+    return IngestQueue(write_group, queue_of.write_one), gate, sizes
+
+
+def _view(n: int, **extra: Any) -> EventIn:
+    return EventIn(customer_id=f"c{n % 7}", type="page_view", event_id=f"v{n}", **extra)
+
+
+def test_requests_queued_during_a_commit_share_the_next_transaction(
+    workspace: Workspace,
+) -> None:
+    intake = workspace.delivery.event_intake
+    queue, gate, sizes = _gated(intake)
+    first = queue.submit([_view(0)])
+    _until(lambda: bool(sizes))
+    later = [queue.submit([_view(n)]) for n in range(1, 40)]
+    later += [queue.submit([_view(1)]), queue.submit([_view(0), _view(40)])]
+    assert not any(f.done() for f in later)  # nothing answered before its commit
+    gate.set()
+    assert first.result(10).new == 1
+    results = [f.result(10) for f in later]
+    assert sizes == [1, 41]  # one transaction for the 41 queued requests
+    # v1 repeated in the same group, v0 recorded by the transaction before.
+    assert [(r.new, r.duplicates) for r in results[-3:]] == [(1, 0), (0, 1), (1, 1)]
+    assert [r.new for r in results[:-3]] == [1] * 38
+    assert sorted(_event_keys(workspace)) == sorted(f"api:v{n}" for n in range(41))
+    queue.close()
+
+
+def test_a_bad_event_fails_alone_and_the_others_are_written(workspace: Workspace) -> None:
+    intake = workspace.delivery.event_intake
+    queue, gate, sizes = _gated(intake)
+    first = queue.submit([_view(0)])
+    _until(lambda: bool(sizes))
+    # Queued without the intake's checks: a time that has no UTC equivalent makes the
+    # shared transaction fail, and then this request alone.
+    bad = EventIn.model_validate(
+        {"customer_id": "c1", "type": "page_view", "occurred_at": "0001-01-01T00:00:00+05:00"}
+    )
+    good = [queue.submit([_view(n)]) for n in range(1, 10)]
+    culprit = queue.submit([bad])
+    more = [queue.submit([_view(n)]) for n in range(10, 20)]
+    gate.set()
+    first.result(10)
+    assert [f.result(10).new for f in good + more] == [1] * 19
+    with pytest.raises(EventsRejected, match="could not be recorded"):
+        culprit.result(10)
+    assert sorted(_event_keys(workspace)) == sorted(f"api:v{n}" for n in range(20))
+    queue.close()
+
+
+def test_a_bad_event_among_concurrent_requests_gets_a_4xx(workspace: Workspace) -> None:
+    key = workspace.delivery.create_api_key("shop")
+    auth = {"Authorization": f"Bearer {key}"}
+    bodies: list[dict[str, Any]] = [
+        {"customer_id": "c1", "type": "page_view", "event_id": f"ok{n}"} for n in range(40)
+    ]
+    bodies.insert(20, {"customer_id": "c1", "type": "x", "occurred_at": "0001-01-01T00:00+05:00"})
+    with running_service(workspace) as base:
+
+        def send(body: dict[str, Any]) -> httpx.Response:
+            with httpx.Client(headers=auth) as client:
+                return client.post(f"{base}/api/v1/events", json=body)
+
+        with ThreadPoolExecutor(12) as pool:
+            answers = list(pool.map(send, bodies))
+    codes = [r.status_code for r in answers]
+    assert codes[20] == 400 and "out of range" in answers[20].json()["detail"]
+    assert codes[:20] + codes[21:] == [200] * 40
+    assert len(_event_keys(workspace)) == 40
+
+
+def test_store_busy_for_longer_than_the_wait_answers_503_with_retry_after(
+    sqlite_workspace: Workspace,
+) -> None:
+    """Another writer holds SQLite's write lock: the request being written waits for it,
+    and those queued behind it past the bounded wait are refused (not written) with 503.
+    (The 503 mapping of StoreBusy belongs to the app's exception handlers.)"""
+    ws = sqlite_workspace
+    key = ws.delivery.create_api_key("shop")
+    queue = ws.delivery.event_intake.queue
+    queue.wait_seconds = 0.2
+    auth = {"Authorization": f"Bearer {key}"}
+    holder = sqlite3.connect(ws.path / "winback.db", isolation_level=None)
+    with running_service(ws) as base:
+
+        def send(n: int) -> httpx.Response:
+            body = {"customer_id": "c1", "type": "page_view", "event_id": f"b{n}"}
+            return httpx.post(f"{base}/api/v1/events", json=body, headers=auth, timeout=30)
+
+        holder.execute("BEGIN IMMEDIATE")
+        with ThreadPoolExecutor(4) as pool:
+            first = pool.submit(send, 0)
+            _until(lambda: queue.writing == 1)  # the writer waits for the lock with b0
+            waiting = [pool.submit(send, n) for n in range(1, 4)]
+            _until(lambda: queue.waiting == 3)
+            time.sleep(queue.wait_seconds + 0.1)  # b1..b3 have waited past the bound
+            holder.execute("ROLLBACK")
+            answers = [first.result()] + [f.result() for f in waiting]
+    holder.close()
+    assert answers[0].status_code == 200
+    assert [r.status_code for r in answers[1:]] == [503] * 3
+    for r in answers[1:]:
+        assert int(r.headers["Retry-After"]) >= 1
+        assert "busy" in r.json()["detail"]
+    assert _event_keys(ws) == ["api:b0"]  # refused means not written
+
+
+def test_a_full_queue_refuses_at_once_with_store_busy(sqlite_workspace: Workspace) -> None:
+    intake = sqlite_workspace.delivery.event_intake
+    queue, gate, sizes = _gated(intake)
+    queue.max_pending = 5
+    first = queue.submit([_view(0)])
+    _until(lambda: bool(sizes))
+    queued = queue.submit([_view(n) for n in range(1, 5)])
+    with pytest.raises(StoreBusy) as refused:
+        queue.submit([_view(5), _view(6)])
+    assert refused.value.retry_after >= 1
+    gate.set()
+    assert first.result(10).new == 1 and queued.result(10).new == 4
+    with sqlite_workspace.engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(events)).scalar() == 5
+    queue.close()
