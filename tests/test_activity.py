@@ -8,11 +8,13 @@ import csv
 import itertools
 import json
 import random
+import threading
 from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select, update
@@ -22,6 +24,7 @@ from winback import tags
 from winback.clock import FixedClock
 from winback.delivery.inbound import EventIn
 from winback.flows.simulate import record_orders
+from winback.store import activity
 from winback.store.schema import consent_log, contacts, tag_history
 from winback.workspace import Workspace
 
@@ -293,3 +296,40 @@ def test_attributes_are_the_latest_of_the_events_seen(
     assert got["revenue_total"] == sum((Decimal(c) / 100 for _t, c in bought), Decimal("0.00"))
     assert got["first_purchase_at"] == min((t for t, _c in bought), default=None)
     assert got["last_purchase_at"] == max((t for t, _c in bought), default=None)
+
+
+def test_concurrent_writers_change_and_log_once(workspace: Workspace) -> None:
+    """Two transactions make the same changes at once: each change happens and is logged
+    once, and both orders count (PostgreSQL; SQLite has one writer at a time)."""
+    ws = workspace
+    if ws.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite has one writer at a time")
+    (cid,) = people(ws, "x", 1)
+    first = ws.engine.connect()
+    tx = first.begin()
+    assert activity.add_tags(first, [cid], "vip", source="one", at=T0) == [cid]
+    assert activity.set_consent(first, [cid], "email", False, source="one", at=T0, now=T0) == [cid]
+    activity.apply_orders(first, [(cid, T0 - D, Decimal("5"))], now=T0)
+    second: dict[str, Any] = {}
+
+    def meanwhile() -> None:  # blocks on the first transaction's row locks until it commits
+        with ws.engine.begin() as conn:
+            second["tags"] = activity.add_tags(conn, [cid], "vip", source="two", at=T0)
+            second["consent"] = activity.set_consent(
+                conn, [cid], "email", False, source="two", at=T0, now=T0
+            )
+            activity.apply_orders(conn, [(cid, T0 - 2 * D, Decimal("7"))], now=T0)
+
+    thread = threading.Thread(target=meanwhile)
+    thread.start()
+    thread.join(0.5)
+    assert thread.is_alive()  # waiting for the first writer
+    tx.commit()
+    first.close()
+    thread.join(10)
+    assert second == {"tags": [], "consent": []}
+    (got,) = rows(ws, [cid])
+    assert got["tag_history"] == [("vip", "added", T0)]
+    assert got["consent_log"] == [("email", False, T0)]
+    assert (got["orders_count"], got["revenue_total"]) == (2, Decimal("12.00"))
+    assert (got["first_purchase_at"], got["last_purchase_at"]) == (T0 - 2 * D, T0 - D)

@@ -33,7 +33,7 @@ import json
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, overload
 
 from sqlalchemy import (
     BigInteger,
@@ -268,6 +268,24 @@ def apply_events(conn: Connection, new_events: Iterable[EventRow], *, now: datet
 # -- tags ---------------------------------------------------------------------------------------
 
 
+@overload
+def add_tags(
+    conn: Connection,
+    contact_ids: Select[Any],
+    tag: str,
+    *,
+    source: str,
+    at: datetime,
+) -> int: ...
+@overload
+def add_tags(
+    conn: Connection,
+    contact_ids: Iterable[int],
+    tag: str,
+    *,
+    source: str,
+    at: datetime,
+) -> list[int]: ...
 def add_tags(
     conn: Connection,
     contact_ids: Iterable[int] | Select[Any],
@@ -275,10 +293,12 @@ def add_tags(
     *,
     source: str,
     at: datetime,
-) -> list[int]:
+) -> list[int] | int:
     """Tag contacts (ids, or a selectable of one column of contact ids). Contacts that had
     the tag keep it unchanged; the others get it and a ``tag_history`` row ``added`` at
-    ``at``. Returns the ids that got the tag, sorted."""
+    ``at``. Returns the ids that got the tag, sorted; for a selectable (the engine's
+    batches), only how many."""
+    want = not isinstance(contact_ids, Select)
     chosen = _ids(conn, contact_ids)
     if chosen is None:
         return []
@@ -293,7 +313,7 @@ def add_tags(
             .returning(contact_tags.c.contact_id)
             .cte("added")
         )
-        return _pg_log(conn, added, tag, "added", source, at)
+        return _pg_log(conn, added, tag, "added", source, at, want)
     before = _sqlite_max_rowid(conn, "contact_tags")
     conn.execute(
         sqlite.insert(contact_tags)
@@ -301,7 +321,7 @@ def add_tags(
         .on_conflict_do_nothing(index_elements=["contact_id", "tag"])
     )
     new = literal_column("contact_tags.rowid") > before
-    conn.execute(
+    logged = conn.execute(
         insert(tag_history).from_select(
             HISTORY_COLUMNS,
             select(
@@ -313,9 +333,29 @@ def add_tags(
             ).where(new),
         )
     )
+    if not want:
+        return int(logged.rowcount)
     return _ids_of(conn, select(contact_tags.c.contact_id).where(new))
 
 
+@overload
+def remove_tags(
+    conn: Connection,
+    contact_ids: Select[Any],
+    tag: str,
+    *,
+    source: str,
+    at: datetime,
+) -> int: ...
+@overload
+def remove_tags(
+    conn: Connection,
+    contact_ids: Iterable[int],
+    tag: str,
+    *,
+    source: str,
+    at: datetime,
+) -> list[int]: ...
 def remove_tags(
     conn: Connection,
     contact_ids: Iterable[int] | Select[Any],
@@ -323,18 +363,20 @@ def remove_tags(
     *,
     source: str,
     at: datetime,
-) -> list[int]:
+) -> list[int] | int:
     """Untag contacts (ids, or a selectable of contact ids). Those that had the tag lose it
-    and get a ``tag_history`` row ``removed`` at ``at``. Returns their ids, sorted."""
+    and get a ``tag_history`` row ``removed`` at ``at``. Returns their ids, sorted; for a
+    selectable, only how many."""
+    want = not isinstance(contact_ids, Select)
     chosen = _ids(conn, contact_ids)
     if chosen is None:
         return []
     having = and_(contact_tags.c.tag == tag, contact_tags.c.contact_id.in_(select(chosen)))
     if conn.dialect.name == "postgresql":
         gone = delete(contact_tags).where(having).returning(contact_tags.c.contact_id).cte("gone")
-        return _pg_log(conn, gone, tag, "removed", source, at)
+        return _pg_log(conn, gone, tag, "removed", source, at, want)
     before = _sqlite_max_rowid(conn, "tag_history")
-    conn.execute(
+    n = conn.execute(
         insert(tag_history).from_select(
             HISTORY_COLUMNS,
             select(
@@ -350,17 +392,23 @@ def remove_tags(
     conn.execute(
         delete(contact_tags).where(contact_tags.c.tag == tag, contact_tags.c.contact_id.in_(logged))
     )
-    return _ids_of(conn, logged)
+    return _ids_of(conn, logged) if want else int(n.rowcount)
 
 
 HISTORY_COLUMNS = ["contact_id", "tag", "action", "at", "source"]
 
 
 def _pg_log(
-    conn: Connection, changed: Any, tag: str, action: str, source: str, at: datetime
-) -> list[int]:
+    conn: Connection,
+    changed: Any,
+    tag: str,
+    action: str,
+    source: str,
+    at: datetime,
+    want: bool,
+) -> list[int] | int:
     """PostgreSQL: the history of the rows the CTE ``changed`` really wrote, in the same
-    statement as the change."""
+    statement as the change; their ids (``want``) or how many."""
     logged = (
         insert(tag_history)
         .from_select(
@@ -369,10 +417,13 @@ def _pg_log(
                 changed.c.contact_id, literal(tag), literal(action), _instant(at), literal(source)
             ),
         )
-        .returning(tag_history.c.contact_id)
         .add_cte(changed)
     )
-    return sorted(int(i) for i in conn.execute(logged).scalars())
+    if not want:
+        return int(conn.execute(logged).rowcount)
+    return sorted(
+        int(i) for i in conn.execute(logged.returning(tag_history.c.contact_id)).scalars()
+    )
 
 
 def _ids_of(conn: Connection, changed: Select[Any]) -> list[int]:
@@ -382,6 +433,28 @@ def _ids_of(conn: Connection, changed: Select[Any]) -> list[int]:
 # -- consent ------------------------------------------------------------------------------------
 
 
+@overload
+def set_consent(
+    conn: Connection,
+    contact_ids: Select[Any],
+    channel: str,
+    granted: bool,
+    *,
+    source: str,
+    at: datetime | Mapping[int, datetime],
+    now: datetime,
+) -> int: ...
+@overload
+def set_consent(
+    conn: Connection,
+    contact_ids: Iterable[int],
+    channel: str,
+    granted: bool,
+    *,
+    source: str,
+    at: datetime | Mapping[int, datetime],
+    now: datetime,
+) -> list[int]: ...
 def set_consent(
     conn: Connection,
     contact_ids: Iterable[int] | Select[Any],
@@ -391,12 +464,13 @@ def set_consent(
     source: str,
     at: datetime | Mapping[int, datetime],
     now: datetime,
-) -> list[int]:
+) -> list[int] | int:
     """Set consent on ``channel`` for contacts (ids, or a selectable of contact ids). Only
     contacts whose consent differs change: they get a ``consent_log`` row at ``at`` (one
     instant for all, or a mapping ``contact id -> instant``, whose keys then are the contacts
     and ``contact_ids`` is ignored) and ``updated_at = now``. Returns the ids that changed,
-    sorted."""
+    sorted; for a selectable, only how many."""
+    want = not isinstance(contact_ids, Select)
     if channel not in CHANNELS:
         raise ValueError(f"unknown channel {channel!r} (expected one of {', '.join(CHANNELS)})")
     consent = contacts.c[f"{channel}_consent"]
@@ -426,24 +500,23 @@ def set_consent(
             .returning(*(e.label(f"c{i}") for i, e in enumerate(log)))
             .cte("changed")
         )
-        logged = (
-            insert(consent_log)
-            .from_select(LOG_COLUMNS, select(*changed.c))
-            .returning(consent_log.c.contact_id)
-            .add_cte(changed)
-        )
-        return sorted(int(i) for i in conn.execute(logged).scalars())
+        logged = insert(consent_log).from_select(LOG_COLUMNS, select(*changed.c)).add_cte(changed)
+        if not want:
+            return int(conn.execute(logged).rowcount)
+        stmt = logged.returning(consent_log.c.contact_id)
+        return sorted(int(i) for i in conn.execute(stmt).scalars())
     before = _sqlite_max_rowid(conn, "consent_log")
-    conn.execute(insert(consent_log).from_select(LOG_COLUMNS, select(*log).where(match, differs)))
+    n = conn.execute(
+        insert(consent_log).from_select(LOG_COLUMNS, select(*log).where(match, differs))
+    ).rowcount
     new = select(consent_log.c.contact_id).where(consent_log.c.id > before)
-    ids = sorted(int(i) for i in conn.execute(new).scalars())
-    if ids:
+    if n:
         conn.execute(
             update(contacts)
             .where(contacts.c.id.in_(new))
             .values({consent: granted, contacts.c.updated_at: _instant(now)})
         )
-    return ids
+    return _ids_of(conn, new) if want else int(n)
 
 
 LOG_COLUMNS = ["contact_id", "channel", "granted", "at", "source"]
