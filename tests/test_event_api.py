@@ -17,6 +17,7 @@ import httpx
 import pytest
 from sqlalchemy import event, func, select
 
+from tests.conftest import T0
 from tests.web_support import running_service
 from winback.clock import FixedClock
 from winback.delivery.apikeys import KeyRing
@@ -24,7 +25,7 @@ from winback.delivery.event_intake import EventsRejected
 from winback.delivery.inbound import EventIn
 from winback.delivery.ingest_queue import IngestQueue
 from winback.store.busy import StoreBusy
-from winback.store.schema import api_keys, events
+from winback.store.schema import api_keys, contacts, events
 from winback.workspace import Workspace
 
 WRITES = ("INSERT", "UPDATE", "DELETE", "REPLACE")
@@ -275,3 +276,20 @@ def test_a_full_queue_refuses_at_once_with_store_busy(sqlite_workspace: Workspac
     with sqlite_workspace.engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(events)).scalar() == 5
     queue.close()
+
+
+def test_an_event_id_given_twice_in_one_request_is_one_new_event(workspace: Workspace) -> None:
+    """The second copy is a duplicate: counted once, stored once, and its (later) time moves
+    nothing."""
+    earlier, later = T0 - timedelta(hours=2), T0 - timedelta(hours=1)
+    batch = [_view(0, occurred_at=earlier), _view(1), _view(0, occurred_at=later)]
+    result = workspace.delivery.event_intake.submit(batch).result(10)
+    assert (result.accepted, result.new, result.duplicates) == (3, 2, 1)
+    assert sorted(_event_keys(workspace)) == ["api:v0", "api:v1"]
+    with workspace.engine.connect() as conn:
+        seen = conn.execute(
+            select(contacts.c.last_seen).where(contacts.c.customer_id == "c0")
+        ).scalar_one()
+    assert seen == earlier
+    again = workspace.delivery.ingest([_view(0, occurred_at=later), _view(0)])
+    assert (again.new, again.duplicates) == (0, 2)

@@ -48,18 +48,16 @@ def record_events(
 def store_events(
     conn: Connection, rows: Sequence[Mapping[str, Any]], *, now: datetime | None = None
 ) -> list[dict[str, Any]]:
-    """:func:`record_events`, returning the rows that were new."""
-    full = [{"properties": None, "message_id": None, "machine": False, **r} for r in rows]
+    """:func:`record_events`, returning the rows that were new: one per new ``event_key``
+    (a key given twice in ``rows`` is stored, counted and applied once, as given first)."""
+    full: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        if r["event_key"] not in full:
+            full[r["event_key"]] = {"properties": None, "message_id": None, "machine": False, **r}
     if not full:
         return []
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    stmt = (
-        dialect.insert(events)
-        .on_conflict_do_nothing(index_elements=["event_key"])
-        .returning(events.c.event_key)
-    )
-    inserted = set(conn.execute(stmt, full).scalars())
-    new = [r for r in full if r["event_key"] in inserted]
+    inserted = set(conn.execute(_insert_events(conn.dialect.name), list(full.values())).scalars())
+    new = [r for key, r in full.items() if key in inserted]
     if new:
         activity.apply_events(
             conn,
@@ -67,6 +65,24 @@ def store_events(
             now=now or max(r["occurred_at"] for r in new),
         )
     return new
+
+
+_INSERT_EVENTS: dict[str, Any] = {}
+
+
+def _insert_events(dialect: str) -> Any:
+    """``INSERT ... ON CONFLICT (event_key) DO NOTHING RETURNING event_key``, built once per
+    dialect."""
+    statement = _INSERT_EVENTS.get(dialect)
+    if statement is None:
+        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        statement = (
+            insert(events)
+            .on_conflict_do_nothing(index_elements=["event_key"])
+            .returning(events.c.event_key)
+        )
+        _INSERT_EVENTS[dialect] = statement
+    return statement
 
 
 def suppress(

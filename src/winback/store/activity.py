@@ -45,6 +45,7 @@ from sqlalchemy import (
     String,
     Subquery,
     and_,
+    bindparam,
     case,
     cast,
     delete,
@@ -241,28 +242,41 @@ def apply_events(conn: Connection, new_events: Iterable[EventRow], *, now: datet
     if not per:
         return 0
     ids = sorted(per)
-    source = _rows(
-        conn,
-        [("contact_id", BigInteger(), ids)]
-        + [
-            (name, UTCDateTime(), [per[i][slot] for i in ids])
-            for slot, name in enumerate(EVENT_ATTRIBUTES)
-        ],
-    )
-    c = contacts.c
-    moves = [
-        and_(source.c[name].is_not(None), or_(c[name].is_(None), c[name] < source.c[name]))
-        for name in EVENT_ATTRIBUTES
+    columns = [("contact_id", ids)] + [
+        (name, [per[i][slot] for i in ids]) for slot, name in enumerate(EVENT_ATTRIBUTES)
     ]
-    conn.execute(
-        update(contacts)
-        .where(c.id == source.c.contact_id, or_(*moves))
-        .values(
-            {c[name]: _latest(c[name], source.c[name]) for name in EVENT_ATTRIBUTES}
-            | {c.updated_at: _instant(now)}
-        )
-    )
+    dialect = conn.dialect.name
+    conn.execute(_events_update(dialect), _row_params(dialect, columns) | {"now": now})
     return len(per)
+
+
+_EVENTS_UPDATE: dict[str, Any] = {}
+
+
+def _events_update(dialect: str) -> Any:
+    """The statement of :func:`apply_events`, built once per dialect (its rows and ``now``
+    are bound parameters), so that each call costs an execution and no SQL construction."""
+    statement = _EVENTS_UPDATE.get(dialect)
+    if statement is None:
+        source = _bound_rows(
+            dialect,
+            [("contact_id", BigInteger())] + [(name, UTCDateTime()) for name in EVENT_ATTRIBUTES],
+        )
+        c = contacts.c
+        moves = [
+            and_(source.c[name].is_not(None), or_(c[name].is_(None), c[name] < source.c[name]))
+            for name in EVENT_ATTRIBUTES
+        ]
+        statement = (
+            update(contacts)
+            .where(c.id == source.c.contact_id, or_(*moves))
+            .values(
+                {c[name]: _latest(c[name], source.c[name]) for name in EVENT_ATTRIBUTES}
+                | {c.updated_at: bindparam("now", type_=UTCDateTime())}
+            )
+        )
+        _EVENTS_UPDATE[dialect] = statement
+    return statement
 
 
 # -- tags ---------------------------------------------------------------------------------------
@@ -495,6 +509,43 @@ def _rows(conn: Connection, columns: list[tuple[str, TypeEngine[Any], list[Any]]
             for i, (name, _type, _values) in enumerate(columns)
         )
     ).subquery("a")
+
+
+def _bound_rows(dialect: str, columns: list[tuple[str, TypeEngine[Any]]]) -> Subquery:
+    """:func:`_rows` with the values left as bound parameters (see :func:`_row_params`): a
+    derived table for statements built once and executed many times."""
+    if dialect == "postgresql":
+        arrays = [
+            cast(bindparam(f"rows_{name}", type_=ARRAY(kind)), ARRAY(kind))
+            for name, kind in (
+                (name, DateTime(timezone=True) if isinstance(kind, UTCDateTime) else kind)
+                for name, kind in columns
+            )
+        ]
+        names = [name for name, _kind in columns]
+        u = func.unnest(*arrays).table_valued(*names).render_derived(name="u")
+        return select(*(u.c[name] for name in names)).subquery("a")
+    j = func.json_each(bindparam("rows", type_=String())).table_valued("value").alias("j")
+    return select(
+        *(
+            func.json_extract(j.c.value, f"$[{i}]").label(name)
+            for i, (name, _kind) in enumerate(columns)
+        )
+    ).subquery("a")
+
+
+def _row_params(dialect: str, columns: list[tuple[str, list[Any]]]) -> dict[str, Any]:
+    """The parameters of a :func:`_bound_rows` table: one list of values per column."""
+    if dialect == "postgresql":
+        return {f"rows_{name}": values for name, values in columns}
+    data = [
+        [
+            sqlite_text(v) if isinstance(v, datetime) else float(v) if isinstance(v, Decimal) else v
+            for v in row
+        ]
+        for row in zip(*(values for _name, values in columns), strict=True)
+    ]
+    return {"rows": json.dumps(data)}
 
 
 def _unnest(columns: list[tuple[str, TypeEngine[Any], list[Any]]]) -> Subquery:

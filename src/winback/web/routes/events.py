@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field
 
 from winback.delivery.inbound import EventIn, IngestResult
 from winback.web.deps import UNAUTHORIZED, ApiKeyDep, AsyncWorkspaceDep, ErrorPublic
+from winback.web.errors import BUSY_RESPONSE
 from winback.workspace import Workspace
 
 router = APIRouter(prefix="/api/v1", tags=["events"])
@@ -26,11 +27,7 @@ class EventBatchIn(BaseModel):
 _RESPONSES: dict[int | str, dict[str, object]] = {
     **UNAUTHORIZED,
     400: {"model": ErrorPublic, "description": "The event could not be recorded."},
-    503: {
-        "model": ErrorPublic,
-        "description": "The store stayed busy: nothing was written; retry after `Retry-After` "
-        "seconds.",
-    },
+    503: BUSY_RESPONSE,
 }
 
 
