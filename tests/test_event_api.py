@@ -293,3 +293,32 @@ def test_an_event_id_given_twice_in_one_request_is_one_new_event(workspace: Work
     assert seen == earlier
     again = workspace.delivery.ingest([_view(0, occurred_at=later), _view(0)])
     assert (again.new, again.duplicates) == (0, 2)
+
+
+def test_events_are_stored_as_sqlalchemy_reads_them_and_refusals_are_its_errors(
+    workspace: Workspace,
+) -> None:
+    from sqlalchemy.exc import IntegrityError
+
+    from winback.delivery.records import record_events
+
+    at = T0 - timedelta(minutes=5)
+    workspace.delivery.ingest(
+        [
+            _view(0, occurred_at=at, properties={"url": "/é", "n": [1, None]}),
+            _view(1, properties={"message_id": "m-1", "machine": True}),
+        ]
+    )
+    with workspace.engine.connect() as conn:
+        rows = conn.execute(
+            select(events.c.event_key, events.c.occurred_at, events.c.properties, events.c.machine)
+            .where(events.c.event_key.in_(["api:v0", "api:v1"]))
+            .order_by(events.c.event_key)
+        ).all()
+    assert [tuple(r) for r in rows] == [
+        ("api:v0", at, {"url": "/é", "n": [1, None]}, False),
+        ("api:v1", T0, {"message_id": "m-1", "machine": True}, True),
+    ]
+    unknown = {"event_key": "x", "contact_id": 10**9, "type": "page_view", "occurred_at": at}
+    with pytest.raises(IntegrityError), workspace.engine.begin() as conn:
+        record_events(conn, [unknown])

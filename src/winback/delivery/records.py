@@ -4,6 +4,8 @@ suppressions."""
 
 from __future__ import annotations
 
+import json
+import sqlite3
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -13,6 +15,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from winback.store import activity
 from winback.store.schema import contacts, events, suppressions
+from winback.store.types import sqlite_text
 
 
 def insert_ignore(
@@ -56,7 +59,10 @@ def store_events(
             full[r["event_key"]] = {"properties": None, "message_id": None, "machine": False, **r}
     if not full:
         return []
-    inserted = set(conn.execute(_insert_events(conn.dialect.name), list(full.values())).scalars())
+    if conn.dialect.name == "sqlite" and all(_COLUMN_SET.issuperset(r) for r in full.values()):
+        inserted = _sqlite_insert_events(conn, list(full.values()))
+    else:
+        inserted = set(conn.execute(_insert_events("postgresql"), list(full.values())).scalars())
     new = [r for key, r in full.items() if key in inserted]
     if new:
         activity.apply_events(
@@ -65,6 +71,70 @@ def store_events(
             now=now or max(r["occurred_at"] for r in new),
         )
     return new
+
+
+#: The columns an event row gives, in the order of the SQLite statement's values.
+EVENT_COLUMNS = (
+    "event_key",
+    "contact_id",
+    "type",
+    "occurred_at",
+    "properties",
+    "message_id",
+    "machine",
+)
+
+_COLUMN_SET = frozenset(EVENT_COLUMNS)
+
+
+def _sqlite_insert_events(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> set[str]:
+    """SQLite: insert the rows with multi-row ``INSERT ... ON CONFLICT DO NOTHING RETURNING``
+    statements through the driver, with the values as SQLAlchemy would store them
+    (instants as UTC text, properties as JSON text); returns the keys inserted."""
+    raw = conn.connection.driver_connection
+    assert raw is not None
+    per = max(1, raw.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // len(EVENT_COLUMNS))
+    inserted: set[str] = set()
+    for start in range(0, len(rows), per):
+        chunk = rows[start : start + per]
+        params: list[Any] = []
+        for r in chunk:
+            at = r["occurred_at"]
+            params += (
+                r["event_key"],
+                int(r["contact_id"]),
+                r["type"],
+                sqlite_text(at) if isinstance(at, datetime) else at,
+                json.dumps(r["properties"]),
+                r["message_id"],
+                1 if r["machine"] else 0,
+            )
+        values = ", ".join(["(?, ?, ?, ?, ?, ?, ?)"] * len(chunk))
+        sql = (
+            "INSERT INTO events (event_key, contact_id, type, occurred_at, properties, "  # noqa: S608 (placeholders only)
+            f"message_id, machine) VALUES {values} "
+            "ON CONFLICT (event_key) DO NOTHING RETURNING event_key"
+        )
+        inserted.update(key for (key,) in driver_rows(conn, sql, params))
+    return inserted
+
+
+def driver_rows(conn: Connection, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+    """Run one SQLite statement on the driver's cursor (no SQL building, no result
+    machinery) in the caller's transaction; its rows. A statement the driver refuses is run
+    again through SQLAlchemy, so that its error is the one every caller expects (busy:
+    :class:`~winback.store.busy.StoreBusy`; bad data: ``sqlalchemy.exc.IntegrityError``...):
+    SQLite undoes a failed statement, and it fails again the same way."""
+    raw = conn.connection.driver_connection
+    assert raw is not None
+    cursor = raw.cursor()
+    try:
+        cursor.execute(sql, params)
+        return cursor.fetchall()
+    except sqlite3.DatabaseError:
+        return list(conn.exec_driver_sql(sql, tuple(params)).tuples())
+    finally:
+        cursor.close()
 
 
 _INSERT_EVENTS: dict[str, Any] = {}
