@@ -95,16 +95,22 @@ def _sqlite_insert_events(conn: Connection, rows: Sequence[Mapping[str, Any]]) -
     assert raw is not None
     per = max(1, raw.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // len(EVENT_COLUMNS))
     inserted: set[str] = set()
+    texts: dict[int, str] = {}  # the rows' instants are often one object (a batch's "now")
     for start in range(0, len(rows), per):
         chunk = rows[start : start + per]
         params: list[Any] = []
         for r in chunk:
             at = r["occurred_at"]
+            if isinstance(at, datetime):
+                text = texts.get(id(at))
+                if text is None:
+                    text = texts[id(at)] = sqlite_text(at)
+                at = text
             params += (
                 r["event_key"],
                 int(r["contact_id"]),
                 r["type"],
-                sqlite_text(at) if isinstance(at, datetime) else at,
+                at,
                 json.dumps(r["properties"]),
                 r["message_id"],
                 1 if r["machine"] else 0,

@@ -538,12 +538,18 @@ def _row_params(dialect: str, columns: list[tuple[str, list[Any]]]) -> dict[str,
     """The parameters of a :func:`_bound_rows` table: one list of values per column."""
     if dialect == "postgresql":
         return {f"rows_{name}": values for name, values in columns}
+    texts: dict[int, str] = {}  # the rows' instants are often one object (a batch's "now")
+
+    def value(v: Any) -> Any:
+        if isinstance(v, datetime):
+            text = texts.get(id(v))
+            if text is None:
+                text = texts[id(v)] = sqlite_text(v)
+            return text
+        return float(v) if isinstance(v, Decimal) else v
+
     data = [
-        [
-            sqlite_text(v) if isinstance(v, datetime) else float(v) if isinstance(v, Decimal) else v
-            for v in row
-        ]
-        for row in zip(*(values for _name, values in columns), strict=True)
+        [value(v) for v in row] for row in zip(*(values for _name, values in columns), strict=True)
     ]
     return {"rows": json.dumps(data)}
 
