@@ -17,8 +17,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from winback.clock import as_utc
 from winback.delivery.coupons import redeem
-from winback.delivery.records import driver_rows, store_events, suppress
+from winback.delivery.records import store_events, suppress
 from winback.store import activity
+from winback.store.driver import driver_rows
 from winback.store.repository import Store
 from winback.store.schema import contacts, orders
 

@@ -14,6 +14,7 @@ from sqlalchemy import Connection, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from winback.store import activity
+from winback.store.driver import driver_rows
 from winback.store.schema import contacts, events, suppressions
 from winback.store.types import sqlite_text
 
@@ -123,24 +124,6 @@ def _sqlite_insert_events(conn: Connection, rows: Sequence[Mapping[str, Any]]) -
         )
         inserted.update(key for (key,) in driver_rows(conn, sql, params))
     return inserted
-
-
-def driver_rows(conn: Connection, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
-    """Run one SQLite statement on the driver's cursor (no SQL building, no result
-    machinery) in the caller's transaction; its rows. A statement the driver refuses is run
-    again through SQLAlchemy, so that its error is the one every caller expects (busy:
-    :class:`~winback.store.busy.StoreBusy`; bad data: ``sqlalchemy.exc.IntegrityError``...):
-    SQLite undoes a failed statement, and it fails again the same way."""
-    raw = conn.connection.driver_connection
-    assert raw is not None
-    cursor = raw.cursor()
-    try:
-        cursor.execute(sql, params)
-        return cursor.fetchall()
-    except sqlite3.DatabaseError:
-        return list(conn.exec_driver_sql(sql, tuple(params)).tuples())
-    finally:
-        cursor.close()
 
 
 _INSERT_EVENTS: dict[str, Any] = {}

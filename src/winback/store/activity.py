@@ -64,6 +64,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.types import TypeEngine
 
+from winback.store.driver import driver_rows
 from winback.store.schema import CHANNELS, consent_log, contact_tags, contacts, tag_history
 from winback.store.types import UTCDateTime, sqlite_text
 
@@ -246,7 +247,13 @@ def apply_events(conn: Connection, new_events: Iterable[EventRow], *, now: datet
         (name, [per[i][slot] for i in ids]) for slot, name in enumerate(EVENT_ATTRIBUTES)
     ]
     dialect = conn.dialect.name
-    conn.execute(_events_update(dialect), _row_params(dialect, columns) | {"now": now})
+    params = _row_params(dialect, columns)
+    if dialect == "sqlite":
+        sql, names, constants = _sqlite_events_update(conn)
+        values = constants | params | {"now": sqlite_text(now)}
+        driver_rows(conn, sql, [values[name] for name in names])
+    else:
+        conn.execute(_events_update(dialect), params | {"now": now})
     return len(per)
 
 
@@ -277,6 +284,19 @@ def _events_update(dialect: str) -> Any:
         )
         _EVENTS_UPDATE[dialect] = statement
     return statement
+
+
+_SQLITE_EVENTS_UPDATE: list[tuple[str, tuple[str, ...], dict[str, Any]]] = []
+
+
+def _sqlite_events_update(conn: Connection) -> tuple[str, tuple[str, ...], dict[str, Any]]:
+    """SQLite: :func:`_events_update` compiled once, to run on the driver's cursor: its SQL,
+    the names of its positional parameters, and the values of those that are constants."""
+    if not _SQLITE_EVENTS_UPDATE:
+        compiled = _events_update("sqlite").compile(dialect=conn.dialect)
+        names = tuple(compiled.positiontup or ())
+        _SQLITE_EVENTS_UPDATE.append((str(compiled), names, dict(compiled.params)))
+    return _SQLITE_EVENTS_UPDATE[0]
 
 
 # -- tags ---------------------------------------------------------------------------------------
