@@ -322,3 +322,43 @@ def test_events_are_stored_as_sqlalchemy_reads_them_and_refusals_are_its_errors(
     unknown = {"event_key": "x", "contact_id": 10**9, "type": "page_view", "occurred_at": at}
     with pytest.raises(IntegrityError), workspace.engine.begin() as conn:
         record_events(conn, [unknown])
+
+
+def test_each_contact_moves_only_the_attributes_its_events_move(workspace: Workspace) -> None:
+    """One call, several shapes of change: each contact gets its own attributes moved and
+    ``updated_at`` stamped; a machine open moves nothing."""
+    t1, t2 = T0 - timedelta(hours=3), T0 - timedelta(hours=2)
+    workspace.delivery.ingest(
+        [
+            EventIn(customer_id="p", type="page_view", event_id="1", occurred_at=t1),
+            EventIn(customer_id="o", type="email_opened", event_id="2", occurred_at=t1),
+            EventIn(customer_id="b", type="page_view", event_id="3", occurred_at=t1),
+            EventIn(customer_id="b", type="email_clicked", event_id="4", occurred_at=t2),
+            EventIn(customer_id="b", type="page_view", event_id="5", occurred_at=t2),
+            EventIn(
+                customer_id="m",
+                type="email_opened",
+                event_id="6",
+                occurred_at=t2,
+                properties={"machine": True},
+            ),
+        ],
+        now=T0,
+    )
+    c = contacts.c
+    with workspace.engine.connect() as conn:
+        rows = conn.execute(
+            select(
+                c.customer_id,
+                c.last_seen,
+                c.last_email_opened,
+                c.last_email_link_clicked,
+                c.updated_at,
+            ).order_by(c.customer_id)
+        ).all()
+    assert [tuple(r) for r in rows] == [
+        ("b", t2, None, t2, T0),
+        ("m", None, None, None, T0),  # created by this call, not moved by the machine open
+        ("o", None, t1, None, T0),
+        ("p", t1, None, None, T0),
+    ]
