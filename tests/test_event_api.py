@@ -17,6 +17,7 @@ import httpx
 import pytest
 from sqlalchemy import event, func, select
 
+from tests.conftest import T0
 from tests.web_support import running_service
 from winback.clock import FixedClock
 from winback.delivery.apikeys import KeyRing
@@ -24,7 +25,7 @@ from winback.delivery.event_intake import EventsRejected
 from winback.delivery.inbound import EventIn
 from winback.delivery.ingest_queue import IngestQueue
 from winback.store.busy import StoreBusy
-from winback.store.schema import api_keys, events
+from winback.store.schema import api_keys, contacts, events
 from winback.workspace import Workspace
 
 WRITES = ("INSERT", "UPDATE", "DELETE", "REPLACE")
@@ -275,3 +276,89 @@ def test_a_full_queue_refuses_at_once_with_store_busy(sqlite_workspace: Workspac
     with sqlite_workspace.engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(events)).scalar() == 5
     queue.close()
+
+
+def test_an_event_id_given_twice_in_one_request_is_one_new_event(workspace: Workspace) -> None:
+    """The second copy is a duplicate: counted once, stored once, and its (later) time moves
+    nothing."""
+    earlier, later = T0 - timedelta(hours=2), T0 - timedelta(hours=1)
+    batch = [_view(0, occurred_at=earlier), _view(1), _view(0, occurred_at=later)]
+    result = workspace.delivery.event_intake.submit(batch).result(10)
+    assert (result.accepted, result.new, result.duplicates) == (3, 2, 1)
+    assert sorted(_event_keys(workspace)) == ["api:v0", "api:v1"]
+    with workspace.engine.connect() as conn:
+        seen = conn.execute(
+            select(contacts.c.last_seen).where(contacts.c.customer_id == "c0")
+        ).scalar_one()
+    assert seen == earlier
+    again = workspace.delivery.ingest([_view(0, occurred_at=later), _view(0)])
+    assert (again.new, again.duplicates) == (0, 2)
+
+
+def test_events_are_stored_as_sqlalchemy_reads_them_and_refusals_are_its_errors(
+    workspace: Workspace,
+) -> None:
+    from sqlalchemy.exc import IntegrityError
+
+    from winback.delivery.records import record_events
+
+    at = T0 - timedelta(minutes=5)
+    workspace.delivery.ingest(
+        [
+            _view(0, occurred_at=at, properties={"url": "/é", "n": [1, None]}),
+            _view(1, properties={"message_id": "m-1", "machine": True}),
+        ]
+    )
+    with workspace.engine.connect() as conn:
+        rows = conn.execute(
+            select(events.c.event_key, events.c.occurred_at, events.c.properties, events.c.machine)
+            .where(events.c.event_key.in_(["api:v0", "api:v1"]))
+            .order_by(events.c.event_key)
+        ).all()
+    assert [tuple(r) for r in rows] == [
+        ("api:v0", at, {"url": "/é", "n": [1, None]}, False),
+        ("api:v1", T0, {"message_id": "m-1", "machine": True}, True),
+    ]
+    unknown = {"event_key": "x", "contact_id": 10**9, "type": "page_view", "occurred_at": at}
+    with pytest.raises(IntegrityError), workspace.engine.begin() as conn:
+        record_events(conn, [unknown])
+
+
+def test_each_contact_moves_only_the_attributes_its_events_move(workspace: Workspace) -> None:
+    """One call, several shapes of change: each contact gets its own attributes moved and
+    ``updated_at`` stamped; a machine open moves nothing."""
+    t1, t2 = T0 - timedelta(hours=3), T0 - timedelta(hours=2)
+    workspace.delivery.ingest(
+        [
+            EventIn(customer_id="p", type="page_view", event_id="1", occurred_at=t1),
+            EventIn(customer_id="o", type="email_opened", event_id="2", occurred_at=t1),
+            EventIn(customer_id="b", type="page_view", event_id="3", occurred_at=t1),
+            EventIn(customer_id="b", type="email_clicked", event_id="4", occurred_at=t2),
+            EventIn(customer_id="b", type="page_view", event_id="5", occurred_at=t2),
+            EventIn(
+                customer_id="m",
+                type="email_opened",
+                event_id="6",
+                occurred_at=t2,
+                properties={"machine": True},
+            ),
+        ],
+        now=T0,
+    )
+    c = contacts.c
+    with workspace.engine.connect() as conn:
+        rows = conn.execute(
+            select(
+                c.customer_id,
+                c.last_seen,
+                c.last_email_opened,
+                c.last_email_link_clicked,
+                c.updated_at,
+            ).order_by(c.customer_id)
+        ).all()
+    assert [tuple(r) for r in rows] == [
+        ("b", t2, None, t2, T0),
+        ("m", None, None, None, T0),  # created by this call, not moved by the machine open
+        ("o", None, t1, None, T0),
+        ("p", t1, None, None, T0),
+    ]

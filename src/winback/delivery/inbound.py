@@ -19,6 +19,7 @@ from winback.clock import as_utc
 from winback.delivery.coupons import redeem
 from winback.delivery.records import store_events, suppress
 from winback.store import activity
+from winback.store.driver import driver_rows
 from winback.store.repository import Store
 from winback.store.schema import contacts, orders
 
@@ -76,8 +77,7 @@ def ingest(
     conn: Connection, items: Sequence[EventIn], *, now: datetime, currency: str
 ) -> IngestResult:
     """Record API events in the caller's transaction."""
-    store = Store(conn.engine)
-    ids = store.ensure_contacts((e.customer_id for e in items), at=now, conn=conn)
+    ids = _contact_ids(conn, items, now)
     plain: list[dict[str, Any]] = []
     purchases: list[tuple[EventIn, PurchaseProperties, datetime]] = []
     for e in items:
@@ -125,6 +125,24 @@ def ingest(
     if purchases:
         new += _record_purchases(conn, purchases, ids, currency, now)
     return IngestResult(accepted=len(items), new=new, duplicates=len(items) - new)
+
+
+def _contact_ids(conn: Connection, items: Sequence[EventIn], now: datetime) -> dict[str, int]:
+    """The contacts of the events, created bare when unknown. SQLite: known ones are looked
+    up with one statement through the driver first (the usual case: nothing to create)."""
+    wanted = {e.customer_id for e in items}
+    if conn.dialect.name == "sqlite":
+        found = dict(
+            driver_rows(
+                conn,
+                "SELECT c.customer_id, c.id FROM json_each(?) j "
+                "JOIN contacts c ON c.customer_id = j.value",
+                [json.dumps(list(wanted))],
+            )
+        )
+        if len(found) == len(wanted):
+            return found
+    return Store(conn.engine).ensure_contacts(wanted, at=now, conn=conn)
 
 
 def _text(value: Any) -> str | None:

@@ -4,6 +4,8 @@ suppressions."""
 
 from __future__ import annotations
 
+import json
+import sqlite3
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -12,7 +14,9 @@ from sqlalchemy import Connection, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from winback.store import activity
+from winback.store.driver import driver_rows
 from winback.store.schema import contacts, events, suppressions
+from winback.store.types import sqlite_text
 
 
 def insert_ignore(
@@ -48,18 +52,19 @@ def record_events(
 def store_events(
     conn: Connection, rows: Sequence[Mapping[str, Any]], *, now: datetime | None = None
 ) -> list[dict[str, Any]]:
-    """:func:`record_events`, returning the rows that were new."""
-    full = [{"properties": None, "message_id": None, "machine": False, **r} for r in rows]
+    """:func:`record_events`, returning the rows that were new: one per new ``event_key``
+    (a key given twice in ``rows`` is stored, counted and applied once, as given first)."""
+    full: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        if r["event_key"] not in full:
+            full[r["event_key"]] = {"properties": None, "message_id": None, "machine": False, **r}
     if not full:
         return []
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    stmt = (
-        dialect.insert(events)
-        .on_conflict_do_nothing(index_elements=["event_key"])
-        .returning(events.c.event_key)
-    )
-    inserted = set(conn.execute(stmt, full).scalars())
-    new = [r for r in full if r["event_key"] in inserted]
+    if conn.dialect.name == "sqlite" and all(_COLUMN_SET.issuperset(r) for r in full.values()):
+        inserted = _sqlite_insert_events(conn, list(full.values()))
+    else:
+        inserted = set(conn.execute(_insert_events("postgresql"), list(full.values())).scalars())
+    new = [r for key, r in full.items() if key in inserted]
     if new:
         activity.apply_events(
             conn,
@@ -67,6 +72,76 @@ def store_events(
             now=now or max(r["occurred_at"] for r in new),
         )
     return new
+
+
+#: The columns an event row gives, in the order of the SQLite statement's values.
+EVENT_COLUMNS = (
+    "event_key",
+    "contact_id",
+    "type",
+    "occurred_at",
+    "properties",
+    "message_id",
+    "machine",
+)
+
+_COLUMN_SET = frozenset(EVENT_COLUMNS)
+
+
+def _sqlite_insert_events(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> set[str]:
+    """SQLite: insert the rows with multi-row ``INSERT ... ON CONFLICT DO NOTHING RETURNING``
+    statements through the driver, with the values as SQLAlchemy would store them
+    (instants as UTC text, properties as JSON text); returns the keys inserted."""
+    raw = conn.connection.driver_connection
+    assert raw is not None
+    per = max(1, raw.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // len(EVENT_COLUMNS))
+    inserted: set[str] = set()
+    texts: dict[int, str] = {}  # the rows' instants are often one object (a batch's "now")
+    for start in range(0, len(rows), per):
+        chunk = rows[start : start + per]
+        params: list[Any] = []
+        for r in chunk:
+            at = r["occurred_at"]
+            if isinstance(at, datetime):
+                text = texts.get(id(at))
+                if text is None:
+                    text = texts[id(at)] = sqlite_text(at)
+                at = text
+            params += (
+                r["event_key"],
+                int(r["contact_id"]),
+                r["type"],
+                at,
+                json.dumps(r["properties"]),
+                r["message_id"],
+                1 if r["machine"] else 0,
+            )
+        values = ", ".join(["(?, ?, ?, ?, ?, ?, ?)"] * len(chunk))
+        sql = (
+            "INSERT INTO events (event_key, contact_id, type, occurred_at, properties, "  # noqa: S608 (placeholders only)
+            f"message_id, machine) VALUES {values} "
+            "ON CONFLICT (event_key) DO NOTHING RETURNING event_key"
+        )
+        inserted.update(key for (key,) in driver_rows(conn, sql, params))
+    return inserted
+
+
+_INSERT_EVENTS: dict[str, Any] = {}
+
+
+def _insert_events(dialect: str) -> Any:
+    """``INSERT ... ON CONFLICT (event_key) DO NOTHING RETURNING event_key``, built once per
+    dialect."""
+    statement = _INSERT_EVENTS.get(dialect)
+    if statement is None:
+        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        statement = (
+            insert(events)
+            .on_conflict_do_nothing(index_elements=["event_key"])
+            .returning(events.c.event_key)
+        )
+        _INSERT_EVENTS[dialect] = statement
+    return statement
 
 
 def suppress(

@@ -45,6 +45,7 @@ from sqlalchemy import (
     String,
     Subquery,
     and_,
+    bindparam,
     case,
     cast,
     delete,
@@ -63,6 +64,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.types import TypeEngine
 
+from winback.store.driver import driver_rows
 from winback.store.schema import CHANNELS, consent_log, contact_tags, contacts, tag_history
 from winback.store.types import UTCDateTime, sqlite_text
 
@@ -240,29 +242,69 @@ def apply_events(conn: Connection, new_events: Iterable[EventRow], *, now: datet
             agg[slot] = at
     if not per:
         return 0
-    ids = sorted(per)
-    source = _rows(
-        conn,
-        [("contact_id", BigInteger(), ids)]
-        + [
-            (name, UTCDateTime(), [per[i][slot] for i in ids])
-            for slot, name in enumerate(EVENT_ATTRIBUTES)
-        ],
-    )
-    c = contacts.c
-    moves = [
-        and_(source.c[name].is_not(None), or_(c[name].is_(None), c[name] < source.c[name]))
-        for name in EVENT_ATTRIBUTES
-    ]
-    conn.execute(
-        update(contacts)
-        .where(c.id == source.c.contact_id, or_(*moves))
-        .values(
-            {c[name]: _latest(c[name], source.c[name]) for name in EVENT_ATTRIBUTES}
-            | {c.updated_at: _instant(now)}
-        )
-    )
+    # One statement per set of attributes that move: a column left out of SET keeps its
+    # index entries as they are (SQLite rewrites those of every column it sets: a third of
+    # the cost of a page view on a large store).
+    shapes: dict[tuple[str, ...], list[int]] = {}
+    for contact_id in sorted(per):
+        agg = per[contact_id]
+        shape = tuple(name for slot, name in enumerate(EVENT_ATTRIBUTES) if agg[slot] is not None)
+        shapes.setdefault(shape, []).append(contact_id)
+    dialect = conn.dialect.name
+    for shape, ids in shapes.items():
+        columns = [("contact_id", ids)] + [
+            (name, [per[i][EVENT_ATTRIBUTES.index(name)] for i in ids]) for name in shape
+        ]
+        params = _row_params(dialect, columns)
+        if dialect == "sqlite":
+            sql, names, constants = _sqlite_events_update(conn, shape)
+            values = constants | params | {"now": sqlite_text(now)}
+            driver_rows(conn, sql, [values[name] for name in names])
+        else:
+            conn.execute(_events_update(dialect, shape), params | {"now": now})
     return len(per)
+
+
+_EVENTS_UPDATE: dict[tuple[str, tuple[str, ...]], Any] = {}
+
+
+def _events_update(dialect: str, shape: tuple[str, ...]) -> Any:
+    """The statement of :func:`apply_events` for contacts whose ``shape`` attributes (some
+    of :data:`EVENT_ATTRIBUTES`) may move, built once per dialect and shape (its rows and
+    ``now`` are bound parameters), so that a call costs an execution, no SQL building."""
+    statement = _EVENTS_UPDATE.get((dialect, shape))
+    if statement is None:
+        source = _bound_rows(
+            dialect, [("contact_id", BigInteger())] + [(name, UTCDateTime()) for name in shape]
+        )
+        c = contacts.c
+        moves = [or_(c[name].is_(None), c[name] < source.c[name]) for name in shape]
+        statement = (
+            update(contacts)
+            .where(c.id == source.c.contact_id, or_(*moves))
+            .values(
+                {c[name]: _latest(c[name], source.c[name]) for name in shape}
+                | {c.updated_at: bindparam("now", type_=UTCDateTime())}
+            )
+        )
+        _EVENTS_UPDATE[(dialect, shape)] = statement
+    return statement
+
+
+_SQLITE_EVENTS_UPDATE: dict[tuple[str, ...], tuple[str, tuple[str, ...], dict[str, Any]]] = {}
+
+
+def _sqlite_events_update(
+    conn: Connection, shape: tuple[str, ...]
+) -> tuple[str, tuple[str, ...], dict[str, Any]]:
+    """SQLite: :func:`_events_update` compiled once per shape, to run on the driver's
+    cursor: its SQL, the names of its positional parameters, the values of its constants."""
+    found = _SQLITE_EVENTS_UPDATE.get(shape)
+    if found is None:
+        compiled = _events_update("sqlite", shape).compile(dialect=conn.dialect)
+        names = tuple(compiled.positiontup or ())
+        found = _SQLITE_EVENTS_UPDATE[shape] = (str(compiled), names, dict(compiled.params))
+    return found
 
 
 # -- tags ---------------------------------------------------------------------------------------
@@ -568,6 +610,49 @@ def _rows(conn: Connection, columns: list[tuple[str, TypeEngine[Any], list[Any]]
             for i, (name, _type, _values) in enumerate(columns)
         )
     ).subquery("a")
+
+
+def _bound_rows(dialect: str, columns: list[tuple[str, TypeEngine[Any]]]) -> Subquery:
+    """:func:`_rows` with the values left as bound parameters (see :func:`_row_params`): a
+    derived table for statements built once and executed many times."""
+    if dialect == "postgresql":
+        arrays = [
+            cast(bindparam(f"rows_{name}", type_=ARRAY(kind)), ARRAY(kind))
+            for name, kind in (
+                (name, DateTime(timezone=True) if isinstance(kind, UTCDateTime) else kind)
+                for name, kind in columns
+            )
+        ]
+        names = [name for name, _kind in columns]
+        u = func.unnest(*arrays).table_valued(*names).render_derived(name="u")
+        return select(*(u.c[name] for name in names)).subquery("a")
+    j = func.json_each(bindparam("rows", type_=String())).table_valued("value").alias("j")
+    return select(
+        *(
+            func.json_extract(j.c.value, f"$[{i}]").label(name)
+            for i, (name, _kind) in enumerate(columns)
+        )
+    ).subquery("a")
+
+
+def _row_params(dialect: str, columns: list[tuple[str, list[Any]]]) -> dict[str, Any]:
+    """The parameters of a :func:`_bound_rows` table: one list of values per column."""
+    if dialect == "postgresql":
+        return {f"rows_{name}": values for name, values in columns}
+    texts: dict[int, str] = {}  # the rows' instants are often one object (a batch's "now")
+
+    def value(v: Any) -> Any:
+        if isinstance(v, datetime):
+            text = texts.get(id(v))
+            if text is None:
+                text = texts[id(v)] = sqlite_text(v)
+            return text
+        return float(v) if isinstance(v, Decimal) else v
+
+    data = [
+        [value(v) for v in row] for row in zip(*(values for _name, values in columns), strict=True)
+    ]
+    return {"rows": json.dumps(data)}
 
 
 def _unnest(columns: list[tuple[str, TypeEngine[Any], list[Any]]]) -> Subquery:

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, insert, select
+from sqlalchemy import Connection, Engine, bindparam, func, insert, select
 
 from winback.clock import as_utc
 from winback.errors import NotFound
@@ -51,11 +51,7 @@ class Store:
         wanted = sorted(set(customer_ids))
         found: dict[str, int] = {}
         for chunk in _chunks(wanted, 900):
-            for cid, iid in conn.execute(
-                select(contacts.c.customer_id, contacts.c.id).where(
-                    contacts.c.customer_id.in_(chunk)
-                )
-            ):
+            for cid, iid in conn.execute(_CONTACT_IDS, {"customer_ids": chunk}):
                 found[cid] = int(iid)
         missing = [cid for cid in wanted if cid not in found]
         if missing:
@@ -75,11 +71,7 @@ class Store:
                 ],
             )
             for chunk in _chunks(missing, 900):
-                for cid, iid in conn.execute(
-                    select(contacts.c.customer_id, contacts.c.id).where(
-                        contacts.c.customer_id.in_(chunk)
-                    )
-                ):
+                for cid, iid in conn.execute(_CONTACT_IDS, {"customer_ids": chunk}):
                     found[cid] = int(iid)
         return found
 
@@ -174,6 +166,12 @@ class _begin(_conn):
     def __exit__(self, *exc: Any) -> None:
         if self.given is None:
             self._tx.__exit__(*exc)
+
+
+#: Internal ids by external ids (``customer_ids``: a list), built once.
+_CONTACT_IDS = select(contacts.c.customer_id, contacts.c.id).where(
+    contacts.c.customer_id.in_(bindparam("customer_ids", expanding=True))
+)
 
 
 def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:

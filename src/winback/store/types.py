@@ -50,5 +50,5 @@ class UTCDateTime(TypeDecorator[datetime]):
 def sqlite_text(value: datetime) -> str:
     """The SQLite storage text of an instant (for raw bulk paths that bypass SQLAlchemy)."""
     if value.tzinfo is not None:
-        value = value.astimezone(UTC)
-    return value.strftime(SQLITE_FORMAT)
+        value = value.astimezone(UTC).replace(tzinfo=None)
+    return value.isoformat(" ", "microseconds")
