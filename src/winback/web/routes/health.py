@@ -7,6 +7,7 @@ failed three passes in a row, or has had no successful pass for ``engine_stale_s
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import datetime
 from typing import Literal
 
@@ -90,25 +91,5 @@ def healthz(request: Request, response: Response, workspace: WorkspaceDep) -> He
         version=__version__,
         database=workspace.engine.dialect.name,
         store=store,
-        engine=EnginePublic(
-            state=engine.state,
-            healthy=engine.healthy,
-            problem=engine.problem,
-            passes=engine.passes,
-            failures=engine.failures,
-            consecutive_failures=engine.consecutive_failures,
-            started_at=engine.started_at,
-            last_success_at=engine.last_success_at,
-            last_error=(
-                PassErrorPublic(
-                    type=engine.last_error.type,
-                    message=engine.last_error.message,
-                    at=engine.last_error.at,
-                )
-                if engine.last_error is not None
-                else None
-            ),
-            interval_seconds=engine.interval_seconds,
-            stale_after_seconds=engine.stale_after_seconds,
-        ),
+        engine=EnginePublic.model_validate(asdict(engine)),
     )
