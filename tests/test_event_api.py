@@ -20,7 +20,7 @@ from sqlalchemy import event, func, select
 from tests.conftest import T0
 from tests.web_support import running_service
 from winback.clock import FixedClock
-from winback.delivery.apikeys import KeyRing
+from winback.delivery.apikeys import ApiKeyExists, KeyRing, create
 from winback.delivery.event_intake import EventsRejected
 from winback.delivery.inbound import EventIn
 from winback.delivery.ingest_queue import IngestQueue
@@ -111,6 +111,36 @@ def test_revocation_takes_effect_at_once_here_and_within_the_cache_time_elsewher
     seconds[0] = elsewhere_cache + 0.2
     assert elsewhere.verify(key) is None  # ...for at most CACHE_SECONDS
     elsewhere.close()
+
+
+def test_a_key_name_created_twice_at_once_is_one_key_and_a_clear_error(
+    workspace: Workspace,
+) -> None:
+    """The second create passes its existence check while the first is not yet committed
+    (PostgreSQL, READ COMMITTED; on SQLite it waits for the write lock and sees the row)."""
+    first = workspace.engine.connect()
+    begun = first.begin()
+    first.execute(
+        api_keys.insert().values(name="shop", key_hash="0" * 64, prefix="wbk_first", created_at=T0)
+    )
+    outcome: list[BaseException | str] = []
+
+    def second() -> None:
+        try:
+            outcome.append(create(workspace.engine, "shop", at=T0))
+        except Exception as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=second)
+    thread.start()
+    time.sleep(0.3)  # the second create is waiting on the first's row (or on the lock)
+    begun.commit()
+    first.close()
+    thread.join(10)
+    assert len(outcome) == 1 and isinstance(outcome[0], ApiKeyExists), outcome
+    assert "an API key named 'shop' exists" in str(outcome[0])
+    with workspace.engine.connect() as conn:
+        assert conn.scalar(select(func.count()).select_from(api_keys)) == 1
 
 
 def test_concurrent_single_events_are_acknowledged_and_stored_exactly_once(

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import Engine, and_, bindparam, or_, select, update
+from sqlalchemy.exc import IntegrityError
 
 from winback.errors import WinbackError
 from winback.store.schema import api_keys
@@ -46,12 +47,18 @@ def _hash(key: str) -> str:
 def create(engine: Engine, name: str, *, at: datetime) -> str:
     """Create a key named ``name``; returns the key (the only time it is available)."""
     key = PREFIX + secrets.token_urlsafe(32)
-    with engine.begin() as conn:
-        if conn.execute(select(api_keys.c.id).where(api_keys.c.name == name)).first():
-            raise ApiKeyExists(f"an API key named {name!r} exists; pick another name")
-        conn.execute(
-            api_keys.insert().values(name=name, key_hash=_hash(key), prefix=key[:10], created_at=at)
-        )
+    exists = ApiKeyExists(f"an API key named {name!r} exists; pick another name")
+    try:
+        with engine.begin() as conn:
+            if conn.execute(select(api_keys.c.id).where(api_keys.c.name == name)).first():
+                raise exists
+            conn.execute(
+                api_keys.insert().values(
+                    name=name, key_hash=_hash(key), prefix=key[:10], created_at=at
+                )
+            )
+    except IntegrityError:  # created by another writer since the check (names are unique)
+        raise exists from None
     return key
 
 
