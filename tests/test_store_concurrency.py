@@ -25,7 +25,12 @@ from tests.web_support import running_service
 from winback.delivery.coupons import assign
 from winback.delivery.inbound import EventIn
 from winback.delivery.tokens import TokenSigner
-from winback.delivery.unsubscribes import apply_pending_unsubscribes, keep, pending
+from winback.delivery.unsubscribes import (
+    Unsubscribe,
+    apply_pending_unsubscribes,
+    keep,
+    pending,
+)
 from winback.store.busy import StoreBusy, StoreConflict, retry_transient
 from winback.store.engine import SQLiteConnection
 from winback.store.schema import consent_log, contacts, coupons, events, suppressions
@@ -365,6 +370,35 @@ def test_busy_store_answers_503_and_a_one_click_unsubscribe_is_kept(
     assert _count(ws, events, events.c.type == "email_unsubscribed") == 1
     assert apply_pending_unsubscribes(ws) == 0
     assert _count(ws, consent_log, consent_log.c.granted.is_(False)) == 1
+
+
+def test_a_service_without_the_engine_applies_kept_unsubscribes_on_its_own(
+    workspace: Workspace,
+) -> None:
+    """``serve --no-background`` (links on a host of their own): no delivery batch comes to
+    apply the inbox, so the service's own loop does, soon after the store is free."""
+    ws = workspace
+    cid = add_contact(ws, "c1", email="ada@example.com")
+    oid = add_message(ws, cid, key="first")
+    kept = Unsubscribe(
+        outbox_id=oid,
+        contact_id=cid,
+        email="ada@example.com",
+        message_id=None,
+        flow=None,
+        step=None,
+        source="one-click",
+        at=ws.clock.now(),
+    )
+    keep(ws.path, kept)  # as the route does when the store stays busy
+    with running_service(ws, background=False, inbox_interval=0.05):
+        deadline = time.monotonic() + 10
+        while pending(ws.path) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert pending(ws.path) == []
+    with ws.engine.connect() as conn:
+        assert conn.execute(select(contacts.c.email_consent)).scalar() is False
+    assert _count(ws, suppressions, suppressions.c.address == "ada@example.com") == 1
 
 
 def test_an_unsubscribe_waiting_for_the_store_does_not_hold_up_the_service(

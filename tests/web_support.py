@@ -17,11 +17,11 @@ from winback.workspace import Workspace
 
 @contextmanager
 def running_service(
-    ws: Workspace, *, background: bool = False, interval: float = 30.0
+    ws: Workspace, *, background: bool = False, interval: float = 30.0, **app_options: float
 ) -> Iterator[str]:
     port = free_port()
     config = uvicorn.Config(
-        create_app(ws, background=background, interval=interval),
+        create_app(ws, background=background, interval=interval, **app_options),
         host="127.0.0.1",
         port=port,
         log_level="warning",

@@ -26,6 +26,8 @@ from winback.workspace import Workspace
 
 TEMPLATES = Path(__file__).parent / "templates"
 log = logging.getLogger("winback.engine")
+#: Seconds between two looks at the unsubscribe inbox (:func:`inbox_loop`).
+INBOX_SECONDS = 5.0
 
 
 class BackgroundLoops:
@@ -68,12 +70,38 @@ def background_loops(
     return loops
 
 
+def inbox_loop(workspace: Workspace, *, every: float) -> Callable[[threading.Event], None]:
+    """Every ``every`` seconds, apply the one-click unsubscribes kept in the workspace's inbox
+    while the store was busy (one file check when there are none). The delivery worker also
+    applies them before each batch; this loop is what applies them on a host that serves
+    links without running the engine (``serve --no-background``), soon after the store is
+    free again."""
+    from winback.delivery.unsubscribes import apply_pending_unsubscribes
+    from winback.store.busy import StoreBusy
+
+    def loop(stop: threading.Event) -> None:
+        while not stop.wait(every):
+            try:
+                apply_pending_unsubscribes(workspace)
+            except StoreBusy:
+                continue  # still busy: the next round tries again
+            except Exception:
+                log.exception("applying the kept unsubscribes failed; trying again")
+
+    return loop
+
+
 def create_app(
-    workspace: Workspace, *, background: bool = False, interval: float = 30.0
+    workspace: Workspace,
+    *,
+    background: bool = False,
+    interval: float = 30.0,
+    inbox_interval: float = INBOX_SECONDS,
 ) -> FastAPI:
     """The app; ``background=True`` also runs the engine and delivery loop every
     ``interval`` seconds in this process (stopped at shutdown, the pass in progress
-    finishing its slice first)."""
+    finishing its slice first). In every case a light loop applies the one-click
+    unsubscribes kept while the store was busy every ``inbox_interval`` seconds."""
     status = EngineStatus(
         clock=workspace.clock,
         interval=interval,
@@ -83,12 +111,16 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        loops = background_loops(workspace, status, interval=interval) if background else None
+        loops = (
+            background_loops(workspace, status, interval=interval)
+            if background
+            else BackgroundLoops()
+        )
+        loops.start("winback-inbox", inbox_loop(workspace, every=inbox_interval))
         try:
             yield
         finally:
-            if loops is not None:
-                await asyncio.to_thread(loops.shutdown)
+            await asyncio.to_thread(loops.shutdown)
             # Writes queued events and the API keys' recorded use.
             await asyncio.to_thread(workspace.delivery.close)
 
