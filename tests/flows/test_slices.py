@@ -27,7 +27,7 @@ from winback.store.schema import (
     segment_membership,
     segments,
 )
-from winback.store.slices import Pacer, waiters
+from winback.store.slices import Pacer
 from winback.workspace import Workspace
 
 DAY = timedelta(days=1)
@@ -38,9 +38,8 @@ WHOLE = {"budget_ms": 10**6, "first_rows": 10**9}
 
 
 def pace(ws: Workspace, *, budget_ms: float, first_rows: int, gap: float = 0.0) -> None:
-    around = waiters(ws.engine)
-    ws.flows.runner.pacer = Pacer(budget_ms, gap=gap, first_rows=first_rows, waiters=around)
-    ws.segments.pacer = Pacer(budget_ms, gap=gap, first_rows=first_rows, waiters=around)
+    ws.flows.runner.pacer = Pacer(budget_ms, gap=gap, first_rows=first_rows)
+    ws.segments.pacer = Pacer(budget_ms, gap=gap, first_rows=first_rows)
 
 
 def dormant(ws: Workspace, n: int) -> list[int]:

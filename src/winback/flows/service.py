@@ -28,7 +28,7 @@ from winback.flows.engine import RunningFlow, StepRunner, TickReport
 from winback.flows.program import Program, compile_program, load_program, parse_definition
 from winback.flows.triggers import enroll, source_max_id
 from winback.store.schema import flow_entries, flow_step_counts, flows, outbox
-from winback.store.slices import Pacer, SliceLog, waiters
+from winback.store.slices import Pacer, SliceLog
 
 #: Seconds a tick leaves the store to other writers after each write slice (see
 #: :mod:`winback.store.slices`).
@@ -79,11 +79,7 @@ class Flows:
             workspace.engine,
             default_timezone=workspace.settings.timezone,
             batch_size=batch_size or workspace.settings.flow_batch_size,
-            pacer=Pacer(
-                workspace.settings.write_slice_ms,
-                gap=SLICE_GAP,
-                waiters=waiters(workspace.engine),
-            ),
+            pacer=Pacer(workspace.settings.write_slice_ms, gap=SLICE_GAP),
         )
 
     @property

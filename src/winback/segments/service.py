@@ -35,7 +35,7 @@ from winback.segments.refresh import (
     shared_candidates,
 )
 from winback.store.schema import contacts, segment_membership, segments
-from winback.store.slices import Pacer, SliceLog, held_connection, waiters
+from winback.store.slices import Pacer, SliceLog, held_connection
 
 if TYPE_CHECKING:
     from winback.workspace import Workspace
@@ -87,9 +87,7 @@ class Segments:
 
     def __init__(self, workspace: Workspace) -> None:
         self.ws = workspace
-        self.pacer = Pacer(
-            workspace.settings.write_slice_ms, gap=SLICE_GAP, waiters=waiters(workspace.engine)
-        )
+        self.pacer = Pacer(workspace.settings.write_slice_ms, gap=SLICE_GAP)
 
     # -- definitions ------------------------------------------------------------------------
     def definitions(self) -> dict[str, SegmentDefinition]:

@@ -5,25 +5,22 @@ requests, another worker) get the store between them.
 A :class:`Pacer` learns, per kind of work (its key), how many rows one slice can take within
 the budget: it times each slice and scales the next one's row count toward the budget (by
 at most :data:`GROWTH` either way, between a minimum and the caller's maximum). After each
-commit it gives the store to the writers that wait for it. On SQLite a writer kept waiting
-by a slice sleeps in its busy handler and tries again only now and then (every 100 ms once
-it has waited a while), so a slice that began again at once after the commit could keep it
-out for the whole pass: the pacer waits until the writers of this process that were waiting
-to begin have begun (:class:`Waiters`, at most :data:`MAX_YIELD`), and pauses ``gap``
-seconds for those of other processes.
+commit it gives the store to the writers that wait for it: on SQLite the writers of this
+process queue first come, first served at the engine's write gate
+(:class:`winback.store.engine.WriteGate`), so a writer that waited during a slice gets the
+lock as soon as the slice commits, before the pass's next slice; writers of other processes
+meet at SQLite's own lock, and the pacer pauses ``gap`` seconds after each slice for them.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-import weakref
 from collections.abc import Hashable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
 
-from sqlalchemy import Connection, Engine, event
+from sqlalchemy import Connection, Engine
 
 DEFAULT_SLICE_MS = 200
 #: A slice takes at least this many rows (below it the statements' fixed cost dominates).
@@ -37,60 +34,6 @@ GROWTH = 8.0
 #: pages that many slices share (index interiors, the outbox's tail) again each time and
 #: synced the file each time; the pass checkpoints once at its end instead.
 PASS_WAL_PAGES = 262_144
-#: Seconds a pass waits at most, after a slice, for the waiting writers of its process.
-MAX_YIELD = 0.25
-#: A writer said to wait for longer than this is taken to have given up (seconds).
-STALE = 60.0
-
-
-class Waiters:
-    """The threads of this process that are beginning a write transaction on one SQLite
-    engine (waiting for the write lock, most of them, while a pass holds it)."""
-
-    def __init__(self) -> None:
-        self._since: dict[int, float] = {}
-
-    def _begins(self, _conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        if statement.startswith("BEGIN"):
-            self._since[threading.get_ident()] = time.monotonic()
-
-    def _began(self, _conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        if statement.startswith("BEGIN"):
-            self._since.pop(threading.get_ident(), None)
-
-    def _failed(self, _context: Any) -> None:
-        self._since.pop(threading.get_ident(), None)
-
-    def others(self) -> bool:
-        """Whether a thread other than this one is waiting to begin."""
-        me, now = threading.get_ident(), time.monotonic()
-        return any(t != me and now - s < STALE for t, s in list(self._since.items()))
-
-    def let_in(self, limit: float = MAX_YIELD) -> None:
-        """Wait until the other waiting threads have begun (at most ``limit`` seconds)."""
-        deadline = time.monotonic() + limit
-        while self.others() and time.monotonic() < deadline:
-            time.sleep(0.001)
-
-
-_waiters: weakref.WeakKeyDictionary[Engine, Waiters] = weakref.WeakKeyDictionary()
-_waiters_lock = threading.Lock()
-
-
-def waiters(engine: Engine) -> Waiters | None:
-    """The :class:`Waiters` of a SQLite engine (None for PostgreSQL, where a write waits
-    only for the rows it needs, never for a whole pass)."""
-    if engine.dialect.name != "sqlite":
-        return None
-    with _waiters_lock:
-        found = _waiters.get(engine)
-        if found is None:
-            found = _waiters[engine] = Waiters()
-            # Around the statement that begins a transaction (and takes the write lock).
-            event.listen(engine, "before_cursor_execute", found._begins)
-            event.listen(engine, "after_cursor_execute", found._began)
-            event.listen(engine, "handle_error", found._failed)
-        return found
 
 
 @dataclass
@@ -129,12 +72,10 @@ class Pacer:
         *,
         gap: float = 0.0,
         first_rows: int = FIRST_ROWS,
-        waiters: Waiters | None = None,
     ) -> None:
         self.budget = max(float(budget_ms), 1.0) / 1000.0
         self.gap = gap
         self.first_rows = first_rows
-        self.waiters = waiters
         self._next: dict[Hashable, int] = {}
         self._lock = threading.Lock()
 
@@ -163,8 +104,6 @@ class Pacer:
         self.record(key, piece.rows, seconds)
         if log is not None:
             log.note(seconds)
-        if self.waiters is not None:
-            self.waiters.let_in()
         time.sleep(self.gap)
 
 
