@@ -162,6 +162,34 @@ def test_strict_undefined_and_sandbox(tmp_path: Path) -> None:
         repo.render("evil", _context())
 
 
+def test_includes_stay_inside_the_templates_folder_and_the_library(tmp_path: Path) -> None:
+    folder = tmp_path / "templates"
+    folder.mkdir()
+    secret = tmp_path / "winback.toml"
+    secret.write_text('secret_key = "do-not-leak"\n', encoding="utf-8")
+    (folder / "_ok.html").write_text("<b>partial {{ contact.first_name }}</b>", encoding="utf-8")
+    (folder / "linked.html").symlink_to(secret)
+    includes = {
+        "absolute": str(secret),
+        "parent": "../winback.toml",
+        "link": "linked.html",
+        "host": "/etc/hostname",
+    }
+    for name, target in {**includes, "ok": "_ok.html"}.items():
+        (folder / f"{name}.yaml").write_text(
+            f"subject: hi\nhtml: '<p>{{% include \"{target}\" %}}</p>'\n", encoding="utf-8"
+        )
+    repo = TemplateRepository(folder)
+    assert "partial Ada" in repo.render("ok", _context()).html
+    for name, target in includes.items():
+        with pytest.raises(TemplateRenderError, match="refused") as refused:
+            repo.render(name, _context())
+        assert target in str(refused.value) and "do-not-leak" not in str(refused.value)
+        [problem] = repo.validate(name)
+        assert problem.line == 2 and target in problem.message and "refused" in problem.message
+    assert repo.validate("ok") == []
+
+
 def test_workspace_templates_override_the_library(tmp_path: Path) -> None:
     (tmp_path / "birthday.yaml").write_text(
         "subject: 'Ours, {{ contact.first_name }}'\nhtml: |\n  {% extends \"_layout.html\" %}\n"

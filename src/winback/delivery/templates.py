@@ -170,8 +170,8 @@ class _Loader(BaseLoader):
             mtime = tpl.mtime
             return src, str(tpl.path), lambda: _mtime(tpl.path) == mtime
         for folder in self.repo.folders:
-            path = folder / template
-            if path.is_file() and ".." not in Path(template).parts:
+            path = inside(folder, template)
+            if path is not None and path.is_file():
                 mtime = _mtime(path)
                 return (
                     path.read_text(encoding="utf-8"),
@@ -179,6 +179,19 @@ class _Loader(BaseLoader):
                     lambda p=path, m=mtime: _mtime(p) == m,
                 )
         raise TemplateNotFound(template)
+
+
+def inside(folder: Path, name: str) -> Path | None:
+    """``folder / name`` when it stays inside ``folder``, else None: an absolute name, a
+    ``..`` part or a symbolic link leading out of the folder is refused, so a template can
+    include or extend only the templates folder's files and the library's (never
+    ``winback.toml`` with its secret key, nor any other file of the host)."""
+    relative = Path(name)
+    if not name or "\\" in name or relative.is_absolute() or ".." in relative.parts:
+        return None
+    base = folder.resolve()
+    path = (base / relative).resolve()
+    return path if path.is_relative_to(base) else None
 
 
 def _mtime(path: Path) -> float:
@@ -363,6 +376,13 @@ class TemplateRepository:
                     out[fld] = compiled.render(shared)
                 if fld in ("subject", "preheader", "title"):
                     shared[fld] = " ".join(out[fld].split())
+            except TemplateNotFound as exc:
+                raise TemplateRenderError(
+                    f"{tpl.path} ({fld}): no template {exc.name!r} in "
+                    + " or ".join(str(f) for f in self.folders)
+                    + " (names are relative to these folders; absolute paths, '..' and links "
+                    "leading out of them are refused)"
+                ) from exc
             except (UndefinedError, SecurityError, TypeError, ValueError) as exc:
                 raise TemplateRenderError(f"{tpl.path} ({fld}): {exc}") from exc
             except TemplateSyntaxError as exc:
@@ -428,14 +448,25 @@ class TemplateRepository:
                     f"{fld}: contact has no field {getattr_node.attr!r}; custom attributes "
                     f"are custom.{getattr_node.attr}",
                 )
-        for ref in meta.find_referenced_templates(ast):
-            if ref is None or ref in seen:
+        kinds = (nodes.Extends, nodes.Include, nodes.Import, nodes.FromImport)
+        for use in ast.find_all(kinds):
+            name = getattr(use, "template", None)  # every one of ``kinds`` has it
+            if not (isinstance(name, nodes.Const) and isinstance(name.value, str)):
+                continue  # a computed name: checked when rendered
+            ref = name.value
+            if ref in seen:
                 continue
             seen.add(ref)
             try:
                 src, filename, _ = self.env.loader.get_source(self.env, ref)  # type: ignore[union-attr]
             except TemplateNotFound:
-                yield Problem(str(path), None, f"{fld}: layout or partial {ref!r} not found")
+                yield Problem(
+                    str(path),
+                    base + use.lineno - 1,
+                    f"{fld}: layout or partial {ref!r} not found in the templates folder or "
+                    "the library (names are relative to them; absolute paths, '..' and links "
+                    "leading out are refused)",
+                )
                 continue
             try:
                 sub = self.env.parse(src)
