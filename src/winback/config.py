@@ -357,3 +357,55 @@ def settings_table_markdown() -> str:
 
 if __name__ == "__main__":  # pragma: no cover
     print(settings_table_markdown(), end="")
+
+
+#: Setting and provider keys whose values are secrets (a key ending in ``_file`` names a file
+#: and is shown).
+SECRET_KEYS = ("password", "secret", "token", "auth_value", "credential", "api_key")
+#: HTTP header names whose values are secrets.
+SECRET_HEADERS = ("auth", "token", "key", "cookie")
+HIDDEN = "********"
+
+
+def redacted(settings: Settings) -> dict[str, Any]:
+    """The settings as plain data with every secret hidden, for showing them: the secret
+    key, passwords inside URLs (``smtp_url``, ``database_url``, provider URLs), provider
+    tokens and credentials, and secret-looking HTTP headers. An environment reference such
+    as ``${SMS_TOKEN}`` is not a secret and is shown as written."""
+    return {k: _redact(k, v) for k, v in settings.model_dump().items()}
+
+
+def _redact(key: str, value: Any, *, header: bool = False) -> Any:
+    if isinstance(value, dict):
+        headers = key.lower() == "headers"
+        return {str(k): _redact(str(k), v, header=headers) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redact(key, v) for v in value]
+    if not isinstance(value, str) or not value:
+        return value
+    name = key.lower()
+    secret_name = any(w in name for w in (SECRET_HEADERS if header else SECRET_KEYS))
+    if secret_name and not name.endswith("_file"):
+        return value if _env_reference(value) else HIDDEN
+    return _url_without_password(value)
+
+
+def _env_reference(value: str) -> bool:
+    inner = value.removeprefix("Bearer ").strip()
+    return inner.startswith("${") and inner.endswith("}")
+
+
+def _url_without_password(value: str) -> str:
+    from urllib.parse import urlsplit, urlunsplit
+
+    if "://" not in value or "@" not in value:
+        return value
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        return value
+    if parts.password is None:
+        return value
+    user = parts.username or ""
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=f"{user}:{HIDDEN}@{host}"))

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from winback.cli._app import JsonOption, WorkspaceOption, app, console, print_json, workspace_from
+from winback.config import redacted
 from winback.store import migrate
 from winback.workspace import init as init_workspace
 
@@ -41,11 +42,10 @@ def db_upgrade(workspace: WorkspaceOption = None) -> None:
 
 @app.command("config")
 def show_config(workspace: WorkspaceOption = None, as_json: JsonOption = False) -> None:
-    """Show the settings in force (the secret key is hidden)."""
+    """Show the settings in force (secrets hidden: the secret key, passwords in URLs,
+    provider tokens and credentials)."""
     with workspace_from(workspace) as ws:
-        data = ws.settings.model_dump()
-    if data.get("secret_key"):
-        data["secret_key"] = "********"
+        data = redacted(ws.settings)
     if as_json:
         print_json(data)
         return
