@@ -255,6 +255,39 @@ def test_a_bad_event_among_concurrent_requests_gets_a_4xx(workspace: Workspace) 
     assert len(_event_keys(workspace)) == 40
 
 
+def test_text_no_store_can_keep_is_refused_or_replaced(workspace: Workspace) -> None:
+    key = workspace.delivery.create_api_key("shop")
+    auth = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    refused = {  # bodies as a client may send them (json.dumps cannot write some of them)
+        "nul id": b'{"customer_id": "a\\u0000b", "type": "page_view"}',
+        "surrogate id": b'{"customer_id": "\\ud800", "type": "page_view"}',
+        "nan": b'{"customer_id": "a", "type": "page_view", "properties": {"x": NaN}}',
+    }
+    kept = (
+        b'{"customer_id": "a", "type": "page_view", "event_id": "k", '
+        b'"properties": {"n\\u0000ote": "x\\u0000y?", "items": [{"name": "\\udfffz"}]}}'
+    )
+    with running_service(workspace) as base, httpx.Client(headers=auth) as client:
+        answers = {n: client.post(f"{base}/api/v1/events", content=b) for n, b in refused.items()}
+        batch = client.post(
+            f"{base}/api/v1/events/batch",
+            content=b'{"events": [{"customer_id": "a", "type": "page_view"}, '
+            b'{"customer_id": "b", "type": "page_view", "event_id": "x\\u0000"}]}',
+        )
+        stored = client.post(f"{base}/api/v1/events", content=kept)
+    for name, answer in answers.items():
+        assert answer.status_code == 422, (name, answer.text)
+    assert answers["nul id"].json()["detail"][0]["loc"] == ["body", "customer_id"]
+    assert "unicode" in answers["surrogate id"].text
+    assert "nan at properties.x is not a JSON number" in answers["nan"].text
+    assert batch.status_code == 422
+    assert batch.json()["detail"][0]["loc"][-3:] == ["events", 1, "event_id"]
+    assert stored.status_code == 200, stored.text
+    with workspace.engine.connect() as conn:
+        props = conn.execute(select(events.c.properties)).scalar_one()
+    assert props == {"n\ufffdote": "x\ufffdy?", "items": [{"name": "\ufffdz"}]}
+
+
 def test_store_busy_for_longer_than_the_wait_answers_503_with_retry_after(
     sqlite_workspace: Workspace,
 ) -> None:

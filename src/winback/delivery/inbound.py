@@ -6,12 +6,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+)
 from sqlalchemy import Connection, select
 from sqlalchemy.dialects import postgresql, sqlite
 
@@ -32,7 +39,9 @@ class EventIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    customer_id: str = Field(min_length=1, max_length=255, description="The shop's customer id.")
+    customer_id: str = Field(
+        min_length=1, max_length=255, pattern=r"^[^\x00]*$", description="The shop's customer id."
+    )
     type: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z][A-Za-z0-9_.:-]*$")
     occurred_at: AwareDatetime | None = Field(
         None, description="When it happened (ISO 8601 with offset); default: now."
@@ -40,10 +49,52 @@ class EventIn(BaseModel):
     event_id: str | None = Field(
         None,
         max_length=200,
+        pattern=r"^[^\x00]*$",
         description="The shop's id for the event; repeats are ignored. Default: a hash of the "
         "content.",
     )
-    properties: dict[str, Any] = Field(default_factory=dict)
+    properties: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Free JSON. NUL characters and lone surrogates in its keys and strings are "
+        "stored as U+FFFD; NaN and infinities are refused.",
+    )
+
+    @field_validator("properties")
+    @classmethod
+    def _storable(cls, value: dict[str, Any]) -> dict[str, Any]:
+        cleaned: dict[str, Any] = storable(value, "properties")
+        return cleaned
+
+
+#: What stands for a character no store keeps (NUL, a lone UTF-16 surrogate) in properties.
+REPLACEMENT = "\ufffd"
+
+
+def storable(value: Any, where: str, depth: int = 0) -> Any:
+    """``value`` as every store can keep it in JSON: NUL characters and lone UTF-16
+    surrogates (not Unicode text) in keys and strings become U+FFFD; a non-finite number
+    (NaN and infinities are not JSON) or nesting deeper than 32 levels raises ValueError
+    naming the place."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            value = value.replace("\x00", REPLACEMENT)
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            value = "".join(REPLACEMENT if "\ud800" <= c <= "\udfff" else c for c in value)
+        return value
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{value} at {where} is not a JSON number")
+    if isinstance(value, dict | list):
+        if depth >= 32:
+            raise ValueError(f"nested deeper than 32 levels at {where}")
+        if isinstance(value, list):
+            return [storable(v, f"{where}.{i}", depth + 1) for i, v in enumerate(value)]
+        return {
+            storable(str(k), where, depth + 1): storable(v, f"{where}.{k}", depth + 1)
+            for k, v in value.items()
+        }
+    return value
 
 
 class PurchaseProperties(BaseModel):
