@@ -288,6 +288,47 @@ def test_text_no_store_can_keep_is_refused_or_replaced(workspace: Workspace) -> 
     assert props == {"n\ufffdote": "x\ufffdy?", "items": [{"name": "\ufffdz"}]}
 
 
+def test_events_dated_in_the_future_and_unreadable_machine_flags_are_refused(
+    workspace: Workspace,
+) -> None:
+    key = workspace.delivery.create_api_key("shop")
+    soon, later = T0 + timedelta(hours=1), T0 + timedelta(days=2)
+    bodies = {
+        "soon": {"customer_id": "a", "type": "page_view", "occurred_at": soon.isoformat()},
+        "later": {"customer_id": "a", "type": "page_view", "occurred_at": later.isoformat()},
+        "9999": {"customer_id": "a", "type": "page_view", "occurred_at": "9999-01-01T00:00Z"},
+        "no": {"customer_id": "a", "type": "email_opened", "properties": {"machine": "no"}},
+        "yes": {"customer_id": "b", "type": "email_opened", "properties": {"machine": "yes"}},
+        "maybe": {"customer_id": "a", "type": "email_opened", "properties": {"machine": "maybe"}},
+    }
+    with running_service(workspace) as base:
+        with httpx.Client(headers={"Authorization": f"Bearer {key}"}) as client:
+            codes = {n: client.post(f"{base}/api/v1/events", json=b) for n, b in bodies.items()}
+    assert {n: r.status_code for n, r in codes.items()} == {
+        "soon": 200,
+        "later": 400,
+        "9999": 400,
+        "no": 200,
+        "yes": 200,
+        "maybe": 400,
+    }
+    assert "more than a day after the server's clock" in codes["later"].json()["detail"]
+    assert "event 0: properties.machine 'maybe'" in codes["maybe"].json()["detail"]
+    with workspace.engine.connect() as conn:
+        flags = dict(
+            conn.execute(
+                select(contacts.c.customer_id, events.c.machine)
+                .join(contacts, contacts.c.id == events.c.contact_id)
+                .where(events.c.type == "email_opened")
+            ).all()
+        )
+        seen = conn.execute(
+            select(contacts.c.last_seen).where(contacts.c.customer_id == "a")
+        ).scalar_one()
+    assert flags == {"a": False, "b": True}
+    assert seen == soon
+
+
 def test_store_busy_for_longer_than_the_wait_answers_503_with_retry_after(
     sqlite_workspace: Workspace,
 ) -> None:

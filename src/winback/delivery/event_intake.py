@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from concurrent.futures import Future
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection, exc, select
@@ -19,6 +19,7 @@ from winback.delivery.inbound import (
     IngestResult,
     PurchaseProperties,
     event_key,
+    machine_flag,
 )
 from winback.delivery.ingest_queue import IngestQueue
 from winback.errors import WinbackError
@@ -52,11 +53,23 @@ class _Miscounted(Exception):
     another process)."""
 
 
-def validate(items: Iterable[EventIn]) -> None:
-    """Refuse what ``ingest`` would refuse, before queueing (pydantic ValidationError)."""
+#: How far after the server's clock an event may be dated (clock skew between shop and server).
+FUTURE_TOLERANCE = timedelta(days=1)
+
+
+def validate(items: Iterable[EventIn], now: datetime | None = None) -> None:
+    """Refuse what ``ingest`` would refuse, before queueing (pydantic ValidationError), and
+    what it must not record: an ``occurred_at`` more than :data:`FUTURE_TOLERANCE` after
+    ``now`` (a contact seen "in 9999" would never become dormant), a ``machine`` property
+    that is not a boolean."""
     for n, e in enumerate(items):
         if e.type in PURCHASE_TYPES:
             PurchaseProperties.model_validate(e.properties)
+        if "machine" in e.properties:
+            try:
+                machine_flag(e.properties["machine"])
+            except ValueError as exc:
+                raise EventsRejected(f"event {n}: {exc}") from None
         if e.occurred_at is not None:
             try:
                 as_utc(e.occurred_at)
@@ -64,6 +77,11 @@ def validate(items: Iterable[EventIn]) -> None:
                 raise EventsRejected(
                     f"event {n}: occurred_at {e.occurred_at.isoformat()} is out of range in UTC"
                 ) from None
+            if now is not None and as_utc(e.occurred_at) > now + FUTURE_TOLERANCE:
+                raise EventsRejected(
+                    f"event {n}: occurred_at {e.occurred_at.isoformat()} is more than a day "
+                    f"after the server's clock ({now.isoformat(timespec='seconds')})"
+                )
 
 
 def _identity(e: EventIn, now: datetime) -> tuple[str, str]:
@@ -108,7 +126,7 @@ class EventIntake:
         """Validate and queue one request's events; the future is answered once they are
         committed (or refused: ValidationError before queueing, StoreBusy, an error of its
         own)."""
-        validate(items)
+        validate(items, self._delivery.ws.clock.now())
         return self.queue.submit(items)
 
     def write_one(self, items: Sequence[EventIn]) -> IngestResult:

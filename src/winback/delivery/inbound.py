@@ -97,6 +97,24 @@ def storable(value: Any, where: str, depth: int = 0) -> Any:
     return value
 
 
+#: Spellings of ``properties.machine`` (an open or click by a scanner, not a person).
+FLAGS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False, "": False}
+
+
+def machine_flag(value: Any) -> bool:
+    """``properties.machine`` as a boolean: true / false, 1 / 0, or one of :data:`FLAGS`'
+    spellings (``"no"`` is false); anything else raises ValueError."""
+    if isinstance(value, bool):
+        return value
+    if value is None:
+        return False
+    if isinstance(value, int | float) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in FLAGS:
+        return FLAGS[value.strip().lower()]
+    raise ValueError(f"properties.machine {value!r}: expected true or false")
+
+
 class PurchaseProperties(BaseModel):
     model_config = ConfigDict(extra="allow")
 
@@ -144,7 +162,7 @@ def ingest(
                 "occurred_at": at,
                 "properties": e.properties or None,
                 "message_id": _text(e.properties.get("message_id")),
-                "machine": bool(e.properties.get("machine", False)),
+                "machine": machine_flag(e.properties.get("machine", False)),
             }
         )
     stored = store_events(conn, plain, now=now) if plain else []
