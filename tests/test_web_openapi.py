@@ -3,11 +3,23 @@ requests from the schema (a bounded number per operation) against the real app."
 
 from __future__ import annotations
 
+from typing import Any
+
 import schemathesis
 from hypothesis import HealthCheck, given, settings
+from schemathesis.checks import positive_data_acceptance
 
 from winback.web.app import create_app
 from winback.workspace import Workspace
+
+#: Operations whose schema-valid requests business rules may still refuse with their
+#: documented 400 (an event dated more than a day after the server's clock, a time with no
+#: UTC equivalent): every other check holds for them, a 5xx above all.
+RULED = {"POST /api/v1/events", "POST /api/v1/events/batch"}
+
+
+def refusable(label: str) -> list[Any]:
+    return [positive_data_acceptance] if label in RULED else []
 
 
 def test_api_conforms_to_its_schema(sqlite_workspace: Workspace) -> None:
@@ -27,7 +39,7 @@ def test_api_conforms_to_its_schema(sqlite_workspace: Workspace) -> None:
             suppress_health_check=list(HealthCheck),
         )
         def check(case: schemathesis.Case) -> None:
-            case.call_and_validate(headers=auth)
+            case.call_and_validate(headers=auth, excluded_checks=refusable(case.operation.label))
 
         check()
     assert sorted(tested) == [
