@@ -14,11 +14,11 @@ from typing import Literal
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field
 from sqlalchemy import text
-from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from winback import __version__
 from winback.flows.status import EngineStatus
+from winback.store.busy import StoreBusy, is_busy
 from winback.web.deps import WorkspaceDep
 
 router = APIRouter(tags=["health"])
@@ -65,13 +65,10 @@ def _store(workspace: WorkspaceDep) -> Literal["ok", "busy", "down"]:
     try:
         with workspace.engine.connect() as conn:
             conn.execute(text("SELECT 1"))
-    except PoolTimeout:
+    except (PoolTimeout, StoreBusy):  # the engine translates lock waits into StoreBusy
         return "busy"
-    except OperationalError as exc:
-        detail = str(exc.orig).lower()
-        return "busy" if "locked" in detail or "busy" in detail else "down"
     except Exception as exc:
-        return "busy" if getattr(exc, "retry_after", None) is not None else "down"
+        return "busy" if is_busy(exc) else "down"
     return "ok"
 
 
