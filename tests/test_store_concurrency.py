@@ -332,9 +332,18 @@ def test_busy_store_answers_503_and_a_one_click_unsubscribe_is_kept(
     key = ws.delivery.create_api_key("shop")
     with running_service(ws) as base:
         with _store_locked(ws):
-            answer = httpx.post(
+            # The event API does not wait for the store: accepted into its journal.
+            accepted = httpx.post(
                 f"{base}/api/v1/events",
-                json={"customer_id": "c1", "type": "page_view"},
+                json={"customer_id": "c1", "type": "page_view", "event_id": "seen"},
+                headers={"Authorization": f"Bearer {key}"},
+                timeout=10,
+            )
+            assert accepted.status_code == 202
+            # A write straight to the store waits the bounded time, then 503.
+            answer = httpx.post(
+                f"{base}/api/v1/feedback-reports",
+                json={"reports": [{"type": "bounce", "email": "other@example.com"}]},
                 headers={"Authorization": f"Bearer {key}"},
                 timeout=10,
             )
@@ -368,6 +377,7 @@ def test_busy_store_answers_503_and_a_one_click_unsubscribe_is_kept(
         sup = conn.execute(select(suppressions)).mappings().one()
     assert sup["address"] == "ada@example.com" and sup["reason"] == "unsubscribed"
     assert _count(ws, events, events.c.type == "email_unsubscribed") == 1
+    assert _count(ws, events, events.c.event_key == "api:seen") == 1  # applied once free
     assert apply_pending_unsubscribes(ws) == 0
     assert _count(ws, consent_log, consent_log.c.granted.is_(False)) == 1
 
@@ -480,10 +490,10 @@ def test_a_bug_answers_500_with_a_request_id_that_is_logged(
     ws = sqlite_workspace
     key = ws.delivery.create_api_key("shop")
 
-    def broken(items: list[EventIn]) -> None:
+    def broken(body: bytes, *, batch: bool) -> None:
         raise RuntimeError("injected bug")
 
-    monkeypatch.setattr(ws.delivery, "ingest", broken)
+    monkeypatch.setattr(ws.delivery.event_intake, "accept", broken)
     auth = {"Authorization": f"Bearer {key}"}
     caplog.set_level(logging.ERROR, logger="winback.web")
     with running_service(ws) as base:
