@@ -60,7 +60,7 @@ def library_root() -> Path:
 def delivery_library() -> Path | None:
     """The delivery feature's shipped message templates, when it is installed."""
     try:
-        folder = Path(str(resources.files("winback.delivery") / "library"))
+        folder = Path(str(resources.files("winback.delivery.messages") / "library"))
     except ModuleNotFoundError:
         return None
     return folder if folder.is_dir() else None
