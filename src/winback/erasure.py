@@ -30,10 +30,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import (
     Connection,
+    Engine,
     and_,
     bindparam,
     delete,
@@ -58,9 +59,6 @@ from winback.store.schema import (
     outbox,
     suppressions,
 )
-
-if TYPE_CHECKING:
-    from winback.workspace import Workspace
 
 #: Contact columns nulled by an erasure.
 ERASED_COLUMNS = (
@@ -217,21 +215,16 @@ def erase_contacts(
 
 
 def erase_contact(
-    ws: Workspace, ref: str, *, reason: str | None = None, source: str = "cli"
+    engine: Engine, contact_id: int, *, at: datetime, reason: str | None, source: str
 ) -> dict[str, Any]:
-    """Erase one contact (its ``customer_id``, or ``#ID``) on request; returns what was done.
-    Raises :class:`~winback.errors.NotFound` for an unknown contact."""
-    from winback.tags import resolve_contacts
-
-    contact_id = resolve_contacts(ws, [ref])[0]
-    now = ws.clock.now()
-    with ws.engine.begin() as conn:
-        erased = erase_contacts(conn, [contact_id], at=now, source=source, reason=reason)
+    """Erase one contact on request, in its own transaction; returns what was done."""
+    with engine.begin() as conn:
+        erased = erase_contacts(conn, [contact_id], at=at, source=source, reason=reason)
         row = conn.execute(
             select(contacts.c.customer_id, contacts.c.erased_at).where(contacts.c.id == contact_id)
         ).one()
     if row.erased_at is None:  # pragma: no cover - erase_contacts sets it
-        raise NotFound(f"contact {ref!r} could not be erased")
+        raise NotFound(f"contact #{contact_id} could not be erased")
     return {
         "contact_id": contact_id,
         "customer_id": row.customer_id,

@@ -24,15 +24,16 @@ from queue import Full, Queue
 from typing import IO, Any, Protocol
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, insert, update
+from sqlalchemy import Connection, Engine, insert, update
 
+from winback.clock import Clock
+from winback.config import Settings
 from winback.errors import InvalidMapping, MissingColumns, NothingImported
 from winback.ingest.bulk import Dialect
 from winback.ingest.readers import Reader, Record, open_reader, show_value
 from winback.ingest.rejects import RejectWriter, reject_path
 from winback.ingest.report import ImportReport
 from winback.store.schema import imports
-from winback.workspace import Workspace
 
 Progress = Callable[[int, int], None]
 
@@ -170,7 +171,9 @@ def resolve_columns(
 
 
 def run(
-    ws: Workspace,
+    engine: Engine,
+    settings: Settings,
+    clock: Clock,
     kind: Kind,
     path: Path,
     *,
@@ -189,9 +192,9 @@ def run(
     try:
         index = resolve_columns(reader.columns, mapping or {}, kind, path)
         rejects = RejectWriter(rejects_to or reject_path(path))
-        now = ws.clock.now()
-        dialect = Dialect(ws.engine.dialect.name)
-        with ws.engine.begin() as conn:
+        now = clock.now()
+        dialect = Dialect(engine.dialect.name)
+        with engine.begin() as conn:
             import_id = int(
                 conn.execute(
                     insert(imports)
@@ -202,8 +205,8 @@ def run(
         report.import_id = import_id
         ctx = Context(
             dialect=dialect,
-            tz=ws.settings.tz,
-            currency=ws.settings.currency,
+            tz=settings.tz,
+            currency=settings.currency,
             import_id=import_id,
             now=now,
             source=label,
@@ -211,15 +214,24 @@ def run(
         )
         kind.bind(reader.columns, index, ctx)
         try:
-            with closing(_parsed_batches(reader, kind, ws.settings.import_batch_size)) as batches:
+            with closing(_parsed_batches(reader, kind, settings.import_batch_size)) as batches:
                 if ctx.dialect.postgres and hasattr(kind, "unit"):
-                    _write_in_units(ws, kind, batches, ctx, rejects, progress, reader.size)
+                    _write_in_units(
+                        engine,
+                        settings.import_commit_rows,
+                        kind,
+                        batches,
+                        ctx,
+                        rejects,
+                        progress,
+                        reader.size,
+                    )
                 else:
                     for parsed in batches:
                         report.read += parsed.read
                         found = list(parsed.rejects)
                         if parsed.rows:
-                            found.extend(_flush(ws, kind, parsed.rows, ctx))
+                            found.extend(_flush(engine, kind, parsed.rows, ctx))
                         for reject in sorted(found, key=lambda r: r.line):  # in file order
                             _reject(rejects, reject)
                         rejects.flush()
@@ -232,12 +244,12 @@ def run(
         report.rejected = rejects.count
         report.reject_file = rejects.written
         report.seconds = round(time.perf_counter() - started, 3)
-        with ws.engine.begin() as conn:
+        with engine.begin() as conn:
             conn.execute(
                 update(imports)
                 .where(imports.c.id == import_id)
                 .values(
-                    finished_at=ws.clock.now(),
+                    finished_at=clock.now(),
                     rows_read=report.read,
                     rows_imported=report.imported,
                     rows_duplicate=report.duplicates,
@@ -258,6 +270,21 @@ class ParsedBatch:
     rejects: list[Reject]
     read: int
     bytes_read: int
+
+    def add(self, record: Record, kind: Kind) -> None:
+        """Parse one record into a row or a reject."""
+        self.read += 1
+        if record.problem is not None:
+            self.rejects.append(Reject(record.line, "(row)", _joined(record), record.problem))
+            return
+        parsed = kind.parse(record)
+        if isinstance(parsed, Reject):
+            self.rejects.append(parsed)
+        else:
+            self.rows.append(parsed)
+
+    def full(self, size: int) -> bool:
+        return len(self.rows) >= size or len(self.rejects) >= size
 
 
 _DONE = object()
@@ -287,18 +314,8 @@ def _parsed_batches(reader: Reader, kind: Kind, size: int) -> Generator[ParsedBa
         try:
             batch = ParsedBatch([], [], 0, 0)
             for record in reader.records():
-                batch.read += 1
-                if record.problem is not None:
-                    batch.rejects.append(
-                        Reject(record.line, "(row)", _joined(record), record.problem)
-                    )
-                else:
-                    parsed = kind.parse(record)
-                    if isinstance(parsed, Reject):
-                        batch.rejects.append(parsed)
-                    else:
-                        batch.rows.append(parsed)
-                if len(batch.rows) >= size or len(batch.rejects) >= size:
+                batch.add(record, kind)
+                if batch.full(size):
                     batch.bytes_read = reader.bytes_read()
                     if not put(batch):
                         return
@@ -324,9 +341,9 @@ def _parsed_batches(reader: Reader, kind: Kind, size: int) -> Generator[ParsedBa
         worker.join()
 
 
-def _flush(ws: Workspace, kind: Kind, batch: list[Any], ctx: Context) -> list[Reject]:
+def _flush(engine: Engine, kind: Kind, batch: list[Any], ctx: Context) -> list[Reject]:
     """Write one batch in its own transaction; returns the rows rejected while writing."""
-    with ws.engine.begin() as conn:
+    with engine.begin() as conn:
         result = kind.write(conn, batch, ctx)
     ctx.report.imported += result.imported
     ctx.report.duplicates += result.duplicates
@@ -344,7 +361,8 @@ class Unit(Protocol):
 
 
 def _write_in_units(
-    ws: Workspace,
+    engine: Engine,
+    limit: int,
     kind: Any,
     batches: Iterator[ParsedBatch],
     ctx: Context,
@@ -357,7 +375,6 @@ def _write_in_units(
     writes them all, so the client still holds one batch at a time. The rejects of a unit's
     batches wait in a temporary file until the unit is written, then go to the reject file
     merged with the repeats found while writing, in line order."""
-    limit = ws.settings.import_commit_rows
     report = ctx.report
     done = object()
     it = iter(batches)
@@ -365,7 +382,7 @@ def _write_in_units(
     while parsed is not done:
         spool = _RejectSpool()
         try:
-            with ws.engine.begin() as conn:
+            with engine.begin() as conn:
                 unit: Unit = kind.unit(conn, ctx)
                 while parsed is not done:
                     report.read += parsed.read
