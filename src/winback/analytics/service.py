@@ -24,36 +24,10 @@ from winback.analytics.summary import Summary, Transactions, summary_data
 from winback.clock import Clock
 from winback.config import Settings
 from winback.store.repository import _conn
-from winback.store.schema import rfm_snapshots
+from winback.store.schema import contacts, rfm_snapshots
 from winback.store.types import sqlite_text
 
-#: Contact columns written by the analysis, with their SQL type for the staging table.
-ANALYTICS_COLUMNS: dict[str, str] = {
-    "rfm_r": "INTEGER",
-    "rfm_f": "INTEGER",
-    "rfm_m": "INTEGER",
-    "rfm_segment": "TEXT",
-    "p_alive": "DOUBLE PRECISION",
-    "expected_purchases_90d": "DOUBLE PRECISION",
-    "next_order_expected_at": "TIMESTAMPTZ",
-    "days_overdue": "DOUBLE PRECISION",
-    "expected_spend": "DOUBLE PRECISION",
-    "clv": "DOUBLE PRECISION",
-    "cluster": "INTEGER",
-    "cluster_label": "TEXT",
-    "analyzed_at": "TIMESTAMPTZ",
-}
 FETCH_CHUNK = 250_000
-
-MODEL_COLUMNS = (
-    "p_alive",
-    "expected_purchases_90d",
-    "next_order_expected_at",
-    "days_overdue",
-    "expected_spend",
-    "clv",
-    "analyzed_at",
-)
 
 
 class Analytics:
@@ -257,7 +231,9 @@ class Analytics:
         statement run while the staging table exists."""
         names = list(columns)
         rows = list(zip(ids.tolist(), *(columns[n] for n in names), strict=True))
-        types = ", ".join(f"{n} {ANALYTICS_COLUMNS[n] if self._pg else ''}".strip() for n in names)
+        types = ", ".join(
+            f"{n} {_staging_type(n, conn) if self._pg else ''}".strip() for n in names
+        )
         conn.exec_driver_sql("DROP TABLE IF EXISTS _wb_stage")
         key = "id BIGINT PRIMARY KEY" if self._pg else "id INTEGER PRIMARY KEY"  # rowid alias
         conn.exec_driver_sql(f"CREATE TEMP TABLE _wb_stage ({key}, {types})")
@@ -284,6 +260,11 @@ class Analytics:
             cur = raw.cursor()
             cur.executemany(f"INSERT INTO {table} ({cols}) VALUES ({marks})", rows)  # noqa: S608
             cur.close()
+
+
+def _staging_type(column: str, conn: Connection) -> str:
+    """The SQL type of a contacts column, for a staging table on this connection."""
+    return str(contacts.c[column].type.compile(dialect=conn.dialect))
 
 
 def _nullable(values: np.ndarray) -> list[Any]:

@@ -30,12 +30,14 @@ from winback.clock import Clock
 from winback.config import Settings
 from winback.errors import InvalidMapping, MissingColumns, NothingImported
 from winback.ingest.bulk import Dialect
+from winback.ingest.fields import FieldError
 from winback.ingest.readers import Reader, Record, open_reader, show_value
 from winback.ingest.rejects import RejectWriter, reject_path
 from winback.ingest.report import ImportReport
+from winback.ports import ByteProgress
 from winback.store.schema import imports
 
-Progress = Callable[[int, int], None]
+Progress = ByteProgress
 
 
 @dataclass
@@ -44,6 +46,32 @@ class Reject:
     field: str
     value: str
     reason: str
+
+
+class Refused(Exception):
+    """A field that cannot be used: the parser turns it into the row's :class:`Reject`."""
+
+    def __init__(self, field: str, reason: str, value: Any) -> None:
+        super().__init__(reason)
+        self.field, self.reason, self.value = field, reason, value
+
+
+_SAME = object()
+
+
+def parse_field(field: str, parse: Callable[[Any], Any], value: Any, *, shown: Any = _SAME) -> Any:
+    """``parse(value)``; a :class:`FieldError` refuses the row, showing ``shown`` (default:
+    the value)."""
+    try:
+        return parse(value)
+    except FieldError as e:
+        raise Refused(field, e.reason, value if shown is _SAME else shown) from None
+
+
+def required_field(field: str, value: Any, reason: str, shown: Any) -> Any:
+    if value is None:
+        raise Refused(field, reason, shown)
+    return value
 
 
 @dataclass
@@ -298,47 +326,61 @@ def _parsed_batches(reader: Reader, kind: Kind, size: int) -> Generator[ParsedBa
     waits in the queue (parsing is faster than writing, so one is enough to keep the writer
     busy), so memory stays bounded whatever the file size: the batch being written, the one
     waiting and the one being parsed."""
-    queue: Queue[Any] = Queue(maxsize=1)
-    stop = threading.Event()
-
-    def put(item: Any) -> bool:
-        while not stop.is_set():
-            try:
-                queue.put(item, timeout=0.1)
-                return True
-            except Full:
-                continue
-        return False
-
-    def produce() -> None:
-        try:
-            batch = ParsedBatch([], [], 0, 0)
-            for record in reader.records():
-                batch.add(record, kind)
-                if batch.full(size):
-                    batch.bytes_read = reader.bytes_read()
-                    if not put(batch):
-                        return
-                    batch = ParsedBatch([], [], 0, 0)
-            batch.bytes_read = reader.size
-            if put(batch):
-                put(_DONE)
-        except BaseException as exc:  # handed to the consumer, which re-raises it
-            put(exc)
-
-    worker = threading.Thread(target=produce, name="winback-import-parser", daemon=True)
+    handoff = _Handoff()
+    worker = threading.Thread(
+        target=_produce,
+        args=(reader, kind, size, handoff),
+        name="winback-import-parser",
+        daemon=True,
+    )
     worker.start()
     try:
         while True:
-            item = queue.get()
+            item = handoff.queue.get()
             if item is _DONE:
                 return
             if isinstance(item, BaseException):
                 raise item
             yield item
     finally:
-        stop.set()
+        handoff.stop.set()
         worker.join()
+
+
+class _Handoff:
+    """One slot between the parsing thread and the writer; ``put`` gives up once the writer
+    has ``stop`` set."""
+
+    def __init__(self) -> None:
+        self.queue: Queue[Any] = Queue(maxsize=1)
+        self.stop = threading.Event()
+
+    def put(self, item: Any) -> bool:
+        while not self.stop.is_set():
+            try:
+                self.queue.put(item, timeout=0.1)
+                return True
+            except Full:
+                continue
+        return False
+
+
+def _produce(reader: Reader, kind: Kind, size: int, handoff: _Handoff) -> None:
+    """Parse batches of ``size`` rows into ``handoff``, then :data:`_DONE` (or the error)."""
+    try:
+        batch = ParsedBatch([], [], 0, 0)
+        for record in reader.records():
+            batch.add(record, kind)
+            if batch.full(size):
+                batch.bytes_read = reader.bytes_read()
+                if not handoff.put(batch):
+                    return
+                batch = ParsedBatch([], [], 0, 0)
+        batch.bytes_read = reader.size
+        if handoff.put(batch):
+            handoff.put(_DONE)
+    except BaseException as exc:  # handed to the consumer, which re-raises it
+        handoff.put(exc)
 
 
 def _flush(engine: Engine, kind: Kind, batch: list[Any], ctx: Context) -> list[Reject]:
