@@ -493,12 +493,5 @@ def refresh_segments(
     stop: threading.Event | None = None,
     log: SliceLog | None = None,
 ) -> None:
-    """Refresh materialised segments first, when the segments feature is installed."""
-    facade = getattr(ws, "segments", None)
-    if facade is None:
-        try:
-            from winback.segments.service import Segments
-        except ImportError:
-            return
-        facade = Segments(ws)
-    facade.refresh(now, stop=stop, log=log)
+    """Refresh materialised segments first."""
+    ws.segments.refresh(now, stop=stop, log=log)
