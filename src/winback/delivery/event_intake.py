@@ -7,7 +7,7 @@
    commits share the next one). The request is answered once its entry is on disk: ``202``
    with the number of events accepted.
 2. **Apply.** The applier (one thread of the serving process) takes the oldest entries, as
-   many events as one write slice of about ``write_slice_ms`` holds, and writes them through
+   many events as one write slice of about :data:`APPLY_SLICE_MS` holds, and writes them through
    :func:`winback.delivery.inbound.ingest` (the single write path of contact activity) in
    one store transaction, then deletes them from the journal. Duplicates (an ``event_id``
    seen before, an order id recorded before) are decided here, by the store's unique keys:
@@ -67,8 +67,12 @@ _DATA_ERRORS = (
 
 #: Most events one store transaction of the applier takes (the pacer usually takes fewer).
 MAX_APPLY_EVENTS = 20_000
-#: Events of the applier's first transaction (then scaled to the write slice budget).
-FIRST_APPLY_EVENTS = 2_000
+#: Events of the applier's first transaction (then scaled to the slice budget).
+FIRST_APPLY_EVENTS = 500
+#: The applier's write slices aim at this many milliseconds (or ``write_slice_ms`` when
+#: shorter): other writers of the store (one-click unsubscribes, clicks) wait at most one
+#: slice, and longer ones did not apply events faster.
+APPLY_SLICE_MS = 50
 #: Seconds the applier sleeps when the journal is empty and nobody wakes it.
 IDLE_SECONDS = 1.0
 #: Seconds the applier waits after the store stayed busy, or after an unexpected error.
@@ -172,7 +176,9 @@ class EventIntake:
         self.queue: IngestQueue[Record, int] = IngestQueue(
             self._append_group, self._append_one, name="winback-event-journal"
         )
-        self.pacer = Pacer(delivery.ws.settings.write_slice_ms, first_rows=FIRST_APPLY_EVENTS)
+        self.pacer = Pacer(
+            min(delivery.ws.settings.write_slice_ms, APPLY_SLICE_MS), first_rows=FIRST_APPLY_EVENTS
+        )
         self._apply_lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()

@@ -200,15 +200,8 @@ class Tracker:
             at=self.ws.clock.now(),
         )
 
-        def write() -> None:
-            with self.ws.engine.begin() as conn:
-                unsubscribes.write(conn, self.ws.store, u)
-
-        try:
-            retry_transient(write)
-        except StoreBusy:
-            unsubscribes.keep(self.ws.path, u)
-            return ref
+        if not unsubscribes.record(self.ws, u):
+            return ref  # kept in the inbox: the store is busy
         try:  # the store is free now: what an earlier busy spell left in the inbox goes in
             unsubscribes.apply_pending_unsubscribes(self.ws)
         except StoreBusy:
