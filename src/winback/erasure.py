@@ -80,7 +80,8 @@ ERASED_COLUMNS = (
 
 
 def _pseudonymise_suppressions(conn: Connection, victims: Any) -> None:
-    from winback.delivery.worker.policies import HASHED_PREFIX, hashed_address, normalise_address
+    from winback.channels import normalise_address
+    from winback.delivery.worker.policies import HASHED_PREFIX, hashed_address
 
     addresses: dict[str, set[str]] = {"email": set(), "sms": set()}
     for email, phone in conn.execute(

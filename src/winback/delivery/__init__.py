@@ -88,9 +88,23 @@ class Delivery:
 
     # -- the worker --------------------------------------------------------------------------
     def worker(self, *, channels: Mapping[str, Channel] | None = None) -> DeliveryWorker:
+        """A delivery worker through ``channels`` (default: built from the settings)."""
+        from winback.delivery.channels import batched
+        from winback.delivery.channels.setup import build_channels
+        from winback.delivery.unsubscribes import apply_pending_unsubscribes
         from winback.delivery.worker import DeliveryWorker
 
-        return DeliveryWorker(self.ws, channels=channels)
+        ws = self.ws
+        if channels is None:
+            channels = build_channels(ws.settings, outbox=ws.path / "outbox")
+        return DeliveryWorker(
+            ws.engine,
+            ws.settings,
+            ws.clock,
+            {key: batched(channel) for key, channel in channels.items()},
+            TemplateRepository(ws.path / "templates"),
+            before_claim=lambda: apply_pending_unsubscribes(ws),
+        )
 
     @contextmanager
     def keep_connections(self) -> Iterator[None]:
@@ -130,7 +144,9 @@ class Delivery:
         worker = kept if kept is not None else self.worker(channels=channels)
         try:
             if channels is None and self.ws.settings.delivery_processes > 1:
-                return drain_parallel(worker, self.ws.settings.delivery_processes, stop=stop)
+                return drain_parallel(
+                    worker, self.ws.path, self.ws.settings.delivery_processes, stop=stop
+                )
             return worker.drain(stop=stop)
         finally:
             if channels is None and kept is None:

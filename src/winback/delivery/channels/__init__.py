@@ -2,57 +2,44 @@
 :class:`winback.ports.Channel` protocol (``send(OutboundMessage) -> provider id``, raising
 :class:`~winback.ports.DeliveryFailed`); the SMTP and HTTP channels also offer ``send_many``
 to send a batch over several connections, handing each outcome to the caller as it comes
-(:func:`send_each`). The delivery worker knows nothing of SMTP or HTTP."""
+(:func:`send_each`). Any other channel is sent through in turn (:class:`InTurn`). The delivery worker knows
+nothing of SMTP or HTTP."""
 
 from __future__ import annotations
 
 import itertools
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor, wait
-from dataclasses import dataclass
-from typing import Literal
+from concurrent.futures import Executor, Future, wait
 
-from winback.ports import Channel, DeliveryFailed, OutboundMessage
-
-Outcome = Literal["sent", "retry", "bounced", "failed"]
+from winback.ports import (
+    BatchChannel,
+    Channel,
+    DeliveryFailed,
+    Durable,
+    OnResult,
+    OutboundMessage,
+    Outcome,
+    SendResult,
+    StopSignal,
+)
 
 __all__ = [
+    "BatchChannel",
     "Channel",
     "DeliveryFailed",
     "Durable",
+    "InTurn",
     "NotRecorded",
     "OnResult",
     "OutboundMessage",
     "SendResult",
-    "result_of",
+    "StopSignal",
+    "batched",
     "gated",
+    "result_of",
     "send_each",
 ]
-
-
-@dataclass(slots=True)
-class SendResult:
-    """What the provider said. ``retry``: temporary (4xx, dropped connection); ``bounced``:
-    the address is permanently bad (5xx on the recipient); ``failed``: permanent, not the
-    address's fault."""
-
-    outcome: Outcome
-    detail: str = ""
-    provider_id: str | None = None
-    code: int | None = None
-    retry_after: float | None = None  # seconds the provider asked us to wait (Retry-After)
-
-    def raise_or_id(self) -> str | None:
-        """The :class:`~winback.ports.Channel` view: a provider id, or an exception."""
-        if self.outcome == "sent":
-            return self.provider_id
-        raise DeliveryFailed(
-            self.detail,
-            temporary=self.outcome == "retry",
-            bounced=self.outcome == "bounced",
-            code=self.code,
-        )
 
 
 def result_of(channel: Channel, message: OutboundMessage) -> SendResult:
@@ -64,16 +51,6 @@ def result_of(channel: Channel, message: OutboundMessage) -> SendResult:
         return SendResult(outcome, exc.detail, code=exc.code)
     except OSError as exc:
         return SendResult("retry", f"{type(exc).__name__}: {exc}")
-
-
-#: Returns once the outcome handed to an :data:`OnResult` is durable; raises when it could
-#: not be made so.
-Durable = Callable[[], None]
-
-#: Called with a message's index in the batch and its outcome, in the thread that sent it. It
-#: may return a :data:`Durable`, which that thread calls before its connection can have
-#: another message accepted.
-OnResult = Callable[[int, SendResult], Durable | None]
 
 
 class NotRecorded(Exception):
@@ -88,7 +65,7 @@ def send_each(
     messages: Sequence[OutboundMessage | None],
     send_one: Callable[[OutboundMessage, Durable | None], SendResult],
     on_result: OnResult | None = None,
-    stop: threading.Event | None = None,
+    stop: StopSignal | None = None,
 ) -> list[SendResult | None]:
     """Send a batch ``width`` at a time: each of ``width`` threads of ``pool`` (one per
     connection) takes the next message until none is left, with no future or queue hand-off
@@ -161,3 +138,48 @@ def gated(
         return send_one(msg)
 
     return send
+
+
+class InTurn:
+    """A :class:`~winback.ports.BatchChannel` over any :class:`~winback.ports.Channel`: the
+    batch is sent one message after the other, in the calling thread, each outcome made
+    durable before the next message is sent."""
+
+    def __init__(self, channel: Channel) -> None:
+        self.channel = channel
+
+    def send(self, message: OutboundMessage) -> str | None:
+        return self.channel.send(message)
+
+    def send_many(
+        self,
+        messages: Sequence[OutboundMessage | None],
+        on_result: OnResult | None = None,
+        stop: StopSignal | None = None,
+    ) -> list[SendResult | None]:
+        results: list[SendResult | None] = [None] * len(messages)
+        for i, msg in enumerate(messages):
+            if stop is not None and stop.is_set():
+                break
+            if msg is None:
+                continue
+            results[i] = result = result_of(self.channel, msg)
+            durable = on_result(i, result) if on_result is not None else None
+            if durable is not None:
+                durable()
+        return results
+
+    def submit(self, message: OutboundMessage) -> Future[SendResult]:
+        future: Future[SendResult] = Future()
+        future.set_result(result_of(self.channel, message))
+        return future
+
+    def close(self) -> None:
+        """Nothing to close: a plain channel holds no connections for the worker."""
+
+
+def batched(channel: Channel) -> BatchChannel:
+    """``channel`` itself when it sends batches, else the same channel sent through in turn."""
+    if isinstance(channel, BatchChannel):
+        return channel
+    return InTurn(channel)

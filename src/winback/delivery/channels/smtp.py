@@ -26,6 +26,7 @@ from winback.delivery.channels import (
     OnResult,
     OutboundMessage,
     SendResult,
+    StopSignal,
     send_each,
 )
 from winback.delivery.channels.ratelimit import TokenBucket, backoff
@@ -360,7 +361,7 @@ class SmtpChannel:
         self,
         messages: Sequence[OutboundMessage | None],
         on_result: OnResult | None = None,
-        stop: threading.Event | None = None,
+        stop: StopSignal | None = None,
     ) -> list[SendResult | None]:
         """Send a batch over the pooled connections, each connection's thread taking the next
         message and reporting each outcome to ``on_result`` before it sends another (see
