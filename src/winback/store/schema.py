@@ -25,6 +25,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
+from winback.channels import CONSENT_CHANNELS
 from winback.store.types import JSONDoc, UTCDateTime
 
 NAMING = {
@@ -38,7 +39,8 @@ metadata = MetaData(naming_convention=NAMING)
 # BIGINT primary keys that still autoincrement on SQLite (where only INTEGER does).
 BigId = BigInteger().with_variant(Integer(), "sqlite")
 
-CHANNELS = ("email", "sms", "push")
+#: The channels with a consent column on contacts.
+CHANNELS = CONSENT_CHANNELS
 
 contacts = Table(
     "contacts",
@@ -55,9 +57,7 @@ contacts = Table(
     Column("created_at", UTCDateTime),
     Column("attributes", JSONDoc, nullable=False, default=dict),
     # Current consent per channel (NULL: never stated). History in consent_log.
-    Column("email_consent", Boolean),
-    Column("sms_consent", Boolean),
-    Column("push_consent", Boolean),
+    *(Column(f"{channel}_consent", Boolean) for channel in CONSENT_CHANNELS),
     # Standard attributes, maintained incrementally as events arrive.
     Column("last_email_opened", UTCDateTime),
     Column("last_email_link_clicked", UTCDateTime),

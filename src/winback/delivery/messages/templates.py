@@ -48,6 +48,7 @@ from jinja2.environment import TemplateModule
 from jinja2.runtime import Macro, new_context
 from jinja2.sandbox import SandboxedEnvironment, SecurityError
 
+from winback.channels import CHANNEL_KINDS
 from winback.delivery.messages.htmltext import html_to_text
 from winback.errors import DefinitionError, NotFound, WinbackError
 from winback.store.schema import contacts
@@ -55,18 +56,8 @@ from winback.store.schema import contacts
 LIBRARY = Path(__file__).parent / "library"
 RECHECK_SECONDS = 1.0
 
-CHANNEL_FIELDS: dict[str, tuple[str, ...]] = {
-    "email": ("subject", "preheader", "html", "text"),
-    "sms": ("body",),
-    "push": ("title", "body", "url"),
-    "webhook": ("body",),
-}
-REQUIRED: dict[str, tuple[str, ...]] = {
-    "email": ("subject", "html"),
-    "sms": ("body",),
-    "push": ("body",),
-    "webhook": (),
-}
+CHANNEL_FIELDS: dict[str, tuple[str, ...]] = {k.name: k.fields for k in CHANNEL_KINDS}
+REQUIRED: dict[str, tuple[str, ...]] = {k.name: k.required for k in CHANNEL_KINDS}
 META_KEYS = ("channel", "description")
 FIELD_ORDER = ("subject", "preheader", "title", "html", "text", "body", "url")
 
