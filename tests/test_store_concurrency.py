@@ -627,7 +627,8 @@ def test_concurrent_unsubscribes_change_consent_once(workspace: Workspace) -> No
 def test_two_soft_bounces_at_once_reach_the_limit(workspace: Workspace) -> None:
     """With a limit of two, two soft bounces recorded at once (the second while the first
     has not committed) suppress the address: neither may count only itself."""
-    from winback.delivery.reports.parse import FeedbackIn, from_json, record
+    from winback.delivery.reports.parse import FeedbackIn, from_json
+    from winback.delivery.reports.record import record
 
     ws = workspace
     configure(ws, soft_bounce_limit=2)
