@@ -168,8 +168,17 @@ class Delivery:
     @property
     def tracker(self) -> Tracker:
         from winback.delivery.links.tracking import Tracker
+        from winback.delivery.unsubscribes import apply_pending_unsubscribes
 
-        return Tracker(self.ws)
+        ws = self.ws
+        return Tracker(
+            ws.engine,
+            ws.settings,
+            ws.clock,
+            ws.store,
+            folder=ws.path,
+            apply_pending=lambda: apply_pending_unsubscribes(ws),
+        )
 
     def ingest(
         self,
