@@ -13,9 +13,7 @@ from winback.channels import (
     kind_of,
     normalise_address,
 )
-from winback.delivery.channels import Durable, InTurn, OutboundMessage, SendResult, batched
 from winback.delivery.channels.setup import FILE_CHANNELS
-from winback.delivery.channels.smtp import SmtpChannel, parse_smtp_url
 from winback.delivery.messages.templates import CHANNEL_FIELDS, REQUIRED
 from winback.flows.models import Channel as FlowChannel
 from winback.flows.models import Entry, SuppressStep
@@ -51,37 +49,3 @@ def test_addresses_come_from_the_kind() -> None:
     assert kind_of("webhook:crm") is BY_NAME["webhook"] and kind_of("fax") is None
     assert normalise_address("email", " Ada@Example.com ") == "ada@example.com"
     assert normalise_address("sms", " +39 06 ") == "+39 06"
-
-
-class _Plain:
-    """A channel with ``send`` only."""
-
-    def __init__(self) -> None:
-        self.sent: list[str] = []
-
-    def send(self, message: OutboundMessage) -> str | None:
-        self.sent.append(message.dedup_key)
-        return f"id-{message.dedup_key}"
-
-
-def test_a_plain_channel_is_sent_through_in_turn() -> None:
-    plain = _Plain()
-    channel = batched(plain)
-    assert isinstance(channel, InTurn)
-    smtp = SmtpChannel(parse_smtp_url("smtp://127.0.0.1:1"), connections=1)
-    try:
-        assert batched(smtp) is smtp
-    finally:
-        smtp.close()
-    messages = [OutboundMessage(f"k{i}", i, "sms", None, to="+1") for i in range(3)]
-    reported: list[int] = []
-    durable: list[int] = []
-
-    def on_result(i: int, _result: SendResult) -> Durable | None:
-        reported.append(i)
-        return lambda: durable.append(i)
-
-    results = channel.send_many([messages[0], None, messages[2]], on_result)
-    assert [r.provider_id if r else None for r in results] == ["id-k0", None, "id-k2"]
-    assert reported == durable == [0, 2] and plain.sent == ["k0", "k2"]
-    assert channel.submit(messages[1]).result().provider_id == "id-k1"

@@ -179,7 +179,7 @@ def test_gmail_dsn_without_the_original_names_it_in_the_status_part(
 
 def test_soft_bounces_suppress_after_the_limit_within_the_window(workspace: Workspace) -> None:
     ws = workspace
-    configure(ws, soft_bounce_limit=2, soft_bounce_window_days=30)
+    ws = configure(ws, soft_bounce_limit=2, soft_bounce_window_days=30)
     msg = sent_message(ws, "c1", "full@example.com")
     now = ws.clock.now()
 

@@ -58,7 +58,7 @@ def _try_write_lock(ws: Workspace) -> bool:
 
 
 def _with_busy_timeout(ws: Workspace, seconds: float) -> None:
-    configure(ws, store_busy_timeout=seconds)
+    ws = configure(ws, store_busy_timeout=seconds)
     ws.close()  # the next use makes an engine with the new bound
 
 
@@ -358,7 +358,7 @@ def test_busy_store_answers_503_and_a_one_click_unsubscribe_is_kept(
         # The store is free again: the next delivery applies the kept unsubscribe first.
         add_message(ws, cid, "reactivation-2", key="second")
         with smtp_server() as (url, inbox, _):
-            configure(ws, smtp_url=url, quiet_hours="")
+            ws = configure(ws, smtp_url=url, quiet_hours="")
             report = ws.delivery.deliver_due()
         assert inbox.messages == []
         assert report.counts.get("sent", 0) == 0 and report.counts["skipped"] == 2
@@ -631,7 +631,7 @@ def test_two_soft_bounces_at_once_reach_the_limit(workspace: Workspace) -> None:
     from winback.delivery.reports.record import record
 
     ws = workspace
-    configure(ws, soft_bounce_limit=2)
+    ws = configure(ws, soft_bounce_limit=2)
     add_contact(ws, "c1", email="ada@example.com")
     policy = ws.delivery._report_policy()
 

@@ -91,7 +91,6 @@ class Delivery:
     # -- the worker --------------------------------------------------------------------------
     def worker(self, *, channels: Mapping[str, Channel] | None = None) -> DeliveryWorker:
         """A delivery worker through ``channels`` (default: built from the settings)."""
-        from winback.delivery.channels import batched
         from winback.delivery.channels.setup import build_channels
         from winback.delivery.unsubscribes import apply_pending_unsubscribes
         from winback.delivery.worker import DeliveryWorker
@@ -103,7 +102,7 @@ class Delivery:
             ws.engine,
             ws.settings,
             ws.clock,
-            {key: batched(channel) for key, channel in channels.items()},
+            channels,
             TemplateRepository(ws.path / "templates"),
             before_claim=lambda: apply_pending_unsubscribes(ws),
         )

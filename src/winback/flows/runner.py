@@ -176,7 +176,7 @@ def retry_delay(
     """Seconds to wait after ``failures`` failed attempts in a row: ``first`` doubled per
     failure up to ``cap``, then between half and all of it (jitter, so that processes that
     failed together do not retry together)."""
-    base = min(cap, first * 2 ** min(failures - 1, 30))
+    base = min(cap, first * 2.0 ** min(failures - 1, 30))
     return base * (0.5 + 0.5 * (rng or random).random())
 
 

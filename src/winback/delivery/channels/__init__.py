@@ -2,18 +2,16 @@
 :class:`winback.ports.Channel` protocol (``send(OutboundMessage) -> provider id``, raising
 :class:`~winback.ports.DeliveryFailed`); the SMTP and HTTP channels also offer ``send_many``
 to send a batch over several connections, handing each outcome to the caller as it comes
-(:func:`send_each`). Any other channel is sent through in turn (:class:`InTurn`). The delivery worker knows
-nothing of SMTP or HTTP."""
+(:func:`send_each`). The delivery worker knows nothing of SMTP or HTTP."""
 
 from __future__ import annotations
 
 import itertools
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor, Future, wait
+from concurrent.futures import Executor, wait
 
 from winback.ports import (
-    BatchChannel,
     Channel,
     DeliveryFailed,
     Durable,
@@ -22,35 +20,23 @@ from winback.ports import (
     Outcome,
     SendResult,
     StopSignal,
+    result_of,
 )
 
 __all__ = [
-    "BatchChannel",
     "Channel",
     "DeliveryFailed",
     "Durable",
-    "InTurn",
     "NotRecorded",
     "OnResult",
     "OutboundMessage",
+    "Outcome",
     "SendResult",
     "StopSignal",
-    "batched",
-    "gated",
     "result_of",
+    "gated",
     "send_each",
 ]
-
-
-def result_of(channel: Channel, message: OutboundMessage) -> SendResult:
-    """Send through any :class:`~winback.ports.Channel` and classify the outcome."""
-    try:
-        return SendResult("sent", "accepted", channel.send(message))
-    except DeliveryFailed as exc:
-        outcome: Outcome = "retry" if exc.temporary else "bounced" if exc.bounced else "failed"
-        return SendResult(outcome, exc.detail, code=exc.code)
-    except OSError as exc:
-        return SendResult("retry", f"{type(exc).__name__}: {exc}")
 
 
 class NotRecorded(Exception):
@@ -138,48 +124,3 @@ def gated(
         return send_one(msg)
 
     return send
-
-
-class InTurn:
-    """A :class:`~winback.ports.BatchChannel` over any :class:`~winback.ports.Channel`: the
-    batch is sent one message after the other, in the calling thread, each outcome made
-    durable before the next message is sent."""
-
-    def __init__(self, channel: Channel) -> None:
-        self.channel = channel
-
-    def send(self, message: OutboundMessage) -> str | None:
-        return self.channel.send(message)
-
-    def send_many(
-        self,
-        messages: Sequence[OutboundMessage | None],
-        on_result: OnResult | None = None,
-        stop: StopSignal | None = None,
-    ) -> list[SendResult | None]:
-        results: list[SendResult | None] = [None] * len(messages)
-        for i, msg in enumerate(messages):
-            if stop is not None and stop.is_set():
-                break
-            if msg is None:
-                continue
-            results[i] = result = result_of(self.channel, msg)
-            durable = on_result(i, result) if on_result is not None else None
-            if durable is not None:
-                durable()
-        return results
-
-    def submit(self, message: OutboundMessage) -> Future[SendResult]:
-        future: Future[SendResult] = Future()
-        future.set_result(result_of(self.channel, message))
-        return future
-
-    def close(self) -> None:
-        """Nothing to close: a plain channel holds no connections for the worker."""
-
-
-def batched(channel: Channel) -> BatchChannel:
-    """``channel`` itself when it sends batches, else the same channel sent through in turn."""
-    if isinstance(channel, BatchChannel):
-        return channel
-    return InTurn(channel)

@@ -35,7 +35,7 @@ from sqlalchemy import Engine
 
 from winback.clock import Clock
 from winback.config import Settings
-from winback.delivery.channels import BatchChannel
+from winback.delivery.channels import Channel
 from winback.delivery.links.tokens import TokenSigner
 from winback.delivery.messages.mime import domain_of
 from winback.delivery.messages.templates import TemplateRepository
@@ -84,7 +84,7 @@ class DeliveryWorker:
         engine: Engine,
         settings: Settings,
         clock: Clock,
-        channels: Mapping[str, BatchChannel],
+        channels: Mapping[str, Channel],
         templates: TemplateRepository,
         *,
         before_claim: Callable[[], object] | None = None,
@@ -92,7 +92,7 @@ class DeliveryWorker:
         self.engine = engine
         self.settings = settings
         self.clock = clock
-        self.channels: dict[str, BatchChannel] = dict(channels)
+        self.channels: dict[str, Channel] = dict(channels)
         self.templates = templates
         self.before_claim = before_claim
         self.domain = domain_of(settings.mail_from)

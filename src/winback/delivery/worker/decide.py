@@ -13,7 +13,7 @@ from sqlalchemy import Engine
 
 from winback.channels import kind_of, normalise_address
 from winback.config import Settings
-from winback.delivery.channels import BatchChannel, OutboundMessage
+from winback.delivery.channels import Channel, OutboundMessage
 from winback.delivery.coupons import CouponPoolExhausted, assign
 from winback.delivery.messages.context import ContactData, load_contacts
 from winback.delivery.messages.mime import domain_of, message_id_for
@@ -75,7 +75,7 @@ class Decider:
         self,
         engine: Engine,
         settings: Settings,
-        channels: Mapping[str, BatchChannel],
+        channels: Mapping[str, Channel],
         templates: TemplateRepository,
     ) -> None:
         self.engine = engine

@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from winback.delivery.channels import BatchChannel, Durable, OutboundMessage, SendResult
+from winback.delivery.channels import Channel, Durable, OutboundMessage, SendResult
 from winback.delivery.worker.decide import Decision
 from winback.delivery.worker.record import OutcomeRecorder, Settled
 from winback.ports import StopSignal
@@ -54,7 +54,7 @@ class BatchSender:
 
     def __init__(
         self,
-        channels: Mapping[str, BatchChannel],
+        channels: Mapping[str, Channel],
         recorder: OutcomeRecorder,
         batch: Batch,
         stop: StopSignal | None,
