@@ -9,7 +9,7 @@ import pytest
 
 from tests.delivery_support import add_contact, add_message, configure, outbox_row, smtp_server
 from winback.clock import FixedClock
-from winback.delivery.policies import (
+from winback.delivery.worker.policies import (
     Cap,
     cap_next_allowed,
     parse_cap,

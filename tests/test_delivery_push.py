@@ -25,7 +25,7 @@ from tests.delivery_support import (
     reply_json,
 )
 from winback.delivery.channels.http import load_providers
-from winback.delivery.mime import message_id_for
+from winback.delivery.messages.mime import message_id_for
 from winback.errors import InvalidSetting
 from winback.store.schema import contacts, suppressions
 from winback.workspace import Workspace

@@ -19,9 +19,9 @@ from typer.testing import CliRunner
 from tests.delivery_support import add_contact, add_message, configure
 from tests.web_support import running_service
 from winback.cli import app
-from winback.delivery.mime import domain_of, message_id_for
-from winback.delivery.reports import InvalidReportFile, parse_report
-from winback.delivery.tokens import TokenSigner
+from winback.delivery.links.tokens import TokenSigner
+from winback.delivery.messages.mime import domain_of, message_id_for
+from winback.delivery.reports.parse import InvalidReportFile, parse_report
 from winback.errors import UnreadableFile
 from winback.store.schema import consent_log, contacts, events, outbox, report_rejects, suppressions
 from winback.workspace import Workspace

@@ -14,8 +14,8 @@ from sqlalchemy import select
 
 from tests.delivery_support import add_contact, add_message, configure, outbox_row, smtp_server
 from winback.delivery.channels.smtp import parse_smtp_url
-from winback.delivery.mime import message_id_for
-from winback.delivery.tokens import TokenSigner
+from winback.delivery.links.tokens import TokenSigner
+from winback.delivery.messages.mime import message_id_for
 from winback.errors import InvalidSetting
 from winback.store.schema import contacts, events, orders, suppressions
 from winback.workspace import Workspace
@@ -233,7 +233,7 @@ def test_demo_smtp_sink_writes_eml_files(sqlite_workspace: Workspace, tmp_path: 
     import email
     import email.policy
 
-    from winback.delivery.demo_sink import demo_smtp_sink
+    from winback.delivery.channels.demo_sink import demo_smtp_sink
 
     ws = sqlite_workspace
     cid = add_contact(ws, "c1", email="ada@example.com", first_name="Ada")
@@ -254,7 +254,7 @@ def test_non_ascii_subject_is_encoded_words_that_decode_back(subject: str) -> No
     from email import message_from_bytes, policy
     from email.header import decode_header, make_header
 
-    from winback.delivery.mime import build_email
+    from winback.delivery.messages.mime import build_email
 
     data = build_email(
         from_addr="shop@example.com",

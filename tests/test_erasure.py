@@ -21,7 +21,7 @@ from tests.flows.helpers import (
     set_contact,
 )
 from winback.cli import app
-from winback.delivery.policies import hashed_address, suppressed_addresses
+from winback.delivery.worker.policies import hashed_address, suppressed_addresses
 from winback.erasure import erasure_log
 from winback.store.schema import (
     consent_log,

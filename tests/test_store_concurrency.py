@@ -24,7 +24,7 @@ from tests.delivery_support import add_contact, add_message, configure, smtp_ser
 from tests.web_support import running_service
 from winback.delivery.coupons import assign
 from winback.delivery.inbound import EventIn
-from winback.delivery.tokens import TokenSigner
+from winback.delivery.links.tokens import TokenSigner
 from winback.delivery.unsubscribes import (
     Unsubscribe,
     apply_pending_unsubscribes,
@@ -627,7 +627,7 @@ def test_concurrent_unsubscribes_change_consent_once(workspace: Workspace) -> No
 def test_two_soft_bounces_at_once_reach_the_limit(workspace: Workspace) -> None:
     """With a limit of two, two soft bounces recorded at once (the second while the first
     has not committed) suppress the address: neither may count only itself."""
-    from winback.delivery.reports import FeedbackIn, from_json, record
+    from winback.delivery.reports.parse import FeedbackIn, from_json, record
 
     ws = workspace
     ws = configure(ws, soft_bounce_limit=2)

@@ -78,7 +78,7 @@ ERASED_COLUMNS = (
 
 
 def _pseudonymise_suppressions(conn: Connection, victims: Any) -> None:
-    from winback.delivery.policies import HASHED_PREFIX, hashed_address
+    from winback.delivery.worker.policies import HASHED_PREFIX, hashed_address
 
     rows = _suppressions_of(conn, victims)
     if not rows:
@@ -111,7 +111,7 @@ def _pseudonymise_suppressions(conn: Connection, victims: Any) -> None:
 def _suppressions_of(conn: Connection, victims: Any) -> dict[int, tuple[str, str]]:
     """The suppressions (id -> channel, address) of the contacts and of their email
     addresses and phone numbers."""
-    from winback.delivery.policies import normalise_address
+    from winback.delivery.worker.policies import normalise_address
 
     addresses: dict[str, set[str]] = {"email": set(), "sms": set()}
     for email, phone in conn.execute(

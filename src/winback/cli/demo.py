@@ -148,7 +148,7 @@ def deliver_reactivation(ws: Workspace) -> Path:
     local SMTP server that writes each message it receives to ``<workspace>/mailbox``."""
     from datetime import timedelta
 
-    from winback.delivery.demo_sink import demo_smtp_sink
+    from winback.delivery.channels.demo_sink import demo_smtp_sink
     from winback.flows.runner import run_once
 
     console.rule("[bold]7. Reactivation flow, delivered by SMTP")

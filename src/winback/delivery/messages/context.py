@@ -81,8 +81,8 @@ def render_context(
     unsubscribe_url: str = "",
     feedback_url: str = "",
 ) -> dict[str, Any]:
-    """The variables a template sees (see :data:`winback.delivery.templates.VARIABLES`)."""
-    from winback.delivery.templates import CONTACT_FIELDS
+    """The variables a template sees (see :data:`winback.delivery.messages.templates.VARIABLES`)."""
+    from winback.delivery.messages.templates import CONTACT_FIELDS
 
     person = dict.fromkeys(CONTACT_FIELDS)
     person.update(data.contact)
