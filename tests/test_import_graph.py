@@ -38,8 +38,8 @@ def _type_checking(test: ast.expr) -> bool:
 def _imports(node: ast.AST) -> Iterator[ast.Import | ast.ImportFrom]:
     """Every import statement under ``node`` that can run (not under TYPE_CHECKING)."""
     if isinstance(node, ast.If) and _type_checking(node.test):
-        for child in node.orelse:
-            yield from _imports(child)
+        for other in node.orelse:
+            yield from _imports(other)
         return
     if isinstance(node, ast.Import | ast.ImportFrom):
         yield node
