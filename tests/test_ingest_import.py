@@ -477,7 +477,7 @@ def test_cdnow_sample(workspace: Workspace) -> None:
             .mappings()
             .one()
         )
-    assert Decimal(total).quantize(Decimal("0.01")) == Decimal("244091.94")
+    assert total is not None and Decimal(total).quantize(Decimal("0.01")) == Decimal("244091.94")
     assert first["ordered_at"] == datetime(1997, 1, 1, tzinfo=UTC) and first["currency"] == "USD"
     assert workspace.imports.cdnow(sample=True).duplicates == 6919
 
