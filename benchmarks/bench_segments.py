@@ -362,6 +362,7 @@ def _raw_transaction(ws: Workspace) -> Iterator[Any]:
     from ids read in the same transaction)."""
     with ws.engine.connect() as conn:
         driver = conn.connection.driver_connection
+        assert driver is not None
         sqlite = not _pg(ws)
         if sqlite:
             driver.execute(f"PRAGMA cache_size={-1024 * ws.settings.segments_cache_mb}")

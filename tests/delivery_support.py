@@ -179,6 +179,7 @@ def add_message(
                 created_at=now,
             )
         )
+        assert result.inserted_primary_key is not None
         return int(result.inserted_primary_key[0])
 
 

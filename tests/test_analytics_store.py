@@ -72,14 +72,14 @@ def test_analyze_round_trip(workspace: Workspace) -> None:
         assert row["next_order_expected_at"].tzinfo is not None
         assert row["cluster_label"] and row["analyzed_at"] == clock.now()
         assert row["clv"] > 0 and row["expected_spend"] > 0
-        counts = dict(
+        counts: dict[date, int] = dict(
             conn.execute(
                 select(rfm_snapshots.c.snapshot_date, func.count()).group_by(
                     rfm_snapshots.c.snapshot_date
                 )
             ).all()
         )
-        dist = dict(
+        dist: dict[str | None, int] = dict(
             conn.execute(
                 select(contacts.c.rfm_segment, func.count()).group_by(contacts.c.rfm_segment)
             ).all()

@@ -295,7 +295,7 @@ def test_kill_9_at_random_moments_duplicates_at_most_one_message_per_connection(
     rng = random.Random(seed)
     _backlog(ws, n)
     lease = ws.settings.delivery_lease_seconds
-    settings = {
+    settings: dict[str, Any] = {
         "smtp_connections": connections,
         "delivery_batch_size": 150,
         "delivery_max_attempts": 50,  # a row claimed at every kill is still resent
@@ -355,6 +355,10 @@ class _Failing:
         self.inner, self.after, self.error, self.stop = inner, after, error, stop
         self.reported = 0
         self.lock = threading.Lock()
+
+    def send(self, message: OutboundMessage) -> str | None:
+        provider_id: str | None = self.inner.send(message)
+        return provider_id
 
     def send_many(
         self,

@@ -660,8 +660,12 @@ def test_two_soft_bounces_at_once_reach_the_limit(workspace: Workspace) -> None:
 def test_concurrent_coupon_assignment_gives_each_message_one_code(workspace: Workspace) -> None:
     ws = workspace
     ids = [add_contact(ws, f"c{i}") for i in range(6)]
-    generated = [(add_message(ws, cid, key=f"g{cid}"), cid, None) for cid in ids]
-    pooled = [(add_message(ws, cid, key=f"p{cid}"), cid, "vip") for cid in ids]
+    generated: list[tuple[int, int, str | None]] = [
+        (add_message(ws, cid, key=f"g{cid}"), cid, None) for cid in ids
+    ]
+    pooled: list[tuple[int, int, str | None]] = [
+        (add_message(ws, cid, key=f"p{cid}"), cid, "vip") for cid in ids
+    ]
     with ws.engine.begin() as conn:
         conn.execute(
             coupons.insert(),
