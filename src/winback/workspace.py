@@ -138,7 +138,7 @@ class Workspace:
 
     @cached_property
     def analytics(self) -> Analytics:
-        """RFM, purchase and spend models, clusters and base health (issue #3)."""
+        """RFM, purchase and spend models, clusters and base health."""
         from winback.analytics.service import Analytics
 
         return Analytics(self)
