@@ -16,6 +16,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Sequence
+from concurrent.futures import Future
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
@@ -359,6 +360,10 @@ class _Failing:
     def send(self, message: OutboundMessage) -> str | None:
         provider_id: str | None = self.inner.send(message)
         return provider_id
+
+    def submit(self, message: OutboundMessage) -> Future[SendResult]:
+        future: Future[SendResult] = self.inner.submit(message)
+        return future
 
     def send_many(
         self,
