@@ -23,7 +23,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, Engine, select
 
 from winback.delivery.records import record_events, suppress
 from winback.store.busy import StoreBusy, retry_transient
@@ -116,22 +116,25 @@ def write(conn: Connection, store: Store, u: Unsubscribe) -> bool:
 WAIT_SECONDS = 0.25
 
 
-def record(workspace: Workspace, u: Unsubscribe, *, wait: float = WAIT_SECONDS) -> bool:
+def record(
+    engine: Engine, store: Store, folder: Path, u: Unsubscribe, *, wait: float = WAIT_SECONDS
+) -> bool:
     """Write ``u`` to the store if the store can be had within ``wait`` seconds (True);
-    otherwise keep it in the inbox (False). Either way it is recorded when this returns."""
+    otherwise keep it in the inbox of the workspace in ``folder`` (False). Either way it is
+    recorded when this returns."""
     from winback.store.engine import SQLiteConnection
 
     def apply() -> None:
-        with workspace.engine.connect() as conn:
+        with engine.connect() as conn:
             if isinstance(conn, SQLiteConnection):
                 conn.busy_timeout = min(wait, conn.busy_timeout)
             with conn.begin():
-                write(conn, workspace.store, u)
+                write(conn, store, u)
 
     try:
         retry_transient(apply)
     except StoreBusy:
-        keep(workspace.path, u)
+        keep(folder, u)
         return False
     return True
 
