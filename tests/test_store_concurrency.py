@@ -182,26 +182,27 @@ def test_writers_of_one_process_take_turns_with_a_writer_in_back_to_back_slices(
 def test_the_wait_at_the_gate_counts_against_the_bounded_wait(
     sqlite_workspace: Workspace,
 ) -> None:
-    """A writer that queued 0.5 s behind another of its process waits for other processes
-    only what is left of ``store_busy_timeout``, not the whole of it again."""
-    ws = sqlite_workspace
-    ws = _with_busy_timeout(ws, 2)
-    holding = threading.Event()
+    """Another process holds the store. A writer that queued 0.5 s at the gate behind another
+    of its process waits for the other process only what is left of ``store_busy_timeout``,
+    not the whole of it again."""
+    ws = _with_busy_timeout(sqlite_workspace, 1)
+    outcomes: list[tuple[str, float]] = []
 
-    def other() -> None:
-        with ws.engine.begin():
-            holding.set()
-            time.sleep(0.5)
+    def write(name: str) -> None:
+        started = time.monotonic()
+        with pytest.raises(StoreBusy), ws.engine.begin():
+            pass
+        outcomes.append((name, time.monotonic() - started))
 
-    thread = threading.Thread(target=other)
-    thread.start()
-    assert holding.wait(5)
-    with ws.engine.begin() as conn:
-        left = conn.exec_driver_sql("PRAGMA busy_timeout").scalar_one()
-    thread.join()
-    assert 1000 <= left <= 1600
-    with ws.engine.begin() as conn:
-        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar_one() == 2000
+    with _store_locked(ws):
+        first = threading.Thread(target=write, args=("first",))
+        first.start()
+        time.sleep(0.5)  # the first writer holds the gate, waiting for the other process
+        write("second")
+        first.join()
+    waits = dict(outcomes)
+    assert 0.9 <= waits["first"] <= 1.4
+    assert 0.9 <= waits["second"] <= 1.4, waits  # 0.5 s at the gate, then 0.5 s for SQLite
 
 
 def test_a_connection_dropped_inside_a_write_does_not_keep_the_gate(
