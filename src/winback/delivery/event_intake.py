@@ -203,7 +203,7 @@ class EventIntake:
         now = self._delivery.ws.clock.now()
         validate(items, now)
         payload = [e.model_dump(mode="json", exclude_none=True) for e in items]
-        body = json.dumps({"events": payload}, ensure_ascii=False).encode("utf-8", "surrogatepass")
+        body = json.dumps({"events": payload}).encode("ascii")
         return self._submit(Record(now, True, len(items), body))
 
     def _submit(self, record: Record) -> Future[int]:
