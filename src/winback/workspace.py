@@ -120,7 +120,13 @@ class Workspace:
         """Flow files, their state in the store, ticks and inspection."""
         from winback.flows.service import Flows
 
-        return Flows(self)
+        return Flows(
+            self.engine,
+            home=self.path,
+            settings=self.settings,
+            clock=self.clock,
+            segments=self.segments,
+        )
 
     @cached_property
     def imports(self) -> Imports:
