@@ -7,6 +7,7 @@ import json
 from datetime import UTC, datetime
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -22,10 +23,11 @@ from winback.workspace import Workspace
 runner = CliRunner()
 
 
-def run_json(*args: str) -> dict:
+def run_json(*args: str) -> dict[str, Any]:
     result = runner.invoke(app, list(args))
     assert result.exit_code == 0, result.output
-    return json.loads(result.stdout)
+    data: dict[str, Any] = json.loads(result.stdout)
+    return data
 
 
 def test_models_fit_on_orders_file_json() -> None:
@@ -131,7 +133,7 @@ def test_clusters_are_deterministic_and_described() -> None:
 @pytest.mark.slow
 def test_fixed_clock_reference(sqlite_workspace: Workspace) -> None:
     load_cdnow(sqlite_workspace)
-    sqlite_workspace.clock = FixedClock(datetime(1997, 3, 31, tzinfo=UTC))
-    r = sqlite_workspace.analytics.analyze(holdout=False).report
+    ws = sqlite_workspace.replace(clock=FixedClock(datetime(1997, 3, 31, tzinfo=UTC)))
+    r = ws.analytics.analyze(holdout=False).report
     assert str(r["reference_date"]) == "1997-03-31"
     assert r["orders"] < 6919  # later orders are ignored

@@ -25,7 +25,7 @@ from tests.delivery_support import (
     reply_json,
 )
 from winback.delivery.channels.http import load_providers
-from winback.delivery.mime import message_id_for
+from winback.delivery.messages.mime import message_id_for
 from winback.errors import InvalidSetting
 from winback.store.schema import contacts, suppressions
 from winback.workspace import Workspace
@@ -85,8 +85,8 @@ def _push_template(ws: Workspace) -> None:
     )
 
 
-def _fcm(ws: Workspace, url: str, **extra: Any) -> None:
-    configure(
+def _fcm(ws: Workspace, url: str, **extra: Any) -> Workspace:
+    return configure(
         ws,
         quiet_hours="",
         providers={
@@ -127,7 +127,7 @@ def test_fcm_preset_body_headers_retry_and_unregistered(
     }
     monkeypatch.setenv("TEST_FCM_TOKEN", "ya29.test-token")
     with fcm_server(script) as (url, received):
-        _fcm(ws, url, access_token="${TEST_FCM_TOKEN}", max_attempts=2)
+        ws = _fcm(ws, url, access_token="${TEST_FCM_TOKEN}", max_attempts=2)
         ids = {
             who: add_message(
                 ws, cid, "push-back", channel="push", key=f"p-{who}", payload={"data": {"n": 1}}
@@ -185,7 +185,7 @@ def test_fcm_token_file_is_reread_and_404_without_unregistered_is_not_a_bounce(
     token_file = tmp_path / "fcm-token"
     token_file.write_text("ya29.test-token\n", encoding="utf-8")
     with fcm_server({"t1": [(404, {"error": {"status": "NOT_FOUND"}})]}) as (url, received):
-        _fcm(ws, url, access_token_file=str(token_file))
+        ws = _fcm(ws, url, access_token_file=str(token_file))
         first = add_message(ws, cid, "push-back", channel="push", key="k1")
         ws.delivery.deliver_due()
         second = add_message(
@@ -205,7 +205,7 @@ def test_webpush_gateway_preset_410_gone_is_a_bounce(sqlite_workspace: Workspace
         ws, "a", first_name="Ada", push_consent=True, attributes={"push_token": "sub-1"}
     )
     with fcm_server({"sub-1": [(410, {"error": "gone"})]}) as (url, received):
-        configure(
+        ws = configure(
             ws,
             quiet_hours="",
             providers={

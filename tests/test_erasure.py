@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import func, insert, select
 from typer.testing import CliRunner
@@ -21,7 +22,7 @@ from tests.flows.helpers import (
     set_contact,
 )
 from winback.cli import app
-from winback.delivery.policies import hashed_address, suppressed_addresses
+from winback.delivery.worker.policies import hashed_address, suppressed_addresses
 from winback.erasure import erasure_log
 from winback.store.schema import (
     consent_log,
@@ -40,7 +41,7 @@ DAY = timedelta(days=1)
 HOUR = timedelta(hours=1)
 
 
-def contact(ws: Workspace, cid: int) -> dict[str, object]:
+def contact(ws: Workspace, cid: int) -> dict[str, Any]:
     with ws.engine.connect() as conn:
         return dict(conn.execute(select(contacts).where(contacts.c.id == cid)).mappings().one())
 
@@ -76,7 +77,8 @@ def test_contacts_delete_erases_keeps_orders_and_blocks_reimport(
         )
     with ws.engine.begin() as conn:
         fid = conn.execute(
-            insert(flows).values(
+            insert(flows)
+            .values(
                 key="other",
                 name="Other",
                 definition={},
@@ -84,7 +86,8 @@ def test_contacts_delete_erases_keeps_orders_and_blocks_reimport(
                 status="enabled",
                 updated_at=T0,
             )
-        ).inserted_primary_key[0]
+            .returning(flows.c.id)
+        ).scalar_one()
         for who in (cid, keep):
             conn.execute(
                 insert(flow_entries).values(
@@ -202,7 +205,7 @@ def test_contacts_delete_erases_keeps_orders_and_blocks_reimport(
         }
         assert suppressed_addresses(conn, [("email", "cy@example.com")]) == set()
     message = add_message(ws, newcomer, key="m3")
-    configure(ws, smtp_url="smtp://127.0.0.1:1")  # decided only: nothing is sent
+    ws = configure(ws, smtp_url="smtp://127.0.0.1:1")  # decided only: nothing is sent
     worker = ws.delivery.worker()
     try:
         decided = {int(d.row["id"]): d for d in worker.decide(worker.claim(ws.clock.now()), T0)}

@@ -169,14 +169,7 @@ def test_batches_and_same_instant_idempotence(sqlite_workspace: Workspace) -> No
     ws = sqlite_workspace
     people = make_contacts(ws, 250, at=T0)
     write_flow(ws, "waiting", WAITING)
-    flows = Flows(
-        ws.engine,
-        home=ws.path,
-        settings=ws.settings,
-        clock=ws.clock,
-        segments=ws.segments,
-        batch_size=7,
-    )
+    flows = Flows(ws.engine, ws.settings, ws.clock, ws.path, segments=ws.segments, batch_size=7)
     flows.enable("waiting", now=T0)
     ws.store.add_tag(people, "go", at=T0, source="test")
     first = flows.tick(T0)
@@ -267,14 +260,7 @@ def test_a_tick_runs_its_batches_on_one_connection_and_checkpoints_once(
     ws = sqlite_workspace
     people = make_contacts(ws, 60, at=T0)
     write_flow(ws, "waiting", WAITING)
-    flows = Flows(
-        ws.engine,
-        home=ws.path,
-        settings=ws.settings,
-        clock=ws.clock,
-        segments=ws.segments,
-        batch_size=7,
-    )
+    flows = Flows(ws.engine, ws.settings, ws.clock, ws.path, segments=ws.segments, batch_size=7)
     flows.enable("waiting", now=T0)
     ws.store.add_tag(people, "go", at=T0, source="test")
     seen: list[tuple[int, int]] = []

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection, func, select
 
 from winback.delivery.channels import Channel, OutboundMessage, SendResult
-from winback.delivery.templates import (
+from winback.delivery.messages.templates import (
     VARIABLES,
     Problem,
     Rendered,
@@ -31,8 +31,10 @@ if TYPE_CHECKING:
     from winback.delivery.apikeys import KeyRing
     from winback.delivery.event_intake import EventIntake
     from winback.delivery.inbound import EventIn, IngestResult
-    from winback.delivery.reports import FeedbackIn, Policy, ReportResult
-    from winback.delivery.tracking import Tracker
+    from winback.delivery.links.tracking import Tracker
+    from winback.delivery.reports import ProviderReports
+    from winback.delivery.reports.parse import FeedbackIn
+    from winback.delivery.reports.record import ReportResult
     from winback.delivery.worker import BatchReport, DeliveryWorker
     from winback.workspace import Workspace
 
@@ -67,8 +69,8 @@ class Delivery:
 
     def preview(self, name: str, customer_id: str) -> Rendered:
         """Render template ``name`` for one contact, as it would go out (links unsigned)."""
-        from winback.delivery.context import load_contacts, render_context
-        from winback.delivery.tokens import TokenSigner
+        from winback.delivery.links.tokens import TokenSigner
+        from winback.delivery.messages.context import load_contacts, render_context
 
         contact_id = self.ws.store.contact_id(customer_id)
         with self.ws.engine.connect() as conn:
@@ -88,9 +90,22 @@ class Delivery:
 
     # -- the worker --------------------------------------------------------------------------
     def worker(self, *, channels: Mapping[str, Channel] | None = None) -> DeliveryWorker:
+        """A delivery worker through ``channels`` (default: built from the settings)."""
+        from winback.delivery.channels.setup import build_channels
+        from winback.delivery.unsubscribes import apply_pending_unsubscribes
         from winback.delivery.worker import DeliveryWorker
 
-        return DeliveryWorker(self.ws, channels=channels)
+        ws = self.ws
+        if channels is None:
+            channels = build_channels(ws.settings, outbox=ws.path / "outbox")
+        return DeliveryWorker(
+            ws.engine,
+            ws.settings,
+            ws.clock,
+            channels,
+            TemplateRepository(ws.path / "templates"),
+            before_claim=lambda: apply_pending_unsubscribes(ws),
+        )
 
     @contextmanager
     def keep_connections(self) -> Iterator[None]:
@@ -120,7 +135,7 @@ class Delivery:
         also marks coupons redeemed by orders that arrived since (imports included). When
         ``stop`` is set, this process's worker ends its batch early: the messages not yet on
         the wire go back to ``pending``."""
-        from winback.delivery.parallel import drain_parallel
+        from winback.delivery.worker.parallel import drain_parallel
 
         kept: DeliveryWorker | None = None
         if channels is None and self._keeping:
@@ -130,7 +145,9 @@ class Delivery:
         worker = kept if kept is not None else self.worker(channels=channels)
         try:
             if channels is None and self.ws.settings.delivery_processes > 1:
-                return drain_parallel(worker, self.ws.settings.delivery_processes, stop=stop)
+                return drain_parallel(
+                    worker, self.ws.path, self.ws.settings.delivery_processes, stop=stop
+                )
             return worker.drain(stop=stop)
         finally:
             if channels is None and kept is None:
@@ -149,9 +166,18 @@ class Delivery:
     # -- inbound -----------------------------------------------------------------------------
     @property
     def tracker(self) -> Tracker:
-        from winback.delivery.tracking import Tracker
+        from winback.delivery.links.tracking import Tracker
+        from winback.delivery.unsubscribes import apply_pending_unsubscribes
 
-        return Tracker(self.ws)
+        ws = self.ws
+        return Tracker(
+            ws.engine,
+            ws.settings,
+            ws.clock,
+            ws.store,
+            folder=ws.path,
+            apply_pending=lambda: apply_pending_unsubscribes(ws),
+        )
 
     def ingest(
         self,
@@ -192,23 +218,10 @@ class Delivery:
             self.keyring.close()
 
     # -- provider reports (feedback loops, DSNs) --------------------------------------------
-    def _report_policy(self) -> Policy:
-        from datetime import timedelta
+    def _reports(self) -> ProviderReports:
+        from winback.delivery.reports import ProviderReports, policy_of
 
-        from winback.delivery.reports import Policy
-        from winback.delivery.tokens import TokenSigner
-
-        signer = TokenSigner(self.ws.settings.secret_key) if self.ws.settings.secret_key else None
-
-        def verify(token: str) -> tuple[int, int] | None:
-            found = signer.verify("u", token) if signer is not None else None
-            return (found.message, found.contact) if found is not None else None
-
-        return Policy(
-            soft_limit=self.ws.settings.soft_bounce_limit,
-            soft_window=timedelta(days=self.ws.settings.soft_bounce_window_days),
-            verify_token=verify,
-        )
+        return ProviderReports(self.ws.engine, self.ws.clock, policy_of(self.ws.settings))
 
     def import_reports(
         self, paths: Sequence[Path], *, progress: Callable[[int, int], None] | None = None
@@ -216,61 +229,18 @@ class Delivery:
         """Read ARF complaint and DSN bounce reports from .eml files, mbox files and folders
         (streamed), and apply them (see :mod:`winback.delivery.reports`). Every file is
         checked before anything is written."""
-        from winback.delivery import reports as r
-
-        files = r.report_files(list(paths))
-        policy = self._report_policy()
-        total = r.ReportResult()
-        for n, (path, kind) in enumerate(files, 1):
-            batch: list[tuple[str, bytes]] = []
-            for item in r.read_messages(path, kind):
-                batch.append(item)
-                if len(batch) >= r.BATCH:
-                    total.add(self._apply_raw(batch, policy))
-                    batch = []
-            if batch:
-                total.add(self._apply_raw(batch, policy))
-            if progress is not None:
-                progress(n, len(files))
-        return total
-
-    def _apply_raw(self, batch: list[tuple[str, bytes]], policy: Policy) -> ReportResult:
-        from winback.delivery.reports import ReportResult, process_raw
-        from winback.store.busy import retry_transient
-
-        def write() -> ReportResult:
-            out = ReportResult()
-            with self.ws.engine.begin() as conn:
-                now = self.ws.clock.now()
-                for source, raw in batch:
-                    out.add(process_raw(conn, raw, source=source, now=now, policy=policy))
-            return out
-
-        return retry_transient(write)
+        return self._reports().import_files(paths, progress=progress)
 
     def record_report(self, raw: bytes, *, source: str = "http") -> ReportResult:
         """Apply one raw report email (ARF or DSN); unparseable ones go to the reject list."""
-        return self._apply_raw([(source, raw)], self._report_policy())
+        return self._reports().apply_raw([(source, raw)])
 
     def record_feedback(self, items: Sequence[FeedbackIn]) -> ReportResult:
         """Apply reports in the JSON form."""
-        from winback.delivery.reports import from_json, record
-        from winback.store.busy import retry_transient
-
-        reports = [from_json(i) for i in items]
-        policy = self._report_policy()
-
-        def write() -> ReportResult:
-            with self.ws.engine.begin() as conn:
-                return record(conn, reports, now=self.ws.clock.now(), policy=policy)
-
-        return retry_transient(write)
+        return self._reports().apply_json(items)
 
     def report_rejects(self) -> list[dict[str, Any]]:
-        from winback.delivery.reports import rejects
-
-        with self.ws.engine.connect() as conn:
-            return rejects(conn)
+        return self._reports().rejects()
 
     # -- api keys ----------------------------------------------------------------------------
     def create_api_key(self, name: str) -> str:

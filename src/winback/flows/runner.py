@@ -121,17 +121,19 @@ class PassReport:
     delivery: DeliveryReport
 
 
-def use_sink(ws: Workspace, sink: str | None) -> None:
-    """Override ``delivery_sink`` (``auto``, ``file`` or ``channels``) for this workspace."""
-    if sink is not None and sink != ws.settings.delivery_sink:
-        ws.settings = ws.settings.model_copy(update={"delivery_sink": sink})
+def with_sink(ws: Workspace, sink: str | None) -> Workspace:
+    """The workspace, or one on the same store whose ``delivery_sink`` is ``sink``
+    (``auto``, ``file`` or ``channels``)."""
+    if sink is None or sink == ws.settings.delivery_sink:
+        return ws
+    return ws.replace(settings=ws.settings.model_copy(update={"delivery_sink": sink}))
 
 
 def preflight(ws: Workspace, *, flow_files: bool = True) -> None:
     """Check the configuration before the first pass, so that a bad setting fails the
     command at once instead of every pass: the delivery channels can be built and (with
     ``flow_files``) every flow file loads. Raises :class:`~winback.errors.WinbackError`."""
-    from winback.delivery.setup import build_channels
+    from winback.delivery.channels.setup import build_channels
 
     for channel in build_channels(ws.settings, outbox=ws.path / "outbox").values():
         close = getattr(channel, "close", None)
@@ -145,7 +147,7 @@ def transient(exc: BaseException) -> bool:
     """Whether trying again later may succeed: the store busy (``StoreBusy`` carries a
     ``retry_after``; a lock, deadlock or serialisation conflict), the store or a provider
     unreachable, a delivery process that died."""
-    from winback.delivery.parallel import DeliveryProcessFailed
+    from winback.delivery.worker.parallel import DeliveryProcessFailed
 
     if getattr(exc, "retry_after", None) is not None:
         return True
@@ -279,9 +281,8 @@ def run_once(
     stop: threading.Event | None = None,
     sink: str | None = None,
 ) -> PassReport:
-    """:meth:`Passes.run_once` on the workspace, with ``sink`` (see :func:`use_sink`)."""
-    use_sink(ws, sink)
-    return passes(ws).run_once(now, stop=stop)
+    """:meth:`Passes.run_once` on the workspace, with ``sink`` (see :func:`with_sink`)."""
+    return passes(with_sink(ws, sink)).run_once(now, stop=stop)
 
 
 def run_forever(
@@ -294,9 +295,8 @@ def run_forever(
     first_delay: float = 1.0,
     sink: str | None = None,
 ) -> int:
-    """:meth:`Passes.run_forever` on the workspace, with ``sink`` (see :func:`use_sink`)."""
-    use_sink(ws, sink)
-    return passes(ws).run_forever(
+    """:meth:`Passes.run_forever` on the workspace, with ``sink`` (see :func:`with_sink`)."""
+    return passes(with_sink(ws, sink)).run_forever(
         stop, interval=interval, on_pass=on_pass, status=status, first_delay=first_delay
     )
 

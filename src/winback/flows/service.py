@@ -59,7 +59,7 @@ def library_root() -> Path:
 def delivery_library() -> Path | None:
     """The delivery feature's shipped message templates, when it is installed."""
     try:
-        folder = Path(str(resources.files("winback.delivery") / "library"))
+        folder = Path(str(resources.files("winback.delivery.messages") / "library"))
     except ModuleNotFoundError:
         return None
     return folder if folder.is_dir() else None
@@ -89,10 +89,10 @@ class Flows:
     def __init__(
         self,
         engine: Engine,
-        *,
-        home: Path,
         settings: Settings,
         clock: Clock,
+        home: Path,
+        *,
         segments: SegmentRefresh | None = None,
         batch_size: int | None = None,
     ) -> None:

@@ -34,7 +34,6 @@ import base64
 import json
 import os
 import re
-import threading
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -48,11 +47,12 @@ from winback.delivery.channels import (
     OnResult,
     OutboundMessage,
     SendResult,
+    StopSignal,
     gated,
     send_each,
 )
 from winback.delivery.channels.oauth import ServiceAccountTokens, TokenError
-from winback.delivery.ratelimit import TokenBucket, backoff
+from winback.delivery.channels.ratelimit import TokenBucket, backoff
 from winback.errors import InvalidSetting
 
 TWILIO_URL = "https://api.twilio.com/2010-04-01/Accounts/{account_sid}/Messages.json"
@@ -229,7 +229,7 @@ class HttpChannel:
     def __init__(
         self, name: str, config: ProviderConfig, *, transport: httpx.BaseTransport | None = None
     ) -> None:
-        from winback.delivery.templates import make_environment
+        from winback.delivery.messages.templates import make_environment
 
         self.name, self.config = name, config
         self.bucket = TokenBucket(config.rate_per_second)
@@ -300,7 +300,7 @@ class HttpChannel:
         self,
         messages: Sequence[OutboundMessage | None],
         on_result: OnResult | None = None,
-        stop: threading.Event | None = None,
+        stop: StopSignal | None = None,
     ) -> list[SendResult | None]:
         """Send a batch ``connections`` requests at a time, reporting each outcome to
         ``on_result`` before that thread makes another request (see
