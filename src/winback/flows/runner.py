@@ -269,7 +269,7 @@ def _back_off(
     stop.wait(delay)
 
 
-def passes(ws: Workspace) -> Passes:
+def passes_of(ws: Workspace) -> Passes:
     """The engine passes of a workspace."""
     return Passes(ws.flows, ws.delivery, ws.clock)
 
@@ -282,7 +282,7 @@ def run_once(
     sink: str | None = None,
 ) -> PassReport:
     """:meth:`Passes.run_once` on the workspace, with ``sink`` (see :func:`with_sink`)."""
-    return passes(with_sink(ws, sink)).run_once(now, stop=stop)
+    return passes_of(with_sink(ws, sink)).run_once(now, stop=stop)
 
 
 def run_forever(
@@ -296,7 +296,7 @@ def run_forever(
     sink: str | None = None,
 ) -> int:
     """:meth:`Passes.run_forever` on the workspace, with ``sink`` (see :func:`with_sink`)."""
-    return passes(with_sink(ws, sink)).run_forever(
+    return passes_of(with_sink(ws, sink)).run_forever(
         stop, interval=interval, on_pass=on_pass, status=status, first_delay=first_delay
     )
 
