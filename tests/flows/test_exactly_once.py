@@ -66,9 +66,11 @@ def _prepare(ws: Workspace) -> list[int]:
         )
         if importlib.util.find_spec("winback.segments.service") is None:
             # Without the segment refresh, place them in the segment by hand.
-            sid = conn.execute(
+            key = conn.execute(
                 insert(segments).values(name="Customers Not Active", definition={}, updated_at=T0)
-            ).inserted_primary_key[0]
+            ).inserted_primary_key
+            assert key is not None
+            sid = key[0]
             conn.execute(
                 insert(segment_membership),
                 [{"segment_id": sid, "contact_id": c, "entered_at": T0 - DAY} for c in people],
@@ -143,7 +145,7 @@ def _scenario(ws: Workspace, seed: int, env: dict[str, str]) -> None:
             rows = conn.execute(
                 select(outbox.c.dedup_key, outbox.c.contact_id, outbox.c.step, outbox.c.status)
             ).all()
-            per_contact = dict(
+            per_contact: dict[int, int] = dict(
                 conn.execute(
                     select(flow_entries.c.contact_id, func.count()).group_by(
                         flow_entries.c.contact_id
