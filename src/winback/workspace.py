@@ -167,7 +167,10 @@ class Workspace:
         from winback.flows.inspect import contact_flows
 
         return Contacts(
-            self.engine, self.segments, self.clock, lambda contact: contact_flows(self, contact)
+            self.engine,
+            self.segments,
+            self.clock,
+            lambda contact: contact_flows(self.engine, contact),
         )
 
     @cached_property
@@ -182,7 +185,7 @@ class Workspace:
         """Flow files, their state in the store, ticks and inspection."""
         from winback.flows.service import Flows
 
-        return Flows(self)
+        return Flows(self.engine, self.settings, self.clock, self.path, segments=self.segments)
 
     @cached_property
     def delivery(self) -> Delivery:
