@@ -306,7 +306,7 @@ def test_kill_9_at_random_moments_duplicates_at_most_one_message_per_connection(
     rng = random.Random(seed)
     _backlog(ws, n)
     lease = ws.settings.delivery_lease_seconds
-    settings = {
+    settings: dict[str, Any] = {
         "smtp_connections": connections,
         "delivery_batch_size": 150,
         "delivery_max_attempts": 50,  # a row claimed at every kill is still resent

@@ -120,7 +120,7 @@ def test_fcm_preset_body_headers_retry_and_unregistered(
     nope = add_contact(
         ws, "nope", first_name="Di", push_consent=False, attributes={"push_token": "tok-no"}
     )
-    script = {
+    script: dict[str, list[tuple[int, dict[str, Any]]]] = {
         "tok-ok": [(429, {"error": {"status": "RESOURCE_EXHAUSTED"}})],
         "tok-busy": [(503, {"error": {"status": "UNAVAILABLE"}})] * 5,
         "tok-dead": [(404, UNREGISTERED)],
@@ -162,7 +162,9 @@ def test_fcm_preset_body_headers_retry_and_unregistered(
     assert dead_row["status"] == "failed" and "UNREGISTERED" in dead_row["last_error"]
     with ws.engine.connect() as conn:
         sup = conn.execute(select(suppressions)).one()
-        attrs = conn.execute(select(contacts.c.attributes).where(contacts.c.id == dead)).scalar()
+        attrs = conn.execute(
+            select(contacts.c.attributes).where(contacts.c.id == dead)
+        ).scalar_one()
     assert (sup.channel, sup.address, sup.reason, sup.contact_id) == (
         "push",
         "tok-dead",

@@ -366,7 +366,7 @@ rfm_snapshots = Table(
     Index("ix_rfm_snapshots_contact", "contact_id", "snapshot_date"),
 )
 
-# -- delivery (issue #5) ------------------------------------------------------------------------
+# -- delivery -----------------------------------------------------------------------------------
 
 #: Addresses that must not receive messages on a channel: unsubscribes, hard bounces,
 #: complaints, manual entries. Checked at send time, next to consent.
