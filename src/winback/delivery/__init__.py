@@ -32,7 +32,6 @@ if TYPE_CHECKING:
 
     from winback.clock import Clock
     from winback.config import Settings
-    from winback.delivery.apikeys import KeyRing
     from winback.delivery.event_intake import EventIntake
     from winback.delivery.inbound import EventIn, IngestResult
     from winback.delivery.links.tracking import Tracker
@@ -228,12 +227,10 @@ class Delivery:
         return EventIntake(self)
 
     def close(self) -> None:
-        """Write what the event intake holds and the API keys' recorded use, and stop their
-        threads (they start again when next needed)."""
+        """Write what the event intake holds and stop its threads (they start again when
+        next needed)."""
         if "event_intake" in self.__dict__:
             self.event_intake.close()
-        if "keyring" in self.__dict__:
-            self.keyring.close()
 
     # -- provider reports (feedback loops, DSNs) --------------------------------------------
     def _reports(self) -> ProviderReports:
@@ -259,40 +256,6 @@ class Delivery:
 
     def report_rejects(self) -> list[dict[str, Any]]:
         return self._reports().rejects()
-
-    # -- api keys ----------------------------------------------------------------------------
-    def create_api_key(self, name: str) -> str:
-        from winback.delivery import apikeys
-
-        return apikeys.create(self.engine, name, at=self.clock.now())
-
-    @cached_property
-    def keyring(self) -> KeyRing:
-        """Verifies API keys without writing (cached; use recorded in memory and flushed
-        every few seconds: see :mod:`winback.delivery.apikeys`)."""
-        from winback.delivery.apikeys import KeyRing
-
-        return KeyRing(self.engine, self.clock.now)
-
-    def verify_api_key(self, key: str) -> str | None:
-        """The name of the (unrevoked) key, or None. Never writes."""
-        return self.keyring.verify(key)
-
-    def revoke_api_key(self, name: str) -> bool:
-        from winback.delivery import apikeys
-
-        done = apikeys.revoke(self.engine, name, at=self.clock.now())
-        self.keyring.forget(name)
-        return done
-
-    def api_keys(self) -> list[dict[str, Any]]:
-        """The keys; ``last_used_at`` as last flushed (up to ``apikeys.FLUSH_SECONDS`` behind
-        for a key in use by a running service; this process's own uses are flushed first)."""
-        from winback.delivery import apikeys
-
-        if "keyring" in self.__dict__:
-            self.keyring.flush()
-        return apikeys.list_keys(self.engine)
 
     # -- coupons and suppressions ------------------------------------------------------------
     def import_coupons(self, path: Path, *, pool: str) -> tuple[int, int]:
