@@ -21,7 +21,7 @@ from sqlalchemy import func, select, text, update
 from sqlalchemy.engine import Connection
 
 from tests.delivery_support import add_contact, add_message, configure, smtp_server
-from tests.web_support import running_service
+from tests.web_support import new_api_key, running_service
 from winback.delivery.coupons import assign
 from winback.delivery.inbound import EventIn
 from winback.delivery.links.tokens import TokenSigner
@@ -336,7 +336,7 @@ def test_busy_store_answers_503_and_a_one_click_unsubscribe_is_kept(
     cid = add_contact(ws, "c1", email="ada@example.com")
     oid = add_message(ws, cid, key="first")
     token = TokenSigner(ws.settings.secret_key).sign("u", oid, cid)
-    key = ws.delivery.create_api_key("shop")
+    key = new_api_key(ws, "shop")
     with running_service(ws) as base:
         with _store_locked(ws):
             answer = httpx.post(
@@ -485,7 +485,7 @@ def test_a_bug_answers_500_with_a_request_id_that_is_logged(
     sqlite_workspace: Workspace, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     ws = sqlite_workspace
-    key = ws.delivery.create_api_key("shop")
+    key = new_api_key(ws, "shop")
 
     def broken(items: list[EventIn]) -> None:
         raise RuntimeError("injected bug")
