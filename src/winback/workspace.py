@@ -82,19 +82,22 @@ class Workspace:
         self.settings = settings if settings is not None else load_settings(self.path)
         self.clock: Clock = clock if clock is not None else SystemClock()
         self._engine = engine
+        self._replacements: list[Workspace] = []
 
     def __repr__(self) -> str:
         return f"Workspace({str(self.path)!r})"
 
     def replace(self, *, settings: Settings | None = None, clock: Clock | None = None) -> Workspace:
         """The same folder and store (one engine) with other settings or another clock; its
-        services are built afresh from them."""
-        return Workspace(
+        services are built afresh from them. Closing this workspace closes it too."""
+        replacement = Workspace(
             self.path,
             settings if settings is not None else self.settings,
             clock=clock if clock is not None else self.clock,
             engine=self.engine,
         )
+        self._replacements.append(replacement)
+        return replacement
 
     @property
     def database_url(self) -> str:
@@ -115,6 +118,9 @@ class Workspace:
     def close(self) -> None:
         """Stop the delivery threads and close the store's connections. The engine stays
         usable (a later use opens new connections), as do the services holding it."""
+        replacements, self._replacements = self._replacements, []
+        for replacement in replacements:
+            replacement.close()
         if "delivery" in self.__dict__:
             self.delivery.close()
         if self._engine is not None:
