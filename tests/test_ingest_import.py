@@ -471,7 +471,7 @@ def test_cdnow_sample(workspace: Workspace) -> None:
     assert (report.imported, report.rejected, report.contacts_created) == (6919, 0, 2357)
     assert workspace.store.count_contacts() == 2357
     with workspace.engine.connect() as conn:
-        total = conn.execute(select(func.sum(orders.c.amount))).scalar()
+        total = conn.execute(select(func.sum(orders.c.amount))).scalar_one()
         first = (
             conn.execute(select(orders).where(orders.c.order_id == "cdnow-00004-19970101-1"))
             .mappings()
