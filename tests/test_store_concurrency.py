@@ -634,13 +634,14 @@ def test_concurrent_unsubscribes_change_consent_once(workspace: Workspace) -> No
 def test_two_soft_bounces_at_once_reach_the_limit(workspace: Workspace) -> None:
     """With a limit of two, two soft bounces recorded at once (the second while the first
     has not committed) suppress the address: neither may count only itself."""
+    from winback.delivery.reports import policy_of
     from winback.delivery.reports.parse import FeedbackIn, from_json
     from winback.delivery.reports.record import record
 
     ws = workspace
     ws = configure(ws, soft_bounce_limit=2)
     add_contact(ws, "c1", email="ada@example.com")
-    policy = ws.delivery._report_policy()
+    policy = policy_of(ws.settings)
 
     def bounce(conn: Connection, name: str) -> Any:
         item = FeedbackIn(type="bounce", email="ada@example.com", status="4.2.2", id=name)

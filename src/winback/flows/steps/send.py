@@ -12,8 +12,8 @@ from pydantic import Field, model_validator
 from sqlalchemy import Connection, String, case, cast, literal, select, true
 from sqlalchemy.sql.elements import ColumnElement
 
+from winback.channels import CONSENT_CHANNELS
 from winback.flows._sql import (
-    CONSENT_CHANNELS,
     Rule,
     at,
     fe,
