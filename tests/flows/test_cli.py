@@ -179,6 +179,6 @@ def test_contact_flows_in_progress(sqlite_workspace: Workspace) -> None:
     people = dormant_shop(ws, 2)
     ws.flows.add("reactivation", now=T0 - DAY)
     ws.flows.tick(T0)
-    [entry] = contact_flows(ws, people[0])
+    [entry] = contact_flows(ws.engine, people[0])
     assert entry["flow"] == "reactivation" and entry["step"] == "s2" and entry["step_kind"] == "if"
     assert entry["wakes_at"] == T0 + 4 * DAY and entry["holdout"] is False

@@ -144,12 +144,14 @@ def test_run_once_caps_the_file_channel_on_each_store(workspace: Workspace) -> N
 
     ws = workspace
     people = _shop(ws, 2)
-    ws.settings = ws.settings.model_copy(
-        update={"frequency_caps": {"email": "1/1d"}, "quiet_hours": ""}
+    ws = ws.replace(
+        settings=ws.settings.model_copy(
+            update={"frequency_caps": {"email": "1/1d"}, "quiet_hours": ""}
+        )
     )
     report = run_once(ws, T0)
     assert report.delivery.sent == 2
     assert report.delivery.not_sent == {"deferred_frequency_cap": 2}
     assert sorted(f["contact_id"] for f in _files(ws)) == sorted(people)
-    ws.clock = FixedClock(T0 + DAY)
+    ws = ws.replace(clock=FixedClock(T0 + DAY))
     assert run_once(ws, T0 + DAY).delivery.sent == 2
