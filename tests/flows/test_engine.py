@@ -7,6 +7,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import func, select
 
 from tests.conftest import T0
@@ -107,6 +108,7 @@ def test_pause_stops_steps_and_enrolment(workspace: Workspace) -> None:
     assert late not in entries(ws, "waiting")
 
 
+@pytest.mark.slow
 def test_editing_a_running_flow_keeps_or_exits_by_step_id(workspace: Workspace) -> None:
     ws = workspace
     a, b = make_contacts(ws, 2, at=T0)
@@ -148,6 +150,7 @@ steps:
 """
 
 
+@pytest.mark.slow
 def test_wait_for_event_with_property_filter_and_timeout(workspace: Workspace) -> None:
     ws = workspace
     clicks, wrong_link, silent = make_contacts(ws, 3, at=T0)
@@ -165,6 +168,7 @@ def test_wait_for_event_with_property_filter_and_timeout(workspace: Workspace) -
     assert ws.store.tags_of(silent) == ["go", "timed_out"]
 
 
+@pytest.mark.slow
 def test_batches_and_same_instant_idempotence(sqlite_workspace: Workspace) -> None:
     ws = sqlite_workspace
     people = make_contacts(ws, 250, at=T0)
