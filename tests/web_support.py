@@ -6,18 +6,20 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import httpx
 import uvicorn
 
 from tests.delivery_support import free_port
+from winback.store import apikeys
 from winback.web.app import create_app
 from winback.workspace import Workspace
 
 
 @contextmanager
 def running_service(
-    ws: Workspace, *, background: bool = False, interval: float = 30.0, **app_options: float
+    ws: Workspace, *, background: bool = False, interval: float = 30.0, **app_options: Any
 ) -> Iterator[str]:
     port = free_port()
     config = uvicorn.Config(
@@ -46,3 +48,8 @@ def running_service(
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+def new_api_key(ws: Workspace, name: str) -> str:
+    """A new API key for the event API (as ``winback api-keys create`` makes it)."""
+    return apikeys.create(ws.engine, name, at=ws.clock.now())

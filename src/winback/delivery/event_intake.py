@@ -172,12 +172,12 @@ class EventIntake:
 
     def __init__(self, delivery: Delivery) -> None:
         self._delivery = delivery
-        self.journal = EventJournal(delivery.ws.path / JOURNAL)
+        self.journal = EventJournal(delivery.folder / JOURNAL)
         self.queue: IngestQueue[Record, int] = IngestQueue(
             self._append_group, self._append_one, name="winback-event-journal"
         )
         self.pacer = Pacer(
-            min(delivery.ws.settings.write_slice_ms, APPLY_SLICE_MS), first_rows=FIRST_APPLY_EVENTS
+            min(delivery.settings.write_slice_ms, APPLY_SLICE_MS), first_rows=FIRST_APPLY_EVENTS
         )
         self._apply_lock = threading.Lock()
         self._wake = threading.Event()
@@ -193,14 +193,14 @@ class EventIntake:
         """Validate one request's body and append it to the journal; the future gives the
         number of events once the entry is on disk (or the error that kept it out:
         ValidationError and :class:`EventsRejected` at once, StoreBusy)."""
-        now = self._delivery.ws.clock.now()
+        now = self._delivery.clock.now()
         items = parse(body, batch=batch)
         validate(items, now)
         return self._submit(Record(now, batch, len(items), body))
 
     def submit(self, items: Sequence[EventIn]) -> Future[int]:
         """:meth:`accept` for events already read (a batch written as the API would get it)."""
-        now = self._delivery.ws.clock.now()
+        now = self._delivery.clock.now()
         validate(items, now)
         payload = [e.model_dump(mode="json", exclude_none=True) for e in items]
         body = json.dumps({"events": payload}).encode("ascii")
@@ -251,7 +251,7 @@ class EventIntake:
         """Apply the journal's entries until it is empty (or ``until`` is set, or the
         monotonic ``deadline`` has passed); returns the events applied. One connection for
         the whole run on SQLite, checkpointed once at its end."""
-        engine = self._delivery.ws.engine
+        engine = self._delivery.engine
         done = 0
         with self._apply_lock, held_connection(engine) as conn:
             while not (until is not None and until.is_set()):
@@ -310,11 +310,11 @@ class EventIntake:
     def _write(self, conn: Connection, entries: Sequence[Entry]) -> None:
         items = [e for entry in entries for e in _dated(entry)]
         with conn.begin():
-            self._delivery.ingest(items, conn=conn, now=self._delivery.ws.clock.now())
+            self._delivery.ingest(items, conn=conn, now=self._delivery.clock.now())
 
     def _reject(self, entry: Entry, error: BaseException) -> None:
         reason = _reason(error)
-        self.journal.reject(entry, reason, self._delivery.ws.clock.now())
+        self.journal.reject(entry, reason, self._delivery.clock.now())
         self.rejected += 1
         log.error(
             "event journal: entry %d (%d events received %s) refused by the store and kept "

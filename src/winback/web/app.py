@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from winback import __version__
 from winback.errors import WinbackError
 from winback.flows.status import EngineStatus
+from winback.web.apikeys import KeyRing
 from winback.web.errors import install_error_handling
 from winback.workspace import Workspace
 
@@ -145,6 +146,7 @@ def create_app(
             await asyncio.to_thread(loops.shutdown)
             # Applies the event journal and writes the API keys' recorded use.
             await asyncio.to_thread(workspace.delivery.close)
+            await asyncio.to_thread(app.state.keyring.close)
 
     app = FastAPI(
         title="winback",
@@ -154,6 +156,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.workspace = workspace
+    app.state.keyring = KeyRing(workspace.engine, workspace.clock.now)
     app.state.engine = status
     app.state.templates = Jinja2Templates(directory=str(TEMPLATES))
 

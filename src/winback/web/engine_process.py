@@ -220,4 +220,5 @@ class EngineProcess:
 
 def _reported(kind: str, message: str) -> Exception:
     """An exception standing for one the child reported (its type's name and message)."""
-    return type(kind, (Exception,), {})(message)
+    reported: type[Exception] = type(kind, (Exception,), {})
+    return reported(message)
