@@ -6,7 +6,8 @@
    commit (:mod:`winback.delivery.ingest_queue`: the requests that arrive while one append
    commits share the next one). The request is answered once its entry is on disk: ``202``
    with the number of events accepted.
-2. **Apply.** The applier (one thread of the serving process) takes the oldest entries, as
+2. **Apply.** The applier (a thread of the engine's process under ``winback serve``, of
+   the serving process otherwise) takes the oldest entries, as
    many events as one write slice of about :data:`APPLY_SLICE_MS` holds, and writes them through
    :func:`winback.delivery.inbound.ingest` (the single write path of contact activity) in
    one store transaction, then deletes them from the journal. Duplicates (an ``event_id``
@@ -184,6 +185,10 @@ class EventIntake:
         self._stop = threading.Event()
         self._applier: threading.Thread | None = None
         self._start_lock = threading.Lock()
+        self.idle_seconds = IDLE_SECONDS
+        #: Whether accepting starts this process's applier; False when another process of
+        #: the service (the engine's) applies the journal.
+        self.applies_here = True
         #: Events applied (new or duplicate) and entries rejected, for tests and benchmarks.
         self.applied = 0
         self.rejected = 0
@@ -207,7 +212,8 @@ class EventIntake:
         return self._submit(Record(now, True, len(items), body))
 
     def _submit(self, record: Record) -> Future[int]:
-        self.start()
+        if self.applies_here:
+            self.start()
         return self.queue.submit([record])
 
     def _append_group(self, requests: Sequence[Sequence[Record]]) -> list[int]:
@@ -219,9 +225,11 @@ class EventIntake:
         return self._append_group([records])[0]
 
     # -- applying -------------------------------------------------------------------------
-    def start(self) -> None:
+    def start(self, *, idle: float = IDLE_SECONDS) -> None:
         """Start the applier thread (if it is not running): it applies what the journal
-        holds, then what is appended, until :meth:`close`."""
+        holds, then what is appended, until :meth:`close`. When idle it looks at the
+        journal again after ``idle`` seconds, or at once when this process appends."""
+        self.idle_seconds = idle
         with self._start_lock:
             if self._applier is not None and self._applier.is_alive():
                 return
@@ -243,7 +251,7 @@ class EventIntake:
                 log.exception("event journal: applying failed; trying again")
                 self._stop.wait(RETRY_SECONDS)
                 continue
-            self._wake.wait(IDLE_SECONDS)
+            self._wake.wait(self.idle_seconds)
             self._wake.clear()
         self.journal.close()
 

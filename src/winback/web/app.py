@@ -138,8 +138,13 @@ def create_app(
             else BackgroundLoops()
         )
         loops.start("winback-inbox", inbox_loop(workspace, every=inbox_interval))
-        # Applies what the event journal kept from before (a crash), then what is accepted.
-        workspace.delivery.event_intake.start()
+        # The event journal's applier: what it kept from before (a crash), then what is
+        # accepted. In the engine's process when there is one, in this one otherwise.
+        intake = workspace.delivery.event_intake
+        if background and engine_process:
+            intake.applies_here = False
+        else:
+            intake.start()
         try:
             yield
         finally:

@@ -6,8 +6,10 @@ holds up the requests being answered. In a child process of its own the engine r
 the server; the operating system shares the cores, and the child runs at a lower priority
 (``nice`` :data:`NICE`) so that requests come first when the machine is busy.
 
-The child opens the workspace again (same folder, same settings and environment) and runs
-:func:`winback.flows.runner.run_forever`. It reports each change of its state (pass started,
+The child opens the workspace again (same folder, same settings and environment), runs
+:func:`winback.flows.runner.run_forever`, and applies the event journal the server appends
+to (:mod:`winback.delivery.event_intake`), so that neither the engine's nor the applier's
+Python work holds up requests. It reports each change of its state (pass started,
 succeeded, failed with its cause, loop stopped) over a pipe; the server's supervisor thread
 mirrors them into the :class:`~winback.flows.status.EngineStatus` that ``GET /healthz``
 reports. If the child dies (killed, crashed), that is a failed pass: the supervisor starts
@@ -36,6 +38,9 @@ log = logging.getLogger("winback.engine")
 
 #: Niceness added to the engine's process: under load, requests come first.
 NICE = 10
+#: Seconds between two looks of the engine process's applier at an idle event journal (the
+#: server appends to it; nothing wakes this process).
+APPLY_POLL_SECONDS = 0.1
 #: Seconds the supervisor waits before starting a new child after one died (doubling, capped
 #: at the pass interval).
 FIRST_RESTART_SECONDS = 1.0
@@ -100,6 +105,8 @@ def _child(folder: str, interval: float, pipe: Connection, nice: int) -> None:
 
     threading.Thread(target=listen, name="winback-engine-pipe", daemon=True).start()
     ws = winback.open(Path(folder))
+    # The event journal is applied here, beside the engine, not in the server's process.
+    ws.delivery.event_intake.start(idle=APPLY_POLL_SECONDS)
     try:
         status = ReportingStatus(
             pipe,

@@ -14,6 +14,7 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
+from starlette.requests import ClientDisconnect
 
 from winback.delivery.event_intake import MAX_BATCH, EventsAccepted
 from winback.delivery.inbound import EventIn
@@ -81,7 +82,10 @@ _BATCH_SCHEMA = {
 
 
 async def _accept(request: Request, workspace: Workspace, *, batch: bool) -> Response:
-    body = await request.body()
+    try:
+        body = await request.body()
+    except ClientDisconnect:  # the client went away mid-body: no one to answer
+        return Response(status_code=400)
     try:
         future = workspace.delivery.event_intake.accept(body, batch=batch)
     except ValidationError as error:
