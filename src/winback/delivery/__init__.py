@@ -198,7 +198,11 @@ class Delivery:
         from winback.delivery.reports import Policy
         from winback.delivery.tokens import TokenSigner
 
-        signer = TokenSigner(self.ws.settings.secret_key) if self.ws.settings.secret_key else None
+        signer = (
+            TokenSigner(self.ws.settings.secret_key, self.ws.settings.previous_secret_keys)
+            if self.ws.settings.secret_key
+            else None
+        )
 
         def verify(token: str) -> tuple[int, int] | None:
             found = signer.verify("u", token) if signer is not None else None

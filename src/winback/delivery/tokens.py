@@ -14,6 +14,7 @@ import binascii
 import hashlib
 import hmac
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Literal
@@ -37,9 +38,11 @@ class LinkToken:
 
 
 class TokenSigner:
-    """Signs and verifies tokens with the workspace's ``secret_key``."""
+    """Signs tokens with the workspace's ``secret_key`` and verifies them with it or with
+    one of the ``previous`` keys (``previous_secret_keys``: links signed before a rotation
+    keep working while their key is listed)."""
 
-    def __init__(self, secret_key: str | None) -> None:
+    def __init__(self, secret_key: str | None, previous: Sequence[str] = ()) -> None:
         if not secret_key:
             raise InvalidSetting(
                 "secret_key is empty: tracking, unsubscribe and feedback links need it. "
@@ -52,6 +55,7 @@ class TokenSigner:
         padded = self._key.ljust(hashlib.sha256().block_size, b"\x00")
         self._inner = hashlib.sha256(padded.translate(_IPAD))
         self._outer = hashlib.sha256(padded.translate(_OPAD))
+        self._previous = tuple(TokenSigner(key) for key in previous if key and key != secret_key)
 
     def _sig(self, kind: str, body: bytes) -> bytes:
         return self._mac(_KIND_PREFIX.get(kind) or kind.encode() + b"|", body)
@@ -92,7 +96,9 @@ class TokenSigner:
             sig = _unb64(sig_part)
         except (binascii.Error, ValueError):
             return None
-        if not hmac.compare_digest(sig, self._sig(kind, body)):
+        if not hmac.compare_digest(sig, self._sig(kind, body)) and not any(
+            hmac.compare_digest(sig, former._sig(kind, body)) for former in self._previous
+        ):
             return None
         try:
             data = json.loads(body)

@@ -66,7 +66,9 @@ def _short(text: str) -> str:
 class Tracker:
     def __init__(self, workspace: Workspace) -> None:
         self.ws = workspace
-        self.signer = TokenSigner(workspace.settings.secret_key)
+        self.signer = TokenSigner(
+            workspace.settings.secret_key, workspace.settings.previous_secret_keys
+        )
 
     def resolve(self, kind: Kind, token: str) -> MessageRef | None:
         link = self.signer.verify(kind, token)
