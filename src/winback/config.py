@@ -278,6 +278,19 @@ class Settings(BaseModel):
     soft_bounce_window_days: int = Field(
         30, ge=1, description="Window, in days, in which soft bounces are counted."
     )
+    http_max_body_bytes: int = Field(
+        1_048_576,
+        ge=1024,
+        description="Largest request body `winback serve` reads (event API, feedback "
+        "reports, link forms): a larger one is answered 413 before it is parsed, whether "
+        "it declares its length or streams it.",
+    )
+    http_max_report_bytes: int = Field(
+        10_485_760,
+        ge=1024,
+        description="Largest body of `POST /api/v1/feedback-reports/raw` (a report email "
+        "with the original message attached); larger: 413.",
+    )
     engine_stale_seconds: int = Field(
         900,
         ge=1,

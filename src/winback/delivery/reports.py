@@ -36,11 +36,12 @@ from email.utils import getaddresses, parsedate_to_datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Connection, and_, func, select
 
 from winback.clock import as_utc
 from winback.errors import UnreadableFile, WinbackError
+from winback.inputs import Instant, Text
 from winback.store.schema import contacts, events, outbox, report_rejects
 
 Kind = Literal["complaint", "bounce", "notice"]
@@ -86,20 +87,20 @@ class FeedbackIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     type: Literal["complaint", "bounce"]
-    email: str | None = Field(
+    email: Text | None = Field(
         None, max_length=320, description="The recipient address (the one to suppress)."
     )
-    message_id: str | None = Field(
+    message_id: Text | None = Field(
         None, max_length=998, description="Message-ID of our original message, if known."
     )
-    status: str | None = Field(
+    status: Text | None = Field(
         None,
         max_length=64,
         description="Bounces: the enhanced status code (5.x.x = hard, 4.x.x = soft; default "
         "hard). Complaints: the feedback type (default abuse).",
     )
-    occurred_at: AwareDatetime | None = Field(None, description="When; default: now.")
-    id: str | None = Field(
+    occurred_at: Instant | None = Field(None, description="When; default: now.")
+    id: Text | None = Field(
         None, max_length=200, description="The sender's id of the report; repeats are ignored."
     )
 
