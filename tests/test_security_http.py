@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 
 from tests.delivery_support import add_contact, add_message, configure
 from tests.web_support import running_service
-from winback.delivery.tokens import TokenSigner
+from winback.delivery.links.tokens import TokenSigner
 from winback.store.schema import contacts, events
 from winback.workspace import Workspace
 
@@ -32,7 +32,7 @@ def _event_body(size: int) -> bytes:
 
 
 def test_bodies_over_the_limit_are_413_declared_or_streamed(workspace: Workspace) -> None:
-    configure(workspace, http_max_body_bytes=4096, http_max_report_bytes=8192)
+    workspace = configure(workspace, http_max_body_bytes=4096, http_max_report_bytes=8192)
     key = workspace.delivery.create_api_key("shop")
     cid = add_contact(workspace, "c1", email="ada@example.com")
     token = TokenSigner(workspace.settings.secret_key).sign("u", add_message(workspace, cid), cid)

@@ -19,7 +19,7 @@ import pytest
 from tests.delivery_support import add_contact, add_message, configure, free_port
 from tests.web_support import running_service
 from winback.config import Settings
-from winback.delivery.tokens import TokenSigner
+from winback.delivery.links.tokens import TokenSigner
 from winback.masking import HIDDEN, KNOWN_SECRETS, is_secret_key, mask_handlers
 from winback.workspace import Workspace
 
@@ -177,7 +177,7 @@ def test_links_signed_with_a_previous_key_verify_while_it_is_listed(
     cid = add_contact(workspace, "c1", email="ada@example.com", first_name="Ada")
     mid = add_message(workspace, cid)
     old = TokenSigner("former-key-aaaa").sign("u", mid, cid)
-    configure(
+    workspace = configure(
         workspace,
         secret_key="current-key-bbbb",
         previous_secret_keys=["former-key-aaaa"] if listed else [],
