@@ -291,6 +291,31 @@ class Settings(BaseModel):
         description="Largest body of `POST /api/v1/feedback-reports/raw` (a report email "
         "with the original message attached); larger: 413.",
     )
+    render_max_output_chars: int = Field(
+        1_000_000,
+        ge=1000,
+        description="Longest text of one rendered template field (an email's HTML); all "
+        "the outputs of one render together may be four times this. Larger: the message "
+        "fails with the reason (docs/security.md).",
+    )
+    render_max_value_size: int = Field(
+        100_000,
+        ge=100,
+        description="Largest string, list or range (characters or items) a template may "
+        "build with an operator, filter or method (`'a' * n`, `range(n)`, `center(n)`, "
+        "`join`, ...); checked before it is built when the size is known in advance.",
+    )
+    render_max_loop_iterations: int = Field(
+        100_000,
+        ge=100,
+        description="Most `{% for %}` iterations in one render, nested loops included.",
+    )
+    render_timeout_seconds: float = Field(
+        2.0,
+        gt=0,
+        description="Wall-clock time after which a render is stopped (checked at every "
+        "loop iteration, operator, call, filter and output) and its message failed.",
+    )
     engine_stale_seconds: int = Field(
         900,
         ge=1,

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection, func, select
 
 from winback.delivery.channels import Channel, OutboundMessage, SendResult
+from winback.delivery.messages.limits import RenderLimits
 from winback.delivery.messages.templates import (
     VARIABLES,
     Problem,
@@ -54,7 +55,9 @@ class Delivery:
 
     def __init__(self, workspace: Workspace) -> None:
         self.ws = workspace
-        self.templates = TemplateRepository(workspace.path / "templates")
+        self.templates = TemplateRepository(
+            workspace.path / "templates", limits=RenderLimits.from_settings(workspace.settings)
+        )
         self._kept: DeliveryWorker | None = None
         self._keeping = False
 

@@ -38,6 +38,7 @@ from winback.delivery.channels import Channel, Durable, OutboundMessage, SendRes
 from winback.delivery.coupons import CouponPoolExhausted, assign
 from winback.delivery.links.tokens import TokenSigner
 from winback.delivery.messages.context import ContactData, load_contacts, render_context
+from winback.delivery.messages.limits import RenderLimits
 from winback.delivery.messages.mime import build_email, domain_of, message_id_for, rewrite_links
 from winback.delivery.messages.templates import Rendered, TemplateRepository
 from winback.delivery.unsubscribes import apply_pending_unsubscribes
@@ -139,7 +140,9 @@ class DeliveryWorker:
 
         self.ws = workspace
         self.settings = workspace.settings
-        self.templates = TemplateRepository(workspace.path / "templates")
+        self.templates = TemplateRepository(
+            workspace.path / "templates", limits=RenderLimits.from_settings(workspace.settings)
+        )
         self.signer = TokenSigner(self.settings.secret_key)
         self.channels: dict[str, Channel] = (
             dict(channels)
