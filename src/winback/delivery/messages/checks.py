@@ -229,12 +229,10 @@ def _sample_value(column: Any) -> Any:
 
 
 def sample_context(now: datetime) -> dict[str, Any]:
-    """A render context for a contact with every field filled in, a last order with two
-    items, a coupon and extra payload: what ``templates validate`` renders each template
-    with."""
-    from winback.config import Settings
-    from winback.delivery.messages.context import ContactData, render_context
-
+    """The variables of a render (as ``render_context`` makes them) for a sample contact
+    with every field filled in, a last order with two items, tags, a coupon, and custom
+    attributes and payload data that have every key: what ``templates validate`` renders
+    each template with."""
     person = {c.name: _sample_value(c) for c in contacts.c}
     person.update(
         id=1,
@@ -242,50 +240,39 @@ def sample_context(now: datetime) -> dict[str, Any]:
         email="sample@example.com",
         first_name="Sam",
         last_name="Sample",
+        full_name="Sam Sample",
         timezone="UTC",
         locale="en",
         attributes=_Anything(),
     )
+    items = [
+        {"name": "Blue mug", "sku": "MUG-1", "quantity": 1, "price": 12.5},
+        {"name": "Tea", "sku": "TEA-1", "quantity": 2, "price": 8.0},
+    ]
     order = {c.name: _sample_value(c) for c in orders.c}
-    order.update(
-        order_id="SAMPLE-1",
-        currency="USD",
-        coupon=None,
-        items=[
-            {
-                "name": "Blue mug",
-                "sku": "MUG-1",
-                "quantity": 1,
-                "price": 12.5,
-                "url": "https://example.com/mug",
-            },
-            {
-                "name": "Tea",
-                "sku": "TEA-1",
-                "quantity": 2,
-                "price": 8.0,
-                "url": "https://example.com/tea",
-            },
-        ],
-    )
-    context = render_context(
-        ContactData(person, order, ["vip", "newsletter"]),
-        settings=Settings(),
-        message={
+    order.update(order_id="SAMPLE-1", currency="USD", coupon=None, items=items)
+    return {
+        "contact": person,
+        "custom": _Anything(),
+        "tags": ["vip", "newsletter"],
+        "last_order": order,
+        "products": items,
+        "rfm": {"r": 4, "f": 3, "m": 5, "segment": "Loyal"},
+        "analytics": {k: person.get(k) for k in RECORD_FIELDS["analytics"]},
+        "coupon": {"code": "SAMPLE-COUPON"},
+        "unsubscribe_url": "https://example.com/u/sample",
+        "feedback_url": "https://example.com/f/sample",
+        "shop": {"name": "Sample shop", "url": "https://example.com"},
+        "message": {
             "id": 1,
             "flow": "sample",
             "step": "sample",
+            "variant": None,
             "template": "sample",
-            "payload": {"data": _Anything()},
         },
-        now=now,
-        coupon="SAMPLE-COUPON",
-        unsubscribe_url="https://example.com/u/sample",
-        feedback_url="https://example.com/f/sample",
-    )
-    context["custom"] = _Anything()
-    context["data"] = _Anything()
-    return context
+        "data": _Anything(),
+        "now": now,
+    }
 
 
 def failing_line(exc: BaseException, filenames: set[str]) -> tuple[str, int] | None:
