@@ -5,7 +5,6 @@ names the problem, so that the caller gets a 422 naming the field rather than a 
 - :data:`Instant`: an ISO 8601 time with an offset, not before 1970-01-01T00:00:00Z (a time
   before the epoch is a mistake in every shop's data, and times near year 1 have no UTC
   equivalent). Times too far ahead are a business rule (the event intake's tolerance).
-- :data:`Flag`: a strict boolean, JSON ``true`` or ``false`` only (``"no"`` is not true).
 - :data:`Text`: a string without NUL characters or lone UTF-16 surrogates.
 """
 
@@ -14,7 +13,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated
 
-from pydantic import AfterValidator, AwareDatetime, Strict, StringConstraints
+from pydantic import AfterValidator, AwareDatetime, StringConstraints
 
 #: The earliest instant accepted from outside.
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -45,5 +44,4 @@ def storable_text(value: str) -> str:
 
 
 Instant = Annotated[AwareDatetime, AfterValidator(not_before_epoch)]
-Flag = Annotated[bool, Strict()]
 Text = Annotated[str, StringConstraints(pattern=r"^[^\x00]*$"), AfterValidator(storable_text)]
