@@ -49,6 +49,8 @@ if TYPE_CHECKING:
 OUTPUT_FIELDS = 4
 #: Size assumed for a value that is not a string or a collection (a number, a date).
 SCALAR_SIZE = 32
+#: Checks between two reads of the clock.
+CLOCK_EVERY = 16
 
 
 class TemplateRenderError(WinbackError):
@@ -87,15 +89,23 @@ class RenderLimits:
 class Budget:
     """What one render has used of its limits."""
 
-    __slots__ = ("deadline", "iterations", "limits", "produced")
+    __slots__ = ("deadline", "iterations", "limits", "steps", "produced")
 
     def __init__(self, limits: RenderLimits) -> None:
         self.limits = limits
         self.deadline = time.monotonic() + limits.seconds
         self.iterations = 0
         self.produced = 0
+        self.steps = 0
 
     def check_time(self) -> None:
+        """Stop the render once past its time; the clock is read at every
+        :data:`CLOCK_EVERY`-th check (each step between two reads is short)."""
+        self.steps += 1
+        if self.steps % CLOCK_EVERY == 0:
+            self.check_clock()
+
+    def check_clock(self) -> None:
         if time.monotonic() > self.deadline:
             raise RenderLimitExceeded(
                 f"the render ran longer than {self.limits.seconds:g} s and was stopped "
@@ -131,18 +141,17 @@ class Budget:
         self.check_time()
 
     def collect(self, chunks: Iterable[str]) -> str:
-        """The text of a field, refused once it passes ``render_max_output_chars``."""
-        parts: list[str] = []
-        total = 0
-        limit = self.limits.output_chars
-        for chunk in chunks:
-            total += len(chunk)
-            if total > limit:
-                raise RenderLimitExceeded(
-                    f"the output is longer than {limit:,} characters (render_max_output_chars)"
-                )
-            parts.append(chunk)
-            self.check_time()
+        """The text of a field (or of a captured block or macro call), refused when it
+        passes ``render_max_output_chars``: measured before it is joined. (While the
+        chunks are made, every loop iteration and every output counts against the render's
+        limits: the chunks held until then are bounded too.)"""
+        parts = list(chunks)
+        if sum(map(len, parts)) > self.limits.output_chars:
+            raise RenderLimitExceeded(
+                f"the output is longer than {self.limits.output_chars:,} characters "
+                "(render_max_output_chars)"
+            )
+        self.check_clock()
         return "".join(parts)
 
 
@@ -263,33 +272,55 @@ def check_call(budget: Budget, func: Any, args: tuple[Any, ...], kwargs: dict[st
 
 
 # -- filters ----------------------------------------------------------------------------------
+_SIZED = (str, list, tuple, dict)
+#: Filters whose output grows with what they are given: checked before they run.
+_GROWING_FILTERS = frozenset({"join", "replace", "format", "string", "tojson", "pprint", "indent"})
+
+
 def limited_filter(name: str, func: Callable[..., Any], limits: RenderLimits) -> Callable[..., Any]:
     """``func`` (a filter) checked against the running budget: its integer arguments and
-    the size of what it is given before it runs, its result after."""
+    the size of what it is given before it runs (filters that can grow their input), the
+    size of its result after."""
     skip = 2 if _PassArg.from_obj(func) is not None else 1
+    growing = name in _GROWING_FILTERS
+    cap = limits.value_size
 
     def filtered(*args: Any, **kwargs: Any) -> Any:
-        budget = current(limits)
-        budget.check_time()
-        cap = limits.value_size
-        for arg in (*args[skip:], *kwargs.values()):
-            if isinstance(arg, int) and not isinstance(arg, bool) and arg > cap:
-                budget.size(arg, f"the {name} filter's argument")
-            elif isinstance(arg, str) and name == "format":
-                check_widths(budget, arg)
-        if len(args) >= skip:
-            value = args[skip - 1]
-            if name == "format" and isinstance(value, str):
-                check_widths(budget, value)
-            if name in ("join", "replace", "format", "string", "tojson", "pprint", "indent"):
-                budget.size(estimated_size([value, *args[skip:]], cap), f"the {name} filter")
-            if name == "replace" and len(args) >= skip + 2 and isinstance(value, str):
-                old, new = str(args[skip]), str(args[skip + 1])
-                count = value.count(old) if old else len(value) + 1
-                budget.size(len(value) + count * max(len(new) - len(old), 0), "a replace")
-        return check_result(budget, func(*args, **kwargs), f"the {name} filter's result")
+        if growing or kwargs:
+            _check_filter(current(limits), name, skip, args, kwargs)
+        else:
+            for arg in args[skip:]:
+                if arg.__class__ is int and arg > cap:
+                    current(limits).size(arg, f"the {name} filter's argument")
+        result = func(*args, **kwargs)
+        if isinstance(result, _SIZED) and len(result) > cap:
+            current(limits).size(len(result), f"the {name} filter's result")
+        return result
 
     return update_wrapper(filtered, func)
+
+
+def _check_filter(
+    budget: Budget, name: str, skip: int, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> None:
+    """Refuse a filter call whose arguments or input would build a value too large."""
+    budget.check_time()
+    cap = budget.limits.value_size
+    for arg in (*args[skip:], *kwargs.values()):
+        if isinstance(arg, int) and not isinstance(arg, bool) and arg > cap:
+            budget.size(arg, f"the {name} filter's argument")
+        elif isinstance(arg, str) and name == "format":
+            check_widths(budget, arg)
+    if len(args) < skip or name not in _GROWING_FILTERS:
+        return
+    value = args[skip - 1]
+    if name == "format" and isinstance(value, str):
+        check_widths(budget, value)
+    budget.size(estimated_size([value, *args[skip:]], cap), f"the {name} filter")
+    if name == "replace" and len(args) >= skip + 2 and isinstance(value, str):
+        old, new = str(args[skip]), str(args[skip + 1])
+        count = value.count(old) if old else len(value) + 1
+        budget.size(len(value) + count * max(len(new) - len(old), 0), "a replace")
 
 
 # -- loops and concatenation: compiled through the budget -------------------------------------
@@ -334,15 +365,26 @@ def iterate(limits: RenderLimits, iterable: Iterable[Any]) -> Iterator[Any]:
 
 def join_checked(limits: RenderLimits, join: Callable[[Any], str], parts: tuple[Any, ...]) -> str:
     """A ``~`` concatenation, refused before it is made when it would pass the value size."""
-    budget = current(limits)
-    budget.size(estimated_size(list(parts), limits.value_size), "a ~ concatenation")
+    cap = limits.value_size
+    size = 0
+    for part in parts:
+        size += len(part) if isinstance(part, str) else estimated_size(part, cap)
+    if size > cap:
+        current(limits).size(size, "a ~ concatenation")
     return join(parts)
 
 
 def finalize(limits: RenderLimits, value: Any) -> Any:
     """Every ``{{ ... }}`` output, counted (by its size) before it is turned into text."""
-    budget = current(limits)
-    budget.emitted(estimated_size(value, limits.output_chars * OUTPUT_FIELDS))
+    budget = _current.get()
+    if budget is None:  # outside a render (the text is still measured when joined)
+        return value
+    if isinstance(value, str):
+        budget.produced += len(value)
+    else:
+        budget.produced += estimated_size(value, limits.output_chars * OUTPUT_FIELDS)
+    if budget.produced > limits.output_chars * OUTPUT_FIELDS:
+        budget.emitted(0)  # raises, naming the limit
     return value
 
 
