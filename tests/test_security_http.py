@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from sqlalchemy import func, select
 
 from tests.delivery_support import add_contact, add_message, configure
-from tests.web_support import running_service
+from tests.web_support import new_api_key, running_service
 from winback.delivery.links.tokens import TokenSigner
 from winback.store.schema import contacts, events
 from winback.workspace import Workspace
@@ -33,7 +33,7 @@ def _event_body(size: int) -> bytes:
 
 def test_bodies_over_the_limit_are_413_declared_or_streamed(workspace: Workspace) -> None:
     workspace = configure(workspace, http_max_body_bytes=4096, http_max_report_bytes=8192)
-    key = workspace.delivery.create_api_key("shop")
+    key = new_api_key(workspace, "shop")
     cid = add_contact(workspace, "c1", email="ada@example.com")
     token = TokenSigner(workspace.settings.secret_key).sign("u", add_message(workspace, cid), cid)
     auth = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
@@ -90,7 +90,7 @@ def test_bodies_over_the_limit_are_413_declared_or_streamed(workspace: Workspace
 
 
 def test_times_before_1970_are_422_naming_the_field(workspace: Workspace) -> None:
-    key = workspace.delivery.create_api_key("shop")
+    key = new_api_key(workspace, "shop")
     early = ["1969-12-31T23:59:59Z", "0001-01-01T00:00:00+14:00", "1970-01-01T00:30:00+01:00"]
     with running_service(workspace) as base:
         with httpx.Client(headers={"Authorization": f"Bearer {key}"}) as client:
@@ -132,7 +132,7 @@ def test_times_before_1970_are_422_naming_the_field(workspace: Workspace) -> Non
 
 
 def test_non_finite_numbers_and_non_booleans_are_refused(workspace: Workspace) -> None:
-    key = workspace.delivery.create_api_key("shop")
+    key = new_api_key(workspace, "shop")
     auth = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
     bodies = {
         "infinity": b'{"customer_id": "a", "type": "x", "properties": {"v": Infinity}}',
@@ -200,7 +200,7 @@ _EVENT = st.dictionaries(st.sampled_from(_FIELDS), _JSON, max_size=5) | st.fixed
 def test_no_input_yields_a_5xx(sqlite_workspace: Workspace) -> None:
     """Random JSON (non-finite numbers, lone surrogates, NUL, odd times, wrong types) sent
     to the event and report routes of a running service: every answer is below 500."""
-    key = sqlite_workspace.delivery.create_api_key("shop")
+    key = new_api_key(sqlite_workspace, "shop")
     auth = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
     with running_service(sqlite_workspace) as base, httpx.Client(headers=auth) as client:
 

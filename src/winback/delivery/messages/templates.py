@@ -59,7 +59,6 @@ from winback.delivery.messages.limits import (
     LimitedCodeGenerator,
     RenderLimitExceeded,
     RenderLimits,
-    TemplateRenderError,
     bounded_range,
     check_binop,
     check_call,
@@ -70,6 +69,9 @@ from winback.delivery.messages.limits import (
     join_checked,
     limited_filter,
     render_budget,
+)
+from winback.delivery.messages.limits import (
+    TemplateRenderError as TemplateRenderError,
 )
 from winback.errors import DefinitionError, NotFound, WinbackError
 from winback.store.schema import contacts
