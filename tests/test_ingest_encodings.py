@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from sqlalchemy import select
 
 from winback.ingest.readers import open_reader
@@ -53,6 +54,7 @@ def test_reader_decodes_each_line_in_its_encoding(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.slow
 def test_import_of_a_mixed_file_stores_every_name_right(
     workspace: Workspace, tmp_path: Path
 ) -> None:

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
@@ -31,6 +32,7 @@ def _event_body(size: int) -> bytes:
     ).encode()
 
 
+@pytest.mark.slow
 def test_bodies_over_the_limit_are_413_declared_or_streamed(workspace: Workspace) -> None:
     workspace = configure(workspace, http_max_body_bytes=4096, http_max_report_bytes=8192)
     key = new_api_key(workspace, "shop")
@@ -89,6 +91,7 @@ def test_bodies_over_the_limit_are_413_declared_or_streamed(workspace: Workspace
     assert consent is True  # the oversized unsubscribe form did nothing
 
 
+@pytest.mark.slow
 def test_times_before_1970_are_422_naming_the_field(workspace: Workspace) -> None:
     key = new_api_key(workspace, "shop")
     early = ["1969-12-31T23:59:59Z", "0001-01-01T00:00:00+14:00", "1970-01-01T00:30:00+01:00"]
@@ -131,6 +134,7 @@ def test_times_before_1970_are_422_naming_the_field(workspace: Workspace) -> Non
     assert _count(workspace, events) == 1
 
 
+@pytest.mark.slow
 def test_non_finite_numbers_and_non_booleans_are_refused(workspace: Workspace) -> None:
     key = new_api_key(workspace, "shop")
     auth = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
@@ -197,6 +201,7 @@ _EVENT = st.dictionaries(st.sampled_from(_FIELDS), _JSON, max_size=5) | st.fixed
 )
 
 
+@pytest.mark.slow
 def test_no_input_yields_a_5xx(sqlite_workspace: Workspace) -> None:
     """Random JSON (non-finite numbers, lone surrogates, NUL, odd times, wrong types) sent
     to the event and report routes of a running service: every answer is below 500."""

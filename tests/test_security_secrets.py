@@ -51,6 +51,7 @@ def _secret_settings() -> list[str]:
     return [name for name in Settings.model_fields if is_secret_key(name)]
 
 
+@pytest.mark.slow
 def test_no_setting_marked_secret_appears_in_config_output(tmp_path: Path) -> None:
     """Every setting whose name marks it secret, and every password inside a URL setting,
     is absent from `winback config` (table and --json)."""
@@ -79,6 +80,7 @@ def test_no_setting_marked_secret_appears_in_config_output(tmp_path: Path) -> No
     assert data["previous_secret_keys"] == [HIDDEN, HIDDEN]
 
 
+@pytest.mark.slow
 def test_a_refused_secret_setting_is_not_echoed(tmp_path: Path) -> None:
     """A setting error names the setting and the problem but never a secret value."""
     assert winback("init", "shop", cwd=tmp_path).returncode == 0
@@ -103,6 +105,7 @@ def test_a_refused_secret_setting_is_not_echoed(tmp_path: Path) -> None:
     assert "hunter2-db" not in bad_url.stderr and "Traceback" not in bad_url.stderr
 
 
+@pytest.mark.slow
 def test_failed_connection_log_lines_hide_the_password(tmp_path: Path) -> None:
     """`winback run` against an unreachable PostgreSQL logs each failed pass (with its
     traceback) to stderr; neither the store password nor the secret key is in it."""
@@ -167,6 +170,7 @@ def test_log_records_are_masked_by_the_handler_filter() -> None:
         assert secret not in out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("listed", [True, False])
 def test_links_signed_with_a_previous_key_verify_while_it_is_listed(
     workspace: Workspace, listed: bool

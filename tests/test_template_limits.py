@@ -9,8 +9,10 @@ import time
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
 from tests.delivery_support import add_contact, add_message, configure, outbox_row, smtp_server
+from winback.cli import app
 from winback.delivery.messages.limits import RenderLimitExceeded, RenderLimits
 from winback.delivery.messages.templates import TemplateRenderError, TemplateRepository
 from winback.workspace import Workspace
@@ -150,3 +152,17 @@ def test_the_worker_fails_only_the_message_whose_template_breaks_a_limit(
     assert "render_max_loop_iterations" in failed["last_error"]
     assert "greedy.yaml:3 (html)" in failed["last_error"]
     assert took < 10
+
+
+def test_cli_validate_names_file_and_line_and_exits_1(sqlite_workspace: Workspace) -> None:
+    folder = sqlite_workspace.path / "templates"
+    for name in ("repeat", "dunder-mro", "doubling"):
+        _write(folder, name, HOSTILE[name][0])
+    result = CliRunner().invoke(
+        app, ["templates", "validate", "--workspace", str(sqlite_workspace.path)]
+    )
+    assert result.exit_code == 1
+    for name in ("repeat", "dunder-mro", "doubling"):
+        _body, line, words = HOSTILE[name]
+        assert f"{folder / name}.yaml:{line}: error: " in result.output, name
+        assert words in result.output, name
