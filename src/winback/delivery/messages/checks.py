@@ -259,7 +259,7 @@ def sample_context(now: datetime) -> dict[str, Any]:
         "products": items,
         "rfm": {"r": 4, "f": 3, "m": 5, "segment": "Loyal"},
         "analytics": {k: person.get(k) for k in RECORD_FIELDS["analytics"]},
-        "coupon": {"code": "SAMPLE-COUPON"},
+        "coupon": _Anything(code="SAMPLE-COUPON"),  # with what the flow put in coupon_info
         "unsubscribe_url": "https://example.com/u/sample",
         "feedback_url": "https://example.com/f/sample",
         "shop": {"name": "Sample shop", "url": "https://example.com"},
