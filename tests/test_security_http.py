@@ -91,7 +91,6 @@ def test_bodies_over_the_limit_are_413_declared_or_streamed(workspace: Workspace
     assert consent is True  # the oversized unsubscribe form did nothing
 
 
-@pytest.mark.slow
 def test_times_before_1970_are_422_naming_the_field(workspace: Workspace) -> None:
     key = new_api_key(workspace, "shop")
     early = ["1969-12-31T23:59:59Z", "0001-01-01T00:00:00+14:00", "1970-01-01T00:30:00+01:00"]
@@ -134,7 +133,6 @@ def test_times_before_1970_are_422_naming_the_field(workspace: Workspace) -> Non
     assert _count(workspace, events) == 1
 
 
-@pytest.mark.slow
 def test_non_finite_numbers_and_non_booleans_are_refused(workspace: Workspace) -> None:
     key = new_api_key(workspace, "shop")
     auth = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}

@@ -170,7 +170,6 @@ def test_log_records_are_masked_by_the_handler_filter() -> None:
         assert secret not in out
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("listed", [True, False])
 def test_links_signed_with_a_previous_key_verify_while_it_is_listed(
     workspace: Workspace, listed: bool
