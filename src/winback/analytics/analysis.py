@@ -240,6 +240,13 @@ def analyze(
             notes.append(f"holdout check skipped: {exc}")
     lap("holdout")
     eng = engagement(s) if engagement is not None else None
+    if eng is not None:  # engagement after the reference day is not known at that day
+        eng = Engagement(
+            *(
+                np.where(v > reference_day, np.nan, v)
+                for v in (eng.last_open, eng.last_click, eng.last_visit)
+            )
+        )
     say("clusters")
     last_touch = recency_days
     if eng is not None:
