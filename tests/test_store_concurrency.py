@@ -57,9 +57,9 @@ def _try_write_lock(ws: Workspace) -> bool:
         raw.close()
 
 
-def _with_busy_timeout(ws: Workspace, seconds: float) -> None:
-    ws = configure(ws, store_busy_timeout=seconds)
-    ws.close()  # the next use makes an engine with the new bound
+def _with_busy_timeout(ws: Workspace, seconds: float) -> Workspace:
+    """The same store with this bound: a workspace of its own, whose engine applies it."""
+    return configure(ws, store_busy_timeout=seconds)
 
 
 @contextmanager
@@ -185,7 +185,7 @@ def test_the_wait_at_the_gate_counts_against_the_bounded_wait(
     """A writer that queued 0.5 s behind another of its process waits for other processes
     only what is left of ``store_busy_timeout``, not the whole of it again."""
     ws = sqlite_workspace
-    _with_busy_timeout(ws, 2)
+    ws = _with_busy_timeout(ws, 2)
     holding = threading.Event()
 
     def other() -> None:
@@ -208,7 +208,7 @@ def test_a_connection_dropped_inside_a_write_does_not_keep_the_gate(
     sqlite_workspace: Workspace,
 ) -> None:
     ws = sqlite_workspace
-    _with_busy_timeout(ws, 3)
+    ws = _with_busy_timeout(ws, 3)
     add_contact(ws, "c1")
 
     def abandon() -> None:
@@ -228,7 +228,7 @@ def test_a_connection_dropped_inside_a_write_does_not_keep_the_gate(
 
 def test_a_lock_held_past_the_bounded_wait_raises_store_busy(workspace: Workspace) -> None:
     ws = workspace
-    _with_busy_timeout(ws, 0.2)
+    ws = _with_busy_timeout(ws, 0.2)
     add_contact(ws, "c1")
     with _store_locked(ws):
         started = time.monotonic()
@@ -242,6 +242,33 @@ def test_a_lock_held_past_the_bounded_wait_raises_store_busy(workspace: Workspac
 
 
 # -- many writers at once ---------------------------------------------------------------------
+class _Crowd:
+    """Threads that start at one barrier; what they raise is collected in ``errors``."""
+
+    def __init__(self, targets: list[Callable[[], None]]) -> None:
+        self.errors: list[BaseException] = []
+        self._lock = threading.Lock()
+        self._start = threading.Barrier(len(targets))
+        self._threads = [threading.Thread(target=self._guarded(fn)) for fn in targets]
+
+    def _guarded(self, fn: Callable[[], None]) -> Callable[[], None]:
+        def run() -> None:
+            self._start.wait()
+            try:
+                fn()
+            except BaseException as exc:  # collected and asserted by the test
+                with self._lock:
+                    self.errors.append(exc)
+
+        return run
+
+    def run(self, timeout: float) -> None:
+        for t in self._threads:
+            t.start()
+        for t in self._threads:
+            t.join(timeout)
+
+
 def test_concurrent_writers_lose_nothing(workspace: Workspace) -> None:
     """Event ingest from four threads, unsubscribes from a fifth and a writer that holds the
     store in 200 ms slices: nothing but StoreBusy may be raised, and every acknowledged
@@ -253,21 +280,8 @@ def test_concurrent_writers_lose_nothing(workspace: Workspace) -> None:
     signer = TokenSigner(ws.settings.secret_key)
     acknowledged: list[str] = []
     unsubscribed: list[int] = []
-    errors: list[BaseException] = []
     busy: list[StoreBusy] = []
     lock = threading.Lock()
-    start = threading.Barrier(6)
-
-    def guarded(fn: Callable[[], None]) -> Callable[[], None]:
-        def run() -> None:
-            start.wait()
-            try:
-                fn()
-            except BaseException as exc:  # collected and asserted below
-                with lock:
-                    errors.append(exc)
-
-        return run
 
     def ingest(worker: int) -> Callable[[], None]:
         def run() -> None:
@@ -298,16 +312,9 @@ def test_concurrent_writers_lose_nothing(workspace: Workspace) -> None:
                 conn.execute(update(contacts).where(contacts.c.id == ids[0]).values(locale="x"))
                 time.sleep(0.2)
 
-    threads = [threading.Thread(target=guarded(ingest(w))) for w in range(4)]
-    threads += [
-        threading.Thread(target=guarded(unsubscribe)),
-        threading.Thread(target=guarded(slices)),
-    ]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
-    assert errors == []
+    crowd = _Crowd([ingest(w) for w in range(4)] + [unsubscribe, slices])
+    crowd.run(timeout=120)
+    assert crowd.errors == []
     assert busy == [], "the bounded wait (10 s) is far longer than any slice"
     apply_pending_unsubscribes(ws)
     with ws.engine.connect() as conn:
@@ -325,7 +332,7 @@ def test_busy_store_answers_503_and_a_one_click_unsubscribe_is_kept(
     workspace: Workspace,
 ) -> None:
     ws = workspace
-    _with_busy_timeout(ws, 0.2)
+    ws = _with_busy_timeout(ws, 0.2)
     cid = add_contact(ws, "c1", email="ada@example.com")
     oid = add_message(ws, cid, key="first")
     token = TokenSigner(ws.settings.secret_key).sign("u", oid, cid)
@@ -405,7 +412,7 @@ def test_an_unsubscribe_waiting_for_the_store_does_not_hold_up_the_service(
     sqlite_workspace: Workspace,
 ) -> None:
     ws = sqlite_workspace
-    _with_busy_timeout(ws, 2)
+    ws = _with_busy_timeout(ws, 2)
     cid = add_contact(ws, "c1")
     token = TokenSigner(ws.settings.secret_key).sign("u", add_message(ws, cid), cid)
     answers: list[int] = []
@@ -429,7 +436,7 @@ def test_kept_unsubscribes_are_applied_once_and_by_the_next_unsubscribe(
     sqlite_workspace: Workspace,
 ) -> None:
     ws = sqlite_workspace
-    _with_busy_timeout(ws, 0.1)
+    ws = _with_busy_timeout(ws, 0.1)
     signer = TokenSigner(ws.settings.secret_key)
     first, second = add_contact(ws, "c1"), add_contact(ws, "c2")
     m1, m2 = add_message(ws, first, key="a"), add_message(ws, second, key="b")
@@ -458,7 +465,7 @@ def test_an_unsubscribe_is_kept_even_when_the_store_cannot_be_read(workspace: Wo
     up. The signed token says enough to keep the unsubscribe; the address is found when it is
     applied."""
     ws = workspace
-    _with_busy_timeout(ws, 0.2)
+    ws = _with_busy_timeout(ws, 0.2)
     cid = add_contact(ws, "c1", email="ada@example.com")
     token = TokenSigner(ws.settings.secret_key).sign("u", add_message(ws, cid), cid)
     with ws.engine.connect() as conn:
@@ -627,12 +634,14 @@ def test_concurrent_unsubscribes_change_consent_once(workspace: Workspace) -> No
 def test_two_soft_bounces_at_once_reach_the_limit(workspace: Workspace) -> None:
     """With a limit of two, two soft bounces recorded at once (the second while the first
     has not committed) suppress the address: neither may count only itself."""
-    from winback.delivery.reports.parse import FeedbackIn, from_json, record
+    from winback.delivery.reports import policy_of
+    from winback.delivery.reports.parse import FeedbackIn, from_json
+    from winback.delivery.reports.record import record
 
     ws = workspace
     ws = configure(ws, soft_bounce_limit=2)
     add_contact(ws, "c1", email="ada@example.com")
-    policy = ws.delivery._report_policy()
+    policy = policy_of(ws.settings)
 
     def bounce(conn: Connection, name: str) -> Any:
         item = FeedbackIn(type="bounce", email="ada@example.com", status="4.2.2", id=name)
@@ -660,8 +669,9 @@ def test_two_soft_bounces_at_once_reach_the_limit(workspace: Workspace) -> None:
 def test_concurrent_coupon_assignment_gives_each_message_one_code(workspace: Workspace) -> None:
     ws = workspace
     ids = [add_contact(ws, f"c{i}") for i in range(6)]
-    generated = [(add_message(ws, cid, key=f"g{cid}"), cid, None) for cid in ids]
-    pooled = [(add_message(ws, cid, key=f"p{cid}"), cid, "vip") for cid in ids]
+    Wanted = list[tuple[int, int, str | None]]
+    generated: Wanted = [(add_message(ws, cid, key=f"g{cid}"), cid, None) for cid in ids]
+    pooled: Wanted = [(add_message(ws, cid, key=f"p{cid}"), cid, "vip") for cid in ids]
     with ws.engine.begin() as conn:
         conn.execute(
             coupons.insert(),

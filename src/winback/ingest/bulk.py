@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, column, table
-from sqlalchemy.dialects.postgresql.psycopg import dialect as psycopg_dialect
+from sqlalchemy.engine import make_url
 
 from winback.store.activity import orders_update
 
@@ -227,7 +227,7 @@ _ADVANCE_NEW = str(
     orders_update(
         table("new", column("contact_id"), column("ordered_at"), column("amount")),
         bindparam("now"),
-    ).compile(dialect=psycopg_dialect())
+    ).compile(dialect=make_url("postgresql+psycopg://").get_dialect()())
 )
 
 #: PostgreSQL: one statement moves a unit's staged orders into ``orders`` (``ON CONFLICT DO
