@@ -111,3 +111,32 @@ def test_workspace_as_of_and_calibration_end(sqlite_workspace: Workspace) -> Non
     hold = fit["holdout"]
     assert hold["holdout_end"] == date(1998, 6, 30) and hold["holdout_weeks"] == 39.0
     assert hold["predicted_total"] == pytest.approx(hold["actual_total"], rel=0.2)
+
+
+@pytest.mark.slow
+def test_cli_as_of_on_a_workspace(sqlite_workspace: Workspace) -> None:
+    from tests.test_analytics_cli import run_json
+    from tests.test_analytics_store import load_cdnow
+
+    load_cdnow(sqlite_workspace)
+    path = str(sqlite_workspace.path)
+    sqlite_workspace.close()
+    out = run_json("analyze", "-w", path, "--as-of", "1998-06-30", "--json", "--no-holdout")
+    assert str(out["reference_date"]) == "1998-06-30" and out["model"]["model"] == "mbgnbd"
+    assert out["health"]["dormant"]["fixed_rule"]["share"] < 0.95
+    fit = run_json(
+        "models", "fit", "--model", "pareto-nbd", "-w", path,
+        "--calibration-end", "1997-09-30", "--as-of", "1998-06-30", "--json",
+    )  # fmt: skip
+    assert str(fit["holdout"]["holdout_end"]) == "1998-06-30" and fit["converged"]
+    assert round(fit["params"]["r"], 3) == 0.553
+
+
+def test_engagement_after_the_reference_day_is_unknown() -> None:
+    from winback.analytics.analysis import Engagement, _engagement_as_of
+
+    eng = Engagement(np.array([5.0, 12.0]), np.array([np.nan, 9.0]), np.array([11.0, 10.0]))
+    got = _engagement_as_of(eng, 10)
+    assert np.array_equal(got.last_open, [5.0, np.nan], equal_nan=True)
+    assert np.array_equal(got.last_click, [np.nan, 9.0], equal_nan=True)
+    assert np.array_equal(got.last_visit, [np.nan, 10.0], equal_nan=True)

@@ -239,14 +239,7 @@ def analyze(
         except NotEnoughData as exc:
             notes.append(f"holdout check skipped: {exc}")
     lap("holdout")
-    eng = engagement(s) if engagement is not None else None
-    if eng is not None:  # engagement after the reference day is not known at that day
-        eng = Engagement(
-            *(
-                np.where(v > reference_day, np.nan, v)
-                for v in (eng.last_open, eng.last_click, eng.last_visit)
-            )
-        )
+    eng = _engagement_as_of(engagement(s), reference_day) if engagement is not None else None
     say("clusters")
     last_touch = recency_days
     if eng is not None:
@@ -269,6 +262,16 @@ def analyze(
     report["notes"] = notes
     report["timings"] = timings
     return Analysis(reference_day, s, rfm, model, spend_model, predictions, clusters, report, notes)
+
+
+def _engagement_as_of(eng: Engagement, reference_day: int) -> Engagement:
+    """Engagement after the reference day is not known at that day: it counts as never."""
+    return Engagement(
+        *(
+            np.where(v > reference_day, np.nan, v)
+            for v in (eng.last_open, eng.last_click, eng.last_visit)
+        )
+    )
 
 
 def _usable(model: Any) -> bool:
