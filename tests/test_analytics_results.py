@@ -3,6 +3,7 @@ published values, and coverage / false-winner rates on a few simulated seeds."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -96,6 +97,9 @@ def test_intervals_cover_the_true_lift_on_simulated_holdouts() -> None:
 def test_revenue_needs_buyers_in_both_groups() -> None:
     lift = revenue_lift(np.array([0.0, 0, 30, 0]), np.array([0.0, 0, 0, 0]), max_relative_mde=0.2)
     assert math.isinf(lift.low) and lift.verdict is Verdict.NOT_ENOUGH_DATA
+    d = lift.as_dict()
+    assert d["low"] is None and d["high"] is None and d["verdict"] == "not enough data yet"
+    assert json.loads(json.dumps(d))["treatment"] == pytest.approx(7.5)
     with pytest.raises(ValueError, match="non-negative"):
         revenue_lift(np.array([-1.0, 2.0]), np.array([1.0, 2.0]), max_relative_mde=0.2)
 
@@ -131,6 +135,7 @@ def test_winner_rule_declares_only_on_evidence() -> None:
     assert decide({"A": (5, 50), "B": (30, 50)}, rule=rule).winner is None  # too few contacts
     clear = decide({"A": (500, 10_000), "B": (700, 10_000)}, rule=rule)
     assert clear.winner == "B" and clear.p_value <= 0.05 and clear.rule == rule
+    assert json.loads(json.dumps(clear.as_dict()))["rule"]["alpha"] == 0.05
     tie = decide({"A": (500, 10_000), "B": (510, 10_000)}, rule=rule)
     assert tie.winner is None and tie.leader == "B" and tie.p_value > 0.05
     # Three variants: the leader must beat both others; a Bonferroni factor of 3.

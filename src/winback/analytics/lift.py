@@ -77,9 +77,13 @@ class Lift:
         return self.difference / self.control if self.control else None
 
     def as_dict(self) -> dict[str, Any]:
+        """JSON-ready: the verdict as text, infinite bounds and MDE (no data) as None."""
         d = asdict(self)
         d["verdict"] = str(self.verdict)
         d["relative"] = self.relative
+        for key in ("low", "high", "mde"):
+            if not np.isfinite(d[key]):
+                d[key] = None
         return d
 
 
