@@ -20,6 +20,7 @@ from winback.analytics.lift import (
     wilson_interval,
 )
 from winback.analytics.sequential import WinnerRule, decide, msprt_p_value
+from winback.config import Settings
 
 # Newcombe (1998), Table II, method 10: (s1, n1, s2, n2) -> 95 % interval of p1 - p2.
 NEWCOMBE = [
@@ -132,6 +133,10 @@ def test_msprt_p_value_grows_with_evidence() -> None:
 
 def test_winner_rule_declares_only_on_evidence() -> None:
     rule = WinnerRule(alpha=0.05, mixture_sd=0.02, min_contacts=100)
+    assert WinnerRule.from_settings(Settings()) == rule
+    strict = WinnerRule.from_settings(Settings(winner_alpha=0.001, winner_min_contacts=5000))
+    assert decide({"A": (500, 10_000), "B": (700, 10_000)}, rule=strict).winner == "B"
+    assert decide({"A": (150, 3000), "B": (210, 3000)}, rule=strict).winner is None
     assert decide({"A": (5, 50), "B": (30, 50)}, rule=rule).winner is None  # too few contacts
     clear = decide({"A": (500, 10_000), "B": (700, 10_000)}, rule=rule)
     assert clear.winner == "B" and clear.p_value <= 0.05 and clear.rule == rule

@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from winback.config import Settings
+
 Counts = Mapping[str, tuple[int, int]]
 """Per variant: (successes, trials), cumulative at one look."""
 
@@ -39,6 +41,10 @@ class WinnerRule:
     alpha: float = 0.05
     mixture_sd: float = 0.02
     min_contacts: int = 100
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> WinnerRule:
+        return cls(settings.winner_alpha, settings.winner_mixture_sd, settings.winner_min_contacts)
 
     def __post_init__(self) -> None:
         if not 0 < self.alpha < 1:
