@@ -73,15 +73,36 @@ def _log_H(
     return result
 
 
+class _Pairs:
+    """Distinct (x, t) pairs of a column of times and, per row, the index of its pair: H is
+    a ₂F₁ per pair, and a shop has far fewer distinct (x, t_x) and (x, T) pairs than
+    customers."""
+
+    def __init__(self, x: FloatArray, t: FloatArray) -> None:
+        rows, inverse = np.unique(np.column_stack([x, t]), axis=0, return_inverse=True)
+        self.x, self.t = rows[:, 0], rows[:, 1]
+        self.index = inverse.reshape(-1)
+
+    def log_H(self, params: FloatArray) -> FloatArray:
+        r, alpha, s, beta = params
+        gathered: FloatArray = _log_H(self.t, self.x, r, alpha, s, beta)[self.index]
+        return gathered
+
+
 def _parts(
-    params: FloatArray, x: FloatArray, t_x: FloatArray, T: FloatArray
+    params: FloatArray,
+    x: FloatArray,
+    t_x: FloatArray,
+    T: FloatArray,
+    pairs: tuple[_Pairs, _Pairs] | None = None,
 ) -> tuple[FloatArray, FloatArray, FloatArray]:
     """(log of the constant, log of the alive-at-T term, log of the whole bracket)."""
     r, alpha, s, beta = params
     const = gammaln(r + x) - gammaln(r) + r * np.log(alpha) + s * np.log(beta)
     l1 = -(r + x) * np.log(alpha + T) - s * np.log(beta + T)
-    lh_tx = _log_H(t_x, x, r, alpha, s, beta)
-    lh_T = _log_H(T, x, r, alpha, s, beta)
+    at_tx, at_T = pairs or (_Pairs(x, t_x), _Pairs(x, T))
+    lh_tx = at_tx.log_H(params)
+    lh_T = at_T.log_H(params)
     m = np.maximum(l1, lh_tx)
     with np.errstate(all="ignore"):
         inner = np.exp(l1 - m) + s * (np.exp(lh_tx - m) - np.exp(lh_T - m))
@@ -126,10 +147,11 @@ class ParetoNBD:
             raise NotEnoughData(f"a Pareto/NBD fit needs at least 3 customers, got {len(x)}")
         (ux, ut, uT), w = compress(x, t, TT)
         n = len(x)
+        pairs = (_Pairs(ux, ut), _Pairs(ux, uT))
 
         def neg(z: FloatArray) -> float:
-            ll = log_likelihood(tuple(_params(z)), ux, ut, uT)
-            return -float(np.dot(w, ll)) / n
+            const, _, bracket = _parts(_params(z), ux, ut, uT, pairs)
+            return -float(np.dot(w, const + bracket)) / n
 
         res = maximise_bounded(
             "pareto-nbd", NAMES, neg, _params, _working(initial), BOUNDS, n, working=WORKING
