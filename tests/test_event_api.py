@@ -148,6 +148,7 @@ def test_a_key_name_created_twice_at_once_is_one_key_and_a_clear_error(
         assert conn.scalar(select(func.count()).select_from(api_keys)) == 1
 
 
+@pytest.mark.slow
 def test_concurrent_single_events_are_acknowledged_and_stored_exactly_once(
     workspace: Workspace,
 ) -> None:
