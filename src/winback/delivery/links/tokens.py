@@ -49,9 +49,8 @@ class TokenSigner:
                 "Set WINBACK_SECRET_KEY or secret_key in winback.toml."
             )
         key = hashlib.sha256(b"winback-links\x00" + secret_key.encode()).digest()
-        # Keyed once: a signature copies the keyed HMAC (its inner and outer hashes after
-        # the padded key) instead of keying it again, about 1 us instead of 3-4 us per token
-        # (a message carries four or more); one per kind, having taken in its ``kind|``.
+        # Keyed once, one per kind having taken in its ``kind|``: a signature copies it
+        # (the inner and outer hashes after the padded key) instead of keying HMAC again.
         keyed = hmac.new(key, digestmod="sha256")
         self._keyed: dict[str, hmac.HMAC] = {}
         for kind, prefix in _KIND_PREFIX.items():
