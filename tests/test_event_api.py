@@ -27,7 +27,7 @@ from tests.soak_support import winback_serve
 from tests.web_support import new_api_key, running_service
 from winback.clock import FixedClock
 from winback.delivery.event_intake import EventIntake
-from winback.delivery.event_journal import JOURNAL, EventJournal, Record
+from winback.delivery.event_journal import JOURNAL, EventJournal, JournalFull, Record
 from winback.delivery.inbound import EventIn
 from winback.delivery.ingest_queue import IngestQueue
 from winback.store.apikeys import ApiKeyExists, create
@@ -353,7 +353,7 @@ def test_events_dated_in_the_future_and_unreadable_machine_flags_are_refused(
             select(contacts.c.last_seen).where(contacts.c.customer_id == "a")
         ).scalar_one()
     assert flags == {"a": False, "b": True}
-    assert seen == soon
+    assert seen == T0  # dated an hour ahead of the clock: seen when applied, not later
 
 
 def test_a_busy_store_does_not_hold_up_acceptance(sqlite_workspace: Workspace) -> None:
@@ -615,3 +615,19 @@ def test_every_acknowledged_event_is_stored_once_across_kill_9(
     missing = [i for i in acked if stored[f"api:{i}"] != 1]
     assert not missing, (len(missing), len(acked), left)
     assert max(stored.values()) == 1
+
+
+def test_a_full_journal_refuses_more_until_the_store_catches_up(
+    sqlite_workspace: Workspace,
+) -> None:
+    intake = sqlite_workspace.delivery.event_intake
+    intake.max_backlog = 5
+    intake.applies_here = False  # nothing applies the journal meanwhile
+    assert intake.submit([_view(n) for n in range(3)]).result(10) == 3
+    assert intake.submit([_view(n) for n in range(3, 5)]).result(10) == 2
+    with pytest.raises(JournalFull) as full:
+        intake.submit([_view(5)]).result(10)
+    assert full.value.retry_after >= 1 and "5 accepted events" in str(full.value)
+    assert intake.backlog() == (2, 5)  # the refused request was not kept
+    assert intake.apply_pending() == 5
+    assert intake.submit([_view(5)]).result(10) == 1

@@ -78,6 +78,9 @@ APPLY_SLICE_MS = 50
 IDLE_SECONDS = 1.0
 #: Seconds the applier waits after the store stayed busy, or after an unexpected error.
 RETRY_SECONDS = 0.5
+#: Accepted events the journal may hold before the API refuses more with 503 (the store
+#: then takes minutes to catch up: it applies several thousand events a second).
+MAX_BACKLOG_EVENTS = 1_000_000
 #: Seconds :meth:`EventIntake.close` keeps applying what the journal holds at shutdown.
 DRAIN_SECONDS = 30.0
 
@@ -186,6 +189,8 @@ class EventIntake:
         self._applier: threading.Thread | None = None
         self._start_lock = threading.Lock()
         self.idle_seconds = IDLE_SECONDS
+        #: Most accepted events the journal holds before requests are refused (503).
+        self.max_backlog = MAX_BACKLOG_EVENTS
         #: Whether accepting starts this process's applier; False when another process of
         #: the service (the engine's) applies the journal.
         self.applies_here = True
@@ -217,7 +222,7 @@ class EventIntake:
         return self.queue.submit([record])
 
     def _append_group(self, requests: Sequence[Sequence[Record]]) -> list[int]:
-        self.journal.append([r for records in requests for r in records])
+        self.journal.append([r for records in requests for r in records], limit=self.max_backlog)
         self._wake.set()
         return [sum(r.events for r in records) for records in requests]
 

@@ -34,7 +34,7 @@ JOURNAL = Path("inbox") / "events.db"
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS entries ("
     "id INTEGER PRIMARY KEY, received_at TEXT NOT NULL, batch INTEGER NOT NULL, "
-    "events INTEGER NOT NULL, body BLOB NOT NULL)",
+    "events INTEGER NOT NULL, total INTEGER NOT NULL, body BLOB NOT NULL)",
     "CREATE TABLE IF NOT EXISTS rejected ("
     "id INTEGER PRIMARY KEY, received_at TEXT NOT NULL, batch INTEGER NOT NULL, "
     "events INTEGER NOT NULL, body BLOB NOT NULL, reason TEXT NOT NULL, rejected_at TEXT NOT NULL)",
@@ -45,6 +45,14 @@ LOCK_SECONDS = 5.0
 #: Pages of WAL after which the journal is checkpointed (SQLite's default is 1,000): the
 #: applier checkpoints it when it has emptied the journal, appends never wait for it.
 WAL_PAGES = 16_384
+
+
+#: Seconds a client is asked to wait when the journal is full.
+FULL_RETRY_SECONDS = 5
+
+
+class JournalFull(StoreBusy):
+    """The journal holds as many accepted events as it may: the store is not keeping up."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,16 +101,33 @@ class EventJournal:
             self._local.db = db
         return db
 
-    def append(self, records: Sequence[Record]) -> None:
+    def append(self, records: Sequence[Record], *, limit: int | None = None) -> None:
         """Append the records in one transaction: in the journal's file when this returns.
-        :class:`StoreBusy` when the journal stayed locked past :data:`LOCK_SECONDS`."""
+        :class:`StoreBusy` when the journal stayed locked past :data:`LOCK_SECONDS`, and
+        :class:`JournalFull` (nothing appended) when it would then hold more than ``limit``
+        events not yet applied."""
         try:
             db = self._db()
             db.execute("BEGIN IMMEDIATE")
             try:
+                waiting = self._waiting(db)
+                adding = sum(r.events for r in records)
+                if limit is not None and waiting and waiting + adding > limit:
+                    raise JournalFull(
+                        f"{waiting} accepted events are still to be written to the store "
+                        f"(at most {limit} wait); try again shortly",
+                        retry_after=FULL_RETRY_SECONDS,
+                    )
+                row = db.execute("SELECT total FROM entries ORDER BY id DESC LIMIT 1").fetchone()
+                total = int(row[0]) if row else 0
+                rows = []
+                for r in records:
+                    total += r.events
+                    rows.append((r.received_at.isoformat(), int(r.batch), r.events, total, r.body))
                 db.executemany(
-                    "INSERT INTO entries (received_at, batch, events, body) VALUES (?, ?, ?, ?)",
-                    [(r.received_at.isoformat(), int(r.batch), r.events, r.body) for r in records],
+                    "INSERT INTO entries (received_at, batch, events, total, body) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    rows,
                 )
                 db.execute("COMMIT")
             except BaseException:
@@ -168,6 +193,16 @@ class EventJournal:
         except BaseException:
             db.execute("ROLLBACK")
             raise
+
+    @staticmethod
+    def _waiting(db: sqlite3.Connection) -> int:
+        """Events in the journal, from the running totals of its first and last entries
+        (two index look-ups, whatever its size)."""
+        row = db.execute(
+            "SELECT (SELECT total FROM entries ORDER BY id DESC LIMIT 1) - "
+            "(SELECT total - events FROM entries ORDER BY id LIMIT 1)"
+        ).fetchone()
+        return int(row[0] or 0)
 
     def backlog(self) -> tuple[int, int]:
         """Entries and events waiting to be applied."""
