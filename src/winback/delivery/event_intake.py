@@ -2,9 +2,10 @@
 
 1. **Accept.** A request's events are validated (everything the store would refuse that can
    be known without it: the schema, purchase properties, ``machine`` flags, dates), then its
-   body is appended to the event journal (:mod:`winback.delivery.event_journal`) by group
-   commit (:mod:`winback.delivery.ingest_queue`: the requests that arrive while one append
-   commits share the next one). The request is answered once its entry is on disk: ``202``
+   body is appended to the event journal (:mod:`winback.delivery.event_journal`): at once
+   when the journal's lock is free, otherwise by group commit
+   (:mod:`winback.delivery.ingest_queue`: the requests that arrive while one append commits
+   share the next one). The request is answered once its entry is on disk: ``202``
    with the number of events accepted.
 2. **Apply.** The applier (a thread of the engine's process under ``winback serve``, of
    the serving process otherwise) takes the oldest entries, as
@@ -81,6 +82,9 @@ RETRY_SECONDS = 0.5
 #: Accepted events the journal may hold before the API refuses more with 503 (the store
 #: then takes minutes to catch up: it applies several thousand events a second).
 MAX_BACKLOG_EVENTS = 1_000_000
+#: Events the applier applies between two checkpoints of the journal's WAL while it keeps
+#: finding entries (appends never checkpoint).
+CHECKPOINT_EVENTS = 100_000
 #: Seconds :meth:`EventIntake.close` keeps applying what the journal holds at shutdown.
 DRAIN_SECONDS = 30.0
 
@@ -189,6 +193,8 @@ class EventIntake:
         self._applier: threading.Thread | None = None
         self._start_lock = threading.Lock()
         self.idle_seconds = IDLE_SECONDS
+        #: Requests :meth:`accept` appended itself (the others went through :attr:`queue`).
+        self.appended_here = 0
         #: Most accepted events the journal holds before requests are refused (503).
         self.max_backlog = MAX_BACKLOG_EVENTS
         #: Whether accepting starts this process's applier; False when another process of
@@ -206,7 +212,18 @@ class EventIntake:
         now = self._delivery.clock.now()
         items = parse(body, batch=batch)
         validate(items, now)
-        return self._submit(Record(now, batch, len(items), body))
+        record = Record(now, batch, len(items), body)
+        if self.applies_here:
+            self.start()
+        # The usual case: the journal is free, the entry is appended here and now (no
+        # hand-over to the appender thread and back); otherwise it queues for the next group.
+        if self.journal.try_append([record], limit=self.max_backlog):
+            self._wake.set()
+            self.appended_here += 1
+            done: Future[int] = Future()
+            done.set_result(record.events)
+            return done
+        return self.queue.submit([record])
 
     def submit(self, items: Sequence[EventIn]) -> Future[int]:
         """:meth:`accept` for events already read (a batch written as the API would get it)."""
@@ -265,7 +282,7 @@ class EventIntake:
         monotonic ``deadline`` has passed); returns the events applied. One connection for
         the whole run on SQLite, checkpointed once at its end."""
         engine = self._delivery.engine
-        done = 0
+        done = checkpointed = 0
         with self._apply_lock, held_connection(engine) as conn:
             while not (until is not None and until.is_set()):
                 if deadline is not None and time.monotonic() > deadline:
@@ -274,6 +291,9 @@ class EventIntake:
                 if applied is None:
                     break
                 done += applied
+                if done - checkpointed >= CHECKPOINT_EVENTS:  # a long run under load
+                    self.journal.checkpoint()
+                    checkpointed = done
         if done:
             self.journal.checkpoint()
         return done

@@ -101,6 +101,58 @@ class EventJournal:
             self._local.db = db
         return db
 
+    def _db_now(self) -> sqlite3.Connection:
+        """This thread's connection for :meth:`try_append`: it never waits for the lock and
+        never checkpoints (the applier does)."""
+        db: sqlite3.Connection | None = getattr(self._local, "now", None)
+        if db is None:
+            self._db()  # the file and its tables
+            db = sqlite3.connect(
+                self.path, timeout=0, isolation_level=None, check_same_thread=False
+            )
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA wal_autocheckpoint=0")
+            self._local.now = db
+        return db
+
+    def try_append(self, records: Sequence[Record], *, limit: int | None = None) -> bool:
+        """:meth:`append` if the journal's lock is free at once (True), else nothing (False);
+        for a caller that must not wait (an event loop)."""
+        db = self._db_now()
+        try:
+            db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as error:
+            if "locked" in str(error) or "busy" in str(error):
+                return False
+            raise
+        try:
+            self._insert(db, records, limit)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return True
+
+    def _insert(self, db: sqlite3.Connection, records: Sequence[Record], limit: int | None) -> None:
+        waiting = self._waiting(db)
+        adding = sum(r.events for r in records)
+        if limit is not None and waiting and waiting + adding > limit:
+            raise JournalFull(
+                f"{waiting} accepted events are still to be written to the store "
+                f"(at most {limit} wait); try again shortly",
+                retry_after=FULL_RETRY_SECONDS,
+            )
+        row = db.execute("SELECT total FROM entries ORDER BY id DESC LIMIT 1").fetchone()
+        total = int(row[0]) if row else 0
+        rows = []
+        for r in records:
+            total += r.events
+            rows.append((r.received_at.isoformat(), int(r.batch), r.events, total, r.body))
+        db.executemany(
+            "INSERT INTO entries (received_at, batch, events, total, body) VALUES (?, ?, ?, ?, ?)",
+            rows,
+        )
+
     def append(self, records: Sequence[Record], *, limit: int | None = None) -> None:
         """Append the records in one transaction: in the journal's file when this returns.
         :class:`StoreBusy` when the journal stayed locked past :data:`LOCK_SECONDS`, and
@@ -110,25 +162,7 @@ class EventJournal:
             db = self._db()
             db.execute("BEGIN IMMEDIATE")
             try:
-                waiting = self._waiting(db)
-                adding = sum(r.events for r in records)
-                if limit is not None and waiting and waiting + adding > limit:
-                    raise JournalFull(
-                        f"{waiting} accepted events are still to be written to the store "
-                        f"(at most {limit} wait); try again shortly",
-                        retry_after=FULL_RETRY_SECONDS,
-                    )
-                row = db.execute("SELECT total FROM entries ORDER BY id DESC LIMIT 1").fetchone()
-                total = int(row[0]) if row else 0
-                rows = []
-                for r in records:
-                    total += r.events
-                    rows.append((r.received_at.isoformat(), int(r.batch), r.events, total, r.body))
-                db.executemany(
-                    "INSERT INTO entries (received_at, batch, events, total, body) "
-                    "VALUES (?, ?, ?, ?, ?)",
-                    rows,
-                )
+                self._insert(db, records, limit)
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
@@ -226,8 +260,9 @@ class EventJournal:
         self._db().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
     def close(self) -> None:
-        """Close this thread's connection (other threads' close when they end)."""
-        db: sqlite3.Connection | None = getattr(self._local, "db", None)
-        if db is not None:
-            db.close()
-            self._local.db = None
+        """Close this thread's connections (other threads' close when they end)."""
+        for name in ("db", "now"):
+            db: sqlite3.Connection | None = getattr(self._local, name, None)
+            if db is not None:
+                db.close()
+                setattr(self._local, name, None)

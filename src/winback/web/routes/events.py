@@ -95,7 +95,7 @@ async def _accept(request: Request, workspace: Workspace, *, batch: bool) -> Res
                 for e in error.errors(include_url=False, include_input=False)
             ]
         ) from None
-    accepted = await asyncio.wrap_future(future)
+    accepted = future.result() if future.done() else await asyncio.wrap_future(future)
     return Response(b'{"accepted":%d}' % accepted, status_code=202, media_type="application/json")
 
 
