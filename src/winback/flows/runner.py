@@ -115,10 +115,12 @@ class PassReport:
     delivery: DeliveryReport
 
 
-def use_sink(ws: Workspace, sink: str | None) -> None:
-    """Override ``delivery_sink`` (``auto``, ``file`` or ``channels``) for this workspace."""
-    if sink is not None and sink != ws.settings.delivery_sink:
-        ws.settings = ws.settings.model_copy(update={"delivery_sink": sink})
+def use_sink(ws: Workspace, sink: str | None) -> Workspace:
+    """The workspace with ``delivery_sink`` (``auto``, ``file`` or ``channels``) set to
+    ``sink`` (itself when None or unchanged)."""
+    if sink is None or sink == ws.settings.delivery_sink:
+        return ws
+    return ws.replace(settings=ws.settings.model_copy(update={"delivery_sink": sink}))
 
 
 def preflight(ws: Workspace, *, flow_files: bool = True) -> None:
@@ -147,7 +149,7 @@ def run_once(
     skipped when the stop came during the tick)."""
     from winback.delivery.worker import BatchReport
 
-    use_sink(ws, sink)
+    ws = use_sink(ws, sink)
     tick = ws.flows.tick(now, stop=stop)
     batch = BatchReport() if stop is not None and stop.is_set() else None
     if batch is None:
@@ -195,7 +197,7 @@ def run_forever(
     the delivery worker and its connections are then made anew. A pass in progress when
     ``stop`` is set finishes its tick and its delivery batch, then the loop ends."""
     status = status if status is not None else EngineStatus(clock=ws.clock, interval=interval)
-    use_sink(ws, sink)
+    ws = use_sink(ws, sink)
     cap = max(first_delay, min(interval, MAX_BACKOFF))
     status.started()
     passes = 0
