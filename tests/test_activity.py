@@ -28,6 +28,7 @@ from winback.store.schema import consent_log, contacts, tag_history
 from winback.workspace import Workspace
 
 D = timedelta(days=1)
+H = timedelta(hours=1)
 BEFORE = T0 - 30 * D
 COMPARED = (
     "orders_count",
@@ -168,8 +169,10 @@ def test_orders_by_import_event_api_and_simulator_are_equal(
     import_events(ws, tmp_path / "orders.csv", "f", purchases)
     api_events(ws, "a", purchases)
     record_orders(
-        ws,
+        ws.engine,
         [(T0 - ago, by_sim[who], float(p["amount"])) for who, _k, ago, p in purchases],
+        currency=ws.settings.currency,
+        now=ws.clock.now(),
     )
     assert rows(ws, by_file) == rows(ws, by_api) == rows(ws, by_sim)
     assert rows(ws, by_sim)[0]["last_purchase_at"] == T0 - 3 * D  # not the last one recorded
@@ -294,6 +297,21 @@ def test_attributes_are_the_latest_of_the_events_seen(
     assert got["revenue_total"] == sum((Decimal(c) / 100 for _t, c in bought), Decimal("0.00"))
     assert got["first_purchase_at"] == min((t for t, _c in bought), default=None)
     assert got["last_purchase_at"] == max((t for t, _c in bought), default=None)
+
+
+def test_an_event_ahead_of_the_clock_counts_as_seen_now(workspace: Workspace) -> None:
+    """A visit stamped two hours ahead (a skewed sender's clock) moves ``last_seen`` to the
+    time it is applied, never into the future; a later visit still moves it on."""
+    ws = workspace
+    (cid,) = people(ws, f"f{next(_serial)}-", 1)
+    with ws.engine.begin() as conn:
+        activity.apply_events(conn, [(cid, "page_view", T0 + 2 * H, False)], now=T0)
+    (got,) = rows(ws, [cid])
+    assert got["last_seen"] == T0
+    with ws.engine.begin() as conn:
+        activity.apply_events(conn, [(cid, "page_view", T0 + 3 * H, False)], now=T0 + 4 * H)
+    (got,) = rows(ws, [cid])
+    assert got["last_seen"] == T0 + 3 * H
 
 
 def test_concurrent_writers_change_and_log_once(workspace: Workspace) -> None:

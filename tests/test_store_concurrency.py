@@ -21,7 +21,7 @@ from sqlalchemy import func, select, text, update
 from sqlalchemy.engine import Connection
 
 from tests.delivery_support import add_contact, add_message, configure, smtp_server
-from tests.web_support import running_service
+from tests.web_support import new_api_key, running_service
 from winback.delivery.coupons import assign
 from winback.delivery.inbound import EventIn
 from winback.delivery.links.tokens import TokenSigner
@@ -57,9 +57,9 @@ def _try_write_lock(ws: Workspace) -> bool:
         raw.close()
 
 
-def _with_busy_timeout(ws: Workspace, seconds: float) -> None:
-    ws = configure(ws, store_busy_timeout=seconds)
-    ws.close()  # the next use makes an engine with the new bound
+def _with_busy_timeout(ws: Workspace, seconds: float) -> Workspace:
+    """The same store with this bound: a workspace of its own, whose engine applies it."""
+    return configure(ws, store_busy_timeout=seconds)
 
 
 @contextmanager
@@ -185,7 +185,7 @@ def test_the_wait_at_the_gate_counts_against_the_bounded_wait(
     """A writer that queued 0.5 s behind another of its process waits for other processes
     only what is left of ``store_busy_timeout``, not the whole of it again."""
     ws = sqlite_workspace
-    _with_busy_timeout(ws, 2)
+    ws = _with_busy_timeout(ws, 2)
     holding = threading.Event()
 
     def other() -> None:
@@ -208,7 +208,7 @@ def test_a_connection_dropped_inside_a_write_does_not_keep_the_gate(
     sqlite_workspace: Workspace,
 ) -> None:
     ws = sqlite_workspace
-    _with_busy_timeout(ws, 3)
+    ws = _with_busy_timeout(ws, 3)
     add_contact(ws, "c1")
 
     def abandon() -> None:
@@ -226,9 +226,10 @@ def test_a_connection_dropped_inside_a_write_does_not_keep_the_gate(
         assert conn.execute(select(contacts.c.locale)).scalar() == "kept"
 
 
+@pytest.mark.slow
 def test_a_lock_held_past_the_bounded_wait_raises_store_busy(workspace: Workspace) -> None:
     ws = workspace
-    _with_busy_timeout(ws, 0.2)
+    ws = _with_busy_timeout(ws, 0.2)
     add_contact(ws, "c1")
     with _store_locked(ws):
         started = time.monotonic()
@@ -328,15 +329,16 @@ def test_concurrent_writers_lose_nothing(workspace: Workspace) -> None:
 
 
 # -- HTTP answers ------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_busy_store_answers_503_and_a_one_click_unsubscribe_is_kept(
     workspace: Workspace,
 ) -> None:
     ws = workspace
-    _with_busy_timeout(ws, 0.2)
+    ws = _with_busy_timeout(ws, 0.2)
     cid = add_contact(ws, "c1", email="ada@example.com")
     oid = add_message(ws, cid, key="first")
     token = TokenSigner(ws.settings.secret_key).sign("u", oid, cid)
-    key = ws.delivery.create_api_key("shop")
+    key = new_api_key(ws, "shop")
     with running_service(ws) as base:
         with _store_locked(ws):
             answer = httpx.post(
@@ -408,11 +410,12 @@ def test_a_service_without_the_engine_applies_kept_unsubscribes_on_its_own(
     assert _count(ws, suppressions, suppressions.c.address == "ada@example.com") == 1
 
 
+@pytest.mark.slow
 def test_an_unsubscribe_waiting_for_the_store_does_not_hold_up_the_service(
     sqlite_workspace: Workspace,
 ) -> None:
     ws = sqlite_workspace
-    _with_busy_timeout(ws, 2)
+    ws = _with_busy_timeout(ws, 2)
     cid = add_contact(ws, "c1")
     token = TokenSigner(ws.settings.secret_key).sign("u", add_message(ws, cid), cid)
     answers: list[int] = []
@@ -432,11 +435,12 @@ def test_an_unsubscribe_waiting_for_the_store_does_not_hold_up_the_service(
     assert answers == [200] and len(pending(ws.path)) == 1
 
 
+@pytest.mark.slow
 def test_kept_unsubscribes_are_applied_once_and_by_the_next_unsubscribe(
     sqlite_workspace: Workspace,
 ) -> None:
     ws = sqlite_workspace
-    _with_busy_timeout(ws, 0.1)
+    ws = _with_busy_timeout(ws, 0.1)
     signer = TokenSigner(ws.settings.secret_key)
     first, second = add_contact(ws, "c1"), add_contact(ws, "c2")
     m1, m2 = add_message(ws, first, key="a"), add_message(ws, second, key="b")
@@ -460,12 +464,13 @@ def test_kept_unsubscribes_are_applied_once_and_by_the_next_unsubscribe(
 
 
 @postgres_only
+@pytest.mark.slow
 def test_an_unsubscribe_is_kept_even_when_the_store_cannot_be_read(workspace: Workspace) -> None:
     """A migration holds a table in ACCESS EXCLUSIVE mode: not even the message can be looked
     up. The signed token says enough to keep the unsubscribe; the address is found when it is
     applied."""
     ws = workspace
-    _with_busy_timeout(ws, 0.2)
+    ws = _with_busy_timeout(ws, 0.2)
     cid = add_contact(ws, "c1", email="ada@example.com")
     token = TokenSigner(ws.settings.secret_key).sign("u", add_message(ws, cid), cid)
     with ws.engine.connect() as conn:
@@ -485,7 +490,7 @@ def test_a_bug_answers_500_with_a_request_id_that_is_logged(
     sqlite_workspace: Workspace, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     ws = sqlite_workspace
-    key = ws.delivery.create_api_key("shop")
+    key = new_api_key(ws, "shop")
 
     def broken(items: list[EventIn]) -> None:
         raise RuntimeError("injected bug")
@@ -634,13 +639,14 @@ def test_concurrent_unsubscribes_change_consent_once(workspace: Workspace) -> No
 def test_two_soft_bounces_at_once_reach_the_limit(workspace: Workspace) -> None:
     """With a limit of two, two soft bounces recorded at once (the second while the first
     has not committed) suppress the address: neither may count only itself."""
+    from winback.delivery.reports import policy_of
     from winback.delivery.reports.parse import FeedbackIn, from_json
     from winback.delivery.reports.record import record
 
     ws = workspace
     ws = configure(ws, soft_bounce_limit=2)
     add_contact(ws, "c1", email="ada@example.com")
-    policy = ws.delivery._report_policy()
+    policy = policy_of(ws.settings)
 
     def bounce(conn: Connection, name: str) -> Any:
         item = FeedbackIn(type="bounce", email="ada@example.com", status="4.2.2", id=name)

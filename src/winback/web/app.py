@@ -22,7 +22,9 @@ from pydantic import ValidationError
 from winback import __version__
 from winback.errors import WinbackError
 from winback.flows.status import EngineStatus
+from winback.web.apikeys import KeyRing
 from winback.web.errors import install_error_handling
+from winback.web.limits import BodyLimitMiddleware, limits
 from winback.workspace import Workspace
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -124,6 +126,7 @@ def create_app(
             await asyncio.to_thread(loops.shutdown)
             # Writes queued events and the API keys' recorded use.
             await asyncio.to_thread(workspace.delivery.close)
+            await asyncio.to_thread(app.state.keyring.close)
 
     app = FastAPI(
         title="winback",
@@ -133,6 +136,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.workspace = workspace
+    app.state.keyring = KeyRing(workspace.engine, workspace.clock.now)
     app.state.engine = status
     app.state.templates = Jinja2Templates(directory=str(TEMPLATES))
 
@@ -159,5 +163,10 @@ def create_app(
 
     for module in (health, tracking, unsubscribe, feedback, events, reports):
         app.include_router(module.router)
-    install_error_handling(app)
+    settings = workspace.settings
+    app.add_middleware(
+        BodyLimitMiddleware,
+        limit_for=limits(settings.http_max_body_bytes, settings.http_max_report_bytes),
+    )
+    install_error_handling(app)  # outside the body limit: a 413 carries the request id
     return app
