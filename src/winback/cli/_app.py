@@ -43,9 +43,9 @@ def workspace_from(
     ws = open_workspace(path, clock=clock)
     if sink is None:
         return ws
-    from winback.flows.runner import use_sink
+    from winback.flows.runner import with_sink
 
-    return use_sink(ws, sink)
+    return with_sink(ws, sink)
 
 
 def print_json(data: Any) -> None:
