@@ -116,10 +116,11 @@ class Settings(BaseModel):
         'scores such as `"555"` or `"5*1"` (`*` = any score), values segment names; later '
         "keys win. Written as a `[rfm_table]` section in winback.toml.",
     )
-    analytics_model: Literal["bgnbd", "pareto-nbd"] = Field(
-        "bgnbd",
-        description="Purchase model behind P(alive), expected purchases and CLV: `bgnbd` or "
-        "`pareto-nbd`.",
+    analytics_model: Literal["mbgnbd", "bgnbd", "pareto-nbd"] = Field(
+        "mbgnbd",
+        description="Purchase model behind P(alive), expected purchases and CLV: `mbgnbd` "
+        "(default: one-order customers' P(alive) falls with time, so the P(alive) dormancy "
+        "rule can count them), `bgnbd` (one-order customers are always alive) or `pareto-nbd`.",
     )
     alive_threshold: float = Field(
         0.5,
@@ -133,6 +134,42 @@ class Settings(BaseModel):
     )
     clv_discount_rate: float = Field(
         0.10, ge=0, lt=1, description="Annual discount rate applied to future revenue in CLV."
+    )
+    control_group_share: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="Share of contacts withheld from every marketing flow as the workspace-wide "
+        "control group (0: none). Membership is a stable hash of the contact id and "
+        "`control_group_salt` (docs/results.md); raising the share keeps current members.",
+    )
+    control_group_salt: str = Field(
+        "winback-control",
+        min_length=1,
+        description="Salt of the control group's hash: changing it draws a new control group.",
+    )
+    lift_max_relative_mde: float = Field(
+        0.25,
+        gt=0,
+        description="Declared threshold of the lift figures: while the minimum detectable "
+        "effect (80 % power, 5 % two-sided) exceeds this share of the control's value and the "
+        'interval spans zero, the result reads "not enough data yet".',
+    )
+    winner_alpha: float = Field(
+        0.05,
+        gt=0,
+        lt=1,
+        description="Largest chance of declaring a false A/B winner, however often results are "
+        "looked at (always-valid mSPRT, docs/results.md).",
+    )
+    winner_mixture_sd: float = Field(
+        0.02,
+        gt=0,
+        description="Spread τ of the normal mixture over the difference of conversion rates in "
+        "the winner rule: about the size of difference worth detecting (0.02 = 2 points).",
+    )
+    winner_min_contacts: int = Field(
+        100, ge=1, description="Contacts every variant needs before a winner can be declared."
     )
     cluster_seed: int = Field(0, description="Random seed of K-Means (results are repeatable).")
     cluster_max_k: int = Field(

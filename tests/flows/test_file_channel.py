@@ -142,10 +142,9 @@ def test_build_channels_chooses_the_file_channel(tmp_path: Path) -> None:
 def test_run_once_caps_the_file_channel_on_each_store(workspace: Workspace) -> None:
     from winback.flows.runner import run_once
 
-    ws = workspace
-    people = _shop(ws, 2)
-    ws = ws.replace(
-        settings=ws.settings.model_copy(
+    people = _shop(workspace, 2)
+    ws = workspace.replace(
+        settings=workspace.settings.model_copy(
             update={"frequency_caps": {"email": "1/1d"}, "quiet_hours": ""}
         )
     )
