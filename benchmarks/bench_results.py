@@ -47,7 +47,9 @@ def coverage(
     n_control = int(contacts * holdout)
     n_treatment = contacts - n_control
     covered_conv = covered_rev = 0
-    widths_conv, widths_rev, verdicts = [], [], {}
+    widths_conv: list[float] = []
+    widths_rev: list[float] = []
+    verdicts: dict[str, int] = {}
     for seed in range(seeds):
         rng = np.random.default_rng(seed)
         t = _revenue(rng, n_treatment, TREATMENT_RATE, sigma)
