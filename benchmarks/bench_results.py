@@ -6,7 +6,12 @@ converts with probability p (control 5 %, treatment 6 %: a true lift of 1 point)
 converter spends a log-normal amount (median 50, σ = 1: zero-inflated and heavy-tailed; mean
 50·e^0.5 ≈ 82.4), so the true incremental revenue per contact is 0.01 · 82.4 ≈ 0.82. The
 holdout is 20 % of the contacts. One more run, recorded but not a criterion, uses σ = 1.2 and a
-10 % holdout. A/A: two variants with the same 5 % rate, 100 new contacts a
+10 % holdout.
+
+Then the same check with the generator's response model (``coverage_generated``): the buyers
+of a generated shop of 150,000 contacts, each with their own probability of buying within 30
+days with and without a contact and their own mean order value (the ground truth), sampled
+per seed; the true lifts are the population means of the differences. A/A: two variants with the same 5 % rate, 100 new contacts a
 day each, the rule applied every day for 60 days. Seeds 0..99.
 """
 
@@ -79,6 +84,65 @@ def coverage(
     }
 
 
+def _generated_population(customers: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per buyer of a generated shop (seed 1): P(buy within 30 days) without and with a
+    contact, and the mean order value (the generator's ground truth, docs/generator.md)."""
+    from winback.generator.context import make_context, populations
+    from winback.generator.truth import ground_truth
+
+    ctx = make_context(customers, 24, 1, None, 0.0, None, None)
+    parts = [
+        ground_truth(pop, orders, ctx.period, ctx.warp, ctx.settings.model)
+        for _, pop, orders in populations(ctx)
+    ]
+    buyer = np.concatenate([p.purchase_rate_per_year > 0 for p in parts])
+    p_no = np.concatenate([p.p_no_contact for p in parts])[buyer]
+    p_if = np.concatenate([p.p_if_contacted for p in parts])[buyer]
+    spend = np.concatenate([p.mean_spend for p in parts])[buyer]
+    return p_no, p_if, spend
+
+
+def coverage_generated(contacts: int, seeds: int, population: tuple[np.ndarray, ...]) -> dict[str, Any]:  # fmt: skip
+    """The generator's response model: per seed, ``contacts`` buyers drawn from the shop,
+    20 % held out; each converts with their own probability (contacted or not) and a
+    converter spends their mean order value times log-normal noise of mean 1 (σ = 0.5)."""
+    p_no, p_if, spend = population
+    true_conv = float(np.mean(p_if - p_no))
+    true_rev = float(np.mean((p_if - p_no) * spend))
+    covered_conv = covered_rev = 0
+    widths_conv: list[float] = []
+    widths_rev: list[float] = []
+    for seed in range(seeds):
+        rng = np.random.default_rng(20_000 + seed)
+        chosen = rng.choice(len(p_no), size=contacts, replace=False)
+        n_control = int(contacts * HOLDOUT)
+        held, treated = chosen[:n_control], chosen[n_control:]
+        buys_t = rng.random(len(treated)) < p_if[treated]
+        buys_c = rng.random(n_control) < p_no[held]
+        noise_t = rng.lognormal(-0.125, 0.5, len(treated))
+        noise_c = rng.lognormal(-0.125, 0.5, n_control)
+        t = np.where(buys_t, spend[treated] * noise_t, 0.0)
+        c = np.where(buys_c, spend[held] * noise_c, 0.0)
+        conv = conversion_lift(
+            int(buys_t.sum()), len(treated), int(buys_c.sum()), n_control, max_relative_mde=0.25
+        )
+        rev = revenue_lift(t, c, max_relative_mde=0.25)
+        covered_conv += conv.low <= true_conv <= conv.high
+        covered_rev += rev.low <= true_rev <= rev.high
+        widths_conv.append(conv.high - conv.low)
+        widths_rev.append(rev.high - rev.low)
+    return {
+        "contacts": contacts,
+        "seeds": seeds,
+        "true_conversion_lift": round(true_conv, 5),
+        "true_revenue_lift": round(true_rev, 4),
+        "conversion_covered": covered_conv,
+        "revenue_covered": covered_rev,
+        "conversion_median_width": round(float(np.median(widths_conv)), 5),
+        "revenue_median_width": round(float(np.median(widths_rev)), 3),
+    }
+
+
 def false_winners(seeds: int, rule: WinnerRule) -> dict[str, Any]:
     """A/A tests looked at every day: seeds in which the rule ever declares a winner."""
     declared = []
@@ -112,6 +176,12 @@ def run(quick: bool) -> dict[str, Any]:
     # Informational, not a criterion: heavier spend and a 10 % holdout (about 50 buyers in
     # the holdout), where no interval of a mean keeps 95 %.
     stress = coverage(10_000, seeds, sigma=1.2, holdout=0.1)
+    population = _generated_population(30_000 if quick else 150_000)
+    generated = [
+        coverage_generated(n, seeds, population)
+        for n in COVERAGE_SIZES
+        if n <= 0.9 * len(population[0])
+    ]
     aa = false_winners(seeds, WinnerRule())
     needed = math.ceil(REQUIRED_COVERAGE * seeds / 100)
     figures = {
@@ -125,10 +195,15 @@ def run(quick: bool) -> dict[str, Any]:
         },
         "coverage": runs,
         "stress_heavier_tail": stress,
+        "generator_response_model": generated,
         "aa": aa,
         "passed": {
             "conversion_coverage": all(r["conversion_covered"] >= needed for r in runs),
             "revenue_coverage": all(r["revenue_covered"] >= needed for r in runs),
+            "generator_conversion_coverage": all(
+                r["conversion_covered"] >= needed for r in generated
+            ),
+            "generator_revenue_coverage": all(r["revenue_covered"] >= needed for r in generated),
             "false_winners": aa["false_winners"] <= MAX_FALSE_WINNERS * seeds / 100,
         },
         "seconds": round(time.perf_counter() - started, 1),
@@ -145,5 +220,12 @@ def run(quick: bool) -> dict[str, Any]:
         f"stress (sigma 1.2, 10 % holdout, 10,000 contacts): revenue interval covers in "
         f"{stress['revenue_covered']}/{seeds} (informational)"
     )
+    for r in generated:
+        print(
+            f"generator, {r['contacts']:>7,} contacts: conversion covers in "
+            f"{r['conversion_covered']}/{seeds}, revenue per contact in "
+            f"{r['revenue_covered']}/{seeds}",
+            flush=True,
+        )
     print(f"A/A, {AA_DAYS} daily looks: false winners in {aa['false_winners']}/{seeds} seeds")
     return figures

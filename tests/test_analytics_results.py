@@ -16,6 +16,7 @@ from winback.analytics.lift import (
     conversion_mde,
     in_control_group,
     newcombe_interval,
+    required_contacts,
     revenue_lift,
     wilson_interval,
 )
@@ -53,6 +54,14 @@ def test_mde_formula_and_shrinking_with_size() -> None:
     mde = conversion_mde(1000, 1000, 0.05)
     assert mde == pytest.approx((1.959964 + 0.841621) * math.sqrt(0.05 * 0.95 * 2 / 1000))
     assert conversion_mde(100_000, 100_000, 0.05) == pytest.approx(mde / 10)
+
+
+def test_required_contacts_inverts_the_mde() -> None:
+    n = required_contacts(0.05, 0.0125, 0.2)
+    assert conversion_mde(round(n * 0.8), round(n * 0.2), 0.05) == pytest.approx(0.0125, rel=1e-3)
+    assert required_contacts(0.05, 0.025, 0.2) == pytest.approx(n / 4, rel=1e-3)
+    with pytest.raises(ValueError, match="holdout share"):
+        required_contacts(0.05, 0.01, 0.0)
 
 
 def test_verdicts() -> None:

@@ -129,6 +129,23 @@ def conversion_mde(
     return z * float(np.sqrt(var))
 
 
+def required_contacts(
+    rate: float, effect: float, holdout_share: float, level: float = LEVEL, power: float = POWER
+) -> int:
+    """Contacts in all (treatment and holdout together) for a difference of ``effect`` in
+    conversion rate around ``rate`` to be the minimum detectable effect, with a holdout of
+    ``holdout_share``: n = (z₁ + z₂)² p(1 − p) (1/(1 − h) + 1/h) / δ². What "not enough data
+    yet" can be completed with ("about n contacts are needed")."""
+    if not 0 < rate < 1 or effect <= 0 or not 0 < holdout_share < 1:
+        raise ValueError(
+            f"expected 0 < rate < 1, effect > 0 and 0 < holdout share < 1, got rate {rate}, "
+            f"effect {effect}, holdout share {holdout_share}"
+        )
+    z = float(norm.ppf(0.5 + level / 2) + norm.ppf(power))
+    n = z * z * rate * (1 - rate) * (1 / (1 - holdout_share) + 1 / holdout_share) / effect**2
+    return int(np.ceil(n))
+
+
 def conversion_lift(
     treatment_conversions: int,
     treatment_contacts: int,

@@ -126,8 +126,8 @@ class ModifiedBetaGeo:
             - np.log(self.b + x)
             + (self.r + x) * (np.log(self.alpha + T) - np.log(self.alpha + t_x))
         )
-        result: FloatArray = expit(-log_odds_dead)
-        return result
+        alive: FloatArray = expit(-log_odds_dead)
+        return alive
 
     def expected_purchases(
         self, t: float | FloatArray, x: FloatArray, t_x: FloatArray, T: FloatArray
@@ -138,10 +138,10 @@ class ModifiedBetaGeo:
         alive = self.probability_alive(x, t_x, T)
         if np.ndim(t) == 0 and len(x) > 1000:  # the ₂F₁ once per distinct (x, T)
             ux, uT, inverse = distinct_pairs(x, T)
-            result: FloatArray = self.expected_purchases_if_alive(t, ux, uT)[inverse] * alive
-            return result
-        result = self.expected_purchases_if_alive(t, x, T) * alive
-        return result
+            per_pair: FloatArray = self.expected_purchases_if_alive(t, ux, uT)[inverse] * alive
+            return per_pair
+        own: FloatArray = self.expected_purchases_if_alive(t, x, T) * alive
+        return own
 
     def expected_purchases_if_alive(
         self, t: float | FloatArray, x: FloatArray, T: FloatArray
@@ -155,8 +155,8 @@ class ModifiedBetaGeo:
 
     def _mean(self, z: FloatArray, x: FloatArray, a: float) -> FloatArray:
         if abs(a - 1.0) < 1e-6:  # removable singularity at a = 1: average both sides
-            result: FloatArray = 0.5 * (self._mean(z, x, 1.0 - 1e-6) + self._mean(z, x, 1.0 + 1e-6))
-            return result
+            both: FloatArray = 0.5 * (self._mean(z, x, 1.0 - 1e-6) + self._mean(z, x, 1.0 + 1e-6))
+            return both
         c = a + self.b + x
         with np.errstate(all="ignore"):
             hyp = np.exp((a - 1) * np.log1p(-z)) * hyp2f1(a + self.b - self.r, a - 1, c, z)
@@ -171,8 +171,8 @@ class ModifiedBetaGeo:
         z = t / (alpha + t)
         with np.errstate(all="ignore"):
             hyp = np.exp(r * np.log1p(-z)) * hyp2f1(r, b + 1, a + b, z)
-        result: FloatArray = b / (a - 1) * (1.0 - hyp)
-        return result
+        new: FloatArray = b / (a - 1) * (1.0 - hyp)
+        return new
 
     def posterior_rate(self, x: FloatArray, t_x: FloatArray, T: FloatArray) -> FloatArray:
         """E[λ | alive, x, T] = (r + x) / (α + T)."""

@@ -202,6 +202,11 @@ def models_fit(
         f"{result['iterations']} iterations (gradient {result['gradient_norm']:.1e}); "
         f"calibration ends {result['calibration_end']}"
     )
+    if result.get("at_bound"):
+        console.print(
+            f"at the bound of its range: {', '.join(result['at_bound'])} (the likelihood keeps "
+            "rising beyond it; see docs/analytics.md)"
+        )
     hold = result.get("holdout")
     if hold:
         t = Table("repeat purchases (calibration)", "customers", "actual", "predicted",
