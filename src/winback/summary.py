@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Integer, and_, case, func, or_, select
 
+from winback.store import purchases
 from winback.store.schema import CHANNELS, contacts, orders
 from winback.workspace import Workspace
 
@@ -48,7 +49,9 @@ def base_summary(ws: Workspace) -> dict[str, Any]:
     with ws.engine.connect() as conn:
         people = conn.execute(select(*columns)).mappings().one()
         order_count, revenue = conn.execute(
-            select(func.count(), func.coalesce(func.sum(orders.c.amount), 0))
+            select(func.count(), func.coalesce(func.sum(purchases.net(orders)), 0)).where(
+                purchases.counted(orders)
+            )
         ).one()
     total = int(people["customers"])
 

@@ -26,6 +26,7 @@ from winback.ingest.importer import BatchResult, Context, Reject
 from winback.ingest.orders import OrderRow, TimestampCache, write_orders
 from winback.ingest.readers import Record, show_value
 from winback.store import activity
+from winback.store.purchases import PAID
 
 #: A staged event: (line, event_key, customer_id, type, occurred_at, properties, message_id,
 #: machine).
@@ -162,7 +163,18 @@ class Events:
         except FieldError as e:
             return bad("properties.coupon", e.reason, props.get("coupon"))
         items_json = None if items is None else json.dumps(items, ensure_ascii=False)
-        row: OrderRow = (line, order_id, customer_id, at, str(amount), currency, items_json, coupon)
+        row: OrderRow = (
+            line,
+            order_id,
+            customer_id,
+            at,
+            str(amount),
+            currency,
+            items_json,
+            coupon,
+            PAID,
+            "0",
+        )
         return (True, row)
 
     def write(self, conn: Connection, batch: list[Any], ctx: Context) -> BatchResult:

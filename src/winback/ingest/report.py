@@ -14,7 +14,8 @@ class ImportReport:
     ``read`` counts data rows (not the header); ``imported`` rows were new (for contacts:
     created or changed); ``duplicates`` were already in the store (re-imports, unchanged
     contacts); ``rejected`` rows went to ``reject_file`` with their line, field, value and
-    reason. ``read == imported + duplicates + rejected``.
+    reason. ``read == imported + duplicates + rejected``. ``orders_updated`` of the
+    duplicates changed a stored order's status or refunded amount.
     """
 
     kind: str
@@ -27,6 +28,7 @@ class ImportReport:
     contacts_created: int = 0
     contacts_updated: int = 0
     consent_changes: int = 0
+    orders_updated: int = 0
     import_id: int | None = None
     seconds: float = 0.0
     file_format: str = ""

@@ -132,6 +132,9 @@ orders = Table(
     Column("currency", String(3), nullable=False),
     Column("items", JSONDoc),
     Column("coupon", String(64)),
+    # paid, pending, cancelled, refunded or failed (winback.store.purchases.ORDER_STATUSES).
+    Column("status", String(16), nullable=False, server_default="paid"),
+    Column("refunded", Numeric(18, 2), nullable=False, server_default="0"),
     # The import that stored the row (NULL: recorded by the API); tells in-file duplicates apart.
     Column("import_id", BigInteger),
     Index("ix_orders_contact_ordered", "contact_id", "ordered_at"),
