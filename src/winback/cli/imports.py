@@ -50,6 +50,23 @@ MapOption = Annotated[
     ),
 ]
 QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
+PresetOption = Annotated[
+    str | None,
+    typer.Option(
+        "--preset",
+        help="Read a platform's export: shopify, woocommerce, mailchimp or klaviyo.",
+        show_default=False,
+    ),
+]
+MatchOption = Annotated[
+    str | None,
+    typer.Option(
+        "--match",
+        help="How rows find their contact: id (customer_id; rows without one by email) or "
+        "email (by address, case-insensitive). Default: the preset's, else id.",
+        show_default=False,
+    ),
+]
 
 
 def parse_mapping(pairs: list[str] | None) -> dict[str, str]:
@@ -110,6 +127,8 @@ def show(report: ImportReport, as_json: bool) -> None:
         table.add_row("contacts created", f"{report.contacts_created:,}")
     if report.contacts_updated:
         table.add_row("contacts updated", f"{report.contacts_updated:,}")
+    if report.orders_updated:
+        table.add_row("orders updated (status, refund)", f"{report.orders_updated:,}")
     if report.consent_changes:
         table.add_row("consent changes logged", f"{report.consent_changes:,}")
     for kind, count in sorted(report.by_type.items()):
@@ -130,12 +149,14 @@ def _run(
     pairs: list[str] | None,
     as_json: bool,
     quiet: bool,
+    preset: str | None = None,
+    match: str | None = None,
 ) -> None:
     mapping = parse_mapping(pairs)
     with workspace_from(workspace) as ws:
         with progress_bar(f"{kind} {file.name}", not (as_json or quiet)) as progress:
             method = getattr(ws.imports, kind)
-            report = method(file, mapping=mapping, progress=progress)
+            report = method(file, mapping=mapping, progress=progress, preset=preset, match=match)
     show(report, as_json)
 
 
@@ -143,36 +164,42 @@ def _run(
 def import_contacts(
     file: FileArgument,
     map_: MapOption = None,
+    preset: PresetOption = None,
+    match: MatchOption = None,
     workspace: WorkspaceOption = None,
     as_json: JsonOption = False,
     quiet: QuietOption = False,
 ) -> None:
-    """Upsert contacts by customer_id; other columns become custom attributes."""
-    _run("contacts", file, workspace, map_, as_json, quiet)
+    """Upsert contacts by customer_id (or email); other columns become custom attributes."""
+    _run("contacts", file, workspace, map_, as_json, quiet, preset, match)
 
 
 @import_app.command("orders")
 def import_orders(
     file: FileArgument,
     map_: MapOption = None,
+    preset: PresetOption = None,
+    match: MatchOption = None,
     workspace: WorkspaceOption = None,
     as_json: JsonOption = False,
     quiet: QuietOption = False,
 ) -> None:
     """Add orders (deduplicated by order_id); unknown customers are created."""
-    _run("orders", file, workspace, map_, as_json, quiet)
+    _run("orders", file, workspace, map_, as_json, quiet, preset, match)
 
 
 @import_app.command("events")
 def import_events(
     file: FileArgument,
     map_: MapOption = None,
+    preset: PresetOption = None,
+    match: MatchOption = None,
     workspace: WorkspaceOption = None,
     as_json: JsonOption = False,
     quiet: QuietOption = False,
 ) -> None:
     """Add events (deduplicated by event_id or content); purchase events become orders."""
-    _run("events", file, workspace, map_, as_json, quiet)
+    _run("events", file, workspace, map_, as_json, quiet, preset, match)
 
 
 @import_app.command("cdnow")

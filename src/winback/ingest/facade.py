@@ -5,12 +5,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from winback.ingest import importer
+from winback.ingest import importer, matching, presets
 from winback.ingest.cdnow import CdnowReader
 from winback.ingest.contacts import Contacts
 from winback.ingest.events import Events
-from winback.ingest.importer import Progress
+from winback.ingest.importer import Kind, Progress
 from winback.ingest.orders import Orders
+from winback.ingest.readers import open_reader
 from winback.ingest.report import ImportReport
 from winback.workspace import Workspace
 
@@ -29,29 +30,58 @@ class Imports:
         path: Path | str,
         mapping: Mapping[str, str] | None = None,
         progress: Progress | None = None,
+        *,
+        preset: str | None = None,
+        match: str | None = None,
     ) -> ImportReport:
-        return importer.run(
-            self.workspace, Contacts(), Path(path), mapping=mapping, progress=progress
-        )
+        return self._run(Contacts(), path, mapping, progress, preset, match)
 
     def orders(
         self,
         path: Path | str,
         mapping: Mapping[str, str] | None = None,
         progress: Progress | None = None,
+        *,
+        preset: str | None = None,
+        match: str | None = None,
     ) -> ImportReport:
-        return importer.run(
-            self.workspace, Orders(), Path(path), mapping=mapping, progress=progress
-        )
+        return self._run(Orders(), path, mapping, progress, preset, match)
 
     def events(
         self,
         path: Path | str,
         mapping: Mapping[str, str] | None = None,
         progress: Progress | None = None,
+        *,
+        preset: str | None = None,
+        match: str | None = None,
     ) -> ImportReport:
+        return self._run(Events(), path, mapping, progress, preset, match)
+
+    def _run(
+        self,
+        kind: Kind,
+        path: Path | str,
+        mapping: Mapping[str, str] | None,
+        progress: Progress | None,
+        preset: str | None,
+        match: str | None,
+    ) -> ImportReport:
+        """``preset`` reads a platform's export (:mod:`winback.ingest.presets`); ``match``
+        (``id`` or ``email``, default: the preset's, else ``id``) says how rows find their
+        contact (:mod:`winback.ingest.matching`)."""
+        path = Path(path)
+        reader = open_reader(path, wanted=list((mapping or {}).values()))
+        try:
+            if preset is not None:
+                translated = presets.translate(preset, kind.name, reader, self.workspace.settings)
+                reader, match = translated, match or translated.match
+            wrapped = matching.wrap(kind, reader.columns, mapping or {}, match or "id")
+        except BaseException:
+            reader.close()
+            raise
         return importer.run(
-            self.workspace, Events(), Path(path), mapping=mapping, progress=progress
+            self.workspace, wrapped, path, mapping=mapping, progress=progress, reader=reader
         )
 
     def cdnow(self, sample: bool = False, progress: Progress | None = None) -> ImportReport:
