@@ -34,7 +34,8 @@ MESSAGE_COLUMNS = (
 
 
 def contact_profile(ws: Workspace, ref: str, *, messages: int = 50) -> dict[str, Any]:
-    """Everything about the contact named by ``ref`` (its ``customer_id``, or ``#ID``)."""
+    """Everything about the contact named by ``ref`` (its ``customer_id``, email address or
+    ``#ID``)."""
     contact_id = resolve_contacts(ws, [ref])[0]
     with ws.engine.connect() as conn:
         row = dict(

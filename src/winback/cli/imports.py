@@ -135,6 +135,11 @@ def show(report: ImportReport, as_json: bool) -> None:
         table.add_row(f"  {kind}", f"{count:,}")
     table.add_row("seconds", f"{report.seconds:.1f}")
     console.print(table)
+    for m in report.merged:
+        console.print(
+            f"merged contacts sharing {m['email']}: {', '.join(m['merged'])} into {m['survivor']}",
+            markup=False,
+        )
     if report.reject_file:
         console.print(
             f"[yellow]{report.rejected:,} rejected rows[/] with line, field, value and reason: "

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
+from winback.contact_merge import merge_duplicates
 from winback.ingest import importer, matching, presets
 from winback.ingest.cdnow import CdnowReader
 from winback.ingest.contacts import Contacts
@@ -80,9 +81,14 @@ class Imports:
         except BaseException:
             reader.close()
             raise
-        return importer.run(
+        report = importer.run(
             self.workspace, wrapped, path, mapping=mapping, progress=progress, reader=reader
         )
+        if wrapped is not kind:  # matched by address: contacts sharing one are merged
+            with self.workspace.engine.begin() as conn:
+                merged = merge_duplicates(conn, now=self.workspace.clock.now())
+            report.merged = [m.to_dict() for m in merged]
+        return report
 
     def cdnow(self, sample: bool = False, progress: Progress | None = None) -> ImportReport:
         """Load the shipped CDNOW data (master: 23,570 customers; sample: 2,357)."""

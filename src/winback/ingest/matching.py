@@ -223,6 +223,9 @@ def _create(conn: Connection, new: dict[str, str], ctx: Context) -> None:
         for cid, email in new.items()
     ]
     insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-    stmt = insert(contacts).on_conflict_do_nothing(index_elements=["customer_id"])
-    created = conn.execute(stmt, rows).rowcount
-    ctx.report.contacts_created += max(int(created), 0)
+    stmt = (
+        insert(contacts)
+        .on_conflict_do_nothing(index_elements=["customer_id"])
+        .returning(contacts.c.id)
+    )
+    ctx.report.contacts_created += len(conn.execute(stmt, rows).all())

@@ -15,7 +15,9 @@ class ImportReport:
     created or changed); ``duplicates`` were already in the store (re-imports, unchanged
     contacts); ``rejected`` rows went to ``reject_file`` with their line, field, value and
     reason. ``read == imported + duplicates + rejected``. ``orders_updated`` of the
-    duplicates changed a stored order's status or refunded amount.
+    duplicates changed a stored order's status or refunded amount. ``merged`` lists the
+    contacts an import matched by address merged because they shared it
+    (:mod:`winback.contact_merge`).
     """
 
     kind: str
@@ -29,6 +31,7 @@ class ImportReport:
     contacts_updated: int = 0
     consent_changes: int = 0
     orders_updated: int = 0
+    merged: list[dict[str, Any]] = field(default_factory=list)
     import_id: int | None = None
     seconds: float = 0.0
     file_format: str = ""
