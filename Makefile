@@ -21,7 +21,7 @@ system-deps:
 	bash scripts/system-deps.sh
 
 demo: $(STAMP)
-	$(BIN)/python -m winback.demo
+	$(BIN)/python -m winback.cli.demo
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

@@ -156,7 +156,7 @@ def _build(
     """A workspace with n contacts and the reference flow; returns an API key and the
     one-click unsubscribe paths."""
     import winback
-    from winback.delivery.tokens import TokenSigner
+    from winback.delivery.links.tokens import TokenSigner
     from winback.store.schema import outbox
 
     ws = winback.init(folder, environ=environ)

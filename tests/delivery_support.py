@@ -187,10 +187,9 @@ def outbox_row(ws: Workspace, outbox_id: int) -> dict[str, Any]:
         return dict(conn.execute(select(outbox).where(outbox.c.id == outbox_id)).mappings().one())
 
 
-def configure(ws: Workspace, **settings: Any) -> None:
-    """Replace settings on an open workspace (tests only)."""
-    ws.settings = ws.settings.model_copy(update=settings)
-    ws.__dict__.pop("delivery", None)
+def configure(ws: Workspace, **settings: Any) -> Workspace:
+    """The workspace on the same store with these settings changed."""
+    return ws.replace(settings=ws.settings.model_copy(update=settings))
 
 
 def later(ws: Workspace, **delta: float) -> datetime:

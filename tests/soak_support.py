@@ -26,7 +26,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from sqlalchemy import insert, select
 
 from tests.delivery_support import free_port
-from winback.delivery.tokens import TokenSigner
+from winback.delivery.links.tokens import TokenSigner
 from winback.store.schema import contacts, orders, outbox
 from winback.workspace import Workspace
 

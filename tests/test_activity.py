@@ -20,7 +20,6 @@ from hypothesis import strategies as st
 from sqlalchemy import select, update
 
 from tests.conftest import T0
-from winback import tags
 from winback.clock import FixedClock
 from winback.delivery.inbound import EventIn
 from winback.flows.simulate import record_orders
@@ -142,8 +141,7 @@ def rows(ws: Workspace, ids: list[int]) -> list[dict[str, Any]]:
 def test_import_and_event_api_leave_identical_contacts(
     workspace: Workspace, tmp_path: Path
 ) -> None:
-    ws = workspace
-    ws.settings = ws.settings.model_copy(update={"import_batch_size": 4})
+    ws = workspace.replace(settings=workspace.settings.model_copy(update={"import_batch_size": 4}))
     by_file, by_api = people(ws, "f", 4), people(ws, "a", 4)
     shuffled = random.Random(3).sample(ACTIVITY, len(ACTIVITY))
     import_events(ws, tmp_path / "events.csv", "f", shuffled)
@@ -202,8 +200,8 @@ def test_tags_by_cli_engine_and_store_give_the_same_history(
     clock.set(T0)
     ws.flows.tick(T0)
     refs = [f"#{i}" for i in groups["cli"]]
-    assert tags.add_tag(ws, "vip", contact_refs=refs).changed == [groups["cli"][0]]
-    assert tags.remove_tag(ws, "old", contact_refs=refs).changed == [groups["cli"][1]]
+    assert ws.tags.add("vip", contact_refs=refs).changed == [groups["cli"][0]]
+    assert ws.tags.remove("old", contact_refs=refs).changed == [groups["cli"][1]]
     ws.store.add_tag(groups["store"], "vip", at=T0, source="api")
     ws.store.remove_tag(groups["store"], "old", at=T0, source="api")
 

@@ -131,7 +131,7 @@ def test_clusters_are_deterministic_and_described() -> None:
 @pytest.mark.slow
 def test_fixed_clock_reference(sqlite_workspace: Workspace) -> None:
     load_cdnow(sqlite_workspace)
-    sqlite_workspace.clock = FixedClock(datetime(1997, 3, 31, tzinfo=UTC))
-    r = sqlite_workspace.analytics.analyze(holdout=False).report
+    ws = sqlite_workspace.replace(clock=FixedClock(datetime(1997, 3, 31, tzinfo=UTC)))
+    r = ws.analytics.analyze(holdout=False).report
     assert str(r["reference_date"]) == "1997-03-31"
     assert r["orders"] < 6919  # later orders are ignored

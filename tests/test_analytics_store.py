@@ -45,8 +45,7 @@ def load_cdnow(ws: Workspace) -> dict[str, int]:
 def test_analyze_round_trip(workspace: Workspace) -> None:
     ids = load_cdnow(workspace)
     clock = FixedClock(datetime(1997, 9, 30, 18, tzinfo=UTC))
-    workspace.clock = clock
-    workspace.__dict__.pop("analytics", None)
+    workspace = workspace.replace(clock=clock)
     fit = workspace.analytics.fit("bgnbd", calibration_end=date(1997, 9, 30))
     assert round(fit["params"]["r"], 3) == 0.243 and round(fit["log_likelihood"], 1) == -9582.4
     assert "holdout" not in fit

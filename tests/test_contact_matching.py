@@ -12,9 +12,7 @@ from pathlib import Path
 
 from sqlalchemy import func, insert, select
 
-from winback.contacts import contact_profile
 from winback.store.schema import consent_log, contact_tags, contacts, events, orders, tag_history
-from winback.tags import add_tag
 from winback.workspace import Workspace
 
 
@@ -32,7 +30,7 @@ def winback(ws: Workspace, *args: str) -> subprocess.CompletedProcess[str]:
 def count(ws: Workspace, table: object, **where: object) -> int:
     query = select(func.count()).select_from(table)  # type: ignore[arg-type]
     for name, value in where.items():
-        query = query.where(getattr(table, "c")[name] == value)
+        query = query.where(table.c[name] == value)
     with ws.engine.connect() as conn:
         return int(conn.execute(query).scalar_one())
 
@@ -87,7 +85,7 @@ def _two_annas(ws: Workspace, tmp_path: Path) -> None:
         "utf-8",
     )
     ws.imports.orders(sales, progress=None)
-    add_tag(ws, "vip", contact_refs=["a2"])
+    ws.tags.add("vip", contact_refs=["a2"])
     with ws.engine.begin() as conn:
         a2 = conn.execute(select(contacts.c.id).where(contacts.c.customer_id == "a2")).scalar_one()
         conn.execute(
@@ -137,7 +135,7 @@ def test_an_import_matched_by_email_merges_and_reports(
     report = workspace.imports.contacts(more, progress=None)  # no customer_id: by email
     assert [(m["survivor"], m["merged"]) for m in report.merged] == [("a1", ["a2"])]
     assert count(workspace, contacts) == 1
-    profile = contact_profile(workspace, "ANN@example.com")  # show accepts an address
+    profile = workspace.contacts.profile("ANN@example.com")  # show accepts an address
     assert profile["customer_id"] == "a1"
     assert profile["attributes"]["last_name"] == "Rossi"
     shown = winback(workspace, "contacts", "show", "ann@example.com", "--json")

@@ -36,7 +36,7 @@ def test_pool_codes_are_assigned_once_and_redeemed(workspace: Workspace, tmp_pat
         for x in (a, b)
     ]
     with smtp_server() as (url, inbox, _):
-        configure(workspace, smtp_url=url)
+        workspace = configure(workspace, smtp_url=url)
         assert workspace.delivery.deliver_due().counts == {"sent": 2}
         # The pool is empty now: the next message waits (retried later), it is not lost.
         late = add_message(
@@ -78,7 +78,7 @@ def test_pattern_codes_are_unique_and_stable_per_message(sqlite_workspace: Works
     for cid in cids:
         add_message(ws, cid, "birthday", key=f"b{cid}", flow="birthday")
     with smtp_server() as (url, inbox, _):
-        configure(ws, smtp_url=url, quiet_hours="", coupon_pattern="BDAY-{RANDOM6}")
+        ws = configure(ws, smtp_url=url, quiet_hours="", coupon_pattern="BDAY-{RANDOM6}")
         ws.delivery.deliver_due()
     codes = [r["code"] for r in _codes(ws)]
     assert len(codes) == 20 and len(set(codes)) == 20

@@ -77,8 +77,8 @@ class Killing:
     def close(self):
         self.inner.close()
 
-ws = winback.open(path, clock=FixedClock(datetime.fromisoformat(at)))
-ws.settings = ws.settings.model_copy(update=settings)
+opened = winback.open(path, clock=FixedClock(datetime.fromisoformat(at)))
+ws = opened.replace(settings=opened.settings.model_copy(update=settings))
 worker = ws.delivery.worker()
 worker.channels = {key: Killing(channel) for key, channel in worker.channels.items()}
 try:
@@ -141,7 +141,7 @@ def test_crash_then_reconcile_resends_with_the_same_message_id(
     cid = add_contact(workspace, "c1", email="ada@example.com")
     oid = add_message(workspace, cid, key="reactivation:7:email-1")
     with smtp_server() as (url, inbox, _):
-        configure(workspace, smtp_url=url, quiet_hours="", delivery_lease_seconds=300)
+        workspace = configure(workspace, smtp_url=url, quiet_hours="", delivery_lease_seconds=300)
         _crash(workspace, point, smtp_url=url)
         row = outbox_row(workspace, oid)
         assert row["status"] == "sending" and row["claimed_at"] == clock.now()
@@ -173,7 +173,7 @@ def test_a_message_recorded_as_accepted_is_not_sent_again_after_a_crash(
     cid = add_contact(workspace, "c1", email="ada@example.com")
     oid = add_message(workspace, cid, key="reactivation:8:email-1")
     with smtp_server() as (url, inbox, _):
-        configure(workspace, smtp_url=url, quiet_hours="")
+        workspace = configure(workspace, smtp_url=url, quiet_hours="")
         _crash(workspace, "after_accept", smtp_url=url)
         row = outbox_row(workspace, oid)
         assert row["status"] == "sending" and row["sent_at"] == clock.now()
@@ -198,7 +198,7 @@ def test_at_most_once_policy_marks_unknown_outcomes_failed(sqlite_workspace: Wor
     cid = add_contact(ws, "c1", email="ada@example.com")
     oid = add_message(ws, cid)
     with smtp_server() as (url, inbox, _):
-        configure(ws, smtp_url=url, quiet_hours="", delivery_stale_policy="fail")
+        ws = configure(ws, smtp_url=url, quiet_hours="", delivery_stale_policy="fail")
         _crash(ws, "after_send", smtp_url=url, delivery_stale_policy="fail")
         clock.advance(timedelta(seconds=ws.settings.delivery_lease_seconds + 1))
         assert ws.delivery.deliver_due().claimed == 0
@@ -212,7 +212,7 @@ def test_without_a_crash_nothing_is_sent_twice(sqlite_workspace: Workspace) -> N
     cid = add_contact(ws, "c1", email="ada@example.com")
     add_message(ws, cid)
     with smtp_server() as (url, inbox, _):
-        configure(ws, smtp_url=url, quiet_hours="")
+        ws = configure(ws, smtp_url=url, quiet_hours="")
         ws.delivery.deliver_due()
         ws.clock.advance(timedelta(days=1))  # type: ignore[attr-defined]
         ws.delivery.deliver_due()
@@ -401,7 +401,7 @@ def test_an_error_after_the_claim_releases_the_unsent_rows_at_once(
     ws = workspace
     ids = _messages(ws, 40)
     with smtp_server() as (url, inbox, _):
-        configure(ws, smtp_url=url, quiet_hours="", smtp_connections=3)
+        ws = configure(ws, smtp_url=url, quiet_hours="", smtp_connections=3)
         worker = ws.delivery.worker()
         worker.channels["email"] = _Failing(
             worker.channels["email"], after, error=RuntimeError("injected")
@@ -444,7 +444,7 @@ def test_a_failed_acceptance_record_keeps_what_was_sent(sqlite_workspace: Worksp
             )
         )
     with smtp_server() as (url, inbox, _):
-        configure(ws, smtp_url=url, quiet_hours="", smtp_connections=2)
+        ws = configure(ws, smtp_url=url, quiet_hours="", smtp_connections=2)
         with pytest.raises(Exception, match="injected: store refused"):
             ws.delivery.deliver_due()
         row = outbox_row(ws, target)
@@ -460,7 +460,7 @@ def test_a_stop_mid_batch_hands_back_what_was_not_sent(workspace: Workspace) -> 
     ids = _messages(ws, 20)
     stop = threading.Event()
     with smtp_server() as (url, inbox, _):
-        configure(ws, smtp_url=url, quiet_hours="", smtp_connections=2)
+        ws = configure(ws, smtp_url=url, quiet_hours="", smtp_connections=2)
         worker = ws.delivery.worker()
         worker.channels["email"] = _Failing(worker.channels["email"], 4, stop=stop)
         try:
@@ -492,7 +492,7 @@ def test_a_message_that_cannot_be_rendered_fails_alone(sqlite_workspace: Workspa
     ]
     bad = add_message(ws, add_contact(ws, "z", email="z@example.com", orders_count=0), "ratio")
     with smtp_server() as (url, inbox, _):
-        configure(ws, smtp_url=url, quiet_hours="")
+        ws = configure(ws, smtp_url=url, quiet_hours="")
         report = ws.delivery.deliver_due()
     assert report.counts == {"sent": 3, "failed": 1}
     assert len(inbox.messages) == 3
@@ -533,7 +533,7 @@ def test_the_smtp_server_never_gets_a_message_before_the_previous_ones_are_recor
     controller.start()
     try:
         url = f"smtp://127.0.0.1:{controller.port}"
-        configure(ws, smtp_url=url, quiet_hours="", smtp_connections=connections)
+        ws = configure(ws, smtp_url=url, quiet_hours="", smtp_connections=connections)
         assert ws.delivery.deliver_due().counts == {"sent": len(ids)}
     finally:
         controller.stop()
@@ -557,7 +557,7 @@ def test_an_http_provider_never_gets_a_request_before_the_previous_one_is_record
             pass
 
     with http_server(Handler) as url:
-        configure(
+        ws = configure(
             ws,
             providers={"crm": {"channel": "webhook", "url": url + "/hook", "connections": 1}},
             webhook_provider="crm",

@@ -70,7 +70,7 @@ def test_sms_through_twilio_preset_with_consent(
     yes = add_contact(workspace, "y", phone="+15550001", first_name="Ada", sms_consent=True)
     no = add_contact(workspace, "n", phone="+15550002", first_name="Bob", sms_consent=False)
     with http_receiver(statuses=[503]) as (url, received):
-        configure(
+        workspace = configure(
             workspace,
             quiet_hours="",
             providers={
@@ -114,7 +114,7 @@ def test_webhook_json_body_without_consent(sqlite_workspace: Workspace) -> None:
     ws = sqlite_workspace
     cid = add_contact(ws, "c1", first_name="Ada", email_consent=None)
     with http_receiver() as (url, received):
-        configure(
+        ws = configure(
             ws,
             providers={
                 "crm": {
@@ -149,7 +149,7 @@ def test_provider_failure_codes(sqlite_workspace: Workspace) -> None:
     cid = add_contact(ws, "c1", phone="+1555", sms_consent=True)
     _sms_template(ws)
     with http_receiver(statuses=[400]) as (url, received):
-        configure(
+        ws = configure(
             ws,
             quiet_hours="",
             sms_provider="gw",
@@ -170,12 +170,18 @@ def test_retry_after_is_slept_once_or_kept_in_the_outbox(sqlite_workspace: Works
     _sms_template(ws)
     provider = {"channel": "sms", "max_attempts": 3, "retry_base_seconds": 20}
 
-    def use_provider(url: str) -> None:
+    def use_provider(url: str) -> Workspace:
         gw = {**provider, "url": url}
-        configure(ws, quiet_hours="", frequency_caps={}, sms_provider="gw", providers={"gw": gw})
+        return configure(
+            sqlite_workspace,
+            quiet_hours="",
+            frequency_caps={},
+            sms_provider="gw",
+            providers={"gw": gw},
+        )
 
     with http_receiver(statuses=[(429, {"Retry-After": "0.2"})]) as (url, received):
-        use_provider(url)
+        ws = use_provider(url)
         oid = add_message(ws, cid, "sms-hello", channel="sms", key="short")
         started = time.monotonic()
         ws.delivery.deliver_due()
@@ -184,7 +190,7 @@ def test_retry_after_is_slept_once_or_kept_in_the_outbox(sqlite_workspace: Works
     assert 0.2 <= elapsed < 5  # Retry-After, not a 10-20 s backoff as well
 
     with http_receiver(statuses=[(503, {"Retry-After": "3600"})]) as (url, received):
-        use_provider(url)
+        ws = use_provider(url)
         oid = add_message(ws, cid, "sms-hello", channel="sms", key="long")
         ws.delivery.deliver_due()
     row = outbox_row(ws, oid)

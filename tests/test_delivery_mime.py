@@ -15,8 +15,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.test_delivery_templates import SHIPPED, _context
-from winback.delivery.mime import PACK_LINE_LIMIT, build_email, pack_html_lines
-from winback.delivery.templates import TemplateRepository
+from winback.delivery.messages.mime import PACK_LINE_LIMIT, build_email, pack_html_lines
+from winback.delivery.messages.templates import TemplateRepository
 
 _WHITESPACE = re.compile(r"[ \t\n\r\f]+")  # HTML's whitespace (not the no-break space)
 

@@ -9,7 +9,7 @@ import pytest
 
 from tests.delivery_support import add_contact, add_message, configure, outbox_row, smtp_server
 from winback.clock import FixedClock
-from winback.delivery.policies import (
+from winback.delivery.worker.policies import (
     Cap,
     cap_next_allowed,
     parse_cap,
@@ -27,7 +27,9 @@ def test_frequency_cap_defers_to_the_next_allowed_time(workspace: Workspace) -> 
     clock.set(NOON)
     cid = add_contact(workspace, "c1", email="a@example.com")
     with smtp_server() as (url, inbox, _):
-        configure(workspace, smtp_url=url, frequency_caps={"email": "2/7d"}, quiet_hours="")
+        workspace = configure(
+            workspace, smtp_url=url, frequency_caps={"email": "2/7d"}, quiet_hours=""
+        )
         first = add_message(workspace, cid, key="f1:1:a")
         workspace.delivery.deliver_due()
         clock.advance(timedelta(days=1))
@@ -53,7 +55,7 @@ def test_transactional_bypasses_caps_and_quiet_hours(workspace: Workspace) -> No
     clock.set(datetime(2026, 3, 2, 23, 30, tzinfo=UTC))  # night in UTC
     cid = add_contact(workspace, "c1", email="a@example.com", timezone="UTC")
     with smtp_server() as (url, inbox, _):
-        configure(workspace, smtp_url=url, frequency_caps={"email": "1/7d"})
+        workspace = configure(workspace, smtp_url=url, frequency_caps={"email": "1/7d"})
         marketing = add_message(workspace, cid, key="m")
         transactional = add_message(
             workspace, cid, "feedback-coupon", key="t", priority="transactional"
@@ -73,7 +75,7 @@ def test_quiet_hours_follow_the_contacts_time_zone(workspace: Workspace) -> None
     sydney = add_contact(workspace, "s", email="s@example.com", timezone="Australia/Sydney")
     rome = add_contact(workspace, "r", email="r@example.com", timezone="Europe/Rome")
     with smtp_server() as (url, inbox, _):
-        configure(workspace, smtp_url=url, quiet_hours="21:00-08:00")
+        workspace = configure(workspace, smtp_url=url, quiet_hours="21:00-08:00")
         s_id = add_message(workspace, sydney, key="s")
         r_id = add_message(workspace, rome, key="r")
         workspace.delivery.deliver_due()
@@ -91,7 +93,7 @@ def test_suppression_list_wins_over_consent(workspace: Workspace) -> None:
     workspace.delivery.suppress("email", "a@example.COM")
     oid = add_message(workspace, cid)
     with smtp_server() as (url, inbox, _):
-        configure(workspace, smtp_url=url, quiet_hours="")
+        workspace = configure(workspace, smtp_url=url, quiet_hours="")
         workspace.delivery.deliver_due()
     assert outbox_row(workspace, oid)["status"] == "suppressed" and inbox.messages == []
 
@@ -112,7 +114,7 @@ def test_claims_only_due_rows_and_transactional_first(workspace: Workspace) -> N
         priority="transactional",
         not_before=now - timedelta(minutes=1),
     )
-    configure(ws, smtp_url="smtp://127.0.0.1:1", delivery_batch_size=3)
+    ws = configure(ws, smtp_url="smtp://127.0.0.1:1", delivery_batch_size=3)
     worker = ws.delivery.worker()
     assert [r["dedup_key"] for r in worker.claim(now)] == ["t1", "t2", "m3"]
     assert [r["dedup_key"] for r in worker.claim(now)] == ["m2", "m1"]
@@ -143,7 +145,7 @@ def test_concurrent_claims_never_share_a_row(workspace: Workspace) -> None:
     cids = [add_contact(workspace, f"c{i}", email=f"c{i}@example.com") for i in range(40)]
     for cid in cids:
         add_message(workspace, cid, key=f"k{cid}")
-    configure(workspace, smtp_url="smtp://127.0.0.1:1", delivery_batch_size=7)
+    workspace = configure(workspace, smtp_url="smtp://127.0.0.1:1", delivery_batch_size=7)
     workers = [workspace.delivery.worker() for _ in range(4)]
     claimed: list[list[int]] = [[] for _ in workers]
     barrier = threading.Barrier(len(workers))

@@ -25,7 +25,7 @@ from tests.delivery_support import (
     reply_json,
 )
 from winback.delivery.channels.http import load_providers
-from winback.delivery.mime import message_id_for
+from winback.delivery.messages.mime import message_id_for
 from winback.errors import InvalidSetting
 from winback.store.schema import contacts, suppressions
 from winback.workspace import Workspace
@@ -86,7 +86,7 @@ def _push_template(ws: Workspace) -> None:
 
 
 def _fcm(ws: Workspace, url: str, **extra: Any) -> None:
-    configure(
+    ws = configure(
         ws,
         quiet_hours="",
         providers={
@@ -205,7 +205,7 @@ def test_webpush_gateway_preset_410_gone_is_a_bounce(sqlite_workspace: Workspace
         ws, "a", first_name="Ada", push_consent=True, attributes={"push_token": "sub-1"}
     )
     with fcm_server({"sub-1": [(410, {"error": "gone"})]}) as (url, received):
-        configure(
+        ws = configure(
             ws,
             quiet_hours="",
             providers={

@@ -61,7 +61,7 @@ def test_serve_runs_the_engine_and_delivers_in_the_background(
     _dormant(ws, 2)
     ws.flows.add("reactivation", now=T0 - DAY)
     with smtp_server() as (url, inbox, _):
-        ws.settings = ws.settings.model_copy(update={"smtp_url": url})
+        ws = ws.replace(settings=ws.settings.model_copy(update={"smtp_url": url}))
         with running_service(ws, background=True, interval=0.2):
             deadline = time.monotonic() + 30
             while len(inbox.messages) < 2 and time.monotonic() < deadline:

@@ -19,9 +19,9 @@ from typer.testing import CliRunner
 from tests.delivery_support import add_contact, add_message, configure
 from tests.web_support import running_service
 from winback.cli import app
-from winback.delivery.mime import domain_of, message_id_for
-from winback.delivery.reports import InvalidReportFile, parse_report
-from winback.delivery.tokens import TokenSigner
+from winback.delivery.links.tokens import TokenSigner
+from winback.delivery.messages.mime import domain_of, message_id_for
+from winback.delivery.reports.parse import InvalidReportFile, parse_report
 from winback.errors import UnreadableFile
 from winback.store.schema import consent_log, contacts, events, outbox, report_rejects, suppressions
 from winback.workspace import Workspace
@@ -179,7 +179,7 @@ def test_gmail_dsn_without_the_original_names_it_in_the_status_part(
 
 def test_soft_bounces_suppress_after_the_limit_within_the_window(workspace: Workspace) -> None:
     ws = workspace
-    configure(ws, soft_bounce_limit=2, soft_bounce_window_days=30)
+    ws = configure(ws, soft_bounce_limit=2, soft_bounce_window_days=30)
     msg = sent_message(ws, "c1", "full@example.com")
     now = ws.clock.now()
 

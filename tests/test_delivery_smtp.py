@@ -14,8 +14,8 @@ from sqlalchemy import select
 
 from tests.delivery_support import add_contact, add_message, configure, outbox_row, smtp_server
 from winback.delivery.channels.smtp import parse_smtp_url
-from winback.delivery.mime import message_id_for
-from winback.delivery.tokens import TokenSigner
+from winback.delivery.links.tokens import TokenSigner
+from winback.delivery.messages.mime import message_id_for
 from winback.errors import InvalidSetting
 from winback.store.schema import contacts, events, orders, suppressions
 from winback.workspace import Workspace
@@ -45,7 +45,9 @@ def test_email_arrives_with_headers_parts_links_and_signatures(workspace: Worksp
         )
     oid = add_message(workspace, cid, "reactivation-1", key="reactivation:1:email-1")
     with smtp_server() as (url, inbox, _):
-        configure(workspace, smtp_url=url, mail_from="news@shop.example", mail_from_name="Shop")
+        workspace = configure(
+            workspace, smtp_url=url, mail_from="news@shop.example", mail_from_name="Shop"
+        )
         report = workspace.delivery.deliver_due()
     assert report.counts["sent"] == 1
     [msg] = inbox.messages
@@ -86,7 +88,7 @@ def test_4xx_then_accept_is_retried_on_the_same_run(sqlite_workspace: Workspace)
     cid = add_contact(ws, "c1", email="bob@example.com")
     oid = add_message(ws, cid)
     with smtp_server(data_failures=2) as (url, inbox, handler):
-        configure(ws, smtp_url=url)
+        ws = configure(ws, smtp_url=url)
         report = ws.delivery.deliver_due()
     assert handler.data_attempts == 3
     assert report.counts["sent"] == 1 and len(inbox.messages) == 1
@@ -100,7 +102,7 @@ def test_internationalised_address_needs_smtputf8(sqlite_workspace: Workspace) -
     zoe = add_message(ws, add_contact(ws, "c1", email="zoë@example.com"))
     bob = add_message(ws, add_contact(ws, "c2", email="bob@example.com"))
     with smtp_server(smtputf8=False) as (url, inbox, _):
-        configure(ws, smtp_url=url)
+        ws = configure(ws, smtp_url=url)
         ws.delivery.deliver_due()
     assert outbox_row(ws, bob)["status"] == "sent" and len(inbox.messages) == 1
     row = outbox_row(ws, zoe)
@@ -108,7 +110,7 @@ def test_internationalised_address_needs_smtputf8(sqlite_workspace: Workspace) -
 
     other = add_message(ws, add_contact(ws, "c3", email="zoë@exämple.com"))
     with smtp_server(smtputf8=True) as (url, inbox, _):
-        configure(ws, smtp_url=url)
+        ws = configure(ws, smtp_url=url)
         ws.delivery.deliver_due()
     assert outbox_row(ws, other)["status"] == "sent" and len(inbox.messages) == 1
 
@@ -118,7 +120,7 @@ def test_persistent_4xx_requeues_with_backoff(sqlite_workspace: Workspace) -> No
     cid = add_contact(ws, "c1", email="bob@example.com")
     oid = add_message(ws, cid)
     with smtp_server(data_failures=100) as (url, inbox, _):
-        configure(ws, smtp_url=url, delivery_retry_seconds=60)
+        ws = configure(ws, smtp_url=url, delivery_retry_seconds=60)
         ws.delivery.deliver_due()
     row = outbox_row(ws, oid)
     assert row["status"] == "pending" and row["attempts"] == 1 and "451" in row["last_error"]
@@ -136,7 +138,7 @@ def test_hard_bounce_suppresses_and_records_event(workspace: Workspace) -> None:
         inbox,
         _,
     ):
-        configure(workspace, smtp_url=url)
+        workspace = configure(workspace, smtp_url=url)
         report = workspace.delivery.deliver_due()
         assert report.counts == {"sent": 1, "bounced": 1}
         # A later message to the bounced address is suppressed, never sent.
@@ -157,14 +159,14 @@ def test_dropped_connection_is_retried(sqlite_workspace: Workspace) -> None:
     ws = sqlite_workspace
     cid = add_contact(ws, "c1", email="a@example.com")
     with smtp_server() as (url, inbox, _):
-        configure(ws, smtp_url=url, smtp_connections=1)
+        ws = configure(ws, smtp_url=url, smtp_connections=1)
         worker = ws.delivery.worker()
         add_message(ws, cid, key="a")
         worker.drain()
         smtp = worker.channels["email"]
         for pooled in smtp._idle:  # type: ignore[attr-defined]
             pooled.smtp.sock.close()  # the server side now sees a dead connection
-        configure(ws, frequency_caps={})
+        ws = configure(ws, frequency_caps={})
         worker.caps = {}
         add_message(ws, cid, key="b")
         report = worker.drain()
@@ -178,7 +180,7 @@ def test_no_consent_and_no_address_are_skipped(workspace: Workspace) -> None:
     c = add_contact(workspace, "c", email="c@example.com", email_consent=None)
     ids = [add_message(workspace, x, key=f"k{x}") for x in (a, b, c)]
     with smtp_server() as (url, inbox, _):
-        configure(workspace, smtp_url=url)
+        workspace = configure(workspace, smtp_url=url)
         workspace.delivery.deliver_due()
     assert inbox.messages == []
     rows = [outbox_row(workspace, i) for i in ids]
@@ -217,7 +219,7 @@ def test_worker_delivers_through_any_ports_channel(sqlite_workspace: Workspace) 
     ws = sqlite_workspace
     cid = add_contact(ws, "c1", email="ada@example.com", first_name="Ada")
     oid = add_message(ws, cid, "reactivation-1", key="reactivation:9:email-1")
-    configure(ws, quiet_hours="")
+    ws = configure(ws, quiet_hours="")
     sink = FileSink(ws.path / "outbox")
     report = ws.delivery.deliver_due(channels={"email": sink})
     assert report.counts == {"sent": 1}
@@ -231,13 +233,13 @@ def test_demo_smtp_sink_writes_eml_files(sqlite_workspace: Workspace, tmp_path: 
     import email
     import email.policy
 
-    from winback.delivery.demo_sink import demo_smtp_sink
+    from winback.delivery.channels.demo_sink import demo_smtp_sink
 
     ws = sqlite_workspace
     cid = add_contact(ws, "c1", email="ada@example.com", first_name="Ada")
     add_message(ws, cid, "reactivation-1")
     with demo_smtp_sink(tmp_path / "mailbox") as sink:
-        configure(ws, smtp_url=sink.url, quiet_hours="")
+        ws = configure(ws, smtp_url=sink.url, quiet_hours="")
         assert ws.delivery.deliver_due().counts == {"sent": 1}
     [path] = sink.messages()
     msg = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
@@ -252,7 +254,7 @@ def test_non_ascii_subject_is_encoded_words_that_decode_back(subject: str) -> No
     from email import message_from_bytes, policy
     from email.header import decode_header, make_header
 
-    from winback.delivery.mime import build_email
+    from winback.delivery.messages.mime import build_email
 
     data = build_email(
         from_addr="shop@example.com",

@@ -37,7 +37,7 @@ def test_worker_processes_deliver_every_message_exactly_once(workspace: Workspac
     for cid in ids:
         add_message(workspace, cid, key=f"k{cid}")
     with smtp_server() as (url, inbox, _):
-        configure(
+        workspace = configure(
             workspace,
             smtp_url=url,
             smtp_connections=2,
@@ -62,7 +62,7 @@ def test_a_small_backlog_is_delivered_without_extra_processes(
     cid = add_contact(ws, "c1", email="a@example.com")
     add_message(ws, cid, key="a")
     with smtp_server() as (url, inbox, _):
-        configure(ws, smtp_url=url, delivery_processes=4, quiet_hours="", frequency_caps={})
+        ws = configure(ws, smtp_url=url, delivery_processes=4, quiet_hours="", frequency_caps={})
         report = ws.delivery.deliver_due()
     assert report.processes == 1 and report.counts == {"sent": 1}
     assert len(inbox.messages) == 1
@@ -90,7 +90,7 @@ def test_connections_are_kept_between_passes_and_replaced_when_dropped(
     handler = _Peers(inbox)
     server = Controller(handler, hostname="127.0.0.1", port=port)
     server.start()
-    configure(
+    ws = configure(
         ws,
         smtp_url=f"smtp://127.0.0.1:{port}",
         smtp_connections=1,
@@ -140,7 +140,7 @@ def test_run_loop_reuses_one_connection_across_passes(sqlite_workspace: Workspac
     handler = _Peers(inbox)
     server = Controller(handler, hostname="127.0.0.1", port=port)
     server.start()
-    configure(ws, smtp_url=f"smtp://127.0.0.1:{port}", quiet_hours="", frequency_caps={})
+    ws = configure(ws, smtp_url=f"smtp://127.0.0.1:{port}", quiet_hours="", frequency_caps={})
     stop = threading.Event()
     passes: list[int] = []
 
@@ -180,7 +180,7 @@ def test_a_batch_is_rendered_before_its_first_message_is_sent(workspace: Workspa
             return super().send_one(msg, durable)
 
     with smtp_server() as (url, inbox, _):
-        configure(workspace, smtp_url=url, quiet_hours="", frequency_caps={})
+        workspace = configure(workspace, smtp_url=url, quiet_hours="", frequency_caps={})
         channel = Recording(parse_smtp_url(url), connections=2)
         worker = DeliveryWorker(workspace, channels={"email": channel})
         render = worker.render

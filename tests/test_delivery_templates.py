@@ -16,9 +16,9 @@ from tests.delivery_support import add_contact
 from winback.cli import app
 from winback.config import Settings
 from winback.delivery import validate_template
-from winback.delivery.context import ContactData, render_context
-from winback.delivery.htmltext import html_to_text
-from winback.delivery.templates import LIBRARY, TemplateRenderError, TemplateRepository
+from winback.delivery.messages.context import ContactData, render_context
+from winback.delivery.messages.htmltext import html_to_text
+from winback.delivery.messages.templates import LIBRARY, TemplateRenderError, TemplateRepository
 from winback.workspace import Workspace
 
 SHIPPED = [

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from winback.delivery.tokens import TokenSigner
+from winback.delivery.links.tokens import TokenSigner
 
 SIGNER = TokenSigner("test-secret")
 ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_."

@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import func, select
 
 import winback
-from winback import demo
+from winback.cli import demo
 from winback.store.schema import contacts, outbox
 
 

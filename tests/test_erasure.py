@@ -21,7 +21,7 @@ from tests.flows.helpers import (
     set_contact,
 )
 from winback.cli import app
-from winback.delivery.policies import hashed_address, suppressed_addresses
+from winback.delivery.worker.policies import hashed_address, suppressed_addresses
 from winback.erasure import erasure_log
 from winback.store.schema import (
     consent_log,
@@ -202,7 +202,7 @@ def test_contacts_delete_erases_keeps_orders_and_blocks_reimport(
         }
         assert suppressed_addresses(conn, [("email", "cy@example.com")]) == set()
     message = add_message(ws, newcomer, key="m3")
-    configure(ws, smtp_url="smtp://127.0.0.1:1")  # decided only: nothing is sent
+    ws = configure(ws, smtp_url="smtp://127.0.0.1:1")  # decided only: nothing is sent
     worker = ws.delivery.worker()
     try:
         decided = {int(d.row["id"]): d for d in worker.decide(worker.claim(ws.clock.now()), T0)}

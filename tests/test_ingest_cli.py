@@ -91,7 +91,9 @@ def test_base_summary_shares(workspace: Workspace, tmp_path: Path) -> None:
     )
     for kind in ("contacts", "orders", "events"):
         getattr(workspace.imports, kind)(tmp_path / f"{kind}.csv")
-    data = base_summary(workspace)
+    data = base_summary(
+        workspace.engine, now=workspace.clock.now(), days=workspace.settings.dormant_days
+    )
     assert (data["customers"], data["customers_with_orders"], data["orders"]) == (6, 2, 2)
     assert data["revenue"] == Decimal("15.50")
     assert data["share_no_purchase"] == round(5 / 6, 4)

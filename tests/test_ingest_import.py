@@ -37,14 +37,15 @@ def order_ids(ws: Workspace) -> set[str]:
         return set(conn.execute(select(orders.c.order_id)).scalars())
 
 
-def small_batches(ws: Workspace, size: int = 3) -> None:
-    ws.settings = ws.settings.model_copy(update={"import_batch_size": size})
+def small_batches(ws: Workspace, size: int = 3) -> Workspace:
+    """The workspace importing in batches of ``size`` rows."""
+    return ws.replace(settings=ws.settings.model_copy(update={"import_batch_size": size}))
 
 
 def test_broken_file_keeps_every_good_row_and_reports_every_bad_one(
     workspace: Workspace, tmp_path: Path
 ) -> None:
-    small_batches(workspace, 4)
+    workspace = small_batches(workspace, 4)
     lines = [
         HEADER.encode(),
         b"o1,c1,2024-01-05T10:00:00Z,10.50,EUR,,\n",  # 2 good
@@ -97,7 +98,7 @@ def test_broken_file_keeps_every_good_row_and_reports_every_bad_one(
 
 
 def test_reimport_imports_nothing_new(workspace: Workspace, tmp_path: Path) -> None:
-    small_batches(workspace)
+    workspace = small_batches(workspace)
     path = write(
         tmp_path / "orders.csv",
         HEADER + "".join(f"o{i},c{i % 3},2024-02-0{i}T08:00:00Z,{i}.00,,,\n" for i in range(1, 8)),
@@ -122,7 +123,7 @@ def test_reimport_imports_nothing_new(workspace: Workspace, tmp_path: Path) -> N
 
 
 def test_duplicate_orders_across_batches_are_rejected(workspace: Workspace, tmp_path: Path) -> None:
-    small_batches(workspace, 2)
+    workspace = small_batches(workspace, 2)
     path = write(
         tmp_path / "orders.csv",
         HEADER
@@ -232,7 +233,7 @@ def _stored(ws: Workspace) -> dict[str, dict[str, Any]]:
 def test_incremental_attributes_match_a_from_scratch_aggregate(
     workspace: Workspace, tmp_path: Path
 ) -> None:
-    small_batches(workspace, 2)
+    workspace = small_batches(workspace, 2)
     workspace.imports.events(_events_file(tmp_path / "events.csv"))
     more = write(
         tmp_path / "orders.csv",
@@ -255,7 +256,7 @@ def test_attributes_and_updated_at_across_batches_and_imports(
     """Batches only write the attribute columns that change: a later batch with older orders
     leaves last_purchase_at alone, moves first_purchase_at back, and still counts; a second
     import (clock moved on) stamps updated_at again."""
-    small_batches(workspace, 2)
+    workspace = small_batches(workspace, 2)
     first = write(
         tmp_path / "a.csv",
         HEADER
@@ -442,7 +443,7 @@ def test_unreadable_and_empty_files_fail_clearly(
 
 
 def test_progress_reports_bytes(sqlite_workspace: Workspace, tmp_path: Path) -> None:
-    small_batches(sqlite_workspace, 10)
+    sqlite_workspace = small_batches(sqlite_workspace, 10)
     path = write(
         tmp_path / "orders.csv",
         HEADER + "".join(f"o{i},c{i},2024-01-01,1,,,\n" for i in range(100)),

@@ -20,10 +20,10 @@ from winback.workspace import Workspace
 HEADER = "order_id,customer_id,ordered_at,amount,currency,items,coupon\n"
 
 
-def units(ws: Workspace, batch: int, commit: int) -> None:
-    ws.settings = ws.settings.model_copy(
-        update={"import_batch_size": batch, "import_commit_rows": commit}
-    )
+def units(ws: Workspace, batch: int, commit: int) -> Workspace:
+    """The workspace importing in batches of ``batch`` rows, committed every ``commit``."""
+    update = {"import_batch_size": batch, "import_commit_rows": commit}
+    return ws.replace(settings=ws.settings.model_copy(update=update))
 
 
 def rejects(path: Path) -> list[tuple[int, str, str, str]]:
@@ -72,7 +72,7 @@ def from_orders(ws: Workspace) -> dict[str, tuple[object, ...]]:
 def test_several_units_dedup_repeats_and_exact_attributes(
     workspace: Workspace, tmp_path: Path
 ) -> None:
-    units(workspace, batch=3, commit=7)  # units of 3 batches (9 staged rows), 40 rows
+    workspace = units(workspace, batch=3, commit=7)  # units of 3 batches (9 staged rows), 40 rows
     base = datetime(2024, 1, 1, tzinfo=UTC)
     lines = []
     for i in range(34):  # lines 2..35: 34 orders of 5 customers, times out of order
@@ -125,7 +125,7 @@ def test_a_failed_unit_is_rolled_back_whole(
 ) -> None:
     if workspace.engine.dialect.name != "postgresql":
         pytest.skip("commit units are PostgreSQL's")
-    units(workspace, batch=2, commit=4)
+    workspace = units(workspace, batch=2, commit=4)
     path = tmp_path / "orders.csv"
     path.write_text(
         HEADER + "".join(f"o{i},c{i % 3},2024-03-0{1 + i % 9}T00:00:00Z,1,,,\n" for i in range(10)),
@@ -160,7 +160,7 @@ def test_a_file_overlapping_an_earlier_import(
 ) -> None:
     """Units where some orders are already stored take the classifying path; units where
     all are new the plain insert: both give the same counts and exact attributes."""
-    units(workspace, batch=2, commit=4)
+    workspace = units(workspace, batch=2, commit=4)
     classified: list[int] = []
     real = bulk.pg_insert_orders
 

@@ -18,6 +18,11 @@ from winback.store.schema import contacts, events, orders
 from winback.summary import base_summary
 from winback.workspace import Workspace
 
+
+def summary_of(ws: Workspace) -> dict[str, object]:
+    return base_summary(ws.engine, now=ws.clock.now(), days=ws.settings.dormant_days)
+
+
 FIXTURES = Path(__file__).parent / "fixtures" / "presets"
 
 
@@ -66,7 +71,7 @@ def test_shopify_customers_then_orders(workspace: Workspace, tmp_path: Path) -> 
         "carla@example.com": ("7003", 1, Decimal("35.00")),
         "dave@example.com": ("dave@example.com", 1, Decimal("40.00")),  # no customer row
     }
-    summary = base_summary(workspace)
+    summary = summary_of(workspace)
     assert (summary["orders"], Decimal(str(summary["revenue"]))) == (4, Decimal("245.00"))
     with workspace.engine.connect() as conn:
         stored = {
@@ -104,7 +109,7 @@ def test_woocommerce_orders_guests_by_billing_email(workspace: Workspace, tmp_pa
         "guest2@example.com": ("guest2@example.com", 1, Decimal("20.00")),
         "bob@example.com": ("13", 0, Decimal("0.00")),
     }
-    summary = base_summary(workspace)
+    summary = summary_of(workspace)
     assert (summary["orders"], Decimal(str(summary["revenue"]))) == (4, Decimal("204.90"))
     with workspace.engine.connect() as conn:
         row = conn.execute(

@@ -27,7 +27,7 @@ from tests.soak_support import (
     wait_until,
     winback_serve,
 )
-from winback.delivery.tokens import TokenSigner
+from winback.delivery.links.tokens import TokenSigner
 from winback.store.schema import consent_log, contacts, events, outbox, suppressions
 from winback.workspace import Workspace
 

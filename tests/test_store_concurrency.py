@@ -24,7 +24,7 @@ from tests.delivery_support import add_contact, add_message, configure, smtp_ser
 from tests.web_support import running_service
 from winback.delivery.coupons import assign
 from winback.delivery.inbound import EventIn
-from winback.delivery.tokens import TokenSigner
+from winback.delivery.links.tokens import TokenSigner
 from winback.delivery.unsubscribes import (
     Unsubscribe,
     apply_pending_unsubscribes,
@@ -58,7 +58,7 @@ def _try_write_lock(ws: Workspace) -> bool:
 
 
 def _with_busy_timeout(ws: Workspace, seconds: float) -> None:
-    configure(ws, store_busy_timeout=seconds)
+    ws = configure(ws, store_busy_timeout=seconds)
     ws.close()  # the next use makes an engine with the new bound
 
 
@@ -358,7 +358,7 @@ def test_busy_store_answers_503_and_a_one_click_unsubscribe_is_kept(
         # The store is free again: the next delivery applies the kept unsubscribe first.
         add_message(ws, cid, "reactivation-2", key="second")
         with smtp_server() as (url, inbox, _):
-            configure(ws, smtp_url=url, quiet_hours="")
+            ws = configure(ws, smtp_url=url, quiet_hours="")
             report = ws.delivery.deliver_due()
         assert inbox.messages == []
         assert report.counts.get("sent", 0) == 0 and report.counts["skipped"] == 2
@@ -627,10 +627,10 @@ def test_concurrent_unsubscribes_change_consent_once(workspace: Workspace) -> No
 def test_two_soft_bounces_at_once_reach_the_limit(workspace: Workspace) -> None:
     """With a limit of two, two soft bounces recorded at once (the second while the first
     has not committed) suppress the address: neither may count only itself."""
-    from winback.delivery.reports import FeedbackIn, from_json, record
+    from winback.delivery.reports.parse import FeedbackIn, from_json, record
 
     ws = workspace
-    configure(ws, soft_bounce_limit=2)
+    ws = configure(ws, soft_bounce_limit=2)
     add_contact(ws, "c1", email="ada@example.com")
     policy = ws.delivery._report_policy()
 

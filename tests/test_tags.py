@@ -9,7 +9,7 @@ import pytest
 from tests.conftest import T0
 from tests.shopdata import add_contact, add_order
 from winback.errors import NotFound
-from winback.tags import NoContactsChosen, add_tag, remove_tag, tag_counts, tags_of_contact
+from winback.tags import NoContactsChosen
 from winback.workspace import Workspace
 
 
@@ -18,28 +18,28 @@ def test_add_remove_list_with_history(workspace: Workspace) -> None:
     b = add_contact(workspace, "b")
     add_order(workspace, b, T0 - timedelta(days=3))
     workspace.segments.refresh()
-    change = add_tag(workspace, "inactive", contact_refs=["a", f"#{b}"])
+    change = workspace.tags.add("inactive", contact_refs=["a", f"#{b}"])
     assert (change.requested, sorted(change.changed)) == (2, sorted([a, b]))
-    again = add_tag(workspace, "inactive", segment="Customers")
+    again = workspace.tags.add("inactive", segment="Customers")
     assert (again.requested, again.changed) == (1, [])  # b already had it
     workspace.clock.advance(timedelta(hours=1))  # type: ignore[attr-defined]
-    removed = remove_tag(workspace, "inactive", contact_refs=["a"], source="flow:x")
+    removed = workspace.tags.remove("inactive", contact_refs=["a"], source="flow:x")
     assert removed.changed == [a]
-    assert tag_counts(workspace) == [
+    assert workspace.tags.counts() == [
         {"tag": "inactive", "contacts": 1, "last_change": T0 + timedelta(hours=1)}
     ]
-    seen = tags_of_contact(workspace, a)
+    seen = workspace.tags.of_contact(a)
     assert seen["tags"] == []
     assert [(h["action"], h["source"]) for h in seen["history"]] == [
         ("added", "cli"),
         ("removed", "flow:x"),
     ]
-    assert [t["tag"] for t in tags_of_contact(workspace, b)["tags"]] == ["inactive"]
+    assert [t["tag"] for t in workspace.tags.of_contact(b)["tags"]] == ["inactive"]
 
 
 def test_unknown_contacts_and_no_target(sqlite_workspace: Workspace) -> None:
     add_contact(sqlite_workspace, "a")
     with pytest.raises(NotFound, match="'zz', '#999'"):
-        add_tag(sqlite_workspace, "x", contact_refs=["a", "zz", "#999"])
+        sqlite_workspace.tags.add("x", contact_refs=["a", "zz", "#999"])
     with pytest.raises(NoContactsChosen):
-        add_tag(sqlite_workspace, "x")
+        sqlite_workspace.tags.add("x")

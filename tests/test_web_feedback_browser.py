@@ -49,7 +49,7 @@ def test_feedback_flow_email_to_page_to_tag_and_coupon(sqlite_workspace: Workspa
         copied.unlink()  # use the shipped library's designed emails (see docs/delivery.md)
     ws.store.add_tag([cid], "inactive", at=clock.now(), source="test")
     with running_service(ws) as base, smtp_server() as (url, inbox, _):
-        configure(ws, smtp_url=url, base_url=base, quiet_hours="")
+        ws = configure(ws, smtp_url=url, base_url=base, quiet_hours="")
         run_once(ws, clock.now())
         [request] = inbox.messages
         assert request["Subject"].startswith("Ada, how did we do?")

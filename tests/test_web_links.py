@@ -20,7 +20,7 @@ from winback.workspace import Workspace
 def _deliver_one(ws: Workspace, **contact: object) -> tuple[int, EmailMessage]:
     cid = add_contact(ws, "c1", email="ada@example.com", first_name="Ada", **contact)
     with smtp_server() as (url, inbox, _):
-        configure(ws, smtp_url=url, quiet_hours="")
+        ws = configure(ws, smtp_url=url, quiet_hours="")
         add_message(ws, cid, "feedback-request", key="feedback:1:request")
         ws.delivery.deliver_due()
     [msg] = inbox.messages
@@ -46,7 +46,7 @@ def _contact(ws: Workspace, cid: int) -> dict[str, object]:
 
 
 def _base_url(ws: Workspace, base: str) -> None:
-    configure(ws, base_url=base)
+    ws = configure(ws, base_url=base)
 
 
 def test_one_click_unsubscribe_round_trip(workspace: Workspace) -> None:
@@ -72,7 +72,7 @@ def test_one_click_unsubscribe_round_trip(workspace: Workspace) -> None:
     assert sup["address"] == "ada@example.com" and sup["reason"] == "unsubscribed"
     # And the next marketing email is not sent.
     with smtp_server() as (url, inbox, _):
-        configure(workspace, smtp_url=url)
+        workspace = configure(workspace, smtp_url=url)
         add_message(workspace, cid, "reactivation-2", key="k2")
         report = workspace.delivery.deliver_due()
     assert report.counts == {"skipped": 1} and inbox.messages == []
@@ -157,7 +157,7 @@ def test_event_api_with_keys_and_purchases_redeem_coupons(workspace: Workspace) 
     assert stored != key and key not in str(stored)
     # A coupon for the contact.
     with smtp_server() as (url, inbox, _):
-        configure(workspace, smtp_url=url, frequency_caps={})
+        workspace = configure(workspace, smtp_url=url, frequency_caps={})
         add_message(workspace, cid, "feedback-coupon", key="coupon", priority="transactional")
         workspace.delivery.deliver_due()
     code = re.search(r"WB-[A-Z0-9]{8}", inbox.messages[0].get_body(("plain",)).get_content())  # type: ignore[union-attr]

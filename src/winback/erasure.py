@@ -28,12 +28,13 @@ Erasing an erased contact again does nothing.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import (
     Connection,
+    Engine,
     and_,
     bindparam,
     delete,
@@ -59,9 +60,6 @@ from winback.store.schema import (
     suppressions,
 )
 
-if TYPE_CHECKING:
-    from winback.workspace import Workspace
-
 #: Contact columns nulled by an erasure.
 ERASED_COLUMNS = (
     "email",
@@ -80,55 +78,15 @@ ERASED_COLUMNS = (
 
 
 def _pseudonymise_suppressions(conn: Connection, victims: Any) -> None:
-    from winback.delivery.policies import HASHED_PREFIX, hashed_address, normalise_address
+    from winback.delivery.worker.policies import HASHED_PREFIX, hashed_address
 
-    addresses: dict[str, set[str]] = {"email": set(), "sms": set()}
-    for email, phone in conn.execute(
-        select(contacts.c.email, contacts.c.phone).where(contacts.c.id.in_(victims))
-    ):
-        if email:
-            addresses["email"].add(normalise_address("email", email))
-        if phone:
-            addresses["sms"].add(normalise_address("sms", phone))
-    rows: dict[int, tuple[str, str]] = {}
-    for found in conn.execute(
-        select(suppressions.c.id, suppressions.c.channel, suppressions.c.address).where(
-            suppressions.c.contact_id.in_(victims)
-        )
-    ):
-        rows[int(found.id)] = (str(found.channel), str(found.address))
-    for channel, wanted in addresses.items():
-        listed = sorted(wanted)
-        for i in range(0, len(listed), 900):
-            for same in conn.execute(
-                select(suppressions.c.id, suppressions.c.address).where(
-                    and_(
-                        suppressions.c.channel == channel,
-                        suppressions.c.address.in_(listed[i : i + 900]),
-                    )
-                )
-            ):
-                rows[int(same.id)] = (channel, str(same.address))
+    rows = _suppressions_of(conn, victims)
     if not rows:
         return
     hashed = {
         oid: (channel, hashed_address(channel, address)) for oid, (channel, address) in rows.items()
     }
-    taken: set[tuple[str, str]] = set()  # hashed entries that exist already
-    for channel in {c for c, _ in hashed.values()}:
-        forms = sorted({h for c, h in hashed.values() if c == channel})
-        for i in range(0, len(forms), 900):
-            taken.update(
-                (channel, str(a))
-                for (a,) in conn.execute(
-                    select(suppressions.c.address).where(
-                        and_(
-                            suppressions.c.channel == channel,
-                            suppressions.c.address.in_(forms[i : i + 900]),
-                        )
-                    )
-                )
-            )
+    taken = _listed(conn, hashed.values())  # hashed entries that exist already
     doomed: list[int] = []
     renamed: list[dict[str, Any]] = []
     for oid, pair in sorted(hashed.items()):
@@ -147,6 +105,60 @@ def _pseudonymise_suppressions(conn: Connection, victims: Any) -> None:
             .where(suppressions.c.id == bindparam("_id"))
             .values(address=bindparam("_address"), contact_id=None, detail=None),
             renamed,
+        )
+
+
+def _suppressions_of(conn: Connection, victims: Any) -> dict[int, tuple[str, str]]:
+    """The suppressions (id -> channel, address) of the contacts and of their email
+    addresses and phone numbers."""
+    from winback.delivery.worker.policies import normalise_address
+
+    addresses: dict[str, set[str]] = {"email": set(), "sms": set()}
+    for email, phone in conn.execute(
+        select(contacts.c.email, contacts.c.phone).where(contacts.c.id.in_(victims))
+    ):
+        if email:
+            addresses["email"].add(normalise_address("email", email))
+        if phone:
+            addresses["sms"].add(normalise_address("sms", phone))
+    rows: dict[int, tuple[str, str]] = {}
+    for found in conn.execute(
+        select(suppressions.c.id, suppressions.c.channel, suppressions.c.address).where(
+            suppressions.c.contact_id.in_(victims)
+        )
+    ):
+        rows[int(found.id)] = (str(found.channel), str(found.address))
+    for channel, wanted in addresses.items():
+        for oid, address in _by_address(conn, channel, wanted, suppressions.c.id):
+            rows[int(oid)] = (channel, str(address))
+    return rows
+
+
+def _listed(conn: Connection, pairs: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
+    """The (channel, address) pairs that are suppressions."""
+    wanted: dict[str, set[str]] = {}
+    for channel, address in pairs:
+        wanted.setdefault(channel, set()).add(address)
+    return {
+        (channel, str(address))
+        for channel, addresses in wanted.items()
+        for (address,) in _by_address(conn, channel, addresses)
+    }
+
+
+def _by_address(
+    conn: Connection, channel: str, addresses: Iterable[str], *columns: Any
+) -> Iterator[Any]:
+    """Rows (``columns``, then the address) of the channel's suppressions of ``addresses``."""
+    listed = sorted(addresses)
+    for i in range(0, len(listed), 900):
+        yield from conn.execute(
+            select(*columns, suppressions.c.address).where(
+                and_(
+                    suppressions.c.channel == channel,
+                    suppressions.c.address.in_(listed[i : i + 900]),
+                )
+            )
         )
 
 
@@ -217,21 +229,16 @@ def erase_contacts(
 
 
 def erase_contact(
-    ws: Workspace, ref: str, *, reason: str | None = None, source: str = "cli"
+    engine: Engine, contact_id: int, *, at: datetime, reason: str | None, source: str
 ) -> dict[str, Any]:
-    """Erase one contact (its ``customer_id``, or ``#ID``) on request; returns what was done.
-    Raises :class:`~winback.errors.NotFound` for an unknown contact."""
-    from winback.tags import resolve_contacts
-
-    contact_id = resolve_contacts(ws, [ref])[0]
-    now = ws.clock.now()
-    with ws.engine.begin() as conn:
-        erased = erase_contacts(conn, [contact_id], at=now, source=source, reason=reason)
+    """Erase one contact on request, in its own transaction; returns what was done."""
+    with engine.begin() as conn:
+        erased = erase_contacts(conn, [contact_id], at=at, source=source, reason=reason)
         row = conn.execute(
             select(contacts.c.customer_id, contacts.c.erased_at).where(contacts.c.id == contact_id)
         ).one()
     if row.erased_at is None:  # pragma: no cover - erase_contacts sets it
-        raise NotFound(f"contact {ref!r} could not be erased")
+        raise NotFound(f"contact #{contact_id} could not be erased")
     return {
         "contact_id": contact_id,
         "customer_id": row.customer_id,

@@ -1,32 +1,29 @@
 """A one-screen summary of the customer base, from SQL aggregates.
 
-"In the last N days" uses the setting ``dormant_days`` (default 90) ending at the
-workspace clock's now. Opens are human opens only: machine opens (privacy proxies) never
+"In the last N days" uses the setting ``dormant_days`` (default 90) ending at ``now``
+(the workspace clock's). Opens are human opens only: machine opens (privacy proxies) never
 update ``last_email_opened``.
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import ColumnElement, Integer, and_, case, func, or_, select
+from sqlalchemy import ColumnElement, Engine, Integer, and_, case, func, or_, select
 
 from winback.store import purchases
 from winback.store.schema import CHANNELS, contacts, orders
-from winback.workspace import Workspace
 
 
 def _count_if(condition: ColumnElement[bool]) -> Any:
     return func.coalesce(func.sum(case((condition, 1), else_=0)), 0).cast(Integer)
 
 
-def base_summary(ws: Workspace) -> dict[str, Any]:
-    """Customers, orders, revenue, shares without purchase / open / click / visit in the last
-    ``dormant_days``, and consent rates per channel."""
-    now = ws.clock.now()
-    days = ws.settings.dormant_days
+def base_summary(engine: Engine, *, now: datetime, days: int) -> dict[str, Any]:
+    """Customers, orders, revenue, shares without purchase / open / click / visit in the
+    ``days`` before ``now``, and consent rates per channel."""
     cutoff = now - timedelta(days=days)
 
     def quiet(column: Any) -> ColumnElement[bool]:
@@ -46,7 +43,7 @@ def base_summary(ws: Workspace) -> dict[str, Any]:
         _count_if(and_(no_purchase, no_open, no_click, no_visit)).label("not_active"),
         *(_count_if(contacts.c[f"{c}_consent"].is_(True)).label(c) for c in CHANNELS),
     ]
-    with ws.engine.connect() as conn:
+    with engine.connect() as conn:
         people = conn.execute(select(*columns)).mappings().one()
         order_count, revenue = conn.execute(
             select(func.count(), func.coalesce(func.sum(purchases.net(orders)), 0)).where(

@@ -6,15 +6,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Engine, func, select
 
+from winback.clock import Clock
 from winback.errors import NotFound, WinbackError
+from winback.segments.service import Segments
+from winback.store.repository import Store
 from winback.store.schema import contact_tags, contacts, tag_history
-
-if TYPE_CHECKING:
-    from winback.workspace import Workspace
 
 
 class NoContactsChosen(WinbackError):
@@ -29,7 +29,7 @@ class TagChange:
     changed: list[int]  # those whose tags actually changed
 
 
-def resolve_contacts(ws: Workspace, refs: Sequence[str]) -> list[int]:
+def resolve_contacts(engine: Engine, refs: Sequence[str]) -> list[int]:
     """Internal ids of contacts named by their shop ``customer_id``, their email address
     (case-insensitive; the oldest contact when several share it) or ``#ID`` for the internal
     id. Raises :class:`NotFound` naming the unknown ones."""
@@ -37,7 +37,7 @@ def resolve_contacts(ws: Workspace, refs: Sequence[str]) -> list[int]:
     internal = {r: int(r[1:]) for r in wanted if r.startswith("#") and r[1:].isdigit()}
     external = [r for r in wanted if r not in internal]
     found: dict[str, int] = {}
-    with ws.engine.connect() as conn:
+    with engine.connect() as conn:
         for i in range(0, len(external), 900):
             chunk = external[i : i + 900]
             for cid, iid in conn.execute(
@@ -72,42 +72,58 @@ def resolve_contacts(ws: Workspace, refs: Sequence[str]) -> list[int]:
     return [found[r] for r in wanted]
 
 
-def _targets(ws: Workspace, contact_refs: Sequence[str], segment: str | None) -> list[int]:
-    ids = resolve_contacts(ws, contact_refs) if contact_refs else []
-    if segment is not None:
-        ids.extend(m["contact_id"] for m in ws.segments.iter_members(segment))
-    if not contact_refs and segment is None:
-        raise NoContactsChosen("name contacts (--contact ID) or a segment (--segment NAME)")
-    return list(dict.fromkeys(ids))
+class Tags:
+    """Adds and removes tags on contacts named by ``customer_id`` or by segment, at the
+    clock's now, with history; counts them."""
 
+    def __init__(self, engine: Engine, store: Store, segments: Segments, clock: Clock) -> None:
+        self.engine = engine
+        self.store = store
+        self.segments = segments
+        self.clock = clock
 
-def add_tag(
-    ws: Workspace,
-    tag: str,
-    *,
-    contact_refs: Sequence[str] = (),
-    segment: str | None = None,
-    source: str = "cli",
-) -> TagChange:
-    """Tag the named contacts and/or the current members of a segment."""
-    tag = _check(tag)
-    ids = _targets(ws, contact_refs, segment)
-    changed = ws.store.add_tag(ids, tag, at=ws.clock.now(), source=source)
-    return TagChange(tag, "added", len(ids), changed)
+    def add(
+        self,
+        tag: str,
+        *,
+        contact_refs: Sequence[str] = (),
+        segment: str | None = None,
+        source: str = "cli",
+    ) -> TagChange:
+        """Tag the named contacts and/or the current members of a segment."""
+        tag = _check(tag)
+        ids = self._targets(contact_refs, segment)
+        changed = self.store.add_tag(ids, tag, at=self.clock.now(), source=source)
+        return TagChange(tag, "added", len(ids), changed)
 
+    def remove(
+        self,
+        tag: str,
+        *,
+        contact_refs: Sequence[str] = (),
+        segment: str | None = None,
+        source: str = "cli",
+    ) -> TagChange:
+        tag = _check(tag)
+        ids = self._targets(contact_refs, segment)
+        changed = self.store.remove_tag(ids, tag, at=self.clock.now(), source=source)
+        return TagChange(tag, "removed", len(ids), changed)
 
-def remove_tag(
-    ws: Workspace,
-    tag: str,
-    *,
-    contact_refs: Sequence[str] = (),
-    segment: str | None = None,
-    source: str = "cli",
-) -> TagChange:
-    tag = _check(tag)
-    ids = _targets(ws, contact_refs, segment)
-    changed = ws.store.remove_tag(ids, tag, at=ws.clock.now(), source=source)
-    return TagChange(tag, "removed", len(ids), changed)
+    def counts(self) -> list[dict[str, Any]]:
+        """Every tag in use with its number of contacts and last change."""
+        return tag_counts(self.engine)
+
+    def of_contact(self, contact_id: int) -> dict[str, list[dict[str, Any]]]:
+        """The contact's tags (with when and by whom) and its full tag history."""
+        return tags_of_contact(self.engine, contact_id)
+
+    def _targets(self, contact_refs: Sequence[str], segment: str | None) -> list[int]:
+        ids = resolve_contacts(self.engine, contact_refs) if contact_refs else []
+        if segment is not None:
+            ids.extend(m["contact_id"] for m in self.segments.iter_members(segment))
+        if not contact_refs and segment is None:
+            raise NoContactsChosen("name contacts (--contact ID) or a segment (--segment NAME)")
+        return list(dict.fromkeys(ids))
 
 
 def _check(tag: str) -> str:
@@ -117,9 +133,9 @@ def _check(tag: str) -> str:
     return tag
 
 
-def tag_counts(ws: Workspace) -> list[dict[str, Any]]:
+def tag_counts(engine: Engine) -> list[dict[str, Any]]:
     """Every tag in use with its number of contacts and last change."""
-    with ws.engine.connect() as conn:
+    with engine.connect() as conn:
         counts = conn.execute(
             select(contact_tags.c.tag, func.count().label("contacts"))
             .group_by(contact_tags.c.tag)
@@ -133,9 +149,9 @@ def tag_counts(ws: Workspace) -> list[dict[str, Any]]:
     return [{"tag": t, "contacts": n, "last_change": last.get(t)} for t, n in counts]
 
 
-def tags_of_contact(ws: Workspace, contact_id: int) -> dict[str, list[dict[str, Any]]]:
+def tags_of_contact(engine: Engine, contact_id: int) -> dict[str, list[dict[str, Any]]]:
     """The contact's tags (with when and by whom) and its full tag history."""
-    with ws.engine.connect() as conn:
+    with engine.connect() as conn:
         current = [
             dict(r)
             for r in conn.execute(

@@ -24,10 +24,13 @@ from winback.store.engine import make_engine, sqlite_url
 
 if TYPE_CHECKING:
     from winback.analytics.service import Analytics
+    from winback.contacts import Contacts
+    from winback.delivery import Delivery
     from winback.flows.service import Flows
     from winback.ingest import Imports
     from winback.segments.service import Segments
     from winback.store.repository import Store
+    from winback.tags import Tags
 
 DATABASE_FILE = "winback.db"
 FOLDERS = ("segments", "flows", "templates")
@@ -58,10 +61,13 @@ secret_key = "{secret_key}"
 
 
 class Workspace:
-    """One shop's winback: settings, store and clock.
+    """One shop's winback: its folder, settings, store and clock, and the services built on
+    them.
 
-    Feature areas hang off it as attributes (``imports``, ``analytics``, ``segments``,
-    ``flows``, ``delivery``) so that the CLI and the HTTP service share one code path.
+    The workspace only wires: each service takes what it uses (engine, settings, clock, other
+    services) in its constructor and is built on first use. The CLI and the HTTP service
+    share one code path through these attributes. Settings and clock are fixed for the
+    workspace's life; :meth:`replace` gives a workspace on the same store with others.
     """
 
     def __init__(
@@ -80,6 +86,16 @@ class Workspace:
     def __repr__(self) -> str:
         return f"Workspace({str(self.path)!r})"
 
+    def replace(self, *, settings: Settings | None = None, clock: Clock | None = None) -> Workspace:
+        """The same folder and store (one engine) with other settings or another clock; its
+        services are built afresh from them."""
+        return Workspace(
+            self.path,
+            settings if settings is not None else self.settings,
+            clock=clock if clock is not None else self.clock,
+            engine=self.engine,
+        )
+
     @property
     def database_url(self) -> str:
         return self.settings.database_url or sqlite_url(self.path / DATABASE_FILE)
@@ -97,11 +113,12 @@ class Workspace:
         migrate.upgrade(self.engine)
 
     def close(self) -> None:
+        """Stop the delivery threads and close the store's connections. The engine stays
+        usable (a later use opens new connections), as do the services holding it."""
         if "delivery" in self.__dict__:
             self.delivery.close()
         if self._engine is not None:
             self._engine.dispose()
-            self._engine = None
 
     def __enter__(self) -> Workspace:
         return self
@@ -109,6 +126,7 @@ class Workspace:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    # -- services (built on first use; imported here so that opening a workspace stays cheap)
     @cached_property
     def store(self) -> Store:
         from winback.store.repository import Store
@@ -116,32 +134,49 @@ class Workspace:
         return Store(self.engine)
 
     @cached_property
-    def flows(self) -> Flows:
-        """Flow files, their state in the store, ticks and inspection."""
-        from winback.flows.service import Flows
-
-        return Flows(self)
-
-    @cached_property
     def imports(self) -> Imports:
         """Load contacts, orders and events files (:mod:`winback.ingest`)."""
         from winback.ingest import Imports
 
-        return Imports(self)
+        return Imports(self.engine, self.settings, self.clock, self.path)
 
     @cached_property
     def segments(self) -> Segments:
         """Segment definitions and materialised membership (:mod:`winback.segments`)."""
         from winback.segments.service import Segments
 
-        return Segments(self)
+        return Segments(self.engine, self.settings, self.clock, self.path)
+
+    @cached_property
+    def tags(self) -> Tags:
+        """Tags on contacts, with history (:mod:`winback.tags`)."""
+        from winback.tags import Tags
+
+        return Tags(self.engine, self.store, self.segments, self.clock)
+
+    @cached_property
+    def contacts(self) -> Contacts:
+        """One contact seen whole, and its erasure (:mod:`winback.contacts`)."""
+        from winback.contacts import Contacts
+        from winback.flows.inspect import contact_flows
+
+        return Contacts(
+            self.engine, self.segments, self.clock, lambda contact: contact_flows(self, contact)
+        )
 
     @cached_property
     def analytics(self) -> Analytics:
-        """RFM, purchase and spend models, clusters and base health (issue #3)."""
+        """RFM, purchase and spend models, clusters and base health (:mod:`winback.analytics`)."""
         from winback.analytics.service import Analytics
 
-        return Analytics(self)
+        return Analytics(self.engine, self.settings, self.clock)
+
+    @cached_property
+    def flows(self) -> Flows:
+        """Flow files, their state in the store, ticks and inspection."""
+        from winback.flows.service import Flows
+
+        return Flows(self)
 
     @cached_property
     def delivery(self) -> Delivery:
@@ -205,7 +240,3 @@ def init(
     workspace = Workspace(folder, load_settings(folder, environ), clock=clock)
     workspace.upgrade()
     return workspace
-
-
-if TYPE_CHECKING:
-    from winback.delivery import Delivery

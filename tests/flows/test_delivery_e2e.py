@@ -19,7 +19,7 @@ def test_reference_flow_through_smtp(sqlite_workspace: Workspace) -> None:
     people = dormant_shop(ws, 3)
     ws.flows.add("reactivation", now=T0 - DAY)
     with smtp_server() as (url, inbox, _handler):
-        configure(ws, smtp_url=url)
+        ws = configure(ws, smtp_url=url)
         first = run_once(ws, T0)  # sink "auto": channels are configured
         assert first.tick.enrolled == {"reactivation": 3}
         assert len(inbox.messages) == 3 and first.delivery.sent == 3

@@ -16,7 +16,7 @@ from tests.flows.helpers import add_order, make_contacts, set_contact
 from winback.cli import app
 from winback.clock import FixedClock
 from winback.config import Settings
-from winback.delivery.setup import build_channels
+from winback.delivery.channels.setup import build_channels
 from winback.flows.sinks import FileSink
 from winback.workspace import Workspace
 

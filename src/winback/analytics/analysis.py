@@ -26,6 +26,7 @@ from winback.analytics.rfm import RFM, SEGMENTS, build_table, score
 from winback.analytics.summary import Summary, Transactions, sort_transactions, summary_data
 from winback.config import Settings
 from winback.errors import WinbackError
+from winback.ports import StepProgress
 
 #: The models' time unit: weeks, as in the literature (parameters compare with the papers).
 UNIT_DAYS = 7.0
@@ -35,7 +36,7 @@ HOLDOUT_MAX_FREQUENCY = 7
 
 MODELS = ("bgnbd", "pareto-nbd", "gamma-gamma")
 
-Progress = Callable[[str], None]
+Progress = StepProgress
 
 
 class UnknownModel(WinbackError):

@@ -1,4 +1,4 @@
-"""``Workspace.analytics``: the analyses run on a workspace's store.
+"""``Workspace.analytics``: the analyses run on a store.
 
 Reads orders and contacts with a few set-based queries (day numbers are computed in SQL),
 runs :func:`winback.analytics.analysis.analyze`, and writes the per-contact attributes back
@@ -12,62 +12,38 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 from datetime import date, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
-from sqlalchemy import Connection, and_, func, select, text
+from sqlalchemy import Connection, Engine, and_, func, select, text
 
 from winback.analytics import analysis as an
 from winback.analytics._fit import NotEnoughData
 from winback.analytics.gamma_gamma import GammaGamma
 from winback.analytics.summary import Summary, Transactions, summary_data
+from winback.clock import Clock
+from winback.config import Settings
 from winback.store import purchases
 from winback.store.repository import _conn
-from winback.store.schema import rfm_snapshots
+from winback.store.schema import contacts, rfm_snapshots
 from winback.store.types import sqlite_text
 
-if TYPE_CHECKING:
-    from winback.workspace import Workspace
-
-#: Contact columns written by the analysis, with their SQL type for the staging table.
-ANALYTICS_COLUMNS: dict[str, str] = {
-    "rfm_r": "INTEGER",
-    "rfm_f": "INTEGER",
-    "rfm_m": "INTEGER",
-    "rfm_segment": "TEXT",
-    "p_alive": "DOUBLE PRECISION",
-    "expected_purchases_90d": "DOUBLE PRECISION",
-    "next_order_expected_at": "TIMESTAMPTZ",
-    "days_overdue": "DOUBLE PRECISION",
-    "expected_spend": "DOUBLE PRECISION",
-    "clv": "DOUBLE PRECISION",
-    "cluster": "INTEGER",
-    "cluster_label": "TEXT",
-    "analyzed_at": "TIMESTAMPTZ",
-}
 FETCH_CHUNK = 250_000
-
-MODEL_COLUMNS = (
-    "p_alive",
-    "expected_purchases_90d",
-    "next_order_expected_at",
-    "days_overdue",
-    "expected_spend",
-    "clv",
-    "analyzed_at",
-)
 
 
 class Analytics:
-    """Analyses of one workspace (``ws.analytics``)."""
+    """Analyses of one store (``ws.analytics``): ``settings`` chooses the models and their
+    horizons, ``clock`` says which day is today."""
 
-    def __init__(self, workspace: Workspace) -> None:
-        self.ws = workspace
+    def __init__(self, engine: Engine, settings: Settings, clock: Clock) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.clock = clock
 
     # -- reading ------------------------------------------------------------------------------
     @property
     def _pg(self) -> bool:
-        return self.ws.engine.dialect.name == "postgresql"
+        return self.engine.dialect.name == "postgresql"
 
     def _day(self, column: str) -> str:
         if self._pg:
@@ -75,7 +51,7 @@ class Analytics:
         return f"CAST(julianday({column}) - 2440587.5 AS INTEGER)"
 
     def reference_day(self) -> int:
-        return an.day_of(self.ws.clock.now().date())
+        return an.day_of(self.clock.now().date())
 
     def transactions(self, *, conn: Connection | None = None) -> Transactions:
         """Every counted purchase as (contact_id, day number, net amount) arrays."""
@@ -86,7 +62,7 @@ class Analytics:
             f"WHERE {purchases.COUNTED_SQL}"
         )
         parts = []
-        with _conn(self.ws.engine, conn) as c:
+        with _conn(self.engine, conn) as c:
             cur = c.connection.driver_connection.cursor()  # type: ignore[union-attr]
             cur.execute(sql)
             while chunk := cur.fetchmany(FETCH_CHUNK):
@@ -99,7 +75,7 @@ class Analytics:
     def _fetch(self, sql: str, conn: Connection | None) -> list[Any]:
         if conn is not None:
             return list(conn.exec_driver_sql(sql).fetchall())
-        with self.ws.engine.connect() as c:
+        with self.engine.connect() as c:
             cur = c.connection.driver_connection.cursor()  # type: ignore[union-attr]
             cur.execute(sql)
             rows = cur.fetchall()
@@ -137,7 +113,7 @@ class Analytics:
         """Fit the purchase model (setting ``analytics_model``) and Gamma-Gamma on every
         purchase up to today and write P(alive), expected purchases, next order date, days
         overdue, expected spend and CLV onto the contacts."""
-        settings = self.ws.settings
+        settings = self.settings
         today = self.reference_day()
         s = summary_data(self.transactions(), today, observation_end=today, unit_days=7.0)
         model = an.fit_purchase_model(settings.analytics_model, s)
@@ -152,8 +128,8 @@ class Analytics:
             s.last_day.astype(np.float64), today, unit_days=an.UNIT_DAYS,
             horizon_days=settings.clv_horizon_days, annual_discount=settings.clv_discount_rate,
         )  # fmt: skip
-        columns = _prediction_columns(p, self.ws.clock.now(), self._pg)
-        with self.ws.engine.begin() as conn:
+        columns = _prediction_columns(p, self.clock.now(), self._pg)
+        with self.engine.begin() as conn:
             self._bulk_update(conn, s.customer, columns)
         return {
             "customers": len(s),
@@ -173,7 +149,7 @@ class Analytics:
         tx = self.transactions()
         today = self.reference_day()
         result = an.analyze(
-            tx, today, self.ws.settings, engagement=self.engagement, holdout=holdout,
+            tx, today, self.settings, engagement=self.engagement, holdout=holdout,
             progress=progress,
         )  # fmt: skip
         if write:
@@ -184,7 +160,7 @@ class Analytics:
 
     def write(self, result: an.Analysis) -> None:
         s, rfm, clusters = result.summary, result.rfm, result.clusters
-        now = self.ws.clock.now()
+        now = self.clock.now()
         columns: dict[str, list[Any]] = {
             "rfm_r": rfm.r.tolist(),
             "rfm_f": rfm.f.tolist(),
@@ -198,7 +174,7 @@ class Analytics:
         else:
             columns["analyzed_at"] = [_ts_text(now, self._pg)] * len(s)
         snap = an.to_date(result.reference_day)
-        with self.ws.engine.begin() as conn:
+        with self.engine.begin() as conn:
             conn.execute(rfm_snapshots.delete().where(rfm_snapshots.c.snapshot_date == snap))
             # The snapshot is copied from the staging table, in SQL.
             snapshot_sql = (
@@ -213,7 +189,7 @@ class Analytics:
     def movement(self) -> dict[str, Any] | None:
         """Transitions between the two latest RFM snapshots (set-based, in SQL)."""
         snap = rfm_snapshots
-        with self.ws.engine.connect() as conn:
+        with self.engine.connect() as conn:
             dates = list(
                 conn.execute(
                     select(snap.c.snapshot_date)
@@ -260,7 +236,9 @@ class Analytics:
         statement run while the staging table exists."""
         names = list(columns)
         rows = list(zip(ids.tolist(), *(columns[n] for n in names), strict=True))
-        types = ", ".join(f"{n} {ANALYTICS_COLUMNS[n] if self._pg else ''}".strip() for n in names)
+        types = ", ".join(
+            f"{n} {_staging_type(n, conn) if self._pg else ''}".strip() for n in names
+        )
         conn.exec_driver_sql("DROP TABLE IF EXISTS _wb_stage")
         key = "id BIGINT PRIMARY KEY" if self._pg else "id INTEGER PRIMARY KEY"  # rowid alias
         conn.exec_driver_sql(f"CREATE TEMP TABLE _wb_stage ({key}, {types})")
@@ -287,6 +265,11 @@ class Analytics:
             cur = raw.cursor()
             cur.executemany(f"INSERT INTO {table} ({cols}) VALUES ({marks})", rows)  # noqa: S608
             cur.close()
+
+
+def _staging_type(column: str, conn: Connection) -> str:
+    """The SQL type of a contacts column, for a staging table on this connection."""
+    return str(contacts.c[column].type.compile(dialect=conn.dialect))
 
 
 def _nullable(values: np.ndarray) -> list[Any]:

@@ -7,7 +7,6 @@ from typing import Annotated
 import typer
 
 from winback.cli._app import JsonOption, WorkspaceOption, app, console, print_json, workspace_from
-from winback.contacts import contact_profile
 
 contacts_app = typer.Typer(help="Look at contacts.", no_args_is_help=True)
 app.add_typer(contacts_app, name="contacts")
@@ -23,7 +22,7 @@ def show(
 ) -> None:
     """Attributes, consent, tags, segments, flows in progress and messages of one contact."""
     with workspace_from(workspace) as ws:
-        profile = contact_profile(ws, contact)
+        profile = ws.contacts.profile(contact)
     if as_json:
         print_json(profile)
         return
@@ -108,14 +107,12 @@ def delete(
     """Erase a contact's personal data on request (GDPR-style; see docs/flows.md): contact
     data nulled, consent revoked, tags and flows ended; orders kept without personal data;
     a tombstone stops re-imports from bringing the person back. Cannot be undone."""
-    from winback.erasure import erase_contact
-
     if not yes:
         typer.confirm(
             f"Erase the personal data of contact {contact}? This cannot be undone", abort=True
         )
     with workspace_from(workspace) as ws:
-        done = erase_contact(ws, contact, reason=reason, source="cli")
+        done = ws.contacts.erase(contact, reason=reason, source="cli")
     if as_json:
         print_json(done)
         return

@@ -33,7 +33,7 @@ def summary_table(data: dict[str, Any]) -> Table:
 def summary(workspace: WorkspaceOption = None, as_json: JsonOption = False) -> None:
     """Customers, orders, revenue, dormant shares and consent rates."""
     with workspace_from(workspace) as ws:
-        data = base_summary(ws)
+        data = base_summary(ws.engine, now=ws.clock.now(), days=ws.settings.dormant_days)
     if as_json:
         print_json(data)
     else:

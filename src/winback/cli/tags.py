@@ -8,7 +8,6 @@ import typer
 from rich.table import Table
 
 from winback.cli._app import JsonOption, WorkspaceOption, app, console, print_json, workspace_from
-from winback.tags import add_tag, remove_tag, resolve_contacts, tag_counts, tags_of_contact
 
 tags_app = typer.Typer(help="Tags on contacts, with history.", no_args_is_help=True)
 app.add_typer(tags_app, name="tags")
@@ -33,7 +32,7 @@ def add(
 ) -> None:
     """Tag contacts (flows triggered by this tag will pick them up)."""
     with workspace_from(workspace) as ws:
-        change = add_tag(ws, tag, contact_refs=contact or [], segment=segment)
+        change = ws.tags.add(tag, contact_refs=contact or [], segment=segment)
     _report(change.tag, "Tagged", change.requested, len(change.changed), as_json)
 
 
@@ -47,7 +46,7 @@ def remove(
 ) -> None:
     """Remove a tag from contacts."""
     with workspace_from(workspace) as ws:
-        change = remove_tag(ws, tag, contact_refs=contact or [], segment=segment)
+        change = ws.tags.remove(tag, contact_refs=contact or [], segment=segment)
     _report(change.tag, "Untagged", change.requested, len(change.changed), as_json)
 
 
@@ -69,7 +68,7 @@ def list_tags(
     """Tags in use with their counts, or one contact's tags with history."""
     with workspace_from(workspace) as ws:
         if contact is None:
-            rows = tag_counts(ws)
+            rows = ws.tags.counts()
             if as_json:
                 print_json(rows)
                 return
@@ -79,7 +78,7 @@ def list_tags(
                 table.add_row(r["tag"], f"{r['contacts']:,}", last)
             console.print(table)
             return
-        data = tags_of_contact(ws, resolve_contacts(ws, [contact])[0])
+        data = ws.tags.of_contact(ws.contacts.resolve(contact))
     if as_json:
         print_json(data)
         return

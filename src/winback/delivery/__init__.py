@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection, func, select
 
 from winback.delivery.channels import Channel, OutboundMessage, SendResult
-from winback.delivery.templates import (
+from winback.delivery.messages.templates import (
     VARIABLES,
     Problem,
     Rendered,
@@ -31,8 +31,8 @@ if TYPE_CHECKING:
     from winback.delivery.apikeys import KeyRing
     from winback.delivery.event_intake import EventIntake
     from winback.delivery.inbound import EventIn, IngestResult
-    from winback.delivery.reports import FeedbackIn, Policy, ReportResult
-    from winback.delivery.tracking import Tracker
+    from winback.delivery.links.tracking import Tracker
+    from winback.delivery.reports.parse import FeedbackIn, Policy, ReportResult
     from winback.delivery.worker import BatchReport, DeliveryWorker
     from winback.workspace import Workspace
 
@@ -67,8 +67,8 @@ class Delivery:
 
     def preview(self, name: str, customer_id: str) -> Rendered:
         """Render template ``name`` for one contact, as it would go out (links unsigned)."""
-        from winback.delivery.context import load_contacts, render_context
-        from winback.delivery.tokens import TokenSigner
+        from winback.delivery.links.tokens import TokenSigner
+        from winback.delivery.messages.context import load_contacts, render_context
 
         contact_id = self.ws.store.contact_id(customer_id)
         with self.ws.engine.connect() as conn:
@@ -120,7 +120,7 @@ class Delivery:
         also marks coupons redeemed by orders that arrived since (imports included). When
         ``stop`` is set, this process's worker ends its batch early: the messages not yet on
         the wire go back to ``pending``."""
-        from winback.delivery.parallel import drain_parallel
+        from winback.delivery.worker.parallel import drain_parallel
 
         kept: DeliveryWorker | None = None
         if channels is None and self._keeping:
@@ -149,7 +149,7 @@ class Delivery:
     # -- inbound -----------------------------------------------------------------------------
     @property
     def tracker(self) -> Tracker:
-        from winback.delivery.tracking import Tracker
+        from winback.delivery.links.tracking import Tracker
 
         return Tracker(self.ws)
 
@@ -195,8 +195,8 @@ class Delivery:
     def _report_policy(self) -> Policy:
         from datetime import timedelta
 
-        from winback.delivery.reports import Policy
-        from winback.delivery.tokens import TokenSigner
+        from winback.delivery.links.tokens import TokenSigner
+        from winback.delivery.reports.parse import Policy
 
         signer = TokenSigner(self.ws.settings.secret_key) if self.ws.settings.secret_key else None
 
@@ -214,9 +214,9 @@ class Delivery:
         self, paths: Sequence[Path], *, progress: Callable[[int, int], None] | None = None
     ) -> ReportResult:
         """Read ARF complaint and DSN bounce reports from .eml files, mbox files and folders
-        (streamed), and apply them (see :mod:`winback.delivery.reports`). Every file is
+        (streamed), and apply them (see :mod:`winback.delivery.reports.parse`). Every file is
         checked before anything is written."""
-        from winback.delivery import reports as r
+        from winback.delivery.reports import parse as r
 
         files = r.report_files(list(paths))
         policy = self._report_policy()
@@ -235,7 +235,7 @@ class Delivery:
         return total
 
     def _apply_raw(self, batch: list[tuple[str, bytes]], policy: Policy) -> ReportResult:
-        from winback.delivery.reports import ReportResult, process_raw
+        from winback.delivery.reports.parse import ReportResult, process_raw
         from winback.store.busy import retry_transient
 
         def write() -> ReportResult:
@@ -254,7 +254,7 @@ class Delivery:
 
     def record_feedback(self, items: Sequence[FeedbackIn]) -> ReportResult:
         """Apply reports in the JSON form."""
-        from winback.delivery.reports import from_json, record
+        from winback.delivery.reports.parse import from_json, record
         from winback.store.busy import retry_transient
 
         reports = [from_json(i) for i in items]
@@ -267,7 +267,7 @@ class Delivery:
         return retry_transient(write)
 
     def report_rejects(self) -> list[dict[str, Any]]:
-        from winback.delivery.reports import rejects
+        from winback.delivery.reports.parse import rejects
 
         with self.ws.engine.connect() as conn:
             return rejects(conn)

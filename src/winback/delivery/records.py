@@ -155,7 +155,7 @@ def suppress(
     detail: str | None = None,
 ) -> bool:
     """Put an address on the suppression list; False when it already was."""
-    from winback.delivery.policies import normalise_address
+    from winback.delivery.worker.policies import normalise_address
 
     return (
         insert_ignore_pair(

@@ -75,8 +75,10 @@ def json_equals(conn: Connection, doc: Any, key: str, value: Any) -> ColumnEleme
     """``doc[key] == value`` for a JSON property (strings, numbers, booleans)."""
     if conn.dialect.name == "postgresql":
         text = value if isinstance(value, str) else json.dumps(value)
-        return doc[key].as_string() == text
-    return func.json_extract(doc, f'$."{key}"') == value
+        equal: ColumnElement[bool] = doc[key].as_string() == text
+    else:
+        equal = func.json_extract(doc, f'$."{key}"') == value
+    return equal
 
 
 def event_happened(

@@ -23,57 +23,28 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import (
-    BigInteger,
-    Boolean,
-    Connection,
-    Engine,
-    String,
-    and_,
-    any_,
-    case,
-    cast,
-    false,
-    func,
-    literal,
-    or_,
-    select,
-    true,
-    update,
-)
+from sqlalchemy import BigInteger, Connection, Engine, and_, any_, func, literal, or_, select
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.sql.elements import ColumnElement
 
-from winback.flows import models as m
 from winback.flows._sql import (
-    CONSENT_CHANNELS,
     NO_CARRY,
     Carry,
     Rule,
     at,
     count_outcome,
     deferred_counts,
-    event_happened,
     fe,
-    has_consent,
     path_token,
-    set_attribute_value,
-    stable_uniform,
     transition,
-    upsert_insert,
 )
-from winback.flows.conditions import compile_sql, required_consent
+from winback.flows.local_time import next_local_time, zone_or_default
 from winback.flows.program import Node, Program
-from winback.store import activity
-from winback.store.schema import contacts, outbox, suppressions
+from winback.flows.steps.base import Batch, flow_condition
 from winback.store.slices import DEFAULT_SLICE_MS, Pacer, SliceLog, held_connection
 
 DEFAULT_BATCH = 50_000
-#: Steps that change nothing a goal condition reads (the next step may run in the same
-#: statements without checking the goals again).
-PURE_STEPS = frozenset({"if", "send", "split", "holdout"})
 
 
 @dataclass
@@ -97,8 +68,9 @@ class Start:
     #: Where the entries are inserted, and when they are due there.
     step: str
     wake_at: datetime
-    #: ``queue(conn, new)``: the send step's outbox rows for the entries matching ``new``.
-    queue: Any = None
+    #: ``queue(conn, new)``: the step's effect (the send's outbox rows) for the entries
+    #: matching ``new``.
+    queue: Callable[[Connection, ColumnElement[bool]], None]
 
     @property
     def path(self) -> str:
@@ -227,7 +199,8 @@ class StepRunner:
                 # Contact-steps per step id (a batch may take rows through several steps).
                 tally: dict[str, int] = {}
                 self._advance_node(flow, node, now, tally)
-                if node.kind == "wait_for":
+                kind = node.step_kind
+                if kind is not None and kind.resolve is not None:
                     self._resolve_waiting(flow, node, now, tally)
                 for node_id, n in tally.items():
                     if n:
@@ -354,7 +327,10 @@ class StepRunner:
         if target is None:
             return None
         node = flow.program.nodes[target]
-        if node.kind == "wait" or (node.kind == "exit" and not node.goals):
+        kind = node.step_kind
+        if kind is not None and (
+            kind.delay is not None or (kind.exit is not None and not node.goals)
+        ):
             return None
         return node
 
@@ -364,7 +340,9 @@ class StepRunner:
         ``node`` did not just check on data that ``node`` did not change."""
         if target is None:
             return False
-        return not target.goals or (target.goals == node.goals and node.kind in PURE_STEPS)
+        kind = node.step_kind
+        pure = kind is not None and kind.pure
+        return not target.goals or (target.goals == node.goals and pure)
 
     def _t(
         self,
@@ -379,6 +357,7 @@ class StepRunner:
         carry: Carry = NO_CARRY,
         log: bool = True,
         from_waiting: bool = False,
+        consent: frozenset[str] = frozenset(),
     ) -> int:
         """:func:`transition`, with two shortcuts that save an UPDATE of every entry:
 
@@ -388,7 +367,8 @@ class StepRunner:
         - when the last rule sends the remaining entries to a step they run at once (e.g.
           the ``then`` of an ``if`` is a send), that step runs on them right here, while
           they are still recorded at ``node``; its moves record both steps in the path
-          (``carry``)."""
+          (``carry``, with ``consent``: the channels whose consent those rows are known to
+          have)."""
         for rule in rules:
             self._settle(flow, rule, now)
         last = rules[-1]
@@ -416,14 +396,12 @@ class StepRunner:
         if chain is not None:
             # The rows left in the batch are exactly those of the last rule.
             onward = carry.then(node.id, last.outcome if log else None, last.values)
-            if node.kind == "if" and last.outcome == "then" and conn.dialect.name == "sqlite":
-                # The rows left passed the condition in this transaction, and SQLite has
-                # one writer: the consent it requires still holds for the next step.
-                onward = replace(onward, consent=required_consent(node.step.if_))
-            m = self._run(conn, flow, chain, batch, now, tally, onward)
+            if consent:
+                onward = replace(onward, consent=consent)
+            chained = self._run(conn, flow, chain, batch, now, tally, onward)
             if log:
-                count_outcome(conn, flow.id, node.id, last.outcome, m)
-            n += m
+                count_outcome(conn, flow.id, node.id, last.outcome, chained)
+            n += chained
         tally[node.id] = tally.get(node.id, 0) + n
         return n
 
@@ -431,15 +409,17 @@ class StepRunner:
         """Take ``rule`` straight through plain waits and onto exits without goals."""
         if rule.target is None or rule.wake_at is not None or rule.waiting:
             return
-        exit_node = flow.program.nodes[rule.target]
-        if exit_node.kind == "exit" and not exit_node.goals:
+        target = flow.program.nodes[rule.target]
+        kind = target.step_kind
+        if kind is not None and kind.exit is not None and not target.goals:
             # Going to an exit step: exit now, with its reason.
-            rule.target, rule.exit_reason = None, exit_node.step.exit
+            rule.target, rule.exit_reason = None, kind.exit(target.step)
             return
-        target, delay, fused = flow.program.nodes[rule.target], timedelta(0), False
-        while target.kind == "wait" and target.next is not None:
-            delay += target.step.wait
+        delay, fused = timedelta(0), False
+        while kind is not None and kind.delay is not None and target.next is not None:
+            delay += kind.delay(target.step)
             target, fused = flow.program.nodes[target.next], True
+            kind = target.step_kind
         if fused:
             rule.target, rule.wake_at = target.id, now + delay
 
@@ -447,34 +427,25 @@ class StepRunner:
         """How entries enrolled at ``now`` can take the flow's first step in the enrolment
         itself, or None when they cannot.
 
-        Only for a first step that is a ``send`` of one template with no goal in scope,
-        whose channel needs no consent or the one the entry condition requires (checked
-        by the enrolment statement): then every new entry leaves it with the same outcome
-        (``queued``) for the same next step, and the enrolment inserts them there (after
-        the waits that follow, like any move) with the step's path token, queues their
-        messages from the rows just inserted in the same transaction and adds to the
+        Only for a first step with no goal in scope whose kind says every new entry
+        leaves it with the same outcome (:attr:`StepKind.start`, a ``send`` of one
+        template): the enrolment inserts them at the next step (after the waits that
+        follow, like any move) with the step's path token, writes the step's effect (the
+        messages) from the rows just inserted in the same transaction and adds to the
         step's counter. Otherwise the entries enrol at the first step, due at once, and
         the step loop takes them through it."""
         node = flow.program.nodes[flow.program.first]
-        step = node.step
-        if node.goals or not isinstance(step, m.SendStep):
+        kind = node.step_kind
+        if node.goals or kind is None or kind.start is None:
             return None
-        send = step.send
-        if len(send.variants) > 1:
+        opening = kind.start(flow, node, node.step, now)
+        if opening is None:
             return None
-        consent = flow.program.definition.entry.consent
-        if send.channel in CONSENT_CHANNELS and consent != send.channel:
-            return None
-        name = send.variants[0].name if send.variants else ""
-        rule = Rule(f"queued:{name}" if name else "queued", node.next)
+        outcome, queue = opening
+        rule = Rule(outcome, node.next)
         self._settle(flow, rule, now)
         if rule.target is None or rule.exit_reason is not None or rule.waiting:
             return None
-
-        def queue(conn: Connection, new: ColumnElement[bool]) -> None:
-            # SQLite (one writer): the enrolment statement just checked the consent.
-            self._queue(conn, flow, node, send, new, now, conn.dialect.name == "sqlite")
-
         return Start(node, rule.outcome, rule.target, rule.wake_at or now, queue)
 
     def _check_goals(
@@ -493,7 +464,7 @@ class StepRunner:
                 outcome=f"goal:{goal.reason}",
                 target=None,
                 exit_reason=goal.reason,
-                when=self._condition(goal.condition, now, flow, f"goal[{i}]"),
+                when=flow_condition(flow, goal.condition, now, f"goal[{i}]"),
             )
             for i, goal in enumerate(node.goals)
         ]
@@ -502,17 +473,21 @@ class StepRunner:
             flow, conn, batch=and_(batch, met), node=node, now=now, rules=rules, tally=tally
         )
 
-    def _condition(self, data: Any, now: datetime, flow: RunningFlow, where: str) -> Any:
-        return compile_sql(
-            data,
-            now=now,
-            contact_id=fe.c.contact_id,
-            entered_at=fe.c.entered_at,
-            path=f"flows/{flow.program.key}.yaml",
-            location=where,
-        )
-
     # -- steps ------------------------------------------------------------------------------
+    def _batch(
+        self,
+        conn: Connection,
+        flow: RunningFlow,
+        node: Node,
+        batch: Any,
+        now: datetime,
+        carry: Carry = NO_CARRY,
+    ) -> Batch:
+        def chains(target: str | None) -> bool:
+            return self._chains(node, self._immediate(flow, target))
+
+        return Batch(conn, flow, node, batch, now, carry, self.default_timezone, chains)
+
     def _run(
         self,
         conn: Connection,
@@ -523,255 +498,29 @@ class StepRunner:
         tally: dict[str, int],
         carry: Carry = NO_CARRY,
     ) -> int:
-        step = node.step
-        go = node.next
+        """Run ``node``'s step on the entries of ``batch`` (the handler of its kind, see
+        :mod:`winback.flows.steps`) and move them on."""
         kw: dict[str, Any] = {"node": node, "now": now, "tally": tally, "carry": carry}
-        if node.kind == "end":
+        kind = node.step_kind
+        if kind is None:  # the end marker of a trailing wait
             rule = Rule("completed", None)
             return self._t(flow, conn, batch=batch, **kw, rules=[rule], log=False)
-        if isinstance(step, m.SendStep):
-            return self._send(conn, flow, step.send, batch, kw)
-        if isinstance(step, m.WaitStep):
-            rule = Rule("waited", go, wake_at=now + step.wait)
-            return self._t(flow, conn, batch=batch, **kw, rules=[rule], log=False)
-        if isinstance(step, m.WaitUntilStep):
-            return self._wait_until(flow, conn, step.wait_until.local_time, batch, kw)
-        if isinstance(step, m.WaitForStep):
-            rule = Rule("waiting", node.id, wake_at=now + step.wait_for.timeout, waiting=True)
-            return self._t(flow, conn, batch=batch, **kw, rules=[rule])
-        if isinstance(step, m.IfStep):
-            cond = self._condition(step.if_, now, flow, node.id)
-            then_node = self._immediate(flow, node.then_first)
-            else_node = self._immediate(flow, node.else_first)
-            if self._chains(node, then_node) and not self._chains(node, else_node):
-                # ``else`` first, so that the rows left are the ``then`` ones, taken on at
-                # once (false and unknown conditions go to ``else``, as below).
-                not_true = ~func.coalesce(cond, false(), type_=Boolean)
-                rules = [
-                    Rule("else", node.else_first, when=not_true),
-                    Rule("then", node.then_first),
-                ]
-            else:
-                rules = [Rule("then", node.then_first, when=cond), Rule("else", node.else_first)]
-            return self._t(flow, conn, batch=batch, **kw, rules=rules)
-        if isinstance(step, m.AddTagStep):
-            self._add_tag(conn, flow, step.add_tag, batch, now)
-            return self._t(flow, conn, batch=batch, **kw, rules=[Rule("tagged", go)])
-        if isinstance(step, m.RemoveTagStep):
-            self._remove_tag(conn, flow, step.remove_tag, batch, now)
-            return self._t(flow, conn, batch=batch, **kw, rules=[Rule("untagged", go)])
-        if isinstance(step, m.SetAttributeStep):
-            attr = step.set_attribute
-            conn.execute(
-                update(contacts)
-                .where(contacts.c.id.in_(select(fe.c.contact_id).where(batch)))
-                .values(
-                    {
-                        contacts.c.attributes: set_attribute_value(conn, attr.name, attr.value),
-                        contacts.c.updated_at: at(now),
-                    }
-                )
-            )
-            return self._t(flow, conn, batch=batch, **kw, rules=[Rule("set", go)])
-        if isinstance(step, m.SuppressStep):
-            address = contacts.c.email if step.suppress == "email" else contacts.c.phone
-            chosen = select(
-                literal(step.suppress),
-                func.lower(address) if step.suppress == "email" else address,
-                contacts.c.id,
-                literal("flow"),
-                literal(f"suppressed by flow {flow.program.key}"),
-                at(now),
-            ).where(
-                contacts.c.id.in_(select(fe.c.contact_id).where(batch)),
-                address.is_not(None),
-                address != "",
-            )
-            conn.execute(
-                upsert_insert(conn, suppressions)
-                .from_select(
-                    ["channel", "address", "contact_id", "reason", "detail", "created_at"], chosen
-                )
-                .on_conflict_do_nothing(index_elements=["channel", "address"])
-            )
-            return self._t(flow, conn, batch=batch, **kw, rules=[Rule("suppressed", go)])
-        if isinstance(step, m.DeleteContactStep):  # GDPR-style erasure (winback.erasure)
-            from winback.erasure import erase_contacts
-
-            erase_contacts(
-                conn,
-                select(fe.c.contact_id).where(batch),
-                at=now,
-                source=f"flow:{flow.program.key}",
-                reason=step.delete_contact.reason,
-                keep_flow_id=flow.id,
-            )
-            return self._t(flow, conn, batch=batch, **kw, rules=[Rule("deleted", go)])
-        if isinstance(step, m.GoalStep):
-            return self._t(
-                flow,
-                conn,
-                batch=batch,
-                **kw,
-                rules=[Rule("goal", go)],
-                log=False,
-            )
-        if isinstance(step, m.SplitStep):
-            u = stable_uniform(fe.c.id, f"{flow.program.key}:{node.id}")
-            total = sum(w for _, w, _ in node.branches)
-            rules, cum = [], 0.0
-            for i, (name, weight, first) in enumerate(node.branches):
-                cum += weight / total
-                last = i == len(node.branches) - 1
-                rules.append(
-                    Rule(
-                        f"branch:{name}",
-                        first,
-                        when=None if last else u < cum,
-                        values={"branch": name},
-                    )
-                )
-            return self._t(flow, conn, batch=batch, **kw, rules=rules)
-        if isinstance(step, m.HoldoutStep):
-            u = stable_uniform(fe.c.id, f"{flow.program.key}:{node.id}")
-            rules = [
-                Rule("holdout", go, when=u < step.holdout.share, values={"holdout": True}),
-                Rule("treatment", go),
-            ]
-            return self._t(flow, conn, batch=batch, **kw, rules=rules)
-        if isinstance(step, m.ExitStep):
-            rule = Rule(step.exit, None, exit_reason=step.exit)
-            return self._t(flow, conn, batch=batch, **kw, rules=[rule])
-        raise AssertionError(f"unknown step kind {node.kind}")  # pragma: no cover
-
-    def _send(
-        self, conn: Connection, flow: RunningFlow, send: m.Send, batch: Any, kw: dict[str, Any]
-    ) -> int:
-        node, now = kw["node"], kw["now"]
-        # Consent the ``if`` just before checked (carried) is not tested again.
-        checked = send.channel in kw["carry"].consent
-        consent, u, bounds, variants = self._queue(conn, flow, node, send, batch, now, checked)
-        rules = []
-        if flow.program.has_holdout:
-            rules.append(Rule("holdout", node.next, when=fe.c.holdout.is_(True)))
-        if send.channel in CONSENT_CHANNELS and not checked:
-            rules.append(Rule("no_consent", node.next, when=~consent))
-        for i, v in enumerate(variants):
-            last = i == len(variants) - 1
-            outcome = f"queued:{v.name}" if v.name else "queued"
-            rules.append(Rule(outcome, node.next, when=None if last else u < bounds[i]))
-        return self._t(flow, conn, batch=batch, **kw, rules=rules)
-
-    def _queue(
-        self,
-        conn: Connection,
-        flow: RunningFlow,
-        node: Node,
-        send: m.Send,
-        batch: Any,
-        now: datetime,
-        checked: bool = False,
-    ) -> tuple[Any, Any, list[float], list[m.Variant]]:
-        """The outbox rows of a send step for the entries of ``batch`` that have consent
-        (and are not held out); returns the consent test, the variant draw and the variants
-        with their cumulative bounds. ``checked``: every row of ``batch`` is known to have
-        consent (tested in this transaction)."""
-        consent = true() if checked else has_consent(send.channel, fe.c.contact_id)
-        variants = send.variants or [m.Variant(name="", template=send.template or "", weight=1)]
-        u = stable_uniform(fe.c.id, f"{flow.program.key}:{node.id}:variant")
-        total = sum(v.weight for v in variants)
-        bounds, cum = [], 0.0
-        for v in variants:
-            cum += v.weight / total
-            bounds.append(cum)
-        if len(variants) == 1:
-            template: Any = literal(variants[0].template, String())
-            variant: Any = literal(variants[0].name or None, String())
-        else:
-            whens = [(u < b, v) for b, v in zip(bounds[:-1], variants[:-1], strict=True)]
-            template = case(
-                *[(w, literal(v.template)) for w, v in whens], else_=variants[-1].template
-            )
-            variant = case(*[(w, literal(v.name)) for w, v in whens], else_=variants[-1].name)
-        dedup = (
-            literal(f"{flow.program.key}:", String())
-            + cast(fe.c.id, String())
-            + literal(f":{node.id}", String())
+        moves = kind.run(self._batch(conn, flow, node, batch, now, carry), node.step)
+        if moves.only is not None:
+            batch = and_(batch, moves.only)
+        return self._t(
+            flow, conn, batch=batch, **kw, rules=moves.rules, log=moves.log, consent=moves.consent
         )
-        rows = select(
-            dedup,
-            fe.c.contact_id,
-            literal(send.channel, String()),
-            template,
-            variant,
-            literal(flow.program.key, String()),
-            fe.c.id,
-            literal(node.id, String()),
-            literal(send.priority, String()),
-            literal("pending", String()),
-            at(now),
-            literal(0),
-            at(now),
-        ).where(batch, consent, *([fe.c.holdout.is_(False)] if flow.program.has_holdout else []))
-        stmt = (
-            upsert_insert(conn, outbox)
-            .from_select(
-                [
-                    "dedup_key",
-                    "contact_id",
-                    "channel",
-                    "template",
-                    "variant",
-                    "flow",
-                    "entry_id",
-                    "step",
-                    "priority",
-                    "status",
-                    "not_before",
-                    "attempts",
-                    "created_at",
-                ],
-                rows,
-            )
-            .on_conflict_do_nothing(index_elements=["dedup_key"])
-        )
-        conn.execute(stmt)
-        return consent, u, bounds, variants
-
-    def _wait_until(
-        self, flow: RunningFlow, conn: Connection, local_time: str, batch: Any, kw: dict[str, Any]
-    ) -> int:
-        node, now = kw["node"], kw["now"]
-        zones = {
-            z
-            for (z,) in conn.execute(
-                select(contacts.c.timezone)
-                .distinct()
-                .where(contacts.c.id.in_(select(fe.c.contact_id).where(batch)))
-            )
-        }
-        tz_of = (
-            select(contacts.c.timezone)
-            .where(contacts.c.id == fe.c.contact_id)
-            .correlate(fe)
-            .scalar_subquery()
-        )
-        rules = []
-        for zone in sorted(z for z in zones if z):
-            wake = next_local_time(now, local_time, zone, self.default_timezone)
-            rules.append(Rule("waited", node.next, when=tz_of == zone, wake_at=wake))
-        fallback = next_local_time(now, local_time, None, self.default_timezone)
-        rules.append(Rule("waited", node.next, wake_at=fallback))
-        return self._t(flow, conn, batch=batch, **kw, rules=rules, log=False)
 
     def _resolve_waiting(
         self, flow: RunningFlow, node: Node, now: datetime, tally: dict[str, int]
     ) -> None:
-        """Entries waiting at a ``wait_for`` step whose event happened or whose wait timed
-        out, in slices of the waiting entries."""
-        step = node.step
-        assert isinstance(step, m.WaitForStep)
-        spec = step.wait_for.filter
+        """Entries parked at ``node`` (``waiting``) that move on now (the ``resolve`` of its
+        kind: at a ``wait_for``, the event happened or the wait timed out), in slices of the
+        waiting entries."""
+        kind = node.step_kind
+        assert kind is not None and kind.resolve is not None
+        resolve_moves = kind.resolve
         waiting = and_(
             fe.c.flow_id == flow.id,
             fe.c.status == "active",
@@ -786,61 +535,27 @@ class StepRunner:
         )
 
         def resolve(conn: Connection, batch: ColumnElement[bool]) -> None:
-            happened = event_happened(
-                conn, fe.c.contact_id, spec.type, spec.where, fe.c.step_at, now
-            )
-            timed_out = fe.c.wake_at <= at(now)
-            rules = [
-                Rule("event", node.then_first, when=happened),
-                Rule("timeout", node.else_first, when=timed_out),
-            ]
+            moves = resolve_moves(self._batch(conn, flow, node, batch, now), node.step)
             self._t(
                 flow,
                 conn,
-                batch=and_(batch, or_(happened, timed_out)),
+                batch=batch if moves.only is None else and_(batch, moves.only),
                 node=node,
                 now=now,
-                rules=rules,
+                rules=moves.rules,
                 tally=tally,
+                log=moves.log,
                 from_waiting=True,
             )
 
         self._in_slices(("waiting", flow.id, node.id), waiting, waiting, by_id, resolve)
 
-    def _add_tag(
-        self, conn: Connection, flow: RunningFlow, tag: str, batch: Any, now: datetime
-    ) -> None:
-        chosen = select(fe.c.contact_id).where(batch)
-        activity.add_tags(conn, chosen, tag, source=f"flow:{flow.program.key}", at=now)
 
-    def _remove_tag(
-        self, conn: Connection, flow: RunningFlow, tag: str, batch: Any, now: datetime
-    ) -> None:
-        chosen = select(fe.c.contact_id).where(batch)
-        activity.remove_tags(conn, chosen, tag, source=f"flow:{flow.program.key}", at=now)
-
-
-def zone_or_default(name: str | None, default: str) -> ZoneInfo:
-    for candidate in (name, default, "UTC"):
-        if candidate:
-            try:
-                return ZoneInfo(candidate)
-            except (ZoneInfoNotFoundError, ValueError):
-                continue
-    return ZoneInfo("UTC")  # pragma: no cover
-
-
-def next_local_time(now: datetime, local_time: str, zone: str | None, default: str) -> datetime:
-    """The first instant at or after ``now`` when the wall clock in ``zone`` shows
-    ``local_time`` (HH:MM)."""
-    tz = zone_or_default(zone, default)
-    hour, minute = (int(p) for p in local_time.split(":"))
-    local = now.astimezone(tz)
-    candidate = local.replace(hour=hour, minute=minute, second=0, microsecond=0)
-    if candidate < local:
-        day = candidate.date() + timedelta(days=1)
-        candidate = datetime(day.year, day.month, day.day, hour, minute, tzinfo=tz)
-    return candidate.astimezone(now.tzinfo)
-
-
-__all__ = ["RunningFlow", "Start", "StepRunner", "TickReport", "false", "next_local_time"]
+__all__ = [
+    "RunningFlow",
+    "Start",
+    "StepRunner",
+    "TickReport",
+    "next_local_time",
+    "zone_or_default",
+]

@@ -1,7 +1,8 @@
 """Flows as validated data: the YAML syntax of ``flows/*.yaml``, as pydantic models.
 
 A flow is a trigger, an entry policy and a list of typed steps. Each step is a mapping with
-exactly one action key (``send``, ``wait``, ``if`` ...) plus an optional explicit ``id``.
+exactly one action key (``send``, ``wait``, ``if`` ...) plus an optional explicit ``id``;
+the step kinds and their models are the table :data:`winback.flows.steps.KINDS`.
 Conditions (``if``, ``goal``, trigger audiences) use the segment condition language and are
 kept here as plain mappings; :mod:`winback.flows.conditions` validates and compiles them.
 
@@ -12,90 +13,47 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
-from typing import Annotated, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 from pydantic import (
     BaseModel,
-    BeforeValidator,
-    ConfigDict,
     Discriminator,
     Field,
-    PlainSerializer,
     Tag,
-    WithJsonSchema,
     field_validator,
     model_validator,
 )
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
-def parse_duration(value: Any) -> timedelta:
-    """``"4d"`` -> 4 days. Units: s, m, h, d, w. A bare 0 is accepted."""
-    if isinstance(value, timedelta):
-        return value
-    if value == 0:
-        return timedelta(0)
-    match = _DURATION.match(str(value)) if isinstance(value, str) else None
-    if match is None:
-        raise ValueError(f"expected a duration like 4d, 12h or 30m (got {value!r})")
-    return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
-
-
-def format_duration(value: timedelta) -> str:
-    seconds = int(value.total_seconds())
-    for unit in ("w", "d", "h", "m"):
-        if seconds and seconds % _UNITS[unit] == 0:
-            return f"{seconds // _UNITS[unit]}{unit}"
-    return f"{seconds}s"
-
-
-Duration = Annotated[
-    timedelta,
-    BeforeValidator(parse_duration),
-    PlainSerializer(format_duration, return_type=str),
-    WithJsonSchema(
-        {"type": "string", "pattern": r"^\d+(\.\d+)?(s|m|h|d|w)$", "examples": ["4d", "12h"]}
-    ),
-]
-
-_LOCAL_TIME = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
-
-
-def _local_time(value: Any) -> str:
-    if not isinstance(value, str) or not _LOCAL_TIME.match(value):
-        raise ValueError(f'expected a local time of day like "09:00" (got {value!r})')
-    return value
-
-
-LocalTime = Annotated[
-    str,
-    BeforeValidator(_local_time),
-    WithJsonSchema({"type": "string", "pattern": r"^\d\d:\d\d$", "examples": ["09:00"]}),
-]
-
-#: A condition in the segment condition language (see docs/segments.md), e.g.
-#: ``{in_segment: Customers Not Active, consent: email}``.
-Condition = Annotated[
-    dict[str, Any],
-    WithJsonSchema(
-        {
-            "type": "object",
-            "description": "A condition in the segment condition language (docs/segments.md).",
-        }
-    ),
-]
-
-Channel = Literal["email", "sms", "push", "webhook", "file"]
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+from winback.flows.fields import (
+    Channel,
+    Condition,
+    Duration,
+    EventFilter,
+    FlowModel,
+    Goal,
+    LocalTime,
+    format_duration,
+    parse_duration,
+)
+from winback.flows.steps import KINDS
+from winback.flows.steps.base import StepModel
+from winback.flows.steps.delete_contact import DeleteContact, DeleteContactStep
+from winback.flows.steps.exit_ import ExitStep
+from winback.flows.steps.goal import GoalStep
+from winback.flows.steps.holdout import Holdout, HoldoutStep
+from winback.flows.steps.if_ import IfStep
+from winback.flows.steps.send import Send, SendStep, Variant
+from winback.flows.steps.set_attribute import SetAttribute, SetAttributeStep
+from winback.flows.steps.split import Branch, Split, SplitStep
+from winback.flows.steps.suppress import SuppressStep
+from winback.flows.steps.tags import AddTagStep, RemoveTagStep
+from winback.flows.steps.wait import WaitStep
+from winback.flows.steps.wait_for import WaitFor, WaitForStep
+from winback.flows.steps.wait_until import WaitUntil, WaitUntilStep
 
 
 # -- triggers -------------------------------------------------------------------------------
-class SegmentEntryTrigger(_Model):
+class SegmentEntryTrigger(FlowModel):
     segment_entry: str = Field(description="Enrol contacts when they enter this segment.")
     include_existing: bool = Field(
         True,
@@ -103,18 +61,11 @@ class SegmentEntryTrigger(_Model):
     )
 
 
-class TagAddedTrigger(_Model):
+class TagAddedTrigger(FlowModel):
     tag_added: str = Field(description="Enrol contacts when this tag is added to them.")
 
 
-class EventFilter(_Model):
-    type: str = Field(description="Event type (`purchase` for orders).")
-    where: dict[str, Any] = Field(
-        default_factory=dict, description="Property filters: each key must equal the value."
-    )
-
-
-class EventTrigger(_Model):
+class EventTrigger(FlowModel):
     event: EventFilter | str = Field(description="Enrol contacts when they perform this event.")
 
     @property
@@ -122,7 +73,7 @@ class EventTrigger(_Model):
         return self.event if isinstance(self.event, EventFilter) else EventFilter(type=self.event)
 
 
-class Schedule(_Model):
+class Schedule(FlowModel):
     every: (
         Literal["day", "monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
         | None
@@ -157,7 +108,7 @@ class Schedule(_Model):
         return self
 
 
-class ScheduleTrigger(_Model):
+class ScheduleTrigger(FlowModel):
     schedule: Schedule
 
 
@@ -184,7 +135,7 @@ Trigger = Annotated[
 ]
 
 
-class Entry(_Model):
+class Entry(FlowModel):
     consent: Literal["email", "sms", "push"] | None = Field(
         None, description="Only contacts with consent on this channel enter."
     )
@@ -212,214 +163,34 @@ class Entry(_Model):
         return None
 
 
-class Goal(_Model):
-    condition: Condition = Field(description="Leave the flow as soon as this holds.")
-    reason: str = Field("goal", description="Exit reason recorded when the goal is met.")
-
-
 # -- steps ----------------------------------------------------------------------------------
-class Variant(_Model):
-    name: str
-    template: str
-    weight: float = Field(1.0, gt=0)
-
-
-class Send(_Model):
-    channel: Channel = "email"
-    template: str | None = None
-    variants: list[Variant] = Field(default_factory=list)
-    priority: Literal["marketing", "transactional"] = "marketing"
-
-    @model_validator(mode="after")
-    def _template(self) -> Send:
-        if self.template is None and not self.variants:
-            raise ValueError("a send needs a template or variants")
-        return self
-
-
-class _Step(_Model):
-    kind: ClassVar[str]
-    id: str | None = Field(None, description="Stable id; default is the step's path (s3.then.0).")
-
-
-class SendStep(_Step):
-    kind: ClassVar[str] = "send"
-    send: Send
-
-
-class WaitStep(_Step):
-    kind: ClassVar[str] = "wait"
-    wait: Duration
-
-
-class WaitUntil(_Model):
-    local_time: LocalTime
-
-
-class WaitUntilStep(_Step):
-    kind: ClassVar[str] = "wait_until"
-    wait_until: WaitUntil
-
-
-class WaitFor(_Model):
-    event: EventFilter | str
-    timeout: Duration
-
-    @property
-    def filter(self) -> EventFilter:
-        return self.event if isinstance(self.event, EventFilter) else EventFilter(type=self.event)
-
-
-class WaitForStep(_Step):
-    kind: ClassVar[str] = "wait_for"
-    wait_for: WaitFor
-    then: list[Step] = Field(default_factory=list, description="When the event happens.")
-    else_: list[Step] = Field(default_factory=list, alias="else", description="On timeout.")
-
-
-class IfStep(_Step):
-    kind: ClassVar[str] = "if"
-    if_: Condition = Field(alias="if")
-    then: list[Step] = Field(default_factory=list)
-    else_: list[Step] = Field(default_factory=list, alias="else")
-
-
-class AddTagStep(_Step):
-    kind: ClassVar[str] = "add_tag"
-    add_tag: str
-
-
-class RemoveTagStep(_Step):
-    kind: ClassVar[str] = "remove_tag"
-    remove_tag: str
-
-
-class SetAttribute(_Model):
-    name: str
-    value: Any
-
-
-class SetAttributeStep(_Step):
-    kind: ClassVar[str] = "set_attribute"
-    set_attribute: SetAttribute
-
-
-class SuppressStep(_Step):
-    """Put the contact's address for ``channel`` on the suppression list (delivery checks it
-    at send time): what the sunset flow does to non-openers to protect deliverability."""
-
-    kind: ClassVar[str] = "suppress"
-    suppress: Literal["email", "sms"] = Field(description="Channel whose address to suppress.")
-
-
-class DeleteContact(_Model):
-    reason: str | None = Field(None, description="Why, recorded in the erasure audit trail.")
-
-
-class DeleteContactStep(_Step):
-    """Erase the contact's personal data (GDPR-style; see docs/flows.md): email, phone, names,
-    birthday and custom attributes nulled, consent revoked on every channel, tags removed,
-    other flows exited, an audit row in ``erasures``; the row stays as a tombstone so that
-    re-imports do not bring the person back; orders stay, detached from any personal data.
-    What the sunset flow does instead of suppressing when configured to delete."""
-
-    kind: ClassVar[str] = "delete_contact"
-    delete_contact: DeleteContact = Field(
-        default_factory=DeleteContact,
-        description="`{}` or `{reason: ...}` (also `true` or empty).",
-    )
-
-    @field_validator("delete_contact", mode="before")
-    @classmethod
-    def _empty(cls, value: Any) -> Any:
-        return {} if value is None or value is True else value
-
-
-class GoalStep(_Step):
-    kind: ClassVar[str] = "goal"
-    goal: Goal
-
-
-class Branch(_Model):
-    name: str
-    weight: float = Field(gt=0)
-    steps: list[Step] = Field(default_factory=list)
-
-
-class Split(_Model):
-    branches: list[Branch] = Field(min_length=2)
-
-
-class SplitStep(_Step):
-    kind: ClassVar[str] = "split"
-    split: Split
-
-
-class Holdout(_Model):
-    share: float = Field(gt=0, lt=1, description="Share of entrants held out, e.g. 0.1.")
-
-
-class HoldoutStep(_Step):
-    kind: ClassVar[str] = "holdout"
-    holdout: Holdout
-
-
-class ExitStep(_Step):
-    kind: ClassVar[str] = "exit"
-    exit: str = Field(description="Exit reason.")
-
-
-STEP_KINDS = (
-    "send",
-    "wait",
-    "wait_until",
-    "wait_for",
-    "if",
-    "add_tag",
-    "remove_tag",
-    "set_attribute",
-    "suppress",
-    "delete_contact",
-    "goal",
-    "split",
-    "holdout",
-    "exit",
-)
+#: The action keys of the step kinds, in the table's order.
+STEP_KINDS = tuple(kind.key for kind in KINDS)
 
 
 def _step_kind(value: Any) -> str | None:
     if isinstance(value, dict):
         found = [k for k in STEP_KINDS if k in value]
         return found[0] if len(found) == 1 else None
-    if isinstance(value, _Step):
+    if isinstance(value, StepModel):
         return value.kind
     return None
 
 
-Step = Annotated[
-    Annotated[SendStep, Tag("send")]
-    | Annotated[WaitStep, Tag("wait")]
-    | Annotated[WaitUntilStep, Tag("wait_until")]
-    | Annotated[WaitForStep, Tag("wait_for")]
-    | Annotated[IfStep, Tag("if")]
-    | Annotated[AddTagStep, Tag("add_tag")]
-    | Annotated[RemoveTagStep, Tag("remove_tag")]
-    | Annotated[SetAttributeStep, Tag("set_attribute")]
-    | Annotated[SuppressStep, Tag("suppress")]
-    | Annotated[DeleteContactStep, Tag("delete_contact")]
-    | Annotated[GoalStep, Tag("goal")]
-    | Annotated[SplitStep, Tag("split")]
-    | Annotated[HoldoutStep, Tag("holdout")]
-    | Annotated[ExitStep, Tag("exit")],
-    Discriminator(
-        _step_kind,
-        custom_error_type="step",
-        custom_error_message="expected a mapping with exactly one of " + ", ".join(STEP_KINDS),
-    ),
-]
+if TYPE_CHECKING:
+    Step = StepModel
+else:
+    Step = Annotated[
+        Union[tuple(Annotated[kind.model, Tag(kind.key)] for kind in KINDS)],  # noqa: UP007
+        Discriminator(
+            _step_kind,
+            custom_error_type="step",
+            custom_error_message="expected a mapping with exactly one of " + ", ".join(STEP_KINDS),
+        ),
+    ]
 
 
-class FlowDefinition(_Model):
+class FlowDefinition(FlowModel):
     """One flow file."""
 
     name: str = Field(description="Display name.")
@@ -430,5 +201,42 @@ class FlowDefinition(_Model):
     steps: list[Step] = Field(min_length=1)
 
 
-for _model in (WaitForStep, IfStep, Branch, FlowDefinition):
-    _model.model_rebuild()
+_NESTING: list[type[BaseModel]] = [*(kind.model for kind in KINDS), Branch, FlowDefinition]
+for _model in _NESTING:
+    _model.model_rebuild(_types_namespace={"Step": Step})
+
+__all__ = [
+    "AddTagStep",
+    "Branch",
+    "Channel",
+    "Condition",
+    "DeleteContact",
+    "DeleteContactStep",
+    "Duration",
+    "EventFilter",
+    "ExitStep",
+    "Goal",
+    "GoalStep",
+    "Holdout",
+    "HoldoutStep",
+    "IfStep",
+    "LocalTime",
+    "RemoveTagStep",
+    "Send",
+    "SendStep",
+    "SetAttribute",
+    "SetAttributeStep",
+    "Split",
+    "SplitStep",
+    "Step",
+    "StepModel",
+    "SuppressStep",
+    "Variant",
+    "WaitFor",
+    "WaitForStep",
+    "WaitStep",
+    "WaitUntil",
+    "WaitUntilStep",
+    "format_duration",
+    "parse_duration",
+]

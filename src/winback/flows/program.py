@@ -11,6 +11,7 @@ and lets those whose step id disappeared exit with reason ``flow_changed``.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,24 +21,48 @@ from pydantic import ValidationError
 
 from winback.errors import DefinitionError
 from winback.flows import models as m
+from winback.flows.steps import BY_KEY
+from winback.flows.steps.base import StepKind, StepModel
 
 FLOW_KEY = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+#: The kind of the end marker a trailing wait leads to (not a step of the file).
+END = "end"
 
 
 @dataclass
 class Node:
     """One step, flattened. ``next`` is where a contact goes when the step is done
-    (None: the flow is complete)."""
+    (None: the flow is complete); ``arms`` where each of its nested step lists starts:
+    (name, weight of a split branch or None, first step id or None when empty)."""
 
     id: str
     kind: str
     step: Any
     next: str | None = None
-    then_first: str | None = None
-    else_first: str | None = None
-    branches: list[tuple[str, float, str | None]] = field(default_factory=list)
+    arms: list[tuple[str, float | None, str | None]] = field(default_factory=list)
     goals: list[m.Goal] = field(default_factory=list)
     order: int = 0
+
+    @property
+    def step_kind(self) -> StepKind[Any] | None:
+        """The step kind of the node (None: the end marker)."""
+        return BY_KEY.get(self.kind)
+
+    def _first(self, name: str) -> str | None:
+        return next((first for arm, w, first in self.arms if arm == name and w is None), None)
+
+    @property
+    def then_first(self) -> str | None:
+        return self._first("then")
+
+    @property
+    def else_first(self) -> str | None:
+        return self._first("else")
+
+    @property
+    def branches(self) -> list[tuple[str, float, str | None]]:
+        """The split branches: (name, weight, first step id)."""
+        return [(name, w, first) for name, w, first in self.arms if w is not None]
 
 
 @dataclass
@@ -117,51 +142,60 @@ def load_file(file: Path, *, display: str | None = None) -> m.FlowDefinition:
     return parse_definition(data, path=shown)
 
 
-def compile_program(key: str, definition: m.FlowDefinition, *, path: str = "") -> Program:
-    """Flatten the step tree into nodes with stable ids."""
-    nodes: dict[str, Node] = {}
-    counter = [0]
-    base_goals = [definition.goal] if definition.goal else []
+class _Compiler:
+    """Flattens a step tree into nodes, in order, each with the goals in its scope."""
 
-    def add(steps: list[Any], prefix: str, follow: str | None, goals: list[m.Goal]) -> str | None:
-        ids: list[str] = []
-        for i, step in enumerate(steps):
-            ids.append(step.id or f"{prefix}{i}")
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.nodes: dict[str, Node] = {}
+
+    def _node(self, node: Node) -> Node:
+        node.order = len(self.nodes)
+        self.nodes[node.id] = node
+        return node
+
+    def add(
+        self, steps: Sequence[StepModel], prefix: str, follow: str | None, goals: list[m.Goal]
+    ) -> str | None:
+        """Add ``steps`` (ids ``<prefix>N``) leading to ``follow``; returns the first id."""
+        ids = [step.id or f"{prefix}{i}" for i, step in enumerate(steps)]
         scope = list(goals)
         for i, step in enumerate(steps):
             sid = ids[i]
             nxt = ids[i + 1] if i + 1 < len(steps) else follow
-            if sid in nodes:
-                raise DefinitionError(f"duplicate step id {sid!r}", path=path, location=sid)
-            node = Node(id=sid, kind=step.kind, step=step, next=nxt, goals=list(scope))
-            node.order = counter[0]
-            counter[0] += 1
-            nodes[sid] = node
-            if isinstance(step, m.IfStep | m.WaitForStep):
-                node.then_first = add(step.then, f"{sid}.then.", nxt, scope)
-                node.else_first = add(step.else_, f"{sid}.else.", nxt, scope)
-            elif isinstance(step, m.SplitStep):
-                names = [b.name for b in step.split.branches]
-                if len(set(names)) != len(names):
-                    raise DefinitionError("branch names must differ", path=path, location=sid)
-                for branch in step.split.branches:
-                    first = add(branch.steps, f"{sid}.{branch.name}.", nxt, scope)
-                    node.branches.append((branch.name, branch.weight, first))
-            elif isinstance(step, m.GoalStep):
-                scope.append(step.goal)
-            elif isinstance(step, m.WaitStep | m.WaitUntilStep) and nxt is None:
+            if sid in self.nodes:
+                raise DefinitionError(f"duplicate step id {sid!r}", path=self.path, location=sid)
+            node = self._node(Node(id=sid, kind=step.kind, step=step, next=nxt, goals=list(scope)))
+            kind = BY_KEY[step.kind]
+            self._arms(node, kind, scope)
+            if kind.goal is not None:
+                scope.append(kind.goal(step))
+            elif kind.holds and nxt is None:
                 # A trailing wait keeps the contact in the flow (goals still apply) until
                 # it is over: it leads to an end marker instead of completing at once.
-                end = Node(id=f"{sid}.end", kind="end", step=None, goals=list(scope))
-                end.order = counter[0]
-                counter[0] += 1
-                nodes[end.id] = end
+                end = self._node(Node(id=f"{sid}.end", kind=END, step=None, goals=list(scope)))
                 node.next = end.id
         return ids[0] if ids else follow
 
-    first = add(list(definition.steps), "s", None, base_goals)
+    def _arms(self, node: Node, kind: StepKind[Any], scope: list[m.Goal]) -> None:
+        if kind.arms is None:
+            return
+        try:
+            arms = kind.arms(node.step)
+        except ValueError as exc:
+            raise DefinitionError(str(exc), path=self.path, location=node.id) from None
+        for arm in arms:
+            first = self.add(arm.steps, f"{node.id}.{arm.name}.", node.next, scope)
+            node.arms.append((arm.name, arm.weight, first))
+
+
+def compile_program(key: str, definition: m.FlowDefinition, *, path: str = "") -> Program:
+    """Flatten the step tree into nodes with stable ids."""
+    compiler = _Compiler(path)
+    base_goals = [definition.goal] if definition.goal else []
+    first = compiler.add(list(definition.steps), "s", None, base_goals)
     assert first is not None
-    return Program(key=key, definition=definition, nodes=nodes, first=first)
+    return Program(key=key, definition=definition, nodes=compiler.nodes, first=first)
 
 
 def load_program(file: Path, *, display: str | None = None) -> Program:

@@ -125,7 +125,7 @@ def preflight(ws: Workspace, *, flow_files: bool = True) -> None:
     """Check the configuration before the first pass, so that a bad setting fails the
     command at once instead of every pass: the delivery channels can be built and (with
     ``flow_files``) every flow file loads. Raises :class:`~winback.errors.WinbackError`."""
-    from winback.delivery.setup import build_channels
+    from winback.delivery.channels.setup import build_channels
 
     for channel in build_channels(ws.settings, outbox=ws.path / "outbox").values():
         close = getattr(channel, "close", None)
@@ -159,7 +159,7 @@ def transient(exc: BaseException) -> bool:
     """Whether trying again later may succeed: the store busy (``StoreBusy`` carries a
     ``retry_after``; a lock, deadlock or serialisation conflict), the store or a provider
     unreachable, a delivery process that died."""
-    from winback.delivery.parallel import DeliveryProcessFailed
+    from winback.delivery.worker.parallel import DeliveryProcessFailed
 
     if getattr(exc, "retry_after", None) is not None:
         return True
@@ -176,7 +176,7 @@ def retry_delay(
     """Seconds to wait after ``failures`` failed attempts in a row: ``first`` doubled per
     failure up to ``cap``, then between half and all of it (jitter, so that processes that
     failed together do not retry together)."""
-    base = min(cap, first * 2 ** min(failures - 1, 30))
+    base = min(cap, first * 2.0 ** min(failures - 1, 30))
     return base * (0.5 + 0.5 * (rng or random).random())
 
 

@@ -60,7 +60,7 @@ def library_root() -> Path:
 def delivery_library() -> Path | None:
     """The delivery feature's shipped message templates, when it is installed."""
     try:
-        folder = Path(str(resources.files("winback.delivery") / "library"))
+        folder = Path(str(resources.files("winback.delivery.messages") / "library"))
     except ModuleNotFoundError:
         return None
     return folder if folder.is_dir() else None
@@ -377,11 +377,7 @@ class Flows:
                     "id": n.id,
                     "kind": n.kind,
                     "next": n.next,
-                    **(
-                        {"then": n.then_first, "else": n.else_first}
-                        if n.kind in ("if", "wait_for")
-                        else {}
-                    ),
+                    **{name: first for name, weight, first in n.arms if weight is None},
                     **({"branches": [b[0] for b in n.branches]} if n.branches else {}),
                 }
                 for n in program.ordered()
@@ -484,10 +480,10 @@ def check_conditions(program: Program, shown: str) -> None:
             trigger.schedule.condition, path=shown, location="trigger.schedule.condition"
         )
     for node in program.nodes.values():
-        if isinstance(node.step, m.IfStep):
-            validate_condition(node.step.if_, path=shown, location=f"{node.id}.if")
-        elif isinstance(node.step, m.GoalStep):
-            validate_condition(node.step.goal.condition, path=shown, location=f"{node.id}.goal")
+        kind = node.step_kind
+        if kind is not None and kind.conditions is not None:
+            for key, condition in kind.conditions(node.step):
+                validate_condition(condition, path=shown, location=f"{node.id}.{key}")
 
 
 def refresh_segments(
@@ -497,12 +493,5 @@ def refresh_segments(
     stop: threading.Event | None = None,
     log: SliceLog | None = None,
 ) -> None:
-    """Refresh materialised segments first, when the segments feature is installed."""
-    facade = getattr(ws, "segments", None)
-    if facade is None:
-        try:
-            from winback.segments.service import Segments
-        except ImportError:
-            return
-        facade = Segments(ws)
-    facade.refresh(now, stop=stop, log=log)
+    """Refresh materialised segments first."""
+    ws.segments.refresh(now, stop=stop, log=log)

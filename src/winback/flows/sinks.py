@@ -14,7 +14,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from winback.ports import OutboundMessage
+from winback.ports import OneAtATime, OutboundMessage
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -42,7 +42,7 @@ def readable(message: OutboundMessage) -> dict[str, Any]:
     return data
 
 
-class FileSink:
+class FileSink(OneAtATime):
     """Writes each message to ``<folder>/<dedup key>.json``, atomically: a temporary file is
     written and then linked to its final name, which fails when the name exists. A message
     whose file exists already (a crash after writing, before the outbox row was marked sent)
@@ -76,7 +76,7 @@ class FileSink:
         return final.name
 
 
-class CountingSink:
+class CountingSink(OneAtATime):
     """Counts messages per (flow, step); sends nothing."""
 
     def __init__(self) -> None:

@@ -48,7 +48,8 @@ from sqlalchemy.sql.elements import ColumnElement
 from winback.flows import models as m
 from winback.flows._sql import at, count_outcome, fe, json_equals
 from winback.flows.conditions import compile_sql
-from winback.flows.engine import RunningFlow, Start, zone_or_default
+from winback.flows.engine import RunningFlow, Start
+from winback.flows.local_time import zone_or_default
 from winback.store.schema import (
     contacts,
     events,

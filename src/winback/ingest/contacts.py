@@ -10,6 +10,7 @@ consent log with the import file as its source.
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, bindparam, insert, select, update
@@ -71,29 +72,36 @@ class Contacts:
 
     def parse(self, record: Record) -> ContactRow | Reject:
         v, line = record.values, record.line
-
-        def bad(name: str, i: int, reason: str) -> Reject:
-            return Reject(line, name, show_value(v[i]), reason)
-
         values: dict[str, Any] = {}
         for name, i in self.index.items():
-            raw = v[i]
             try:
-                if name == "customer_id":
-                    value: Any = fields.text(raw)
-                elif name == "created_at":
-                    value = fields.timestamp(raw, self.tz)
-                elif name in CONSENTS:
-                    value = fields.boolean(raw)
-                else:
-                    value = PARSERS[name](raw)
+                value = self._field(name, v[i])
             except FieldError as e:
-                return bad(name, i, e.reason)
+                return Reject(line, name, show_value(v[i]), e.reason)
             if value is not None:
                 values[name] = value
         customer_id = values.pop("customer_id", None)
         if customer_id is None:
-            return bad("customer_id", self.index["customer_id"], "missing (required)")
+            i = self.index["customer_id"]
+            return Reject(line, "customer_id", show_value(v[i]), "missing (required)")
+        attrs = self._attributes(record)
+        if isinstance(attrs, Reject):
+            return attrs
+        return ContactRow(line, customer_id, values, attrs)
+
+    def _field(self, name: str, raw: Any) -> Any:
+        if name == "customer_id":
+            return fields.text(raw)
+        if name == "created_at":
+            return fields.timestamp(raw, self.tz)
+        if name in CONSENTS:
+            return fields.boolean(raw)
+        return PARSERS[name](raw)
+
+    def _attributes(self, record: Record) -> dict[str, Any] | Reject:
+        """The custom attributes: the columns no standard field takes, and (JSON Lines) the
+        keys beyond those of line 1."""
+        v = record.values
         attrs: dict[str, Any] = {}
         for i, name in self.extras:
             raw = v[i]
@@ -103,20 +111,57 @@ class Contacts:
                 try:
                     raw = fields.text(raw, max_length=10_000)
                 except FieldError as e:
-                    return bad(name, i, e.reason)
+                    return Reject(record.line, name, show_value(raw), e.reason)
             attrs[name] = raw
-        if len(v) > self.width and isinstance(v[-1], dict):  # JSON Lines keys beyond line 1
+        if len(v) > self.width and isinstance(v[-1], dict):
             attrs.update({k: x for k, x in v[-1].items() if not fields.is_empty(x)})
-        return ContactRow(line, customer_id, values, attrs)
+        return attrs
 
     def write(self, conn: Connection, batch: list[Any], ctx: Context) -> BatchResult:
         return _upsert(conn, batch, ctx)
 
 
+#: Consent to record through :mod:`winback.store.activity` (with its log):
+#: (channel, granted) -> the customer ids.
+Consent = dict[tuple[str, bool], list[str]]
+
+
 def _upsert(conn: Connection, batch: list[ContactRow], ctx: Context) -> BatchResult:
     result = BatchResult()
+    merged = _merged(batch, result)
+    existing = _existing(conn, list(merged))
+    now = ctx.now
+    new_rows: list[dict[str, Any]] = []
+    changes: list[dict[str, Any]] = []
+    consent: Consent = {}
+    for cid, row in merged.items():
+        old = existing.get(cid)
+        if old is None:
+            new_rows.append(_new_record(row, now))
+            for channel in CHANNELS:
+                granted = row.values.get(f"{channel}_consent")
+                if granted is not None:
+                    consent.setdefault((channel, granted), []).append(cid)
+        elif old["erased_at"] is not None:  # a tombstone (winback.erasure): never refilled
+            result.rejects.append(_erased(row, old["erased_at"]))
+        else:
+            change = _change(row, old, now, consent)
+            if change is None:
+                result.duplicates += 1
+            else:
+                changes.append(change)
+    _write(conn, new_rows, changes)
+    ctx.report.contacts_created += len(new_rows)
+    ctx.report.contacts_updated += len(changes)
+    ctx.report.consent_changes += _record_consent(conn, consent, ctx)
+    result.imported = len(new_rows) + len(changes)
+    return result
+
+
+def _merged(batch: list[ContactRow], result: BatchResult) -> dict[str, ContactRow]:
+    """One row per customer: the same customer twice in a batch, later cells win."""
     merged: dict[str, ContactRow] = {}
-    for row in batch:  # the same customer twice in a batch: later cells win
+    for row in batch:
         before = merged.get(row.customer_id)
         if before is not None:
             result.duplicates += 1
@@ -127,65 +172,63 @@ def _upsert(conn: Connection, batch: list[ContactRow], ctx: Context) -> BatchRes
                 {**before.attributes, **row.attributes},
             )
         merged[row.customer_id] = row
+    return merged
+
+
+def _existing(conn: Connection, wanted: list[str]) -> dict[str, dict[str, Any]]:
     existing: dict[str, dict[str, Any]] = {}
-    wanted = list(merged)
+    query = select(
+        contacts.c.id,
+        contacts.c.customer_id,
+        contacts.c.erased_at,
+        *(contacts.c[c] for c in UPDATABLE),
+    )
     for i in range(0, len(wanted), 900):
-        query = select(
-            contacts.c.id,
-            contacts.c.customer_id,
-            contacts.c.erased_at,
-            *(contacts.c[c] for c in UPDATABLE),
-        )
         for found in conn.execute(query.where(contacts.c.customer_id.in_(wanted[i : i + 900]))):
             existing[found.customer_id] = dict(found._mapping)
-    now = ctx.now
-    new_rows: list[dict[str, Any]] = []
-    changes: list[dict[str, Any]] = []
-    # Consent goes through winback.store.activity (with its log): (channel, granted) -> who.
-    consent: dict[tuple[str, bool], list[Any]] = {}
-    for cid, row in merged.items():
-        old = existing.get(cid)
-        if old is None:
-            record = {c: row.values.get(c) for c in STANDARD}
-            record.update(
-                customer_id=cid,
-                attributes=row.attributes,
-                created_at=row.values.get("created_at") or now,
-                updated_at=now,
-                orders_count=0,
-                revenue_total=0,
-            )
-            new_rows.append(record)
-            for channel in CHANNELS:
-                granted = row.values.get(f"{channel}_consent")
-                if granted is not None:
-                    consent.setdefault((channel, granted), []).append(cid)
-            continue
-        if old["erased_at"] is not None:  # a tombstone (winback.erasure): never refilled
-            result.rejects.append(
-                Reject(
-                    row.line,
-                    "customer_id",
-                    cid,
-                    f"this customer's personal data was erased on "
-                    f"{old['erased_at'].isoformat()} (winback contacts delete / a flow's "
-                    "delete_contact step); not re-imported",
-                )
-            )
-            continue
-        target = {c: old[c] for c in UPDATABLE}
-        target.update(row.values)
-        target["attributes"] = {**(old["attributes"] or {}), **row.attributes}
-        if target == {c: old[c] for c in UPDATABLE}:
-            result.duplicates += 1
-            continue
-        for channel in CHANNELS:
-            column = f"{channel}_consent"
-            if column in row.values and row.values[column] != old[column]:
-                consent.setdefault((channel, row.values[column]), []).append(cid)
-        changes.append(
-            {"_id": old["id"], "_updated_at": now, **{f"_{c}": target[c] for c in FIELDS}}
-        )
+    return existing
+
+
+def _new_record(row: ContactRow, now: datetime) -> dict[str, Any]:
+    record = {c: row.values.get(c) for c in STANDARD}
+    record.update(
+        customer_id=row.customer_id,
+        attributes=row.attributes,
+        created_at=row.values.get("created_at") or now,
+        updated_at=now,
+        orders_count=0,
+        revenue_total=0,
+    )
+    return record
+
+
+def _erased(row: ContactRow, erased_at: datetime) -> Reject:
+    return Reject(
+        row.line,
+        "customer_id",
+        row.customer_id,
+        f"this customer's personal data was erased on {erased_at.isoformat()} "
+        "(winback contacts delete / a flow's delete_contact step); not re-imported",
+    )
+
+
+def _change(
+    row: ContactRow, old: dict[str, Any], now: datetime, consent: Consent
+) -> dict[str, Any] | None:
+    """The update of an existing contact (None: nothing changes), noting consent changes."""
+    target = {c: old[c] for c in UPDATABLE}
+    target.update(row.values)
+    target["attributes"] = {**(old["attributes"] or {}), **row.attributes}
+    if target == {c: old[c] for c in UPDATABLE}:
+        return None
+    for channel in CHANNELS:
+        column = f"{channel}_consent"
+        if column in row.values and row.values[column] != old[column]:
+            consent.setdefault((channel, row.values[column]), []).append(row.customer_id)
+    return {"_id": old["id"], "_updated_at": now, **{f"_{c}": target[c] for c in FIELDS}}
+
+
+def _write(conn: Connection, new_rows: list[dict[str, Any]], changes: list[dict[str, Any]]) -> None:
     if new_rows:
         conn.execute(insert(contacts), new_rows)  # executemany
     if changes:
@@ -197,25 +240,27 @@ def _upsert(conn: Connection, batch: list[ContactRow], ctx: Context) -> BatchRes
             )
         )
         conn.execute(statement, changes)
-    consent_changes = 0
-    if consent:
-        ids = _ids_of(conn, sorted({cid for who in consent.values() for cid in who}))
-        for (channel, granted), who in consent.items():
-            changed = activity.set_consent(
+
+
+def _record_consent(conn: Connection, consent: Consent, ctx: Context) -> int:
+    """Record the consent changes; returns how many contacts' consent changed."""
+    if not consent:
+        return 0
+    ids = _ids_of(conn, sorted({cid for who in consent.values() for cid in who}))
+    changed = 0
+    for (channel, granted), who in consent.items():
+        changed += len(
+            activity.set_consent(
                 conn,
                 [ids[cid] for cid in who],
                 channel,
                 granted,
                 source=ctx.source,
-                at=now,
-                now=now,
+                at=ctx.now,
+                now=ctx.now,
             )
-            consent_changes += len(changed)
-    ctx.report.contacts_created += len(new_rows)
-    ctx.report.contacts_updated += len(changes)
-    ctx.report.consent_changes += consent_changes
-    result.imported = len(new_rows) + len(changes)
-    return result
+        )
+    return changed
 
 
 def _ids_of(conn: Connection, customer_ids: list[str]) -> dict[str, int]:

@@ -21,8 +21,14 @@ from sqlalchemy import Connection
 
 from winback.clock import as_utc
 from winback.ingest import bulk, fields
-from winback.ingest.fields import FieldError
-from winback.ingest.importer import BatchResult, Context, Reject
+from winback.ingest.importer import (
+    BatchResult,
+    Context,
+    Refused,
+    Reject,
+    parse_field,
+    required_field,
+)
 from winback.ingest.orders import OrderRow, TimestampCache, write_orders
 from winback.ingest.readers import Record, show_value
 from winback.store import activity
@@ -57,71 +63,67 @@ class Events:
 
     def parse(self, record: Record) -> tuple[bool, Any] | Reject:
         """``(True, order_row)`` for purchases, ``(False, event_row)`` otherwise."""
-        v, line = record.values, record.line
+        try:
+            return self._parse(record)
+        except Refused as refused:
+            return Reject(record.line, refused.field, show_value(refused.value), refused.reason)
 
+    def _cell(self, record: Record, name: str) -> Any:
+        i = self.index.get(name)
+        return record.values[i] if i is not None else None
+
+    def _parse(self, record: Record) -> tuple[bool, Any]:
         def cell(name: str) -> Any:
-            i = self.index.get(name)
-            return v[i] if i is not None else None
+            return self._cell(record, name)
 
-        def bad(name: str, reason: str, value: Any = None) -> Reject:
-            shown = show_value(cell(name) if value is None else value)
-            return Reject(line, name, shown, reason)
-
-        try:
-            event_id = fields.text(cell("event_id"))
-        except FieldError as e:
-            return bad("event_id", e.reason)
-        try:
-            customer_id = fields.text(cell("customer_id"))
-        except FieldError as e:
-            return bad("customer_id", e.reason)
-        if customer_id is None:
-            return bad("customer_id", "missing (every event needs a customer_id)")
-        try:
-            kind = fields.text(cell("type"), max_length=64)
-        except FieldError as e:
-            return bad("type", e.reason)
-        if kind is None:
-            return bad("type", "missing (every event needs a type)")
-        kind = kind.lower()
+        event_id = parse_field("event_id", fields.text, cell("event_id"))
+        customer_id = required_field(
+            "customer_id",
+            parse_field("customer_id", fields.text, cell("customer_id")),
+            "missing (every event needs a customer_id)",
+            cell("customer_id"),
+        )
+        kind = required_field(
+            "type",
+            parse_field("type", lambda x: fields.text(x, max_length=64), cell("type")),
+            "missing (every event needs a type)",
+            cell("type"),
+        ).lower()
         if not _TYPE.match(kind):
-            return bad("type", "not an event type (lower-case letters, digits and _ . : -)")
-        try:
-            at = self.ts(cell("occurred_at"))
-        except FieldError as e:
-            return bad("occurred_at", e.reason)
-        if at is None:
-            return bad("occurred_at", "missing (every event needs an occurred_at time)")
-        try:
-            props = fields.json_object(cell("properties")) or {}
-        except FieldError as e:
-            return bad("properties", e.reason)
+            raise Refused(
+                "type", "not an event type (lower-case letters, digits and _ . : -)", cell("type")
+            )
+        at = required_field(
+            "occurred_at",
+            parse_field("occurred_at", self.ts, cell("occurred_at")),
+            "missing (every event needs an occurred_at time)",
+            cell("occurred_at"),
+        )
+        props = parse_field("properties", fields.json_object, cell("properties")) or {}
         props_json = json.dumps(props, ensure_ascii=False, sort_keys=True, default=str)
         key = event_id or _content_key(customer_id, kind, at, props_json)
         if kind == "purchase":
-            return self._purchase(line, event_id, key, customer_id, at, props, bad)
+            return (True, self._purchase(record.line, event_id, key, customer_id, at, props))
         machine_cell = cell("machine")
-        try:
-            machine = bool(
-                fields.boolean(machine_cell)
-                if not fields.is_empty(machine_cell)
-                else fields.boolean(props.get("machine"))
-            )
-        except FieldError as e:
-            return bad("machine", e.reason, machine_cell if machine_cell is not None else props)
-        try:
-            message_id = fields.text(cell("message_id")) or fields.text(props.get("message_id"))
-        except FieldError as e:
-            return bad("message_id", e.reason)
+        from_file = not fields.is_empty(machine_cell)
+        machine = parse_field(
+            "machine",
+            fields.boolean,
+            machine_cell if from_file else props.get("machine"),
+            shown=machine_cell if machine_cell is not None else props,
+        )
+        message_id = parse_field("message_id", fields.text, cell("message_id")) or parse_field(
+            "message_id", fields.text, props.get("message_id"), shown=cell("message_id")
+        )
         row: EventRow = (
-            line,
+            record.line,
             key,
             customer_id,
             kind,
             at,
             props_json if props else None,
             message_id,
-            self.flag(machine),
+            self.flag(bool(machine)),
         )
         return (False, row)
 
@@ -133,49 +135,35 @@ class Events:
         customer_id: str,
         at: str,
         props: dict[str, Any],
-        bad: Any,
-    ) -> tuple[bool, Any] | Reject:
-        try:
-            order_id = fields.text(props.get("order_id")) or event_id or key
-        except FieldError as e:
-            return bad("properties.order_id", e.reason, props.get("order_id"))
+    ) -> OrderRow:
+        order_id = (
+            parse_field("properties.order_id", fields.text, props.get("order_id")) or event_id
+        )
         raw_amount = next((props[k] for k in AMOUNT_KEYS if k in props), None)
-        try:
-            amount = fields.decimal(raw_amount)
-        except FieldError as e:
-            return bad("properties.amount", e.reason, raw_amount)
-        if amount is None:
-            return bad(
-                "properties.amount",
-                "missing (a purchase event needs properties.amount)",
-                json.dumps(props),
-            )
-        try:
-            currency = fields.currency(props.get("currency")) or self.currency
-        except FieldError as e:
-            return bad("properties.currency", e.reason, props.get("currency"))
-        try:
-            items = fields.items(props.get("items"))
-        except FieldError as e:
-            return bad("properties.items", e.reason, props.get("items"))
-        try:
-            coupon = fields.text(props.get("coupon"), max_length=64)
-        except FieldError as e:
-            return bad("properties.coupon", e.reason, props.get("coupon"))
+        amount = required_field(
+            "properties.amount",
+            parse_field("properties.amount", fields.decimal, raw_amount),
+            "missing (a purchase event needs properties.amount)",
+            json.dumps(props),
+        )
+        currency = parse_field("properties.currency", fields.currency, props.get("currency"))
+        items = parse_field("properties.items", fields.items, props.get("items"))
+        coupon = parse_field(
+            "properties.coupon", lambda x: fields.text(x, max_length=64), props.get("coupon")
+        )
         items_json = None if items is None else json.dumps(items, ensure_ascii=False)
-        row: OrderRow = (
+        return (
             line,
-            order_id,
+            order_id or key,
             customer_id,
             at,
             str(amount),
-            currency,
+            currency or self.currency,
             items_json,
             coupon,
             PAID,
             "0",
         )
-        return (True, row)
 
     def write(self, conn: Connection, batch: list[Any], ctx: Context) -> BatchResult:
         orders = [row for is_order, row in batch if is_order]

@@ -5,6 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
+from sqlalchemy import Engine
+
+from winback.clock import Clock
+from winback.config import Settings
 from winback.contact_merge import merge_duplicates
 from winback.ingest import importer, matching, presets
 from winback.ingest.cdnow import CdnowReader
@@ -14,17 +18,22 @@ from winback.ingest.importer import Kind, Progress
 from winback.ingest.orders import Orders
 from winback.ingest.readers import open_reader
 from winback.ingest.report import ImportReport
-from winback.workspace import Workspace
 
 
 class Imports:
-    """Imports files into a workspace's store. Each method streams the file in batches,
-    writes bad rows to ``<file>.rejects.csv`` and returns an :class:`ImportReport`; it raises
+    """Imports files into a store. Each method streams the file in batches, writes bad rows
+    to ``<file>.rejects.csv`` and returns an :class:`ImportReport`; it raises
     :class:`~winback.errors.UnreadableFile` or :class:`~winback.errors.NothingImported` only
-    when no row could be used. ``progress(bytes_read, file_size)`` is called per batch."""
+    when no row could be used. ``progress(bytes_read, file_size)`` is called per batch.
 
-    def __init__(self, workspace: Workspace) -> None:
-        self.workspace = workspace
+    ``settings`` gives the time zone and currency of values that name none and the batch
+    sizes; ``folder`` receives the reject file of the shipped CDNOW data."""
+
+    def __init__(self, engine: Engine, settings: Settings, clock: Clock, folder: Path) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.clock = clock
+        self.folder = folder
 
     def contacts(
         self,
@@ -75,31 +84,39 @@ class Imports:
         reader = open_reader(path, wanted=list((mapping or {}).values()))
         try:
             if preset is not None:
-                translated = presets.translate(preset, kind.name, reader, self.workspace.settings)
+                translated = presets.translate(preset, kind.name, reader)
                 reader, match = translated, match or translated.match
             wrapped = matching.wrap(kind, reader.columns, mapping or {}, match or "id")
         except BaseException:
             reader.close()
             raise
         report = importer.run(
-            self.workspace, wrapped, path, mapping=mapping, progress=progress, reader=reader
+            self.engine,
+            self.settings,
+            self.clock,
+            wrapped,
+            path,
+            mapping=mapping,
+            progress=progress,
+            reader=reader,
         )
         if wrapped is not kind:  # matched by address: contacts sharing one are merged
-            with self.workspace.engine.begin() as conn:
-                merged = merge_duplicates(conn, now=self.workspace.clock.now())
+            with self.engine.begin() as conn:
+                merged = merge_duplicates(conn, now=self.clock.now())
             report.merged = [m.to_dict() for m in merged]
         return report
 
     def cdnow(self, sample: bool = False, progress: Progress | None = None) -> ImportReport:
         """Load the shipped CDNOW data (master: 23,570 customers; sample: 2,357)."""
         reader = CdnowReader(sample)
-        rejects = self.workspace.path / f"{reader.path.name}.rejects.csv"
         return importer.run(
-            self.workspace,
+            self.engine,
+            self.settings,
+            self.clock,
             Orders(),
             reader.path,
             reader=reader,
             source=f"cdnow:{'sample' if sample else 'master'}",
-            rejects_to=rejects,
+            rejects_to=self.folder / f"{reader.path.name}.rejects.csv",
             progress=progress,
         )

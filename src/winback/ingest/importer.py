@@ -24,17 +24,20 @@ from queue import Full, Queue
 from typing import IO, Any, Protocol
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, insert, update
+from sqlalchemy import Connection, Engine, insert, update
 
+from winback.clock import Clock
+from winback.config import Settings
 from winback.errors import InvalidMapping, MissingColumns, NothingImported
 from winback.ingest.bulk import Dialect
+from winback.ingest.fields import FieldError
 from winback.ingest.readers import Reader, Record, open_reader, show_value
 from winback.ingest.rejects import RejectWriter, reject_path
 from winback.ingest.report import ImportReport
+from winback.ports import ByteProgress
 from winback.store.schema import imports
-from winback.workspace import Workspace
 
-Progress = Callable[[int, int], None]
+Progress = ByteProgress
 
 
 @dataclass
@@ -43,6 +46,32 @@ class Reject:
     field: str
     value: str
     reason: str
+
+
+class Refused(Exception):
+    """A field that cannot be used: the parser turns it into the row's :class:`Reject`."""
+
+    def __init__(self, field: str, reason: str, value: Any) -> None:
+        super().__init__(reason)
+        self.field, self.reason, self.value = field, reason, value
+
+
+_SAME = object()
+
+
+def parse_field(field: str, parse: Callable[[Any], Any], value: Any, *, shown: Any = _SAME) -> Any:
+    """``parse(value)``; a :class:`FieldError` refuses the row, showing ``shown`` (default:
+    the value)."""
+    try:
+        return parse(value)
+    except FieldError as e:
+        raise Refused(field, e.reason, value if shown is _SAME else shown) from None
+
+
+def required_field(field: str, value: Any, reason: str, shown: Any) -> Any:
+    if value is None:
+        raise Refused(field, reason, shown)
+    return value
 
 
 @dataclass
@@ -170,7 +199,9 @@ def resolve_columns(
 
 
 def run(
-    ws: Workspace,
+    engine: Engine,
+    settings: Settings,
+    clock: Clock,
     kind: Kind,
     path: Path,
     *,
@@ -189,9 +220,9 @@ def run(
     try:
         index = resolve_columns(reader.columns, mapping or {}, kind, path)
         rejects = RejectWriter(rejects_to or reject_path(path))
-        now = ws.clock.now()
-        dialect = Dialect(ws.engine.dialect.name)
-        with ws.engine.begin() as conn:
+        now = clock.now()
+        dialect = Dialect(engine.dialect.name)
+        with engine.begin() as conn:
             import_id = int(
                 conn.execute(
                     insert(imports)
@@ -202,8 +233,8 @@ def run(
         report.import_id = import_id
         ctx = Context(
             dialect=dialect,
-            tz=ws.settings.tz,
-            currency=ws.settings.currency,
+            tz=settings.tz,
+            currency=settings.currency,
             import_id=import_id,
             now=now,
             source=label,
@@ -211,15 +242,24 @@ def run(
         )
         kind.bind(reader.columns, index, ctx)
         try:
-            with closing(_parsed_batches(reader, kind, ws.settings.import_batch_size)) as batches:
+            with closing(_parsed_batches(reader, kind, settings.import_batch_size)) as batches:
                 if ctx.dialect.postgres and hasattr(kind, "unit"):
-                    _write_in_units(ws, kind, batches, ctx, rejects, progress, reader.size)
+                    _write_in_units(
+                        engine,
+                        settings.import_commit_rows,
+                        kind,
+                        batches,
+                        ctx,
+                        rejects,
+                        progress,
+                        reader.size,
+                    )
                 else:
                     for parsed in batches:
                         report.read += parsed.read
                         found = list(parsed.rejects)
                         if parsed.rows:
-                            found.extend(_flush(ws, kind, parsed.rows, ctx))
+                            found.extend(_flush(engine, kind, parsed.rows, ctx))
                         for reject in sorted(found, key=lambda r: r.line):  # in file order
                             _reject(rejects, reject)
                         rejects.flush()
@@ -232,12 +272,12 @@ def run(
         report.rejected = rejects.count
         report.reject_file = rejects.written
         report.seconds = round(time.perf_counter() - started, 3)
-        with ws.engine.begin() as conn:
+        with engine.begin() as conn:
             conn.execute(
                 update(imports)
                 .where(imports.c.id == import_id)
                 .values(
-                    finished_at=ws.clock.now(),
+                    finished_at=clock.now(),
                     rows_read=report.read,
                     rows_imported=report.imported,
                     rows_duplicate=report.duplicates,
@@ -259,6 +299,21 @@ class ParsedBatch:
     read: int
     bytes_read: int
 
+    def add(self, record: Record, kind: Kind) -> None:
+        """Parse one record into a row or a reject."""
+        self.read += 1
+        if record.problem is not None:
+            self.rejects.append(Reject(record.line, "(row)", _joined(record), record.problem))
+            return
+        parsed = kind.parse(record)
+        if isinstance(parsed, Reject):
+            self.rejects.append(parsed)
+        else:
+            self.rows.append(parsed)
+
+    def full(self, size: int) -> bool:
+        return len(self.rows) >= size or len(self.rejects) >= size
+
 
 _DONE = object()
 
@@ -271,62 +326,66 @@ def _parsed_batches(reader: Reader, kind: Kind, size: int) -> Generator[ParsedBa
     waits in the queue (parsing is faster than writing, so one is enough to keep the writer
     busy), so memory stays bounded whatever the file size: the batch being written, the one
     waiting and the one being parsed."""
-    queue: Queue[Any] = Queue(maxsize=1)
-    stop = threading.Event()
-
-    def put(item: Any) -> bool:
-        while not stop.is_set():
-            try:
-                queue.put(item, timeout=0.1)
-                return True
-            except Full:
-                continue
-        return False
-
-    def produce() -> None:
-        try:
-            batch = ParsedBatch([], [], 0, 0)
-            for record in reader.records():
-                batch.read += 1
-                if record.problem is not None:
-                    batch.rejects.append(
-                        Reject(record.line, "(row)", _joined(record), record.problem)
-                    )
-                else:
-                    parsed = kind.parse(record)
-                    if isinstance(parsed, Reject):
-                        batch.rejects.append(parsed)
-                    else:
-                        batch.rows.append(parsed)
-                if len(batch.rows) >= size or len(batch.rejects) >= size:
-                    batch.bytes_read = reader.bytes_read()
-                    if not put(batch):
-                        return
-                    batch = ParsedBatch([], [], 0, 0)
-            batch.bytes_read = reader.size
-            if put(batch):
-                put(_DONE)
-        except BaseException as exc:  # handed to the consumer, which re-raises it
-            put(exc)
-
-    worker = threading.Thread(target=produce, name="winback-import-parser", daemon=True)
+    handoff = _Handoff()
+    worker = threading.Thread(
+        target=_produce,
+        args=(reader, kind, size, handoff),
+        name="winback-import-parser",
+        daemon=True,
+    )
     worker.start()
     try:
         while True:
-            item = queue.get()
+            item = handoff.queue.get()
             if item is _DONE:
                 return
             if isinstance(item, BaseException):
                 raise item
             yield item
     finally:
-        stop.set()
+        handoff.stop.set()
         worker.join()
 
 
-def _flush(ws: Workspace, kind: Kind, batch: list[Any], ctx: Context) -> list[Reject]:
+class _Handoff:
+    """One slot between the parsing thread and the writer; ``put`` gives up once the writer
+    has ``stop`` set."""
+
+    def __init__(self) -> None:
+        self.queue: Queue[Any] = Queue(maxsize=1)
+        self.stop = threading.Event()
+
+    def put(self, item: Any) -> bool:
+        while not self.stop.is_set():
+            try:
+                self.queue.put(item, timeout=0.1)
+                return True
+            except Full:
+                continue
+        return False
+
+
+def _produce(reader: Reader, kind: Kind, size: int, handoff: _Handoff) -> None:
+    """Parse batches of ``size`` rows into ``handoff``, then :data:`_DONE` (or the error)."""
+    try:
+        batch = ParsedBatch([], [], 0, 0)
+        for record in reader.records():
+            batch.add(record, kind)
+            if batch.full(size):
+                batch.bytes_read = reader.bytes_read()
+                if not handoff.put(batch):
+                    return
+                batch = ParsedBatch([], [], 0, 0)
+        batch.bytes_read = reader.size
+        if handoff.put(batch):
+            handoff.put(_DONE)
+    except BaseException as exc:  # handed to the consumer, which re-raises it
+        handoff.put(exc)
+
+
+def _flush(engine: Engine, kind: Kind, batch: list[Any], ctx: Context) -> list[Reject]:
     """Write one batch in its own transaction; returns the rows rejected while writing."""
-    with ws.engine.begin() as conn:
+    with engine.begin() as conn:
         result = kind.write(conn, batch, ctx)
     ctx.report.imported += result.imported
     ctx.report.duplicates += result.duplicates
@@ -344,7 +403,8 @@ class Unit(Protocol):
 
 
 def _write_in_units(
-    ws: Workspace,
+    engine: Engine,
+    limit: int,
     kind: Any,
     batches: Iterator[ParsedBatch],
     ctx: Context,
@@ -357,7 +417,6 @@ def _write_in_units(
     writes them all, so the client still holds one batch at a time. The rejects of a unit's
     batches wait in a temporary file until the unit is written, then go to the reject file
     merged with the repeats found while writing, in line order."""
-    limit = ws.settings.import_commit_rows
     report = ctx.report
     done = object()
     it = iter(batches)
@@ -365,7 +424,7 @@ def _write_in_units(
     while parsed is not done:
         spool = _RejectSpool()
         try:
-            with ws.engine.begin() as conn:
+            with engine.begin() as conn:
                 unit: Unit = kind.unit(conn, ctx)
                 while parsed is not done:
                     report.read += parsed.read

@@ -22,7 +22,14 @@ from sqlalchemy import Connection, select
 
 from winback.ingest import bulk, fields
 from winback.ingest.fields import MAX_AMOUNT, FieldError
-from winback.ingest.importer import BatchResult, Context, Reject
+from winback.ingest.importer import (
+    BatchResult,
+    Context,
+    Refused,
+    Reject,
+    parse_field,
+    required_field,
+)
 from winback.ingest.readers import Record, show_value
 from winback.store import activity
 from winback.store.purchases import ORDER_STATUSES, PAID, is_counted
@@ -190,64 +197,40 @@ class Orders:
 
     def checked(self, record: Record) -> OrderRow | Reject:
         """Field by field, naming the first field that is wrong."""
-        v, line = record.values, record.line
+        try:
+            return self._checked(record)
+        except Refused as refused:
+            return Reject(record.line, refused.field, show_value(refused.value), refused.reason)
+
+    def _checked(self, record: Record) -> OrderRow:
+        v = record.values
 
         def cell(name: str) -> Any:
             i = self.index.get(name)
             return v[i] if i is not None else None
 
-        def bad(name: str, reason: str) -> Reject:
-            return Reject(line, name, show_value(cell(name)), reason)
+        def field(name: str, parse: Callable[[Any], Any]) -> Any:
+            return parse_field(name, parse, cell(name))
 
-        try:
-            order_id = fields.text(cell("order_id"))
-        except FieldError as e:
-            return bad("order_id", e.reason)
-        try:
-            customer_id = fields.text(cell("customer_id"))
-        except FieldError as e:
-            return bad("customer_id", e.reason)
-        if order_id is None:
-            return bad("order_id", "missing (every order needs an order_id)")
-        if customer_id is None:
-            return bad("customer_id", "missing (every order needs a customer_id)")
-        try:
-            at = self.ts(cell("ordered_at"))
-        except FieldError as e:
-            return bad("ordered_at", e.reason)
-        if at is None:
-            return bad("ordered_at", "missing (every order needs an ordered_at time)")
-        try:
-            amount = fields.decimal(cell("amount"))
-        except FieldError as e:
-            return bad("amount", e.reason)
-        if amount is None:
-            return bad("amount", "missing (every order needs an amount)")
-        try:
-            currency = fields.currency(cell("currency")) or self.currency
-        except FieldError as e:
-            return bad("currency", e.reason)
-        try:
-            items = fields.items(cell("items"))
-        except FieldError as e:
-            return bad("items", e.reason)
-        try:
-            coupon = fields.text(cell("coupon"), max_length=64)
-        except FieldError as e:
-            return bad("coupon", e.reason)
-        try:
-            status = order_status(cell("status"))
-        except FieldError as e:
-            return bad("status", e.reason)
-        try:
-            refunded = fields.decimal(cell("refunded")) or ZERO
-        except FieldError as e:
-            return bad("refunded", e.reason)
+        def required(name: str, value: Any, reason: str) -> Any:
+            return required_field(name, value, f"missing (every order needs {reason})", cell(name))
+
+        order_id = field("order_id", fields.text)
+        customer_id = field("customer_id", fields.text)
+        required("order_id", order_id, "an order_id")
+        required("customer_id", customer_id, "a customer_id")
+        at = required("ordered_at", field("ordered_at", self.ts), "an ordered_at time")
+        amount = required("amount", field("amount", fields.decimal), "an amount")
+        currency = field("currency", fields.currency) or self.currency
+        items = field("items", fields.items)
+        coupon = field("coupon", lambda x: fields.text(x, max_length=64))
+        status = field("status", order_status)
+        refunded = field("refunded", fields.decimal) or ZERO
         if refunded < 0:
-            return bad("refunded", "a refunded amount cannot be negative")
+            raise Refused("refunded", "a refunded amount cannot be negative", cell("refunded"))
         items_json = None if items is None else json.dumps(items, ensure_ascii=False, default=str)
         return (
-            line,
+            record.line,
             order_id,
             customer_id,
             at,

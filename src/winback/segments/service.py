@@ -12,11 +12,12 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import Connection, Engine, func, insert, select, text, update
 
-from winback.clock import as_utc
+from winback.clock import Clock, as_utc
+from winback.config import Settings
 from winback.csvsafe import safe_cell
 from winback.errors import NotFound
 from winback.segments.conditions import Condition
@@ -36,9 +37,6 @@ from winback.segments.refresh import (
 )
 from winback.store.schema import contacts, segment_membership, segments
 from winback.store.slices import Pacer, SliceLog, held_connection
-
-if TYPE_CHECKING:
-    from winback.workspace import Workspace
 
 #: On PostgreSQL, a segment refresh changing this many stints refreshes the statistics.
 ANALYZE_AFTER = 5000
@@ -83,16 +81,20 @@ class RefreshResult:
 
 
 class Segments:
-    """Segment definitions (files + defaults) and their materialised membership."""
+    """Segment definitions (the files in ``folder/segments`` and the shipped defaults) and
+    their materialised membership in the store."""
 
-    def __init__(self, workspace: Workspace) -> None:
-        self.ws = workspace
-        self.pacer = Pacer(workspace.settings.write_slice_ms, gap=SLICE_GAP)
+    def __init__(self, engine: Engine, settings: Settings, clock: Clock, folder: Path) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.clock = clock
+        self.folder = folder
+        self.pacer = Pacer(settings.write_slice_ms, gap=SLICE_GAP)
 
     # -- definitions ------------------------------------------------------------------------
     def definitions(self) -> dict[str, SegmentDefinition]:
         """Validated definitions in dependency order (raises DefinitionError)."""
-        return load_definitions(self.ws.path, dormant_days=self.ws.settings.dormant_days)
+        return load_definitions(self.folder, dormant_days=self.settings.dormant_days)
 
     def validate(self) -> builtins.list[SegmentDefinition]:
         return builtins.list(self.definitions().values())
@@ -101,8 +103,8 @@ class Segments:
         """Validate the definitions and record them in the store (a changed definition is
         refreshed in full next time)."""
         defs = self.definitions()
-        with self.ws.engine.begin() as conn:
-            _sync(conn, defs, now=self.ws.clock.now())
+        with self.engine.begin() as conn:
+            _sync(conn, defs, now=self.clock.now())
         return builtins.list(defs.values())
 
     def get(self, name: str) -> SegmentDefinition:
@@ -111,7 +113,7 @@ class Segments:
     def list(self) -> builtins.list[dict[str, Any]]:
         """Every defined segment with its current size and last refresh."""
         defs = self.definitions()
-        with self.ws.engine.connect() as conn:
+        with self.engine.connect() as conn:
             stored = {
                 r.name: r
                 for r in conn.execute(
@@ -143,7 +145,7 @@ class Segments:
         stop: threading.Event | None = None,
         log: SliceLog | None = None,
     ) -> RefreshResult:
-        """Bring every segment's membership up to ``now`` (default: the workspace clock),
+        """Bring every segment's membership up to ``now`` (default: the clock),
         in dependency order. Incremental where sound (see :mod:`winback.segments.refresh`);
         ``full=True`` re-evaluates every contact. Refreshing twice at the same instant
         changes nothing.
@@ -156,13 +158,13 @@ class Segments:
         a time (an advisory lock): another waits for it to finish (so that no worker steps
         flows on a membership half refreshed), and is done when that refresh was for the
         same instant or a later one."""
-        at = as_utc(now) if now is not None else self.ws.clock.now()
+        at = as_utc(now) if now is not None else self.clock.now()
         defs = self.definitions()
         changes: builtins.list[SegmentChange] = []
         inline: dict[str, Condition] = {}
-        cache_mb = self.ws.settings.segments_cache_mb
+        cache_mb = self.settings.segments_cache_mb
         stopping = (lambda: False) if stop is None else stop.is_set
-        with _refresh_connection(self.ws.engine, cache_mb=cache_mb) as conn:
+        with _refresh_connection(self.engine, cache_mb=cache_mb) as conn:
             taken, waited = _lock(conn, stopping)
             if not taken:
                 return RefreshResult(at, changes, 0, stopped=True)
@@ -324,7 +326,7 @@ class Segments:
 
     def iter_members(self, name: str) -> Iterator[dict[str, Any]]:
         sm = segment_membership
-        with self.ws.engine.connect() as conn:
+        with self.engine.connect() as conn:
             sid = self._id(conn, name)
             query = (
                 select(
@@ -365,7 +367,7 @@ class Segments:
 
     def is_member(self, name: str, contact_id: int) -> bool:
         sm = segment_membership
-        with self.ws.engine.connect() as conn:
+        with self.engine.connect() as conn:
             sid = self._id(conn, name)
             hit = conn.execute(
                 select(sm.c.id).where(
@@ -387,7 +389,7 @@ class Segments:
         )
         if not history:
             query = query.where(sm.c.exited_at.is_(None))
-        with self.ws.engine.connect() as conn:
+        with self.engine.connect() as conn:
             rows = [dict(r) for r in conn.execute(query).mappings()]
         if not history:
             for r in rows:

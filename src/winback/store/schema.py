@@ -7,6 +7,8 @@ integer ``id`` (``contact_id``), the shop's own identifier is ``contacts.custome
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -24,6 +26,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
+from sqlalchemy.types import TypeEngine
 
 from winback.store.types import JSONDoc, UTCDateTime
 
@@ -39,6 +42,25 @@ metadata = MetaData(naming_convention=NAMING)
 BigId = BigInteger().with_variant(Integer(), "sqlite")
 
 CHANNELS = ("email", "sms", "push")
+
+#: Contact columns written by the analysis (``winback analyze`` / ``models predict``), with
+#: their types; ``analyzed_at`` records when. Erasure nulls them; segments on them are
+#: refreshed in full; messages see them as ``analytics``.
+ANALYTICS_TYPES: dict[str, TypeEngine[Any]] = {
+    "rfm_r": Integer(),
+    "rfm_f": Integer(),
+    "rfm_m": Integer(),
+    "rfm_segment": String(32),
+    "p_alive": Float(),
+    "expected_purchases_90d": Float(),
+    "next_order_expected_at": UTCDateTime(),
+    "days_overdue": Float(),
+    "expected_spend": Float(),
+    "clv": Float(),
+    "cluster": Integer(),
+    "cluster_label": String(128),
+}
+ANALYTICS_COLUMNS = tuple(ANALYTICS_TYPES)
 
 contacts = Table(
     "contacts",
@@ -66,19 +88,7 @@ contacts = Table(
     Column("last_purchase_at", UTCDateTime),
     Column("orders_count", Integer, nullable=False, default=0),
     Column("revenue_total", Numeric(18, 2), nullable=False, default=0),
-    # Analytics attributes, written by `winback models predict` / `winback analyze`.
-    Column("rfm_r", Integer),
-    Column("rfm_f", Integer),
-    Column("rfm_m", Integer),
-    Column("rfm_segment", String(32)),
-    Column("p_alive", Float),
-    Column("expected_purchases_90d", Float),
-    Column("next_order_expected_at", UTCDateTime),
-    Column("days_overdue", Float),
-    Column("expected_spend", Float),
-    Column("clv", Float),
-    Column("cluster", Integer),
-    Column("cluster_label", String(128)),
+    *(Column(name, type_) for name, type_ in ANALYTICS_TYPES.items()),
     Column("analyzed_at", UTCDateTime),
     Column("updated_at", UTCDateTime),
     # Tombstone: personal data erased (`winback contacts delete`, a flow's delete_contact step);
@@ -91,22 +101,6 @@ contacts = Table(
     Index("ix_contacts_last_email_link_clicked", "last_email_link_clicked"),
     # Incremental segment refresh looks up the contacts changed since its last run.
     Index("ix_contacts_updated_at", "updated_at"),
-)
-
-#: Contact columns written by the analysis (``analyzed_at`` records when).
-ANALYTICS_COLUMNS = (
-    "rfm_r",
-    "rfm_f",
-    "rfm_m",
-    "rfm_segment",
-    "p_alive",
-    "expected_purchases_90d",
-    "next_order_expected_at",
-    "days_overdue",
-    "expected_spend",
-    "clv",
-    "cluster",
-    "cluster_label",
 )
 
 consent_log = Table(

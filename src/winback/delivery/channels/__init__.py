@@ -10,12 +10,17 @@ import itertools
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, wait
-from dataclasses import dataclass
-from typing import Literal
 
-from winback.ports import Channel, DeliveryFailed, OutboundMessage
-
-Outcome = Literal["sent", "retry", "bounced", "failed"]
+from winback.ports import (
+    Channel,
+    DeliveryFailed,
+    Durable,
+    OnResult,
+    OutboundMessage,
+    Outcome,
+    SendResult,
+    result_of,
+)
 
 __all__ = [
     "Channel",
@@ -24,56 +29,12 @@ __all__ = [
     "NotRecorded",
     "OnResult",
     "OutboundMessage",
+    "Outcome",
     "SendResult",
     "result_of",
     "gated",
     "send_each",
 ]
-
-
-@dataclass(slots=True)
-class SendResult:
-    """What the provider said. ``retry``: temporary (4xx, dropped connection); ``bounced``:
-    the address is permanently bad (5xx on the recipient); ``failed``: permanent, not the
-    address's fault."""
-
-    outcome: Outcome
-    detail: str = ""
-    provider_id: str | None = None
-    code: int | None = None
-    retry_after: float | None = None  # seconds the provider asked us to wait (Retry-After)
-
-    def raise_or_id(self) -> str | None:
-        """The :class:`~winback.ports.Channel` view: a provider id, or an exception."""
-        if self.outcome == "sent":
-            return self.provider_id
-        raise DeliveryFailed(
-            self.detail,
-            temporary=self.outcome == "retry",
-            bounced=self.outcome == "bounced",
-            code=self.code,
-        )
-
-
-def result_of(channel: Channel, message: OutboundMessage) -> SendResult:
-    """Send through any :class:`~winback.ports.Channel` and classify the outcome."""
-    try:
-        return SendResult("sent", "accepted", channel.send(message))
-    except DeliveryFailed as exc:
-        outcome: Outcome = "retry" if exc.temporary else "bounced" if exc.bounced else "failed"
-        return SendResult(outcome, exc.detail, code=exc.code)
-    except OSError as exc:
-        return SendResult("retry", f"{type(exc).__name__}: {exc}")
-
-
-#: Returns once the outcome handed to an :data:`OnResult` is durable; raises when it could
-#: not be made so.
-Durable = Callable[[], None]
-
-#: Called with a message's index in the batch and its outcome, in the thread that sent it. It
-#: may return a :data:`Durable`, which that thread calls before its connection can have
-#: another message accepted.
-OnResult = Callable[[int, SendResult], Durable | None]
 
 
 class NotRecorded(Exception):

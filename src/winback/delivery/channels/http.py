@@ -52,7 +52,7 @@ from winback.delivery.channels import (
     send_each,
 )
 from winback.delivery.channels.oauth import ServiceAccountTokens, TokenError
-from winback.delivery.ratelimit import TokenBucket, backoff
+from winback.delivery.channels.ratelimit import TokenBucket, backoff
 from winback.errors import InvalidSetting
 
 TWILIO_URL = "https://api.twilio.com/2010-04-01/Accounts/{account_sid}/Messages.json"
@@ -229,7 +229,7 @@ class HttpChannel:
     def __init__(
         self, name: str, config: ProviderConfig, *, transport: httpx.BaseTransport | None = None
     ) -> None:
-        from winback.delivery.templates import make_environment
+        from winback.delivery.messages.templates import make_environment
 
         self.name, self.config = name, config
         self.bucket = TokenBucket(config.rate_per_second)

@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from winback.delivery.tokens import b64url
+from winback.delivery.links.tokens import b64url
 from winback.errors import InvalidSetting
 
 FCM_SCOPE = "https://www.googleapis.com/auth/firebase.messaging"

@@ -28,7 +28,7 @@ from winback.delivery.channels import (
     SendResult,
     send_each,
 )
-from winback.delivery.ratelimit import TokenBucket, backoff
+from winback.delivery.channels.ratelimit import TokenBucket, backoff
 from winback.errors import InvalidSetting
 
 _TRUE = {"1", "true", "yes", "on"}

@@ -98,7 +98,7 @@ def _table() -> dict[tuple[str, str], tuple[Translate, str]]:
 PRESETS = ("shopify", "woocommerce", "mailchimp", "klaviyo")
 
 
-def translate(preset: str, kind: str, reader: Reader, settings: Any = None) -> Translated:
+def translate(preset: str, kind: str, reader: Reader) -> Translated:
     """``reader`` read as ``preset``'s export of ``kind``."""
     table = _table()
     if preset not in PRESETS:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import RedirectResponse
 
-from winback.delivery.tracking import PIXEL_GIF
+from winback.delivery.links.tracking import PIXEL_GIF
 from winback.web.deps import WorkspaceDep, not_found
 
 router = APIRouter(tags=["tracking"], include_in_schema=False)

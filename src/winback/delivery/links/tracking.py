@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import and_, select
 
 from winback.delivery import unsubscribes
+from winback.delivery.links.tokens import Kind, LinkToken, TokenSigner
 from winback.delivery.records import record_events
-from winback.delivery.tokens import Kind, LinkToken, TokenSigner
 from winback.delivery.unsubscribes import Unsubscribe
 from winback.store.busy import StoreBusy, retry_transient
 from winback.store.schema import contacts, outbox

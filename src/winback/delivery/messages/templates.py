@@ -14,7 +14,7 @@ One file per message, ``templates/<name>.yaml``::
 SMS and push templates have ``body`` (and push ``title``, ``url``); webhook templates may
 have a JSON ``body``. Files named ``_*.html`` in ``templates/`` are layouts and partials for
 ``{% extends %}`` and ``{% include %}``. A name not found in the workspace falls back to the
-templates shipped in :mod:`winback.delivery.library`.
+templates shipped in :mod:`winback.delivery.messages.library`.
 
 Every field is rendered by Jinja2's :class:`~jinja2.sandbox.SandboxedEnvironment` with
 ``StrictUndefined`` (a misspelt variable is an error, never an empty string); the HTML part is
@@ -48,7 +48,7 @@ from jinja2.environment import TemplateModule
 from jinja2.runtime import Macro, new_context
 from jinja2.sandbox import SandboxedEnvironment, SecurityError
 
-from winback.delivery.htmltext import html_to_text
+from winback.delivery.messages.htmltext import html_to_text
 from winback.errors import DefinitionError, NotFound, WinbackError
 from winback.store.schema import contacts
 

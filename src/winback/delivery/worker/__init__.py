@@ -8,7 +8,7 @@ Exactly-once to the wire (see docs/delivery.md for the full argument):
    the same row; SQLite serialises writers).
 2. *Send* outside any transaction, one message per connection at a time. Each message the
    provider accepts is *recorded as accepted* (``sent_at``, a tiny transaction) before that
-   connection can have another message accepted (:mod:`winback.delivery.outcomes`).
+   connection can have another message accepted (:mod:`winback.delivery.worker.record`).
 3. *Record* the batch's outcomes (``sent`` with ``message_id`` and the ``email_sent`` event,
    a retry time, a bounce...) in short transactions at its end.
 
@@ -35,11 +35,13 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import and_, literal_column, select, union_all, update
 
 from winback.delivery.channels import Channel, Durable, OutboundMessage, SendResult, result_of
-from winback.delivery.context import ContactData, load_contacts, render_context
 from winback.delivery.coupons import CouponPoolExhausted, assign
-from winback.delivery.mime import build_email, domain_of, message_id_for, rewrite_links
-from winback.delivery.outcomes import OutcomeRecorder, Settled
-from winback.delivery.policies import (
+from winback.delivery.links.tokens import TokenSigner
+from winback.delivery.messages.context import ContactData, load_contacts, render_context
+from winback.delivery.messages.mime import build_email, domain_of, message_id_for, rewrite_links
+from winback.delivery.messages.templates import Rendered, TemplateRepository
+from winback.delivery.unsubscribes import apply_pending_unsubscribes
+from winback.delivery.worker.policies import (
     normalise_address,
     parse_caps,
     parse_quiet_hours,
@@ -47,9 +49,7 @@ from winback.delivery.policies import (
     suppressed_addresses,
     zone_of,
 )
-from winback.delivery.templates import Rendered, TemplateRepository
-from winback.delivery.tokens import TokenSigner
-from winback.delivery.unsubscribes import apply_pending_unsubscribes
+from winback.delivery.worker.record import OutcomeRecorder, Settled
 from winback.errors import WinbackError
 from winback.store.schema import outbox
 
@@ -135,7 +135,7 @@ class DeliveryWorker:
         *,
         channels: Mapping[str, Channel] | None = None,
     ) -> None:
-        from winback.delivery.setup import build_channels
+        from winback.delivery.channels.setup import build_channels
 
         self.ws = workspace
         self.settings = workspace.settings
@@ -537,7 +537,7 @@ class DeliveryWorker:
         cap = self.caps.get(channel)
         if cap is not None:
             sent = recent.get((int(row["contact_id"]), channel), [])
-            from winback.delivery.policies import cap_next_allowed
+            from winback.delivery.worker.policies import cap_next_allowed
 
             later = cap_next_allowed(sent, cap, now)
             if later is not None:

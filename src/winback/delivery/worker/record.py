@@ -35,8 +35,8 @@ from sqlalchemy import Connection, Engine, and_, bindparam, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from winback.delivery.channels import Durable, SendResult
-from winback.delivery.mime import message_id_for
-from winback.delivery.ratelimit import backoff
+from winback.delivery.channels.ratelimit import backoff
+from winback.delivery.messages.mime import message_id_for
 from winback.delivery.records import forget_push_token, record_events, suppress
 from winback.store.schema import events, outbox
 

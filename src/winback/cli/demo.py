@@ -1,10 +1,11 @@
-"""``make demo`` (``python -m winback.demo``): a fresh workspace with a realistic shop.
+"""``make demo`` (``python -m winback.cli.demo``): a fresh workspace with a realistic shop.
 
 The demo is a sequence of separate steps, each a function, so that later features add their
 own step (analysis, segments, flows, delivery) without touching the others:
 
 1. :func:`fresh_workspace`: recreate ``./demo-workspace``;
-2. :func:`generate`: write a 20,000-customer shop with the generator;
+2. :func:`generate`: write a 20,000-customer shop with the generator; the workspace is then
+   used with its clock fixed at the end of the generated history;
 3. :func:`import_shop`: import its contacts, orders and events, with progress bars;
 4. :func:`show_summary`: print the summary of the base;
 5. :func:`analyse`: RFM, P(alive), CLV, clusters, stored on the contacts, and the HTML report;
@@ -29,6 +30,7 @@ from winback.cli.imports import progress_bar
 from winback.cli.summary import summary_table
 from winback.clock import FixedClock
 from winback.config import CONFIG_FILE
+from winback.generator.shop import GeneratedShop
 from winback.ingest import ImportReport
 from winback.summary import base_summary
 from winback.workspace import Workspace
@@ -53,11 +55,8 @@ def fresh_workspace(folder: Path = DEMO_DIR) -> Workspace:
     return ws
 
 
-def generate(ws: Workspace, customers: int = CUSTOMERS, months: int = MONTHS) -> Path:
-    """Step 2: a realistic shop in the canonical file format, under ``<workspace>/shop``.
-
-    The workspace clock is then fixed at the end of the generated history, so that "the last
-    90 days" means the shop's last 90 days."""
+def generate(ws: Workspace, customers: int = CUSTOMERS, months: int = MONTHS) -> GeneratedShop:
+    """Step 2: a realistic shop in the canonical file format, under ``<workspace>/shop``."""
     from winback.generator import generate_shop
 
     console.rule("[bold]2. Generate a shop")
@@ -65,13 +64,18 @@ def generate(ws: Workspace, customers: int = CUSTOMERS, months: int = MONTHS) ->
     label = f"{customers:,} customers, {months} months"
     with progress_bar(label, True, in_bytes=False) as progress:
         shop = generate_shop(out, customers=customers, months=months, seed=SEED, progress=progress)
-    ws.clock = FixedClock(datetime.combine(shop.end, time(), tzinfo=UTC))
     console.print(
         f"{shop.customers:,} customers, {shop.orders:,} orders, {shop.events:,} events "
         f"from {shop.start} to {shop.end}, plus {shop.dirty_rows:,} deliberately dirty rows "
         f"(listed in {shop.dirty_rows_path.name})"
     )
-    return out
+    return shop
+
+
+def at_shop_end(ws: Workspace, shop: GeneratedShop) -> Workspace:
+    """The workspace with its clock fixed at the end of the generated history, so that "the
+    last 90 days" means the shop's last 90 days."""
+    return ws.replace(clock=FixedClock(datetime.combine(shop.end, time(), tzinfo=UTC)))
 
 
 def import_shop(ws: Workspace, folder: Path) -> list[ImportReport]:
@@ -96,7 +100,7 @@ def import_shop(ws: Workspace, folder: Path) -> list[ImportReport]:
 def show_summary(ws: Workspace) -> dict[str, object]:
     """Step 4: the base at a glance."""
     console.rule("[bold]4. The customer base")
-    data = base_summary(ws)
+    data = base_summary(ws.engine, now=ws.clock.now(), days=ws.settings.dormant_days)
     console.print(summary_table(data))
     return data
 
@@ -144,25 +148,27 @@ def deliver_reactivation(ws: Workspace) -> Path:
     local SMTP server that writes each message it receives to ``<workspace>/mailbox``."""
     from datetime import timedelta
 
-    from winback.delivery.demo_sink import demo_smtp_sink
+    from winback.delivery.channels.demo_sink import demo_smtp_sink
     from winback.flows.runner import run_once
 
     console.rule("[bold]7. Reactivation flow, delivered by SMTP")
     start = ws.clock.now()
+    clock = FixedClock(start)
     with demo_smtp_sink(ws.path / "mailbox") as sink:
         # The demo's clock sits at midnight UTC: no quiet hours, so that nobody is deferred.
-        ws.settings = ws.settings.model_copy(update={"smtp_url": sink.url, "quiet_hours": ""})
+        settings = ws.settings.model_copy(update={"smtp_url": sink.url, "quiet_hours": ""})
         table = Table("day", "entered", "emails delivered", "not sent")
-        for day in (0, 4, 7):
-            now = start + timedelta(days=day)
-            ws.clock = FixedClock(now)
-            report = run_once(ws, now)
-            table.add_row(
-                f"{now:%Y-%m-%d}",
-                f"{report.tick.total_enrolled:,}",
-                f"{report.delivery.sent:,}",
-                f"{sum(report.delivery.not_sent.values()):,}",
-            )
+        with ws.replace(settings=settings, clock=clock) as live:
+            for day in (0, 4, 7):
+                now = start + timedelta(days=day)
+                clock.set(now)
+                report = run_once(live, now)
+                table.add_row(
+                    f"{now:%Y-%m-%d}",
+                    f"{report.tick.total_enrolled:,}",
+                    f"{report.delivery.sent:,}",
+                    f"{sum(report.delivery.not_sent.values()):,}",
+                )
     console.print(table)
     count = len(list(sink.folder.glob("*.eml")))
     console.print(f"{count:,} emails received: open the .eml files in [bold]{sink.folder}[/]")
@@ -170,18 +176,19 @@ def deliver_reactivation(ws: Workspace) -> Path:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m winback.demo", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m winback.cli.demo", description=__doc__)
     parser.add_argument("--customers", type=int, default=CUSTOMERS)
     parser.add_argument("--months", type=int, default=MONTHS)
     parser.add_argument("--dir", type=Path, default=DEMO_DIR)
     args = parser.parse_args(argv)
-    with fresh_workspace(args.dir) as ws:
-        shop = generate(ws, args.customers, args.months)
-        import_shop(ws, shop)
-        show_summary(ws)
-        analyse(ws)
-        simulate_reactivation(ws, shop)
-        deliver_reactivation(ws)
+    with fresh_workspace(args.dir) as created:
+        shop = generate(created, args.customers, args.months)
+        with at_shop_end(created, shop) as ws:
+            import_shop(ws, shop.out_dir)
+            show_summary(ws)
+            analyse(ws)
+            simulate_reactivation(ws, shop.out_dir)
+            deliver_reactivation(ws)
     console.print(f"\nExplore it: [bold]winback summary --workspace {args.dir}[/]")
 
 

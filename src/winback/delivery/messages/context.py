@@ -12,18 +12,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, func, select
 
 from winback.config import Settings
-from winback.store.schema import contact_tags, contacts, orders
-
-_ANALYTICS = (
-    "p_alive",
-    "expected_purchases_90d",
-    "next_order_expected_at",
-    "days_overdue",
-    "expected_spend",
-    "clv",
-    "cluster",
-    "cluster_label",
-)
+from winback.store.schema import ANALYTICS_COLUMNS, contact_tags, contacts, orders
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,8 +81,8 @@ def render_context(
     unsubscribe_url: str = "",
     feedback_url: str = "",
 ) -> dict[str, Any]:
-    """The variables a template sees (see :data:`winback.delivery.templates.VARIABLES`)."""
-    from winback.delivery.templates import CONTACT_FIELDS
+    """The variables a template sees (see :data:`winback.delivery.messages.templates.VARIABLES`)."""
+    from winback.delivery.messages.templates import CONTACT_FIELDS
 
     person = dict.fromkeys(CONTACT_FIELDS)
     person.update(data.contact)
@@ -117,7 +106,7 @@ def render_context(
             "m": person.get("rfm_m"),
             "segment": person.get("rfm_segment"),
         },
-        "analytics": {k: person.get(k) for k in _ANALYTICS},
+        "analytics": {k: person.get(k) for k in ANALYTICS_COLUMNS if not k.startswith("rfm_")},
         "coupon": {"code": coupon, **(payload.get("coupon_info") or {})} if coupon else None,
         "unsubscribe_url": unsubscribe_url,
         "feedback_url": feedback_url,

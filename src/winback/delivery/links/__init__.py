@@ -1,0 +1,2 @@
+"""Links in sent messages: signed tokens, and what following them records (opens, clicks,
+unsubscribes, feedback)."""
