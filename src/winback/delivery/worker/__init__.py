@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import and_, literal_column, select, union_all, update
 
 from winback.delivery.channels import Channel, Durable, OutboundMessage, SendResult, result_of
+from winback.delivery.copies import CopyGuard
 from winback.delivery.coupons import CouponPoolExhausted, assign
 from winback.delivery.links.tokens import TokenSigner
 from winback.delivery.messages.context import ContactData, load_contacts, render_context
@@ -449,6 +450,15 @@ class DeliveryWorker:
                     if (a := addresses[int(r["id"])]) and r["channel"] in CONSENT_CHANNELS
                 ),
             )
+            copies = CopyGuard(
+                conn,
+                (
+                    (r, normalise_address(r["channel"], a))
+                    for r in rows
+                    if (a := addresses[int(r["id"])])
+                ),
+                now,
+            )
             longest = max((c.window for c in self.caps.values()), default=timedelta(0))
             recent = recent_sends(
                 conn,
@@ -481,6 +491,9 @@ class DeliveryWorker:
                     continue
             if (channel, normalise_address(channel, address)) in blocked:
                 d.status, d.reason = "suppressed", f"{channel} address on the suppression list"
+                continue
+            if copies.is_copy(r, normalise_address(channel, address)):
+                d.status, d.reason = "skipped", "a copy of this message goes to the same address"
                 continue
             if marketing:
                 later = self._deferral(r, data, now, recent)
