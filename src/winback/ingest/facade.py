@@ -4,20 +4,23 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import Engine
 
 from winback.clock import Clock
 from winback.config import Settings
 from winback.contact_merge import merge_duplicates
+from winback.errors import InvalidMapping
 from winback.ingest import importer, matching, presets
 from winback.ingest.cdnow import CdnowReader
 from winback.ingest.contacts import Contacts
 from winback.ingest.events import Events
 from winback.ingest.importer import Kind, Progress
 from winback.ingest.orders import Orders
-from winback.ingest.readers import open_reader
+from winback.ingest.readers import Reader, open_reader
 from winback.ingest.report import ImportReport
+from winback.ingest.transform import Options, Transformed
 
 
 class Imports:
@@ -43,8 +46,9 @@ class Imports:
         *,
         preset: str | None = None,
         match: str | None = None,
+        options: Options | None = None,
     ) -> ImportReport:
-        return self._run(Contacts(), path, mapping, progress, preset, match)
+        return self._run(Contacts(), path, mapping, progress, preset, match, options)
 
     def orders(
         self,
@@ -54,8 +58,9 @@ class Imports:
         *,
         preset: str | None = None,
         match: str | None = None,
+        options: Options | None = None,
     ) -> ImportReport:
-        return self._run(Orders(), path, mapping, progress, preset, match)
+        return self._run(Orders(), path, mapping, progress, preset, match, options)
 
     def events(
         self,
@@ -65,8 +70,9 @@ class Imports:
         *,
         preset: str | None = None,
         match: str | None = None,
+        options: Options | None = None,
     ) -> ImportReport:
-        return self._run(Events(), path, mapping, progress, preset, match)
+        return self._run(Events(), path, mapping, progress, preset, match, options)
 
     def _run(
         self,
@@ -76,23 +82,40 @@ class Imports:
         progress: Progress | None,
         preset: str | None,
         match: str | None,
+        options: Options | None,
     ) -> ImportReport:
         """``preset`` reads a platform's export (:mod:`winback.ingest.presets`); ``match``
         (``id`` or ``email``, default: the preset's, else ``id``) says how rows find their
-        contact (:mod:`winback.ingest.matching`)."""
+        contact (:mod:`winback.ingest.matching`); ``options`` how to read values
+        (:mod:`winback.ingest.transform`)."""
         path = Path(path)
-        reader = open_reader(path, wanted=list((mapping or {}).values()))
+        options = options or Options()
+        settings = self.settings
+        if options.timezone:
+            try:
+                ZoneInfo(options.timezone)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise InvalidMapping(
+                    f"--timezone {options.timezone}: not an IANA time zone (e.g. Europe/Rome)"
+                ) from None
+            settings = settings.model_copy(update={"timezone": options.timezone})
+        reader: Reader = open_reader(
+            path, wanted=list((mapping or {}).values()), delimiter=options.delimiter
+        )
+        transformed: Transformed | None = None
         try:
             if preset is not None:
                 translated = presets.translate(preset, kind.name, reader)
                 reader, match = translated, match or translated.match
+            if options.rewrites:
+                reader = transformed = Transformed(reader, options, mapping or {}, kind.canonical)
             wrapped = matching.wrap(kind, reader.columns, mapping or {}, match or "id")
         except BaseException:
             reader.close()
             raise
         report = importer.run(
             self.engine,
-            self.settings,
+            settings,
             self.clock,
             wrapped,
             path,
@@ -100,6 +123,8 @@ class Imports:
             progress=progress,
             reader=reader,
         )
+        if transformed is not None:
+            report.filtered = transformed.filtered
         if wrapped is not kind:  # matched by address: contacts sharing one are merged
             with self.engine.begin() as conn:
                 merged = merge_duplicates(conn, now=self.clock.now())

@@ -31,6 +31,7 @@ class ImportReport:
     contacts_updated: int = 0
     consent_changes: int = 0
     orders_updated: int = 0
+    filtered: int = 0
     merged: list[dict[str, Any]] = field(default_factory=list)
     import_id: int | None = None
     seconds: float = 0.0
