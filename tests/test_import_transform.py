@@ -119,3 +119,25 @@ def test_decimal_commas() -> None:
     assert decimal_text("-1.234,5") == "-1234.5"
     assert decimal_text("1,234") == "1,234"  # a thousands comma is not guessed
     assert decimal_text("12.50") == "12.50"
+
+
+def test_phone_numbers_are_stored_in_e164_and_invalid_ones_reported(
+    workspace: Workspace, tmp_path: Path
+) -> None:
+    workspace.settings = workspace.settings.model_copy(update={"phone_region": "IT"})
+    path = tmp_path / "people.csv"
+    path.write_text(
+        "customer_id,phone\nc1,'+39 328 123 4567\nc2,328.123.4568\nc3,0044 20 7946 0958\nc4,12\n",
+        "utf-8",
+    )
+    report = workspace.imports.contacts(path, progress=None)
+    assert (report.imported, report.rejected, report.phones_invalid) == (4, 0, 1)
+    assert report.invalid_phones[0]["line"] == 5
+    with workspace.engine.connect() as conn:
+        phones = dict(conn.execute(select(contacts.c.customer_id, contacts.c.phone)).all())
+    assert phones == {
+        "c1": "+393281234567",
+        "c2": "+393281234568",
+        "c3": "+442079460958",
+        "c4": None,
+    }

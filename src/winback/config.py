@@ -50,6 +50,11 @@ class Settings(BaseModel):
         "the default for contacts with no time zone of their own.",
     )
     currency: str = Field("USD", description="Currency of orders that name none.")
+    phone_region: str | None = Field(
+        None,
+        description="Region (ISO 3166 code such as `IT`) of imported phone numbers written "
+        "without a country code; numbers are stored in E.164 (`+39...`).",
+    )
     dormant_days: int = Field(
         90,
         ge=1,

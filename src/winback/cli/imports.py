@@ -175,6 +175,8 @@ def show(report: ImportReport, as_json: bool) -> None:
         table.add_row("contacts created", f"{report.contacts_created:,}")
     if report.contacts_updated:
         table.add_row("contacts updated", f"{report.contacts_updated:,}")
+    if report.phones_invalid:
+        table.add_row("invalid phone numbers (not stored)", f"{report.phones_invalid:,}")
     if report.filtered:
         table.add_row("filtered out (--where)", f"{report.filtered:,}")
     if report.orders_updated:

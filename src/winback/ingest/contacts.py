@@ -19,6 +19,7 @@ from winback.ingest import fields
 from winback.ingest.fields import FieldError
 from winback.ingest.importer import BatchResult, Context, Reject
 from winback.ingest.readers import Record, show_value
+from winback.phones import InvalidPhone, e164
 from winback.store import activity
 from winback.store.schema import CHANNELS, contacts
 
@@ -63,9 +64,13 @@ class Contacts:
     )
     required: tuple[str, ...] = ("customer_id",)
 
+    def __init__(self, phone_region: str | None = None) -> None:
+        self.phone_region = phone_region
+
     def bind(self, columns: list[str], index: dict[str, int], ctx: Context) -> None:
         self.index = index
         self.tz = ctx.tz
+        self.report = ctx.report
         bound = set(index.values())
         self.extras = [(i, name) for i, name in enumerate(columns) if i not in bound and name]
         self.width = len(columns)
@@ -78,6 +83,9 @@ class Contacts:
                 value = self._field(name, v[i])
             except FieldError as e:
                 return Reject(line, name, show_value(v[i]), e.reason)
+            except InvalidPhone as e:  # the contact is kept without it, and it is reported
+                self.report.note_invalid_phone(line, show_value(v[i]), e.reason)
+                continue
             if value is not None:
                 values[name] = value
         customer_id = values.pop("customer_id", None)
@@ -96,6 +104,9 @@ class Contacts:
             return fields.timestamp(raw, self.tz)
         if name in CONSENTS:
             return fields.boolean(raw)
+        if name == "phone":
+            text = PARSERS[name](raw)
+            return None if text is None else e164(text, self.phone_region)
         return PARSERS[name](raw)
 
     def _attributes(self, record: Record) -> dict[str, Any] | Reject:

@@ -48,7 +48,9 @@ class Imports:
         match: str | None = None,
         options: Options | None = None,
     ) -> ImportReport:
-        return self._run(Contacts(), path, mapping, progress, preset, match, options)
+        return self._run(
+            Contacts(self.settings.phone_region), path, mapping, progress, preset, match, options
+        )
 
     def orders(
         self,

@@ -32,11 +32,19 @@ class ImportReport:
     consent_changes: int = 0
     orders_updated: int = 0
     filtered: int = 0
+    phones_invalid: int = 0
+    invalid_phones: list[dict[str, Any]] = field(default_factory=list)  # the first 100
     merged: list[dict[str, Any]] = field(default_factory=list)
     import_id: int | None = None
     seconds: float = 0.0
     file_format: str = ""
     by_type: dict[str, int] = field(default_factory=dict)
+
+    def note_invalid_phone(self, line: int, value: str, reason: str) -> None:
+        """A phone number that is not valid: the contact is imported without it."""
+        self.phones_invalid += 1
+        if len(self.invalid_phones) < 100:
+            self.invalid_phones.append({"line": line, "value": value, "reason": reason})
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
