@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck bench system-deps venv clean
+.PHONY: demo test test-fast lint typecheck bench system-deps venv clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -32,6 +32,10 @@ typecheck: $(STAMP)
 
 test: $(STAMP) system-deps lint typecheck
 	$(BIN)/python -m pytest
+
+# The inner loop: every test but those marked slow (CI runs them all with `make test`).
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow" -q
 
 bench: $(STAMP) system-deps
 	$(BIN)/python -m benchmarks $(BENCH)

@@ -175,7 +175,7 @@ def theirs(python: Path, tx: Transactions, end: int, timeout: int) -> dict[str, 
             return {"error": f"timed out after {timeout} s"}
         if proc.returncode != 0:
             return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr else "failed"}
-        result = json.loads(proc.stdout.strip().splitlines()[-1])
+        result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
         arrays = np.load(out)
         result["_arrays"] = {k: arrays[k] for k in arrays.files}
         return result

@@ -1,4 +1,4 @@
-"""Shop generator: 1,000,000 customers with about 10 orders and 10 events each (#2).
+"""Shop generator: 1,000,000 customers with about 10 orders and 10 events each.
 
 Ours: ``generate_shop`` end to end (simulation, formatting, dirty rows, writing), rows per
 second over all files. Reference: the usual way to write such a file, ``csv.writer`` with

@@ -13,16 +13,16 @@ is written as their predicates (not as lookups of their membership); on SQLite t
 tests are written ``+c.col`` (a scan, not a combination of indexes) and it runs with
 the connection settings of winback's refresh (page cache ``segments_cache_mb``, foreign key
 checks off: every stint is built from ids read in the same transaction). It writes exactly
-the stints winback writes (the run asserts equal entries and exits per segment). Until
-2026-11-23 the raw side used membership lookups and foreign key checks on the first refresh
-too, which made it slower than winback (ratio 0.47): no longer a lower bound.
+the stints winback writes (the run asserts equal entries and exits per segment). Raw SQL
+with membership lookups and foreign key checks on the first refresh would be slower than
+winback: not a lower bound.
 
 1. the first full refresh at T (raw, ours, raw, ours; each side's faster run counts);
 2. an incremental refresh one day later, after a day of activity (1% of contacts visited the
    site, 0.2% bought, 0.05% were tagged);
 3. for reference, a forced full refresh at the same later instant.
 
-Targets (issue #4): refresh under 10 s on SQLite and within 3x of the raw bound.
+Targets: refresh under 10 s on SQLite and within 3x of the raw bound.
 
 Environment overrides (for measuring at a reduced size on a shared machine):
 ``WINBACK_BENCH_SEGMENTS_CONTACTS`` (default 1,000,000; 20,000 with ``--quick``) and
@@ -362,6 +362,7 @@ def _raw_transaction(ws: Workspace) -> Iterator[Any]:
     from ids read in the same transaction)."""
     with ws.engine.connect() as conn:
         driver = conn.connection.driver_connection
+        assert driver is not None
         sqlite = not _pg(ws)
         if sqlite:
             driver.execute(f"PRAGMA cache_size={-1024 * ws.settings.segments_cache_mb}")

@@ -113,7 +113,10 @@ end
 def _seed(conn: Any, n: int, unsubscribable: int, postgres: bool, now: datetime) -> None:
     """n dormant customers with email consent (one order 200 days ago each), and a sent
     message for the first ``unsubscribable`` (their unsubscribe links)."""
-    ts = (lambda at: at) if postgres else (lambda at: at.strftime("%Y-%m-%d %H:%M:%S.%f"))
+
+    def ts(at: datetime) -> datetime | str:
+        return at if postgres else at.strftime("%Y-%m-%d %H:%M:%S.%f")
+
     old = now - timedelta(days=200)
     seq = (
         "generate_series(1, :n) AS s(x)"

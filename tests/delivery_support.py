@@ -179,7 +179,9 @@ def add_message(
                 created_at=now,
             )
         )
-        return int(result.inserted_primary_key[0])
+        key = result.inserted_primary_key
+        assert key is not None
+        return int(key[0])
 
 
 def outbox_row(ws: Workspace, outbox_id: int) -> dict[str, Any]:

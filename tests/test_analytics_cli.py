@@ -7,6 +7,7 @@ import json
 from datetime import UTC, datetime
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -22,10 +23,11 @@ from winback.workspace import Workspace
 runner = CliRunner()
 
 
-def run_json(*args: str) -> dict:
+def run_json(*args: str) -> dict[str, Any]:
     result = runner.invoke(app, list(args))
     assert result.exit_code == 0, result.output
-    return json.loads(result.stdout)
+    data: dict[str, Any] = json.loads(result.stdout)
+    return data
 
 
 def test_models_fit_on_orders_file_json() -> None:

@@ -85,7 +85,9 @@ params4 = st.tuples(*(st.floats(0.05, 20.0) for _ in range(4)))
 
 @settings(max_examples=150, deadline=None)
 @given(c=customer, p=params4)
-def test_bgnbd_bounds_and_monotonicity(c: tuple[float, float, float], p: tuple) -> None:
+def test_bgnbd_bounds_and_monotonicity(
+    c: tuple[float, float, float], p: tuple[float, float, float, float]
+) -> None:
     x, t, T = (np.array([v]) for v in c)
     m = BetaGeo(*p)
     alive = float(m.probability_alive(x, t, T)[0])
@@ -98,7 +100,9 @@ def test_bgnbd_bounds_and_monotonicity(c: tuple[float, float, float], p: tuple) 
 
 @settings(max_examples=150, deadline=None)
 @given(c=customer, p=params4)
-def test_pareto_bounds_and_monotonicity(c: tuple[float, float, float], p: tuple) -> None:
+def test_pareto_bounds_and_monotonicity(
+    c: tuple[float, float, float], p: tuple[float, float, float, float]
+) -> None:
     x, t, T = (np.array([v]) for v in c)
     m = ParetoNBD(*p)
     alive = float(m.probability_alive(x, t, T)[0])

@@ -4,6 +4,7 @@ and RFM snapshots, show movement between snapshots."""
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import func, insert, select
@@ -71,14 +72,14 @@ def test_analyze_round_trip(workspace: Workspace) -> None:
         assert row["next_order_expected_at"].tzinfo is not None
         assert row["cluster_label"] and row["analyzed_at"] == clock.now()
         assert row["clv"] > 0 and row["expected_spend"] > 0
-        counts = dict(
+        counts: dict[Any, int] = dict(
             conn.execute(
                 select(rfm_snapshots.c.snapshot_date, func.count()).group_by(
                     rfm_snapshots.c.snapshot_date
                 )
             ).all()
         )
-        dist = dict(
+        dist: dict[Any, int] = dict(
             conn.execute(
                 select(contacts.c.rfm_segment, func.count()).group_by(contacts.c.rfm_segment)
             ).all()

@@ -75,7 +75,7 @@ def _two_annas(ws: Workspace, tmp_path: Path) -> None:
     people.write_text(
         "customer_id,email,first_name,phone,email_consent\n"
         "a1,ann@example.com,Ann,,yes\n"
-        "a2,ANN@example.com,,+390001,no\n",
+        "a2,ANN@example.com,,+393281234567,no\n",
         "utf-8",
     )
     ws.imports.contacts(people, progress=None)
@@ -113,7 +113,7 @@ def test_contacts_merge_keeps_history_consent_log_and_tags(
     assert [(m["survivor"], m["merged"]) for m in merged] == [("a1", ["a2"])]
     with workspace.engine.connect() as conn:
         ann = conn.execute(select(contacts)).one()
-    assert (ann.customer_id, ann.first_name, ann.phone) == ("a1", "Ann", "+390001")
+    assert (ann.customer_id, ann.first_name, ann.phone) == ("a1", "Ann", "+393281234567")
     assert (ann.orders_count, Decimal(str(ann.revenue_total))) == (2, Decimal("25.00"))
     assert ann.email_consent is False  # revoked on one of them: revoked
     assert count(workspace, orders, contact_id=ann.id) == 2

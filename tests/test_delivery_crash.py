@@ -15,7 +15,8 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
@@ -39,17 +40,21 @@ from tests.delivery_support import (
     smtp_server,
 )
 from winback.clock import FixedClock
-from winback.delivery.channels import Durable, OnResult, OutboundMessage, SendResult
+from winback.delivery.channels import Durable, OnResult, OutboundMessage, SendResult, StopSignal
+from winback.delivery.channels.setup import build_channels
+from winback.delivery.worker import DeliveryWorker
 from winback.store.schema import contacts, events, outbox
 from winback.workspace import Workspace
 
 #: A worker process: delivers what is due at the given instant, through SMTP channels wrapped
-#: so that it kills itself (SIGKILL) at the point named, if any.
+#: so that it kills itself (SIGKILL) at the point named, if any (handed to the worker as its
+#: channels).
 SCRIPT = """
 import json, os, signal, sys
 from datetime import datetime
 import winback
 from winback.clock import FixedClock
+from winback.delivery.channels.setup import build_channels
 path, at, settings, point = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), sys.argv[4]
 
 def die():
@@ -58,6 +63,12 @@ def die():
 class Killing:
     def __init__(self, inner):
         self.inner = inner
+
+    def send(self, message):
+        return self.inner.send(message)
+
+    def submit(self, message):
+        return self.inner.submit(message)
 
     def send_many(self, messages, on_result=None, stop=None):
         if point == "before_send":
@@ -79,8 +90,8 @@ class Killing:
 
 opened = winback.open(path, clock=FixedClock(datetime.fromisoformat(at)))
 ws = opened.replace(settings=opened.settings.model_copy(update=settings))
-worker = ws.delivery.worker()
-worker.channels = {key: Killing(channel) for key, channel in worker.channels.items()}
+channels = build_channels(ws.settings, outbox=ws.path / "outbox")
+worker = ws.delivery.worker(channels={key: Killing(c) for key, c in channels.items()})
 try:
     worker.drain()
 finally:
@@ -295,7 +306,7 @@ def test_kill_9_at_random_moments_duplicates_at_most_one_message_per_connection(
     rng = random.Random(seed)
     _backlog(ws, n)
     lease = ws.settings.delivery_lease_seconds
-    settings = {
+    settings: dict[str, Any] = {
         "smtp_connections": connections,
         "delivery_batch_size": 150,
         "delivery_max_attempts": 50,  # a row claimed at every kill is still resent
@@ -356,11 +367,19 @@ class _Failing:
         self.reported = 0
         self.lock = threading.Lock()
 
+    def send(self, message: OutboundMessage) -> str | None:
+        provider_id: str | None = self.inner.send(message)
+        return provider_id
+
+    def submit(self, message: OutboundMessage) -> Future[SendResult]:
+        future: Future[SendResult] = self.inner.submit(message)
+        return future
+
     def send_many(
         self,
         messages: Sequence[OutboundMessage | None],
         on_result: OnResult | None = None,
-        stop: threading.Event | None = None,
+        stop: StopSignal | None = None,
     ) -> list[SendResult | None]:
         if self.after == 0 and self.error is not None:
             raise self.error
@@ -383,6 +402,12 @@ class _Failing:
         self.inner.close()
 
 
+def _worker_through(ws: Workspace, wrap: Callable[[Any], Any]) -> DeliveryWorker:
+    """A worker whose channels (those the settings configure) are wrapped by ``wrap``."""
+    channels = build_channels(ws.settings, outbox=ws.path / "outbox")
+    return ws.delivery.worker(channels={key: wrap(c) for key, c in channels.items()})
+
+
 def _messages(ws: Workspace, n: int) -> list[int]:
     return [
         add_message(ws, add_contact(ws, f"c{i}", email=f"c{i}@example.com"), key=f"m:{i}")
@@ -402,10 +427,7 @@ def test_an_error_after_the_claim_releases_the_unsent_rows_at_once(
     ids = _messages(ws, 40)
     with smtp_server() as (url, inbox, _):
         ws = configure(ws, smtp_url=url, quiet_hours="", smtp_connections=3)
-        worker = ws.delivery.worker()
-        worker.channels["email"] = _Failing(
-            worker.channels["email"], after, error=RuntimeError("injected")
-        )
+        worker = _worker_through(ws, lambda c: _Failing(c, after, error=RuntimeError("injected")))
         try:
             with pytest.raises(RuntimeError, match="injected"):
                 worker.run_once()
@@ -461,8 +483,7 @@ def test_a_stop_mid_batch_hands_back_what_was_not_sent(workspace: Workspace) -> 
     stop = threading.Event()
     with smtp_server() as (url, inbox, _):
         ws = configure(ws, smtp_url=url, quiet_hours="", smtp_connections=2)
-        worker = ws.delivery.worker()
-        worker.channels["email"] = _Failing(worker.channels["email"], 4, stop=stop)
+        worker = _worker_through(ws, lambda c: _Failing(c, 4, stop=stop))
         try:
             report = worker.drain(stop=stop)
         finally:

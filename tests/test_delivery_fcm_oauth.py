@@ -123,7 +123,7 @@ def test_pushes_carry_a_token_minted_from_the_service_account(
             received,
         ),
     ):
-        _fcm(ws, url, service_account_file=_key_file(tmp_path, token_uri))
+        ws = _fcm(ws, url, service_account_file=_key_file(tmp_path, token_uri))
         ids = [add_message(ws, cid, "push-back", channel="push", key=f"p{cid}") for cid in people]
         report = ws.delivery.deliver_due()
     assert report.counts == {"sent": 3}
@@ -160,7 +160,7 @@ def test_a_refused_grant_leaves_the_push_pending_for_later(
         ws, "ada", first_name="Ada", push_consent=True, attributes={"push_token": "t1"}
     )
     with token_server(refuse=True) as (token_uri, _), fcm_server({}) as (url, received):
-        _fcm(ws, url, service_account_file=_key_file(tmp_path, token_uri))
+        ws = _fcm(ws, url, service_account_file=_key_file(tmp_path, token_uri))
         oid = add_message(ws, cid, "push-back", channel="push", key="p1")
         report = ws.delivery.deliver_due()
     assert report.counts == {"retry": 1} and received == []  # nothing sent without a token

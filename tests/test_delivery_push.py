@@ -85,8 +85,8 @@ def _push_template(ws: Workspace) -> None:
     )
 
 
-def _fcm(ws: Workspace, url: str, **extra: Any) -> None:
-    ws = configure(
+def _fcm(ws: Workspace, url: str, **extra: Any) -> Workspace:
+    return configure(
         ws,
         quiet_hours="",
         providers={
@@ -120,14 +120,14 @@ def test_fcm_preset_body_headers_retry_and_unregistered(
     nope = add_contact(
         ws, "nope", first_name="Di", push_consent=False, attributes={"push_token": "tok-no"}
     )
-    script = {
+    script: dict[str, list[tuple[int, dict[str, Any]]]] = {
         "tok-ok": [(429, {"error": {"status": "RESOURCE_EXHAUSTED"}})],
         "tok-busy": [(503, {"error": {"status": "UNAVAILABLE"}})] * 5,
         "tok-dead": [(404, UNREGISTERED)],
     }
     monkeypatch.setenv("TEST_FCM_TOKEN", "ya29.test-token")
     with fcm_server(script) as (url, received):
-        _fcm(ws, url, access_token="${TEST_FCM_TOKEN}", max_attempts=2)
+        ws = _fcm(ws, url, access_token="${TEST_FCM_TOKEN}", max_attempts=2)
         ids = {
             who: add_message(
                 ws, cid, "push-back", channel="push", key=f"p-{who}", payload={"data": {"n": 1}}
@@ -162,7 +162,9 @@ def test_fcm_preset_body_headers_retry_and_unregistered(
     assert dead_row["status"] == "failed" and "UNREGISTERED" in dead_row["last_error"]
     with ws.engine.connect() as conn:
         sup = conn.execute(select(suppressions)).one()
-        attrs = conn.execute(select(contacts.c.attributes).where(contacts.c.id == dead)).scalar()
+        attrs = conn.execute(
+            select(contacts.c.attributes).where(contacts.c.id == dead)
+        ).scalar_one()
     assert (sup.channel, sup.address, sup.reason, sup.contact_id) == (
         "push",
         "tok-dead",
@@ -185,7 +187,7 @@ def test_fcm_token_file_is_reread_and_404_without_unregistered_is_not_a_bounce(
     token_file = tmp_path / "fcm-token"
     token_file.write_text("ya29.test-token\n", encoding="utf-8")
     with fcm_server({"t1": [(404, {"error": {"status": "NOT_FOUND"}})]}) as (url, received):
-        _fcm(ws, url, access_token_file=str(token_file))
+        ws = _fcm(ws, url, access_token_file=str(token_file))
         first = add_message(ws, cid, "push-back", channel="push", key="k1")
         ws.delivery.deliver_due()
         second = add_message(

@@ -167,7 +167,7 @@ def test_dropped_connection_is_retried(sqlite_workspace: Workspace) -> None:
         for pooled in smtp._idle:  # type: ignore[attr-defined]
             pooled.smtp.sock.close()  # the server side now sees a dead connection
         ws = configure(ws, frequency_caps={})
-        worker.caps = {}
+        worker.decider.caps = {}
         add_message(ws, cid, key="b")
         report = worker.drain()
         worker.close()

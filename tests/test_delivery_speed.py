@@ -166,7 +166,7 @@ def test_a_batch_is_rendered_before_its_first_message_is_sent(workspace: Workspa
     (``send_many``: each connection's thread takes the next message)."""
     from winback.delivery.channels import OutboundMessage
     from winback.delivery.channels.smtp import parse_smtp_url
-    from winback.delivery.worker import Decision, DeliveryWorker
+    from winback.delivery.worker import Decision
 
     n = 5
     for i in range(n):
@@ -182,7 +182,7 @@ def test_a_batch_is_rendered_before_its_first_message_is_sent(workspace: Workspa
     with smtp_server() as (url, inbox, _):
         workspace = configure(workspace, smtp_url=url, quiet_hours="", frequency_caps={})
         channel = Recording(parse_smtp_url(url), connections=2)
-        worker = DeliveryWorker(workspace, channels={"email": channel})
+        worker = workspace.delivery.worker(channels={"email": channel})
         render = worker.render
 
         def counting(d: Decision, now: Any) -> bool:

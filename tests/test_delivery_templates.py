@@ -81,7 +81,8 @@ def test_sandbox_shortcuts_render_what_jinja_sandbox_renders(name: str) -> None:
     Jinja2's own SandboxedEnvironment, for every shipped template."""
     ours = TemplateRepository(None)
     reference = TemplateRepository(None)
-    reference.env.__class__ = SandboxedEnvironment  # the general path for every lookup
+    # the general path for every lookup
+    reference.env.__class__ = SandboxedEnvironment  # type: ignore[assignment]
     for context in (_context(), _context(first_name=None, locale="fr_FR")):
         assert ours.render(name, context) == reference.render(name, context)
 

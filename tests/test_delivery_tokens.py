@@ -64,3 +64,21 @@ def test_signature_is_standard_hmac_sha256(
     key = hashlib.sha256(b"winback-links\x00" + secret.encode()).digest()
     assert sig == hmac.digest(key, f"{kind}|".encode() + body, "sha256")[:16]
     assert signer.verify(kind, token) is not None  # type: ignore[arg-type]
+
+
+def test_tokens_already_sent_keep_their_bytes() -> None:
+    """Links in messages already delivered must keep verifying: the signature of a known
+    token is pinned byte for byte."""
+    signer = TokenSigner("pinned-secret")
+    unsubscribe = "eyJtIjo0MiwiYyI6N30.6p99VfPMvRANwBbIuJkgHw"
+    click = (
+        "eyJtIjo0MiwiYyI6NywiaSI6MywidSI6Imh0dHBzOi8vc2hvcC5leGFtcGxlL8OpP2E9MSZiPTIifQ"
+        ".xHfHkmPqSNP7_SYzSgYETw"
+    )
+    assert signer.sign("u", 42, 7) == unsubscribe
+    assert signer.sign("c", 42, 7, index=3, url="https://shop.example/é?a=1&b=2") == click
+    assert signer.sign("o", 1, 2) == "eyJtIjoxLCJjIjoyfQ.7QqS6HpYpSO6uaVnnmFoTA"
+    assert signer.sign("f", 1, 2) == "eyJtIjoxLCJjIjoyfQ.4mXofUs80dprxZAyRGJZOw"
+    link = signer.verify("c", click)
+    assert link is not None and (link.message, link.contact, link.index) == (42, 7, 3)
+    assert signer.verify("u", unsubscribe) is not None

@@ -162,8 +162,8 @@ def test_healthz_without_the_engine_and_its_schema(sqlite_workspace: Workspace) 
     assert code == 200 and body["status"] == "ok"
     assert body["engine"]["state"] == "disabled" and body["engine"]["passes"] == 0
     responses = create_app(sqlite_workspace).openapi()["paths"]["/healthz"]["get"]["responses"]
-    for code in ("200", "503"):
-        schema = responses[code]["content"]["application/json"]["schema"]
+    for status in ("200", "503"):
+        schema = responses[status]["content"]["application/json"]["schema"]
         assert schema["$ref"].endswith("/HealthPublic")
 
 

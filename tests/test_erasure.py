@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import func, insert, select
 from typer.testing import CliRunner
@@ -40,7 +41,7 @@ DAY = timedelta(days=1)
 HOUR = timedelta(hours=1)
 
 
-def contact(ws: Workspace, cid: int) -> dict[str, object]:
+def contact(ws: Workspace, cid: int) -> dict[str, Any]:
     with ws.engine.connect() as conn:
         return dict(conn.execute(select(contacts).where(contacts.c.id == cid)).mappings().one())
 
@@ -76,7 +77,8 @@ def test_contacts_delete_erases_keeps_orders_and_blocks_reimport(
         )
     with ws.engine.begin() as conn:
         fid = conn.execute(
-            insert(flows).values(
+            insert(flows)
+            .values(
                 key="other",
                 name="Other",
                 definition={},
@@ -84,7 +86,8 @@ def test_contacts_delete_erases_keeps_orders_and_blocks_reimport(
                 status="enabled",
                 updated_at=T0,
             )
-        ).inserted_primary_key[0]
+            .returning(flows.c.id)
+        ).scalar_one()
         for who in (cid, keep):
             conn.execute(
                 insert(flow_entries).values(

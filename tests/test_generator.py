@@ -207,8 +207,9 @@ def test_behaviour_has_one_time_buyers_and_seasons(shop: GeneratedShop) -> None:
 
 def test_machine_opens_are_flagged_and_within_seconds_of_delivery(shop: GeneratedShop) -> None:
     events = good_rows(shop, "events.csv")
-    delivered = {}
-    machine, human = [], []
+    delivered: dict[str, datetime] = {}
+    machine: list[tuple[str, datetime]] = []
+    human: list[tuple[str, datetime]] = []
     for e in events:
         props = json.loads(e["properties"])
         if e["type"] == "email_delivered":
@@ -228,9 +229,9 @@ def test_machine_opens_are_flagged_and_within_seconds_of_delivery(shop: Generate
 def test_lapsed_customers_open_less_and_visit_less(shop: GeneratedShop) -> None:
     truth = {r["customer_id"]: r for r in rows(shop.ground_truth_path)}
     dropped = {c: parse_time(t["dropped_out_at"]) for c, t in truth.items() if t["dropped_out_at"]}
-    delivered = Counter()
-    opened = Counter()
-    visits = Counter()
+    delivered: Counter[str] = Counter()
+    opened: Counter[str] = Counter()
+    visits: Counter[str] = Counter()
     recent = datetime(2025, 12, 1).astimezone()
     for e in good_rows(shop, "events.csv"):
         c, at = e["customer_id"], parse_time(e["occurred_at"])

@@ -471,13 +471,13 @@ def test_cdnow_sample(workspace: Workspace) -> None:
     assert (report.imported, report.rejected, report.contacts_created) == (6919, 0, 2357)
     assert workspace.store.count_contacts() == 2357
     with workspace.engine.connect() as conn:
-        total = conn.execute(select(func.sum(orders.c.amount))).scalar()
+        total = conn.execute(select(func.sum(orders.c.amount))).scalar_one()
         first = (
             conn.execute(select(orders).where(orders.c.order_id == "cdnow-00004-19970101-1"))
             .mappings()
             .one()
         )
-    assert Decimal(total).quantize(Decimal("0.01")) == Decimal("244091.94")
+    assert total is not None and Decimal(total).quantize(Decimal("0.01")) == Decimal("244091.94")
     assert first["ordered_at"] == datetime(1997, 1, 1, tzinfo=UTC) and first["currency"] == "USD"
     assert workspace.imports.cdnow(sample=True).duplicates == 6919
 

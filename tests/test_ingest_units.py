@@ -60,7 +60,7 @@ def from_orders(ws: Workspace) -> dict[str, tuple[object, ...]]:
             .select_from(contacts.outerjoin(orders, orders.c.contact_id == contacts.c.id))
             .group_by(contacts.c.customer_id)
         ).all()
-    out = {}
+    out: dict[str, tuple[object, ...]] = {}
     for cid, n, total, first, last in rows:
         if isinstance(first, str):  # SQLite aggregates come back as stored text
             first = datetime.fromisoformat(first).replace(tzinfo=UTC)
@@ -116,8 +116,8 @@ def test_several_units_dedup_repeats_and_exact_attributes(
     again = workspace.imports.orders(path)  # re-import: nothing new, nothing moves
     assert again.imported == 0 and again.duplicates + again.rejected == 40
     assert aggregates(workspace) == expected
-    lines = [r[0] for r in rejects(tmp_path / "orders.csv.rejects.csv")]
-    assert lines == sorted(lines) and {38, 40} <= set(lines) <= {36, 37, 38, 40}
+    rejected = [r[0] for r in rejects(tmp_path / "orders.csv.rejects.csv")]
+    assert rejected == sorted(rejected) and {38, 40} <= set(rejected) <= {36, 37, 38, 40}
 
 
 def test_a_failed_unit_is_rolled_back_whole(

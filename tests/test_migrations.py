@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
@@ -74,7 +76,7 @@ def test_flows_003_carries_the_step_log_over_to_paths_and_counts(workspace: Work
             )
     workspace.upgrade()
     with engine.connect() as conn:
-        paths = dict(conn.execute(text("SELECT id, path FROM flow_entries")).all())
+        paths: dict[Any, Any] = dict(conn.execute(text("SELECT id, path FROM flow_entries")).all())
         counts = set(conn.execute(text("SELECT step, outcome, n FROM flow_step_counts")).all())
     assert paths == {1: "s0=queued > s2=then", 2: "s0=no_consent > s2=else"}
     assert counts == {

@@ -1,4 +1,4 @@
-"""The shortcuts of a refresh pass (#4, first full refresh fast): segments refreshed earlier in
+"""The shortcuts that make a first full refresh fast: segments refreshed earlier in
 the pass are tested through their condition instead of their membership (inlining), the first
 refresh of an empty segment only inserts, and SQLite writes with foreign key checks off on a
 connection whose settings are restored afterwards. Each must give exactly what the plain

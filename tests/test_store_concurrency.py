@@ -242,6 +242,33 @@ def test_a_lock_held_past_the_bounded_wait_raises_store_busy(workspace: Workspac
 
 
 # -- many writers at once ---------------------------------------------------------------------
+class _Crowd:
+    """Threads that start at one barrier; what they raise is collected in ``errors``."""
+
+    def __init__(self, targets: list[Callable[[], None]]) -> None:
+        self.errors: list[BaseException] = []
+        self._lock = threading.Lock()
+        self._start = threading.Barrier(len(targets))
+        self._threads = [threading.Thread(target=self._guarded(fn)) for fn in targets]
+
+    def _guarded(self, fn: Callable[[], None]) -> Callable[[], None]:
+        def run() -> None:
+            self._start.wait()
+            try:
+                fn()
+            except BaseException as exc:  # collected and asserted by the test
+                with self._lock:
+                    self.errors.append(exc)
+
+        return run
+
+    def run(self, timeout: float) -> None:
+        for t in self._threads:
+            t.start()
+        for t in self._threads:
+            t.join(timeout)
+
+
 def test_concurrent_writers_lose_nothing(workspace: Workspace) -> None:
     """Event ingest from four threads, unsubscribes from a fifth and a writer that holds the
     store in 200 ms slices: nothing but StoreBusy may be raised, and every acknowledged
@@ -253,21 +280,8 @@ def test_concurrent_writers_lose_nothing(workspace: Workspace) -> None:
     signer = TokenSigner(ws.settings.secret_key)
     acknowledged: list[str] = []
     unsubscribed: list[int] = []
-    errors: list[BaseException] = []
     busy: list[StoreBusy] = []
     lock = threading.Lock()
-    start = threading.Barrier(6)
-
-    def guarded(fn: Callable[[], None]) -> Callable[[], None]:
-        def run() -> None:
-            start.wait()
-            try:
-                fn()
-            except BaseException as exc:  # collected and asserted below
-                with lock:
-                    errors.append(exc)
-
-        return run
 
     def ingest(worker: int) -> Callable[[], None]:
         def run() -> None:
@@ -298,16 +312,9 @@ def test_concurrent_writers_lose_nothing(workspace: Workspace) -> None:
                 conn.execute(update(contacts).where(contacts.c.id == ids[0]).values(locale="x"))
                 time.sleep(0.2)
 
-    threads = [threading.Thread(target=guarded(ingest(w))) for w in range(4)]
-    threads += [
-        threading.Thread(target=guarded(unsubscribe)),
-        threading.Thread(target=guarded(slices)),
-    ]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
-    assert errors == []
+    crowd = _Crowd([ingest(w) for w in range(4)] + [unsubscribe, slices])
+    crowd.run(timeout=120)
+    assert crowd.errors == []
     assert busy == [], "the bounded wait (10 s) is far longer than any slice"
     apply_pending_unsubscribes(ws)
     with ws.engine.connect() as conn:
@@ -627,7 +634,8 @@ def test_concurrent_unsubscribes_change_consent_once(workspace: Workspace) -> No
 def test_two_soft_bounces_at_once_reach_the_limit(workspace: Workspace) -> None:
     """With a limit of two, two soft bounces recorded at once (the second while the first
     has not committed) suppress the address: neither may count only itself."""
-    from winback.delivery.reports.parse import FeedbackIn, from_json, record
+    from winback.delivery.reports.parse import FeedbackIn, from_json
+    from winback.delivery.reports.record import record
 
     ws = workspace
     ws = configure(ws, soft_bounce_limit=2)
@@ -660,8 +668,9 @@ def test_two_soft_bounces_at_once_reach_the_limit(workspace: Workspace) -> None:
 def test_concurrent_coupon_assignment_gives_each_message_one_code(workspace: Workspace) -> None:
     ws = workspace
     ids = [add_contact(ws, f"c{i}") for i in range(6)]
-    generated = [(add_message(ws, cid, key=f"g{cid}"), cid, None) for cid in ids]
-    pooled = [(add_message(ws, cid, key=f"p{cid}"), cid, "vip") for cid in ids]
+    Wanted = list[tuple[int, int, str | None]]
+    generated: Wanted = [(add_message(ws, cid, key=f"g{cid}"), cid, None) for cid in ids]
+    pooled: Wanted = [(add_message(ws, cid, key=f"p{cid}"), cid, "vip") for cid in ids]
     with ws.engine.begin() as conn:
         conn.execute(
             coupons.insert(),

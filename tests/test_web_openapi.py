@@ -8,6 +8,7 @@ from typing import Any
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import positive_data_acceptance
+from schemathesis.core.result import Ok
 
 from winback.web.app import create_app
 from winback.workspace import Workspace
@@ -28,6 +29,7 @@ def test_api_conforms_to_its_schema(sqlite_workspace: Workspace) -> None:
     schema = schemathesis.openapi.from_asgi("/openapi.json", app)
     tested = []
     for result in schema.get_all_operations():
+        assert isinstance(result, Ok), result
         operation = result.ok()
         tested.append(operation.label)
 
@@ -38,7 +40,7 @@ def test_api_conforms_to_its_schema(sqlite_workspace: Workspace) -> None:
             database=None,
             suppress_health_check=list(HealthCheck),
         )
-        def check(case: schemathesis.Case) -> None:
+        def check(case: schemathesis.Case[Any]) -> None:
             case.call_and_validate(headers=auth, excluded_checks=refusable(case.operation.label))
 
         check()

@@ -110,7 +110,7 @@ class Settings(BaseModel):
         "feedback links.",
     )
 
-    # -- analytics (#3) ----------------------------------------------------------------------
+    # -- analytics ---------------------------------------------------------------------------
     rfm_monetary: Literal["total", "average"] = Field(
         "total",
         description="RFM monetary value: `total` revenue per customer or `average` order value.",
@@ -157,7 +157,7 @@ class Settings(BaseModel):
                 raise ValueError(f"{key!r} = {name!r}: expected a segment name of 1-32 chars")
         return value
 
-    # -- delivery (issue #5) -------------------------------------------------------------
+    # -- delivery ------------------------------------------------------------------------
     smtp_url: str | None = Field(
         None,
         description="Where email goes: `smtp://user:password@host:port?starttls=true` or "

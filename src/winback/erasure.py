@@ -111,16 +111,14 @@ def _pseudonymise_suppressions(conn: Connection, victims: Any) -> None:
 def _suppressions_of(conn: Connection, victims: Any) -> dict[int, tuple[str, str]]:
     """The suppressions (id -> channel, address) of the contacts and of their email
     addresses and phone numbers."""
-    from winback.delivery.worker.policies import normalise_address
+    from winback.channels import ADDRESS_COLUMNS, normalise_address
 
-    addresses: dict[str, set[str]] = {"email": set(), "sms": set()}
-    for email, phone in conn.execute(
-        select(contacts.c.email, contacts.c.phone).where(contacts.c.id.in_(victims))
-    ):
-        if email:
-            addresses["email"].add(normalise_address("email", email))
-        if phone:
-            addresses["sms"].add(normalise_address("sms", phone))
+    addresses: dict[str, set[str]] = {channel: set() for channel in ADDRESS_COLUMNS}
+    columns = [contacts.c[column] for column in ADDRESS_COLUMNS.values()]
+    for found in conn.execute(select(*columns).where(contacts.c.id.in_(victims))):
+        for channel, address in zip(ADDRESS_COLUMNS, found, strict=True):
+            if address:
+                addresses[channel].add(normalise_address(channel, address))
     rows: dict[int, tuple[str, str]] = {}
     for found in conn.execute(
         select(suppressions.c.id, suppressions.c.channel, suppressions.c.address).where(
@@ -218,9 +216,7 @@ def erase_contacts(
     values: dict[str, Any] = {c: None for c in ERASED_COLUMNS}
     values.update(
         attributes={},
-        email_consent=False,
-        sms_consent=False,
-        push_consent=False,
+        **{f"{channel}_consent": False for channel in CHANNELS},
         erased_at=at,
         updated_at=at,
     )

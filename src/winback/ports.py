@@ -11,7 +11,6 @@ SMTP, HTTP or files):
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ __all__ = [
     "SendResult",
     "Sink",
     "StepProgress",
+    "StopSignal",
     "result_of",
 ]
 
@@ -62,6 +62,12 @@ class OutboundMessage:
     fields: dict[str, Any] = field(default_factory=dict)  # sms/push/webhook: rendered values
 
 
+class StopSignal(Protocol):
+    """Asks a batch to stop taking messages (a :class:`threading.Event` is one)."""
+
+    def is_set(self) -> bool: ...
+
+
 class Channel(Protocol):
     """Delivers messages. ``send`` must be idempotent per ``dedup_key``: called again for a
     key it already delivered (after a crash), it must not deliver twice (a provider that can
@@ -84,7 +90,7 @@ class Channel(Protocol):
         self,
         messages: Sequence[OutboundMessage | None],
         on_result: OnResult | None = None,
-        stop: threading.Event | None = None,
+        stop: StopSignal | None = None,
     ) -> list[SendResult | None]: ...
 
     def close(self) -> None: ...
@@ -160,7 +166,7 @@ class OneAtATime:
         self,
         messages: Sequence[OutboundMessage | None],
         on_result: OnResult | None = None,
-        stop: threading.Event | None = None,
+        stop: StopSignal | None = None,
     ) -> list[SendResult | None]:
         results: list[SendResult | None] = [None] * len(messages)
         for i, message in enumerate(messages):

@@ -8,13 +8,14 @@ from datetime import timedelta
 from tests.conftest import T0
 from tests.delivery_support import configure, smtp_server
 from tests.flows.test_cli import dormant_shop
+from winback.clock import FixedClock
 from winback.flows.runner import run_once
 from winback.workspace import Workspace
 
 DAY = timedelta(days=1)
 
 
-def test_reference_flow_through_smtp(sqlite_workspace: Workspace) -> None:
+def test_reference_flow_through_smtp(sqlite_workspace: Workspace, clock: FixedClock) -> None:
     ws = sqlite_workspace
     people = dormant_shop(ws, 3)
     ws.flows.add("reactivation", now=T0 - DAY)
@@ -24,7 +25,7 @@ def test_reference_flow_through_smtp(sqlite_workspace: Workspace) -> None:
         assert first.tick.enrolled == {"reactivation": 3}
         assert len(inbox.messages) == 3 and first.delivery.sent == 3
         assert run_once(ws, T0).delivery.sent == 0  # same instant: nothing more
-        ws.clock.set(T0 + 4 * DAY)
+        clock.set(T0 + 4 * DAY)
         run_once(ws, T0 + 4 * DAY)
         assert len(inbox.messages) == 6
     recipients = sorted(rcpt for _, rcpts in inbox.envelopes for rcpt in rcpts)

@@ -64,7 +64,7 @@ def test_split_holdout_and_variants_are_stable(workspace: Workspace) -> None:
         assert sent.get(cid, []) == expected
     assert 0 < held < 40
     with ws.engine.connect() as conn:
-        variants = dict(
+        variants: dict[str, int] = dict(
             conn.execute(
                 select(outbox.c.variant, func.count())
                 .where(outbox.c.step == "s2")
@@ -267,6 +267,7 @@ def test_a_tick_runs_its_batches_on_one_connection_and_checkpoints_once(
 
     def on_commit(conn: Any) -> None:
         raw = conn.connection.driver_connection
+        assert raw is not None
         seen.append((id(raw), raw.execute("PRAGMA wal_autocheckpoint").fetchone()[0]))
 
     event.listen(ws.engine, "commit", on_commit)
@@ -280,6 +281,7 @@ def test_a_tick_runs_its_batches_on_one_connection_and_checkpoints_once(
     assert {pages for _, pages in seen} == {TICK_WAL_PAGES}
     with ws.engine.connect() as conn:
         raw = conn.connection.driver_connection
+        assert raw is not None
         assert raw.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 1000
         busy, log, done = raw.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
     assert busy == 0 and log == done  # nothing left to copy: the tick checkpointed

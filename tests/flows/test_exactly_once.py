@@ -4,7 +4,6 @@ exists exactly once (outbox rows and files), none is missing."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import random
 import shutil
@@ -28,8 +27,6 @@ from winback.store.schema import (
     flow_step_counts,
     orders,
     outbox,
-    segment_membership,
-    segments,
 )
 from winback.workspace import Workspace
 
@@ -64,15 +61,6 @@ def _prepare(ws: Workspace) -> list[int]:
                 for cid in people
             ],
         )
-        if importlib.util.find_spec("winback.segments.service") is None:
-            # Without the segment refresh, place them in the segment by hand.
-            sid = conn.execute(
-                insert(segments).values(name="Customers Not Active", definition={}, updated_at=T0)
-            ).inserted_primary_key[0]
-            conn.execute(
-                insert(segment_membership),
-                [{"segment_id": sid, "contact_id": c, "entered_at": T0 - DAY} for c in people],
-            )
     ws.flows.add("reactivation", now=T0 - DAY)
     return people
 
@@ -143,7 +131,7 @@ def _scenario(ws: Workspace, seed: int, env: dict[str, str]) -> None:
             rows = conn.execute(
                 select(outbox.c.dedup_key, outbox.c.contact_id, outbox.c.step, outbox.c.status)
             ).all()
-            per_contact = dict(
+            per_contact: dict[int, int] = dict(
                 conn.execute(
                     select(flow_entries.c.contact_id, func.count()).group_by(
                         flow_entries.c.contact_id

@@ -159,14 +159,16 @@ def test_sunset(workspace: Workspace) -> None:
     assert ws.store.tags_of(silent) == ["sunset"]
     assert ws.store.tags_of(opens_again) == []
     with ws.engine.connect() as conn:
-        attrs = conn.execute(select(contacts.c.attributes).where(contacts.c.id == silent)).scalar()
+        attrs = conn.execute(
+            select(contacts.c.attributes).where(contacts.c.id == silent)
+        ).scalar_one()
     assert attrs["email_suppressed"] is True
     # ... and on the suppression list that delivery checks at send time.
     listed = {s["contact_id"]: s for s in ws.delivery.suppressions()}
     assert set(listed) == {silent}
     assert listed[silent]["channel"] == "email" and listed[silent]["reason"] == "flow"
     with ws.engine.connect() as conn:
-        email = conn.execute(select(contacts.c.email).where(contacts.c.id == silent)).scalar()
+        email = conn.execute(select(contacts.c.email).where(contacts.c.id == silent)).scalar_one()
     assert listed[silent]["address"] == email.lower()
 
 

@@ -180,7 +180,8 @@ class BetaGeo:
     def probability_alive(self, x: FloatArray, t_x: FloatArray, T: FloatArray) -> FloatArray:
         """P(alive | x, t_x, T) (equation 11): one-time buyers are alive by construction."""
         x, t_x, T = as_float(x), as_float(t_x), as_float(T)
-        return expit(-self._log_odds_dead(x, t_x, T))
+        result: FloatArray = expit(-self._log_odds_dead(x, t_x, T))
+        return result
 
     def expected_purchases(
         self, t: float | FloatArray, x: FloatArray, t_x: FloatArray, T: FloatArray
@@ -195,8 +196,10 @@ class BetaGeo:
         alive = self.probability_alive(x, t_x, T)
         if np.ndim(t) == 0 and len(x) > 1000:  # the ₂F₁ once per distinct (x, T)
             ux, uT, inverse = distinct_pairs(x, T)
-            return self.expected_purchases_if_alive(t, ux, uT)[inverse] * alive
-        return self.expected_purchases_if_alive(t, x, T) * alive
+            result: FloatArray = self.expected_purchases_if_alive(t, ux, uT)[inverse] * alive
+            return result
+        result = self.expected_purchases_if_alive(t, x, T) * alive
+        return result
 
     def expected_purchases_if_alive(
         self, t: float | FloatArray, x: FloatArray, T: FloatArray
@@ -206,14 +209,16 @@ class BetaGeo:
         x, T, t = as_float(x), as_float(T), as_float(t)
         z = t / (self.alpha + T + t)
         if abs(self.a - 1.0) < 1e-6:  # removable singularity at a = 1: average both sides
-            return 0.5 * (self._head(z, x, 1.0 - 1e-6) + self._head(z, x, 1.0 + 1e-6))
+            result: FloatArray = 0.5 * (self._head(z, x, 1.0 - 1e-6) + self._head(z, x, 1.0 + 1e-6))
+            return result
         return self._head(z, x, self.a)
 
     def _head(self, z: FloatArray, x: FloatArray, a: float) -> FloatArray:
         r, b = self.r, self.b
         with np.errstate(all="ignore"):
             hyp = np.exp((a - 1) * np.log1p(-z)) * hyp2f1(a + b - 1 - r, a - 1, a + b + x - 1, z)
-            return (a + b + x - 1) / (a - 1) * (1.0 - hyp)
+            result: FloatArray = (a + b + x - 1) / (a - 1) * (1.0 - hyp)
+            return result
 
     def expected_purchases_new(self, t: float | FloatArray) -> FloatArray:
         """E[X(t)]: expected purchases in (0, t] of a customer who has just arrived."""
@@ -222,7 +227,8 @@ class BetaGeo:
         z = t / (alpha + t)
         with np.errstate(all="ignore"):
             hyp = np.exp(r * np.log1p(-z)) * hyp2f1(r, b, a + b - 1, z)
-        return (a + b - 1) / (a - 1) * (1.0 - hyp)
+        result: FloatArray = (a + b - 1) / (a - 1) * (1.0 - hyp)
+        return result
 
     def posterior_rate(self, x: FloatArray, t_x: FloatArray, T: FloatArray) -> FloatArray:
         """E[λ | alive, x, T] = (r + x) / (α + T): the customer's own purchase rate, shrunk

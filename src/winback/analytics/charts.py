@@ -39,7 +39,7 @@ def _fmt(value: float) -> str:
 
 def _nice_step(raw: float) -> float:
     """The round step (1, 2, 2.5 or 5 times a power of ten) at or above ``raw``."""
-    magnitude = 10 ** math.floor(math.log10(raw))
+    magnitude: float = 10 ** math.floor(math.log10(raw))
     for m in (1, 2, 2.5, 5, 10):
         if m * magnitude >= raw:
             return m * magnitude

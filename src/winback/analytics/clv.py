@@ -85,7 +85,8 @@ def customer_lifetime_value(
         cumulative = model.expected_purchases_if_alive(end / unit_days, ux, uT)
         total += (cumulative - previous) / (1.0 + annual_discount) ** (end / 365.0)
         previous = cumulative
-    return total[inverse] * p_alive * spend
+    result: FloatArray = total[inverse] * p_alive * spend
+    return result
 
 
 def predict(

@@ -138,7 +138,8 @@ class GammaGamma:
         the population mean and the customer's own mean (the population mean when x = 0)."""
         x, m = as_float(frequency), as_float(monetary_value)
         m = np.where(x > 0, m, 0.0)
-        return (self.gamma + m * x) * self.p / (self.p * x + self.q - 1.0)
+        result: FloatArray = (self.gamma + m * x) * self.p / (self.p * x + self.q - 1.0)
+        return result
 
     @property
     def population_mean(self) -> float:

@@ -49,7 +49,8 @@ def _log_H(
         else:
             w = z / (z - 1.0)
             log_f = np.log(hyp2f1(1.0, s + 1.0, c, w)) - np.log1p(-z)
-    return -rx * np.log(alpha + t) - s * np.log(beta + t) + log_f - np.log(rx + s)
+    result: FloatArray = -rx * np.log(alpha + t) - s * np.log(beta + t) + log_f - np.log(rx + s)
+    return result
 
 
 def _parts(
@@ -73,7 +74,8 @@ def log_likelihood(
 ) -> FloatArray:
     """Per-customer log-likelihood."""
     const, _, bracket = _parts(np.asarray(params, dtype=np.float64), x, t_x, T)
-    return const + bracket
+    result: FloatArray = const + bracket
+    return result
 
 
 @dataclass(frozen=True)
@@ -121,7 +123,8 @@ class ParetoNBD:
         alive at T."""
         p = np.array([self.r, self.alpha, self.s, self.beta])
         _, l1, bracket = _parts(p, as_float(x), as_float(t_x), as_float(T))
-        return np.clip(np.exp(l1 - bracket), 0.0, 1.0)
+        result: FloatArray = np.clip(np.exp(l1 - bracket), 0.0, 1.0)
+        return result
 
     def expected_purchases(
         self, t: float | FloatArray, x: FloatArray, t_x: FloatArray, T: FloatArray
@@ -129,7 +132,10 @@ class ParetoNBD:
         """E[Y(t) | x, t_x, T] = (r+x)(β+T) / ((α+T)(s−1)) · [1 − ((β+T)/(β+T+t))^(s−1)]
         · P(alive), evaluated with expm1/log1p (and its limit at s = 1)."""
         x, T = as_float(x), as_float(T)
-        return self.expected_purchases_if_alive(t, x, T) * self.probability_alive(x, t_x, T)
+        result: FloatArray = self.expected_purchases_if_alive(t, x, T) * self.probability_alive(
+            x, t_x, T
+        )
+        return result
 
     def expected_purchases_if_alive(
         self, t: float | FloatArray, x: FloatArray, T: FloatArray

@@ -124,7 +124,9 @@ def table_markdown(table: Mapping[tuple[int, int, int], str] | None = None) -> s
     return "\n".join(lines) + "\n"
 
 
-def quantile_scores(values: NDArray[np.float64], *, higher_is_better: bool = True) -> NDArray:
+def quantile_scores(
+    values: NDArray[np.float64], *, higher_is_better: bool = True
+) -> NDArray[np.int64]:
     """Scores 1..5 by tie-aware quantiles (see the module docstring)."""
     v = np.asarray(values, dtype=np.float64)
     n = len(v)
@@ -144,7 +146,7 @@ def quantile_scores(values: NDArray[np.float64], *, higher_is_better: bool = Tru
     return scores if higher_is_better else 6 - scores
 
 
-def _greedy_bins(counts: NDArray, bins: int) -> NDArray:
+def _greedy_bins(counts: NDArray[np.int64], bins: int) -> NDArray[np.int64]:
     """Group consecutive blocks into ``bins`` bins of near-equal size (ties never split)."""
     d = len(counts)
     out = np.empty(d, dtype=np.int64)
@@ -185,7 +187,7 @@ class RFM:
     r: NDArray[np.int64]
     f: NDArray[np.int64]
     m: NDArray[np.int64]
-    segment: NDArray  # object array of names
+    segment: NDArray[np.object_]  # names
     segment_code: NDArray[np.int64]  # index into segment_names
     segment_names: list[str]
 

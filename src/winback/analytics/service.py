@@ -275,7 +275,8 @@ def _staging_type(column: str, conn: Connection) -> str:
 def _nullable(values: np.ndarray) -> list[Any]:
     a = np.asarray(values, dtype=np.float64)
     if not np.isnan(a).any():
-        return a.tolist()
+        result: list[Any] = a.tolist()
+        return result
     out = a.astype(object)
     out[np.isnan(a)] = None
     return list(out.tolist())

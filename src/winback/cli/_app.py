@@ -35,8 +35,15 @@ WorkspaceOption = Annotated[
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for machines.")]
 
 
-def workspace_from(path: Path | None, *, clock: Clock | None = None) -> Workspace:
-    return open_workspace(path, clock=clock)
+def workspace_from(
+    path: Path | None, *, clock: Clock | None = None, sink: str | None = None
+) -> Workspace:
+    """The workspace at ``path`` (or found as :func:`winback.workspace.find` says), with
+    ``clock``; ``sink`` overrides the setting ``delivery_sink``."""
+    ws = open_workspace(path, clock=clock)
+    if sink is None or sink == ws.settings.delivery_sink:
+        return ws
+    return ws.replace(settings=ws.settings.model_copy(update={"delivery_sink": sink}))
 
 
 def print_json(data: Any) -> None:

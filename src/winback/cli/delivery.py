@@ -21,7 +21,7 @@ from winback.cli._app import (
     workspace_from,
 )
 from winback.cli.run import RetryForOption, SinkOption, check_sink, configure_logging
-from winback.flows.runner import RETRY_FOR, PassFailed, preflight, run_retrying, use_sink
+from winback.flows.runner import RETRY_FOR, PassFailed, preflight, run_retrying
 
 templates_app = typer.Typer(
     help="Message templates: list, preview, validate.", no_args_is_help=True
@@ -118,8 +118,7 @@ def deliver(
     from winback.flows.runner import DeliveryReport, describe
 
     configure_logging()
-    with workspace_from(workspace) as ws:
-        use_sink(ws, check_sink(sink))
+    with workspace_from(workspace, sink=check_sink(sink)) as ws:
         preflight(ws, flow_files=False)
         try:
             report = run_retrying(ws.delivery.deliver_due, retry_for=retry_for, what="delivery")

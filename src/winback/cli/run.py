@@ -31,7 +31,6 @@ from winback.flows.runner import (
     run_forever,
     run_once,
     run_retrying,
-    use_sink,
 )
 
 
@@ -132,8 +131,7 @@ def run(
     if now is not None:
         with workspace_from(workspace) as probe:
             instant = parse_instant(now, probe.settings.timezone)
-        with workspace_from(workspace, clock=FixedClock(instant)) as ws:
-            use_sink(ws, chosen)
+        with workspace_from(workspace, clock=FixedClock(instant), sink=chosen) as ws:
             preflight(ws)
             try:
                 report = run_retrying(
@@ -156,8 +154,7 @@ def run(
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    with workspace_from(workspace) as ws:
-        use_sink(ws, chosen)
+    with workspace_from(workspace, sink=chosen) as ws:
         preflight(ws)
         console.print(f"Running flows in {ws.path} every {interval:g}s; Ctrl-C to stop.")
         passes = run_forever(ws, stop, interval=interval, on_pass=_print)

@@ -32,7 +32,9 @@ if TYPE_CHECKING:
     from winback.delivery.event_intake import EventIntake
     from winback.delivery.inbound import EventIn, IngestResult
     from winback.delivery.links.tracking import Tracker
-    from winback.delivery.reports.parse import FeedbackIn, Policy, ReportResult
+    from winback.delivery.reports import ProviderReports
+    from winback.delivery.reports.parse import FeedbackIn
+    from winback.delivery.reports.record import ReportResult
     from winback.delivery.worker import BatchReport, DeliveryWorker
     from winback.workspace import Workspace
 
@@ -88,9 +90,22 @@ class Delivery:
 
     # -- the worker --------------------------------------------------------------------------
     def worker(self, *, channels: Mapping[str, Channel] | None = None) -> DeliveryWorker:
+        """A delivery worker through ``channels`` (default: built from the settings)."""
+        from winback.delivery.channels.setup import build_channels
+        from winback.delivery.unsubscribes import apply_pending_unsubscribes
         from winback.delivery.worker import DeliveryWorker
 
-        return DeliveryWorker(self.ws, channels=channels)
+        ws = self.ws
+        if channels is None:
+            channels = build_channels(ws.settings, outbox=ws.path / "outbox")
+        return DeliveryWorker(
+            ws.engine,
+            ws.settings,
+            ws.clock,
+            channels,
+            TemplateRepository(ws.path / "templates"),
+            before_claim=lambda: apply_pending_unsubscribes(ws),
+        )
 
     @contextmanager
     def keep_connections(self) -> Iterator[None]:
@@ -130,7 +145,9 @@ class Delivery:
         worker = kept if kept is not None else self.worker(channels=channels)
         try:
             if channels is None and self.ws.settings.delivery_processes > 1:
-                return drain_parallel(worker, self.ws.settings.delivery_processes, stop=stop)
+                return drain_parallel(
+                    worker, self.ws.path, self.ws.settings.delivery_processes, stop=stop
+                )
             return worker.drain(stop=stop)
         finally:
             if channels is None and kept is None:
@@ -150,8 +167,17 @@ class Delivery:
     @property
     def tracker(self) -> Tracker:
         from winback.delivery.links.tracking import Tracker
+        from winback.delivery.unsubscribes import apply_pending_unsubscribes
 
-        return Tracker(self.ws)
+        ws = self.ws
+        return Tracker(
+            ws.engine,
+            ws.settings,
+            ws.clock,
+            ws.store,
+            folder=ws.path,
+            apply_pending=lambda: apply_pending_unsubscribes(ws),
+        )
 
     def ingest(
         self,
@@ -192,85 +218,29 @@ class Delivery:
             self.keyring.close()
 
     # -- provider reports (feedback loops, DSNs) --------------------------------------------
-    def _report_policy(self) -> Policy:
-        from datetime import timedelta
+    def _reports(self) -> ProviderReports:
+        from winback.delivery.reports import ProviderReports, policy_of
 
-        from winback.delivery.links.tokens import TokenSigner
-        from winback.delivery.reports.parse import Policy
-
-        signer = TokenSigner(self.ws.settings.secret_key) if self.ws.settings.secret_key else None
-
-        def verify(token: str) -> tuple[int, int] | None:
-            found = signer.verify("u", token) if signer is not None else None
-            return (found.message, found.contact) if found is not None else None
-
-        return Policy(
-            soft_limit=self.ws.settings.soft_bounce_limit,
-            soft_window=timedelta(days=self.ws.settings.soft_bounce_window_days),
-            verify_token=verify,
-        )
+        return ProviderReports(self.ws.engine, self.ws.clock, policy_of(self.ws.settings))
 
     def import_reports(
         self, paths: Sequence[Path], *, progress: Callable[[int, int], None] | None = None
     ) -> ReportResult:
         """Read ARF complaint and DSN bounce reports from .eml files, mbox files and folders
-        (streamed), and apply them (see :mod:`winback.delivery.reports.parse`). Every file is
+        (streamed), and apply them (see :mod:`winback.delivery.reports`). Every file is
         checked before anything is written."""
-        from winback.delivery.reports import parse as r
-
-        files = r.report_files(list(paths))
-        policy = self._report_policy()
-        total = r.ReportResult()
-        for n, (path, kind) in enumerate(files, 1):
-            batch: list[tuple[str, bytes]] = []
-            for item in r.read_messages(path, kind):
-                batch.append(item)
-                if len(batch) >= r.BATCH:
-                    total.add(self._apply_raw(batch, policy))
-                    batch = []
-            if batch:
-                total.add(self._apply_raw(batch, policy))
-            if progress is not None:
-                progress(n, len(files))
-        return total
-
-    def _apply_raw(self, batch: list[tuple[str, bytes]], policy: Policy) -> ReportResult:
-        from winback.delivery.reports.parse import ReportResult, process_raw
-        from winback.store.busy import retry_transient
-
-        def write() -> ReportResult:
-            out = ReportResult()
-            with self.ws.engine.begin() as conn:
-                now = self.ws.clock.now()
-                for source, raw in batch:
-                    out.add(process_raw(conn, raw, source=source, now=now, policy=policy))
-            return out
-
-        return retry_transient(write)
+        return self._reports().import_files(paths, progress=progress)
 
     def record_report(self, raw: bytes, *, source: str = "http") -> ReportResult:
         """Apply one raw report email (ARF or DSN); unparseable ones go to the reject list."""
-        return self._apply_raw([(source, raw)], self._report_policy())
+        return self._reports().apply_raw([(source, raw)])
 
     def record_feedback(self, items: Sequence[FeedbackIn]) -> ReportResult:
         """Apply reports in the JSON form."""
-        from winback.delivery.reports.parse import from_json, record
-        from winback.store.busy import retry_transient
-
-        reports = [from_json(i) for i in items]
-        policy = self._report_policy()
-
-        def write() -> ReportResult:
-            with self.ws.engine.begin() as conn:
-                return record(conn, reports, now=self.ws.clock.now(), policy=policy)
-
-        return retry_transient(write)
+        return self._reports().apply_json(items)
 
     def report_rejects(self) -> list[dict[str, Any]]:
-        from winback.delivery.reports.parse import rejects
-
-        with self.ws.engine.connect() as conn:
-            return rejects(conn)
+        return self._reports().rejects()
 
     # -- api keys ----------------------------------------------------------------------------
     def create_api_key(self, name: str) -> str:

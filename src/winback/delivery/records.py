@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import Connection, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from winback.channels import normalise_address
 from winback.store import activity
 from winback.store.driver import driver_rows
 from winback.store.schema import contacts, events, suppressions
@@ -155,8 +156,6 @@ def suppress(
     detail: str | None = None,
 ) -> bool:
     """Put an address on the suppression list; False when it already was."""
-    from winback.delivery.worker.policies import normalise_address
-
     return (
         insert_ignore_pair(
             conn,

@@ -27,12 +27,12 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.elements import ColumnElement
 
+from winback.channels import CONSENT_CHANNELS
 from winback.store import purchases
 from winback.store.schema import contacts, events, flow_entries, flow_step_counts, orders
 from winback.store.types import JSONDoc, UTCDateTime
 
 fe = flow_entries
-CONSENT_CHANNELS = ("email", "sms", "push")
 
 
 def at(value: datetime) -> ColumnElement[Any]:

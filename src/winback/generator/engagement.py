@@ -279,4 +279,5 @@ def _within(gaps: NDArray[np.int64], sizes: NDArray[np.int64]) -> NDArray[np.int
     run = np.cumsum(gaps)
     starts = np.cumsum(sizes) - sizes
     before = np.concatenate([[0], run])[starts]
-    return run - np.repeat(before, sizes)
+    result: NDArray[np.int64] = run - np.repeat(before, sizes)
+    return result

@@ -67,7 +67,8 @@ def draw_acquisition_day(
     g = growth / DAYS_PER_YEAR
     if abs(g) < 1e-12:
         return u * period.days
-    return np.log1p(u * np.expm1(g * period.days)) / g
+    result: NDArray[np.float64] = np.log1p(u * np.expm1(g * period.days)) / g
+    return result
 
 
 def draw_population(
@@ -144,4 +145,5 @@ def seconds_to_days(epoch: NDArray[np.int64], period: Period) -> NDArray[np.floa
 
 def _weights(values: tuple[float, ...] | list[float]) -> NDArray[np.float64]:
     w = np.asarray(values, dtype=np.float64)
-    return w / w.sum()
+    result: NDArray[np.float64] = w / w.sum()
+    return result

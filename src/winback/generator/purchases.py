@@ -42,7 +42,8 @@ class Orders:
 
     @property
     def alive(self) -> NDArray[np.bool_]:
-        return self.dropped_out_at == NO_TIME
+        result: NDArray[np.bool_] = self.dropped_out_at == NO_TIME
+        return result
 
 
 def simulate_orders(

@@ -66,7 +66,8 @@ def daily_intensity(period: Period) -> NDArray[np.float64]:
     values = np.array(
         [MONTH_FACTOR[d.month - 1] * WEEKDAY_FACTOR[d.weekday()] * holiday_factors(d) for d in days]
     )
-    return values / values[: period.days].mean()
+    result: NDArray[np.float64] = values / values[: period.days].mean()
+    return result
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, column, table
-from sqlalchemy.dialects.postgresql.psycopg import dialect as psycopg_dialect
+from sqlalchemy.engine import make_url
 
 from winback.store.activity import orders_update
 
@@ -239,7 +239,7 @@ _ADVANCE_NEW = str(
             column("refunded"),
         ),
         bindparam("now"),
-    ).compile(dialect=psycopg_dialect())
+    ).compile(dialect=make_url("postgresql+psycopg://").get_dialect()())
 )
 
 #: PostgreSQL: one statement moves a unit's staged orders into ``orders`` (``ON CONFLICT DO

@@ -53,7 +53,8 @@ def text(value: Any, *, max_length: int = 255) -> str | None:
         raise FieldError("contains bytes that are not valid in the file's encoding")
     if len(value) > max_length:
         raise FieldError(f"longer than {max_length} characters")
-    return value
+    result: str | None = value
+    return result
 
 
 def _has_surrogates(value: str) -> bool:

@@ -22,7 +22,8 @@ an exact complement.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import operator
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal
@@ -412,19 +413,21 @@ def _json_typed(doc: ColumnElement[Any], key: ColumnElement[Any], value: Any) ->
     return json_text(doc, key)
 
 
+_COMPARISONS: dict[str, Callable[[Any, Any], Any]] = {
+    "eq": operator.eq,
+    "ne": operator.ne,
+    "lt": operator.lt,
+    "le": operator.le,
+    "gt": operator.gt,
+    "ge": operator.ge,
+}
+
+
 def _compare(expr: Any, op: str, value: Any) -> ColumnElement[bool]:
-    if op == "eq":
-        return expr == value
-    if op == "ne":
-        return expr != value
-    if op == "lt":
-        return expr < value
-    if op == "le":
-        return expr <= value
-    if op == "gt":
-        return expr > value
-    if op == "ge":
-        return expr >= value
+    compare = _COMPARISONS.get(op)
+    if compare is not None:
+        result: ColumnElement[bool] = compare(expr, value)
+        return result
     raise ValueError(f"unknown comparison {op!r}")
 
 

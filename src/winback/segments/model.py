@@ -421,7 +421,7 @@ Condition = Annotated[
 for _m in (AllCondition, AnyCondition, NotCondition):
     _m.model_rebuild()
 
-_ADAPTER: TypeAdapter[Any] = TypeAdapter(Condition)
+_ADAPTER: TypeAdapter[Condition] = TypeAdapter(Condition)
 _TAGS = {f"{k}-condition" for k in _KINDS.values()}
 
 

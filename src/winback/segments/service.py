@@ -163,7 +163,7 @@ class Segments:
         changes: builtins.list[SegmentChange] = []
         inline: dict[str, Condition] = {}
         cache_mb = self.settings.segments_cache_mb
-        stopping = (lambda: False) if stop is None else stop.is_set
+        stopping: Callable[[], bool] = (lambda: False) if stop is None else stop.is_set
         with _refresh_connection(self.engine, cache_mb=cache_mb) as conn:
             taken, waited = _lock(conn, stopping)
             if not taken:

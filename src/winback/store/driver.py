@@ -21,7 +21,8 @@ def driver_rows(conn: Connection, sql: str, params: Sequence[Any]) -> list[tuple
     cursor = raw.cursor()
     try:
         cursor.execute(sql, params)
-        return cursor.fetchall()
+        result: list[tuple[Any, ...]] = cursor.fetchall()
+        return result
     except sqlite3.DatabaseError:
         return list(conn.exec_driver_sql(sql, tuple(params)).tuples())
     finally:

@@ -28,6 +28,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.types import TypeEngine
 
+from winback.channels import CONSENT_CHANNELS
 from winback.store.types import JSONDoc, UTCDateTime
 
 NAMING = {
@@ -41,7 +42,8 @@ metadata = MetaData(naming_convention=NAMING)
 # BIGINT primary keys that still autoincrement on SQLite (where only INTEGER does).
 BigId = BigInteger().with_variant(Integer(), "sqlite")
 
-CHANNELS = ("email", "sms", "push")
+#: The channels with a consent column on contacts.
+CHANNELS = CONSENT_CHANNELS
 
 #: Contact columns written by the analysis (``winback analyze`` / ``models predict``), with
 #: their types; ``analyzed_at`` records when. Erasure nulls them; segments on them are
@@ -77,9 +79,7 @@ contacts = Table(
     Column("created_at", UTCDateTime),
     Column("attributes", JSONDoc, nullable=False, default=dict),
     # Current consent per channel (NULL: never stated). History in consent_log.
-    Column("email_consent", Boolean),
-    Column("sms_consent", Boolean),
-    Column("push_consent", Boolean),
+    *(Column(f"{channel}_consent", Boolean) for channel in CONSENT_CHANNELS),
     # Standard attributes, maintained incrementally as events arrive.
     Column("last_email_opened", UTCDateTime),
     Column("last_email_link_clicked", UTCDateTime),
@@ -369,7 +369,7 @@ rfm_snapshots = Table(
     Index("ix_rfm_snapshots_contact", "contact_id", "snapshot_date"),
 )
 
-# -- delivery (issue #5) ------------------------------------------------------------------------
+# -- delivery -----------------------------------------------------------------------------------
 
 #: Addresses that must not receive messages on a channel: unsubscribes, hard bounces,
 #: complaints, manual entries. Checked at send time, next to consent.

@@ -19,6 +19,7 @@ from winback.ports import (
     OutboundMessage,
     Outcome,
     SendResult,
+    StopSignal,
     result_of,
 )
 
@@ -31,6 +32,7 @@ __all__ = [
     "OutboundMessage",
     "Outcome",
     "SendResult",
+    "StopSignal",
     "result_of",
     "gated",
     "send_each",
@@ -49,7 +51,7 @@ def send_each(
     messages: Sequence[OutboundMessage | None],
     send_one: Callable[[OutboundMessage, Durable | None], SendResult],
     on_result: OnResult | None = None,
-    stop: threading.Event | None = None,
+    stop: StopSignal | None = None,
 ) -> list[SendResult | None]:
     """Send a batch ``width`` at a time: each of ``width`` threads of ``pool`` (one per
     connection) takes the next message until none is left, with no future or queue hand-off

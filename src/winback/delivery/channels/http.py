@@ -34,7 +34,6 @@ import base64
 import json
 import os
 import re
-import threading
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -48,6 +47,7 @@ from winback.delivery.channels import (
     OnResult,
     OutboundMessage,
     SendResult,
+    StopSignal,
     gated,
     send_each,
 )
@@ -300,7 +300,7 @@ class HttpChannel:
         self,
         messages: Sequence[OutboundMessage | None],
         on_result: OnResult | None = None,
-        stop: threading.Event | None = None,
+        stop: StopSignal | None = None,
     ) -> list[SendResult | None]:
         """Send a batch ``connections`` requests at a time, reporting each outcome to
         ``on_result`` before that thread makes another request (see

@@ -47,5 +47,5 @@ def backoff(attempt: int, base: float, cap: float = 3600.0, *, jitter: float = 0
     random factor in ``[1 - jitter, 1]`` so that retries of many messages spread out."""
     import random
 
-    delay = min(cap, base * (2 ** max(0, attempt - 1)))
+    delay: float = min(cap, base * (2 ** max(0, attempt - 1)))
     return delay * (1 - jitter * random.random())

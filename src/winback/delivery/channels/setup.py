@@ -6,12 +6,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
+from winback.channels import CHANNEL_KINDS
 from winback.config import Settings
 from winback.delivery.channels import Channel
 from winback.errors import InvalidSetting
 
 #: The channels the file channel stands in for (webhooks: one per configured provider).
-FILE_CHANNELS = ("email", "sms", "push")
+FILE_CHANNELS = tuple(kind.name for kind in CHANNEL_KINDS if not kind.per_provider)
 
 
 def providers_configured(settings: Settings) -> bool:

@@ -26,6 +26,7 @@ from winback.delivery.channels import (
     OnResult,
     OutboundMessage,
     SendResult,
+    StopSignal,
     send_each,
 )
 from winback.delivery.channels.ratelimit import TokenBucket, backoff
@@ -304,63 +305,54 @@ class SmtpChannel:
         for attempt in range(1, self.inline_attempts + 1):
             if attempt > 1:
                 time.sleep(backoff(attempt - 1, self.retry_base, cap=5.0))
-            self.bucket.acquire()
-            pooled: _Pooled | None = None
-            keep = True
-            try:
-                pooled = self._checkout()
-                conn = pooled.smtp
-                options: list[str] = []
-                if not (msg.sender or "").isascii() or not (msg.to or "").isascii():
-                    # An internationalised address (RFC 6531) needs the server's SMTPUTF8.
-                    if not conn.has_extn("smtputf8"):
-                        return SendResult(
-                            "failed",
-                            f"address {msg.to!r} is internationalised and the SMTP server "
-                            "does not offer SMTPUTF8",
-                        )
-                    options = ["SMTPUTF8"]
-                conn.gate = gate
-                try:
-                    conn.sendmail(msg.sender or "", [msg.to or ""], data, options)
-                finally:
-                    conn.gate = None
-                return SendResult("sent", "250 accepted")
-            except NotRecorded:
-                keep = False
-                raise
-            except smtplib.SMTPRecipientsRefused as exc:
-                code, text = next(iter(exc.recipients.values()))
-                last = _classify(code, text, recipient=True)
-                if code >= 500 and pooled is not None:
-                    keep = self._rset(pooled)
-            except smtplib.SMTPResponseException as exc:
-                last = _classify(exc.smtp_code, exc.smtp_error, recipient=False)
-                if exc.smtp_code == 421:
-                    keep = False
-                elif exc.smtp_code >= 500 and pooled is not None:
-                    keep = self._rset(pooled)
-            except (TimeoutError, smtplib.SMTPServerDisconnected, OSError) as exc:
-                keep = False
-                last = SendResult("retry", f"connection: {exc}")
-            except smtplib.SMTPException as exc:
-                keep = False
-                last = SendResult("retry", f"smtp: {exc}")
-            finally:
-                if pooled is not None:
-                    if keep:
-                        self._checkin(pooled)
-                    else:
-                        self._discard(pooled)
+            last = self._attempt(msg, data, gate)
             if last.outcome != "retry":
                 return last
         return last
+
+    def _attempt(self, msg: OutboundMessage, data: bytes, gate: Durable | None) -> SendResult:
+        """One try on a pooled connection, kept for the next message unless it may be in a
+        bad state."""
+        self.bucket.acquire()
+        pooled: _Pooled | None = None
+        keep = True
+        try:
+            pooled = self._checkout()
+            return _transmit(pooled.smtp, msg, data, gate)
+        except NotRecorded:
+            keep = False
+            raise
+        except OSError as exc:  # smtplib's errors included
+            result, keep = self._failure(exc, pooled)
+            return result
+        finally:
+            if pooled is not None:
+                if keep:
+                    self._checkin(pooled)
+                else:
+                    self._discard(pooled)
+
+    def _failure(self, exc: OSError, pooled: _Pooled | None) -> tuple[SendResult, bool]:
+        """What an error means for the message, and whether the connection can be kept
+        (after a 5xx it is reset first)."""
+        if isinstance(exc, smtplib.SMTPRecipientsRefused):
+            code, text = next(iter(exc.recipients.values()))
+            keep = self._rset(pooled) if code >= 500 and pooled is not None else True
+            return _classify(code, text, recipient=True), keep
+        if isinstance(exc, smtplib.SMTPResponseException):
+            result = _classify(exc.smtp_code, exc.smtp_error, recipient=False)
+            if exc.smtp_code == 421:
+                return result, False
+            if exc.smtp_code >= 500 and pooled is not None:
+                return result, self._rset(pooled)
+            return result, True
+        return SendResult("retry", f"connection: {exc}"), False
 
     def send_many(
         self,
         messages: Sequence[OutboundMessage | None],
         on_result: OnResult | None = None,
-        stop: threading.Event | None = None,
+        stop: StopSignal | None = None,
     ) -> list[SendResult | None]:
         """Send a batch over the pooled connections, each connection's thread taking the next
         message and reporting each outcome to ``on_result`` before it sends another (see
@@ -397,3 +389,26 @@ def _classify(code: int, text: bytes | str, *, recipient: bool) -> SendResult:
     if code >= 500 and recipient:
         return SendResult("bounced", detail, code=code)
     return SendResult("failed", detail, code=code)
+
+
+def _transmit(
+    conn: _SMTP | _SMTPS, msg: OutboundMessage, data: bytes, gate: Durable | None
+) -> SendResult:
+    """MAIL, RCPT and DATA for one message; ``gate`` is called after DATA, before the
+    content."""
+    options: list[str] = []
+    if not (msg.sender or "").isascii() or not (msg.to or "").isascii():
+        # An internationalised address (RFC 6531) needs the server's SMTPUTF8.
+        if not conn.has_extn("smtputf8"):
+            return SendResult(
+                "failed",
+                f"address {msg.to!r} is internationalised and the SMTP server "
+                "does not offer SMTPUTF8",
+            )
+        options = ["SMTPUTF8"]
+    conn.gate = gate
+    try:
+        conn.sendmail(msg.sender or "", [msg.to or ""], data, options)
+    finally:
+        conn.gate = None
+    return SendResult("sent", "250 accepted")

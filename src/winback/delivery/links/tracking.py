@@ -25,7 +25,14 @@ from winback.store.busy import StoreBusy, retry_transient
 from winback.store.schema import contacts, outbox
 
 if TYPE_CHECKING:
-    from winback.workspace import Workspace
+    from collections.abc import Callable
+    from pathlib import Path
+
+    from sqlalchemy import Engine
+
+    from winback.clock import Clock
+    from winback.config import Settings
+    from winback.store.repository import Store
 
 #: 1x1 transparent GIF.
 PIXEL_GIF = (
@@ -64,15 +71,33 @@ def _short(text: str) -> str:
 
 
 class Tracker:
-    def __init__(self, workspace: Workspace) -> None:
-        self.ws = workspace
-        self.signer = TokenSigner(workspace.settings.secret_key)
+    """Records what following a link in a message means. ``folder`` is the workspace folder
+    whose unsubscribe inbox keeps unsubscribes while the store is busy, and
+    ``apply_pending`` writes what that inbox holds."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        settings: Settings,
+        clock: Clock,
+        store: Store,
+        *,
+        folder: Path,
+        apply_pending: Callable[[], object],
+    ) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.clock = clock
+        self.store = store
+        self.folder = folder
+        self.apply_pending = apply_pending
+        self.signer = TokenSigner(settings.secret_key)
 
     def resolve(self, kind: Kind, token: str) -> MessageRef | None:
         link = self.signer.verify(kind, token)
         if link is None:
             return None
-        with self.ws.engine.connect() as conn:
+        with self.engine.connect() as conn:
             row = conn.execute(
                 select(
                     outbox.c.id,
@@ -125,14 +150,14 @@ class Tracker:
     def is_machine(self, ref: MessageRef, user_agent: str, at: datetime) -> bool:
         if MACHINE_AGENTS.search(user_agent or "Mozilla/5.0"):
             return True
-        window = timedelta(seconds=self.ws.settings.machine_open_seconds)
+        window = timedelta(seconds=self.settings.machine_open_seconds)
         return ref.sent_at is not None and at - ref.sent_at < window
 
     def open(self, token: str, user_agent: str = "") -> bool:
         ref = self.resolve("o", token)
         if ref is None:
             return False
-        at = self.ws.clock.now()
+        at = self.clock.now()
         machine = self.is_machine(ref, user_agent, at)
         event = self._event(
             ref,
@@ -140,7 +165,7 @@ class Tracker:
             f"open:{ref.outbox_id}:{at.isoformat()}:{_short(user_agent)}",
             at,
             user_agent=user_agent[:300],
-            machine=machine and not self.ws.settings.count_machine_opens,
+            machine=machine and not self.settings.count_machine_opens,
         )
         self._record(event)
         return True
@@ -154,7 +179,7 @@ class Tracker:
             or not ref.token.url.startswith(("http://", "https://"))
         ):
             return None
-        at = self.ws.clock.now()
+        at = self.clock.now()
         machine = bool(MACHINE_AGENTS.search(user_agent or ""))
         event = self._event(
             ref,
@@ -173,7 +198,7 @@ class Tracker:
         :class:`~winback.store.busy.StoreBusy` when the store stays busy."""
 
         def write() -> None:
-            with self.ws.engine.begin() as conn:
+            with self.engine.begin() as conn:
                 record_events(conn, list(rows))
 
         retry_transient(write)
@@ -197,20 +222,20 @@ class Tracker:
             flow=ref.flow,
             step=ref.step,
             source=source,
-            at=self.ws.clock.now(),
+            at=self.clock.now(),
         )
 
         def write() -> None:
-            with self.ws.engine.begin() as conn:
-                unsubscribes.write(conn, self.ws.store, u)
+            with self.engine.begin() as conn:
+                unsubscribes.write(conn, self.store, u)
 
         try:
             retry_transient(write)
         except StoreBusy:
-            unsubscribes.keep(self.ws.path, u)
+            unsubscribes.keep(self.folder, u)
             return ref
         try:  # the store is free now: what an earlier busy spell left in the inbox goes in
-            unsubscribes.apply_pending_unsubscribes(self.ws)
+            self.apply_pending()
         except StoreBusy:
             pass
         return ref
@@ -220,7 +245,7 @@ class Tracker:
         ref = self.resolve("f", token)
         if ref is None:
             return None
-        at = self.ws.clock.now()
+        at = self.clock.now()
         self._record(
             self._event(
                 ref,
@@ -237,7 +262,7 @@ class Tracker:
         ref = self.resolve("f", token)
         if ref is None:
             return None
-        at = self.ws.clock.now()
+        at = self.clock.now()
         self._record(
             self._event(
                 ref,

@@ -45,9 +45,11 @@ from jinja2 import (
     nodes,
 )
 from jinja2.environment import TemplateModule
+from jinja2.exceptions import SecurityError
 from jinja2.runtime import Macro, new_context
-from jinja2.sandbox import SandboxedEnvironment, SecurityError
+from jinja2.sandbox import SandboxedEnvironment
 
+from winback.channels import CHANNEL_KINDS
 from winback.delivery.messages.htmltext import html_to_text
 from winback.errors import DefinitionError, NotFound, WinbackError
 from winback.store.schema import contacts
@@ -55,18 +57,8 @@ from winback.store.schema import contacts
 LIBRARY = Path(__file__).parent / "library"
 RECHECK_SECONDS = 1.0
 
-CHANNEL_FIELDS: dict[str, tuple[str, ...]] = {
-    "email": ("subject", "preheader", "html", "text"),
-    "sms": ("body",),
-    "push": ("title", "body", "url"),
-    "webhook": ("body",),
-}
-REQUIRED: dict[str, tuple[str, ...]] = {
-    "email": ("subject", "html"),
-    "sms": ("body",),
-    "push": ("body",),
-    "webhook": (),
-}
+CHANNEL_FIELDS: dict[str, tuple[str, ...]] = {k.name: k.fields for k in CHANNEL_KINDS}
+REQUIRED: dict[str, tuple[str, ...]] = {k.name: k.required for k in CHANNEL_KINDS}
 META_KEYS = ("channel", "description")
 FIELD_ORDER = ("subject", "preheader", "title", "html", "text", "body", "url")
 
@@ -483,6 +475,25 @@ def _field_order(fields: tuple[str, ...]) -> tuple[str, ...]:
 
 def parse_template_file(name: str, path: Path) -> MessageTemplate:
     """Parse a template YAML file, keeping each field's first line for error messages."""
+    data, lines = _load_yaml(path)
+    channel = str(data.get("channel", "email"))
+    if channel not in CHANNEL_FIELDS:
+        raise DefinitionError(
+            f"channel {channel!r} is not one of {', '.join(CHANNEL_FIELDS)}",
+            path=str(path),
+            location=str(lines.get("channel", 1) - 0),
+        )
+    fields = _fields(data, channel, path, lines)
+    for key in REQUIRED[channel]:
+        if not fields.get(key):
+            raise DefinitionError(
+                f"a {channel} template needs {key!r}", path=str(path), location="1"
+            )
+    return MessageTemplate(name, path, channel, fields, lines)
+
+
+def _load_yaml(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
+    """The file's mapping, and the first line of each key's value."""
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -504,13 +515,13 @@ def parse_template_file(name: str, path: Path) -> MessageTemplate:
         if isinstance(value_node, yaml.ScalarNode) and value_node.style in ("|", ">"):
             first += 1
         lines[str(key_node.value)] = first
-    channel = str(data.get("channel", "email"))
-    if channel not in CHANNEL_FIELDS:
-        raise DefinitionError(
-            f"channel {channel!r} is not one of {', '.join(CHANNEL_FIELDS)}",
-            path=str(path),
-            location=str(lines.get("channel", 1) - 0),
-        )
+    return data, lines
+
+
+def _fields(
+    data: dict[str, Any], channel: str, path: Path, lines: dict[str, int]
+) -> dict[str, str]:
+    """The template's text fields, each a key a ``channel`` template may set."""
     allowed = CHANNEL_FIELDS[channel]
     fields: dict[str, str] = {}
     for key, value in data.items():
@@ -529,12 +540,7 @@ def parse_template_file(name: str, path: Path) -> MessageTemplate:
                 location=str(lines.get(key, 1)),
             )
         fields[key] = value
-    for key in REQUIRED[channel]:
-        if not fields.get(key):
-            raise DefinitionError(
-                f"a {channel} template needs {key!r}", path=str(path), location="1"
-            )
-    return MessageTemplate(name, path, channel, fields, lines)
+    return fields
 
 
 def validate_template(name: str, folder: Path | None = None) -> list[Problem]:

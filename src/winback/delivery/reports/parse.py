@@ -1,47 +1,32 @@
-"""Asynchronous reports from mailbox providers: feedback-loop complaints (ARF, RFC 5965,
-``multipart/report; report-type=feedback-report``) and delivery status notifications (DSN,
-RFC 3464, ``report-type=delivery-status``), read from ``.eml`` files, mbox files and folders
-(streamed, one message at a time) or received by the HTTP service, plus a small JSON form.
-
-Each report is matched to our message: the original's Message-ID (``outbox.message_id``),
-else one of our signed unsubscribe tokens found in the original's headers or body, else the
-recipient address (``contacts.email``). Then:
-
-* complaint: an ``email_complained`` event, the address suppressed (``complained``) and the
-  contact's email consent revoked (consent log source ``complaint``);
-* hard bounce (status 5.x.x on a failed delivery): an ``email_bounced`` event and the address
-  suppressed (``bounced``);
-* soft bounce (status 4.x.x on a failed delivery): an ``email_bounced`` event; the address is
-  suppressed once ``soft_bounce_limit`` soft bounces fall within ``soft_bounce_window_days``;
-* anything else (delivered / relayed / delayed notices, ``not-spam`` reports) is ignored.
+"""Reading asynchronous reports from mailbox providers: feedback-loop complaints (ARF,
+RFC 5965, ``multipart/report; report-type=feedback-report``) and delivery status
+notifications (DSN, RFC 3464, ``report-type=delivery-status``), from ``.eml`` files, mbox
+files and folders (streamed, one message at a time) or the HTTP service, plus a small JSON
+form. What a report changes is :mod:`winback.delivery.reports.record`'s.
 
 Every report has a stable key (the report's own Message-ID, else a digest of its bytes, with
-the recipient and the original Message-ID); its event is stored under that key, so
-re-importing the same report changes nothing. Reports that cannot be parsed or matched go to
-the ``report_rejects`` table with the reason.
+the recipient and the original Message-ID), so re-importing the same report changes nothing.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
 from email import message_from_bytes
 from email.message import Message
 from email.parser import HeaderParser
 from email.policy import compat32
 from email.utils import getaddresses, parsedate_to_datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
-from sqlalchemy import Connection, and_, func, select
 
 from winback.clock import as_utc
 from winback.errors import UnreadableFile, WinbackError
-from winback.store.schema import contacts, events, outbox, report_rejects
 
 Kind = Literal["complaint", "bounce", "notice"]
 _TOKEN = re.compile(rb"/u/([A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,})")
@@ -104,31 +89,6 @@ class FeedbackIn(BaseModel):
     )
 
 
-class ReportResult(BaseModel):
-    """What an import or a request did."""
-
-    reports: int = Field(0, description="Reports read (a DSN counts once per recipient).")
-    complaints: int = Field(0, description="New complaints recorded.")
-    hard_bounces: int = Field(0, description="New hard bounces recorded.")
-    soft_bounces: int = Field(0, description="New soft bounces recorded.")
-    ignored: int = Field(0, description="Notices that are not complaints or failures.")
-    duplicates: int = Field(0, description="Reports recorded before (nothing changed).")
-    unmatched: int = Field(
-        0, description="Reports for no known contact: address suppressed, no event."
-    )
-    suppressed: int = Field(0, description="Addresses newly put on the suppression list.")
-    consent_revoked: int = Field(0, description="Contacts whose email consent was revoked.")
-    rejected: int = Field(0, description="Reports put on the reject list.")
-    errors: list[str] = Field(default_factory=list, description="Why reports were rejected.")
-
-    def add(self, other: ReportResult) -> None:
-        for name, value in other:
-            if name == "errors":
-                self.errors.extend(other.errors)
-            else:
-                setattr(self, name, getattr(self, name) + value)
-
-
 # -- parsing -------------------------------------------------------------------------------------
 
 
@@ -147,7 +107,7 @@ def parse_report(raw: bytes, *, source: str) -> list[Report]:
             f"Content-Type {msg.get_content_type()!r} has no message/feedback-report or "
             "message/delivery-status part"
         )
-    report_id = _first_msgid(msg.get("Message-ID")) or _digest(_normalise(raw))
+    report_id = _first_msgid(msg.get("Message-ID")) or digest(normalised(raw))
     original = _original(msg)
     orig_id = _first_msgid(original.get("Message-ID")) if original is not None else None
     # Our unsubscribe tokens, wherever they appear (cheap scan of the raw bytes; the decoded
@@ -191,7 +151,7 @@ def _arf(
     agent = (head.get("User-Agent") or "").strip() or None
     return Report(
         kind=kind,
-        key=_digest(f"arf|{report_id}|{recipient}|{orig_id}".encode()),
+        key=digest(f"arf|{report_id}|{recipient}|{orig_id}".encode()),
         source=source,
         format="arf",
         recipient=recipient,
@@ -239,7 +199,7 @@ def _dsn(
         out.append(
             Report(
                 kind=kind,
-                key=_digest(f"dsn|{report_id}|{recipient}|{orig_id}".encode()),
+                key=digest(f"dsn|{report_id}|{recipient}|{orig_id}".encode()),
                 source=source,
                 format="dsn",
                 recipient=recipient,
@@ -323,11 +283,11 @@ def _date(value: str | None) -> datetime | None:
     return when if 1900 <= when.year <= 9000 else None
 
 
-def _digest(raw: bytes) -> str:
+def digest(raw: bytes) -> str:
     return hashlib.sha256(raw).hexdigest()
 
 
-def _normalise(raw: bytes) -> bytes:
+def normalised(raw: bytes) -> bytes:
     return raw.replace(b"\r\n", b"\n").strip()
 
 
@@ -359,7 +319,7 @@ def from_json(item: FeedbackIn) -> Report:
     )
     return Report(
         kind=item.type,
-        key=_digest(f"json|{item.type}|{ident}".encode()),
+        key=digest(f"json|{item.type}|{ident}".encode()),
         source="api",
         format="json",
         recipient=(item.email or "").strip().lower() or None,
@@ -438,248 +398,3 @@ def read_messages(path: Path, kind: str) -> Iterator[tuple[str, bytes]]:
     if lines:
         n += 1
         yield f"{path}#{n}", b"".join(lines)
-
-
-# -- recording -----------------------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class Policy:
-    soft_limit: int
-    soft_window: timedelta
-    verify_token: Callable[[str], tuple[int, int] | None]
-
-
-def record(
-    conn: Connection, items: Iterable[Report], *, now: datetime, policy: Policy
-) -> ReportResult:
-    """Apply reports in the caller's transaction."""
-    from winback.delivery.records import record_events, suppress
-    from winback.store.repository import Store
-
-    store = Store(conn.engine)
-    result = ReportResult()
-    for report in items:
-        result.reports += 1
-        if report.kind == "notice":
-            result.ignored += 1
-            continue
-        if report.problem:
-            reject(conn, report, report.problem, now=now, result=result)
-            continue
-        targets = _match(conn, report, policy)
-        at = report.occurred_at or now
-        address = report.recipient
-        if not targets:
-            if address is None:
-                reject(
-                    conn,
-                    report,
-                    "no recipient address, and the original message is not one of ours "
-                    "(no known Message-ID or winback token)",
-                    now=now,
-                    result=result,
-                )
-                continue
-            result.unmatched += 1
-            if report.kind == "complaint" or report.severity == "hard":
-                result.suppressed += suppress(
-                    conn,
-                    channel="email",
-                    address=address,
-                    contact_id=None,
-                    reason="complained" if report.kind == "complaint" else "bounced",
-                    at=at,
-                    detail=_detail(report),
-                )
-            continue
-        new_any = False
-        for contact_id, email, erased in targets:
-            kind_key = "complaint" if report.kind == "complaint" else report.severity
-            row = {
-                "event_key": f"fbl:{kind_key}:{report.key[:40]}:{contact_id}",
-                "contact_id": contact_id,
-                "type": "email_complained" if report.kind == "complaint" else "email_bounced",
-                "occurred_at": at,
-                "properties": {
-                    k: v
-                    for k, v in {
-                        "source": report.format,
-                        "severity": report.severity,
-                        "status": report.status,
-                        "detail": (report.detail or "")[:500] or None,
-                        "recipient": report.recipient,
-                    }.items()
-                    # nothing that may hold an address for an erased contact
-                    if v is not None and not (erased and k in ("detail", "recipient"))
-                },
-                "message_id": report.original_message_id,
-            }
-            if not record_events(conn, [row]):
-                continue
-            new_any = True
-            # An erased contact keeps no address, not even on the suppression list.
-            target_address = None if erased else email or address
-            if report.kind == "complaint":
-                result.complaints += 1
-                if store.set_consent(
-                    contact_id,
-                    "email",
-                    False,
-                    at=at,
-                    source=f"complaint:{report.format}",
-                    conn=conn,
-                ):
-                    result.consent_revoked += 1
-                reason: str | None = "complained"
-            elif report.severity == "hard":
-                result.hard_bounces += 1
-                reason = "bounced"
-            else:
-                result.soft_bounces += 1
-                reason = (
-                    "bounced"
-                    if _soft_count(conn, contact_id, at, policy) >= policy.soft_limit
-                    else None
-                )
-            if reason and target_address:
-                detail = _detail(report)
-                if report.kind == "bounce" and report.severity == "soft":
-                    detail = (
-                        f"{policy.soft_limit} soft bounces within "
-                        f"{policy.soft_window.days} days; last: {detail}"
-                    )
-                result.suppressed += suppress(
-                    conn,
-                    channel="email",
-                    address=target_address,
-                    contact_id=contact_id,
-                    reason=reason,
-                    at=at,
-                    detail=detail,
-                )
-        if not new_any:
-            result.duplicates += 1
-    return result
-
-
-def _detail(report: Report) -> str:
-    parts = [f"{report.format} report", report.status or "", report.detail or ""]
-    return "; ".join(p for p in parts if p)[:1000]
-
-
-def _soft_count(conn: Connection, contact_id: int, at: datetime, policy: Policy) -> int:
-    # Soft bounces of one contact are counted one transaction at a time (PostgreSQL: the
-    # contact's row is locked first, and the count, a new statement, then sees the bounces
-    # committed meanwhile), so two at once cannot both stay under the limit.
-    conn.execute(select(contacts.c.id).where(contacts.c.id == contact_id).with_for_update()).all()
-    return int(
-        conn.execute(
-            select(func.count()).where(
-                and_(
-                    events.c.contact_id == contact_id,
-                    events.c.type == "email_bounced",
-                    events.c.event_key.like("fbl:soft:%"),
-                    events.c.occurred_at > at - policy.soft_window,
-                    events.c.occurred_at <= at,
-                )
-            )
-        ).scalar_one()
-    )
-
-
-def _match(conn: Connection, report: Report, policy: Policy) -> list[tuple[int, str | None, bool]]:
-    """(contact id, email, erased) of the contacts the report is about."""
-    if report.original_message_id:
-        found = conn.execute(
-            select(contacts.c.id, contacts.c.email, contacts.c.erased_at.is_not(None))
-            .join(outbox, outbox.c.contact_id == contacts.c.id)
-            .where(outbox.c.message_id == report.original_message_id)
-        ).all()
-        if found:
-            return [(int(i), e, bool(x)) for i, e, x in found]
-    for token in report.tokens:
-        verified = policy.verify_token(token)
-        if verified is None:
-            continue
-        found = conn.execute(
-            select(contacts.c.id, contacts.c.email, contacts.c.erased_at.is_not(None)).where(
-                contacts.c.id == verified[1]
-            )
-        ).all()
-        if found:
-            return [(int(i), e, bool(x)) for i, e, x in found]
-    if report.recipient:
-        found = conn.execute(
-            select(contacts.c.id, contacts.c.email, contacts.c.erased_at.is_not(None))
-            .where(func.lower(contacts.c.email) == report.recipient)
-            .order_by(contacts.c.id)
-        ).all()
-        return [(int(i), e, bool(x)) for i, e, x in found]
-    return []
-
-
-def reject(
-    conn: Connection,
-    report: Report | None,
-    reason: str,
-    *,
-    now: datetime,
-    result: ReportResult,
-    raw: bytes | None = None,
-    source: str | None = None,
-) -> None:
-    """Keep a report that cannot be used, with why (once per distinct report)."""
-    from winback.delivery.records import insert_ignore
-
-    data = raw if raw is not None else (report.raw if report is not None else None)
-    if data is None and report is not None:
-        data = repr(asdict(report)).encode()
-    data = data or b""
-    where = source or (report.source if report is not None else "?")
-    insert_ignore(
-        conn,
-        report_rejects,
-        [
-            {
-                "digest": _digest(_normalise(data) + b"|" + reason.encode()),
-                "source": where,
-                "reason": reason,
-                "raw": data,
-                "received_at": now,
-            }
-        ],
-        "digest",
-    )
-    result.rejected += 1
-    result.errors.append(f"{where}: {reason}")
-
-
-def process_raw(
-    conn: Connection, raw: bytes, *, source: str, now: datetime, policy: Policy
-) -> ReportResult:
-    """Parse and apply one report email (rejects kept) in the caller's transaction."""
-    try:
-        parsed = parse_report(raw, source=source)
-    except ReportRejected as exc:
-        result = ReportResult(reports=1)
-        reject(conn, None, str(exc), now=now, result=result, raw=raw, source=source)
-        return result
-    for r in parsed:
-        r.raw = raw
-    return record(conn, parsed, now=now, policy=policy)
-
-
-def rejects(conn: Connection) -> list[dict[str, Any]]:
-    return [
-        dict(r)
-        for r in conn.execute(
-            select(
-                report_rejects.c.id,
-                report_rejects.c.source,
-                report_rejects.c.reason,
-                report_rejects.c.received_at,
-                func.length(report_rejects.c.raw).label("size"),
-            ).order_by(report_rejects.c.id)
-        ).mappings()
-    ]

@@ -36,7 +36,7 @@ class DeliveryProcessFailed(WinbackError):
 
 def due_count(worker: DeliveryWorker, limit: int) -> int:
     """How many rows the worker could claim now, counting at most ``limit``."""
-    channels = worker._claimable()
+    channels = worker.claimable()
     if not channels:
         return 0
     due = (
@@ -44,23 +44,22 @@ def due_count(worker: DeliveryWorker, limit: int) -> int:
         .where(
             and_(
                 outbox.c.status == "pending",
-                outbox.c.not_before <= worker.ws.clock.now(),
+                outbox.c.not_before <= worker.clock.now(),
                 outbox.c.channel.in_(channels),
             )
         )
         .limit(limit)
         .subquery()
     )
-    with worker.ws.engine.connect() as conn:
+    with worker.engine.connect() as conn:
         return int(conn.execute(select(func.count()).select_from(due)).scalar_one())
 
 
 def _drain_child(path: str, settings: Settings, clock: Clock, out: Any) -> None:
-    from winback.delivery.worker import DeliveryWorker
     from winback.workspace import Workspace
 
     ws = Workspace(Path(path), settings, clock=clock)
-    worker = DeliveryWorker(ws)
+    worker = ws.delivery.worker()
     try:
         report = worker.drain()
     finally:
@@ -70,17 +69,22 @@ def _drain_child(path: str, settings: Settings, clock: Clock, out: Any) -> None:
 
 
 def drain_parallel(
-    worker: DeliveryWorker, processes: int, *, stop: threading.Event | None = None
+    worker: DeliveryWorker,
+    workspace: Path,
+    processes: int,
+    *,
+    stop: threading.Event | None = None,
 ) -> BatchReport:
     """Drain the outbox with ``worker`` in this process and ``processes - 1`` spawned ones
-    (only when more than one batch is due: a process costs about half a second to start).
+    that open the workspace folder ``workspace`` with the worker's settings and clock (only
+    when more than one batch is due: a process costs about half a second to start).
     ``stop`` ends this process's worker early (the spawned processes drain on)."""
     from winback.delivery.worker import BatchReport
 
-    ws = worker.ws
+    settings = worker.settings
     extra = processes - 1
     if extra > 0:
-        batch = ws.settings.delivery_batch_size
+        batch = settings.delivery_batch_size
         extra = min(extra, due_count(worker, batch * processes) // batch - 1)
     if extra <= 0:
         return worker.drain(stop=stop)
@@ -89,7 +93,7 @@ def drain_parallel(
     children = [
         ctx.Process(
             target=_drain_child,
-            args=(str(ws.path), ws.settings, ws.clock, out),
+            args=(str(workspace), settings, worker.clock, out),
             name=f"winback-delivery-{i + 1}",
         )
         for i in range(extra)
@@ -111,6 +115,6 @@ def drain_parallel(
         raise DeliveryProcessFailed(
             f"delivery worker process failed ({codes}); the messages it had claimed and not "
             f"sent are pending again, or, if it died, reconciled after delivery_lease_seconds "
-            f"({ws.settings.delivery_lease_seconds} s)"
+            f"({settings.delivery_lease_seconds} s)"
         )
     return total

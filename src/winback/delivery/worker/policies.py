@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import Connection, and_, select
 
+from winback.channels import normalise_address
 from winback.errors import InvalidSetting
 from winback.store.schema import outbox, suppressions
 
@@ -175,7 +176,3 @@ def hashed_address(channel: str, address: str) -> str:
         return address
     digest = hashlib.sha256(normalise_address(channel, address).encode("utf-8")).hexdigest()
     return HASHED_PREFIX + digest
-
-
-def normalise_address(channel: str, address: str) -> str:
-    return address.strip().lower() if channel == "email" else address.strip()

@@ -43,7 +43,7 @@ from winback.store.schema import events, outbox
 if TYPE_CHECKING:
     from winback.clock import Clock
     from winback.config import Settings
-    from winback.delivery.worker import Decision
+    from winback.delivery.worker.decide import Decision
 
 #: Outcomes written per transaction at the end of a batch.
 FINISH_SLICE = 200

@@ -8,7 +8,8 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from winback.delivery.reports.parse import FeedbackIn, ReportResult
+from winback.delivery.reports.parse import FeedbackIn
+from winback.delivery.reports.record import ReportResult
 from winback.web.deps import UNAUTHORIZED, ApiKeyDep, ErrorPublic, WorkspaceDep
 
 router = APIRouter(prefix="/api/v1", tags=["feedback reports"])
