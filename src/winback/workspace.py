@@ -44,12 +44,12 @@ CONFIG_TEMPLATE = """\
 # Store: empty means the embedded SQLite file winback.db in this folder.
 # database_url = "postgresql+psycopg://winback:secret@127.0.0.1:5432/winback"
 
-# The shop, as emails and pages show it.
-shop_name = "{shop_name}"
-shop_url = "{shop_url}"
+# The shop, as emails and pages show it (`winback doctor` says what sending still needs).
+{shop_name}
+{shop_url}
 
 # From address of emails (an address of the shop's domain).
-mail_from = "{mail_from}"
+{mail_from}
 
 # Time zone for timestamps without an offset, and for contacts with none of their own.
 timezone = "{timezone}"
@@ -226,6 +226,20 @@ def open(
     return Workspace(folder, load_settings(folder, environ), clock=clock)
 
 
+#: Settings that ``winback init`` writes only when given: their defaults are placeholders,
+#: left as a commented line to fill in.
+PLACEHOLDERS = {
+    "shop_name": "Our shop",
+    "shop_url": "https://example.com",
+    "mail_from": "winback@localhost",
+}
+
+
+def _line(name: str, value: str) -> str:
+    line = f'{name} = "{_toml_text(value)}"'
+    return f"# {line}" if value == PLACEHOLDERS[name] else line
+
+
 def _toml_text(value: str) -> str:
     """``value`` escaped for a TOML basic string (between double quotes)."""
     return json.dumps(value, ensure_ascii=False)[1:-1]
@@ -282,7 +296,9 @@ def init(
     config = folder / CONFIG_FILE
     config.write_text(
         CONFIG_TEMPLATE.format(
-            **{k: _toml_text(v) for k, v in given.items()}, secret_key=secrets.token_urlsafe(32)
+            **{k: _toml_text(v) for k, v in given.items()}
+            | {k: _line(k, given[k]) for k in PLACEHOLDERS},
+            secret_key=secrets.token_urlsafe(32),
         ),
         encoding="utf-8",
     )
