@@ -57,9 +57,9 @@ def _try_write_lock(ws: Workspace) -> bool:
         raw.close()
 
 
-def _with_busy_timeout(ws: Workspace, seconds: float) -> None:
-    ws = configure(ws, store_busy_timeout=seconds)
-    ws.close()  # the next use makes an engine with the new bound
+def _with_busy_timeout(ws: Workspace, seconds: float) -> Workspace:
+    """The same store with this bound: a workspace of its own, whose engine applies it."""
+    return configure(ws, store_busy_timeout=seconds)
 
 
 @contextmanager
@@ -185,7 +185,7 @@ def test_the_wait_at_the_gate_counts_against_the_bounded_wait(
     """A writer that queued 0.5 s behind another of its process waits for other processes
     only what is left of ``store_busy_timeout``, not the whole of it again."""
     ws = sqlite_workspace
-    _with_busy_timeout(ws, 2)
+    ws = _with_busy_timeout(ws, 2)
     holding = threading.Event()
 
     def other() -> None:
@@ -208,7 +208,7 @@ def test_a_connection_dropped_inside_a_write_does_not_keep_the_gate(
     sqlite_workspace: Workspace,
 ) -> None:
     ws = sqlite_workspace
-    _with_busy_timeout(ws, 3)
+    ws = _with_busy_timeout(ws, 3)
     add_contact(ws, "c1")
 
     def abandon() -> None:
@@ -228,7 +228,7 @@ def test_a_connection_dropped_inside_a_write_does_not_keep_the_gate(
 
 def test_a_lock_held_past_the_bounded_wait_raises_store_busy(workspace: Workspace) -> None:
     ws = workspace
-    _with_busy_timeout(ws, 0.2)
+    ws = _with_busy_timeout(ws, 0.2)
     add_contact(ws, "c1")
     with _store_locked(ws):
         started = time.monotonic()
@@ -332,7 +332,7 @@ def test_busy_store_answers_503_and_a_one_click_unsubscribe_is_kept(
     workspace: Workspace,
 ) -> None:
     ws = workspace
-    _with_busy_timeout(ws, 0.2)
+    ws = _with_busy_timeout(ws, 0.2)
     cid = add_contact(ws, "c1", email="ada@example.com")
     oid = add_message(ws, cid, key="first")
     token = TokenSigner(ws.settings.secret_key).sign("u", oid, cid)
@@ -412,7 +412,7 @@ def test_an_unsubscribe_waiting_for_the_store_does_not_hold_up_the_service(
     sqlite_workspace: Workspace,
 ) -> None:
     ws = sqlite_workspace
-    _with_busy_timeout(ws, 2)
+    ws = _with_busy_timeout(ws, 2)
     cid = add_contact(ws, "c1")
     token = TokenSigner(ws.settings.secret_key).sign("u", add_message(ws, cid), cid)
     answers: list[int] = []
@@ -436,7 +436,7 @@ def test_kept_unsubscribes_are_applied_once_and_by_the_next_unsubscribe(
     sqlite_workspace: Workspace,
 ) -> None:
     ws = sqlite_workspace
-    _with_busy_timeout(ws, 0.1)
+    ws = _with_busy_timeout(ws, 0.1)
     signer = TokenSigner(ws.settings.secret_key)
     first, second = add_contact(ws, "c1"), add_contact(ws, "c2")
     m1, m2 = add_message(ws, first, key="a"), add_message(ws, second, key="b")
@@ -465,7 +465,7 @@ def test_an_unsubscribe_is_kept_even_when_the_store_cannot_be_read(workspace: Wo
     up. The signed token says enough to keep the unsubscribe; the address is found when it is
     applied."""
     ws = workspace
-    _with_busy_timeout(ws, 0.2)
+    ws = _with_busy_timeout(ws, 0.2)
     cid = add_contact(ws, "c1", email="ada@example.com")
     token = TokenSigner(ws.settings.secret_key).sign("u", add_message(ws, cid), cid)
     with ws.engine.connect() as conn:
@@ -634,13 +634,14 @@ def test_concurrent_unsubscribes_change_consent_once(workspace: Workspace) -> No
 def test_two_soft_bounces_at_once_reach_the_limit(workspace: Workspace) -> None:
     """With a limit of two, two soft bounces recorded at once (the second while the first
     has not committed) suppress the address: neither may count only itself."""
+    from winback.delivery.reports import policy_of
     from winback.delivery.reports.parse import FeedbackIn, from_json
     from winback.delivery.reports.record import record
 
     ws = workspace
     ws = configure(ws, soft_bounce_limit=2)
     add_contact(ws, "c1", email="ada@example.com")
-    policy = ws.delivery._report_policy()
+    policy = policy_of(ws.settings)
 
     def bounce(conn: Connection, name: str) -> Any:
         item = FeedbackIn(type="bounce", email="ada@example.com", status="4.2.2", id=name)

@@ -97,13 +97,19 @@ class Workspace:
         return f"Workspace({str(self.path)!r})"
 
     def replace(self, *, settings: Settings | None = None, clock: Clock | None = None) -> Workspace:
-        """The same folder and store (one engine) with other settings or another clock; its
-        services are built afresh from them."""
+        """The same folder and store with other settings or another clock; its services are
+        built afresh from them. The engine is shared unless the new settings change how the
+        store is opened (its URL or its busy timeout)."""
+        settings = settings if settings is not None else self.settings
+        same_store = (settings.database_url, settings.store_busy_timeout) == (
+            self.settings.database_url,
+            self.settings.store_busy_timeout,
+        )
         return Workspace(
             self.path,
-            settings if settings is not None else self.settings,
+            settings,
             clock=clock if clock is not None else self.clock,
-            engine=self.engine,
+            engine=self.engine if same_store else None,
         )
 
     @property
