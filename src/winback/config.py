@@ -247,6 +247,16 @@ class Settings(BaseModel):
         description="Pattern of generated coupon codes; `{RANDOMn}` is n random letters and "
         "digits.",
     )
+    shopify_webhook_secret: str | None = Field(
+        None,
+        description="The secret Shopify signs webhooks with (`X-Shopify-Hmac-Sha256`); "
+        "empty: `POST /webhooks/shopify` answers 404.",
+    )
+    woocommerce_webhook_secret: str | None = Field(
+        None,
+        description="The secret of the WooCommerce webhooks (`X-WC-Webhook-Signature`); "
+        "empty: `POST /webhooks/woocommerce` answers 404.",
+    )
     shop_name: str = Field("Our shop", description="Shop name shown in emails and pages.")
     shop_url: str = Field("https://example.com", description="Shop home page linked in emails.")
     providers: dict[str, dict[str, Any]] = Field(

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from winback.flows.service import Flows
     from winback.ingest import Imports
     from winback.segments.service import Segments
+    from winback.shop_webhooks import ShopWebhooks
     from winback.store.repository import Store
     from winback.tags import Tags
 
@@ -169,6 +170,13 @@ class Workspace:
         from winback.tags import Tags
 
         return Tags(self.engine, self.store, self.segments, self.clock)
+
+    @cached_property
+    def shop_webhooks(self) -> ShopWebhooks:
+        """Shopify and WooCommerce webhooks applied to the store (:mod:`winback.shop_webhooks`)."""
+        from winback.shop_webhooks import ShopWebhooks
+
+        return ShopWebhooks(self.engine, self.settings, self.clock)
 
     @cached_property
     def contacts(self) -> Contacts:

@@ -444,3 +444,17 @@ erasures = Table(
     Column("reason", Text),
     Index("ix_erasures_contact", "contact_id"),
 )
+
+#: Shop platforms' webhooks already applied (Shopify, WooCommerce), by their delivery id:
+#: written with the change itself, so a retried delivery changes nothing.
+webhook_receipts = Table(
+    "webhook_receipts",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("platform", String(32), nullable=False),
+    Column("webhook_id", String(255), nullable=False),
+    Column("topic", String(64), nullable=False),
+    Column("outcome", String(32), nullable=False),  # applied | ignored
+    Column("received_at", UTCDateTime, nullable=False),
+    UniqueConstraint("platform", "webhook_id", name="uq_webhook_receipts_delivery"),
+)

@@ -5,7 +5,9 @@ Orders: one row per line item; the first row of an order carries the order's fig
 (``Financial Status``, ``Total``, ``Refunded Amount``, ``Cancelled at``, ``Discount Code``),
 the following rows of the same ``Name`` only repeat it with their ``Lineitem ...`` cells.
 Consecutive rows of one ``Name`` become one order whose ``items`` are its line items. The
-export has no customer id: orders find their contact by ``Email``.
+order's id is Shopify's numeric ``Id`` (what the webhooks name, refunds included; the
+``Name`` such as ``#1001`` when the export has no ``Id``). The export has no customer id:
+orders find their contact by ``Email``.
 """
 
 from __future__ import annotations
@@ -64,6 +66,7 @@ def orders(cols: Columns, records: Iterator[Record]) -> tuple[list[str], Iterato
     i_item = cols.find("Lineitem name")
     i_price = cols.find("Lineitem price")
     i_sku = cols.find("Lineitem sku")
+    i_id = cols.find("Id")
 
     def item(v: list[Any]) -> dict[str, Any] | None:
         name, sku = cell(v, i_item), cell(v, i_sku)
@@ -82,7 +85,7 @@ def orders(cols: Columns, records: Iterator[Record]) -> tuple[list[str], Iterato
 
     def start(v: list[Any]) -> list[Any]:
         return [
-            cell(v, i_name),
+            cell(v, i_id) or cell(v, i_name),
             cell(v, i_email),
             timestamp(cell(v, i_created)),
             cell(v, i_total),
@@ -99,20 +102,20 @@ def orders(cols: Columns, records: Iterator[Record]) -> tuple[list[str], Iterato
         return Record(line, order)
 
     def grouped() -> Iterator[Record]:
-        line, order = 0, None
+        line, order, name = 0, None, None
         for record in records:
             if record.problem is not None:
                 yield record
                 continue
             v = record.values
-            if order is not None and cell(v, i_name) == order[0]:
+            if order is not None and cell(v, i_name) == name:
                 for i, value in enumerate(start(v)):  # a later row may carry what the first lacks
                     if i != 5 and not order[i] and value:
                         order[i] = value
             else:
                 if order is not None:
                     yield done(line, order)
-                line, order = record.line, start(v)
+                line, order, name = record.line, start(v), cell(v, i_name)
             found = item(v)
             if found is not None:
                 order[5].append(found)
