@@ -146,6 +146,8 @@ class EmailMatched:
                 for m in batch
                 if m.email is not None and not (m.by_email and m.email in owner)
             }
+            for customer in _known(conn, list(new)):
+                del new[customer]
             if new:
                 _create(conn, new, ctx)
                 owner.update(_owners(conn, sorted({e for e in new.values() if e in emails})))
@@ -204,6 +206,16 @@ def _owners(conn: Connection, emails: list[str]) -> dict[str, str]:
             .order_by(contacts.c.id.desc())
         )
         found.update({str(e): str(c) for e, c in conn.execute(query)})
+    return found
+
+
+def _known(conn: Connection, customer_ids: list[str]) -> set[str]:
+    """Those of ``customer_ids`` that are contacts already."""
+    found: set[str] = set()
+    for i in range(0, len(customer_ids), 900):
+        chunk = customer_ids[i : i + 900]
+        query = select(contacts.c.customer_id).where(contacts.c.customer_id.in_(chunk))
+        found.update(str(c) for c in conn.execute(query).scalars())
     return found
 
 

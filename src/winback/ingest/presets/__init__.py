@@ -52,9 +52,14 @@ class Columns:
 
 def cell(values: list[Any], i: int | None) -> str:
     """The text of a cell (empty when the column is absent or the row is short)."""
-    if i is None or i >= len(values):
+    if i is None:
         return ""
-    value = values[i]
+    try:
+        value = values[i]
+    except IndexError:
+        return ""
+    if type(value) is str:
+        return value.strip()
     return "" if value is None else str(value).strip()
 
 

@@ -45,6 +45,10 @@ ORDER_COLUMNS = [
 ]
 
 
+#: The positions in an order row of what every order needs (id, email, time, total).
+REQUIRED = (0, 1, 2, 3)
+
+
 def order_status(financial: str, cancelled_at: str) -> str:
     if cancelled_at:
         return "cancelled"
@@ -109,9 +113,10 @@ def orders(cols: Columns, records: Iterator[Record]) -> tuple[list[str], Iterato
                 continue
             v = record.values
             if order is not None and cell(v, i_name) == name:
-                for i, value in enumerate(start(v)):  # a later row may carry what the first lacks
-                    if i != 5 and not order[i] and value:
-                        order[i] = value
+                if not all(order[i] for i in REQUIRED):  # a later row may carry what it lacks
+                    for i, value in enumerate(start(v)):
+                        if i != 5 and not order[i] and value:
+                            order[i] = value
             else:
                 if order is not None:
                     yield done(line, order)
