@@ -157,17 +157,18 @@ def _workspace(port: int) -> Any:
 
     folder = Path(tempfile.mkdtemp()) / "ws"
     ws = winback.init(folder, environ={}, clock=FixedClock(T0))
-    ws.settings = ws.settings.model_copy(
-        update={
-            "smtp_url": f"smtp://127.0.0.1:{port}",
-            "smtp_connections": CONNECTIONS // PROCESSES,
-            "delivery_processes": PROCESSES,
-            "quiet_hours": "",
-            "frequency_caps": {},
-            "delivery_batch_size": BATCH,
-        }
+    return ws.replace(
+        settings=ws.settings.model_copy(
+            update={
+                "smtp_url": f"smtp://127.0.0.1:{port}",
+                "smtp_connections": CONNECTIONS // PROCESSES,
+                "delivery_processes": PROCESSES,
+                "quiet_hours": "",
+                "frequency_caps": {},
+                "delivery_batch_size": BATCH,
+            }
+        )
     )
-    return ws
 
 
 def _dataset(ws: Any, n: int) -> None:

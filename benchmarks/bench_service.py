@@ -160,6 +160,7 @@ def _build(
     one-click unsubscribe paths."""
     import winback
     from winback.delivery.links.tokens import TokenSigner
+    from winback.store import apikeys
     from winback.store.schema import outbox
 
     ws = winback.init(folder, environ=environ)
@@ -169,7 +170,7 @@ def _build(
             _seed(conn, n, unsubscribable, ws.engine.dialect.name == "postgresql", now)
         ws.flows.add("reactivation", now=now - timedelta(days=1))
         ws.flows.pause("reactivation-companion")
-        key = ws.delivery.create_api_key("bench")
+        key = apikeys.create(ws.engine, "bench", at=ws.clock.now())
         signer = TokenSigner(ws.settings.secret_key)
         with ws.engine.connect() as conn:
             rows = conn.execute(select(outbox.c.id, outbox.c.contact_id).order_by(outbox.c.id))

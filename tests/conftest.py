@@ -18,6 +18,9 @@ from tests.pgcluster import PostgresCluster
 from winback.clock import FixedClock
 from winback.workspace import Workspace
 
+#: Lists the tests whose ``slow`` marker does not match their time, at the end of a run.
+pytest_plugins = ["tests.slow_marker"]
+
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 _counter = itertools.count()
 

@@ -168,8 +168,10 @@ def test_orders_by_import_event_api_and_simulator_are_equal(
     import_events(ws, tmp_path / "orders.csv", "f", purchases)
     api_events(ws, "a", purchases)
     record_orders(
-        ws,
+        ws.engine,
         [(T0 - ago, by_sim[who], float(p["amount"])) for who, _k, ago, p in purchases],
+        currency=ws.settings.currency,
+        now=ws.clock.now(),
     )
     assert rows(ws, by_file) == rows(ws, by_api) == rows(ws, by_sim)
     assert rows(ws, by_sim)[0]["last_purchase_at"] == T0 - 3 * D  # not the last one recorded

@@ -113,7 +113,6 @@ def test_analyze_workspace_json(sqlite_workspace: Workspace, tmp_path: Path) -> 
     assert "RFM segments" in text and "Clusters" in text
 
 
-@pytest.mark.slow
 def test_clusters_are_deterministic_and_described() -> None:
     rng = np.random.default_rng(3)
     n = 3000
@@ -130,7 +129,6 @@ def test_clusters_are_deterministic_and_described() -> None:
     assert any("one-time" in name for name in a.names)
 
 
-@pytest.mark.slow
 def test_fixed_clock_reference(sqlite_workspace: Workspace) -> None:
     load_cdnow(sqlite_workspace)
     ws = sqlite_workspace.replace(clock=FixedClock(datetime(1997, 3, 31, tzinfo=UTC)))

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import insert
 from typer.testing import CliRunner
 
@@ -109,6 +110,7 @@ def test_contacts_show(sqlite_workspace: Workspace) -> None:
     assert [t["tag"] for t in tagged["tags"]] == ["customer_not-active_after-reactivation"]
 
 
+@pytest.mark.slow
 def test_errors_name_the_file_and_exit_2(sqlite_workspace: Workspace) -> None:
     ws = sqlite_workspace
     (ws.path / "segments" / "bad.yaml").write_text(

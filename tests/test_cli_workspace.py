@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 
 def winback(
     *args: str, cwd: Path, env: dict[str, str] | None = None
@@ -19,6 +21,7 @@ def winback(
     )
 
 
+@pytest.mark.slow
 def test_init_then_config_and_upgrade(tmp_path: Path) -> None:
     made = winback("init", "shop", "--timezone", "Europe/Rome", cwd=tmp_path)
     assert made.returncode == 0, made.stderr
@@ -36,12 +39,14 @@ def test_missing_workspace_is_a_clear_error(tmp_path: Path) -> None:
     assert "no winback workspace" in result.stderr and "winback init" in result.stderr
 
 
+@pytest.mark.slow
 def test_init_refuses_an_existing_workspace(tmp_path: Path) -> None:
     assert winback("init", "shop", cwd=tmp_path).returncode == 0
     again = winback("init", "shop", cwd=tmp_path)
     assert again.returncode == 2 and "already a winback workspace" in again.stderr
 
 
+@pytest.mark.slow
 def test_config_hides_every_secret_and_shows_the_rest(tmp_path: Path) -> None:
     assert winback("init", "shop", cwd=tmp_path).returncode == 0
     config = tmp_path / "shop" / "winback.toml"

@@ -172,7 +172,6 @@ def test_crash_then_reconcile_resends_with_the_same_message_id(
     assert len(inbox.messages) == before + 1
 
 
-@pytest.mark.slow
 def test_a_message_recorded_as_accepted_is_not_sent_again_after_a_crash(
     workspace: Workspace,
 ) -> None:
@@ -201,7 +200,6 @@ def test_a_message_recorded_as_accepted_is_not_sent_again_after_a_crash(
         assert list(sent) == [row["message_id"]]
 
 
-@pytest.mark.slow
 def test_at_most_once_policy_marks_unknown_outcomes_failed(sqlite_workspace: Workspace) -> None:
     ws = sqlite_workspace
     clock = ws.clock

@@ -17,7 +17,7 @@ from sqlalchemy import func, select, update
 from typer.testing import CliRunner
 
 from tests.delivery_support import add_contact, add_message, configure
-from tests.web_support import running_service
+from tests.web_support import new_api_key, running_service
 from winback.cli import app
 from winback.delivery.links.tokens import TokenSigner
 from winback.delivery.messages.mime import domain_of, message_id_for
@@ -297,7 +297,7 @@ def test_http_raw_and_json_reports(workspace: Workspace) -> None:
     ws = workspace
     msg = sent_message(ws, "c1", "ada@example.com")
     other = sent_message(ws, "c2", "bob@example.com")
-    key = ws.delivery.create_api_key("esp")
+    key = new_api_key(ws, "esp")
     auth = {"Authorization": f"Bearer {key}"}
     with running_service(ws) as base:
         denied = httpx.post(f"{base}/api/v1/feedback-reports/raw", content=b"x")

@@ -12,6 +12,7 @@ from winback.cli import demo
 from winback.store.schema import contacts, outbox
 
 
+@pytest.mark.slow
 def test_demo_steps_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     folder = tmp_path / "demo-workspace"
     demo.main(["--customers", "150", "--months", "4", "--dir", str(folder)])

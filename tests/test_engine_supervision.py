@@ -284,6 +284,7 @@ def test_winback_run_survives_a_failing_pass_and_stops_on_sigterm(
     assert "Traceback" in err and "RuntimeError: injected failure in pass 2" in err
 
 
+@pytest.mark.slow
 def test_winback_serve_runs_passes_and_stops_on_sigterm(sqlite_workspace: Workspace) -> None:
     w = str(sqlite_workspace.path)
     sqlite_workspace.close()
@@ -322,6 +323,7 @@ def test_winback_serve_runs_passes_and_stops_on_sigterm(sqlite_workspace: Worksp
         ({}, "flows/broken.yaml"),
     ],
 )
+@pytest.mark.slow
 def test_configuration_errors_exit_2_at_once(
     sqlite_workspace: Workspace, env: dict[str, str], message: str
 ) -> None:

@@ -18,14 +18,15 @@ import pytest
 from sqlalchemy import event, func, select
 
 from tests.conftest import T0
-from tests.web_support import running_service
+from tests.web_support import new_api_key, running_service
 from winback.clock import FixedClock
-from winback.delivery.apikeys import ApiKeyExists, KeyRing, create
 from winback.delivery.event_intake import EventsRejected
 from winback.delivery.inbound import EventIn
 from winback.delivery.ingest_queue import IngestQueue
+from winback.store.apikeys import ApiKeyExists, create
 from winback.store.busy import StoreBusy
 from winback.store.schema import api_keys, contacts, events
+from winback.web.apikeys import KeyRing
 from winback.workspace import Workspace
 
 WRITES = ("INSERT", "UPDATE", "DELETE", "REPLACE")
@@ -65,23 +66,25 @@ def _event_keys(ws: Workspace) -> list[str]:
 def test_authentication_reads_once_and_never_writes(
     workspace: Workspace, clock: FixedClock
 ) -> None:
-    key = workspace.delivery.create_api_key("shop")
+    key = new_api_key(workspace, "shop")
+    ring = KeyRing(workspace.engine, workspace.clock.now)
     with statements(workspace) as seen:
         for _ in range(50):
-            assert workspace.delivery.verify_api_key(key) == "shop"
-        assert workspace.delivery.verify_api_key(key + "x") is None
+            assert ring.verify(key) == "shop"
+        assert ring.verify(key + "x") is None
     assert not [s for s in seen if s.startswith(WRITES)], seen
     # One read for the good key (then cached), one for the bad one.
     assert len([s for s in seen if s.startswith("SELECT")]) == 2
     assert _last_used(workspace) is None  # kept in memory...
     used_at = clock.now()
     clock.advance(timedelta(minutes=5))
-    workspace.delivery.keyring.flush()  # ...until a flush writes it
+    ring.flush()  # ...until a flush writes it
     assert _last_used(workspace) == used_at
+    ring.close()
 
 
 def test_key_use_over_http_is_flushed_at_shutdown_not_per_request(workspace: Workspace) -> None:
-    key = workspace.delivery.create_api_key("shop")
+    key = new_api_key(workspace, "shop")
     auth = {"Authorization": f"Bearer {key}"}
     with running_service(workspace) as base, statements(workspace) as seen:
         for n in range(5):
@@ -99,18 +102,20 @@ def test_key_use_over_http_is_flushed_at_shutdown_not_per_request(workspace: Wor
 def test_revocation_takes_effect_at_once_here_and_within_the_cache_time_elsewhere(
     workspace: Workspace,
 ) -> None:
-    key = workspace.delivery.create_api_key("shop")
+    key = new_api_key(workspace, "shop")
     seconds = [0.0]
     elsewhere = KeyRing(workspace.engine, workspace.clock.now, monotonic=lambda: seconds[0])
     assert elsewhere.verify(key) == "shop"
-    assert workspace.delivery.verify_api_key(key) == "shop"
-    assert workspace.delivery.revoke_api_key("shop")
-    assert workspace.delivery.verify_api_key(key) is None  # this process: at once
+    here = KeyRing(workspace.engine, workspace.clock.now)
+    assert here.verify(key) == "shop"
+    assert here.revoke("shop")
+    assert here.verify(key) is None  # this ring: at once
     seconds[0] = elsewhere_cache = 4.9
     assert elsewhere.verify(key) == "shop"  # another process: still cached...
     seconds[0] = elsewhere_cache + 0.2
     assert elsewhere.verify(key) is None  # ...for at most CACHE_SECONDS
     elsewhere.close()
+    here.close()
 
 
 def test_a_key_name_created_twice_at_once_is_one_key_and_a_clear_error(
@@ -143,10 +148,11 @@ def test_a_key_name_created_twice_at_once_is_one_key_and_a_clear_error(
         assert conn.scalar(select(func.count()).select_from(api_keys)) == 1
 
 
+@pytest.mark.slow
 def test_concurrent_single_events_are_acknowledged_and_stored_exactly_once(
     workspace: Workspace,
 ) -> None:
-    key = workspace.delivery.create_api_key("shop")
+    key = new_api_key(workspace, "shop")
     auth = {"Authorization": f"Bearer {key}"}
     ids = [f"e{n}" for n in range(150)] + [f"e{n}" for n in range(0, 150, 3)]  # 50 repeats
     with running_service(workspace) as base:
@@ -235,7 +241,7 @@ def test_a_bad_event_fails_alone_and_the_others_are_written(workspace: Workspace
 
 
 def test_a_bad_event_among_concurrent_requests_gets_a_4xx(workspace: Workspace) -> None:
-    key = workspace.delivery.create_api_key("shop")
+    key = new_api_key(workspace, "shop")
     auth = {"Authorization": f"Bearer {key}"}
     bodies: list[dict[str, Any]] = [
         {"customer_id": "c1", "type": "page_view", "event_id": f"ok{n}"} for n in range(40)
@@ -256,7 +262,7 @@ def test_a_bad_event_among_concurrent_requests_gets_a_4xx(workspace: Workspace) 
 
 
 def test_text_no_store_can_keep_is_refused_or_replaced(workspace: Workspace) -> None:
-    key = workspace.delivery.create_api_key("shop")
+    key = new_api_key(workspace, "shop")
     auth = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
     refused = {  # bodies as a client may send them (json.dumps cannot write some of them)
         "nul id": b'{"customer_id": "a\\u0000b", "type": "page_view"}',
@@ -291,7 +297,7 @@ def test_text_no_store_can_keep_is_refused_or_replaced(workspace: Workspace) -> 
 def test_events_dated_in_the_future_and_unreadable_machine_flags_are_refused(
     workspace: Workspace,
 ) -> None:
-    key = workspace.delivery.create_api_key("shop")
+    key = new_api_key(workspace, "shop")
     soon, later = T0 + timedelta(hours=1), T0 + timedelta(days=2)
     bodies = {
         "soon": {"customer_id": "a", "type": "page_view", "occurred_at": soon.isoformat()},
@@ -336,7 +342,7 @@ def test_store_busy_for_longer_than_the_wait_answers_503_with_retry_after(
     and those queued behind it past the bounded wait are refused (not written) with 503.
     (The 503 mapping of StoreBusy belongs to the app's exception handlers.)"""
     ws = sqlite_workspace
-    key = ws.delivery.create_api_key("shop")
+    key = new_api_key(ws, "shop")
     queue = ws.delivery.event_intake.queue
     queue.wait_seconds = 0.2
     auth = {"Authorization": f"Bearer {key}"}

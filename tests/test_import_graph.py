@@ -138,9 +138,6 @@ PENDING: dict[tuple[str, str], str] = {
     ("winback.delivery.worker.parallel", "winback.workspace"): (
         "a spawned delivery process opens a whole Workspace instead of building its worker"
     ),
-    ("winback.delivery.records", "winback.delivery.worker"): (
-        "records takes normalise_address from the worker's policies"
-    ),
 }
 
 

@@ -10,6 +10,8 @@ from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import T0
 from winback.summary import base_summary
 from winback.workspace import Workspace
@@ -28,6 +30,7 @@ def winback(ws: Workspace, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow
 def test_import_orders_json_exit_codes_and_map(workspace: Workspace, tmp_path: Path) -> None:
     good = tmp_path / "orders.csv"
     good.write_text(HEADER + "o1,c1,2024-01-01,5,,,\no2,c2,2024-01-02,x,,,\n", encoding="utf-8")
@@ -59,6 +62,7 @@ def test_import_orders_json_exit_codes_and_map(workspace: Workspace, tmp_path: P
     assert json.loads(mapped.stdout)["imported"] == 1
 
 
+@pytest.mark.slow
 def test_cdnow_sample_then_summary(workspace: Workspace) -> None:
     done = winback(workspace, "import", "cdnow", "--sample")
     assert done.returncode == 0, done.stderr

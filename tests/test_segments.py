@@ -126,6 +126,7 @@ def test_entry_exit_history_and_idempotence(workspace: Workspace) -> None:
     assert current == {"Customers", "Customers - Purchase last 90d", "Not Active Users"}
 
 
+@pytest.mark.slow
 def test_boundary_89_90_91_days(workspace: Workspace) -> None:
     for days in (89, 90, 91):
         cid = add_contact(workspace, f"c{days}")
@@ -212,6 +213,7 @@ def test_validation_errors(
     assert message in str(info.value), str(info.value)
 
 
+@pytest.mark.slow
 def test_csv_export_is_safe_for_spreadsheets(workspace: Workspace, tmp_path: Path) -> None:
     cid = add_contact(
         workspace,

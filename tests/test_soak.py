@@ -27,6 +27,7 @@ from tests.soak_support import (
     wait_until,
     winback_serve,
 )
+from tests.web_support import new_api_key
 from winback.delivery.links.tokens import TokenSigner
 from winback.store.schema import consent_log, contacts, events, outbox, suppressions
 from winback.workspace import Workspace
@@ -88,7 +89,7 @@ def test_soak_one_process_serves_runs_the_flow_and_delivers(
     now = datetime.now(UTC)
     shop = seed_shop(ws, dormant=DORMANT, active=ACTIVE, linked_dormant=UNSUBSCRIBES, now=now)
     ws.flows.add("reactivation", now=now - timedelta(minutes=1))
-    key = ws.delivery.create_api_key("soak")
+    key = new_api_key(ws, "soak")
     signer = TokenSigner(ws.settings.secret_key)
     to_unsubscribe = {cid: shop.earlier[cid] for cid in shop.dormant if cid in shop.earlier}
     customers = [f"a{i}" for i in range(ACTIVE)]

@@ -21,7 +21,7 @@ from sqlalchemy import func, select, text, update
 from sqlalchemy.engine import Connection
 
 from tests.delivery_support import add_contact, add_message, configure, smtp_server
-from tests.web_support import running_service
+from tests.web_support import new_api_key, running_service
 from winback.delivery.coupons import assign
 from winback.delivery.inbound import EventIn
 from winback.delivery.links.tokens import TokenSigner
@@ -226,6 +226,7 @@ def test_a_connection_dropped_inside_a_write_does_not_keep_the_gate(
         assert conn.execute(select(contacts.c.locale)).scalar() == "kept"
 
 
+@pytest.mark.slow
 def test_a_lock_held_past_the_bounded_wait_raises_store_busy(workspace: Workspace) -> None:
     ws = workspace
     ws = _with_busy_timeout(ws, 0.2)
@@ -328,6 +329,7 @@ def test_concurrent_writers_lose_nothing(workspace: Workspace) -> None:
 
 
 # -- HTTP answers ------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_busy_store_answers_503_and_a_one_click_unsubscribe_is_kept(
     workspace: Workspace,
 ) -> None:
@@ -336,7 +338,7 @@ def test_busy_store_answers_503_and_a_one_click_unsubscribe_is_kept(
     cid = add_contact(ws, "c1", email="ada@example.com")
     oid = add_message(ws, cid, key="first")
     token = TokenSigner(ws.settings.secret_key).sign("u", oid, cid)
-    key = ws.delivery.create_api_key("shop")
+    key = new_api_key(ws, "shop")
     with running_service(ws) as base:
         with _store_locked(ws):
             answer = httpx.post(
@@ -408,6 +410,7 @@ def test_a_service_without_the_engine_applies_kept_unsubscribes_on_its_own(
     assert _count(ws, suppressions, suppressions.c.address == "ada@example.com") == 1
 
 
+@pytest.mark.slow
 def test_an_unsubscribe_waiting_for_the_store_does_not_hold_up_the_service(
     sqlite_workspace: Workspace,
 ) -> None:
@@ -432,6 +435,7 @@ def test_an_unsubscribe_waiting_for_the_store_does_not_hold_up_the_service(
     assert answers == [200] and len(pending(ws.path)) == 1
 
 
+@pytest.mark.slow
 def test_kept_unsubscribes_are_applied_once_and_by_the_next_unsubscribe(
     sqlite_workspace: Workspace,
 ) -> None:
@@ -460,6 +464,7 @@ def test_kept_unsubscribes_are_applied_once_and_by_the_next_unsubscribe(
 
 
 @postgres_only
+@pytest.mark.slow
 def test_an_unsubscribe_is_kept_even_when_the_store_cannot_be_read(workspace: Workspace) -> None:
     """A migration holds a table in ACCESS EXCLUSIVE mode: not even the message can be looked
     up. The signed token says enough to keep the unsubscribe; the address is found when it is
@@ -485,7 +490,7 @@ def test_a_bug_answers_500_with_a_request_id_that_is_logged(
     sqlite_workspace: Workspace, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     ws = sqlite_workspace
-    key = ws.delivery.create_api_key("shop")
+    key = new_api_key(ws, "shop")
 
     def broken(items: list[EventIn]) -> None:
         raise RuntimeError("injected bug")

@@ -11,9 +11,10 @@ import pytest
 from sqlalchemy import select
 
 from tests.delivery_support import add_contact, add_message, configure, smtp_server
-from tests.web_support import running_service
+from tests.web_support import new_api_key, running_service
 from winback.clock import FixedClock
 from winback.store.schema import contacts, events, suppressions
+from winback.web.apikeys import KeyRing
 from winback.workspace import Workspace
 
 
@@ -148,7 +149,7 @@ def test_forged_and_tampered_tokens_are_404_without_detail(
 
 def test_event_api_with_keys_and_purchases_redeem_coupons(workspace: Workspace) -> None:
     cid, msg = _deliver_one(workspace)
-    key = workspace.delivery.create_api_key("shop")
+    key = new_api_key(workspace, "shop")
     assert key.startswith("wbk_") and len(key) > 40
     with workspace.engine.connect() as conn:
         from winback.store.schema import api_keys
@@ -207,5 +208,7 @@ def test_event_api_with_keys_and_purchases_redeem_coupons(workspace: Workspace) 
     assert person["orders_count"] == 1 and float(person["revenue_total"]) == 42.5  # type: ignore[arg-type]
     assert workspace.delivery.coupon_counts() == {"codes": 1, "assigned": 1, "redeemed": 1}
     workspace.store.contact_id("new-one")  # created by the event
-    assert workspace.delivery.revoke_api_key("shop")
-    assert workspace.delivery.verify_api_key(key) is None
+    ring = KeyRing(workspace.engine, workspace.clock.now)
+    assert ring.revoke("shop")
+    assert ring.verify(key) is None
+    ring.close()

@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import positive_data_acceptance
 from schemathesis.core.result import Ok
 
+from tests.web_support import new_api_key
 from winback.web.app import create_app
 from winback.workspace import Workspace
 
@@ -25,7 +26,7 @@ def refusable(label: str) -> list[Any]:
 
 def test_api_conforms_to_its_schema(sqlite_workspace: Workspace) -> None:
     app = create_app(sqlite_workspace)
-    auth = {"Authorization": f"Bearer {sqlite_workspace.delivery.create_api_key('st')}"}
+    auth = {"Authorization": f"Bearer {new_api_key(sqlite_workspace, 'st')}"}
     schema = schemathesis.openapi.from_asgi("/openapi.json", app)
     tested = []
     for result in schema.get_all_operations():

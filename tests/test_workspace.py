@@ -11,6 +11,7 @@ from tests.conftest import T0
 from tests.shopdata import add_contact
 from winback.analytics.analysis import day_of
 from winback.clock import FixedClock
+from winback.delivery.inbound import EventIn
 from winback.ports import DeliveryFailed, OneAtATime, OutboundMessage, SendResult
 from winback.workspace import Workspace
 
@@ -38,6 +39,19 @@ def test_services_outlive_close(sqlite_workspace: Workspace) -> None:
     ws.close()
     assert tags.add("vip", contact_refs=["a"]).changed == [ws.contacts.resolve("a")]
     assert ws.tags is tags
+
+
+def test_closing_a_workspace_closes_its_replacements(sqlite_workspace: Workspace) -> None:
+    other = sqlite_workspace.replace(clock=FixedClock(T0 + timedelta(hours=1)))
+    event = EventIn(customer_id="c1", type="page_view", occurred_at=T0, event_id="e1")
+    assert other.delivery.event_intake.submit([event]).result(timeout=10).accepted == 1
+    assert _intake_writers() == 1
+    sqlite_workspace.close()
+    assert _intake_writers() == 0
+
+
+def _intake_writers() -> int:
+    return sum(t.name.startswith("winback-event-intake") for t in threading.enumerate())
 
 
 def _message(to: str) -> OutboundMessage:

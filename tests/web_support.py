@@ -11,6 +11,7 @@ import httpx
 import uvicorn
 
 from tests.delivery_support import free_port
+from winback.store import apikeys
 from winback.web.app import create_app
 from winback.workspace import Workspace
 
@@ -46,3 +47,8 @@ def running_service(
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+def new_api_key(ws: Workspace, name: str) -> str:
+    """A new API key for the event API (as ``winback api-keys create`` makes it)."""
+    return apikeys.create(ws.engine, name, at=ws.clock.now())

@@ -93,6 +93,7 @@ class Workspace:
         self.settings = settings if settings is not None else load_settings(self.path)
         self.clock: Clock = clock if clock is not None else SystemClock()
         self._engine = engine
+        self._replacements: list[Workspace] = []
 
     def __repr__(self) -> str:
         return f"Workspace({str(self.path)!r})"
@@ -100,18 +101,20 @@ class Workspace:
     def replace(self, *, settings: Settings | None = None, clock: Clock | None = None) -> Workspace:
         """The same folder and store with other settings or another clock; its services are
         built afresh from them. The engine is shared unless the new settings change how the
-        store is opened (its URL or its busy timeout)."""
+        store is opened (its URL or its busy timeout). Closing this workspace closes it too."""
         settings = settings if settings is not None else self.settings
         same_store = (settings.database_url, settings.store_busy_timeout) == (
             self.settings.database_url,
             self.settings.store_busy_timeout,
         )
-        return Workspace(
+        replacement = Workspace(
             self.path,
             settings,
             clock=clock if clock is not None else self.clock,
             engine=self.engine if same_store else None,
         )
+        self._replacements.append(replacement)
+        return replacement
 
     @property
     def database_url(self) -> str:
@@ -132,6 +135,9 @@ class Workspace:
     def close(self) -> None:
         """Stop the delivery threads and close the store's connections. The engine stays
         usable (a later use opens new connections), as do the services holding it."""
+        replacements, self._replacements = self._replacements, []
+        for replacement in replacements:
+            replacement.close()
         if "delivery" in self.__dict__:
             self.delivery.close()
         if self._engine is not None:
@@ -185,7 +191,10 @@ class Workspace:
         from winback.flows.inspect import contact_flows
 
         return Contacts(
-            self.engine, self.segments, self.clock, lambda contact: contact_flows(self, contact)
+            self.engine,
+            self.segments,
+            self.clock,
+            lambda contact: contact_flows(self.engine, contact),
         )
 
     @cached_property
@@ -200,14 +209,22 @@ class Workspace:
         """Flow files, their state in the store, ticks and inspection."""
         from winback.flows.service import Flows
 
-        return Flows(self)
+        return Flows(self.engine, self.settings, self.clock, self.path, segments=self.segments)
 
     @cached_property
     def delivery(self) -> Delivery:
         """Message templates, channels, tracking and delivery policies (:mod:`winback.delivery`)."""
         from winback.delivery import Delivery
+        from winback.delivery.unsubscribes import apply_pending_unsubscribes
 
-        return Delivery(self)
+        return Delivery(
+            self.engine,
+            self.settings,
+            self.clock,
+            self.store,
+            self.path,
+            apply_pending_unsubscribes=lambda: apply_pending_unsubscribes(self),
+        )
 
 
 def find(explicit: Path | str | None = None, environ: Mapping[str, str] | None = None) -> Path:

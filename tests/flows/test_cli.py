@@ -76,6 +76,7 @@ def test_add_run_stats_show_list(sqlite_workspace: Workspace) -> None:
     assert "ok" in invoke("flows", "validate", "-w", w)
 
 
+@pytest.mark.slow
 def test_validate_reports_file_and_place(sqlite_workspace: Workspace, tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: b\ntrigger: {tag_added: x}\nsteps:\n  - wait: soon\n")
@@ -90,6 +91,7 @@ def test_validate_reports_file_and_place(sqlite_workspace: Workspace, tmp_path: 
     assert proc.returncode == 2 and "steps[0].wait" in proc.stderr
 
 
+@pytest.mark.slow
 def test_simulate_uses_ground_truth_on_a_copy(sqlite_workspace: Workspace) -> None:
     ws = sqlite_workspace
     people = dormant_shop(ws, 40)
@@ -146,6 +148,7 @@ def test_file_sink_writes_each_message_once(tmp_path: Path) -> None:
     assert [p.name for p in (tmp_path / "outbox").iterdir()] == ["f_1_s0.json"]
 
 
+@pytest.mark.slow
 def test_run_loop_stops_cleanly_on_sigterm(sqlite_workspace: Workspace) -> None:
     w = str(sqlite_workspace.path)
     sqlite_workspace.close()
@@ -176,6 +179,6 @@ def test_contact_flows_in_progress(sqlite_workspace: Workspace) -> None:
     people = dormant_shop(ws, 2)
     ws.flows.add("reactivation", now=T0 - DAY)
     ws.flows.tick(T0)
-    [entry] = contact_flows(ws, people[0])
+    [entry] = contact_flows(ws.engine, people[0])
     assert entry["flow"] == "reactivation" and entry["step"] == "s2" and entry["step_kind"] == "if"
     assert entry["wakes_at"] == T0 + 4 * DAY and entry["holdout"] is False

@@ -20,6 +20,7 @@ from winback.workspace import Workspace
 
 ROOT = Path(__file__).resolve().parents[2]
 BASE = "name: x\ntrigger: {segment_entry: A}\nsteps:\n"
+BASE_DATA = {"name": "x", "trigger": {"segment_entry": "A"}}
 
 
 def _error(tmp_path: Path, body: str) -> str:
@@ -148,3 +149,39 @@ def test_every_template_a_shipped_flow_sends_renders(sqlite_workspace: Workspace
                     names.update(v.template for v in send.variants)
     assert {n for n in names if not (ws.path / "templates" / f"{n}.yaml").is_file()} == set()
     assert ws.delivery.validate(sorted(names)) == []
+
+
+def test_the_step_table_is_the_flow_file_syntax() -> None:
+    """Each row of the step table is a step key of flow files, parsed into its model and
+    compiled to a node of its kind; no other key is a step."""
+    from winback.flows.models import FlowDefinition
+    from winback.flows.steps import KINDS
+
+    schema = FlowDefinition.model_json_schema(by_alias=True)
+    refs = schema["properties"]["steps"]["items"]["oneOf"]
+    assert [r["$ref"].rsplit("/", 1)[1] for r in refs] == [k.model.__name__ for k in KINDS]
+    samples = {
+        "send": {"template": "t"},
+        "wait": "1d",
+        "wait_until": {"local_time": "09:00"},
+        "wait_for": {"event": "page_view", "timeout": "1d"},
+        "if": {"consent": "email"},
+        "add_tag": "a",
+        "remove_tag": "a",
+        "set_attribute": {"name": "n", "value": 1},
+        "suppress": "email",
+        "delete_contact": {},
+        "goal": {"condition": {"consent": "email"}},
+        "split": {"branches": [{"name": "a", "weight": 1}, {"name": "b", "weight": 1}]},
+        "holdout": {"share": 0.1},
+        "exit": "done",
+    }
+    assert sorted(samples) == sorted(k.key for k in KINDS)
+    steps = [{key: value} for key, value in samples.items()]
+    program = compile_program("x", parse_definition({**BASE_DATA, "steps": steps}, path="x"))
+    kinds = [program.nodes[f"s{i}"] for i in range(len(steps))]
+    for node, kind in zip(kinds, KINDS, strict=True):
+        assert node.kind == kind.key and isinstance(node.step, kind.model)
+        assert node.step_kind is kind
+    with pytest.raises(DefinitionError, match="exactly one of send, wait, "):
+        parse_definition({**BASE_DATA, "steps": [{"jump": "s0"}]}, path="x")

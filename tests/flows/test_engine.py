@@ -7,6 +7,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import func, select
 
 from tests.conftest import T0
@@ -64,7 +65,7 @@ def test_split_holdout_and_variants_are_stable(workspace: Workspace) -> None:
         assert sent.get(cid, []) == expected
     assert 0 < held < 40
     with ws.engine.connect() as conn:
-        variants: dict[str, int] = dict(
+        variants: dict[str | None, int] = dict(
             conn.execute(
                 select(outbox.c.variant, func.count())
                 .where(outbox.c.step == "s2")
@@ -107,6 +108,7 @@ def test_pause_stops_steps_and_enrolment(workspace: Workspace) -> None:
     assert late not in entries(ws, "waiting")
 
 
+@pytest.mark.slow
 def test_editing_a_running_flow_keeps_or_exits_by_step_id(workspace: Workspace) -> None:
     ws = workspace
     a, b = make_contacts(ws, 2, at=T0)
@@ -148,6 +150,7 @@ steps:
 """
 
 
+@pytest.mark.slow
 def test_wait_for_event_with_property_filter_and_timeout(workspace: Workspace) -> None:
     ws = workspace
     clicks, wrong_link, silent = make_contacts(ws, 3, at=T0)
@@ -165,11 +168,12 @@ def test_wait_for_event_with_property_filter_and_timeout(workspace: Workspace) -
     assert ws.store.tags_of(silent) == ["go", "timed_out"]
 
 
+@pytest.mark.slow
 def test_batches_and_same_instant_idempotence(sqlite_workspace: Workspace) -> None:
     ws = sqlite_workspace
     people = make_contacts(ws, 250, at=T0)
     write_flow(ws, "waiting", WAITING)
-    flows = Flows(ws, batch_size=7)
+    flows = Flows(ws.engine, ws.settings, ws.clock, ws.path, segments=ws.segments, batch_size=7)
     flows.enable("waiting", now=T0)
     ws.store.add_tag(people, "go", at=T0, source="test")
     first = flows.tick(T0)
@@ -260,14 +264,13 @@ def test_a_tick_runs_its_batches_on_one_connection_and_checkpoints_once(
     ws = sqlite_workspace
     people = make_contacts(ws, 60, at=T0)
     write_flow(ws, "waiting", WAITING)
-    flows = Flows(ws, batch_size=7)
+    flows = Flows(ws.engine, ws.settings, ws.clock, ws.path, segments=ws.segments, batch_size=7)
     flows.enable("waiting", now=T0)
     ws.store.add_tag(people, "go", at=T0, source="test")
     seen: list[tuple[int, int]] = []
 
     def on_commit(conn: Any) -> None:
         raw = conn.connection.driver_connection
-        assert raw is not None
         seen.append((id(raw), raw.execute("PRAGMA wal_autocheckpoint").fetchone()[0]))
 
     event.listen(ws.engine, "commit", on_commit)

@@ -4,6 +4,7 @@ exists exactly once (outbox rows and files), none is missing."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import random
 import shutil
@@ -27,6 +28,8 @@ from winback.store.schema import (
     flow_step_counts,
     orders,
     outbox,
+    segment_membership,
+    segments,
 )
 from winback.workspace import Workspace
 
@@ -61,6 +64,17 @@ def _prepare(ws: Workspace) -> list[int]:
                 for cid in people
             ],
         )
+        if importlib.util.find_spec("winback.segments.service") is None:
+            # Without the segment refresh, place them in the segment by hand.
+            key = conn.execute(
+                insert(segments).values(name="Customers Not Active", definition={}, updated_at=T0)
+            ).inserted_primary_key
+            assert key is not None
+            sid = key[0]
+            conn.execute(
+                insert(segment_membership),
+                [{"segment_id": sid, "contact_id": c, "entered_at": T0 - DAY} for c in people],
+            )
     ws.flows.add("reactivation", now=T0 - DAY)
     return people
 

@@ -142,14 +142,15 @@ def test_build_channels_chooses_the_file_channel(tmp_path: Path) -> None:
 def test_run_once_caps_the_file_channel_on_each_store(workspace: Workspace) -> None:
     from winback.flows.runner import run_once
 
-    ws = workspace
-    people = _shop(ws, 2)
-    ws.settings = ws.settings.model_copy(
-        update={"frequency_caps": {"email": "1/1d"}, "quiet_hours": ""}
+    people = _shop(workspace, 2)
+    ws = workspace.replace(
+        settings=workspace.settings.model_copy(
+            update={"frequency_caps": {"email": "1/1d"}, "quiet_hours": ""}
+        )
     )
     report = run_once(ws, T0)
     assert report.delivery.sent == 2
     assert report.delivery.not_sent == {"deferred_frequency_cap": 2}
     assert sorted(f["contact_id"] for f in _files(ws)) == sorted(people)
-    ws.clock = FixedClock(T0 + DAY)
+    ws = ws.replace(clock=FixedClock(T0 + DAY))
     assert run_once(ws, T0 + DAY).delivery.sent == 2

@@ -145,6 +145,7 @@ def twin(ws: Workspace, tmp_path: Path) -> Workspace:
     return winback.open(folder, clock=FixedClock(T0), environ=env)
 
 
+@pytest.mark.slow
 def test_slices_give_the_same_week_as_whole_passes(workspace: Workspace, tmp_path: Path) -> None:
     """Segment refresh, enrolment and steps in slices of 100 rows, and stopped ticks resumed
     at the same instant: the same messages, entries, paths, stints and tags as passes in one
@@ -276,6 +277,7 @@ def pg_workspace(workspace: Workspace) -> Workspace:
     return workspace
 
 
+@pytest.mark.slow
 def test_two_workers_share_the_steps_on_postgresql(pg_workspace: Workspace, tmp_path: Path) -> None:
     """Two workers (each its own workspace and engine) tick the same store at the same
     instants: each moves a share of the entries, nothing is queued twice, every contact's

@@ -22,6 +22,7 @@ from winback.cli._app import (
 )
 from winback.cli.run import RetryForOption, SinkOption, check_sink, configure_logging
 from winback.flows.runner import RETRY_FOR, PassFailed, preflight, run_retrying
+from winback.store import apikeys
 
 templates_app = typer.Typer(
     help="Message templates: list, preview, validate.", no_args_is_help=True
@@ -191,7 +192,7 @@ def keys_create(
 ) -> None:
     """Create an API key and print it once (only its hash is stored)."""
     with workspace_from(workspace) as ws:
-        key = ws.delivery.create_api_key(name)
+        key = apikeys.create(ws.engine, name, at=ws.clock.now())
     typer.echo(key)
 
 
@@ -199,7 +200,7 @@ def keys_create(
 def keys_list(workspace: WorkspaceOption = None, as_json: JsonOption = False) -> None:
     """API keys (names and prefixes; the keys themselves are not stored)."""
     with workspace_from(workspace) as ws:
-        rows = ws.delivery.api_keys()
+        rows = apikeys.list_keys(ws.engine)
     if as_json:
         print_json(rows)
         return
@@ -218,7 +219,7 @@ def keys_list(workspace: WorkspaceOption = None, as_json: JsonOption = False) ->
 def keys_revoke(name: str, workspace: WorkspaceOption = None) -> None:
     """Revoke an API key."""
     with workspace_from(workspace) as ws:
-        done = ws.delivery.revoke_api_key(name)
+        done = apikeys.revoke(ws.engine, name, at=ws.clock.now())
     console.print(f"Revoked {name}." if done else f"No active key named {name}.")
 
 

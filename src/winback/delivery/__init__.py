@@ -28,7 +28,10 @@ from winback.delivery.messages.templates import (
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
-    from winback.delivery.apikeys import KeyRing
+    from sqlalchemy import Engine
+
+    from winback.clock import Clock
+    from winback.config import Settings
     from winback.delivery.event_intake import EventIntake
     from winback.delivery.inbound import EventIn, IngestResult
     from winback.delivery.links.tracking import Tracker
@@ -36,7 +39,7 @@ if TYPE_CHECKING:
     from winback.delivery.reports.parse import FeedbackIn
     from winback.delivery.reports.record import ReportResult
     from winback.delivery.worker import BatchReport, DeliveryWorker
-    from winback.workspace import Workspace
+    from winback.store.repository import Store
 
 __all__ = [
     "VARIABLES",
@@ -54,9 +57,27 @@ __all__ = [
 class Delivery:
     """Everything delivery offers on one workspace."""
 
-    def __init__(self, workspace: Workspace) -> None:
-        self.ws = workspace
-        self.templates = TemplateRepository(workspace.path / "templates")
+    def __init__(
+        self,
+        engine: Engine,
+        settings: Settings,
+        clock: Clock,
+        store: Store,
+        folder: Path,
+        *,
+        apply_pending_unsubscribes: Callable[[], object],
+    ) -> None:
+        """``folder``: the workspace's, with ``templates/``, the file channel's ``outbox/``
+        and the unsubscribe inbox; ``apply_pending_unsubscribes`` writes what that inbox
+        holds (before each delivery batch, and after an unsubscribe once the store is
+        free)."""
+        self.engine = engine
+        self.settings = settings
+        self.clock = clock
+        self.store = store
+        self.folder = folder
+        self.apply_pending_unsubscribes = apply_pending_unsubscribes
+        self.templates = TemplateRepository(folder / "templates")
         self._kept: DeliveryWorker | None = None
         self._keeping = False
 
@@ -72,16 +93,16 @@ class Delivery:
         from winback.delivery.links.tokens import TokenSigner
         from winback.delivery.messages.context import load_contacts, render_context
 
-        contact_id = self.ws.store.contact_id(customer_id)
-        with self.ws.engine.connect() as conn:
+        contact_id = self.store.contact_id(customer_id)
+        with self.engine.connect() as conn:
             data = load_contacts(conn, [contact_id])[contact_id]
-        signer = TokenSigner(self.ws.settings.secret_key)
-        base = self.ws.settings.base_url.rstrip("/")
+        signer = TokenSigner(self.settings.secret_key)
+        base = self.settings.base_url.rstrip("/")
         context = render_context(
             data,
-            settings=self.ws.settings,
+            settings=self.settings,
             message={"id": 0, "template": name, "flow": "preview", "step": "preview"},
-            now=self.ws.clock.now(),
+            now=self.clock.now(),
             coupon="PREVIEW-COUPON" if self.templates.get(name).uses("coupon") else None,
             unsubscribe_url=f"{base}/u/{signer.sign('u', 0, contact_id)}",
             feedback_url=f"{base}/f/{signer.sign('f', 0, contact_id)}",
@@ -92,19 +113,17 @@ class Delivery:
     def worker(self, *, channels: Mapping[str, Channel] | None = None) -> DeliveryWorker:
         """A delivery worker through ``channels`` (default: built from the settings)."""
         from winback.delivery.channels.setup import build_channels
-        from winback.delivery.unsubscribes import apply_pending_unsubscribes
         from winback.delivery.worker import DeliveryWorker
 
-        ws = self.ws
         if channels is None:
-            channels = build_channels(ws.settings, outbox=ws.path / "outbox")
+            channels = build_channels(self.settings, outbox=self.folder / "outbox")
         return DeliveryWorker(
-            ws.engine,
-            ws.settings,
-            ws.clock,
+            self.engine,
+            self.settings,
+            self.clock,
             channels,
-            TemplateRepository(ws.path / "templates"),
-            before_claim=lambda: apply_pending_unsubscribes(ws),
+            TemplateRepository(self.folder / "templates"),
+            before_claim=self.apply_pending_unsubscribes,
         )
 
     @contextmanager
@@ -144,9 +163,9 @@ class Delivery:
             kept = self._kept
         worker = kept if kept is not None else self.worker(channels=channels)
         try:
-            if channels is None and self.ws.settings.delivery_processes > 1:
+            if channels is None and self.settings.delivery_processes > 1:
                 return drain_parallel(
-                    worker, self.ws.path, self.ws.settings.delivery_processes, stop=stop
+                    worker, self.folder, self.settings.delivery_processes, stop=stop
                 )
             return worker.drain(stop=stop)
         finally:
@@ -157,7 +176,7 @@ class Delivery:
     def outbox_counts(self) -> dict[str, int]:
         from winback.store.schema import outbox
 
-        with self.ws.engine.connect() as conn:
+        with self.engine.connect() as conn:
             rows = conn.execute(
                 select(outbox.c.status, func.count()).group_by(outbox.c.status)
             ).all()
@@ -167,16 +186,14 @@ class Delivery:
     @property
     def tracker(self) -> Tracker:
         from winback.delivery.links.tracking import Tracker
-        from winback.delivery.unsubscribes import apply_pending_unsubscribes
 
-        ws = self.ws
         return Tracker(
-            ws.engine,
-            ws.settings,
-            ws.clock,
-            ws.store,
-            folder=ws.path,
-            apply_pending=lambda: apply_pending_unsubscribes(ws),
+            self.engine,
+            self.settings,
+            self.clock,
+            self.store,
+            folder=self.folder,
+            apply_pending=self.apply_pending_unsubscribes,
         )
 
     def ingest(
@@ -191,13 +208,13 @@ class Delivery:
         from winback.delivery.inbound import ingest
         from winback.store.busy import retry_transient
 
-        currency = self.ws.settings.currency
+        currency = self.settings.currency
         if conn is not None:
-            return ingest(conn, items, now=now or self.ws.clock.now(), currency=currency)
+            return ingest(conn, items, now=now or self.clock.now(), currency=currency)
 
         def write() -> IngestResult:
-            with self.ws.engine.begin() as conn:
-                return ingest(conn, items, now=now or self.ws.clock.now(), currency=currency)
+            with self.engine.begin() as conn:
+                return ingest(conn, items, now=now or self.clock.now(), currency=currency)
 
         return retry_transient(write)
 
@@ -210,18 +227,16 @@ class Delivery:
         return EventIntake(self)
 
     def close(self) -> None:
-        """Write what the event intake holds and the API keys' recorded use, and stop their
-        threads (they start again when next needed)."""
+        """Write what the event intake holds and stop its threads (they start again when
+        next needed)."""
         if "event_intake" in self.__dict__:
             self.event_intake.close()
-        if "keyring" in self.__dict__:
-            self.keyring.close()
 
     # -- provider reports (feedback loops, DSNs) --------------------------------------------
     def _reports(self) -> ProviderReports:
         from winback.delivery.reports import ProviderReports, policy_of
 
-        return ProviderReports(self.ws.engine, self.ws.clock, policy_of(self.ws.settings))
+        return ProviderReports(self.engine, self.clock, policy_of(self.settings))
 
     def import_reports(
         self, paths: Sequence[Path], *, progress: Callable[[int, int], None] | None = None
@@ -242,57 +257,23 @@ class Delivery:
     def report_rejects(self) -> list[dict[str, Any]]:
         return self._reports().rejects()
 
-    # -- api keys ----------------------------------------------------------------------------
-    def create_api_key(self, name: str) -> str:
-        from winback.delivery import apikeys
-
-        return apikeys.create(self.ws.engine, name, at=self.ws.clock.now())
-
-    @cached_property
-    def keyring(self) -> KeyRing:
-        """Verifies API keys without writing (cached; use recorded in memory and flushed
-        every few seconds: see :mod:`winback.delivery.apikeys`)."""
-        from winback.delivery.apikeys import KeyRing
-
-        return KeyRing(self.ws.engine, self.ws.clock.now)
-
-    def verify_api_key(self, key: str) -> str | None:
-        """The name of the (unrevoked) key, or None. Never writes."""
-        return self.keyring.verify(key)
-
-    def revoke_api_key(self, name: str) -> bool:
-        from winback.delivery import apikeys
-
-        done = apikeys.revoke(self.ws.engine, name, at=self.ws.clock.now())
-        self.keyring.forget(name)
-        return done
-
-    def api_keys(self) -> list[dict[str, Any]]:
-        """The keys; ``last_used_at`` as last flushed (up to ``apikeys.FLUSH_SECONDS`` behind
-        for a key in use by a running service; this process's own uses are flushed first)."""
-        from winback.delivery import apikeys
-
-        if "keyring" in self.__dict__:
-            self.keyring.flush()
-        return apikeys.list_keys(self.ws.engine)
-
     # -- coupons and suppressions ------------------------------------------------------------
     def import_coupons(self, path: Path, *, pool: str) -> tuple[int, int]:
         from winback.delivery.coupons import import_pool
 
-        with self.ws.engine.begin() as conn:
-            return import_pool(conn, path, pool=pool, at=self.ws.clock.now())
+        with self.engine.begin() as conn:
+            return import_pool(conn, path, pool=pool, at=self.clock.now())
 
     def redeem_coupons(self) -> int:
         from winback.delivery.coupons import redeem
 
-        with self.ws.engine.begin() as conn:
+        with self.engine.begin() as conn:
             return redeem(conn)
 
     def coupon_counts(self) -> dict[str, int]:
         from winback.store.schema import coupons
 
-        with self.ws.engine.connect() as conn:
+        with self.engine.connect() as conn:
             row = conn.execute(
                 select(
                     func.count(),
@@ -305,20 +286,20 @@ class Delivery:
     def suppress(self, channel: str, address: str, *, reason: str = "manual") -> bool:
         from winback.delivery.records import suppress
 
-        with self.ws.engine.begin() as conn:
+        with self.engine.begin() as conn:
             return suppress(
                 conn,
                 channel=channel,
                 address=address,
                 contact_id=None,
                 reason=reason,
-                at=self.ws.clock.now(),
+                at=self.clock.now(),
             )
 
     def suppressions(self) -> list[dict[str, Any]]:
         from winback.store.schema import suppressions
 
-        with self.ws.engine.connect() as conn:
+        with self.engine.connect() as conn:
             return [
                 dict(r)
                 for r in conn.execute(

@@ -126,7 +126,7 @@ class EventIntake:
         """Validate and queue one request's events; the future is answered once they are
         committed (or refused: ValidationError before queueing, StoreBusy, an error of its
         own)."""
-        validate(items, self._delivery.ws.clock.now())
+        validate(items, self._delivery.clock.now())
         return self.queue.submit(items)
 
     def write_one(self, items: Sequence[EventIn]) -> IngestResult:
@@ -151,12 +151,12 @@ class EventIntake:
         if len(requests) == 1:
             return [self.write_one(requests[0])]
         delivery = self._delivery
-        now = delivery.ws.clock.now()
+        now = delivery.clock.now()
         identities = [[_identity(e, now) for e in items] for items in requests]
         flat = [e for items in requests for e in items]
 
         def write(read_first: bool) -> list[IngestResult]:
-            with delivery.ws.engine.begin() as conn:
+            with delivery.engine.begin() as conn:
                 seen = (
                     _recorded(conn, {i for ids in identities for i in ids}) if read_first else set()
                 )

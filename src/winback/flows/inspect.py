@@ -1,24 +1,21 @@
-"""A contact's flows in progress, for ``winback contacts show`` (the hook that
-:mod:`winback.contacts` looks up as ``winback.flows.inspect.contact_flows``)."""
+"""A contact's flows in progress, for ``winback contacts show`` (``Workspace.contacts`` is
+given it)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Engine, select
 
 from winback.store.schema import flow_entries, flows
 
-if TYPE_CHECKING:
-    from winback.workspace import Workspace
 
-
-def contact_flows(ws: Workspace, contact_id: int) -> list[dict[str, Any]]:
+def contact_flows(engine: Engine, contact_id: int) -> list[dict[str, Any]]:
     """Active flow entries of the contact: flow, current step id and kind, since when, when
     it next wakes, its holdout / A/B branch and its path so far (``step=outcome`` tokens
     joined by " > ")."""
     fe = flow_entries
-    with ws.engine.connect() as conn:
+    with engine.connect() as conn:
         rows = conn.execute(
             select(
                 flows.c.key,

@@ -6,7 +6,10 @@ A pass ticks the flows (segments, triggers, steps) and hands the outbox to the d
 worker, whose channels are the configured providers or the dry-run file channel
 (``delivery_sink``); either way consent, suppression, frequency caps and quiet hours apply.
 
-Supervision: :func:`run_forever` catches every exception of a pass, logs it with its
+:class:`Passes` runs them on what it is given (the flows, the delivery service, the clock);
+the functions :func:`run_once` and :func:`run_forever` take them from a workspace.
+
+Supervision: :meth:`Passes.run_forever` catches every exception of a pass, logs it with its
 traceback (logger ``winback.engine``), waits (exponential backoff from ``first_delay``,
 capped at the interval or :data:`MAX_BACKOFF`, with jitter) and tries again; it never ends
 on a failure. :func:`run_retrying` (``--now``, ``winback deliver``) retries a *transient*
@@ -23,19 +26,22 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
+from winback.clock import Clock
 from winback.errors import WinbackError
 from winback.flows.engine import TickReport
 from winback.flows.status import EngineStatus
 
 if TYPE_CHECKING:
     from winback.delivery.worker import BatchReport
+    from winback.flows.service import Flows
     from winback.workspace import Workspace
 
 log = logging.getLogger("winback.engine")
@@ -115,10 +121,12 @@ class PassReport:
     delivery: DeliveryReport
 
 
-def use_sink(ws: Workspace, sink: str | None) -> None:
-    """Override ``delivery_sink`` (``auto``, ``file`` or ``channels``) for this workspace."""
-    if sink is not None and sink != ws.settings.delivery_sink:
-        ws.settings = ws.settings.model_copy(update={"delivery_sink": sink})
+def with_sink(ws: Workspace, sink: str | None) -> Workspace:
+    """The workspace, or one on the same store whose ``delivery_sink`` is ``sink``
+    (``auto``, ``file`` or ``channels``)."""
+    if sink is None or sink == ws.settings.delivery_sink:
+        return ws
+    return ws.replace(settings=ws.settings.model_copy(update={"delivery_sink": sink}))
 
 
 def preflight(ws: Workspace, *, flow_files: bool = True) -> None:
@@ -137,26 +145,6 @@ def preflight(ws: Workspace, *, flow_files: bool = True) -> None:
             close()
     if flow_files:
         ws.flows.load_files()
-
-
-def run_once(
-    ws: Workspace,
-    now: datetime,
-    *,
-    stop: threading.Event | None = None,
-    sink: str | None = None,
-) -> PassReport:
-    """Everything due up to ``now``: segments, triggers, steps, then delivery by the worker.
-    With ``stop`` set during the pass, delivery ends after the batch in progress (and is
-    skipped when the stop came during the tick)."""
-    from winback.delivery.worker import BatchReport
-
-    use_sink(ws, sink)
-    tick = ws.flows.tick(now, stop=stop)
-    batch = BatchReport() if stop is not None and stop.is_set() else None
-    if batch is None:
-        batch = ws.delivery.deliver_due(stop=stop)
-    return PassReport(now=now, tick=tick, delivery=DeliveryReport.of(batch))
 
 
 def transient(exc: BaseException) -> bool:
@@ -184,6 +172,123 @@ def retry_delay(
     return base * (0.5 + 0.5 * (rng or random).random())
 
 
+class Delivering(Protocol):
+    """What a pass needs of delivery: hand the due outbox to the channels."""
+
+    def deliver_due(self, *, stop: threading.Event | None = None) -> BatchReport: ...
+
+    def keep_connections(self) -> AbstractContextManager[None]: ...
+
+
+class Passes:
+    """Engine passes: tick the flows, then deliver what is due."""
+
+    def __init__(self, flows: Flows, delivery: Delivering, clock: Clock) -> None:
+        self.flows = flows
+        self.delivery = delivery
+        self.clock = clock
+
+    def run_once(self, now: datetime, *, stop: threading.Event | None = None) -> PassReport:
+        """Everything due up to ``now``: segments, triggers, steps, then delivery by the
+        worker. With ``stop`` set during the pass, delivery ends after the batch in progress
+        (and is skipped when the stop came during the tick)."""
+        from winback.delivery.worker import BatchReport
+
+        tick = self.flows.tick(now, stop=stop)
+        batch = BatchReport() if stop is not None and stop.is_set() else None
+        if batch is None:
+            batch = self.delivery.deliver_due(stop=stop)
+        return PassReport(now=now, tick=tick, delivery=DeliveryReport.of(batch))
+
+    def run_forever(
+        self,
+        stop: threading.Event,
+        *,
+        interval: float = 30.0,
+        on_pass: Callable[[PassReport], None] | None = None,
+        status: EngineStatus | None = None,
+        first_delay: float = 1.0,
+    ) -> int:
+        """Loop in real time (the clock) until ``stop`` is set; returns the successful
+        passes. A failed pass is logged, recorded in ``status`` and retried after a backoff;
+        the delivery worker and its connections are then made anew. A pass in progress
+        when ``stop`` is set finishes its tick and its delivery batch, then the loop ends."""
+        status = status if status is not None else EngineStatus(clock=self.clock, interval=interval)
+        cap = max(first_delay, min(interval, MAX_BACKOFF))
+        status.started()
+        passes = 0
+        try:
+            while not stop.is_set():
+                ran, error = self._passes(stop, interval, on_pass, status)
+                passes += ran
+                if error is None:
+                    break
+                _back_off(stop, error, status.failed(error), first_delay, cap)
+        finally:
+            status.stopped()
+        return passes
+
+    def _passes(
+        self,
+        stop: threading.Event,
+        interval: float,
+        on_pass: Callable[[PassReport], None] | None,
+        status: EngineStatus,
+    ) -> tuple[int, Exception | None]:
+        """Passes with one delivery worker (SMTP connections kept between passes) until
+        ``stop`` or a failure; returns the passes that succeeded and the failure."""
+        ran = 0
+        try:
+            with self.delivery.keep_connections():
+                while not stop.is_set():
+                    report = self.run_once(self.clock.now(), stop=stop)
+                    ran += 1
+                    ended = status.succeeded()
+                    if ended:
+                        log.warning("engine pass succeeded after %d failed pass(es)", ended)
+                    if on_pass is not None:
+                        on_pass(report)
+                    stop.wait(interval)
+        except Exception as exc:  # supervision: any failure of a pass is retried, never fatal
+            return ran, exc
+        return ran, None
+
+
+def _back_off(
+    stop: threading.Event, error: Exception, failures: int, first_delay: float, cap: float
+) -> None:
+    """Log a failed pass and wait before the next attempt (or until ``stop``)."""
+    delay = retry_delay(failures, first=first_delay, cap=cap)
+    hint = getattr(error, "retry_after", None)
+    if isinstance(hint, int | float) and hint > delay:
+        delay = min(float(hint), cap)
+    log.error(
+        "engine pass failed (%d in a row); retrying in %.1f s: %s: %s",
+        failures,
+        delay,
+        type(error).__name__,
+        error,
+        exc_info=error,
+    )
+    stop.wait(delay)
+
+
+def passes_of(ws: Workspace) -> Passes:
+    """The engine passes of a workspace."""
+    return Passes(ws.flows, ws.delivery, ws.clock)
+
+
+def run_once(
+    ws: Workspace,
+    now: datetime,
+    *,
+    stop: threading.Event | None = None,
+    sink: str | None = None,
+) -> PassReport:
+    """:meth:`Passes.run_once` on the workspace, with ``sink`` (see :func:`with_sink`)."""
+    return passes_of(with_sink(ws, sink)).run_once(now, stop=stop)
+
+
 def run_forever(
     ws: Workspace,
     stop: threading.Event,
@@ -194,64 +299,10 @@ def run_forever(
     first_delay: float = 1.0,
     sink: str | None = None,
 ) -> int:
-    """Loop in real time (the workspace clock) until ``stop`` is set; returns the successful
-    passes. A failed pass is logged, recorded in ``status`` and retried after a backoff;
-    the delivery worker and its connections are then made anew. A pass in progress when
-    ``stop`` is set finishes its tick and its delivery batch, then the loop ends."""
-    status = status if status is not None else EngineStatus(clock=ws.clock, interval=interval)
-    use_sink(ws, sink)
-    cap = max(first_delay, min(interval, MAX_BACKOFF))
-    status.started()
-    passes = 0
-    try:
-        while not stop.is_set():
-            ran, error = _passes(ws, stop, interval, on_pass, status)
-            passes += ran
-            if error is None:
-                break
-            failures = status.failed(error)
-            delay = retry_delay(failures, first=first_delay, cap=cap)
-            hint = getattr(error, "retry_after", None)
-            if isinstance(hint, int | float) and hint > delay:
-                delay = min(float(hint), cap)
-            log.error(
-                "engine pass failed (%d in a row); retrying in %.1f s: %s: %s",
-                failures,
-                delay,
-                type(error).__name__,
-                error,
-                exc_info=error,
-            )
-            stop.wait(delay)
-    finally:
-        status.stopped()
-    return passes
-
-
-def _passes(
-    ws: Workspace,
-    stop: threading.Event,
-    interval: float,
-    on_pass: Callable[[PassReport], None] | None,
-    status: EngineStatus,
-) -> tuple[int, Exception | None]:
-    """Passes with one delivery worker (SMTP connections kept between passes) until ``stop``
-    or a failure; returns the passes that succeeded and the failure."""
-    ran = 0
-    try:
-        with ws.delivery.keep_connections():
-            while not stop.is_set():
-                report = run_once(ws, ws.clock.now(), stop=stop)
-                ran += 1
-                ended = status.succeeded()
-                if ended:
-                    log.warning("engine pass succeeded after %d failed pass(es)", ended)
-                if on_pass is not None:
-                    on_pass(report)
-                stop.wait(interval)
-    except Exception as exc:  # supervision: any failure of a pass is retried, never fatal
-        return ran, exc
-    return ran, None
+    """:meth:`Passes.run_forever` on the workspace, with ``sink`` (see :func:`with_sink`)."""
+    return passes_of(with_sink(ws, sink)).run_forever(
+        stop, interval=interval, on_pass=on_pass, status=status, first_delay=first_delay
+    )
 
 
 def log_pass(report: PassReport) -> None:

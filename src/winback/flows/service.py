@@ -17,10 +17,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from sqlalchemy import and_, func, select, text, update
+from sqlalchemy import Engine, and_, func, select, text, update
 
+from winback.clock import Clock
+from winback.config import Settings
 from winback.errors import DefinitionError, NotFound
 from winback.flows import models as m
 from winback.flows.conditions import validate as validate_condition
@@ -33,9 +35,6 @@ from winback.store.slices import Pacer, SliceLog
 #: Seconds a tick leaves the store to other writers after each write slice (see
 #: :mod:`winback.store.slices`).
 SLICE_GAP = 0.002
-
-if TYPE_CHECKING:
-    from winback.workspace import Workspace
 
 MAX_ROUNDS = 100
 #: Enrolments of at least this many entries refresh PostgreSQL's statistics.
@@ -70,21 +69,48 @@ def library_templates() -> list[str]:
     return sorted(p.name for p in library_root().iterdir() if (p / "flow.yaml").is_file())
 
 
-class Flows:
-    """The flows of one workspace."""
+class SegmentRefresh(Protocol):
+    """What a tick needs of the segments: bring materialised membership up to ``now``."""
 
-    def __init__(self, workspace: Workspace, *, batch_size: int | None = None) -> None:
-        self.ws = workspace
+    def refresh(
+        self,
+        now: datetime | None = None,
+        *,
+        stop: threading.Event | None = None,
+        log: SliceLog | None = None,
+    ) -> object: ...
+
+
+class Flows:
+    """The flows of one workspace: the flow files under ``<home>/flows``, their state in
+    the store behind ``engine``, and ticks. ``segments`` (when given) is refreshed at the
+    start of each tick; ``batch_size`` overrides ``settings.flow_batch_size``."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        settings: Settings,
+        clock: Clock,
+        home: Path,
+        *,
+        segments: SegmentRefresh | None = None,
+        batch_size: int | None = None,
+    ) -> None:
+        self.engine = engine
+        self.home = home
+        self.settings = settings
+        self.clock = clock
+        self.segments = segments
         self.runner = StepRunner(
-            workspace.engine,
-            default_timezone=workspace.settings.timezone,
-            batch_size=batch_size or workspace.settings.flow_batch_size,
-            pacer=Pacer(workspace.settings.write_slice_ms, gap=SLICE_GAP),
+            engine,
+            default_timezone=settings.timezone,
+            batch_size=batch_size or settings.flow_batch_size,
+            pacer=Pacer(settings.write_slice_ms, gap=SLICE_GAP),
         )
 
     @property
     def folder(self) -> Path:
-        return self.ws.path / "flows"
+        return self.home / "flows"
 
     # -- files ------------------------------------------------------------------------------
     def files(self) -> list[Path]:
@@ -93,7 +119,7 @@ class Flows:
     def validate_file(self, file: Path) -> Program:
         """Load a flow file and check everything, conditions included."""
         try:
-            shown = str(file.resolve().relative_to(self.ws.path))
+            shown = str(file.resolve().relative_to(self.home))
         except ValueError:
             shown = str(file)
         program = load_program(file, display=shown)
@@ -121,10 +147,10 @@ class Flows:
     ) -> dict[str, str]:
         """Bring the ``flows`` table in line with the files; returns what changed per key.
         With ``errors`` given, invalid files are reported there and skipped."""
-        now = now or self.ws.clock.now()
+        now = now or self.clock.now()
         programs = self.load_files(errors)
         changes: dict[str, str] = {}
-        with self.ws.engine.begin() as conn:
+        with self.engine.begin() as conn:
             rows = {r.key: r for r in conn.execute(select(flows))}
             for key, program in programs.items():
                 definition = dump(program.definition)
@@ -170,7 +196,7 @@ class Flows:
         return changes
 
     def _row(self, key: str) -> Any:
-        with self.ws.engine.connect() as conn:
+        with self.engine.connect() as conn:
             row = conn.execute(
                 select(flows).where((flows.c.key == key) | (flows.c.name == key))
             ).first()
@@ -183,12 +209,12 @@ class Flows:
         """Start (or resume) a flow. Triggers look only at what happens from now on, except
         that a segment-entry flow enabled for the first time with ``include_existing`` also
         enrols the segment's current members."""
-        now = now or self.ws.clock.now()
+        now = now or self.clock.now()
         self.sync(now)
         row = self._row(key)
         program = compile_program(row.key, parse_definition(row.definition, path=row.key))
         trigger = program.definition.trigger
-        with self.ws.engine.begin() as conn:
+        with self.engine.begin() as conn:
             wm_id = source_max_id(conn, trigger)
             if row.enabled_at is None and isinstance(trigger, m.SegmentEntryTrigger):
                 wm_id = None if trigger.include_existing else (wm_id or 0)
@@ -210,9 +236,9 @@ class Flows:
 
     def pause(self, key: str, *, now: datetime | None = None) -> None:
         """Stop a flow: no steps advance and triggers enrol no one until it is enabled."""
-        now = now or self.ws.clock.now()
+        now = now or self.clock.now()
         row = self._row(key)
-        with self.ws.engine.begin() as conn:
+        with self.engine.begin() as conn:
             conn.execute(
                 update(flows).where(flows.c.id == row.id).values(status="paused", updated_at=now)
             )
@@ -233,10 +259,10 @@ class Flows:
             target = self.folder / f"{key}.yaml"
             if target.exists():
                 raise DefinitionError(
-                    f"{target.relative_to(self.ws.path)} exists already; remove it or edit it"
+                    f"{target.relative_to(self.home)} exists already; remove it or edit it"
                 )
             keys.append(key)
-        messages = self.ws.path / "templates"
+        messages = self.home / "templates"
         messages.mkdir(exist_ok=True)
         styled = delivery_library()
         for file in sorted((source / "templates").glob("*")):
@@ -254,7 +280,7 @@ class Flows:
 
     # -- running ----------------------------------------------------------------------------
     def running(self) -> list[RunningFlow]:
-        with self.ws.engine.connect() as conn:
+        with self.engine.connect() as conn:
             rows = list(
                 conn.execute(select(flows).where(flows.c.status == "enabled").order_by(flows.c.id))
             )
@@ -281,13 +307,14 @@ class Flows:
         ``refresh=False`` skips the segment refresh (when the caller maintains membership).
         When ``stop`` is set the tick returns after the write slice in progress has
         committed (``report.stopped``); the next tick resumes from there."""
-        now = now or self.ws.clock.now()
+        now = now or self.clock.now()
         report = TickReport()
         if sync:
             # A bad edit must not stop `winback run`: the stored version keeps running.
             self.sync(now, errors=report.errors)
         if refresh:
-            refresh_segments(self.ws, now, stop=stop, log=report.writes)
+            if self.segments is not None:
+                self.segments.refresh(now, stop=stop, log=report.writes)
         running = self.running()
         runner = self.runner
         # One connection for the tick (see StepRunner.session).
@@ -307,7 +334,7 @@ class Flows:
 
     def _enroll(self, flow: RunningFlow, now: datetime, report: TickReport) -> int:
         """Enrol the flow's new candidates in write slices; returns how many entered."""
-        runner, tz = self.runner, self.ws.settings.timezone
+        runner, tz = self.runner, self.settings.timezone
         start = runner.start_plan(flow, now)
         key = ("enrol", flow.id)
         entered = 0
@@ -320,7 +347,7 @@ class Flows:
             entered += done.entered
             if done.done:
                 break
-        if entered >= ANALYZE_AFTER and self.ws.engine.dialect.name == "postgresql":
+        if entered >= ANALYZE_AFTER and self.engine.dialect.name == "postgresql":
             # Fresh planner statistics after a large enrolment: without them PostgreSQL
             # plans the step statements for a near-empty table.
             with runner.transaction() as conn:
@@ -337,7 +364,7 @@ class Flows:
     def list(self) -> builtins.list[FlowInfo]:
         self.sync()
         fe = flow_entries
-        with self.ws.engine.connect() as conn:
+        with self.engine.connect() as conn:
             counts = {
                 (fid, status): n
                 for fid, status, n in conn.execute(
@@ -389,7 +416,7 @@ class Flows:
         """Contacts per step, exits by reason, messages per step, holdout vs treatment."""
         row = self._row(key)
         fe = flow_entries
-        with self.ws.engine.connect() as conn:
+        with self.engine.connect() as conn:
             at_step: dict[str, int] = dict(
                 conn.execute(
                     select(fe.c.step, func.count())
@@ -459,7 +486,7 @@ class Flows:
         )
         if active_only:
             q = q.where(and_(fe.c.status == "active"))
-        with self.ws.engine.connect() as conn:
+        with self.engine.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(q)]
 
 
@@ -484,14 +511,3 @@ def check_conditions(program: Program, shown: str) -> None:
         if kind is not None and kind.conditions is not None:
             for key, condition in kind.conditions(node.step):
                 validate_condition(condition, path=shown, location=f"{node.id}.{key}")
-
-
-def refresh_segments(
-    ws: Workspace,
-    now: datetime,
-    *,
-    stop: threading.Event | None = None,
-    log: SliceLog | None = None,
-) -> None:
-    """Refresh materialised segments first."""
-    ws.segments.refresh(now, stop=stop, log=log)

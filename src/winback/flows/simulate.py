@@ -27,7 +27,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, func, insert, select, text, update
+from sqlalchemy import Engine, and_, func, insert, select, text, update
 from sqlalchemy.engine import make_url
 
 from winback.clock import FixedClock
@@ -208,14 +208,16 @@ def simulate(
             sim.clock.set(now)
             due = [p for p in pending if p[0] <= now]
             pending = [p for p in pending if p[0] > now]
-            result.simulated_orders += record_orders(sim, due)
+            result.simulated_orders += record_orders(
+                sim.engine, due, currency=sim.settings.currency, now=now
+            )
             sim.flows.tick(now, sync=False)
-            _mark_sent(sim, now)
+            _mark_sent(sim.engine, now)
             if truth:
-                pending += _draw_purchases(sim, flow_id, truth, decided, rng)
+                pending += _draw_purchases(sim.engine, flow_id, truth, decided, rng)
             if on_day is not None and day < days:
                 on_day(now)
-        _report(sim, key, flow_id, start + timedelta(days=days), result)
+        _report(sim.engine, key, flow_id, start + timedelta(days=days), result)
     return result
 
 
@@ -228,9 +230,9 @@ def with_holdout(definition: dict[str, Any], share: float) -> dict[str, Any]:
     return {**definition, "steps": [{"id": "sim-holdout", "holdout": {"share": share}}, *steps]}
 
 
-def _mark_sent(sim: Workspace, now: datetime) -> None:
+def _mark_sent(engine: Engine, now: datetime) -> None:
     """The simulation's sink only counts: pending messages become sent."""
-    with sim.engine.begin() as conn:
+    with engine.begin() as conn:
         conn.execute(
             update(outbox)
             .where(outbox.c.status == "pending", outbox.c.not_before <= now)
@@ -239,7 +241,7 @@ def _mark_sent(sim: Workspace, now: datetime) -> None:
 
 
 def _draw_purchases(
-    sim: Workspace,
+    engine: Engine,
     flow_id: int,
     truth: dict[str, Response],
     decided: set[int],
@@ -253,7 +255,7 @@ def _draw_purchases(
         .correlate(fe)
         .scalar_subquery()
     )
-    with sim.engine.connect() as conn:
+    with engine.connect() as conn:
         rows = list(
             conn.execute(
                 select(fe.c.id, fe.c.contact_id, fe.c.entered_at, contacts.c.customer_id, contacted)
@@ -278,11 +280,14 @@ def _draw_purchases(
     return out
 
 
-def record_orders(sim: Workspace, due: list[tuple[datetime, int, float]]) -> int:
-    """Insert simulated orders and keep the contacts' purchase attributes current."""
+def record_orders(
+    engine: Engine, due: list[tuple[datetime, int, float]], *, currency: str, now: datetime
+) -> int:
+    """Insert simulated orders (in ``currency``) and keep the contacts' purchase attributes
+    current (stamped ``now``)."""
     if not due:
         return 0
-    with sim.engine.begin() as conn:
+    with engine.begin() as conn:
         conn.execute(
             insert(orders),
             [
@@ -291,24 +296,22 @@ def record_orders(sim: Workspace, due: list[tuple[datetime, int, float]]) -> int
                     "contact_id": cid,
                     "ordered_at": when,
                     "amount": amount,
-                    "currency": sim.settings.currency,
+                    "currency": currency,
                     "items": None,
                     "coupon": None,
                 }
                 for when, cid, amount in due
             ],
         )
-        activity.apply_orders(
-            conn, [(cid, when, amount) for when, cid, amount in due], now=sim.clock.now()
-        )
+        activity.apply_orders(conn, [(cid, when, amount) for when, cid, amount in due], now=now)
     return len(due)
 
 
 def _report(
-    sim: Workspace, key: str, flow_id: int, end: datetime, result: SimulationResult
+    engine: Engine, key: str, flow_id: int, end: datetime, result: SimulationResult
 ) -> None:
     fe = flow_entries
-    with sim.engine.connect() as conn:
+    with engine.connect() as conn:
         result.messages_per_step = {
             step: int(n)
             for step, n in conn.execute(

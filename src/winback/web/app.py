@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from winback import __version__
 from winback.errors import WinbackError
 from winback.flows.status import EngineStatus
+from winback.web.apikeys import KeyRing
 from winback.web.errors import install_error_handling
 from winback.workspace import Workspace
 
@@ -124,6 +125,7 @@ def create_app(
             await asyncio.to_thread(loops.shutdown)
             # Writes queued events and the API keys' recorded use.
             await asyncio.to_thread(workspace.delivery.close)
+            await asyncio.to_thread(app.state.keyring.close)
 
     app = FastAPI(
         title="winback",
@@ -133,6 +135,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.workspace = workspace
+    app.state.keyring = KeyRing(workspace.engine, workspace.clock.now)
     app.state.engine = status
     app.state.templates = Jinja2Templates(directory=str(TEMPLATES))
 

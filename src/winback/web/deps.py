@@ -9,6 +9,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 
+from winback.web.apikeys import KeyRing
 from winback.workspace import Workspace
 
 _bearer = HTTPBearer(auto_error=False, description="An API key from `winback api-keys create`.")
@@ -70,7 +71,7 @@ async def api_key(
     key = credentials.credentials if credentials is not None else ""
     name: str | None = None
     if key:
-        keyring = get_workspace(request).delivery.keyring
+        keyring: KeyRing = request.app.state.keyring
         name = keyring.cached(key)
         if name is None:
             name = await run_in_threadpool(keyring.verify, key)

@@ -4,7 +4,6 @@ one for good (A/B test of templates)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -12,8 +11,8 @@ from pydantic import Field, model_validator
 from sqlalchemy import Connection, String, case, cast, literal, select, true
 from sqlalchemy.sql.elements import ColumnElement
 
+from winback.channels import CONSENT_CHANNELS
 from winback.flows._sql import (
-    CONSENT_CHANNELS,
     Rule,
     at,
     fe,
@@ -174,6 +173,4 @@ def start(flow: RunningFlow, node: Node, step: SendStep, now: datetime) -> Openi
         # SQLite (one writer): the enrolment statement just checked the consent.
         queue(conn, flow, node, send, new, now, conn.dialect.name == "sqlite")
 
-    outcome = f"queued:{name}" if name else "queued"
-    opening: tuple[str, Callable[[Connection, ColumnElement[bool]], None]] = (outcome, write)
-    return opening
+    return (f"queued:{name}" if name else "queued"), write
