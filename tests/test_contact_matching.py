@@ -10,7 +10,7 @@ import sys
 from decimal import Decimal
 from pathlib import Path
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import Table, func, insert, select
 
 from winback.store.schema import consent_log, contact_tags, contacts, events, orders, tag_history
 from winback.workspace import Workspace
@@ -27,8 +27,8 @@ def winback(ws: Workspace, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def count(ws: Workspace, table: object, **where: object) -> int:
-    query = select(func.count()).select_from(table)  # type: ignore[arg-type]
+def count(ws: Workspace, table: Table, **where: object) -> int:
+    query = select(func.count()).select_from(table)
     for name, value in where.items():
         query = query.where(table.c[name] == value)
     with ws.engine.connect() as conn:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -28,7 +28,7 @@ SHOP_DETAILS = {
 }
 
 
-def _detail(help_text: str) -> typer.models.OptionInfo:
+def _detail(help_text: str) -> Any:
     return typer.Option(help=help_text, show_default=False)
 
 

@@ -163,37 +163,34 @@ class Orders:
                 items = v[self.i_items].strip() or None
                 if items is not None and not isinstance(json.loads(items), list | dict):
                     return self.checked(record)
-            coupon = None
-            if self.i_coupon is not None:
-                coupon = v[self.i_coupon].strip() or None
-                if coupon is not None and (len(coupon) > 64 or not coupon.isascii()):
-                    return self.checked(record)
-            status = PAID
-            if self.i_status is not None:
-                status = v[self.i_status].strip().lower() or PAID
-                if status not in ORDER_STATUSES:
-                    return self.checked(record)
-            refunded = ZERO
-            if self.i_refunded is not None:
-                given = v[self.i_refunded].strip()
-                if given:
-                    refunded = Decimal(given)
-                    if not refunded.is_finite() or refunded < 0 or refunded > MAX_AMOUNT:
-                        return self.checked(record)
+            tail = self._tail(v)
+            if tail is None:
+                return self.checked(record)
         except (AttributeError, ValueError, InvalidOperation, FieldError, RecursionError):
             return self.checked(record)
-        return (
-            record.line,
-            order_id,
-            customer_id,
-            at,
-            str(amount),
-            currency,
-            items,
-            coupon,
-            status,
-            str(refunded),
-        )
+        return (record.line, order_id, customer_id, at, str(amount), currency, items, *tail)
+
+    def _tail(self, v: list[Any]) -> tuple[str | None, str, str] | None:
+        """Fast path: ``(coupon, status, refunded)`` of well-formed cells; None: anything
+        unusual."""
+        coupon = None
+        if self.i_coupon is not None:
+            coupon = v[self.i_coupon].strip() or None
+            if coupon is not None and (len(coupon) > 64 or not coupon.isascii()):
+                return None
+        status = PAID
+        if self.i_status is not None:
+            status = v[self.i_status].strip().lower() or PAID
+            if status not in ORDER_STATUSES:
+                return None
+        refunded = ZERO
+        if self.i_refunded is not None:
+            given = v[self.i_refunded].strip()
+            if given:
+                refunded = Decimal(given)
+                if not refunded.is_finite() or refunded < 0 or refunded > MAX_AMOUNT:
+                    return None
+        return coupon, status, str(refunded)
 
     def checked(self, record: Record) -> OrderRow | Reject:
         """Field by field, naming the first field that is wrong."""

@@ -56,54 +56,70 @@ def order_status(financial: str, cancelled_at: str) -> str:
     return FINANCIAL_STATUS.get(word, word)
 
 
-def orders(cols: Columns, records: Iterator[Record]) -> tuple[list[str], Iterator[Record]]:
-    i_name = cols.need("Name")
-    i_email = cols.need("Email")
-    i_financial = cols.need("Financial Status")
-    i_created = cols.need("Created at")
-    i_total = cols.need("Total")
-    i_currency = cols.find("Currency")
-    i_code = cols.find("Discount Code")
-    i_refunded = cols.find("Refunded Amount")
-    i_cancelled = cols.find("Cancelled at")
-    i_qty = cols.find("Lineitem quantity")
-    i_item = cols.find("Lineitem name")
-    i_price = cols.find("Lineitem price")
-    i_sku = cols.find("Lineitem sku")
-    i_id = cols.find("Id")
+class _OrderRows:
+    """The export's columns, and an order row from its first line and its line items."""
 
-    def item(v: list[Any]) -> dict[str, Any] | None:
-        name, sku = cell(v, i_item), cell(v, i_sku)
+    def __init__(self, cols: Columns) -> None:
+        self.name = cols.need("Name")
+        self.email = cols.need("Email")
+        self.financial = cols.need("Financial Status")
+        self.created = cols.need("Created at")
+        self.total = cols.need("Total")
+        self.currency = cols.find("Currency")
+        self.code = cols.find("Discount Code")
+        self.refunded = cols.find("Refunded Amount")
+        self.cancelled = cols.find("Cancelled at")
+        self.qty = cols.find("Lineitem quantity")
+        self.item_name = cols.find("Lineitem name")
+        self.price = cols.find("Lineitem price")
+        self.sku = cols.find("Lineitem sku")
+        self.id = cols.find("Id")
+
+    def item(self, v: list[Any]) -> dict[str, Any] | None:
+        name, sku = cell(v, self.item_name), cell(v, self.sku)
         if not (name or sku):
             return None
         found: dict[str, Any] = {"name": name}
         if sku:
             found["sku"] = sku
-        qty = cell(v, i_qty)
+        qty = cell(v, self.qty)
         if qty:
             found["quantity"] = int(qty) if qty.isdigit() else qty
-        price = cell(v, i_price)
+        price = cell(v, self.price)
         if price:
             found["price"] = price
         return found
 
-    def start(v: list[Any]) -> list[Any]:
+    def start(self, v: list[Any]) -> list[Any]:
         return [
-            cell(v, i_id) or cell(v, i_name),
-            cell(v, i_email),
-            timestamp(cell(v, i_created)),
-            cell(v, i_total),
-            cell(v, i_currency),
+            cell(v, self.id) or cell(v, self.name),
+            cell(v, self.email),
+            timestamp(cell(v, self.created)),
+            cell(v, self.total),
+            cell(v, self.currency),
             [],
-            cell(v, i_code),
-            order_status(cell(v, i_financial), cell(v, i_cancelled)),
-            cell(v, i_refunded),
+            cell(v, self.code),
+            order_status(cell(v, self.financial), cell(v, self.cancelled)),
+            cell(v, self.refunded),
         ]
 
-    def done(line: int, order: list[Any]) -> Record:
-        items = order[5]
-        order[5] = json.dumps(items, ensure_ascii=False) if items else ""
-        return Record(line, order)
+    def complete(self, order: list[Any], v: list[Any]) -> None:
+        """Fill what the order's first row lacked from a later row of it."""
+        if all(order[i] for i in REQUIRED):
+            return
+        for i, value in enumerate(self.start(v)):
+            if i != 5 and not order[i] and value:
+                order[i] = value
+
+
+def _done(line: int, order: list[Any]) -> Record:
+    items = order[5]
+    order[5] = json.dumps(items, ensure_ascii=False) if items else ""
+    return Record(line, order)
+
+
+def orders(cols: Columns, records: Iterator[Record]) -> tuple[list[str], Iterator[Record]]:
+    rows = _OrderRows(cols)
 
     def grouped() -> Iterator[Record]:
         line, order, name = 0, None, None
@@ -112,20 +128,17 @@ def orders(cols: Columns, records: Iterator[Record]) -> tuple[list[str], Iterato
                 yield record
                 continue
             v = record.values
-            if order is not None and cell(v, i_name) == name:
-                if not all(order[i] for i in REQUIRED):  # a later row may carry what it lacks
-                    for i, value in enumerate(start(v)):
-                        if i != 5 and not order[i] and value:
-                            order[i] = value
+            if order is not None and cell(v, rows.name) == name:
+                rows.complete(order, v)
             else:
                 if order is not None:
-                    yield done(line, order)
-                line, order, name = record.line, start(v), cell(v, i_name)
-            found = item(v)
+                    yield _done(line, order)
+                line, order, name = record.line, rows.start(v), cell(v, rows.name)
+            found = rows.item(v)
             if found is not None:
                 order[5].append(found)
         if order is not None:
-            yield done(line, order)
+            yield _done(line, order)
 
     return ORDER_COLUMNS, grouped()
 
