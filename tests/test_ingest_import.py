@@ -53,19 +53,21 @@ def test_broken_file_keeps_every_good_row_and_reports_every_bad_one(
         b"o3,c1,2024-01-06T10:00:00+02:00,abc,EUR,,\n",  # 4 non-numeric amount
         b",c3,2024-01-07,5,EUR,,\n",  # 5 missing order id
         b"o4,,2024-01-07,5,EUR,,\n",  # 6 missing customer id
-        b"o5,c\xe9,2024-01-07,5,EUR,,\n",  # 7 wrong encoding (latin-1 byte in UTF-8)
+        b"o5,c\xe9,2024-01-07,5,EUR,,\n",  # 7 good: a cp1252 line in a UTF-8 file
         b"o6,c4,2024-01-08,5,EUR,,,extra\n",  # 8 extra column
         b"o7,c4,2024-01-08\n",  # 9 missing columns
         b'o8,c5,2024-01-09,7.25,EUR,,"=HYPERLINK(""http://x"",""y"")"\n',  # 10 good
         b"o1,c1,2024-01-05T10:00:00Z,10.50,EUR,,\n",  # 11 duplicate order in the file
         'o9,cé,2024-01-10,3.5,EUR,"[{""sku"": ""A""}]",\n'.encode(),  # 12 good
         b"o10,c6,2024-01-11,=1+2,EUR,,\n",  # 13 formula-looking amount
-        b"o11,c7,2024-01-1",  # 14 truncated last line
+        b"o12,c\x81,2024-01-12,5,EUR,,\n",  # 14 a byte neither UTF-8 nor cp1252
+        b"o11,c7,2024-01-1",  # 15 truncated last line
     ]
     path = write(tmp_path / "orders.csv", b"".join(lines))
     report = workspace.imports.orders(path)
-    assert order_ids(workspace) == {"o1", "o8", "o9"}
-    assert (report.read, report.imported, report.duplicates) == (13, 3, 0)
+    assert order_ids(workspace) == {"o1", "o5", "o8", "o9"}
+    assert (report.read, report.imported, report.duplicates) == (14, 4, 0)
+    assert "1 lines not valid UTF-8 read as cp1252: 7" in report.file_format
     assert report.rejected == 10 and report.reject_file == tmp_path / "orders.csv.rejects.csv"
     got = rejects_of(report.reject_file)
     expected_fields = {
@@ -73,19 +75,19 @@ def test_broken_file_keeps_every_good_row_and_reports_every_bad_one(
         4: "amount",
         5: "order_id",
         6: "customer_id",
-        7: "customer_id",
         8: "(row)",
         9: "(row)",
         11: "order_id",
         13: "amount",
-        14: "(row)",
+        14: "customer_id",
+        15: "(row)",
     }
     assert {line: r["field"] for line, r in got.items()} == expected_fields
     assert all(r["reason"] for r in got.values())
     assert got[3]["value"] == "2024-13-45" and "ISO 8601" in got[3]["reason"]
     assert got[4]["value"] == "abc" and "number" in got[4]["reason"]
     assert "missing" in got[5]["reason"]
-    assert got[7]["value"] == "c\\xe9" and "encoding" in got[7]["reason"]
+    assert got[14]["value"] == "c\\x81" and "neither UTF-8 nor cp1252" in got[14]["reason"]
     assert "expected 7 fields" in got[8]["reason"] and "found 8" in got[8]["reason"]
     assert "duplicate order_id" in got[11]["reason"]
     assert got[13]["value"] == "'=1+2"  # the reject file is formula-safe
@@ -93,8 +95,8 @@ def test_broken_file_keeps_every_good_row_and_reports_every_bad_one(
         coupon = conn.execute(select(orders.c.coupon).where(orders.c.order_id == "o8")).scalar()
         recorded = conn.execute(select(imports)).mappings().one()
     assert coupon == '=HYPERLINK("http://x","y")'  # kept as data
-    assert recorded["rows_read"] == 13 and recorded["rows_rejected"] == 10
-    assert recorded["rows_imported"] == 3 and recorded["finished_at"] is not None
+    assert recorded["rows_read"] == 14 and recorded["rows_rejected"] == 10
+    assert recorded["rows_imported"] == 4 and recorded["finished_at"] is not None
 
 
 def test_reimport_imports_nothing_new(workspace: Workspace, tmp_path: Path) -> None:

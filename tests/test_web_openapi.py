@@ -15,9 +15,10 @@ from winback.web.app import create_app
 from winback.workspace import Workspace
 
 #: Operations whose schema-valid requests business rules may still refuse with their
-#: documented 400 (an event dated more than a day after the server's clock, a time with no
-#: UTC equivalent): every other check holds for them, a 5xx above all.
-RULED = {"POST /api/v1/events", "POST /api/v1/events/batch"}
+#: documented 400 or 422 (an event dated more than a day after the server's clock, a time
+#: with no UTC equivalent, a time before 1970): every other check holds for them, a 5xx
+#: above all.
+RULED = {"POST /api/v1/events", "POST /api/v1/events/batch", "POST /api/v1/feedback-reports"}
 
 
 def refusable(label: str) -> list[Any]:

@@ -21,6 +21,14 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from winback.errors import InvalidSetting
+from winback.masking import (
+    HIDDEN,
+    KNOWN_SECRETS,
+    is_secret_key,
+    mask_text,
+    redact,
+    secret_values,
+)
 
 CONFIG_FILE = "winback.toml"
 ENV_PREFIX = "WINBACK_"
@@ -104,6 +112,13 @@ class Settings(BaseModel):
         description="Key that signs tracking, unsubscribe and feedback links. `winback init` "
         "writes a random one into the workspace; set `WINBACK_SECRET_KEY` in production.",
     )
+    previous_secret_keys: list[str] = Field(
+        [],
+        description="Former values of `secret_key`, still accepted when verifying links "
+        "(never used to sign): after a rotation, links in messages already sent keep working "
+        "while their key is listed here. Environment: a JSON array or comma-separated. See "
+        "docs/security.md.",
+    )
     base_url: str = Field(
         "http://127.0.0.1:8000",
         description="Public URL of `winback serve`, used in tracking, unsubscribe and "
@@ -121,10 +136,11 @@ class Settings(BaseModel):
         'scores such as `"555"` or `"5*1"` (`*` = any score), values segment names; later '
         "keys win. Written as a `[rfm_table]` section in winback.toml.",
     )
-    analytics_model: Literal["bgnbd", "pareto-nbd"] = Field(
-        "bgnbd",
-        description="Purchase model behind P(alive), expected purchases and CLV: `bgnbd` or "
-        "`pareto-nbd`.",
+    analytics_model: Literal["mbgnbd", "bgnbd", "pareto-nbd"] = Field(
+        "mbgnbd",
+        description="Purchase model behind P(alive), expected purchases and CLV: `mbgnbd` "
+        "(default: one-order customers' P(alive) falls with time, so the P(alive) dormancy "
+        "rule can count them), `bgnbd` (one-order customers are always alive) or `pareto-nbd`.",
     )
     alive_threshold: float = Field(
         0.5,
@@ -138,6 +154,42 @@ class Settings(BaseModel):
     )
     clv_discount_rate: float = Field(
         0.10, ge=0, lt=1, description="Annual discount rate applied to future revenue in CLV."
+    )
+    control_group_share: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="Share of contacts withheld from every marketing flow as the workspace-wide "
+        "control group (0: none). Membership is a stable hash of the contact id and "
+        "`control_group_salt` (docs/results.md); raising the share keeps current members.",
+    )
+    control_group_salt: str = Field(
+        "winback-control",
+        min_length=1,
+        description="Salt of the control group's hash: changing it draws a new control group.",
+    )
+    lift_max_relative_mde: float = Field(
+        0.25,
+        gt=0,
+        description="Declared threshold of the lift figures: while the minimum detectable "
+        "effect (80 % power, 5 % two-sided) exceeds this share of the control's value and the "
+        'interval spans zero, the result reads "not enough data yet".',
+    )
+    winner_alpha: float = Field(
+        0.05,
+        gt=0,
+        lt=1,
+        description="Largest chance of declaring a false A/B winner, however often results are "
+        "looked at (always-valid mSPRT, docs/results.md).",
+    )
+    winner_mixture_sd: float = Field(
+        0.02,
+        gt=0,
+        description="Spread τ of the normal mixture over the difference of conversion rates in "
+        "the winner rule: about the size of difference worth detecting (0.02 = 2 points).",
+    )
+    winner_min_contacts: int = Field(
+        100, ge=1, description="Contacts every variant needs before a winner can be declared."
     )
     cluster_seed: int = Field(0, description="Random seed of K-Means (results are repeatable).")
     cluster_max_k: int = Field(
@@ -278,6 +330,44 @@ class Settings(BaseModel):
     soft_bounce_window_days: int = Field(
         30, ge=1, description="Window, in days, in which soft bounces are counted."
     )
+    http_max_body_bytes: int = Field(
+        1_048_576,
+        ge=1024,
+        description="Largest request body `winback serve` reads (event API, feedback "
+        "reports, link forms): a larger one is answered 413 before it is parsed, whether "
+        "it declares its length or streams it.",
+    )
+    http_max_report_bytes: int = Field(
+        10_485_760,
+        ge=1024,
+        description="Largest body of `POST /api/v1/feedback-reports/raw` (a report email "
+        "with the original message attached); larger: 413.",
+    )
+    render_max_output_chars: int = Field(
+        1_000_000,
+        ge=1000,
+        description="Longest text of one rendered template field (an email's HTML); all "
+        "the outputs of one render together may be four times this. Larger: the message "
+        "fails with the reason (docs/security.md).",
+    )
+    render_max_value_size: int = Field(
+        100_000,
+        ge=100,
+        description="Largest string, list or range (characters or items) a template may "
+        "build with an operator, filter or method (`'a' * n`, `range(n)`, `center(n)`, "
+        "`join`, ...); checked before it is built when the size is known in advance.",
+    )
+    render_max_loop_iterations: int = Field(
+        100_000,
+        ge=100,
+        description="Most `{% for %}` iterations in one render, nested loops included.",
+    )
+    render_timeout_seconds: float = Field(
+        2.0,
+        gt=0,
+        description="Wall-clock time after which a render is stopped (checked at every "
+        "loop iteration, operator, call, filter and output) and its message failed.",
+    )
     engine_stale_seconds: int = Field(
         900,
         ge=1,
@@ -314,6 +404,16 @@ def _coerce_env(name: str, raw: str) -> Any:
             ) from None
     if raw == "" and field.default is None:
         return None
+    if getattr(field.annotation, "__origin__", None) is list:
+        if raw.lstrip().startswith("["):
+            try:
+                return json.loads(raw)
+            except ValueError:
+                raise InvalidSetting(
+                    f"{ENV_PREFIX}{name.upper()}: setting {name} expects a JSON array or "
+                    "comma-separated values"
+                ) from None
+        return [item.strip() for item in raw.split(",") if item.strip()]
     if field.annotation is not None and getattr(field.annotation, "__origin__", None) is dict:
         try:
             return json.loads(raw)
@@ -344,16 +444,28 @@ def load_settings(
         if key in env:
             values[name] = _coerce_env(name, env[key])
     try:
-        return Settings(**values)
+        settings = Settings(**values)
     except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            loc = ".".join(str(p) for p in err["loc"]) or "?"
-            problem = err["msg"]
-            if err["type"] == "extra_forbidden":
-                problem = f"unknown setting (known: {', '.join(Settings.model_fields)})"
-            problems.append(f"{loc} = {err.get('input')!r}: {problem}")
-        raise InvalidSetting(f"{source}: " + "; ".join(problems)) from None
+        raise InvalidSetting(f"{source}: " + "; ".join(_problems(exc))) from None
+    KNOWN_SECRETS.add(settings_secrets(settings))
+    return settings
+
+
+def _problems(exc: ValidationError) -> list[str]:
+    """Each refused value, named and explained, with secrets hidden."""
+    problems = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "?"
+        problem = err["msg"]
+        if err["type"] == "extra_forbidden":
+            problem = f"unknown setting (known: {', '.join(Settings.model_fields)})"
+        shown = redact(str(err["loc"][-1]) if err["loc"] else "", err.get("input"))
+        if any(isinstance(p, str) and "header" in p.lower() for p in err["loc"][:-1]):
+            shown = redact(str(err["loc"][-1]), err.get("input"), header=True)
+        if any(is_secret_key(str(p)) for p in err["loc"]):
+            shown = HIDDEN
+        problems.append(mask_text(f"{loc} = {shown!r}: {problem}"))
+    return problems
 
 
 def settings_table_markdown() -> str:
@@ -364,7 +476,7 @@ def settings_table_markdown() -> str:
     ]
     for name, field in Settings.model_fields.items():
         value = field.get_default(call_default_factory=True)
-        default = "" if value is None or value == {} else f"`{value}`"
+        default = "" if value is None or value in ({}, []) else f"`{value}`"
         desc = (field.description or "").replace("|", "\\|")
         lines.append(f"| `{name}` | `{ENV_PREFIX}{name.upper()}` | {default} | {desc} |")
     return "\n".join(lines) + "\n"
@@ -374,53 +486,17 @@ if __name__ == "__main__":  # pragma: no cover
     print(settings_table_markdown(), end="")
 
 
-#: Setting and provider keys whose values are secrets (a key ending in ``_file`` names a file
-#: and is shown).
-SECRET_KEYS = ("password", "secret", "token", "auth_value", "credential", "api_key")
-#: HTTP header names whose values are secrets.
-SECRET_HEADERS = ("auth", "token", "key", "cookie")
-HIDDEN = "********"
-
-
 def redacted(settings: Settings) -> dict[str, Any]:
-    """The settings as plain data with every secret hidden, for showing them: the secret
-    key, passwords inside URLs (``smtp_url``, ``database_url``, provider URLs), provider
-    tokens and credentials, and secret-looking HTTP headers. An environment reference such
-    as ``${SMS_TOKEN}`` is not a secret and is shown as written."""
-    return {k: _redact(k, v) for k, v in settings.model_dump().items()}
+    """The settings as plain data with every secret hidden, for showing them (the rule of
+    :mod:`winback.masking`): the secret keys, passwords inside URLs (``smtp_url``,
+    ``database_url``, provider URLs), provider tokens and credentials, and secret-looking
+    HTTP headers. An environment reference such as ``${SMS_TOKEN}`` is shown as written."""
+    return {k: redact(k, v) for k, v in settings.model_dump().items()}
 
 
-def _redact(key: str, value: Any, *, header: bool = False) -> Any:
-    if isinstance(value, dict):
-        headers = key.lower() == "headers"
-        return {str(k): _redact(str(k), v, header=headers) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_redact(key, v) for v in value]
-    if not isinstance(value, str) or not value:
-        return value
-    name = key.lower()
-    secret_name = any(w in name for w in (SECRET_HEADERS if header else SECRET_KEYS))
-    if secret_name and not name.endswith("_file"):
-        return value if _env_reference(value) else HIDDEN
-    return _url_without_password(value)
-
-
-def _env_reference(value: str) -> bool:
-    inner = value.removeprefix("Bearer ").strip()
-    return inner.startswith("${") and inner.endswith("}")
-
-
-def _url_without_password(value: str) -> str:
-    from urllib.parse import urlsplit, urlunsplit
-
-    if "://" not in value or "@" not in value:
-        return value
-    try:
-        parts = urlsplit(value)
-    except ValueError:
-        return value
-    if parts.password is None:
-        return value
-    user = parts.username or ""
-    host = parts.netloc.rsplit("@", 1)[1]
-    return urlunsplit(parts._replace(netloc=f"{user}:{HIDDEN}@{host}"))
+def settings_secrets(settings: Settings) -> set[str]:
+    """The secret values of ``settings`` (what :func:`redacted` hides)."""
+    found: set[str] = set()
+    for key, value in settings.model_dump().items():
+        found |= secret_values(key, value)
+    return found

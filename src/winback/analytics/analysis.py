@@ -21,6 +21,7 @@ from winback.analytics.bgnbd import BetaGeo
 from winback.analytics.clusters import Clusters, cluster
 from winback.analytics.clv import Predictions, PurchaseModel, predict
 from winback.analytics.gamma_gamma import GammaGamma
+from winback.analytics.mbgnbd import ModifiedBetaGeo
 from winback.analytics.pareto_nbd import ParetoNBD
 from winback.analytics.rfm import RFM, SEGMENTS, build_table, score
 from winback.analytics.summary import Summary, Transactions, sort_transactions, summary_data
@@ -34,13 +35,18 @@ EPOCH = date(1970, 1, 1)
 P_ALIVE_BINS = 10
 HOLDOUT_MAX_FREQUENCY = 7
 
-MODELS = ("bgnbd", "pareto-nbd", "gamma-gamma")
+PURCHASE_MODELS: dict[str, Any] = {
+    "bgnbd": BetaGeo,
+    "mbgnbd": ModifiedBetaGeo,
+    "pareto-nbd": ParetoNBD,
+}
+MODELS = (*PURCHASE_MODELS, "gamma-gamma")
 
 Progress = StepProgress
 
 
 class UnknownModel(WinbackError):
-    """A model name that is not one of bgnbd, pareto-nbd, gamma-gamma."""
+    """A model name that is not one of bgnbd, mbgnbd, pareto-nbd, gamma-gamma."""
 
 
 def to_date(day: int | float) -> date:
@@ -75,13 +81,16 @@ class Analysis:
 
 
 def fit_purchase_model(name: str, s: Summary) -> PurchaseModel:
-    cls: Any = BetaGeo if name == "bgnbd" else ParetoNBD
-    model: PurchaseModel = cls.fitted(s.frequency, s.recency, s.T)
+    if name not in PURCHASE_MODELS:
+        raise UnknownModel(
+            f"unknown purchase model {name!r} (expected one of {', '.join(PURCHASE_MODELS)})"
+        )
+    model: PurchaseModel = PURCHASE_MODELS[name].fitted(s.frequency, s.recency, s.T)
     return model
 
 
 def fit_model(tx: Transactions, model: str, calibration_end: int, today: int) -> dict[str, Any]:
-    """Fit one model (``bgnbd``, ``pareto-nbd`` or ``gamma-gamma``) on the purchases up to
+    """Fit one model (``bgnbd``, ``mbgnbd``, ``pareto-nbd`` or ``gamma-gamma``) on the purchases up to
     ``calibration_end``; with purchases after it (up to ``today``), add the holdout check."""
     if model not in MODELS:
         raise UnknownModel(f"unknown model {model!r} (expected one of {', '.join(MODELS)})")
@@ -230,7 +239,7 @@ def analyze(
         except NotEnoughData as exc:
             notes.append(f"holdout check skipped: {exc}")
     lap("holdout")
-    eng = engagement(s) if engagement is not None else None
+    eng = _engagement_as_of(engagement(s), reference_day) if engagement is not None else None
     say("clusters")
     last_touch = recency_days
     if eng is not None:
@@ -253,6 +262,16 @@ def analyze(
     report["notes"] = notes
     report["timings"] = timings
     return Analysis(reference_day, s, rfm, model, spend_model, predictions, clusters, report, notes)
+
+
+def _engagement_as_of(eng: Engagement, reference_day: int) -> Engagement:
+    """Engagement after the reference day is not known at that day: it counts as never."""
+    return Engagement(
+        *(
+            np.where(v > reference_day, np.nan, v)
+            for v in (eng.last_open, eng.last_click, eng.last_visit)
+        )
+    )
 
 
 def _usable(model: Any) -> bool:

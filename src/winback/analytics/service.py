@@ -102,12 +102,15 @@ class Analytics:
         return an.Engagement(out[:, 0], out[:, 1], out[:, 2])
 
     # -- models -------------------------------------------------------------------------------
-    def fit(self, model: str, *, calibration_end: date | None = None) -> dict[str, Any]:
-        """Fit one model on the purchases up to ``calibration_end`` (default: today) and, when
-        there are purchases after it, compare predictions with the holdout period."""
-        today = self.reference_day()
-        cal = an.day_of(calibration_end) if calibration_end is not None else today
-        return an.fit_model(self.transactions(), model, cal, today)
+    def fit(
+        self, model: str, *, calibration_end: date | None = None, as_of: date | None = None
+    ) -> dict[str, Any]:
+        """Fit one model on the purchases up to ``calibration_end`` (default: ``as_of``) and,
+        when the observation goes on after it, compare predictions with the holdout period
+        up to ``as_of`` (default: today; purchases after it are ignored)."""
+        end = an.day_of(as_of) if as_of is not None else self.reference_day()
+        cal = an.day_of(calibration_end) if calibration_end is not None else end
+        return an.fit_model(self.transactions(), model, cal, end)
 
     def predict(self) -> dict[str, Any]:
         """Fit the purchase model (setting ``analytics_model``) and Gamma-Gamma on every
@@ -140,14 +143,20 @@ class Analytics:
 
     # -- the whole analysis -------------------------------------------------------------------
     def analyze(
-        self, *, write: bool = True, holdout: bool = True, progress: an.Progress | None = None
+        self,
+        *,
+        write: bool = True,
+        holdout: bool = True,
+        progress: an.Progress | None = None,
+        as_of: date | None = None,
     ) -> an.Analysis:
-        """Run every analysis; with ``write``, store the contact attributes and today's RFM
+        """Run every analysis as of ``as_of`` (default: today; later purchases and engagement
+        are ignored); with ``write``, store the contact attributes and that day's RFM
         snapshot, and report the movement between segments since the previous snapshot."""
         say = progress or (lambda _m: None)
         say("reading orders")
         tx = self.transactions()
-        today = self.reference_day()
+        today = an.day_of(as_of) if as_of is not None else self.reference_day()
         result = an.analyze(
             tx, today, self.settings, engagement=self.engagement, holdout=holdout,
             progress=progress,

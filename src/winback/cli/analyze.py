@@ -49,7 +49,8 @@ def analyze(
         typer.Option(
             "--as-of",
             formats=["%Y-%m-%d"],
-            help="Reference date for --orders (default: the last order's date).",
+            help="Analyse as of this date: later orders and engagement are ignored (default: "
+            "today for a workspace, the last order's date for --orders).",
         ),
     ] = None,
     html: Annotated[
@@ -86,7 +87,10 @@ def analyze(
         else:
             with workspace_from(workspace) as ws:
                 result = ws.analytics.analyze(
-                    write=not no_write, holdout=not no_holdout, progress=progress
+                    write=not no_write,
+                    holdout=not no_holdout,
+                    progress=progress,
+                    as_of=as_of.date() if as_of else None,
                 )
                 report = result.report
                 report["source"] = str(ws.path)
@@ -147,13 +151,24 @@ def print_analysis(r: dict[str, Any]) -> None:
 
 @models_app.command("fit")
 def models_fit(
-    model: Annotated[str, typer.Option("--model", help="bgnbd, pareto-nbd or gamma-gamma.")],
+    model: Annotated[
+        str, typer.Option("--model", help="bgnbd, mbgnbd, pareto-nbd or gamma-gamma.")
+    ],
     calibration_end: Annotated[
         datetime | None,
         typer.Option(
             "--calibration-end",
             formats=["%Y-%m-%d"],
             help="Fit on purchases up to this date; later ones form the holdout check.",
+        ),
+    ] = None,
+    as_of: Annotated[
+        datetime | None,
+        typer.Option(
+            "--as-of",
+            formats=["%Y-%m-%d"],
+            help="End of the observation (and of the holdout check): later orders are ignored "
+            "(default: today for a workspace, the last order's date for --orders).",
         ),
     ] = None,
     workspace: WorkspaceOption = None,
@@ -164,15 +179,16 @@ def models_fit(
     from winback.analytics import analysis as an
 
     cal: date | None = calibration_end.date() if calibration_end else None
+    end: date | None = as_of.date() if as_of else None
     if orders is not None:
         from winback.analytics.orders_file import read_orders
 
         tx = read_orders(orders).transactions
-        last = int(tx.day.max())
+        last = an.day_of(end) if end else int(tx.day.max())
         result = an.fit_model(tx, model, an.day_of(cal) if cal else last, last)
     else:
         with workspace_from(workspace) as ws:
-            result = ws.analytics.fit(model, calibration_end=cal)
+            result = ws.analytics.fit(model, calibration_end=cal, as_of=end)
     if as_json:
         print_json(result)
         return
@@ -186,6 +202,11 @@ def models_fit(
         f"{result['iterations']} iterations (gradient {result['gradient_norm']:.1e}); "
         f"calibration ends {result['calibration_end']}"
     )
+    if result.get("at_bound"):
+        console.print(
+            f"at the bound of its range: {', '.join(result['at_bound'])} (the likelihood keeps "
+            "rising beyond it; see docs/analytics.md)"
+        )
     hold = result.get("holdout")
     if hold:
         t = Table("repeat purchases (calibration)", "customers", "actual", "predicted",

@@ -91,7 +91,10 @@ def templates_validate(
     workspace: WorkspaceOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Report syntax errors and unknown variables, with file and line. Exit 1 if any."""
+    """Report, with file and line, syntax errors, unknown variables and fields, includes
+    outside the templates folder and library, and whatever rendering would refuse (private
+    attributes, sizes past the render limits); then render each template for a sample
+    contact under the same limits. Exit 1 if anything is found."""
     with workspace_from(workspace) as ws:
         problems = ws.delivery.validate(names)
     if as_json:

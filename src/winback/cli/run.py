@@ -32,6 +32,7 @@ from winback.flows.runner import (
     run_once,
     run_retrying,
 )
+from winback.masking import mask_handlers
 
 
 class BadInstant(WinbackError):
@@ -63,13 +64,16 @@ def check_sink(value: str | None) -> str | None:
 
 def configure_logging() -> None:
     """Log records of winback (``winback.engine``: failed passes with their traceback) to
-    stderr with a timestamp, unless the embedding program configured logging itself."""
-    if logging.getLogger().handlers:
-        return
-    logging.basicConfig(
-        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    logging.getLogger("winback").setLevel(logging.INFO)
+    stderr with a timestamp, unless the embedding program configured logging itself. Either
+    way the root handlers mask secrets (:class:`winback.masking.MaskingFilter`): passwords
+    in URLs and every secret setting, in messages and tracebacks."""
+    root = logging.getLogger()
+    if not root.handlers:
+        logging.basicConfig(
+            level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
+        logging.getLogger("winback").setLevel(logging.INFO)
+    mask_handlers(root.handlers)
 
 
 def summary(report: PassReport) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection, func, select
 
 from winback.delivery.channels import Channel, OutboundMessage, SendResult
+from winback.delivery.messages.limits import RenderLimits
 from winback.delivery.messages.templates import (
     VARIABLES,
     Problem,
@@ -77,7 +78,9 @@ class Delivery:
         self.store = store
         self.folder = folder
         self.apply_pending_unsubscribes = apply_pending_unsubscribes
-        self.templates = TemplateRepository(folder / "templates")
+        self.templates = TemplateRepository(
+            folder / "templates", limits=RenderLimits.from_settings(settings)
+        )
         self._kept: DeliveryWorker | None = None
         self._keeping = False
 
@@ -122,7 +125,9 @@ class Delivery:
             self.settings,
             self.clock,
             channels,
-            TemplateRepository(self.folder / "templates"),
+            TemplateRepository(
+                self.folder / "templates", limits=RenderLimits.from_settings(self.settings)
+            ),
             before_claim=self.apply_pending_unsubscribes,
         )
 

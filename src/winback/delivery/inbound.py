@@ -13,7 +13,6 @@ from decimal import Decimal
 from typing import Any
 
 from pydantic import (
-    AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
@@ -25,6 +24,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from winback.clock import as_utc
 from winback.delivery.coupons import redeem
 from winback.delivery.records import store_events, suppress
+from winback.inputs import Instant
 from winback.store import activity
 from winback.store.driver import driver_rows
 from winback.store.repository import Store
@@ -43,7 +43,7 @@ class EventIn(BaseModel):
         min_length=1, max_length=255, pattern=r"^[^\x00]*$", description="The shop's customer id."
     )
     type: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z][A-Za-z0-9_.:-]*$")
-    occurred_at: AwareDatetime | None = Field(
+    occurred_at: Instant | None = Field(
         None, description="When it happened (ISO 8601 with offset); default: now."
     )
     event_id: str | None = Field(

@@ -50,7 +50,7 @@ def text(value: Any, *, max_length: int = 255) -> str | None:
             raise FieldError(f"expected text, found {type(value).__name__}")
     value = value.strip()
     if _has_surrogates(value):
-        raise FieldError("contains bytes that are not valid in the file's encoding")
+        raise FieldError("contains bytes that are neither UTF-8 nor cp1252 (the encodings tried)")
     if len(value) > max_length:
         raise FieldError(f"longer than {max_length} characters")
     result: str | None = value

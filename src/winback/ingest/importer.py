@@ -271,6 +271,7 @@ def run(
             progress(reader.size, reader.size)
         report.rejected = rejects.count
         report.reject_file = rejects.written
+        report.file_format = reader.description  # with what reading found (encodings)
         report.seconds = round(time.perf_counter() - started, 3)
         with engine.begin() as conn:
             conn.execute(

@@ -13,6 +13,7 @@ import codecs
 import csv
 import io
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
@@ -66,7 +67,8 @@ def open_reader(
 
 def sniff_encoding(head: bytes) -> str:
     """UTF-8 (with or without BOM) when the bytes mostly decode as UTF-8, else cp1252, else
-    latin-1. A UTF-8 file with a few bad bytes stays UTF-8: those rows are rejected."""
+    latin-1. (A CSV file without BOM is read as UTF-8 whatever this says, each line not
+    valid UTF-8 decoded as :data:`FALLBACK`: see :class:`CsvReader`.)"""
     if head.startswith(codecs.BOM_UTF8):
         return "utf-8-sig"
     if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
@@ -95,15 +97,65 @@ def sniff_delimiter(header_line: str) -> str:
     return best if counts[best] > 0 else ","
 
 
+#: The encoding of a line of a CSV file that is not valid UTF-8 (Windows' Western European
+#: code page: Excel's "CSV" export on most Western systems).
+FALLBACK = "cp1252"
+#: Lines read in the fallback encoding listed by a reader (all are counted).
+FALLBACK_LINES_SHOWN = 100
+#: Undecodable bytes met so far by every reader (only ever grows): a reader checks the rows
+#: it yields for them only once it has changed.
+_escapes = [0]
+
+
+_surrogateescape = codecs.lookup_error("surrogateescape")
+
+
+def _counting_escape(exc: UnicodeError) -> tuple[str | bytes, int]:
+    _escapes[0] += 1
+    return _surrogateescape(exc)
+
+
+codecs.register_error("winback-escape", _counting_escape)
+_ESCAPED = re.compile("[\udc80-\udcff]+")
+
+
+def _from_fallback(match: re.Match[str]) -> str:
+    raw = bytes(ord(ch) - 0xDC00 for ch in match.group())
+    # Bytes the fallback does not define either stay escaped: the field check rejects them.
+    return raw.decode(FALLBACK, errors="surrogateescape")
+
+
+def reencoded(row: list[str]) -> list[str] | None:
+    """``row`` with the bytes that were not valid UTF-8 decoded as :data:`FALLBACK`, or
+    ``None`` when it had none. Valid UTF-8 around them is kept as it is, so a line that
+    mixes both comes out right too."""
+    try:
+        "".join(row).encode("utf-8")
+        return None
+    except UnicodeEncodeError:
+        return [_ESCAPED.sub(_from_fallback, value) for value in row]
+
+
 class CsvReader:
+    """A CSV file, decoded as UTF-8 (or the encoding its byte order mark names). A line
+    that is not valid UTF-8 is decoded as :data:`FALLBACK` and listed in
+    ``fallback_lines`` (the first :data:`FALLBACK_LINES_SHOWN`; ``fallback_count`` counts
+    them all); the description names them once the file is read. Files are never decoded
+    whole in a guessed encoding: one mixing UTF-8 and cp1252 rows (a UTF-8 export appended
+    to by a Windows tool) comes out right on every line."""
+
     def __init__(self, path: Path, delimiter: str | None = None) -> None:
         self.path = path
         self.size = path.stat().st_size
         self._raw = path.open("rb")
         head = self._raw.read(SNIFF_BYTES)
         self._raw.seek(0)
-        self.encoding = sniff_encoding(head)
-        errors = "surrogateescape" if self.encoding.startswith("utf-8") else "strict"
+        sniffed = sniff_encoding(head)
+        self.encoding = sniffed if sniffed in ("utf-8-sig", "utf-16") else "utf-8"
+        errors = "strict" if self.encoding == "utf-16" else "winback-escape"
+        self.fallback_lines: list[int] = []
+        self.fallback_count = 0
+        self._escapes_seen = _escapes[0]
         self._text = io.TextIOWrapper(self._raw, encoding=self.encoding, errors=errors, newline="")
         first = head.decode(self.encoding, errors="replace").lstrip("\ufeff")
         self.delimiter = delimiter or sniff_delimiter(first.splitlines()[0] if first else "")
@@ -117,9 +169,26 @@ class CsvReader:
         self.columns = [h.strip() for h in header]
         if not any(self.columns):
             raise UnreadableFile(f"{path}: the first line is empty (expected a header line)")
-        name = {"utf-8-sig": "UTF-8 with BOM"}.get(self.encoding, self.encoding)
+        if self._escapes_seen != _escapes[0]:
+            self.columns = reencoded(self.columns) or self.columns
+        self.description = self._describe()
+
+    def _describe(self) -> str:
+        name = {"utf-8-sig": "UTF-8 with BOM", "utf-8": "UTF-8"}.get(self.encoding, self.encoding)
+        if self.fallback_count:
+            lines = ", ".join(map(str, self.fallback_lines))
+            more = ", ..." if self.fallback_count > len(self.fallback_lines) else ""
+            name += (
+                f" ({self.fallback_count:,} lines not valid UTF-8 read as {FALLBACK}: "
+                f"{lines}{more})"
+            )
         shown = {"\t": "tab"}.get(self.delimiter, self.delimiter)
-        self.description = f"CSV, {name}, delimiter {shown!r}"
+        return f"CSV, {name}, delimiter {shown!r}"
+
+    def _fallback(self, line: int) -> None:
+        self.fallback_count += 1
+        if len(self.fallback_lines) < FALLBACK_LINES_SHOWN:
+            self.fallback_lines.append(line)
 
     def bytes_read(self) -> int:
         return min(self._raw.tell(), self.size)
@@ -132,6 +201,7 @@ class CsvReader:
             try:
                 row = next(reader)
             except StopIteration:
+                self.description = self._describe()
                 return
             except (csv.Error, UnicodeDecodeError) as exc:
                 yield Record(previous + 1, [], f"cannot be split into fields: {exc}")
@@ -139,6 +209,12 @@ class CsvReader:
                 continue
             line = previous + 1
             previous = reader.line_num
+            if self._escapes_seen != _escapes[0]:  # some bytes so far were not UTF-8
+                fixed = reencoded(row)
+                if fixed is not None:
+                    row = fixed
+                    if reencoded(fixed) is None:  # else bytes neither encoding defines
+                        self._fallback(line)
             if len(row) == width:
                 yield Record(line, row)
             elif not row or (len(row) == 1 and not row[0].strip()):

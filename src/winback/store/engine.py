@@ -26,7 +26,10 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
+from winback.errors import InvalidSetting
+from winback.masking import mask_text, mask_url
 from winback.store.busy import StoreBusy, retry_after_for, translate_errors
 
 #: Seconds a write waits for the store's lock before giving up (``store_busy_timeout``).
@@ -38,8 +41,17 @@ def sqlite_url(path: Path) -> str:
 
 
 def normalise_url(url: str) -> str:
-    """Accept ``postgres://`` and ``postgresql://`` and use the psycopg 3 driver."""
-    parsed = make_url(url)
+    """Accept ``postgres://`` and ``postgresql://`` and use the psycopg 3 driver. A URL that
+    cannot be parsed or names no known database is an :class:`InvalidSetting` showing it
+    with its password hidden."""
+    try:
+        parsed = make_url(url)
+        parsed.get_dialect()
+    except (ArgumentError, NoSuchModuleError, ValueError) as exc:
+        raise InvalidSetting(
+            f"database_url {mask_url(url)!r}: {mask_text(str(exc))} (expected "
+            "sqlite+pysqlite:///path or postgresql+psycopg://user@host:port/db)"
+        ) from None
     if parsed.drivername in ("postgres", "postgresql"):
         parsed = parsed.set(drivername="postgresql+psycopg")
     return parsed.render_as_string(hide_password=False)

@@ -24,6 +24,7 @@ from winback.errors import WinbackError
 from winback.flows.status import EngineStatus
 from winback.web.apikeys import KeyRing
 from winback.web.errors import install_error_handling
+from winback.web.limits import BodyLimitMiddleware, limits
 from winback.workspace import Workspace
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -170,5 +171,10 @@ def create_app(
 
     for module in (health, tracking, unsubscribe, feedback, events, reports, webhooks):
         app.include_router(module.router)
-    install_error_handling(app)
+    settings = workspace.settings
+    app.add_middleware(
+        BodyLimitMiddleware,
+        limit_for=limits(settings.http_max_body_bytes, settings.http_max_report_bytes),
+    )
+    install_error_handling(app)  # outside the body limit: a 413 carries the request id
     return app

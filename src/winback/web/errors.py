@@ -21,6 +21,7 @@ from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from winback.store.busy import StoreBusy
+from winback.web.limits import TOO_LARGE_RESPONSE
 
 log = logging.getLogger("winback.web")
 
@@ -128,6 +129,7 @@ def install_error_handling(app: FastAPI) -> None:
                 for method, operation in operations.items():
                     if method in ("post", "put", "patch", "delete"):
                         operation.setdefault("responses", {}).setdefault("503", BUSY_RESPONSE)
+                        operation["responses"].setdefault("413", TOO_LARGE_RESPONSE)
             app.openapi_schema = schema
         return app.openapi_schema
 

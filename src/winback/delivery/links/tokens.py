@@ -14,6 +14,7 @@ import binascii
 import hashlib
 import hmac
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Literal
@@ -37,23 +38,25 @@ class LinkToken:
 
 
 class TokenSigner:
-    """Signs and verifies tokens with the workspace's ``secret_key``."""
+    """Signs tokens with the workspace's ``secret_key`` and verifies them with it or with
+    one of the ``previous`` keys (``previous_secret_keys``: links signed before a rotation
+    keep working while their key is listed)."""
 
-    def __init__(self, secret_key: str | None) -> None:
+    def __init__(self, secret_key: str | None, previous: Sequence[str] = ()) -> None:
         if not secret_key:
             raise InvalidSetting(
                 "secret_key is empty: tracking, unsubscribe and feedback links need it. "
                 "Set WINBACK_SECRET_KEY or secret_key in winback.toml."
             )
         key = hashlib.sha256(b"winback-links\x00" + secret_key.encode()).digest()
-        # Keyed once: a signature copies the keyed HMAC (its inner and outer hashes after
-        # the padded key) instead of keying it again, about 1 us instead of 3-4 us per token
-        # (a message carries four or more); one per kind, having taken in its ``kind|``.
+        # Keyed once, one per kind having taken in its ``kind|``: a signature copies it
+        # (the inner and outer hashes after the padded key) instead of keying HMAC again.
         keyed = hmac.new(key, digestmod="sha256")
         self._keyed: dict[str, hmac.HMAC] = {}
         for kind, prefix in _KIND_PREFIX.items():
             self._keyed[kind] = keyed.copy()
             self._keyed[kind].update(prefix)
+        self._previous = tuple(TokenSigner(key) for key in previous if key and key != secret_key)
 
     def sign(
         self,
@@ -83,7 +86,9 @@ class TokenSigner:
             sig = _unb64(sig_part)
         except (binascii.Error, ValueError):
             return None
-        if not hmac.compare_digest(sig, _mac(keyed, body)):
+        if not hmac.compare_digest(sig, _mac(keyed, body)) and not any(
+            hmac.compare_digest(sig, _mac(former._keyed[kind], body)) for former in self._previous
+        ):
             return None
         try:
             data = json.loads(body)

@@ -91,7 +91,7 @@ class Tracker:
         self.store = store
         self.folder = folder
         self.apply_pending = apply_pending
-        self.signer = TokenSigner(settings.secret_key)
+        self.signer = TokenSigner(settings.secret_key, settings.previous_secret_keys)
 
     def resolve(self, kind: Kind, token: str) -> MessageRef | None:
         link = self.signer.verify(kind, token)

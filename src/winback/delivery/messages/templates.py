@@ -30,7 +30,8 @@ import time
 import types
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from functools import lru_cache
+from datetime import UTC, datetime
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +51,28 @@ from jinja2.runtime import Macro, new_context
 from jinja2.sandbox import SandboxedEnvironment
 
 from winback.channels import CHANNEL_KINDS
+from winback.delivery.messages.checks import blocked_constructs, failing_line, sample_context
 from winback.delivery.messages.htmltext import html_to_text
+from winback.delivery.messages.limits import (
+    INTERCEPTED_BINOPS,
+    Budget,
+    LimitedCodeGenerator,
+    RenderLimitExceeded,
+    RenderLimits,
+    bounded_range,
+    check_binop,
+    check_call,
+    check_result,
+    current,
+    finalize,
+    iterate,
+    join_checked,
+    limited_filter,
+    render_budget,
+)
+from winback.delivery.messages.limits import (
+    TemplateRenderError as TemplateRenderError,
+)
 from winback.errors import DefinitionError, NotFound, WinbackError
 from winback.store.schema import contacts
 
@@ -88,10 +110,6 @@ VARIABLES: dict[str, str] = {
 #: Fields of ``contact`` (anything else is a custom attribute: use ``custom.NAME``): the
 #: columns of the contacts table, and ``full_name``.
 CONTACT_FIELDS = frozenset({*contacts.c.keys(), "full_name"})
-
-
-class TemplateRenderError(WinbackError):
-    """A template failed while rendering for one contact (unknown variable, sandbox)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,13 +257,49 @@ class Sandbox(SandboxedEnvironment):
                 return __self.undefined(
                     "value was undefined because a callable raised a StopIteration exception"
                 )
-        return super().call(__context, __obj, *args, **kwargs)
+        budget = current(__self.limits)
+        check_call(budget, __obj, args, kwargs)
+        result = super().call(__context, __obj, *args, **kwargs)
+        return check_result(budget, result, "a call's result")
+
+    # -- render limits (winback.delivery.messages.limits) --------------------------------
+    code_generator_class = LimitedCodeGenerator
+    intercepted_binops = INTERCEPTED_BINOPS
+    limits = RenderLimits()
+
+    def limit(self, limits: RenderLimits) -> None:
+        """Hold every render of this environment to ``limits``: bounded ``range``, no
+        ``lipsum``, filters, outputs and captured blocks checked."""
+        self.limits = limits
+        self.globals["range"] = bounded_range(limits)
+        self.globals.pop("lipsum", None)
+        self.filters = {
+            name: limited_filter(name, func, limits) for name, func in self.filters.items()
+        }
+        self.finalize = partial(finalize, limits)
+        self.concat = lambda parts: current(limits).collect(parts)  # type: ignore[method-assign]
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        budget = current(self.limits)
+        check_binop(budget, operator, left, right)
+        budget.check_time()
+        return check_result(budget, self.binop_table[operator](left, right), "a result")
+
+    def iterate(self, iterable: Any) -> Iterator[Any]:
+        return iterate(self.limits, iterable)
+
+    def join_checked(self, join: Callable[[Any], str], parts: tuple[Any, ...]) -> str:
+        return join_checked(self.limits, join, parts)
 
 
 _BuiltinMethod = types.BuiltinMethodType
 
 
-def make_environment(loader: BaseLoader | None = None) -> Sandbox:
+def make_environment(
+    loader: BaseLoader | None = None, limits: RenderLimits | None = None
+) -> Sandbox:
+    """The sandbox of message templates, held to ``limits`` (default: the settings'
+    defaults)."""
     env = Sandbox(
         loader=loader,
         undefined=StrictUndefined,
@@ -257,6 +311,7 @@ def make_environment(loader: BaseLoader | None = None) -> Sandbox:
     )
     env.filters["money"] = _money
     env.filters["datefmt"] = _datefmt
+    env.limit(limits or RenderLimits())
     return env
 
 
@@ -277,13 +332,15 @@ def _datefmt(value: Any, fmt: str = "%d %B %Y") -> str:
 class TemplateRepository:
     """Finds, parses, compiles (once; reloaded when the file changes) and renders templates."""
 
-    def __init__(self, folder: Path | None, *, library: bool = True) -> None:
+    def __init__(
+        self, folder: Path | None, *, library: bool = True, limits: RenderLimits | None = None
+    ) -> None:
         self.folders = [f for f in (folder, LIBRARY if library else None) if f is not None]
         self._parsed: dict[str, MessageTemplate] = {}
         self._checked: dict[str, float] = {}
         self._stamp: tuple[tuple[str, float], ...] = ()
         self._compiled: dict[tuple[str, str], tuple[MessageTemplate, Template]] = {}
-        self.env = make_environment(_Loader(self))
+        self.env = make_environment(_Loader(self), limits)
 
     # -- lookup -------------------------------------------------------------------------------
     def path_of(self, name: str) -> Path:
@@ -345,7 +402,13 @@ class TemplateRepository:
 
     # -- rendering ----------------------------------------------------------------------------
     def render(self, name: str, context: Mapping[str, Any]) -> Rendered:
-        tpl = self.get(name)
+        """Render every field of template ``name`` under one render budget (see
+        :mod:`winback.delivery.messages.limits`); a limit exceeded is a
+        :class:`RenderLimitExceeded` naming the file, field and limit."""
+        with render_budget(self.env.limits) as budget:
+            return self._render(self.get(name), context, budget)
+
+    def _render(self, tpl: MessageTemplate, context: Mapping[str, Any], budget: Budget) -> Rendered:
         out: dict[str, str] = {}
         env = self.env
         # One context for the fields, shared by their renders (each still gets its own
@@ -359,11 +422,13 @@ class TemplateRepository:
             try:
                 compiled = self._field(tpl, fld)
                 try:
-                    out[fld] = env.concat(
+                    out[fld] = budget.collect(
                         compiled.root_render_func(
                             new_context(env, compiled.name, compiled.blocks, shared, True)
                         )
                     )
+                except RenderLimitExceeded:
+                    raise
                 except Exception:  # again through Jinja's entry point, for its error report
                     out[fld] = compiled.render(shared)
                 if fld in ("subject", "preheader", "title"):
@@ -375,8 +440,17 @@ class TemplateRepository:
                     + " (names are relative to these folders; absolute paths, '..' and links "
                     "leading out of them are refused)"
                 ) from exc
-            except (UndefinedError, SecurityError, TypeError, ValueError) as exc:
-                raise TemplateRenderError(f"{tpl.path} ({fld}): {exc}") from exc
+            except RenderLimitExceeded as exc:
+                raise self._located(RenderLimitExceeded, exc, tpl, fld) from None
+            except (
+                UndefinedError,
+                SecurityError,
+                TypeError,
+                ValueError,
+                ArithmeticError,
+                RecursionError,
+            ) as exc:
+                raise self._located(TemplateRenderError, exc, tpl, fld) from exc
             except TemplateSyntaxError as exc:
                 raise DefinitionError(
                     exc.message or str(exc),
@@ -390,7 +464,48 @@ class TemplateRepository:
                 out["text"] = html_to_text(out.get("html", ""))
         return Rendered(channel=tpl.channel, **out)
 
-    def validate(self, name: str) -> list[Problem]:
+    def _located(
+        self,
+        kind: type[TemplateRenderError],
+        exc: BaseException,
+        tpl: MessageTemplate,
+        fld: str,
+    ) -> TemplateRenderError:
+        """``exc`` as a ``kind`` naming the file and line it was raised at: a line of the
+        field in the template file, or of a layout or partial."""
+        files = {str(tpl.path)} | {
+            str(p) for folder in self.folders if folder.is_dir() for p in folder.glob("_*")
+        }
+        where = failing_line(exc, files)
+        if where is None:
+            path, line = str(tpl.path), tpl.first_line.get(fld)
+        elif where[0] == str(tpl.path):
+            path, line = where[0], tpl.first_line.get(fld, 1) + where[1] - 1
+        else:
+            path, line = where
+        shown = f"{path}:{line}" if line else path
+        return kind(f"{shown} ({fld}): {exc}", path=path, line=line)
+
+    def validate(self, name: str, *, now: datetime | None = None) -> list[Problem]:
+        """Problems of template ``name``, each with file and line: YAML and syntax errors,
+        unknown variables and fields, layouts and partials not found or outside the
+        allowed folders, every construct the sandbox or the render limits would refuse
+        (:mod:`winback.delivery.messages.checks`); when there is none, the problem a
+        render for a sample contact under the same limits meets, if any."""
+        problems = self._static_problems(name)
+        if problems:
+            return problems
+        try:
+            self.render(name, sample_context(now or datetime.now(UTC)))
+        except TemplateRenderError as exc:
+            path = exc.path or str(self.path_of(name))
+            detail = str(exc).split("): ", 1)[-1]
+            return [Problem(path, exc.line, f"rendering for a sample contact: {detail}")]
+        except WinbackError as exc:
+            return [Problem(str(self.path_of(name)), None, f"rendering: {exc}")]
+        return []
+
+    def _static_problems(self, name: str) -> list[Problem]:
         try:
             path = self.path_of(name)
         except NotFound as exc:
@@ -418,7 +533,9 @@ class TemplateRepository:
     ) -> Iterator[Problem]:
         from jinja2 import meta
 
-        undeclared = meta.find_undeclared_variables(ast)
+        undeclared = meta.find_undeclared_variables(ast) - set(self.env.globals)
+        for line, message in blocked_constructs(ast, self.env.limits):
+            yield Problem(str(path), base + line - 1, f"{fld}: {message}")
         for node in ast.find_all(nodes.Name):
             if node.ctx == "load" and node.name in undeclared and node.name not in VARIABLES:
                 yield Problem(

@@ -27,7 +27,11 @@ from winback.store.busy import retry_transient
 
 def policy_of(settings: Settings) -> Policy:
     """The soft-bounce limit and the unsubscribe-token check the settings give."""
-    signer = TokenSigner(settings.secret_key) if settings.secret_key else None
+    signer = (
+        TokenSigner(settings.secret_key, settings.previous_secret_keys)
+        if settings.secret_key
+        else None
+    )
 
     def verify(token: str) -> tuple[int, int] | None:
         found = signer.verify("u", token) if signer is not None else None

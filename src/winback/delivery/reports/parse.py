@@ -23,10 +23,11 @@ from email.utils import getaddresses, parsedate_to_datetime
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from winback.clock import as_utc
 from winback.errors import UnreadableFile, WinbackError
+from winback.inputs import Instant, Text
 
 Kind = Literal["complaint", "bounce", "notice"]
 _TOKEN = re.compile(rb"/u/([A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,})")
@@ -71,20 +72,20 @@ class FeedbackIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     type: Literal["complaint", "bounce"]
-    email: str | None = Field(
+    email: Text | None = Field(
         None, max_length=320, description="The recipient address (the one to suppress)."
     )
-    message_id: str | None = Field(
+    message_id: Text | None = Field(
         None, max_length=998, description="Message-ID of our original message, if known."
     )
-    status: str | None = Field(
+    status: Text | None = Field(
         None,
         max_length=64,
         description="Bounces: the enhanced status code (5.x.x = hard, 4.x.x = soft; default "
         "hard). Complaints: the feedback type (default abuse).",
     )
-    occurred_at: AwareDatetime | None = Field(None, description="When; default: now.")
-    id: str | None = Field(
+    occurred_at: Instant | None = Field(None, description="When; default: now.")
+    id: Text | None = Field(
         None, max_length=200, description="The sender's id of the report; repeats are ignored."
     )
 
