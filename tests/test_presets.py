@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import func, select
 
 from winback.errors import InvalidMapping
-from winback.store.schema import contacts, events, orders
+from winback.store.schema import contact_tags, contacts, events, orders
 from winback.summary import base_summary
 from winback.workspace import Workspace
 
@@ -56,7 +56,14 @@ def test_shopify_customers_then_orders(workspace: Workspace, tmp_path: Path) -> 
     assert anna.email == "anna.rossi@example.com"
     assert anna.phone == "+393281234567"  # the export's leading apostrophe is gone
     assert (anna.email_consent, anna.sms_consent) == (True, True)
-    assert anna.attributes["shopify_tags"] == "vip, newsletter"
+    with workspace.engine.connect() as conn:
+        tagged = sorted(
+            conn.execute(
+                select(contact_tags.c.tag).where(contact_tags.c.contact_id == anna.id)
+            ).scalars()
+        )
+    assert tagged == ["newsletter", "vip"]
+    assert report.tags_added == 3  # Anna's two, Carla's one
 
     report = workspace.imports.orders(
         copy("shopify_orders.csv", tmp_path), preset="shopify", progress=None

@@ -13,7 +13,7 @@ from sqlalchemy import select
 
 from tests.web_support import running_service
 from winback.shop_webhooks import signature
-from winback.store.schema import contacts, orders
+from winback.store.schema import contact_tags, contacts, orders
 from winback.workspace import Workspace
 
 SECRET = "shpss_0123456789abcdef"
@@ -156,7 +156,13 @@ def test_shopify_orders_refunds_and_customers(workspace: Workspace) -> None:
     with workspace.engine.connect() as conn:
         jon = conn.execute(select(contacts).where(contacts.c.email == "jon@example.com")).one()
     assert (jon.first_name, jon.phone, jon.email_consent) == ("Jon", "+393281234567", False)
-    assert jon.attributes["shopify_tags"] == "vip"
+    with workspace.engine.connect() as conn:
+        tags = list(
+            conn.execute(
+                select(contact_tags.c.tag).where(contact_tags.c.contact_id == jon.id)
+            ).scalars()
+        )
+    assert tags == ["vip"]
 
 
 def test_woocommerce_guest_orders_and_refunds(workspace: Workspace) -> None:

@@ -17,7 +17,8 @@ What a webhook changes, as the imports with the ``shopify`` / ``woocommerce`` pr
 - a refund (Shopify ``refunds/create``) adds its successful refund transactions to the
   order's refunded amount;
 - a customer (``customers/create``, ``customers/update``; ``customer.created``,
-  ``customer.updated``) updates the contact's name, phone, tags and email consent.
+  ``customer.updated``) updates the contact's name and phone, adds its tags and sets its
+  email consent.
 
 Orders and customers find their contact by email address (trimmed, lower-cased), else by the
 platform's customer id, and create it when there is none. Other topics are acknowledged and
@@ -402,9 +403,7 @@ def _apply_refund(conn: Connection, r: RefundAdded, now: datetime) -> str:
 
 def _apply_customer(conn: Connection, c: ShopCustomer, now: datetime, region: str | None) -> str:
     contact_id = _contact(conn, c.email, c.customer_id, now)
-    row = conn.execute(
-        select(contacts.c.attributes, contacts.c.email).where(contacts.c.id == contact_id)
-    ).one()
+    row = conn.execute(select(contacts.c.email).where(contacts.c.id == contact_id)).one()
     values: dict[str, Any] = {}
     if c.first_name:
         values["first_name"] = c.first_name[:255]
@@ -417,12 +416,12 @@ def _apply_customer(conn: Connection, c: ShopCustomer, now: datetime, region: st
             pass  # an unusable number is not stored, as on import
     if c.email and not row.email:
         values["email"] = c.email
-    if c.tags is not None:
-        values["attributes"] = {**(row.attributes or {}), "shopify_tags": c.tags}
     if values:
         conn.execute(
             update(contacts).where(contacts.c.id == contact_id).values(values | {"updated_at": now})
         )
+    for tag in dict.fromkeys(t.strip()[:128] for t in (c.tags or "").split(",") if t.strip()):
+        activity.add_tags(conn, [contact_id], tag, source="webhook", at=now)
     if c.email_consent is not None:
         activity.set_consent(
             conn, [contact_id], "email", c.email_consent, source="webhook", at=now, now=now

@@ -177,6 +177,8 @@ def show(report: ImportReport, as_json: bool) -> None:
         table.add_row("contacts updated", f"{report.contacts_updated:,}")
     if report.phones_invalid:
         table.add_row("invalid phone numbers (not stored)", f"{report.phones_invalid:,}")
+    if report.tags_added:
+        table.add_row("tags added", f"{report.tags_added:,}")
     if report.filtered:
         table.add_row("filtered out (--where)", f"{report.filtered:,}")
     if report.orders_updated:

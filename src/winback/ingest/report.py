@@ -32,6 +32,7 @@ class ImportReport:
     consent_changes: int = 0
     orders_updated: int = 0
     filtered: int = 0
+    tags_added: int = 0
     phones_invalid: int = 0
     invalid_phones: list[dict[str, Any]] = field(default_factory=list)  # the first 100
     merged: list[dict[str, Any]] = field(default_factory=list)

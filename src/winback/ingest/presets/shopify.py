@@ -151,7 +151,7 @@ CUSTOMER_COLUMNS = [
     "last_name",
     "email_consent",
     "sms_consent",
-    "shopify_tags",
+    "tags",
     "note",
 ]
 
