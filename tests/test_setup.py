@@ -131,3 +131,13 @@ def test_loopback_rules() -> None:
         check_can_send(remote)
     check_can_send(remote.model_copy(update={"delivery_sink": "file"}))  # nothing leaves
     check_can_send(remote.model_copy(update={"base_url": "https://wb.example"}))
+
+
+def test_summary_shows_the_workspace_currency(tmp_path: Path) -> None:
+    assert winback("init", "shop", "--currency", "EUR", cwd=tmp_path).returncode == 0
+    orders = tmp_path / "orders.csv"
+    orders.write_text("order_id,customer_id,ordered_at,amount\no1,c1,2024-01-01,12.50\n")
+    ws = str(tmp_path / "shop")
+    assert winback("import", "orders", str(orders), "--workspace", ws, cwd=tmp_path).returncode == 0
+    shown = winback("summary", "--workspace", ws, cwd=tmp_path)
+    assert "12.50 EUR" in shown.stdout

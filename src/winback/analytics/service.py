@@ -165,6 +165,7 @@ class Analytics:
             say("writing contacts")
             self.write(result)
             result.report["movement"] = self.movement()
+        result.report["currency"] = self.settings.currency
         return result
 
     def write(self, result: an.Analysis) -> None:
