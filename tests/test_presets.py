@@ -217,3 +217,52 @@ def test_items_are_json(tmp_path: Path) -> None:
         {"name": "A", "sku": "X", "quantity": 2},
         {"name": "B", "quantity": "x"},
     ]
+
+
+def test_contact_exports_of_woocommerce_mailchimp_and_klaviyo(
+    workspace: Workspace, tmp_path: Path
+) -> None:
+    woo = workspace.imports.contacts(
+        copy("woocommerce_customers.csv", tmp_path), preset="woocommerce", progress=None
+    )
+    assert (woo.imported, woo.rejected) == (2, 0)
+    unsub = workspace.imports.contacts(
+        copy("mailchimp_unsubscribed.csv", tmp_path), preset="mailchimp", progress=None
+    )
+    assert (unsub.imported, unsub.rejected) == (1, 0)
+    klaviyo = workspace.imports.contacts(
+        copy("klaviyo_profiles.csv", tmp_path), preset="klaviyo", progress=None
+    )
+    assert klaviyo.rejected == 0
+    with workspace.engine.connect() as conn:
+        rows = {
+            r.email: r
+            for r in conn.execute(
+                select(
+                    contacts.c.email,
+                    contacts.c.customer_id,
+                    contacts.c.phone,
+                    contacts.c.email_consent,
+                    contacts.c.sms_consent,
+                )
+            )
+        }
+    # Four people: Anna (WooCommerce 12, then Klaviyo's profile matched by address), Bob,
+    # Carla (a Mailchimp unsubscribe), Dave (Klaviyo).
+    assert sorted(rows) == [
+        "anna@example.com",
+        "bob@example.com",
+        "carla@example.com",
+        "dave@example.com",
+    ]
+    assert (rows["anna@example.com"].customer_id, rows["anna@example.com"].phone) == (
+        "12",
+        "+393281234567",
+    )
+    assert rows["anna@example.com"].email_consent is False  # Klaviyo: UNSUBSCRIBED
+    assert rows["carla@example.com"].email_consent is False  # the unsubscribed export
+    assert (rows["dave@example.com"].email_consent, rows["dave@example.com"].sms_consent) == (
+        True,
+        False,
+    )
+    assert rows["dave@example.com"].phone == "+442079460958"
