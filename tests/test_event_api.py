@@ -353,7 +353,7 @@ def test_events_dated_in_the_future_and_unreadable_machine_flags_are_refused(
             select(contacts.c.last_seen).where(contacts.c.customer_id == "a")
         ).scalar_one()
     assert flags == {"a": False, "b": True}
-    assert seen == T0  # dated an hour ahead of the clock: seen when applied, not later
+    assert seen == T0, "a visit stamped an hour ahead counts as seen when it is applied"
 
 
 def test_a_busy_store_does_not_hold_up_acceptance(sqlite_workspace: Workspace) -> None:
