@@ -22,6 +22,7 @@ from winback.csvsafe import safe_cell
 from winback.errors import NotFound
 from winback.segments.conditions import Condition
 from winback.segments.definitions import SegmentDefinition, find, load_definitions
+from winback.segments.history import needs_history
 from winback.segments.refresh import (
     Plan,
     SegmentChange,
@@ -177,7 +178,10 @@ class Segments:
                     ids = {name: r["id"] for name, r in rows.items()}
                     gone = [r["id"] for name, r in rows.items() if name not in defs]
                     closed = close_stints(conn, gone, now=at)
-                    shared = _shared_candidates(conn, defs, rows, now=at, full=full)
+                    past = needs_history(conn, [d.condition for d in defs.values()], at)
+                    shared = (
+                        None if past else _shared_candidates(conn, defs, rows, now=at, full=full)
+                    )
                     low, high = conn.execute(
                         select(func.min(contacts.c.id), func.max(contacts.c.id))
                     ).one()
@@ -205,10 +209,11 @@ class Segments:
                         candidates=candidates,
                         stopping=stopping,
                         log=log,
+                        history=past,
                     )
                     if change is None:
                         return RefreshResult(at, changes, closed, stopped=True)
-                    if inlinable(definition.condition, inline):
+                    if not past and inlinable(definition.condition, inline):
                         inline[name] = definition.condition
                     changes.append(change)
             finally:
@@ -236,6 +241,7 @@ class Segments:
         candidates: int | None,
         stopping: Callable[[], bool],
         log: SliceLog | None,
+        history: bool = False,
     ) -> SegmentChange | None:
         """One segment, in slices of contact ids; None when stopped before its last.
 
@@ -255,6 +261,7 @@ class Segments:
             members_before=row["member_count"],
             now=now,
             full=full,
+            history=history,
         )
         low, high = contact_ids
         density = 1.0  # rows of the pacer's unit per contact id
@@ -280,13 +287,16 @@ class Segments:
                     inline=inline,
                     window=(start, None if last else start + width - 1),
                     any_open=had_members,
+                    history=history,
                 )
                 entered, exited = entered + e, exited + x
                 values: dict[str, Any] = {"member_count": segments.c.member_count + (e - x)}
                 if last:
                     if mode == "full" or row["member_count"] is None:
                         values["member_count"] = open_stints(conn, sid)
-                    values["refreshed_at"] = now
+                    # After a refresh at a past instant, facts stored earlier but dated later
+                    # carry no change stamp after it: the next refresh must be full.
+                    values["refreshed_at"] = None if history else now
                 conn.execute(update(segments).where(segments.c.id == sid).values(values))
                 if last:
                     members = conn.execute(
