@@ -32,6 +32,8 @@ from sqlalchemy.engine import make_url
 
 from winback.clock import FixedClock
 from winback.errors import NotFound, WinbackError
+from winback.flows.backtest import Backtest, backtest, data_end, is_replay
+from winback.segments.history import evaluating
 from winback.store import activity
 from winback.store.engine import make_engine, sqlite_url
 from winback.store.schema import contacts, flow_entries, flows, orders, outbox
@@ -72,6 +74,7 @@ class SimulationResult:
     treatment: GroupResult = field(default_factory=GroupResult)
     holdout: GroupResult = field(default_factory=GroupResult)
     simulated_orders: int = 0
+    backtest: Backtest | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -86,6 +89,7 @@ class SimulationResult:
             "treatment": vars(self.treatment),
             "holdout": vars(self.holdout),
             "simulated_orders": self.simulated_orders,
+            "backtest": self.backtest.to_dict() if self.backtest is not None else None,
         }
 
 
@@ -180,6 +184,10 @@ def simulate(
         raise NotFound(f"no ground-truth file {ground_truth}")
     truth = load_ground_truth(truth_file) if truth_file is not None else {}
     rng = random.Random(seed)
+    # Before the store's last recorded order or event, the simulation replays that history:
+    # conditions read it up to each simulated day, and its orders are the outcomes.
+    history_end = data_end(ws.engine)
+    replay = is_replay(start, history_end)
     result = SimulationResult(
         flow=flow, start=start, days=days, response_model=str(truth_file) if truth_file else None
     )
@@ -211,13 +219,28 @@ def simulate(
             result.simulated_orders += record_orders(
                 sim.engine, due, currency=sim.settings.currency, now=now
             )
-            sim.flows.tick(now, sync=False)
+            past = replay and history_end is not None and now < history_end
+            with evaluating(past):
+                sim.flows.tick(now, sync=False)
             _mark_sent(sim.engine, now)
-            if truth:
+            if truth and not replay:
                 pending += _draw_purchases(sim.engine, flow_id, truth, decided, rng)
             if on_day is not None and day < days:
                 on_day(now)
-        _report(sim.engine, key, flow_id, start + timedelta(days=days), result)
+        end = start + timedelta(days=days)
+        _report(sim.engine, key, flow_id, end, result)
+        result.backtest = backtest(
+            sim.engine,
+            sim.analytics,
+            flow_id=flow_id,
+            model_name=sim.settings.analytics_model,
+            start=start,
+            end=end,
+            data_end=history_end,
+            treatment=(result.treatment.contacts, result.treatment.reactivated),
+            holdout=(result.holdout.contacts, result.holdout.reactivated),
+            truth={k: (r.p_no_contact, r.p_if_contacted) for k, r in truth.items()},
+        )
     return result
 
 
