@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, func, insert, select, text, update
 
+from winback.channels import CONSENT_CHANNELS
 from winback.clock import Clock, as_utc
 from winback.config import Settings
 from winback.csvsafe import safe_cell
@@ -48,8 +49,21 @@ LOCK_POLL = 0.05
 #: Seconds a refresh leaves the store to other writers after each write slice.
 SLICE_GAP = 0.002
 
-#: Columns of a members listing / export.
+#: Columns of a members listing.
 MEMBER_COLUMNS = ("contact_id", "customer_id", "email", "first_name", "last_name", "entered_at")
+#: Columns of an export: the listing's, consent per channel (true, false, empty: unknown),
+#: the purchase history and the analytics of the last ``winback analyze``.
+EXPORT_COLUMNS = (
+    *MEMBER_COLUMNS,
+    *(f"{channel}_consent" for channel in CONSENT_CHANNELS),
+    "orders_count",
+    "revenue_total",
+    "last_purchase_at",
+    "rfm_segment",
+    "p_alive",
+    "clv",
+    "analyzed_at",
+)
 
 
 @dataclass(frozen=True)
@@ -334,19 +348,24 @@ class Segments:
             )
         return int(sid)
 
-    def iter_members(self, name: str) -> Iterator[dict[str, Any]]:
+    def iter_members(
+        self, name: str, columns: tuple[str, ...] = MEMBER_COLUMNS
+    ) -> Iterator[dict[str, Any]]:
+        """Current members in order of entry, read in batches (a server-side cursor on
+        PostgreSQL), with ``columns`` (names of :data:`EXPORT_COLUMNS`)."""
         sm = segment_membership
+        chosen = [
+            contacts.c.id.label("contact_id")
+            if c == "contact_id"
+            else sm.c.entered_at
+            if c == "entered_at"
+            else contacts.c[c]
+            for c in columns
+        ]
         with self.engine.connect() as conn:
             sid = self._id(conn, name)
             query = (
-                select(
-                    contacts.c.id.label("contact_id"),
-                    contacts.c.customer_id,
-                    contacts.c.email,
-                    contacts.c.first_name,
-                    contacts.c.last_name,
-                    sm.c.entered_at,
-                )
+                select(*chosen)
                 .select_from(sm.join(contacts, contacts.c.id == sm.c.contact_id))
                 .where(sm.c.segment_id == sid, sm.c.exited_at.is_(None))
                 .order_by(sm.c.entered_at, contacts.c.id)
@@ -364,14 +383,15 @@ class Segments:
         return out
 
     def export(self, name: str, path: Path | str) -> int:
-        """Write the current members to a CSV file that is safe to open in a spreadsheet
-        (cells that would start a formula are prefixed with a quote). Returns the row count."""
+        """Write the current members with :data:`EXPORT_COLUMNS` to a CSV file that is safe
+        to open in a spreadsheet (cells that would start a formula are prefixed with a
+        quote), row by row as they are read. Returns the row count."""
         count = 0
         with Path(path).open("w", newline="", encoding="utf-8") as fh:
             writer = csv.writer(fh)
-            writer.writerow(MEMBER_COLUMNS)
-            for row in self.iter_members(name):
-                writer.writerow([safe_cell(row[c]) for c in MEMBER_COLUMNS])
+            writer.writerow(EXPORT_COLUMNS)
+            for row in self.iter_members(name, EXPORT_COLUMNS):
+                writer.writerow([_export_cell(row[c]) for c in EXPORT_COLUMNS])
                 count += 1
         return count
 
@@ -474,6 +494,14 @@ def _done_already(conn: Connection, defs: dict[str, SegmentDefinition], at: date
         if row.refreshed_at is None or as_utc(row.refreshed_at) < at:
             return False
     return True
+
+
+def _export_cell(value: Any) -> Any:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return round(value, 6)
+    return safe_cell(value)
 
 
 def _unlock(conn: Connection) -> None:
