@@ -12,7 +12,9 @@ fitted on the orders up to the start: for an entrant with ``x`` repeat purchases
 ``t_x`` and age ``T`` at the start, the expected purchases between entry and the end of the
 simulation, ``E[Y(end - start)] - E[Y(entry - start)]``, and the probability of at least one,
 ``P(alive) · (1 - ((α+T)/(α+T+t))^(r+x))`` (the rate's gamma posterior; dropping out during
-the window is ignored, so it is slightly high for long windows).
+the window is ignored, so it is slightly high for long windows). Where the model's series
+is not finite (a fit at the edge of its parameter space), expected purchases fall back to
+``P(alive) · (r+x)/(α+T) · t``.
 
 With the generator's ground truth (``ground_truth.csv``, whose probabilities describe the 30
 days after the generated history's end), the **true lift** of a simulation starting at that
@@ -153,6 +155,10 @@ def baseline(
     r, alpha = params["r"], params["alpha"]
     with np.errstate(all="ignore"):
         no_purchase = np.exp((r + x) * (np.log(alpha + T) - np.log(alpha + T + window)))
+        # Where the hypergeometric series is not finite (a fit at the edge of the parameter
+        # space), the posterior mean rate over the window, dropout ignored.
+        steady = alive * (r + x) / (alpha + T) * window
+    expected = np.where(np.isfinite(expected), expected, steady)
     result.expected_orders = float(np.nansum(np.maximum(expected, 0.0)))
     result.expected_buyers = float(np.nansum(alive * (1.0 - no_purchase)))
     return result
