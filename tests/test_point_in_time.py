@@ -164,3 +164,21 @@ def test_history_and_current_columns_agree_now(shop: Workspace) -> None:
             )
         if d.name != "Emailable":  # consent's first record is today's import
             assert fast == slow, d.name
+
+
+def test_flow_conditions_read_history_inside_a_past_pass(shop: Workspace) -> None:
+    """A flow's goal compiled while a simulation evaluates a past day ignores the orders
+    after that day; outside it, the current columns answer."""
+    from winback.flows.conditions import compile_sql
+    from winback.segments.history import evaluating
+
+    def buyers(at: datetime) -> set[str]:
+        goal = compile_sql({"event": "purchase", "within": "30d"}, now=at, contact_id=contacts.c.id)
+        with shop.engine.connect() as conn:
+            return set(conn.execute(select(contacts.c.customer_id).where(goal)).scalars())
+
+    # 20 days ago, a's order 10 days ago and b's 5 days ago had not happened yet.
+    with evaluating(True):
+        assert buyers(T0 - 20 * D) == set()
+        assert buyers(T0 - 7 * D) == {"a"}
+    assert buyers(T0 - 20 * D) == {"a", "b"}  # the current columns see the future

@@ -29,8 +29,8 @@ def _history(ws: Workspace) -> None:
                 add_order(ws, cid, at=T0 - days * DAY)
 
 
-def test_replay_from_a_past_start(sqlite_workspace: Workspace) -> None:
-    ws = sqlite_workspace
+def test_replay_from_a_past_start(workspace: Workspace) -> None:
+    ws = workspace
     _history(ws)
     ws.flows.add("reactivation", now=T0 - 100 * DAY)
     result = simulate(ws, "reactivation", start=T0 - 60 * DAY, days=30)
