@@ -29,6 +29,7 @@ def _history(ws: Workspace) -> None:
                 add_order(ws, cid, at=T0 - days * DAY)
 
 
+@pytest.mark.slow
 def test_replay_from_a_past_start(workspace: Workspace) -> None:
     ws = workspace
     _history(ws)
@@ -71,6 +72,7 @@ def test_true_lift_counts_the_uncontacted_as_zero() -> None:
     assert true_lift(truth, [("unknown", True)]) is None
 
 
+@pytest.mark.slow
 def test_true_lift_beside_the_estimate_from_the_end_of_history(
     sqlite_workspace: Workspace,
 ) -> None:
