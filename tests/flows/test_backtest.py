@@ -5,7 +5,7 @@ anyway, beside the purchase model's no-contact expectation."""
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 
@@ -55,6 +55,7 @@ def test_replay_from_a_past_start(workspace: Workspace) -> None:
     assert data["baseline"]["entrants"] == 30
 
 
+@pytest.mark.slow
 def test_replay_on_the_cli(sqlite_workspace: Workspace) -> None:
     ws = sqlite_workspace
     _history(ws)
@@ -93,3 +94,55 @@ def test_true_lift_beside_the_estimate_from_the_end_of_history(
     assert bt.estimated_lift is not None
     expected = bt.baseline.expected_buyers / bt.baseline.entrants
     assert bt.estimated_lift == pytest.approx(0.5 - expected)
+
+
+def test_simulated_delivery_keeps_quiet_hours_and_caps(sqlite_workspace: Workspace) -> None:
+    """Due marketing messages wait for the end of quiet hours (21:00-08:00) and for room
+    under the cap (2 emails per 7 days) as the worker would; transactional ones do not; a
+    send after the simulated instant (a copy of a live store) does not fill the cap."""
+    from sqlalchemy import insert, select
+
+    from winback.flows.backtest import deliver
+    from winback.store.schema import outbox
+
+    ws = sqlite_workspace
+    x, y, z = make_contacts(ws, 3, at=T0 - 10 * DAY)
+    rows = [
+        (x, "marketing", "pending", None),
+        (x, "marketing", "pending", None),
+        (x, "marketing", "pending", None),
+        (z, "marketing", "sent", T0 + DAY),
+        (z, "marketing", "sent", T0 + 2 * DAY),
+        (z, "marketing", "pending", None),
+    ]
+    late: list[tuple[int, str, str, datetime | None]] = [
+        (y, "marketing", "pending", None),
+        (y, "transactional", "pending", None),
+    ]
+    with ws.engine.begin() as conn:
+        for i, (cid, priority, status, sent_at) in enumerate(rows + late):
+            due = T0 - DAY if i < len(rows) else T0.replace(hour=21)
+            conn.execute(
+                insert(outbox).values(
+                    dedup_key=f"k{i}",
+                    contact_id=cid,
+                    channel="email",
+                    priority=priority,
+                    status=status,
+                    sent_at=sent_at,
+                    not_before=due,
+                    created_at=T0 - DAY,
+                )  # fmt: skip
+            )
+    assert deliver(ws.engine, ws.settings, T0) == 3  # two for x, one for z
+    night = T0.replace(hour=22)
+    assert deliver(ws.engine, ws.settings, night) == 1  # y's transactional message
+    with ws.engine.connect() as conn:
+        left = {
+            (r.contact_id, r.priority): r.not_before
+            for r in conn.execute(select(outbox).where(outbox.c.status == "pending"))
+        }
+    assert left == {
+        (x, "marketing"): T0 + 7 * DAY,
+        (y, "marketing"): (T0 + DAY).replace(hour=8),
+    }

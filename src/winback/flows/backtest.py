@@ -26,18 +26,28 @@ the real history, in which the flow did not run.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from sqlalchemy import Connection, Engine, func, select
+from sqlalchemy import Connection, Engine, func, select, update
 
 from winback.analytics import analysis as an
 from winback.analytics._fit import NotEnoughData
 from winback.analytics.summary import summary_data
+from winback.channels import kind_of
 from winback.clock import as_utc
+from winback.config import Settings
+from winback.delivery.worker.policies import (
+    cap_next_allowed,
+    parse_caps,
+    parse_quiet_hours,
+    recent_sends,
+    zone_of,
+)
 from winback.store.schema import contacts, events, flow_entries, orders, outbox
 
 if TYPE_CHECKING:
@@ -92,6 +102,62 @@ def data_end(engine: Engine) -> datetime | None:
 def is_replay(start: datetime, end: datetime | None) -> bool:
     """Whether a simulation from ``start`` replays recorded history."""
     return end is not None and as_utc(start) < end
+
+
+def deliver(engine: Engine, settings: Settings, now: datetime) -> int:
+    """The simulation's delivery: due messages count as sent at ``now``, except marketing
+    messages that the worker would defer, which wait (``not_before``) for the end of the
+    contact's quiet hours or for room under the channel's frequency cap, and count from the
+    first simulated day after that. Only sends up to ``now`` fill a cap (a copy of a live
+    store also holds later ones). Returns how many were sent."""
+    caps = parse_caps(settings.frequency_caps)
+    quiet = parse_quiet_hours(settings.quiet_hours)
+    with engine.begin() as conn:
+        rows = conn.execute(
+            select(
+                outbox.c.id,
+                outbox.c.contact_id,
+                outbox.c.channel,
+                outbox.c.priority,
+                contacts.c.timezone,
+            )
+            .join(contacts, contacts.c.id == outbox.c.contact_id)
+            .where(outbox.c.status == "pending", outbox.c.not_before <= now)
+            .order_by(outbox.c.not_before, outbox.c.id)
+        ).all()
+        longest = max((c.window for c in caps.values()), default=timedelta(0))
+        marketing = [int(r.contact_id) for r in rows if r.priority == "marketing"]
+        recent = recent_sends(conn, marketing, caps, now - longest) if marketing else {}
+        sent: list[int] = []
+        waiting: dict[datetime, list[int]] = defaultdict(list)
+        for r in rows:
+            key = (int(r.contact_id), str(r.channel))
+            if r.priority == "marketing":
+                kind = kind_of(str(r.channel))
+                later = None
+                if quiet is not None and kind is not None and kind.personal:
+                    later = quiet.next_allowed(now, zone_of(r.timezone, settings.tz))
+                cap = caps.get(str(r.channel))
+                if later is None and cap is not None:
+                    before = [t for t in recent.get(key, []) if as_utc(t) <= now]
+                    later = cap_next_allowed([as_utc(t) for t in before], cap, now)
+                if later is not None:
+                    waiting[later].append(int(r.id))
+                    continue
+                recent.setdefault(key, []).insert(0, now)
+            sent.append(int(r.id))
+        for i in range(0, len(sent), 900):
+            conn.execute(
+                update(outbox)
+                .where(outbox.c.id.in_(sent[i : i + 900]))
+                .values(status="sent", sent_at=now)
+            )
+        for later, ids in waiting.items():
+            for i in range(0, len(ids), 900):
+                conn.execute(
+                    update(outbox).where(outbox.c.id.in_(ids[i : i + 900])).values(not_before=later)
+                )
+    return len(sent)
 
 
 def entrants(conn: Connection, flow_id: int) -> list[tuple[int, str, datetime, bool, bool]]:

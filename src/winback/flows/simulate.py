@@ -10,6 +10,11 @@ within 30 days of entering with the "if contacted" probability when the flow mes
 and the "no contact" probability otherwise (holdout, no consent), on a day drawn uniformly
 over those 30 days. The purchases are written into the copy as orders, so segments and goals
 react to them like they would to real ones.
+
+Messages are counted instead of sent, under the settings' quiet hours and frequency caps
+(:func:`winback.flows.backtest.deliver`). A start before the store's last order or event
+replays that history instead (:mod:`winback.flows.backtest`): conditions read it up to each
+simulated day, its orders are the outcomes, and nothing is drawn.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from sqlalchemy.engine import make_url
 
 from winback.clock import FixedClock
 from winback.errors import NotFound, WinbackError
-from winback.flows.backtest import Backtest, backtest, data_end, is_replay
+from winback.flows.backtest import Backtest, backtest, data_end, deliver, is_replay
 from winback.segments.history import evaluating
 from winback.store import activity
 from winback.store.engine import make_engine, sqlite_url
@@ -222,7 +227,7 @@ def simulate(
             past = replay and history_end is not None and now < history_end
             with evaluating(past):
                 sim.flows.tick(now, sync=False)
-            _mark_sent(sim.engine, now)
+            deliver(sim.engine, sim.settings, now)
             if truth and not replay:
                 pending += _draw_purchases(sim.engine, flow_id, truth, decided, rng)
             if on_day is not None and day < days:
@@ -251,16 +256,6 @@ def with_holdout(definition: dict[str, Any], share: float) -> dict[str, Any]:
         for i, step in enumerate(definition["steps"])
     ]
     return {**definition, "steps": [{"id": "sim-holdout", "holdout": {"share": share}}, *steps]}
-
-
-def _mark_sent(engine: Engine, now: datetime) -> None:
-    """The simulation's sink only counts: pending messages become sent."""
-    with engine.begin() as conn:
-        conn.execute(
-            update(outbox)
-            .where(outbox.c.status == "pending", outbox.c.not_before <= now)
-            .values(status="sent", sent_at=now)
-        )
 
 
 def _draw_purchases(
