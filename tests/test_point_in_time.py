@@ -182,3 +182,34 @@ def test_flow_conditions_read_history_inside_a_past_pass(shop: Workspace) -> Non
         assert buyers(T0 - 20 * D) == set()
         assert buyers(T0 - 7 * D) == {"a"}
     assert buyers(T0 - 20 * D) == {"a", "b"}  # the current columns see the future
+
+
+def test_overdue_audience_at_a_past_instant(workspace: Workspace) -> None:
+    """The "overdue" schedule audience at a past instant: orders after it and an analysis
+    made later do not count."""
+    from sqlalchemy import update
+
+    from winback.flows.triggers import overdue
+    from winback.segments.history import evaluating
+
+    ws = workspace
+    cadence = add_contact(ws, "cadence")
+    for days in (100, 70, 10):
+        add_order(ws, cadence, T0 - days * D)
+    scored = add_contact(ws, "scored")
+    with ws.engine.begin() as conn:
+        conn.execute(
+            update(contacts).where(contacts.c.id == scored).values(days_overdue=5.0, analyzed_at=T0)
+        )
+
+    def audience(at: datetime) -> set[str]:
+        with ws.engine.connect() as conn:
+            query = select(contacts.c.customer_id).where(overdue(conn, at))
+            return set(conn.execute(query).scalars())
+
+    at = T0 - 30 * D
+    # Then: gaps of 30 days, the last order 40 days ago; no analysis yet.
+    with evaluating(True):
+        assert audience(at) == {"cadence"}
+    # The current columns see the order 10 days ago and today's analysis.
+    assert audience(at) == {"scored"}

@@ -146,3 +146,27 @@ def test_simulated_delivery_keeps_quiet_hours_and_caps(sqlite_workspace: Workspa
         (x, "marketing"): T0 + 7 * DAY,
         (y, "marketing"): (T0 + DAY).replace(hour=8),
     }
+
+
+def test_replay_analyses_the_shop_as_of_its_start(sqlite_workspace: Workspace) -> None:
+    """A segment reading analytics, evaluated in a replay, reads an analysis made as of the
+    start (one made later saw the future and is unknown then)."""
+    from winback.clock import FixedClock
+    from winback.flows.backtest import analyse_at_start, needs_analysis
+
+    ws = sqlite_workspace
+    _history(ws)
+    (ws.path / "segments").mkdir(exist_ok=True)
+    (ws.path / "segments" / "scored.yaml").write_text(
+        "name: Scored\nattribute: rfm_segment\nhas_any_value: true\n", encoding="utf-8"
+    )
+    ws.analytics.analyze()  # today's analysis: every customer scored at T0
+    conditions = [d.condition for d in ws.segments.definitions().values()]
+    assert needs_analysis(conditions, {"steps": []})
+    assert needs_analysis([], {"trigger": {"schedule": {"every": "day", "overdue": True}}})
+    assert not needs_analysis(conditions[:1], {"steps": [{"send": {"template": "x"}}]})
+    start = T0 - 60 * DAY
+    assert ws.segments.refresh(start).get("Scored").members == 0
+    past = ws.replace(clock=FixedClock(start))
+    assert analyse_at_start(past.analytics, start) is None
+    assert ws.segments.refresh(start).get("Scored").members == 30

@@ -26,6 +26,8 @@ the real history, in which the flow did not run.
 
 from __future__ import annotations
 
+import json
+import re
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
@@ -48,7 +50,10 @@ from winback.delivery.worker.policies import (
     recent_sends,
     zone_of,
 )
-from winback.store.schema import contacts, events, flow_entries, orders, outbox
+from winback.errors import WinbackError
+from winback.segments.history import sources
+from winback.segments.model import Condition
+from winback.store.schema import ANALYTICS_COLUMNS, contacts, events, flow_entries, orders, outbox
 
 if TYPE_CHECKING:
     from winback.analytics.service import Analytics
@@ -102,6 +107,27 @@ def data_end(engine: Engine) -> datetime | None:
 def is_replay(start: datetime, end: datetime | None) -> bool:
     """Whether a simulation from ``start`` replays recorded history."""
     return end is not None and as_utc(start) < end
+
+
+def needs_analysis(conditions: list[Condition], flow_definition: Mapping[str, Any]) -> bool:
+    """Whether a replay must analyse the shop as of its start: a segment or the flow reads
+    an analytics column (P(alive), RFM, days overdue, ...) or the flow's schedule picks
+    overdue customers."""
+    if "analytics" in sources(conditions)["other"]:
+        return True
+    text = json.dumps(flow_definition)
+    names = (*ANALYTICS_COLUMNS, "overdue")
+    return any(re.search(rf'"{name}"', text) for name in names)
+
+
+def analyse_at_start(analytics: Analytics, start: datetime) -> str | None:
+    """Write an analysis as of ``start`` into the simulation's copy (stamped at ``start``,
+    so the history path reads it from then on); returns why it could not be made."""
+    try:
+        analytics.analyze(as_of=as_utc(start).date(), holdout=False)
+    except WinbackError as exc:
+        return str(exc)
+    return None
 
 
 def deliver(engine: Engine, settings: Settings, now: datetime) -> int:

@@ -37,7 +37,15 @@ from sqlalchemy.engine import make_url
 
 from winback.clock import FixedClock
 from winback.errors import NotFound, WinbackError
-from winback.flows.backtest import Backtest, backtest, data_end, deliver, is_replay
+from winback.flows.backtest import (
+    Backtest,
+    analyse_at_start,
+    backtest,
+    data_end,
+    deliver,
+    is_replay,
+    needs_analysis,
+)
 from winback.segments.history import evaluating
 from winback.store import activity
 from winback.store.engine import make_engine, sqlite_url
@@ -213,6 +221,11 @@ def simulate(
                     .values(definition=with_holdout(definition, holdout))
                 )
         flow_id = int(sim.flows._row(key).id)
+        analysis_note = None
+        if replay:
+            conditions = [d.condition for d in sim.segments.definitions().values()]
+            if needs_analysis(conditions, sim.flows._row(key).definition):
+                analysis_note = analyse_at_start(sim.analytics, start)
         pending: list[tuple[datetime, int, float]] = []
         decided: set[int] = set()
         for day in range(days + 1):
@@ -246,6 +259,8 @@ def simulate(
             holdout=(result.holdout.contacts, result.holdout.reactivated),
             truth={k: (r.p_no_contact, r.p_if_contacted) for k, r in truth.items()},
         )
+        if analysis_note:
+            result.backtest.note += f"; no analysis as of the start: {analysis_note}"
     return result
 
 
