@@ -6,13 +6,13 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import insert, select
 
 from tests.conftest import T0
 from tests.shopdata import add_contact, add_event, add_order
 from winback.segments.conditions import compile_condition, parse_condition
 from winback.segments.history import needs_history
-from winback.store.schema import contacts
+from winback.store.schema import contacts, orders
 from winback.workspace import Workspace
 
 D = timedelta(days=1)
@@ -40,6 +40,17 @@ def _shop(ws: Workspace) -> dict[str, int]:
     add_event(ws, ids["c"], "email_opened", T0 - 40 * D, machine=True)
     ws.store.add_tag([ids["d"]], "vip", at=T0 - 40 * D, source="test")
     ws.store.remove_tag([ids["d"]], "vip", at=T0 - 15 * D, source="test")
+    with ws.engine.begin() as conn:  # a cancelled order counts nowhere, then or now
+        conn.execute(
+            insert(orders).values(
+                order_id="cancelled",
+                contact_id=ids["c"],
+                ordered_at=T0 - 60 * D,
+                amount=99,
+                currency="USD",
+                status="cancelled",
+            )  # fmt: skip
+        )
     ws.store.set_consent(ids["e"], "email", True, at=T0, source="import")
     ws.store.set_consent(ids["e"], "email", False, at=T0 - 25 * D, source="unsubscribe")
     return ids

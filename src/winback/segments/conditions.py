@@ -74,6 +74,7 @@ from winback.segments.model import (
     referenced_segments,
     walk,
 )
+from winback.store import purchases
 from winback.store.schema import (
     contact_tags,
     contacts,
@@ -327,6 +328,8 @@ class _Compiler:
         where: list[ColumnElement[bool]] = [table.c.contact_id == self.cid]
         if self.history:
             where.append(ts <= self.now)
+        if purchase:
+            where.append(purchases.counted(table))
         if side == "after":
             where.append(ts >= bound)
         elif side == "before":

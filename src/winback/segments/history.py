@@ -7,7 +7,9 @@ condition at ``T`` exactly when no fact read by the condition is stamped after `
 usual case, a refresh at the clock's now. For an earlier ``T`` (``segments refresh --now``
 in the past, a backtest from a past start) each of them is computed from its rows instead:
 
-* purchase aggregates from ``orders`` with ``ordered_at <= T``;
+* purchase aggregates from the counted purchases (:mod:`winback.store.purchases`) with
+  ``ordered_at <= T``; an order's status and refunds have no history, so an order refunded
+  after ``T`` does not count at ``T`` either;
 * ``last_email_opened`` / ``last_email_link_clicked`` / ``last_seen`` from ``events`` with
   ``occurred_at <= T`` (human opens and clicks only; site visits whatever their flag, as
   ingestion does);
@@ -49,6 +51,7 @@ from winback.segments.model import (
     TagCondition,
     walk,
 )
+from winback.store import purchases
 from winback.store.schema import (
     ANALYTICS_COLUMNS,
     consent_log,
@@ -83,9 +86,11 @@ def column_at(name: str, contact: Any, at: datetime) -> ColumnElement[Any]:
             "first_purchase_at": func.min(o.c.ordered_at),
             "last_purchase_at": func.max(o.c.ordered_at),
             "orders_count": func.count(),
-            "revenue_total": func.coalesce(func.sum(o.c.amount), 0),
+            "revenue_total": func.coalesce(func.sum(purchases.net(o)), 0),
         }[name]
-        query = select(aggregate).where(o.c.contact_id == cid, o.c.ordered_at <= at)
+        query = select(aggregate).where(
+            o.c.contact_id == cid, o.c.ordered_at <= at, purchases.counted(o)
+        )
         return query.correlate_except(o).scalar_subquery()
     if name in EVENT_COLUMNS:
         types, machine_counts = EVENT_COLUMNS[name]
