@@ -63,6 +63,7 @@ def test_replay_on_the_cli(sqlite_workspace: Workspace) -> None:
     w = str(ws.path)
     ws.close()
     text = invoke("simulate", "reactivation", "--start", "2025-12-31T09:00", "-w", w)
+    assert "(outcomes: recorded orders)" in text
     assert "replay of recorded history (data until 2026-02-09)" in text
     assert "no-contact baseline (mbgnbd fitted up to the start)" in text
 

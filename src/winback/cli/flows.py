@@ -207,7 +207,7 @@ def print_simulation(result: Any, flow: str, days: int, begin: datetime) -> None
     console.print(
         f"[bold]{flow}[/], {days} simulated days from {begin:%Y-%m-%d}: "
         f"{data['entered']} entered, {data['messages']} messages "
-        f"({'ground truth: ' + data['response_model'] if data['response_model'] else 'no response model'})"
+        f"({_outcomes(data)})"
     )
     table = Table("step", "messages")
     for step, n in sorted(data["messages_per_step"].items()):
@@ -220,6 +220,15 @@ def print_simulation(result: Any, flow: str, days: int, begin: datetime) -> None
     console.print(groups)
     if data.get("backtest"):
         print_backtest(data["backtest"])
+
+
+def _outcomes(data: dict[str, Any]) -> str:
+    """Where the simulation's purchases come from."""
+    if data.get("backtest") and data["backtest"]["replay"]:
+        return "outcomes: recorded orders"
+    if data["response_model"]:
+        return f"ground truth: {data['response_model']}"
+    return "no response model"
 
 
 def print_backtest(bt: dict[str, Any]) -> None:
