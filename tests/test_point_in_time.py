@@ -145,6 +145,9 @@ def test_present_uses_the_current_columns(shop: Workspace) -> None:
         orders_only = [parse_condition({"event": "purchase"}, path="t", location="")]
         assert not needs_history(conn, orders_only, T0 - 5 * D)
         assert needs_history(conn, orders_only, T0 - 5 * D - timedelta(seconds=1))
+    # An event stamped ahead of the clock leaves a refresh at the clock's time on the
+    # current columns.
+    add_event(shop, add_contact(shop, "early"), "page_view", T0 + timedelta(hours=1))
     result = shop.segments.refresh(T0)
     assert all(c.reason != "evaluated at a past instant" for c in result.segments)
     past = shop.segments.refresh(T0 - 30 * D)

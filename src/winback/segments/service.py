@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ from winback.csvsafe import safe_cell
 from winback.errors import NotFound
 from winback.segments.conditions import Condition
 from winback.segments.definitions import SegmentDefinition, find, load_definitions
-from winback.segments.history import needs_history
+from winback.segments.history import in_past, needs_history
 from winback.segments.refresh import (
     Plan,
     SegmentChange,
@@ -48,6 +48,9 @@ REFRESH_LOCK = 0x77696E6273656731  # "winbseg1"
 LOCK_POLL = 0.05
 #: Seconds a refresh leaves the store to other writers after each write slice.
 SLICE_GAP = 0.002
+
+#: A refresh at an instant at most this long before the clock's is at the present.
+PRESENT_SLACK = timedelta(minutes=1)
 
 #: Columns of a members listing.
 MEMBER_COLUMNS = ("contact_id", "customer_id", "email", "first_name", "last_name", "entered_at")
@@ -192,7 +195,7 @@ class Segments:
                     ids = {name: r["id"] for name, r in rows.items()}
                     gone = [r["id"] for name, r in rows.items() if name not in defs]
                     closed = close_stints(conn, gone, now=at)
-                    past = needs_history(conn, [d.condition for d in defs.values()], at)
+                    past = self._in_the_past(conn, defs, at)
                     shared = (
                         None if past else _shared_candidates(conn, defs, rows, now=at, full=full)
                     )
@@ -238,6 +241,21 @@ class Segments:
                         shared.table.drop(conn, checkfirst=True)
                 _unlock(conn)
         return RefreshResult(at, changes, closed)
+
+    def _in_the_past(
+        self, conn: Connection, defs: dict[str, SegmentDefinition], at: datetime
+    ) -> bool:
+        """Whether this refresh evaluates a past instant from history: inside a simulated
+        pass at a past day (:func:`winback.segments.history.in_past`), or at an instant
+        more than :data:`PRESENT_SLACK` before the clock's when something the definitions
+        read is stamped after it. At the clock's time the maintained columns answer, even
+        if an event stamped ahead of the clock arrived (ingestion moves them no further
+        than the time it applies an event)."""
+        if in_past():
+            return True
+        if at >= self.clock.now() - PRESENT_SLACK:
+            return False
+        return needs_history(conn, [d.condition for d in defs.values()], at)
 
     def _refresh_segment(
         self,
