@@ -227,3 +227,25 @@ def test_overdue_audience_at_a_past_instant(workspace: Workspace) -> None:
         assert audience(at) == {"cadence"}
     # The current columns see the order 10 days ago and today's analysis.
     assert audience(at) == {"scored"}
+
+
+def test_analysis_as_of_a_past_day_reads_engagement_up_to_it(shop: Workspace) -> None:
+    """c visited 50 days ago and opened an email (a human open) 20 days ago, after a
+    machine open 40 days ago: as of 30 days ago only the visit had happened."""
+    import dataclasses
+
+    import numpy as np
+
+    from winback.analytics import analysis as an
+    from winback.analytics.summary import summary_data
+
+    ws = shop
+    with ws.engine.connect() as conn:
+        c = conn.execute(select(contacts.c.id).where(contacts.c.customer_id == "c")).scalar_one()
+    everyone = summary_data(ws.analytics.transactions(), an.day_of(T0.date()), unit_days=7.0)
+    s = dataclasses.replace(everyone, customer=np.array([c], dtype=np.int64))
+    then = ws.analytics.engagement_at(s, an.day_of((T0 - 30 * D).date()))
+    assert np.isnan(then.last_open[0]) and np.isnan(then.last_click[0])
+    assert then.last_visit[0] == an.day_of((T0 - 50 * D).date())
+    now = ws.analytics.engagement_at(s, an.day_of(T0.date()))
+    assert now.last_open[0] == an.day_of((T0 - 20 * D).date())
