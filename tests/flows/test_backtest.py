@@ -33,26 +33,33 @@ def _history(ws: Workspace) -> None:
 def test_replay_from_a_past_start(workspace: Workspace) -> None:
     ws = workspace
     _history(ws)
+    # u0 had email consent at the start and withdrew it 30 days ago.
+    (u0,) = make_contacts(ws, 1, at=T0 - 500 * DAY, prefix="u", consent=False)
+    for days in (400, 160):
+        add_order(ws, u0, at=T0 - days * DAY)
+    ws.store.set_consent(u0, "email", True, at=T0 - 500 * DAY, source="signup")
+    ws.store.set_consent(u0, "email", False, at=T0 - 30 * DAY, source="unsubscribe")
     ws.flows.add("reactivation", now=T0 - 100 * DAY)
     result = simulate(ws, "reactivation", start=T0 - 60 * DAY, days=30)
-    # Dormant at the start: everyone (the c's order 20 days ago lies in the future then);
-    # read from the current columns, only the a's would be.
-    assert result.entered == 30
-    assert result.messages_per_step["s0"] == 30
+    # Dormant and with consent at the start: everyone (the c's order 20 days ago and u0's
+    # withdrawal lie in the future then); read from the current columns, only the a's
+    # would be.
+    assert result.entered == 31
+    assert result.messages_per_step["s0"] == 31
     # The b's bought 45 days ago (day 15 of the replay): they came back anyway; the c's
     # order comes after the end.
     assert result.treatment.reactivated == 10
     bt = result.backtest
     assert bt is not None and bt.replay and bt.came_back == 10
     assert bt.estimated_lift is None and bt.true_lift is None
-    assert bt.baseline.entrants == 30
+    assert bt.baseline.entrants == 31
     assert bt.baseline.unavailable is None and 0 < bt.baseline.expected_buyers < 30
     # The fit on this tiny shop sits at the edge of the parameter space: the expected
     # orders still come out finite, and at least the expected buyers.
-    assert bt.baseline.expected_buyers <= bt.baseline.expected_orders < 30
+    assert bt.baseline.expected_buyers <= bt.baseline.expected_orders < 31
     data = json.loads(json.dumps(result.to_dict(), default=str))["backtest"]
     assert data["replay"] is True and data["came_back"] == 10
-    assert data["baseline"]["entrants"] == 30
+    assert data["baseline"]["entrants"] == 31
 
 
 @pytest.mark.slow

@@ -320,7 +320,9 @@ def _insert_entries(
     if contact_window is not None:
         conds += [contacts.c.id > contact_window[0], contacts.c.id <= contact_window[1]]
     if entry.consent:
-        conds.append(contacts.c[f"{entry.consent}_consent"].is_(True))
+        name = f"{entry.consent}_consent"
+        consent = column_at(name, contacts, now) if in_past() else contacts.c[name]
+        conds.append(consent.is_(True))
     prior = fe.alias("prior")
     # One probe of the contact's earlier entries: an active one blocks, and so does any
     # (``never``) or one entered within the re-entry period.
