@@ -207,7 +207,7 @@ def print_simulation(result: Any, flow: str, days: int, begin: datetime) -> None
     console.print(
         f"[bold]{flow}[/], {days} simulated days from {begin:%Y-%m-%d}: "
         f"{data['entered']} entered, {data['messages']} messages "
-        f"({'ground truth: ' + data['response_model'] if data['response_model'] else 'no response model'})"
+        f"({_outcomes(data)})"
     )
     table = Table("step", "messages")
     for step, n in sorted(data["messages_per_step"].items()):
@@ -218,3 +218,36 @@ def print_simulation(result: Any, flow: str, days: int, begin: datetime) -> None
         g = data[name]
         groups.add_row(name, str(g["contacts"]), str(g["reactivated"]), f"{g['revenue']:.2f}")
     console.print(groups)
+    if data.get("backtest"):
+        print_backtest(data["backtest"])
+
+
+def _outcomes(data: dict[str, Any]) -> str:
+    """Where the simulation's purchases come from."""
+    if data.get("backtest") and data["backtest"]["replay"]:
+        return "outcomes: recorded orders"
+    if data["response_model"]:
+        return f"ground truth: {data['response_model']}"
+    return "no response model"
+
+
+def print_backtest(bt: dict[str, Any]) -> None:
+    """The simulation's comparison with the shop's history and the model's baseline."""
+    base = bt["baseline"]
+    if bt["replay"]:
+        console.print(
+            f"replay of recorded history (data until {bt['data_end'][:10]}): "
+            f"{bt['came_back']} of {base['entrants']} entrants came back anyway"
+        )
+    if base["unavailable"]:
+        console.print(f"no-contact baseline: unavailable ({base['unavailable']})")
+    elif base["entrants"]:
+        console.print(
+            f"no-contact baseline ({base['model']} fitted up to the start): "
+            f"{base['expected_buyers']:.1f} buyers, {base['expected_orders']:.1f} orders expected"
+        )
+    if bt["estimated_lift"] is not None:
+        line = f"estimated lift: {bt['estimated_lift']:+.1%}"
+        if bt["true_lift"] is not None:
+            line += f"   true lift (ground truth): {bt['true_lift']:+.1%}"
+        console.print(line)

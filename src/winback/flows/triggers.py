@@ -50,6 +50,7 @@ from winback.flows._sql import at, count_outcome, fe, json_equals
 from winback.flows.conditions import compile_sql
 from winback.flows.engine import RunningFlow, Start
 from winback.flows.local_time import zone_or_default
+from winback.segments.history import column_at, in_past
 from winback.store.schema import (
     contacts,
     events,
@@ -260,8 +261,17 @@ def _days_between(conn: Connection, early: Any, late: Any) -> Any:
 
 def overdue(conn: Connection, now: datetime) -> ColumnElement[bool]:
     """Past the expected purchase interval: the analytics' ``days_overdue`` when present,
-    else the contact's own median interval between orders (set-based, window functions)."""
-    o = orders
+    else the contact's own median interval between orders (set-based, window functions).
+    At a past instant (:func:`winback.segments.history.in_past`) only the orders up to
+    ``now`` and an analysis made by then count."""
+    past = in_past()
+    o: Any = orders
+    if past:
+        o = select(orders).where(orders.c.ordered_at <= at(now)).subquery("o")
+
+    def value(row: Any, name: str) -> Any:
+        return column_at(name, row, now) if past else row.c[name]
+
     previous = func.lag(o.c.ordered_at).over(partition_by=o.c.contact_id, order_by=o.c.ordered_at)
     gaps = select(
         o.c.contact_id.label("cid"), _days_between(conn, previous, o.c.ordered_at).label("gap")
@@ -289,12 +299,12 @@ def overdue(conn: Connection, now: datetime) -> ColumnElement[bool]:
         select(median.c.cid)
         .join(c2, c2.c.id == median.c.cid)
         .where(
-            c2.c.days_overdue.is_(None),
+            value(c2, "days_overdue").is_(None),
             median.c.median > 0,
-            _days_between(conn, c2.c.last_purchase_at, at(now)) > median.c.median,
+            _days_between(conn, value(c2, "last_purchase_at"), at(now)) > median.c.median,
         )
     )
-    return or_(contacts.c.days_overdue > 0, contacts.c.id.in_(by_median))
+    return or_(value(contacts, "days_overdue") > 0, contacts.c.id.in_(by_median))
 
 
 def _insert_entries(
@@ -310,7 +320,9 @@ def _insert_entries(
     if contact_window is not None:
         conds += [contacts.c.id > contact_window[0], contacts.c.id <= contact_window[1]]
     if entry.consent:
-        conds.append(contacts.c[f"{entry.consent}_consent"].is_(True))
+        name = f"{entry.consent}_consent"
+        consent = column_at(name, contacts, now) if in_past() else contacts.c[name]
+        conds.append(consent.is_(True))
     prior = fe.alias("prior")
     # One probe of the contact's earlier entries: an active one blocks, and so does any
     # (``never``) or one entered within the re-entry period.
