@@ -64,8 +64,12 @@ def test_add_run_stats_show_list(sqlite_workspace: Workspace) -> None:
     assert stats["entered"] == len(people)
     assert stats["active_per_step"] == {"s2": len(people)}
     assert stats["messages_per_step"] == {"s0": {"sent": len(people)}}
+    assert stats["step_names"]["s0"] == "Email 1"
     shown = json.loads(invoke("flows", "show", "reactivation", "-w", w, "--json"))
     assert [s["id"] for s in shown["steps"]][:3] == ["s0", "s1", "s2"]
+    assert [s["name"] for s in shown["steps"]][:2] == ["Email 1", "Wait 4 days"]
+    assert "Email 1 (s0)" in invoke("flows", "stats", "reactivation", "-w", w)
+    assert "Email 1" in invoke("flows", "show", "reactivation", "-w", w)
     listed = json.loads(invoke("flows", "list", "-w", w, "--json"))
     assert {f["key"]: f["active"] for f in listed}["reactivation"] == len(people)
     invoke("flows", "pause", "reactivation", "-w", w)
@@ -118,6 +122,7 @@ def test_simulate_uses_ground_truth_on_a_copy(sqlite_workspace: Workspace) -> No
     )
     assert out["entered"] == 40 and out["response_model"].endswith("ground_truth.csv")
     assert out["messages_per_step"]["s0"] == 40
+    assert out["step_names"]["s2.then.0"] == "Email 2"
     # Exactly the 20 certain responders bought (within 30 days of entry), nobody else.
     assert out["simulated_orders"] == 20
     assert out["treatment"]["reactivated"] == 20 and out["treatment"]["revenue"] > 0

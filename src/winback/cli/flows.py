@@ -11,6 +11,7 @@ import typer
 from rich.table import Table
 
 from winback.cli._app import JsonOption, WorkspaceOption, app, console, print_json, workspace_from
+from winback.flows.labels import in_order, labelled
 from winback.flows.service import library_templates
 
 flows_app = typer.Typer(
@@ -52,14 +53,18 @@ def show(name: NameArg, workspace: WorkspaceOption = None, as_json: JsonOption =
         f"[bold]{data['name']}[/] ({data['key']}, {data['status']}, version {data['version']})"
     )
     stats = data["stats"]
-    table = Table("step", "kind", "next", "active here", "outcomes", "messages")
+    labels = stats["step_names"]
+    table = Table("step", "id", "kind", "next", "active here", "outcomes", "messages")
     for step in data["steps"]:
         outcomes = stats["outcomes_per_step"].get(step["id"], {})
         msgs = stats["messages_per_step"].get(step["id"], {})
-        nxt = step["next"] or "end"
+        nxt = labelled(step["next"], labels) if step["next"] else "end"
         if "then" in step:
-            nxt = f"then {step['then'] or 'end'} / else {step['else'] or 'end'}"
+            then = labelled(step["then"], labels) if step["then"] else "end"
+            other = labelled(step["else"], labels) if step["else"] else "end"
+            nxt = f"then {then} / else {other}"
         table.add_row(
+            step["name"],
             step["id"],
             step["kind"],
             nxt,
@@ -84,11 +89,12 @@ def stats(name: NameArg, workspace: WorkspaceOption = None, as_json: JsonOption 
         f"({data['treatment']} treatment, {data['holdout']} holdout)"
     )
     table = Table("step", "active here", "messages")
-    steps = sorted(set(data["active_per_step"]) | set(data["messages_per_step"]))
+    labels = data["step_names"]
+    steps = in_order(set(data["active_per_step"]) | set(data["messages_per_step"]), labels)
     for step in steps:
         msgs = data["messages_per_step"].get(step, {})
         table.add_row(
-            step,
+            labelled(step, labels),
             str(data["active_per_step"].get(step, 0)),
             ", ".join(f"{k}: {v}" for k, v in sorted(msgs.items())),
         )
@@ -210,8 +216,9 @@ def print_simulation(result: Any, flow: str, days: int, begin: datetime) -> None
         f"({'ground truth: ' + data['response_model'] if data['response_model'] else 'no response model'})"
     )
     table = Table("step", "messages")
-    for step, n in sorted(data["messages_per_step"].items()):
-        table.add_row(step, str(n))
+    labels = data["step_names"]
+    for step in in_order(data["messages_per_step"], labels):
+        table.add_row(labelled(step, labels), str(data["messages_per_step"][step]))
     console.print(table)
     groups = Table("group", "contacts", "reactivated", "revenue")
     for name in ("treatment", "holdout"):

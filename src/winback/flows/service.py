@@ -27,6 +27,7 @@ from winback.errors import DefinitionError, NotFound
 from winback.flows import models as m
 from winback.flows.conditions import validate as validate_condition
 from winback.flows.engine import RunningFlow, StepRunner, TickReport
+from winback.flows.labels import step_label, step_labels
 from winback.flows.program import Program, compile_program, load_program, parse_definition
 from winback.flows.triggers import enroll, source_max_id
 from winback.store.schema import flow_entries, flow_step_counts, flows, outbox
@@ -402,6 +403,7 @@ class Flows:
             "steps": [
                 {
                     "id": n.id,
+                    "name": step_label(n),
                     "kind": n.kind,
                     "next": n.next,
                     **{name: first for name, weight, first in n.arms if weight is None},
@@ -415,6 +417,7 @@ class Flows:
     def stats(self, key: str) -> dict[str, Any]:
         """Contacts per step, exits by reason, messages per step, holdout vs treatment."""
         row = self._row(key)
+        program = compile_program(row.key, parse_definition(row.definition, path=row.key))
         fe = flow_entries
         with self.engine.connect() as conn:
             at_step: dict[str, int] = dict(
@@ -453,6 +456,7 @@ class Flows:
                 outcomes.setdefault(step, {})[outcome] = int(n)
         return {
             "flow": row.key,
+            "step_names": step_labels(program),
             "entered": sum(groups.values()),
             "active_per_step": at_step,
             "exits": {k or "": v for k, v in exits.items()},

@@ -32,6 +32,8 @@ from sqlalchemy.engine import make_url
 
 from winback.clock import FixedClock
 from winback.errors import NotFound, WinbackError
+from winback.flows.labels import step_labels
+from winback.flows.program import compile_program, parse_definition
 from winback.store import activity
 from winback.store.engine import make_engine, sqlite_url
 from winback.store.schema import contacts, flow_entries, flows, orders, outbox
@@ -68,6 +70,8 @@ class SimulationResult:
     response_model: str | None
     entered: int = 0
     messages_per_step: dict[str, int] = field(default_factory=dict)
+    #: Every step id of the flow with its label (flow order).
+    step_names: dict[str, str] = field(default_factory=dict)
     exits: dict[str, int] = field(default_factory=dict)
     treatment: GroupResult = field(default_factory=GroupResult)
     holdout: GroupResult = field(default_factory=GroupResult)
@@ -82,6 +86,7 @@ class SimulationResult:
             "entered": self.entered,
             "messages": sum(self.messages_per_step.values()),
             "messages_per_step": self.messages_per_step,
+            "step_names": self.step_names,
             "exits": self.exits,
             "treatment": vars(self.treatment),
             "holdout": vars(self.holdout),
@@ -218,6 +223,10 @@ def simulate(
             if on_day is not None and day < days:
                 on_day(now)
         _report(sim.engine, key, flow_id, start + timedelta(days=days), result)
+        definition = sim.flows._row(key).definition
+        result.step_names = step_labels(
+            compile_program(key, parse_definition(definition, path=key))
+        )
     return result
 
 
