@@ -28,6 +28,7 @@ from winback.store.schema import consent_log, contacts, tag_history
 from winback.workspace import Workspace
 
 D = timedelta(days=1)
+H = timedelta(hours=1)
 BEFORE = T0 - 30 * D
 COMPARED = (
     "orders_count",
@@ -296,6 +297,21 @@ def test_attributes_are_the_latest_of_the_events_seen(
     assert got["revenue_total"] == sum((Decimal(c) / 100 for _t, c in bought), Decimal("0.00"))
     assert got["first_purchase_at"] == min((t for t, _c in bought), default=None)
     assert got["last_purchase_at"] == max((t for t, _c in bought), default=None)
+
+
+def test_an_event_ahead_of_the_clock_counts_as_seen_now(workspace: Workspace) -> None:
+    """A visit stamped two hours ahead (a skewed sender's clock) moves ``last_seen`` to the
+    time it is applied, never into the future; a later visit still moves it on."""
+    ws = workspace
+    (cid,) = people(ws, f"f{next(_serial)}-", 1)
+    with ws.engine.begin() as conn:
+        activity.apply_events(conn, [(cid, "page_view", T0 + 2 * H, False)], now=T0)
+    (got,) = rows(ws, [cid])
+    assert got["last_seen"] == T0
+    with ws.engine.begin() as conn:
+        activity.apply_events(conn, [(cid, "page_view", T0 + 3 * H, False)], now=T0 + 4 * H)
+    (got,) = rows(ws, [cid])
+    assert got["last_seen"] == T0 + 3 * H
 
 
 def test_concurrent_writers_change_and_log_once(workspace: Workspace) -> None:

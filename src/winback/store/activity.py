@@ -230,12 +230,15 @@ def _sqlite_apply_orders(conn: Connection, per: dict[int, list[Any]], now: str) 
 def apply_events(conn: Connection, new_events: Iterable[EventRow], *, now: datetime) -> int:
     """Move the engagement attributes of the contacts of ``new_events`` (events just stored
     in this transaction: ``(contact_id, type, occurred_at, machine)``) forward to the latest
-    of their times, never back. Returns how many contacts had an event that counts."""
+    of their times, never back, and never past ``now``: an event stamped ahead of the clock
+    (a sender's skewed clock) counts as seen now, so that no contact's engagement lies in the
+    future. Returns how many contacts had an event that counts."""
     per: dict[int, list[Any]] = {}
     for contact_id, kind, at, machine in new_events:
         attribute = ATTRIBUTE_OF_EVENT.get(kind)
         if attribute is None or (machine and kind in HUMAN_ONLY):
             continue
+        at = min(at, now)
         slot = EVENT_ATTRIBUTES.index(attribute)
         agg = per.setdefault(contact_id, [None, None, None])
         if agg[slot] is None or at > agg[slot]:
