@@ -123,6 +123,10 @@ def test_simulate_uses_ground_truth_on_a_copy(sqlite_workspace: Workspace) -> No
     assert out["entered"] == 40 and out["response_model"].endswith("ground_truth.csv")
     assert out["messages_per_step"]["s0"] == 40
     assert out["step_names"]["s2.then.0"] == "Email 2"
+    results = {g["group"]: g for g in out["results"]["groups"]}
+    assert results["treatment"]["contacts"] == 40 and results["treatment"]["converted"] == 20
+    assert out["results"]["lift"]["holdout"] is None
+    assert {s["step"] for s in out["results"]["steps"]} == {"s0", "s2.then.0"}
     # Exactly the 20 certain responders bought (within 30 days of entry), nobody else.
     assert out["simulated_orders"] == 20
     assert out["treatment"]["reactivated"] == 20 and out["treatment"]["revenue"] > 0
@@ -137,6 +141,8 @@ def test_simulate_uses_ground_truth_on_a_copy(sqlite_workspace: Workspace) -> No
     assert 0 < held["holdout"]["contacts"] < 40
     assert held["holdout"]["reactivated"] == 0 and held["holdout"]["revenue"] == 0
     assert held["messages_per_step"]["s0"] == held["treatment"]["contacts"]
+    lift = held["results"]["lift"]["holdout"]["conversion"]
+    assert lift["n_control"] == held["holdout"]["contacts"] and lift["control"] == 0
     # The workspace itself is untouched.
     stats = json.loads(invoke("flows", "stats", "reactivation", "-w", w, "--json"))
     assert stats["entered"] == 0 and len(people) == 40

@@ -34,6 +34,7 @@ from winback.clock import FixedClock
 from winback.errors import NotFound, WinbackError
 from winback.flows.labels import step_labels
 from winback.flows.program import compile_program, parse_definition
+from winback.results.report import compute
 from winback.store import activity
 from winback.store.engine import make_engine, sqlite_url
 from winback.store.schema import contacts, flow_entries, flows, orders, outbox
@@ -76,6 +77,8 @@ class SimulationResult:
     treatment: GroupResult = field(default_factory=GroupResult)
     holdout: GroupResult = field(default_factory=GroupResult)
     simulated_orders: int = 0
+    #: The flow's results in the copy at the end (:meth:`FlowResults.to_dict`).
+    results: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -91,6 +94,7 @@ class SimulationResult:
             "treatment": vars(self.treatment),
             "holdout": vars(self.holdout),
             "simulated_orders": self.simulated_orders,
+            "results": self.results,
         }
 
 
@@ -224,9 +228,10 @@ def simulate(
                 on_day(now)
         _report(sim.engine, key, flow_id, start + timedelta(days=days), result)
         definition = sim.flows._row(key).definition
-        result.step_names = step_labels(
-            compile_program(key, parse_definition(definition, path=key))
-        )
+        program = compile_program(key, parse_definition(definition, path=key))
+        result.step_names = step_labels(program)
+        end = start + timedelta(days=days)
+        result.results = compute(sim.engine, sim.settings, program, flow_id, as_of=end).to_dict()
     return result
 
 
