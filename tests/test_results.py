@@ -12,14 +12,16 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import String, cast, insert, literal, select, update
+from sqlalchemy import String, cast, func, insert, literal, select, update
 from typer.testing import CliRunner
 
 from tests.conftest import T0
 from tests.flows.helpers import add_order, entries, make_contacts
+from winback.analytics.lift import in_control_group
 from winback.cli import app
+from winback.results.control import refresh as control_refresh
 from winback.results.report import flow_results
-from winback.store.schema import events, outbox
+from winback.store.schema import control_group, events, flow_step_counts, flows, outbox
 from winback.workspace import Workspace
 
 DAY = timedelta(days=1)
@@ -182,3 +184,70 @@ def test_cli_json_and_formula_safe_csv(sqlite_workspace: Workspace) -> None:
     assert text.exit_code == 0 and "Email 1" not in text.stdout
     bad = runner.invoke(app, ["flows", "results", "win", "-w", w, "--since", "March"])
     assert bad.exit_code != 0
+
+
+CONTROLLED = """
+name: Controlled
+trigger: {tag_added: go}
+entry: {consent: email}
+steps:
+  - {name: Email 1, send: {channel: email, template: w1}}
+  - wait: 1d
+"""
+
+TRANSACTIONAL = """
+name: Receipt
+trigger: {tag_added: go}
+steps:
+  - send: {channel: email, template: r, priority: transactional}
+"""
+
+
+def test_control_group_is_withheld_at_enrolment_and_compared(workspace: Workspace) -> None:
+    ws = workspace
+    ws.settings = ws.settings.model_copy(
+        update={"control_group_share": 0.3, "control_group_salt": "test"}
+    )
+    people = make_contacts(ws, 30, at=T0 - 100 * DAY)
+    members = {c for c in people if in_control_group(c, share=0.3, salt="test")}
+    assert 0 < len(members) < 30
+    for key, text in (("ctl", CONTROLLED), ("receipt", TRANSACTIONAL)):
+        (ws.path / "flows" / f"{key}.yaml").write_text(text, encoding="utf-8")
+        ws.flows.enable(key, now=T0)
+    ws.store.add_tag(people, "go", at=T0, source="test")
+    ws.flows.tick(T0)
+    state = entries(ws, "ctl")
+    withheld = {c for c, e in state.items() if e["exit_reason"] == "control_group"}
+    assert withheld == members
+    assert all(state[c]["holdout"] and state[c]["status"] == "exited" for c in members)
+    with ws.engine.connect() as conn:
+        sent = {
+            int(c)
+            for c in conn.execute(
+                select(outbox.c.contact_id).where(outbox.c.flow == "ctl")
+            ).scalars()
+        }
+        receipts = conn.execute(
+            select(func.count()).select_from(outbox).where(outbox.c.flow == "receipt")
+        ).scalar_one()
+        counted = conn.execute(
+            select(flow_step_counts.c.n)
+            .join(flows, flows.c.id == flow_step_counts.c.flow_id)
+            .where(flows.c.key == "ctl", flow_step_counts.c.step == "s0")
+        ).scalar_one()
+    assert sent == set(people) - members and counted == 30 - len(members)
+    assert receipts == 30  # a transactional flow withholds no one
+    buyer = sorted(members)[0]
+    add_order(ws, buyer, at=T0 + DAY, amount=80.0)
+    data = flow_results(ws, "ctl", as_of=T0 + 10 * DAY).to_dict()
+    control = by_group(data)["control"]
+    assert (control["contacts"], control["converted"], control["revenue"]) == (
+        len(members), 1, pytest.approx(80.0))  # fmt: skip
+    assert by_group(data)["treatment"]["contacts"] == 30 - len(members)
+    lift = data["lift"]["control"]["conversion"]
+    assert lift["control"] == pytest.approx(1 / len(members)) and lift["treatment"] == 0
+    # A share of 0 ends the withholding.
+    ws.settings = ws.settings.model_copy(update={"control_group_share": 0.0})
+    assert control_refresh(ws.engine, ws.settings) == 0
+    with ws.engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(control_group)).scalar_one() == 0

@@ -30,6 +30,7 @@ from winback.flows.engine import RunningFlow, StepRunner, TickReport
 from winback.flows.labels import step_label, step_labels
 from winback.flows.program import Program, compile_program, load_program, parse_definition
 from winback.flows.triggers import enroll, source_max_id
+from winback.results import control
 from winback.store.schema import flow_entries, flow_step_counts, flows, outbox
 from winback.store.slices import Pacer, SliceLog
 
@@ -316,6 +317,7 @@ class Flows:
         if refresh:
             if self.segments is not None:
                 self.segments.refresh(now, stop=stop, log=report.writes)
+        control.refresh(self.engine, self.settings)
         running = self.running()
         runner = self.runner
         # One connection for the tick (see StepRunner.session).

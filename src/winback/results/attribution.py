@@ -48,12 +48,13 @@ from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.selectable import Subquery
 
 from winback.flows._sql import at
+from winback.results import control
 from winback.store.schema import events, flow_entries, orders, outbox, segment_membership
 
 #: The group names of a cohort, in display order.
 GROUPS = ("treatment", "holdout", "control")
-#: Path token of an entry the control group withheld (see :mod:`winback.results.control`).
-CONTROL_TOKEN = "control"
+#: Path token of an entry the control group withheld.
+CONTROL_TOKEN = control.REASON
 
 
 @dataclass(frozen=True)

@@ -441,3 +441,14 @@ erasures = Table(
     Column("reason", Text),
     Index("ix_erasures_contact", "contact_id"),
 )
+
+#: The workspace-wide control group (winback.results.control): every contact evaluated under
+#: the current ``control_group_salt`` and ``control_group_share`` (``signature``), members
+#: marked. Marketing flows withhold members at enrolment.
+control_group = Table(
+    "control_group",
+    metadata,
+    Column("contact_id", BigId, ForeignKey("contacts.id", ondelete="CASCADE"), primary_key=True),
+    Column("member", Boolean, nullable=False),
+    Column("signature", String(128), nullable=False),
+)
