@@ -17,11 +17,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Engine, delete, exists, func, insert, select
+from sqlalchemy import Engine, delete, exists, func, select
 from sqlalchemy.sql.elements import ColumnElement
 
 from winback.analytics.lift import in_control_group
 from winback.config import Settings
+from winback.flows._sql import upsert_insert
 from winback.store.schema import contacts, control_group
 
 #: Contacts evaluated per transaction.
@@ -40,15 +41,19 @@ def refresh(engine: Engine, settings: Settings) -> int:
     were evaluated."""
     share, salt = settings.control_group_share, settings.control_group_salt
     sig = signature(settings)
-    with engine.begin() as conn:
-        stale = conn.execute(select(exists().where(control_group.c.signature != sig))).scalar()
-        if stale or share == 0:
+    with engine.connect() as conn:
+        kept = conn.execute(select(exists().select_from(control_group))).scalar()
+        stale = (
+            kept and conn.execute(select(exists().where(control_group.c.signature != sig))).scalar()
+        )
+    if kept and (stale or share == 0):
+        with engine.begin() as conn:
             conn.execute(delete(control_group))
     if share == 0:
         return 0
     done = 0
     while True:
-        with engine.begin() as conn:
+        with engine.connect() as conn:
             last = conn.execute(select(func.max(control_group.c.contact_id))).scalar() or 0
             ids = [
                 int(i)
@@ -59,20 +64,21 @@ def refresh(engine: Engine, settings: Settings) -> int:
                     .limit(SLICE)
                 ).scalars()
             ]
-            if not ids:
-                return done
+        if not ids:
+            return done
+        rows = [
+            {"contact_id": i, "member": in_control_group(i, share=share, salt=salt),
+             "signature": sig}
+            for i in ids
+        ]  # fmt: skip
+        with engine.begin() as conn:  # another worker may have evaluated them meanwhile
             conn.execute(
-                insert(control_group),
-                [
-                    {
-                        "contact_id": i,
-                        "member": in_control_group(i, share=share, salt=salt),
-                        "signature": sig,
-                    }
-                    for i in ids
-                ],
+                upsert_insert(conn, control_group).on_conflict_do_nothing(
+                    index_elements=["contact_id"]
+                ),
+                rows,
             )
-            done += len(ids)
+        done += len(ids)
 
 
 def member(contact_id: Any) -> ColumnElement[bool]:
