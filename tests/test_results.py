@@ -251,3 +251,41 @@ def test_control_group_is_withheld_at_enrolment_and_compared(workspace: Workspac
     assert control_refresh(ws.engine, ws.settings) == 0
     with ws.engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(control_group)).scalar_one() == 0
+
+
+AUTO = """
+name: Auto winner
+trigger: {tag_added: go}
+steps:
+  - split:
+      winner: auto
+      branches:
+        - {name: a, weight: 1, steps: [{send: {template: a}}]}
+        - {name: b, weight: 1, steps: [{send: {template: b}}]}
+"""
+
+
+def test_split_with_winner_auto_routes_new_entrants_once_declared(workspace: Workspace) -> None:
+    ws = workspace
+    ws.settings = ws.settings.model_copy(update={"winner_min_contacts": 5})
+    first = make_contacts(ws, 30, at=T0 - 100 * DAY)
+    (ws.path / "flows" / "auto.yaml").write_text(AUTO, encoding="utf-8")
+    ws.flows.enable("auto", now=T0)
+    ws.store.add_tag(first, "go", at=T0, source="test")
+    ws.flows.tick(T0)
+    state = entries(ws, "auto")
+    drawn = {c: state[c]["branch"] for c in first}
+    assert set(drawn.values()) == {"a", "b"}  # no winner yet: drawn by weight
+    assert flow_results(ws, "auto", as_of=T0 + HOUR).to_dict()["experiments"][0]["winner"] is None
+    for c in first:
+        if drawn[c] == "a":
+            add_order(ws, c, at=T0 + HOUR, amount=20.0)
+    data = flow_results(ws, "auto", as_of=T0 + DAY).to_dict()
+    (ab,) = data["experiments"]
+    assert ab["status"] == "winner: a" and ab["kind"] == "split"
+    later = make_contacts(ws, 10, at=T0, prefix="n")
+    ws.store.add_tag(later, "go", at=T0 + DAY, source="test")
+    ws.flows.tick(T0 + DAY)
+    state = entries(ws, "auto")
+    assert {state[c]["branch"] for c in later} == {"a"}
+    assert {c: state[c]["branch"] for c in first} == drawn

@@ -31,6 +31,7 @@ from winback.flows.labels import step_label, step_labels
 from winback.flows.program import Program, compile_program, load_program, parse_definition
 from winback.flows.triggers import enroll, source_max_id
 from winback.results import control
+from winback.results.winners import auto_splits, declared_winners
 from winback.store.schema import flow_entries, flow_step_counts, flows, outbox
 from winback.store.slices import Pacer, SliceLog
 
@@ -103,6 +104,8 @@ class Flows:
         self.settings = settings
         self.clock = clock
         self.segments = segments
+        #: Declared A/B winners per flow and definition (see :meth:`_winners`).
+        self._declared: dict[tuple[int, str], dict[str, str]] = {}
         self.runner = StepRunner(
             engine,
             default_timezone=settings.timezone,
@@ -319,6 +322,8 @@ class Flows:
                 self.segments.refresh(now, stop=stop, log=report.writes)
         control.refresh(self.engine, self.settings)
         running = self.running()
+        for flow in running:
+            flow.winners = self._winners(flow, now)
         runner = self.runner
         # One connection for the tick (see StepRunner.session).
         with runner.session(), runner.pass_of(report.writes, stop):
@@ -334,6 +339,18 @@ class Flows:
                     break
         report.stopped = stop is not None and stop.is_set()
         return report
+
+    def _winners(self, flow: RunningFlow, now: datetime) -> dict[str, str]:
+        """The declared winners of the flow's ``winner: auto`` splits (kept once declared:
+        a decision stands)."""
+        if not auto_splits(flow.program):
+            return {}
+        key = (flow.id, flow.program.definition.model_dump_json())
+        known = self._declared.get(key, {})
+        if len(known) < len(auto_splits(flow.program)):
+            known = declared_winners(self.engine, self.settings, flow.program, flow.id, now)
+            self._declared[key] = known
+        return known
 
     def _enroll(self, flow: RunningFlow, now: datetime, report: TickReport) -> int:
         """Enrol the flow's new candidates in write slices; returns how many entered."""
