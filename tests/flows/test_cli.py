@@ -192,4 +192,5 @@ def test_contact_flows_in_progress(sqlite_workspace: Workspace) -> None:
     ws.flows.tick(T0)
     [entry] = contact_flows(ws.engine, people[0])
     assert entry["flow"] == "reactivation" and entry["step"] == "s2" and entry["step_kind"] == "if"
+    assert entry["step_name"] == "Still dormant?"
     assert entry["wakes_at"] == T0 + 4 * DAY and entry["holdout"] is False
