@@ -143,6 +143,9 @@ def test_simulate_uses_ground_truth_on_a_copy(sqlite_workspace: Workspace) -> No
     assert held["messages_per_step"]["s0"] == held["treatment"]["contacts"]
     lift = held["results"]["lift"]["holdout"]["conversion"]
     assert lift["n_control"] == held["holdout"]["contacts"] and lift["control"] == 0
+    shown = invoke("simulate", "reactivation", "--start", "2026-03-01T09:00", "--days", "31",
+                   "--holdout", "0.5", "-w", w)  # fmt: skip
+    assert "incremental conversion" in shown and "Email 1" in shown
     # The workspace itself is untouched.
     stats = json.loads(invoke("flows", "stats", "reactivation", "-w", w, "--json"))
     assert stats["entered"] == 0 and len(people) == 40

@@ -225,3 +225,12 @@ def print_simulation(result: Any, flow: str, days: int, begin: datetime) -> None
         g = data[name]
         groups.add_row(name, str(g["contacts"]), str(g["reactivated"]), f"{g['revenue']:.2f}")
     console.print(groups)
+    lift = (data.get("results") or {}).get("lift", {}).get("holdout")
+    if lift is not None:
+        conv = lift["conversion"]
+        low = "?" if conv["low"] is None else f"{conv['low'] * 100:+.1f}"
+        high = "?" if conv["high"] is None else f"{conv['high'] * 100:+.1f}"
+        console.print(
+            f"incremental conversion {conv['difference'] * 100:+.1f} points "
+            f"(95 % interval {low} to {high}): {conv['verdict']}"
+        )
