@@ -399,7 +399,7 @@ def message_counts(conn: Connection, scope: Scope) -> dict[tuple[str, str | None
     names = [f.name for f in fields(MessageCounts)][:10]
     for step, variant, *values in rows:
         out[(str(step), variant)] = MessageCounts(**dict(zip(names, map(int, values), strict=True)))
-    for (step, variant), (n_orders, revenue) in attributed(conn, scope, t).items():
+    for (step, variant), (n_orders, revenue) in attributed(conn, scope, cohort(scope)).items():
         counts = out.setdefault((step, variant), MessageCounts())
         counts.orders, counts.revenue = n_orders, revenue
     return out
