@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from winback.cli._app import JsonOption, WorkspaceOption, app, console, print_json, workspace_from
@@ -64,10 +65,10 @@ def show(name: NameArg, workspace: WorkspaceOption = None, as_json: JsonOption =
             other = labelled(step["else"], labels) if step["else"] else "end"
             nxt = f"then {then} / else {other}"
         table.add_row(
-            step["name"],
+            escape(step["name"]),
             step["id"],
             step["kind"],
-            nxt,
+            escape(nxt),
             str(stats["active_per_step"].get(step["id"], 0)),
             ", ".join(f"{k}: {v}" for k, v in sorted(outcomes.items())),
             ", ".join(f"{k}: {v}" for k, v in sorted(msgs.items())),
@@ -94,7 +95,7 @@ def stats(name: NameArg, workspace: WorkspaceOption = None, as_json: JsonOption 
     for step in steps:
         msgs = data["messages_per_step"].get(step, {})
         table.add_row(
-            labelled(step, labels),
+            escape(labelled(step, labels)),
             str(data["active_per_step"].get(step, 0)),
             ", ".join(f"{k}: {v}" for k, v in sorted(msgs.items())),
         )
@@ -218,7 +219,7 @@ def print_simulation(result: Any, flow: str, days: int, begin: datetime) -> None
     table = Table("step", "messages")
     labels = data["step_names"]
     for step in in_order(data["messages_per_step"], labels):
-        table.add_row(labelled(step, labels), str(data["messages_per_step"][step]))
+        table.add_row(escape(labelled(step, labels)), str(data["messages_per_step"][step]))
     console.print(table)
     groups = Table("group", "contacts", "reactivated", "revenue")
     for name in ("treatment", "holdout"):

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from winback.cli._app import JsonOption, WorkspaceOption, console, print_json, workspace_from
@@ -56,7 +57,7 @@ def print_results(data: dict[str, Any]) -> None:
     """A flow's results as Rich tables (also used by ``simulate``)."""
     rule = data["rule"]
     console.print(
-        f"[bold]{data['name']}[/] ({data['flow']}) as of {data['as_of']:%Y-%m-%d %H:%M}: "
+        f"[bold]{escape(data['name'])}[/] ({data['flow']}) as of {data['as_of']:%Y-%m-%d %H:%M}: "
         f"conversion = an order within {rule['conversion_window_days']} days of entering; "
         f"orders attributed by {rule['attribution']} within "
         f"{rule['attribution_window_days']} days of a delivered message"
@@ -90,7 +91,7 @@ def print_results(data: dict[str, Any]) -> None:
     for s in data["steps"]:
         r = s["rates"]
         steps.add_row(
-            s["name"], s["variant"] or "", str(s["sent"]), _pct(r["delivery_rate"]),
+            escape(s["name"]), escape(s["variant"] or ""), str(s["sent"]), _pct(r["delivery_rate"]),
             _pct(r["open_rate"]), str(s["machine_opened"]), _pct(r["click_rate"]),
             _pct(r["unsubscribe_rate"]), _pct(r["complaint_rate"]), _pct(r["bounce_rate"]),
             str(s["orders"]), f"{s['revenue']:.2f}",
@@ -101,14 +102,16 @@ def print_results(data: dict[str, Any]) -> None:
         for a in data[kind]:
             r = a["rates"]
             arms.add_row(
-                a["name"], a[key], str(a["contacts"]), _pct(r["conversion_rate"]),
+                escape(a["name"]), escape(a[key]), str(a["contacts"]), _pct(r["conversion_rate"]),
                 "-" if r["revenue_per_contact"]["rate"] is None
                 else f"{r['revenue_per_contact']['rate']:.2f}",
             )  # fmt: skip
     if arms.row_count:
         console.print(arms)
     for e in data["experiments"]:
-        console.print(f"{e['name']}: [bold]{e['status']}[/] ({e['reason']})")
+        console.print(
+            f"{escape(e['name'])}: [bold]{escape(e['status'])}[/] ({escape(e['reason'])})"
+        )
 
 
 @flows_app.command("results")
