@@ -21,7 +21,14 @@ from winback.analytics.lift import in_control_group
 from winback.cli import app
 from winback.results.control import refresh as control_refresh
 from winback.results.report import flow_results
-from winback.store.schema import control_group, events, flow_step_counts, flows, outbox
+from winback.store.schema import (
+    control_group,
+    events,
+    flow_step_counts,
+    flows,
+    orders,
+    outbox,
+)
 from winback.workspace import Workspace
 
 DAY = timedelta(days=1)
@@ -96,6 +103,15 @@ def run_flow(ws: Workspace) -> tuple[list[int], list[int]]:
     ws.flows.tick(T0 + 13 * DAY)  # the others complete
     add_order(ws, t[2], at=T0 + 20 * DAY, amount=70.0)  # converted, past the 5-day window
     add_order(ws, t[3], at=T0 + 40 * DAY, amount=500.0)  # past the 30-day conversion window
+    with ws.engine.begin() as conn:  # only counted purchases count, at their net amount
+        conn.execute(
+            insert(orders).values(order_id="cancelled", contact_id=t[2], ordered_at=T0 + DAY,
+                                  amount=300, currency="USD", status="cancelled")
+        )  # fmt: skip
+        conn.execute(
+            update(orders).where(orders.c.contact_id == t[0], orders.c.amount == 100)
+            .values(refunded=25)
+        )  # fmt: skip
     return t, h
 
 
@@ -110,7 +126,7 @@ def test_attribution_counts_rates_and_revenue(workspace: Workspace) -> None:
     groups = by_group(data)
     treat, hold = groups["treatment"], groups["holdout"]
     assert (treat["contacts"], treat["converted"], treat["orders"]) == (len(t), 3, 3)
-    assert treat["revenue"] == pytest.approx(210.0)
+    assert treat["revenue"] == pytest.approx(185.0)
     assert treat["reactivated"] == 2  # t[0], t[1] reached the goal
     assert (hold["contacts"], hold["converted"], hold["revenue"], hold["reactivated"]) == (
         len(h), 1, pytest.approx(30.0), 1)  # fmt: skip
@@ -126,7 +142,7 @@ def test_attribution_counts_rates_and_revenue(workspace: Workspace) -> None:
         len(t), len(t), 1, len(t) - 1)  # fmt: skip
     assert (e1["opened"], e1["machine_opened"], e1["clicked"]) == (2, 2, 1)
     assert (e1["unsubscribed"], e1["complained"], e1["reactivated"]) == (1, 0, 2)
-    assert (e1["orders"], e1["revenue"]) == (1, pytest.approx(100.0))
+    assert (e1["orders"], e1["revenue"]) == (1, pytest.approx(75.0))
     assert e1["rates"]["open_rate"] == {
         "rate": pytest.approx(2 / (len(t) - 1)), "count": 2, "denominator": "delivered",
         "of": len(t) - 1}  # fmt: skip
@@ -141,13 +157,13 @@ def test_attribution_counts_rates_and_revenue(workspace: Workspace) -> None:
     assert conv["difference"] == pytest.approx(3 / len(t) - 1 / len(h))
     assert conv["verdict"] == "not enough data yet"
     rev = data["lift"]["holdout"]["revenue_per_contact"]
-    assert rev["treatment"] == pytest.approx(210 / len(t))
+    assert rev["treatment"] == pytest.approx(185 / len(t))
     assert rev["control"] == pytest.approx(30 / len(h))
 
     # A shorter conversion window, and a cohort window that leaves everyone out.
     ws.settings = ws.settings.model_copy(update={"conversion_window_days": 10})
     short = by_group(flow_results(ws, "win", as_of=T0 + 60 * DAY).to_dict())["treatment"]
-    assert (short["converted"], short["revenue"]) == (2, pytest.approx(140.0))
+    assert (short["converted"], short["revenue"]) == (2, pytest.approx(115.0))
     empty = flow_results(ws, "win", as_of=T0 + 60 * DAY, since=T0 + DAY).to_dict()
     assert by_group(empty)["treatment"]["contacts"] == 0 and empty["steps"] == []
 

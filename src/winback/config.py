@@ -58,6 +58,11 @@ class Settings(BaseModel):
         "the default for contacts with no time zone of their own.",
     )
     currency: str = Field("USD", description="Currency of orders that name none.")
+    phone_region: str | None = Field(
+        None,
+        description="Region (ISO 3166 code such as `IT`) of imported phone numbers written "
+        "without a country code; numbers are stored in E.164 (`+39...`).",
+    )
     dormant_days: int = Field(
         90,
         ge=1,
@@ -312,6 +317,16 @@ class Settings(BaseModel):
         "WB-{RANDOM8}",
         description="Pattern of generated coupon codes; `{RANDOMn}` is n random letters and "
         "digits.",
+    )
+    shopify_webhook_secret: str | None = Field(
+        None,
+        description="The secret Shopify signs webhooks with (`X-Shopify-Hmac-Sha256`); "
+        "empty: `POST /webhooks/shopify` answers 404.",
+    )
+    woocommerce_webhook_secret: str | None = Field(
+        None,
+        description="The secret of the WooCommerce webhooks (`X-WC-Webhook-Signature`); "
+        "empty: `POST /webhooks/woocommerce` answers 404.",
     )
     shop_name: str = Field("Our shop", description="Shop name shown in emails and pages.")
     shop_url: str = Field("https://example.com", description="Shop home page linked in emails.")

@@ -20,7 +20,7 @@ contacts).
   the flow *delivered* to the contact at most ``attribution_window_days`` before it; each
   flow claims an order at most once (two flows may both claim it).
 
-Only :func:`counted_orders` are counted.
+Only :func:`counted_orders` count: paid orders not fully refunded, at their net amount.
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ from sqlalchemy.sql.selectable import Subquery
 
 from winback.flows._sql import at
 from winback.results import control
+from winback.store import purchases
 from winback.store.schema import events, flow_entries, orders, outbox, segment_membership
 
 #: The group names of a cohort, in display order.
@@ -103,10 +104,17 @@ class MessageCounts:
 
 def counted_orders() -> Subquery:
     """The orders results count: one selectable (``id``, ``contact_id``, ``ordered_at``,
-    ``amount``) that every figure reads, so that what counts as an order is decided here
-    once. Every order of the store counts."""
-    return select(orders.c.id, orders.c.contact_id, orders.c.ordered_at, orders.c.amount).subquery(
-        "counted_orders"
+    ``amount``) that every figure reads. Counted purchases only (status ``paid``, not fully
+    refunded: :mod:`winback.store.purchases`), at their net amount."""
+    return (
+        select(
+            orders.c.id,
+            orders.c.contact_id,
+            orders.c.ordered_at,
+            purchases.net(orders).label("amount"),
+        )
+        .where(purchases.counted(orders))
+        .subquery("counted_orders")
     )
 
 

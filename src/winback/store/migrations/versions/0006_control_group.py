@@ -3,8 +3,8 @@
 Every contact evaluated under the current control-group salt and share, members marked;
 marketing flows withhold members at enrolment (winback.results.control).
 
-Revision ID: 0004_control_group
-Revises: 0003
+Revision ID: 0006
+Revises: 0005
 Create Date: 2026-12-05
 """
 
@@ -13,8 +13,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0004_control_group"
-down_revision = "0003"
+revision = "0006"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 
