@@ -46,6 +46,9 @@ from winback.flows.backtest import (
     is_replay,
     needs_analysis,
 )
+from winback.flows.labels import step_labels
+from winback.flows.program import compile_program, parse_definition
+from winback.results.report import compute
 from winback.segments.history import evaluating
 from winback.store import activity, purchases
 from winback.store.engine import make_engine, sqlite_url
@@ -83,11 +86,15 @@ class SimulationResult:
     response_model: str | None
     entered: int = 0
     messages_per_step: dict[str, int] = field(default_factory=dict)
+    #: Every step id of the flow with its label (flow order).
+    step_names: dict[str, str] = field(default_factory=dict)
     exits: dict[str, int] = field(default_factory=dict)
     treatment: GroupResult = field(default_factory=GroupResult)
     holdout: GroupResult = field(default_factory=GroupResult)
     simulated_orders: int = 0
     backtest: Backtest | None = None
+    #: The flow's results in the copy at the end (:meth:`FlowResults.to_dict`).
+    results: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -98,11 +105,13 @@ class SimulationResult:
             "entered": self.entered,
             "messages": sum(self.messages_per_step.values()),
             "messages_per_step": self.messages_per_step,
+            "step_names": self.step_names,
             "exits": self.exits,
             "treatment": vars(self.treatment),
             "holdout": vars(self.holdout),
             "simulated_orders": self.simulated_orders,
             "backtest": self.backtest.to_dict() if self.backtest is not None else None,
+            "results": self.results,
         }
 
 
@@ -261,6 +270,10 @@ def simulate(
         )
         if analysis_note:
             result.backtest.note += f"; no analysis as of the start: {analysis_note}"
+        definition = sim.flows._row(key).definition
+        program = compile_program(key, parse_definition(definition, path=key))
+        result.step_names = step_labels(program)
+        result.results = compute(sim.engine, sim.settings, program, flow_id, as_of=end).to_dict()
     return result
 
 

@@ -34,6 +34,7 @@ from sqlalchemy import (
     String,
     Table,
     and_,
+    case,
     exists,
     func,
     insert,
@@ -50,9 +51,11 @@ from winback.flows._sql import at, count_outcome, fe, json_equals
 from winback.flows.conditions import compile_sql
 from winback.flows.engine import RunningFlow, Start
 from winback.flows.local_time import zone_or_default
+from winback.results import control
 from winback.segments.history import column_at, in_past
 from winback.store.schema import (
     contacts,
+    control_group,
     events,
     flows,
     orders,
@@ -60,6 +63,7 @@ from winback.store.schema import (
     segments,
     tag_history,
 )
+from winback.store.types import UTCDateTime
 
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 
@@ -341,17 +345,35 @@ def _insert_entries(
             )
         )
     )
+    status: Any = literal("active", String())
+    holdout: Any = literal(False)
+    path: Any = literal(start.path if start else None, String())
+    exit_reason: Any = literal(None, String())
+    exited_at: Any = literal(None, UTCDateTime())
+    withholding = control.is_marketing(flow.program) and bool(
+        conn.execute(select(exists().select_from(control_group))).scalar()
+    )
+    if withholding:
+        # The workspace-wide control group enters held out and leaves at once.
+        withheld = control.member(contacts.c.id)
+        status = case((withheld, literal("exited", String())), else_=status)
+        holdout = case((withheld, literal(True)), else_=holdout)
+        path = case((withheld, literal(control.REASON, String())), else_=path)
+        exit_reason = case((withheld, literal(control.REASON, String())), else_=exit_reason)
+        exited_at = case((withheld, at(now)), else_=exited_at)
     rows = select(
         literal(flow.id),
         contacts.c.id,
         at(now),
         literal(start.step if start else flow.program.first, String()),
         at(now),
-        literal("active", String()),
+        status,
         at(start.wake_at if start else now),
         literal(False),
-        literal(False),
-        literal(start.path if start else None, String()),
+        holdout,
+        path,
+        exit_reason,
+        exited_at,
     ).where(and_(*conds))
     # The entries made below are those above this id (with ``start``: see the end).
     before = int(conn.execute(select(func.max(fe.c.id))).scalar() or 0) if start else 0
@@ -371,6 +393,8 @@ def _insert_entries(
                 "waiting",
                 "holdout",
                 "path",
+                "exit_reason",
+                "exited_at",
             ],
             rows,
         )
@@ -386,7 +410,10 @@ def _insert_entries(
             fe.c.status == "active",
         )
         start.queue(conn, new)
-        count_outcome(conn, flow.id, start.node.id, start.outcome, entered)
+        took = entered
+        if withholding:  # the withheld entries did not take the step
+            took = int(conn.execute(select(func.count()).where(new)).scalar_one())
+        count_outcome(conn, flow.id, start.node.id, start.outcome, took)
     return entered
 
 
