@@ -143,6 +143,18 @@ class Entry(FlowModel):
         "never",
         description="`never`, `always` (once the previous stint is over) or `after <duration>`.",
     )
+    backfill: Duration | None = Field(
+        None,
+        description="Event and tag triggers: when the flow is enabled, contacts whose "
+        "qualifying event falls within this look-back enter as if the flow had been on, "
+        "each at the step their timing calls for (docs/flows.md#back-fill).",
+    )
+    late_by: Duration | None = Field(
+        None,
+        description="Back-fill: how long after its moment a step (a message) may still be "
+        "taken; a contact whose step is later than that skips a message or does not enter. "
+        "Default 1d.",
+    )
 
     @field_validator("reentry")
     @classmethod

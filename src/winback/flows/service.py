@@ -14,7 +14,7 @@ import builtins
 import shutil
 import threading
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from importlib import resources
 from pathlib import Path
 from typing import Any, Protocol
@@ -25,6 +25,7 @@ from winback.clock import Clock
 from winback.config import Settings
 from winback.errors import DefinitionError, NotFound
 from winback.flows import models as m
+from winback.flows.backfill import backfill as run_backfill
 from winback.flows.conditions import validate as validate_condition
 from winback.flows.engine import RunningFlow, StepRunner, TickReport
 from winback.flows.program import Program, compile_program, load_program, parse_definition
@@ -205,10 +206,20 @@ class Flows:
             raise NotFound(f"no flow {key!r} (flows in this workspace: {known})")
         return row
 
-    def enable(self, key: str, *, now: datetime | None = None) -> None:
+    def enable(
+        self,
+        key: str,
+        *,
+        now: datetime | None = None,
+        backfill: timedelta | None = None,
+        late_by: timedelta | None = None,
+    ) -> int:
         """Start (or resume) a flow. Triggers look only at what happens from now on, except
         that a segment-entry flow enabled for the first time with ``include_existing`` also
-        enrols the segment's current members."""
+        enrols the segment's current members, and that an event or tag flow with a
+        ``backfill`` window (the argument, else the flow file's ``entry.backfill``) enrols
+        the contacts of that look-back (:mod:`winback.flows.backfill`) in the same
+        transaction. Returns how many were back-filled (0 when it was enabled already)."""
         now = now or self.clock.now()
         self.sync(now)
         row = self._row(key)
@@ -221,7 +232,11 @@ class Flows:
             elif wm_id is None and not isinstance(trigger, m.ScheduleTrigger):
                 wm_id = 0
             if row.status == "enabled":
-                return
+                return 0
+            window = backfill if backfill is not None else program.definition.entry.backfill
+            filled = 0
+            if window:
+                filled = run_backfill(conn, row.id, program, now, window, late_by)
             conn.execute(
                 update(flows)
                 .where(flows.c.id == row.id)
@@ -233,6 +248,7 @@ class Flows:
                     updated_at=now,
                 )
             )
+        return filled
 
     def pause(self, key: str, *, now: datetime | None = None) -> None:
         """Stop a flow: no steps advance and triggers enrol no one until it is enabled."""
