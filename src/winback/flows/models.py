@@ -86,6 +86,12 @@ class Schedule(FlowModel):
     segment: str | None = Field(None, description="Audience: members of this segment.")
     condition: Condition | None = Field(None, description="Audience: contacts matching this.")
     birthday: bool = Field(False, description="Audience: only contacts whose birthday is today.")
+    anniversary: Literal["first_order", "signup"] | None = Field(
+        None,
+        description="Audience: only contacts whose first order (`first_order`: "
+        "`first_purchase_at`) or sign-up (`signup`: `created_at`) was on today's date (UTC) "
+        "in an earlier year.",
+    )
     overdue: bool = Field(
         False,
         description="Audience: only contacts past their expected purchase interval "

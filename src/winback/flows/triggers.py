@@ -247,9 +247,28 @@ def _audience(
         else:
             md = func.strftime("%m-%d", contacts.c.birthday)
         conds.append(md == month_day)
+    if schedule.anniversary is not None:
+        conds.append(anniversary(conn, schedule.anniversary, fired))
     if schedule.overdue:
         conds.append(overdue(conn, now))
     return select(contacts.c.id).where(*conds)
+
+
+#: The contact column each anniversary counts from.
+ANNIVERSARY_COLUMNS = {"first_order": "first_purchase_at", "signup": "created_at"}
+
+
+def anniversary(conn: Connection, kind: str, day: date) -> ColumnElement[bool]:
+    """Contacts whose first order or sign-up (UTC date) was on ``day``'s month and day in
+    an earlier year."""
+    column = contacts.c[ANNIVERSARY_COLUMNS[kind]]
+    if conn.dialect.name == "postgresql":
+        utc = func.timezone("UTC", column)
+        month_day: Any = func.to_char(utc, "MM-DD")
+        year: Any = func.to_char(utc, "YYYY")
+    else:
+        month_day, year = func.strftime("%m-%d", column), func.strftime("%Y", column)
+    return and_(month_day == day.strftime("%m-%d"), year < day.strftime("%Y"))
 
 
 def _days_between(conn: Connection, early: Any, late: Any) -> Any:
