@@ -113,6 +113,7 @@ def test_analyze_workspace_json(sqlite_workspace: Workspace, tmp_path: Path) -> 
     assert "RFM segments" in text and "Clusters" in text
 
 
+@pytest.mark.slow
 def test_clusters_are_deterministic_and_described() -> None:
     rng = np.random.default_rng(3)
     n = 3000

@@ -7,6 +7,7 @@ import threading
 import time
 from typing import Any
 
+import pytest
 from aiosmtpd.controller import Controller
 from sqlalchemy import func, select
 
@@ -31,6 +32,7 @@ def _statuses(ws: Workspace) -> dict[str, int]:
         return {str(s): int(n) for s, n in rows}
 
 
+@pytest.mark.slow
 def test_worker_processes_deliver_every_message_exactly_once(workspace: Workspace) -> None:
     n = 60
     ids = [add_contact(workspace, f"c{i}", email=f"c{i}@example.com") for i in range(n)]

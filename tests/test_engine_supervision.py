@@ -258,6 +258,7 @@ def _env() -> dict[str, str]:
     return dict(os.environ, COLUMNS="200")
 
 
+@pytest.mark.slow
 def test_winback_run_survives_a_failing_pass_and_stops_on_sigterm(
     sqlite_workspace: Workspace,
 ) -> None:

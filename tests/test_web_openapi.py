@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import positive_data_acceptance
@@ -25,6 +26,7 @@ def refusable(label: str) -> list[Any]:
     return [positive_data_acceptance] if label in RULED else []
 
 
+@pytest.mark.slow
 def test_api_conforms_to_its_schema(sqlite_workspace: Workspace) -> None:
     app = create_app(sqlite_workspace)
     auth = {"Authorization": f"Bearer {new_api_key(sqlite_workspace, 'st')}"}

@@ -41,9 +41,11 @@ def workspace_from(
     """The workspace at ``path`` (or found as :func:`winback.workspace.find` says), with
     ``clock``; ``sink`` overrides the setting ``delivery_sink``."""
     ws = open_workspace(path, clock=clock)
-    if sink is None or sink == ws.settings.delivery_sink:
+    if sink is None:
         return ws
-    return ws.replace(settings=ws.settings.model_copy(update={"delivery_sink": sink}))
+    from winback.flows.runner import with_sink
+
+    return with_sink(ws, sink)
 
 
 def print_json(data: Any) -> None:

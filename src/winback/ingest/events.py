@@ -21,6 +21,7 @@ from sqlalchemy import Connection
 
 from winback.clock import as_utc
 from winback.ingest import bulk, fields
+from winback.ingest.fields import FieldError
 from winback.ingest.importer import (
     BatchResult,
     Context,
@@ -38,6 +39,7 @@ from winback.store import activity
 EventRow = tuple[int, str, str, str, str, str | None, str | None, Any]
 
 _TYPE = re.compile(r"^[a-z0-9][a-z0-9_.:-]*$")
+_NOT_A_TYPE = "not an event type (lower-case letters, digits and _ . : -)"
 AMOUNT_KEYS = ("amount", "value", "revenue", "total")
 
 
@@ -67,53 +69,40 @@ class Events:
         except Refused as refused:
             return Reject(record.line, refused.field, show_value(refused.value), refused.reason)
 
-    def _cell(self, record: Record, name: str) -> Any:
-        i = self.index.get(name)
-        return record.values[i] if i is not None else None
-
     def _parse(self, record: Record) -> tuple[bool, Any]:
-        def cell(name: str) -> Any:
-            return self._cell(record, name)
+        v, index = record.values, self.index
 
-        event_id = parse_field("event_id", fields.text, cell("event_id"))
-        customer_id = required_field(
-            "customer_id",
-            parse_field("customer_id", fields.text, cell("customer_id")),
-            "missing (every event needs a customer_id)",
-            cell("customer_id"),
-        )
-        kind = required_field(
-            "type",
-            parse_field("type", lambda x: fields.text(x, max_length=64), cell("type")),
-            "missing (every event needs a type)",
-            cell("type"),
-        ).lower()
-        if not _TYPE.match(kind):
-            raise Refused(
-                "type", "not an event type (lower-case letters, digits and _ . : -)", cell("type")
-            )
-        at = required_field(
-            "occurred_at",
-            parse_field("occurred_at", self.ts, cell("occurred_at")),
-            "missing (every event needs an occurred_at time)",
-            cell("occurred_at"),
-        )
-        props = parse_field("properties", fields.json_object, cell("properties")) or {}
+        def cell(name: str) -> Any:
+            i = index.get(name)
+            return v[i] if i is not None else None
+
+        field = "event_id"  # the field being read, named by a FieldError
+        try:
+            event_id = fields.text(cell(field))
+            field = "customer_id"
+            customer_id = fields.text(cell(field))
+            if customer_id is None:
+                raise Refused(field, "missing (every event needs a customer_id)", cell(field))
+            field = "type"
+            kind = fields.text(cell(field), max_length=64)
+            if kind is None:
+                raise Refused(field, "missing (every event needs a type)", cell(field))
+            kind = kind.lower()
+            if not _TYPE.match(kind):
+                raise Refused(field, _NOT_A_TYPE, cell(field))
+            field = "occurred_at"
+            at = self.ts(cell(field))
+            if at is None:
+                raise Refused(field, "missing (every event needs an occurred_at time)", cell(field))
+            field = "properties"
+            props = fields.json_object(cell(field)) or {}
+        except FieldError as e:
+            raise Refused(field, e.reason, cell(field)) from None
         props_json = json.dumps(props, ensure_ascii=False, sort_keys=True, default=str)
         key = event_id or _content_key(customer_id, kind, at, props_json)
         if kind == "purchase":
             return (True, self._purchase(record.line, event_id, key, customer_id, at, props))
-        machine_cell = cell("machine")
-        from_file = not fields.is_empty(machine_cell)
-        machine = parse_field(
-            "machine",
-            fields.boolean,
-            machine_cell if from_file else props.get("machine"),
-            shown=machine_cell if machine_cell is not None else props,
-        )
-        message_id = parse_field("message_id", fields.text, cell("message_id")) or parse_field(
-            "message_id", fields.text, props.get("message_id"), shown=cell("message_id")
-        )
+        machine, message_id = self._marks(cell("machine"), cell("message_id"), props)
         row: EventRow = (
             record.line,
             key,
@@ -122,9 +111,27 @@ class Events:
             at,
             props_json if props else None,
             message_id,
-            self.flag(bool(machine)),
+            self.flag(machine),
         )
         return (False, row)
+
+    @staticmethod
+    def _marks(machine_cell: Any, message_cell: Any, props: dict[str, Any]) -> tuple[bool, Any]:
+        """``machine`` and ``message_id``: the file's columns, else the properties."""
+        try:
+            machine = bool(
+                fields.boolean(machine_cell)
+                if not fields.is_empty(machine_cell)
+                else fields.boolean(props.get("machine"))
+            )
+        except FieldError as e:
+            shown = machine_cell if machine_cell is not None else props
+            raise Refused("machine", e.reason, shown) from None
+        try:
+            message_id = fields.text(message_cell) or fields.text(props.get("message_id"))
+        except FieldError as e:
+            raise Refused("message_id", e.reason, message_cell) from None
+        return machine, message_id
 
     def _purchase(
         self,

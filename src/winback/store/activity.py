@@ -234,11 +234,12 @@ def apply_events(conn: Connection, new_events: Iterable[EventRow], *, now: datet
     (a sender's skewed clock) counts as seen now, so that no contact's engagement lies in the
     future. Returns how many contacts had an event that counts."""
     per: dict[int, list[Any]] = {}
+    now_text = sqlite_text(now)  # SQLite imports give times in the store's text form
     for contact_id, kind, at, machine in new_events:
         attribute = ATTRIBUTE_OF_EVENT.get(kind)
         if attribute is None or (machine and kind in HUMAN_ONLY):
             continue
-        at = min(at, now)
+        at = min(at, now_text if isinstance(at, str) else now)
         slot = EVENT_ATTRIBUTES.index(attribute)
         agg = per.setdefault(contact_id, [None, None, None])
         if agg[slot] is None or at > agg[slot]:
