@@ -152,8 +152,13 @@ def enable(
     window = _duration(backfill, "--backfill")
     late = _duration(late_by, "--late-by")
     with workspace_from(workspace) as ws:
+        was = {i.key: i.status for i in ws.flows.list()}
         filled = ws.flows.enable(name, backfill=window, late_by=late)
-    console.print(f"Enabled {name}." + (f" Back-filled {filled} contacts." if filled else ""))
+    if was.get(name) == "enabled":
+        note = " Pause it first to back-fill." if window else ""
+        console.print(f"{name} is enabled already: nothing changed.{note}")
+        return
+    console.print(f"Enabled {name}." + (f" Back-filled {filled} contacts." if window else ""))
 
 
 @flows_app.command("pause")

@@ -218,6 +218,17 @@ class FlowDefinition(FlowModel):
     goal: Goal | None = Field(None, description="Checked before every step.")
     steps: list[Step] = Field(min_length=1)
 
+    @model_validator(mode="after")
+    def _backfill_trigger(self) -> FlowDefinition:
+        if self.entry.backfill is not None and not isinstance(
+            self.trigger, EventTrigger | TagAddedTrigger
+        ):
+            raise ValueError(
+                "entry.backfill needs an event or tag_added trigger (a segment_entry flow "
+                "says whether current members enter with include_existing)"
+            )
+        return self
+
 
 _NESTING: list[type[BaseModel]] = [*(kind.model for kind in KINDS), Branch, FlowDefinition]
 for _model in _NESTING:
