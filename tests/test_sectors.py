@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import T0
-from tests.flows.helpers import add_order, make_contacts
+from tests.flows.helpers import add_order, entries, make_contacts, set_contact
 from winback.config import load_settings
 from winback.errors import InvalidSetting
 from winback.sectors import SECTORS
@@ -45,3 +45,19 @@ def test_a_grocery_shop_counts_a_customer_dormant_after_a_month(workspace: Works
     assert [m["contact_id"] for m in shop.segments.members(NO_PURCHASE)] == [forty_days]
     workspace.segments.refresh(T0)  # no sector: the seed's 90 days
     assert workspace.segments.members(NO_PURCHASE) == []
+
+
+def test_a_sector_makes_one_order_customers_overdue(workspace: Workspace) -> None:
+    single_100, single_50, analysed = make_contacts(workspace, 3, at=T0 - timedelta(days=400))
+    add_order(workspace, single_100, at=T0 - timedelta(days=100))
+    add_order(workspace, single_50, at=T0 - timedelta(days=50))
+    add_order(workspace, analysed, at=T0 - timedelta(days=100))
+    set_contact(workspace, analysed, days_overdue=-10.0)  # the cadence model says not yet
+    beauty = workspace.replace(settings=workspace.settings.model_copy(update={"sector": "beauty"}))
+    workspace.flows.add("cadence-retention", now=T0)
+    # Without a sector one order says nothing about a customer's cadence.
+    workspace.flows.tick(T0 + timedelta(hours=1))
+    assert entries(workspace, "cadence-retention") == {}
+    # Beauty repurchases every 60 days: the one-order customer of 100 days ago is overdue.
+    beauty.flows.tick(T0 + timedelta(days=1, hours=1))
+    assert set(entries(beauty, "cadence-retention")) == {single_100}

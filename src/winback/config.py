@@ -70,7 +70,8 @@ class Settings(BaseModel):
         None,
         description="The shop's sector (" + ", ".join(SECTORS) + "). When `dormant_days` "
         "is not set, it is the sector's inactivity window (about twice its typical "
-        "repurchase interval; table and sources in docs/settings.md#sectors).",
+        "repurchase interval), and a customer with one order counts as `overdue` once "
+        "that interval has passed (table and sources in docs/settings.md#sectors).",
     )
     dormant_days: int = Field(
         DEFAULT_DORMANT_DAYS,

@@ -30,6 +30,7 @@ from winback.flows.conditions import validate as validate_condition
 from winback.flows.engine import RunningFlow, StepRunner, TickReport
 from winback.flows.program import Program, compile_program, load_program, parse_definition
 from winback.flows.triggers import enroll, source_max_id
+from winback.sectors import SECTORS
 from winback.store.schema import flow_entries, flow_step_counts, flows, outbox
 from winback.store.slices import Pacer, SliceLog
 
@@ -351,6 +352,8 @@ class Flows:
     def _enroll(self, flow: RunningFlow, now: datetime, report: TickReport) -> int:
         """Enrol the flow's new candidates in write slices; returns how many entered."""
         runner, tz = self.runner, self.settings.timezone
+        sector = SECTORS.get(self.settings.sector or "")
+        repurchase = sector.repurchase_days if sector is not None else None
         start = runner.start_plan(flow, now)
         key = ("enrol", flow.id)
         entered = 0
@@ -358,7 +361,15 @@ class Flows:
             window = runner.pacer.rows(key)
             with runner.pacer.slice(key, window, runner.log) as piece:
                 with runner.transaction() as conn:
-                    done = enroll(conn, flow, now, default_timezone=tz, start=start, window=window)
+                    done = enroll(
+                        conn,
+                        flow,
+                        now,
+                        default_timezone=tz,
+                        start=start,
+                        window=window,
+                        repurchase_days=repurchase,
+                    )
                 piece.rows = done.span
             entered += done.entered
             if done.done:

@@ -104,10 +104,13 @@ def enroll(
     default_timezone: str,
     start: Start | None = None,
     window: int | None = None,
+    repurchase_days: int | None = None,
 ) -> Enrolment:
     """Enrol the flow's new candidates, at most ``window`` source ids of them (None: all).
     With ``start`` (:meth:`StepRunner.start_plan`) they enrol past the first step, a send,
-    whose messages are queued and outcome counted in this same transaction."""
+    whose messages are queued and outcome counted in this same transaction.
+    ``repurchase_days`` (the shop sector's interval) makes customers with one order
+    ``overdue`` once that many days have passed since it."""
     row = conn.execute(
         select(flows.c.status, flows.c.watermark_id, flows.c.watermark_at)
         .where(flows.c.id == flow.id)
@@ -125,7 +128,9 @@ def enroll(
         fired = last_firing(trigger.schedule, flow.watermark_at, now, default_timezone)
         new_wm_at, new_wm_id = now, None
         if fired is not None:
-            candidates = _audience(conn, flow, trigger.schedule, fired, now, default_timezone)
+            candidates = _audience(
+                conn, flow, trigger.schedule, fired, now, default_timezone, repurchase_days
+            )
             top = int(conn.execute(select(func.max(contacts.c.id))).scalar() or 0)
             low = flow.watermark_id or 0
             high = top if window is None else min(top, low + window)
@@ -216,6 +221,7 @@ def _audience(
     fired: date,
     now: datetime,
     default_timezone: str,
+    repurchase_days: int | None = None,
 ) -> Any:
     conds: list[ColumnElement[bool]] = []
     if schedule.segment:
@@ -250,7 +256,7 @@ def _audience(
     if schedule.anniversary is not None:
         conds.append(anniversary(conn, schedule.anniversary, fired))
     if schedule.overdue:
-        conds.append(overdue(conn, now))
+        conds.append(overdue(conn, now, repurchase_days))
     return select(contacts.c.id).where(*conds)
 
 
@@ -277,9 +283,13 @@ def _days_between(conn: Connection, early: Any, late: Any) -> Any:
     return func.julianday(late) - func.julianday(early)
 
 
-def overdue(conn: Connection, now: datetime) -> ColumnElement[bool]:
+def overdue(
+    conn: Connection, now: datetime, repurchase_days: int | None = None
+) -> ColumnElement[bool]:
     """Past the expected purchase interval: the analytics' ``days_overdue`` when present,
-    else the contact's own median interval between orders (set-based, window functions)."""
+    else the contact's own median interval between orders (set-based, window functions),
+    else, for a customer with a single order and a shop ``sector``, the sector's typical
+    repurchase interval (``repurchase_days``)."""
     o = orders
     previous = func.lag(o.c.ordered_at).over(partition_by=o.c.contact_id, order_by=o.c.ordered_at)
     gaps = select(
@@ -313,7 +323,19 @@ def overdue(conn: Connection, now: datetime) -> ColumnElement[bool]:
             _days_between(conn, c2.c.last_purchase_at, at(now)) > median.c.median,
         )
     )
-    return or_(contacts.c.days_overdue > 0, contacts.c.id.in_(by_median))
+    rules: list[ColumnElement[bool]] = [
+        contacts.c.days_overdue > 0,
+        contacts.c.id.in_(by_median),
+    ]
+    if repurchase_days is not None:
+        rules.append(
+            and_(
+                contacts.c.days_overdue.is_(None),
+                contacts.c.orders_count == 1,
+                contacts.c.last_purchase_at < at(now - timedelta(days=repurchase_days)),
+            )
+        )
+    return or_(*rules)
 
 
 def _insert_entries(
