@@ -232,7 +232,12 @@ class Flows:
                 wm_id = None if trigger.include_existing else (wm_id or 0)
             elif wm_id is None and not isinstance(trigger, m.ScheduleTrigger):
                 wm_id = 0
-            if row.status == "enabled":
+            # The row is locked until the back-fill commits: a second enable waits for it and
+            # then finds the flow enabled.
+            status = conn.execute(
+                select(flows.c.status).where(flows.c.id == row.id).with_for_update()
+            ).scalar()
+            if status == "enabled":
                 return 0
             window = backfill if backfill is not None else program.definition.entry.backfill
             filled = 0
