@@ -65,9 +65,10 @@ ENTERED_AFTER = timedelta(seconds=1)
 
 @dataclass(frozen=True)
 class Placement:
-    """Where the candidates with ``t0`` in ``[low, high)`` (None: unbounded) that meet
-    ``conditions`` (``(condition, location, holds)``) enter: at ``step``, due at
-    ``t0 + offset``; ``parked``: waiting in a ``wait_for`` until ``t0 + offset + timeout``."""
+    """Where the candidates whose age (enable time - ``t0``) is in ``[low, high)`` (None:
+    unbounded) and that meet ``conditions`` (``(condition, location, holds)``) enter: at
+    ``step``, due at ``t0 + offset``, with ``path`` (the steps skipped or decided on the
+    way); ``parked``: waiting in a ``wait_for`` until ``t0 + offset + parked``."""
 
     step: str
     offset: timedelta
@@ -93,11 +94,6 @@ class _Reach:
 
     def older_than(self, age: timedelta) -> _Reach:
         return replace(self, low=age if self.low is None else max(self.low, age))
-
-
-def backfill_trigger(trigger: Any) -> bool:
-    """Whether a trigger can be back-filled (an event or a tag added)."""
-    return isinstance(trigger, m.EventTrigger | m.TagAddedTrigger)
 
 
 def plan(program: Program, late_by: timedelta = DEFAULT_LATE_BY) -> list[Placement]:
@@ -309,4 +305,4 @@ def describe(placements: list[Placement]) -> Iterator[str]:
         yield f"{p.step} at +{p.offset} for {where}{parked}"
 
 
-__all__ = ["DEFAULT_LATE_BY", "Placement", "backfill", "backfill_trigger", "plan", "shifted"]
+__all__ = ["DEFAULT_LATE_BY", "Placement", "backfill", "describe", "plan", "shifted"]
