@@ -193,3 +193,30 @@ def test_second_purchase_and_browse_abandonment_backfill_on_add(workspace: Works
     assert set(second) == {first_10, bought}
     assert second[bought]["status"] == "active"
     assert second[first_10]["path"] == "first-order=then > s2=queued"
+
+
+def test_two_enables_at_once_backfill_once(workspace: Workspace) -> None:
+    import threading
+
+    ws = workspace
+    people = make_contacts(ws, 30, at=T0 - 100 * DAY)
+    for i, cid in enumerate(people):
+        add_event(ws, cid, "product_view", at=T0 - (i % 6) * DAY - HOUR)
+    _write(ws, "remind", FLOW)
+    ws.flows.sync(T0)
+    barrier, results, errors = threading.Barrier(2), [], []
+
+    def enable() -> None:
+        barrier.wait()
+        try:
+            results.append(ws.flows.enable("remind", now=T0))
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=enable) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert sorted(results)[0] == 0 and sum(results) == entry_count(ws, "remind") > 0
