@@ -54,6 +54,8 @@ def test_api_conforms_to_its_schema(sqlite_workspace: Workspace) -> None:
         "POST /api/v1/events/batch",
         "POST /api/v1/feedback-reports",
         "POST /api/v1/feedback-reports/raw",
+        "POST /webhooks/shopify",
+        "POST /webhooks/woocommerce",
     ]
 
 
@@ -65,5 +67,7 @@ def test_schema_lists_the_api_and_hides_link_routes(sqlite_workspace: Workspace)
         "/api/v1/events/batch",
         "/api/v1/feedback-reports",
         "/api/v1/feedback-reports/raw",
+        "/webhooks/shopify",
+        "/webhooks/woocommerce",
     }
     assert "HTTPBearer" in doc["components"]["securitySchemes"]

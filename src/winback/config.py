@@ -66,6 +66,11 @@ class Settings(BaseModel):
         "the default for contacts with no time zone of their own.",
     )
     currency: str = Field("USD", description="Currency of orders that name none.")
+    phone_region: str | None = Field(
+        None,
+        description="Region (ISO 3166 code such as `IT`) of imported phone numbers written "
+        "without a country code; numbers are stored in E.164 (`+39...`).",
+    )
     sector: Literal[tuple(SECTORS)] | None = Field(  # type: ignore[valid-type]
         None,
         description="The shop's sector (" + ", ".join(SECTORS) + "). When `dormant_days` "
@@ -319,6 +324,16 @@ class Settings(BaseModel):
         "WB-{RANDOM8}",
         description="Pattern of generated coupon codes; `{RANDOMn}` is n random letters and "
         "digits.",
+    )
+    shopify_webhook_secret: str | None = Field(
+        None,
+        description="The secret Shopify signs webhooks with (`X-Shopify-Hmac-Sha256`); "
+        "empty: `POST /webhooks/shopify` answers 404.",
+    )
+    woocommerce_webhook_secret: str | None = Field(
+        None,
+        description="The secret of the WooCommerce webhooks (`X-WC-Webhook-Signature`); "
+        "empty: `POST /webhooks/woocommerce` answers 404.",
     )
     shop_name: str = Field("Our shop", description="Shop name shown in emails and pages.")
     shop_url: str = Field("https://example.com", description="Shop home page linked in emails.")

@@ -33,7 +33,8 @@ MESSAGE_COLUMNS = (
 
 
 class Contacts:
-    """Contacts named by their shop ``customer_id`` (or ``#ID``, the internal id)."""
+    """Contacts named by their shop ``customer_id``, email address or ``#ID`` (the internal
+    id)."""
 
     def __init__(
         self, engine: Engine, segments: Segments, clock: Clock, flows_of_contact: FlowsOfContact

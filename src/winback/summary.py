@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Engine, Integer, and_, case, func, or_, select
 
+from winback.store import purchases
 from winback.store.schema import CHANNELS, contacts, orders
 
 
@@ -45,7 +46,9 @@ def base_summary(engine: Engine, *, now: datetime, days: int) -> dict[str, Any]:
     with engine.connect() as conn:
         people = conn.execute(select(*columns)).mappings().one()
         order_count, revenue = conn.execute(
-            select(func.count(), func.coalesce(func.sum(orders.c.amount), 0))
+            select(func.count(), func.coalesce(func.sum(purchases.net(orders)), 0)).where(
+                purchases.counted(orders)
+            )
         ).one()
     total = int(people["customers"])
 

@@ -30,8 +30,9 @@ class TagChange:
 
 
 def resolve_contacts(engine: Engine, refs: Sequence[str]) -> list[int]:
-    """Internal ids of contacts named by their shop ``customer_id`` (or ``#ID`` for the
-    internal id). Raises :class:`NotFound` naming the unknown ones."""
+    """Internal ids of contacts named by their shop ``customer_id``, their email address
+    (case-insensitive; the oldest contact when several share it) or ``#ID`` for the internal
+    id. Raises :class:`NotFound` naming the unknown ones."""
     wanted = [r for r in dict.fromkeys(refs)]
     internal = {r: int(r[1:]) for r in wanted if r.startswith("#") and r[1:].isdigit()}
     external = [r for r in wanted if r not in internal]
@@ -54,6 +55,15 @@ def resolve_contacts(engine: Engine, refs: Sequence[str]) -> list[int]:
             for ref, iid in internal.items():
                 if iid in known:
                     found[ref] = iid
+        by_address = [r.strip().lower() for r in wanted if r not in found and "@" in r]
+        for i in range(0, len(by_address), 900):
+            chunk = by_address[i : i + 900]
+            for address, iid in conn.execute(  # the oldest contact with the address
+                select(contacts.c.email, contacts.c.id)
+                .where(contacts.c.email.in_(chunk))
+                .order_by(contacts.c.id.desc())
+            ):
+                found.update({r: int(iid) for r in wanted if r.strip().lower() == address})
     missing = [r for r in wanted if r not in found]
     if missing:
         shown = ", ".join(repr(m) for m in missing[:5])

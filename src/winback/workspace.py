@@ -7,6 +7,7 @@ embedding programs all use.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 from collections.abc import Mapping
@@ -14,11 +15,12 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pydantic import ValidationError
 from sqlalchemy import Engine
 
 from winback.clock import Clock, SystemClock
 from winback.config import CONFIG_FILE, Settings, load_settings
-from winback.errors import NoWorkspace, WorkspaceExists
+from winback.errors import InvalidSetting, NoWorkspace, WorkspaceExists
 from winback.store import migrate
 from winback.store.engine import make_engine, sqlite_url
 
@@ -29,6 +31,7 @@ if TYPE_CHECKING:
     from winback.flows.service import Flows
     from winback.ingest import Imports
     from winback.segments.service import Segments
+    from winback.shop_webhooks import ShopWebhooks
     from winback.store.repository import Store
     from winback.tags import Tags
 
@@ -42,11 +45,18 @@ CONFIG_TEMPLATE = """\
 # Store: empty means the embedded SQLite file winback.db in this folder.
 # database_url = "postgresql+psycopg://winback:secret@127.0.0.1:5432/winback"
 
+# The shop, as emails and pages show it (`winback doctor` says what sending still needs).
+{shop_name}
+{shop_url}
+
+# From address of emails (an address of the shop's domain).
+{mail_from}
+
 # Time zone for timestamps without an offset, and for contacts with none of their own.
 timezone = "{timezone}"
 
-# Currency of orders that name none.
-currency = "USD"
+# Currency of orders that name none, and of reports.
+currency = "{currency}"
 
 # The shop's sector sets the default inactivity window (docs/settings.md#sectors):
 # grocery, pets, beauty, fashion, electronics, travel or furniture.
@@ -56,7 +66,8 @@ currency = "USD"
 # dormant_days = 90
 
 # Public URL of `winback serve`, used in tracking, unsubscribe and feedback links.
-base_url = "http://127.0.0.1:8000"
+# `winback run` and `serve` refuse to send through a remote relay while it is loopback.
+base_url = "{base_url}"
 
 # Signs tracking, unsubscribe and feedback links. Keep it secret; do not commit it.
 # In production prefer the WINBACK_SECRET_KEY environment variable.
@@ -171,6 +182,13 @@ class Workspace:
         return Tags(self.engine, self.store, self.segments, self.clock)
 
     @cached_property
+    def shop_webhooks(self) -> ShopWebhooks:
+        """Shopify and WooCommerce webhooks applied to the store (:mod:`winback.shop_webhooks`)."""
+        from winback.shop_webhooks import ShopWebhooks
+
+        return ShopWebhooks(self.engine, self.settings, self.clock)
+
+    @cached_property
     def contacts(self) -> Contacts:
         """One contact seen whole, and its erasure (:mod:`winback.contacts`)."""
         from winback.contacts import Contacts
@@ -243,24 +261,80 @@ def open(
     return Workspace(folder, load_settings(folder, environ), clock=clock)
 
 
+#: Settings that ``winback init`` writes only when given: their defaults are placeholders,
+#: left as a commented line to fill in.
+PLACEHOLDERS = {
+    "shop_name": "Our shop",
+    "shop_url": "https://example.com",
+    "mail_from": "winback@localhost",
+}
+
+
+def _line(name: str, value: str) -> str:
+    line = f'{name} = "{_toml_text(value)}"'
+    return f"# {line}" if value == PLACEHOLDERS[name] else line
+
+
+def _toml_text(value: str) -> str:
+    """``value`` escaped for a TOML basic string (between double quotes)."""
+    return json.dumps(value, ensure_ascii=False)[1:-1]
+
+
+def _check_init(given: Mapping[str, str]) -> None:
+    """The values ``winback init`` writes, checked as settings and for their form."""
+    problems = []
+    if not (len(given["currency"]) == 3 and given["currency"].isalpha()):
+        problems.append(f"currency {given['currency']!r}: expected three letters such as EUR")
+    for name in ("shop_url", "base_url"):
+        if not given[name].startswith(("http://", "https://")):
+            problems.append(f"{name} {given[name]!r}: expected an http:// or https:// URL")
+    if "@" not in given["mail_from"]:
+        problems.append(f"mail_from {given['mail_from']!r}: expected an email address")
+    try:
+        Settings(**given)
+    except ValidationError as exc:
+        problems.extend(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+    if problems:
+        raise InvalidSetting("winback init: " + "; ".join(problems))
+
+
 def init(
     path: Path | str = ".",
     *,
     timezone: str = "UTC",
+    currency: str = "USD",
+    shop_name: str = "Our shop",
+    shop_url: str = "https://example.com",
+    mail_from: str = "winback@localhost",
+    base_url: str = "http://127.0.0.1:8000",
     environ: Mapping[str, str] | None = None,
     clock: Clock | None = None,
 ) -> Workspace:
-    """Create a workspace: commented winback.toml with a fresh secret, folders, and the
-    migrated database. Refuses to overwrite an existing workspace."""
+    """Create a workspace: commented winback.toml with the shop's details and a fresh
+    secret, folders, and the migrated database. Refuses to overwrite an existing workspace;
+    a bad value (time zone, currency, URL) fails before anything is written."""
     folder = Path(path)
     if (folder / CONFIG_FILE).exists():
         raise WorkspaceExists(f"{folder} is already a winback workspace ({CONFIG_FILE} exists)")
+    given = {
+        "timezone": timezone,
+        "currency": currency.strip().upper(),
+        "shop_name": shop_name,
+        "shop_url": shop_url,
+        "mail_from": mail_from,
+        "base_url": base_url.rstrip("/"),
+    }
+    _check_init(given)
     folder.mkdir(parents=True, exist_ok=True)
     for name in FOLDERS:
         (folder / name).mkdir(exist_ok=True)
     config = folder / CONFIG_FILE
     config.write_text(
-        CONFIG_TEMPLATE.format(timezone=timezone, secret_key=secrets.token_urlsafe(32)),
+        CONFIG_TEMPLATE.format(
+            **{k: _toml_text(v) for k, v in given.items()}
+            | {k: _line(k, given[k]) for k in PLACEHOLDERS},
+            secret_key=secrets.token_urlsafe(32),
+        ),
         encoding="utf-8",
     )
     config.chmod(0o600)

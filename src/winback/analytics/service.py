@@ -23,6 +23,7 @@ from winback.analytics.gamma_gamma import GammaGamma
 from winback.analytics.summary import Summary, Transactions, summary_data
 from winback.clock import Clock
 from winback.config import Settings
+from winback.store import purchases
 from winback.store.repository import _conn
 from winback.store.schema import contacts, rfm_snapshots
 from winback.store.types import sqlite_text
@@ -53,9 +54,13 @@ class Analytics:
         return an.day_of(self.clock.now().date())
 
     def transactions(self, *, conn: Connection | None = None) -> Transactions:
-        """Every order as (contact_id, day number, amount) arrays."""
-        amount = "amount::float8" if self._pg else "CAST(amount AS REAL)"
-        sql = f"SELECT contact_id, {self._day('ordered_at')}, {amount} FROM orders"  # noqa: S608
+        """Every counted purchase as (contact_id, day number, net amount) arrays."""
+        net = purchases.NET_SQL
+        amount = f"{net}::float8" if self._pg else f"CAST({net} AS REAL)"
+        sql = (
+            f"SELECT contact_id, {self._day('ordered_at')}, {amount} FROM orders "  # noqa: S608
+            f"WHERE {purchases.COUNTED_SQL}"
+        )
         parts = []
         with _conn(self.engine, conn) as c:
             cur = c.connection.driver_connection.cursor()  # type: ignore[union-attr]
@@ -160,6 +165,7 @@ class Analytics:
             say("writing contacts")
             self.write(result)
             result.report["movement"] = self.movement()
+        result.report["currency"] = self.settings.currency
         return result
 
     def write(self, result: an.Analysis) -> None:

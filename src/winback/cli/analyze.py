@@ -110,7 +110,8 @@ def print_analysis(r: dict[str, Any]) -> None:
     """The analysis report as Rich text and tables (also used by the demo)."""
     console.print(
         f"[bold]{r['customers']:,}[/] customers, {r['orders']:,} orders, revenue "
-        f"{r['revenue']:,.2f}, as of {r['reference_date']} ({r['source']})"
+        f"{r['revenue']:,.2f} {r.get('currency', '')}".rstrip()
+        + f", as of {r['reference_date']} ({r['source']})"
     )
     d = r["health"]["dormant"]
     line = f"Dormant: {d['fixed_rule']['share']:.1%} under the fixed {d['fixed_rule']['days']}-day rule"

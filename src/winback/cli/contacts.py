@@ -1,4 +1,4 @@
-"""``winback contacts show``, ``winback contacts delete``."""
+"""``winback contacts show``, ``winback contacts merge``, ``winback contacts delete``."""
 
 from __future__ import annotations
 
@@ -14,7 +14,9 @@ app.add_typer(contacts_app, name="contacts")
 
 @contacts_app.command("show")
 def show(
-    contact: Annotated[str, typer.Argument(help="The contact's customer_id (or #ID).")],
+    contact: Annotated[
+        str, typer.Argument(help="The contact's customer_id, email address or #ID.")
+    ],
     workspace: WorkspaceOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -52,6 +54,43 @@ def show(
         console.print(
             f"message: {m['channel']} {m['template'] or ''} {m['status']} "
             f"{(m['sent_at'] or m['not_before']).isoformat()}"
+        )
+
+
+@contacts_app.command("merge")
+def merge(
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Only list the addresses shared by several contacts.")
+    ] = False,
+    workspace: WorkspaceOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Merge contacts that share an email address (compared case-insensitively) into the
+    oldest one, keeping orders, events, consent log, tags and their history, messages."""
+    from winback.contact_merge import duplicate_addresses, merge_duplicates
+
+    with workspace_from(workspace) as ws:
+        with ws.engine.begin() as conn:
+            if dry_run:
+                shared = duplicate_addresses(conn)
+                if as_json:
+                    print_json({"shared_addresses": shared})
+                else:
+                    console.print(f"{len(shared)} addresses shared by several contacts")
+                    for address in shared:
+                        console.print(f"  {address}", markup=False)
+                return
+            done = merge_duplicates(conn, now=ws.clock.now())
+    if as_json:
+        print_json({"merged": [m.to_dict() for m in done]})
+        return
+    console.print(f"{len(done)} addresses had several contacts; merged:")
+    for m in done:
+        moved = ", ".join(f"{n} {t}" for t, n in m.moved.items() if n)
+        console.print(
+            f"  {m.email}: {', '.join(m.merged)} into {m.survivor}"
+            + (f" ({moved})" if moved else ""),
+            markup=False,
         )
 
 

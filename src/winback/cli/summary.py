@@ -18,7 +18,7 @@ def summary_table(data: dict[str, Any]) -> Table:
     table.add_row("customers", f"{data['customers']:,}")
     table.add_row("customers with orders", f"{data['customers_with_orders']:,}")
     table.add_row("orders", f"{data['orders']:,}")
-    table.add_row("revenue", f"{data['revenue']:,.2f}")
+    table.add_row("revenue", f"{data['revenue']:,.2f} {data.get('currency', '')}".rstrip())
     table.add_row(f"no purchase in {days} days", f"{data['share_no_purchase']:.1%}")
     table.add_row(f"no email open in {days} days", f"{data['share_no_open']:.1%}")
     table.add_row(f"no click in {days} days", f"{data['share_no_click']:.1%}")
@@ -34,6 +34,7 @@ def summary(workspace: WorkspaceOption = None, as_json: JsonOption = False) -> N
     """Customers, orders, revenue, dormant shares and consent rates."""
     with workspace_from(workspace) as ws:
         data = base_summary(ws.engine, now=ws.clock.now(), days=ws.settings.dormant_days)
+        data["currency"] = ws.settings.currency
     if as_json:
         print_json(data)
     else:

@@ -28,6 +28,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.elements import ColumnElement
 
 from winback.channels import CONSENT_CHANNELS
+from winback.store import purchases
 from winback.store.schema import contacts, events, flow_entries, flow_step_counts, orders
 from winback.store.types import JSONDoc, UTCDateTime
 
@@ -92,6 +93,7 @@ def event_happened(
     if event_type == "purchase":
         q = select(literal(1)).where(
             orders.c.contact_id == contact_id,
+            purchases.counted(orders),
             orders.c.ordered_at >= since,
             orders.c.ordered_at <= at(until),
         )

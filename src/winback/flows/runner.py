@@ -131,10 +131,14 @@ def with_sink(ws: Workspace, sink: str | None) -> Workspace:
 
 def preflight(ws: Workspace, *, flow_files: bool = True) -> None:
     """Check the configuration before the first pass, so that a bad setting fails the
-    command at once instead of every pass: the delivery channels can be built and (with
+    command at once instead of every pass: email does not go to a remote relay with
+    loopback links (:func:`winback.setup_checks.check_can_send`), the delivery channels can
+    be built and (with
     ``flow_files``) every flow file loads. Raises :class:`~winback.errors.WinbackError`."""
     from winback.delivery.channels.setup import build_channels
+    from winback.setup_checks import check_can_send
 
+    check_can_send(ws.settings)
     for channel in build_channels(ws.settings, outbox=ws.path / "outbox").values():
         close = getattr(channel, "close", None)
         if close is not None:

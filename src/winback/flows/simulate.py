@@ -32,7 +32,7 @@ from sqlalchemy.engine import make_url
 
 from winback.clock import FixedClock
 from winback.errors import NotFound, WinbackError
-from winback.store import activity
+from winback.store import activity, purchases
 from winback.store.engine import make_engine, sqlite_url
 from winback.store.schema import contacts, flow_entries, flows, orders, outbox
 
@@ -332,10 +332,14 @@ def _report(
             select(
                 orders.c.contact_id.label("cid"),
                 fe.c.id.label("entry_id"),
-                func.sum(orders.c.amount).label("revenue"),
+                func.sum(purchases.net(orders)).label("revenue"),
             )
             .join(fe, and_(fe.c.contact_id == orders.c.contact_id, fe.c.flow_id == flow_id))
-            .where(orders.c.ordered_at >= fe.c.entered_at, orders.c.ordered_at <= end)
+            .where(
+                orders.c.ordered_at >= fe.c.entered_at,
+                orders.c.ordered_at <= end,
+                purchases.counted(orders),
+            )
             .group_by(orders.c.contact_id, fe.c.id)
             .subquery()
         )

@@ -54,6 +54,8 @@ ORDER_STAGE_COLUMNS = (
     "currency",
     "items",
     "coupon",
+    "status",
+    "refunded",
 )
 EVENT_STAGE_COLUMNS = (
     "line",
@@ -69,9 +71,10 @@ EVENT_STAGE_COLUMNS = (
 _STAGES: dict[str, dict[str, str]] = {
     "wb_stage_orders": {
         "sqlite": "line INTEGER, order_id TEXT, customer_id TEXT, ordered_at TEXT, "
-        "amount NUMERIC, currency TEXT, items TEXT, coupon TEXT",
+        "amount NUMERIC, currency TEXT, items TEXT, coupon TEXT, status TEXT, refunded NUMERIC",
         "postgresql": "line bigint, order_id text, customer_id text, ordered_at timestamptz, "
-        "amount numeric, currency text, items jsonb, coupon text",
+        "amount numeric, currency text, items jsonb, coupon text, status text, "
+        "refunded numeric",
     },
     "wb_stage_events": {
         "sqlite": "line INTEGER, event_key TEXT, customer_id TEXT, type TEXT, occurred_at TEXT, "
@@ -196,8 +199,9 @@ def insert_orders(cur: Any, dialect: Dialect, import_id: int) -> list[tuple[Any,
     cur.execute(
         dialect.sql(
             "INSERT INTO orders (order_id, contact_id, ordered_at, amount, currency, items, "
-            "coupon, import_id) "
-            "SELECT s.order_id, c.id, s.ordered_at, s.amount, s.currency, s.items, s.coupon, ? "
+            "coupon, status, refunded, import_id) "
+            "SELECT s.order_id, c.id, s.ordered_at, s.amount, s.currency, s.items, s.coupon, "
+            "s.status, s.refunded, ? "
             "FROM wb_stage_orders s JOIN contacts c ON c.customer_id = s.customer_id "
             "WHERE true ORDER BY s.line ON CONFLICT (order_id) DO NOTHING "
             "RETURNING order_id, contact_id, ordered_at, amount"
@@ -213,8 +217,9 @@ def insert_orders(cur: Any, dialect: Dialect, import_id: int) -> list[tuple[Any,
 #: to :data:`PG_INSERT_ORDERS` (see :meth:`winback.ingest.orders.PostgresOrders.finish`).
 PG_INSERT_ALL_ORDERS = (
     "INSERT INTO orders (order_id, contact_id, ordered_at, amount, currency, items, "
-    "coupon, import_id) "
-    "SELECT s.order_id, c.id, s.ordered_at, s.amount, s.currency, s.items, s.coupon, %(import)s "
+    "coupon, status, refunded, import_id) "
+    "SELECT s.order_id, c.id, s.ordered_at, s.amount, s.currency, s.items, s.coupon, "
+    "s.status, s.refunded, %(import)s "
     "FROM wb_stage_orders s JOIN contacts c ON c.customer_id = s.customer_id ORDER BY s.line"
 )
 
@@ -225,7 +230,14 @@ ORDER_STAGE = table("wb_stage_orders", *(column(name) for name in ORDER_STAGE_CO
 #: returned, compiled for psycopg (``now`` a parameter) to run inside that statement.
 _ADVANCE_NEW = str(
     orders_update(
-        table("new", column("contact_id"), column("ordered_at"), column("amount")),
+        table(
+            "new",
+            column("contact_id"),
+            column("ordered_at"),
+            column("amount"),
+            column("status"),
+            column("refunded"),
+        ),
         bindparam("now"),
     ).compile(dialect=make_url("postgresql+psycopg://").get_dialect()())
 )
@@ -240,11 +252,12 @@ _ADVANCE_NEW = str(
 PG_INSERT_ORDERS = (
     "WITH new AS ("  # noqa: S608 (fixed text)
     "INSERT INTO orders (order_id, contact_id, ordered_at, amount, currency, items, "
-    "coupon, import_id) "
-    "SELECT s.order_id, c.id, s.ordered_at, s.amount, s.currency, s.items, s.coupon, %(import)s "
+    "coupon, status, refunded, import_id) "
+    "SELECT s.order_id, c.id, s.ordered_at, s.amount, s.currency, s.items, s.coupon, "
+    "s.status, s.refunded, %(import)s "
     "FROM wb_stage_orders s JOIN contacts c ON c.customer_id = s.customer_id "
     "ORDER BY s.line ON CONFLICT (order_id) DO NOTHING "
-    "RETURNING order_id, contact_id, ordered_at, amount), "
+    "RETURNING order_id, contact_id, ordered_at, amount, status, refunded), "
     "moved AS (" + _ADVANCE_NEW + "), "
     "twins AS (SELECT order_id, min(line) AS first FROM wb_stage_orders "
     "GROUP BY order_id HAVING count(*) > 1), "
@@ -274,6 +287,25 @@ def pg_insert_orders(
             repeats.append((int(line), str(order_id), None if first is None else int(first)))
     repeats.sort()
     return repeats, duplicates
+
+
+#: PostgreSQL: stored orders of earlier imports whose status or refunded amount the staged
+#: unit states differently (its first line of each order) take the staged values; returns
+#: the contact of each order changed.
+PG_UPDATE_ORDERS = (
+    "UPDATE orders o SET status = s.status, refunded = s.refunded "
+    "FROM (SELECT DISTINCT ON (order_id) order_id, status, refunded FROM wb_stage_orders "
+    "ORDER BY order_id, line) s "
+    "WHERE o.order_id = s.order_id AND o.import_id IS DISTINCT FROM %(import)s "
+    "AND (o.status <> s.status OR o.refunded <> s.refunded) "
+    "RETURNING o.contact_id"
+)
+
+
+def pg_update_orders(cur: Any, import_id: int) -> list[int]:
+    """Run :data:`PG_UPDATE_ORDERS`: the contact id of each stored order that changed."""
+    cur.execute(PG_UPDATE_ORDERS, {"import": import_id})
+    return [int(r[0]) for r in cur.fetchall()]
 
 
 def insert_events(cur: Any, dialect: Dialect, import_id: int) -> list[tuple[Any, ...]]:

@@ -4,7 +4,8 @@ email_consent,sms_consent,push_consent,created_at``; any other column is a custo
 Contacts are upserted by ``customer_id``: an empty cell leaves the stored value alone, a
 changed value overwrites it, custom attributes are merged. A row that changes nothing counts
 as a duplicate. Consent columns set the current consent and every change is written to the
-consent log with the import file as its source.
+consent log with the import file as its source. A ``tags`` column (comma-separated names) adds those tags, with history; an import never
+removes one.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from winback.ingest import fields
 from winback.ingest.fields import FieldError
 from winback.ingest.importer import BatchResult, Context, Reject
 from winback.ingest.readers import Record, show_value
+from winback.phones import InvalidPhone, e164
 from winback.store import activity
 from winback.store.schema import CHANNELS, contacts
 
@@ -43,6 +45,7 @@ class ContactRow(NamedTuple):
     customer_id: str
     values: dict[str, Any]  # standard fields and consents that the row states
     attributes: dict[str, Any]
+    tags: tuple[str, ...] = ()  # added to the contact (never removed by an import)
 
 
 class Contacts:
@@ -60,12 +63,17 @@ class Contacts:
         "sms_consent",
         "push_consent",
         "created_at",
+        "tags",
     )
     required: tuple[str, ...] = ("customer_id",)
+
+    def __init__(self, phone_region: str | None = None) -> None:
+        self.phone_region = phone_region
 
     def bind(self, columns: list[str], index: dict[str, int], ctx: Context) -> None:
         self.index = index
         self.tz = ctx.tz
+        self.report = ctx.report
         bound = set(index.values())
         self.extras = [(i, name) for i, name in enumerate(columns) if i not in bound and name]
         self.width = len(columns)
@@ -78,8 +86,12 @@ class Contacts:
                 value = self._field(name, v[i])
             except FieldError as e:
                 return Reject(line, name, show_value(v[i]), e.reason)
+            except InvalidPhone as e:  # the contact is kept without it, and it is reported
+                self.report.note_invalid_phone(line, show_value(v[i]), e.reason)
+                continue
             if value is not None:
                 values[name] = value
+        tags: tuple[str, ...] = values.pop("tags", ())
         customer_id = values.pop("customer_id", None)
         if customer_id is None:
             i = self.index["customer_id"]
@@ -87,15 +99,20 @@ class Contacts:
         attrs = self._attributes(record)
         if isinstance(attrs, Reject):
             return attrs
-        return ContactRow(line, customer_id, values, attrs)
+        return ContactRow(line, customer_id, values, attrs, tags)
 
     def _field(self, name: str, raw: Any) -> Any:
         if name == "customer_id":
             return fields.text(raw)
         if name == "created_at":
             return fields.timestamp(raw, self.tz)
+        if name == "tags":
+            return tag_list(raw)
         if name in CONSENTS:
             return fields.boolean(raw)
+        if name == "phone":
+            text = PARSERS[name](raw)
+            return None if text is None else e164(text, self.phone_region)
         return PARSERS[name](raw)
 
     def _attributes(self, record: Record) -> dict[str, Any] | Reject:
@@ -154,6 +171,7 @@ def _upsert(conn: Connection, batch: list[ContactRow], ctx: Context) -> BatchRes
     ctx.report.contacts_created += len(new_rows)
     ctx.report.contacts_updated += len(changes)
     ctx.report.consent_changes += _record_consent(conn, consent, ctx)
+    ctx.report.tags_added += _add_tags(conn, merged, existing, ctx)
     result.imported = len(new_rows) + len(changes)
     return result
 
@@ -170,6 +188,7 @@ def _merged(batch: list[ContactRow], result: BatchResult) -> dict[str, ContactRo
                 row.customer_id,
                 {**before.values, **row.values},
                 {**before.attributes, **row.attributes},
+                tuple(dict.fromkeys(before.tags + row.tags)),
             )
         merged[row.customer_id] = row
     return merged
@@ -240,6 +259,45 @@ def _write(conn: Connection, new_rows: list[dict[str, Any]], changes: list[dict[
             )
         )
         conn.execute(statement, changes)
+
+
+def tag_list(value: Any) -> tuple[str, ...] | None:
+    """A tags cell: names separated by commas (``vip, newsletter``), each 1 to 128
+    characters; empty: none."""
+    text = fields.text(value, max_length=10_000)
+    if text is None:
+        return None
+    names = tuple(dict.fromkeys(t.strip() for t in text.split(",") if t.strip()))
+    for name in names:
+        if len(name) > 128:
+            raise FieldError(f"tag {name[:20]!r}... is longer than 128 characters")
+    return names or None
+
+
+def _add_tags(
+    conn: Connection,
+    merged: dict[str, ContactRow],
+    existing: dict[str, dict[str, Any]],
+    ctx: Context,
+) -> int:
+    """Tag the rows' contacts (erased ones excepted), with history; returns how many
+    contact-tag pairs were new."""
+    wanted: dict[str, list[str]] = {}
+    for cid, row in merged.items():
+        old = existing.get(cid)
+        if old is not None and old["erased_at"] is not None:
+            continue
+        for tag in row.tags:
+            wanted.setdefault(tag, []).append(cid)
+    if not wanted:
+        return 0
+    ids = _ids_of(conn, sorted({cid for who in wanted.values() for cid in who}))
+    added = 0
+    for tag, who in wanted.items():
+        added += len(
+            activity.add_tags(conn, [ids[c] for c in who], tag, source=ctx.source, at=ctx.now)
+        )
+    return added
 
 
 def _record_consent(conn: Connection, consent: Consent, ctx: Context) -> int:

@@ -33,6 +33,7 @@ from winback.ingest.importer import (
 from winback.ingest.orders import OrderRow, TimestampCache, write_orders
 from winback.ingest.readers import Record, show_value
 from winback.store import activity
+from winback.store.purchases import PAID
 
 #: A staged event: (line, event_key, customer_id, type, occurred_at, properties, message_id,
 #: machine).
@@ -167,6 +168,8 @@ class Events:
             currency or self.currency,
             items_json,
             coupon,
+            PAID,
+            "0",
         )
 
     def write(self, conn: Connection, batch: list[Any], ctx: Context) -> BatchResult:

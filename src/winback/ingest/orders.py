@@ -1,7 +1,12 @@
-"""Orders files: ``order_id,customer_id,ordered_at,amount,currency,items,coupon``.
+"""Orders files: ``order_id,customer_id,ordered_at,amount,currency,items,coupon,status,
+refunded``.
 
 Orders are deduplicated by ``order_id``: against the store (a re-import adds nothing) and
-within the file (a second row with the same id is rejected, naming the first line).
+within the file (a second row with the same id is rejected, naming the first line). When the
+file has a ``status`` or ``refunded`` column, a stored order whose status or refunded amount
+differs from the file's is updated, and its contact's purchase attributes are recounted
+(:func:`winback.store.activity.recount_orders`); only counted purchases
+(:mod:`winback.store.purchases`) feed them.
 """
 
 from __future__ import annotations
@@ -27,9 +32,11 @@ from winback.ingest.importer import (
 )
 from winback.ingest.readers import Record, show_value
 from winback.store import activity
+from winback.store.purchases import ORDER_STATUSES, PAID, is_counted
 
-#: A staged order: (line, order_id, customer_id, ordered_at, amount, currency, items, coupon).
-OrderRow = tuple[int, str, str, str, str, str, str | None, str | None]
+#: A staged order: (line, order_id, customer_id, ordered_at, amount, currency, items, coupon,
+#: status, refunded).
+OrderRow = tuple[int, str, str, str, str, str, str | None, str | None, str, str]
 
 
 class TimestampCache:
@@ -109,6 +116,8 @@ class Orders:
         "currency",
         "items",
         "coupon",
+        "status",
+        "refunded",
     )
     required: tuple[str, ...] = ("order_id", "customer_id", "ordered_at", "amount")
 
@@ -123,6 +132,10 @@ class Orders:
         self.i_currency = index.get("currency")
         self.i_items = index.get("items")
         self.i_coupon = index.get("coupon")
+        self.i_status = index.get("status")
+        self.i_refunded = index.get("refunded")
+        # Only a file that states status or refunds changes orders stored before.
+        ctx.extra["order_changes"] = self.i_status is not None or self.i_refunded is not None
 
     def parse(self, record: Record) -> OrderRow | Reject:
         """Fast path for well-formed text cells; anything unusual goes to :meth:`checked`."""
@@ -150,14 +163,34 @@ class Orders:
                 items = v[self.i_items].strip() or None
                 if items is not None and not isinstance(json.loads(items), list | dict):
                     return self.checked(record)
-            coupon = None
-            if self.i_coupon is not None:
-                coupon = v[self.i_coupon].strip() or None
-                if coupon is not None and (len(coupon) > 64 or not coupon.isascii()):
-                    return self.checked(record)
+            tail = self._tail(v)
+            if tail is None:
+                return self.checked(record)
         except (AttributeError, ValueError, InvalidOperation, FieldError, RecursionError):
             return self.checked(record)
-        return (record.line, order_id, customer_id, at, str(amount), currency, items, coupon)
+        return (record.line, order_id, customer_id, at, str(amount), currency, items, *tail)
+
+    def _tail(self, v: list[Any]) -> tuple[str | None, str, str] | None:
+        """Fast path: ``(coupon, status, refunded)`` of well-formed cells; None: anything
+        unusual."""
+        coupon = None
+        if self.i_coupon is not None:
+            coupon = v[self.i_coupon].strip() or None
+            if coupon is not None and (len(coupon) > 64 or not coupon.isascii()):
+                return None
+        status = PAID
+        if self.i_status is not None:
+            status = v[self.i_status].strip().lower() or PAID
+            if status not in ORDER_STATUSES:
+                return None
+        refunded = ZERO
+        if self.i_refunded is not None:
+            given = v[self.i_refunded].strip()
+            if given:
+                refunded = Decimal(given)
+                if not refunded.is_finite() or refunded < 0 or refunded > MAX_AMOUNT:
+                    return None
+        return coupon, status, str(refunded)
 
     def checked(self, record: Record) -> OrderRow | Reject:
         """Field by field, naming the first field that is wrong."""
@@ -188,8 +221,23 @@ class Orders:
         currency = field("currency", fields.currency) or self.currency
         items = field("items", fields.items)
         coupon = field("coupon", lambda x: fields.text(x, max_length=64))
+        status = field("status", order_status)
+        refunded = field("refunded", fields.decimal) or ZERO
+        if refunded < 0:
+            raise Refused("refunded", "a refunded amount cannot be negative", cell("refunded"))
         items_json = None if items is None else json.dumps(items, ensure_ascii=False, default=str)
-        return (record.line, order_id, customer_id, at, str(amount), currency, items_json, coupon)
+        return (
+            record.line,
+            order_id,
+            customer_id,
+            at,
+            str(amount),
+            currency,
+            items_json,
+            coupon,
+            status,
+            str(refunded),
+        )
 
     def write(self, conn: Connection, batch: list[Any], ctx: Context) -> BatchResult:
         return write_orders(conn, batch, ctx)
@@ -197,6 +245,20 @@ class Orders:
     def unit(self, conn: Connection, ctx: Context) -> PostgresOrders | None:
         """PostgreSQL writes several batches per transaction (``import_commit_rows``)."""
         return PostgresOrders(conn, ctx) if ctx.dialect.postgres else None
+
+
+ZERO = Decimal(0)
+
+
+def order_status(value: Any) -> str:
+    """A status cell: one of :data:`ORDER_STATUSES` (any case); empty means ``paid``."""
+    status = fields.text(value, max_length=32)
+    if status is None:
+        return PAID
+    status = status.lower()
+    if status not in ORDER_STATUSES:
+        raise FieldError(f"unknown order status (expected one of: {', '.join(ORDER_STATUSES)})")
+    return status
 
 
 def write_orders(conn: Connection, batch: list[OrderRow], ctx: Context) -> BatchResult:
@@ -219,7 +281,36 @@ def write_orders(conn: Connection, batch: list[OrderRow], ctx: Context) -> Batch
     inserted_count = len(rows) - len(not_new)
     earlier = bulk.stored_by_import(cur, ctx.dialect, "orders", not_new, ctx.import_id)
     result.settle_counts(inserted_count, not_new, earlier, first_line, _duplicate)
+    if ctx.extra.get("order_changes") and len(not_new) > len(earlier):
+        stated = {r[1]: (r[8], r[9]) for r in rows}
+        changes = [(k, *stated[k]) for k in not_new if k not in earlier]
+        ctx.report.orders_updated += _sqlite_apply_changes(conn, cur, changes, ctx)
     return result
+
+
+def _sqlite_apply_changes(
+    conn: Connection, cur: Any, stated: list[tuple[str, str, str]], ctx: Context
+) -> int:
+    """SQLite: set the status and refunded amount of stored orders ``(order_id, status,
+    refunded)`` where they differ, and recount the purchase attributes of their contacts.
+    Returns how many orders changed."""
+    cur.execute(
+        "SELECT o.order_id, o.contact_id, o.status, o.refunded FROM json_each(?) j "
+        "JOIN orders o ON o.order_id = j.value",
+        (json.dumps([k for k, _s, _r in stated]),),
+    )
+    stored = {str(r[0]): (int(r[1]), str(r[2]), Decimal(str(r[3]))) for r in cur.fetchall()}
+    changed: list[tuple[str, float, str]] = []
+    contacts: set[int] = set()
+    for order_id, status, refunded in stated:
+        contact_id, was_status, was_refunded = stored[order_id]
+        if status != was_status or Decimal(refunded) != was_refunded:
+            changed.append((status, float(refunded), order_id))
+            contacts.add(contact_id)
+    if changed:
+        cur.executemany("UPDATE orders SET status = ?, refunded = ? WHERE order_id = ?", changed)
+        activity.recount_orders(conn, contacts, now=ctx.now)
+    return len(changed)
 
 
 class PostgresOrders:
@@ -273,6 +364,11 @@ class PostgresOrders:
         ]
         result.duplicates = duplicates
         result.imported = self.staged - len(repeats) - duplicates
+        if duplicates and ctx.extra.get("order_changes"):
+            changed = bulk.pg_update_orders(cur, ctx.import_id)
+            if changed:
+                activity.recount_orders(self.conn, {cid for cid in changed}, now=ctx.now)
+                ctx.report.orders_updated += len(changed)
         return result
 
 
@@ -294,10 +390,11 @@ def _write_sqlite(conn: Connection, cur: Any, rows: list[OrderRow], ctx: Context
     cur.execute("SELECT coalesce(max(id), 0) FROM orders")
     before = int(cur.fetchone()[0])
     import_id = ctx.import_id
-    stored = [(r[1], ids[r[2]], r[3], r[4], r[5], r[6], r[7], import_id) for r in rows]
+    stored = [(r[1], ids[r[2]], r[3], r[4], r[5], r[6], r[7], r[8], r[9], import_id) for r in rows]
     cur.executemany(
         "INSERT INTO orders (order_id, contact_id, ordered_at, amount, currency, items, "
-        "coupon, import_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (order_id) DO NOTHING",
+        "coupon, status, refunded, import_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+        "ON CONFLICT (order_id) DO NOTHING",
         stored,
     )
     not_new: list[str] = []
@@ -306,7 +403,15 @@ def _write_sqlite(conn: Connection, cur: Any, rows: list[OrderRow], ctx: Context
         added = {str(r[0]) for r in cur.fetchall()}
         not_new = [r[1] for r in rows if r[1] not in added]
         stored = [s for s in stored if s[0] in added]
-    activity.apply_orders(conn, [(s[1], s[2], s[3]) for s in stored], now=ctx.now)
+    activity.apply_orders(
+        conn,
+        [
+            (s[1], s[2], s[3] if s[8] == "0" else str(Decimal(s[3]) - Decimal(s[8])))
+            for s in stored
+            if s[7] == PAID and is_counted(s[7], s[3], s[8])
+        ],
+        now=ctx.now,
+    )
     return not_new
 
 
@@ -327,7 +432,13 @@ def _pg_write_unit(
         return bulk.pg_insert_orders(cur, ctx.import_id, ctx.now)
     cur.execute("RELEASE SAVEPOINT wb_orders_unit")
     stage = bulk.ORDER_STAGE
-    staged = select(stage.c.customer_id, stage.c.ordered_at, stage.c.amount)
+    staged = select(
+        stage.c.customer_id,
+        stage.c.ordered_at,
+        stage.c.amount,
+        stage.c.status,
+        stage.c.refunded,
+    )
     activity.apply_orders(conn, staged, now=ctx.now)
     return [], 0
 

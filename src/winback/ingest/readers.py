@@ -44,11 +44,13 @@ class Reader(Protocol):
     def close(self) -> None: ...
 
 
-def open_reader(path: Path, *, wanted: list[str] | None = None) -> Reader:
+def open_reader(
+    path: Path, *, wanted: list[str] | None = None, delimiter: str | None = None
+) -> Reader:
     """A reader for ``path``, chosen by its extension (.jsonl/.ndjson, .parquet, else CSV).
 
     ``wanted`` lists extra column names to look for in JSON Lines objects, whose keys may
-    differ from one line to the next."""
+    differ from one line to the next; ``delimiter`` overrides the CSV delimiter sniffed."""
     path = Path(path)
     if not path.is_file():
         raise UnreadableFile(f"{path}: no such file")
@@ -58,7 +60,7 @@ def open_reader(path: Path, *, wanted: list[str] | None = None) -> Reader:
             return JsonLinesReader(path, wanted or [])
         if suffixes and suffixes[-1] in (".parquet", ".pq"):
             return ParquetReader(path)
-        return CsvReader(path)
+        return CsvReader(path, delimiter)
     except OSError as exc:
         raise UnreadableFile(f"{path}: cannot be read ({exc.strerror or exc})") from None
 
@@ -142,7 +144,7 @@ class CsvReader:
     whole in a guessed encoding: one mixing UTF-8 and cp1252 rows (a UTF-8 export appended
     to by a Windows tool) comes out right on every line."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, delimiter: str | None = None) -> None:
         self.path = path
         self.size = path.stat().st_size
         self._raw = path.open("rb")
@@ -156,7 +158,7 @@ class CsvReader:
         self._escapes_seen = _escapes[0]
         self._text = io.TextIOWrapper(self._raw, encoding=self.encoding, errors=errors, newline="")
         first = head.decode(self.encoding, errors="replace").lstrip("\ufeff")
-        self.delimiter = sniff_delimiter(first.splitlines()[0] if first else "")
+        self.delimiter = delimiter or sniff_delimiter(first.splitlines()[0] if first else "")
         self._reader = csv.reader(self._text, delimiter=self.delimiter)
         try:
             header = next(self._reader)

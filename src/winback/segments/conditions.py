@@ -73,6 +73,7 @@ from winback.segments.model import (
     referenced_segments,
     walk,
 )
+from winback.store import purchases
 from winback.store.schema import (
     contact_tags,
     contacts,
@@ -320,6 +321,8 @@ class _Compiler:
         table = (orders if purchase else events).alias()
         ts = table.c["ordered_at" if purchase else "occurred_at"]
         where: list[ColumnElement[bool]] = [table.c.contact_id == self.cid]
+        if purchase:
+            where.append(purchases.counted(table))
         if side == "after":
             where.append(ts >= bound)
         elif side == "before":

@@ -7,6 +7,8 @@ set-based statements:
 
 - :func:`apply_orders`: new orders advance ``orders_count``, ``revenue_total``,
   ``first_purchase_at`` (only back) and ``last_purchase_at`` (only forward);
+  :func:`recount_orders` sets them from the stored counted purchases, for contacts one of
+  whose orders changed status or refund;
 - :func:`apply_events`: new events move ``last_email_opened`` (human opens),
   ``last_email_link_clicked`` (human clicks) and ``last_seen`` (site visits, whatever their
   machine flag) forward, never back; a time is taken as given (nothing is clamped);
@@ -64,8 +66,9 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.types import TypeEngine
 
+from winback.store import purchases
 from winback.store.driver import driver_rows
-from winback.store.schema import CHANNELS, consent_log, contact_tags, contacts, tag_history
+from winback.store.schema import CHANNELS, consent_log, contact_tags, contacts, orders, tag_history
 from winback.store.types import UTCDateTime, sqlite_text
 
 #: Which standard attribute each event type moves forward (to the event's time).
@@ -95,9 +98,12 @@ def apply_orders(
     conn: Connection, new_orders: Iterable[OrderRow] | Select[Any], *, now: datetime
 ) -> int:
     """Advance the purchase attributes of the contacts of ``new_orders`` (orders just stored
-    in this transaction): rows ``(contact_id, ordered_at, amount)``, or a selectable with
-    columns ``ordered_at``, ``amount`` and ``contact_id`` (or ``customer_id``). Returns how
-    many contacts changed."""
+    in this transaction): rows ``(contact_id, ordered_at, amount)`` of counted purchases at
+    their net amount (:mod:`winback.store.purchases`), or a selectable with columns
+    ``ordered_at``, ``amount`` and ``contact_id`` (or ``customer_id``), and optionally
+    ``status`` and ``refunded`` (the selectable's other orders are then left out). Returns
+    how many contacts changed. Orders that were stored before and changed status or refund
+    go to :func:`recount_orders` instead."""
     if isinstance(new_orders, Select):
         return int(conn.execute(orders_update(new_orders.subquery("o"), now)).rowcount)
     per = _per_contact_orders(new_orders)
@@ -121,22 +127,58 @@ def apply_orders(
 
 def orders_update(orders: Any, now: Any) -> Any:
     """The statement of :func:`apply_orders` for a selectable of orders (``ordered_at``,
-    ``amount``, ``contact_id`` or ``customer_id``): per-contact aggregates applied by one
-    ``UPDATE ... FROM``. ``now`` may be a bound parameter (the bulk import compiles it)."""
+    ``amount``, ``contact_id`` or ``customer_id``, and optionally ``status`` and
+    ``refunded``: then only counted purchases count, at their net amount): per-contact
+    aggregates applied by one ``UPDATE ... FROM``. ``now`` may be a bound parameter (the bulk import compiles it)."""
     key = orders.c.contact_id if "contact_id" in orders.c else orders.c.customer_id
+    has_status = "status" in orders.c
     per = (
         select(
             key.label("key"),
             func.count().label("n"),
-            func.sum(orders.c.amount).label("total"),
+            func.sum(purchases.net(orders) if has_status else orders.c.amount).label("total"),
             func.min(orders.c.ordered_at).label("first_at"),
             func.max(orders.c.ordered_at).label("last_at"),
         )
+        .where(purchases.counted(orders) if has_status else true())
         .group_by(key)
         .subquery("a")
     )
     matched = contacts.c.id if "contact_id" in orders.c else contacts.c.customer_id
     return _orders_update_from(per, now, key=per.c.key, matched=matched)
+
+
+def recount_orders(conn: Connection, contact_ids: Iterable[int], *, now: datetime) -> int:
+    """Set the purchase attributes of ``contact_ids`` from their counted purchases as
+    stored: after an order already counted changed status or refunded amount, which no
+    increment can express. One statement; returns how many contacts it rewrote."""
+    ids = sorted({int(i) for i in contact_ids})
+    if not ids:
+        return 0
+    o = orders.alias("o")
+    mine = and_(o.c.contact_id == contacts.c.id, purchases.counted(o))
+
+    def agg(value: Any) -> Any:
+        return select(value).where(mine).scalar_subquery()
+
+    c = contacts.c
+    written = 0
+    for start in range(0, len(ids), 10_000):
+        chunk = ids[start : start + 10_000]
+        written += conn.execute(
+            update(contacts)
+            .where(c.id.in_(chunk))
+            .values(
+                {
+                    c.orders_count: agg(func.count()),
+                    c.revenue_total: func.coalesce(agg(func.sum(purchases.net(o))), 0),
+                    c.first_purchase_at: agg(func.min(o.c.ordered_at)),
+                    c.last_purchase_at: agg(func.max(o.c.ordered_at)),
+                    c.updated_at: _instant(now),
+                }
+            )
+        ).rowcount
+    return int(written)
 
 
 def _orders_update_from(
@@ -690,6 +732,7 @@ __all__ = [
     "apply_events",
     "apply_orders",
     "orders_update",
+    "recount_orders",
     "remove_tags",
     "set_consent",
 ]

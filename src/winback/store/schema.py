@@ -126,6 +126,9 @@ orders = Table(
     Column("currency", String(3), nullable=False),
     Column("items", JSONDoc),
     Column("coupon", String(64)),
+    # paid, pending, cancelled, refunded or failed (winback.store.purchases.ORDER_STATUSES).
+    Column("status", String(16), nullable=False, server_default="paid"),
+    Column("refunded", Numeric(18, 2), nullable=False, server_default="0"),
     # The import that stored the row (NULL: recorded by the API); tells in-file duplicates apart.
     Column("import_id", BigInteger),
     Index("ix_orders_contact_ordered", "contact_id", "ordered_at"),
@@ -440,4 +443,18 @@ erasures = Table(
     Column("source", String(255), nullable=False),  # cli | api | flow:<key>
     Column("reason", Text),
     Index("ix_erasures_contact", "contact_id"),
+)
+
+#: Shop platforms' webhooks already applied (Shopify, WooCommerce), by their delivery id:
+#: written with the change itself, so a retried delivery changes nothing.
+webhook_receipts = Table(
+    "webhook_receipts",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("platform", String(32), nullable=False),
+    Column("webhook_id", String(255), nullable=False),
+    Column("topic", String(64), nullable=False),
+    Column("outcome", String(32), nullable=False),  # applied | ignored
+    Column("received_at", UTCDateTime, nullable=False),
+    UniqueConstraint("platform", "webhook_id", name="uq_webhook_receipts_delivery"),
 )

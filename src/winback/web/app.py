@@ -159,9 +159,17 @@ def create_app(
         ]
         return JSONResponse({"detail": errors}, status_code=422)
 
-    from winback.web.routes import events, feedback, health, reports, tracking, unsubscribe
+    from winback.web.routes import (
+        events,
+        feedback,
+        health,
+        reports,
+        tracking,
+        unsubscribe,
+        webhooks,
+    )
 
-    for module in (health, tracking, unsubscribe, feedback, events, reports):
+    for module in (health, tracking, unsubscribe, feedback, events, reports, webhooks):
         app.include_router(module.router)
     settings = workspace.settings
     app.add_middleware(

@@ -36,7 +36,7 @@ from winback.store.schema import ANALYTICS_COLUMNS, contacts, orders
 _DICT_METHODS = frozenset({"get", "items", "keys", "values"})
 #: The fields of the records of the render context (see ``render_context``).
 RECORD_FIELDS: dict[str, frozenset[str]] = {
-    "shop": frozenset({"name", "url"}),
+    "shop": frozenset({"name", "url", "currency"}),
     "message": frozenset({"id", "flow", "step", "variant", "template"}),
     "rfm": frozenset({"r", "f", "m", "segment"}),
     "analytics": frozenset(k for k in ANALYTICS_COLUMNS if not k.startswith("rfm_")),
@@ -262,7 +262,7 @@ def sample_context(now: datetime) -> dict[str, Any]:
         "coupon": _Anything(code="SAMPLE-COUPON"),  # with what the flow put in coupon_info
         "unsubscribe_url": "https://example.com/u/sample",
         "feedback_url": "https://example.com/f/sample",
-        "shop": {"name": "Sample shop", "url": "https://example.com"},
+        "shop": {"name": "Sample shop", "url": "https://example.com", "currency": "USD"},
         "message": {
             "id": 1,
             "flow": "sample",

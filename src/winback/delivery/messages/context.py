@@ -110,7 +110,11 @@ def render_context(
         "coupon": {"code": coupon, **(payload.get("coupon_info") or {})} if coupon else None,
         "unsubscribe_url": unsubscribe_url,
         "feedback_url": feedback_url,
-        "shop": {"name": settings.shop_name, "url": settings.shop_url},
+        "shop": {
+            "name": settings.shop_name,
+            "url": settings.shop_url,
+            "currency": settings.currency,
+        },
         "message": {
             "id": message.get("id"),
             "flow": message.get("flow"),

@@ -98,7 +98,7 @@ VARIABLES: dict[str, str] = {
     "coupon": "the coupon assigned to this message (code) or none",
     "unsubscribe_url": "signed one-click unsubscribe page",
     "feedback_url": "signed hosted feedback page",
-    "shop": "name and url of the shop",
+    "shop": "name, url and currency (of the workspace) of the shop",
     "message": "id, flow, step, variant, template of this message",
     "data": "extra values the flow put in the message payload (dict)",
     "now": "the send time (aware UTC datetime)",

@@ -14,6 +14,7 @@ from sqlalchemy import Engine
 from winback.channels import kind_of, normalise_address
 from winback.config import Settings
 from winback.delivery.channels import Channel, OutboundMessage
+from winback.delivery.copies import CopyGuard
 from winback.delivery.coupons import CouponPoolExhausted, assign
 from winback.delivery.messages.context import ContactData, load_contacts
 from winback.delivery.messages.mime import domain_of, message_id_for
@@ -65,6 +66,7 @@ class _Lookups:
     addresses: dict[int, str | None]
     blocked: set[tuple[str, str]]
     recent: Recent
+    copies: CopyGuard
 
 
 class Decider:
@@ -116,6 +118,15 @@ class Decider:
                     if (a := addresses[int(r["id"])]) and _personal(r["channel"])
                 ),
             )
+            copies = CopyGuard(
+                conn,
+                (
+                    (r, normalise_address(r["channel"], a))
+                    for r in rows
+                    if (a := addresses[int(r["id"])])
+                ),
+                now,
+            )
             longest = max((c.window for c in self.caps.values()), default=timedelta(0))
             recent = recent_sends(
                 conn,
@@ -123,7 +134,7 @@ class Decider:
                 self.caps,
                 now - longest,
             )
-        return _Lookups(people, addresses, blocked, recent)
+        return _Lookups(people, addresses, blocked, recent, copies)
 
     def _decide_one(self, r: dict[str, Any], found: _Lookups, now: datetime) -> Decision:
         d = Decision(r)
@@ -135,6 +146,9 @@ class Decider:
             return d
         assert data is not None and address is not None
         channel = r["channel"]
+        if found.copies.is_copy(r, normalise_address(channel, address)):
+            d.status, d.reason = "skipped", "a copy of this message goes to the same address"
+            return d
         if r["priority"] != "transactional":
             later = self._deferral(r, data, now, found.recent)
             if later is not None:

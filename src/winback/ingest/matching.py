@@ -1,0 +1,243 @@
+"""One contact per address: rows matched to contacts by email.
+
+:class:`EmailMatched` wraps a file kind (contacts, orders, events) so that its rows find
+their contact by the normalised email address (trimmed, lower-cased: how the store keeps
+``contacts.email``) as well as by ``customer_id``:
+
+- mode ``"email"`` (a preset that says so, or ``--match email``): every row with an email
+  goes to the contact that has that address, whatever its customer id;
+- mode ``"id"`` (the default): a row with a customer id goes to that customer; a row without
+  one (a guest checkout, an export with no id column) goes to the contact with its email.
+
+A row whose address no contact has yet creates one whose ``customer_id`` is the file's id
+or, without one, the address itself, with ``email`` set. A row with neither an id nor an
+email is rejected. The wrapped kind then writes the rows exactly as it does without
+matching (same deduplication, counts and contact attributes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, select
+from sqlalchemy.dialects import postgresql, sqlite
+
+from winback.errors import InvalidMapping, MissingColumns
+from winback.ingest import fields
+from winback.ingest.fields import FieldError
+from winback.ingest.importer import BatchResult, Context, Kind, Reject
+from winback.ingest.readers import Record, show_value
+from winback.store.schema import contacts
+
+MODES = ("id", "email")
+
+
+def normalise_email(value: Any) -> str | None:
+    """The form in which addresses are stored and compared (None: empty); raises
+    :class:`~winback.ingest.fields.FieldError` for text that is not an address."""
+    return fields.email(value)
+
+
+def wrap(kind: Kind, columns: list[str], mapping: Mapping[str, str], mode: str) -> Kind:
+    """``kind`` matched by email when ``mode`` is ``email``, when the file has no
+    ``customer_id`` column, or (orders, events) when it has an ``email`` column; else
+    ``kind`` itself (the canonical path, untouched)."""
+    if mode not in MODES:
+        raise InvalidMapping(f"--match {mode}: expected one of: {', '.join(MODES)}")
+    folded = {c.strip().lower() for c in columns}
+
+    def has(name: str) -> bool:
+        return name in mapping or name in folded
+
+    if mode == "email" or not has("customer_id") or (kind.name != "contacts" and has("email")):
+        return EmailMatched(kind, mode)
+    return kind
+
+
+@dataclass
+class Matched:
+    """A parsed row of the wrapped kind, its address, and whether it finds its contact by
+    that address (else by its customer id)."""
+
+    row: Any
+    email: str | None
+    by_email: bool
+
+
+class EmailMatched:
+    """A file kind whose rows are matched to contacts by email (see the module docstring)."""
+
+    def __init__(self, inner: Kind, mode: str = "id") -> None:
+        if mode not in MODES:
+            raise ValueError(f"unknown match mode {mode!r} (expected one of: {', '.join(MODES)})")
+        self.inner = inner
+        self.mode = mode
+        self.name = inner.name
+        self.canonical = inner.canonical + (() if "email" in inner.canonical else ("email",))
+        self.required = tuple(c for c in inner.required if c != "customer_id")
+        self.creates_contacts = inner.name != "contacts"  # contacts rows create their own
+        if hasattr(inner, "unit"):
+            self.unit = self._unit
+
+    def bind(self, columns: list[str], index: dict[str, int], ctx: Context) -> None:
+        self.i_email = index.get("email")
+        self.i_customer = index.get("customer_id")
+        if self.i_email is None and self.i_customer is None:
+            raise MissingColumns(
+                f"no customer_id or email column in the header (found: {', '.join(columns)}): "
+                f"importing {self.name} needs one of them to find each row's contact "
+                "(`--map customer_id=<header>` or `--map email=<header>`)."
+            )
+        inner_index = dict(index)
+        self.width = len(columns)
+        if self.i_customer is None:  # the rows' contact key goes in an added last cell
+            inner_index["customer_id"] = self.width
+        if self.inner.name != "contacts":
+            inner_index.pop("email", None)
+        self.inner.bind(columns, inner_index, ctx)
+
+    def parse(self, record: Record) -> Matched | Reject:
+        v = record.values
+        email: str | None = None
+        if self.i_email is not None:
+            try:
+                email = normalise_email(v[self.i_email])
+            except FieldError as e:
+                return Reject(record.line, "email", show_value(v[self.i_email]), e.reason)
+        given = None
+        if self.i_customer is not None:
+            try:
+                given = fields.text(v[self.i_customer])
+            except FieldError as e:
+                return Reject(record.line, "customer_id", show_value(v[self.i_customer]), e.reason)
+        if given is None and email is None:
+            field = "customer_id" if self.i_customer is not None else "email"
+            return Reject(
+                record.line, field, "", "missing (every row needs a customer_id or an email)"
+            )
+        values = list(v)
+        if self.i_customer is None:
+            values.insert(self.width, email)
+        elif given is None:
+            values[self.i_customer] = email
+        parsed = self.inner.parse(Record(record.line, values, record.problem))
+        if isinstance(parsed, Reject):
+            return parsed
+        by_email = email is not None and (self.mode == "email" or given is None)
+        return Matched(parsed, email, by_email)
+
+    def write(self, conn: Connection, batch: list[Any], ctx: Context) -> BatchResult:
+        return self.inner.write(conn, self.resolve(conn, batch, ctx), ctx)
+
+    def _unit(self, conn: Connection, ctx: Context) -> Any:
+        inner = self.inner.unit(conn, ctx)  # type: ignore[attr-defined]
+        return _MatchedUnit(self, inner, conn, ctx)
+
+    def resolve(self, conn: Connection, batch: list[Matched], ctx: Context) -> list[Any]:
+        """The wrapped kind's rows, each keyed by the customer id of its contact."""
+        emails = sorted({m.email for m in batch if m.by_email and m.email is not None})
+        owner = _owners(conn, emails)
+        if self.creates_contacts:
+            # New customers get their address, whether the row is matched by it or not.
+            new = {
+                _customer_of(m.row): m.email
+                for m in batch
+                if m.email is not None and not (m.by_email and m.email in owner)
+            }
+            for customer in _known(conn, list(new)):
+                del new[customer]
+            if new:
+                _create(conn, new, ctx)
+                owner.update(_owners(conn, sorted({e for e in new.values() if e in emails})))
+        rows = []
+        for m in batch:
+            cid = owner.get(m.email) if m.by_email and m.email is not None else None
+            rows.append(m.row if cid is None else _with_customer(m.row, cid))
+        return rows
+
+
+class _MatchedUnit:
+    """The wrapped kind's commit unit, fed resolved rows."""
+
+    def __init__(self, kind: EmailMatched, inner: Any, conn: Connection, ctx: Context) -> None:
+        self.kind, self.inner, self.conn, self.ctx = kind, inner, conn, ctx
+
+    @property
+    def staged(self) -> int:
+        return int(self.inner.staged)
+
+    def add(self, batch: list[Any]) -> list[Reject]:
+        result: list[Reject] = self.inner.add(self.kind.resolve(self.conn, batch, self.ctx))
+        return result
+
+    def finish(self) -> BatchResult:
+        result: BatchResult = self.inner.finish()
+        return result
+
+
+def _customer_of(row: Any) -> str:
+    if isinstance(row, tuple) and len(row) == 2 and isinstance(row[0], bool):  # events
+        row = row[1]
+    if hasattr(row, "customer_id"):
+        return str(row.customer_id)
+    return str(row[2])
+
+
+def _with_customer(row: Any, customer_id: str) -> Any:
+    """``row`` keyed by ``customer_id``: a contacts row, an order or event row (customer id
+    third), or an events kind's ``(is_order, row)``."""
+    if hasattr(row, "_replace"):
+        return row._replace(customer_id=customer_id)
+    if len(row) == 2 and isinstance(row[0], bool):
+        return (row[0], _with_customer(row[1], customer_id))
+    return (*row[:2], customer_id, *row[3:])
+
+
+def _owners(conn: Connection, emails: list[str]) -> dict[str, str]:
+    """``email -> customer_id`` of the contacts that have these addresses (the oldest one
+    when several share an address: ``winback contacts merge`` joins them)."""
+    found: dict[str, str] = {}
+    for i in range(0, len(emails), 900):
+        query = (
+            select(contacts.c.email, contacts.c.customer_id)
+            .where(contacts.c.email.in_(emails[i : i + 900]), contacts.c.erased_at.is_(None))
+            .order_by(contacts.c.id.desc())
+        )
+        found.update({str(e): str(c) for e, c in conn.execute(query)})
+    return found
+
+
+def _known(conn: Connection, customer_ids: list[str]) -> set[str]:
+    """Those of ``customer_ids`` that are contacts already."""
+    found: set[str] = set()
+    for i in range(0, len(customer_ids), 900):
+        chunk = customer_ids[i : i + 900]
+        query = select(contacts.c.customer_id).where(contacts.c.customer_id.in_(chunk))
+        found.update(str(c) for c in conn.execute(query).scalars())
+    return found
+
+
+def _create(conn: Connection, new: dict[str, str], ctx: Context) -> None:
+    """Contacts ``customer id -> email`` for customers not yet known (a customer id that
+    exists already is left alone: the row then goes to that customer)."""
+    rows = [
+        {
+            "customer_id": cid,
+            "email": email,
+            "attributes": {},
+            "orders_count": 0,
+            "revenue_total": 0,
+            "created_at": ctx.now,
+            "updated_at": ctx.now,
+        }
+        for cid, email in new.items()
+    ]
+    insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    stmt = (
+        insert(contacts)
+        .on_conflict_do_nothing(index_elements=["customer_id"])
+        .returning(contacts.c.id)
+    )
+    ctx.report.contacts_created += len(conn.execute(stmt, rows).all())

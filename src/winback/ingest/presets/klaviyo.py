@@ -1,0 +1,125 @@
+"""Klaviyo: a metric's events and a profiles export.
+
+Events (a CSV of events as the Events API gives them, flattened): ``Email``, ``Metric``
+(``Opened Email``, ``Clicked Email``, ``Bounced Email``, ``Unsubscribed``, ``Marked Email
+as Spam``, ``Received Email``), ``Timestamp`` (``datetime``), ``Event ID``, ``URL``,
+``Campaign Name``. Klaviyo flags opens of Apple Mail Privacy Protection: a ``Machine Open``
+(``machine_open``) cell that is true marks the open as a machine open. Profiles: ``Email``,
+``First Name``, ``Last Name``, ``Phone Number``, ``Email Marketing Consent``
+(``SUBSCRIBED``, ``UNSUBSCRIBED``, ``NEVER_SUBSCRIBED``), ``SMS Marketing Consent``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+
+from winback.ingest.presets import Columns, cell
+from winback.ingest.presets._values import phone, timestamp, yes_no
+from winback.ingest.readers import Record
+
+METRIC = {
+    "opened email": "email_opened",
+    "clicked email": "email_clicked",
+    "bounced email": "email_bounced",
+    "unsubscribed": "email_unsubscribed",
+    "unsubscribed from email marketing": "email_unsubscribed",
+    "marked email as spam": "email_complained",
+    "received email": "email_delivered",
+}
+
+EVENT_COLUMNS = ["event_id", "email", "type", "occurred_at", "properties", "machine"]
+
+
+def _custom(name: str) -> str:
+    """Another metric as a custom event type (``Viewed Product`` -> ``viewed_product``)."""
+    return re.sub(r"[^a-z0-9]+", "_", name.strip().lower()).strip("_")
+
+
+def events(cols: Columns, records: Iterator[Record]) -> tuple[list[str], Iterator[Record]]:
+    i_email = cols.need("Email", "$email", "Profile Email")
+    i_metric = cols.need("Metric", "Metric Name", "Event", "Event Name")
+    i_at = cols.need("Timestamp", "Datetime", "Date")
+    i_id = cols.find("Event ID", "Id")
+    i_url = cols.find("URL", "Url")
+    i_campaign = cols.find("Campaign Name", "$message", "Message Name")
+    i_machine = cols.find("Machine Open", "machine_open")
+
+    def rows() -> Iterator[Record]:
+        for record in records:
+            if record.problem is not None:
+                yield record
+                continue
+            v = record.values
+            metric = cell(v, i_metric)
+            properties = {
+                k: value
+                for k, value in (("url", cell(v, i_url)), ("campaign", cell(v, i_campaign)))
+                if value
+            }
+            event_id = cell(v, i_id)
+            yield Record(
+                record.line,
+                [
+                    f"klaviyo:{event_id}" if event_id else "",
+                    cell(v, i_email),
+                    METRIC.get(metric.lower(), _custom(metric)),
+                    timestamp(cell(v, i_at)),
+                    json.dumps(properties, ensure_ascii=False) if properties else "",
+                    cell(v, i_machine),
+                ],
+            )
+
+    return EVENT_COLUMNS, rows()
+
+
+CONTACT_COLUMNS = [
+    "customer_id",
+    "email",
+    "phone",
+    "first_name",
+    "last_name",
+    "email_consent",
+    "sms_consent",
+]
+
+
+def _consent(text: str) -> str:
+    word = text.strip().upper()
+    if word == "SUBSCRIBED":
+        return "yes"
+    if word in ("UNSUBSCRIBED", "NEVER_SUBSCRIBED", "SUPPRESSED"):
+        return "no"
+    return yes_no(text)
+
+
+def profiles(cols: Columns, records: Iterator[Record]) -> tuple[list[str], Iterator[Record]]:
+    i_email = cols.need("Email", "$email")
+    i_id = cols.find("External ID", "$id")
+    i_first = cols.find("First Name", "$first_name")
+    i_last = cols.find("Last Name", "$last_name")
+    i_phone = cols.find("Phone Number", "$phone_number")
+    i_email_ok = cols.find("Email Marketing Consent", "Email Consent")
+    i_sms_ok = cols.find("SMS Marketing Consent", "SMS Consent")
+
+    def rows() -> Iterator[Record]:
+        for record in records:
+            if record.problem is not None:
+                yield record
+                continue
+            v = record.values
+            yield Record(
+                record.line,
+                [
+                    cell(v, i_id),
+                    cell(v, i_email),
+                    phone(cell(v, i_phone)),
+                    cell(v, i_first),
+                    cell(v, i_last),
+                    _consent(cell(v, i_email_ok)),
+                    _consent(cell(v, i_sms_ok)),
+                ],
+            )
+
+    return CONTACT_COLUMNS, rows()
