@@ -199,3 +199,24 @@ def test_first_order_anniversary(workspace: Workspace) -> None:
     }
     assert entries(ws, "first-order-anniversary")[rome]["path"] == "anniversary=queued"
     assert other_day in entries(ws, "first-order-anniversary")
+
+
+def test_signup_anniversary_audience(workspace: Workspace) -> None:
+    ws = workspace
+    (two_years,) = make_contacts(ws, 1, at=datetime(2024, 3, 1, 12, 0, tzinfo=UTC), prefix="a")
+    (today,) = make_contacts(ws, 1, at=datetime(2026, 3, 1, 1, 0, tzinfo=UTC), prefix="b")
+    (tomorrow,) = make_contacts(ws, 1, at=datetime(2025, 3, 2, 1, 0, tzinfo=UTC), prefix="c")
+    ws.flows.folder.mkdir(exist_ok=True)
+    (ws.flows.folder / "signup.yaml").write_text(
+        "name: Sign-up anniversary\n"
+        'trigger: {schedule: {every: day, at: "00:05", anniversary: signup}}\n'
+        "entry: {consent: email, reentry: after 300d}\n"
+        "steps:\n  - send: {channel: email, template: first-order-anniversary}\n"
+    )
+    ws.flows.enable("signup", now=T0 - DAY)
+    ws.flows.tick(datetime(2026, 3, 1, 0, 5, tzinfo=UTC))
+    ws.flows.tick(datetime(2026, 3, 1, 2, 0, tzinfo=UTC))
+    assert set(entries(ws, "signup")) == {two_years}
+    ws.flows.tick(datetime(2026, 3, 2, 0, 5, tzinfo=UTC))
+    assert set(entries(ws, "signup")) == {two_years, tomorrow}
+    assert today not in sent_to(ws, "signup")
