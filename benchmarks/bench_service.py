@@ -47,6 +47,9 @@ THREADS = 2
 BATCH = 100
 UNSUB_RATE = float(os.environ.get("BENCH_SERVICE_UNSUB_RATE", "20"))
 NOOP_PATH = "/bench/noop"
+#: The engine in a child process (as ``winback serve``) or in a thread of the server
+#: (``BENCH_SERVICE_ENGINE=thread``).
+ENGINE_PROCESS = os.environ.get("BENCH_SERVICE_ENGINE", "process") != "thread"
 
 LUA = r"""
 local threads = {}
@@ -191,7 +194,7 @@ def serve(folder: str, port: int, engine: bool) -> None:
     from winback.web.app import create_app
 
     ws = winback.open(folder)
-    app = create_app(ws, background=engine)
+    app = create_app(ws, background=engine, engine_process=ENGINE_PROCESS)
 
     @app.post(NOOP_PATH, include_in_schema=False)
     async def noop() -> dict[str, bool]:
@@ -223,6 +226,7 @@ def _free_port() -> int:
 class Server:
     def __init__(self, folder: Path, *, engine: bool, environ: dict[str, str]) -> None:
         self.port = _free_port()
+        self.folder = folder
         env = {**os.environ, **environ}
         env["PYTHONPATH"] = os.pathsep.join(
             p for p in (str(ROOT / "src"), str(ROOT), env.get("PYTHONPATH", "")) if p
@@ -270,6 +274,50 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _children_cpu_seconds(pid: int) -> float:
+    """CPU time so far of the live child processes of ``pid`` (the engine's process)."""
+    total = 0.0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            try:
+                total += _cpu_seconds(int(child))
+            except OSError:
+                pass
+    return total
+
+
+def _backlog(folder: Path) -> int:
+    """Events in the server's event journal, accepted and not yet applied to the store."""
+    path = folder / "inbox" / "events.db"
+    if not path.exists():
+        return 0
+    import sqlite3
+
+    db = sqlite3.connect(path, timeout=30)
+    try:
+        return int(db.execute("SELECT coalesce(sum(events), 0) FROM entries").fetchone()[0])
+    finally:
+        db.close()
+
+
+def _drained(
+    folder: Path, accepted: int, seconds_run: float, limit: float = 300.0
+) -> dict[str, Any]:
+    """After a measurement: the journal's backlog when the load stopped, the seconds the
+    applier took to empty it, and the events applied per second over load and drain."""
+    left = _backlog(folder)
+    started = time.monotonic()
+    while _backlog(folder) and time.monotonic() - started < limit:
+        time.sleep(0.2)
+    drain = time.monotonic() - started if left else 0.0
+    return {
+        "backlog_at_end": left,
+        "drain_seconds": round(drain, 1),
+        "left_after_drain": _backlog(folder),
+        "applied_per_second": round(accepted / (seconds_run + drain), 1) if accepted else None,
+    }
+
+
 def _wrk(
     server: Server, path: str, key: str, contacts: int, batch: int, seconds: int, tag: str
 ) -> dict[str, Any]:
@@ -279,6 +327,7 @@ def _wrk(
         )
         script = f.name
     cpu_before = _cpu_seconds(server.proc.pid)
+    children_before = _children_cpu_seconds(server.proc.pid)
     try:
         out = subprocess.run(
             [
@@ -299,12 +348,19 @@ def _wrk(
     finally:
         os.unlink(script)
     cpu = _cpu_seconds(server.proc.pid) - cpu_before
+    children_cpu = _children_cpu_seconds(server.proc.pid) - children_before
     line = next(ln for ln in out.splitlines() if ln.startswith("WRK "))
     raw = json.loads(line[4:])
     seconds_run = raw["duration_us"] / 1e6
     ok = sum(n for code, n in raw["codes"].items() if code.startswith("2"))
     per = batch or 1
+    drained = _drained(server.folder, ok * per, seconds_run) if path != NOOP_PATH else {}
+    if drained and ok:
+        # The server's CPU per event over the load and the drain: acceptance and applying.
+        all_cpu = _cpu_seconds(server.proc.pid) - cpu_before
+        drained["server_cpu_us_per_event_applied"] = round(all_cpu * 1e6 / (ok * per), 1)
     return {
+        **drained,
         "requests": raw["requests"],
         "statuses": raw["codes"],
         "errors": raw["requests"] - ok + raw["socket_errors"],
@@ -318,6 +374,8 @@ def _wrk(
         # a figure that depends less on what else the machine runs than the rates do.
         "server_cpu_ms_per_request": round(cpu * 1000 / ok, 3) if ok else None,
         "server_cpu_share": round(cpu / seconds_run, 2),
+        # The engine's child process, when it runs in one (not counted above).
+        "engine_process_cpu_share": round(children_cpu / seconds_run, 2),
     }
 
 

@@ -6,6 +6,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import httpx
 import uvicorn
@@ -18,7 +19,7 @@ from winback.workspace import Workspace
 
 @contextmanager
 def running_service(
-    ws: Workspace, *, background: bool = False, interval: float = 30.0, **app_options: float
+    ws: Workspace, *, background: bool = False, interval: float = 30.0, **app_options: Any
 ) -> Iterator[str]:
     port = free_port()
     config = uvicorn.Config(

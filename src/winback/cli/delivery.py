@@ -158,6 +158,13 @@ def serve(
     interval: Annotated[
         float, typer.Option(help="Seconds between two passes of the engine loop.")
     ] = 30.0,
+    engine_process: Annotated[
+        bool,
+        typer.Option(
+            help="Run the engine loop in a child process (supervised, at a lower priority) "
+            "rather than in a thread of the server."
+        ),
+    ] = True,
     workspace: WorkspaceOption = None,
 ) -> None:
     """Run the HTTP service: tracking, unsubscribe, feedback, event API.
@@ -179,7 +186,10 @@ def serve(
         # one, so that a clean stop exits 0 rather than by the signal.
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, _stopped)
-        uvicorn.run(create_app(ws, background=background, interval=interval), host=host, port=port)
+        app = create_app(
+            ws, background=background, interval=interval, engine_process=engine_process
+        )
+        uvicorn.run(app, host=host, port=port)
     finally:
         ws.close()
 

@@ -225,15 +225,15 @@ class Delivery:
 
     @cached_property
     def event_intake(self) -> EventIntake:
-        """Where the HTTP event API hands its events: validated, then written by group
-        commit (see :mod:`winback.delivery.event_intake`)."""
+        """Where the HTTP event API hands its events: validated, appended to the event
+        journal, then applied to the store (see :mod:`winback.delivery.event_intake`)."""
         from winback.delivery.event_intake import EventIntake
 
         return EventIntake(self)
 
     def close(self) -> None:
-        """Write what the event intake holds and stop its threads (they start again when
-        next needed)."""
+        """Apply what the event journal holds and stop the intake's threads (they start
+        again when next needed)."""
         if "event_intake" in self.__dict__:
             self.event_intake.close()
 

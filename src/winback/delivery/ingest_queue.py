@@ -2,9 +2,9 @@
 whatever has queued in one transaction, and each is answered once that transaction has
 committed.
 
-The event API uses it so that concurrent requests share a transaction (one commit and one
-set-based write for many requests) instead of each taking the store's write lock in turn.
-Durability is unchanged: a request is answered only after its items are committed. Items
+The event API uses it to append to its journal (:mod:`winback.delivery.event_journal`):
+concurrent requests share one append and one commit instead of each taking the journal's
+lock in turn. A request is answered only after its items are committed. Items
 are validated before they are queued; if a group's transaction fails all the same, its
 requests are written one by one so that the failure reaches only the one that caused it.
 

@@ -3,8 +3,9 @@
 Mail providers do not retry a one-click POST (RFC 8058), so an unsubscribe must be kept
 whatever the state of the store. Its write is tiny (one short write transaction: consent off
 with its log line, the address suppressed, an ``email_unsubscribed`` event). When the store
-stays busy past the bounded wait (``store_busy_timeout``), the unsubscribe is recorded first
-in the workspace's inbox, ``inbox/unsubscribes.db`` (a small SQLite file of its own, written
+stays busy for more than :data:`WAIT_SECONDS` (a quarter of a second: a write slice of an
+engine pass in another process, a long import), the unsubscribe is recorded instead in the
+workspace's inbox, ``inbox/unsubscribes.db`` (a small SQLite file of its own, written
 with ``synchronous=FULL``: on disk once recorded), and the request is answered as done.
 
 :func:`apply_pending_unsubscribes` moves what the inbox holds into the store (idempotently:
@@ -22,10 +23,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, Engine, select
 
 from winback.delivery.records import record_events, suppress
-from winback.store.busy import retry_transient
+from winback.store.busy import StoreBusy, retry_transient
 from winback.store.schema import contacts
 
 if TYPE_CHECKING:
@@ -110,6 +111,34 @@ def write(conn: Connection, store: Store, u: Unsubscribe) -> bool:
     return True
 
 
+#: Seconds a one-click unsubscribe waits for the store before it is kept in the inbox
+#: instead (at most: ``store_busy_timeout`` when that is shorter).
+WAIT_SECONDS = 0.25
+
+
+def record(
+    engine: Engine, store: Store, folder: Path, u: Unsubscribe, *, wait: float = WAIT_SECONDS
+) -> bool:
+    """Write ``u`` to the store if the store can be had within ``wait`` seconds (True);
+    otherwise keep it in the inbox of the workspace in ``folder`` (False). Either way it is
+    recorded when this returns."""
+    from winback.store.engine import SQLiteConnection
+
+    def apply() -> None:
+        with engine.connect() as conn:
+            if isinstance(conn, SQLiteConnection):
+                conn.busy_timeout = min(wait, conn.busy_timeout)
+            with conn.begin():
+                write(conn, store, u)
+
+    try:
+        retry_transient(apply)
+    except StoreBusy:
+        keep(folder, u)
+        return False
+    return True
+
+
 def inbox_path(workspace_path: Path) -> Path:
     return workspace_path / INBOX
 
@@ -137,7 +166,7 @@ def keep(workspace_path: Path, u: Unsubscribe) -> None:
         )
     finally:
         db.close()
-    log.warning(
+    log.info(
         "store busy: unsubscribe of contact %d kept in %s, applied when the store is free",
         u.contact_id,
         path,

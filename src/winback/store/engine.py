@@ -9,7 +9,9 @@ its first statement) is for reads. On SQLite an explicit ``begin()`` sends ``BEG
 IMMEDIATE``, so the transaction takes the write lock at its start and waits for it up to
 ``store_busy_timeout`` (a deferred transaction that reads and then writes would get
 SQLITE_BUSY at once, whatever the timeout); the writers of one process queue for it in
-order (:class:`WriteGate`). Autobegun reads send a deferred ``BEGIN`` and never block a
+order (:class:`WriteGate`), and the one at the head tries again every millisecond while
+another process holds it (so that it gets the lock in the short gap a writer of slices
+leaves). Autobegun reads send a deferred ``BEGIN`` and never block a
 writer. On PostgreSQL a lock wait is cut short after the same bounded time
 (``lock_timeout``). Either way a store still locked after that raises
 :class:`~winback.store.busy.StoreBusy` (see :mod:`winback.store.busy`).
@@ -17,6 +19,7 @@ writer. On PostgreSQL a lock wait is cut short after the same bounded time
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 import weakref
@@ -30,10 +33,12 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from winback.errors import InvalidSetting
 from winback.masking import mask_text, mask_url
-from winback.store.busy import StoreBusy, retry_after_for, translate_errors
+from winback.store.busy import StoreBusy, is_busy, retry_after_for, translate_errors
 
 #: Seconds a write waits for the store's lock before giving up (``store_busy_timeout``).
 DEFAULT_BUSY_TIMEOUT = 10.0
+#: SQLite: seconds between two tries of a writer waiting for another process's write lock.
+POLL_SECONDS = 0.001
 
 
 def sqlite_url(path: Path) -> str:
@@ -115,8 +120,8 @@ class SQLiteConnection(Connection):
             self.autobeginning = False
 
     def _begin_write(self) -> None:
+        started = time.monotonic()
         if self.gate is not None:
-            started = time.monotonic()
             if not self.gate.acquire(self, self.busy_timeout):
                 wait = retry_after_for(self.busy_timeout)
                 raise StoreBusy(
@@ -125,22 +130,38 @@ class SQLiteConnection(Connection):
                     retry_after=wait,
                 )
             self.holds_gate = True
-            # The wait at the gate counts: SQLite waits (for other processes) what is left.
-            self._bound_busy_wait(self.busy_timeout - (time.monotonic() - started))
         try:
-            self.exec_driver_sql("BEGIN IMMEDIATE")
+            # The wait at the gate counts: other processes are waited for what is left.
+            self._begin_immediate(started + self.busy_timeout)
         except BaseException:
             self._let_go()
             raise
 
-    def _bound_busy_wait(self, seconds: float) -> None:
-        full = round(self.busy_timeout * 1000)
-        millis = full if seconds >= self.busy_timeout - 0.01 else max(0, round(seconds * 1000))
-        info = self.connection.info
-        if info.get("busy_millis", full) != millis:
-            driver: Any = self.connection.driver_connection
-            driver.execute(f"PRAGMA busy_timeout={int(millis)}")
-            info["busy_millis"] = millis
+    def _begin_immediate(self, deadline: float) -> None:
+        """``BEGIN IMMEDIATE``, trying again every :data:`POLL_SECONDS` while a writer of
+        another process holds the lock, until ``deadline``. SQLite's own busy handler sleeps
+        in growing steps (up to 100 ms) and so mostly misses the short gaps that a writer in
+        back-to-back slices (an engine pass in another process) leaves between them."""
+        driver: Any = self.connection.driver_connection
+        driver.execute("PRAGMA busy_timeout=0")
+        try:
+            while True:
+                try:
+                    driver.execute("BEGIN IMMEDIATE")
+                    return
+                except sqlite3.OperationalError as error:
+                    if not is_busy(error):
+                        raise
+                    if time.monotonic() >= deadline:
+                        wait = retry_after_for(self.busy_timeout)
+                        raise StoreBusy(
+                            f"the store is busy ({error}; another process held it for "
+                            f"{self.busy_timeout:g} s); try again in {wait} s",
+                            retry_after=wait,
+                        ) from error
+                    time.sleep(POLL_SECONDS)
+        finally:
+            driver.execute(f"PRAGMA busy_timeout={round(self.busy_timeout * 1000)}")
 
     def _let_go(self) -> None:
         if self.holds_gate and self.gate is not None:

@@ -1,7 +1,7 @@
 """The FastAPI application factory. ``create_app(workspace)`` builds the app around one
 :class:`~winback.workspace.Workspace`; ``background=True`` (``winback serve``) also runs the
-delivery worker (and the flow engine's loop, when that feature is installed) in background
-threads of the same process, stopped cleanly at shutdown."""
+flow engine's loop and the delivery worker, in a child process (``engine_process=True``, what
+``winback serve`` does) or in a background thread, stopped cleanly at shutdown."""
 
 from __future__ import annotations
 
@@ -34,11 +34,13 @@ INBOX_SECONDS = 5.0
 
 
 class BackgroundLoops:
-    """Threads running ``loop(stop_event)`` callables until shutdown."""
+    """Threads running ``loop(stop_event)`` callables until shutdown, and what else must
+    stop with them (the engine's child process)."""
 
     def __init__(self) -> None:
         self.stop = threading.Event()
         self.threads: list[threading.Thread] = []
+        self.stoppers: list[Callable[[float], None]] = []
 
     def start(self, name: str, loop: Callable[[threading.Event], None]) -> threading.Thread:
         thread = threading.Thread(target=loop, args=(self.stop,), name=name, daemon=True)
@@ -49,6 +51,8 @@ class BackgroundLoops:
     def shutdown(self, timeout: float = 60.0) -> None:
         """Ask the loops to stop and wait for them (a pass in progress finishes its slice)."""
         self.stop.set()
+        for stopper in self.stoppers:
+            stopper(timeout)
         for thread in self.threads:
             thread.join(timeout)
             if thread.is_alive():
@@ -56,15 +60,27 @@ class BackgroundLoops:
 
 
 def background_loops(
-    workspace: Workspace, status: EngineStatus, *, interval: float = 30.0
+    workspace: Workspace,
+    status: EngineStatus,
+    *,
+    interval: float = 30.0,
+    engine_process: bool = False,
 ) -> BackgroundLoops:
     """Start the flow engine's supervised loop: each pass ticks the flows, then hands the
     outbox to the delivery worker (the configured channels, or the file channel). A failing
     pass is logged and retried (see :func:`winback.flows.runner.run_forever`); ``status``
-    is what ``GET /healthz`` reports."""
+    is what ``GET /healthz`` reports. ``engine_process``: the loop runs in a child process
+    (:mod:`winback.web.engine_process`), otherwise in a thread of this one."""
     from winback.flows.runner import log_pass, run_forever
 
     loops = BackgroundLoops()
+    if engine_process:
+        from winback.web.engine_process import EngineProcess
+
+        child = EngineProcess(workspace.path, status, interval=interval)
+        loops.stoppers.append(child.stop)
+        status.watch(child.start())
+        return loops
 
     def engine(stop: threading.Event) -> None:
         run_forever(workspace, stop, interval=interval, status=status, on_pass=log_pass)
@@ -100,11 +116,14 @@ def create_app(
     background: bool = False,
     interval: float = 30.0,
     inbox_interval: float = INBOX_SECONDS,
+    engine_process: bool = False,
 ) -> FastAPI:
     """The app; ``background=True`` also runs the engine and delivery loop every
-    ``interval`` seconds in this process (stopped at shutdown, the pass in progress
-    finishing its slice first). In every case a light loop applies the one-click
-    unsubscribes kept while the store was busy every ``inbox_interval`` seconds."""
+    ``interval`` seconds, in a thread of this process or (``engine_process``, as ``winback
+    serve`` does) in a supervised child process; stopped at shutdown, the pass in progress
+    finishing its slice first. In every case a light loop applies the one-click
+    unsubscribes kept while the store was busy every ``inbox_interval`` seconds, and the
+    event journal's applier writes accepted events to the store."""
     status = EngineStatus(
         clock=workspace.clock,
         interval=interval,
@@ -115,16 +134,23 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         loops = (
-            background_loops(workspace, status, interval=interval)
+            background_loops(workspace, status, interval=interval, engine_process=engine_process)
             if background
             else BackgroundLoops()
         )
         loops.start("winback-inbox", inbox_loop(workspace, every=inbox_interval))
+        # The event journal's applier: what it kept from before (a crash), then what is
+        # accepted. In the engine's process when there is one, in this one otherwise.
+        intake = workspace.delivery.event_intake
+        if background and engine_process:
+            intake.applies_here = False
+        else:
+            intake.start()
         try:
             yield
         finally:
             await asyncio.to_thread(loops.shutdown)
-            # Writes queued events and the API keys' recorded use.
+            # Applies the event journal and writes the API keys' recorded use.
             await asyncio.to_thread(workspace.delivery.close)
             await asyncio.to_thread(app.state.keyring.close)
 

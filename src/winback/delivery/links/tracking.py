@@ -225,15 +225,8 @@ class Tracker:
             at=self.clock.now(),
         )
 
-        def write() -> None:
-            with self.engine.begin() as conn:
-                unsubscribes.write(conn, self.store, u)
-
-        try:
-            retry_transient(write)
-        except StoreBusy:
-            unsubscribes.keep(self.folder, u)
-            return ref
+        if not unsubscribes.record(self.engine, self.store, self.folder, u):
+            return ref  # kept in the inbox: the store is busy
         try:  # the store is free now: what an earlier busy spell left in the inbox goes in
             self.apply_pending()
         except StoreBusy:

@@ -1,59 +1,126 @@
 """The event API: ``POST /api/v1/events`` (one) and ``POST /api/v1/events/batch`` (up to
 1,000), authenticated by an API key (``Authorization: Bearer <key>``).
 
-The handlers run in the event loop: they hand the validated events to the workspace's event
-intake (group commit) and await the commit of the transaction that wrote them."""
+The handlers run in the event loop: they read the body once with the models' own JSON
+reader (:func:`winback.delivery.event_intake.parse`), hand it to the workspace's event
+intake, and answer ``202`` once it is in the event journal (see
+:mod:`winback.delivery.event_intake`)."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from typing import Any
 
-from fastapi import APIRouter, Response
-from pydantic import BaseModel, Field
+from fastapi import APIRouter, Request, Response
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
+from starlette.requests import ClientDisconnect
 
-from winback.delivery.inbound import EventIn, IngestResult
+from winback.delivery.event_intake import MAX_BATCH, EventsAccepted
+from winback.delivery.inbound import EventIn
 from winback.web.deps import UNAUTHORIZED, ApiKeyDep, AsyncWorkspaceDep, ErrorPublic
 from winback.web.errors import BUSY_RESPONSE
 from winback.workspace import Workspace
 
 router = APIRouter(prefix="/api/v1", tags=["events"])
 
-
-class EventBatchIn(BaseModel):
-    events: list[EventIn] = Field(min_length=1, max_length=1000)
-
+_INVALID: dict[str, Any] = {
+    "description": "The body is not valid: each error with its place (``loc``) and why.",
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "properties": {
+                    "detail": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "properties": {
+                                "type": {"type": "string"},
+                                "loc": {
+                                    "type": "array",
+                                    "items": {"anyOf": [{"type": "string"}, {"type": "integer"}]},
+                                },
+                                "msg": {"type": "string"},
+                            },
+                        },
+                    }
+                },
+                "required": ["detail"],
+            }
+        }
+    },
+}
 
 _RESPONSES: dict[int | str, dict[str, object]] = {
     **UNAUTHORIZED,
-    400: {"model": ErrorPublic, "description": "The event could not be recorded."},
+    400: {"model": ErrorPublic, "description": "The events cannot be recorded."},
+    422: _INVALID,
     503: BUSY_RESPONSE,
 }
 
 
-async def _ingest(workspace: Workspace, items: Sequence[EventIn]) -> Response:
-    """The counts, encoded here: the route's ``response_model`` documents them, and a
-    ready response skips FastAPI's validation and serialisation of the return value."""
-    future = workspace.delivery.event_intake.submit(items)
-    result = await asyncio.wrap_future(future)
-    body = b'{"accepted":%d,"new":%d,"duplicates":%d}' % (
-        result.accepted,
-        result.new,
-        result.duplicates,
-    )
-    return Response(body, media_type="application/json")
+def _body(schema: dict[str, Any]) -> dict[str, Any]:
+    """The request body as documented (the handlers read it themselves)."""
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
 
-@router.post("/events", response_model=IngestResult, responses=_RESPONSES)
-async def post_event(event: EventIn, workspace: AsyncWorkspaceDep, _key: ApiKeyDep) -> Response:
-    """Record one event (or purchase: ``type = "purchase"`` with order_id, amount, currency,
-    items, coupon in ``properties``). Answered once it is committed."""
-    return await _ingest(workspace, [event])
+_EVENT_SCHEMA = EventIn.model_json_schema()
+_BATCH_SCHEMA = {
+    "title": "EventBatchIn",
+    "type": "object",
+    "properties": {
+        "events": {
+            "type": "array",
+            "items": _EVENT_SCHEMA,
+            "minItems": 1,
+            "maxItems": MAX_BATCH,
+        }
+    },
+    "required": ["events"],
+}
 
 
-@router.post("/events/batch", response_model=IngestResult, responses=_RESPONSES)
-async def post_events(
-    batch: EventBatchIn, workspace: AsyncWorkspaceDep, _key: ApiKeyDep
-) -> Response:
-    """Record up to 1,000 events in one transaction. Answered once they are committed."""
-    return await _ingest(workspace, batch.events)
+async def _accept(request: Request, workspace: Workspace, *, batch: bool) -> Response:
+    try:
+        body = await request.body()
+    except ClientDisconnect:  # the client went away mid-body: no one to answer
+        return Response(status_code=400)
+    try:
+        future = workspace.delivery.event_intake.accept(body, batch=batch)
+    except ValidationError as error:
+        raise RequestValidationError(
+            [
+                {"type": e["type"], "loc": ("body", *e["loc"]), "msg": e["msg"]}
+                for e in error.errors(include_url=False, include_input=False)
+            ]
+        ) from None
+    accepted = future.result() if future.done() else await asyncio.wrap_future(future)
+    return Response(b'{"accepted":%d}' % accepted, status_code=202, media_type="application/json")
+
+
+@router.post(
+    "/events",
+    status_code=202,
+    response_model=EventsAccepted,
+    responses=_RESPONSES,
+    openapi_extra=_body(_EVENT_SCHEMA),
+)
+async def post_event(request: Request, workspace: AsyncWorkspaceDep, _key: ApiKeyDep) -> Response:
+    """Accept one event (or purchase: ``type = "purchase"`` with order_id, amount, currency,
+    items, coupon in ``properties``). Answered ``202`` once it is in the event journal; it
+    is applied to the store within moments, once (a repeated event_id is recorded once)."""
+    return await _accept(request, workspace, batch=False)
+
+
+@router.post(
+    "/events/batch",
+    status_code=202,
+    response_model=EventsAccepted,
+    responses=_RESPONSES,
+    openapi_extra=_body(_BATCH_SCHEMA),
+)
+async def post_events(request: Request, workspace: AsyncWorkspaceDep, _key: ApiKeyDep) -> Response:
+    """Accept up to 1,000 events, all or none. Answered ``202`` once they are in the event
+    journal; they are applied to the store within moments, each once."""
+    return await _accept(request, workspace, batch=True)
