@@ -10,6 +10,7 @@ import sys
 from decimal import Decimal
 from pathlib import Path
 
+import pytest
 from sqlalchemy import Table, func, insert, select
 
 from winback.store.schema import consent_log, contact_tags, contacts, events, orders, tag_history
@@ -99,6 +100,7 @@ def _two_annas(ws: Workspace, tmp_path: Path) -> None:
         )
 
 
+@pytest.mark.slow
 def test_contacts_merge_keeps_history_consent_log_and_tags(
     workspace: Workspace, tmp_path: Path
 ) -> None:

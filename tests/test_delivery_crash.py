@@ -517,7 +517,8 @@ def test_a_message_that_cannot_be_rendered_fails_alone(sqlite_workspace: Workspa
     assert len(inbox.messages) == 3
     assert all(outbox_row(ws, oid)["status"] == "sent" for oid in good)
     row = outbox_row(ws, bad)
-    assert row["status"] == "failed" and "ZeroDivisionError" in row["last_error"]
+    assert row["status"] == "failed"
+    assert "ratio.yaml:3 (html): integer division or modulo by zero" in row["last_error"]
 
 
 # -- each acceptance is recorded before the connection's next message -------------------------

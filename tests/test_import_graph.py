@@ -134,11 +134,7 @@ def _shortest_cycle(graph: dict[str, set[str]], group: set[str]) -> list[str]:
 
 #: Imports that close a cycle and are being removed, with the reason; each must still exist
 #: (remove it here once it is gone).
-PENDING: dict[tuple[str, str], str] = {
-    ("winback.delivery.worker.parallel", "winback.workspace"): (
-        "a spawned delivery process opens a whole Workspace instead of building its worker"
-    ),
-}
+PENDING: dict[tuple[str, str], str] = {}
 
 
 def test_no_import_cycle() -> None:

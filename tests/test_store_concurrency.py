@@ -318,7 +318,7 @@ def test_concurrent_writers_lose_nothing(workspace: Workspace) -> None:
     crowd.run(timeout=120)
     assert crowd.errors == []
     assert busy == [], "the bounded wait (10 s) is far longer than any slice"
-    apply_pending_unsubscribes(ws)
+    apply_pending_unsubscribes(ws.engine, ws.store, ws.path)
     with ws.engine.connect() as conn:
         stored = set(conn.execute(select(events.c.event_key)).scalars())
         consent = dict(conn.execute(select(contacts.c.id, contacts.c.email_consent)).all())
@@ -388,7 +388,7 @@ def test_busy_store_answers_503_and_a_one_click_unsubscribe_is_kept(
     assert sup["address"] == "ada@example.com" and sup["reason"] == "unsubscribed"
     assert _count(ws, events, events.c.type == "email_unsubscribed") == 1
     assert _count(ws, events, events.c.event_key == "api:seen") == 1  # applied once free
-    assert apply_pending_unsubscribes(ws) == 0
+    assert apply_pending_unsubscribes(ws.engine, ws.store, ws.path) == 0
     assert _count(ws, consent_log, consent_log.c.granted.is_(False)) == 1
 
 
@@ -475,7 +475,7 @@ def test_kept_unsubscribes_are_applied_once_and_by_the_next_unsubscribe(
     # A kept unsubscribe of a contact that is gone is dropped, not retried for ever (it
     # would hold up every delivery).
     keep(ws.path, replace(pending_one, contact_id=10**9, outbox_id=10**9))
-    assert apply_pending_unsubscribes(ws) == 1 and pending(ws.path) == []
+    assert apply_pending_unsubscribes(ws.engine, ws.store, ws.path) == 1 and pending(ws.path) == []
 
 
 @postgres_only
@@ -495,7 +495,7 @@ def test_an_unsubscribe_is_kept_even_when_the_store_cannot_be_read(workspace: Wo
         conn.rollback()
     [(_, kept)] = pending(ws.path)
     assert (kept.contact_id, kept.email) == (cid, None)
-    assert apply_pending_unsubscribes(ws) == 1
+    assert apply_pending_unsubscribes(ws.engine, ws.store, ws.path) == 1
     with ws.engine.connect() as conn:
         assert conn.execute(select(suppressions.c.address)).scalar() == "ada@example.com"
         assert conn.execute(select(contacts.c.email_consent)).scalar() is False

@@ -184,6 +184,25 @@ class Settings(BaseModel):
         min_length=1,
         description="Salt of the control group's hash: changing it draws a new control group.",
     )
+    attribution_window_days: int = Field(
+        5,
+        ge=1,
+        le=90,
+        description="An order counts for a flow's message when the message was delivered at "
+        "most this many days before it: the last such message of the flow gets it (last "
+        "touch, per flow). 5 days, as Klaviyo's and Mailchimp's email defaults: a "
+        "reminder's pull fades within days, and a longer window credits orders the "
+        "contact would have placed anyway (docs/results.md).",
+    )
+    conversion_window_days: int = Field(
+        30,
+        ge=1,
+        le=365,
+        description="A contact converted when they placed an order within this many days of "
+        "entering the flow; the same window for treatment, holdout, variants and the control "
+        "group, so their rates compare (lift). 30 days: the horizon of the generator's "
+        "response model, and a win-back flow's messages span about a week.",
+    )
     lift_max_relative_mde: float = Field(
         0.25,
         gt=0,

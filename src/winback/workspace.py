@@ -219,16 +219,8 @@ class Workspace:
     def delivery(self) -> Delivery:
         """Message templates, channels, tracking and delivery policies (:mod:`winback.delivery`)."""
         from winback.delivery import Delivery
-        from winback.delivery.unsubscribes import apply_pending_unsubscribes
 
-        return Delivery(
-            self.engine,
-            self.settings,
-            self.clock,
-            self.store,
-            self.path,
-            apply_pending_unsubscribes=lambda: apply_pending_unsubscribes(self),
-        )
+        return Delivery(self.engine, self.settings, self.clock, self.store, self.path)
 
 
 def find(explicit: Path | str | None = None, environ: Mapping[str, str] | None = None) -> Path:

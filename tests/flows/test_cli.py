@@ -64,8 +64,12 @@ def test_add_run_stats_show_list(sqlite_workspace: Workspace) -> None:
     assert stats["entered"] == len(people)
     assert stats["active_per_step"] == {"s2": len(people)}
     assert stats["messages_per_step"] == {"s0": {"sent": len(people)}}
+    assert stats["step_names"]["s0"] == "Email 1"
     shown = json.loads(invoke("flows", "show", "reactivation", "-w", w, "--json"))
     assert [s["id"] for s in shown["steps"]][:3] == ["s0", "s1", "s2"]
+    assert [s["name"] for s in shown["steps"]][:2] == ["Email 1", "Wait 4 days"]
+    assert "Email 1 (s0)" in invoke("flows", "stats", "reactivation", "-w", w)
+    assert "Email 1" in invoke("flows", "show", "reactivation", "-w", w)
     listed = json.loads(invoke("flows", "list", "-w", w, "--json"))
     assert {f["key"]: f["active"] for f in listed}["reactivation"] == len(people)
     invoke("flows", "pause", "reactivation", "-w", w)
@@ -118,6 +122,11 @@ def test_simulate_uses_ground_truth_on_a_copy(sqlite_workspace: Workspace) -> No
     )
     assert out["entered"] == 40 and out["response_model"].endswith("ground_truth.csv")
     assert out["messages_per_step"]["s0"] == 40
+    assert out["step_names"]["s2.then.0"] == "Email 2"
+    results = {g["group"]: g for g in out["results"]["groups"]}
+    assert results["treatment"]["contacts"] == 40 and results["treatment"]["converted"] == 20
+    assert out["results"]["lift"]["holdout"] is None
+    assert {s["step"] for s in out["results"]["steps"]} == {"s0", "s2.then.0"}
     # Exactly the 20 certain responders bought (within 30 days of entry), nobody else.
     assert out["simulated_orders"] == 20
     assert out["treatment"]["reactivated"] == 20 and out["treatment"]["revenue"] > 0
@@ -132,6 +141,11 @@ def test_simulate_uses_ground_truth_on_a_copy(sqlite_workspace: Workspace) -> No
     assert 0 < held["holdout"]["contacts"] < 40
     assert held["holdout"]["reactivated"] == 0 and held["holdout"]["revenue"] == 0
     assert held["messages_per_step"]["s0"] == held["treatment"]["contacts"]
+    lift = held["results"]["lift"]["holdout"]["conversion"]
+    assert lift["n_control"] == held["holdout"]["contacts"] and lift["control"] == 0
+    shown = invoke("simulate", "reactivation", "--start", "2026-03-01T09:00", "--days", "31",
+                   "--holdout", "0.5", "-w", w)  # fmt: skip
+    assert "incremental conversion" in shown and "Email 1" in shown
     # The workspace itself is untouched.
     stats = json.loads(invoke("flows", "stats", "reactivation", "-w", w, "--json"))
     assert stats["entered"] == 0 and len(people) == 40
@@ -181,6 +195,7 @@ def test_contact_flows_in_progress(sqlite_workspace: Workspace) -> None:
     ws.flows.tick(T0)
     [entry] = contact_flows(ws.engine, people[0])
     assert entry["flow"] == "reactivation" and entry["step"] == "s2" and entry["step_kind"] == "if"
+    assert entry["step_name"] == "Still dormant?"
     assert entry["wakes_at"] == T0 + 4 * DAY and entry["holdout"] is False
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from winback.errors import DefinitionError
+from winback.flows.labels import step_labels
 from winback.flows.program import compile_program, load_program, parse_definition
 from winback.flows.schema_doc import schema_markdown
 from winback.flows.service import (
@@ -100,6 +101,49 @@ def test_step_ids_are_paths_unless_explicit() -> None:
     ]
     assert program.nodes["s1.else.0"].next == "named"
     assert program.nodes["named"].branches == [("a", 1.0, "named.a.0"), ("b", 1.0, None)]
+
+
+def test_steps_show_their_name_or_a_readable_default() -> None:
+    definition = parse_definition(
+        {
+            "name": "x",
+            "trigger": {"tag_added": "t"},
+            "steps": [
+                {"name": "Email 1", "send": {"template": "a"}},
+                {"wait": "4d"},
+                {"if": {"tag": "t"}, "then": [{"add_tag": "lapsed"}], "else": [{"exit": "y"}]},
+                {
+                    "send": {
+                        "variants": [{"name": "A", "template": "a"}, {"name": "B", "template": "b"}]
+                    }
+                },
+            ],
+        },
+        path="x",
+    )
+    labels = step_labels(compile_program("x", definition))
+    assert labels == {
+        "s0": "Email 1",
+        "s1": "wait 4d",
+        "s2": "if",
+        "s2.then.0": "tag lapsed",
+        "s2.else.0": "exit y",
+        "s3": "send a | b",
+    }
+    with pytest.raises(DefinitionError, match="name"):
+        parse_definition(
+            {"name": "x", "trigger": {"tag_added": "t"}, "steps": [{"name": "", "wait": "1d"}]},
+            path="x",
+        )
+
+
+def test_the_reference_flow_names_its_steps() -> None:
+    labels = step_labels(load_program(library_root() / "reactivation" / "flow.yaml"))
+    assert [labels[k] for k in ("s0", "s2.then.0", "s4.then.0")] == [
+        "Email 1",
+        "Email 2",
+        "Tag: not reactivated",
+    ]
 
 
 def test_schema_document_is_current() -> None:

@@ -11,24 +11,27 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
-from datetime import date, datetime
+from datetime import UTC, date, datetime, time
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Connection, Engine, and_, func, select, text
+from sqlalchemy import Connection, Engine, and_, case, func, select, text
 
 from winback.analytics import analysis as an
 from winback.analytics._fit import NotEnoughData
 from winback.analytics.gamma_gamma import GammaGamma
 from winback.analytics.summary import Summary, Transactions, summary_data
-from winback.clock import Clock
+from winback.clock import Clock, as_utc
 from winback.config import Settings
 from winback.store import purchases
+from winback.store.activity import ATTRIBUTE_OF_EVENT
 from winback.store.repository import _conn
-from winback.store.schema import contacts, rfm_snapshots
+from winback.store.schema import contacts, events, rfm_snapshots
 from winback.store.types import sqlite_text
 
 FETCH_CHUNK = 250_000
+#: The event types that move ``last_seen`` (site visits).
+SITE_ACTIVITY = frozenset(t for t, column in ATTRIBUTE_OF_EVENT.items() if column == "last_seen")
 
 
 class Analytics:
@@ -101,6 +104,38 @@ class Analytics:
             out[found] = arr[order][pos[found], 1:]
         return an.Engagement(out[:, 0], out[:, 1], out[:, 2])
 
+    def engagement_at(self, s: Summary, day: int) -> an.Engagement:
+        """Last open, click (human ones) and site visit day of each summarised customer up
+        to day number ``day`` included, read from the events (the contact columns hold the
+        latest ones, possibly later)."""
+        e = events
+        human = e.c.machine.is_(False)
+        bound = datetime.combine(an.to_date(day + 1), time(), UTC)
+        query = (
+            select(
+                e.c.contact_id,
+                func.max(case((and_(e.c.type == "email_opened", human), e.c.occurred_at))),
+                func.max(case((and_(e.c.type == "email_clicked", human), e.c.occurred_at))),
+                func.max(case((e.c.type.in_(sorted(SITE_ACTIVITY)), e.c.occurred_at))),
+            )
+            .where(
+                e.c.occurred_at < bound,
+                e.c.type.in_(["email_opened", "email_clicked", *sorted(SITE_ACTIVITY)]),
+            )
+            .group_by(e.c.contact_id)
+        )
+        out = np.full((len(s), 3), np.nan)
+        position = {int(c): i for i, c in enumerate(s.customer)}
+        with self.engine.connect() as conn:
+            for contact_id, *moments in conn.execute(query):
+                i = position.get(int(contact_id))
+                if i is None:
+                    continue
+                for k, moment in enumerate(moments):
+                    if moment is not None:
+                        out[i, k] = an.day_of(as_utc(_instant(moment)).date())
+        return an.Engagement(out[:, 0], out[:, 1], out[:, 2])
+
     # -- models -------------------------------------------------------------------------------
     def fit(
         self, model: str, *, calibration_end: date | None = None, as_of: date | None = None
@@ -157,8 +192,14 @@ class Analytics:
         say("reading orders")
         tx = self.transactions()
         today = an.day_of(as_of) if as_of is not None else self.reference_day()
+        engagement = self.engagement
+        if today < self.reference_day():
+
+            def engagement(s: Summary) -> an.Engagement:
+                return self.engagement_at(s, today)
+
         result = an.analyze(
-            tx, today, self.settings, engagement=self.engagement, holdout=holdout,
+            tx, today, self.settings, engagement=engagement, holdout=holdout,
             progress=progress,
         )  # fmt: skip
         if write:
@@ -275,6 +316,11 @@ class Analytics:
             cur = raw.cursor()
             cur.executemany(f"INSERT INTO {table} ({cols}) VALUES ({marks})", rows)  # noqa: S608
             cur.close()
+
+
+def _instant(value: Any) -> datetime:
+    """A time read back from an aggregate (SQLite returns the stored text)."""
+    return value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
 
 
 def _staging_type(column: str, conn: Connection) -> str:

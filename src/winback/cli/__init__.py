@@ -18,6 +18,7 @@ from winback.cli import feedback_loop as _feedback_loop  # noqa: F401
 from winback.cli import flows as _flows  # noqa: F401
 from winback.cli import generate as _generate  # noqa: F401
 from winback.cli import imports as _imports  # noqa: F401
+from winback.cli import results as _results  # noqa: F401
 from winback.cli import run as _run  # noqa: F401
 from winback.cli import segments as _segments  # noqa: F401  (also tags, contacts)
 from winback.cli import summary as _summary  # noqa: F401

@@ -45,7 +45,8 @@ def show(
             " (holdout)" if f["holdout"] else (f" (branch {f['branch']})" if f["branch"] else "")
         )
         console.print(
-            f"flow: {f['flow']} at step {f['step']} ({f['step_kind']}) since "
+            f"flow: {f['flow']} at step {f.get('step_name') or f['step']} ({f['step']}, "
+            f"{f['step_kind']}) since "
             f"{f['at_step_since'].isoformat()}, wakes {wakes}{extra}"
         )
         if f.get("path"):

@@ -8,10 +8,12 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from winback.cli._app import JsonOption, WorkspaceOption, app, console, print_json, workspace_from
 from winback.flows.fields import parse_duration
+from winback.flows.labels import in_order, labelled
 from winback.flows.service import library_templates
 
 flows_app = typer.Typer(
@@ -53,17 +55,21 @@ def show(name: NameArg, workspace: WorkspaceOption = None, as_json: JsonOption =
         f"[bold]{data['name']}[/] ({data['key']}, {data['status']}, version {data['version']})"
     )
     stats = data["stats"]
-    table = Table("step", "kind", "next", "active here", "outcomes", "messages")
+    labels = stats["step_names"]
+    table = Table("step", "id", "kind", "next", "active here", "outcomes", "messages")
     for step in data["steps"]:
         outcomes = stats["outcomes_per_step"].get(step["id"], {})
         msgs = stats["messages_per_step"].get(step["id"], {})
-        nxt = step["next"] or "end"
+        nxt = labelled(step["next"], labels) if step["next"] else "end"
         if "then" in step:
-            nxt = f"then {step['then'] or 'end'} / else {step['else'] or 'end'}"
+            then = labelled(step["then"], labels) if step["then"] else "end"
+            other = labelled(step["else"], labels) if step["else"] else "end"
+            nxt = f"then {then} / else {other}"
         table.add_row(
+            escape(step["name"]),
             step["id"],
             step["kind"],
-            nxt,
+            escape(nxt),
             str(stats["active_per_step"].get(step["id"], 0)),
             ", ".join(f"{k}: {v}" for k, v in sorted(outcomes.items())),
             ", ".join(f"{k}: {v}" for k, v in sorted(msgs.items())),
@@ -85,11 +91,12 @@ def stats(name: NameArg, workspace: WorkspaceOption = None, as_json: JsonOption 
         f"({data['treatment']} treatment, {data['holdout']} holdout)"
     )
     table = Table("step", "active here", "messages")
-    steps = sorted(set(data["active_per_step"]) | set(data["messages_per_step"]))
+    labels = data["step_names"]
+    steps = in_order(set(data["active_per_step"]) | set(data["messages_per_step"]), labels)
     for step in steps:
         msgs = data["messages_per_step"].get(step, {})
         table.add_row(
-            step,
+            escape(labelled(step, labels)),
             str(data["active_per_step"].get(step, 0)),
             ", ".join(f"{k}: {v}" for k, v in sorted(msgs.items())),
         )
@@ -244,14 +251,57 @@ def print_simulation(result: Any, flow: str, days: int, begin: datetime) -> None
     console.print(
         f"[bold]{flow}[/], {days} simulated days from {begin:%Y-%m-%d}: "
         f"{data['entered']} entered, {data['messages']} messages "
-        f"({'ground truth: ' + data['response_model'] if data['response_model'] else 'no response model'})"
+        f"({_outcomes(data)})"
     )
     table = Table("step", "messages")
-    for step, n in sorted(data["messages_per_step"].items()):
-        table.add_row(step, str(n))
+    labels = data["step_names"]
+    for step in in_order(data["messages_per_step"], labels):
+        table.add_row(escape(labelled(step, labels)), str(data["messages_per_step"][step]))
     console.print(table)
     groups = Table("group", "contacts", "reactivated", "revenue")
     for name in ("treatment", "holdout"):
         g = data[name]
         groups.add_row(name, str(g["contacts"]), str(g["reactivated"]), f"{g['revenue']:.2f}")
     console.print(groups)
+    lift = (data.get("results") or {}).get("lift", {}).get("holdout")
+    if lift is not None:
+        conv = lift["conversion"]
+        low = "?" if conv["low"] is None else f"{conv['low'] * 100:+.1f}"
+        high = "?" if conv["high"] is None else f"{conv['high'] * 100:+.1f}"
+        console.print(
+            f"incremental conversion {conv['difference'] * 100:+.1f} points "
+            f"(95 % interval {low} to {high}): {conv['verdict']}"
+        )
+    if data.get("backtest"):
+        print_backtest(data["backtest"])
+
+
+def _outcomes(data: dict[str, Any]) -> str:
+    """Where the simulation's purchases come from."""
+    if data.get("backtest") and data["backtest"]["replay"]:
+        return "outcomes: recorded orders"
+    if data["response_model"]:
+        return f"ground truth: {data['response_model']}"
+    return "no response model"
+
+
+def print_backtest(bt: dict[str, Any]) -> None:
+    """The simulation's comparison with the shop's history and the model's baseline."""
+    base = bt["baseline"]
+    if bt["replay"]:
+        console.print(
+            f"replay of recorded history (data until {bt['data_end'][:10]}): "
+            f"{bt['came_back']} of {base['entrants']} entrants came back anyway"
+        )
+    if base["unavailable"]:
+        console.print(f"no-contact baseline: unavailable ({base['unavailable']})")
+    elif base["entrants"]:
+        console.print(
+            f"no-contact baseline ({base['model']} fitted up to the start): "
+            f"{base['expected_buyers']:.1f} buyers, {base['expected_orders']:.1f} orders expected"
+        )
+    if bt["estimated_lift"] is not None:
+        line = f"estimated lift: {bt['estimated_lift']:+.1%}"
+        if bt["true_lift"] is not None:
+            line += f"   true lift (ground truth): {bt['true_lift']:+.1%}"
+        console.print(line)

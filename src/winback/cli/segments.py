@@ -97,10 +97,11 @@ def members(
 @segments_app.command("export")
 def export(
     name: NameArg,
-    out: Annotated[Path, typer.Option("--out", help="CSV file to write.")],
+    out: Annotated[Path, typer.Option("--out", "--csv", help="CSV file to write.")],
     workspace: WorkspaceOption = None,
 ) -> None:
-    """Write the members to CSV (safe to open in a spreadsheet)."""
+    """Write the members to CSV with consent per channel, purchases, RFM segment, P(alive)
+    and CLV (streamed; safe to open in a spreadsheet)."""
     with workspace_from(workspace) as ws:
         count = ws.segments.export(name, out)
     console.print(f"Wrote {count:,} members of {name!r} to {out}.")

@@ -65,24 +65,26 @@ class Delivery:
         clock: Clock,
         store: Store,
         folder: Path,
-        *,
-        apply_pending_unsubscribes: Callable[[], object],
     ) -> None:
         """``folder``: the workspace's, with ``templates/``, the file channel's ``outbox/``
-        and the unsubscribe inbox; ``apply_pending_unsubscribes`` writes what that inbox
-        holds (before each delivery batch, and after an unsubscribe once the store is
-        free)."""
+        and the unsubscribe inbox."""
         self.engine = engine
         self.settings = settings
         self.clock = clock
         self.store = store
         self.folder = folder
-        self.apply_pending_unsubscribes = apply_pending_unsubscribes
         self.templates = TemplateRepository(
             folder / "templates", limits=RenderLimits.from_settings(settings)
         )
         self._kept: DeliveryWorker | None = None
         self._keeping = False
+
+    def apply_pending_unsubscribes(self) -> int:
+        """Write the one-click unsubscribes kept in the inbox while the store was busy
+        (before each delivery batch, and after an unsubscribe once the store is free)."""
+        from winback.delivery.unsubscribes import apply_pending_unsubscribes
+
+        return apply_pending_unsubscribes(self.engine, self.store, self.folder)
 
     # -- templates ---------------------------------------------------------------------------
     def validate(self, names: list[str] | None = None) -> list[Problem]:

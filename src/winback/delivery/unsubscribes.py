@@ -31,7 +31,6 @@ from winback.store.schema import contacts
 
 if TYPE_CHECKING:
     from winback.store.repository import Store
-    from winback.workspace import Workspace
 
 log = logging.getLogger("winback.delivery")
 
@@ -217,21 +216,22 @@ def _forget(workspace_path: Path, ids: list[int]) -> None:
         db.close()
 
 
-def apply_pending_unsubscribes(workspace: Workspace) -> int:
-    """Write the unsubscribes waiting in the inbox into the store (one write transaction)
-    and empty the inbox of them; returns how many. Cheap when the inbox is empty (one file
-    check). Raises :class:`~winback.store.busy.StoreBusy` when the store is still busy: the
-    inbox is then left as it was, and nothing should be delivered until this succeeds."""
-    items = pending(workspace.path)
+def apply_pending_unsubscribes(engine: Engine, store: Store, folder: Path) -> int:
+    """Write the unsubscribes waiting in the inbox of the workspace ``folder`` into the store
+    (one write transaction) and empty the inbox of them; returns how many. Cheap when the
+    inbox is empty (one file check). Raises :class:`~winback.store.busy.StoreBusy` when the
+    store is still busy: the inbox is then left as it was, and nothing should be delivered
+    until this succeeds."""
+    items = pending(folder)
     if not items:
         return 0
 
     def apply() -> None:
-        with workspace.engine.begin() as conn:
+        with engine.begin() as conn:
             for _, u in items:
-                write(conn, workspace.store, u)
+                write(conn, store, u)
 
     retry_transient(apply)
-    _forget(workspace.path, [i for i, _ in items])
+    _forget(folder, [i for i, _ in items])
     log.info("applied %d unsubscribe(s) kept while the store was busy", len(items))
     return len(items)

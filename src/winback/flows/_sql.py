@@ -28,6 +28,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.elements import ColumnElement
 
 from winback.channels import CONSENT_CHANNELS
+from winback.segments.history import column_at, in_past
 from winback.store import purchases
 from winback.store.schema import contacts, events, flow_entries, flow_step_counts, orders
 from winback.store.types import JSONDoc, UTCDateTime
@@ -62,10 +63,16 @@ def stable_uniform_py(entry_id: int, salt: str) -> float:
     return ((entry_id * mult + add) % 4294967296) / 4294967296.0
 
 
-def has_consent(channel: str, contact_id: ColumnElement[Any]) -> ColumnElement[bool]:
+def has_consent(
+    channel: str, contact_id: ColumnElement[Any], now: datetime | None = None
+) -> ColumnElement[bool]:
+    """The contact has consent on ``channel``; at ``now`` when a simulation evaluates a
+    past day (:func:`winback.segments.history.in_past`), else as stored."""
     if channel not in CONSENT_CHANNELS:
         return true()
-    column = contacts.c[f"{channel}_consent"]
+    column: Any = contacts.c[f"{channel}_consent"]
+    if now is not None and in_past():
+        column = column_at(f"{channel}_consent", contacts, now)
     return exists(
         select(literal(1)).where(contacts.c.id == contact_id, column.is_(True))
     ).correlate_except(contacts)

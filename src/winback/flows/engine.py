@@ -55,6 +55,8 @@ class RunningFlow:
     program: Program
     watermark_id: int | None = None
     watermark_at: datetime | None = None
+    #: ``split`` steps with ``winner: auto`` whose winner is declared: step id -> branch.
+    winners: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass

@@ -3,15 +3,19 @@ given it)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, select
 
+from winback.flows.labels import step_label
 from winback.store.schema import flow_entries, flows
+
+if TYPE_CHECKING:
+    from winback.flows.program import Node
 
 
 def contact_flows(engine: Engine, contact_id: int) -> list[dict[str, Any]]:
-    """Active flow entries of the contact: flow, current step id and kind, since when, when
+    """Active flow entries of the contact: flow, current step id, kind and name, since when, when
     it next wakes, its holdout / A/B branch and its path so far (``step=outcome`` tokens
     joined by " > ")."""
     fe = flow_entries
@@ -37,13 +41,15 @@ def contact_flows(engine: Engine, contact_id: int) -> list[dict[str, Any]]:
         ).all()
     out = []
     for r in rows:
+        node = _node(r.definition, r.key, r.step)
         out.append(
             {
                 "flow": r.key,
                 "name": r.name,
                 "entry_id": r.id,
                 "step": r.step,
-                "step_kind": _kind(r.definition, r.key, r.step),
+                "step_kind": node.kind if node is not None else None,
+                "step_name": step_label(node) if node is not None else r.step,
                 "waiting_for_event": bool(r.waiting),
                 "entered_at": r.entered_at,
                 "at_step_since": r.step_at,
@@ -56,12 +62,11 @@ def contact_flows(engine: Engine, contact_id: int) -> list[dict[str, Any]]:
     return out
 
 
-def _kind(definition: dict[str, Any], key: str, step: str | None) -> str | None:
+def _node(definition: dict[str, Any], key: str, step: str | None) -> Node | None:
     from winback.flows.program import compile_program, parse_definition
 
     try:
         program = compile_program(key, parse_definition(definition, path=key))
     except Exception:  # an unreadable stored definition must not break `contacts show`
         return None
-    node = program.nodes.get(step or "")
-    return node.kind if node is not None else None
+    return program.nodes.get(step or "")

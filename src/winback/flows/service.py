@@ -28,8 +28,11 @@ from winback.flows import models as m
 from winback.flows.backfill import backfill as run_backfill
 from winback.flows.conditions import validate as validate_condition
 from winback.flows.engine import RunningFlow, StepRunner, TickReport
+from winback.flows.labels import step_label, step_labels
 from winback.flows.program import Program, compile_program, load_program, parse_definition
 from winback.flows.triggers import enroll, source_max_id
+from winback.results import control
+from winback.results.winners import auto_splits, declared_winners
 from winback.sectors import SECTORS
 from winback.store.schema import flow_entries, flow_step_counts, flows, outbox
 from winback.store.slices import Pacer, SliceLog
@@ -103,6 +106,8 @@ class Flows:
         self.settings = settings
         self.clock = clock
         self.segments = segments
+        #: Declared A/B winners per flow and definition (see :meth:`_winners`).
+        self._declared: dict[tuple[int, str], dict[str, str]] = {}
         self.runner = StepRunner(
             engine,
             default_timezone=settings.timezone,
@@ -337,7 +342,10 @@ class Flows:
         if refresh:
             if self.segments is not None:
                 self.segments.refresh(now, stop=stop, log=report.writes)
+        control.refresh(self.engine, self.settings)
         running = self.running()
+        for flow in running:
+            flow.winners = self._winners(flow, now)
         runner = self.runner
         # One connection for the tick (see StepRunner.session).
         with runner.session(), runner.pass_of(report.writes, stop):
@@ -353,6 +361,18 @@ class Flows:
                     break
         report.stopped = stop is not None and stop.is_set()
         return report
+
+    def _winners(self, flow: RunningFlow, now: datetime) -> dict[str, str]:
+        """The declared winners of the flow's ``winner: auto`` splits (kept once declared:
+        a decision stands)."""
+        if not auto_splits(flow.program):
+            return {}
+        key = (flow.id, flow.program.definition.model_dump_json())
+        known = self._declared.get(key, {})
+        if len(known) < len(auto_splits(flow.program)):
+            known = declared_winners(self.engine, self.settings, flow.program, flow.id, now)
+            self._declared[key] = known
+        return known
 
     def _enroll(self, flow: RunningFlow, now: datetime, report: TickReport) -> int:
         """Enrol the flow's new candidates in write slices; returns how many entered."""
@@ -434,6 +454,7 @@ class Flows:
             "steps": [
                 {
                     "id": n.id,
+                    "name": step_label(n),
                     "kind": n.kind,
                     "next": n.next,
                     **{name: first for name, weight, first in n.arms if weight is None},
@@ -447,6 +468,7 @@ class Flows:
     def stats(self, key: str) -> dict[str, Any]:
         """Contacts per step, exits by reason, messages per step, holdout vs treatment."""
         row = self._row(key)
+        program = compile_program(row.key, parse_definition(row.definition, path=row.key))
         fe = flow_entries
         with self.engine.connect() as conn:
             at_step: dict[str, int] = dict(
@@ -485,6 +507,7 @@ class Flows:
                 outcomes.setdefault(step, {})[outcome] = int(n)
         return {
             "flow": row.key,
+            "step_names": step_labels(program),
             "entered": sum(groups.values()),
             "active_per_step": at_step,
             "exits": {k or "": v for k, v in exits.items()},

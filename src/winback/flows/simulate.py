@@ -10,6 +10,11 @@ within 30 days of entering with the "if contacted" probability when the flow mes
 and the "no contact" probability otherwise (holdout, no consent), on a day drawn uniformly
 over those 30 days. The purchases are written into the copy as orders, so segments and goals
 react to them like they would to real ones.
+
+Messages are counted instead of sent, under the settings' quiet hours and frequency caps
+(:func:`winback.flows.backtest.deliver`). A start before the store's last order or event
+replays that history instead (:mod:`winback.flows.backtest`): conditions read it up to each
+simulated day, its orders are the outcomes, and nothing is drawn.
 """
 
 from __future__ import annotations
@@ -32,6 +37,19 @@ from sqlalchemy.engine import make_url
 
 from winback.clock import FixedClock
 from winback.errors import NotFound, WinbackError
+from winback.flows.backtest import (
+    Backtest,
+    analyse_at_start,
+    backtest,
+    data_end,
+    deliver,
+    is_replay,
+    needs_analysis,
+)
+from winback.flows.labels import step_labels
+from winback.flows.program import compile_program, parse_definition
+from winback.results.report import compute
+from winback.segments.history import evaluating
 from winback.store import activity, purchases
 from winback.store.engine import make_engine, sqlite_url
 from winback.store.schema import contacts, flow_entries, flows, orders, outbox
@@ -68,10 +86,15 @@ class SimulationResult:
     response_model: str | None
     entered: int = 0
     messages_per_step: dict[str, int] = field(default_factory=dict)
+    #: Every step id of the flow with its label (flow order).
+    step_names: dict[str, str] = field(default_factory=dict)
     exits: dict[str, int] = field(default_factory=dict)
     treatment: GroupResult = field(default_factory=GroupResult)
     holdout: GroupResult = field(default_factory=GroupResult)
     simulated_orders: int = 0
+    backtest: Backtest | None = None
+    #: The flow's results in the copy at the end (:meth:`FlowResults.to_dict`).
+    results: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -82,10 +105,13 @@ class SimulationResult:
             "entered": self.entered,
             "messages": sum(self.messages_per_step.values()),
             "messages_per_step": self.messages_per_step,
+            "step_names": self.step_names,
             "exits": self.exits,
             "treatment": vars(self.treatment),
             "holdout": vars(self.holdout),
             "simulated_orders": self.simulated_orders,
+            "backtest": self.backtest.to_dict() if self.backtest is not None else None,
+            "results": self.results,
         }
 
 
@@ -180,6 +206,10 @@ def simulate(
         raise NotFound(f"no ground-truth file {ground_truth}")
     truth = load_ground_truth(truth_file) if truth_file is not None else {}
     rng = random.Random(seed)
+    # Before the store's last recorded order or event, the simulation replays that history:
+    # conditions read it up to each simulated day, and its orders are the outcomes.
+    history_end = data_end(ws.engine)
+    replay = is_replay(start, history_end)
     result = SimulationResult(
         flow=flow, start=start, days=days, response_model=str(truth_file) if truth_file else None
     )
@@ -200,6 +230,11 @@ def simulate(
                     .values(definition=with_holdout(definition, holdout))
                 )
         flow_id = int(sim.flows._row(key).id)
+        analysis_note = None
+        if replay:
+            conditions = [d.condition for d in sim.segments.definitions().values()]
+            if needs_analysis(conditions, sim.flows._row(key).definition):
+                analysis_note = analyse_at_start(sim.analytics, start)
         pending: list[tuple[datetime, int, float]] = []
         decided: set[int] = set()
         for day in range(days + 1):
@@ -211,13 +246,34 @@ def simulate(
             result.simulated_orders += record_orders(
                 sim.engine, due, currency=sim.settings.currency, now=now
             )
-            sim.flows.tick(now, sync=False)
-            _mark_sent(sim.engine, now)
-            if truth:
+            past = replay and history_end is not None and now < history_end
+            with evaluating(past):
+                sim.flows.tick(now, sync=False)
+            deliver(sim.engine, sim.settings, now)
+            if truth and not replay:
                 pending += _draw_purchases(sim.engine, flow_id, truth, decided, rng)
             if on_day is not None and day < days:
                 on_day(now)
-        _report(sim.engine, key, flow_id, start + timedelta(days=days), result)
+        end = start + timedelta(days=days)
+        _report(sim.engine, key, flow_id, end, result)
+        result.backtest = backtest(
+            sim.engine,
+            sim.analytics,
+            flow_id=flow_id,
+            model_name=sim.settings.analytics_model,
+            start=start,
+            end=end,
+            data_end=history_end,
+            treatment=(result.treatment.contacts, result.treatment.reactivated),
+            holdout=(result.holdout.contacts, result.holdout.reactivated),
+            truth={k: (r.p_no_contact, r.p_if_contacted) for k, r in truth.items()},
+        )
+        if analysis_note:
+            result.backtest.note += f"; no analysis as of the start: {analysis_note}"
+        definition = sim.flows._row(key).definition
+        program = compile_program(key, parse_definition(definition, path=key))
+        result.step_names = step_labels(program)
+        result.results = compute(sim.engine, sim.settings, program, flow_id, as_of=end).to_dict()
     return result
 
 
@@ -228,16 +284,6 @@ def with_holdout(definition: dict[str, Any], share: float) -> dict[str, Any]:
         for i, step in enumerate(definition["steps"])
     ]
     return {**definition, "steps": [{"id": "sim-holdout", "holdout": {"share": share}}, *steps]}
-
-
-def _mark_sent(engine: Engine, now: datetime) -> None:
-    """The simulation's sink only counts: pending messages become sent."""
-    with engine.begin() as conn:
-        conn.execute(
-            update(outbox)
-            .where(outbox.c.status == "pending", outbox.c.not_before <= now)
-            .values(status="sent", sent_at=now)
-        )
 
 
 def _draw_purchases(

@@ -34,6 +34,7 @@ from sqlalchemy import (
     String,
     Table,
     and_,
+    case,
     exists,
     func,
     insert,
@@ -50,8 +51,11 @@ from winback.flows._sql import at, count_outcome, fe, json_equals
 from winback.flows.conditions import compile_sql
 from winback.flows.engine import RunningFlow, Start
 from winback.flows.local_time import zone_or_default
+from winback.results import control
+from winback.segments.history import column_at, in_past
 from winback.store.schema import (
     contacts,
+    control_group,
     events,
     flows,
     orders,
@@ -59,6 +63,7 @@ from winback.store.schema import (
     segments,
     tag_history,
 )
+from winback.store.types import UTCDateTime
 
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 
@@ -289,8 +294,16 @@ def overdue(
     """Past the expected purchase interval: the analytics' ``days_overdue`` when present,
     else the contact's own median interval between orders (set-based, window functions),
     else, for a customer with a single order and a shop ``sector``, the sector's typical
-    repurchase interval (``repurchase_days``)."""
-    o = orders
+    repurchase interval (``repurchase_days``). At a past instant (:func:`winback.segments.history.in_past`) only the orders up to
+    ``now`` and an analysis made by then count."""
+    past = in_past()
+    o: Any = orders
+    if past:
+        o = select(orders).where(orders.c.ordered_at <= at(now)).subquery("o")
+
+    def value(row: Any, name: str) -> Any:
+        return column_at(name, row, now) if past else row.c[name]
+
     previous = func.lag(o.c.ordered_at).over(partition_by=o.c.contact_id, order_by=o.c.ordered_at)
     gaps = select(
         o.c.contact_id.label("cid"), _days_between(conn, previous, o.c.ordered_at).label("gap")
@@ -318,21 +331,21 @@ def overdue(
         select(median.c.cid)
         .join(c2, c2.c.id == median.c.cid)
         .where(
-            c2.c.days_overdue.is_(None),
+            value(c2, "days_overdue").is_(None),
             median.c.median > 0,
-            _days_between(conn, c2.c.last_purchase_at, at(now)) > median.c.median,
+            _days_between(conn, value(c2, "last_purchase_at"), at(now)) > median.c.median,
         )
     )
     rules: list[ColumnElement[bool]] = [
-        contacts.c.days_overdue > 0,
+        value(contacts, "days_overdue") > 0,
         contacts.c.id.in_(by_median),
     ]
     if repurchase_days is not None:
         rules.append(
             and_(
-                contacts.c.days_overdue.is_(None),
-                contacts.c.orders_count == 1,
-                contacts.c.last_purchase_at < at(now - timedelta(days=repurchase_days)),
+                value(contacts, "days_overdue").is_(None),
+                value(contacts, "orders_count") == 1,
+                value(contacts, "last_purchase_at") < at(now - timedelta(days=repurchase_days)),
             )
         )
     return or_(*rules)
@@ -351,7 +364,9 @@ def _insert_entries(
     if contact_window is not None:
         conds += [contacts.c.id > contact_window[0], contacts.c.id <= contact_window[1]]
     if entry.consent:
-        conds.append(contacts.c[f"{entry.consent}_consent"].is_(True))
+        name = f"{entry.consent}_consent"
+        consent = column_at(name, contacts, now) if in_past() else contacts.c[name]
+        conds.append(consent.is_(True))
     prior = fe.alias("prior")
     # One probe of the contact's earlier entries: an active one blocks, and so does any
     # (``never``) or one entered within the re-entry period.
@@ -370,17 +385,35 @@ def _insert_entries(
             )
         )
     )
+    status: Any = literal("active", String())
+    holdout: Any = literal(False)
+    path: Any = literal(start.path if start else None, String())
+    exit_reason: Any = literal(None, String())
+    exited_at: Any = literal(None, UTCDateTime())
+    withholding = control.is_marketing(flow.program) and bool(
+        conn.execute(select(exists().select_from(control_group))).scalar()
+    )
+    if withholding:
+        # The workspace-wide control group enters held out and leaves at once.
+        withheld = control.member(contacts.c.id)
+        status = case((withheld, literal("exited", String())), else_=status)
+        holdout = case((withheld, literal(True)), else_=holdout)
+        path = case((withheld, literal(control.REASON, String())), else_=path)
+        exit_reason = case((withheld, literal(control.REASON, String())), else_=exit_reason)
+        exited_at = case((withheld, at(now)), else_=exited_at)
     rows = select(
         literal(flow.id),
         contacts.c.id,
         at(now),
         literal(start.step if start else flow.program.first, String()),
         at(now),
-        literal("active", String()),
+        status,
         at(start.wake_at if start else now),
         literal(False),
-        literal(False),
-        literal(start.path if start else None, String()),
+        holdout,
+        path,
+        exit_reason,
+        exited_at,
     ).where(and_(*conds))
     # The entries made below are those above this id (with ``start``: see the end).
     before = int(conn.execute(select(func.max(fe.c.id))).scalar() or 0) if start else 0
@@ -400,6 +433,8 @@ def _insert_entries(
                 "waiting",
                 "holdout",
                 "path",
+                "exit_reason",
+                "exited_at",
             ],
             rows,
         )
@@ -415,7 +450,10 @@ def _insert_entries(
             fe.c.status == "active",
         )
         start.queue(conn, new)
-        count_outcome(conn, flow.id, start.node.id, start.outcome, entered)
+        took = entered
+        if withholding:  # the withheld entries did not take the step
+            took = int(conn.execute(select(func.count()).where(new)).scalar_one())
+        count_outcome(conn, flow.id, start.node.id, start.outcome, took)
     return entered
 
 

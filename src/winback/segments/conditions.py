@@ -42,6 +42,7 @@ from sqlalchemy import (
 from sqlalchemy.sql.expression import FromClause
 
 from winback.errors import DefinitionError
+from winback.segments import history as pit
 from winback.segments._json import (
     json_array_has,
     json_bool,
@@ -167,6 +168,7 @@ class _Compiler:
         segment_ids: Mapping[str, int] | None = None,
         scan: bool = False,
         inline_segments: Mapping[str, Condition] | None = None,
+        history: bool = False,
     ) -> None:
         if now.tzinfo is None:
             raise ValueError("now must be timezone-aware")
@@ -178,8 +180,11 @@ class _Compiler:
         self.segment_ids = segment_ids or {}
         self.scan = scan
         self.inline = inline_segments or {}
+        self.history = history
 
     def col(self, name: str) -> ColumnElement[Any]:
+        if self.history and name in pit.HISTORICAL:
+            return pit.column_at(name, self.row, self.now)
         column = self.row.c[name]
         return unindexed(column) if self.scan else column
 
@@ -282,7 +287,7 @@ class _Compiler:
 
     def _event_positive(self, cond: EventCondition) -> ColumnElement[bool]:
         bound = self._window_bound(cond)
-        fast = fast_path(cond) if self.use_maintained else None
+        fast = fast_path(cond) if self.use_maintained and not self.history else None
         if fast is not None:
             column = self.col(fast.column)
             if fast.op == "present":
@@ -321,6 +326,8 @@ class _Compiler:
         table = (orders if purchase else events).alias()
         ts = table.c["ordered_at" if purchase else "occurred_at"]
         where: list[ColumnElement[bool]] = [table.c.contact_id == self.cid]
+        if self.history:
+            where.append(ts <= self.now)
         if purchase:
             where.append(purchases.counted(table))
         if side == "after":
@@ -373,6 +380,11 @@ class _Compiler:
 
     # tags, segments -----------------------------------------------------------------------
     def tag(self, cond: TagCondition) -> ColumnElement[bool]:
+        if self.history:
+            added = pit.tag_added_at(cond.tag, self.cid, self.now)
+            if cond.within is None:
+                return added.is_not(None)
+            return and_(added.is_not(None), added >= self.boundary(cond.within))
         t = contact_tags.alias()
         where: list[ColumnElement[bool]] = [t.c.contact_id == self.cid]
         where.append(t.c.tag == cond.tag[0] if len(cond.tag) == 1 else t.c.tag.in_(cond.tag))
@@ -441,6 +453,7 @@ def compile_condition(
     segment_ids: Mapping[str, int] | None = None,
     scan: bool = False,
     inline_segments: Mapping[str, Condition] | None = None,
+    history: bool | None = None,
 ) -> ColumnElement[bool]:
     """A boolean SQL expression: does the contact whose id is ``contact_id`` satisfy ``cond``
     at instant ``now``?
@@ -460,7 +473,13 @@ def compile_condition(
     instead of a lookup of the materialised membership. Only the segment refresh passes it,
     for segments it has just brought up to this same ``now`` (where membership and condition
     agree by construction; see :func:`winback.segments.refresh.inlinable`).
+
+    ``history=True`` evaluates at ``now`` from the rows (orders, events, tag history, consent
+    log) stamped at or before ``now`` instead of the contact's current columns (see
+    :mod:`winback.segments.history`); None takes :func:`winback.segments.history.in_past`,
+    set around a flow pass at a past instant.
     """
+    past = pit.in_past() if history is None else history
     if contact_id is contacts.c.id:
         return _Compiler(
             now,
@@ -471,10 +490,11 @@ def compile_condition(
             segment_ids,
             scan,
             inline_segments,
+            past,
         ).compile(cond)
     row = contacts.alias()
     inner = _Compiler(
-        now, row.c.id, entered_at, row, use_maintained, segment_ids, scan, inline_segments
+        now, row.c.id, entered_at, row, use_maintained, segment_ids, scan, inline_segments, past
     ).compile(cond)
     return exists(
         select(literal(1))

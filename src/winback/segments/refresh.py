@@ -175,11 +175,21 @@ def segment_changes(
 
 
 def full_reason(
-    p: Plan, *, since: datetime | None, members_before: int | None, now: datetime, full: bool
+    p: Plan,
+    *,
+    since: datetime | None,
+    members_before: int | None,
+    now: datetime,
+    full: bool,
+    history: bool = False,
 ) -> str:
     """Why this refresh must be full ("" when incremental is sound)."""
     if full:
         return "asked"
+    if history:
+        # The candidates are found through the current columns and their change stamps,
+        # which say nothing of what held at an earlier instant.
+        return "evaluated at a past instant"
     if since is None or members_before is None:
         return "first refresh or changed definition"
     if now < since:
@@ -275,12 +285,15 @@ def refresh_one(
     inline: Mapping[str, Condition] | None = None,
     window: tuple[int, int | None] | None = None,
     any_open: bool | None = None,
+    history: bool = False,
 ) -> tuple[str, str, int, int]:
     """Bring one segment's membership up to ``now``; returns (mode, reason, entered,
     exited). ``inline``: conditions of segments already brought up to ``now`` in this pass
     that may replace lookups of their membership (see :func:`inlinable`). ``window``: only
     the contacts with ids in ``[low, high]`` (high None: no upper bound). ``any_open``:
-    whether the segment had open stints when its refresh began (None: look)."""
+    whether the segment had open stints when its refresh began (None: look). ``history``:
+    evaluate at ``now`` from the rows stamped at or before it (a refresh at a past instant;
+    see :mod:`winback.segments.history`), always in full."""
     p = plan(condition)
 
     def within(column: Any) -> list[Any]:
@@ -289,7 +302,9 @@ def refresh_one(
         low, high = window
         return [column >= low] + ([column <= high] if high is not None else [])
 
-    reason = full_reason(p, since=since, members_before=members_before, now=now, full=full)
+    reason = full_reason(
+        p, since=since, members_before=members_before, now=now, full=full, history=history
+    )
     incremental = not reason
     sm = segment_membership
     # Scanning contacts beats SQLite's multi-index OR for broad conditions (full mode);
@@ -301,6 +316,7 @@ def refresh_one(
         segment_ids=segment_ids,
         scan=True,
         inline_segments=inline,
+        history=history,
     )
     open_stint = sm.alias("open_stint")
     already = exists(

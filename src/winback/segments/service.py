@@ -10,18 +10,20 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, func, insert, select, text, update
 
+from winback.channels import CONSENT_CHANNELS
 from winback.clock import Clock, as_utc
 from winback.config import Settings
 from winback.csvsafe import safe_cell
 from winback.errors import NotFound
 from winback.segments.conditions import Condition
 from winback.segments.definitions import SegmentDefinition, find, load_definitions
+from winback.segments.history import in_past, needs_history
 from winback.segments.refresh import (
     Plan,
     SegmentChange,
@@ -47,8 +49,24 @@ LOCK_POLL = 0.05
 #: Seconds a refresh leaves the store to other writers after each write slice.
 SLICE_GAP = 0.002
 
-#: Columns of a members listing / export.
+#: A refresh at an instant at most this long before the clock's is at the present.
+PRESENT_SLACK = timedelta(minutes=1)
+
+#: Columns of a members listing.
 MEMBER_COLUMNS = ("contact_id", "customer_id", "email", "first_name", "last_name", "entered_at")
+#: Columns of an export: the listing's, consent per channel (true, false, empty: unknown),
+#: the purchase history and the analytics of the last ``winback analyze``.
+EXPORT_COLUMNS = (
+    *MEMBER_COLUMNS,
+    *(f"{channel}_consent" for channel in CONSENT_CHANNELS),
+    "orders_count",
+    "revenue_total",
+    "last_purchase_at",
+    "rfm_segment",
+    "p_alive",
+    "clv",
+    "analyzed_at",
+)
 
 
 @dataclass(frozen=True)
@@ -177,7 +195,10 @@ class Segments:
                     ids = {name: r["id"] for name, r in rows.items()}
                     gone = [r["id"] for name, r in rows.items() if name not in defs]
                     closed = close_stints(conn, gone, now=at)
-                    shared = _shared_candidates(conn, defs, rows, now=at, full=full)
+                    past = self._in_the_past(conn, defs, at)
+                    shared = (
+                        None if past else _shared_candidates(conn, defs, rows, now=at, full=full)
+                    )
                     low, high = conn.execute(
                         select(func.min(contacts.c.id), func.max(contacts.c.id))
                     ).one()
@@ -205,10 +226,11 @@ class Segments:
                         candidates=candidates,
                         stopping=stopping,
                         log=log,
+                        history=past,
                     )
                     if change is None:
                         return RefreshResult(at, changes, closed, stopped=True)
-                    if inlinable(definition.condition, inline):
+                    if not past and inlinable(definition.condition, inline):
                         inline[name] = definition.condition
                     changes.append(change)
             finally:
@@ -219,6 +241,21 @@ class Segments:
                         shared.table.drop(conn, checkfirst=True)
                 _unlock(conn)
         return RefreshResult(at, changes, closed)
+
+    def _in_the_past(
+        self, conn: Connection, defs: dict[str, SegmentDefinition], at: datetime
+    ) -> bool:
+        """Whether this refresh evaluates a past instant from history: inside a simulated
+        pass at a past day (:func:`winback.segments.history.in_past`), or at an instant
+        more than :data:`PRESENT_SLACK` before the clock's when something the definitions
+        read is stamped after it. At the clock's time the maintained columns answer, even
+        if an event stamped ahead of the clock arrived (ingestion moves them no further
+        than the time it applies an event)."""
+        if in_past():
+            return True
+        if at >= self.clock.now() - PRESENT_SLACK:
+            return False
+        return needs_history(conn, [d.condition for d in defs.values()], at)
 
     def _refresh_segment(
         self,
@@ -236,6 +273,7 @@ class Segments:
         candidates: int | None,
         stopping: Callable[[], bool],
         log: SliceLog | None,
+        history: bool = False,
     ) -> SegmentChange | None:
         """One segment, in slices of contact ids; None when stopped before its last.
 
@@ -255,6 +293,7 @@ class Segments:
             members_before=row["member_count"],
             now=now,
             full=full,
+            history=history,
         )
         low, high = contact_ids
         density = 1.0  # rows of the pacer's unit per contact id
@@ -280,13 +319,16 @@ class Segments:
                     inline=inline,
                     window=(start, None if last else start + width - 1),
                     any_open=had_members,
+                    history=history,
                 )
                 entered, exited = entered + e, exited + x
                 values: dict[str, Any] = {"member_count": segments.c.member_count + (e - x)}
                 if last:
                     if mode == "full" or row["member_count"] is None:
                         values["member_count"] = open_stints(conn, sid)
-                    values["refreshed_at"] = now
+                    # After a refresh at a past instant, facts stored earlier but dated later
+                    # carry no change stamp after it: the next refresh must be full.
+                    values["refreshed_at"] = None if history else now
                 conn.execute(update(segments).where(segments.c.id == sid).values(values))
                 if last:
                     members = conn.execute(
@@ -324,19 +366,24 @@ class Segments:
             )
         return int(sid)
 
-    def iter_members(self, name: str) -> Iterator[dict[str, Any]]:
+    def iter_members(
+        self, name: str, columns: tuple[str, ...] = MEMBER_COLUMNS
+    ) -> Iterator[dict[str, Any]]:
+        """Current members in order of entry, read in batches (a server-side cursor on
+        PostgreSQL), with ``columns`` (names of :data:`EXPORT_COLUMNS`)."""
         sm = segment_membership
+        chosen = [
+            contacts.c.id.label("contact_id")
+            if c == "contact_id"
+            else sm.c.entered_at
+            if c == "entered_at"
+            else contacts.c[c]
+            for c in columns
+        ]
         with self.engine.connect() as conn:
             sid = self._id(conn, name)
             query = (
-                select(
-                    contacts.c.id.label("contact_id"),
-                    contacts.c.customer_id,
-                    contacts.c.email,
-                    contacts.c.first_name,
-                    contacts.c.last_name,
-                    sm.c.entered_at,
-                )
+                select(*chosen)
                 .select_from(sm.join(contacts, contacts.c.id == sm.c.contact_id))
                 .where(sm.c.segment_id == sid, sm.c.exited_at.is_(None))
                 .order_by(sm.c.entered_at, contacts.c.id)
@@ -354,14 +401,15 @@ class Segments:
         return out
 
     def export(self, name: str, path: Path | str) -> int:
-        """Write the current members to a CSV file that is safe to open in a spreadsheet
-        (cells that would start a formula are prefixed with a quote). Returns the row count."""
+        """Write the current members with :data:`EXPORT_COLUMNS` to a CSV file that is safe
+        to open in a spreadsheet (cells that would start a formula are prefixed with a
+        quote), row by row as they are read. Returns the row count."""
         count = 0
         with Path(path).open("w", newline="", encoding="utf-8") as fh:
             writer = csv.writer(fh)
-            writer.writerow(MEMBER_COLUMNS)
-            for row in self.iter_members(name):
-                writer.writerow([safe_cell(row[c]) for c in MEMBER_COLUMNS])
+            writer.writerow(EXPORT_COLUMNS)
+            for row in self.iter_members(name, EXPORT_COLUMNS):
+                writer.writerow([_export_cell(row[c]) for c in EXPORT_COLUMNS])
                 count += 1
         return count
 
@@ -464,6 +512,14 @@ def _done_already(conn: Connection, defs: dict[str, SegmentDefinition], at: date
         if row.refreshed_at is None or as_utc(row.refreshed_at) < at:
             return False
     return True
+
+
+def _export_cell(value: Any) -> Any:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return round(value, 6)
+    return safe_cell(value)
 
 
 def _unlock(conn: Connection) -> None:

@@ -458,3 +458,14 @@ webhook_receipts = Table(
     Column("received_at", UTCDateTime, nullable=False),
     UniqueConstraint("platform", "webhook_id", name="uq_webhook_receipts_delivery"),
 )
+
+#: The workspace-wide control group (winback.results.control): every contact evaluated under
+#: the current ``control_group_salt`` and ``control_group_share`` (``signature``), members
+#: marked. Marketing flows withhold members at enrolment.
+control_group = Table(
+    "control_group",
+    metadata,
+    Column("contact_id", BigId, ForeignKey("contacts.id", ondelete="CASCADE"), primary_key=True),
+    Column("member", Boolean, nullable=False),
+    Column("signature", String(128), nullable=False),
+)

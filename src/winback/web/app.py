@@ -95,13 +95,12 @@ def inbox_loop(workspace: Workspace, *, every: float) -> Callable[[threading.Eve
     applies them before each batch; this loop is what applies them on a host that serves
     links without running the engine (``serve --no-background``), soon after the store is
     free again."""
-    from winback.delivery.unsubscribes import apply_pending_unsubscribes
     from winback.store.busy import StoreBusy
 
     def loop(stop: threading.Event) -> None:
         while not stop.wait(every):
             try:
-                apply_pending_unsubscribes(workspace)
+                workspace.delivery.apply_pending_unsubscribes()
             except StoreBusy:
                 continue  # still busy: the next round tries again
             except Exception:

@@ -55,16 +55,20 @@ def due_count(worker: DeliveryWorker, limit: int) -> int:
         return int(conn.execute(select(func.count()).select_from(due)).scalar_one())
 
 
-def _drain_child(path: str, settings: Settings, clock: Clock, out: Any) -> None:
-    from winback.workspace import Workspace
+def _drain_child(url: str, folder: str, settings: Settings, clock: Clock, out: Any) -> None:
+    """A spawned process's delivery: its own engine on the store at ``url`` and the
+    workspace ``folder``'s templates, channels and inbox."""
+    from winback.delivery import Delivery
+    from winback.store.engine import make_engine
+    from winback.store.repository import Store
 
-    ws = Workspace(Path(path), settings, clock=clock)
-    worker = ws.delivery.worker()
+    engine = make_engine(url, busy_timeout=settings.store_busy_timeout)
+    worker = Delivery(engine, settings, clock, Store(engine), Path(folder)).worker()
     try:
         report = worker.drain()
     finally:
         worker.close()
-        ws.close()
+        engine.dispose()
     out.put((report.claimed, dict(report.counts)))
 
 
@@ -88,12 +92,13 @@ def drain_parallel(
         extra = min(extra, due_count(worker, batch * processes) // batch - 1)
     if extra <= 0:
         return worker.drain(stop=stop)
+    url = worker.engine.url.render_as_string(hide_password=False)
     ctx = mp.get_context("spawn")
     out = ctx.SimpleQueue()
     children = [
         ctx.Process(
             target=_drain_child,
-            args=(str(workspace), settings, worker.clock, out),
+            args=(url, str(workspace), settings, worker.clock, out),
             name=f"winback-delivery-{i + 1}",
         )
         for i in range(extra)

@@ -31,10 +31,18 @@ if TYPE_CHECKING:
 
 
 class StepModel(FlowModel):
-    """A step of a flow file: one action key (:attr:`kind`) and an optional explicit id."""
+    """A step of a flow file: one action key (:attr:`kind`), an optional explicit id and an
+    optional display name."""
 
     kind: ClassVar[str]
     id: str | None = Field(None, description="Stable id; default is the step's path (s3.then.0).")
+    name: str | None = Field(
+        None,
+        min_length=1,
+        max_length=100,
+        description="Label shown for the step (flows show, stats, results, simulate); default: "
+        "its kind and main argument, e.g. `send reactivation-1`. The id stays the key.",
+    )
 
 
 S = TypeVar("S", bound=StepModel)

@@ -124,7 +124,7 @@ def queue(
     (and are not held out); returns the consent test, the variant draw and the variants
     with their cumulative bounds. ``checked``: every row of ``batch`` is known to have
     consent (tested in this transaction)."""
-    consent = true() if checked else has_consent(send.channel, fe.c.contact_id)
+    consent = true() if checked else has_consent(send.channel, fe.c.contact_id, now)
     variants = send.variants or [Variant(name="", template=send.template or "", weight=1)]
     u = stable_uniform(fe.c.id, f"{flow.program.key}:{node.id}:variant")
     bounds, template, variant = _draw(variants, u)

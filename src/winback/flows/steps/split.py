@@ -4,7 +4,7 @@ on the entry."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 from pydantic import Field
 
@@ -24,6 +24,11 @@ class Branch(FlowModel):
 
 class Split(FlowModel):
     branches: list[Branch] = Field(min_length=2)
+    winner: Literal["off", "auto"] = Field(
+        "off",
+        description="`auto`: once the A/B winner rule declares a branch the winner "
+        "(docs/results.md), new entrants all take it.",
+    )
 
 
 class SplitStep(StepModel):
@@ -32,8 +37,12 @@ class SplitStep(StepModel):
 
 
 def run(batch: Batch, step: SplitStep) -> Moves:
-    u = stable_uniform(fe.c.id, batch.salt)
     branches = batch.node.branches
+    winner = batch.flow.winners.get(batch.node.id) if step.split.winner == "auto" else None
+    if winner is not None:
+        first = next(f for name, _, f in branches if name == winner)
+        return Moves([Rule(f"branch:{winner}", first, values={"branch": winner})])
+    u = stable_uniform(fe.c.id, batch.salt)
     total = sum(w for _, w, _ in branches)
     rules, cum = [], 0.0
     for i, (name, weight, first) in enumerate(branches):
