@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from sqlalchemy import select
 
 from tests.conftest import T0
@@ -17,6 +18,9 @@ from tests.flows.helpers import (
     sent_to,
     set_contact,
 )
+from winback.flows.labels import step_labels
+from winback.flows.program import load_program
+from winback.flows.service import library_root
 from winback.store.schema import outbox
 from winback.workspace import Workspace
 
@@ -220,3 +224,15 @@ def test_signup_anniversary_audience(workspace: Workspace) -> None:
     ws.flows.tick(datetime(2026, 3, 2, 0, 5, tzinfo=UTC))
     assert set(entries(ws, "signup")) == {two_years, tomorrow}
     assert today not in sent_to(ws, "signup")
+
+
+@pytest.mark.parametrize(
+    "template",
+    ["feedback-discount", "no-email-clicks", "sales-follow-up", "first-order-anniversary"],
+)
+def test_every_step_of_the_source_flows_is_named(template: str) -> None:
+    program = load_program(library_root() / template / "flow.yaml")
+    unnamed = [n.id for n in program.ordered() if n.step is not None and n.step.name is None]
+    assert unnamed == []
+    first = program.nodes[program.first]
+    assert step_labels(program)[first.id] == first.step.name
