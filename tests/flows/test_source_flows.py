@@ -40,6 +40,7 @@ def _steps_of(ws: Workspace, flow: str) -> dict[int, list[str]]:
     return out
 
 
+@pytest.mark.slow
 def test_feedback_discount_follows_the_source(workspace: Workspace) -> None:
     ws = workspace
     quick, clicked, clicked_late_done, silent, silent_done = make_contacts(ws, 5, at=T0 - 100 * DAY)
@@ -136,6 +137,7 @@ def test_no_email_clicks(workspace: Workspace) -> None:
     }
 
 
+@pytest.mark.slow
 def test_sales_follow_up_without_reply_with_backfill(workspace: Workspace) -> None:
     ws = workspace
     waiting, replied, just_late, too_old, live, live_buyer, live_replies = make_contacts(
