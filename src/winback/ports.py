@@ -6,7 +6,9 @@ SMTP, HTTP or files):
 * :class:`~winback.clock.Clock`: the current instant (system, or fixed in tests and
   simulations);
 * :data:`ByteProgress` and :data:`StepProgress`: the callbacks through which long work
-  reports progress (the core never prints).
+  reports progress (the core never prints);
+* :class:`SegmentRefresh` and :class:`Delivering`: what an engine pass needs of the
+  segments and of delivery.
 """
 
 from __future__ import annotations
