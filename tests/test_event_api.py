@@ -631,3 +631,45 @@ def test_a_full_journal_refuses_more_until_the_store_catches_up(
     assert intake.backlog() == (2, 5)  # the refused request was not kept
     assert intake.apply_pending() == 5
     assert intake.submit([_view(5)]).result(10) == 1
+
+
+def test_one_record_appended_at_once_keeps_the_running_total_and_the_limit(
+    tmp_path: Path,
+) -> None:
+    journal = EventJournal(tmp_path / "events.db")
+    one, three = Record(T0, False, 1, b"{}"), Record(T0, True, 3, b"{}")
+    assert journal.try_append([three], limit=5)
+    assert journal.try_append([one], limit=5) and journal.try_append([one], limit=5)
+    with pytest.raises(JournalFull) as full:
+        journal.try_append([one], limit=5)
+    assert "5 accepted events" in str(full.value) and full.value.retry_after >= 1
+    assert journal.backlog() == (3, 5)  # the refused record was not kept
+    journal.forget(journal.oldest(100))
+    assert journal.try_append([Record(T0, True, 7, b"{}")], limit=5)  # alone: taken
+    assert journal.try_append([one])  # no limit
+    with sqlite3.connect(tmp_path / "events.db") as db:
+        totals = [row[0] for row in db.execute("SELECT total FROM entries ORDER BY id")]
+    assert totals == [7, 8]  # an emptied journal counts from 0 again
+    journal.close()
+
+
+def test_the_bearer_scheme_is_read_as_the_openapi_security_scheme_says(
+    workspace: Workspace,
+) -> None:
+    key = new_api_key(workspace, "shop")
+    body = {"customer_id": "c1", "type": "page_view", "event_id": "e1"}
+    with running_service(workspace) as base:
+        for header, status in (
+            (f"bearer {key}", 202),
+            (f"Bearer  {key}", 202),
+            (f"Basic {key}", 401),
+            ("Bearer", 401),
+            (f"Bearer {key}x", 401),
+        ):
+            for path in ("/api/v1/events", "/api/v1/events/batch"):
+                sent = {"events": [body]} if path.endswith("batch") else body
+                r = httpx.post(f"{base}{path}", json=sent, headers={"Authorization": header})
+                assert r.status_code == status, (header, path, r.text)
+                if status == 401:
+                    assert r.headers["WWW-Authenticate"] == "Bearer"
+                    assert "api-keys create" in r.json()["detail"]
