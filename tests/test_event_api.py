@@ -673,3 +673,51 @@ def test_the_bearer_scheme_is_read_as_the_openapi_security_scheme_says(
                 if status == 401:
                     assert r.headers["WWW-Authenticate"] == "Bearer"
                     assert "api-keys create" in r.json()["detail"]
+
+
+def test_many_events_at_once_are_stored_as_few_are_and_refusals_are_sqlalchemy_errors(
+    workspace: Workspace,
+) -> None:
+    """Enough rows for the bulk path (PostgreSQL: COPY into a temporary table): the same
+    rows, properties (JSON null included) and new-key count as one by one, twice in one
+    transaction, and a refused row is SQLAlchemy's IntegrityError."""
+    from sqlalchemy.exc import IntegrityError
+
+    from winback.delivery.records import COPY_FROM_ROWS, record_events
+
+    workspace.delivery.ingest([_view(0)])
+    with workspace.engine.connect() as conn:
+        contact = conn.execute(select(contacts.c.id)).scalar_one()
+    at = T0 - timedelta(minutes=5)
+    rows = [
+        {
+            "event_key": f"bulk:{n}",
+            "contact_id": contact,
+            "type": "page_view",
+            "occurred_at": at + timedelta(seconds=n),
+            "properties": None if n % 2 else {"n": n, "s": "é\t\\"},
+            "message_id": f"m-{n}" if n % 3 == 0 else None,
+            "machine": n % 5 == 0,
+        }
+        for n in range(COPY_FROM_ROWS + 10)
+    ]
+    with workspace.engine.begin() as conn:
+        assert record_events(conn, rows[: COPY_FROM_ROWS + 5]) == COPY_FROM_ROWS + 5
+        assert record_events(conn, rows) == 5  # the same transaction: only the new ones
+    with workspace.engine.connect() as conn:
+        stored = conn.execute(
+            select(
+                events.c.event_key,
+                events.c.occurred_at,
+                events.c.properties,
+                events.c.message_id,
+                events.c.machine,
+            ).where(events.c.event_key.like("bulk:%"))
+        ).all()
+    assert sorted(tuple(r) for r in stored) == sorted(
+        (r["event_key"], r["occurred_at"], r["properties"], r["message_id"], r["machine"])
+        for r in rows
+    )
+    unknown = [{**r, "event_key": f"x{n}", "contact_id": 10**9} for n, r in enumerate(rows)]
+    with pytest.raises(IntegrityError), workspace.engine.begin() as conn:
+        record_events(conn, unknown)
