@@ -14,7 +14,7 @@ import builtins
 import shutil
 import threading
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from importlib import resources
 from pathlib import Path
 from typing import Any, Protocol
@@ -25,6 +25,7 @@ from winback.clock import Clock
 from winback.config import Settings
 from winback.errors import DefinitionError, NotFound
 from winback.flows import models as m
+from winback.flows.backfill import backfill as run_backfill
 from winback.flows.conditions import validate as validate_condition
 from winback.flows.engine import RunningFlow, StepRunner, TickReport
 from winback.flows.labels import step_label, step_labels
@@ -32,6 +33,7 @@ from winback.flows.program import Program, compile_program, load_program, parse_
 from winback.flows.triggers import enroll, source_max_id
 from winback.results import control
 from winback.results.winners import auto_splits, declared_winners
+from winback.sectors import SECTORS
 from winback.store.schema import flow_entries, flow_step_counts, flows, outbox
 from winback.store.slices import Pacer, SliceLog
 
@@ -210,10 +212,20 @@ class Flows:
             raise NotFound(f"no flow {key!r} (flows in this workspace: {known})")
         return row
 
-    def enable(self, key: str, *, now: datetime | None = None) -> None:
+    def enable(
+        self,
+        key: str,
+        *,
+        now: datetime | None = None,
+        backfill: timedelta | None = None,
+        late_by: timedelta | None = None,
+    ) -> int:
         """Start (or resume) a flow. Triggers look only at what happens from now on, except
         that a segment-entry flow enabled for the first time with ``include_existing`` also
-        enrols the segment's current members."""
+        enrols the segment's current members, and that an event or tag flow with a
+        ``backfill`` window (the argument, else the flow file's ``entry.backfill``) enrols
+        the contacts of that look-back (:mod:`winback.flows.backfill`) in the same
+        transaction. Returns how many were back-filled (0 when it was enabled already)."""
         now = now or self.clock.now()
         self.sync(now)
         row = self._row(key)
@@ -225,8 +237,17 @@ class Flows:
                 wm_id = None if trigger.include_existing else (wm_id or 0)
             elif wm_id is None and not isinstance(trigger, m.ScheduleTrigger):
                 wm_id = 0
-            if row.status == "enabled":
-                return
+            # The row is locked until the back-fill commits: a second enable waits for it and
+            # then finds the flow enabled.
+            status = conn.execute(
+                select(flows.c.status).where(flows.c.id == row.id).with_for_update()
+            ).scalar()
+            if status == "enabled":
+                return 0
+            window = backfill if backfill is not None else program.definition.entry.backfill
+            filled = 0
+            if window:
+                filled = run_backfill(conn, row.id, program, now, window, late_by)
             conn.execute(
                 update(flows)
                 .where(flows.c.id == row.id)
@@ -238,6 +259,7 @@ class Flows:
                     updated_at=now,
                 )
             )
+        return filled
 
     def pause(self, key: str, *, now: datetime | None = None) -> None:
         """Stop a flow: no steps advance and triggers enrol no one until it is enabled."""
@@ -355,6 +377,8 @@ class Flows:
     def _enroll(self, flow: RunningFlow, now: datetime, report: TickReport) -> int:
         """Enrol the flow's new candidates in write slices; returns how many entered."""
         runner, tz = self.runner, self.settings.timezone
+        sector = SECTORS.get(self.settings.sector or "")
+        repurchase = sector.repurchase_days if sector is not None else None
         start = runner.start_plan(flow, now)
         key = ("enrol", flow.id)
         entered = 0
@@ -362,7 +386,15 @@ class Flows:
             window = runner.pacer.rows(key)
             with runner.pacer.slice(key, window, runner.log) as piece:
                 with runner.transaction() as conn:
-                    done = enroll(conn, flow, now, default_timezone=tz, start=start, window=window)
+                    done = enroll(
+                        conn,
+                        flow,
+                        now,
+                        default_timezone=tz,
+                        start=start,
+                        window=window,
+                        repurchase_days=repurchase,
+                    )
                 piece.rows = done.span
             entered += done.entered
             if done.done:
