@@ -40,59 +40,152 @@ def _steps_of(ws: Workspace, flow: str) -> dict[int, list[str]]:
     return out
 
 
+@pytest.mark.slow
 def test_feedback_discount_follows_the_source(workspace: Workspace) -> None:
     ws = workspace
-    quick, clicked, clicked_late_done, silent, silent_done = make_contacts(ws, 5, at=T0 - 100 * DAY)
+    (
+        quick,
+        clicked,
+        clicked_late_done,
+        silent,
+        reminder_done,
+        reminder_then_done,
+        second_only,
+        second_then_done,
+    ) = make_contacts(ws, 8, at=T0 - 100 * DAY)
     (no_consent,) = make_contacts(ws, 1, at=T0 - 100 * DAY, consent=False, prefix="n")
-    everyone = [quick, clicked, clicked_late_done, silent, silent_done, no_consent]
+    everyone = [
+        quick,
+        clicked,
+        clicked_late_done,
+        silent,
+        reminder_done,
+        reminder_then_done,
+        second_only,
+        second_then_done,
+        no_consent,
+    ]
     ws.flows.add("feedback-discount", now=T0 - HOUR)
     ws.store.add_tag(everyone, "inactive", at=T0, source="import")
     ws.flows.tick(T0)
 
-    def click(cid: int, at: datetime) -> None:
-        add_event(ws, cid, "email_clicked", at=at, link="feedback")
-
-    click(quick, T0 + 20 * HOUR)
-    add_event(ws, quick, "feedback_submitted", at=T0 + 20 * HOUR, score=9)
-    click(clicked, T0 + 20 * HOUR)
-    click(clicked_late_done, T0 + 20 * HOUR)
-    ws.flows.tick(T0 + DAY)
-    # The click alone tags the contact partially active.
-    assert ws.store.tags_of(clicked) == ["inactive", "partially_active"]
-    ws.flows.tick(T0 + 3 * DAY)
-    click(silent_done, T0 + 4 * DAY - HOUR)
-    add_event(ws, silent_done, "feedback_submitted", at=T0 + 4 * DAY - HOUR, score=3)
-    ws.flows.tick(T0 + 4 * DAY)
-    add_event(ws, clicked_late_done, "feedback_submitted", at=T0 + 5 * DAY - HOUR, score=7)
-    for day in (5, 7, 14):
+    # (day, contact, the feedback email clicked or None for a completed feedback), in the
+    # order they happen; a tick each morning.
+    happenings: list[tuple[float, int, str | None]] = [
+        (0.8, quick, "feedback-request"),
+        (0.8, quick, None),
+        (0.9, clicked, "feedback-request"),
+        (0.9, clicked_late_done, "feedback-request"),
+        (3.9, reminder_done, "feedback-reminder"),
+        (3.9, reminder_done, None),
+        (4.5, clicked_late_done, None),
+        (4.5, reminder_then_done, "feedback-reminder"),
+        (5.5, reminder_then_done, None),
+        (7.5, second_only, "feedback-reminder-last"),
+        (8.5, second_then_done, "feedback-reminder-last"),
+        (11.5, second_then_done, None),
+    ]
+    for day in (1, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14, 21):
+        for at_day, cid, template in happenings:
+            if day - 1 < at_day <= day:
+                at = T0 + at_day * DAY
+                if template is None:
+                    add_event(ws, cid, "feedback_submitted", at=at, score=8)
+                else:
+                    add_event(ws, cid, "email_clicked", at=at, link="feedback", template=template)
         ws.flows.tick(T0 + day * DAY)
+        if day == 1:
+            # The click alone tags the contact partially active.
+            assert ws.store.tags_of(clicked) == ["inactive", "partially_active"]
+            assert ws.store.tags_of(silent) == ["inactive"]
+        if day == 8:
+            # So does a click on the last reminder.
+            assert ws.store.tags_of(second_only) == ["inactive", "partially_active"]
 
+    reminded = ["feedback-request", "feedback-reminder"]
+    reminded_twice = [*reminded, "feedback-reminder-last"]
+    clicked_reminders = ["feedback-reminder-clicked", "feedback-reminder-clicked"]
     assert sent_to(ws, "feedback-discount") == {
         quick: ["feedback-request", "feedback-coupon"],
-        clicked: ["feedback-request", "feedback-reminder-clicked", "feedback-reminder-clicked"],
+        clicked: ["feedback-request", *clicked_reminders],
         clicked_late_done: ["feedback-request", "feedback-reminder-clicked", "feedback-coupon"],
-        silent: ["feedback-request", "feedback-reminder", "feedback-reminder-last"],
-        silent_done: ["feedback-request", "feedback-reminder", "feedback-coupon"],
+        silent: reminded_twice,
+        reminder_done: [*reminded, "feedback-coupon"],
+        reminder_then_done: [*reminded, "feedback-coupon"],
+        second_only: [*reminded_twice, *clicked_reminders],
+        second_then_done: [*reminded_twice, "feedback-reminder-clicked", "feedback-coupon"],
     }
     steps = _steps_of(ws, "feedback-discount")
     assert steps[clicked] == ["request", "reminder-clicked-1", "reminder-clicked-2"]
     assert steps[silent] == ["request", "reminder-unopened-1", "reminder-unopened-2"]
+    assert steps[second_only] == [
+        "request",
+        "reminder-unopened-1",
+        "reminder-unopened-2",
+        "reminder-clicked-1",
+        "reminder-clicked-2",
+    ]
+    # Message days: the clicked sequence restarts from the click on the last reminder.
+    with ws.engine.connect() as conn:
+        days = [
+            (created - T0) / DAY
+            for (created,) in conn.execute(
+                select(outbox.c.created_at)
+                .where(outbox.c.contact_id == second_only)
+                .order_by(outbox.c.id)
+            )
+        ]
+    assert days == [0, 3, 7, 10, 14]
+
     state = entries(ws, "feedback-discount")
+    coupon = " > completed.then.0=tagged > completed.then.1=untagged > completed.then.2=queued"
     assert state[quick]["path"] == (
-        "request=queued > clicked=waiting > clicked=event > partially-active=tagged > completed=then"
-        " > completed.then.0=tagged > completed.then.1=untagged > completed.then.2=queued"
+        "request=queued > clicked=waiting > clicked=event > partially-active=tagged"
+        " > completed=then" + coupon
     )
     assert state[silent]["path"] == (
         "request=queued > clicked=waiting > clicked=timeout > reminder-unopened-1=queued"
         " > await-unopened-1=waiting > await-unopened-1=timeout > reminder-unopened-2=queued"
         " > await-unopened-2=waiting > await-unopened-2=timeout > lost-unopened=tagged"
     )
-    for cid in (quick, clicked_late_done, silent_done):
+    assert state[reminder_done]["path"] == (
+        "request=queued > clicked=waiting > clicked=timeout > reminder-unopened-1=queued"
+        " > await-unopened-1=waiting > await-unopened-1=event > partially-active=tagged"
+        " > completed=then" + coupon
+    )
+    assert state[reminder_then_done]["path"] == (
+        "request=queued > clicked=waiting > clicked=timeout > reminder-unopened-1=queued"
+        " > await-unopened-1=waiting > await-unopened-1=event > partially-active=tagged"
+        " > completed=else > await-clicked=waiting > await-clicked=event"
+        " > await-clicked.then.0=tagged > await-clicked.then.1=untagged"
+        " > await-clicked.then.2=queued"
+    )
+    assert state[second_only]["path"] == (
+        "request=queued > clicked=waiting > clicked=timeout > reminder-unopened-1=queued"
+        " > await-unopened-1=waiting > await-unopened-1=timeout > reminder-unopened-2=queued"
+        " > await-unopened-2=waiting > await-unopened-2=event > partially-active=tagged"
+        " > completed=else > await-clicked=waiting > await-clicked=timeout"
+        " > reminder-clicked-1=queued > await-clicked-1=waiting > await-clicked-1=timeout"
+        " > reminder-clicked-2=queued > await-clicked-2=waiting > await-clicked-2=timeout"
+        " > lost-clicked=tagged"
+    )
+    assert state[second_then_done]["path"] == (
+        "request=queued > clicked=waiting > clicked=timeout > reminder-unopened-1=queued"
+        " > await-unopened-1=waiting > await-unopened-1=timeout > reminder-unopened-2=queued"
+        " > await-unopened-2=waiting > await-unopened-2=event > partially-active=tagged"
+        " > completed=else > await-clicked=waiting > await-clicked=timeout"
+        " > reminder-clicked-1=queued > await-clicked-1=waiting > await-clicked-1=event"
+        " > await-clicked-1.then.0=tagged > await-clicked-1.then.1=untagged"
+        " > await-clicked-1.then.2=queued"
+    )
+    completed = [quick, clicked_late_done, reminder_done, reminder_then_done, second_then_done]
+    for cid in completed:
         assert state[cid]["exit_reason"] == "feedback_completed"
-    assert state[clicked]["exit_reason"] == state[silent]["exit_reason"] == "temporary_lost"
-    assert ws.store.tags_of(quick) == ["active", "partially_active"]
-    assert ws.store.tags_of(silent_done) == ["active"]
-    assert ws.store.tags_of(clicked) == ["inactive", "partially_active", "temporary_lost"]
+        assert ws.store.tags_of(cid) == ["active", "partially_active"]
+    for cid in (clicked, second_only):
+        assert state[cid]["exit_reason"] == "temporary_lost"
+        assert ws.store.tags_of(cid) == ["inactive", "partially_active", "temporary_lost"]
+    assert state[silent]["exit_reason"] == "temporary_lost"
     assert ws.store.tags_of(silent) == ["inactive", "temporary_lost"]
     assert ws.store.tags_of(no_consent) == ["inactive"]
 
@@ -136,6 +229,7 @@ def test_no_email_clicks(workspace: Workspace) -> None:
     }
 
 
+@pytest.mark.slow
 def test_sales_follow_up_without_reply_with_backfill(workspace: Workspace) -> None:
     ws = workspace
     waiting, replied, just_late, too_old, live, live_buyer, live_replies = make_contacts(

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from importlib import resources
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from sqlalchemy import Engine, and_, func, select, text, update
 
@@ -31,11 +31,12 @@ from winback.flows.engine import RunningFlow, StepRunner, TickReport
 from winback.flows.labels import step_label, step_labels
 from winback.flows.program import Program, compile_program, load_program, parse_definition
 from winback.flows.triggers import enroll, source_max_id
+from winback.ports import SegmentRefresh
 from winback.results import control
 from winback.results.winners import auto_splits, declared_winners
 from winback.sectors import SECTORS
 from winback.store.schema import flow_entries, flow_step_counts, flows, outbox
-from winback.store.slices import Pacer, SliceLog
+from winback.store.slices import Pacer
 
 #: Seconds a tick leaves the store to other writers after each write slice (see
 #: :mod:`winback.store.slices`).
@@ -72,18 +73,6 @@ def delivery_library() -> Path | None:
 
 def library_templates() -> list[str]:
     return sorted(p.name for p in library_root().iterdir() if (p / "flow.yaml").is_file())
-
-
-class SegmentRefresh(Protocol):
-    """What a tick needs of the segments: bring materialised membership up to ``now``."""
-
-    def refresh(
-        self,
-        now: datetime | None = None,
-        *,
-        stop: threading.Event | None = None,
-        log: SliceLog | None = None,
-    ) -> object: ...
 
 
 class Flows:
