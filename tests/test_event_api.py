@@ -632,3 +632,93 @@ def test_a_full_journal_refuses_more_until_the_store_catches_up(
     assert intake.backlog() == (2, 5)  # the refused request was not kept
     assert intake.apply_pending() == 5
     assert intake.submit([_view(5)]).result(10) == 1
+
+
+def test_one_record_appended_at_once_keeps_the_running_total_and_the_limit(
+    tmp_path: Path,
+) -> None:
+    journal = EventJournal(tmp_path / "events.db")
+    one, three = Record(T0, False, 1, b"{}"), Record(T0, True, 3, b"{}")
+    assert journal.try_append([three], limit=5)
+    assert journal.try_append([one], limit=5) and journal.try_append([one], limit=5)
+    with pytest.raises(JournalFull) as full:
+        journal.try_append([one], limit=5)
+    assert "5 accepted events" in str(full.value) and full.value.retry_after >= 1
+    assert journal.backlog() == (3, 5)  # the refused record was not kept
+    journal.forget(journal.oldest(100))
+    assert journal.try_append([Record(T0, True, 7, b"{}")], limit=5)  # alone: taken
+    assert journal.try_append([one])  # no limit
+    with sqlite3.connect(tmp_path / "events.db") as db:
+        totals = [row[0] for row in db.execute("SELECT total FROM entries ORDER BY id")]
+    assert totals == [7, 8]  # an emptied journal counts from 0 again
+    journal.close()
+
+
+def test_the_bearer_scheme_is_read_as_the_openapi_security_scheme_says(
+    workspace: Workspace,
+) -> None:
+    key = new_api_key(workspace, "shop")
+    body = {"customer_id": "c1", "type": "page_view", "event_id": "e1"}
+    with running_service(workspace) as base:
+        for header, status in (
+            (f"bearer {key}", 202),
+            (f"Bearer  {key}", 202),
+            (f"Basic {key}", 401),
+            ("Bearer", 401),
+            (f"Bearer {key}x", 401),
+        ):
+            for path in ("/api/v1/events", "/api/v1/events/batch"):
+                sent = {"events": [body]} if path.endswith("batch") else body
+                r = httpx.post(f"{base}{path}", json=sent, headers={"Authorization": header})
+                assert r.status_code == status, (header, path, r.text)
+                if status == 401:
+                    assert r.headers["WWW-Authenticate"] == "Bearer"
+                    assert "api-keys create" in r.json()["detail"]
+
+
+def test_many_events_at_once_are_stored_as_few_are_and_refusals_are_sqlalchemy_errors(
+    workspace: Workspace,
+) -> None:
+    """Enough rows for the bulk path (PostgreSQL: COPY into a temporary table): the same
+    rows, properties (JSON null included) and new-key count as one by one, twice in one
+    transaction, and a refused row is SQLAlchemy's IntegrityError."""
+    from sqlalchemy.exc import IntegrityError
+
+    from winback.delivery.records import COPY_FROM_ROWS, record_events
+
+    workspace.delivery.ingest([_view(0)])
+    with workspace.engine.connect() as conn:
+        contact = conn.execute(select(contacts.c.id)).scalar_one()
+    at = T0 - timedelta(minutes=5)
+    rows = [
+        {
+            "event_key": f"bulk:{n}",
+            "contact_id": contact,
+            "type": "page_view",
+            "occurred_at": at + timedelta(seconds=n),
+            "properties": None if n % 2 else {"n": n, "s": "é\t\\"},
+            "message_id": f"m-{n}" if n % 3 == 0 else None,
+            "machine": n % 5 == 0,
+        }
+        for n in range(COPY_FROM_ROWS + 10)
+    ]
+    with workspace.engine.begin() as conn:
+        assert record_events(conn, rows[: COPY_FROM_ROWS + 5]) == COPY_FROM_ROWS + 5
+        assert record_events(conn, rows) == 5  # the same transaction: only the new ones
+    with workspace.engine.connect() as conn:
+        stored = conn.execute(
+            select(
+                events.c.event_key,
+                events.c.occurred_at,
+                events.c.properties,
+                events.c.message_id,
+                events.c.machine,
+            ).where(events.c.event_key.like("bulk:%"))
+        ).all()
+    assert sorted(tuple(r) for r in stored) == sorted(
+        (r["event_key"], r["occurred_at"], r["properties"], r["message_id"], r["machine"])
+        for r in rows
+    )
+    unknown = [{**r, "event_key": f"x{n}", "contact_id": 10**9} for n, r in enumerate(rows)]
+    with pytest.raises(IntegrityError), workspace.engine.begin() as conn:
+        record_events(conn, unknown)

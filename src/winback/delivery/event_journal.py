@@ -47,6 +47,17 @@ LOCK_SECONDS = 5.0
 WAL_PAGES = 16_384
 
 
+#: One record appended in one statement: the running total moved on, refused (no row) when
+#: the journal already holds events and would then hold more than the limit (?5).
+_APPEND_ONE = (
+    "INSERT INTO entries (received_at, batch, events, total, body) "
+    "SELECT ?1, ?2, ?3, coalesce(last, 0) + ?3, ?4 FROM ("
+    "SELECT (SELECT total FROM entries ORDER BY id DESC LIMIT 1) AS last, "
+    "(SELECT total - events FROM entries ORDER BY id LIMIT 1) AS first) "
+    "WHERE coalesce(last - first, 0) = 0 OR coalesce(last - first, 0) + ?3 <= ?5"
+)
+_NO_LIMIT = 2**62
+
 #: Seconds a client is asked to wait when the journal is full.
 FULL_RETRY_SECONDS = 5
 
@@ -117,8 +128,12 @@ class EventJournal:
 
     def try_append(self, records: Sequence[Record], *, limit: int | None = None) -> bool:
         """:meth:`append` if the journal's lock is free at once (True), else nothing (False);
-        for a caller that must not wait (an event loop)."""
+        for a caller that must not wait (an event loop). One record is appended by a single
+        statement (its own transaction: the limit checked, the running total taken and the
+        row written under one lock, one commit)."""
         db = self._db_now()
+        if len(records) == 1:
+            return self._try_append_one(db, records[0], limit)
         try:
             db.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as error:
@@ -132,6 +147,31 @@ class EventJournal:
             db.execute("ROLLBACK")
             raise
         return True
+
+    def _try_append_one(self, db: sqlite3.Connection, record: Record, limit: int | None) -> bool:
+        try:
+            cursor = db.execute(
+                _APPEND_ONE,
+                (
+                    record.received_at.isoformat(),
+                    int(record.batch),
+                    record.events,
+                    record.body,
+                    _NO_LIMIT if limit is None else limit,
+                ),
+            )
+        except sqlite3.OperationalError as error:
+            if "locked" in str(error) or "busy" in str(error):
+                return False
+            raise
+        if cursor.rowcount == 1:
+            return True
+        assert limit is not None  # refused by the limit alone
+        raise JournalFull(
+            f"{self._waiting(db)} accepted events are still to be written to the store "
+            f"(at most {limit} wait); try again shortly",
+            retry_after=FULL_RETRY_SECONDS,
+        )
 
     def _insert(self, db: sqlite3.Connection, records: Sequence[Record], limit: int | None) -> None:
         waiting = self._waiting(db)

@@ -10,10 +10,12 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, select, update
+import psycopg
+from sqlalchemy import Connection, exc, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from winback.channels import normalise_address
+from winback.clock import as_utc
 from winback.store import activity
 from winback.store.driver import driver_rows
 from winback.store.schema import contacts, events, suppressions
@@ -61,8 +63,11 @@ def store_events(
             full[r["event_key"]] = {"properties": None, "message_id": None, "machine": False, **r}
     if not full:
         return []
-    if conn.dialect.name == "sqlite" and all(_COLUMN_SET.issuperset(r) for r in full.values()):
+    plain = all(_COLUMN_SET.issuperset(r) for r in full.values())
+    if conn.dialect.name == "sqlite" and plain:
         inserted = _sqlite_insert_events(conn, list(full.values()))
+    elif conn.dialect.name == "postgresql" and plain and len(full) >= COPY_FROM_ROWS:
+        inserted = _postgres_copy_events(conn, list(full.values()))
     else:
         inserted = set(conn.execute(_insert_events("postgresql"), list(full.values())).scalars())
     new = [r for key, r in full.items() if key in inserted]
@@ -125,6 +130,54 @@ def _sqlite_insert_events(conn: Connection, rows: Sequence[Mapping[str, Any]]) -
         )
         inserted.update(key for (key,) in driver_rows(conn, sql, params))
     return inserted
+
+
+#: PostgreSQL: events from this many rows on are inserted through ``COPY`` (fewer: one
+#: multi-row ``INSERT``, which costs less for a handful).
+COPY_FROM_ROWS = 50
+_COLUMNS = ", ".join(EVENT_COLUMNS)
+_STAGE = (
+    "CREATE TEMPORARY TABLE IF NOT EXISTS events_in ON COMMIT DELETE ROWS AS "  # noqa: S608 (names only)
+    f"SELECT {_COLUMNS} FROM events WITH NO DATA"
+)
+_COPY_IN = f"COPY events_in ({_COLUMNS}) FROM STDIN"
+_MOVE_IN = (
+    f"WITH moved AS (DELETE FROM events_in RETURNING {_COLUMNS}) "  # noqa: S608 (names only)
+    f"INSERT INTO events ({_COLUMNS}) SELECT {_COLUMNS} "
+    "FROM moved ON CONFLICT (event_key) DO NOTHING RETURNING event_key"
+)
+
+
+def _postgres_copy_events(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> set[str]:
+    """PostgreSQL: ``COPY`` the rows into a temporary table of this session, then move them
+    into ``events`` with one ``INSERT ... SELECT ... ON CONFLICT DO NOTHING RETURNING``
+    (three round trips, and no statement of thousands of parameters for the driver to
+    build); returns the keys inserted. Errors are SQLAlchemy's, as on the other paths."""
+    raw = conn.connection.driver_connection
+    assert raw is not None
+    statement = _STAGE
+    try:
+        with raw.cursor() as cursor:
+            cursor.execute(_STAGE)
+            statement = _COPY_IN
+            with cursor.copy(_COPY_IN) as copy:
+                for r in rows:
+                    copy.write_row(
+                        (
+                            r["event_key"],
+                            int(r["contact_id"]),
+                            r["type"],
+                            as_utc(r["occurred_at"]),
+                            json.dumps(r["properties"]),
+                            r["message_id"],
+                            bool(r["machine"]),
+                        )
+                    )
+            statement = _MOVE_IN
+            cursor.execute(_MOVE_IN)
+            return {key for (key,) in cursor.fetchall()}
+    except psycopg.Error as error:
+        raise exc.DBAPIError.instance(statement, None, error, psycopg.Error) from error
 
 
 _INSERT_EVENTS: dict[str, Any] = {}

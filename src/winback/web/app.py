@@ -194,6 +194,7 @@ def create_app(
         webhooks,
     )
 
+    app.router.routes[0:0] = events.fast_routes  # matched before any other route
     for module in (health, tracking, unsubscribe, feedback, events, reports, webhooks):
         app.include_router(module.router)
     settings = workspace.settings

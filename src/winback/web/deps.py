@@ -68,7 +68,21 @@ async def api_key(
     """The name of the API key in ``Authorization: Bearer <key>``; 401 otherwise. A key
     verified in the last few seconds is answered from memory, in the event loop; otherwise
     the store is read in the thread pool. Nothing is written."""
-    key = credentials.credentials if credentials is not None else ""
+    return await key_name(request, credentials.credentials if credentials is not None else "")
+
+
+def bearer_key(request: Request) -> str:
+    """The key of ``Authorization: Bearer <key>`` as :data:`_bearer` reads it ("" when the
+    header is missing or of another scheme)."""
+    authorization = request.headers.get("authorization")
+    if not authorization:
+        return ""
+    scheme, _, key = authorization.partition(" ")
+    return key.strip() if scheme.lower() == "bearer" else ""
+
+
+async def key_name(request: Request, key: str) -> str:
+    """The name of the API key ``key`` (see :func:`api_key`); 401 otherwise."""
     name: str | None = None
     if key:
         keyring: KeyRing = request.app.state.keyring
