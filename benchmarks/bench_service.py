@@ -363,7 +363,10 @@ def _wrk(
         **drained,
         "requests": raw["requests"],
         "statuses": raw["codes"],
-        "errors": raw["requests"] - ok + raw["socket_errors"],
+        # 503 with Retry-After is the documented answer of a full journal (the client sends
+        # again later): counted apart from errors, which are every other failure.
+        "refused_503": raw["codes"].get("503", 0),
+        "errors": raw["requests"] - ok - raw["codes"].get("503", 0) + raw["socket_errors"],
         "requests_per_second": round(ok / seconds_run, 1),
         "events_per_second": round(ok * per / seconds_run, 1) if path != NOOP_PATH else None,
         "p50_ms": round(raw["p50_us"] / 1000, 1),
@@ -573,8 +576,8 @@ def _print(kind: str, f: dict[str, Any]) -> None:
     ceiling = f["noop"]["requests_per_second"]
     print(f"{kind}: {f['contacts']:,} contacts, {CONNECTIONS} connections", flush=True)
     print(
-        f"  {'measurement':<28} {'req/s':>9} {'events/s':>10} {'p99 ms':>8} {'errors':>7} "
-        f"{'vs no-op':>9} {'vs no engine':>13} {'cpu ms/req':>11}"
+        f"  {'measurement':<28} {'req/s':>9} {'events/s':>10} {'stored/s':>9} {'p99 ms':>8} "
+        f"{'errors':>7} {'503':>6} {'vs no-op':>9} {'vs no engine':>13} {'cpu ms/req':>11}"
     )
     rows = [
         ("no-op (ceiling)", "noop", None),
@@ -591,9 +594,11 @@ def _print(kind: str, f: dict[str, Any]) -> None:
             if idle and f[idle]["events_per_second"]
             else "-"
         )
+        stored = f"{m['applied_per_second']:,.0f}" if m.get("applied_per_second") else "-"
         print(
-            f"  {label:<28} {m['requests_per_second']:>9,.0f} {events:>10} {m['p99_ms']:>8} "
-            f"{m['errors']:>7} {m['requests_per_second'] / ceiling:>9.0%} {vs_idle:>13} "
+            f"  {label:<28} {m['requests_per_second']:>9,.0f} {events:>10} {stored:>9} "
+            f"{m['p99_ms']:>8} {m['errors']:>7} {m.get('refused_503', 0):>6} "
+            f"{m['requests_per_second'] / ceiling:>9.0%} {vs_idle:>13} "
             f"{m['server_cpu_ms_per_request'] or 0:>11.3f}"
         )
     u = f["unsubscribe"]
