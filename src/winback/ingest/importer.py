@@ -366,17 +366,26 @@ class _Handoff:
         return False
 
 
+#: Rows of the first batch: the writer starts as soon as these are parsed instead of waiting
+#: for a full batch (each further batch is twice the previous one, up to the batch size).
+FIRST_BATCH = 2_000
+
+
 def _produce(reader: Reader, kind: Kind, size: int, handoff: _Handoff) -> None:
-    """Parse batches of ``size`` rows into ``handoff``, then :data:`_DONE` (or the error)."""
+    """Parse batches of up to ``size`` rows into ``handoff``, then :data:`_DONE` (or the
+    error). The first batches are smaller (:data:`FIRST_BATCH`, doubling) so that writing
+    overlaps parsing from the start, also in a file of a single batch."""
     try:
         batch = ParsedBatch([], [], 0, 0)
+        limit = min(size, FIRST_BATCH)
         for record in reader.records():
             batch.add(record, kind)
-            if batch.full(size):
+            if batch.full(limit):
                 batch.bytes_read = reader.bytes_read()
                 if not handoff.put(batch):
                     return
                 batch = ParsedBatch([], [], 0, 0)
+                limit = min(size, limit * 2)
         batch.bytes_read = reader.size
         if handoff.put(batch):
             handoff.put(_DONE)
