@@ -58,7 +58,7 @@ def wrap(kind: Kind, columns: list[str], mapping: Mapping[str, str], mode: str) 
     return kind
 
 
-@dataclass
+@dataclass(slots=True)
 class Matched:
     """A parsed row of the wrapped kind, its address, and whether it finds its contact by
     that address (else by its customer id)."""
