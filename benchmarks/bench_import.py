@@ -324,14 +324,14 @@ def run(quick: bool) -> dict[str, Any]:
     WORK.mkdir(exist_ok=True)
     big_n = int(os.environ.get("WINBACK_BENCH_ROWS", 200_000 if quick else 10_000_000))
     small_n = int(os.environ.get("WINBACK_BENCH_SMALL_ROWS", 50_000 if quick else 1_000_000))
-    big = generate(WORK / f"orders-{big_n}.csv", big_n)
-    small = generate(WORK / f"orders-{small_n}.csv", small_n)
     parts = os.environ.get("WINBACK_BENCH_PARTS", "canonical,shopify").split(",")
     figures: dict[str, Any] = {"rows": big_n, "small_rows": small_n}
     dbs = os.environ.get("WINBACK_BENCH_DBS", "sqlite,postgres").split(",")
     cluster = PostgresCluster().start() if "postgres" in dbs else None
     try:
         if "canonical" in parts:
+            big = generate(WORK / f"orders-{big_n}.csv", big_n)
+            small = generate(WORK / f"orders-{small_n}.csv", small_n)
             for db in dbs:
                 figures[db] = _one_database(db, cluster, big, big_n, small, small_n)
         if "shopify" in parts:
