@@ -33,6 +33,12 @@ SHIPPED = [
     "cadence-nudge",
     "post-holiday",
     "birthday",
+    "feedback-reminder-clicked",
+    "feedback-reminder-last",
+    "no-clicks-another-chance",
+    "sales-follow-up",
+    "sales-follow-up-last",
+    "first-order-anniversary",
 ]
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.delivery_support import free_port
 from winback.workspace import Workspace
@@ -61,6 +62,7 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
+@pytest.mark.slow
 def test_a_killed_engine_process_is_reported_and_started_again(
     sqlite_workspace: Workspace,
 ) -> None:

@@ -562,6 +562,7 @@ def test_an_entry_applied_again_after_a_crash_changes_nothing(
     assert sorted(_event_keys(workspace)) == ["api:v1", "api:v8"]
 
 
+@pytest.mark.slow
 def test_every_acknowledged_event_is_stored_once_across_kill_9(
     workspace: Workspace, tmp_path: Path
 ) -> None:

@@ -66,6 +66,7 @@ def test_init_without_a_terminal_keeps_defaults_and_says_so(tmp_path: Path) -> N
     assert "Still at their defaults: shop_name, shop_url, mail_from, base_url" in made.stdout
 
 
+@pytest.mark.slow
 def test_init_refuses_bad_values_before_writing(tmp_path: Path) -> None:
     bad = winback("init", "shop", "--currency", "euro", "--base-url", "wb.example", cwd=tmp_path)
     assert bad.returncode == 2
@@ -73,6 +74,7 @@ def test_init_refuses_bad_values_before_writing(tmp_path: Path) -> None:
     assert not (tmp_path / "shop" / "winback.toml").exists()
 
 
+@pytest.mark.slow
 def test_doctor_names_what_to_fix_then_passes(tmp_path: Path) -> None:
     assert winback("init", "shop", cwd=tmp_path).returncode == 0
     ws = tmp_path / "shop"
@@ -96,6 +98,7 @@ def test_doctor_names_what_to_fix_then_passes(tmp_path: Path) -> None:
     assert json.loads(good.stdout)["ok"] is True
 
 
+@pytest.mark.slow
 def test_run_refuses_a_remote_relay_with_loopback_links(tmp_path: Path) -> None:
     assert winback("init", "shop", cwd=tmp_path).returncode == 0
     ws = str(tmp_path / "shop")
@@ -133,6 +136,7 @@ def test_loopback_rules() -> None:
     check_can_send(remote.model_copy(update={"base_url": "https://wb.example"}))
 
 
+@pytest.mark.slow
 def test_summary_shows_the_workspace_currency(tmp_path: Path) -> None:
     assert winback("init", "shop", "--currency", "EUR", cwd=tmp_path).returncode == 0
     orders = tmp_path / "orders.csv"

@@ -18,7 +18,14 @@ from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from winback.errors import InvalidSetting
 from winback.masking import (
@@ -29,6 +36,7 @@ from winback.masking import (
     redact,
     secret_values,
 )
+from winback.sectors import DEFAULT_DORMANT_DAYS, SECTORS
 
 CONFIG_FILE = "winback.toml"
 ENV_PREFIX = "WINBACK_"
@@ -63,11 +71,19 @@ class Settings(BaseModel):
         description="Region (ISO 3166 code such as `IT`) of imported phone numbers written "
         "without a country code; numbers are stored in E.164 (`+39...`).",
     )
+    sector: Literal[tuple(SECTORS)] | None = Field(  # type: ignore[valid-type]
+        None,
+        description="The shop's sector (" + ", ".join(SECTORS) + "). When `dormant_days` "
+        "is not set, it is the sector's inactivity window (about twice its typical "
+        "repurchase interval), and a customer with one order counts as `overdue` once "
+        "that interval has passed (table and sources in docs/settings.md#sectors).",
+    )
     dormant_days: int = Field(
-        90,
+        DEFAULT_DORMANT_DAYS,
         ge=1,
-        description="The fixed inactivity window in days (the seed's 90-day rule) used by the "
-        "default segments and the base summary.",
+        description="The fixed inactivity window in days used by the default segments, the "
+        "base summary and the base-health fixed rule: when not set, the `sector`'s window, "
+        "else the seed's 90 days.",
     )
     import_batch_size: int = Field(
         50_000,
@@ -214,6 +230,16 @@ class Settings(BaseModel):
     cluster_max_k: int = Field(
         8, ge=2, le=12, description="Largest number of clusters tried (k from 2 by silhouette)."
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _sector_window(cls, data: Any) -> Any:
+        """Without an explicit ``dormant_days``, the sector's window."""
+        if isinstance(data, dict) and data.get("dormant_days") is None:
+            sector = SECTORS.get(str(data.get("sector")))
+            if sector is not None:
+                data = {**data, "dormant_days": sector.dormant_days}
+        return data
 
     @field_validator("rfm_table")
     @classmethod

@@ -6,7 +6,9 @@ SMTP, HTTP or files):
 * :class:`~winback.clock.Clock`: the current instant (system, or fixed in tests and
   simulations);
 * :data:`ByteProgress` and :data:`StepProgress`: the callbacks through which long work
-  reports progress (the core never prints).
+  reports progress (the core never prints);
+* :class:`SegmentRefresh` and :class:`Delivering`: what an engine pass needs of the
+  segments and of delivery.
 """
 
 from __future__ import annotations
@@ -14,9 +16,17 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from winback.clock import Clock
+
+if TYPE_CHECKING:
+    import threading
+    from contextlib import AbstractContextManager
+    from datetime import datetime
+
+    from winback.delivery.worker import BatchReport
+    from winback.store.slices import SliceLog
 
 __all__ = [
     "ByteProgress",
@@ -197,3 +207,23 @@ class DeliveryFailed(Exception):
 
 #: The flow engine's name for where messages go.
 Sink = Channel
+
+
+class SegmentRefresh(Protocol):
+    """What a tick needs of the segments: bring materialised membership up to ``now``."""
+
+    def refresh(
+        self,
+        now: datetime | None = None,
+        *,
+        stop: threading.Event | None = None,
+        log: SliceLog | None = None,
+    ) -> object: ...
+
+
+class Delivering(Protocol):
+    """What a pass needs of delivery: hand the due outbox to the channels."""
+
+    def deliver_due(self, *, stop: threading.Event | None = None) -> BatchReport: ...
+
+    def keep_connections(self) -> AbstractContextManager[None]: ...

@@ -58,8 +58,12 @@ timezone = "{timezone}"
 # Currency of orders that name none, and of reports.
 currency = "{currency}"
 
-# The fixed inactivity window (days) of the default segments.
-dormant_days = 90
+# The shop's sector sets the default inactivity window (docs/settings.md#sectors):
+# grocery, pets, beauty, fashion, electronics, travel or furniture.
+# sector = "fashion"
+
+# The fixed inactivity window (days) of the default segments; unset: the sector's, else 90.
+# dormant_days = 90
 
 # Public URL of `winback serve`, used in tracking, unsubscribe and feedback links.
 # `winback run` and `serve` refuse to send through a remote relay while it is loopback.

@@ -197,3 +197,29 @@ def test_contact_flows_in_progress(sqlite_workspace: Workspace) -> None:
     assert entry["flow"] == "reactivation" and entry["step"] == "s2" and entry["step_kind"] == "if"
     assert entry["step_name"] == "Still dormant?"
     assert entry["wakes_at"] == T0 + 4 * DAY and entry["holdout"] is False
+
+
+def test_enable_with_backfill(sqlite_workspace: Workspace) -> None:
+    from datetime import UTC, datetime
+
+    from tests.flows.helpers import add_event
+
+    ws = sqlite_workspace
+    viewed, old = make_contacts(ws, 2, at=T0 - 400 * DAY)
+    now = datetime.now(UTC)
+    add_event(ws, viewed, "product_view", at=now - 3 * DAY)
+    add_event(ws, old, "product_view", at=now - 30 * DAY)
+    ws.flows.folder.mkdir(exist_ok=True)
+    (ws.flows.folder / "remind.yaml").write_text(
+        "name: Remind\ntrigger: {event: product_view}\nsteps:\n"
+        "  - send: {channel: email, template: day-0}\n  - wait: 4d\n"
+        "  - send: {channel: email, template: day-4}\n"
+    )
+    w = str(ws.path)
+    ws.close()
+    bad = runner.invoke(app, ["flows", "enable", "remind", "--backfill", "two weeks", "-w", w])
+    assert bad.exit_code != 0 and "--backfill" in bad.output
+    out = invoke("flows", "enable", "remind", "--backfill", "14d", "-w", w)
+    assert "Back-filled 1 contacts" in out
+    again = invoke("flows", "enable", "remind", "--backfill", "14d", "-w", w)
+    assert "enabled already" in again and "Pause it first" in again

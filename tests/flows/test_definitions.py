@@ -229,3 +229,18 @@ def test_the_step_table_is_the_flow_file_syntax() -> None:
         assert node.step_kind is kind
     with pytest.raises(DefinitionError, match="exactly one of send, wait, "):
         parse_definition({**BASE_DATA, "steps": [{"jump": "s0"}]}, path="x")
+
+
+def test_backfill_needs_an_event_or_tag_trigger() -> None:
+    from winback.flows.program import parse_definition
+
+    with pytest.raises(DefinitionError, match="entry.backfill needs an event or tag_added"):
+        parse_definition(
+            {
+                "name": "x",
+                "trigger": {"segment_entry": "Customers"},
+                "entry": {"backfill": "14d"},
+                "steps": [{"wait": "1d"}],
+            },
+            path="flows/x.yaml",
+        )

@@ -37,56 +37,6 @@ def _steps_of(ws: Workspace, flow: str, contact_id: int) -> list[str]:
         )
 
 
-def test_feedback_discount(workspace: Workspace) -> None:
-    ws = workspace
-    done_day1, clicked, silent, done_day4, no_consent = make_contacts(ws, 5, at=T0 - 100 * DAY)
-    ws.store.set_consent(no_consent, "email", False, at=T0 - DAY, source="test")
-    ws.flows.add("feedback-discount", now=T0 - HOUR)
-    ws.store.add_tag(
-        [done_day1, clicked, silent, done_day4, no_consent], "inactive", at=T0, source="import"
-    )
-
-    ws.flows.tick(T0)
-    add_event(ws, done_day1, "feedback_submitted", at=T0 + DAY)
-    add_event(ws, clicked, "email_clicked", at=T0 + DAY)
-    ws.flows.tick(T0 + DAY)
-    ws.flows.tick(T0 + 3 * DAY)
-    add_event(ws, done_day4, "feedback_submitted", at=T0 + 4 * DAY)
-    for day in (4, 7, 14):
-        ws.flows.tick(T0 + day * DAY)
-
-    sent = sent_to(ws, "feedback-discount")
-    assert sent[done_day1] == ["feedback-request", "feedback-coupon"]
-    assert sent[done_day4] == ["feedback-request", "feedback-reminder", "feedback-coupon"]
-    assert sent[clicked] == ["feedback-request", "feedback-reminder", "feedback-reminder"]
-    assert sent[silent] == ["feedback-request", "feedback-reminder", "feedback-reminder"]
-    assert no_consent not in sent
-    assert _steps_of(ws, "feedback-discount", clicked) == [
-        "request",
-        "reminder-clicked",
-        "reminder-2",
-    ]
-    assert _steps_of(ws, "feedback-discount", silent) == [
-        "request",
-        "reminder-unopened",
-        "reminder-2",
-    ]
-    assert _steps_of(ws, "feedback-discount", done_day4) == [
-        "request",
-        "reminder-unopened",
-        "await-2.then.2",
-    ]
-    state = entries(ws, "feedback-discount")
-    assert state[done_day1]["exit_reason"] == "feedback_completed"
-    assert state[done_day4]["exit_reason"] == "feedback_completed"
-    assert state[clicked]["status"] == state[silent]["status"] == "completed"
-    assert ws.store.tags_of(done_day1) == ["active"]
-    assert ws.store.tags_of(done_day4) == ["active"]
-    assert ws.store.tags_of(clicked) == ["inactive", "temporary_lost"]
-    assert ws.store.tags_of(silent) == ["inactive", "temporary_lost"]
-    assert ws.store.tags_of(no_consent) == ["inactive"]
-
-
 def test_browse_abandonment(workspace: Workspace) -> None:
     ws = workspace
     viewer, buyer, twice, no_consent = make_contacts(ws, 4, at=T0 - 100 * DAY)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -12,6 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from winback.cli._app import JsonOption, WorkspaceOption, app, console, print_json, workspace_from
+from winback.flows.fields import parse_duration
 from winback.flows.labels import in_order, labelled
 from winback.flows.service import library_templates
 
@@ -123,12 +124,48 @@ def validate(
         console.print("No flow files.")
 
 
+def _duration(value: str | None, option: str) -> timedelta | None:
+    if value is None:
+        return None
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint=option) from None
+
+
 @flows_app.command("enable")
-def enable(name: NameArg, workspace: WorkspaceOption = None) -> None:
+def enable(
+    name: NameArg,
+    backfill: Annotated[
+        str | None,
+        typer.Option(
+            "--backfill",
+            help="Event and tag flows: also enrol the contacts whose qualifying event falls "
+            "within this look-back (e.g. 14d), each at the step their timing calls for. "
+            "Default: the flow file's entry.backfill.",
+        ),
+    ] = None,
+    late_by: Annotated[
+        str | None,
+        typer.Option(
+            "--late-by",
+            help="With a back-fill: how late a message may still go out (default: the flow "
+            "file's entry.late_by, else 1d).",
+        ),
+    ] = None,
+    workspace: WorkspaceOption = None,
+) -> None:
     """Start or resume a flow."""
+    window = _duration(backfill, "--backfill")
+    late = _duration(late_by, "--late-by")
     with workspace_from(workspace) as ws:
-        ws.flows.enable(name)
-    console.print(f"Enabled {name}.")
+        was = {i.key: i.status for i in ws.flows.list()}
+        filled = ws.flows.enable(name, backfill=window, late_by=late)
+    if was.get(name) == "enabled":
+        note = " Pause it first to back-fill." if window else ""
+        console.print(f"{name} is enabled already: nothing changed.{note}")
+        return
+    console.print(f"Enabled {name}." + (f" Back-filled {filled} contacts." if window else ""))
 
 
 @flows_app.command("pause")

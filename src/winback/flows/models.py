@@ -86,6 +86,12 @@ class Schedule(FlowModel):
     segment: str | None = Field(None, description="Audience: members of this segment.")
     condition: Condition | None = Field(None, description="Audience: contacts matching this.")
     birthday: bool = Field(False, description="Audience: only contacts whose birthday is today.")
+    anniversary: Literal["first_order", "signup"] | None = Field(
+        None,
+        description="Audience: only contacts whose first order (`first_order`: "
+        "`first_purchase_at`) or sign-up (`signup`: `created_at`) was on today's date (UTC) "
+        "in an earlier year.",
+    )
     overdue: bool = Field(
         False,
         description="Audience: only contacts past their expected purchase interval "
@@ -143,6 +149,18 @@ class Entry(FlowModel):
         "never",
         description="`never`, `always` (once the previous stint is over) or `after <duration>`.",
     )
+    backfill: Duration | None = Field(
+        None,
+        description="Event and tag triggers: when the flow is enabled, contacts whose "
+        "qualifying event falls within this look-back enter as if the flow had been on, "
+        "each at the step their timing calls for (docs/flows.md#back-fill).",
+    )
+    late_by: Duration | None = Field(
+        None,
+        description="Back-fill: how long after its moment a step (a message) may still be "
+        "taken; a contact whose step is later than that skips a message or does not enter. "
+        "Default 1d.",
+    )
 
     @field_validator("reentry")
     @classmethod
@@ -199,6 +217,17 @@ class FlowDefinition(FlowModel):
     entry: Entry = Field(default_factory=Entry)
     goal: Goal | None = Field(None, description="Checked before every step.")
     steps: list[Step] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _backfill_trigger(self) -> FlowDefinition:
+        if self.entry.backfill is not None and not isinstance(
+            self.trigger, EventTrigger | TagAddedTrigger
+        ):
+            raise ValueError(
+                "entry.backfill needs an event or tag_added trigger (a segment_entry flow "
+                "says whether current members enter with include_existing)"
+            )
+        return self
 
 
 _NESTING: list[type[BaseModel]] = [*(kind.model for kind in KINDS), Branch, FlowDefinition]

@@ -26,10 +26,9 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Protocol, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -38,6 +37,7 @@ from winback.clock import Clock
 from winback.errors import WinbackError
 from winback.flows.engine import TickReport
 from winback.flows.status import EngineStatus
+from winback.ports import Delivering
 
 if TYPE_CHECKING:
     from winback.delivery.worker import BatchReport
@@ -170,14 +170,6 @@ def retry_delay(
     failed together do not retry together)."""
     base = min(cap, first * 2.0 ** min(failures - 1, 30))
     return base * (0.5 + 0.5 * (rng or random).random())
-
-
-class Delivering(Protocol):
-    """What a pass needs of delivery: hand the due outbox to the channels."""
-
-    def deliver_due(self, *, stop: threading.Event | None = None) -> BatchReport: ...
-
-    def keep_connections(self) -> AbstractContextManager[None]: ...
 
 
 class Passes:

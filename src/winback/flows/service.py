@@ -14,10 +14,10 @@ import builtins
 import shutil
 import threading
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from importlib import resources
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from sqlalchemy import Engine, and_, func, select, text, update
 
@@ -25,15 +25,18 @@ from winback.clock import Clock
 from winback.config import Settings
 from winback.errors import DefinitionError, NotFound
 from winback.flows import models as m
+from winback.flows.backfill import backfill as run_backfill
 from winback.flows.conditions import validate as validate_condition
 from winback.flows.engine import RunningFlow, StepRunner, TickReport
 from winback.flows.labels import step_label, step_labels
 from winback.flows.program import Program, compile_program, load_program, parse_definition
 from winback.flows.triggers import enroll, source_max_id
+from winback.ports import SegmentRefresh
 from winback.results import control
 from winback.results.winners import auto_splits, declared_winners
+from winback.sectors import SECTORS
 from winback.store.schema import flow_entries, flow_step_counts, flows, outbox
-from winback.store.slices import Pacer, SliceLog
+from winback.store.slices import Pacer
 
 #: Seconds a tick leaves the store to other writers after each write slice (see
 #: :mod:`winback.store.slices`).
@@ -70,18 +73,6 @@ def delivery_library() -> Path | None:
 
 def library_templates() -> list[str]:
     return sorted(p.name for p in library_root().iterdir() if (p / "flow.yaml").is_file())
-
-
-class SegmentRefresh(Protocol):
-    """What a tick needs of the segments: bring materialised membership up to ``now``."""
-
-    def refresh(
-        self,
-        now: datetime | None = None,
-        *,
-        stop: threading.Event | None = None,
-        log: SliceLog | None = None,
-    ) -> object: ...
 
 
 class Flows:
@@ -210,10 +201,20 @@ class Flows:
             raise NotFound(f"no flow {key!r} (flows in this workspace: {known})")
         return row
 
-    def enable(self, key: str, *, now: datetime | None = None) -> None:
+    def enable(
+        self,
+        key: str,
+        *,
+        now: datetime | None = None,
+        backfill: timedelta | None = None,
+        late_by: timedelta | None = None,
+    ) -> int:
         """Start (or resume) a flow. Triggers look only at what happens from now on, except
         that a segment-entry flow enabled for the first time with ``include_existing`` also
-        enrols the segment's current members."""
+        enrols the segment's current members, and that an event or tag flow with a
+        ``backfill`` window (the argument, else the flow file's ``entry.backfill``) enrols
+        the contacts of that look-back (:mod:`winback.flows.backfill`) in the same
+        transaction. Returns how many were back-filled (0 when it was enabled already)."""
         now = now or self.clock.now()
         self.sync(now)
         row = self._row(key)
@@ -225,8 +226,17 @@ class Flows:
                 wm_id = None if trigger.include_existing else (wm_id or 0)
             elif wm_id is None and not isinstance(trigger, m.ScheduleTrigger):
                 wm_id = 0
-            if row.status == "enabled":
-                return
+            # The row is locked until the back-fill commits: a second enable waits for it and
+            # then finds the flow enabled.
+            status = conn.execute(
+                select(flows.c.status).where(flows.c.id == row.id).with_for_update()
+            ).scalar()
+            if status == "enabled":
+                return 0
+            window = backfill if backfill is not None else program.definition.entry.backfill
+            filled = 0
+            if window:
+                filled = run_backfill(conn, row.id, program, now, window, late_by)
             conn.execute(
                 update(flows)
                 .where(flows.c.id == row.id)
@@ -238,6 +248,7 @@ class Flows:
                     updated_at=now,
                 )
             )
+        return filled
 
     def pause(self, key: str, *, now: datetime | None = None) -> None:
         """Stop a flow: no steps advance and triggers enrol no one until it is enabled."""
@@ -355,6 +366,8 @@ class Flows:
     def _enroll(self, flow: RunningFlow, now: datetime, report: TickReport) -> int:
         """Enrol the flow's new candidates in write slices; returns how many entered."""
         runner, tz = self.runner, self.settings.timezone
+        sector = SECTORS.get(self.settings.sector or "")
+        repurchase = sector.repurchase_days if sector is not None else None
         start = runner.start_plan(flow, now)
         key = ("enrol", flow.id)
         entered = 0
@@ -362,7 +375,15 @@ class Flows:
             window = runner.pacer.rows(key)
             with runner.pacer.slice(key, window, runner.log) as piece:
                 with runner.transaction() as conn:
-                    done = enroll(conn, flow, now, default_timezone=tz, start=start, window=window)
+                    done = enroll(
+                        conn,
+                        flow,
+                        now,
+                        default_timezone=tz,
+                        start=start,
+                        window=window,
+                        repurchase_days=repurchase,
+                    )
                 piece.rows = done.span
             entered += done.entered
             if done.done:

@@ -109,10 +109,13 @@ def enroll(
     default_timezone: str,
     start: Start | None = None,
     window: int | None = None,
+    repurchase_days: int | None = None,
 ) -> Enrolment:
     """Enrol the flow's new candidates, at most ``window`` source ids of them (None: all).
     With ``start`` (:meth:`StepRunner.start_plan`) they enrol past the first step, a send,
-    whose messages are queued and outcome counted in this same transaction."""
+    whose messages are queued and outcome counted in this same transaction.
+    ``repurchase_days`` (the shop sector's interval) makes customers with one order
+    ``overdue`` once that many days have passed since it."""
     row = conn.execute(
         select(flows.c.status, flows.c.watermark_id, flows.c.watermark_at)
         .where(flows.c.id == flow.id)
@@ -130,7 +133,9 @@ def enroll(
         fired = last_firing(trigger.schedule, flow.watermark_at, now, default_timezone)
         new_wm_at, new_wm_id = now, None
         if fired is not None:
-            candidates = _audience(conn, flow, trigger.schedule, fired, now, default_timezone)
+            candidates = _audience(
+                conn, flow, trigger.schedule, fired, now, default_timezone, repurchase_days
+            )
             top = int(conn.execute(select(func.max(contacts.c.id))).scalar() or 0)
             low = flow.watermark_id or 0
             high = top if window is None else min(top, low + window)
@@ -221,6 +226,7 @@ def _audience(
     fired: date,
     now: datetime,
     default_timezone: str,
+    repurchase_days: int | None = None,
 ) -> Any:
     conds: list[ColumnElement[bool]] = []
     if schedule.segment:
@@ -252,9 +258,28 @@ def _audience(
         else:
             md = func.strftime("%m-%d", contacts.c.birthday)
         conds.append(md == month_day)
+    if schedule.anniversary is not None:
+        conds.append(anniversary(conn, schedule.anniversary, fired))
     if schedule.overdue:
-        conds.append(overdue(conn, now))
+        conds.append(overdue(conn, now, repurchase_days))
     return select(contacts.c.id).where(*conds)
+
+
+#: The contact column each anniversary counts from.
+ANNIVERSARY_COLUMNS = {"first_order": "first_purchase_at", "signup": "created_at"}
+
+
+def anniversary(conn: Connection, kind: str, day: date) -> ColumnElement[bool]:
+    """Contacts whose first order or sign-up (UTC date) was on ``day``'s month and day in
+    an earlier year."""
+    column = contacts.c[ANNIVERSARY_COLUMNS[kind]]
+    if conn.dialect.name == "postgresql":
+        utc = func.timezone("UTC", column)
+        month_day: Any = func.to_char(utc, "MM-DD")
+        year: Any = func.to_char(utc, "YYYY")
+    else:
+        month_day, year = func.strftime("%m-%d", column), func.strftime("%Y", column)
+    return and_(month_day == day.strftime("%m-%d"), year < day.strftime("%Y"))
 
 
 def _days_between(conn: Connection, early: Any, late: Any) -> Any:
@@ -263,10 +288,13 @@ def _days_between(conn: Connection, early: Any, late: Any) -> Any:
     return func.julianday(late) - func.julianday(early)
 
 
-def overdue(conn: Connection, now: datetime) -> ColumnElement[bool]:
+def overdue(
+    conn: Connection, now: datetime, repurchase_days: int | None = None
+) -> ColumnElement[bool]:
     """Past the expected purchase interval: the analytics' ``days_overdue`` when present,
-    else the contact's own median interval between orders (set-based, window functions).
-    At a past instant (:func:`winback.segments.history.in_past`) only the orders up to
+    else the contact's own median interval between orders (set-based, window functions),
+    else, for a customer with a single order and a shop ``sector``, the sector's typical
+    repurchase interval (``repurchase_days``). At a past instant (:func:`winback.segments.history.in_past`) only the orders up to
     ``now`` and an analysis made by then count."""
     past = in_past()
     o: Any = orders
@@ -308,7 +336,19 @@ def overdue(conn: Connection, now: datetime) -> ColumnElement[bool]:
             _days_between(conn, value(c2, "last_purchase_at"), at(now)) > median.c.median,
         )
     )
-    return or_(value(contacts, "days_overdue") > 0, contacts.c.id.in_(by_median))
+    rules: list[ColumnElement[bool]] = [
+        value(contacts, "days_overdue") > 0,
+        contacts.c.id.in_(by_median),
+    ]
+    if repurchase_days is not None:
+        rules.append(
+            and_(
+                value(contacts, "days_overdue").is_(None),
+                value(contacts, "orders_count") == 1,
+                value(contacts, "last_purchase_at") < at(now - timedelta(days=repurchase_days)),
+            )
+        )
+    return or_(*rules)
 
 
 def _insert_entries(
