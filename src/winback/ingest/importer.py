@@ -1,6 +1,7 @@
 """The import loop shared by contacts, orders and events.
 
-Streams records from a reader in batches of ``import_batch_size``; each batch is parsed,
+Streams records from a reader in batches of ``import_batch_size`` (the first ones smaller,
+see :data:`FIRST_BATCH`); each batch is parsed,
 written in its own transaction (or, for kinds that offer ``unit`` on PostgreSQL, staged
 into a commit unit of ``import_commit_rows`` rows written as one transaction), and reported
 to the optional progress callback as ``(bytes_read, file_size)``. The core never prints. Bad rows go to the reject file and the
