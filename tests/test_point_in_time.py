@@ -31,7 +31,7 @@ def _shop(ws: Workspace) -> dict[str, int]:
     """a: orders 120 and 10 days ago; b: first order 5 days ago; c: a page view 50 days ago
     and a (human) open 20 days ago, a machine open 40 days ago; d: tagged vip 40 days ago,
     untagged 15 days ago; e: email consent imported today, unsubscribed 25 days ago."""
-    ids = {name: add_contact(ws, name) for name in "abcde"}
+    ids = {name: add_contact(ws, name, created_at=T0 - 200 * D) for name in "abcde"}
     add_order(ws, ids["a"], T0 - 120 * D, 10.0)
     add_order(ws, ids["a"], T0 - 10 * D, 10.0)
     add_order(ws, ids["b"], T0 - 5 * D, 50.0)
@@ -249,3 +249,68 @@ def test_analysis_as_of_a_past_day_reads_engagement_up_to_it(shop: Workspace) ->
     assert then.last_visit[0] == an.day_of((T0 - 50 * D).date())
     now = ws.analytics.engagement_at(s, an.day_of(T0.date()))
     assert now.last_open[0] == an.day_of((T0 - 20 * D).date())
+
+
+NEVER_BOUGHT = "name: Never purchased\nattribute: orders_count\neq: 0\n"
+
+
+def _newcomers(ws: Workspace) -> None:
+    """old: created 100 days ago, nothing else; new: created 20 days ago; imported: created
+    today (an import without created_at) with an order 50 days ago; tagged: created today,
+    tagged 70 days ago; buyer: created 100 days ago, first order 5 days ago."""
+    (ws.path / "segments").mkdir(exist_ok=True)
+    (ws.path / "segments" / "never.yaml").write_text(NEVER_BOUGHT, encoding="utf-8")
+    add_contact(ws, "old", created_at=T0 - 100 * D)
+    add_contact(ws, "new", created_at=T0 - 20 * D)
+    add_order(ws, add_contact(ws, "imported", created_at=T0), T0 - 50 * D)
+    ws.store.add_tag([add_contact(ws, "tagged", created_at=T0)], "x", at=T0 - 70 * D, source="t")
+    add_order(ws, add_contact(ws, "buyer", created_at=T0 - 100 * D), T0 - 5 * D)
+
+
+def test_contacts_created_after_an_instant_are_not_members_then(workspace: Workspace) -> None:
+    """A contact exists from its first record (created_at, or an earlier order, event, tag
+    or consent change): before it, no segment has it, "never purchased" included."""
+    _newcomers(workspace)
+    expected = {
+        # days before T0: (Never purchased, Customers, Not Active Users)
+        120: (set(), set(), set()),
+        80: ({"old", "buyer"}, set(), {"old", "buyer"}),
+        40: ({"old", "buyer", "tagged"}, {"imported"}, {"old", "buyer", "tagged", "imported"}),
+        10: ({"old", "new", "buyer", "tagged"}, {"imported"}, {"old", "new", "buyer", "tagged", "imported"}),
+        0: ({"old", "new", "tagged"}, {"imported", "buyer"}, {"old", "new", "buyer", "tagged", "imported"}),
+    }  # fmt: skip
+    for days_before, (never, customers, inactive) in expected.items():
+        got = _members(workspace, T0 - days_before * D)
+        assert got["Never purchased"] == never, days_before
+        assert got["Customers"] == customers, days_before
+        assert got["Not Active Users"] == inactive, days_before
+    with workspace.engine.connect() as conn:  # no condition reads a fact after T0 - 30 days,
+        assert needs_history(conn, [], T0 - 30 * D)  # but a contact was created later
+        assert not needs_history(conn, [], T0)
+
+
+REPLAY_FLOW = """
+name: Welcome
+trigger: {segment_entry: Never purchased}
+entry: {reentry: never}
+steps:
+  - add_tag: welcomed
+"""
+
+
+@pytest.mark.slow
+def test_a_replay_never_enrols_a_contact_created_later(workspace: Workspace) -> None:
+    from winback.flows.simulate import simulate
+
+    ws = workspace
+    _newcomers(ws)
+    ws.flows.folder.mkdir(exist_ok=True)
+    (ws.flows.folder / "welcome.yaml").write_text(REPLAY_FLOW, encoding="utf-8")
+    ws.flows.enable("welcome", now=T0 - 100 * D)
+    # From 40 days ago for 10 days: "new" (created 20 days ago) does not exist yet.
+    result = simulate(ws, "welcome", start=T0 - 40 * D, days=10)
+    assert result.backtest is not None and result.backtest.replay
+    assert result.entered == 3  # old, buyer (its order lies ahead) and tagged
+    # Over the last 15 days "new" exists; "buyer" bought 5 days ago.
+    later = simulate(ws, "welcome", start=T0 - 15 * D, days=5)
+    assert later.entered == 4

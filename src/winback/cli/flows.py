@@ -301,7 +301,7 @@ def print_backtest(bt: dict[str, Any]) -> None:
             f"{base['expected_buyers']:.1f} buyers, {base['expected_orders']:.1f} orders expected"
         )
     if bt["estimated_lift"] is not None:
-        line = f"estimated lift: {bt['estimated_lift']:+.1%}"
+        line = f"estimated lift: {bt['estimated_lift'] * 100:+.1f} points"
         if bt["true_lift"] is not None:
-            line += f"   true lift (ground truth): {bt['true_lift']:+.1%}"
+            line += f"   true lift (ground truth): {bt['true_lift'] * 100:+.1f} points"
         console.print(line)

@@ -52,7 +52,7 @@ from winback.flows.conditions import compile_sql
 from winback.flows.engine import RunningFlow, Start
 from winback.flows.local_time import zone_or_default
 from winback.results import control
-from winback.segments.history import column_at, in_past
+from winback.segments.history import column_at, existed_at, in_past
 from winback.store.schema import (
     contacts,
     control_group,
@@ -363,6 +363,8 @@ def _insert_entries(
     conds: list[ColumnElement[bool]] = [contacts.c.id.in_(candidates)]
     if contact_window is not None:
         conds += [contacts.c.id > contact_window[0], contacts.c.id <= contact_window[1]]
+    if in_past():  # a replay enrols only the contacts that existed at ``now``
+        conds.append(existed_at(contacts, now))
     if entry.consent:
         name = f"{entry.consent}_consent"
         consent = column_at(name, contacts, now) if in_past() else contacts.c[name]

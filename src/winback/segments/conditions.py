@@ -475,13 +475,13 @@ def compile_condition(
     agree by construction; see :func:`winback.segments.refresh.inlinable`).
 
     ``history=True`` evaluates at ``now`` from the rows (orders, events, tag history, consent
-    log) stamped at or before ``now`` instead of the contact's current columns (see
-    :mod:`winback.segments.history`); None takes :func:`winback.segments.history.in_past`,
-    set around a flow pass at a past instant.
+    log) stamped at or before ``now`` instead of the contact's current columns, and only for
+    the contacts that existed then (see :mod:`winback.segments.history`); None takes
+    :func:`winback.segments.history.in_past`, set around a flow pass at a past instant.
     """
     past = pit.in_past() if history is None else history
     if contact_id is contacts.c.id:
-        return _Compiler(
+        matched = _Compiler(
             now,
             contact_id,
             entered_at,
@@ -492,10 +492,13 @@ def compile_condition(
             inline_segments,
             past,
         ).compile(cond)
+        return and_(pit.existed_at(contacts, now), matched) if past else matched
     row = contacts.alias()
     inner = _Compiler(
         now, row.c.id, entered_at, row, use_maintained, segment_ids, scan, inline_segments, past
     ).compile(cond)
+    if past:
+        inner = and_(pit.existed_at(row, now), inner)
     return exists(
         select(literal(1))
         .select_from(row)

@@ -25,6 +25,12 @@ in the past, a backtest from a past start) each of them is computed from its row
 Event conditions read ``events``/``orders`` with the same ``<= T`` bound. Profile fields
 (names, email, birthday, custom attributes) have no history and are read as stored.
 
+Only the contacts that existed at ``T`` are evaluated (:func:`existed_at`). A contact exists
+from its first record: its ``created_at``, or an earlier order, event, tag change or consent
+change (an import without ``created_at`` stamps the import's time, and contacts created by
+an order or event import take that row's time, so the shop's own history goes first). A
+contact with no ``created_at`` is taken to have existed always.
+
 :func:`needs_history` decides, with a few indexed ``max()`` look-ups, whether the fast path
 (the current columns) is exact at ``T``.
 """
@@ -37,7 +43,7 @@ from contextvars import ContextVar
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, case, func, select
+from sqlalchemy import ColumnElement, Connection, case, exists, func, literal, or_, select
 
 from winback.channels import CONSENT_CHANNELS
 from winback.clock import as_utc
@@ -105,6 +111,34 @@ def column_at(name: str, contact: Any, at: datetime) -> ColumnElement[Any]:
         column = contact.c[name]
         return case((contact.c.analyzed_at <= at, column), else_=None)
     return contact.c[name]  # type: ignore[no-any-return]
+
+
+def existed_at(contact: Any, at: datetime) -> ColumnElement[bool]:
+    """Whether the contact row ``contact`` existed at ``at``: created at or before it, or
+    with an order, event, tag change or consent change stamped at or before it (each an
+    indexed probe by contact)."""
+    cid = contact.c.id
+    created = contact.c.created_at
+    probes: list[ColumnElement[bool]] = [created.is_(None), created <= at]
+    for table, stamp in (
+        (orders, "ordered_at"),
+        (events, "occurred_at"),
+        (tag_history, "at"),
+        (consent_log, "at"),
+    ):
+        t = table.alias()
+        probes.append(
+            exists(
+                select(literal(1)).where(t.c.contact_id == cid, t.c[stamp] <= at)
+            ).correlate_except(t)
+        )
+    return or_(*probes)
+
+
+def created_after(conn: Connection, at: datetime) -> bool:
+    """Whether some contact was created after ``at`` (then :func:`existed_at` may drop it)."""
+    query = select(exists().where(contacts.c.created_at > at))
+    return bool(conn.execute(query).scalar())
 
 
 def consent_at(channel: str, contact: Any, at: datetime) -> ColumnElement[Any]:
@@ -236,9 +270,12 @@ def horizon(conn: Connection, conds: Iterable[Condition]) -> datetime | None:
 
 def needs_history(conn: Connection, conds: Iterable[Condition], at: datetime) -> bool:
     """Whether evaluating ``conds`` at ``at`` must read history: some fact they read is
-    stamped after ``at``, so the current columns would see the future."""
+    stamped after ``at``, so the current columns would see the future, or a contact was
+    created after it."""
     latest = horizon(conn, conds)
-    return latest is not None and latest > as_utc(at)
+    if latest is not None and latest > as_utc(at):
+        return True
+    return created_after(conn, as_utc(at))
 
 
 #: Whether conditions compiled without an explicit ``history`` evaluate a past instant.
@@ -268,6 +305,8 @@ __all__ = [
     "HISTORICAL",
     "column_at",
     "consent_at",
+    "created_after",
+    "existed_at",
     "horizon",
     "needs_history",
     "sources",
