@@ -19,7 +19,9 @@ A second comparison imports a Shopify orders export (one row per line item, 1 to
 per order, statuses and refunds as Shopify writes them) with ``--preset shopify``, matched by
 email against the preloaded customers, against the raw limit inserting the same orders.
 ``WINBACK_BENCH_SHOPIFY_ROWS`` sets its size in file rows (default 20,000; the issue's figure
-is 10,000,000).
+is 10,000,000), ``WINBACK_BENCH_SHOPIFY_SMALL_ROWS`` the small file's (default a tenth), on
+which only the preset runs, for memory. ``WINBACK_BENCH_PARTS`` (``canonical,shopify``)
+picks the comparisons.
 """
 
 from __future__ import annotations
@@ -322,18 +324,24 @@ def run(quick: bool) -> dict[str, Any]:
     WORK.mkdir(exist_ok=True)
     big_n = int(os.environ.get("WINBACK_BENCH_ROWS", 200_000 if quick else 10_000_000))
     small_n = int(os.environ.get("WINBACK_BENCH_SMALL_ROWS", 50_000 if quick else 1_000_000))
-    big = generate(WORK / f"orders-{big_n}.csv", big_n)
-    small = generate(WORK / f"orders-{small_n}.csv", small_n)
+    parts = os.environ.get("WINBACK_BENCH_PARTS", "canonical,shopify").split(",")
     figures: dict[str, Any] = {"rows": big_n, "small_rows": small_n}
     dbs = os.environ.get("WINBACK_BENCH_DBS", "sqlite,postgres").split(",")
     cluster = PostgresCluster().start() if "postgres" in dbs else None
     try:
-        for db in dbs:
-            figures[db] = _one_database(db, cluster, big, big_n, small, small_n)
-        shopify_n = int(os.environ.get("WINBACK_BENCH_SHOPIFY_ROWS", 20_000))
-        export, canonical, orders = generate_shopify(WORK / f"shopify-{shopify_n}.csv", shopify_n)
-        for db in dbs:
-            figures[f"{db}_shopify"] = _shopify(db, cluster, export, canonical, shopify_n, orders)
+        if "canonical" in parts:
+            big = generate(WORK / f"orders-{big_n}.csv", big_n)
+            small = generate(WORK / f"orders-{small_n}.csv", small_n)
+            for db in dbs:
+                figures[db] = _one_database(db, cluster, big, big_n, small, small_n)
+        if "shopify" in parts:
+            shopify_n = int(os.environ.get("WINBACK_BENCH_SHOPIFY_ROWS", 20_000))
+            small_shop = int(os.environ.get("WINBACK_BENCH_SHOPIFY_SMALL_ROWS", shopify_n // 10))
+            files = [
+                generate_shopify(WORK / f"shopify-{n}.csv", n) for n in (shopify_n, small_shop)
+            ]
+            for db in dbs:
+                figures[f"{db}_shopify"] = _shopify(db, cluster, files, (shopify_n, small_shop))
     finally:
         if cluster is not None:
             cluster.stop()
@@ -408,21 +416,32 @@ def _one_database(
 
 
 def _shopify(
-    db: str, cluster: Any, export: Path, canonical: Path, rows: int, orders: int
+    db: str,
+    cluster: Any,
+    files: list[tuple[Path, Path, int]],
+    sizes: tuple[int, int],
 ) -> dict[str, Any]:
-    """The Shopify export with the preset against the raw insert of its counted orders."""
-    customers = max(rows // 20, 1)
+    """The Shopify export with the preset against the raw insert of its counted orders, on
+    the full file, and the preset alone on the small file (for memory)."""
+    (export, canonical, orders), (small_export, _small_canonical, _small_orders) = files
+    rows, small_rows = sizes
     found: dict[str, Any] = {}
-    for name, args in (("shopify", ("shopify", "--file", str(export))), ("rawshop", ())):
-        store, url = _fresh_store(db, name, cluster, customers)
-        if name == "shopify":
-            found[name] = _spawn(*args[:1], "--workspace", str(store), *args[1:])
+    runs = (
+        ("shopify", rows, ("shopify", "--file", str(export))),
+        ("rawshop", rows, ("raw", "--file", str(canonical))),
+        ("shopsmall", small_rows, ("shopify", "--file", str(small_export))),
+    )
+    for name, size, (mode, *args) in runs:
+        store, url = _fresh_store(db, name, cluster, max(size // 20, 1))
+        if mode == "shopify":
+            found[name] = _spawn(mode, "--workspace", str(store), *args)
         else:
-            found[name] = _spawn("raw", "--url", url, "--file", str(canonical))
+            found[name] = _spawn(mode, "--url", url, *args)
+        print(f"{db:9} {name:9} {json.dumps(found[name])}", flush=True)
         shutil.rmtree(store, ignore_errors=True)
         if db == "postgres":
             cluster_drop(cluster, f"bench_{name}")
-    ours, raw = found["shopify"], found["rawshop"]
+    ours, raw, small = found["shopify"], found["rawshop"], found["shopsmall"]
     # Both rates in orders per second: ours stores every order (counted or not), the raw
     # limit only the counted ones it was given.
     ours_rate, raw_rate = ours["rows"] / ours["seconds"], raw["rows"] / raw["seconds"]
@@ -430,16 +449,30 @@ def _shopify(
         "file_rows": rows,
         "orders": orders,
         "imported": ours["rows"],
+        "raw_inserted": raw["rows"],
         "ours_orders_per_s": round(ours_rate),
         "raw_orders_per_s": round(raw_rate),
         "ratio": round(ours_rate / raw_rate, 3),
+        "ours_seconds": round(ours["seconds"], 2),
+        "raw_seconds": round(raw["seconds"], 2),
+        "ours_cpu_seconds": ours["cpu_seconds"],
+        "raw_cpu_seconds": raw["cpu_seconds"],
+        # CPU per order, raw over ours (in-process CPU only: on PostgreSQL the server's
+        # share is in neither figure).
+        "cpu_ratio": round(
+            (raw["cpu_seconds"] / raw["rows"]) / (ours["cpu_seconds"] / ours["rows"]), 3
+        ),
         "ours_peak_rss_mb": ours["peak_rss_mb"],
+        "raw_peak_rss_mb": raw["peak_rss_mb"],
+        "small_file_rows": small_rows,
+        "ours_small_peak_rss_mb": small["peak_rss_mb"],
         "rejected": ours["rejected"],
     }
     print(
         f"{db:9} shopify {rows:,} rows, {orders:,} orders: ours {f['ours_orders_per_s']:,} "
-        f"orders/s, raw {f['raw_orders_per_s']:,} orders/s, ratio {f['ratio']:.0%}, peak "
-        f"memory {f['ours_peak_rss_mb']} MB",
+        f"orders/s, raw {f['raw_orders_per_s']:,} orders/s, ratio {f['ratio']:.0%} "
+        f"(CPU per order {f['cpu_ratio']:.0%}); peak memory {f['ours_small_peak_rss_mb']} MB "
+        f"at {small_rows:,} rows vs {f['ours_peak_rss_mb']} MB at {rows:,} rows",
         flush=True,
     )
     return f

@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import func, select, text
 
 from winback.errors import InvalidMapping, MissingColumns, NothingImported, UnreadableFile
+from winback.ingest.importer import FIRST_BATCH
 from winback.store.schema import consent_log, contacts, events, imports, orders
 from winback.workspace import Workspace
 
@@ -455,6 +456,23 @@ def test_progress_reports_bytes(sqlite_workspace: Workspace, tmp_path: Path) -> 
     size = path.stat().st_size
     assert seen[-1] == (size, size) and len(seen) >= 2
     assert all(total == size and 0 <= done <= size for done, total in seen)
+
+
+def test_writing_starts_after_the_first_small_batch(
+    sqlite_workspace: Workspace, tmp_path: Path
+) -> None:
+    """With the default batch size a 7,000-row file is still written in batches of 2,000,
+    4,000 and 1,000 rows (one progress report each, then the end), so the writer does not
+    wait for the whole file to be parsed."""
+    assert FIRST_BATCH == 2_000 and sqlite_workspace.settings.import_batch_size >= 7_000
+    path = write(
+        tmp_path / "orders.csv",
+        HEADER + "".join(f"o{i},c{i % 500},2024-01-01,1,,,\n" for i in range(7_000)),
+    )
+    seen: list[int] = []
+    report = sqlite_workspace.imports.orders(path, progress=lambda done, total: seen.append(done))
+    assert report.imported == 7_000 and len(order_ids(sqlite_workspace)) == 7_000
+    assert len(seen) == 4 and seen[0] < seen[1] < seen[2] == seen[3] == path.stat().st_size
 
 
 def test_sqlite_timestamps_use_the_fixed_width_format(

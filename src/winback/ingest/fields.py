@@ -39,6 +39,13 @@ def is_empty(value: Any) -> bool:
     return value is None or (isinstance(value, str) and not value.strip())
 
 
+class ItemsJson(str):
+    """An order's items as JSON text written by this program's own encoder (a preset's
+    grouped line items): known to be a JSON list, so the orders parser need not decode it."""
+
+    __slots__ = ()
+
+
 def text(value: Any, *, max_length: int = 255) -> str | None:
     """A text cell: stripped, at most ``max_length`` characters, valid Unicode."""
     if is_empty(value):

@@ -1,6 +1,7 @@
 """The import loop shared by contacts, orders and events.
 
-Streams records from a reader in batches of ``import_batch_size``; each batch is parsed,
+Streams records from a reader in batches of ``import_batch_size`` (the first ones smaller,
+see :data:`FIRST_BATCH`); each batch is parsed,
 written in its own transaction (or, for kinds that offer ``unit`` on PostgreSQL, staged
 into a commit unit of ``import_commit_rows`` rows written as one transaction), and reported
 to the optional progress callback as ``(bytes_read, file_size)``. The core never prints. Bad rows go to the reject file and the
@@ -366,17 +367,26 @@ class _Handoff:
         return False
 
 
+#: Rows of the first batch: the writer starts as soon as these are parsed instead of waiting
+#: for a full batch (each further batch is twice the previous one, up to the batch size).
+FIRST_BATCH = 2_000
+
+
 def _produce(reader: Reader, kind: Kind, size: int, handoff: _Handoff) -> None:
-    """Parse batches of ``size`` rows into ``handoff``, then :data:`_DONE` (or the error)."""
+    """Parse batches of up to ``size`` rows into ``handoff``, then :data:`_DONE` (or the
+    error). The first batches are smaller (:data:`FIRST_BATCH`, doubling) so that writing
+    overlaps parsing from the start, also in a file of a single batch."""
     try:
         batch = ParsedBatch([], [], 0, 0)
+        limit = min(size, FIRST_BATCH)
         for record in reader.records():
             batch.add(record, kind)
-            if batch.full(size):
+            if batch.full(limit):
                 batch.bytes_read = reader.bytes_read()
                 if not handoff.put(batch):
                     return
                 batch = ParsedBatch([], [], 0, 0)
+                limit = min(size, limit * 2)
         batch.bytes_read = reader.size
         if handoff.put(batch):
             handoff.put(_DONE)

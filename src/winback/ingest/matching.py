@@ -32,6 +32,8 @@ from winback.ingest.readers import Record, show_value
 from winback.store.schema import contacts
 
 MODES = ("id", "email")
+#: Cell texts whose normalised address is remembered (cleared when full: memory stays flat).
+ADDRESS_CACHE = 100_000
 
 
 def normalise_email(value: Any) -> str | None:
@@ -56,7 +58,7 @@ def wrap(kind: Kind, columns: list[str], mapping: Mapping[str, str], mode: str) 
     return kind
 
 
-@dataclass
+@dataclass(slots=True)
 class Matched:
     """A parsed row of the wrapped kind, its address, and whether it finds its contact by
     that address (else by its customer id)."""
@@ -83,6 +85,7 @@ class EmailMatched:
 
     def bind(self, columns: list[str], index: dict[str, int], ctx: Context) -> None:
         self.i_email = index.get("email")
+        self.addresses: dict[str, str] = {}  # cell text -> normalised address (exports repeat)
         self.i_customer = index.get("customer_id")
         if self.i_email is None and self.i_customer is None:
             raise MissingColumns(
@@ -102,10 +105,17 @@ class EmailMatched:
         v = record.values
         email: str | None = None
         if self.i_email is not None:
-            try:
-                email = normalise_email(v[self.i_email])
-            except FieldError as e:
-                return Reject(record.line, "email", show_value(v[self.i_email]), e.reason)
+            raw = v[self.i_email]
+            email = self.addresses.get(raw) if type(raw) is str else None
+            if email is None:
+                try:
+                    email = normalise_email(raw)
+                except FieldError as e:
+                    return Reject(record.line, "email", show_value(raw), e.reason)
+                if email is not None and type(raw) is str:
+                    if len(self.addresses) >= ADDRESS_CACHE:
+                        self.addresses.clear()
+                    self.addresses[raw] = email
         given = None
         if self.i_customer is not None:
             try:

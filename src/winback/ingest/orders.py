@@ -160,9 +160,13 @@ class Orders:
                     currency = given.upper()
             items = None
             if self.i_items is not None:
-                items = v[self.i_items].strip() or None
-                if items is not None and not isinstance(json.loads(items), list | dict):
-                    return self.checked(record)
+                given_items = v[self.i_items]
+                if type(given_items) is fields.ItemsJson:
+                    items = str(given_items)
+                else:
+                    items = given_items.strip() or None
+                    if items is not None and not isinstance(json.loads(items), list | dict):
+                        return self.checked(record)
             tail = self._tail(v)
             if tail is None:
                 return self.checked(record)

@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from operator import itemgetter
 from typing import Any
 
+from winback.ingest.fields import ItemsJson
 from winback.ingest.presets import Columns, cell
 from winback.ingest.presets._values import phone, timestamp, yes_no
 from winback.ingest.readers import Record
@@ -56,65 +58,98 @@ def order_status(financial: str, cancelled_at: str) -> str:
     return FINANCIAL_STATUS.get(word, word)
 
 
+#: The export's columns an order row is made of, in the order :meth:`_OrderRows.cells`
+#: returns them.
+NAME, EMAIL, FINANCIAL, CREATED, TOTAL, CURRENCY, CODE, REFUNDED, CANCELLED = range(9)
+QTY, ITEM_NAME, PRICE, SKU, ID = range(9, 14)
+_HEADERS: tuple[tuple[str, bool], ...] = (  # (header, needed)
+    ("Name", True),
+    ("Email", True),
+    ("Financial Status", True),
+    ("Created at", True),
+    ("Total", True),
+    ("Currency", False),
+    ("Discount Code", False),
+    ("Refunded Amount", False),
+    ("Cancelled at", False),
+    ("Lineitem quantity", False),
+    ("Lineitem name", False),
+    ("Lineitem price", False),
+    ("Lineitem sku", False),
+    ("Id", False),
+)
+_ENCODER = json.JSONEncoder(ensure_ascii=False)
+
+
 class _OrderRows:
     """The export's columns, and an order row from its first line and its line items."""
 
     def __init__(self, cols: Columns) -> None:
-        self.name = cols.need("Name")
-        self.email = cols.need("Email")
-        self.financial = cols.need("Financial Status")
-        self.created = cols.need("Created at")
-        self.total = cols.need("Total")
-        self.currency = cols.find("Currency")
-        self.code = cols.find("Discount Code")
-        self.refunded = cols.find("Refunded Amount")
-        self.cancelled = cols.find("Cancelled at")
-        self.qty = cols.find("Lineitem quantity")
-        self.item_name = cols.find("Lineitem name")
-        self.price = cols.find("Lineitem price")
-        self.sku = cols.find("Lineitem sku")
-        self.id = cols.find("Id")
+        self.positions = [cols.need(h) if needed else cols.find(h) for h, needed in _HEADERS]
+        present = [i for i in self.positions if i is not None]
+        self.width = 1 + max(present)
+        self.pick = itemgetter(*present)
+        self.complete_layout = len(present) == len(self.positions)
+        # Where each cell is among the picked ones (None: a column the export lacks).
+        slot = iter(range(len(present)))
+        self.slots = [None if i is None else next(slot) for i in self.positions]
 
-    def item(self, v: list[Any]) -> dict[str, Any] | None:
-        name, sku = cell(v, self.item_name), cell(v, self.sku)
+    def cells(self, v: list[Any]) -> list[str]:
+        """The row's cells in :data:`_HEADERS` order, stripped (empty: column absent or row
+        short): one C-level pick for a whole text row, :func:`cell` by cell otherwise."""
+        if len(v) >= self.width:
+            try:
+                got = [x.strip() for x in self.pick(v)]
+            except AttributeError:  # a cell that is not text (a spreadsheet's number)
+                pass
+            else:
+                if self.complete_layout:
+                    return got
+                return ["" if k is None else got[k] for k in self.slots]
+        return [cell(v, i) for i in self.positions]
+
+    @staticmethod
+    def item(c: list[str]) -> dict[str, Any] | None:
+        name, sku = c[ITEM_NAME], c[SKU]
         if not (name or sku):
             return None
         found: dict[str, Any] = {"name": name}
         if sku:
             found["sku"] = sku
-        qty = cell(v, self.qty)
+        qty = c[QTY]
         if qty:
             found["quantity"] = int(qty) if qty.isdigit() else qty
-        price = cell(v, self.price)
+        price = c[PRICE]
         if price:
             found["price"] = price
         return found
 
-    def start(self, v: list[Any]) -> list[Any]:
+    @staticmethod
+    def start(c: list[str]) -> list[Any]:
         return [
-            cell(v, self.id) or cell(v, self.name),
-            cell(v, self.email),
-            timestamp(cell(v, self.created)),
-            cell(v, self.total),
-            cell(v, self.currency),
+            c[ID] or c[NAME],
+            c[EMAIL],
+            timestamp(c[CREATED]),
+            c[TOTAL],
+            c[CURRENCY],
             [],
-            cell(v, self.code),
-            order_status(cell(v, self.financial), cell(v, self.cancelled)),
-            cell(v, self.refunded),
+            c[CODE],
+            order_status(c[FINANCIAL], c[CANCELLED]),
+            c[REFUNDED],
         ]
 
-    def complete(self, order: list[Any], v: list[Any]) -> None:
+    def complete(self, order: list[Any], c: list[str]) -> None:
         """Fill what the order's first row lacked from a later row of it."""
         if all(order[i] for i in REQUIRED):
             return
-        for i, value in enumerate(self.start(v)):
+        for i, value in enumerate(self.start(c)):
             if i != 5 and not order[i] and value:
                 order[i] = value
 
 
 def _done(line: int, order: list[Any]) -> Record:
     items = order[5]
-    order[5] = json.dumps(items, ensure_ascii=False) if items else ""
+    order[5] = ItemsJson(_ENCODER.encode(items)) if items else ""
     return Record(line, order)
 
 
@@ -127,14 +162,14 @@ def orders(cols: Columns, records: Iterator[Record]) -> tuple[list[str], Iterato
             if record.problem is not None:
                 yield record
                 continue
-            v = record.values
-            if order is not None and cell(v, rows.name) == name:
-                rows.complete(order, v)
+            c = rows.cells(record.values)
+            if order is not None and c[NAME] == name:
+                rows.complete(order, c)
             else:
                 if order is not None:
                     yield _done(line, order)
-                line, order, name = record.line, rows.start(v), cell(v, rows.name)
-            found = rows.item(v)
+                line, order, name = record.line, rows.start(c), c[NAME]
+            found = rows.item(c)
             if found is not None:
                 order[5].append(found)
         if order is not None:
