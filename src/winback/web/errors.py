@@ -15,7 +15,8 @@ import itertools
 import logging
 import re
 import secrets
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -110,15 +111,39 @@ class RequestIdMiddleware:
             await response(scope, receive, send_with_id)
 
 
+class BusyLog:
+    """Logs busy answers without flooding the log under sustained overload: the first one
+    in full, then at most one line per ``every`` seconds, counting those not logged."""
+
+    def __init__(self, every: float = 10.0, clock: Callable[[], float] = time.monotonic):
+        self.every = every
+        self.clock = clock
+        self.last: float | None = None
+        self.quiet = 0
+
+    def __call__(self, request: Request, exc: StoreBusy) -> None:
+        now = self.clock()
+        if self.last is not None and now - self.last < self.every:
+            self.quiet += 1
+            return
+        more = f" ({self.quiet} more busy answers since the last line)" if self.quiet else ""
+        self.last, self.quiet = now, 0
+        log.warning(
+            "store busy answering %s %s (request %s): %s%s",
+            request.method,
+            request.url.path,
+            request_id(request),
+            exc,
+            more,
+        )
+
+
+busy_log = BusyLog()
+
+
 async def _busy(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StoreBusy)
-    log.warning(
-        "store busy answering %s %s (request %s): %s",
-        request.method,
-        request.url.path,
-        request_id(request),
-        exc,
-    )
+    busy_log(request, exc)
     return JSONResponse(
         {"detail": str(exc), "retry_after": exc.retry_after},
         status_code=503,
