@@ -47,6 +47,10 @@ THREADS = 2
 BATCH = 100
 UNSUB_RATE = float(os.environ.get("BENCH_SERVICE_UNSUB_RATE", "20"))
 NOOP_PATH = "/bench/noop"
+#: No quiet hours, so that the engine's pass renders and delivers its emails whatever the
+#: time of day the benchmark runs at (with the default quiet hours, a run at night would
+#: measure a lighter pass that defers every email).
+AROUND_THE_CLOCK = {"WINBACK_QUIET_HOURS": ""}
 #: The engine in a child process (as ``winback serve``) or in a thread of the server
 #: (``BENCH_SERVICE_ENGINE=thread``).
 ENGINE_PROCESS = os.environ.get("BENCH_SERVICE_ENGINE", "process") != "thread"
@@ -459,21 +463,24 @@ def _one_database(kind: str, n: int, seconds: int, cluster: Any) -> dict[str, An
         envs: dict[str, dict[str, str]] = {}
         urls: dict[str, str] = {}
         if kind == "sqlite":
-            key, paths = _build(work / "base", n, unsubscribable, {})
+            key, paths = _build(work / "base", n, unsubscribable, dict(AROUND_THE_CLOCK))
             for copy in ("idle", "busy"):
                 shutil.copytree(work / "base", work / copy)
-                envs[copy] = {}
+                envs[copy] = dict(AROUND_THE_CLOCK)
                 urls[copy] = f"sqlite+pysqlite:///{work / copy / 'winback.db'}"
         else:
             base_url = cluster.create_database("bench_service_base")
             key, paths = _build(
-                work / "base", n, unsubscribable, {"WINBACK_DATABASE_URL": base_url}
+                work / "base",
+                n,
+                unsubscribable,
+                {"WINBACK_DATABASE_URL": base_url} | AROUND_THE_CLOCK,
             )
             for copy in ("idle", "busy"):
                 urls[copy] = cluster.create_database(
                     f"bench_service_{copy}", template="bench_service_base"
                 )
-                envs[copy] = {"WINBACK_DATABASE_URL": urls[copy]}
+                envs[copy] = {"WINBACK_DATABASE_URL": urls[copy]} | AROUND_THE_CLOCK
                 shutil.copytree(work / "base", work / copy)
         figures: dict[str, Any] = {"contacts": n}
 
