@@ -206,3 +206,52 @@ def test_woocommerce_guest_orders_and_refunds(workspace: Workspace) -> None:
     with workspace.engine.connect() as conn:
         at = conn.execute(select(orders.c.ordered_at)).scalar_one()
     assert at.isoformat() == "2024-02-02T11:00:00+00:00"
+
+
+def test_a_delivery_racing_another_for_the_same_new_order_is_applied(
+    workspace: Workspace,
+) -> None:
+    """Shopify sends orders/create and orders/paid at once: while one writer's transaction
+    holds the new order uncommitted, the other's insert waits for it (on PostgreSQL it
+    then meets the unique key) and must end applied, with one order stored, not an error."""
+    import threading
+    import time
+    from datetime import UTC, datetime
+
+    ws = workspace
+    outcome: list[str] = []
+    failed: list[BaseException] = []
+
+    def other_delivery() -> None:
+        try:
+            outcome.append(ws.shop_webhooks.receive("shopify", "race-2", "orders/paid", ORDER))
+        except BaseException as exc:  # reported below
+            failed.append(exc)
+
+    at = datetime(2024, 3, 1, 15, 15, tzinfo=UTC)
+    with ws.engine.connect() as first:
+        first.begin()
+        cid = first.execute(
+            contacts.insert()
+            .values(customer_id="first", attributes={}, created_at=at, updated_at=at)
+            .returning(contacts.c.id)
+        ).scalar_one()
+        first.execute(
+            orders.insert().values(
+                order_id=str(ORDER["id"]),
+                contact_id=cid,
+                ordered_at=at,
+                amount=Decimal("120"),
+                currency="EUR",
+            )
+        )
+        thread = threading.Thread(target=other_delivery)
+        thread.start()
+        time.sleep(0.5)
+        first.commit()
+    thread.join(30)
+    assert not failed, failed
+    assert outcome == ["applied"]
+    with ws.engine.connect() as conn:
+        stored = conn.execute(select(orders.c.order_id)).scalars().all()
+    assert stored == [str(ORDER["id"])]

@@ -37,6 +37,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
 
 from winback.clock import Clock
 from winback.config import Settings
@@ -120,6 +121,17 @@ class ShopWebhooks:
             raise BadWebhook("expected a JSON object")
         change = (shopify if platform == "shopify" else woocommerce)(topic, payload)
         now = self.clock.now()
+        try:
+            return self._receive(platform, webhook_id, topic, change, now)
+        except IntegrityError:
+            # Another delivery about the same new order or customer (Shopify sends
+            # orders/create and orders/paid at once) committed it between our look and our
+            # insert (PostgreSQL; SQLite writers take turns): once more, it is found.
+            return self._receive(platform, webhook_id, topic, change, now)
+
+    def _receive(
+        self, platform: str, webhook_id: str, topic: str, change: Change | None, now: datetime
+    ) -> str:
         with self.engine.begin() as conn:
             if not _first_receipt(conn, platform, webhook_id, topic, now):
                 return "duplicate"
