@@ -39,7 +39,6 @@ from winback.flows._sql import (
     path_token,
     transition,
 )
-from winback.flows.local_time import next_local_time, zone_or_default
 from winback.flows.program import Node, Program
 from winback.flows.steps.base import Batch, flow_condition
 from winback.store.slices import DEFAULT_SLICE_MS, Pacer, SliceLog, held_connection
@@ -558,6 +557,4 @@ __all__ = [
     "Start",
     "StepRunner",
     "TickReport",
-    "next_local_time",
-    "zone_or_default",
 ]
