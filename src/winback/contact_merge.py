@@ -20,9 +20,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, func, insert, select, update
+from sqlalchemy import Connection, Engine, and_, delete, func, insert, select, update
 
 from winback.store import activity
+from winback.store.busy import retry_transient
 from winback.store.schema import (
     CHANNELS,
     consent_log,
@@ -90,6 +91,17 @@ def duplicate_addresses(conn: Connection, emails: list[str] | None = None) -> li
     if emails is not None:
         query = query.where(address.in_(emails))
     return [str(a) for a in conn.execute(query).scalars()]
+
+
+def merge_all(engine: Engine, *, now: datetime) -> list[Merge]:
+    """:func:`merge_duplicates` in one transaction of its own, run again when the store
+    rolls it back as a deadlock with another writer (an engine pass, a worker)."""
+
+    def merge() -> list[Merge]:
+        with engine.begin() as conn:
+            return merge_duplicates(conn, now=now)
+
+    return retry_transient(merge)
 
 
 def merge_duplicates(

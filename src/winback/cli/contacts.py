@@ -68,20 +68,20 @@ def merge(
 ) -> None:
     """Merge contacts that share an email address (compared case-insensitively) into the
     oldest one, keeping orders, events, consent log, tags and their history, messages."""
-    from winback.contact_merge import duplicate_addresses, merge_duplicates
+    from winback.contact_merge import duplicate_addresses, merge_all
 
     with workspace_from(workspace) as ws:
-        with ws.engine.begin() as conn:
-            if dry_run:
+        if dry_run:
+            with ws.engine.connect() as conn:
                 shared = duplicate_addresses(conn)
-                if as_json:
-                    print_json({"shared_addresses": shared})
-                else:
-                    console.print(f"{len(shared)} addresses shared by several contacts")
-                    for address in shared:
-                        console.print(f"  {address}", markup=False)
-                return
-            done = merge_duplicates(conn, now=ws.clock.now())
+            if as_json:
+                print_json({"shared_addresses": shared})
+            else:
+                console.print(f"{len(shared)} addresses shared by several contacts")
+                for address in shared:
+                    console.print(f"  {address}", markup=False)
+            return
+        done = merge_all(ws.engine, now=ws.clock.now())
     if as_json:
         print_json({"merged": [m.to_dict() for m in done]})
         return

@@ -10,7 +10,7 @@ from sqlalchemy import Engine
 
 from winback.clock import Clock
 from winback.config import Settings
-from winback.contact_merge import merge_duplicates
+from winback.contact_merge import merge_all
 from winback.errors import InvalidMapping
 from winback.ingest import importer, matching, presets
 from winback.ingest.cdnow import CdnowReader
@@ -128,8 +128,7 @@ class Imports:
         if transformed is not None:
             report.filtered = transformed.filtered
         if wrapped is not kind:  # matched by address: contacts sharing one are merged
-            with self.engine.begin() as conn:
-                merged = merge_duplicates(conn, now=self.clock.now())
+            merged = merge_all(self.engine, now=self.clock.now())
             report.merged = [m.to_dict() for m in merged]
         return report
 
