@@ -15,7 +15,8 @@ from pathlib import Path
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
 
@@ -23,11 +24,13 @@ from winback import __version__
 from winback.errors import WinbackError
 from winback.flows.status import EngineStatus
 from winback.web.apikeys import KeyRing
+from winback.web.auth import LoginRequired
 from winback.web.errors import install_error_handling
 from winback.web.limits import BodyLimitMiddleware, limits
 from winback.workspace import Workspace
 
 TEMPLATES = Path(__file__).parent / "templates"
+STATIC = Path(__file__).parent / "static"
 log = logging.getLogger("winback.engine")
 #: Seconds between two looks at the unsubscribe inbox (:func:`inbox_loop`).
 INBOX_SECONDS = 5.0
@@ -184,6 +187,7 @@ def create_app(
         ]
         return JSONResponse({"detail": errors}, status_code=422)
 
+    from winback.web import dashboard
     from winback.web.routes import (
         events,
         feedback,
@@ -197,6 +201,13 @@ def create_app(
     app.router.routes[0:0] = events.fast_routes  # matched before any other route
     for module in (health, tracking, unsubscribe, feedback, events, reports, webhooks):
         app.include_router(module.router)
+    app.include_router(dashboard.router)
+    app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
+
+    @app.exception_handler(LoginRequired)
+    async def _login_required(request: Request, exc: LoginRequired) -> RedirectResponse:
+        return RedirectResponse(exc.location(), status_code=303)
+
     settings = workspace.settings
     app.add_middleware(
         BodyLimitMiddleware,
