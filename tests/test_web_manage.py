@@ -32,7 +32,12 @@ _INSTANT = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)
 
 
 def cli_json(ws: Workspace, *args: str) -> Any:
-    result = runner.invoke(cli, [*args, "-w", str(ws.path), "--json"], catch_exceptions=False)
+    result = runner.invoke(
+        cli,
+        [*args, "-w", str(ws.path), "--json"],
+        env={"WINBACK_DATABASE_URL": ws.database_url},
+        catch_exceptions=False,
+    )
     assert result.exit_code == 0, result.output
     return json.loads(result.stdout)
 
@@ -296,7 +301,7 @@ def test_tags_of_a_contact_with_history(shop: tuple[Workspace, Api]) -> None:
             select(tag_history.c.action).where(tag_history.c.tag == "vip")
         ).scalars().all() == ["added", "removed"]
     assert api("PUT", "/api/v1/contacts/nobody/tags/vip", 404)
-    assert api("PUT", "/api/v1/contacts/dormant/tags/%20", 400)
+    assert api("PUT", "/api/v1/contacts/dormant/tags/%20", 422)
 
 
 def test_a_busy_store_answers_503_with_retry_after(workspace: Workspace) -> None:

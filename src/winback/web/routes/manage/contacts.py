@@ -249,7 +249,7 @@ def contact_tags(contact: ContactRef, workspace: WorkspaceDep, _who: ReadDep) ->
         return plain(workspace.tags.of_contact(workspace.contacts.resolve(contact)))
 
 
-TagName = Annotated[str, Path(min_length=1, max_length=128, description="The tag.")]
+TagName = Annotated[str, Path(min_length=1, max_length=128, pattern=r"\S", description="The tag.")]
 
 
 @router.put(

@@ -17,6 +17,10 @@ from winback.web.routes.manage.common import BEARER, core_errors, invalid, plain
 
 router = APIRouter(prefix="/api/v1", tags=["flows"], dependencies=[BEARER])
 
+#: How a ``since`` / ``until`` bound starts (the rest is read by
+#: :func:`winback.results.period.parse_bound`).
+ISO_DAY = r"^\d{4}-\d{2}-\d{2}"
+
 FlowName = Annotated[str, Path(description="The flow's key (file name without .yaml) or name.")]
 
 
@@ -95,11 +99,19 @@ def flow_results(
     _who: ReadDep,
     since: Annotated[
         str | None,
-        Query(max_length=40, description="Only entries from this ISO date or date-time."),
+        Query(
+            max_length=40,
+            pattern=ISO_DAY,
+            description="Only entries from this ISO date or date-time.",
+        ),
     ] = None,
     until: Annotated[
         str | None,
-        Query(max_length=40, description="Only entries up to this ISO date (included)."),
+        Query(
+            max_length=40,
+            pattern=ISO_DAY,
+            description="Only entries up to this ISO date (included) or date-time.",
+        ),
     ] = None,
 ) -> Any:
     """What the flow achieved, for the entries of the period (a date without an offset is

@@ -126,7 +126,12 @@ def segment_members(
     _who: ReadDep,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="Members per page.")] = 100,
     cursor: Annotated[
-        str | None, Query(max_length=200, description="`next_cursor` of the previous page.")
+        str | None,
+        Query(
+            max_length=200,
+            pattern=r"^[A-Za-z0-9_-]+$",
+            description="`next_cursor` of the previous page.",
+        ),
     ] = None,
     detail: Annotated[
         bool,
