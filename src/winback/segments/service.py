@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, func, insert, select, text, update
 
+from winback import snapshots
 from winback.channels import CONSENT_CHANNELS
 from winback.clock import Clock, as_utc
 from winback.config import Settings
@@ -240,7 +241,20 @@ class Segments:
                     with conn.begin():
                         shared.table.drop(conn, checkfirst=True)
                 _unlock(conn)
+        if not past:
+            self._snapshot(at)
         return RefreshResult(at, changes, closed)
+
+    def _snapshot(self, at: datetime) -> None:
+        """The day's member counts, and the day's figures of the base when they are due
+        (:mod:`winback.snapshots`): what the dashboard's trends read."""
+        with self.engine.begin() as conn:
+            snapshots.record_segment_counts(conn, now=at)
+        if snapshots.base_is_due(self.engine, at):
+            settings = self.settings
+            snapshots.take_base(
+                self.engine, now=at, days=settings.dormant_days, currency=settings.currency
+            )
 
     def _in_the_past(
         self, conn: Connection, defs: dict[str, SegmentDefinition], at: datetime
