@@ -3,9 +3,11 @@ analyze --json`` (the same core functions, read from the day's snapshots)."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.dashboard_support import figure, small_shop
 from tests.web_support import new_api_key, running_service
@@ -14,6 +16,7 @@ from winback.summary import base_summary
 from winback.workspace import Workspace
 
 
+@pytest.mark.slow
 def test_overview_shows_the_figures_of_summary_and_analyze(
     workspace: Workspace, tmp_path: Path
 ) -> None:
@@ -55,8 +58,6 @@ def test_the_overview_without_snapshots_offers_to_take_one(
         for _ in range(100):
             if snapshots.latest(workspace.engine, snapshots.BASE) is not None:
                 break
-            import time
-
             time.sleep(0.05)
         after = httpx.get(f"{base}/overview", headers=auth)
     snap = snapshots.latest(workspace.engine, snapshots.BASE)

@@ -261,3 +261,27 @@ def trend(
     for i in range(0, n, every):
         body.append(_text(x_of(i), top + inner_h + 18, days[i], "middle", "font-size='11'"))
     return _svg(width, height, title, body, "trend")
+
+
+def sparkline(values: Sequence[float | None], *, title: str, width: int = 120) -> str:
+    """A small line of values (``None`` skipped) without axes, for a table cell."""
+    height = 28
+    known = [v for v in values if v is not None]
+    if not known:
+        return ""
+    low, high = min(known), max(known)
+    span = (high - low) or 1.0
+    n = len(values)
+    points = [
+        f"{(width - 4) * (i / (n - 1) if n > 1 else 0.5) + 2:.1f},"
+        f"{height - 3 - (height - 6) * ((v - low) / span if high > low else 0.5):.1f}"
+        for i, v in enumerate(values)
+        if v is not None
+    ]
+    body = [
+        f"<polyline fill='none' stroke='{PALETTE[0]}' stroke-width='1.5' "
+        f"points='{' '.join(points)}'/>",
+        f"<circle cx='{points[-1].split(',')[0]}' cy='{points[-1].split(',')[1]}' r='2' "
+        f"fill='{PALETTE[0]}'/>",
+    ]
+    return _svg(width, height, title, body, "sparkline")

@@ -421,11 +421,16 @@ class Segments:
         count = 0
         with Path(path).open("w", newline="", encoding="utf-8") as fh:
             writer = csv.writer(fh)
-            writer.writerow(EXPORT_COLUMNS)
-            for row in self.iter_members(name, EXPORT_COLUMNS):
-                writer.writerow([_export_cell(row[c]) for c in EXPORT_COLUMNS])
-                count += 1
+            for i, row in enumerate(self.export_rows(name)):
+                writer.writerow(row)
+                count += 1 if i else 0
         return count
+
+    def export_rows(self, name: str) -> Iterator[builtins.list[Any]]:
+        """The rows of :meth:`export`, header first, each cell safe for a spreadsheet."""
+        yield builtins.list(EXPORT_COLUMNS)
+        for row in self.iter_members(name, EXPORT_COLUMNS):
+            yield [_export_cell(row[c]) for c in EXPORT_COLUMNS]
 
     def is_member(self, name: str, contact_id: int) -> bool:
         sm = segment_membership
