@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 import uvicorn
+from fastapi import FastAPI
 
 from tests.delivery_support import free_port
 from winback.store import apikeys
@@ -21,9 +22,18 @@ from winback.workspace import Workspace
 def running_service(
     ws: Workspace, *, background: bool = False, interval: float = 30.0, **app_options: Any
 ) -> Iterator[str]:
+    with running_app(
+        create_app(ws, background=background, interval=interval, **app_options)
+    ) as base:
+        yield base
+
+
+@contextmanager
+def running_app(app: FastAPI) -> Iterator[str]:
+    """Serve ``app`` (from :func:`create_app`, maybe with routes added) on a free port."""
     port = free_port()
     config = uvicorn.Config(
-        create_app(ws, background=background, interval=interval, **app_options),
+        app,
         host="127.0.0.1",
         port=port,
         log_level="warning",
