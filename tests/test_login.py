@@ -276,8 +276,10 @@ def test_repeated_failures_slow_down_even_the_right_password_then_recover(
     workspace: Workspace, clock: FixedClock
 ) -> None:
     add_user(workspace)
-    throttle = LoginThrottle()
-    with running_service(workspace) as base, httpx.Client(base_url=base) as client:
+    throttle = LoginThrottle(free_failures=3)  # fewer hashes than the default 5: quicker
+    app = create_app(workspace)
+    app.state.login_throttle = throttle
+    with running_app(app) as base, httpx.Client(base_url=base) as client:
         for n in range(throttle.free_failures):
             assert post_login(client, "alice", f"guess number {n}").status_code == 401
         blocked = post_login(client, "alice", PASSWORD)

@@ -14,6 +14,7 @@ from fastapi import FastAPI
 
 from tests.delivery_support import free_port
 from winback.store import apikeys
+from winback.store.apikeys import Scope
 from winback.web.app import create_app
 from winback.workspace import Workspace
 
@@ -60,6 +61,7 @@ def running_app(app: FastAPI) -> Iterator[str]:
         thread.join(10)
 
 
-def new_api_key(ws: Workspace, name: str) -> str:
-    """A new API key for the event API (as ``winback api-keys create`` makes it)."""
-    return apikeys.create(ws.engine, name, at=ws.clock.now())
+def new_api_key(ws: Workspace, name: str, scope: Scope = Scope.EVENTS) -> str:
+    """A new API key with ``scope`` (as ``winback api-keys create --scope`` makes it): by
+    default for the event API and provider reports."""
+    return apikeys.create(ws.engine, name, at=ws.clock.now(), scope=scope)

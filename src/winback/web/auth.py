@@ -4,7 +4,12 @@ key (``Authorization: Bearer``), each a :class:`Principal` with scopes.
 Routes state what they need with the dependencies below: :data:`ReadDep` / :data:`ManageDep`
 for the management API (401 when anonymous, 403 when the scope is missing),
 :data:`DashboardUserDep` for dashboard pages (an anonymous browser is sent to ``/login``),
-and :data:`CsrfDep` on every form POST of the dashboard."""
+and :data:`CsrfDep` on every form POST of the dashboard. A request with
+``Authorization: Bearer`` is authenticated by that key alone; otherwise by the session
+cookie, and then a POST, PUT, PATCH or DELETE must carry the session's CSRF token: every
+dependency here checks it as soon as it finds the session (:func:`principal`), so a route
+protected by any of them cannot forget it. Which scopes a key's scope implies:
+:data:`GRANTS`."""
 
 from __future__ import annotations
 
@@ -155,13 +160,15 @@ ManageDep = Annotated[Principal, Depends(require(Scope.MANAGE))]
 
 async def dashboard_user(request: Request) -> Principal:
     """The principal of a dashboard page: a signed-in user, or an API key with the read
-    scope. An anonymous request is sent to ``/login`` (see :class:`LoginRequired`)."""
+    scope (the manage scope for a POST, PUT, PATCH or DELETE: a page's action changes
+    something). An anonymous request is sent to ``/login`` (see :class:`LoginRequired`)."""
     who = await principal(request)
     if who is None:
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         raise LoginRequired(target)
-    if not who.allows(Scope.READ):
-        raise missing_scope(Scope.READ)
+    needed = Scope.MANAGE if request.method in UNSAFE_METHODS else Scope.READ
+    if not who.allows(needed):
+        raise missing_scope(needed)
     return who
 
 
