@@ -18,6 +18,7 @@ from tests.web_support import running_service
 from winback.clock import FixedClock
 from winback.flows.program import load_program
 from winback.flows.runner import run_once
+from winback.store.apikeys import Scope
 from winback.workspace import Workspace
 
 DAY = timedelta(days=1)
@@ -222,7 +223,7 @@ def _status(page: str) -> str:
 def test_pause_then_enable_changes_the_status(workspace: Workspace, clock: FixedClock) -> None:
     ws = workspace
     _drive(ws, clock)
-    headers = reader(ws)
+    headers = reader(ws, Scope.MANAGE)
     with running_service(ws) as base:
         page = httpx.get(f"{base}/flows/reactivation", headers=headers).text
         assert _status(page) == "enabled"
