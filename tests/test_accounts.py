@@ -5,9 +5,11 @@ throttle shared through the store."""
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import pytest
+from argon2 import PasswordHasher
 from sqlalchemy import select
 from typer.testing import CliRunner
 
@@ -22,6 +24,8 @@ from winback.workspace import Workspace
 
 runner = CliRunner()
 HOUR = timedelta(hours=1)
+
+pytestmark = pytest.mark.usefixtures("cheap_passwords")
 
 
 def _run(
@@ -193,3 +197,46 @@ def test_the_delay_doubles_up_to_a_ceiling_and_failures_leave_the_window(
     assert accounts.throttled_for(
         workspace.engine, keys, at=clock.now(), throttle=throttle
     ) == timedelta(0)
+
+
+def test_simultaneous_guesses_cannot_all_pass_before_they_are_counted(
+    workspace: Workspace, clock: FixedClock
+) -> None:
+    add_user(workspace)
+    throttle = LoginThrottle()
+
+    def guess(n: int) -> object:
+        return sign_in(
+            workspace.engine,
+            "alice",
+            f"guess {n}",
+            address=f"10.1.0.{n}",
+            at=clock.now(),
+            lifetime=HOUR,
+            throttle=throttle,
+        )
+
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        outcomes = list(pool.map(guess, range(12)))
+    # Each attempt is counted before its password is checked: only the first five run.
+    assert sum(isinstance(o, Refused) for o in outcomes) == throttle.free_failures
+    assert sum(isinstance(o, Throttled) for o in outcomes) == 12 - throttle.free_failures
+
+
+def test_a_hash_made_with_weaker_parameters_is_replaced_at_sign_in(
+    workspace: Workspace, clock: FixedClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    add_user(workspace)  # with the cheap test hasher
+    with workspace.engine.connect() as conn:
+        weak = conn.execute(select(users.c.password_hash)).scalar_one()
+    monkeypatch.setattr(accounts, "_hasher", PasswordHasher())  # today's parameters
+    assert (
+        accounts.authenticate(workspace.engine, "alice", "wrong password", at=clock.now()) is None
+    )
+    with workspace.engine.connect() as conn:
+        assert conn.execute(select(users.c.password_hash)).scalar_one() == weak
+    assert accounts.authenticate(workspace.engine, "alice", PASSWORD, at=clock.now())
+    with workspace.engine.connect() as conn:
+        strong = conn.execute(select(users.c.password_hash)).scalar_one()
+    assert strong != weak and strong.startswith("$argon2id$v=19$m=65536,t=3,p=4$")
+    assert accounts.authenticate(workspace.engine, "alice", PASSWORD, at=clock.now())

@@ -25,6 +25,8 @@ from winback.workspace import Workspace
 
 EVENT = {"customer_id": "c1", "type": "page_view", "event_id": "e1"}
 
+pytestmark = pytest.mark.usefixtures("cheap_passwords")
+
 
 def _bearer(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}

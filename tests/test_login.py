@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from argon2 import PasswordHasher
 from fastapi import FastAPI
 
 import winback
@@ -28,6 +29,8 @@ from winback.web.auth import ManageDep
 from winback.web.routes.login import safe_next
 from winback.web.sessions import SESSION_COOKIE, SessionRing, SessionSigner
 from winback.workspace import Workspace
+
+pytestmark = pytest.mark.usefixtures("cheap_passwords")
 
 
 def _home_of(client: httpx.Client) -> str:
@@ -117,9 +120,12 @@ def lenient_service(sqlite_workspace: Workspace) -> Iterator[str]:
         yield base
 
 
+@pytest.mark.slow
 def test_a_wrong_password_and_an_unknown_user_get_the_same_answer(
-    sqlite_workspace: Workspace, lenient_service: str
+    sqlite_workspace: Workspace, lenient_service: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(accounts, "_hasher", PasswordHasher())  # the real cost, to time it
+    accounts._decoy_hash.cache_clear()
     add_user(sqlite_workspace, "alice")
     times: dict[str, list[float]] = {"alice": [], "nobodyx": []}
     bodies: dict[str, str] = {}

@@ -12,7 +12,9 @@ in the throttle's window, each further attempt must wait a delay that doubles wi
 failure up to a ceiling, and an attempt made sooner is refused without even looking at the
 password (the right password too). Failures leave the window after a while, so nobody is
 locked out for longer than the ceiling between two attempts. The failures are kept in the
-store, so every process serving one store counts the same."""
+store, so every process serving one store counts the same, and an attempt is counted before
+its password is checked (taken back when it succeeds), so simultaneous guesses cannot all
+slip through before the first is counted."""
 
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ from functools import cache
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import Engine, delete, func, insert, select, update
+from sqlalchemy import Connection, Engine, delete, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from winback.errors import WinbackError
@@ -289,28 +291,39 @@ def throttle_keys(name: str, address: str | None) -> tuple[str, ...]:
     return tuple(keys)
 
 
+def _wait(
+    conn: Connection, keys: tuple[str, ...], at: datetime, throttle: LoginThrottle
+) -> timedelta:
+    rows = conn.execute(
+        select(
+            login_failures.c.throttle_key,
+            func.count().label("n"),
+            func.max(login_failures.c.failed_at).label("last"),
+        )
+        .where(
+            login_failures.c.throttle_key.in_(keys),
+            login_failures.c.failed_at > at - throttle.window,
+        )
+        .group_by(login_failures.c.throttle_key)
+    ).all()
+    wait = timedelta(0)
+    for row in rows:
+        wait = max(wait, row.last + throttle.delay(int(row.n)) - at)
+    return wait
+
+
 def throttled_for(
     engine: Engine, keys: tuple[str, ...], *, at: datetime, throttle: LoginThrottle
 ) -> timedelta:
     """How long an attempt counted against ``keys`` must still wait at ``at`` (zero: it may
     go ahead). Reads only."""
     with engine.connect() as conn:
-        rows = conn.execute(
-            select(
-                login_failures.c.throttle_key,
-                func.count().label("n"),
-                func.max(login_failures.c.failed_at).label("last"),
-            )
-            .where(
-                login_failures.c.throttle_key.in_(keys),
-                login_failures.c.failed_at > at - throttle.window,
-            )
-            .group_by(login_failures.c.throttle_key)
-        ).all()
-    wait = timedelta(0)
-    for row in rows:
-        wait = max(wait, row.last + throttle.delay(int(row.n)) - at)
-    return wait
+        return _wait(conn, keys, at, throttle)
+
+
+def _record(conn: Connection, keys: tuple[str, ...], at: datetime, throttle: LoginThrottle) -> None:
+    conn.execute(delete(login_failures).where(login_failures.c.failed_at <= at - throttle.window))
+    conn.execute(insert(login_failures), [{"throttle_key": k, "failed_at": at} for k in keys])
 
 
 def record_failure(
@@ -318,15 +331,39 @@ def record_failure(
 ) -> None:
     """Count a failed sign-in against ``keys``; failures older than the window are deleted."""
     with engine.begin() as conn:
-        conn.execute(
-            delete(login_failures).where(login_failures.c.failed_at <= at - throttle.window)
-        )
-        conn.execute(insert(login_failures), [{"throttle_key": k, "failed_at": at} for k in keys])
+        _record(conn, keys, at, throttle)
 
 
-def clear_failures(engine: Engine, key: str) -> None:
+def admit(
+    engine: Engine, keys: tuple[str, ...], *, at: datetime, throttle: LoginThrottle
+) -> timedelta:
+    """Let an attempt counted against ``keys`` go ahead, counting it as a failure at once
+    (:func:`forgive` takes that back when it succeeds), or answer how long it must wait.
+    Checking and counting are one transaction that excludes every other (SQLite: the write
+    lock; PostgreSQL: a lock on ``login_failures``), so simultaneous attempts, from one
+    process or several, cannot all pass before any of them is counted."""
     with engine.begin() as conn:
-        conn.execute(delete(login_failures).where(login_failures.c.throttle_key == key))
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("LOCK TABLE login_failures IN SHARE ROW EXCLUSIVE MODE"))
+        wait = _wait(conn, keys, at, throttle)
+        if wait <= timedelta(0):
+            _record(conn, keys, at, throttle)
+    return wait
+
+
+def forgive(engine: Engine, keys: tuple[str, ...], *, at: datetime) -> None:
+    """After a successful attempt: clear the failures of the user name (``keys[0]``) and
+    take back the attempt counted in advance against the other keys (the address)."""
+    with engine.begin() as conn:
+        conn.execute(delete(login_failures).where(login_failures.c.throttle_key == keys[0]))
+        for key in keys[1:]:
+            newest = (
+                select(login_failures.c.id)
+                .where(login_failures.c.throttle_key == key, login_failures.c.failed_at == at)
+                .limit(1)
+                .scalar_subquery()
+            )
+            conn.execute(delete(login_failures).where(login_failures.c.id == newest))
 
 
 @dataclass(frozen=True)
@@ -360,15 +397,14 @@ def sign_in(
 ) -> SignedIn | Refused | Throttled:
     """Check ``name`` and ``password`` from ``address`` under ``throttle`` and, when they
     are right, open a session of ``lifetime``. A success clears the failures counted
-    against the user name (not those of the address)."""
+    against the user name (not the address's earlier ones)."""
     keys = throttle_keys(name, address)
-    wait = throttled_for(engine, keys, at=at, throttle=throttle)
+    wait = admit(engine, keys, at=at, throttle=throttle)
     if wait > timedelta(0):
         return Throttled(wait)
     user = authenticate(engine, name, password, at=at)
     if user is None:
-        record_failure(engine, keys, at=at, throttle=throttle)
-        return Refused()
-    clear_failures(engine, keys[0])
+        return Refused()  # counted by admit()
+    forgive(engine, keys, at=at)
     token = start_session(engine, user, at=at, lifetime=lifetime)
     return SignedIn(user, token, at + lifetime)
