@@ -299,3 +299,25 @@ def test_repeated_failures_slow_down_even_the_right_password_then_recover(
         assert again.status_code == 429 and again.headers["retry-after"] == "4"
         clock.advance(throttle.window)
         assert post_login(client, "alice", PASSWORD).status_code == 303
+
+
+def test_signing_in_again_ends_the_browsers_former_session(sqlite_workspace: Workspace) -> None:
+    add_user(sqlite_workspace)
+    with running_service(sqlite_workspace) as base:
+        with signed_in(base) as client:
+            first = client.cookies[SESSION_COOKIE]
+        with httpx.Client(base_url=base) as browser:
+            token = form_token(browser.get("/login").text)  # a form left open in a tab
+            browser.cookies.set(SESSION_COOKIE, first)
+            answer = browser.post(
+                "/login", data={"username": "alice", "password": PASSWORD, "csrf_token": token}
+            )
+            assert answer.status_code == 303
+            second = answer.cookies[SESSION_COOKIE]
+        assert second != first
+        with httpx.Client(base_url=base, cookies={SESSION_COOKIE: second}) as new:
+            assert _home_of(new) == "/overview"
+        with httpx.Client(base_url=base, cookies={SESSION_COOKIE: first}) as old:
+            assert _home_of(old).startswith("/login")
+    users = accounts.list_users(sqlite_workspace.engine, at=sqlite_workspace.clock.now())
+    assert users[0]["sessions"] == 1
