@@ -71,7 +71,7 @@ MemberDetail: type[Member] = create_model(  # type: ignore[call-overload]
 
 
 class MemberPage(BaseModel):
-    """One page of members, in order of entry (then contact id)."""
+    """One page of members, in order of entry (then of membership)."""
 
     segment: str
     members: int | None = Field(description="The segment's size at the last refresh.")
@@ -82,7 +82,7 @@ class MemberPage(BaseModel):
 
 
 def encode_cursor(cursor: MemberCursor) -> str:
-    text = f"{cursor.entered_at.isoformat()}|{cursor.contact_id}"
+    text = f"{cursor.entered_at.isoformat()}|{cursor.stint_id}"
     return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
 
 
@@ -90,11 +90,11 @@ def decode_cursor(text: str) -> MemberCursor:
     """The cursor of :func:`encode_cursor`; ValueError when it is not one."""
     try:
         raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode()
-        at, _, contact = raw.partition("|")
+        at, _, stint = raw.partition("|")
         when = datetime.fromisoformat(at)
-        if when.tzinfo is None or not contact.isdigit():
+        if when.tzinfo is None or not stint.isdigit():
             raise ValueError(text)
-        return MemberCursor(when, int(contact))
+        return MemberCursor(when, int(stint))
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise ValueError(f"not a cursor of this API: {text!r}") from None
 
@@ -138,8 +138,8 @@ def segment_members(
         Query(description="Also consent per channel, purchases, RFM segment, P(alive), CLV."),
     ] = False,
 ) -> Any:
-    """The segment's current members (as of its last refresh), in order of entry then
-    contact id: the first page equals `winback segments members NAME --limit N --json`.
+    """The segment's current members (as of its last refresh), in order of entry (members
+    who entered at the same instant in the order the refresh added them): the first page equals `winback segments members NAME --limit N --json`.
     Pages follow `next_cursor`; members entering or leaving between two pages move no
     other member to another page."""
     try:
