@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, func, insert, select, text, update
 
+from winback import snapshots
 from winback.channels import CONSENT_CHANNELS
 from winback.clock import Clock, as_utc
 from winback.config import Settings
@@ -262,7 +263,20 @@ class Segments:
                     with conn.begin():
                         shared.table.drop(conn, checkfirst=True)
                 _unlock(conn)
+        if not past:
+            self._snapshot(at)
         return RefreshResult(at, changes, closed)
+
+    def _snapshot(self, at: datetime) -> None:
+        """The day's member counts, and the day's figures of the base when they are due
+        (:mod:`winback.snapshots`): what the dashboard's trends read."""
+        with self.engine.begin() as conn:
+            snapshots.record_segment_counts(conn, now=at)
+        if snapshots.base_is_due(self.engine, at):
+            settings = self.settings
+            snapshots.take_base(
+                self.engine, now=at, days=settings.dormant_days, currency=settings.currency
+            )
 
     def _in_the_past(
         self, conn: Connection, defs: dict[str, SegmentDefinition], at: datetime
@@ -482,11 +496,16 @@ class Segments:
         count = 0
         with Path(path).open("w", newline="", encoding="utf-8") as fh:
             writer = csv.writer(fh)
-            writer.writerow(EXPORT_COLUMNS)
-            for row in self.iter_members(name, EXPORT_COLUMNS):
-                writer.writerow([_export_cell(row[c]) for c in EXPORT_COLUMNS])
-                count += 1
+            for i, row in enumerate(self.export_rows(name)):
+                writer.writerow(row)
+                count += 1 if i else 0
         return count
+
+    def export_rows(self, name: str) -> Iterator[builtins.list[Any]]:
+        """The rows of :meth:`export`, header first, each cell safe for a spreadsheet."""
+        yield builtins.list(EXPORT_COLUMNS)
+        for row in self.iter_members(name, EXPORT_COLUMNS):
+            yield [_export_cell(row[c]) for c in EXPORT_COLUMNS]
 
     def is_member(self, name: str, contact_id: int) -> bool:
         sm = segment_membership
