@@ -237,6 +237,8 @@ def test_contact_create_update_consent_erase(shop: tuple[Workspace, Api]) -> Non
     assert refused["detail"][0]["loc"] == ["body", "email"]
     assert "not an email address" in refused["detail"][0]["msg"]
     assert api("PUT", "/api/v1/contacts/ada-1", 422, json={"timezone": "Mars/Base"})
+    phone = api("PUT", "/api/v1/contacts/ada-1", 422, json={"phone": "12"})
+    assert phone["detail"][0]["loc"] == ["body", "phone"]
     assert api("PUT", "/api/v1/contacts/ada-1", 422, json={"colour": "red"})
     assert api("PUT", "/api/v1/contacts/ada-1", 422, json={"attributes": {"email": "x@y.z"}})
 
