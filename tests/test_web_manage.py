@@ -92,10 +92,13 @@ def test_reads_equal_the_cli_json(shop: tuple[Workspace, Api]) -> None:
         cli_json(ws, "segments", "show", "Customers Not Active")
     )
     page = api("GET", f"/api/v1/segments/{name}/members", params={"limit": 2})
-    assert same(page["items"]) == same(
-        cli_json(ws, "segments", "members", "Customers Not Active", "--limit", "2")
+    assert page["members"] == 3 and len(page["items"]) == 2 and page["next_cursor"]
+    rest = api("GET", f"/api/v1/segments/{name}/members", params={"cursor": page["next_cursor"]})
+    assert rest["next_cursor"] is None
+    listed = cli_json(ws, "segments", "members", "Customers Not Active")
+    assert same(page["items"] + rest["items"]) == same(
+        sorted(listed, key=lambda m: m["contact_id"])
     )
-    assert page["members"] == 3 and page["next_cursor"]
 
     flows = api("GET", "/api/v1/flows")
     assert flows == cli_json(ws, "flows", "list")
@@ -135,7 +138,7 @@ def test_read_errors(shop: tuple[Workspace, Api]) -> None:
         "query",
         "limit",
     ]
-    assert api("GET", members, 422, params={"cursor": "garbage!"})["detail"][0]["loc"] == [
+    assert api("GET", members, 422, params={"cursor": "garbage"})["detail"][0]["loc"] == [
         "query",
         "cursor",
     ]
