@@ -243,6 +243,10 @@ def test_contact_create_update_consent_erase(shop: tuple[Workspace, Api]) -> Non
     phone = api("PUT", "/api/v1/contacts/ada-1", 422, json={"phone": "12"})
     assert phone["detail"][0]["loc"] == ["body", "phone"]
     assert api("PUT", "/api/v1/contacts/ada-1", 422, json={"colour": "red"})
+    assert api("PUT", "/api/v1/contacts/%2312", 422, json={})["detail"][0]["loc"] == [
+        "path",
+        "contact",
+    ]
     assert api("PUT", "/api/v1/contacts/ada-1", 422, json={"attributes": {"email": "x@y.z"}})
 
     consent = {"channel": "email", "status": "revoked", "source": "crm form 7"}

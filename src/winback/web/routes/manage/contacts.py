@@ -166,7 +166,13 @@ def get_contact(contact: ContactRef, workspace: WorkspaceDep, _who: ReadDep) -> 
 def put_contact(
     contact: Annotated[
         str,
-        Path(min_length=1, max_length=255, description="The contact's shop `customer_id`."),
+        Path(
+            min_length=1,
+            max_length=255,
+            pattern=r"^[^#]",
+            description="The contact's shop `customer_id` (not starting with `#`, which "
+            "names internal ids).",
+        ),
     ],
     body: ContactIn,
     response: Response,
