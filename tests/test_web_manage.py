@@ -9,6 +9,7 @@ import json
 import re
 from collections.abc import Iterator
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -352,3 +353,37 @@ def test_docs_are_served_from_the_package(sqlite_workspace: Workspace) -> None:
     assert schema.status_code == 200 and "/api/v1/segments/{name}/members" in schema.json()["paths"]
     assert no_schema.status_code == 401
     assert redoc.status_code == 404
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="needs /usr/bin/chromium")
+def test_docs_render_offline_in_chromium(sqlite_workspace: Workspace, tmp_path: Path) -> None:
+    """Swagger UI draws the management API's operations in Chromium, and the page asks
+    nothing of any host but the server."""
+    from playwright.sync_api import sync_playwright
+
+    key = new_api_key(sqlite_workspace, "reader")
+    with running_service(sqlite_workspace) as base, sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path="/usr/bin/chromium",
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+            headless=True,
+        )
+        try:
+            context = browser.new_context(extra_http_headers={"Authorization": f"Bearer {key}"})
+            page = context.new_page()
+            asked: list[str] = []
+            page.on("request", lambda request: asked.append(request.url))
+            page.goto(f"{base}/docs")
+            page.wait_for_selector("[data-path='/api/v1/segments/{name}/members']", timeout=15_000)
+            shown = page.eval_on_selector_all(
+                "[data-path]", "nodes => nodes.map(n => n.getAttribute('data-path'))"
+            )
+            page.screenshot(path=str(tmp_path / "docs.png"), full_page=False)
+        finally:
+            browser.close()
+    assert "/api/v1/contacts/{contact}/consent" in shown and "/api/v1/flows" in shown
+    assert f"{base}/openapi.json" in asked
+    outside = [u for u in asked if not u.startswith(base) and not u.startswith("data:")]
+    assert outside == []
