@@ -65,4 +65,4 @@ def home() -> Response:
 
 
 # The pages register their routes on the router.
-from winback.web.dashboard import overview, rfm, segments, setup  # noqa: E402, F401
+from winback.web.dashboard import overview, report, rfm, segments, setup  # noqa: E402, F401
