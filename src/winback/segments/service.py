@@ -71,6 +71,22 @@ EXPORT_COLUMNS = (
 
 
 @dataclass(frozen=True)
+class MemberCursor:
+    """Where a page of members ends: the last member's entry time and contact id."""
+
+    entered_at: datetime
+    contact_id: int
+
+
+@dataclass(frozen=True)
+class MemberPage:
+    """A page of a segment's members, and where the next one starts (None: the last)."""
+
+    rows: builtins.list[dict[str, Any]]
+    next: MemberCursor | None
+
+
+@dataclass(frozen=True)
 class RefreshResult:
     """What one refresh changed, per segment (in dependency order)."""
 
@@ -153,6 +169,12 @@ class Segments:
                 }
             )
         return out
+
+    def summary(self, name: str) -> dict[str, Any]:
+        """One segment as :meth:`list` has it, with its definition (``definition``)."""
+        definition = self.get(name)
+        row = next(r for r in self.list() if r["name"] == definition.name)
+        return {**row, "definition": definition.data}
 
     # -- refresh ----------------------------------------------------------------------------
     def refresh(
@@ -404,6 +426,53 @@ class Segments:
             )
             for row in conn.execution_options(yield_per=5000).execute(query).mappings():
                 yield dict(row)
+
+    def page(
+        self,
+        name: str,
+        *,
+        limit: int,
+        after: MemberCursor | None = None,
+        columns: tuple[str, ...] = MEMBER_COLUMNS,
+    ) -> MemberPage:
+        """Up to ``limit`` current members in the order of :meth:`iter_members` (entry time,
+        then contact id), starting after ``after``, with ``columns`` (names of
+        :data:`EXPORT_COLUMNS`). The order is a key of the index on (segment, entry time):
+        a page costs its own rows, and members entering or leaving between two pages shift
+        no other row to another page."""
+        sm = segment_membership
+        chosen = [
+            contacts.c.id.label("contact_id")
+            if c == "contact_id"
+            else sm.c.entered_at
+            if c == "entered_at"
+            else contacts.c[c]
+            for c in dict.fromkeys(("contact_id", "entered_at", *columns))
+        ]
+        with self.engine.connect() as conn:
+            sid = self._id(conn, name)
+            query = (
+                select(*chosen)
+                .select_from(sm.join(contacts, contacts.c.id == sm.c.contact_id))
+                .where(sm.c.segment_id == sid, sm.c.exited_at.is_(None))
+                .order_by(sm.c.entered_at, contacts.c.id)
+                .limit(limit + 1)
+            )
+            if after is not None:
+                query = query.where(
+                    (sm.c.entered_at > after.entered_at)
+                    | ((sm.c.entered_at == after.entered_at) & (sm.c.contact_id > after.contact_id))
+                )
+            rows = [dict(r) for r in conn.execute(query).mappings()]
+        more = len(rows) > limit
+        rows = rows[:limit]
+        last = rows[-1] if more else None
+        following = (
+            MemberCursor(as_utc(last["entered_at"]), int(last["contact_id"]))
+            if last is not None
+            else None
+        )
+        return MemberPage([{c: r[c] for c in columns} for r in rows], following)
 
     def members(self, name: str, *, limit: int | None = None) -> builtins.list[dict[str, Any]]:
         """Current members (contact id, customer id, email, names, entered_at)."""

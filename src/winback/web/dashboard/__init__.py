@@ -64,5 +64,5 @@ def home() -> Response:
     return RedirectResponse("/overview", status_code=303)
 
 
-# The pages register their routes on the router.
-from winback.web.dashboard import overview, report, rfm, segments, setup  # noqa: E402, F401
+# The pages register their routes on ``router`` when imported.
+from winback.web.dashboard import flows, overview, report, rfm, segments, setup  # noqa: E402, F401
