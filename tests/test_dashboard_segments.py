@@ -88,6 +88,30 @@ def test_segment_list_detail_members_and_search(workspace: Workspace, tmp_path: 
             assert all(e.startswith(prefix) for e in emails)
         plain = client.get(f"/segments/{SEGMENT}", params={"q": prefix})
         assert "<html" in plain.text and _ids(plain.text) == found_ids
+        # A broad prefix pages in email order; an exact customer id finds its member.
+        letter = email[0]
+        with workspace.engine.connect() as conn:
+            in_order = [
+                cid
+                for cid, mail in conn.execute(
+                    select(contacts.c.id, contacts.c.email)
+                    .where(contacts.c.id.in_(expected), contacts.c.email.like(f"{letter}%"))
+                    .order_by(contacts.c.email, contacts.c.id)
+                )
+            ]
+            customer_id = conn.execute(
+                select(contacts.c.customer_id).where(contacts.c.id == expected[5])
+            ).scalar_one()
+        paged, url = [], f"/segments/{SEGMENT}?q={letter}&limit=4"
+        while url:
+            html = client.get(url).text
+            paged += _ids(html)
+            found = re.search(r'rel="next" href="([^"]+)"', html)
+            url = found.group(1).replace("&amp;", "&") if found else ""
+        assert paged == in_order and len(in_order) > 4
+        assert _ids(client.get(f"/segments/{SEGMENT}", params={"q": customer_id}).text) == [
+            expected[5]
+        ]
         assert client.get("/segments/No%20such%20segment").status_code == 404
 
 
