@@ -65,4 +65,4 @@ def home() -> Response:
 
 
 # The pages register their routes on ``router`` when imported.
-from winback.web.dashboard import flows, overview, rfm, segments  # noqa: E402, F401
+from winback.web.dashboard import flows, overview, report, rfm, segments, setup  # noqa: E402, F401
