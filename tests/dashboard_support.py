@@ -1,4 +1,5 @@
-"""Reading the dashboard's pages in tests: the figures a page shows (``data-figure`` with its
+"""A small generated shop for the dashboard's page tests (:func:`small_shop`), and reading
+the pages: the figures a page shows (``data-figure`` with its
 ``data-value``), the CLI's ``--json`` answer for the same workspace, and a signed-in session
 when the dashboard has one."""
 
@@ -8,6 +9,7 @@ import json
 import re
 from datetime import timedelta
 from html.parser import HTMLParser
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -19,6 +21,7 @@ from tests.web_support import new_api_key
 from winback.cli import app
 from winback.clock import FixedClock
 from winback.flows.runner import run_once
+from winback.generator import generate_shop
 from winback.workspace import Workspace
 
 DAY = timedelta(days=1)
@@ -132,3 +135,27 @@ def drive(ws: Workspace, clock: FixedClock, *, forks: str | None = None) -> list
         run_once(ws, T0 + day * DAY, sink="file")
     clock.set(T0 + 5 * DAY)
     return people
+
+
+def small_shop(ws: Workspace, tmp_path: Path, *, customers: int = 200) -> None:
+    """Import a generated shop ending at the workspace clock's day, refresh the segments
+    (which takes the day's snapshots) and analyse it."""
+    shop = generate_shop(
+        tmp_path / "shop",
+        customers=customers,
+        months=8,
+        seed=7,
+        end=ws.clock.now().date(),
+        dirty_share=0.0,
+    )
+    for kind in ("contacts", "orders", "events"):
+        getattr(ws.imports, kind)(shop.out_dir / f"{kind}.csv")
+    ws.segments.refresh()
+    ws.analytics.analyze(holdout=False)
+
+
+def figure(html: str, element_id: str) -> str:
+    """The text of the element with ``id`` (its first text node, stripped)."""
+    found = re.search(rf'id="{re.escape(element_id)}"[^>]*>([^<]*)<', html)
+    assert found is not None, f"no element #{element_id} in the page"
+    return found.group(1).strip()

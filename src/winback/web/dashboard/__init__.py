@@ -65,6 +65,4 @@ def home() -> Response:
 
 
 # The pages register their routes on ``router`` when imported.
-from winback.web.dashboard import contacts as contacts  # noqa: E402
-from winback.web.dashboard import flows as flows  # noqa: E402
-from winback.web.dashboard import previews as previews  # noqa: E402
+from winback.web.dashboard import contacts, flows, overview, previews, rfm, segments  # noqa: E402, F401
