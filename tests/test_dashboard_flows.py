@@ -116,9 +116,18 @@ def test_forks_are_drawn_with_their_branches(
 def test_results_and_statistics_equal_the_cli(workspace: Workspace, clock: FixedClock) -> None:
     ws = workspace
     drive(ws, clock)
+    headers = reader(ws)
     with running_service(ws) as base:
-        page = httpx.get(f"{base}/flows/reactivation", headers=reader(ws)).text
-    shown = figures(page)
+        page = httpx.get(f"{base}/flows/reactivation", headers=headers).text
+        section = httpx.get(
+            f"{base}/flows/reactivation/results", headers={**headers, "HX-Request": "true"}
+        ).text
+        alone = httpx.get(f"{base}/flows/reactivation/results", headers=headers).text
+    # The flow page asks for its results once shown; they are the same alone or as a section.
+    assert 'hx-get="/flows/reactivation/results" hx-trigger="load"' in page
+    assert section.lstrip().startswith('<section class="card" id="results">')
+    assert section.strip() in alone
+    shown = {**figures(page), **figures(section)}
     results = cli_json(ws, "flows", "results", "reactivation")
     stats = cli_json(ws, "flows", "stats", "reactivation")
     compared = 0
@@ -146,7 +155,7 @@ def test_lift_and_ab_status_equal_the_cli(sqlite_workspace: Workspace, clock: Fi
     ws = sqlite_workspace
     drive(ws, clock, forks=FORKS)
     with running_service(ws) as base:
-        page = httpx.get(f"{base}/flows/forks", headers=reader(ws)).text
+        page = httpx.get(f"{base}/flows/forks/results", headers=reader(ws)).text
     shown = figures(page)
     results = cli_json(ws, "flows", "results", "forks")
     lift = results["lift"]["holdout"]
@@ -168,8 +177,16 @@ def test_the_list_shows_each_flow_with_the_cli_figures(
     ws = workspace
     drive(ws, clock)
     ws.flows.pause("reactivation-companion")
+    headers = reader(ws)
     with running_service(ws) as base:
-        page = httpx.get(f"{base}/flows", headers=reader(ws)).text
+        first = httpx.get(f"{base}/flows", headers=headers).text
+        table = httpx.get(f"{base}/flows?figures=1", headers={**headers, "HX-Request": "true"})
+        page = httpx.get(f"{base}/flows?figures=1", headers=headers).text
+    # The page comes at once, then htmx asks for the table with delivered and reactivated.
+    assert 'hx-get="/flows?figures=1" hx-trigger="load"' in first
+    assert 'data-figure="delivered"' not in first and 'data-figure="entered"' in first
+    assert table.text.lstrip().startswith('<div id="flows-table">') and "<html" not in table.text
+    assert table.text.strip() in page
     listed = cli_json(ws, "flows", "list")
     results = cli_json(ws, "flows", "results", "reactivation")
     rows = {
