@@ -41,6 +41,9 @@ ARGS = [
 SCREENSHOTS = Path(
     os.environ.get("WINBACK_TEST_SCREENSHOTS", str(ROOT / "test-artifacts" / "dashboard"))
 )
+#: Set (``make docs-screenshots``), the desktop pass also writes the first screen of each page
+#: here, for docs/dashboard.md.
+DOCS_IMG = os.environ.get("WINBACK_DOCS_IMG")
 #: The two widths every page must work at: a laptop and a phone.
 WIDTHS = {"desktop": (1280, 800), "phone": (390, 844)}
 SHOP_END = date(2026, 3, 1)
@@ -159,6 +162,8 @@ class Visit:
             "document.documentElement.scrollWidth - document.documentElement.clientWidth"
         )
         assert overflow <= 0, f"{name} is {overflow} px wider than the {self.width} window"
+        if DOCS_IMG and self.width == "desktop":
+            self.page.screenshot(path=str(Path(DOCS_IMG) / f"dashboard-{name}.png"))
         return path
 
 
