@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, func, insert, select, text, update
 
+from winback import snapshots
 from winback.channels import CONSENT_CHANNELS
 from winback.clock import Clock, as_utc
 from winback.config import Settings
@@ -67,6 +68,22 @@ EXPORT_COLUMNS = (
     "clv",
     "analyzed_at",
 )
+
+
+@dataclass(frozen=True)
+class MemberCursor:
+    """Where a page of members ends: the last member's entry time and contact id."""
+
+    entered_at: datetime
+    contact_id: int
+
+
+@dataclass(frozen=True)
+class MemberPage:
+    """A page of a segment's members, and where the next one starts (None: the last)."""
+
+    rows: builtins.list[dict[str, Any]]
+    next: MemberCursor | None
 
 
 @dataclass(frozen=True)
@@ -152,6 +169,12 @@ class Segments:
                 }
             )
         return out
+
+    def summary(self, name: str) -> dict[str, Any]:
+        """One segment as :meth:`list` has it, with its definition (``definition``)."""
+        definition = self.get(name)
+        row = next(r for r in self.list() if r["name"] == definition.name)
+        return {**row, "definition": definition.data}
 
     # -- refresh ----------------------------------------------------------------------------
     def refresh(
@@ -240,7 +263,20 @@ class Segments:
                     with conn.begin():
                         shared.table.drop(conn, checkfirst=True)
                 _unlock(conn)
+        if not past:
+            self._snapshot(at)
         return RefreshResult(at, changes, closed)
+
+    def _snapshot(self, at: datetime) -> None:
+        """The day's member counts, and the day's figures of the base when they are due
+        (:mod:`winback.snapshots`): what the dashboard's trends read."""
+        with self.engine.begin() as conn:
+            snapshots.record_segment_counts(conn, now=at)
+        if snapshots.base_is_due(self.engine, at):
+            settings = self.settings
+            snapshots.take_base(
+                self.engine, now=at, days=settings.dormant_days, currency=settings.currency
+            )
 
     def _in_the_past(
         self, conn: Connection, defs: dict[str, SegmentDefinition], at: datetime
@@ -391,6 +427,53 @@ class Segments:
             for row in conn.execution_options(yield_per=5000).execute(query).mappings():
                 yield dict(row)
 
+    def page(
+        self,
+        name: str,
+        *,
+        limit: int,
+        after: MemberCursor | None = None,
+        columns: tuple[str, ...] = MEMBER_COLUMNS,
+    ) -> MemberPage:
+        """Up to ``limit`` current members in the order of :meth:`iter_members` (entry time,
+        then contact id), starting after ``after``, with ``columns`` (names of
+        :data:`EXPORT_COLUMNS`). The order is a key of the index on (segment, entry time):
+        a page costs its own rows, and members entering or leaving between two pages shift
+        no other row to another page."""
+        sm = segment_membership
+        chosen = [
+            contacts.c.id.label("contact_id")
+            if c == "contact_id"
+            else sm.c.entered_at
+            if c == "entered_at"
+            else contacts.c[c]
+            for c in dict.fromkeys(("contact_id", "entered_at", *columns))
+        ]
+        with self.engine.connect() as conn:
+            sid = self._id(conn, name)
+            query = (
+                select(*chosen)
+                .select_from(sm.join(contacts, contacts.c.id == sm.c.contact_id))
+                .where(sm.c.segment_id == sid, sm.c.exited_at.is_(None))
+                .order_by(sm.c.entered_at, contacts.c.id)
+                .limit(limit + 1)
+            )
+            if after is not None:
+                query = query.where(
+                    (sm.c.entered_at > after.entered_at)
+                    | ((sm.c.entered_at == after.entered_at) & (sm.c.contact_id > after.contact_id))
+                )
+            rows = [dict(r) for r in conn.execute(query).mappings()]
+        more = len(rows) > limit
+        rows = rows[:limit]
+        last = rows[-1] if more else None
+        following = (
+            MemberCursor(as_utc(last["entered_at"]), int(last["contact_id"]))
+            if last is not None
+            else None
+        )
+        return MemberPage([{c: r[c] for c in columns} for r in rows], following)
+
     def members(self, name: str, *, limit: int | None = None) -> builtins.list[dict[str, Any]]:
         """Current members (contact id, customer id, email, names, entered_at)."""
         out: builtins.list[dict[str, Any]] = []
@@ -407,11 +490,16 @@ class Segments:
         count = 0
         with Path(path).open("w", newline="", encoding="utf-8") as fh:
             writer = csv.writer(fh)
-            writer.writerow(EXPORT_COLUMNS)
-            for row in self.iter_members(name, EXPORT_COLUMNS):
-                writer.writerow([_export_cell(row[c]) for c in EXPORT_COLUMNS])
-                count += 1
+            for i, row in enumerate(self.export_rows(name)):
+                writer.writerow(row)
+                count += 1 if i else 0
         return count
+
+    def export_rows(self, name: str) -> Iterator[builtins.list[Any]]:
+        """The rows of :meth:`export`, header first, each cell safe for a spreadsheet."""
+        yield builtins.list(EXPORT_COLUMNS)
+        for row in self.iter_members(name, EXPORT_COLUMNS):
+            yield [_export_cell(row[c]) for c in EXPORT_COLUMNS]
 
     def is_member(self, name: str, contact_id: int) -> bool:
         sm = segment_membership

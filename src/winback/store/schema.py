@@ -369,6 +369,20 @@ rfm_snapshots = Table(
     Index("ix_rfm_snapshots_contact", "contact_id", "snapshot_date"),
 )
 
+#: Figures of the whole base kept once per day for the dashboard's trends and pages, so that
+#: no page rescans history: ``kind`` says which read model (``base``: ``winback summary``,
+#: ``analysis``: the report of ``winback analyze``, ``segments``: member counts after a
+#: refresh); a later snapshot of the same kind on the same day replaces it.
+daily_snapshots = Table(
+    "daily_snapshots",
+    metadata,
+    Column("snapshot_date", Date, primary_key=True),
+    Column("kind", String(32), primary_key=True),
+    Column("taken_at", UTCDateTime, nullable=False),
+    Column("data", JSONDoc, nullable=False),
+    Index("ix_daily_snapshots_kind", "kind", "snapshot_date"),
+)
+
 # -- delivery -----------------------------------------------------------------------------------
 
 #: Addresses that must not receive messages on a channel: unsubscribes, hard bounces,

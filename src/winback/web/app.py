@@ -159,9 +159,12 @@ def create_app(
     app = FastAPI(
         title="winback",
         version=__version__,
-        description="Tracking, unsubscribe and feedback links of winback messages, and the "
-        "event API.",
+        description="Tracking, unsubscribe and feedback links of winback messages, the "
+        "event API and the management API (segments, flows, contacts, tags).",
         lifespan=lifespan,
+        docs_url=None,  # served by winback.web.routes.docs, from the package
+        redoc_url=None,
+        openapi_url=None,
     )
     app.state.workspace = workspace
     app.state.keyring = KeyRing(workspace.engine, workspace.clock.now)
@@ -189,6 +192,7 @@ def create_app(
 
     from winback.web import dashboard
     from winback.web.routes import (
+        docs,
         events,
         feedback,
         health,
@@ -197,10 +201,16 @@ def create_app(
         unsubscribe,
         webhooks,
     )
+    from winback.web.routes.manage import contacts as manage_contacts
+    from winback.web.routes.manage import flows as manage_flows
+    from winback.web.routes.manage import segments as manage_segments
+    from winback.web.routes.manage import tags as manage_tags
 
     app.router.routes[0:0] = events.fast_routes  # matched before any other route
-    for module in (health, tracking, unsubscribe, feedback, events, reports, webhooks):
+    for module in (health, tracking, unsubscribe, feedback, events, reports, webhooks, docs):
         app.include_router(module.router)
+    for manage in (manage_segments, manage_flows, manage_contacts, manage_tags):
+        app.include_router(manage.router)
     app.include_router(dashboard.router)
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
 

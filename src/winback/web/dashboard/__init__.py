@@ -62,3 +62,7 @@ def home() -> Response:
     from fastapi.responses import RedirectResponse
 
     return RedirectResponse("/overview", status_code=303)
+
+
+# The pages register their routes on ``router`` when imported.
+from winback.web.dashboard import flows, overview, rfm, segments  # noqa: E402, F401

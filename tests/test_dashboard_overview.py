@@ -1,0 +1,65 @@
+"""The overview page: its figures are those of ``winback summary --json`` and ``winback
+analyze --json`` (the same core functions, read from the day's snapshots)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.dashboard_support import figure, small_shop
+from tests.web_support import new_api_key, running_service
+from winback import snapshots
+from winback.summary import base_summary
+from winback.workspace import Workspace
+
+
+@pytest.mark.slow
+def test_overview_shows_the_figures_of_summary_and_analyze(
+    workspace: Workspace, tmp_path: Path
+) -> None:
+    small_shop(workspace, tmp_path)
+    summary = base_summary(
+        workspace.engine, now=workspace.clock.now(), days=workspace.settings.dormant_days
+    )
+    report = workspace.analytics.analyze(holdout=False).report
+    key = new_api_key(workspace, "reader")
+    with running_service(workspace) as base:
+        page = httpx.get(f"{base}/overview", headers={"Authorization": f"Bearer {key}"})
+    assert page.status_code == 200, page.text
+    html = page.text
+    assert figure(html, "customers") == f"{summary['customers']:,}"
+    assert figure(html, "buyers") == f"{summary['customers_with_orders']:,}"
+    assert figure(html, "revenue") == f"{summary['revenue']:,.2f}"
+    assert figure(html, "share-no-purchase") == f"{100 * summary['share_no_purchase']:.1f}%"
+    dormant = report["health"]["dormant"]
+    assert figure(html, "dormant-fixed") == f"{100 * dormant['fixed_rule']['share']:.1f}%"
+    assert figure(html, "dormant-alive") == f"{100 * dormant['alive_rule']['share']:.1f}%"
+    assert "Revenue (USD)" in html
+    assert "<svg" in html and 'id="trend-people"' in html
+    last_purchase = report["health"]["distributions"]["last_purchase"]
+    assert f"<td>{last_purchase[0]['bucket']}</td>" in html
+    assert "Take today" not in html  # today's snapshots are there
+
+
+def test_the_overview_without_snapshots_offers_to_take_one(
+    workspace: Workspace, tmp_path: Path
+) -> None:
+    key = new_api_key(workspace, "reader")
+    auth = {"Authorization": f"Bearer {key}"}
+    with running_service(workspace) as base:
+        before = httpx.get(f"{base}/overview", headers=auth)
+        assert "No snapshot of the base yet" in before.text
+        assert "Take today" in before.text
+        taken = httpx.post(f"{base}/overview/snapshot", headers=auth, follow_redirects=False)
+        assert taken.status_code == 303
+        for _ in range(100):
+            if snapshots.latest(workspace.engine, snapshots.BASE) is not None:
+                break
+            time.sleep(0.05)
+        after = httpx.get(f"{base}/overview", headers=auth)
+    snap = snapshots.latest(workspace.engine, snapshots.BASE)
+    assert snap is not None and snap.day == workspace.clock.now().date()
+    assert figure(after.text, "customers") == "0"
