@@ -42,7 +42,9 @@ from typing import Any
 import numpy as np
 
 HERE = Path(__file__).parent
-WORK = HERE / "work"
+#: Generated files, stores and partial figures (``WINBACK_BENCH_WORK``: elsewhere, e.g. a
+#: temporary folder outside the repository for the 10M-row files).
+WORK = Path(os.environ.get("WINBACK_BENCH_WORK") or HERE / "work")
 ROOT = HERE.parent
 
 
