@@ -15,6 +15,7 @@ import httpx
 import pytest
 from argon2 import PasswordHasher
 from fastapi import FastAPI
+from sqlalchemy import event
 
 import winback
 from tests.login_support import PASSWORD, add_user, form_token, post_login, signed_in
@@ -321,3 +322,23 @@ def test_signing_in_again_ends_the_browsers_former_session(sqlite_workspace: Wor
             assert _home_of(old).startswith("/login")
     users = accounts.list_users(sqlite_workspace.engine, at=sqlite_workspace.clock.now())
     assert users[0]["sessions"] == 1
+
+
+def test_a_session_is_read_once_and_never_written_by_requests(
+    sqlite_workspace: Workspace,
+) -> None:
+    add_user(sqlite_workspace)
+    seen: list[str] = []
+
+    def record(conn: object, cursor: object, statement: str, *args: object) -> None:
+        if "user_sessions" in statement.lower():
+            seen.append(statement.lstrip().upper())
+
+    with running_service(sqlite_workspace) as base, signed_in(base) as client:
+        event.listen(sqlite_workspace.engine, "before_cursor_execute", record)
+        try:
+            for _ in range(20):
+                assert _home_of(client) == "/overview"
+        finally:
+            event.remove(sqlite_workspace.engine, "before_cursor_execute", record)
+    assert len(seen) == 1 and seen[0].startswith("SELECT"), seen
