@@ -37,7 +37,7 @@ def test_the_report_is_generated_in_the_background_and_served(
     small_shop(workspace, tmp_path)
     with workspace.engine.begin() as conn:  # as if never analysed
         conn.execute(daily_snapshots.delete())
-    key = new_api_key(workspace, "admin", Scope.MANAGE)  # it also generates the report
+    key = new_api_key(workspace, "manager", Scope.MANAGE)
     auth = {"Authorization": f"Bearer {key}"}
     with running_service(workspace) as base:
         before = httpx.get(f"{base}/report", headers=auth)
@@ -72,7 +72,7 @@ def test_an_analysis_of_an_earlier_day_is_stale(workspace: Workspace, clock: Fix
         {"customers": 1},
         at=clock.now() - timedelta(days=2),
     )
-    key = new_api_key(workspace, "reader", Scope.READ)
+    key = new_api_key(workspace, "manager", Scope.MANAGE)
     with running_service(workspace) as base:
         page = httpx.get(f"{base}/report", headers={"Authorization": f"Bearer {key}"})
     day = (clock.now() - timedelta(days=2)).date()
