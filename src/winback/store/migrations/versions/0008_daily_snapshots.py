@@ -1,7 +1,7 @@
 """daily_snapshots: the dashboard's figures of the whole base, one row per day and kind
 
 Revision ID: 0008
-Revises: 0006
+Revises: 0007
 Create Date: 2026-12-05
 """
 
@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import op
-from sqlalchemy.dialects.postgresql import JSONB
 
 import winback.store.types
 
 revision = "0008"
-down_revision = "0006"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 
@@ -25,7 +24,7 @@ def upgrade() -> None:
         sa.Column("snapshot_date", sa.Date(), primary_key=True),
         sa.Column("kind", sa.String(32), primary_key=True),
         sa.Column("taken_at", winback.store.types.UTCDateTime(), nullable=False),
-        sa.Column("data", sa.JSON().with_variant(JSONB(), "postgresql"), nullable=False),
+        sa.Column("data", sa.JSON(), nullable=False),
     )
     op.create_index("ix_daily_snapshots_kind", "daily_snapshots", ["kind", "snapshot_date"])
 
