@@ -169,6 +169,26 @@ FROM outbox o WHERE o.flow = :flow GROUP BY o.step
 UNION ALL SELECT e.step, e.status, count(*), NULL, NULL FROM flow_entries e
     WHERE e.flow_id = (SELECT id FROM flows WHERE key = :flow) GROUP BY e.step, e.status"""
 
+#: Past the last character of any text (the end of a prefix range).
+TOP = "\U0010ffff"
+
+#: The contact search as one statement: a prefix of the email, the first or the last name,
+#: or the exact customer id; newest first, a page.
+CONTACT_SEARCH_SQL = f"""
+SELECT {MEMBER_COLUMNS} FROM contacts c
+WHERE (c.email >= lower(:q) AND c.email < lower(:q) || :top)
+    OR c.customer_id = :q
+    OR (c.first_name >= :q AND c.first_name < :q || :top)
+    OR (c.last_name >= :q AND c.last_name < :q || :top)
+ORDER BY c.id DESC LIMIT {PAGE_SIZE + 1}"""
+
+#: The diagram's counts: outcomes per step, and the entries per step and status.
+FLOW_STEPS_SQL = """
+SELECT step, outcome, n FROM flow_step_counts WHERE flow_id = (SELECT id FROM flows
+    WHERE key = :flow)
+UNION ALL SELECT e.step, e.status, count(*) FROM flow_entries e
+    WHERE e.flow_id = (SELECT id FROM flows WHERE key = :flow) GROUP BY e.step, e.status"""
+
 SEGMENTS_SQL = "SELECT id, name, member_count, refreshed_at FROM segments ORDER BY name"
 
 
@@ -188,6 +208,18 @@ def pages() -> list[Page]:
 
     def prefix(i: int) -> str:
         return f"customer{(i * 37) % 90 + 10}"
+
+    def typed(s: Sample, i: int) -> str:
+        """What a person types in the contact search: an email's beginning, a shop's
+        customer id, a last name's beginning, or a first name."""
+        kind = i % 4
+        if kind == 0:
+            return f"customer{contact(s, i)}@"
+        if kind == 1:
+            return s.customer_ids[i % len(s.customer_ids)]
+        if kind == 2:
+            return f"Shopper{(i * 31) % 997}"
+        return dashboard_workspace.NAMES[i % len(dashboard_workspace.NAMES)]
 
     def flow(s: Sample, i: int) -> str:
         return s.pick(s.flows, i)  # type: ignore[no-any-return]
@@ -222,15 +254,25 @@ def pages() -> list[Page]:
              SEGMENT_SEARCH_SQL,
              lambda s, i: {"segment": segment(s, i)[0], "q": prefix(i)}),
         Page("flows", lambda _s, _i: "/flows", FLOWS_SQL),
-        Page("flow", lambda s, i: f"/flows/{flow(s, i)}", FLOW_SQL,
+        Page("flows figures", lambda _s, _i: "/flows?figures=1", FLOWS_SQL),
+        Page("flow", lambda s, i: f"/flows/{flow(s, i)}", FLOW_STEPS_SQL,
              lambda s, i: {"flow": flow(s, i)}),
+        Page("flow results", lambda s, i: f"/flows/{flow(s, i)}/results", FLOW_SQL,
+             lambda s, i: {"flow": flow(s, i)}),
+        Page("contacts", lambda _s, _i: "/contacts",
+             f"SELECT {MEMBER_COLUMNS} FROM contacts c ORDER BY c.id DESC LIMIT {PAGE_SIZE + 1}"),
+        Page("contacts search", lambda s, i: f"/contacts?q={quote(typed(s, i))}",
+             CONTACT_SEARCH_SQL, lambda s, i: {"q": typed(s, i), "top": TOP}),
         Page("contact", lambda s, i: f"/contacts/{contact(s, i)}", CONTACT_SQL,
              lambda s, i: {"id": contact(s, i)}),
+        Page("templates", lambda _s, _i: "/templates", "SELECT 1"),
         Page("template preview",
              lambda s, i: f"/templates/{s.pick(s.templates, i)}?contact={contact(s, i)}",
              "SELECT * FROM contacts WHERE id = :id", lambda s, i: {"id": contact(s, i)}),
         Page("setup", lambda _s, _i: "/setup", "SELECT count(*) FROM api_keys"),
         Page("report", lambda _s, _i: "/report", SNAPSHOTS_SQL,
+             lambda _s, _i: {"kind": "analysis"}),
+        Page("report view", lambda _s, _i: "/report/view", SNAPSHOTS_SQL,
              lambda _s, _i: {"kind": "analysis"}),
         Page("api segments", lambda _s, _i: "/api/v1/segments", SEGMENTS_SQL),
         Page("api segment members",
