@@ -446,17 +446,22 @@ class Client:
         self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
 
     def get(self, path: str) -> tuple[int, int, float]:
-        """Status, body length and seconds to the last byte of the body."""
-        began = time.perf_counter()
-        try:
-            self.conn.request("GET", path, headers=self.headers)
-            response = self.conn.getresponse()
-            body = response.read()
-        except (OSError, http.client.HTTPException):
-            self.conn.close()
-            self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
-            raise
-        return response.status, len(body), time.perf_counter() - began
+        """Status, body length and seconds to the last byte of the body. A connection the
+        server closed while idle (its keep-alive timeout) is opened again, untimed."""
+        for attempt in (1, 2):
+            began = time.perf_counter()
+            try:
+                self.conn.request("GET", path, headers=self.headers)
+                response = self.conn.getresponse()
+                body = response.read()
+            except (OSError, http.client.HTTPException):
+                self.conn.close()
+                self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
+                if attempt == 2:
+                    raise
+                continue
+            return response.status, len(body), time.perf_counter() - began
+        raise AssertionError("unreachable")
 
     def close(self) -> None:
         self.conn.close()
