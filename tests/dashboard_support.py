@@ -22,6 +22,7 @@ from winback.cli import app
 from winback.clock import FixedClock
 from winback.flows.runner import run_once
 from winback.generator import generate_shop
+from winback.store.apikeys import Scope
 from winback.workspace import Workspace
 
 DAY = timedelta(days=1)
@@ -86,9 +87,10 @@ def cli_json(ws: Workspace, *args: str) -> Any:
     return json.loads(result.stdout)
 
 
-def reader(ws: Workspace) -> dict[str, str]:
-    """Headers of a dashboard request made with a new API key."""
-    return {"Authorization": f"Bearer {new_api_key(ws, f'dashboard-{id(ws)}')}"}
+def reader(ws: Workspace, scope: Scope = Scope.READ) -> dict[str, str]:
+    """Headers of a dashboard request made with a new API key of ``scope`` (``read`` to look,
+    ``manage`` for a page's actions)."""
+    return {"Authorization": f"Bearer {new_api_key(ws, f'dashboard-{scope}-{id(ws)}', scope)}"}
 
 
 def session(ws: Workspace, base: str) -> httpx.Client | None:
@@ -106,14 +108,15 @@ def session(ws: Workspace, base: str) -> httpx.Client | None:
         env={"WINBACK_DATABASE_URL": ws.database_url},
     )
     assert result.exit_code == 0, result.output
-    client = httpx.Client(base_url=base)
     form = {"username": "marketer", "password": "a long enough password 42"}
-    token = csrf_field(client.get("/login").text)
-    if token is not None:
-        form["csrf_token"] = token
-    answer = client.post("/login", data=form, follow_redirects=False)
-    assert answer.status_code in (302, 303), answer.text
-    return client
+    with httpx.Client(base_url=base) as signing_in:
+        token = csrf_field(signing_in.get("/login").text)
+        if token is not None:
+            form["csrf_token"] = token
+        answer = signing_in.post("/login", data=form, follow_redirects=False)
+        assert answer.status_code in (302, 303), answer.text
+        cookies = signing_in.cookies
+    return httpx.Client(base_url=base, cookies=cookies)  # not opened yet: `with` works
 
 
 def drive(ws: Workspace, clock: FixedClock, *, forks: str | None = None) -> list[int]:

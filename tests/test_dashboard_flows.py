@@ -14,6 +14,7 @@ from tests.dashboard_support import cli_json, csrf_field, drive, figures, reader
 from tests.web_support import running_service
 from winback.clock import FixedClock
 from winback.flows.program import load_program
+from winback.store.apikeys import Scope
 from winback.workspace import Workspace
 
 SVG = "http://www.w3.org/2000/svg"
@@ -213,7 +214,7 @@ def _status(page: str) -> str:
 def test_pause_then_enable_changes_the_status(workspace: Workspace, clock: FixedClock) -> None:
     ws = workspace
     drive(ws, clock)
-    headers = reader(ws)
+    headers = reader(ws, Scope.MANAGE)
     with running_service(ws) as base:
         page = httpx.get(f"{base}/flows/reactivation", headers=headers).text
         assert _status(page) == "enabled"
@@ -234,7 +235,9 @@ def test_pause_then_enable_changes_the_status(workspace: Workspace, clock: Fixed
         assert enabled.text.lstrip().startswith('<div id="flow-status"')
         assert _status(enabled.text) == "enabled" and "/flows/reactivation/pause" in enabled.text
         missing = httpx.post(f"{base}/flows/nothing/pause", headers=headers)
+        looker = httpx.post(f"{base}/flows/reactivation/pause", headers=reader(ws))
     assert missing.status_code == 404
+    assert looker.status_code == 403  # a read key looks, it does not pause
     assert {f["key"]: f["status"] for f in cli_json(ws, "flows", "list")}["reactivation"] == (
         "enabled"
     )
