@@ -69,12 +69,6 @@ def flow_page(request: Request, key: str, who: DashboardUserDep) -> Response:
     now = ws.clock.now()
     with ws.engine.connect() as conn:
         counts = diagram.step_counts(conn, int(row.id), now)
-    stats = ws.flows.stats(row.key)
-    labels = stats["step_names"]
-    message_steps = [
-        (labelled(s, labels), stats["messages_per_step"][s])
-        for s in in_order(stats["messages_per_step"], labels)
-    ]
     return render(
         request,
         "dashboard/flow.html",
@@ -83,10 +77,29 @@ def flow_page(request: Request, key: str, who: DashboardUserDep) -> Response:
         program=program,
         svg=Markup(diagram.svg(program, counts)),  # every text in it is escaped
         counts=counts,
-        stats=stats,
-        message_steps=message_steps,
         errors=errors,
     )
+
+
+@router.get("/flows/{key}/stats")
+def flow_stats_page(request: Request, key: str, who: DashboardUserDep) -> Response:
+    """Where the flow's contacts are, as ``winback flows stats``: the section of the flow
+    page (htmx), or a page of its own."""
+    ws = get_workspace(request)
+    ws.flows.sync(errors=[])
+    row, _ = _flow(request, key)
+    if row is None:
+        return render(
+            request, "dashboard/not_found.html", who, status_code=404, what=f"flow {key!r}"
+        )
+    stats = ws.flows.stats(row.key)
+    labels = stats["step_names"]
+    message_steps = [
+        (labelled(s, labels), stats["messages_per_step"][s])
+        for s in in_order(stats["messages_per_step"], labels)
+    ]
+    template = "dashboard/_flow_stats.html" if _htmx(request) else "dashboard/flow_stats.html"
+    return render(request, template, who, flow=row, stats=stats, message_steps=message_steps)
 
 
 @router.get("/flows/{key}/results")
