@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import (
+    JSON,
     BigInteger,
     Boolean,
     Column,
@@ -372,14 +373,15 @@ rfm_snapshots = Table(
 #: Figures of the whole base kept once per day for the dashboard's trends and pages, so that
 #: no page rescans history: ``kind`` says which read model (``base``: ``winback summary``,
 #: ``analysis``: the report of ``winback analyze``, ``segments``: member counts after a
-#: refresh); a later snapshot of the same kind on the same day replaces it.
+#: refresh); a later snapshot of the same kind on the same day replaces it. ``data`` is
+#: ``json``, not ``jsonb``, on PostgreSQL: the document keeps its keys in their order.
 daily_snapshots = Table(
     "daily_snapshots",
     metadata,
     Column("snapshot_date", Date, primary_key=True),
     Column("kind", String(32), primary_key=True),
     Column("taken_at", UTCDateTime, nullable=False),
-    Column("data", JSONDoc, nullable=False),
+    Column("data", JSON, nullable=False),
     Index("ix_daily_snapshots_kind", "kind", "snapshot_date"),
 )
 
