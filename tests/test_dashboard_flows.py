@@ -114,6 +114,7 @@ def test_forks_are_drawn_with_their_branches(
     assert stats["holdout"] == held and stats["treatment"] == treated
 
 
+@pytest.mark.slow
 def test_results_and_statistics_equal_the_cli(workspace: Workspace, clock: FixedClock) -> None:
     ws = workspace
     drive(ws, clock)
