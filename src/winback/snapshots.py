@@ -144,6 +144,26 @@ def series(engine: Engine, kind: str, *, limit: int = 90) -> list[Snapshot]:
     return [_snapshot(*r) for r in reversed(rows)]
 
 
+def series_part(
+    engine: Engine, kind: str, path: tuple[str, ...], *, limit: int = 90
+) -> list[tuple[date, Any]]:
+    """Part ``path`` (keys into the document) of the last ``limit`` snapshots of ``kind``,
+    oldest first, extracted in SQL (the rest of each document is not read)."""
+    t = daily_snapshots
+    part: Any = t.c.data
+    for key in path:
+        part = part[key]
+    query = (
+        select(t.c.snapshot_date, part)
+        .where(t.c.kind == kind)
+        .order_by(t.c.snapshot_date.desc())
+        .limit(limit)
+    )
+    with engine.connect() as conn:
+        rows = list(conn.execute(query))
+    return [(day, restored(value)) for day, value in reversed(rows)]
+
+
 def take_base(engine: Engine, *, now: datetime, days: int, currency: str) -> Snapshot:
     """Compute :func:`~winback.summary.base_summary` at ``now`` and store it as that day's
     ``base`` snapshot (with the workspace currency, as ``winback summary --json`` adds it)."""
