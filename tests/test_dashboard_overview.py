@@ -15,6 +15,7 @@ from tests.dashboard_support import figure, figures, small_shop
 from tests.web_support import new_api_key, running_service
 from winback import snapshots
 from winback.readmodels.overview import overview
+from winback.store.apikeys import Scope
 from winback.summary import base_summary
 from winback.workspace import Workspace
 
@@ -31,7 +32,7 @@ def test_overview_shows_the_figures_of_summary_and_analyze(
                                     default=str))  # fmt: skip
     summary["revenue"] = float(summary["revenue"])
     report = snapshots.plain(workspace.analytics.analyze(holdout=False).report)
-    key = new_api_key(workspace, "reader")
+    key = new_api_key(workspace, "reader", Scope.READ)
     with running_service(workspace) as base:
         page = httpx.get(f"{base}/overview", headers={"Authorization": f"Bearer {key}"})
     assert page.status_code == 200, page.text
@@ -62,7 +63,7 @@ def test_overview_shows_the_figures_of_summary_and_analyze(
 def test_the_overview_without_snapshots_offers_to_take_one(
     workspace: Workspace, tmp_path: Path
 ) -> None:
-    key = new_api_key(workspace, "reader")
+    key = new_api_key(workspace, "admin", Scope.MANAGE)  # taking a snapshot changes the store
     auth = {"Authorization": f"Bearer {key}"}
     with running_service(workspace) as base:
         before = httpx.get(f"{base}/overview", headers=auth)

@@ -12,6 +12,7 @@ from sqlalchemy import select
 
 from tests.dashboard_support import figures, small_shop
 from tests.web_support import new_api_key, running_service
+from winback.store.apikeys import Scope
 from winback.store.schema import contacts
 from winback.workspace import Workspace
 
@@ -37,7 +38,7 @@ def test_rfm_grid_segments_and_members(workspace: Workspace, tmp_path: Path) -> 
     small_shop(workspace, tmp_path, customers=400)
     report = workspace.analytics.analyze(holdout=False).report
     grid, segs = report["rfm"]["grid"], report["rfm"]["segments"]
-    key = new_api_key(workspace, "reader")
+    key = new_api_key(workspace, "reader", Scope.READ)
     with (
         running_service(workspace) as base,
         httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}) as client,
@@ -102,7 +103,7 @@ def test_rfm_grid_segments_and_members(workspace: Workspace, tmp_path: Path) -> 
 
 
 def test_rfm_without_an_analysis_says_so(sqlite_workspace: Workspace) -> None:
-    key = new_api_key(sqlite_workspace, "reader")
+    key = new_api_key(sqlite_workspace, "reader", Scope.READ)
     with running_service(sqlite_workspace) as base:
         page = httpx.get(f"{base}/rfm", headers={"Authorization": f"Bearer {key}"})
     assert page.status_code == 200

@@ -18,6 +18,7 @@ from tests.dashboard_support import figures, small_shop
 from tests.shopdata import add_contact, add_order
 from tests.web_support import new_api_key, running_service
 from winback import snapshots
+from winback.store.apikeys import Scope
 from winback.store.schema import contacts, segment_membership, segments
 from winback.workspace import Workspace
 
@@ -47,7 +48,7 @@ def test_segment_list_detail_members_and_search(workspace: Workspace, tmp_path: 
     listed = workspace.segments.list()
     expected = _members(workspace, SEGMENT)
     assert len(expected) > 30
-    key = new_api_key(workspace, "reader")
+    key = new_api_key(workspace, "reader", Scope.READ)
     with (
         running_service(workspace) as base,
         httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}) as client,
@@ -122,7 +123,7 @@ def test_segment_export_is_the_cli_export_and_formula_safe(
         cid = add_contact(workspace, f"c{i}", email=f"c{i}@example.com", first_name=name)
         add_order(workspace, cid, workspace.clock.now() - timedelta(days=3))
     workspace.segments.refresh()
-    key = new_api_key(workspace, "reader")
+    key = new_api_key(workspace, "reader", Scope.READ)
     with running_service(workspace) as base:
         answer = httpx.get(
             f"{base}/segments/{SEGMENT}/export.csv", headers={"Authorization": f"Bearer {key}"}
