@@ -57,7 +57,7 @@ def test_overview_shows_the_figures_of_summary_and_analyze(
     assert "<svg" in html and 'id="trend-people"' in html and 'id="trend-dormant"' in html
     last_purchase = report["health"]["distributions"]["last_purchase"]
     assert f"<td>{last_purchase[0]['bucket']}</td>" in html
-    assert "Take today" not in html  # today's snapshots are there
+    assert "No snapshot of the base yet" not in html and 'class="notice"' not in html
 
 
 def test_the_overview_without_snapshots_offers_to_take_one(

@@ -78,9 +78,12 @@ def test_an_analysis_of_an_earlier_day_is_stale(workspace: Workspace, clock: Fix
         {"customers": 1},
         at=clock.now() - timedelta(days=2),
     )
-    key = new_api_key(workspace, "reader", Scope.READ)
+    reader = new_api_key(workspace, "reader", Scope.READ)
+    admin = new_api_key(workspace, "admin", Scope.MANAGE)
     with running_service(workspace) as base:
-        page = httpx.get(f"{base}/report", headers={"Authorization": f"Bearer {key}"})
+        page = httpx.get(f"{base}/report", headers={"Authorization": f"Bearer {reader}"})
+        managed = httpx.get(f"{base}/report", headers={"Authorization": f"Bearer {admin}"})
     day = (clock.now() - timedelta(days=2)).date()
     assert f"The last analysis is of {day}: it is stale." in page.text
-    assert "Run the analysis now" in page.text
+    assert "Run the analysis now" not in page.text and "manage scope" in page.text
+    assert "Run the analysis now" in managed.text
