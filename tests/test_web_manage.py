@@ -241,6 +241,9 @@ def test_contact_create_update_consent_erase(shop: tuple[Workspace, Api]) -> Non
     assert refused["detail"][0]["loc"] == ["body", "email"]
     assert "not an email address" in refused["detail"][0]["msg"]
     assert api("PUT", "/api/v1/contacts/ada-1", 422, json={"timezone": "Mars/Base"})
+    assert api("PUT", "/api/v1/contacts/ada-1", 422, json={"tags": ["a,b"]})
+    tagged = api("PUT", "/api/v1/contacts/ada-1", json={"tags": ["vip", "newsletter"]})
+    assert (tagged["outcome"], tagged["tags_added"]) == ("updated", 1)
     phone = api("PUT", "/api/v1/contacts/ada-1", 422, json={"phone": "12"})
     assert phone["detail"][0]["loc"] == ["body", "phone"]
     assert api("PUT", "/api/v1/contacts/ada-1", 422, json={"colour": "red"})
