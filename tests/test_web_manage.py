@@ -24,6 +24,7 @@ from tests.test_segments import crafted_shop
 from tests.test_store_concurrency import _store_locked
 from tests.web_support import new_api_key, running_service
 from winback.cli import app as cli
+from winback.store.apikeys import Scope
 from winback.store.schema import consent_log, contacts, erasures, tag_history
 from winback.workspace import Workspace
 
@@ -78,7 +79,7 @@ def shop(workspace: Workspace) -> Iterator[tuple[Workspace, Api]]:
     ws.flows.add("reactivation", enable=True, now=T0)
     ws.flows.tick(T0)
     with running_service(ws) as base:
-        api = Api(base, new_api_key(ws, "crm"))
+        api = Api(base, new_api_key(ws, "crm", Scope.MANAGE))
         yield ws, api
         api.client.close()
 
@@ -173,7 +174,7 @@ def test_member_pages_are_stable(workspace: Workspace) -> None:
         conn.execute(update(contacts).values(email=contacts.c.customer_id + "@example.com"))
     ws.segments.refresh(T0)
     with running_service(ws) as base:
-        api = Api(base, new_api_key(ws, "crm"))
+        api = Api(base, new_api_key(ws, "crm", Scope.MANAGE))
         first = api("GET", "/api/v1/segments/Everyone/members", params={"limit": 5})
         # Members entering (a refresh later) and leaving between two pages.
         api("PUT", "/api/v1/contacts/late", 201, json={"email": "late@example.com"})
@@ -321,7 +322,7 @@ def test_a_busy_store_answers_503_with_retry_after(workspace: Workspace) -> None
     ws = configure(workspace, store_busy_timeout=0.2)
     crafted_shop(ws)
     with running_service(ws) as base:
-        api = Api(base, new_api_key(ws, "crm"))
+        api = Api(base, new_api_key(ws, "crm", Scope.MANAGE))
         with _store_locked(ws):
             answer = api.client.post(
                 "/api/v1/contacts/dormant/consent", json={"channel": "email", "status": "revoked"}
@@ -338,7 +339,7 @@ def test_a_busy_store_answers_503_with_retry_after(workspace: Workspace) -> None
 
 
 def test_docs_are_served_from_the_package(sqlite_workspace: Workspace) -> None:
-    key = new_api_key(sqlite_workspace, "reader")
+    key = new_api_key(sqlite_workspace, "reader", Scope.READ)
     with running_service(sqlite_workspace) as base:
         auth = {"Authorization": f"Bearer {key}"}
         page = httpx.get(f"{base}/docs", headers=auth)
