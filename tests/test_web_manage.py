@@ -367,7 +367,7 @@ def test_docs_render_offline_in_chromium(sqlite_workspace: Workspace, tmp_path: 
     nothing of any host but the server."""
     from playwright.sync_api import sync_playwright
 
-    key = new_api_key(sqlite_workspace, "reader")
+    key = new_api_key(sqlite_workspace, "reader", Scope.READ)
     with running_service(sqlite_workspace) as base, sync_playwright() as p:
         browser = p.chromium.launch(
             executable_path="/usr/bin/chromium",
