@@ -159,6 +159,12 @@ def test_read_errors(shop: tuple[Workspace, Api]) -> None:
         ("PUT", "/api/v1/contacts/dormant/tags/vip"),
     ):
         assert httpx.request(method, base + path, json={}).status_code == 401, path
+    reader = Api(base, new_api_key(ws, "reader", Scope.READ))
+    assert reader("GET", "/api/v1/flows")[0]["status"] == "enabled"
+    assert "manage" in reader("POST", "/api/v1/flows/reactivation/pause", 403)["detail"]
+    assert reader("DELETE", "/api/v1/contacts/dormant", 403)
+    shop_key = Api(base, new_api_key(ws, "shop", Scope.EVENTS))
+    assert shop_key("GET", "/api/v1/segments", 403)
     assert cli_json(ws, "flows", "list")[0]["status"] == "enabled"
     assert ws.contacts.profile("dormant")["attributes"]["erased_at"] is None
 
