@@ -106,11 +106,15 @@ def test_a_template_error_shows_its_file_and_line(sqlite_workspace: Workspace) -
     (ws.path / "templates" / "unclosed.yaml").write_text(
         'subject: "Hi"\nhtml: |\n  <p>{% if contact.first_name %}Hi</p>\n', encoding="utf-8"
     )
+    (ws.path / "templates" / "huge.yaml").write_text(
+        'subject: "Hi"\nhtml: |\n  <p>Hi</p>\n  {{ "x" * 100000000 }}\n', encoding="utf-8"
+    )
     make_contacts(ws, 1, at=T0 - DAY)
     with running_service(ws) as base:
         headers = reader(ws)
         broken = httpx.get(f"{base}/templates/broken?contact=c0", headers=headers)
         unclosed = httpx.get(f"{base}/templates/unclosed?contact=c0", headers=headers)
+        huge = httpx.get(f"{base}/templates/huge?contact=c0", headers=headers)
     assert broken.status_code == 200
     assert 'role="alert"' in broken.text and "<iframe" not in broken.text
     assert re.search(r'data-figure="error.path">[^<]*broken\.yaml<', broken.text)
@@ -119,6 +123,9 @@ def test_a_template_error_shows_its_file_and_line(sqlite_workspace: Workspace) -
     assert unclosed.status_code == 200
     assert re.search(r'data-figure="error.path">[^<]*unclosed\.yaml<', unclosed.text)
     assert 'data-figure="error.line">' in unclosed.text
+    # Delivery's render limits hold in the preview too.
+    assert huge.status_code == 200 and 'data-figure="error.line">4<' in huge.text
+    assert "render_max_value_size" in huge.text and "<iframe" not in huge.text
 
 
 @pytest.mark.browser
