@@ -245,6 +245,8 @@ def test_pause_then_enable_changes_the_status(workspace: Workspace, clock: Fixed
         assert enabled.text.lstrip().startswith('<div id="flow-status"')
         assert _status(enabled.text) == "enabled" and "/flows/reactivation/pause" in enabled.text
         missing = httpx.post(f"{base}/flows/nothing/pause", headers=headers)
+        for part in ("", "/stats", "/results"):
+            assert httpx.get(f"{base}/flows/nothing{part}", headers=headers).status_code == 404
         looker = httpx.post(f"{base}/flows/reactivation/pause", headers=reader(ws))
     assert missing.status_code == 404
     assert looker.status_code == 403  # a read key looks, it does not pause
