@@ -61,6 +61,13 @@ def test_a_message_is_rendered_for_a_chosen_contact_in_sandboxed_frames(
         unknown = httpx.get(f"{base}/templates/reactivation-1?contact=nobody", headers=headers)
         missing = httpx.get(f"{base}/templates/no-such-template", headers=headers)
         listed = httpx.get(f"{base}/templates", headers=headers)
+        contact_page = httpx.get(f"{base}/contacts/{cid}", headers=headers).text
+        chosen = httpx.get(
+            f"{base}/templates",
+            params={"template": "reactivation-1", "contact": f"#{cid}"},
+            headers=headers,
+            follow_redirects=True,
+        )
     assert by_email.status_code == by_id.status_code == 200
     page = by_email.text
     assert 'data-figure="subject">Ada, it&#39;s been a while<' in page
@@ -82,6 +89,12 @@ def test_a_message_is_rendered_for_a_chosen_contact_in_sandboxed_frames(
     assert "a sample contact" in sample.text and "Sam" in sample.text
     assert "No such contact" in unknown.text and "nobody" in unknown.text
     assert missing.status_code == 404
+    # A contact's page offers every template; its form leads to that contact's preview.
+    assert "<option>reactivation-1</option>" in contact_page
+    assert chosen.status_code == 200 and str(chosen.url).endswith(
+        f"/templates/reactivation-1?contact=%23{cid}"
+    )
+    assert 'data-figure="subject">Ada, it&#39;s been a while<' in chosen.text
     names = [t["name"] for t in cli_json(ws, "templates", "list")]
     assert re.findall(r'<tr data-template="([^"]+)">', listed.text) == names
 
