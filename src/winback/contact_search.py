@@ -6,7 +6,8 @@ does).
 
 Every condition is an equality or a prefix range on one column (``email >= 'ann' AND email <
 'ann\\U0010ffff'``), which an index on the column answers: email, customer id, first name and
-last name have one."""
+last name have one. The page's ids are found first, from the indexes alone, then only those
+rows are read."""
 
 from __future__ import annotations
 
