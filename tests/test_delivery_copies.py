@@ -142,12 +142,9 @@ def test_messages_outside_flows_and_sms_by_number(workspace: Workspace, tmp_path
     with ws_sms(workspace) as (ws, received):
         with ws.engine.begin() as conn:
             conn.execute(update(contacts).values(sms_consent=True))
-        one = add_message(ws, ann, "feedback", key="f1", flow=None, step=None,
-                          priority="transactional", payload={"order": "1001"})  # fmt: skip
-        copy = add_message(ws, twin, "feedback", key="f2", flow=None, step=None,
-                           priority="transactional", payload={"order": "1001"})  # fmt: skip
-        other = add_message(ws, twin, "feedback", key="f3", flow=None, step=None,
-                            priority="transactional", payload={"order": "1002"})  # fmt: skip
+        one = _feedback(ws, ann, "f1", "1001")
+        copy = _feedback(ws, twin, "f2", "1001")
+        other = _feedback(ws, twin, "f3", "1002")
         sms = add_message(ws, ann, "sms-hello", key="s1", channel="sms")
         sms_copy = add_message(ws, twin, "sms-hello", key="s2", channel="sms")
         ws.delivery.deliver_due()
@@ -156,12 +153,10 @@ def test_messages_outside_flows_and_sms_by_number(workspace: Workspace, tmp_path
         clock = ws.clock
         assert isinstance(clock, FixedClock)
         clock.advance(timedelta(days=2))
-        later_copy = add_message(ws, twin, "feedback", key="f4", flow=None, step=None,
-                                 priority="transactional", payload={"order": "1001"})  # fmt: skip
+        later_copy = _feedback(ws, twin, "f4", "1001")
         ws.delivery.deliver_due()
         clock.advance(timedelta(hours=ws.settings.delivery_copy_window_hours))
-        renewed = add_message(ws, twin, "feedback", key="f5", flow=None, step=None,
-                              priority="transactional", payload={"order": "1001"})  # fmt: skip
+        renewed = _feedback(ws, twin, "f5", "1001")
         ws.delivery.deliver_due()
     ids = (one, copy, other, sms, sms_copy, later_copy, renewed)
     status = {i: outbox_row(ws, i)["status"] for i in ids}
@@ -175,6 +170,18 @@ def test_messages_outside_flows_and_sms_by_number(workspace: Workspace, tmp_path
         renewed: "sent",
     }
     assert len(received) == 1  # one SMS to +393281234567
+
+
+def _feedback(ws: Workspace, contact_id: int, key: str, order: str) -> int:
+    """A transactional message outside any flow: a feedback request for ``order``."""
+    oid = add_message(ws, contact_id, "feedback", key=key, priority="transactional")
+    with ws.engine.begin() as conn:
+        conn.execute(
+            update(outbox)
+            .where(outbox.c.id == oid)
+            .values(flow=None, step=None, entry_id=None, payload={"order": order})
+        )
+    return oid
 
 
 @contextmanager
