@@ -52,6 +52,7 @@ from sqlalchemy import (
     Engine,
     and_,
     bindparam,
+    func,
     or_,
     select,
     text,
@@ -205,15 +206,20 @@ def _taken(
     for d in going:
         wanted.setdefault(str(d.row["channel"]), set()).add(addresses[int(d.row["id"])])
     flows = sorted({str(d.row["flow"]) for d in going if d.row.get("flow")})
+    steps = sorted({str(d.row.get("step") or "") for d in going if d.row.get("flow")})
     templates = sorted({str(d.row["template"]) for d in going if not d.row.get("flow")})
     same = or_(
-        outbox.c.flow.in_(flows),
+        and_(outbox.c.flow.in_(flows), func.coalesce(outbox.c.step, "").in_(steps)),
         and_(
             outbox.c.flow.is_(None),
             outbox.c.template.in_(templates),
             outbox.c.created_at >= oldest,
         ),
     )
+    # The status as an expression, so that no index on it is used: the lookup goes along
+    # the contacts' messages (ix_outbox_contact_channel_sent). On the status index instead,
+    # SQLite's planner would read every message ever sent.
+    status = outbox.c.status.concat("")
     found: dict[tuple[str, str], list[_Taken]] = {}
     for channel, wanted_addresses in wanted.items():
         kind = kind_of(channel)
@@ -244,8 +250,8 @@ def _taken(
                         outbox.c.contact_id.in_(ids[i : i + CHUNK]),
                         outbox.c.channel == channel,
                         or_(
-                            outbox.c.status == "sent",
-                            and_(outbox.c.status == "sending", outbox.c.message_id.is_not(None)),
+                            status == "sent",
+                            and_(status == "sending", outbox.c.message_id.is_not(None)),
                         ),
                         outbox.c.id.not_in(batch_ids),
                         same,
