@@ -359,14 +359,16 @@ def test_contact_exports_of_woocommerce_mailchimp_and_klaviyo(
                 )
             )
         }
-    # Four people: Anna (WooCommerce 12, then Klaviyo's profile matched by address), Bob,
-    # Carla (a Mailchimp unsubscribe), Dave (Klaviyo).
+    # Five people: Anna (WooCommerce 12, then Klaviyo's profile matched by address), Bob,
+    # Carla (a Mailchimp unsubscribe), Dave and Erin (Klaviyo).
     assert sorted(rows) == [
         "anna@example.com",
         "bob@example.com",
         "carla@example.com",
         "dave@example.com",
+        "erin@example.com",
     ]
+    assert rows["erin@example.com"].email_consent is False  # SUBSCRIBED but suppressed
     assert (rows["anna@example.com"].customer_id, rows["anna@example.com"].phone) == (
         "12",
         "+393281234567",

@@ -8,9 +8,12 @@ profile's ``email``, and the event properties ``URL``, ``Campaign Name`` and, on
 ``Apple Privacy Open`` (``True``: an open of Apple Mail Privacy Protection, stored as a
 machine open). Column names are looked up case-insensitively under the API's names and
 the spreadsheet spellings (``Event ID``, ``Datetime``, ``Metric Name``, ``Email``...).
-Profiles: ``Email``, ``First Name``, ``Last Name``, ``Phone Number``, ``Email Marketing
-Consent`` and ``SMS Marketing Consent`` (the API's consent states ``SUBSCRIBED``,
-``UNSUBSCRIBED``, ``NEVER_SUBSCRIBED``).
+Profiles (the CSV export of a list or segment): ``Email``, ``Klaviyo ID``, ``First Name``,
+``Last Name``, ``Phone Number``, ..., ``Email Marketing Consent`` (``SUBSCRIBED``,
+``UNSUBSCRIBED``, ``NEVER_SUBSCRIBED``), ``Email Marketing Consent Timestamp``, ...,
+``Email Suppressions`` (not empty: Klaviyo suppresses the address, after a hard bounce, a
+spam complaint or an unsubscribe, and email consent is revoked), and ``SMS Marketing
+Consent`` when the account has SMS.
 """
 
 from __future__ import annotations
@@ -115,6 +118,7 @@ def profiles(cols: Columns, records: Iterator[Record]) -> tuple[list[str], Itera
     i_phone = cols.find("Phone Number", "$phone_number")
     i_email_ok = cols.find("Email Marketing Consent", "Email Consent")
     i_sms_ok = cols.find("SMS Marketing Consent", "SMS Consent")
+    i_suppressed = cols.find("Email Suppressions")
 
     def rows() -> Iterator[Record]:
         for record in records:
@@ -130,7 +134,9 @@ def profiles(cols: Columns, records: Iterator[Record]) -> tuple[list[str], Itera
                     phone(cell(v, i_phone)),
                     cell(v, i_first),
                     cell(v, i_last),
-                    _consent(cell(v, i_email_ok)),
+                    "no"
+                    if cell(v, i_suppressed) not in ("", "[]")
+                    else _consent(cell(v, i_email_ok)),
                     _consent(cell(v, i_sms_ok)),
                 ],
             )
