@@ -151,7 +151,16 @@ def test_shopify_legacy_customer_export(workspace: Workspace, tmp_path: Path) ->
 
 
 def test_woocommerce_rest_api_orders(workspace: Workspace, tmp_path: Path) -> None:
-    """Orders as ``GET /wp-json/wc/v3/orders`` gives them, one per line."""
+    """Customers and orders as ``GET /wp-json/wc/v3/customers`` and ``/orders`` give them,
+    one per line."""
+    known = workspace.imports.contacts(
+        copy("woocommerce_customers_api.jsonl", tmp_path), preset="woocommerce", progress=None
+    )
+    assert (known.imported, known.rejected) == (2, 0)
+    with workspace.engine.connect() as conn:
+        anna = conn.execute(select(contacts).where(contacts.c.customer_id == "12")).one()
+    assert (anna.email, anna.phone) == ("anna@example.com", "+393281234567")  # billing.phone
+    assert anna.created_at == datetime(2023, 5, 1, 10, tzinfo=UTC)  # date_created_gmt
     report = workspace.imports.orders(
         copy("woocommerce_orders_api.jsonl", tmp_path), preset="woocommerce", progress=None
     )

@@ -1,6 +1,7 @@
 """WooCommerce: orders and customers, from the Customer / Order / Coupon Export extension's
-CSV (default format) or from the REST API (``GET /wp-json/wc/v3/orders``, one order object
-per line of a JSON Lines file).
+CSV (default format) or from the REST API (``GET /wp-json/wc/v3/orders`` and
+``/customers``, one object per line of a JSON Lines file; a customer's phone is its
+``billing.phone``, its creation time ``date_created_gmt``).
 
 CSV orders: one row per order; ``status`` (``completed``, ``processing``, ``on-hold``,
 ``pending``, ``cancelled``, ``refunded``, ``failed``; with or without the ``wc-`` prefix),
@@ -128,6 +129,11 @@ def orders(cols: Columns, records: Iterator[Record]) -> tuple[list[str], Iterato
     return ORDER_COLUMNS, rows()
 
 
+def _raw(values: list[Any], i: int | None) -> Any:
+    """A JSON cell as it is (an object, a list), None when absent."""
+    return values[i] if i is not None and i < len(values) else None
+
+
 def _field(value: Any, key: str) -> Any:
     return value.get(key) if isinstance(value, Mapping) else None
 
@@ -186,9 +192,6 @@ def rest_orders(cols: Columns, records: Iterator[Record]) -> tuple[list[str], It
     i_coupons = cols.find("coupon_lines")
     i_refunds = cols.find("refunds")
 
-    def raw(v: list[Any], i: int | None) -> Any:
-        return v[i] if i is not None and i < len(v) else None
-
     def rows() -> Iterator[Record]:
         for record in records:
             if record.problem is not None:
@@ -197,7 +200,7 @@ def rest_orders(cols: Columns, records: Iterator[Record]) -> tuple[list[str], It
             v = record.values
             customer = cell(v, i_customer)
             gmt = cell(v, i_gmt)
-            coupons = raw(v, i_coupons)
+            coupons = _raw(v, i_coupons)
             coupon = (
                 _text(_field(coupons[0], "code")) if isinstance(coupons, list) and coupons else ""
             )
@@ -206,14 +209,14 @@ def rest_orders(cols: Columns, records: Iterator[Record]) -> tuple[list[str], It
                 [
                     cell(v, i_order),
                     "" if customer in ("", "0") else customer,  # 0: a guest checkout
-                    _text(_field(raw(v, i_billing), "email")),
+                    _text(_field(_raw(v, i_billing), "email")),
                     _utc(gmt) if gmt else timestamp(cell(v, i_local)),
                     cell(v, i_total),
                     cell(v, i_currency),
-                    _rest_items(raw(v, i_items)),
+                    _rest_items(_raw(v, i_items)),
                     coupon,
                     order_status(cell(v, i_status)),
-                    _refunded(raw(v, i_refunds)),
+                    _refunded(_raw(v, i_refunds)),
                 ],
             )
 
@@ -227,8 +230,10 @@ def customers(cols: Columns, records: Iterator[Record]) -> tuple[list[str], Iter
     i_id = cols.need("customer_id", "id")
     i_email = cols.need("email", "billing_email")
     i_phone = cols.find("billing_phone", "phone")
+    i_billing = cols.find("billing")  # the REST API's customer: the phone is billing.phone
     i_first = cols.find("first_name", "billing_first_name")
     i_last = cols.find("last_name", "billing_last_name")
+    i_gmt = cols.find("date_created_gmt")
     i_created = cols.find("date_registered", "date_created")
 
     def rows() -> Iterator[Record]:
@@ -243,10 +248,10 @@ def customers(cols: Columns, records: Iterator[Record]) -> tuple[list[str], Iter
                 [
                     "" if customer == "0" else customer,
                     cell(v, i_email),
-                    phone(cell(v, i_phone)),
+                    phone(cell(v, i_phone) or _text(_field(_raw(v, i_billing), "phone"))),
                     cell(v, i_first),
                     cell(v, i_last),
-                    timestamp(cell(v, i_created)),
+                    _utc(gmt) if (gmt := cell(v, i_gmt)) else timestamp(cell(v, i_created)),
                 ],
             )
 
