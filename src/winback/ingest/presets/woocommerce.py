@@ -9,8 +9,8 @@ CSV orders: one row per order; ``status`` (``completed``, ``processing``, ``on-h
 ``key:value`` pairs separated by ``|``) and ``coupon_items``. REST orders: ``id``,
 ``status``, ``customer_id``, ``billing`` (its ``email``), ``currency``, ``total``,
 ``date_created_gmt`` (UTC; else ``date_created``, the site's time), ``line_items``,
-``coupon_lines`` and ``refunds`` (each ``total`` negative: the refunded amount is their
-sum, made positive). A guest checkout has ``customer_id`` 0: it is not a customer id, so
+``coupon_lines`` and ``refunds`` (``id``, ``reason``, ``total``; the refunded amount is
+the sum of their totals, which the API writes negative, without the sign). A guest checkout has ``customer_id`` 0: it is not a customer id, so
 the order finds its contact by its billing email.
 """
 
