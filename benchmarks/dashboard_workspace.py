@@ -263,7 +263,7 @@ def _contacts(db: sqlite3.Connection, now: datetime) -> None:
             CASE WHEN {_h("c", 193)} % 100 < 72 THEN 1
                  WHEN {_h("c", 193)} % 100 < 80 THEN 0 END,
             CASE WHEN {_h("c", 97)} % 100 < 20 THEN 1 END,
-            0, 0, {_ts(f"{t} - 86400")}
+            0, 0, {_ts(f"{t} - 15 * 86400")}
         FROM profile"""
     )
     # Consent history: the grant at sign-up; the 8 % who said no first said yes, then no.
@@ -356,7 +356,7 @@ def _maintained(db: sqlite3.Connection) -> None:
 def _tags(db: sqlite3.Connection, now: datetime) -> None:
     t = int(now.timestamp())
     for i, (tag, percent) in enumerate(TAGS):
-        at = _ts(f"{t} - ({_h('id', 101 + i)} % 600) * 86400")
+        at = _ts(f"{t} - (15 + {_h('id', 101 + i)} % 600) * 86400")
         where = f"{_h('id', 7 + 13 * i)} % 100 < {percent}"
         db.execute(
             f"INSERT INTO contact_tags (contact_id, tag, added_at, added_by) "

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import timedelta
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -14,10 +15,17 @@ from typing import Any
 import httpx
 from typer.testing import CliRunner
 
+from tests.conftest import T0
+from tests.flows.helpers import add_order, make_contacts
 from tests.web_support import new_api_key
 from winback.cli import app
+from winback.clock import FixedClock
+from winback.flows.runner import run_once
 from winback.generator import generate_shop
+from winback.store.apikeys import Scope
 from winback.workspace import Workspace
+
+DAY = timedelta(days=1)
 
 
 class _Figures(HTMLParser):
@@ -79,9 +87,10 @@ def cli_json(ws: Workspace, *args: str) -> Any:
     return json.loads(result.stdout)
 
 
-def reader(ws: Workspace) -> dict[str, str]:
-    """Headers of a dashboard request made with a new API key."""
-    return {"Authorization": f"Bearer {new_api_key(ws, f'dashboard-{id(ws)}')}"}
+def reader(ws: Workspace, scope: Scope = Scope.READ) -> dict[str, str]:
+    """Headers of a dashboard request made with a new API key of ``scope`` (``read`` to look,
+    ``manage`` for a page's actions)."""
+    return {"Authorization": f"Bearer {new_api_key(ws, f'dashboard-{scope}-{id(ws)}', scope)}"}
 
 
 def session(ws: Workspace, base: str) -> httpx.Client | None:
@@ -99,14 +108,36 @@ def session(ws: Workspace, base: str) -> httpx.Client | None:
         env={"WINBACK_DATABASE_URL": ws.database_url},
     )
     assert result.exit_code == 0, result.output
-    client = httpx.Client(base_url=base)
     form = {"username": "marketer", "password": "a long enough password 42"}
-    token = csrf_field(client.get("/login").text)
-    if token is not None:
-        form["csrf_token"] = token
-    answer = client.post("/login", data=form, follow_redirects=False)
-    assert answer.status_code in (302, 303), answer.text
-    return client
+    with httpx.Client(base_url=base) as signing_in:
+        token = csrf_field(signing_in.get("/login").text)
+        if token is not None:
+            form["csrf_token"] = token
+        answer = signing_in.post("/login", data=form, follow_redirects=False)
+        assert answer.status_code in (302, 303), answer.text
+        cookies = signing_in.cookies
+    return httpx.Client(base_url=base, cookies=cookies)  # not opened yet: `with` works
+
+
+def drive(ws: Workspace, clock: FixedClock, *, forks: str | None = None) -> list[int]:
+    """Ten dormant customers through the reference flow (and ``forks``, a flow file enabled as ``forks``): the first
+    email at T0, three of them buy on day 3, the second email to the other seven on day 4;
+    the pages are then read on day 5."""
+    people = make_contacts(ws, 10, at=T0 - 400 * DAY, first_name="Ada")
+    for cid in people:
+        add_order(ws, cid, at=T0 - 200 * DAY)
+    ws.flows.add("reactivation", now=T0 - DAY)
+    if forks is not None:
+        (ws.path / "flows" / "forks.yaml").write_text(forks, encoding="utf-8")
+        ws.flows.enable("forks", now=T0 - DAY)
+    for day in (0, 4):
+        if day == 4:
+            for cid in people[:3]:
+                add_order(ws, cid, at=T0 + 3 * DAY, amount=80.0)
+        clock.set(T0 + day * DAY)
+        run_once(ws, T0 + day * DAY, sink="file")
+    clock.set(T0 + 5 * DAY)
+    return people
 
 
 def small_shop(ws: Workspace, tmp_path: Path, *, customers: int = 200) -> None:

@@ -6,21 +6,17 @@ from __future__ import annotations
 
 import re
 import xml.etree.ElementTree as ET
-from datetime import timedelta
 
 import httpx
 import pytest
 
-from tests.conftest import T0
-from tests.dashboard_support import cli_json, csrf_field, figures, reader, session, within
-from tests.flows.helpers import add_order, make_contacts
+from tests.dashboard_support import cli_json, csrf_field, drive, figures, reader, session, within
 from tests.web_support import running_service
 from winback.clock import FixedClock
 from winback.flows.program import load_program
-from winback.flows.runner import run_once
+from winback.store.apikeys import Scope
 from winback.workspace import Workspace
 
-DAY = timedelta(days=1)
 SVG = "http://www.w3.org/2000/svg"
 
 #: A flow with every kind of fork: a holdout, an A/B split, a wait_for with both branches.
@@ -40,27 +36,6 @@ steps:
     then: [{name: Thanks, add_tag: clicked}]
     else: [{name: Gave up, exit: no_click}]
 """
-
-
-def _drive(ws: Workspace, clock: FixedClock, *, forks: bool = False) -> list[int]:
-    """Ten dormant customers through the reference flow (and the fork flow): the first
-    email at T0, three of them buy on day 3, the second email to the other seven on day 4;
-    the pages are then read on day 5."""
-    people = make_contacts(ws, 10, at=T0 - 400 * DAY, first_name="Ada")
-    for cid in people:
-        add_order(ws, cid, at=T0 - 200 * DAY)
-    ws.flows.add("reactivation", now=T0 - DAY)
-    if forks:
-        (ws.path / "flows" / "forks.yaml").write_text(FORKS, encoding="utf-8")
-        ws.flows.enable("forks", now=T0 - DAY)
-    for day in (0, 4):
-        if day == 4:
-            for cid in people[:3]:
-                add_order(ws, cid, at=T0 + 3 * DAY, amount=80.0)
-        clock.set(T0 + day * DAY)
-        run_once(ws, T0 + day * DAY, sink="file")
-    clock.set(T0 + 5 * DAY)
-    return people
 
 
 def _boxes(svg: str) -> dict[str, dict[str, str]]:
@@ -87,7 +62,7 @@ def test_the_diagram_shows_every_step_with_its_contacts(
     workspace: Workspace, clock: FixedClock
 ) -> None:
     ws = workspace
-    _drive(ws, clock)
+    drive(ws, clock)
     headers = reader(ws)
     with running_service(ws) as base:
         page = httpx.get(f"{base}/flows/reactivation", headers=headers)
@@ -119,7 +94,7 @@ def test_forks_are_drawn_with_their_branches(
     sqlite_workspace: Workspace, clock: FixedClock
 ) -> None:
     ws = sqlite_workspace
-    _drive(ws, clock, forks=True)
+    drive(ws, clock, forks=FORKS)
     with running_service(ws) as base:
         page = httpx.get(f"{base}/flows/forks", headers=reader(ws))
     assert page.status_code == 200
@@ -141,10 +116,19 @@ def test_forks_are_drawn_with_their_branches(
 
 def test_results_and_statistics_equal_the_cli(workspace: Workspace, clock: FixedClock) -> None:
     ws = workspace
-    _drive(ws, clock)
+    drive(ws, clock)
+    headers = reader(ws)
     with running_service(ws) as base:
-        page = httpx.get(f"{base}/flows/reactivation", headers=reader(ws)).text
-    shown = figures(page)
+        page = httpx.get(f"{base}/flows/reactivation", headers=headers).text
+        section = httpx.get(
+            f"{base}/flows/reactivation/results", headers={**headers, "HX-Request": "true"}
+        ).text
+        alone = httpx.get(f"{base}/flows/reactivation/results", headers=headers).text
+    # The flow page asks for its results once shown; they are the same alone or as a section.
+    assert 'hx-get="/flows/reactivation/results" hx-trigger="load"' in page
+    assert section.lstrip().startswith('<section class="card" id="results">')
+    assert section.strip() in alone
+    shown = {**figures(page), **figures(section)}
     results = cli_json(ws, "flows", "results", "reactivation")
     stats = cli_json(ws, "flows", "stats", "reactivation")
     compared = 0
@@ -170,9 +154,9 @@ def test_results_and_statistics_equal_the_cli(workspace: Workspace, clock: Fixed
 
 def test_lift_and_ab_status_equal_the_cli(sqlite_workspace: Workspace, clock: FixedClock) -> None:
     ws = sqlite_workspace
-    _drive(ws, clock, forks=True)
+    drive(ws, clock, forks=FORKS)
     with running_service(ws) as base:
-        page = httpx.get(f"{base}/flows/forks", headers=reader(ws)).text
+        page = httpx.get(f"{base}/flows/forks/results", headers=reader(ws)).text
     shown = figures(page)
     results = cli_json(ws, "flows", "results", "forks")
     lift = results["lift"]["holdout"]
@@ -192,10 +176,18 @@ def test_the_list_shows_each_flow_with_the_cli_figures(
     workspace: Workspace, clock: FixedClock
 ) -> None:
     ws = workspace
-    _drive(ws, clock)
+    drive(ws, clock)
     ws.flows.pause("reactivation-companion")
+    headers = reader(ws)
     with running_service(ws) as base:
-        page = httpx.get(f"{base}/flows", headers=reader(ws)).text
+        first = httpx.get(f"{base}/flows", headers=headers).text
+        table = httpx.get(f"{base}/flows?figures=1", headers={**headers, "HX-Request": "true"})
+        page = httpx.get(f"{base}/flows?figures=1", headers=headers).text
+    # The page comes at once, then htmx asks for the table with delivered and reactivated.
+    assert 'hx-get="/flows?figures=1" hx-trigger="load"' in first
+    assert 'data-figure="delivered"' not in first and 'data-figure="entered"' in first
+    assert table.text.lstrip().startswith('<div id="flows-table">') and "<html" not in table.text
+    assert table.text.strip() in page
     listed = cli_json(ws, "flows", "list")
     results = cli_json(ws, "flows", "results", "reactivation")
     rows = {
@@ -221,8 +213,8 @@ def _status(page: str) -> str:
 
 def test_pause_then_enable_changes_the_status(workspace: Workspace, clock: FixedClock) -> None:
     ws = workspace
-    _drive(ws, clock)
-    headers = reader(ws)
+    drive(ws, clock)
+    headers = reader(ws, Scope.MANAGE)
     with running_service(ws) as base:
         page = httpx.get(f"{base}/flows/reactivation", headers=headers).text
         assert _status(page) == "enabled"
@@ -253,7 +245,7 @@ def test_a_signed_in_post_without_the_csrf_token_is_refused(
     sqlite_workspace: Workspace, clock: FixedClock
 ) -> None:
     ws = sqlite_workspace
-    _drive(ws, clock)
+    drive(ws, clock)
     with running_service(ws) as base:
         client = session(ws, base)
         if client is None:

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from markupsafe import escape
 from sqlalchemy import select
 
-from tests.dashboard_support import small_shop
+from tests.dashboard_support import figures, small_shop
 from tests.web_support import new_api_key, running_service
+from winback.store.apikeys import Scope
 from winback.store.schema import contacts
 from winback.workspace import Workspace
 
@@ -38,21 +38,25 @@ def test_rfm_grid_segments_and_members(workspace: Workspace, tmp_path: Path) -> 
     small_shop(workspace, tmp_path, customers=400)
     report = workspace.analytics.analyze(holdout=False).report
     grid, segs = report["rfm"]["grid"], report["rfm"]["segments"]
-    key = new_api_key(workspace, "reader")
+    key = new_api_key(workspace, "reader", Scope.READ)
     with (
         running_service(workspace) as base,
         httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}) as client,
     ):
         page = client.get("/rfm")
         assert page.status_code == 200, page.text
+        shown = figures(page.text)
         for r in range(1, 6):
             for f in range(1, 6):
-                shown = re.search(rf'id="cell-{r}-{f}"[^>]*>([^<]*)<', page.text)
-                assert shown is not None and shown.group(1) == f"{grid['counts'][r - 1][f - 1]:,}"
-        for s in segs:
-            name = re.escape(str(escape(s["segment"])))
-            cell = re.search(rf'data-segment="{name}">([^<]*)<', page.text)
-            assert cell is not None and cell.group(1) == f"{s['customers']:,}"
+                assert shown[f"rfm.grid.counts.{r - 1}.{f - 1}"] == str(
+                    grid["counts"][r - 1][f - 1]
+                )
+                revenue = float(shown[f"rfm.grid.revenue.{r - 1}.{f - 1}"])
+                assert revenue == grid["revenue"][r - 1][f - 1]
+        for i, s in enumerate(segs):
+            assert shown[f"rfm.segments.{i}.customers"] == str(s["customers"])
+            assert float(shown[f"rfm.segments.{i}.revenue"]) == s["revenue"]
+        assert "Can&#39;t Lose Them" in page.text
         # The fullest cell opens its customers: exactly the contacts analysed into it.
         r, f = max(
             ((r, f) for r in range(1, 6) for f in range(1, 6)),
@@ -99,7 +103,7 @@ def test_rfm_grid_segments_and_members(workspace: Workspace, tmp_path: Path) -> 
 
 
 def test_rfm_without_an_analysis_says_so(sqlite_workspace: Workspace) -> None:
-    key = new_api_key(sqlite_workspace, "reader")
+    key = new_api_key(sqlite_workspace, "reader", Scope.READ)
     with running_service(sqlite_workspace) as base:
         page = httpx.get(f"{base}/rfm", headers={"Authorization": f"Bearer {key}"})
     assert page.status_code == 200

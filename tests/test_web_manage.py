@@ -9,6 +9,7 @@ import json
 import re
 from collections.abc import Iterator
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -23,6 +24,7 @@ from tests.test_segments import crafted_shop
 from tests.test_store_concurrency import _store_locked
 from tests.web_support import new_api_key, running_service
 from winback.cli import app as cli
+from winback.store.apikeys import Scope
 from winback.store.schema import consent_log, contacts, erasures, tag_history
 from winback.workspace import Workspace
 
@@ -77,7 +79,7 @@ def shop(workspace: Workspace) -> Iterator[tuple[Workspace, Api]]:
     ws.flows.add("reactivation", enable=True, now=T0)
     ws.flows.tick(T0)
     with running_service(ws) as base:
-        api = Api(base, new_api_key(ws, "crm"))
+        api = Api(base, new_api_key(ws, "crm", Scope.MANAGE))
         yield ws, api
         api.client.close()
 
@@ -92,10 +94,13 @@ def test_reads_equal_the_cli_json(shop: tuple[Workspace, Api]) -> None:
         cli_json(ws, "segments", "show", "Customers Not Active")
     )
     page = api("GET", f"/api/v1/segments/{name}/members", params={"limit": 2})
-    assert same(page["items"]) == same(
-        cli_json(ws, "segments", "members", "Customers Not Active", "--limit", "2")
+    assert page["members"] == 3 and len(page["items"]) == 2 and page["next_cursor"]
+    rest = api("GET", f"/api/v1/segments/{name}/members", params={"cursor": page["next_cursor"]})
+    assert rest["next_cursor"] is None
+    listed = cli_json(ws, "segments", "members", "Customers Not Active")
+    assert same(page["items"] + rest["items"]) == same(
+        sorted(listed, key=lambda m: m["contact_id"])
     )
-    assert page["members"] == 3 and page["next_cursor"]
 
     flows = api("GET", "/api/v1/flows")
     assert flows == cli_json(ws, "flows", "list")
@@ -135,7 +140,7 @@ def test_read_errors(shop: tuple[Workspace, Api]) -> None:
         "query",
         "limit",
     ]
-    assert api("GET", members, 422, params={"cursor": "garbage!"})["detail"][0]["loc"] == [
+    assert api("GET", members, 422, params={"cursor": "garbage"})["detail"][0]["loc"] == [
         "query",
         "cursor",
     ]
@@ -169,7 +174,7 @@ def test_member_pages_are_stable(workspace: Workspace) -> None:
         conn.execute(update(contacts).values(email=contacts.c.customer_id + "@example.com"))
     ws.segments.refresh(T0)
     with running_service(ws) as base:
-        api = Api(base, new_api_key(ws, "crm"))
+        api = Api(base, new_api_key(ws, "crm", Scope.MANAGE))
         first = api("GET", "/api/v1/segments/Everyone/members", params={"limit": 5})
         # Members entering (a refresh later) and leaving between two pages.
         api("PUT", "/api/v1/contacts/late", 201, json={"email": "late@example.com"})
@@ -237,7 +242,13 @@ def test_contact_create_update_consent_erase(shop: tuple[Workspace, Api]) -> Non
     assert refused["detail"][0]["loc"] == ["body", "email"]
     assert "not an email address" in refused["detail"][0]["msg"]
     assert api("PUT", "/api/v1/contacts/ada-1", 422, json={"timezone": "Mars/Base"})
+    phone = api("PUT", "/api/v1/contacts/ada-1", 422, json={"phone": "12"})
+    assert phone["detail"][0]["loc"] == ["body", "phone"]
     assert api("PUT", "/api/v1/contacts/ada-1", 422, json={"colour": "red"})
+    assert api("PUT", "/api/v1/contacts/%2312", 422, json={})["detail"][0]["loc"] == [
+        "path",
+        "contact",
+    ]
     assert api("PUT", "/api/v1/contacts/ada-1", 422, json={"attributes": {"email": "x@y.z"}})
 
     consent = {"channel": "email", "status": "revoked", "source": "crm form 7"}
@@ -308,7 +319,7 @@ def test_a_busy_store_answers_503_with_retry_after(workspace: Workspace) -> None
     ws = configure(workspace, store_busy_timeout=0.2)
     crafted_shop(ws)
     with running_service(ws) as base:
-        api = Api(base, new_api_key(ws, "crm"))
+        api = Api(base, new_api_key(ws, "crm", Scope.MANAGE))
         with _store_locked(ws):
             answer = api.client.post(
                 "/api/v1/contacts/dormant/consent", json={"channel": "email", "status": "revoked"}
@@ -325,7 +336,7 @@ def test_a_busy_store_answers_503_with_retry_after(workspace: Workspace) -> None
 
 
 def test_docs_are_served_from_the_package(sqlite_workspace: Workspace) -> None:
-    key = new_api_key(sqlite_workspace, "reader")
+    key = new_api_key(sqlite_workspace, "reader", Scope.READ)
     with running_service(sqlite_workspace) as base:
         auth = {"Authorization": f"Bearer {key}"}
         page = httpx.get(f"{base}/docs", headers=auth)
@@ -343,3 +354,37 @@ def test_docs_are_served_from_the_package(sqlite_workspace: Workspace) -> None:
     assert schema.status_code == 200 and "/api/v1/segments/{name}/members" in schema.json()["paths"]
     assert no_schema.status_code == 401
     assert redoc.status_code == 404
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="needs /usr/bin/chromium")
+def test_docs_render_offline_in_chromium(sqlite_workspace: Workspace, tmp_path: Path) -> None:
+    """Swagger UI draws the management API's operations in Chromium, and the page asks
+    nothing of any host but the server."""
+    from playwright.sync_api import sync_playwright
+
+    key = new_api_key(sqlite_workspace, "reader")
+    with running_service(sqlite_workspace) as base, sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path="/usr/bin/chromium",
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+            headless=True,
+        )
+        try:
+            context = browser.new_context(extra_http_headers={"Authorization": f"Bearer {key}"})
+            page = context.new_page()
+            asked: list[str] = []
+            page.on("request", lambda request: asked.append(request.url))
+            page.goto(f"{base}/docs")
+            page.wait_for_selector("[data-path='/api/v1/segments/{name}/members']", timeout=15_000)
+            shown = page.eval_on_selector_all(
+                "[data-path]", "nodes => nodes.map(n => n.getAttribute('data-path'))"
+            )
+            page.screenshot(path=str(tmp_path / "docs.png"), full_page=False)
+        finally:
+            browser.close()
+    assert "/api/v1/contacts/{contact}/consent" in shown and "/api/v1/flows" in shown
+    assert f"{base}/openapi.json" in asked
+    outside = [u for u in asked if not u.startswith(base) and not u.startswith("data:")]
+    assert outside == []

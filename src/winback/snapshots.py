@@ -11,7 +11,8 @@ Kinds and their writers:
 - ``segments``: current member counts per segment, written by each segment refresh.
 
 A later snapshot of a kind on the same day replaces the earlier one. Values are stored as
-plain JSON: dates and instants as ISO 8601 text, decimals as numbers, NaN as null.
+plain JSON: dates and instants as ISO 8601 text, decimals as numbers; NaN and infinities
+(which JSON lacks) as ``{"__float__": "nan"}`` and read back as floats.
 """
 
 from __future__ import annotations
@@ -48,9 +49,13 @@ class Snapshot:
     data: dict[str, Any]
 
 
+#: The key of the object standing for a float JSON cannot hold (NaN, infinities).
+FLOAT_KEY = "__float__"
+
+
 def plain(value: Any) -> Any:
     """``value`` as plain JSON data: dates as ISO text, decimals and NumPy numbers as
-    numbers, tuples and sets as lists, NaN and infinities as None."""
+    numbers, tuples and sets as lists, NaN and infinities as ``{FLOAT_KEY: repr}``."""
     if isinstance(value, Mapping):
         return {str(k): plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple | set | frozenset):
@@ -66,8 +71,19 @@ def plain(value: Any) -> Any:
     if hasattr(value, "item"):  # NumPy scalars
         return plain(value.item())
     if isinstance(value, float):
-        return value if math.isfinite(value) else None
+        return value if math.isfinite(value) else {FLOAT_KEY: repr(value)}
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def restored(value: Any) -> Any:
+    """Stored JSON data with the floats :func:`plain` wrapped back as floats."""
+    if isinstance(value, dict):
+        if len(value) == 1 and FLOAT_KEY in value:
+            return float(value[FLOAT_KEY])
+        return {k: restored(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [restored(v) for v in value]
+    return value
 
 
 def write(
@@ -89,7 +105,11 @@ def write(
     else:
         with engine.begin() as conn:
             run(conn)
-    return Snapshot(day, kind, as_utc(at), doc)
+    return Snapshot(day, kind, as_utc(at), restored(doc))
+
+
+def _snapshot(day: date, kind: str, taken_at: datetime, data: Any) -> Snapshot:
+    return Snapshot(day, kind, as_utc(taken_at), restored(data))
 
 
 def latest(engine: Engine, kind: str) -> Snapshot | None:
@@ -107,7 +127,7 @@ def on(engine: Engine, kind: str, day: date) -> Snapshot | None:
                 t.c.kind == kind, t.c.snapshot_date == day
             )
         ).first()
-    return Snapshot(*row) if row is not None else None
+    return _snapshot(*row) if row is not None else None
 
 
 def series(engine: Engine, kind: str, *, limit: int = 90) -> list[Snapshot]:
@@ -121,7 +141,7 @@ def series(engine: Engine, kind: str, *, limit: int = 90) -> list[Snapshot]:
     )
     with engine.connect() as conn:
         rows = list(conn.execute(query))
-    return [Snapshot(*r) for r in reversed(rows)]
+    return [_snapshot(*r) for r in reversed(rows)]
 
 
 def take_base(engine: Engine, *, now: datetime, days: int, currency: str) -> Snapshot:

@@ -8,8 +8,9 @@ Queries, each reading at most ``limit + 1`` rows over an index:
   ``(segment_id, contact_id) WHERE exited_at IS NULL``, joined to ``contacts`` by id;
 - RFM members: ``contacts`` by primary key filtered on ``rfm_r``/``rfm_f`` or
   ``rfm_segment`` (the columns the latest ``winback analyze`` wrote);
-- a search (email prefix, or an exact customer id): the range of ``ix_contacts_email`` (or
-  the unique customer id), each hit checked against the membership index.
+- a search: an exact customer id (its unique index), else an email prefix: the range of
+  ``ix_contacts_email`` read in its order, (email, id), each row checked against the
+  membership index or the RFM filter, so a page of a broad prefix stops at its own rows.
 """
 
 from __future__ import annotations
@@ -17,9 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import ColumnElement, Engine, Select, and_, exists, or_, select
+from sqlalchemy import ColumnElement, Connection, Engine, Select, and_, exists, select, tuple_
 
-from winback.analytics.rfm import SEGMENTS
 from winback.errors import NotFound
 from winback.store.schema import contacts, segment_membership, segments
 
@@ -96,6 +96,14 @@ def _row_select() -> Select[Any]:
     )
 
 
+def _keys(conn: Connection, search: bool, contact_id: int) -> tuple[Any, ...]:
+    """The sort key of a contact in a listing: its id, or (email, id) in a search."""
+    if not search:
+        return (contact_id,)
+    email = conn.execute(select(contacts.c.email).where(contacts.c.id == contact_id)).scalar()
+    return (email or "", contact_id)
+
+
 def _page(
     engine: Engine,
     query: Select[Any],
@@ -103,15 +111,29 @@ def _page(
     after: int | None,
     before: int | None,
     limit: int,
+    search: bool = False,
+    id_column: Any = None,
 ) -> tuple[list[dict[str, Any]], int | None, int | None]:
-    """Run a keyset page of ``query`` (rows ordered by contact id)."""
+    """Run a keyset page of ``query``: rows in contact id order, or in (email, id) order for
+    a ``search`` (the order of ``ix_contacts_email``, so that a page of a broad prefix
+    reads its own rows only). ``after`` / ``before`` are the contact ids a page starts after
+    or ends before; ``id_column`` is the column of the contact id to order by (that of the
+    index the listing reads)."""
     limit = max(1, min(limit, MAX_PAGE_SIZE))
-    cid = contacts.c.id
-    if before is not None:
-        query = query.where(cid < before).order_by(cid.desc())
-    else:
-        query = query.where(cid > (after or 0)).order_by(cid)
+    c = contacts.c
+    ident = c.id if id_column is None else id_column
+    order: list[Any] = [c.email, c.id] if search else [ident]
+    key = tuple_(*order) if search else ident
     with engine.connect() as conn:
+        if before is not None:
+            bound = _keys(conn, search, before)
+            query = query.where(key < (tuple_(*bound) if search else bound[0]))
+            query = query.order_by(*(o.desc() for o in order))
+        else:
+            if after:
+                bound = _keys(conn, search, after)
+                query = query.where(key > (tuple_(*bound) if search else bound[0]))
+            query = query.order_by(*order)
         rows = [dict(r) for r in conn.execute(query.limit(limit + 1)).mappings()]
     more = len(rows) > limit
     rows = rows[:limit]
@@ -131,14 +153,42 @@ def _page(
 
 def _search(query: Select[Any], text: str) -> Select[Any]:
     """Members whose email starts with ``text`` (case-insensitive: emails are stored in
-    lower case), or whose customer id is ``text``."""
+    lower case): a range of ``ix_contacts_email``."""
     c = contacts.c
     prefix = text.strip().lower()
     escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    by_email = and_(
+    return query.where(
         c.email >= prefix, c.email < prefix + _TOP, c.email.like(escaped + "%", escape="\\")
     )
-    return query.where(or_(by_email, c.customer_id == text.strip()))
+
+
+def _by_customer_id(engine: Engine, query: Select[Any], text: str) -> list[dict[str, Any]]:
+    """The member whose customer id is ``text`` exactly, if any (the unique index)."""
+    with engine.connect() as conn:
+        found = conn.execute(query.where(contacts.c.customer_id == text.strip()).limit(1))
+        return [dict(r) for r in found.mappings()]
+
+
+def _searched(
+    engine: Engine,
+    query: Select[Any],
+    q: str,
+    *,
+    after: int | None,
+    before: int | None,
+    limit: int,
+    filters: dict[str, str],
+) -> MemberPage:
+    """A search: the member with that exact customer id, else the members whose email
+    starts with it, paged in email order."""
+    if after is None and before is None:
+        exact = _by_customer_id(engine, query, q)
+        if exact:
+            return MemberPage(exact, None, None, None, q.strip(), filters)
+    rows, nxt, prev = _page(
+        engine, _search(query, q), after=after, before=before, limit=limit, search=True
+    )
+    return MemberPage(rows, nxt, prev, None, q.strip(), filters)
 
 
 def segment_id(engine: Engine, name: str) -> tuple[int, int | None]:
@@ -170,17 +220,19 @@ def segment_members(
         sm.c.segment_id == sid, sm.c.contact_id == contacts.c.id, sm.c.exited_at.is_(None)
     )
     if q.strip():
-        query = _search(_row_select().where(member), q)
-        total = None
-    else:
-        query = (
-            _row_select()
-            .select_from(sm.join(contacts, contacts.c.id == sm.c.contact_id))
-            .where(sm.c.segment_id == sid, sm.c.exited_at.is_(None))
+        query = _row_select().where(member)
+        return _searched(
+            engine, query, q, after=after, before=before, limit=limit, filters=_size(limit)
         )
-        total = count
-    rows, nxt, prev = _page(engine, query, after=after, before=before, limit=limit)
-    return MemberPage(rows, nxt, prev, total, q.strip(), _size(limit))
+    query = (
+        _row_select()
+        .select_from(sm.join(contacts, contacts.c.id == sm.c.contact_id))
+        .where(sm.c.segment_id == sid, sm.c.exited_at.is_(None))
+    )
+    rows, nxt, prev = _page(
+        engine, query, after=after, before=before, limit=limit, id_column=sm.c.contact_id
+    )
+    return MemberPage(rows, nxt, prev, count, "", _size(limit))
 
 
 def rfm_members(
@@ -195,17 +247,14 @@ def rfm_members(
 ) -> MemberPage:
     """A page of the customers of an RFM cell or segment (``total``: their number, from the
     analysis snapshot, shown as given)."""
-    if selection.segment is not None and selection.segment not in SEGMENTS:
-        known = ", ".join(SEGMENTS)
-        # Custom names of an ``rfm_table`` are allowed: only refuse what cannot be a name.
-        if not 0 < len(selection.segment) <= 32:
-            raise ValueError(f"segment {selection.segment!r}: expected one of {known}")
     query = _row_select().where(selection.condition())
+    filters = {**selection.filters(), **_size(limit)}
     if q.strip():
-        query = _search(query, q)
-        total = None
+        return _searched(engine, query, q, after=after, before=before, limit=limit, filters=filters)
+    if total == 0:  # an empty cell: nothing to walk the contacts for
+        return MemberPage([], None, None, 0, "", filters)
     rows, nxt, prev = _page(engine, query, after=after, before=before, limit=limit)
-    return MemberPage(rows, nxt, prev, total, q.strip(), {**selection.filters(), **_size(limit)})
+    return MemberPage(rows, nxt, prev, total, "", filters)
 
 
 def _size(limit: int) -> dict[str, str]:

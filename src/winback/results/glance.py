@@ -1,12 +1,13 @@
-"""Every flow at a glance: status, entries, active contacts, messages delivered and contacts
-reactivated, counted as :mod:`winback.results.report` counts them (the same cohort and
-rules, so each figure equals the sum of its counterpart in ``winback flows results``), in a
-few aggregated statements per flow and without the attributed orders or the intervals that
-a flow's own results page computes."""
+"""Every flow at a glance: status, entries and active contacts (one aggregate over the
+entries), and on request the messages delivered and contacts reactivated, counted as
+:mod:`winback.results.report` counts them (the same cohort and rules, so each figure equals
+its counterpart in ``winback flows results``), in two aggregated statements per flow and
+without the attributed orders or the intervals that a flow's own results compute. The
+outcomes read every entry and message of each flow: they cost what the results cost."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -29,10 +30,11 @@ class FlowGlance:
     trigger: str
     entered: int
     active: int
-    delivered: int
+    #: Messages sent and not bounced (None: not computed).
+    delivered: int | None = None
     #: Entries of the treatment group that were reactivated (reached a goal or left the
     #: entry segment within the conversion window), as in the results' treatment group.
-    reactivated: int
+    reactivated: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -67,8 +69,11 @@ def _trigger(definition: dict[str, Any]) -> str:
     return f"{key}: {definition['trigger'][key]}" if key else ""
 
 
-def flows_at_a_glance(engine: Engine, settings: Settings, *, as_of: datetime) -> list[FlowGlance]:
-    """Every stored flow, by key, with its figures as of ``as_of``."""
+def flows_at_a_glance(
+    engine: Engine, settings: Settings, *, as_of: datetime, outcomes: bool = True
+) -> list[FlowGlance]:
+    """Every stored flow, by key, with its figures as of ``as_of``; ``outcomes=False``
+    leaves out delivered and reactivated (and reads only the entries' index)."""
     fe = flow_entries
     out: list[FlowGlance] = []
     with engine.connect() as conn:
@@ -79,29 +84,31 @@ def flows_at_a_glance(engine: Engine, settings: Settings, *, as_of: datetime) ->
             )
         }
         for row in conn.execute(select(flows).order_by(flows.c.key)).all():
-            program = compile_program(row.key, parse_definition(row.definition, path=row.key))
-            scope = Scope(
-                flow_id=int(row.id),
-                flow_key=row.key,
-                as_of=as_of,
-                attribution_days=settings.attribution_window_days,
-                conversion_days=settings.conversion_window_days,
-                entry_segment_id=entry_segment(conn, program.definition),
+            glance = FlowGlance(
+                key=row.key,
+                name=row.name,
+                status=row.status,
+                version=int(row.version),
+                trigger=_trigger(row.definition),
+                entered=sum(n for (fid, _), n in statuses.items() if fid == row.id),
+                active=statuses.get((int(row.id), "active"), 0),
             )
-            groups = group_counts(conn, scope)
-            out.append(
-                FlowGlance(
-                    key=row.key,
-                    name=row.name,
-                    status=row.status,
-                    version=int(row.version),
-                    trigger=_trigger(row.definition),
-                    entered=sum(n for (fid, _), n in statuses.items() if fid == row.id),
-                    active=statuses.get((int(row.id), "active"), 0),
-                    delivered=delivered(conn, scope),
-                    reactivated=groups["treatment"].reactivated,
+            if outcomes:
+                program = compile_program(row.key, parse_definition(row.definition, path=row.key))
+                scope = Scope(
+                    flow_id=int(row.id),
+                    flow_key=row.key,
+                    as_of=as_of,
+                    attribution_days=settings.attribution_window_days,
+                    conversion_days=settings.conversion_window_days,
+                    entry_segment_id=entry_segment(conn, program.definition),
                 )
-            )
+                glance = replace(
+                    glance,
+                    delivered=delivered(conn, scope),
+                    reactivated=group_counts(conn, scope)["treatment"].reactivated,
+                )
+            out.append(glance)
     return out
 
 

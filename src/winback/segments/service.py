@@ -71,19 +71,12 @@ EXPORT_COLUMNS = (
 
 
 @dataclass(frozen=True)
-class MemberCursor:
-    """Where a page of members ends: the last member's entry time and contact id."""
-
-    entered_at: datetime
-    contact_id: int
-
-
-@dataclass(frozen=True)
 class MemberPage:
-    """A page of a segment's members, and where the next one starts (None: the last)."""
+    """A page of a segment's members, and the contact id the next one starts after (None:
+    this is the last)."""
 
     rows: builtins.list[dict[str, Any]]
-    next: MemberCursor | None
+    next: int | None
 
 
 @dataclass(frozen=True)
@@ -432,14 +425,14 @@ class Segments:
         name: str,
         *,
         limit: int,
-        after: MemberCursor | None = None,
+        after: int | None = None,
         columns: tuple[str, ...] = MEMBER_COLUMNS,
     ) -> MemberPage:
-        """Up to ``limit`` current members in the order of :meth:`iter_members` (entry time,
-        then contact id), starting after ``after``, with ``columns`` (names of
-        :data:`EXPORT_COLUMNS`). The order is a key of the index on (segment, entry time):
-        a page costs its own rows, and members entering or leaving between two pages shift
-        no other row to another page."""
+        """Up to ``limit`` current members with a contact id above ``after``, in order of
+        contact id, with ``columns`` (names of :data:`EXPORT_COLUMNS`). The order is that
+        of the index of open stints (segment, contact) on both databases: a page reads its
+        own rows however deep it is, and members entering or leaving between two pages
+        shift no other member to another page."""
         sm = segment_membership
         chosen = [
             contacts.c.id.label("contact_id")
@@ -447,7 +440,7 @@ class Segments:
             else sm.c.entered_at
             if c == "entered_at"
             else contacts.c[c]
-            for c in dict.fromkeys(("contact_id", "entered_at", *columns))
+            for c in dict.fromkeys(("contact_id", *columns))
         ]
         with self.engine.connect() as conn:
             sid = self._id(conn, name)
@@ -455,23 +448,15 @@ class Segments:
                 select(*chosen)
                 .select_from(sm.join(contacts, contacts.c.id == sm.c.contact_id))
                 .where(sm.c.segment_id == sid, sm.c.exited_at.is_(None))
-                .order_by(sm.c.entered_at, contacts.c.id)
+                .order_by(sm.c.contact_id)
                 .limit(limit + 1)
             )
             if after is not None:
-                query = query.where(
-                    (sm.c.entered_at > after.entered_at)
-                    | ((sm.c.entered_at == after.entered_at) & (sm.c.contact_id > after.contact_id))
-                )
+                query = query.where(sm.c.contact_id > after)
             rows = [dict(r) for r in conn.execute(query).mappings()]
         more = len(rows) > limit
         rows = rows[:limit]
-        last = rows[-1] if more else None
-        following = (
-            MemberCursor(as_utc(last["entered_at"]), int(last["contact_id"]))
-            if last is not None
-            else None
-        )
+        following = int(rows[-1]["contact_id"]) if more else None
         return MemberPage([{c: r[c] for c in columns} for r in rows], following)
 
     def members(self, name: str, *, limit: int | None = None) -> builtins.list[dict[str, Any]]:

@@ -67,7 +67,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.types import TypeEngine
 
 from winback.store import purchases
-from winback.store.driver import driver_rows
+from winback.store.driver import driver_count, driver_rows
 from winback.store.schema import CHANNELS, consent_log, contact_tags, contacts, orders, tag_history
 from winback.store.types import UTCDateTime, sqlite_text
 
@@ -274,7 +274,8 @@ def apply_events(conn: Connection, new_events: Iterable[EventRow], *, now: datet
     in this transaction: ``(contact_id, type, occurred_at, machine)``) forward to the latest
     of their times, never back, and never past ``now``: an event stamped ahead of the clock
     (a sender's skewed clock) counts as seen now, so that no contact's engagement lies in the
-    future. Returns how many contacts had an event that counts."""
+    future. Returns how many contacts had an event that counts. See also
+    :func:`apply_stored_events`."""
     per: dict[int, list[Any]] = {}
     now_text = sqlite_text(now)  # SQLite imports give times in the store's text form
     for contact_id, kind, at, machine in new_events:
@@ -335,6 +336,44 @@ def _events_update(dialect: str, shape: tuple[str, ...]) -> Any:
         )
         _EVENTS_UPDATE[(dialect, shape)] = statement
     return statement
+
+
+def apply_stored_events(conn: Connection, *, after: int, now: datetime) -> int:
+    """SQLite: :func:`apply_events` for the events this transaction stored with ids above
+    ``after`` (the largest id before it stored them; the transaction holds the write lock,
+    so those are its own), read where they are: one look at which attributes their types
+    move, then one ``UPDATE ... FROM`` per such attribute from each contact's latest time,
+    so that each statement sets only the column that moves. Nothing passes through Python,
+    and each statement is one step of the driver. Returns how many contact rows changed (a
+    contact once per attribute that moved)."""
+    types = driver_rows(conn, _STORED_TYPES, (after,))
+    moved = {ATTRIBUTE_OF_EVENT[kind] for (kind,) in types if kind in ATTRIBUTE_OF_EVENT}
+    now_text = sqlite_text(now)
+    changed = 0
+    for name in EVENT_ATTRIBUTES:
+        if name in moved:
+            changed += driver_count(conn, _STORED_UPDATE[name], (now_text, now_text, after))
+    return changed
+
+
+#: The events of a transaction are read by rowid alone (``NOT INDEXED``): through the index
+#: on their type, SQLite would read every event of that type ever stored.
+_STORED_TYPES = "SELECT DISTINCT type FROM events NOT INDEXED WHERE id > ?"
+
+
+def _stored_update(name: str) -> str:
+    kinds = [kind for kind, attribute in ATTRIBUTE_OF_EVENT.items() if attribute == name]
+    human = " AND machine = 0" if all(kind in HUMAN_ONLY for kind in kinds) else ""
+    listed = ", ".join(f"'{kind}'" for kind in kinds)
+    return (
+        f"UPDATE contacts SET {name} = a.at, updated_at = ?1 FROM ("  # noqa: S608 (fixed names)
+        "SELECT contact_id, min(max(occurred_at), ?2) AS at FROM events NOT INDEXED "
+        f"WHERE id > ?3 AND type IN ({listed}){human} GROUP BY contact_id) AS a "
+        f"WHERE contacts.id = a.contact_id AND (contacts.{name} IS NULL OR contacts.{name} < a.at)"
+    )
+
+
+_STORED_UPDATE = {name: _stored_update(name) for name in EVENT_ATTRIBUTES}
 
 
 _SQLITE_EVENTS_UPDATE: dict[tuple[str, ...], tuple[str, tuple[str, ...], dict[str, Any]]] = {}
@@ -730,6 +769,7 @@ __all__ = [
     "ATTRIBUTE_OF_EVENT",
     "add_tags",
     "apply_events",
+    "apply_stored_events",
     "apply_orders",
     "orders_update",
     "recount_orders",

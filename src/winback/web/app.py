@@ -21,12 +21,14 @@ from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
 
 from winback import __version__
+from winback.accounts import LoginThrottle
 from winback.errors import WinbackError
 from winback.flows.status import EngineStatus
 from winback.web.apikeys import KeyRing
 from winback.web.auth import LoginRequired
 from winback.web.errors import install_error_handling
 from winback.web.limits import BodyLimitMiddleware, limits
+from winback.web.sessions import SessionRing, SessionSigner
 from winback.workspace import Workspace
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -168,6 +170,10 @@ def create_app(
     )
     app.state.workspace = workspace
     app.state.keyring = KeyRing(workspace.engine, workspace.clock.now)
+    app.state.sessions = SessionRing(workspace.engine, workspace.clock.now)
+    secret = workspace.settings.secret_key
+    app.state.session_signer = SessionSigner(secret) if secret else None
+    app.state.login_throttle = LoginThrottle()
     app.state.engine = status
     app.state.templates = Jinja2Templates(directory=str(TEMPLATES))
 
@@ -196,6 +202,7 @@ def create_app(
         events,
         feedback,
         health,
+        login,
         reports,
         tracking,
         unsubscribe,
@@ -207,7 +214,7 @@ def create_app(
     from winback.web.routes.manage import tags as manage_tags
 
     app.router.routes[0:0] = events.fast_routes  # matched before any other route
-    for module in (health, tracking, unsubscribe, feedback, events, reports, webhooks, docs):
+    for module in (health, tracking, unsubscribe, feedback, events, reports, webhooks, docs, login):
         app.include_router(module.router)
     for manage in (manage_segments, manage_flows, manage_contacts, manage_tags):
         app.include_router(manage.router)

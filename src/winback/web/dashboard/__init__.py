@@ -65,4 +65,13 @@ def home() -> Response:
 
 
 # The pages register their routes on ``router`` when imported.
-from winback.web.dashboard import flows, overview, rfm, segments  # noqa: E402, F401
+from winback.web.dashboard import (  # noqa: E402, F401
+    contacts,
+    flows,
+    overview,
+    previews,
+    report,
+    rfm,
+    segments,
+    setup,
+)

@@ -1,8 +1,13 @@
 """The Flows pages: every flow with its status and counts (``/flows``), and one flow
 (``/flows/<key>``) drawn as a diagram with the contacts at every step and branch
-(:mod:`winback.flows.diagram`), its results (:mod:`winback.results.report`, the figures of
-``winback flows results --json``), its statistics (those of ``winback flows stats --json``)
-and the enable / pause buttons."""
+(:mod:`winback.flows.diagram`), its statistics (those of ``winback flows stats --json``),
+its results (:mod:`winback.results.report`, the figures of ``winback flows results
+--json``) and the enable / pause buttons.
+
+The figures that read every entry, message and order of a flow (delivered and reactivated
+in the list, the results of a flow) come in a second request that htmx makes once the page
+is shown (``/flows?figures=1``, ``/flows/<key>/results``); without JavaScript, a link opens
+them as a page of their own."""
 
 from __future__ import annotations
 
@@ -23,13 +28,22 @@ from winback.web.dashboard import render, router
 from winback.web.deps import get_workspace
 
 
+def _htmx(request: Request) -> bool:
+    return request.headers.get("HX-Request") == "true"
+
+
 @router.get("/flows")
-def flows_page(request: Request, who: DashboardUserDep) -> Response:
+def flows_page(request: Request, who: DashboardUserDep, figures: bool = False) -> Response:
+    """The flows; with ``figures``, their delivered and reactivated counts too (htmx asks
+    for the table alone)."""
     ws = get_workspace(request)
     errors: list[str] = []
     ws.flows.sync(errors=errors)
-    rows = flows_at_a_glance(ws.engine, ws.settings, as_of=ws.clock.now())
-    return render(request, "dashboard/flows.html", who, flows=rows, errors=errors)
+    rows = flows_at_a_glance(ws.engine, ws.settings, as_of=ws.clock.now(), outcomes=figures)
+    template = (
+        "dashboard/_flows_table.html" if figures and _htmx(request) else "dashboard/flows.html"
+    )
+    return render(request, template, who, flows=rows, errors=errors, figures=figures)
 
 
 def _flow(request: Request, key: str) -> tuple[Any, Any]:
@@ -56,7 +70,6 @@ def flow_page(request: Request, key: str, who: DashboardUserDep) -> Response:
     with ws.engine.connect() as conn:
         counts = diagram.step_counts(conn, int(row.id), now)
     stats = ws.flows.stats(row.key)
-    results = flow_results(ws, row.key, as_of=now).to_dict()
     labels = stats["step_names"]
     message_steps = [
         (labelled(s, labels), stats["messages_per_step"][s])
@@ -71,10 +84,24 @@ def flow_page(request: Request, key: str, who: DashboardUserDep) -> Response:
         svg=Markup(diagram.svg(program, counts)),  # every text in it is escaped
         counts=counts,
         stats=stats,
-        results=results,
         message_steps=message_steps,
         errors=errors,
     )
+
+
+@router.get("/flows/{key}/results")
+def flow_results_page(request: Request, key: str, who: DashboardUserDep) -> Response:
+    """The flow's results: the section of the flow page (htmx), or a page of their own."""
+    ws = get_workspace(request)
+    ws.flows.sync(errors=[])
+    row, _ = _flow(request, key)
+    if row is None:
+        return render(
+            request, "dashboard/not_found.html", who, status_code=404, what=f"flow {key!r}"
+        )
+    results = flow_results(ws, row.key, as_of=ws.clock.now()).to_dict()
+    template = "dashboard/_flow_results.html" if _htmx(request) else "dashboard/flow_results.html"
+    return render(request, template, who, flow=row, results=results)
 
 
 def _switch(request: Request, key: str, who: Any, enable: bool) -> Response:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import op
-from sqlalchemy.dialects.postgresql import JSONB
 
 import winback.store.types
 
@@ -25,7 +24,7 @@ def upgrade() -> None:
         sa.Column("snapshot_date", sa.Date(), primary_key=True),
         sa.Column("kind", sa.String(32), primary_key=True),
         sa.Column("taken_at", winback.store.types.UTCDateTime(), nullable=False),
-        sa.Column("data", sa.JSON().with_variant(JSONB(), "postgresql"), nullable=False),
+        sa.Column("data", sa.JSON(), nullable=False),
     )
     op.create_index("ix_daily_snapshots_kind", "daily_snapshots", ["kind", "snapshot_date"])
 

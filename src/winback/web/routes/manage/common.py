@@ -26,7 +26,8 @@ BEARER = Security(
 )
 
 _ERRORS: dict[int, str] = {
-    400: "The request is well-formed but a rule of the workspace refuses it.",
+    400: "Refused by a rule of the workspace, or a segment or flow file is not valid "
+    "(`detail` names the file and the place in it).",
     401: "Not signed in and no valid API key (`Authorization: Bearer <key>`).",
     403: "The API key lacks the scope this operation needs.",
     404: "No such segment, flow or contact (or the segment was never refreshed).",
@@ -35,10 +36,11 @@ _ERRORS: dict[int, str] = {
 
 
 def responses(*codes: int) -> dict[int | str, dict[str, Any]]:
-    """The documented error answers ``codes`` (plus 401, 403 and the busy store's 503)."""
+    """The documented error answers ``codes`` (plus 400, 401, 403 and the busy store's
+    503)."""
     out: dict[int | str, dict[str, Any]] = {
         code: {"model": ErrorPublic, "description": _ERRORS[code]}
-        for code in sorted({401, 403, *codes})
+        for code in sorted({400, 401, 403, *codes})
     }
     out[503] = BUSY_RESPONSE
     return out

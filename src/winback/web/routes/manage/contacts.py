@@ -166,7 +166,13 @@ def get_contact(contact: ContactRef, workspace: WorkspaceDep, _who: ReadDep) -> 
 def put_contact(
     contact: Annotated[
         str,
-        Path(min_length=1, max_length=255, description="The contact's shop `customer_id`."),
+        Path(
+            min_length=1,
+            max_length=255,
+            pattern=r"^[^#]",
+            description="The contact's shop `customer_id` (not starting with `#`, which "
+            "names internal ids).",
+        ),
     ],
     body: ContactIn,
     response: Response,
@@ -252,9 +258,7 @@ def contact_tags(contact: ContactRef, workspace: WorkspaceDep, _who: ReadDep) ->
 TagName = Annotated[str, Path(min_length=1, max_length=128, pattern=r"\S", description="The tag.")]
 
 
-@router.put(
-    "/contacts/{contact}/tags/{tag}", response_model=TagChangeOut, responses=responses(400, 404)
-)
+@router.put("/contacts/{contact}/tags/{tag}", response_model=TagChangeOut, responses=responses(404))
 def add_tag(
     contact: ContactRef, tag: TagName, workspace: WorkspaceDep, who: ManageDep
 ) -> TagChangeOut:
@@ -266,7 +270,7 @@ def add_tag(
 
 
 @router.delete(
-    "/contacts/{contact}/tags/{tag}", response_model=TagChangeOut, responses=responses(400, 404)
+    "/contacts/{contact}/tags/{tag}", response_model=TagChangeOut, responses=responses(404)
 )
 def remove_tag(
     contact: ContactRef, tag: TagName, workspace: WorkspaceDep, who: ManageDep

@@ -127,7 +127,7 @@ def flow_results(
         return plain(compute(workspace, name, since=begin, until=end).to_dict())
 
 
-@router.post("/flows/{name}/enable", response_model=FlowChange, responses=responses(400, 404))
+@router.post("/flows/{name}/enable", response_model=FlowChange, responses=responses(404))
 def enable_flow(name: FlowName, workspace: WorkspaceDep, _who: ManageDep) -> FlowChange:
     """Start or resume the flow (with the back-fill its file asks for, the first time).
     Enabling an enabled flow changes nothing."""

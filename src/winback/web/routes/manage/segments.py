@@ -3,8 +3,6 @@ and its current members, a page at a time."""
 
 from __future__ import annotations
 
-import base64
-import binascii
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -12,10 +10,10 @@ from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, Field, create_model
 
 from winback.channels import CONSENT_CHANNELS
-from winback.segments.service import EXPORT_COLUMNS, MEMBER_COLUMNS, MemberCursor
+from winback.segments.service import EXPORT_COLUMNS, MEMBER_COLUMNS
 from winback.web.auth import ReadDep
 from winback.web.deps import WorkspaceDep
-from winback.web.routes.manage.common import BEARER, core_errors, invalid, plain, responses
+from winback.web.routes.manage.common import BEARER, core_errors, plain, responses
 
 router = APIRouter(prefix="/api/v1", tags=["segments"], dependencies=[BEARER])
 
@@ -71,32 +69,15 @@ MemberDetail: type[Member] = create_model(  # type: ignore[call-overload]
 
 
 class MemberPage(BaseModel):
-    """One page of members, in order of entry (then contact id)."""
+    """One page of members, in order of contact id."""
 
     segment: str
     members: int | None = Field(description="The segment's size at the last refresh.")
     items: list[MemberDetail]
     next_cursor: str | None = Field(
-        description="Pass as `cursor` for the next page; null on the last page."
+        description="Pass as `cursor` for the next page; null on the last page. Opaque: "
+        "the place after which the next page starts."
     )
-
-
-def encode_cursor(cursor: MemberCursor) -> str:
-    text = f"{cursor.entered_at.isoformat()}|{cursor.contact_id}"
-    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
-
-
-def decode_cursor(text: str) -> MemberCursor:
-    """The cursor of :func:`encode_cursor`; ValueError when it is not one."""
-    try:
-        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode()
-        at, _, contact = raw.partition("|")
-        when = datetime.fromisoformat(at)
-        if when.tzinfo is None or not contact.isdigit():
-            raise ValueError(text)
-        return MemberCursor(when, int(contact))
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise ValueError(f"not a cursor of this API: {text!r}") from None
 
 
 @router.get("/segments", response_model=list[SegmentSummary], responses=responses())
@@ -127,32 +108,26 @@ def segment_members(
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="Members per page.")] = 100,
     cursor: Annotated[
         str | None,
-        Query(
-            max_length=200,
-            pattern=r"^[A-Za-z0-9_-]+$",
-            description="`next_cursor` of the previous page.",
-        ),
+        Query(pattern=r"^[0-9]{1,18}$", description="`next_cursor` of the previous page."),
     ] = None,
     detail: Annotated[
         bool,
         Query(description="Also consent per channel, purchases, RFM segment, P(alive), CLV."),
     ] = False,
 ) -> Any:
-    """The segment's current members (as of its last refresh), in order of entry then
-    contact id: the first page equals `winback segments members NAME --limit N --json`.
-    Pages follow `next_cursor`; members entering or leaving between two pages move no
-    other member to another page."""
-    try:
-        after = decode_cursor(cursor) if cursor else None
-    except ValueError as exc:
-        raise invalid("query", "cursor", str(exc)) from None
+    """The segment's current members (as of its last refresh), in order of contact id, a
+    page at a time: all pages together are `winback segments members NAME --json` (which
+    lists them in order of entry). Pages follow `next_cursor`; members entering or leaving
+    between two pages move no other member to another page."""
     columns = EXPORT_COLUMNS if detail else MEMBER_COLUMNS
     with core_errors():
-        page = workspace.segments.page(name, limit=limit, after=after, columns=columns)
+        page = workspace.segments.page(
+            name, limit=limit, after=int(cursor) if cursor else None, columns=columns
+        )
         summary = workspace.segments.summary(name)
     return MemberPage(
         segment=summary["name"],
         members=summary["members"],
         items=[MemberDetail(**row) for row in page.rows],
-        next_cursor=encode_cursor(page.next) if page.next else None,
+        next_cursor=str(page.next) if page.next is not None else None,
     )
