@@ -25,7 +25,7 @@ from sqlalchemy import select
 import winback
 from tests.web_support import running_service
 from winback.clock import FixedClock
-from winback.store.schema import contacts, flow_entries, flows
+from winback.store.schema import contacts, flow_entries, flows, orders
 from winback.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -67,6 +67,7 @@ def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workspace]:
     """A generated 300-customer shop, imported and analysed as of the end of its history,
     whose reactivation flow ran on days 0, 4 and 7 (emails to the dry-run channel); five of
     its contacts bought again on day 2. A dashboard user can sign in."""
+    from winback import accounts
     from winback.flows.runner import run_once
     from winback.generator import generate_shop
 
@@ -87,7 +88,6 @@ def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workspace]:
             if day == 4:
                 _buy_again(ws, folder / "comeback.csv", at=start + 2 * DAY, buyers=5)
             run_once(ws, clock.now())
-        accounts = pytest.importorskip("winback.accounts", reason="needs dashboard users")
         accounts.add_user(ws.engine, USER, PASSWORD, at=clock.now())
         yield ws
 
@@ -251,30 +251,54 @@ class Figures:
 
     summary: dict[str, Any]
     analysis: dict[str, Any]
+    segments: list[dict[str, Any]]
     flows: list[dict[str, Any]]
     stats: dict[str, Any]
     results: dict[str, Any]
+    contact: dict[str, Any]
+    preview: dict[str, Any]
+    doctor: dict[str, Any]
+
+
+#: The template previewed, and the contact it is rendered for (one who bought again).
+TEMPLATE = "reactivation-1"
 
 
 @pytest.fixture(scope="module")
-def figures(shop: Workspace) -> Figures:
-    """``summary``, ``analyze`` as of the stored analysis, ``flows list``, ``flows stats`` and
-    ``flows results`` of the reactivation flow. The CLI's clock is the wall clock: the shares
-    of the dormant window, which depend on the instant, are taken from
-    :func:`winback.summary.base_summary` (what ``summary`` calls) at the workspace's clock."""
+def comeback(shop: Workspace) -> str:
+    """The customer id of the first contact who bought again after the flow's first email."""
+    with shop.engine.connect() as conn:
+        found = conn.execute(
+            select(contacts.c.customer_id)
+            .join(orders, orders.c.contact_id == contacts.c.id)
+            .where(orders.c.order_id == "R0")
+        ).scalar_one()
+    return str(found)
+
+
+@pytest.fixture(scope="module")
+def figures(shop: Workspace, comeback: str) -> Figures:
+    """The CLI's ``--json`` for every page of the visit. The CLI's clock is the wall clock:
+    the shares of the dormant window, which depend on the instant, are taken from
+    :func:`winback.summary.base_summary` (what ``summary`` calls) at the workspace's clock;
+    ``analyze`` runs as of the day of the stored analysis without writing."""
     from winback.summary import base_summary
 
-    summary, analysis, flow_list, stats, results = cli_json(
+    answers = cli_json(
         shop,
         ("summary",),
         ("analyze", "--as-of", f"{SHOP_END:%Y-%m-%d}", "--no-write"),
+        ("segments", "list"),
         ("flows", "list"),
         ("flows", "stats", "reactivation"),
         ("flows", "results", "reactivation"),
+        ("contacts", "show", comeback),
+        ("templates", "render", TEMPLATE, "--contact", comeback),
+        ("doctor",),
     )
     at_clock = base_summary(shop.engine, now=shop.clock.now(), days=shop.settings.dormant_days)
-    summary.update({k: v for k, v in at_clock.items() if k.startswith("share_")})
-    return Figures(summary, analysis, flow_list, stats, results)
+    answers[0].update({k: v for k, v in at_clock.items() if k.startswith("share_")})
+    return Figures(*answers)
 
 
 def at_path(data: Any, path: str) -> Any:
@@ -304,8 +328,10 @@ def same_value(shown: str, expected: Any) -> bool:
         expected = expected["rate"]
     if expected is None:
         return shown in ("", "None")
-    if isinstance(expected, bool | str):
-        return shown == str(expected)
+    if isinstance(expected, bool):
+        return shown == str(expected).lower()
+    if isinstance(expected, str):
+        return shown == expected
     return float(shown) == pytest.approx(float(expected), abs=1e-9)
 
 
@@ -376,14 +402,20 @@ def reactivation_flow(visit: Visit, figures: Figures) -> None:
     page = visit.page
     page.click("nav >> text=Flows")
     page.wait_for_url("**/flows")
+    page.wait_for_selector("#flows-table [data-figure=delivered]")  # counted after the page
     for flow in figures.flows:
         row = f'tr[data-flow="{flow["key"]}"]'
         shown = data_figures(page, row)
         assert shown["entered"] == str(flow["entered"]) and shown["active"] == str(flow["active"])
         assert text(page, f"{row} [data-figure=status]") == flow["status"]
+    glance = data_figures(page, 'tr[data-flow="reactivation"]')
+    results = figures.results
+    assert glance["delivered"] == str(sum(step["delivered"] for step in results["steps"]))
+    assert glance["reactivated"] == str(at_path(results, "groups.treatment.reactivated")) != "0"
     visit.shoot("flows")
     page.click('tr[data-flow="reactivation"] a')
     page.wait_for_url("**/flows/reactivation")
+    page.wait_for_selector("#results [data-figure^='results.groups']")  # counted after the page
     shown = data_figures(page)
     assert any(path.startswith("stats.") for path in shown)
     assert any(path.startswith("results.") for path in shown)
@@ -408,14 +440,97 @@ def reactivation_flow(visit: Visit, figures: Figures) -> None:
             visit.shoot("flow-paused")
 
 
+def segments(visit: Visit, figures: Figures) -> None:
+    page = visit.page
+    page.click("nav >> text=Segments")
+    page.wait_for_url("**/segments")
+    shown = data_figures(page, "#segments")
+    assert len(shown) == len(figures.segments)
+    for path, value in shown.items():
+        assert same_value(value, at_path(figures.segments, path)), path
+    visit.shoot("segments")
+
+
+def contact(visit: Visit, figures: Figures, comeback: str) -> None:
+    """Find the contact by email, open it: profile, consent, timeline."""
+    page, profile = visit.page, figures.contact
+    page.click("nav >> text=Contacts")
+    page.wait_for_url("**/contacts")
+    page.fill("#q", profile["attributes"]["email"])
+    with page.expect_navigation():
+        page.press("#q", "Enter")
+    page.click(f'tr[data-contact="{profile["contact_id"]}"] a')
+    page.wait_for_url(f"**/contacts/{profile['contact_id']}")
+    assert comeback in text(page, "h1")
+    shown = data_figures(page)
+    assert "attributes.email" in shown and "consent.email" in shown
+    for path, value in shown.items():
+        assert same_value(value, at_path(profile, path)), (path, value)
+    # The order of day 2 and the flow's first email are on the timeline.
+    assert page.locator("#timeline li[data-kind=order]").count() >= 1
+    messages = page.locator("#timeline li[data-kind=message]")
+    assert messages.count() == len(profile["messages"]) > 0
+    visit.shoot("contact")
+
+
+def template_preview(visit: Visit, figures: Figures, comeback: str) -> None:
+    """The flow's first email rendered for the contact, at desktop and phone width."""
+    page, rendered = visit.page, figures.preview
+    page.click("nav >> text=Templates")
+    page.wait_for_url("**/templates")
+    page.click(f'tr[data-template="{TEMPLATE}"] a')
+    page.wait_for_url(f"**/templates/{TEMPLATE}")
+    page.fill("#contact", comeback)
+    with page.expect_navigation():
+        page.click("form.search button[type=submit]")
+    assert text(page, "[data-figure=subject]") == rendered["subject"]
+    assert text(page, "[data-figure=preheader]") == rendered["preheader"]
+    assert text(page, "[data-figure=text]") == rendered["text"].strip()
+    frames = page.locator("iframe.message")
+    assert frames.count() == 2  # desktop and phone
+    assert frames.nth(1).bounding_box() is not None
+    first_name = figures.contact["attributes"]["first_name"]
+    assert first_name and first_name in rendered["text"]
+    visit.shoot("template")
+
+
+def setup(visit: Visit, figures: Figures) -> None:
+    page = visit.page
+    page.click("nav >> text=Setup")
+    page.wait_for_url("**/setup")
+    page.wait_for_selector("#smtp-check:not([hx-get])")  # the relay is checked after the page
+    for check in figures.doctor["checks"]:
+        name = check["check"]
+        row = "#smtp-check" if name == "smtp" else f'tr[data-check="{name}"]'
+        assert text(page, f"{row} .status") == ("ok" if check["ok"] else "missing"), name
+    visit.shoot("setup")
+
+
+def report(visit: Visit, figures: Figures) -> None:
+    page = visit.page
+    page.click("nav >> text=Report")
+    page.wait_for_url("**/report")
+    assert f"Analysis of {figures.analysis['reference_date']}" in text(page, "#report-date")
+    frame = page.frame_locator("iframe.report")
+    frame.locator("svg").first.wait_for()
+    visit.shoot("report")
+
+
 # -- the tests ------------------------------------------------------------------------------
 
 
-def test_a_marketer_walks_through_the_dashboard(visit: Visit, figures: Figures) -> None:
+def test_a_marketer_walks_through_the_dashboard(
+    visit: Visit, figures: Figures, comeback: str
+) -> None:
     sign_in(visit)
     overview(visit, figures)
     rfm_cell_members(visit, figures)
+    segments(visit, figures)
     reactivation_flow(visit, figures)
+    contact(visit, figures, comeback)
+    template_preview(visit, figures, comeback)
+    setup(visit, figures)
+    report(visit, figures)
     visit.recorder.check()
 
 
