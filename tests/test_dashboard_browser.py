@@ -49,6 +49,7 @@ DOCS_IMG = os.environ.get("WINBACK_DOCS_IMG")
 #: The two widths every page must work at: a laptop and a phone.
 WIDTHS = {"desktop": (1280, 800), "phone": (390, 844)}
 SHOP_END = date(2026, 3, 1)
+ANALYSED = SHOP_END + timedelta(days=7)
 USER, PASSWORD = "mara", "a long pass phrase for the test"
 DAY = timedelta(days=1)
 
@@ -64,9 +65,10 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workspace]:
-    """A generated 300-customer shop, imported and analysed as of the end of its history,
-    whose reactivation flow ran on days 0, 4 and 7 (emails to the dry-run channel); five of
-    its contacts bought again on day 2. A dashboard user can sign in."""
+    """A generated 300-customer shop whose history ends on ``SHOP_END``; its reactivation
+    flow ran on days 0, 4 and 7 after that (emails to the dry-run channel), five of its
+    contacts bought again on day 2, and the analysis was made on day 7. A dashboard user can
+    sign in."""
     from winback import accounts
     from winback.flows.runner import run_once
     from winback.generator import generate_shop
@@ -81,13 +83,13 @@ def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workspace]:
     with created, created.replace(settings=settings, clock=clock) as ws:
         for kind in ("contacts", "orders", "events"):
             getattr(ws.imports, kind)(generated.out_dir / f"{kind}.csv")
-        ws.analytics.analyze()
         ws.flows.add("reactivation", now=start - DAY)
         for day in (0, 4, 7):
             clock.set(start + day * DAY)
             if day == 4:
                 _buy_again(ws, folder / "comeback.csv", at=start + 2 * DAY, buyers=5)
             run_once(ws, clock.now())
+        ws.analytics.analyze()
         accounts.add_user(ws.engine, USER, PASSWORD, at=clock.now())
         yield ws
 
@@ -180,8 +182,9 @@ class Visit:
         answer = self.page.goto(self.base + path)
         assert answer is not None and answer.ok, f"{path}: {answer and answer.status}"
 
-    def shoot(self, name: str) -> Path:
-        """A full-page screenshot, kept as a test artifact; the page must fit the width."""
+    def shoot(self, name: str, *, docs: bool = False) -> Path:
+        """A full-page screenshot, kept as a test artifact; the page must fit the width.
+        ``docs``: also the first screen at desktop width for docs/dashboard.md."""
         path = SCREENSHOTS / self.width / f"{name}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
         self.page.screenshot(path=str(path), full_page=True)
@@ -189,7 +192,7 @@ class Visit:
             "document.documentElement.scrollWidth - document.documentElement.clientWidth"
         )
         assert overflow <= 0, f"{name} is {overflow} px wider than the {self.width} window"
-        if DOCS_IMG and self.width == "desktop":
+        if docs and DOCS_IMG and self.width == "desktop":
             self.page.screenshot(path=str(Path(DOCS_IMG) / f"dashboard-{name}.png"))
         return path
 
@@ -287,7 +290,7 @@ def figures(shop: Workspace, comeback: str) -> Figures:
     answers = cli_json(
         shop,
         ("summary",),
-        ("analyze", "--as-of", f"{SHOP_END:%Y-%m-%d}", "--no-write"),
+        ("analyze", "--as-of", f"{ANALYSED:%Y-%m-%d}", "--no-write"),
         ("segments", "list"),
         ("flows", "list"),
         ("flows", "stats", "reactivation"),
@@ -371,7 +374,7 @@ def overview(visit: Visit, figures: Figures) -> None:
         )
     )
     assert consent == {k: f"{100 * v:.1f}%" for k, v in base["consent_rate"].items()}
-    visit.shoot("overview")
+    visit.shoot("overview", docs=True)
 
 
 def rfm_cell_members(visit: Visit, figures: Figures) -> None:
@@ -385,7 +388,7 @@ def rfm_cell_members(visit: Visit, figures: Figures) -> None:
     for segment in rfm["segments"]:
         shown = text(page, f'td[data-segment="{segment["segment"]}"]')
         assert shown == f"{segment['customers']:,}", segment["segment"]
-    visit.shoot("rfm")
+    visit.shoot("rfm", docs=True)
     # The fullest cell that fits on one page of members.
     n, r, f = max(
         (c, r, f) for r, row in enumerate(counts, 1) for f, c in enumerate(row, 1) if c <= 50
@@ -428,7 +431,7 @@ def reactivation_flow(visit: Visit, figures: Figures) -> None:
     assert f"{figures.stats['entered']} entered" in drawn
     for name in figures.stats["step_names"].values():
         assert name in drawn
-    visit.shoot("flow")
+    visit.shoot("flow", docs=True)
     # Pause, then enable again: the page and the CLI agree on the status each time.
     for button, status in (("Pause", "paused"), ("Enable", "enabled")):
         page.click(f"#flow-status >> text={button}")
@@ -448,7 +451,7 @@ def segments(visit: Visit, figures: Figures) -> None:
     assert len(shown) == len(figures.segments)
     for path, value in shown.items():
         assert same_value(value, at_path(figures.segments, path)), path
-    visit.shoot("segments")
+    visit.shoot("segments", docs=True)
 
 
 def contact(visit: Visit, figures: Figures, comeback: str) -> None:
@@ -470,7 +473,7 @@ def contact(visit: Visit, figures: Figures, comeback: str) -> None:
     assert page.locator("#timeline li[data-kind=order]").count() >= 1
     messages = page.locator("#timeline li[data-kind=message]")
     assert messages.count() == len(profile["messages"]) > 0
-    visit.shoot("contact")
+    visit.shoot("contact", docs=True)
 
 
 def template_preview(visit: Visit, figures: Figures, comeback: str) -> None:
@@ -491,7 +494,7 @@ def template_preview(visit: Visit, figures: Figures, comeback: str) -> None:
     assert frames.nth(1).bounding_box() is not None
     first_name = figures.contact["attributes"]["first_name"]
     assert first_name and first_name in rendered["text"]
-    visit.shoot("template")
+    visit.shoot("template", docs=True)
 
 
 def setup(visit: Visit, figures: Figures) -> None:
@@ -503,7 +506,7 @@ def setup(visit: Visit, figures: Figures) -> None:
         name = check["check"]
         row = "#smtp-check" if name == "smtp" else f'tr[data-check="{name}"]'
         assert text(page, f"{row} .status") == ("ok" if check["ok"] else "missing"), name
-    visit.shoot("setup")
+    visit.shoot("setup", docs=True)
 
 
 def report(visit: Visit, figures: Figures) -> None:
@@ -513,7 +516,7 @@ def report(visit: Visit, figures: Figures) -> None:
     assert f"Analysis of {figures.analysis['reference_date']}" in text(page, "#report-date")
     frame = page.frame_locator("iframe.report")
     frame.locator("svg").first.wait_for()
-    visit.shoot("report")
+    visit.shoot("report", docs=True)
 
 
 # -- the tests ------------------------------------------------------------------------------
