@@ -541,3 +541,8 @@ def test_an_anonymous_browser_lands_on_the_login_form(visit: Visit) -> None:
     visit.page.goto(visit.base + "/?from=mail")
     assert urlsplit(visit.page.url).path == "/login"
     assert urlsplit(visit.page.url).query == "next=/%3Ffrom%3Dmail"
+    assert visit.page.locator("form[action='/login'] #password").is_visible()
+    assert visit.page.locator("input[name=next]").input_value() == "/?from=mail"
+    stylesheet = visit.page.evaluate("getComputedStyle(document.body).backgroundColor")
+    assert stylesheet != "rgba(0, 0, 0, 0)", "the stylesheet from /static did not apply"
+    visit.recorder.check()
