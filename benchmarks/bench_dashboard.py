@@ -418,7 +418,12 @@ def measure(
 
     ws = winback.open(folder, environ={})
     try:
-        key = apikeys.create(ws.engine, f"bench-dashboard-{time.time_ns()}", at=ws.clock.now())
+        key = apikeys.create(
+            ws.engine,
+            f"bench-dashboard-{time.time_ns()}",
+            at=ws.clock.now(),
+            scope=apikeys.Scope.READ,
+        )
     finally:
         ws.close()
     s = sample(folder / "winback.db", now)

@@ -16,6 +16,7 @@ from tests.web_support import new_api_key, running_service
 from winback import snapshots
 from winback.analytics.report import write_html
 from winback.clock import FixedClock
+from winback.store.apikeys import Scope
 from winback.store.schema import daily_snapshots
 from winback.workspace import Workspace
 
@@ -36,7 +37,7 @@ def test_the_report_is_generated_in_the_background_and_served(
     small_shop(workspace, tmp_path)
     with workspace.engine.begin() as conn:  # as if never analysed
         conn.execute(daily_snapshots.delete())
-    key = new_api_key(workspace, "reader")
+    key = new_api_key(workspace, "manager", Scope.MANAGE)
     auth = {"Authorization": f"Bearer {key}"}
     with running_service(workspace) as base:
         before = httpx.get(f"{base}/report", headers=auth)
@@ -71,7 +72,7 @@ def test_an_analysis_of_an_earlier_day_is_stale(workspace: Workspace, clock: Fix
         {"customers": 1},
         at=clock.now() - timedelta(days=2),
     )
-    key = new_api_key(workspace, "reader")
+    key = new_api_key(workspace, "manager", Scope.MANAGE)
     with running_service(workspace) as base:
         page = httpx.get(f"{base}/report", headers={"Authorization": f"Bearer {key}"})
     day = (clock.now() - timedelta(days=2)).date()
