@@ -326,6 +326,16 @@ def data_figures(page: Page, scope: str = "body") -> dict[str, str]:
     return found
 
 
+def check_figures(page: Page, cli: dict[str, Any], scope: str = "body") -> dict[str, str]:
+    """Every figure under ``scope`` equals the value at its ``data-figure`` path in ``cli``
+    (the CLI's answers under the path's first name). Returns the figures compared."""
+    shown = data_figures(page, scope)
+    assert shown, f"no figure under {scope}"
+    for path, value in shown.items():
+        assert same_value(value, at_path(cli, path)), (path, value)
+    return shown
+
+
 def same_value(shown: str, expected: Any) -> bool:
     if isinstance(expected, dict) and "rate" in expected:  # a rate with its count
         expected = expected["rate"]
@@ -374,6 +384,9 @@ def overview(visit: Visit, figures: Figures) -> None:
         )
     )
     assert consent == {k: f"{100 * v:.1f}%" for k, v in base["consent_rate"].items()}
+    cli = {"summary": base, "analyze": figures.analysis, "flows": figures.flows}
+    shown = check_figures(page, cli)
+    assert {p.split(".")[0] for p in shown} == set(cli)
     visit.shoot("overview", docs=True)
 
 
@@ -388,6 +401,7 @@ def rfm_cell_members(visit: Visit, figures: Figures) -> None:
     for segment in rfm["segments"]:
         shown = text(page, f'td[data-segment="{segment["segment"]}"]')
         assert shown == f"{segment['customers']:,}", segment["segment"]
+    assert len(check_figures(page, {"rfm": rfm})) == 2 * 25 + 2 * len(rfm["segments"])
     visit.shoot("rfm", docs=True)
     # The fullest cell that fits on one page of members.
     n, r, f = max(
@@ -419,12 +433,8 @@ def reactivation_flow(visit: Visit, figures: Figures) -> None:
     page.click('tr[data-flow="reactivation"] a')
     page.wait_for_url("**/flows/reactivation")
     page.wait_for_selector("#results [data-figure^='results.groups']")  # counted after the page
-    shown = data_figures(page)
-    assert any(path.startswith("stats.") for path in shown)
-    assert any(path.startswith("results.") for path in shown)
-    cli = {"stats": figures.stats, "results": figures.results}
-    for path, value in shown.items():
-        assert same_value(value, at_path(cli, path)), (path, value)
+    shown = check_figures(page, {"stats": figures.stats, "results": figures.results})
+    assert {path.split(".")[0] for path in shown} == {"stats", "results"}
     diagram = page.locator(".diagram svg")
     assert diagram.count() == 1
     drawn = diagram.text_content() or ""
@@ -465,10 +475,8 @@ def contact(visit: Visit, figures: Figures, comeback: str) -> None:
     page.click(f'tr[data-contact="{profile["contact_id"]}"] a')
     page.wait_for_url(f"**/contacts/{profile['contact_id']}")
     assert comeback in text(page, "h1")
-    shown = data_figures(page)
+    shown = check_figures(page, profile)
     assert "attributes.email" in shown and "consent.email" in shown
-    for path, value in shown.items():
-        assert same_value(value, at_path(profile, path)), (path, value)
     # The order of day 2 and the flow's first email are on the timeline.
     assert page.locator("#timeline li[data-kind=order]").count() >= 1
     messages = page.locator("#timeline li[data-kind=message]")
