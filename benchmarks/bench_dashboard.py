@@ -154,22 +154,23 @@ def pages() -> list[Page]:
              lambda s, _i: {"cut": _cut(s, 90)}),
         Page("rfm", lambda _s, _i: "/rfm", RFM_SQL),
         Page("rfm cell members",
-             lambda s, i: f"/rfm/cells/{cell(s, i)[0]}/{cell(s, i)[1]}",
+             lambda s, i: f"/rfm/members?r={cell(s, i)[0]}&f={cell(s, i)[1]}",
              f"SELECT {MEMBERS_COLUMNS} FROM contacts c WHERE c.rfm_r = :r AND c.rfm_f = :f "
              f"ORDER BY c.id LIMIT {PAGE_SIZE}",
              lambda s, i: {"r": cell(s, i)[0], "f": cell(s, i)[1]}),
         Page("rfm segment members",
-             lambda s, i: f"/rfm/segments/{quote(s.pick(s.rfm_segments, i))}",
+             lambda s, i: f"/rfm/members?segment={quote(s.pick(s.rfm_segments, i))}",
              f"SELECT {MEMBERS_COLUMNS} FROM contacts c WHERE c.rfm_segment = :segment "
              f"ORDER BY c.id LIMIT {PAGE_SIZE}",
              lambda s, i: {"segment": s.pick(s.rfm_segments, i)}),
         Page("segments", lambda _s, _i: "/segments", SEGMENTS_SQL),
         Page("segment members",
-             lambda s, i: f"/segments/{segment(s, i)[0]}?page={member_offset(s, i) // PAGE_SIZE + 1}",
+             lambda s, i: f"/segments/{quote(segment(s, i)[1], safe='')}"
+                          + (f"?after={s.pick(s.contacts, i)}" if i % 3 else ""),
              SEGMENT_MEMBERS_SQL,
              lambda s, i: {"segment": segment(s, i)[0], "offset": member_offset(s, i)}),
         Page("segment search",
-             lambda s, i: f"/segments/{segment(s, i)[0]}?q=customer{(i * 37) % 90 + 10}",
+             lambda s, i: f"/segments/{quote(segment(s, i)[1], safe='')}?q=customer{(i * 37) % 90 + 10}",
              f"SELECT {MEMBERS_COLUMNS} FROM segment_membership m "
              "JOIN contacts c ON c.id = m.contact_id WHERE m.segment_id = :segment "
              "AND m.exited_at IS NULL AND (c.email LIKE :q OR c.customer_id LIKE :q "

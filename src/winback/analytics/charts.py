@@ -218,7 +218,7 @@ def trend(
     """Lines over days (one point per day, ``None`` where a series has no value), with at
     most six date labels on the x axis."""
     left, top, bottom = 60, 30, 40
-    width, height = 720, 240
+    width, height = 560, 230
     inner_w, inner_h = width - left - 20, height - top - bottom
     values = [v for s in series for v in s if v is not None]
     high = max(values, default=0.0) or 1.0
@@ -237,8 +237,8 @@ def trend(
         body.append(_text(left - 6, y + 4, shown, "end", "font-size='11'"))
     for s_i, name in enumerate(names):
         colour = PALETTE[s_i % len(PALETTE)]
-        body.append(f"<rect x='{left + 200 * s_i}' y='6' width='12' height='12' fill='{colour}'/>")
-        body.append(_text(left + 200 * s_i + 18, 16, name))
+        body.append(f"<rect x='{left + 220 * s_i}' y='6' width='12' height='12' fill='{colour}'/>")
+        body.append(_text(left + 220 * s_i + 18, 16, name))
     for s_i, values_i in enumerate(series):
         colour = PALETTE[s_i % len(PALETTE)]
         points = []
