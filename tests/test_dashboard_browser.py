@@ -432,7 +432,9 @@ def reactivation_flow(visit: Visit, figures: Figures) -> None:
     visit.shoot("flows")
     page.click('tr[data-flow="reactivation"] a')
     page.wait_for_url("**/flows/reactivation")
-    page.wait_for_selector("#results [data-figure^='results.groups']")  # counted after the page
+    # The statistics and the results come in a second request each (htmx).
+    page.wait_for_selector("#stats [data-figure]")
+    page.wait_for_selector("#results [data-figure]")
     shown = check_figures(page, {"stats": figures.stats, "results": figures.results})
     assert {path.split(".")[0] for path in shown} == {"stats", "results"}
     diagram = page.locator(".diagram svg")
