@@ -260,6 +260,7 @@ class Figures:
     results: dict[str, Any]
     contact: dict[str, Any]
     preview: dict[str, Any]
+    templates: list[dict[str, Any]]
     doctor: dict[str, Any]
 
 
@@ -297,6 +298,7 @@ def figures(shop: Workspace, comeback: str) -> Figures:
         ("flows", "results", "reactivation"),
         ("contacts", "show", comeback),
         ("templates", "render", TEMPLATE, "--contact", comeback),
+        ("templates", "list"),
         ("doctor",),
     )
     at_clock = base_summary(shop.engine, now=shop.clock.now(), days=shop.settings.dormant_days)
@@ -487,24 +489,31 @@ def contact(visit: Visit, figures: Figures, comeback: str) -> None:
 
 
 def template_preview(visit: Visit, figures: Figures, comeback: str) -> None:
-    """The flow's first email rendered for the contact, at desktop and phone width."""
+    """From the contact's page, the flow's first email rendered for them, at desktop and
+    phone width; then the list of templates."""
     page, rendered = visit.page, figures.preview
-    page.click("nav >> text=Templates")
-    page.wait_for_url("**/templates")
-    page.click(f'tr[data-template="{TEMPLATE}"] a')
-    page.wait_for_url(f"**/templates/{TEMPLATE}")
-    page.fill("#contact", comeback)
+    page.select_option("#template", TEMPLATE)
     with page.expect_navigation():
-        page.click("form.search button[type=submit]")
+        page.click("form:has(#template) button[type=submit]")
+    assert urlsplit(page.url).path == f"/templates/{TEMPLATE}"
+    who = figures.contact["attributes"]
+    rendered_for = f"#{figures.contact['contact_id']} {who['first_name']} {who['last_name']}"
+    assert text(page, "form.search").endswith(f"{rendered_for} {who['email']}")
     assert text(page, "[data-figure=subject]") == rendered["subject"]
     assert text(page, "[data-figure=preheader]") == rendered["preheader"]
     assert text(page, "[data-figure=text]") == rendered["text"].strip()
     frames = page.locator("iframe.message")
     assert frames.count() == 2  # desktop and phone
-    assert frames.nth(1).bounding_box() is not None
     first_name = figures.contact["attributes"]["first_name"]
-    assert first_name and first_name in rendered["text"]
+    assert first_name and first_name in rendered["subject"]
     visit.shoot("template", docs=True)
+    page.click("nav >> text=Templates")
+    page.wait_for_url("**/templates")
+    listed = page.eval_on_selector_all(
+        "tr[data-template]", "rows => rows.map(r => r.dataset.template)"
+    )
+    assert listed == [t["name"] for t in figures.templates]
+    visit.shoot("templates")
 
 
 def setup(visit: Visit, figures: Figures) -> None:
