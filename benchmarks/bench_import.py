@@ -21,7 +21,11 @@ email against the preloaded customers, against the raw limit inserting the same 
 ``WINBACK_BENCH_SHOPIFY_ROWS`` sets its size in file rows (default 20,000; the issue's figure
 is 10,000,000), ``WINBACK_BENCH_SHOPIFY_SMALL_ROWS`` the small file's (default a tenth), on
 which only the preset runs, for memory. ``WINBACK_BENCH_PARTS`` (``canonical,shopify``)
-picks the comparisons.
+picks the comparisons. ``WINBACK_BENCH_PARTS=shopify10m`` runs that comparison alone on a
+10,000,000-row export (small file 1,000,000 rows) in a temporary folder outside the
+repository, removed afterwards; the preset's run also reports its resident memory at each
+tenth of the file read (``VmRSS``), to show that it stays flat. ``WINBACK_BENCH_WORK`` puts
+the generated files and stores elsewhere than ``benchmarks/work/``.
 """
 
 from __future__ import annotations
@@ -42,7 +46,9 @@ from typing import Any
 import numpy as np
 
 HERE = Path(__file__).parent
-WORK = HERE / "work"
+#: Generated files, stores and partial figures (``WINBACK_BENCH_WORK``: elsewhere, e.g. a
+#: temporary folder outside the repository for the 10M-row files).
+WORK = Path(os.environ.get("WINBACK_BENCH_WORK") or HERE / "work")
 ROOT = HERE.parent
 
 
@@ -181,8 +187,13 @@ def child_ours(workspace: Path, file: Path, preset: str | None = None) -> dict[s
     import winback
 
     ws = winback.open(workspace)
+    samples: list[tuple[float, float]] = []  # (share of the file read, resident MB)
+
+    def progress(done: int, size: int) -> None:
+        samples.append((done / size if size else 1.0, rss_mb()))
+
     started, cpu = time.perf_counter(), time.process_time()
-    report = ws.imports.orders(file, preset=preset)
+    report = ws.imports.orders(file, preset=preset, progress=progress)
     seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
     ws.close()
     return {
@@ -190,7 +201,31 @@ def child_ours(workspace: Path, file: Path, preset: str | None = None) -> dict[s
         "seconds": seconds,
         "cpu_seconds": round(cpu, 2),
         "rejected": report.rejected,
+        "rss_mb_by_share_read": _tenths(samples),
     }
+
+
+def _tenths(samples: list[tuple[float, float]]) -> list[list[float]]:
+    """The first sample at or past each tenth of the file: (share read, resident MB)."""
+    picked: list[list[float]] = []
+    for tenth in range(1, 11):
+        for share, mb in samples:
+            if share >= tenth / 10 - 1e-9:
+                if not picked or picked[-1][0] != round(share, 3):
+                    picked.append([round(share, 3), mb])
+                break
+    return picked
+
+
+def rss_mb() -> float:
+    """This process's resident memory now (``VmRSS``; 0 where /proc is missing)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return 0.0
 
 
 def _parsed_chunks(file: Path, postgres: bool, chunk: int) -> Iterator[list[tuple[Any, ...]]]:
@@ -325,6 +360,8 @@ def run(quick: bool) -> dict[str, Any]:
     big_n = int(os.environ.get("WINBACK_BENCH_ROWS", 200_000 if quick else 10_000_000))
     small_n = int(os.environ.get("WINBACK_BENCH_SMALL_ROWS", 50_000 if quick else 1_000_000))
     parts = os.environ.get("WINBACK_BENCH_PARTS", "canonical,shopify").split(",")
+    if "shopify10m" in parts:
+        return shopify_10m()
     figures: dict[str, Any] = {"rows": big_n, "small_rows": small_n}
     dbs = os.environ.get("WINBACK_BENCH_DBS", "sqlite,postgres").split(",")
     cluster = PostgresCluster().start() if "postgres" in dbs else None
@@ -345,6 +382,41 @@ def run(quick: bool) -> dict[str, Any]:
     finally:
         if cluster is not None:
             cluster.stop()
+    return figures
+
+
+def shopify_10m() -> dict[str, Any]:
+    """``WINBACK_BENCH_PARTS=shopify10m``: the Shopify comparison on a 10,000,000-row
+    line-item export (small file 1,000,000 rows), its files and stores in a temporary folder
+    outside the repository (``WINBACK_BENCH_WORK`` to choose it), removed afterwards.
+    ``WINBACK_BENCH_DBS`` picks the databases as for the other parts."""
+    import tempfile
+
+    from tests.pgcluster import PostgresCluster
+
+    global WORK
+    rows = int(os.environ.get("WINBACK_BENCH_SHOPIFY_ROWS", 10_000_000))
+    small = int(os.environ.get("WINBACK_BENCH_SHOPIFY_SMALL_ROWS", rows // 10))
+    dbs = os.environ.get("WINBACK_BENCH_DBS", "sqlite,postgres").split(",")
+    chosen = os.environ.get("WINBACK_BENCH_WORK")
+    saved, WORK = WORK, Path(tempfile.mkdtemp(prefix="winback-bench-", dir=chosen or None))
+    figures: dict[str, Any] = {"file_rows": rows, "small_file_rows": small, "work": str(WORK)}
+    cluster = PostgresCluster().start() if "postgres" in dbs else None
+    try:
+        started = time.perf_counter()
+        files = [generate_shopify(WORK / f"shopify-{n}.csv", n) for n in (rows, small)]
+        figures["generate_seconds"] = round(time.perf_counter() - started, 1)
+        figures["file_mb"] = round(files[0][0].stat().st_size / 2**20, 1)
+        for db in dbs:
+            figures[db] = _shopify(db, cluster, files, (rows, small))
+            (Path(chosen or tempfile.gettempdir()) / f"shopify10m-{db}.json").write_text(
+                json.dumps(figures[db], indent=2)
+            )
+    finally:
+        if cluster is not None:
+            cluster.stop()
+        shutil.rmtree(WORK, ignore_errors=True)
+        WORK = saved
     return figures
 
 
@@ -466,6 +538,8 @@ def _shopify(
         "raw_peak_rss_mb": raw["peak_rss_mb"],
         "small_file_rows": small_rows,
         "ours_small_peak_rss_mb": small["peak_rss_mb"],
+        "ours_rss_mb_by_share_read": ours.get("rss_mb_by_share_read"),
+        "ours_file_rows_per_s": round(rows / ours["seconds"]),
         "rejected": ours["rejected"],
     }
     print(

@@ -10,9 +10,11 @@ from typing import Any
 
 import httpx
 import uvicorn
+from fastapi import FastAPI
 
 from tests.delivery_support import free_port
 from winback.store import apikeys
+from winback.store.apikeys import Scope
 from winback.web.app import create_app
 from winback.workspace import Workspace
 
@@ -21,9 +23,18 @@ from winback.workspace import Workspace
 def running_service(
     ws: Workspace, *, background: bool = False, interval: float = 30.0, **app_options: Any
 ) -> Iterator[str]:
+    with running_app(
+        create_app(ws, background=background, interval=interval, **app_options)
+    ) as base:
+        yield base
+
+
+@contextmanager
+def running_app(app: FastAPI) -> Iterator[str]:
+    """Serve ``app`` (from :func:`create_app`, maybe with routes added) on a free port."""
     port = free_port()
     config = uvicorn.Config(
-        create_app(ws, background=background, interval=interval, **app_options),
+        app,
         host="127.0.0.1",
         port=port,
         log_level="warning",
@@ -50,6 +61,7 @@ def running_service(
         thread.join(10)
 
 
-def new_api_key(ws: Workspace, name: str) -> str:
-    """A new API key for the event API (as ``winback api-keys create`` makes it)."""
-    return apikeys.create(ws.engine, name, at=ws.clock.now())
+def new_api_key(ws: Workspace, name: str, scope: Scope = Scope.EVENTS) -> str:
+    """A new API key with ``scope`` (as ``winback api-keys create --scope`` makes it): by
+    default for the event API and provider reports."""
+    return apikeys.create(ws.engine, name, at=ws.clock.now(), scope=scope)

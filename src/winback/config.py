@@ -140,6 +140,15 @@ class Settings(BaseModel):
         description="Public URL of `winback serve`, used in tracking, unsubscribe and "
         "feedback links.",
     )
+    session_hours: int = Field(
+        12,
+        ge=1,
+        le=24 * 90,
+        description="How long a dashboard sign-in lasts, in hours, from the moment of signing "
+        "in (not renewed by use); then the browser is asked to sign in again. The session "
+        "cookie is signed with `secret_key`, HttpOnly, SameSite=Lax, and Secure when "
+        "`base_url` is https.",
+    )
 
     # -- analytics ---------------------------------------------------------------------------
     rfm_monetary: Literal["total", "average"] = Field(

@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import Engine, select
 
 from winback.clock import Clock
+from winback.contact_edit import ConsentChange, change_consent
 from winback.erasure import erase_contact
 from winback.segments.service import Segments
 from winback.store.schema import CHANNELS, contacts, outbox
@@ -80,6 +81,15 @@ class Contacts:
             "messages": sent,
             "flows": self.flows_of_contact(contact_id),
         }
+
+    def change_consent(
+        self, ref: str, channel: str, granted: bool, *, source: str
+    ) -> ConsentChange:
+        """Set the consent on ``channel`` of the contact named by ``ref`` at the clock's now,
+        with its consent-log row (see :func:`winback.contact_edit.change_consent`)."""
+        return change_consent(
+            self.engine, self.resolve(ref), channel, granted, at=self.clock.now(), source=source
+        )
 
     def erase(self, ref: str, *, reason: str | None = None, source: str = "cli") -> dict[str, Any]:
         """Erase the personal data of the contact named by ``ref`` (see

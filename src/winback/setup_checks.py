@@ -83,6 +83,11 @@ def check_can_send(settings: Settings) -> None:
 
 def doctor(settings: Settings, *, timeout: float = 3.0) -> list[Finding]:
     """Every check, in order; the SMTP relay is contacted (a TCP connection, nothing sent)."""
+    return [*configuration_checks(settings), smtp_check(settings, timeout=timeout)]
+
+
+def configuration_checks(settings: Settings) -> list[Finding]:
+    """The checks of :func:`doctor` that only read the settings (no network)."""
     found: list[Finding] = []
     public = not links_are_loopback(settings)
     found.append(
@@ -120,11 +125,12 @@ def doctor(settings: Settings, *, timeout: float = 3.0) -> list[Finding]:
             "" if settings.secret_key else "set WINBACK_SECRET_KEY (a long random string)",
         )
     )
-    found.append(_smtp(settings, timeout))
     return found
 
 
-def _smtp(settings: Settings, timeout: float) -> Finding:
+def smtp_check(settings: Settings, *, timeout: float = 3.0) -> Finding:
+    """Whether the SMTP relay of ``smtp_url`` answers as one (a TCP connection, and TLS for
+    ``smtps``; nothing is sent)."""
     host = smtp_host(settings)
     if host is None:
         return Finding(

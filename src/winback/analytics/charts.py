@@ -205,3 +205,83 @@ def columns(
     if x_title:
         body.append(_text(left + inner_w / 2, height - 10, x_title, "middle", "font-weight='600'"))
     return _svg(width, height, title, body, "lines" if lines else "columns")
+
+
+def trend(
+    days: Sequence[str],
+    series: Sequence[Sequence[float | None]],
+    *,
+    names: Sequence[str],
+    title: str,
+    percent: bool = False,
+) -> str:
+    """Lines over days (one point per day, ``None`` where a series has no value), with at
+    most six date labels on the x axis."""
+    left, top, bottom = 60, 30, 40
+    width, height = 560, 230
+    inner_w, inner_h = width - left - 20, height - top - bottom
+    values = [v for s in series for v in s if v is not None]
+    high = max(values, default=0.0) or 1.0
+    step = _nice_step(high / 4)
+    ticks = max(1, math.ceil(high / step))
+    peak = step * ticks
+    n = max(len(days), 1)
+    x_of = (lambda i: left + inner_w / 2) if n == 1 else (lambda i: left + inner_w * i / (n - 1))
+    body = []
+    for k in range(ticks + 1):
+        y = top + inner_h - inner_h * k / ticks
+        shown = f"{100 * step * k:.0f}%" if percent else _fmt(round(step * k, 2))
+        body.append(
+            f"<line x1='{left}' x2='{width - 20}' y1='{y:.1f}' y2='{y:.1f}' stroke='#e2e8f0'/>"
+        )
+        body.append(_text(left - 6, y + 4, shown, "end", "font-size='11'"))
+    for s_i, name in enumerate(names):
+        colour = PALETTE[s_i % len(PALETTE)]
+        body.append(f"<rect x='{left + 220 * s_i}' y='6' width='12' height='12' fill='{colour}'/>")
+        body.append(_text(left + 220 * s_i + 18, 16, name))
+    for s_i, values_i in enumerate(series):
+        colour = PALETTE[s_i % len(PALETTE)]
+        points = []
+        for i, v in enumerate(values_i):
+            if v is None:
+                continue
+            cx, cy = x_of(i), top + inner_h - inner_h * v / peak
+            points.append(f"{cx:.1f},{cy:.1f}")
+            shown = f"{100 * v:.1f}%" if percent else _fmt(v)
+            body.append(
+                f"<circle class='point' cx='{cx:.1f}' cy='{cy:.1f}' r='3' fill='{colour}'>"
+                f"<title>{escape(days[i])}: {escape(names[s_i])} {shown}</title></circle>"
+            )
+        if len(points) > 1:
+            body.append(
+                f"<polyline fill='none' stroke='{colour}' stroke-width='2' "
+                f"points='{' '.join(points)}'/>"
+            )
+    every = max(1, math.ceil(n / 6))
+    for i in range(0, n, every):
+        body.append(_text(x_of(i), top + inner_h + 18, days[i], "middle", "font-size='11'"))
+    return _svg(width, height, title, body, "trend")
+
+
+def sparkline(values: Sequence[float | None], *, title: str, width: int = 120) -> str:
+    """A small line of values (``None`` skipped) without axes, for a table cell."""
+    height = 28
+    known = [v for v in values if v is not None]
+    if not known:
+        return ""
+    low, high = min(known), max(known)
+    span = (high - low) or 1.0
+    n = len(values)
+    points = [
+        f"{(width - 4) * (i / (n - 1) if n > 1 else 0.5) + 2:.1f},"
+        f"{height - 3 - (height - 6) * ((v - low) / span if high > low else 0.5):.1f}"
+        for i, v in enumerate(values)
+        if v is not None
+    ]
+    body = [
+        f"<polyline fill='none' stroke='{PALETTE[0]}' stroke-width='1.5' "
+        f"points='{' '.join(points)}'/>",
+        f"<circle cx='{points[-1].split(',')[0]}' cy='{points[-1].split(',')[1]}' r='2' "
+        f"fill='{PALETTE[0]}'/>",
+    ]
+    return _svg(width, height, title, body, "sparkline")

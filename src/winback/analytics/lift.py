@@ -7,17 +7,23 @@ the minimum detectable effect at the current sample size.
   comparison of eleven methods", *Statistics in Medicine* 17, method 10): the Wilson score
   intervals of both rates combined by the square-and-add rule. It keeps close to nominal
   coverage for small counts and rates near 0, where the Wald interval collapses.
-- **Revenue per contact**: zero for most contacts and heavy-tailed for the rest. The
-  interval is Welch's: d ± t·SE with the unpooled standard error and Welch–Satterthwaite
-  degrees of freedom (Welch 1947). Measured on zero-inflated log-normal revenue
-  (docs/results.md), it kept its coverage better than the studentized bootstrap (Efron and
-  Tibshirani 1993, ch. 12) and BCa, which under-cover when a group has a few dozen buyers:
-  the difference of two means of similar skewness is much less skewed than either mean,
-  and a resample's variance is unstable there. With fewer than ``MIN_BUYERS`` buyers in a
+- **Revenue per contact**: zero for most contacts and heavy-tailed for the rest. Seen as
+  two parts (Aitchison 1955; Tu and Zhou 1999), a group's revenue per contact is the
+  conversion rate p times the mean spend μ of its buyers, and the variance of its mean over n
+  contacts is (p·σ² + p(1 − p)·μ²) / n, σ² the variance of spend among buyers. Welch's
+  interval (Welch 1947) estimates σ² from each group's own buyers; in a small holdout (a few
+  dozen buyers) that estimate is low exactly when the sample misses the tail, which also
+  makes the group's mean low, so the interval is too narrow where it is off centre and
+  under-covers. The two-part interval takes for each group the larger of its own σ² and the
+  σ² pooled over the buyers of both groups: the small group borrows the large group's view of
+  the tail, and neither group's variance falls below what its own buyers show, so it stays
+  valid when the flow changes how much buyers spend. The interval is d ± t·SE with
+  Welch–Satterthwaite degrees of freedom; ``welch_interval`` is kept for comparison
+  (benchmarks/bench_results.py measures both). With fewer than ``MIN_BUYERS`` buyers in a
   group no interval is given.
 - **Minimum detectable effect** at 80 % power and 5 % two-sided: (z₀.₉₇₅ + z₀.₈) · SE, with
   the standard error of the difference under no effect (the pooled rate for conversion, the
-  two sample variances for revenue).
+  two-part variances for revenue).
 
 Pure functions of counts and arrays; nothing here reads the store.
 """
@@ -39,6 +45,7 @@ LEVEL = 0.95
 POWER = 0.80
 #: Fewer buyers than this in a group: the revenue interval is not computed.
 MIN_BUYERS = 2
+REVENUE_METHOD = "two-part"
 
 
 class Verdict(StrEnum):
@@ -177,15 +184,92 @@ def conversion_lift(
                 "newcombe-wilson", verdict)  # fmt: skip
 
 
-def _mean_var(revenue: FloatArray) -> tuple[int, int, float, float]:
-    """(contacts, buyers, mean, sample variance) of one group's revenue per contact."""
+def _nonnegative(revenue: FloatArray) -> FloatArray:
     values = np.asarray(revenue, dtype=np.float64)
     if not np.all(np.isfinite(values)) or np.any(values < 0):
         raise ValueError("revenue per contact must be finite and non-negative")
-    n = len(values)
-    mean = float(values.mean()) if n else 0.0
-    var = float(values.var(ddof=1)) if n > 1 else 0.0
-    return n, int(np.count_nonzero(values)), mean, var
+    return values
+
+
+def _t_interval(
+    d: float, a: float, b: float, n1: int, n2: int, level: float
+) -> tuple[float, float]:
+    """d ± t·√(a + b), t with the Welch–Satterthwaite degrees of freedom of the two variance
+    terms ``a`` and ``b`` of groups of ``n1`` and ``n2``."""
+    se = float(np.sqrt(a + b))
+    df = (a + b) ** 2 / (a * a / (n1 - 1) + b * b / (n2 - 1))
+    half = float(student_t.ppf(0.5 + level / 2, df)) * se
+    return d - half, d + half
+
+
+def welch_interval(
+    treatment_revenue: FloatArray, control_revenue: FloatArray, level: float = LEVEL
+) -> tuple[float, float]:
+    """Welch's interval for the difference of two means: each group's variance from its own
+    values. Needs two values per group and a positive variance."""
+    t, c = _nonnegative(treatment_revenue), _nonnegative(control_revenue)
+    n1, n2 = len(t), len(c)
+    if n1 < 2 or n2 < 2:
+        raise ValueError(f"both groups need two contacts (treatment {n1}, control {n2})")
+    a, b = float(t.var(ddof=1)) / n1, float(c.var(ddof=1)) / n2
+    if a + b == 0:
+        raise ValueError("no variance in either group")
+    return _t_interval(float(t.mean() - c.mean()), a, b, n1, n2, level)
+
+
+@dataclass(frozen=True)
+class _TwoPart:
+    """One group's revenue per contact as conversion × spend per buyer."""
+
+    contacts: int
+    buyers: int
+    mean: float  # revenue per contact
+    buyer_mean: float  # μ: spend per buyer
+    buyer_ss: float  # Σ (spend − μ)² over the buyers
+
+    @classmethod
+    def of(cls, revenue: FloatArray) -> _TwoPart:
+        values = _nonnegative(revenue)
+        spend = values[values > 0]
+        k = len(spend)
+        mu = float(spend.mean()) if k else 0.0
+        ss = float(np.square(spend - mu).sum()) if k else 0.0
+        return cls(len(values), k, float(values.mean()) if len(values) else 0.0, mu, ss)
+
+    def variance_of_mean(self, pooled_spend_var: float) -> float:
+        """(p·σ² + p(1 − p)·μ²) / n with σ² the larger of this group's spend variance among
+        buyers and ``pooled_spend_var``."""
+        n, k = self.contacts, self.buyers
+        if k == 0:
+            return 0.0
+        own = self.buyer_ss / (k - 1) if k > 1 else 0.0
+        p = k / n
+        return (p * max(own, pooled_spend_var) + p * (1 - p) * self.buyer_mean**2) / n
+
+
+def _two_part_variances(t: _TwoPart, c: _TwoPart) -> tuple[float, float]:
+    """The variances of both groups' means, with the spend variance pooled over the buyers
+    of both groups when each has ``MIN_BUYERS``."""
+    pooled = 0.0
+    if min(t.buyers, c.buyers) >= MIN_BUYERS:
+        pooled = (t.buyer_ss + c.buyer_ss) / (t.buyers + c.buyers - 2)
+    return t.variance_of_mean(pooled), c.variance_of_mean(pooled)
+
+
+def two_part_interval(
+    treatment_revenue: FloatArray, control_revenue: FloatArray, level: float = LEVEL
+) -> tuple[float, float]:
+    """The two-part interval of the difference of revenue per contact (module docstring).
+    Needs ``MIN_BUYERS`` buyers in each group and a positive variance."""
+    t, c = _TwoPart.of(treatment_revenue), _TwoPart.of(control_revenue)
+    if min(t.buyers, c.buyers) < MIN_BUYERS:
+        raise ValueError(
+            f"both groups need {MIN_BUYERS} buyers (treatment {t.buyers}, control {c.buyers})"
+        )
+    a, b = _two_part_variances(t, c)
+    if a + b == 0:
+        raise ValueError("no variance in either group")
+    return _t_interval(t.mean - c.mean, a, b, t.contacts, c.contacts, level)
 
 
 def revenue_lift(
@@ -196,27 +280,25 @@ def revenue_lift(
     level: float = LEVEL,
 ) -> Lift:
     """Incremental revenue per contact (mean of ``treatment_revenue`` − mean of
-    ``control_revenue``, one entry per contact, 0 for contacts who did not buy) with Welch's
-    interval (see the module docstring) and the minimum detectable effect;
+    ``control_revenue``, one entry per contact, 0 for contacts who did not buy) with the
+    two-part interval (see the module docstring) and the minimum detectable effect;
     ``max_relative_mde`` is the declared threshold as a share of the control's revenue per
     contact."""
-    n1, k1, m1, v1 = _mean_var(treatment_revenue)
-    n2, k2, m2, v2 = _mean_var(control_revenue)
+    t, c = _TwoPart.of(treatment_revenue), _TwoPart.of(control_revenue)
+    n1, n2 = t.contacts, c.contacts
     if n1 < 2 or n2 < 2:
-        return _empty("revenue_per_contact", n1, n2, "welch")
-    a, b = v1 / n1, v2 / n2
+        return _empty("revenue_per_contact", n1, n2, REVENUE_METHOD)
+    d = t.mean - c.mean
+    a, b = _two_part_variances(t, c)
     se = float(np.sqrt(a + b))
-    mde = float(norm.ppf(0.5 + level / 2) + norm.ppf(POWER)) * se
-    d = m1 - m2
-    if min(k1, k2) < MIN_BUYERS or se == 0:
+    if min(t.buyers, c.buyers) < MIN_BUYERS or se == 0:
         low, high = -float("inf"), float("inf")
     else:
-        df = (a + b) ** 2 / (a * a / (n1 - 1) + b * b / (n2 - 1))
-        half = float(student_t.ppf(0.5 + level / 2, df)) * se
-        low, high = d - half, d + half
-    verdict = _verdict(low, high, mde, m2 * max_relative_mde if m2 > 0 else 0.0)
-    return Lift("revenue_per_contact", m1, m2, d, low, high, level, mde, n1, n2, "welch",
-                verdict)  # fmt: skip
+        low, high = _t_interval(d, a, b, n1, n2, level)
+    mde = float(norm.ppf(0.5 + level / 2) + norm.ppf(POWER)) * se
+    verdict = _verdict(low, high, mde, c.mean * max_relative_mde if c.mean > 0 else 0.0)
+    return Lift("revenue_per_contact", t.mean, c.mean, d, low, high, level, mde, n1, n2,
+                REVENUE_METHOD, verdict)  # fmt: skip
 
 
 def _verdict(low: float, high: float, mde: float, threshold: float) -> Verdict:

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy import Connection, Engine, and_, case, func, select, text
 
+from winback import snapshots
 from winback.analytics import analysis as an
 from winback.analytics._fit import NotEnoughData
 from winback.analytics.gamma_gamma import GammaGamma
@@ -207,6 +208,14 @@ class Analytics:
             self.write(result)
             result.report["movement"] = self.movement()
         result.report["currency"] = self.settings.currency
+        if write:
+            snapshots.write(
+                self.engine,
+                snapshots.ANALYSIS,
+                an.to_date(result.reference_day),
+                result.report,
+                at=self.clock.now(),
+            )
         return result
 
     def write(self, result: an.Analysis) -> None:

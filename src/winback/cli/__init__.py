@@ -22,6 +22,7 @@ from winback.cli import results as _results  # noqa: F401
 from winback.cli import run as _run  # noqa: F401
 from winback.cli import segments as _segments  # noqa: F401  (also tags, contacts)
 from winback.cli import summary as _summary  # noqa: F401
+from winback.cli import users as _users  # noqa: F401
 from winback.cli import workspace as _workspace  # noqa: F401
 from winback.cli._app import app, console, err_console
 from winback.errors import WinbackError

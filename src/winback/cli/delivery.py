@@ -27,7 +27,9 @@ from winback.store import apikeys
 templates_app = typer.Typer(
     help="Message templates: list, preview, validate.", no_args_is_help=True
 )
-keys_app = typer.Typer(help="API keys of the HTTP event API.", no_args_is_help=True)
+keys_app = typer.Typer(
+    help="API keys of the HTTP service (event API, management API).", no_args_is_help=True
+)
 coupons_app = typer.Typer(help="Coupon codes: import pools, see redemptions.", no_args_is_help=True)
 suppress_app = typer.Typer(help="The suppression list.", no_args_is_help=True)
 app.add_typer(templates_app, name="templates")
@@ -201,11 +203,21 @@ def _stopped(signum: int, _frame: Any) -> None:
 @keys_app.command("create")
 def keys_create(
     name: Annotated[str, typer.Argument(help="A name for the key (who uses it).")],
+    scope: Annotated[
+        str,
+        typer.Option(
+            "--scope",
+            help="What the key may do: events (the event API and provider reports), read "
+            "(read through the management API and the dashboard) or manage (read and change; "
+            "not events).",
+        ),
+    ] = apikeys.Scope.EVENTS.value,
     workspace: WorkspaceOption = None,
 ) -> None:
     """Create an API key and print it once (only its hash is stored)."""
+    chosen = apikeys.parse_scope(scope)
     with workspace_from(workspace) as ws:
-        key = apikeys.create(ws.engine, name, at=ws.clock.now())
+        key = apikeys.create(ws.engine, name, at=ws.clock.now(), scope=chosen)
     typer.echo(key)
 
 
@@ -217,12 +229,12 @@ def keys_list(workspace: WorkspaceOption = None, as_json: JsonOption = False) ->
     if as_json:
         print_json(rows)
         return
-    table = Table("name", "prefix", "created", "last used", "revoked")
+    table = Table("name", "prefix", "scope", "created", "last used", "revoked")
     for r in rows:
         table.add_row(
             *(
                 str(r[k] or "")
-                for k in ("name", "prefix", "created_at", "last_used_at", "revoked_at")
+                for k in ("name", "prefix", "scope", "created_at", "last_used_at", "revoked_at")
             )
         )
     console.print(table)

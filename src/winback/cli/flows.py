@@ -159,9 +159,9 @@ def enable(
     window = _duration(backfill, "--backfill")
     late = _duration(late_by, "--late-by")
     with workspace_from(workspace) as ws:
-        was = {i.key: i.status for i in ws.flows.list()}
+        was = ws.flows.info(name).status
         filled = ws.flows.enable(name, backfill=window, late_by=late)
-    if was.get(name) == "enabled":
+    if was == "enabled":
         note = " Pause it first to back-fill." if window else ""
         console.print(f"{name} is enabled already: nothing changed.{note}")
         return

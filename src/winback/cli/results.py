@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import sys
-from datetime import date, datetime, time, timedelta
 from typing import Annotated, Any
-from zoneinfo import ZoneInfo
 
 import typer
 from rich.markup import escape
@@ -13,31 +11,6 @@ from rich.table import Table
 
 from winback.cli._app import JsonOption, WorkspaceOption, console, print_json, workspace_from
 from winback.cli.flows import NameArg, flows_app
-from winback.errors import WinbackError
-
-
-class BadDate(WinbackError):
-    """``--since`` / ``--until`` is not an ISO date or date-time."""
-
-
-def parse_bound(option: str, text: str, zone: str, *, end: bool) -> datetime:
-    """An ISO date (the start of that day, or for ``end`` the start of the next, so that
-    ``--until`` includes the day) or date-time, read in the shop's time zone without an
-    offset; returned in UTC."""
-    try:
-        if len(text) == 10:
-            day = date.fromisoformat(text)
-            value = datetime.combine(day + timedelta(days=1 if end else 0), time())
-        else:
-            value = datetime.fromisoformat(text)
-    except ValueError:
-        raise BadDate(
-            f"{option} {text!r}: expected an ISO date like 2026-03-01 or a date-time like "
-            "2026-03-01T09:00"
-        ) from None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=ZoneInfo(zone))
-    return value.astimezone(ZoneInfo("UTC"))
 
 
 def _pct(r: dict[str, Any]) -> str:
@@ -133,12 +106,11 @@ def results(
     converted, orders and revenue with their denominators; lift over the holdout and the
     control group; A/B winners."""
     from winback.results.export import write_csv
+    from winback.results.period import period
     from winback.results.report import flow_results
 
     with workspace_from(workspace) as ws:
-        zone = ws.settings.timezone
-        begin = parse_bound("--since", since, zone, end=False) if since else None
-        end = parse_bound("--until", until, zone, end=True) if until else None
+        begin, end = period(since, until, ws.settings.timezone, names=("--since", "--until"))
         ws.flows.sync()
         data = flow_results(ws, name, since=begin, until=end).to_dict()
     if as_json:

@@ -58,8 +58,7 @@ def show(name: NameArg, workspace: WorkspaceOption = None, as_json: JsonOption =
     """A segment's definition, dependencies and size."""
     with workspace_from(workspace) as ws:
         definition = ws.segments.get(name)
-        summary = next(r for r in ws.segments.list() if r["name"] == definition.name)
-    data = {**summary, "definition": definition.data}
+        data = ws.segments.summary(name)
     if as_json:
         print_json(data)
         return

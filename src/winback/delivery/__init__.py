@@ -95,10 +95,22 @@ class Delivery:
 
     def preview(self, name: str, customer_id: str) -> Rendered:
         """Render template ``name`` for one contact, as it would go out (links unsigned)."""
+        return self.preview_for(name, self.store.contact_id(customer_id))
+
+    def preview_sample(self, name: str) -> Rendered:
+        """Render template ``name`` for the sample contact ``templates validate`` uses (every
+        field filled in), under the same sandbox and limits."""
+        from winback.delivery.messages.checks import sample_context
+
+        return self.templates.render(name, sample_context(self.clock.now()))
+
+    def preview_for(self, name: str, contact_id: int) -> Rendered:
+        """Render template ``name`` for the contact with internal id ``contact_id``, through
+        the sandbox and render limits of delivery (its links as they would go out, before
+        the click tracking rewrites them)."""
         from winback.delivery.links.tokens import TokenSigner
         from winback.delivery.messages.context import load_contacts, render_context
 
-        contact_id = self.store.contact_id(customer_id)
         with self.engine.connect() as conn:
             data = load_contacts(conn, [contact_id])[contact_id]
         signer = TokenSigner(self.settings.secret_key)

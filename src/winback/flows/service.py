@@ -431,6 +431,12 @@ class Flows:
             )
         return out
 
+    def info(self, key: str) -> FlowInfo:
+        """One flow as :meth:`list` has it (by key or name)."""
+        infos = self.list()
+        row = self._row(key)
+        return next(i for i in infos if i.key == row.key)
+
     def show(self, key: str) -> dict[str, Any]:
         row = self._row(key)
         program = compile_program(row.key, parse_definition(row.definition, path=row.key))

@@ -17,11 +17,12 @@ matching (same deduplication, counts and contact attributes).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection
 from sqlalchemy.dialects import postgresql, sqlite
 
 from winback.errors import InvalidMapping, MissingColumns
@@ -146,9 +147,12 @@ class EmailMatched:
         return _MatchedUnit(self, inner, conn, ctx)
 
     def resolve(self, conn: Connection, batch: list[Matched], ctx: Context) -> list[Any]:
-        """The wrapped kind's rows, each keyed by the customer id of its contact."""
+        """The wrapped kind's rows, each keyed by the customer id of its contact. The contact
+        ids found on the way go to the orders writer (``ctx.extra["contact_ids"]``, customer
+        id -> contacts.id), which then looks up only the customers it does not know."""
         emails = sorted({m.email for m in batch if m.by_email and m.email is not None})
-        owner = _owners(conn, emails)
+        found = _owners(conn, emails)
+        owner = {email: customer for email, (customer, _id) in found.items()}
         if self.creates_contacts:
             # New customers get their address, whether the row is matched by it or not.
             new = {
@@ -160,11 +164,16 @@ class EmailMatched:
                 del new[customer]
             if new:
                 _create(conn, new, ctx)
-                owner.update(_owners(conn, sorted({e for e in new.values() if e in emails})))
-        rows = []
+                created = _owners(conn, sorted({e for e in new.values() if e in emails}))
+                found.update(created)
+                owner.update({email: customer for email, (customer, _id) in created.items()})
+        if self.name == "orders" and ctx.dialect.name == "sqlite":
+            ctx.extra["contact_ids"] = dict(found.values())
+        rows: list[Any] = []
+        append = rows.append
         for m in batch:
             cid = owner.get(m.email) if m.by_email and m.email is not None else None
-            rows.append(m.row if cid is None else _with_customer(m.row, cid))
+            append(m.row if cid is None else _with_customer(m.row, cid))
         return rows
 
 
@@ -205,28 +214,45 @@ def _with_customer(row: Any, customer_id: str) -> Any:
     return (*row[:2], customer_id, *row[3:])
 
 
-def _owners(conn: Connection, emails: list[str]) -> dict[str, str]:
-    """``email -> customer_id`` of the contacts that have these addresses (the oldest one
-    when several share an address: ``winback contacts merge`` joins them)."""
-    found: dict[str, str] = {}
-    for i in range(0, len(emails), 900):
-        query = (
-            select(contacts.c.email, contacts.c.customer_id)
-            .where(contacts.c.email.in_(emails[i : i + 900]), contacts.c.erased_at.is_(None))
-            .order_by(contacts.c.id.desc())
-        )
-        found.update({str(e): str(c) for e, c in conn.execute(query)})
-    return found
+def _rows(conn: Connection, sqlite_sql: str, postgres_sql: str, keys: list[str]) -> list[Any]:
+    """One query over all of ``keys`` through the driver: a JSON array read by ``json_each``
+    on SQLite, an array parameter on PostgreSQL (no statement per few hundred keys)."""
+    if not keys:
+        return []
+    raw = conn.connection.driver_connection
+    assert raw is not None
+    cur = raw.cursor()
+    if conn.dialect.name == "postgresql":
+        cur.execute(postgres_sql, (keys,))
+    else:
+        cur.execute(sqlite_sql, (json.dumps(keys),))
+    return list(cur.fetchall())
+
+
+def _owners(conn: Connection, emails: list[str]) -> dict[str, tuple[str, int]]:
+    """``email -> (customer_id, contacts.id)`` of the contacts that have these addresses (the
+    oldest one when several share an address: ``winback contacts merge`` joins them)."""
+    # Newest first: the oldest contact of an address comes last, and stays in the dict.
+    rows = _rows(
+        conn,
+        "SELECT c.email, c.customer_id, c.id FROM contacts c WHERE c.email IN "
+        "(SELECT value FROM json_each(?)) AND c.erased_at IS NULL ORDER BY c.id DESC",
+        "SELECT c.email, c.customer_id, c.id FROM contacts c WHERE c.email = ANY(%s) "
+        "AND c.erased_at IS NULL ORDER BY c.id DESC",
+        emails,
+    )
+    return {str(e): (str(c), int(i)) for e, c, i in rows}
 
 
 def _known(conn: Connection, customer_ids: list[str]) -> set[str]:
     """Those of ``customer_ids`` that are contacts already."""
-    found: set[str] = set()
-    for i in range(0, len(customer_ids), 900):
-        chunk = customer_ids[i : i + 900]
-        query = select(contacts.c.customer_id).where(contacts.c.customer_id.in_(chunk))
-        found.update(str(c) for c in conn.execute(query).scalars())
-    return found
+    rows = _rows(
+        conn,
+        "SELECT customer_id FROM contacts WHERE customer_id IN (SELECT value FROM json_each(?))",
+        "SELECT customer_id FROM contacts WHERE customer_id = ANY(%s)",
+        customer_ids,
+    )
+    return {str(r[0]) for r in rows}
 
 
 def _create(conn: Connection, new: dict[str, str], ctx: Context) -> None:

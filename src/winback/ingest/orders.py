@@ -383,14 +383,20 @@ def _write_sqlite(conn: Connection, cur: Any, rows: list[OrderRow], ctx: Context
     NOTHING``, and the attributes of the contacts of the rows that were new are advanced
     from per-contact aggregates. Returns the order ids that were not new."""
     now = ctx.dialect.instant(ctx.now)
+    # Contacts already found by the email matching (same transaction): not looked up again.
+    known: dict[str, int] = ctx.extra.pop("contact_ids", None) or {}
     first_at: dict[str, str] = {}
     for row in rows:
         customer, at = row[2], row[3]
+        if customer in known:
+            continue
         seen = first_at.get(customer)
         if seen is None or at < seen:
             first_at[customer] = at
-    ctx.report.contacts_created += bulk.sqlite_create_contacts(cur, first_at, now)
-    ids = bulk.sqlite_contact_ids(cur, list(first_at))
+    ids = known
+    if first_at:
+        ctx.report.contacts_created += bulk.sqlite_create_contacts(cur, first_at, now)
+        ids = known | bulk.sqlite_contact_ids(cur, list(first_at))
     cur.execute("SELECT coalesce(max(id), 0) FROM orders")
     before = int(cur.fetchone()[0])
     import_id = ctx.import_id

@@ -176,7 +176,7 @@ def experiment(
     }
 
 
-def _entry_segment(conn: Connection, definition: m.FlowDefinition) -> int | None:
+def entry_segment(conn: Connection, definition: m.FlowDefinition) -> int | None:
     trigger = definition.trigger
     if not isinstance(trigger, m.SegmentEntryTrigger):
         return None
@@ -212,7 +212,7 @@ def compute(
             conversion_days=settings.conversion_window_days,
             since=since,
             until=until,
-            entry_segment_id=_entry_segment(conn, program.definition),
+            entry_segment_id=entry_segment(conn, program.definition),
         )
         dialect = conn.dialect.name
         groups = group_counts(conn, scope)
@@ -303,4 +303,4 @@ def flow_results(
     )
 
 
-__all__ = ["FlowResults", "compute", "flow_results", "rate"]
+__all__ = ["FlowResults", "compute", "entry_segment", "flow_results", "rate"]

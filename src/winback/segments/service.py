@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, func, insert, select, text, update
 
+from winback import snapshots
 from winback.channels import CONSENT_CHANNELS
 from winback.clock import Clock, as_utc
 from winback.config import Settings
@@ -67,6 +68,15 @@ EXPORT_COLUMNS = (
     "clv",
     "analyzed_at",
 )
+
+
+@dataclass(frozen=True)
+class MemberPage:
+    """A page of a segment's members, and the contact id the next one starts after (None:
+    this is the last)."""
+
+    rows: builtins.list[dict[str, Any]]
+    next: int | None
 
 
 @dataclass(frozen=True)
@@ -152,6 +162,12 @@ class Segments:
                 }
             )
         return out
+
+    def summary(self, name: str) -> dict[str, Any]:
+        """One segment as :meth:`list` has it, with its definition (``definition``)."""
+        definition = self.get(name)
+        row = next(r for r in self.list() if r["name"] == definition.name)
+        return {**row, "definition": definition.data}
 
     # -- refresh ----------------------------------------------------------------------------
     def refresh(
@@ -240,7 +256,20 @@ class Segments:
                     with conn.begin():
                         shared.table.drop(conn, checkfirst=True)
                 _unlock(conn)
+        if not past:
+            self._snapshot(at)
         return RefreshResult(at, changes, closed)
+
+    def _snapshot(self, at: datetime) -> None:
+        """The day's member counts, and the day's figures of the base when they are due
+        (:mod:`winback.snapshots`): what the dashboard's trends read."""
+        with self.engine.begin() as conn:
+            snapshots.record_segment_counts(conn, now=at)
+        if snapshots.base_is_due(self.engine, at):
+            settings = self.settings
+            snapshots.take_base(
+                self.engine, now=at, days=settings.dormant_days, currency=settings.currency
+            )
 
     def _in_the_past(
         self, conn: Connection, defs: dict[str, SegmentDefinition], at: datetime
@@ -391,6 +420,45 @@ class Segments:
             for row in conn.execution_options(yield_per=5000).execute(query).mappings():
                 yield dict(row)
 
+    def page(
+        self,
+        name: str,
+        *,
+        limit: int,
+        after: int | None = None,
+        columns: tuple[str, ...] = MEMBER_COLUMNS,
+    ) -> MemberPage:
+        """Up to ``limit`` current members with a contact id above ``after``, in order of
+        contact id, with ``columns`` (names of :data:`EXPORT_COLUMNS`). The order is that
+        of the index of open stints (segment, contact) on both databases: a page reads its
+        own rows however deep it is, and members entering or leaving between two pages
+        shift no other member to another page."""
+        sm = segment_membership
+        chosen = [
+            contacts.c.id.label("contact_id")
+            if c == "contact_id"
+            else sm.c.entered_at
+            if c == "entered_at"
+            else contacts.c[c]
+            for c in dict.fromkeys(("contact_id", *columns))
+        ]
+        with self.engine.connect() as conn:
+            sid = self._id(conn, name)
+            query = (
+                select(*chosen)
+                .select_from(sm.join(contacts, contacts.c.id == sm.c.contact_id))
+                .where(sm.c.segment_id == sid, sm.c.exited_at.is_(None))
+                .order_by(sm.c.contact_id)
+                .limit(limit + 1)
+            )
+            if after is not None:
+                query = query.where(sm.c.contact_id > after)
+            rows = [dict(r) for r in conn.execute(query).mappings()]
+        more = len(rows) > limit
+        rows = rows[:limit]
+        following = int(rows[-1]["contact_id"]) if more else None
+        return MemberPage([{c: r[c] for c in columns} for r in rows], following)
+
     def members(self, name: str, *, limit: int | None = None) -> builtins.list[dict[str, Any]]:
         """Current members (contact id, customer id, email, names, entered_at)."""
         out: builtins.list[dict[str, Any]] = []
@@ -407,11 +475,16 @@ class Segments:
         count = 0
         with Path(path).open("w", newline="", encoding="utf-8") as fh:
             writer = csv.writer(fh)
-            writer.writerow(EXPORT_COLUMNS)
-            for row in self.iter_members(name, EXPORT_COLUMNS):
-                writer.writerow([_export_cell(row[c]) for c in EXPORT_COLUMNS])
-                count += 1
+            for i, row in enumerate(self.export_rows(name)):
+                writer.writerow(row)
+                count += 1 if i else 0
         return count
+
+    def export_rows(self, name: str) -> Iterator[builtins.list[Any]]:
+        """The rows of :meth:`export`, header first, each cell safe for a spreadsheet."""
+        yield builtins.list(EXPORT_COLUMNS)
+        for row in self.iter_members(name, EXPORT_COLUMNS):
+            yield [_export_cell(row[c]) for c in EXPORT_COLUMNS]
 
     def is_member(self, name: str, contact_id: int) -> bool:
         sm = segment_membership

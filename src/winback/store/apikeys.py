@@ -1,7 +1,8 @@
-"""API keys for the HTTP event API, as the store keeps them. A key is 32 random bytes
-(URL-safe text) with a short prefix; only its SHA-256 is stored (a fast hash is enough for a
-high-entropy key), so the key is shown once, at creation. The web layer verifies keys through
-a cache (:class:`winback.web.apikeys.KeyRing`); ``winback api-keys`` manages them here."""
+"""API keys of the HTTP service, as the store keeps them. A key is 32 random bytes (URL-safe
+text) with a short prefix; only its SHA-256 is stored (a fast hash is enough for a
+high-entropy key), so the key is shown once, at creation. Each key has one :class:`Scope`.
+The web layer verifies keys through a cache (:class:`winback.web.apikeys.KeyRing`);
+``winback api-keys`` manages them here."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import hmac
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 
 from sqlalchemy import Engine, and_, bindparam, or_, select, update
 from sqlalchemy.exc import IntegrityError
@@ -18,6 +20,35 @@ from winback.errors import WinbackError
 from winback.store.schema import api_keys
 
 PREFIX = "wbk_"
+
+
+class Scope(StrEnum):
+    """What an API key may do. A signed-in dashboard user has every scope."""
+
+    EVENTS = "events"  # the event API and provider reports
+    READ = "read"  # read through the management API and the dashboard's pages
+    MANAGE = "manage"  # change through the management API (implies read)
+
+
+#: What each scope grants, the scope itself included. ``manage`` implies ``read`` (a change
+#: needs to see what it changes) but not ``events``: a key that feeds events from the shop
+#: and a key that administers flows are different jobs, kept apart.
+GRANTS: dict[Scope, frozenset[Scope]] = {
+    Scope.EVENTS: frozenset({Scope.EVENTS}),
+    Scope.READ: frozenset({Scope.READ}),
+    Scope.MANAGE: frozenset({Scope.READ, Scope.MANAGE}),
+}
+
+
+def parse_scope(text: str) -> Scope:
+    """The scope named ``text``; a clear error otherwise."""
+    try:
+        return Scope(text.strip().lower())
+    except ValueError:
+        expected = ", ".join(s.value for s in Scope)
+        raise WinbackError(
+            f"unknown API key scope {text!r} (expected one of: {expected})"
+        ) from None
 
 
 class ApiKeyExists(WinbackError):
@@ -29,8 +60,9 @@ def key_hash(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def create(engine: Engine, name: str, *, at: datetime) -> str:
-    """Create a key named ``name``; returns the key (the only time it is available)."""
+def create(engine: Engine, name: str, *, at: datetime, scope: Scope = Scope.EVENTS) -> str:
+    """Create a key named ``name`` with ``scope``; returns the key (the only time it is
+    available)."""
     key = PREFIX + secrets.token_urlsafe(32)
     exists = ApiKeyExists(f"an API key named {name!r} exists; pick another name")
     try:
@@ -39,7 +71,11 @@ def create(engine: Engine, name: str, *, at: datetime) -> str:
                 raise exists
             conn.execute(
                 api_keys.insert().values(
-                    name=name, key_hash=key_hash(key), prefix=key[:10], created_at=at
+                    name=name,
+                    key_hash=key_hash(key),
+                    prefix=key[:10],
+                    created_at=at,
+                    scope=scope.value,
                 )
             )
     except IntegrityError:  # created by another writer since the check (names are unique)
@@ -51,6 +87,12 @@ def create(engine: Engine, name: str, *, at: datetime) -> str:
 class VerifiedKey:
     id: int
     name: str
+    scope: Scope
+
+    @property
+    def scopes(self) -> frozenset[Scope]:
+        """What the key may do (its scope and what that implies)."""
+        return GRANTS[self.scope]
 
 
 def lookup(engine: Engine, key: str) -> VerifiedKey | None:
@@ -60,13 +102,13 @@ def lookup(engine: Engine, key: str) -> VerifiedKey | None:
     digest = key_hash(key)
     with engine.connect() as conn:
         row = conn.execute(
-            select(api_keys.c.id, api_keys.c.name, api_keys.c.key_hash).where(
+            select(api_keys.c.id, api_keys.c.name, api_keys.c.key_hash, api_keys.c.scope).where(
                 and_(api_keys.c.key_hash == digest, api_keys.c.revoked_at.is_(None))
             )
         ).first()
     if row is None or not hmac.compare_digest(row.key_hash, digest):
         return None
-    return VerifiedKey(int(row.id), str(row.name))
+    return VerifiedKey(int(row.id), str(row.name), Scope(row.scope))
 
 
 def record_use(engine: Engine, used: dict[int, datetime]) -> None:
@@ -109,6 +151,7 @@ def list_keys(engine: Engine) -> list[dict[str, object]]:
                 select(
                     api_keys.c.name,
                     api_keys.c.prefix,
+                    api_keys.c.scope,
                     api_keys.c.created_at,
                     api_keys.c.last_used_at,
                     api_keys.c.revoked_at,

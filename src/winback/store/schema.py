@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import (
+    JSON,
     BigInteger,
     Boolean,
     Column,
@@ -369,6 +370,21 @@ rfm_snapshots = Table(
     Index("ix_rfm_snapshots_contact", "contact_id", "snapshot_date"),
 )
 
+#: Figures of the whole base kept once per day for the dashboard's trends and pages, so that
+#: no page rescans history: ``kind`` says which read model (``base``: ``winback summary``,
+#: ``analysis``: the report of ``winback analyze``, ``segments``: member counts after a
+#: refresh); a later snapshot of the same kind on the same day replaces it. ``data`` is
+#: ``json``, not ``jsonb``, on PostgreSQL: the document keeps its keys in their order.
+daily_snapshots = Table(
+    "daily_snapshots",
+    metadata,
+    Column("snapshot_date", Date, primary_key=True),
+    Column("kind", String(32), primary_key=True),
+    Column("taken_at", UTCDateTime, nullable=False),
+    Column("data", JSON, nullable=False),
+    Index("ix_daily_snapshots_kind", "kind", "snapshot_date"),
+)
+
 # -- delivery -----------------------------------------------------------------------------------
 
 #: Addresses that must not receive messages on a channel: unsubscribes, hard bounces,
@@ -416,6 +432,8 @@ api_keys = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("last_used_at", UTCDateTime),
     Column("revoked_at", UTCDateTime),
+    # What the key may do (winback.store.apikeys.Scope): events | read | manage.
+    Column("scope", String(16), nullable=False, server_default="events"),
 )
 
 #: Provider reports (ARF complaints, DSN bounces) that could not be parsed or matched: kept
@@ -468,4 +486,42 @@ control_group = Table(
     Column("contact_id", BigId, ForeignKey("contacts.id", ondelete="CASCADE"), primary_key=True),
     Column("member", Boolean, nullable=False),
     Column("signature", String(128), nullable=False),
+)
+
+#: Dashboard users (winback.accounts): a name and an argon2 hash of the password.
+users = Table(
+    "users",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("name", String(64), nullable=False, unique=True),
+    Column("password_hash", String(255), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("password_changed_at", UTCDateTime, nullable=False),
+    Column("last_login_at", UTCDateTime),
+)
+
+#: Signed-in sessions of dashboard users, by the SHA-256 of the session token (the token
+#: itself lives only in the browser's cookie). Removing a user removes the sessions.
+user_sessions = Table(
+    "user_sessions",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("user_id", BigId, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Index("ix_user_sessions_user_id", "user_id"),
+    Index("ix_user_sessions_expires_at", "expires_at"),
+)
+
+#: Failed sign-ins in the recent past, one row per failure and throttle key (``user:<name>``
+#: or ``addr:<client address>``): what slows down password guessing, shared by every
+#: process serving the store. Rows older than the throttle's window are deleted.
+login_failures = Table(
+    "login_failures",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("throttle_key", String(320), nullable=False),
+    Column("failed_at", UTCDateTime, nullable=False),
+    Index("ix_login_failures_throttle_key_failed_at", "throttle_key", "failed_at"),
+    Index("ix_login_failures_failed_at", "failed_at"),
 )

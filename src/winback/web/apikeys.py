@@ -1,6 +1,6 @@
-"""Verifying the API keys of the HTTP event API (:mod:`winback.store.apikeys` keeps them).
+"""Verifying the API keys of the HTTP service (:mod:`winback.store.apikeys` keeps them).
 
-:class:`KeyRing` caches what it read (SHA-256 -> key name) for :data:`CACHE_SECONDS`, so a
+:class:`KeyRing` caches what it read (SHA-256 -> key name and scope) for :data:`CACHE_SECONDS`, so a
 key revoked by another process (``winback api-keys revoke``) stops working within that time,
 and at once when revoked through the same :class:`KeyRing`. A key's use is kept in memory and
 written to ``api_keys.last_used_at`` by a background flusher every :data:`FLUSH_SECONDS` and
@@ -53,25 +53,36 @@ class KeyRing:
         self._flusher: threading.Thread | None = None
 
     def cached(self, key: str) -> str | None:
-        """The key's name when it was verified less than ``cache_seconds`` ago (its use is
+        """The key's name when it was verified less than ``cache_seconds`` ago (see
+        :meth:`cached_key`)."""
+        found = self.cached_key(key)
+        return found.name if found is not None else None
+
+    def verify(self, key: str) -> str | None:
+        """The name of the (unrevoked) key, or None (see :meth:`verify_key`)."""
+        found = self.verify_key(key)
+        return found.name if found is not None else None
+
+    def cached_key(self, key: str) -> VerifiedKey | None:
+        """The key when it was verified less than ``cache_seconds`` ago (its use is
         recorded), else None; never touches the store."""
         entry = self._cache.get(key_hash(key))
         if entry is None or entry[1] <= self._monotonic():
             return None
         self._use(entry[0])
-        return entry[0].name
+        return entry[0]
 
-    def verify(self, key: str) -> str | None:
-        """The name of the (unrevoked) key, or None; reads the store on a cache miss."""
-        name = self.cached(key)
-        if name is not None:
-            return name
+    def verify_key(self, key: str) -> VerifiedKey | None:
+        """The (unrevoked) key with its scope, or None; reads the store on a cache miss."""
+        found = self.cached_key(key)
+        if found is not None:
+            return found
         found = lookup(self._engine, key)
         if found is None:
             return None
         self._cache[key_hash(key)] = (found, self._monotonic() + self._cache_seconds)
         self._use(found)
-        return found.name
+        return found
 
     def revoke(self, name: str) -> bool:
         """Revoke the key named ``name``: refused at once by this ring, within

@@ -21,12 +21,15 @@ from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
 
 from winback import __version__
+from winback.accounts import LoginThrottle
 from winback.errors import WinbackError
 from winback.flows.status import EngineStatus
 from winback.web.apikeys import KeyRing
 from winback.web.auth import LoginRequired
 from winback.web.errors import install_error_handling
 from winback.web.limits import BodyLimitMiddleware, limits
+from winback.web.routes.login import PASSWORD_CHECKS
+from winback.web.sessions import SessionRing, SessionSigner
 from winback.workspace import Workspace
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -159,12 +162,20 @@ def create_app(
     app = FastAPI(
         title="winback",
         version=__version__,
-        description="Tracking, unsubscribe and feedback links of winback messages, and the "
-        "event API.",
+        description="Tracking, unsubscribe and feedback links of winback messages, the "
+        "event API and the management API (segments, flows, contacts, tags).",
         lifespan=lifespan,
+        docs_url=None,  # served by winback.web.routes.docs, from the package
+        redoc_url=None,
+        openapi_url=None,
     )
     app.state.workspace = workspace
     app.state.keyring = KeyRing(workspace.engine, workspace.clock.now)
+    app.state.sessions = SessionRing(workspace.engine, workspace.clock.now)
+    secret = workspace.settings.secret_key
+    app.state.session_signer = SessionSigner(secret) if secret else None
+    app.state.login_throttle = LoginThrottle()
+    app.state.password_checks = asyncio.Semaphore(PASSWORD_CHECKS)
     app.state.engine = status
     app.state.templates = Jinja2Templates(directory=str(TEMPLATES))
 
@@ -189,18 +200,26 @@ def create_app(
 
     from winback.web import dashboard
     from winback.web.routes import (
+        docs,
         events,
         feedback,
         health,
+        login,
         reports,
         tracking,
         unsubscribe,
         webhooks,
     )
+    from winback.web.routes.manage import contacts as manage_contacts
+    from winback.web.routes.manage import flows as manage_flows
+    from winback.web.routes.manage import segments as manage_segments
+    from winback.web.routes.manage import tags as manage_tags
 
     app.router.routes[0:0] = events.fast_routes  # matched before any other route
-    for module in (health, tracking, unsubscribe, feedback, events, reports, webhooks):
+    for module in (health, tracking, unsubscribe, feedback, events, reports, webhooks, docs, login):
         app.include_router(module.router)
+    for manage in (manage_segments, manage_flows, manage_contacts, manage_tags):
+        app.include_router(manage.router)
     app.include_router(dashboard.router)
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
 

@@ -9,6 +9,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 
+from winback.store.apikeys import Scope, VerifiedKey
 from winback.web.apikeys import KeyRing
 from winback.workspace import Workspace
 
@@ -65,9 +66,10 @@ async def api_key(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> str:
-    """The name of the API key in ``Authorization: Bearer <key>``; 401 otherwise. A key
-    verified in the last few seconds is answered from memory, in the event loop; otherwise
-    the store is read in the thread pool. Nothing is written."""
+    """The name of the API key in ``Authorization: Bearer <key>``, which must have the
+    ``events`` scope (the event API and provider reports); 401 otherwise, 403 for a key of
+    another scope. A key verified in the last few seconds is answered from memory, in the
+    event loop; otherwise the store is read in the thread pool. Nothing is written."""
     return await key_name(request, credentials.credentials if credentials is not None else "")
 
 
@@ -81,22 +83,40 @@ def bearer_key(request: Request) -> str:
     return key.strip() if scheme.lower() == "bearer" else ""
 
 
-async def key_name(request: Request, key: str) -> str:
-    """The name of the API key ``key`` (see :func:`api_key`); 401 otherwise."""
-    name: str | None = None
+async def verified_key(request: Request, key: str) -> VerifiedKey:
+    """The API key ``key`` with its scope; 401 when it is missing, unknown or revoked."""
+    found: VerifiedKey | None = None
     if key:
         keyring: KeyRing = request.app.state.keyring
-        name = keyring.cached(key)
-        if name is None:
-            name = await run_in_threadpool(keyring.verify, key)
-    if name is None:
+        found = keyring.cached_key(key)
+        if found is None:
+            found = await run_in_threadpool(keyring.verify_key, key)
+    if found is None:
         raise HTTPException(
             status_code=401,
             detail="missing or invalid API key (send Authorization: Bearer <key>; create one "
             "with `winback api-keys create NAME`)",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    return name
+    return found
+
+
+def missing_scope(scope: Scope) -> HTTPException:
+    """The 403 of a key without ``scope``."""
+    return HTTPException(
+        status_code=403,
+        detail=f"this API key lacks the {scope.value!r} scope (see `winback api-keys create "
+        "--scope`)",
+    )
+
+
+async def key_name(request: Request, key: str) -> str:
+    """The name of the API key ``key`` with the ``events`` scope (see :func:`api_key`):
+    401 when it is not a valid key, 403 when its scope is another."""
+    found = await verified_key(request, key)
+    if Scope.EVENTS not in found.scopes:
+        raise missing_scope(Scope.EVENTS)
+    return found.name
 
 
 ApiKeyDep = Annotated[str, Depends(api_key)]

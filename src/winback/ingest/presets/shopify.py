@@ -93,6 +93,36 @@ class _OrderRows:
         # Where each cell is among the picked ones (None: a column the export lacks).
         slot = iter(range(len(present)))
         self.slots = [None if i is None else next(slot) for i in self.positions]
+        # A further line item of an order needs only its name and item cells.
+        self.name_at: int = cols.need("Name")
+        item_at = [i for i in self.positions[QTY:ID] if i is not None]
+        self.item_width = 1 + max([self.name_at, *item_at])
+        self.pick_item = itemgetter(*item_at) if len(item_at) == ID - QTY else None
+
+    def next_item(self, v: list[Any], name: str) -> dict[str, Any] | None | bool:
+        """For a text row of the order ``name`` with every item column: its line item (None:
+        the row has none). False: anything else (another order, a short or odd row), for
+        :meth:`cells` to read."""
+        pick = self.pick_item
+        if pick is None:
+            return False
+        try:
+            if len(v) < self.item_width or v[self.name_at].strip() != name:
+                return False
+            qty, item_name, price, sku = pick(v)
+            qty, item_name, price, sku = qty.strip(), item_name.strip(), price.strip(), sku.strip()
+        except AttributeError:  # a cell that is not text
+            return False
+        if not (item_name or sku):
+            return None
+        found: dict[str, Any] = {"name": item_name}
+        if sku:
+            found["sku"] = sku
+        if qty:
+            found["quantity"] = int(qty) if qty.isdigit() else qty
+        if price:
+            found["price"] = price
+        return found
 
     def cells(self, v: list[Any]) -> list[str]:
         """The row's cells in :data:`_HEADERS` order, stripped (empty: column absent or row
@@ -158,10 +188,17 @@ def orders(cols: Columns, records: Iterator[Record]) -> tuple[list[str], Iterato
 
     def grouped() -> Iterator[Record]:
         line, order, name = 0, None, None
+        whole = False  # the current order has all of :data:`REQUIRED`
         for record in records:
             if record.problem is not None:
                 yield record
                 continue
+            if whole and order is not None and name is not None:
+                found: Any = rows.next_item(record.values, name)
+                if found is not False:
+                    if found is not None:
+                        order[5].append(found)
+                    continue
             c = rows.cells(record.values)
             if order is not None and c[NAME] == name:
                 rows.complete(order, c)
@@ -169,6 +206,7 @@ def orders(cols: Columns, records: Iterator[Record]) -> tuple[list[str], Iterato
                 if order is not None:
                     yield _done(line, order)
                 line, order, name = record.line, rows.start(c), c[NAME]
+            whole = all(order[i] for i in REQUIRED)
             found = rows.item(c)
             if found is not None:
                 order[5].append(found)

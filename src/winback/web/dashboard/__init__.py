@@ -62,3 +62,16 @@ def home() -> Response:
     from fastapi.responses import RedirectResponse
 
     return RedirectResponse("/overview", status_code=303)
+
+
+# The pages register their routes on ``router`` when imported.
+from winback.web.dashboard import (  # noqa: E402, F401
+    contacts,
+    flows,
+    overview,
+    previews,
+    report,
+    rfm,
+    segments,
+    setup,
+)
