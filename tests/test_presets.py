@@ -9,6 +9,7 @@ import shutil
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select
@@ -281,7 +282,7 @@ def test_shopify_line_items_group_whatever_the_row_shape(tmp_path: Path) -> None
               "Lineitem name", "Lineitem price", "Lineitem sku", "Id"]  # fmt: skip
     first = ["#1", "a@example.com", "paid", "2024-01-02 10:00:00 +0000", "30.00", "1", "Mug",
              "10.00", "M-1", "11"]  # fmt: skip
-    rows: list[list[object]] = [
+    rows: list[list[Any]] = [
         first,
         ["#1", "", "", "", "", "2", "Plate", "5.00", "P-1", ""],
         ["#1", "", "", "", "", "1", "Cup", "5.00", "C-1"],  # short: no Id cell
