@@ -652,14 +652,14 @@ def set_consent(
     n = conn.execute(
         insert(consent_log).from_select(LOG_COLUMNS, select(*log).where(match, differs))
     ).rowcount
-    logged, newer = consent_log.alias("logged"), consent_log.alias("newer")
-    new = select(logged.c.contact_id).where(
-        logged.c.id > before,
+    written, later = consent_log.alias("written"), consent_log.alias("later")
+    new = select(written.c.contact_id).where(
+        written.c.id > before,
         ~exists(
             select(literal(1)).where(
-                newer.c.contact_id == logged.c.contact_id,
-                newer.c.channel == logged.c.channel,
-                newer.c.at > logged.c.at,
+                later.c.contact_id == written.c.contact_id,
+                later.c.channel == written.c.channel,
+                later.c.at > written.c.at,
             )
         ),
     )
