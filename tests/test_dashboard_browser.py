@@ -384,6 +384,9 @@ def reactivation_flow(visit: Visit, figures: Figures) -> None:
     visit.shoot("flows")
     page.click('tr[data-flow="reactivation"] a')
     page.wait_for_url("**/flows/reactivation")
+    # The statistics and the results come in a second request each (htmx).
+    page.wait_for_selector("#stats [data-figure]")
+    page.wait_for_selector("#results [data-figure]")
     shown = data_figures(page)
     assert any(path.startswith("stats.") for path in shown)
     assert any(path.startswith("results.") for path in shown)
