@@ -227,6 +227,7 @@ def test_a_backlog_batch_settles_the_heap_and_a_small_one_does_not(
 
     settled: list[int] = []
     monkeypatch.setattr(heap, "BACKLOG_ROWS", 3)
+
     def settle() -> bool:
         settled.append(1)
         return True
