@@ -9,6 +9,7 @@ import shutil
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select
@@ -389,3 +390,52 @@ def test_contact_exports_of_woocommerce_mailchimp_and_klaviyo(
         False,
     )
     assert rows["dave@example.com"].phone == "+442079460958"
+
+
+def test_shopify_line_items_group_whatever_the_row_shape(tmp_path: Path) -> None:
+    """Further rows of an order: a full row, a short row (trailing cells cut, as some
+    spreadsheets save them), a row without item cells (nothing added), a non-text cell (read
+    cell by cell); the next order's row starts a new order."""
+    from winback.ingest.fields import ItemsJson
+    from winback.ingest.presets import Columns
+    from winback.ingest.presets.shopify import orders as shopify_orders
+    from winback.ingest.readers import Record
+
+    header = ["Name", "Email", "Financial Status", "Created at", "Total", "Lineitem quantity",
+              "Lineitem name", "Lineitem price", "Lineitem sku", "Id"]  # fmt: skip
+    first = ["#1", "a@example.com", "paid", "2024-01-02 10:00:00 +0000", "30.00", "1", "Mug",
+             "10.00", "M-1", "11"]  # fmt: skip
+    rows: list[list[Any]] = [
+        first,
+        ["#1", "", "", "", "", "2", "Plate", "5.00", "P-1", ""],
+        ["#1", "", "", "", "", "1", "Cup", "5.00", "C-1"],  # short: no Id cell
+        ["#1", "", "", "", "", "", "", "", "", ""],  # no line item
+        ["#1", "", "", "", "", 3, "Bowl", "", "", ""],  # a number, as a spreadsheet gives it
+        [
+            "#2",
+            "b@example.com",
+            "refunded",
+            "2024-01-03 10:00:00 +0000",
+            "9.00",
+            "1",
+            "Mug",
+            "9.00",
+            "M-1",
+            "12",
+        ],  # fmt: skip
+    ]
+    columns, grouped = shopify_orders(
+        Columns(header, tmp_path / "orders.csv", "shopify"),
+        iter([Record(i + 2, list(r)) for i, r in enumerate(rows)]),
+    )
+    got = list(grouped)
+    assert [(r.line, r.values[0], r.values[7]) for r in got] == [(2, "11", "paid"),
+                                                                  (7, "12", "refunded")]  # fmt: skip
+    items = got[0].values[columns.index("items")]
+    assert isinstance(items, ItemsJson)
+    assert json.loads(items) == [
+        {"name": "Mug", "sku": "M-1", "quantity": 1, "price": "10.00"},
+        {"name": "Plate", "sku": "P-1", "quantity": 2, "price": "5.00"},
+        {"name": "Cup", "sku": "C-1", "quantity": 1, "price": "5.00"},
+        {"name": "Bowl", "quantity": 3},
+    ]
