@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
+
 from tests.conftest import T0
 from tests.flows.helpers import add_event, add_order, make_contacts
 from winback.flows.simulate import simulate
@@ -37,6 +39,7 @@ def _shop(ws: Workspace) -> None:
         (ws.path / "flows" / f"{key}.yaml").write_text(text, encoding="utf-8")
 
 
+@pytest.mark.slow
 def test_recorded_events_after_the_start_trigger_entries(workspace: Workspace) -> None:
     ws = workspace
     _shop(ws)
@@ -46,6 +49,7 @@ def test_recorded_events_after_the_start_trigger_entries(workspace: Workspace) -
     assert simulate(ws, "cart", start=START, days=8).entered == 2
 
 
+@pytest.mark.slow
 def test_recorded_tags_and_orders_after_the_start_trigger_entries(workspace: Workspace) -> None:
     ws = workspace
     _shop(ws)
@@ -53,6 +57,7 @@ def test_recorded_tags_and_orders_after_the_start_trigger_entries(workspace: Wor
     assert simulate(ws, "bought", start=START, days=8).entered == 1  # p2's order
 
 
+@pytest.mark.slow
 def test_the_day_reaching_past_the_history_still_replays(workspace: Workspace) -> None:
     """The history ends on day 15 (p3's cart): a replay whose days step over that instant
     enrols p3 on the first day after it."""
