@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 
 from tests.conftest import T0
-from tests.flows.helpers import add_event, add_order, make_contacts
+from tests.flows.helpers import add_event, add_order, entry_count, make_contacts
 from winback.flows.simulate import simulate
 from winback.workspace import Workspace
 
@@ -65,3 +65,19 @@ def test_the_day_reaching_past_the_history_still_replays(workspace: Workspace) -
     _shop(ws)
     result = simulate(ws, "cart", start=START + 0.5 * DAY, days=16)
     assert result.entered == 3  # p0, p1, p3
+
+
+@pytest.mark.slow
+def test_a_replay_ignores_what_the_live_flow_did_after_its_start(workspace: Workspace) -> None:
+    """The vip flow runs live: p2, tagged yesterday, entered it today. A replay from 30 days
+    ago neither counts that entry nor lets it stand in for its own (p0 on day 4.5)."""
+    ws = workspace
+    _shop(ws)
+    p2 = int(ws.store.get_contact("p2")["id"])
+    ws.flows.enable("vip", now=T0 - 2 * DAY)
+    ws.store.add_tag([p2], "vip", at=T0 - DAY, source="test")
+    ws.flows.tick(T0)
+    assert entry_count(ws, "vip") == 1
+    result = simulate(ws, "vip", start=START, days=8)
+    assert result.entered == 1  # p0 only
+    assert result.exits == {"completed": 1}
