@@ -138,9 +138,7 @@ def tag_counts(engine: Engine) -> list[dict[str, Any]]:
     # The last change of each tag in use is one seek in ix_tag_history_tag_at (tag, at),
     # not a pass over the whole history.
     h = tag_history.alias("h")
-    last = (
-        select(func.max(h.c.at)).where(h.c.tag == contact_tags.c.tag).scalar_subquery()
-    )
+    last = select(func.max(h.c.at)).where(h.c.tag == contact_tags.c.tag).scalar_subquery()
     with engine.connect() as conn:
         rows = conn.execute(
             select(contact_tags.c.tag, func.count().label("contacts"), last.label("last_change"))
