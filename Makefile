@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast lint typecheck bench system-deps venv clean
+.PHONY: demo test test-fast lint typecheck bench system-deps venv clean docs-screenshots
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -36,6 +36,10 @@ test: $(STAMP) system-deps lint typecheck
 # The inner loop: every test but those marked slow (CI runs them all with `make test`).
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow" -q
+
+# The dashboard's pictures in docs/img/, taken by its browser test at 1280 px wide.
+docs-screenshots: $(STAMP) system-deps
+	WINBACK_DOCS_IMG=docs/img $(BIN)/python -m pytest tests/test_dashboard_browser.py -q -k desktop
 
 bench: $(STAMP) system-deps
 	$(BIN)/python -m benchmarks $(BENCH)

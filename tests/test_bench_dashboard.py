@@ -8,7 +8,6 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-
 from benchmarks import bench_dashboard, dashboard_workspace
 
 pytestmark = pytest.mark.slow
@@ -31,7 +30,9 @@ def test_builder_writes_a_consistent_shop_and_reuses_it(tmp_path: Path) -> None:
         ).fetchone()[0]
         assert mismatched == 0
         assert db.execute("SELECT count(*) FROM outbox WHERE status = 'sent'").fetchone()[0] > 0
-        assert db.execute("SELECT count(*) FROM contacts WHERE rfm_segment IS NOT NULL").fetchone()[0]
+        assert db.execute("SELECT count(*) FROM contacts WHERE rfm_segment IS NOT NULL").fetchone()[
+            0
+        ]
     finally:
         db.close()
     said: list[str] = []

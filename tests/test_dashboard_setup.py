@@ -8,6 +8,7 @@ import httpx
 from tests.delivery_support import configure, smtp_server
 from tests.web_support import new_api_key, running_service
 from winback.setup_checks import configuration_checks
+from winback.store.apikeys import Scope
 from winback.workspace import Workspace
 
 SECRET = "s3cret-key-that-must-never-show-up"
@@ -33,7 +34,7 @@ def test_setup_shows_what_is_set_and_missing_and_no_secret(sqlite_workspace: Wor
                 "twilio": {"channel": "sms", "preset": "twilio", "auth_token": TOKEN},
             },
         )
-        key = new_api_key(ws, "reader")
+        key = new_api_key(ws, "reader", Scope.READ)
         auth = {"Authorization": f"Bearer {key}"}
         with running_service(ws) as base:
             page = httpx.get(f"{base}/setup", headers=auth)
@@ -63,7 +64,7 @@ def test_setup_shows_what_is_set_and_missing_and_no_secret(sqlite_workspace: Wor
 
 def test_setup_of_a_bare_workspace_lists_what_is_missing(sqlite_workspace: Workspace) -> None:
     ws = configure(sqlite_workspace, secret_key=None, smtp_url=None)
-    key = new_api_key(ws, "reader")
+    key = new_api_key(ws, "reader", Scope.READ)
     auth = {"Authorization": f"Bearer {key}"}
     with running_service(ws) as base:
         page = httpx.get(f"{base}/setup", headers=auth)

@@ -15,6 +15,7 @@ import httpx
 import pytest
 from argon2 import PasswordHasher
 from fastapi import FastAPI
+from sqlalchemy import event
 
 import winback
 from tests.login_support import PASSWORD, add_user, form_token, post_login, signed_in
@@ -299,3 +300,45 @@ def test_repeated_failures_slow_down_even_the_right_password_then_recover(
         assert again.status_code == 429 and again.headers["retry-after"] == "4"
         clock.advance(throttle.window)
         assert post_login(client, "alice", PASSWORD).status_code == 303
+
+
+def test_signing_in_again_ends_the_browsers_former_session(sqlite_workspace: Workspace) -> None:
+    add_user(sqlite_workspace)
+    with running_service(sqlite_workspace) as base:
+        with signed_in(base) as client:
+            first = client.cookies[SESSION_COOKIE]
+        with httpx.Client(base_url=base) as browser:
+            token = form_token(browser.get("/login").text)  # a form left open in a tab
+            browser.cookies.set(SESSION_COOKIE, first)
+            answer = browser.post(
+                "/login", data={"username": "alice", "password": PASSWORD, "csrf_token": token}
+            )
+            assert answer.status_code == 303
+            second = answer.cookies[SESSION_COOKIE]
+        assert second != first
+        with httpx.Client(base_url=base, cookies={SESSION_COOKIE: second}) as new:
+            assert _home_of(new) == "/overview"
+        with httpx.Client(base_url=base, cookies={SESSION_COOKIE: first}) as old:
+            assert _home_of(old).startswith("/login")
+    users = accounts.list_users(sqlite_workspace.engine, at=sqlite_workspace.clock.now())
+    assert users[0]["sessions"] == 1
+
+
+def test_a_session_is_read_once_and_never_written_by_requests(
+    sqlite_workspace: Workspace,
+) -> None:
+    add_user(sqlite_workspace)
+    seen: list[str] = []
+
+    def record(conn: object, cursor: object, statement: str, *args: object) -> None:
+        if "user_sessions" in statement.lower():
+            seen.append(statement.lstrip().upper())
+
+    with running_service(sqlite_workspace) as base, signed_in(base) as client:
+        event.listen(sqlite_workspace.engine, "before_cursor_execute", record)
+        try:
+            for _ in range(20):
+                assert _home_of(client) == "/overview"
+        finally:
+            event.remove(sqlite_workspace.engine, "before_cursor_execute", record)
+    assert len(seen) == 1 and seen[0].startswith("SELECT"), seen

@@ -159,6 +159,12 @@ def test_read_errors(shop: tuple[Workspace, Api]) -> None:
         ("PUT", "/api/v1/contacts/dormant/tags/vip"),
     ):
         assert httpx.request(method, base + path, json={}).status_code == 401, path
+    reader = Api(base, new_api_key(ws, "reader", Scope.READ))
+    assert reader("GET", "/api/v1/flows")[0]["status"] == "enabled"
+    assert "manage" in reader("POST", "/api/v1/flows/reactivation/pause", 403)["detail"]
+    assert reader("DELETE", "/api/v1/contacts/dormant", 403)
+    shop_key = Api(base, new_api_key(ws, "shop", Scope.EVENTS))
+    assert shop_key("GET", "/api/v1/segments", 403)
     assert cli_json(ws, "flows", "list")[0]["status"] == "enabled"
     assert ws.contacts.profile("dormant")["attributes"]["erased_at"] is None
 
@@ -242,6 +248,9 @@ def test_contact_create_update_consent_erase(shop: tuple[Workspace, Api]) -> Non
     assert refused["detail"][0]["loc"] == ["body", "email"]
     assert "not an email address" in refused["detail"][0]["msg"]
     assert api("PUT", "/api/v1/contacts/ada-1", 422, json={"timezone": "Mars/Base"})
+    assert api("PUT", "/api/v1/contacts/ada-1", 422, json={"tags": ["a,b"]})
+    tagged = api("PUT", "/api/v1/contacts/ada-1", json={"tags": ["vip", "newsletter"]})
+    assert (tagged["outcome"], tagged["tags_added"]) == ("updated", 1)
     phone = api("PUT", "/api/v1/contacts/ada-1", 422, json={"phone": "12"})
     assert phone["detail"][0]["loc"] == ["body", "phone"]
     assert api("PUT", "/api/v1/contacts/ada-1", 422, json={"colour": "red"})
@@ -364,7 +373,7 @@ def test_docs_render_offline_in_chromium(sqlite_workspace: Workspace, tmp_path: 
     nothing of any host but the server."""
     from playwright.sync_api import sync_playwright
 
-    key = new_api_key(sqlite_workspace, "reader")
+    key = new_api_key(sqlite_workspace, "reader", Scope.READ)
     with running_service(sqlite_workspace) as base, sync_playwright() as p:
         browser = p.chromium.launch(
             executable_path="/usr/bin/chromium",

@@ -79,6 +79,7 @@ def test_api_conforms_to_its_schema(sqlite_workspace: Workspace) -> None:
         @given(case=operation.as_strategy())
         @settings(
             max_examples=20,
+            derandomize=True,
             deadline=None,
             database=None,
             suppress_health_check=list(HealthCheck),

@@ -108,12 +108,9 @@ def upsert_contact(
         contact_id = conn.execute(
             select(contacts.c.id).where(contacts.c.customer_id == row.customer_id)
         ).scalar_one()
+    changed = report.contacts_updated or report.consent_changes or report.tags_added
     outcome: Literal["created", "updated", "unchanged"] = (
-        "created"
-        if report.contacts_created
-        else "updated"
-        if report.contacts_updated
-        else "unchanged"
+        "created" if report.contacts_created else "updated" if changed else "unchanged"
     )
     return ContactWrite(
         int(contact_id), row.customer_id, outcome, report.consent_changes, report.tags_added

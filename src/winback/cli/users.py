@@ -39,8 +39,7 @@ def _interactive() -> bool:
 def _password(stdin: bool) -> str:
     """The new password: the first line of stdin, or asked twice on the terminal."""
     if stdin:
-        line = sys.stdin.readline()
-        return line[:-1] if line.endswith("\n") else line
+        return sys.stdin.readline().rstrip("\r\n")
     if not _interactive():
         raise accounts.AccountError(
             "no terminal to ask for the password: pass --password-stdin and write it to "

@@ -70,11 +70,17 @@ _DATA_ERRORS = (
 #: Most events one store transaction of the applier takes (the pacer usually takes fewer).
 MAX_APPLY_EVENTS = 20_000
 #: Events of the applier's first transaction (then scaled to the slice budget).
-FIRST_APPLY_EVENTS = 500
-#: The applier's write slices aim at this many milliseconds (or ``write_slice_ms`` when
-#: shorter): other writers of the store (one-click unsubscribes, clicks) wait at most one
-#: slice, and longer ones did not apply events faster.
-APPLY_SLICE_MS = 50
+FIRST_APPLY_EVENTS = 1_000
+#: Fewest events one transaction of the applier takes while the journal holds that many:
+#: a transaction writes each page it changed once, at its commit, so on a large store a
+#: slice of 500 page views writes about 1.7 pages an event to SQLite's WAL, one of 5,000
+#: about 0.8. A machine short of CPU stretches every slice's time and would otherwise
+#: shrink the slices, and so make each event cost more, just when CPU is scarce.
+MIN_APPLY_EVENTS = 1_000
+#: The applier's write slices aim at this many milliseconds of write lock (or
+#: ``write_slice_ms`` when shorter): other writers of the store (one-click unsubscribes,
+#: clicks) wait at most about one slice.
+APPLY_SLICE_MS = 100
 #: Seconds the applier sleeps when the journal is empty and nobody wakes it.
 IDLE_SECONDS = 1.0
 #: Seconds the applier waits after the store stayed busy, or after an unexpected error.
@@ -304,33 +310,34 @@ class EventIntake:
 
     def _apply_next(self, conn: Connection) -> int | None:
         """Apply the oldest entries (one transaction); None when the journal is empty."""
-        maximum = self.pacer.rows("events", maximum=MAX_APPLY_EVENTS)
+        maximum = max(MIN_APPLY_EVENTS, self.pacer.rows("events", maximum=MAX_APPLY_EVENTS))
         entries = self.journal.oldest(maximum)
         if not entries:
             return None
         events = sum(e.events for e in entries)
-        with self.pacer.slice("events", events):
-            try:
-                retry_transient(lambda: self._write(conn, entries))
-            except StoreBusy:
-                raise
-            except _DATA_ERRORS as error:
-                if len(entries) == 1:
-                    self._reject(entries[0], error)
-                    return 0
-                log.info(
-                    "event journal: %d entries refused together (%s); applying them one by one",
-                    len(entries),
-                    _reason(error),
-                )
-                return sum(self._apply_alone(conn, entry) for entry in entries)
+        try:
+            items = [e for entry in entries for e in _dated(entry)]
+            retry_transient(lambda: self._write(conn, items))
+        except StoreBusy:
+            raise
+        except _DATA_ERRORS as error:
+            if len(entries) == 1:
+                self._reject(entries[0], error)
+                return 0
+            log.info(
+                "event journal: %d entries refused together (%s); applying them one by one",
+                len(entries),
+                _reason(error),
+            )
+            return sum(self._apply_alone(conn, entry) for entry in entries)
         self.journal.forget(entries)
         self.applied += events
         return events
 
     def _apply_alone(self, conn: Connection, entry: Entry) -> int:
         try:
-            retry_transient(lambda: self._write(conn, [entry]))
+            items = _dated(entry)
+            retry_transient(lambda: self._write(conn, items))
         except StoreBusy:
             raise
         except _DATA_ERRORS as error:
@@ -340,10 +347,14 @@ class EventIntake:
         self.applied += entry.events
         return entry.events
 
-    def _write(self, conn: Connection, entries: Sequence[Entry]) -> None:
-        items = [e for entry in entries for e in _dated(entry)]
+    def _write(self, conn: Connection, items: list[EventIn]) -> None:
+        """One write transaction. The pacer learns from the time it held the store's write
+        lock (from ``BEGIN`` to the commit), not from the wait for it: a wait behind another
+        writer's slice (an engine pass) says nothing of how many events fit in the budget."""
         with conn.begin():
+            locked = time.perf_counter()
             self._delivery.ingest(items, conn=conn, now=self._delivery.clock.now())
+        self.pacer.record("events", len(items), time.perf_counter() - locked)
 
     def _reject(self, entry: Entry, error: BaseException) -> None:
         reason = _reason(error)

@@ -29,6 +29,7 @@ from winback.store import activity
 from winback.store.driver import driver_rows
 from winback.store.repository import Store
 from winback.store.schema import contacts, orders
+from winback.store.tombstones import erased_among
 
 PURCHASE_TYPES = ("purchase", "order_completed")
 
@@ -146,23 +147,33 @@ def ingest(
     conn: Connection, items: Sequence[EventIn], *, now: datetime, currency: str
 ) -> IngestResult:
     """Record API events in the caller's transaction."""
+    accepted = len(items)
     ids = _contact_ids(conn, items, now)
+    items = _not_erased(conn, items, ids)
     plain: list[dict[str, Any]] = []
     purchases: list[tuple[EventIn, PurchaseProperties, datetime]] = []
+    given: datetime | None = None  # the events of one request often share one instant
+    given_utc = now
     for e in items:
-        at = as_utc(e.occurred_at) if e.occurred_at else now
+        if e.occurred_at is None:
+            at = now
+        else:
+            if e.occurred_at is not given:
+                given, given_utc = e.occurred_at, as_utc(e.occurred_at)
+            at = given_utc
         if e.type in PURCHASE_TYPES:
             purchases.append((e, PurchaseProperties.model_validate(e.properties), at))
             continue
+        properties = e.properties
         plain.append(
             {
-                "event_key": event_key(e, at),
+                "event_key": f"api:{e.event_id}" if e.event_id else event_key(e, at),
                 "contact_id": ids[e.customer_id],
                 "type": e.type,
                 "occurred_at": at,
-                "properties": e.properties or None,
-                "message_id": _text(e.properties.get("message_id")),
-                "machine": machine_flag(e.properties.get("machine", False)),
+                "properties": properties or None,
+                "message_id": _text(properties.get("message_id")) if properties else None,
+                "machine": machine_flag(properties.get("machine")) if properties else False,
             }
         )
     stored = store_events(conn, plain, now=now) if plain else []
@@ -193,22 +204,33 @@ def ingest(
                 )
     if purchases:
         new += _record_purchases(conn, purchases, ids, currency, now)
-    return IngestResult(accepted=len(items), new=new, duplicates=len(items) - new)
+    return IngestResult(accepted=accepted, new=new, duplicates=accepted - new)
+
+
+def _not_erased(
+    conn: Connection, items: Sequence[EventIn], ids: dict[str, int]
+) -> Sequence[EventIn]:
+    """The events, without those of erased contacts (erasure wins over events accepted
+    before it and applied after): purchases stay, as orders stay on an erased contact."""
+    erased = erased_among(conn, ids.values())
+    if not erased:
+        return items
+    return [e for e in items if e.type in PURCHASE_TYPES or ids[e.customer_id] not in erased]
 
 
 def _contact_ids(conn: Connection, items: Sequence[EventIn], now: datetime) -> dict[str, int]:
     """The contacts of the events, created bare when unknown. SQLite: known ones are looked
-    up with one statement through the driver first (the usual case: nothing to create)."""
+    up first with one statement through the driver that answers one row (a JSON object),
+    the usual case: nothing to create."""
     wanted = {e.customer_id for e in items}
     if conn.dialect.name == "sqlite":
-        found = dict(
-            driver_rows(
-                conn,
-                "SELECT c.customer_id, c.id FROM json_each(?) j "
-                "JOIN contacts c ON c.customer_id = j.value",
-                [json.dumps(list(wanted))],
-            )
+        ((found_json,),) = driver_rows(
+            conn,
+            "SELECT json_group_object(c.customer_id, c.id) FROM json_each(?) j "
+            "JOIN contacts c ON c.customer_id = j.value",
+            [json.dumps(list(wanted))],
         )
+        found: dict[str, int] = json.loads(found_json)
         if len(found) == len(wanted):
             return found
     return Store(conn.engine).ensure_contacts(wanted, at=now, conn=conn)

@@ -17,7 +17,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from winback.channels import normalise_address
 from winback.clock import as_utc
 from winback.store import activity
-from winback.store.driver import driver_rows
+from winback.store.driver import driver_count, driver_rows
 from winback.store.schema import contacts, events, suppressions
 from winback.store.types import sqlite_text
 
@@ -54,19 +54,24 @@ def record_events(
 
 def store_events(
     conn: Connection, rows: Sequence[Mapping[str, Any]], *, now: datetime | None = None
-) -> list[dict[str, Any]]:
+) -> list[Mapping[str, Any]]:
     """:func:`record_events`, returning the rows that were new: one per new ``event_key``
     (a key given twice in ``rows`` is stored, counted and applied once, as given first)."""
-    full: dict[str, dict[str, Any]] = {}
+    full: dict[str, Mapping[str, Any]] = {}
+    plain = True  # every row gives the event columns only
     for r in rows:
-        if r["event_key"] not in full:
-            full[r["event_key"]] = {"properties": None, "message_id": None, "machine": False, **r}
+        key = r["event_key"]
+        if key in full:
+            continue
+        if len(r) != len(EVENT_COLUMNS) or not _COLUMN_SET.issuperset(r):
+            r = {**_DEFAULTS, **r}
+            plain = plain and _COLUMN_SET.issuperset(r)
+        full[key] = r
     if not full:
         return []
-    plain = all(_COLUMN_SET.issuperset(r) for r in full.values())
     if conn.dialect.name == "sqlite" and plain:
-        inserted = _sqlite_insert_events(conn, list(full.values()))
-    elif conn.dialect.name == "postgresql" and plain and len(full) >= COPY_FROM_ROWS:
+        return _sqlite_store_events(conn, full, now)
+    if conn.dialect.name == "postgresql" and plain and len(full) >= COPY_FROM_ROWS:
         inserted = _postgres_copy_events(conn, list(full.values()))
     else:
         inserted = set(conn.execute(_insert_events("postgresql"), list(full.values())).scalars())
@@ -92,16 +97,43 @@ EVENT_COLUMNS = (
 )
 
 _COLUMN_SET = frozenset(EVENT_COLUMNS)
+_DEFAULTS: dict[str, Any] = {"properties": None, "message_id": None, "machine": False}
 
 
-def _sqlite_insert_events(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> set[str]:
-    """SQLite: insert the rows with multi-row ``INSERT ... ON CONFLICT DO NOTHING RETURNING``
-    statements through the driver, with the values as SQLAlchemy would store them
-    (instants as UTC text, properties as JSON text); returns the keys inserted."""
+def _sqlite_store_events(
+    conn: Connection, full: dict[str, Mapping[str, Any]], now: datetime | None
+) -> list[Mapping[str, Any]]:
+    """SQLite: insert the rows (see :func:`_sqlite_insert_events`) and move the contacts'
+    attributes from the events just stored, read back by id (the transaction holds the write
+    lock, so the ids above the largest before the insert are its own): no row passes through
+    Python twice, and each statement is one step of the driver."""
+    before = driver_rows(conn, "SELECT coalesce(max(id), 0) FROM events", ())[0][0]
+    rows = list(full.values())
+    added = _sqlite_insert_events(conn, rows)
+    if added == len(rows):
+        new = rows
+    elif added == 0:
+        return []
+    else:
+        (keys,) = driver_rows(
+            conn,
+            "SELECT json_group_array(event_key) FROM events NOT INDEXED WHERE id > ?",
+            (before,),
+        )[0]
+        inserted = set(json.loads(keys))
+        new = [r for key, r in full.items() if key in inserted]
+    activity.apply_stored_events(conn, after=before, now=now or max(r["occurred_at"] for r in new))
+    return new
+
+
+def _sqlite_insert_events(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> int:
+    """SQLite: insert the rows with multi-row ``INSERT ... ON CONFLICT DO NOTHING`` statements
+    through the driver, with the values as SQLAlchemy would store them (instants as UTC
+    text, properties as JSON text); returns how many were new."""
     raw = conn.connection.driver_connection
     assert raw is not None
     per = max(1, raw.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // len(EVENT_COLUMNS))
-    inserted: set[str] = set()
+    added = 0
     texts: dict[int, str] = {}  # the rows' instants are often one object (a batch's "now")
     for start in range(0, len(rows), per):
         chunk = rows[start : start + per]
@@ -113,23 +145,23 @@ def _sqlite_insert_events(conn: Connection, rows: Sequence[Mapping[str, Any]]) -
                 if text is None:
                     text = texts[id(at)] = sqlite_text(at)
                 at = text
+            properties = r["properties"]
             params += (
                 r["event_key"],
                 int(r["contact_id"]),
                 r["type"],
                 at,
-                json.dumps(r["properties"]),
+                "null" if properties is None else json.dumps(properties),
                 r["message_id"],
                 1 if r["machine"] else 0,
             )
         values = ", ".join(["(?, ?, ?, ?, ?, ?, ?)"] * len(chunk))
         sql = (
             "INSERT INTO events (event_key, contact_id, type, occurred_at, properties, "  # noqa: S608 (placeholders only)
-            f"message_id, machine) VALUES {values} "
-            "ON CONFLICT (event_key) DO NOTHING RETURNING event_key"
+            f"message_id, machine) VALUES {values} ON CONFLICT (event_key) DO NOTHING"
         )
-        inserted.update(key for (key,) in driver_rows(conn, sql, params))
-    return inserted
+        added += driver_count(conn, sql, params)
+    return added
 
 
 #: PostgreSQL: events from this many rows on are inserted through ``COPY`` (fewer: one

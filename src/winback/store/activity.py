@@ -51,6 +51,7 @@ from sqlalchemy import (
     case,
     cast,
     delete,
+    exists,
     func,
     insert,
     literal,
@@ -67,7 +68,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.types import TypeEngine
 
 from winback.store import purchases
-from winback.store.driver import driver_rows
+from winback.store.driver import driver_count, driver_rows
 from winback.store.schema import CHANNELS, consent_log, contact_tags, contacts, orders, tag_history
 from winback.store.types import UTCDateTime, sqlite_text
 
@@ -274,7 +275,8 @@ def apply_events(conn: Connection, new_events: Iterable[EventRow], *, now: datet
     in this transaction: ``(contact_id, type, occurred_at, machine)``) forward to the latest
     of their times, never back, and never past ``now``: an event stamped ahead of the clock
     (a sender's skewed clock) counts as seen now, so that no contact's engagement lies in the
-    future. Returns how many contacts had an event that counts."""
+    future. Returns how many contacts had an event that counts. See also
+    :func:`apply_stored_events`."""
     per: dict[int, list[Any]] = {}
     now_text = sqlite_text(now)  # SQLite imports give times in the store's text form
     for contact_id, kind, at, machine in new_events:
@@ -335,6 +337,44 @@ def _events_update(dialect: str, shape: tuple[str, ...]) -> Any:
         )
         _EVENTS_UPDATE[(dialect, shape)] = statement
     return statement
+
+
+def apply_stored_events(conn: Connection, *, after: int, now: datetime) -> int:
+    """SQLite: :func:`apply_events` for the events this transaction stored with ids above
+    ``after`` (the largest id before it stored them; the transaction holds the write lock,
+    so those are its own), read where they are: one look at which attributes their types
+    move, then one ``UPDATE ... FROM`` per such attribute from each contact's latest time,
+    so that each statement sets only the column that moves. Nothing passes through Python,
+    and each statement is one step of the driver. Returns how many contact rows changed (a
+    contact once per attribute that moved)."""
+    types = driver_rows(conn, _STORED_TYPES, (after,))
+    moved = {ATTRIBUTE_OF_EVENT[kind] for (kind,) in types if kind in ATTRIBUTE_OF_EVENT}
+    now_text = sqlite_text(now)
+    changed = 0
+    for name in EVENT_ATTRIBUTES:
+        if name in moved:
+            changed += driver_count(conn, _STORED_UPDATE[name], (now_text, now_text, after))
+    return changed
+
+
+#: The events of a transaction are read by rowid alone (``NOT INDEXED``): through the index
+#: on their type, SQLite would read every event of that type ever stored.
+_STORED_TYPES = "SELECT DISTINCT type FROM events NOT INDEXED WHERE id > ?"
+
+
+def _stored_update(name: str) -> str:
+    kinds = [kind for kind, attribute in ATTRIBUTE_OF_EVENT.items() if attribute == name]
+    human = " AND machine = 0" if all(kind in HUMAN_ONLY for kind in kinds) else ""
+    listed = ", ".join(f"'{kind}'" for kind in kinds)
+    return (
+        f"UPDATE contacts SET {name} = a.at, updated_at = ?1 FROM ("  # noqa: S608 (fixed names)
+        "SELECT contact_id, min(max(occurred_at), ?2) AS at FROM events NOT INDEXED "
+        f"WHERE id > ?3 AND type IN ({listed}){human} GROUP BY contact_id) AS a "
+        f"WHERE contacts.id = a.contact_id AND (contacts.{name} IS NULL OR contacts.{name} < a.at)"
+    )
+
+
+_STORED_UPDATE = {name: _stored_update(name) for name in EVENT_ATTRIBUTES}
 
 
 _SQLITE_EVENTS_UPDATE: dict[tuple[str, ...], tuple[str, tuple[str, ...], dict[str, Any]]] = {}
@@ -556,8 +596,13 @@ def set_consent(
     """Set consent on ``channel`` for contacts (ids, or a selectable of contact ids). Only
     contacts whose consent differs change: they get a ``consent_log`` row at ``at`` (one
     instant for all, or a mapping ``contact id -> instant``, whose keys then are the contacts
-    and ``contact_ids`` is ignored) and ``updated_at = now``. Returns the ids that changed,
-    sorted; for a selectable, only how many."""
+    and ``contact_ids`` is ignored) and ``updated_at = now``.
+
+    Consent changes take effect in the order they happened, not in the order they are
+    written: a change stamped before the latest one already logged for the contact and
+    channel (an unsubscribe kept while the store was busy, applied after a newer grant) is
+    logged, so the log keeps both, but leaves the current consent as the newer change set it.
+    Returns the ids whose consent changed, sorted; for a selectable, only how many."""
     want = not isinstance(contact_ids, Select)
     if channel not in CHANNELS:
         raise ValueError(f"unknown channel {channel!r} (expected one of {', '.join(CHANNELS)})")
@@ -581,9 +626,19 @@ def set_consent(
         when = _instant(at)
     log = [contacts.c.id, literal(channel), literal(granted), when, literal(source)]
     if conn.dialect.name == "postgresql":
+        newer = consent_log.alias("newer")
+        stale = exists(
+            select(literal(1)).where(
+                newer.c.contact_id == contacts.c.id, newer.c.channel == channel, newer.c.at > when
+            )
+        )
+        # Logged only: a newer change is in the log. The contact rows are locked so that a
+        # writer changing them at the same time is waited for, as the update below does.
+        late = select(*log).where(match, differs, stale).with_for_update(of=contacts)
+        conn.execute(insert(consent_log).from_select(LOG_COLUMNS, late))
         changed = (
             update(contacts)
-            .where(match, differs)
+            .where(match, differs, ~stale)
             .values({consent: granted, contacts.c.updated_at: _instant(now)})
             .returning(*(e.label(f"c{i}") for i, e in enumerate(log)))
             .cte("changed")
@@ -597,14 +652,25 @@ def set_consent(
     n = conn.execute(
         insert(consent_log).from_select(LOG_COLUMNS, select(*log).where(match, differs))
     ).rowcount
-    new = select(consent_log.c.contact_id).where(consent_log.c.id > before)
-    if n:
-        conn.execute(
-            update(contacts)
-            .where(contacts.c.id.in_(new))
-            .values({consent: granted, contacts.c.updated_at: _instant(now)})
-        )
-    return _ids_of(conn, new) if want else int(n)
+    written, later = consent_log.alias("written"), consent_log.alias("later")
+    new = select(written.c.contact_id).where(
+        written.c.id > before,
+        ~exists(
+            select(literal(1)).where(
+                later.c.contact_id == written.c.contact_id,
+                later.c.channel == written.c.channel,
+                later.c.at > written.c.at,
+            )
+        ),
+    )
+    if not n:
+        return [] if want else 0
+    applied = conn.execute(
+        update(contacts)
+        .where(contacts.c.id.in_(new))
+        .values({consent: granted, contacts.c.updated_at: _instant(now)})
+    ).rowcount
+    return _ids_of(conn, new) if want else int(applied)
 
 
 LOG_COLUMNS = ["contact_id", "channel", "granted", "at", "source"]
@@ -730,6 +796,7 @@ __all__ = [
     "ATTRIBUTE_OF_EVENT",
     "add_tags",
     "apply_events",
+    "apply_stored_events",
     "apply_orders",
     "orders_update",
     "recount_orders",

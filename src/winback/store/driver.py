@@ -27,3 +27,19 @@ def driver_rows(conn: Connection, sql: str, params: Sequence[Any]) -> list[tuple
         return list(conn.exec_driver_sql(sql, tuple(params)).tuples())
     finally:
         cursor.close()
+
+
+def driver_count(conn: Connection, sql: str, params: Sequence[Any]) -> int:
+    """:func:`driver_rows` for a statement that returns no rows (an ``INSERT`` without
+    ``RETURNING``): one step of the driver, whatever the number of rows it writes; the
+    number of rows it changed."""
+    raw = conn.connection.driver_connection
+    assert raw is not None
+    cursor = raw.cursor()
+    try:
+        cursor.execute(sql, params)
+        return int(cursor.rowcount)
+    except sqlite3.DatabaseError:
+        return int(conn.exec_driver_sql(sql, tuple(params)).rowcount)
+    finally:
+        cursor.close()

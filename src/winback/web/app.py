@@ -28,6 +28,7 @@ from winback.web.apikeys import KeyRing
 from winback.web.auth import LoginRequired
 from winback.web.errors import install_error_handling
 from winback.web.limits import BodyLimitMiddleware, limits
+from winback.web.routes.login import PASSWORD_CHECKS
 from winback.web.sessions import SessionRing, SessionSigner
 from winback.workspace import Workspace
 
@@ -174,6 +175,7 @@ def create_app(
     secret = workspace.settings.secret_key
     app.state.session_signer = SessionSigner(secret) if secret else None
     app.state.login_throttle = LoginThrottle()
+    app.state.password_checks = asyncio.Semaphore(PASSWORD_CHECKS)
     app.state.engine = status
     app.state.templates = Jinja2Templates(directory=str(TEMPLATES))
 

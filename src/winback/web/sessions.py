@@ -126,10 +126,3 @@ class SessionRing:
         end_session(self._engine, token)
         with self._lock:
             self._cache.pop(token_hash(token), None)
-
-    def forget_user(self, user_id: int) -> None:
-        """Drop the cached sessions of a user (whose sessions were ended in this process)."""
-        with self._lock:
-            for digest, (session, _) in list(self._cache.items()):
-                if session is not None and session.user_id == user_id:
-                    self._cache.pop(digest, None)

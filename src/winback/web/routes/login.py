@@ -7,6 +7,7 @@ session yet), and ``next`` is followed only when it is a path of this site."""
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import math
 from datetime import timedelta
@@ -27,6 +28,10 @@ router = APIRouter(tags=["sign-in"], include_in_schema=False)
 HOME = "/"
 #: How long the login form stays valid (its cookie's lifetime), in seconds.
 LOGIN_FORM_SECONDS = 3600
+#: Most passwords checked at once by one process: an Argon2 check takes 64 MiB and a
+#: core for a quarter second, so a flood of sign-ins waits here instead of taking the
+#: memory and the thread pool.
+PASSWORD_CHECKS = 2
 
 
 def safe_next(target: str | None) -> str:
@@ -132,16 +137,18 @@ async def login(request: Request) -> Response:
     lifetime = timedelta(hours=workspace.settings.session_hours)
     throttle: LoginThrottle = request.app.state.login_throttle
     address = request.client.host if request.client is not None else None
-    outcome = await run_in_threadpool(
-        sign_in,
-        workspace.engine,
-        username,
-        password,
-        address=address,
-        at=workspace.clock.now(),
-        lifetime=lifetime,
-        throttle=throttle,
-    )
+    checks: asyncio.Semaphore = request.app.state.password_checks
+    async with checks:
+        outcome = await run_in_threadpool(
+            sign_in,
+            workspace.engine,
+            username,
+            password,
+            address=address,
+            at=workspace.clock.now(),
+            lifetime=lifetime,
+            throttle=throttle,
+        )
     if isinstance(outcome, Refused):
         return _form(
             request,
@@ -160,6 +167,12 @@ async def login(request: Request) -> Response:
             username=username,
             headers={"Retry-After": str(seconds)},
         )
+    previous: str | None = None
+    if await current_session(request) is not None:
+        previous = request.state.session_token
+    if previous is not None:  # this browser's former session ends with the new one
+        ring: SessionRing = request.app.state.sessions
+        await run_in_threadpool(ring.end, previous)
     response = RedirectResponse(next_url, status_code=303)
     response.set_cookie(
         SESSION_COOKIE,

@@ -90,7 +90,10 @@ ContactIn: type[BaseModel] = create_model(  # type: ignore[call-overload]
     created_at=(datetime | None, None),
     **{f"{channel}_consent": (bool | None, None) for channel in CONSENT_CHANNELS},
     attributes=(dict[str, Any], Field(default_factory=dict)),
-    tags=(list[Annotated[str, Field(min_length=1, max_length=128)]], Field(default_factory=list)),
+    tags=(
+        list[Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[^,]*[^,\s][^,]*$")]],
+        Field(default_factory=list, description="Tags to add (no commas)."),
+    ),
 )
 
 
