@@ -466,6 +466,13 @@ def segments(visit: Visit, figures: Figures) -> None:
     for path, value in shown.items():
         assert same_value(value, at_path(figures.segments, path)), path
     visit.shoot("segments", docs=True)
+    # The flow's entry segment: its count, and its members on one page.
+    [entry] = [s for s in figures.segments if s["name"] == "Customers Not Active"]
+    page.click('#segments a:text-is("Customers Not Active")')
+    page.wait_for_url("**/segments/Customers%20Not%20Active")
+    assert data_figures(page, "main") == {"members": str(entry["members"])}
+    assert page.locator("tr[data-contact]").count() == min(entry["members"], 50) > 0
+    visit.shoot("segment")
 
 
 def contact(visit: Visit, figures: Figures, comeback: str) -> None:
