@@ -96,6 +96,9 @@ contacts = Table(
     # imports do not fill the contact again. History in `erasures`.
     Column("erased_at", UTCDateTime),
     Index("ix_contacts_email", "email"),
+    # The contact search by the beginning of a name.
+    Index("ix_contacts_first_name", "first_name"),
+    Index("ix_contacts_last_name", "last_name"),
     Index("ix_contacts_last_purchase_at", "last_purchase_at"),
     Index("ix_contacts_last_seen", "last_seen"),
     Index("ix_contacts_last_email_opened", "last_email_opened"),

@@ -7,6 +7,8 @@
   the flows list), and the flow's messages in its results, without reading the whole outbox.
 - ``flow_entries (flow_id, status, exit_reason, holdout)``: a flow's exits by reason and its
   holdout and treatment counts, read from the index alone.
+- ``contacts (first_name)`` and ``contacts (last_name)``: the contact search by the beginning
+  of a name (the dashboard's Contacts page).
 
 Revision ID: 0009
 Revises: 0008
@@ -40,9 +42,13 @@ def upgrade() -> None:
         "flow_entries",
         ["flow_id", "status", "exit_reason", "holdout"],
     )
+    op.create_index("ix_contacts_first_name", "contacts", ["first_name"])
+    op.create_index("ix_contacts_last_name", "contacts", ["last_name"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_contacts_last_name", table_name="contacts")
+    op.drop_index("ix_contacts_first_name", table_name="contacts")
     op.drop_index("ix_flow_entries_flow_outcome", table_name="flow_entries")
     op.drop_index("ix_outbox_flow_step_status", table_name="outbox")
     op.drop_index("ix_events_message_id", table_name="events")
