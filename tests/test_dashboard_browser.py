@@ -1,9 +1,10 @@
 """The marketer's dashboard in real headless Chromium, against the real service on a small
 generated shop whose contacts went through the reference flow and whose analysis is stored.
 
-One browser and one service for the module. Every page visited is checked three ways: the
-figures it shows equal the CLI's ``--json`` for the same workspace, it loads nothing from
-outside the server, and it logs no console error. A screenshot of each page is kept in
+One browser and one service for the module; the visit is made at a desktop and at a phone
+width. Every page visited is checked four ways: the figures it shows equal the CLI's
+``--json`` for the same workspace, it loads nothing from outside the server, it logs no
+console error, and it is no wider than the window. A screenshot of each page is kept in
 ``$WINBACK_TEST_SCREENSHOTS`` (default ``test-artifacts/dashboard/``)."""
 
 from __future__ import annotations
