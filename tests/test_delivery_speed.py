@@ -199,3 +199,49 @@ def test_a_batch_is_rendered_before_its_first_message_is_sent(workspace: Workspa
         assert len(inbox.messages) == n
     assert report.counts == {"sent": n}
     assert rendered_at_submit == [n] * n
+
+
+def test_the_heap_is_settled_once_per_process() -> None:
+    """``heap.settle`` freezes the objects alive (full GC passes skip them) on its first call
+    in a process, and does nothing after (a fresh interpreter: the freeze is process-wide)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import gc\n"
+        "from winback.delivery.worker import heap\n"
+        "assert gc.get_freeze_count() == 0\n"
+        "assert heap.settle() is True\n"
+        "frozen = gc.get_freeze_count()\n"
+        "assert frozen > 1000, frozen\n"
+        "assert heap.settle() is False and gc.get_freeze_count() == frozen\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+def test_a_backlog_batch_settles_the_heap_and_a_small_one_does_not(
+    sqlite_workspace: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from winback.delivery.worker import heap
+
+    settled: list[int] = []
+    monkeypatch.setattr(heap, "BACKLOG_ROWS", 3)
+
+    def settle() -> bool:
+        settled.append(1)
+        return True
+
+    monkeypatch.setattr(heap, "settle", settle)
+    ws = sqlite_workspace
+    for i in range(2):
+        add_message(ws, add_contact(ws, f"c{i}", email=f"c{i}@example.com"))
+    with smtp_server() as (url, inbox, _):
+        ws = configure(ws, smtp_url=url, quiet_hours="", frequency_caps={})
+        assert ws.delivery.deliver_due().counts == {"sent": 2}
+        assert settled == []
+        for i in range(2, 5):
+            add_message(ws, add_contact(ws, f"c{i}", email=f"c{i}@example.com"))
+        assert ws.delivery.deliver_due().counts == {"sent": 3}
+        assert settled == [1]
+        assert len(inbox.messages) == 5

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 from jinja2 import nodes
 from jinja2.compiler import CodeGenerator, Frame
+from jinja2.filters import FILTERS as _BUILTIN_FILTERS
 from jinja2.utils import _PassArg
 
 from winback.errors import WinbackError
@@ -283,11 +284,13 @@ def limited_filter(name: str, func: Callable[..., Any], limits: RenderLimits) ->
     size of its result after."""
     skip = 2 if _PassArg.from_obj(func) is not None else 1
     growing = name in _GROWING_FILTERS
+    plain_replace = name == "replace" and func is _BUILTIN_FILTERS.get("replace")
     cap = limits.value_size
 
     def filtered(*args: Any, **kwargs: Any) -> Any:
         if growing or kwargs:
-            _check_filter(current(limits), name, skip, args, kwargs)
+            if not (plain_replace and not kwargs and _replace_fits(current(limits), skip, args)):
+                _check_filter(current(limits), name, skip, args, kwargs)
         else:
             for arg in args[skip:]:
                 if arg.__class__ is int and arg > cap:
@@ -298,6 +301,26 @@ def limited_filter(name: str, func: Callable[..., Any], limits: RenderLimits) ->
         return result
 
     return update_wrapper(filtered, func)
+
+
+def _replace_fits(budget: Budget, skip: int, args: tuple[Any, ...]) -> bool:
+    """The checks of :func:`_check_filter` for ``replace`` on strings, made directly: True
+    when ``value | replace(old, new)`` fits (its size estimate and its result), False when
+    it is not that case or does not fit (the general check then decides and names it)."""
+    if len(args) != skip + 2:
+        return False
+    value, old, new = args[skip - 1], args[skip], args[skip + 1]
+    if not (value.__class__ is str and old.__class__ is str and new.__class__ is str):
+        return False
+    cap = budget.limits.value_size
+    if 3 + len(value) + len(old) + len(new) > cap:
+        return False
+    if len(new) > len(old):
+        count = value.count(old) if old else len(value) + 1
+        if len(value) + count * (len(new) - len(old)) > cap:
+            return False
+    budget.check_time()
+    return True
 
 
 def _check_filter(
@@ -374,18 +397,23 @@ def join_checked(limits: RenderLimits, join: Callable[[Any], str], parts: tuple[
     return join(parts)
 
 
-def finalize(limits: RenderLimits, value: Any) -> Any:
-    """Every ``{{ ... }}`` output, counted (by its size) before it is turned into text."""
-    budget = _current.get()
-    if budget is None:  # outside a render (the text is still measured when joined)
+def output_counter(limits: RenderLimits) -> Callable[[Any], Any]:
+    """The environment's ``finalize``: every ``{{ ... }}`` output counted (by its size)
+    against the running render's budget before it is turned into text. Outside a render the
+    value passes unchanged (its text is still measured when the field is joined)."""
+    cap = limits.output_chars * OUTPUT_FIELDS
+    running = _current.get
+
+    def finalize(value: Any) -> Any:
+        budget = running()
+        if budget is None:
+            return value
+        budget.produced += len(value) if isinstance(value, str) else estimated_size(value, cap)
+        if budget.produced > cap:
+            budget.emitted(0)  # raises, naming the limit
         return value
-    if isinstance(value, str):
-        budget.produced += len(value)
-    else:
-        budget.produced += estimated_size(value, limits.output_chars * OUTPUT_FIELDS)
-    if budget.produced > limits.output_chars * OUTPUT_FIELDS:
-        budget.emitted(0)  # raises, naming the limit
-    return value
+
+    return finalize
 
 
 def bounded_range(limits: RenderLimits) -> Callable[..., range]:

@@ -31,7 +31,7 @@ import types
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import lru_cache, partial
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -64,10 +64,10 @@ from winback.delivery.messages.limits import (
     check_call,
     check_result,
     current,
-    finalize,
     iterate,
     join_checked,
     limited_filter,
+    output_counter,
     render_budget,
 )
 from winback.delivery.messages.limits import (
@@ -276,7 +276,7 @@ class Sandbox(SandboxedEnvironment):
         self.filters = {
             name: limited_filter(name, func, limits) for name, func in self.filters.items()
         }
-        self.finalize = partial(finalize, limits)
+        self.finalize = output_counter(limits)
         self.concat = lambda parts: current(limits).collect(parts)  # type: ignore[method-assign]
 
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:

@@ -40,6 +40,7 @@ from winback.delivery.links.tokens import TokenSigner
 from winback.delivery.messages.mime import domain_of
 from winback.delivery.messages.templates import TemplateRepository
 from winback.delivery.worker import claim as claiming
+from winback.delivery.worker import heap
 from winback.delivery.worker.decide import Decider, Decision, channel_key
 from winback.delivery.worker.record import OutcomeRecorder
 from winback.delivery.worker.render import Renderer
@@ -144,6 +145,8 @@ class DeliveryWorker:
         report = BatchReport(claimed=len(rows))
         if not rows:
             return report
+        if len(rows) >= heap.BACKLOG_ROWS:
+            heap.settle()
         batch = Batch(rows)
         try:
             self._deliver(batch, now, stop)
