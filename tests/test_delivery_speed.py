@@ -226,8 +226,13 @@ def test_a_backlog_batch_settles_the_heap_and_a_small_one_does_not(
     from winback.delivery.worker import heap
 
     settled: list[int] = []
+
+    def settle() -> bool:
+        settled.append(1)
+        return True
+
     monkeypatch.setattr(heap, "BACKLOG_ROWS", 3)
-    monkeypatch.setattr(heap, "settle", lambda: settled.append(1) or True)
+    monkeypatch.setattr(heap, "settle", settle)
     ws = sqlite_workspace
     for i in range(2):
         add_message(ws, add_contact(ws, f"c{i}", email=f"c{i}@example.com"))
