@@ -63,6 +63,8 @@ class Sample:
     cells: list[tuple[int, int]]  # (r, f) with members
     rfm_segments: list[str]
     contacts: list[int]  # ids, busiest first, then a spread
+    customer_ids: list[str]  # the shop's ids of the same contacts
+    max_id: int
     flows: list[str]  # keys
     templates: list[str]
     tags: list[str]
@@ -81,13 +83,19 @@ class Page:
     path: Callable[[Sample, int], str]
     sql: str
     params: Callable[[Sample, int], dict[str, Any]] = lambda _s, _i: {}
+    #: The same figures computed live from the base tables, for a page that reads them from
+    #: a snapshot instead (shown for comparison, not the ratio's denominator).
+    live_sql: str | None = None
+    live_params: Callable[[Sample, int], dict[str, Any]] = lambda _s, _i: {}
 
 
 def _cut(s: Sample, days: int) -> str:
     return (s.now - timedelta(days=days)).strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
-OVERVIEW_SQL = """
+#: What the overview would cost computed live from the contacts (one scan), for comparison
+#: with the snapshot reads the page makes.
+OVERVIEW_LIVE_SQL = """
 SELECT count(*) AS contacts, sum(orders_count > 0) AS buyers, sum(revenue_total) AS revenue,
     sum(orders_count > 0 AND coalesce(last_purchase_at, '') < :cut
         AND coalesce(last_email_opened, '') < :cut
@@ -97,17 +105,36 @@ SELECT count(*) AS contacts, sum(orders_count > 0) AS buyers, sum(revenue_total)
     sum(email_consent = 1) AS email_consent, sum(sms_consent = 1) AS sms_consent
 FROM contacts WHERE erased_at IS NULL"""
 
-RFM_SQL = """
+SNAPSHOTS_SQL = """
+SELECT kind, snapshot_date, data FROM daily_snapshots WHERE kind = :kind
+ORDER BY snapshot_date DESC LIMIT 90"""
+
+OVERVIEW_SQL = """
+SELECT k.kind, k.snapshot_date, k.data, NULL FROM daily_snapshots k
+WHERE k.kind IN ('base', 'analysis') AND k.snapshot_date >= date(:today, '-90 days')
+UNION ALL SELECT 'flow', f.key, f.status, (SELECT count(*) FROM flow_entries e
+    WHERE e.flow_id = f.id AND e.status = 'active') FROM flows f"""
+
+RFM_LIVE_SQL = """
 SELECT rfm_r, rfm_f, count(*), sum(revenue_total) FROM contacts
 WHERE rfm_r IS NOT NULL GROUP BY rfm_r, rfm_f"""
 
-MEMBERS_COLUMNS = "c.id, c.customer_id, c.email, c.first_name, c.last_name, c.last_purchase_at, "
-MEMBERS_COLUMNS += "c.orders_count, c.revenue_total"
+MEMBER_COLUMNS = (
+    "c.id, c.customer_id, c.email, c.first_name, c.last_name, c.orders_count, "
+    "c.revenue_total, c.last_purchase_at, c.rfm_segment, c.p_alive"
+)
 
 SEGMENT_MEMBERS_SQL = f"""
-SELECT {MEMBERS_COLUMNS} FROM segment_membership m JOIN contacts c ON c.id = m.contact_id
-WHERE m.segment_id = :segment AND m.exited_at IS NULL
-ORDER BY m.contact_id LIMIT {PAGE_SIZE} OFFSET :offset"""
+SELECT {MEMBER_COLUMNS} FROM segment_membership m JOIN contacts c ON c.id = m.contact_id
+WHERE m.segment_id = :segment AND m.exited_at IS NULL AND m.contact_id > :after
+ORDER BY m.contact_id LIMIT {PAGE_SIZE + 1}"""
+
+SEGMENT_SEARCH_SQL = f"""
+SELECT {MEMBER_COLUMNS} FROM contacts c
+WHERE c.email >= :q AND c.email < :q || char(1114111) AND EXISTS (SELECT 1
+    FROM segment_membership m WHERE m.segment_id = :segment AND m.contact_id = c.id
+    AND m.exited_at IS NULL)
+ORDER BY c.id LIMIT {PAGE_SIZE + 1}"""
 
 CONTACT_SQL = """
 SELECT 'contact', id, NULL, NULL FROM contacts WHERE id = :id
@@ -123,17 +150,44 @@ UNION ALL SELECT * FROM (SELECT 'message', template, status, created_at FROM out
 UNION ALL SELECT 'flow', f.key, e.status, e.entered_at FROM flow_entries e
     JOIN flows f ON f.id = e.flow_id WHERE e.contact_id = :id"""
 
+#: Entries per flow and status, and the messages delivered per flow (the flows list).
 FLOWS_SQL = """
-SELECT f.key, f.status, count(e.id), sum(e.status = 'active')
-FROM flows f LEFT JOIN flow_entries e ON e.flow_id = f.id GROUP BY f.id"""
+SELECT f.key, f.status, e.status, count(*), NULL FROM flows f
+    JOIN flow_entries e ON e.flow_id = f.id GROUP BY f.id, e.status
+UNION ALL SELECT flow, NULL, NULL, NULL, count(*) FROM outbox
+    WHERE flow IS NOT NULL AND status = 'sent' GROUP BY flow"""
 
+#: A flow's messages per step with their human opens and clicks (matched by message id),
+#: and its entries per step and status: what its page shows, counted in one statement.
 FLOW_SQL = """
 SELECT o.step, count(*), sum(o.status = 'sent'),
     sum(EXISTS (SELECT 1 FROM events e WHERE e.message_id = o.message_id
                 AND e.type = 'email_opened' AND e.machine = 0)),
     sum(EXISTS (SELECT 1 FROM events e WHERE e.message_id = o.message_id
                 AND e.type = 'email_clicked' AND e.machine = 0))
-FROM outbox o WHERE o.flow = :flow GROUP BY o.step"""
+FROM outbox o WHERE o.flow = :flow GROUP BY o.step
+UNION ALL SELECT e.step, e.status, count(*), NULL, NULL FROM flow_entries e
+    WHERE e.flow_id = (SELECT id FROM flows WHERE key = :flow) GROUP BY e.step, e.status"""
+
+#: Past the last character of any text (the end of a prefix range).
+TOP = "\U0010ffff"
+
+#: The contact search as one statement: a prefix of the email, the first or the last name,
+#: or the exact customer id; newest first, a page.
+CONTACT_SEARCH_SQL = f"""
+SELECT {MEMBER_COLUMNS} FROM contacts c
+WHERE (c.email >= lower(:q) AND c.email < lower(:q) || :top)
+    OR c.customer_id = :q
+    OR (c.first_name >= :q AND c.first_name < :q || :top)
+    OR (c.last_name >= :q AND c.last_name < :q || :top)
+ORDER BY c.id DESC LIMIT {PAGE_SIZE + 1}"""
+
+#: The diagram's counts: outcomes per step, and the entries per step and status.
+FLOW_STEPS_SQL = """
+SELECT step, outcome, n FROM flow_step_counts WHERE flow_id = (SELECT id FROM flows
+    WHERE key = :flow)
+UNION ALL SELECT e.step, e.status, count(*) FROM flow_entries e
+    WHERE e.flow_id = (SELECT id FROM flows WHERE key = :flow) GROUP BY e.step, e.status"""
 
 SEGMENTS_SQL = "SELECT id, name, member_count, refreshed_at FROM segments ORDER BY name"
 
@@ -142,69 +196,100 @@ def pages() -> list[Page]:
     def segment(s: Sample, i: int) -> tuple[int, str, int]:
         return s.pick(s.segments, i)  # type: ignore[no-any-return]
 
-    def member_offset(s: Sample, i: int) -> int:
-        members = segment(s, i)[2]
-        return ((i * 7919) % max(1, members // PAGE_SIZE)) * PAGE_SIZE if i % 3 else 0
+    def after(s: Sample, i: int) -> int:
+        """Where a keyset page starts: the first page, or somewhere in the ids."""
+        return 0 if i % 3 == 0 else (i * 7919) % max(1, s.max_id)
 
     def cell(s: Sample, i: int) -> tuple[int, int]:
         return s.pick(s.cells, i)  # type: ignore[no-any-return]
 
+    def name(s: Sample, i: int) -> str:
+        return quote(segment(s, i)[1], safe="")
+
+    def prefix(i: int) -> str:
+        return f"customer{(i * 37) % 90 + 10}"
+
+    def typed(s: Sample, i: int) -> str:
+        """What a person types in the contact search: an email's beginning, a shop's
+        customer id, a last name's beginning, or a first name."""
+        kind = i % 4
+        if kind == 0:
+            return f"customer{contact(s, i)}@"
+        if kind == 1:
+            return s.customer_ids[i % len(s.customer_ids)]
+        if kind == 2:
+            return f"Shopper{(i * 31) % 997}"
+        return dashboard_workspace.NAMES[i % len(dashboard_workspace.NAMES)]
+
+    def flow(s: Sample, i: int) -> str:
+        return s.pick(s.flows, i)  # type: ignore[no-any-return]
+
+    def contact(s: Sample, i: int) -> int:
+        return s.pick(s.contacts, i)  # type: ignore[no-any-return]
+
     return [
         Page("overview", lambda _s, _i: "/overview", OVERVIEW_SQL,
-             lambda s, _i: {"cut": _cut(s, 90)}),
-        Page("rfm", lambda _s, _i: "/rfm", RFM_SQL),
+             lambda s, _i: {"today": s.now.date().isoformat()},
+             live_sql=OVERVIEW_LIVE_SQL, live_params=lambda s, _i: {"cut": _cut(s, 90)}),
+        Page("rfm", lambda _s, _i: "/rfm", SNAPSHOTS_SQL, lambda _s, _i: {"kind": "analysis"},
+             live_sql=RFM_LIVE_SQL),
         Page("rfm cell members",
-             lambda s, i: f"/rfm/cells/{cell(s, i)[0]}/{cell(s, i)[1]}",
-             f"SELECT {MEMBERS_COLUMNS} FROM contacts c WHERE c.rfm_r = :r AND c.rfm_f = :f "
-             f"ORDER BY c.id LIMIT {PAGE_SIZE}",
-             lambda s, i: {"r": cell(s, i)[0], "f": cell(s, i)[1]}),
+             lambda s, i: f"/rfm/members?r={cell(s, i)[0]}&f={cell(s, i)[1]}&after={after(s, i)}",
+             f"SELECT {MEMBER_COLUMNS} FROM contacts c WHERE c.rfm_r = :r AND c.rfm_f = :f "
+             f"AND c.id > :after ORDER BY c.id LIMIT {PAGE_SIZE + 1}",
+             lambda s, i: {"r": cell(s, i)[0], "f": cell(s, i)[1], "after": after(s, i)}),
         Page("rfm segment members",
-             lambda s, i: f"/rfm/segments/{quote(s.pick(s.rfm_segments, i))}",
-             f"SELECT {MEMBERS_COLUMNS} FROM contacts c WHERE c.rfm_segment = :segment "
-             f"ORDER BY c.id LIMIT {PAGE_SIZE}",
-             lambda s, i: {"segment": s.pick(s.rfm_segments, i)}),
+             lambda s, i: f"/rfm/members?segment={quote(s.pick(s.rfm_segments, i))}"
+             f"&after={after(s, i)}",
+             f"SELECT {MEMBER_COLUMNS} FROM contacts c WHERE c.rfm_segment = :segment "
+             f"AND c.id > :after ORDER BY c.id LIMIT {PAGE_SIZE + 1}",
+             lambda s, i: {"segment": s.pick(s.rfm_segments, i), "after": after(s, i)}),
         Page("segments", lambda _s, _i: "/segments", SEGMENTS_SQL),
         Page("segment members",
-             lambda s, i: f"/segments/{segment(s, i)[0]}?page={member_offset(s, i) // PAGE_SIZE + 1}",
+             lambda s, i: f"/segments/{name(s, i)}?after={after(s, i)}",
              SEGMENT_MEMBERS_SQL,
-             lambda s, i: {"segment": segment(s, i)[0], "offset": member_offset(s, i)}),
+             lambda s, i: {"segment": segment(s, i)[0], "after": after(s, i)}),
         Page("segment search",
-             lambda s, i: f"/segments/{segment(s, i)[0]}?q=customer{(i * 37) % 90 + 10}",
-             f"SELECT {MEMBERS_COLUMNS} FROM segment_membership m "
-             "JOIN contacts c ON c.id = m.contact_id WHERE m.segment_id = :segment "
-             "AND m.exited_at IS NULL AND (c.email LIKE :q OR c.customer_id LIKE :q "
-             f"OR c.first_name LIKE :q) ORDER BY m.contact_id LIMIT {PAGE_SIZE}",
-             lambda s, i: {"segment": segment(s, i)[0], "q": f"%customer{(i * 37) % 90 + 10}%"}),
+             lambda s, i: f"/segments/{name(s, i)}?q={prefix(i)}",
+             SEGMENT_SEARCH_SQL,
+             lambda s, i: {"segment": segment(s, i)[0], "q": prefix(i)}),
         Page("flows", lambda _s, _i: "/flows", FLOWS_SQL),
-        Page("flow", lambda s, i: f"/flows/{s.pick(s.flows, i)}", FLOW_SQL,
-             lambda s, i: {"flow": s.pick(s.flows, i)}),
-        Page("contact", lambda s, i: f"/contacts/{s.pick(s.contacts, i)}", CONTACT_SQL,
-             lambda s, i: {"id": s.pick(s.contacts, i)}),
-        Page("contacts search", lambda s, i: f"/contacts?q=customer{s.pick(s.contacts, i)}@",
-             f"SELECT {MEMBERS_COLUMNS} FROM contacts c WHERE c.email = :email",
-             lambda s, i: {"email": f"customer{s.pick(s.contacts, i)}@example.com"}),
+        Page("flows figures", lambda _s, _i: "/flows?figures=1", FLOWS_SQL),
+        Page("flow", lambda s, i: f"/flows/{flow(s, i)}", FLOW_STEPS_SQL,
+             lambda s, i: {"flow": flow(s, i)}),
+        Page("flow results", lambda s, i: f"/flows/{flow(s, i)}/results", FLOW_SQL,
+             lambda s, i: {"flow": flow(s, i)}),
+        Page("contacts", lambda _s, _i: "/contacts",
+             f"SELECT {MEMBER_COLUMNS} FROM contacts c ORDER BY c.id DESC LIMIT {PAGE_SIZE + 1}"),
+        Page("contacts search", lambda s, i: f"/contacts?q={quote(typed(s, i))}",
+             CONTACT_SEARCH_SQL, lambda s, i: {"q": typed(s, i), "top": TOP}),
+        Page("contact", lambda s, i: f"/contacts/{contact(s, i)}", CONTACT_SQL,
+             lambda s, i: {"id": contact(s, i)}),
+        Page("templates", lambda _s, _i: "/templates", "SELECT 1"),
         Page("template preview",
-             lambda s, i: f"/templates/{s.pick(s.templates, i)}?contact={s.pick(s.contacts, i)}",
-             "SELECT * FROM contacts WHERE id = :id",
-             lambda s, i: {"id": s.pick(s.contacts, i)}),
+             lambda s, i: f"/templates/{s.pick(s.templates, i)}?contact={contact(s, i)}",
+             "SELECT * FROM contacts WHERE id = :id", lambda s, i: {"id": contact(s, i)}),
         Page("setup", lambda _s, _i: "/setup", "SELECT count(*) FROM api_keys"),
-        Page("report", lambda _s, _i: "/report", RFM_SQL),
+        Page("report", lambda _s, _i: "/report", SNAPSHOTS_SQL,
+             lambda _s, _i: {"kind": "analysis"}),
+        Page("report view", lambda _s, _i: "/report/view", SNAPSHOTS_SQL,
+             lambda _s, _i: {"kind": "analysis"}),
         Page("api segments", lambda _s, _i: "/api/v1/segments", SEGMENTS_SQL),
         Page("api segment members",
-             lambda s, i: f"/api/v1/segments/{segment(s, i)[0]}/members?offset={member_offset(s, i)}&limit={PAGE_SIZE}",
+             lambda s, i: f"/api/v1/segments/{name(s, i)}/members?limit={PAGE_SIZE}",
              SEGMENT_MEMBERS_SQL,
-             lambda s, i: {"segment": segment(s, i)[0], "offset": member_offset(s, i)}),
+             lambda s, i: {"segment": segment(s, i)[0], "after": 0}),
         Page("api flows", lambda _s, _i: "/api/v1/flows", FLOWS_SQL),
-        Page("api flow stats", lambda s, i: f"/api/v1/flows/{s.pick(s.flows, i)}/stats",
+        Page("api flow stats", lambda s, i: f"/api/v1/flows/{flow(s, i)}",
              "SELECT step, outcome, n FROM flow_step_counts WHERE flow_id = "
              "(SELECT id FROM flows WHERE key = :flow)",
-             lambda s, i: {"flow": s.pick(s.flows, i)}),
-        Page("api flow results", lambda s, i: f"/api/v1/flows/{s.pick(s.flows, i)}/results",
-             FLOW_SQL, lambda s, i: {"flow": s.pick(s.flows, i)}),
+             lambda s, i: {"flow": flow(s, i)}),
+        Page("api flow results", lambda s, i: f"/api/v1/flows/{flow(s, i)}/results",
+             FLOW_SQL, lambda s, i: {"flow": flow(s, i)}),
         Page("api contact",
-             lambda s, i: f"/api/v1/contacts/{s.pick(s.contacts, i)}",
-             "SELECT * FROM contacts WHERE id = :id",
-             lambda s, i: {"id": s.pick(s.contacts, i)}),
+             lambda s, i: f"/api/v1/contacts/{s.customer_ids[i % len(s.customer_ids)]}",
+             "SELECT * FROM contacts WHERE customer_id = :ref",
+             lambda s, i: {"ref": s.customer_ids[i % len(s.customer_ids)]}),
         Page("api tags", lambda _s, _i: "/api/v1/tags",
              "SELECT tag, count(*) FROM contact_tags GROUP BY tag"),
     ]  # fmt: skip
@@ -243,6 +328,11 @@ def sample(database: Path, now: datetime) -> Sample:
         ]
         flows = [str(k) for (k,) in q("SELECT key FROM flows ORDER BY key")]
         tags = [str(t) for (t,) in q("SELECT DISTINCT tag FROM contact_tags ORDER BY tag")]
+        chosen = busiest + in_flow + spread
+        customer_ids = [
+            str(q("SELECT customer_id FROM contacts WHERE id = ?", (c,)).fetchone()[0])
+            for c in chosen
+        ]
     finally:
         db.close()
     templates = sorted(
@@ -255,7 +345,9 @@ def sample(database: Path, now: datetime) -> Sample:
         segments=segments,
         cells=cells,
         rfm_segments=rfm_segments,
-        contacts=busiest + in_flow + spread,
+        contacts=chosen,
+        customer_ids=customer_ids,
+        max_id=total,
         flows=flows,
         templates=sorted(set(templates)) or ["reactivation-1"],
         tags=tags,
@@ -354,17 +446,22 @@ class Client:
         self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
 
     def get(self, path: str) -> tuple[int, int, float]:
-        """Status, body length and seconds to the last byte of the body."""
-        began = time.perf_counter()
-        try:
-            self.conn.request("GET", path, headers=self.headers)
-            response = self.conn.getresponse()
-            body = response.read()
-        except (OSError, http.client.HTTPException):
-            self.conn.close()
-            self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
-            raise
-        return response.status, len(body), time.perf_counter() - began
+        """Status, body length and seconds to the last byte of the body. A connection the
+        server closed while idle (its keep-alive timeout) is opened again, untimed."""
+        for attempt in (1, 2):
+            began = time.perf_counter()
+            try:
+                self.conn.request("GET", path, headers=self.headers)
+                response = self.conn.getresponse()
+                body = response.read()
+            except (OSError, http.client.HTTPException):
+                self.conn.close()
+                self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
+                if attempt == 2:
+                    raise
+                continue
+            return response.status, len(body), time.perf_counter() - began
+        raise AssertionError("unreachable")
 
     def close(self) -> None:
         self.conn.close()
@@ -380,10 +477,23 @@ def measure_page(
         db.execute(page.sql, page.params(s, i)).fetchall()
         sql_times.append(time.perf_counter() - began)
     s50, s95 = percentile(sql_times, 0.5), percentile(sql_times, 0.95)
+    live: dict[str, Any] = {}
+    if page.live_sql is not None:
+        live_times = []
+        for i in range(min(requests, 5)):
+            began = time.perf_counter()
+            db.execute(page.live_sql, page.live_params(s, i)).fetchall()
+            live_times.append(time.perf_counter() - began)
+        live = {"live_sql_p50_ms": _ms(percentile(live_times, 0.5))}
     first = page.path(s, 0)
     status, _size, _t = client.get(first)
     if status == 404:
-        return {"path": first, "absent": True, "sql_p50_ms": _ms(s50), "sql_p95_ms": _ms(s95)}
+        return {
+            "path": first,
+            "absent": True,
+            "sql_p50_ms": _ms(s50),
+            "sql_p95_ms": _ms(s95),
+        } | live
     client.get(page.path(s, 1))
     latencies: list[float] = []
     statuses: dict[str, int] = {}
@@ -405,8 +515,11 @@ def measure_page(
         "sql_p50_ms": _ms(s50),
         "sql_p95_ms": _ms(s95),
         "ratio_p95": round(p95 / s95, 2) if p95 and s95 else None,
-        "under_target": bool(p95 is not None and p95 * 1000 < TARGET_MS),
-    }
+        # Only a page that answered every request with 200 can meet the target.
+        "under_target": bool(
+            p95 is not None and p95 * 1000 < TARGET_MS and set(statuses) == {"200"}
+        ),
+    } | live
 
 
 def measure(
@@ -447,16 +560,17 @@ def measure(
 def _print_header() -> None:
     print(
         f"  {'page':<22} {'p50 ms':>8} {'p95 ms':>8} {'SQL p50':>8} {'SQL p95':>8} "
-        f"{'ratio':>6} {'< 300':>6}  path",
+        f"{'ratio':>6} {'< 300':>6} {'live SQL':>9}  path",
         flush=True,
     )
 
 
 def _print_row(name: str, f: dict[str, Any]) -> None:
+    live = f.get("live_sql_p50_ms") or "-"
     if f.get("absent"):
         print(
             f"  {name:<22} {'absent (404)':>17} {f['sql_p50_ms']:>8} {f['sql_p95_ms']:>8}"
-            f"{'':>14}  {f['path']}",
+            f"{'':>14} {live:>9}  {f['path']}",
             flush=True,
         )
         return
@@ -464,7 +578,7 @@ def _print_row(name: str, f: dict[str, Any]) -> None:
     print(
         f"  {name:<22} {f['p50_ms']:>8} {f['p95_ms']:>8} {f['sql_p50_ms']:>8} "
         f"{f['sql_p95_ms']:>8} {f['ratio_p95'] or '-':>6} {'yes' if f['under_target'] else 'NO':>6}"
-        f"  {f['path']}{f'  statuses {bad}' if bad else ''}",
+        f" {live:>9}  {f['path']}{f'  statuses {bad}' if bad else ''}",
         flush=True,
     )
 

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from tests.conftest import T0
 from winback.clock import FixedClock
@@ -349,3 +349,62 @@ def test_concurrent_writers_change_and_log_once(workspace: Workspace) -> None:
     assert got["consent_log"] == [("email", False, T0)]
     assert (got["orders_count"], got["revenue_total"]) == (2, Decimal("12.00"))
     assert (got["first_purchase_at"], got["last_purchase_at"]) == (T0 - 2 * D, T0 - D)
+
+
+def test_stored_events_move_the_attributes_as_the_same_rows_do(workspace: Workspace) -> None:
+    """SQLite: the events of a transaction applied where they are stored (by id) move each
+    contact exactly as the same events given as rows: the latest per attribute, machine
+    opens and clicks left out, a time ahead of the clock taken as now, ``updated_at`` only
+    where something moved."""
+    ws = workspace
+    if ws.engine.dialect.name != "sqlite":
+        pytest.skip("the events of a transaction are known by id on SQLite only")
+    from winback.delivery.records import EVENT_COLUMNS
+    from winback.store.schema import events as events_table
+
+    by_rows, stored, untouched = people(ws, f"s{next(_serial)}-", 3)
+    kinds = [
+        ("page_view", -3 * H, False),
+        ("cart_add", 2 * H, False),  # ahead of the clock: seen now
+        ("email_opened", -2 * H, False),
+        ("email_opened", -1 * H, True),  # a privacy proxy: moves nothing
+        ("email_clicked", -4 * H, False),
+        ("email_clicked", -H / 2, True),
+        ("product_view", -5 * H, True),  # a bot's visit still counts as seen
+        ("custom_thing", -H / 4, False),
+    ]
+    with ws.engine.begin() as conn:
+        before = conn.execute(select(func.coalesce(func.max(events_table.c.id), 0))).scalar_one()
+        for cid in (by_rows, stored):
+            conn.execute(
+                events_table.insert(),
+                [
+                    dict(
+                        zip(
+                            EVENT_COLUMNS,
+                            (f"k{cid}-{n}", cid, kind, T0 + at, None, None, machine),
+                            strict=True,
+                        )
+                    )
+                    for n, (kind, at, machine) in enumerate(kinds)
+                ],
+            )
+        activity.apply_events(
+            conn, [(by_rows, kind, T0 + at, machine) for kind, at, machine in kinds], now=T0
+        )
+        changed = activity.apply_stored_events(
+            conn, after=before + len(kinds), now=T0
+        )  # the second contact's events only
+    assert changed == 3  # one row per attribute that moved
+    got_rows, got_stored, got_untouched = rows(ws, [by_rows, stored, untouched])
+    assert got_stored == got_rows
+    c = contacts.c
+    with ws.engine.connect() as conn:
+        moved = conn.execute(
+            select(c.last_seen, c.last_email_opened, c.last_email_link_clicked, c.updated_at).where(
+                c.id == stored
+            )
+        ).one()
+        untouched_at = conn.execute(select(c.updated_at).where(c.id == untouched)).scalar_one()
+    assert tuple(moved) == (T0, T0 - 2 * H, T0 - 4 * H, T0)
+    assert untouched_at != T0 and got_untouched["last_seen"] is None

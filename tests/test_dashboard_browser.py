@@ -25,7 +25,7 @@ from sqlalchemy import select
 import winback
 from tests.web_support import running_service
 from winback.clock import FixedClock
-from winback.store.schema import contacts, flow_entries, flows
+from winback.store.schema import contacts, flow_entries, flows, orders
 from winback.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -49,6 +49,7 @@ DOCS_IMG = os.environ.get("WINBACK_DOCS_IMG")
 #: The two widths every page must work at: a laptop and a phone.
 WIDTHS = {"desktop": (1280, 800), "phone": (390, 844)}
 SHOP_END = date(2026, 3, 1)
+ANALYSED = SHOP_END + timedelta(days=7)
 USER, PASSWORD = "mara", "a long pass phrase for the test"
 DAY = timedelta(days=1)
 
@@ -64,9 +65,11 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workspace]:
-    """A generated 300-customer shop, imported and analysed as of the end of its history,
-    whose reactivation flow ran on days 0, 4 and 7 (emails to the dry-run channel); five of
-    its contacts bought again on day 2. A dashboard user can sign in."""
+    """A generated 300-customer shop whose history ends on ``SHOP_END``; its reactivation
+    flow ran on days 0, 4 and 7 after that (emails to the dry-run channel), five of its
+    contacts bought again on day 2, and the analysis was made on day 7. A dashboard user can
+    sign in."""
+    from winback import accounts
     from winback.flows.runner import run_once
     from winback.generator import generate_shop
 
@@ -80,14 +83,13 @@ def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workspace]:
     with created, created.replace(settings=settings, clock=clock) as ws:
         for kind in ("contacts", "orders", "events"):
             getattr(ws.imports, kind)(generated.out_dir / f"{kind}.csv")
-        ws.analytics.analyze()
         ws.flows.add("reactivation", now=start - DAY)
         for day in (0, 4, 7):
             clock.set(start + day * DAY)
             if day == 4:
                 _buy_again(ws, folder / "comeback.csv", at=start + 2 * DAY, buyers=5)
             run_once(ws, clock.now())
-        accounts = pytest.importorskip("winback.accounts", reason="needs dashboard users")
+        ws.analytics.analyze()
         accounts.add_user(ws.engine, USER, PASSWORD, at=clock.now())
         yield ws
 
@@ -180,8 +182,9 @@ class Visit:
         answer = self.page.goto(self.base + path)
         assert answer is not None and answer.ok, f"{path}: {answer and answer.status}"
 
-    def shoot(self, name: str) -> Path:
-        """A full-page screenshot, kept as a test artifact; the page must fit the width."""
+    def shoot(self, name: str, *, docs: bool = False) -> Path:
+        """A full-page screenshot, kept as a test artifact; the page must fit the width.
+        ``docs``: also the first screen at desktop width for docs/dashboard.md."""
         path = SCREENSHOTS / self.width / f"{name}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
         self.page.screenshot(path=str(path), full_page=True)
@@ -189,7 +192,7 @@ class Visit:
             "document.documentElement.scrollWidth - document.documentElement.clientWidth"
         )
         assert overflow <= 0, f"{name} is {overflow} px wider than the {self.width} window"
-        if DOCS_IMG and self.width == "desktop":
+        if docs and DOCS_IMG and self.width == "desktop":
             self.page.screenshot(path=str(Path(DOCS_IMG) / f"dashboard-{name}.png"))
         return path
 
@@ -251,30 +254,56 @@ class Figures:
 
     summary: dict[str, Any]
     analysis: dict[str, Any]
+    segments: list[dict[str, Any]]
     flows: list[dict[str, Any]]
     stats: dict[str, Any]
     results: dict[str, Any]
+    contact: dict[str, Any]
+    preview: dict[str, Any]
+    templates: list[dict[str, Any]]
+    doctor: dict[str, Any]
+
+
+#: The template previewed, and the contact it is rendered for (one who bought again).
+TEMPLATE = "reactivation-1"
 
 
 @pytest.fixture(scope="module")
-def figures(shop: Workspace) -> Figures:
-    """``summary``, ``analyze`` as of the stored analysis, ``flows list``, ``flows stats`` and
-    ``flows results`` of the reactivation flow. The CLI's clock is the wall clock: the shares
-    of the dormant window, which depend on the instant, are taken from
-    :func:`winback.summary.base_summary` (what ``summary`` calls) at the workspace's clock."""
+def comeback(shop: Workspace) -> str:
+    """The customer id of the first contact who bought again after the flow's first email."""
+    with shop.engine.connect() as conn:
+        found = conn.execute(
+            select(contacts.c.customer_id)
+            .join(orders, orders.c.contact_id == contacts.c.id)
+            .where(orders.c.order_id == "R0")
+        ).scalar_one()
+    return str(found)
+
+
+@pytest.fixture(scope="module")
+def figures(shop: Workspace, comeback: str) -> Figures:
+    """The CLI's ``--json`` for every page of the visit. The CLI's clock is the wall clock:
+    the shares of the dormant window, which depend on the instant, are taken from
+    :func:`winback.summary.base_summary` (what ``summary`` calls) at the workspace's clock;
+    ``analyze`` runs as of the day of the stored analysis without writing."""
     from winback.summary import base_summary
 
-    summary, analysis, flow_list, stats, results = cli_json(
+    answers = cli_json(
         shop,
         ("summary",),
-        ("analyze", "--as-of", f"{SHOP_END:%Y-%m-%d}", "--no-write"),
+        ("analyze", "--as-of", f"{ANALYSED:%Y-%m-%d}", "--no-write"),
+        ("segments", "list"),
         ("flows", "list"),
         ("flows", "stats", "reactivation"),
         ("flows", "results", "reactivation"),
+        ("contacts", "show", comeback),
+        ("templates", "render", TEMPLATE, "--contact", comeback),
+        ("templates", "list"),
+        ("doctor",),
     )
     at_clock = base_summary(shop.engine, now=shop.clock.now(), days=shop.settings.dormant_days)
-    summary.update({k: v for k, v in at_clock.items() if k.startswith("share_")})
-    return Figures(summary, analysis, flow_list, stats, results)
+    answers[0].update({k: v for k, v in at_clock.items() if k.startswith("share_")})
+    return Figures(*answers)
 
 
 def at_path(data: Any, path: str) -> Any:
@@ -299,13 +328,25 @@ def data_figures(page: Page, scope: str = "body") -> dict[str, str]:
     return found
 
 
+def check_figures(page: Page, cli: dict[str, Any], scope: str = "body") -> dict[str, str]:
+    """Every figure under ``scope`` equals the value at its ``data-figure`` path in ``cli``
+    (the CLI's answers under the path's first name). Returns the figures compared."""
+    shown = data_figures(page, scope)
+    assert shown, f"no figure under {scope}"
+    for path, value in shown.items():
+        assert same_value(value, at_path(cli, path)), (path, value)
+    return shown
+
+
 def same_value(shown: str, expected: Any) -> bool:
     if isinstance(expected, dict) and "rate" in expected:  # a rate with its count
         expected = expected["rate"]
     if expected is None:
         return shown in ("", "None")
-    if isinstance(expected, bool | str):
-        return shown == str(expected)
+    if isinstance(expected, bool):
+        return shown == str(expected).lower()
+    if isinstance(expected, str):
+        return shown == expected
     return float(shown) == pytest.approx(float(expected), abs=1e-9)
 
 
@@ -345,7 +386,10 @@ def overview(visit: Visit, figures: Figures) -> None:
         )
     )
     assert consent == {k: f"{100 * v:.1f}%" for k, v in base["consent_rate"].items()}
-    visit.shoot("overview")
+    cli = {"summary": base, "analyze": figures.analysis, "flows": figures.flows}
+    shown = check_figures(page, cli)
+    assert {p.split(".")[0] for p in shown} == set(cli)
+    visit.shoot("overview", docs=True)
 
 
 def rfm_cell_members(visit: Visit, figures: Figures) -> None:
@@ -359,7 +403,8 @@ def rfm_cell_members(visit: Visit, figures: Figures) -> None:
     for segment in rfm["segments"]:
         shown = text(page, f'td[data-segment="{segment["segment"]}"]')
         assert shown == f"{segment['customers']:,}", segment["segment"]
-    visit.shoot("rfm")
+    assert len(check_figures(page, {"rfm": rfm})) == 2 * 25 + 2 * len(rfm["segments"])
+    visit.shoot("rfm", docs=True)
     # The fullest cell that fits on one page of members.
     n, r, f = max(
         (c, r, f) for r, row in enumerate(counts, 1) for f, c in enumerate(row, 1) if c <= 50
@@ -376,27 +421,31 @@ def reactivation_flow(visit: Visit, figures: Figures) -> None:
     page = visit.page
     page.click("nav >> text=Flows")
     page.wait_for_url("**/flows")
+    page.wait_for_selector("#flows-table [data-figure=delivered]")  # counted after the page
     for flow in figures.flows:
         row = f'tr[data-flow="{flow["key"]}"]'
         shown = data_figures(page, row)
         assert shown["entered"] == str(flow["entered"]) and shown["active"] == str(flow["active"])
         assert text(page, f"{row} [data-figure=status]") == flow["status"]
+    glance = data_figures(page, 'tr[data-flow="reactivation"]')
+    results = figures.results
+    assert glance["delivered"] == str(sum(step["delivered"] for step in results["steps"]))
+    assert glance["reactivated"] == str(at_path(results, "groups.treatment.reactivated")) != "0"
     visit.shoot("flows")
     page.click('tr[data-flow="reactivation"] a')
     page.wait_for_url("**/flows/reactivation")
-    shown = data_figures(page)
-    assert any(path.startswith("stats.") for path in shown)
-    assert any(path.startswith("results.") for path in shown)
-    cli = {"stats": figures.stats, "results": figures.results}
-    for path, value in shown.items():
-        assert same_value(value, at_path(cli, path)), (path, value)
+    # The statistics and the results come in a second request each (htmx).
+    page.wait_for_selector("#stats [data-figure]")
+    page.wait_for_selector("#results [data-figure]")
+    shown = check_figures(page, {"stats": figures.stats, "results": figures.results})
+    assert {path.split(".")[0] for path in shown} == {"stats", "results"}
     diagram = page.locator(".diagram svg")
     assert diagram.count() == 1
     drawn = diagram.text_content() or ""
     assert f"{figures.stats['entered']} entered" in drawn
     for name in figures.stats["step_names"].values():
         assert name in drawn
-    visit.shoot("flow")
+    visit.shoot("flow", docs=True)
     # Pause, then enable again: the page and the CLI agree on the status each time.
     for button, status in (("Pause", "paused"), ("Enable", "enabled")):
         page.click(f"#flow-status >> text={button}")
@@ -408,14 +457,102 @@ def reactivation_flow(visit: Visit, figures: Figures) -> None:
             visit.shoot("flow-paused")
 
 
+def segments(visit: Visit, figures: Figures) -> None:
+    page = visit.page
+    page.click("nav >> text=Segments")
+    page.wait_for_url("**/segments")
+    shown = data_figures(page, "#segments")
+    assert len(shown) == len(figures.segments)
+    for path, value in shown.items():
+        assert same_value(value, at_path(figures.segments, path)), path
+    visit.shoot("segments", docs=True)
+
+
+def contact(visit: Visit, figures: Figures, comeback: str) -> None:
+    """Find the contact by email, open it: profile, consent, timeline."""
+    page, profile = visit.page, figures.contact
+    page.click("nav >> text=Contacts")
+    page.wait_for_url("**/contacts")
+    page.fill("#q", profile["attributes"]["email"])
+    with page.expect_navigation():
+        page.press("#q", "Enter")
+    page.click(f'tr[data-contact="{profile["contact_id"]}"] a')
+    page.wait_for_url(f"**/contacts/{profile['contact_id']}")
+    assert comeback in text(page, "h1")
+    shown = check_figures(page, profile)
+    assert "attributes.email" in shown and "consent.email" in shown
+    # The order of day 2 and the flow's first email are on the timeline.
+    assert page.locator("#timeline li[data-kind=order]").count() >= 1
+    messages = page.locator("#timeline li[data-kind=message]")
+    assert messages.count() == len(profile["messages"]) > 0
+    visit.shoot("contact", docs=True)
+
+
+def template_preview(visit: Visit, figures: Figures, comeback: str) -> None:
+    """From the contact's page, the flow's first email rendered for them, at desktop and
+    phone width; then the list of templates."""
+    page, rendered = visit.page, figures.preview
+    page.select_option("#template", TEMPLATE)
+    with page.expect_navigation():
+        page.click("form:has(#template) button[type=submit]")
+    assert urlsplit(page.url).path == f"/templates/{TEMPLATE}"
+    who = figures.contact["attributes"]
+    rendered_for = f"#{figures.contact['contact_id']} {who['first_name']} {who['last_name']}"
+    assert text(page, "form.search").endswith(f"{rendered_for} {who['email']}")
+    assert text(page, "[data-figure=subject]") == rendered["subject"]
+    assert text(page, "[data-figure=preheader]") == rendered["preheader"]
+    assert text(page, "[data-figure=text]") == rendered["text"].strip()
+    frames = page.locator("iframe.message")
+    assert frames.count() == 2  # desktop and phone
+    first_name = figures.contact["attributes"]["first_name"]
+    assert first_name and first_name in rendered["subject"]
+    visit.shoot("template", docs=True)
+    page.click("nav >> text=Templates")
+    page.wait_for_url("**/templates")
+    listed = page.eval_on_selector_all(
+        "tr[data-template]", "rows => rows.map(r => r.dataset.template)"
+    )
+    assert listed == [t["name"] for t in figures.templates]
+    visit.shoot("templates")
+
+
+def setup(visit: Visit, figures: Figures) -> None:
+    page = visit.page
+    page.click("nav >> text=Setup")
+    page.wait_for_url("**/setup")
+    page.wait_for_selector("#smtp-check:not([hx-get])")  # the relay is checked after the page
+    for check in figures.doctor["checks"]:
+        name = check["check"]
+        row = "#smtp-check" if name == "smtp" else f'tr[data-check="{name}"]'
+        assert text(page, f"{row} .status") == ("ok" if check["ok"] else "missing"), name
+    visit.shoot("setup", docs=True)
+
+
+def report(visit: Visit, figures: Figures) -> None:
+    page = visit.page
+    page.click("nav >> text=Report")
+    page.wait_for_url("**/report")
+    assert f"Analysis of {figures.analysis['reference_date']}" in text(page, "#report-date")
+    frame = page.frame_locator("iframe.report")
+    frame.locator("svg").first.wait_for()
+    visit.shoot("report", docs=True)
+
+
 # -- the tests ------------------------------------------------------------------------------
 
 
-def test_a_marketer_walks_through_the_dashboard(visit: Visit, figures: Figures) -> None:
+def test_a_marketer_walks_through_the_dashboard(
+    visit: Visit, figures: Figures, comeback: str
+) -> None:
     sign_in(visit)
     overview(visit, figures)
     rfm_cell_members(visit, figures)
+    segments(visit, figures)
     reactivation_flow(visit, figures)
+    contact(visit, figures, comeback)
+    template_preview(visit, figures, comeback)
+    setup(visit, figures)
+    report(visit, figures)
     visit.recorder.check()
 
 
@@ -423,3 +560,8 @@ def test_an_anonymous_browser_lands_on_the_login_form(visit: Visit) -> None:
     visit.page.goto(visit.base + "/?from=mail")
     assert urlsplit(visit.page.url).path == "/login"
     assert urlsplit(visit.page.url).query == "next=/%3Ffrom%3Dmail"
+    assert visit.page.locator("form[action='/login'] #password").is_visible()
+    assert visit.page.locator("input[name=next]").input_value() == "/?from=mail"
+    stylesheet = visit.page.evaluate("getComputedStyle(document.body).backgroundColor")
+    assert stylesheet != "rgba(0, 0, 0, 0)", "the stylesheet from /static did not apply"
+    visit.recorder.check()

@@ -114,6 +114,7 @@ def test_forks_are_drawn_with_their_branches(
     assert stats["holdout"] == held and stats["treatment"] == treated
 
 
+@pytest.mark.slow
 def test_results_and_statistics_equal_the_cli(workspace: Workspace, clock: FixedClock) -> None:
     ws = workspace
     drive(ws, clock)
@@ -124,11 +125,18 @@ def test_results_and_statistics_equal_the_cli(workspace: Workspace, clock: Fixed
             f"{base}/flows/reactivation/results", headers={**headers, "HX-Request": "true"}
         ).text
         alone = httpx.get(f"{base}/flows/reactivation/results", headers=headers).text
-    # The flow page asks for its results once shown; they are the same alone or as a section.
+        where = httpx.get(
+            f"{base}/flows/reactivation/stats", headers={**headers, "HX-Request": "true"}
+        ).text
+        where_alone = httpx.get(f"{base}/flows/reactivation/stats", headers=headers).text
+    # The flow page asks for its results and statistics once shown; they are the same alone
+    # or as a section.
     assert 'hx-get="/flows/reactivation/results" hx-trigger="load"' in page
+    assert 'hx-get="/flows/reactivation/stats" hx-trigger="load"' in page
     assert section.lstrip().startswith('<section class="card" id="results">')
-    assert section.strip() in alone
-    shown = {**figures(page), **figures(section)}
+    assert where.lstrip().startswith('<section class="card" id="stats">')
+    assert section.strip() in alone and where.strip() in where_alone
+    shown = {**figures(page), **figures(section), **figures(where)}
     results = cli_json(ws, "flows", "results", "reactivation")
     stats = cli_json(ws, "flows", "stats", "reactivation")
     compared = 0
@@ -144,7 +152,8 @@ def test_results_and_statistics_equal_the_cli(workspace: Workspace, clock: Fixed
             assert float(shown[f"results.steps.{i}.{key}"]) == step[key]
             compared += 1
     assert [s["delivered"] for s in results["steps"]] == [10, 7]
-    assert int(shown["stats.entered"]) == stats["entered"] == 10
+    assert int(figures(page)["stats.entered"]) == stats["entered"] == 10
+    assert int(figures(where)["stats.entered"]) == stats["entered"]
     for reason, n in stats["exits"].items():
         assert int(shown[f"stats.exits.{reason}"]) == n
     for step, n in stats["active_per_step"].items():
@@ -152,6 +161,7 @@ def test_results_and_statistics_equal_the_cli(workspace: Workspace, clock: Fixed
     assert compared == 3 * 5 + 2 * 7
 
 
+@pytest.mark.slow
 def test_lift_and_ab_status_equal_the_cli(sqlite_workspace: Workspace, clock: FixedClock) -> None:
     ws = sqlite_workspace
     drive(ws, clock, forks=FORKS)
@@ -235,7 +245,11 @@ def test_pause_then_enable_changes_the_status(workspace: Workspace, clock: Fixed
         assert enabled.text.lstrip().startswith('<div id="flow-status"')
         assert _status(enabled.text) == "enabled" and "/flows/reactivation/pause" in enabled.text
         missing = httpx.post(f"{base}/flows/nothing/pause", headers=headers)
+        for part in ("", "/stats", "/results"):
+            assert httpx.get(f"{base}/flows/nothing{part}", headers=headers).status_code == 404
+        looker = httpx.post(f"{base}/flows/reactivation/pause", headers=reader(ws))
     assert missing.status_code == 404
+    assert looker.status_code == 403  # a read key looks, it does not pause
     assert {f["key"]: f["status"] for f in cli_json(ws, "flows", "list")}["reactivation"] == (
         "enabled"
     )

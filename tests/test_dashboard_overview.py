@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
@@ -13,6 +14,7 @@ import pytest
 from tests.dashboard_support import figure, figures, small_shop
 from tests.web_support import new_api_key, running_service
 from winback import snapshots
+from winback.readmodels.overview import overview
 from winback.store.apikeys import Scope
 from winback.summary import base_summary
 from winback.workspace import Workspace
@@ -52,10 +54,10 @@ def test_overview_shows_the_figures_of_summary_and_analyze(
         for i, bucket in enumerate(buckets):
             assert shown[f"analyze.health.distributions.{key_}.{i}.count"] == str(bucket["count"])
     assert "Revenue (USD)" in html
-    assert "<svg" in html and 'id="trend-people"' in html
+    assert "<svg" in html and 'id="trend-people"' in html and 'id="trend-dormant"' in html
     last_purchase = report["health"]["distributions"]["last_purchase"]
     assert f"<td>{last_purchase[0]['bucket']}</td>" in html
-    assert "Take today" not in html  # today's snapshots are there
+    assert "No snapshot of the base yet" not in html and 'class="notice"' not in html
 
 
 def test_the_overview_without_snapshots_offers_to_take_one(
@@ -77,3 +79,25 @@ def test_the_overview_without_snapshots_offers_to_take_one(
     snap = snapshots.latest(workspace.engine, snapshots.BASE)
     assert snap is not None and snap.day == workspace.clock.now().date()
     assert figure(after.text, "customers") == "0"
+
+
+def test_the_dormant_trend_reads_each_days_analysis(workspace: Workspace) -> None:
+    now = workspace.clock.now()
+    for days_ago, share in ((2, 0.5), (1, float("nan")), (0, 0.25)):
+        dormant = {"fixed_rule": {"share": share}, "alive_rule": {"share": share / 2}}
+        snapshots.write(
+            workspace.engine,
+            snapshots.ANALYSIS,
+            (now - timedelta(days=days_ago)).date(),
+            {"health": {"dormant": dormant}, "rfm": {}},
+            at=now,
+        )
+    data = overview(workspace.engine)
+    assert data.dormant_trend.days == [
+        (now - timedelta(days=d)).date().isoformat() for d in (2, 1, 0)
+    ]
+    fixed = data.dormant_trend.values["fixed_rule"]
+    assert fixed == [0.5, None, 0.25]  # a NaN share is a point left out
+    alive = data.dormant_trend.values["alive_rule"]
+    assert alive[0] == 0.25 and alive[2] == 0.125
+    assert data.analysis is not None and data.analysis.day == now.date()

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.dashboard_support import small_shop
+from tests.dashboard_support import session, small_shop
 from tests.web_support import new_api_key, running_service
 from winback import snapshots
 from winback.analytics.report import write_html
@@ -37,14 +37,20 @@ def test_the_report_is_generated_in_the_background_and_served(
     small_shop(workspace, tmp_path)
     with workspace.engine.begin() as conn:  # as if never analysed
         conn.execute(daily_snapshots.delete())
-    key = new_api_key(workspace, "manager", Scope.MANAGE)
-    auth = {"Authorization": f"Bearer {key}"}
+    reader = {"Authorization": f"Bearer {new_api_key(workspace, 'reader', Scope.READ)}"}
+    auth = {"Authorization": f"Bearer {new_api_key(workspace, 'admin', Scope.MANAGE)}"}
     with running_service(workspace) as base:
         before = httpx.get(f"{base}/report", headers=auth)
         assert "No analysis yet" in before.text and 'action="/report/generate"' in before.text
         assert httpx.get(f"{base}/report/view", headers=auth).status_code == 404
         anonymous = httpx.post(f"{base}/report/generate", follow_redirects=False)
         assert anonymous.status_code == 303 and anonymous.headers["location"].startswith("/login")
+        refused = httpx.post(f"{base}/report/generate", headers=reader)
+        assert refused.status_code == 403  # running the analysis changes the store
+        signed_in = session(workspace, base)
+        assert signed_in is not None
+        without_token = signed_in.post("/report/generate", follow_redirects=False)
+        assert without_token.status_code == 403 and "CSRF" in without_token.text
         assert snapshots.latest(workspace.engine, snapshots.ANALYSIS) is None
         started = httpx.post(f"{base}/report/generate", headers=auth, follow_redirects=False)
         assert started.status_code == 303 and started.headers["location"] == "/report"
@@ -72,9 +78,12 @@ def test_an_analysis_of_an_earlier_day_is_stale(workspace: Workspace, clock: Fix
         {"customers": 1},
         at=clock.now() - timedelta(days=2),
     )
-    key = new_api_key(workspace, "manager", Scope.MANAGE)
+    reader = new_api_key(workspace, "reader", Scope.READ)
+    admin = new_api_key(workspace, "admin", Scope.MANAGE)
     with running_service(workspace) as base:
-        page = httpx.get(f"{base}/report", headers={"Authorization": f"Bearer {key}"})
+        page = httpx.get(f"{base}/report", headers={"Authorization": f"Bearer {reader}"})
+        managed = httpx.get(f"{base}/report", headers={"Authorization": f"Bearer {admin}"})
     day = (clock.now() - timedelta(days=2)).date()
     assert f"The last analysis is of {day}: it is stale." in page.text
-    assert "Run the analysis now" in page.text
+    assert "Run the analysis now" not in page.text and "manage scope" in page.text
+    assert "Run the analysis now" in managed.text

@@ -61,6 +61,13 @@ def test_a_message_is_rendered_for_a_chosen_contact_in_sandboxed_frames(
         unknown = httpx.get(f"{base}/templates/reactivation-1?contact=nobody", headers=headers)
         missing = httpx.get(f"{base}/templates/no-such-template", headers=headers)
         listed = httpx.get(f"{base}/templates", headers=headers)
+        contact_page = httpx.get(f"{base}/contacts/{cid}", headers=headers).text
+        chosen = httpx.get(
+            f"{base}/templates",
+            params={"template": "reactivation-1", "contact": f"#{cid}"},
+            headers=headers,
+            follow_redirects=True,
+        )
     assert by_email.status_code == by_id.status_code == 200
     page = by_email.text
     assert 'data-figure="subject">Ada, it&#39;s been a while<' in page
@@ -82,6 +89,12 @@ def test_a_message_is_rendered_for_a_chosen_contact_in_sandboxed_frames(
     assert "a sample contact" in sample.text and "Sam" in sample.text
     assert "No such contact" in unknown.text and "nobody" in unknown.text
     assert missing.status_code == 404
+    # A contact's page offers every template; its form leads to that contact's preview.
+    assert "<option>reactivation-1</option>" in contact_page
+    assert chosen.status_code == 200 and str(chosen.url).endswith(
+        f"/templates/reactivation-1?contact=%23{cid}"
+    )
+    assert 'data-figure="subject">Ada, it&#39;s been a while<' in chosen.text
     names = [t["name"] for t in cli_json(ws, "templates", "list")]
     assert re.findall(r'<tr data-template="([^"]+)">', listed.text) == names
 
@@ -106,11 +119,15 @@ def test_a_template_error_shows_its_file_and_line(sqlite_workspace: Workspace) -
     (ws.path / "templates" / "unclosed.yaml").write_text(
         'subject: "Hi"\nhtml: |\n  <p>{% if contact.first_name %}Hi</p>\n', encoding="utf-8"
     )
+    (ws.path / "templates" / "huge.yaml").write_text(
+        'subject: "Hi"\nhtml: |\n  <p>Hi</p>\n  {{ "x" * 100000000 }}\n', encoding="utf-8"
+    )
     make_contacts(ws, 1, at=T0 - DAY)
     with running_service(ws) as base:
         headers = reader(ws)
         broken = httpx.get(f"{base}/templates/broken?contact=c0", headers=headers)
         unclosed = httpx.get(f"{base}/templates/unclosed?contact=c0", headers=headers)
+        huge = httpx.get(f"{base}/templates/huge?contact=c0", headers=headers)
     assert broken.status_code == 200
     assert 'role="alert"' in broken.text and "<iframe" not in broken.text
     assert re.search(r'data-figure="error.path">[^<]*broken\.yaml<', broken.text)
@@ -119,6 +136,9 @@ def test_a_template_error_shows_its_file_and_line(sqlite_workspace: Workspace) -
     assert unclosed.status_code == 200
     assert re.search(r'data-figure="error.path">[^<]*unclosed\.yaml<', unclosed.text)
     assert 'data-figure="error.line">' in unclosed.text
+    # Delivery's render limits hold in the preview too.
+    assert huge.status_code == 200 and 'data-figure="error.line">4<' in huge.text
+    assert "render_max_value_size" in huge.text and "<iframe" not in huge.text
 
 
 @pytest.mark.browser

@@ -226,12 +226,12 @@ def test_a_backlog_batch_settles_the_heap_and_a_small_one_does_not(
     from winback.delivery.worker import heap
 
     settled: list[int] = []
+    monkeypatch.setattr(heap, "BACKLOG_ROWS", 3)
 
     def settle() -> bool:
         settled.append(1)
         return True
 
-    monkeypatch.setattr(heap, "BACKLOG_ROWS", 3)
     monkeypatch.setattr(heap, "settle", settle)
     ws = sqlite_workspace
     for i in range(2):

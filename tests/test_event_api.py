@@ -722,3 +722,60 @@ def test_many_events_at_once_are_stored_as_few_are_and_refusals_are_sqlalchemy_e
     unknown = [{**r, "event_key": f"x{n}", "contact_id": 10**9} for n, r in enumerate(rows)]
     with pytest.raises(IntegrityError), workspace.engine.begin() as conn:
         record_events(conn, unknown)
+
+
+def test_a_wait_for_the_write_lock_does_not_shrink_the_applier_slices(
+    sqlite_workspace: Workspace,
+) -> None:
+    """The applier's first slice waits for another writer's long transaction: its slices
+    are sized by the time it held the write lock, not by that wait (which would cut them to
+    the smallest and make every event cost more while another writer is busy)."""
+    from winback.delivery.event_intake import FIRST_APPLY_EVENTS
+    from winback.store.slices import MIN_ROWS
+
+    ws = sqlite_workspace
+    intake = ws.delivery.event_intake
+    intake.journal.append(
+        [_record(ws, *(_view(100 * e + n) for n in range(100))) for e in range(10)]
+    )
+    held = 1.5
+    holder = sqlite3.connect(ws.path / "winback.db", isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN IMMEDIATE")
+    release = threading.Timer(held, lambda: holder.execute("ROLLBACK"))
+    release.start()
+    try:
+        started = time.monotonic()
+        assert intake.apply_pending() == 1_000
+        assert time.monotonic() - started >= held  # it did wait
+    finally:
+        release.join()
+        holder.close()
+    sized_by_the_wait = max(MIN_ROWS, int(FIRST_APPLY_EVENTS * intake.pacer.budget / held))
+    assert intake.pacer.rows("events") > 2 * sized_by_the_wait
+
+
+def test_the_applier_takes_at_least_a_thousand_events_a_transaction(
+    sqlite_workspace: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """However short its time budget, the applier writes a large backlog in transactions of
+    at least MIN_APPLY_EVENTS events (fewer transactions: fewer pages written an event)."""
+    from winback.delivery.event_intake import MIN_APPLY_EVENTS
+    from winback.store.slices import Pacer
+
+    ws = sqlite_workspace
+    intake = ws.delivery.event_intake
+    intake.pacer = Pacer(1, first_rows=100)  # 1 ms: slices of 100 events by the budget alone
+    intake.journal.append(
+        [_record(ws, *(_view(100 * e + n) for n in range(100))) for e in range(30)]
+    )
+    sizes: list[int] = []
+    write = intake._write
+
+    def counted(conn: Any, items: list[EventIn]) -> None:
+        sizes.append(len(items))
+        write(conn, items)
+
+    monkeypatch.setattr(intake, "_write", counted)
+    assert intake.apply_pending() == 3_000
+    assert sizes == [MIN_APPLY_EVENTS] * (3_000 // MIN_APPLY_EVENTS)
+    assert len(_event_keys(ws)) == 3_000

@@ -9,6 +9,7 @@ import shutil
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select
@@ -126,6 +127,70 @@ def test_woocommerce_orders_guests_by_billing_email(workspace: Workspace, tmp_pa
     assert row.coupon == "save5"
 
 
+def test_shopify_legacy_customer_export(workspace: Workspace, tmp_path: Path) -> None:
+    """The export before the 2024 layout: no Customer ID, ``Accepts Marketing``, address
+    columns without ``Default Address``; contacts are keyed by email, and the orders
+    export joins them by email."""
+    report = workspace.imports.contacts(
+        copy("shopify_customers_legacy.csv", tmp_path), preset="shopify", progress=None
+    )
+    assert (report.imported, report.rejected, report.tags_added) == (2, 0, 2)
+    with workspace.engine.connect() as conn:
+        anna = conn.execute(
+            select(contacts).where(contacts.c.email == "anna.rossi@example.com")
+        ).one()
+    assert (anna.phone, anna.email_consent, anna.sms_consent) == ("+393281234567", True, None)
+    workspace.imports.orders(copy("shopify_orders.csv", tmp_path), preset="shopify")
+    # Counted orders (worked out from shopify_orders.csv): Anna #1001 120.00 and #1003
+    # 80.00 - 30.00; Carla #1008 35.00; Dave #1004 40.00; Bob's #1002 is refunded.
+    assert people(workspace) == {
+        "anna.rossi@example.com": ("anna.rossi@example.com", 2, Decimal("170.00")),
+        "bob@example.com": ("bob@example.com", 0, Decimal("0.00")),
+        "carla@example.com": ("carla@example.com", 1, Decimal("35.00")),
+        "dave@example.com": ("dave@example.com", 1, Decimal("40.00")),
+    }
+
+
+def test_woocommerce_rest_api_orders(workspace: Workspace, tmp_path: Path) -> None:
+    """Customers and orders as ``GET /wp-json/wc/v3/customers`` and ``/orders`` give them,
+    one per line."""
+    known = workspace.imports.contacts(
+        copy("woocommerce_customers_api.jsonl", tmp_path), preset="woocommerce", progress=None
+    )
+    assert (known.imported, known.rejected) == (2, 0)
+    with workspace.engine.connect() as conn:
+        anna = conn.execute(select(contacts).where(contacts.c.customer_id == "12")).one()
+    assert (anna.email, anna.phone) == ("anna@example.com", "+393281234567")  # billing.phone
+    assert anna.created_at == datetime(2023, 5, 1, 10, tzinfo=UTC)  # date_created_gmt
+    report = workspace.imports.orders(
+        copy("woocommerce_orders_api.jsonl", tmp_path), preset="woocommerce", progress=None
+    )
+    assert (report.imported, report.rejected) == (6, 0)
+    # Counted: 601 99.90 (customer 12); 602 45.00 and 604 60.00 - 15.00 - 5.00 (guest1,
+    # two spellings of one address). Not counted: 603 refunded, 605 cancelled, 606 on-hold.
+    assert people(workspace) == {
+        "anna@example.com": ("12", 1, Decimal("99.90")),
+        "guest1@example.com": ("guest1@example.com", 2, Decimal("85.00")),
+        "guest2@example.com": ("guest2@example.com", 0, Decimal("0.00")),
+        "bob@example.com": ("13", 0, Decimal("0.00")),
+    }
+    summary = summary_of(workspace)
+    assert (summary["orders"], Decimal(str(summary["revenue"]))) == (3, Decimal("184.90"))
+    with workspace.engine.connect() as conn:
+        first = conn.execute(
+            select(
+                orders.c.ordered_at, orders.c["items"], orders.c.coupon, orders.c.refunded
+            ).where(orders.c.order_id == "601")
+        ).one()
+        refunded = conn.execute(
+            select(orders.c.refunded).where(orders.c.order_id == "604")
+        ).scalar_one()
+    assert first.ordered_at == datetime(2024, 2, 1, 9, tzinfo=UTC)  # date_created_gmt
+    assert [(i["sku"], i["quantity"]) for i in first.items] == [("MUG-1", 2), ("LAMP-1", 1)]
+    assert first.coupon == "save5"
+    assert Decimal(str(refunded)) == Decimal("20.00")
+
+
 def _events(ws: Workspace) -> dict[str, int]:
     with ws.engine.connect() as conn:
         return dict(conn.execute(select(events.c.type, func.count()).group_by(events.c.type)).all())
@@ -134,14 +199,21 @@ def _events(ws: Workspace) -> dict[str, int]:
 def test_mailchimp_activity_maps_actions_to_email_events(
     workspace: Workspace, tmp_path: Path
 ) -> None:
+    """The email-activity report (open, click, bounce: the API's three actions) and the
+    unsubscribed report, as the Marketing API names their fields."""
     report = workspace.imports.events(
         copy("mailchimp_activity.csv", tmp_path), preset="mailchimp", progress=None
     )
+    # Six actions: Anna opens twice and clicks once, Carla opens, Bob and Dora bounce.
     assert (report.imported, report.rejected) == (6, 0)
+    unsubscribed = workspace.imports.events(
+        copy("mailchimp_unsubscribes.csv", tmp_path), preset="mailchimp", progress=None
+    )
+    assert (unsubscribed.imported, unsubscribed.rejected) == (1, 0)
     assert _events(workspace) == {
         "email_opened": 3,
         "email_clicked": 1,
-        "email_bounced": 1,
+        "email_bounced": 2,
         "email_unsubscribed": 1,
     }
     with workspace.engine.connect() as conn:
@@ -156,12 +228,56 @@ def test_mailchimp_activity_maps_actions_to_email_events(
                 )
             )
         }
-    assert set(rows) == {"anna@example.com", "bob@example.com", "carla@example.com"}
+        bounces = dict(
+            conn.execute(
+                select(contacts.c.email, events.c.properties)
+                .join(contacts, contacts.c.id == events.c.contact_id)
+                .where(events.c.type == "email_bounced")
+            ).all()
+        )
+    assert set(rows) == {
+        "anna@example.com",
+        "bob@example.com",
+        "carla@example.com",
+        "dora@example.com",
+    }
     assert rows["anna@example.com"].last_email_opened == datetime(2024, 3, 5, 8, tzinfo=UTC)
     assert rows["anna@example.com"].last_email_link_clicked == datetime(
         2024, 3, 2, 10, 5, tzinfo=UTC
     )
     assert rows["carla@example.com"].email_consent is False
+    assert {k: v["bounce_type"] for k, v in bounces.items()} == {
+        "bob@example.com": "hard",
+        "dora@example.com": "soft",
+    }
+
+
+def test_mailchimp_audience_export_files(workspace: Workspace, tmp_path: Path) -> None:
+    """The audience export's subscribed, unsubscribed and cleaned files set consent; a
+    nonsubscribed file states none."""
+    files = ("mailchimp_subscribed.csv", "mailchimp_unsubscribed.csv", "mailchimp_cleaned.csv")
+    for name in files:
+        report = workspace.imports.contacts(copy(name, tmp_path), preset="mailchimp")
+        assert report.rejected == 0
+    never = tmp_path / "nonsubscribed_members_export_3f2a.csv"
+    never.write_text(
+        (FIXTURES / "mailchimp_subscribed.csv").read_text().splitlines()[0]
+        + "\nnina@example.com,Nina,,,,1,,,,,,,,,,IT,,2023-05-01 10:00:00,9,n1,,\n"
+    )
+    workspace.imports.contacts(never, preset="mailchimp")
+    with workspace.engine.connect() as conn:
+        consent = dict(conn.execute(select(contacts.c.email, contacts.c.email_consent)).all())
+        phone = conn.execute(
+            select(contacts.c.phone).where(contacts.c.email == "anna@example.com")
+        ).scalar_one()
+    assert consent == {
+        "anna@example.com": True,
+        "bob@example.com": True,
+        "carla@example.com": False,
+        "dora@example.com": False,
+        "nina@example.com": None,
+    }
+    assert phone == "+393281234567"
 
 
 def test_klaviyo_events_machine_opens_and_custom_metrics(
@@ -197,6 +313,12 @@ def test_klaviyo_events_machine_opens_and_custom_metrics(
     assert rows["bob@example.com"].last_email_link_clicked == datetime(2024, 3, 2, 11, tzinfo=UTC)
     assert rows["carla@example.com"].email_consent is False
     assert "klaviyo:4Abc1" in keys
+    with workspace.engine.connect() as conn:
+        unsubscribed_at = conn.execute(
+            select(events.c.occurred_at).where(events.c.type == "email_unsubscribed")
+        ).scalar_one()
+    # Its row has no datetime: the Unix timestamp 1709553600.
+    assert unsubscribed_at == datetime(2024, 3, 4, 12, tzinfo=UTC)
     again = workspace.imports.events(
         copy("klaviyo_events.csv", tmp_path), preset="klaviyo", progress=None
     )
@@ -247,14 +369,16 @@ def test_contact_exports_of_woocommerce_mailchimp_and_klaviyo(
                 )
             )
         }
-    # Four people: Anna (WooCommerce 12, then Klaviyo's profile matched by address), Bob,
-    # Carla (a Mailchimp unsubscribe), Dave (Klaviyo).
+    # Five people: Anna (WooCommerce 12, then Klaviyo's profile matched by address), Bob,
+    # Carla (a Mailchimp unsubscribe), Dave and Erin (Klaviyo).
     assert sorted(rows) == [
         "anna@example.com",
         "bob@example.com",
         "carla@example.com",
         "dave@example.com",
+        "erin@example.com",
     ]
+    assert rows["erin@example.com"].email_consent is False  # SUBSCRIBED but suppressed
     assert (rows["anna@example.com"].customer_id, rows["anna@example.com"].phone) == (
         "12",
         "+393281234567",
@@ -266,3 +390,52 @@ def test_contact_exports_of_woocommerce_mailchimp_and_klaviyo(
         False,
     )
     assert rows["dave@example.com"].phone == "+442079460958"
+
+
+def test_shopify_line_items_group_whatever_the_row_shape(tmp_path: Path) -> None:
+    """Further rows of an order: a full row, a short row (trailing cells cut, as some
+    spreadsheets save them), a row without item cells (nothing added), a non-text cell (read
+    cell by cell); the next order's row starts a new order."""
+    from winback.ingest.fields import ItemsJson
+    from winback.ingest.presets import Columns
+    from winback.ingest.presets.shopify import orders as shopify_orders
+    from winback.ingest.readers import Record
+
+    header = ["Name", "Email", "Financial Status", "Created at", "Total", "Lineitem quantity",
+              "Lineitem name", "Lineitem price", "Lineitem sku", "Id"]  # fmt: skip
+    first = ["#1", "a@example.com", "paid", "2024-01-02 10:00:00 +0000", "30.00", "1", "Mug",
+             "10.00", "M-1", "11"]  # fmt: skip
+    rows: list[list[Any]] = [
+        first,
+        ["#1", "", "", "", "", "2", "Plate", "5.00", "P-1", ""],
+        ["#1", "", "", "", "", "1", "Cup", "5.00", "C-1"],  # short: no Id cell
+        ["#1", "", "", "", "", "", "", "", "", ""],  # no line item
+        ["#1", "", "", "", "", 3, "Bowl", "", "", ""],  # a number, as a spreadsheet gives it
+        [
+            "#2",
+            "b@example.com",
+            "refunded",
+            "2024-01-03 10:00:00 +0000",
+            "9.00",
+            "1",
+            "Mug",
+            "9.00",
+            "M-1",
+            "12",
+        ],  # fmt: skip
+    ]
+    columns, grouped = shopify_orders(
+        Columns(header, tmp_path / "orders.csv", "shopify"),
+        iter([Record(i + 2, list(r)) for i, r in enumerate(rows)]),
+    )
+    got = list(grouped)
+    assert [(r.line, r.values[0], r.values[7]) for r in got] == [(2, "11", "paid"),
+                                                                  (7, "12", "refunded")]  # fmt: skip
+    items = got[0].values[columns.index("items")]
+    assert isinstance(items, ItemsJson)
+    assert json.loads(items) == [
+        {"name": "Mug", "sku": "M-1", "quantity": 1, "price": "10.00"},
+        {"name": "Plate", "sku": "P-1", "quantity": 2, "price": "5.00"},
+        {"name": "Cup", "sku": "C-1", "quantity": 1, "price": "5.00"},
+        {"name": "Bowl", "quantity": 3},
+    ]

@@ -302,6 +302,14 @@ class Settings(BaseModel):
         description="A message claimed (`sending`) longer than this is reconciled as the "
         "outcome of a crashed worker (see docs/delivery.md).",
     )
+    delivery_copy_window_hours: int = Field(
+        168,
+        ge=0,
+        description="Outside flows, a message like one sent to another contact with the same "
+        "address within this many hours is a copy and skipped (flow messages: while the two "
+        "entries overlap). One action makes its messages at once; a week covers quiet hours, "
+        "weekly frequency caps and retries.",
+    )
     delivery_stale_policy: Literal["resend", "fail"] = Field(
         "resend",
         description="What to do with a message whose worker died after claiming it: `resend` "

@@ -24,6 +24,12 @@ What happens to each erased contact, in the caller's transaction:
 * one ``erasures`` row (contact, time, source, reason): the audit trail.
 
 Erasing an erased contact again does nothing.
+
+Erasure wins over activity that arrives after it, even when it was accepted before (an
+event waiting in the event journal, an unsubscribe kept in the inbox while the store was
+busy, a shop webhook): the writers of such activity ask :func:`winback.store.tombstones.erased_among` in their own
+write transaction and drop events, tracking, profile and consent changes for erased
+contacts. Orders still attach to the tombstone, as the orders from before the erasure stay.
 """
 
 from __future__ import annotations
@@ -177,6 +183,11 @@ def erase_contacts(
     # (flow_entries); they must not be correlated to the statement's target row.
     ids: Any = list(chosen) if isinstance(chosen, Sequence) else chosen.correlate(None)
     todo = and_(contacts.c.id.in_(ids), contacts.c.erased_at.is_(None))
+    if conn.dialect.name == "postgresql":
+        # A writer of late activity (the event applier, a kept unsubscribe, a webhook) holds
+        # its contacts FOR KEY SHARE (:func:`erased_among`): the erasure waits for it and
+        # then erases what it wrote, or it waits for the erasure and then sees it.
+        conn.execute(select(contacts.c.id).where(todo).order_by(contacts.c.id).with_for_update())
     n = int(conn.execute(select(func.count()).select_from(contacts).where(todo)).scalar_one())
     if not n:
         return 0

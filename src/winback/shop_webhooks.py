@@ -18,7 +18,8 @@ What a webhook changes, as the imports with the ``shopify`` / ``woocommerce`` pr
   order's refunded amount;
 - a customer (``customers/create``, ``customers/update``; ``customer.created``,
   ``customer.updated``) updates the contact's name and phone, adds its tags and sets its
-  email consent.
+  email consent; for an erased contact it is ignored (erasure wins: its orders still
+  attach to the tombstone, as the ones from before the erasure stay).
 
 Orders and customers find their contact by email address (trimmed, lower-cased), else by the
 platform's customer id, and create it when there is none. Other topics are acknowledged and
@@ -47,6 +48,7 @@ from winback.ingest.presets.woocommerce import order_status as woocommerce_statu
 from winback.phones import InvalidPhone, e164
 from winback.store import activity, purchases
 from winback.store.schema import contacts, orders, webhook_receipts
+from winback.store.tombstones import erased_among
 
 PLATFORMS = ("shopify", "woocommerce")
 
@@ -415,6 +417,8 @@ def _apply_refund(conn: Connection, r: RefundAdded, now: datetime) -> str:
 
 def _apply_customer(conn: Connection, c: ShopCustomer, now: datetime, region: str | None) -> str:
     contact_id = _contact(conn, c.email, c.customer_id, now)
+    if erased_among(conn, [contact_id]):
+        return "ignored"  # an erased contact's profile, tags and consent are not filled again
     row = conn.execute(select(contacts.c.email).where(contacts.c.id == contact_id)).one()
     values: dict[str, Any] = {}
     if c.first_name:

@@ -24,7 +24,8 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, Engine, delete, insert, select
+from sqlalchemy import Connection, Engine, select
+from sqlalchemy.dialects import postgresql, sqlite
 
 from winback.clock import as_utc
 from winback.store.schema import daily_snapshots, segments
@@ -97,8 +98,15 @@ def write(
     row = {"snapshot_date": day, "kind": kind, "taken_at": at, "data": doc}
 
     def run(conn: Connection) -> None:
-        conn.execute(delete(t).where(t.c.snapshot_date == day, t.c.kind == kind))
-        conn.execute(insert(t).values(**row))
+        # An upsert: two processes taking the day's snapshot at once both succeed.
+        dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+        stmt = dialect.insert(t).values(**row)
+        conn.execute(
+            stmt.on_conflict_do_update(
+                index_elements=[t.c.snapshot_date, t.c.kind],
+                set_={"taken_at": stmt.excluded.taken_at, "data": stmt.excluded.data},
+            )
+        )
 
     if isinstance(engine, Connection):
         run(engine)
@@ -142,6 +150,26 @@ def series(engine: Engine, kind: str, *, limit: int = 90) -> list[Snapshot]:
     with engine.connect() as conn:
         rows = list(conn.execute(query))
     return [_snapshot(*r) for r in reversed(rows)]
+
+
+def series_part(
+    engine: Engine, kind: str, path: tuple[str, ...], *, limit: int = 90
+) -> list[tuple[date, Any]]:
+    """Part ``path`` (keys into the document) of the last ``limit`` snapshots of ``kind``,
+    oldest first, extracted in SQL (the rest of each document is not read)."""
+    t = daily_snapshots
+    part: Any = t.c.data
+    for key in path:
+        part = part[key]
+    query = (
+        select(t.c.snapshot_date, part)
+        .where(t.c.kind == kind)
+        .order_by(t.c.snapshot_date.desc())
+        .limit(limit)
+    )
+    with engine.connect() as conn:
+        rows = list(conn.execute(query))
+    return [(day, restored(value)) for day, value in reversed(rows)]
 
 
 def take_base(engine: Engine, *, now: datetime, days: int, currency: str) -> Snapshot:

@@ -148,7 +148,7 @@ def paired_bars(
 
 def columns(
     labels: Sequence[str],
-    series: Sequence[Sequence[float]],
+    series: Sequence[Sequence[float | None]],
     *,
     names: Sequence[str],
     title: str,
@@ -159,19 +159,21 @@ def columns(
     left, top, bottom = 56, 30, 52
     width, height = 720, 300
     inner_w, inner_h = width - left - 16, height - top - bottom
-    step = _nice_step((max((v for s in series for v in s), default=0) or 1) / 4)
-    ticks = max(1, math.ceil((max((v for s in series for v in s), default=0) or 1) / step))
+    # A missing value (None: a figure the analysis could not compute) draws no bar or point.
+    top_value = max((v for s in series for v in s if v is not None), default=0) or 1
+    step = _nice_step(top_value / 4)
+    ticks = max(1, math.ceil(top_value / step))
     peak = step * ticks  # the axis ends on a round number
     n = max(len(labels), 1)
     slot = inner_w / n
     body = []
     for k in range(ticks + 1):
-        v = step * k
+        tick = step * k
         y = top + inner_h - inner_h * k / ticks
         body.append(
             f"<line x1='{left}' x2='{width - 16}' y1='{y:.1f}' y2='{y:.1f}' stroke='#e2e8f0'/>"
         )
-        body.append(_text(left - 6, y + 4, _fmt(round(v, 2)), "end", "font-size='11'"))
+        body.append(_text(left - 6, y + 4, _fmt(round(tick, 2)), "end", "font-size='11'"))
     for s_i, name in enumerate(names):
         body.append(
             f"<rect x='{left + 150 * s_i}' y='6' width='12' height='12' fill='{PALETTE[s_i]}'/>"
@@ -181,6 +183,8 @@ def columns(
     for s_i, values in enumerate(series):
         points = []
         for i, v in enumerate(values):
+            if v is None:
+                continue
             h = inner_h * v / peak
             if lines:
                 cx = left + slot * (i + 0.5)
@@ -218,7 +222,7 @@ def trend(
     """Lines over days (one point per day, ``None`` where a series has no value), with at
     most six date labels on the x axis."""
     left, top, bottom = 60, 30, 40
-    width, height = 720, 240
+    width, height = 560, 230
     inner_w, inner_h = width - left - 20, height - top - bottom
     values = [v for s in series for v in s if v is not None]
     high = max(values, default=0.0) or 1.0
@@ -237,8 +241,8 @@ def trend(
         body.append(_text(left - 6, y + 4, shown, "end", "font-size='11'"))
     for s_i, name in enumerate(names):
         colour = PALETTE[s_i % len(PALETTE)]
-        body.append(f"<rect x='{left + 200 * s_i}' y='6' width='12' height='12' fill='{colour}'/>")
-        body.append(_text(left + 200 * s_i + 18, 16, name))
+        body.append(f"<rect x='{left + 220 * s_i}' y='6' width='12' height='12' fill='{colour}'/>")
+        body.append(_text(left + 220 * s_i + 18, 16, name))
     for s_i, values_i in enumerate(series):
         colour = PALETTE[s_i % len(PALETTE)]
         points = []

@@ -12,12 +12,15 @@ own step (analysis, segments, flows, delivery) without touching the others:
 6. :func:`simulate_reactivation`: the reference flow for 30 simulated days on a copy, against
    the generator's ground-truth response model, with a 10% holdout;
 7. :func:`deliver_reactivation`: the reference flow for real, its emails delivered to a local
-   SMTP server started by the demo (one ``.eml`` file per message).
+   SMTP server started by the demo (one ``.eml`` file per message);
+8. :func:`dashboard_user`: a user for the dashboard of ``winback serve``, and how to sign in.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import secrets
 import shutil
 from datetime import UTC, datetime, time
 from pathlib import Path
@@ -39,6 +42,12 @@ DEMO_DIR = Path("demo-workspace")
 CUSTOMERS = 20_000
 MONTHS = 24
 SEED = 42
+#: The dashboard user the demo creates.
+DEMO_USER = "demo"
+#: When set, the demo user's password; otherwise one is generated and printed once.
+PASSWORD_VARIABLE = "WINBACK_DEMO_PASSWORD"
+#: Where ``winback serve`` listens by default.
+SERVE_URL = "http://127.0.0.1:8000"
 
 console = Console()
 
@@ -175,6 +184,31 @@ def deliver_reactivation(ws: Workspace) -> Path:
     return sink.folder
 
 
+def dashboard_user(ws: Workspace, password: str | None = None) -> tuple[str, str]:
+    """Step 8: the user ``demo`` for the dashboard, with ``password``, else the value of
+    ``$WINBACK_DEMO_PASSWORD``, else a generated one (printed here, once; only its hash is
+    stored). Returns the user name and the password."""
+    from winback import accounts
+
+    console.rule("[bold]8. The dashboard")
+    chosen = password or os.environ.get(PASSWORD_VARIABLE)
+    password = chosen or secrets.token_urlsafe(12)
+    user = accounts.add_user(ws.engine, DEMO_USER, password, at=ws.clock.now())
+    console.print(
+        f"Start the service: [bold].venv/bin/winback serve --workspace {ws.path} "
+        "--no-background[/]",
+        highlight=False,
+        soft_wrap=True,
+    )
+    console.print(f"Then open [bold]{SERVE_URL}/[/] and sign in:", highlight=False)
+    console.print(f"  user name  [bold]{user.name}[/]", highlight=False)
+    if chosen:
+        console.print(f"  password   the one given (${PASSWORD_VARIABLE})", highlight=False)
+    else:
+        console.print(f"  password   [bold]{password}[/]  (shown only now)", highlight=False)
+    return user.name, password
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m winback.cli.demo", description=__doc__)
     parser.add_argument("--customers", type=int, default=CUSTOMERS)
@@ -189,6 +223,7 @@ def main(argv: list[str] | None = None) -> None:
             analyse(ws)
             simulate_reactivation(ws, shop.out_dir)
             deliver_reactivation(ws)
+            dashboard_user(ws)
     console.print(f"\nExplore it: [bold]winback summary --workspace {args.dir}[/]")
 
 

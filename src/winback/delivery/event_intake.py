@@ -70,11 +70,17 @@ _DATA_ERRORS = (
 #: Most events one store transaction of the applier takes (the pacer usually takes fewer).
 MAX_APPLY_EVENTS = 20_000
 #: Events of the applier's first transaction (then scaled to the slice budget).
-FIRST_APPLY_EVENTS = 500
-#: The applier's write slices aim at this many milliseconds (or ``write_slice_ms`` when
-#: shorter): other writers of the store (one-click unsubscribes, clicks) wait at most one
-#: slice, and longer ones did not apply events faster.
-APPLY_SLICE_MS = 50
+FIRST_APPLY_EVENTS = 1_000
+#: Fewest events one transaction of the applier takes while the journal holds that many:
+#: a transaction writes each page it changed once, at its commit, so on a large store a
+#: slice of 500 page views writes about 1.7 pages an event to SQLite's WAL, one of 5,000
+#: about 0.8. A machine short of CPU stretches every slice's time and would otherwise
+#: shrink the slices, and so make each event cost more, just when CPU is scarce.
+MIN_APPLY_EVENTS = 1_000
+#: The applier's write slices aim at this many milliseconds of write lock (or
+#: ``write_slice_ms`` when shorter): other writers of the store (one-click unsubscribes,
+#: clicks) wait at most about one slice.
+APPLY_SLICE_MS = 100
 #: Seconds the applier sleeps when the journal is empty and nobody wakes it.
 IDLE_SECONDS = 1.0
 #: Seconds the applier waits after the store stayed busy, or after an unexpected error.
@@ -304,7 +310,7 @@ class EventIntake:
 
     def _apply_next(self, conn: Connection) -> int | None:
         """Apply the oldest entries (one transaction); None when the journal is empty."""
-        maximum = self.pacer.rows("events", maximum=MAX_APPLY_EVENTS)
+        maximum = max(MIN_APPLY_EVENTS, self.pacer.rows("events", maximum=MAX_APPLY_EVENTS))
         entries = self.journal.oldest(maximum)
         if not entries:
             return None

@@ -29,6 +29,7 @@ from winback.store import activity
 from winback.store.driver import driver_rows
 from winback.store.repository import Store
 from winback.store.schema import contacts, orders
+from winback.store.tombstones import erased_among
 
 PURCHASE_TYPES = ("purchase", "order_completed")
 
@@ -146,7 +147,9 @@ def ingest(
     conn: Connection, items: Sequence[EventIn], *, now: datetime, currency: str
 ) -> IngestResult:
     """Record API events in the caller's transaction."""
+    accepted = len(items)
     ids = _contact_ids(conn, items, now)
+    items = _not_erased(conn, items, ids)
     plain: list[dict[str, Any]] = []
     purchases: list[tuple[EventIn, PurchaseProperties, datetime]] = []
     given: datetime | None = None  # the events of one request often share one instant
@@ -201,7 +204,18 @@ def ingest(
                 )
     if purchases:
         new += _record_purchases(conn, purchases, ids, currency, now)
-    return IngestResult(accepted=len(items), new=new, duplicates=len(items) - new)
+    return IngestResult(accepted=accepted, new=new, duplicates=accepted - new)
+
+
+def _not_erased(
+    conn: Connection, items: Sequence[EventIn], ids: dict[str, int]
+) -> Sequence[EventIn]:
+    """The events, without those of erased contacts (erasure wins over events accepted
+    before it and applied after): purchases stay, as orders stay on an erased contact."""
+    erased = erased_among(conn, ids.values())
+    if not erased:
+        return items
+    return [e for e in items if e.type in PURCHASE_TYPES or ids[e.customer_id] not in erased]
 
 
 def _contact_ids(conn: Connection, items: Sequence[EventIn], now: datetime) -> dict[str, int]:

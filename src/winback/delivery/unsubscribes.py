@@ -26,8 +26,10 @@ from typing import TYPE_CHECKING
 from sqlalchemy import Connection, Engine, select
 
 from winback.delivery.records import record_events, suppress
+from winback.delivery.worker.policies import hashed_address
 from winback.store.busy import StoreBusy, retry_transient
 from winback.store.schema import contacts
+from winback.store.tombstones import erased_among
 
 if TYPE_CHECKING:
     from winback.store.repository import Store
@@ -70,16 +72,29 @@ class Unsubscribe:
 
 def write(conn: Connection, store: Store, u: Unsubscribe) -> bool:
     """The unsubscribe itself, in the caller's write transaction; writing it again changes
-    nothing. False (and nothing written) when the contact no longer exists."""
+    nothing. False when the contact no longer exists (nothing written) or was erased (only
+    its address suppressed, hashed)."""
     row = conn.execute(
         select(contacts.c.email, contacts.c.erased_at).where(contacts.c.id == u.contact_id)
     ).first()
     if row is None:
         log.warning("unsubscribe of contact %d dropped: no such contact", u.contact_id)
         return False
+    if erased_among(conn, [u.contact_id]):
+        # Erased after the unsubscribe arrived: no event or consent row for the tombstone,
+        # the address blocked as the erasure keeps it (hashed), as if applied before it.
+        if u.email:
+            suppress(
+                conn,
+                channel="email",
+                address=hashed_address("email", u.email),
+                contact_id=None,
+                reason="unsubscribed",
+                at=u.at,
+            )
+        log.info("unsubscribe of contact %d applied to an erased contact", u.contact_id)
+        return False
     email = u.email if u.email is not None else row.email
-    if row.erased_at is not None:
-        email = None
     store.set_consent(
         u.contact_id, "email", False, at=u.at, source=f"unsubscribe:{u.source}", conn=conn
     )

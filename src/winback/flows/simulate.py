@@ -246,7 +246,9 @@ def simulate(
             result.simulated_orders += record_orders(
                 sim.engine, due, currency=sim.settings.currency, now=now
             )
-            past = replay and history_end is not None and now < history_end
+            # The first day at or after the history's end still replays: its triggers take
+            # the recorded rows since the previous day by their time.
+            past = replay and history_end is not None and now - timedelta(days=1) < history_end
             with evaluating(past):
                 sim.flows.tick(now, sync=False)
             deliver(sim.engine, sim.settings, now)

@@ -2,7 +2,10 @@
 
 Each flow keeps a watermark of what its trigger has already looked at: the last
 ``segment_membership.id`` (segment entry), ``tag_history.id`` (tag added), ``events.id`` /
-``orders.id`` (event), or the last instant (schedule). Enrolling the new candidates and moving
+``orders.id`` (event), or the last instant (schedule). A replay (a simulation from a past
+start, :func:`winback.segments.history.in_past`) runs on a copy that already holds the
+later history: there event and tag triggers take the rows that happened between the last
+instant and the simulated now, by their own time. Enrolling the new candidates and moving
 the watermark happen in one transaction, so a restart neither loses nor repeats an entry.
 
 A large enrolment is taken in slices (``window``): the candidates of source ids
@@ -142,6 +145,15 @@ def enroll(
             contact_window, span = (low, high), high - low
             if high < top:  # the firing goes on at the next slice
                 new_wm_id, new_wm_at, done = high, flow.watermark_at, False
+    elif in_past() and isinstance(trigger, m.EventTrigger | m.TagAddedTrigger):
+        # A replay on a copy of the store: the source holds the shop's whole history, so its
+        # rows are taken by their own time, not by id (see :func:`_happened`).
+        top = source_max_id(conn, trigger) or 0
+        if flow.watermark_at is not None:
+            candidates = _happened(
+                _source(conn, trigger), flow.watermark_at, flow.watermark_id or 0, now
+            )
+        new_wm_id, new_wm_at = top, now
     else:
         top = source_max_id(conn, trigger) or 0
         first_time = flow.watermark_id is None
@@ -202,6 +214,27 @@ def _since(source: tuple[Table, list[Any]] | None, low: int, high: int) -> Selec
         return None
     table, conds = source
     return select(table.c.contact_id).where(*conds, table.c.id > low, table.c.id <= high)
+
+
+#: The column holding when each trigger source's row happened.
+STAMPS = {"events": "occurred_at", "orders": "ordered_at", "tag_history": "at"}
+
+
+def _happened(
+    source: tuple[Table, list[Any]] | None, since: datetime, seen_id: int, now: datetime
+) -> Select[Any] | None:
+    """The contacts of the source rows that happened in ``(since, now]``, and of those
+    stamped ``since`` itself that were written after the last look (ids above ``seen_id``:
+    a tag added by a step after that tick's enrolment). Each simulated instant sees what
+    happened up to it, whatever was recorded later."""
+    if source is None:
+        return None
+    table, conds = source
+    stamp = table.c[STAMPS[table.name]]
+    late = and_(stamp == at(since), table.c.id > seen_id)
+    return select(table.c.contact_id).where(
+        *conds, or_(and_(stamp > at(since), stamp <= at(now)), late)
+    )
 
 
 def _window_end(

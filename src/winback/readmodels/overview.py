@@ -2,12 +2,14 @@
 ``winback summary --json`` and ``winback analyze --json`` print), their trends over the last
 days, and the flows at a glance.
 
-Queries: two indexed range reads of ``daily_snapshots`` (the latest ``limit`` rows of each
-kind) and one read of ``flows`` with, per flow, a count of its active entries over the index
+Queries: indexed range reads of ``daily_snapshots``: the last ``limit`` ``base`` rows, the
+dormant shares of the last ``limit`` ``analysis`` rows (extracted in SQL) and the latest
+``analysis`` row; and one read of ``flows`` with, per flow, a count of its active entries over the index
 ``ix_flow_entries_due (flow_id, status, ...)``. Nothing scans contacts, orders or events."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
@@ -79,28 +81,31 @@ def _base_trend(rows: list[Snapshot]) -> Trend:
     )
 
 
-def _dormant_trend(rows: list[Snapshot]) -> Trend:
+def _dormant_trend(rows: list[tuple[date, Any]]) -> Trend:
     fixed: list[float | None] = []
     alive: list[float | None] = []
-    for s in rows:
-        dormant: dict[str, Any] = s.data.get("health", {}).get("dormant", {})
-        fixed.append(_number(dormant.get("fixed_rule", {}).get("share")))
-        alive.append(_number(dormant.get("alive_rule", {}).get("share")))
-    return Trend([s.day.isoformat() for s in rows], {"fixed_rule": fixed, "alive_rule": alive})
+    for _day, dormant in rows:
+        found: dict[str, Any] = dormant if isinstance(dormant, dict) else {}
+        fixed.append(_number(found.get("fixed_rule", {}).get("share")))
+        alive.append(_number(found.get("alive_rule", {}).get("share")))
+    return Trend([d.isoformat() for d, _ in rows], {"fixed_rule": fixed, "alive_rule": alive})
 
 
 def _number(value: Any) -> float | None:
-    return float(value) if isinstance(value, int | float) else None
+    """A figure to draw: None when missing or not finite (a point left out)."""
+    if isinstance(value, int | float) and math.isfinite(value):
+        return float(value)
+    return None
 
 
 def overview(engine: Engine, *, days: int = TREND_DAYS) -> Overview:
     """The overview's figures (see the module docstring for its queries)."""
     base_rows = snapshots.series(engine, snapshots.BASE, limit=days)
-    analysis_rows = snapshots.series(engine, snapshots.ANALYSIS, limit=days)
+    dormant = snapshots.series_part(engine, snapshots.ANALYSIS, ("health", "dormant"), limit=days)
     return Overview(
         base=base_rows[-1] if base_rows else None,
-        analysis=analysis_rows[-1] if analysis_rows else None,
+        analysis=snapshots.latest(engine, snapshots.ANALYSIS),
         base_trend=_base_trend(base_rows),
-        dormant_trend=_dormant_trend(analysis_rows),
+        dormant_trend=_dormant_trend(dormant),
         flows=flows_at_a_glance(engine),
     )

@@ -13,10 +13,10 @@ in the past, a backtest from a past start) each of them is computed from its row
 * ``last_email_opened`` / ``last_email_link_clicked`` / ``last_seen`` from ``events`` with
   ``occurred_at <= T`` (human opens and clicks only; site visits whatever their flag, as
   ingestion does);
-* consent from ``consent_log``: among the changes stamped at or before ``T``, the one
-  recorded last; with none, the first one recorded (an import states consent without saying
-  since when, so its statement is taken to hold from before the records begin); a contact
-  with no log at all keeps its current value;
+* consent from ``consent_log``: among the changes stamped at or before ``T``, the latest
+  (of two stamped alike, the one recorded last); with none, the first one recorded (an
+  import states consent without saying since when, so its statement is taken to hold from
+  before the records begin); a contact with no log at all keeps its current value;
 * tags from ``tag_history``: held at ``T`` when, among its changes stamped at or before
   ``T``, the one recorded last is an addition (``within`` measures from that addition);
 * analytics columns only when the analysis ran at or before ``T`` (``analyzed_at <= T``);
@@ -151,8 +151,8 @@ def consent_at(channel: str, contact: Any, at: datetime) -> ColumnElement[Any]:
 
 
 def _stated(channel: str, cid: Any, at: datetime | None) -> Any:
-    """The consent recorded last among the changes stamped at or before ``at``; with
-    ``at`` None, the one recorded first."""
+    """The latest consent change stamped at or before ``at`` (of two stamped alike, the
+    one recorded last); with ``at`` None, the one recorded first."""
     log = consent_log.alias()
     where = [log.c.contact_id == cid, log.c.channel == channel]
     if at is not None:
@@ -160,7 +160,7 @@ def _stated(channel: str, cid: Any, at: datetime | None) -> Any:
     return (
         select(log.c.granted)
         .where(*where)
-        .order_by(log.c.id.desc() if at is not None else log.c.id)
+        .order_by(*((log.c.at.desc(), log.c.id.desc()) if at is not None else (log.c.id,)))
         .limit(1)
         .correlate_except(log)
         .scalar_subquery()

@@ -51,6 +51,7 @@ from sqlalchemy import (
     case,
     cast,
     delete,
+    exists,
     func,
     insert,
     literal,
@@ -595,8 +596,13 @@ def set_consent(
     """Set consent on ``channel`` for contacts (ids, or a selectable of contact ids). Only
     contacts whose consent differs change: they get a ``consent_log`` row at ``at`` (one
     instant for all, or a mapping ``contact id -> instant``, whose keys then are the contacts
-    and ``contact_ids`` is ignored) and ``updated_at = now``. Returns the ids that changed,
-    sorted; for a selectable, only how many."""
+    and ``contact_ids`` is ignored) and ``updated_at = now``.
+
+    Consent changes take effect in the order they happened, not in the order they are
+    written: a change stamped before the latest one already logged for the contact and
+    channel (an unsubscribe kept while the store was busy, applied after a newer grant) is
+    logged, so the log keeps both, but leaves the current consent as the newer change set it.
+    Returns the ids whose consent changed, sorted; for a selectable, only how many."""
     want = not isinstance(contact_ids, Select)
     if channel not in CHANNELS:
         raise ValueError(f"unknown channel {channel!r} (expected one of {', '.join(CHANNELS)})")
@@ -620,9 +626,19 @@ def set_consent(
         when = _instant(at)
     log = [contacts.c.id, literal(channel), literal(granted), when, literal(source)]
     if conn.dialect.name == "postgresql":
+        newer = consent_log.alias("newer")
+        stale = exists(
+            select(literal(1)).where(
+                newer.c.contact_id == contacts.c.id, newer.c.channel == channel, newer.c.at > when
+            )
+        )
+        # Logged only: a newer change is in the log. The contact rows are locked so that a
+        # writer changing them at the same time is waited for, as the update below does.
+        late = select(*log).where(match, differs, stale).with_for_update(of=contacts)
+        conn.execute(insert(consent_log).from_select(LOG_COLUMNS, late))
         changed = (
             update(contacts)
-            .where(match, differs)
+            .where(match, differs, ~stale)
             .values({consent: granted, contacts.c.updated_at: _instant(now)})
             .returning(*(e.label(f"c{i}") for i, e in enumerate(log)))
             .cte("changed")
@@ -636,14 +652,25 @@ def set_consent(
     n = conn.execute(
         insert(consent_log).from_select(LOG_COLUMNS, select(*log).where(match, differs))
     ).rowcount
-    new = select(consent_log.c.contact_id).where(consent_log.c.id > before)
-    if n:
-        conn.execute(
-            update(contacts)
-            .where(contacts.c.id.in_(new))
-            .values({consent: granted, contacts.c.updated_at: _instant(now)})
-        )
-    return _ids_of(conn, new) if want else int(n)
+    written, later = consent_log.alias("written"), consent_log.alias("later")
+    new = select(written.c.contact_id).where(
+        written.c.id > before,
+        ~exists(
+            select(literal(1)).where(
+                later.c.contact_id == written.c.contact_id,
+                later.c.channel == written.c.channel,
+                later.c.at > written.c.at,
+            )
+        ),
+    )
+    if not n:
+        return [] if want else 0
+    applied = conn.execute(
+        update(contacts)
+        .where(contacts.c.id.in_(new))
+        .values({consent: granted, contacts.c.updated_at: _instant(now)})
+    ).rowcount
+    return _ids_of(conn, new) if want else int(applied)
 
 
 LOG_COLUMNS = ["contact_id", "channel", "granted", "at", "source"]

@@ -96,6 +96,9 @@ contacts = Table(
     # imports do not fill the contact again. History in `erasures`.
     Column("erased_at", UTCDateTime),
     Index("ix_contacts_email", "email"),
+    # The contact search by the beginning of a name.
+    Index("ix_contacts_first_name", "first_name"),
+    Index("ix_contacts_last_name", "last_name"),
     Index("ix_contacts_last_purchase_at", "last_purchase_at"),
     Index("ix_contacts_last_seen", "last_seen"),
     Index("ix_contacts_last_email_opened", "last_email_opened"),
@@ -168,6 +171,13 @@ events = Table(
     Column("import_id", BigInteger),
     Index("ix_events_contact_type_at", "contact_id", "type", "occurred_at"),
     Index("ix_events_type_at", "type", "occurred_at"),
+    # A flow's results match its messages' events by message id; only those carry one.
+    Index(
+        "ix_events_message_id",
+        "message_id",
+        sqlite_where=Column("message_id").is_not(None),
+        postgresql_where=Column("message_id").is_not(None),
+    ),
 )
 
 contact_tags = Table(
@@ -247,6 +257,8 @@ outbox = Table(
         postgresql_where=(Column("status") == "pending") & (Column("priority") == "transactional"),
     ),
     Index("ix_outbox_contact_channel_sent", "contact_id", "channel", "sent_at"),
+    # A flow's messages per step and status (statistics, results) without the whole outbox.
+    Index("ix_outbox_flow_step_status", "flow", "step", "status"),
     UniqueConstraint("message_id", name="uq_outbox_message_id"),
 )
 
@@ -334,6 +346,8 @@ flow_entries = Table(
     Column("path", Text),
     Index("ix_flow_entries_due", "flow_id", "status", "step", "wake_at"),
     Index("ix_flow_entries_contact", "contact_id", "flow_id"),
+    # A flow's exits by reason and its holdout / treatment counts from the index alone.
+    Index("ix_flow_entries_flow_outcome", "flow_id", "status", "exit_reason", "holdout"),
     Index(
         "uq_flow_entries_active",
         "flow_id",

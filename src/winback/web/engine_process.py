@@ -27,6 +27,7 @@ import logging
 import multiprocessing
 import os
 import signal
+import sys
 import threading
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -38,6 +39,13 @@ log = logging.getLogger("winback.engine")
 
 #: Niceness added to the engine's process: under load, requests come first.
 NICE = 10
+#: Seconds of Python's thread switch interval in the engine's process (5 ms by default).
+#: Two threads take turns at the interpreter lock there: the engine's pass (Python work:
+#: enrolment, rendering) and the event journal's applier, whose time goes mostly to SQLite
+#: calls that let the interpreter lock go. After each call the applier waits for it again,
+#: up to the switch interval, while it holds the store's write lock; a shorter interval
+#: keeps its slices, and so the waits of every other writer, short.
+SWITCH_INTERVAL = 0.001
 #: Seconds between two looks of the engine process's applier at an idle event journal (the
 #: server appends to it; nothing wakes this process).
 APPLY_POLL_SECONDS = 0.1
@@ -90,6 +98,7 @@ def _child(folder: str, interval: float, pipe: Connection, nice: int) -> None:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     if nice:
         os.nice(nice)
+    sys.setswitchinterval(SWITCH_INTERVAL)
     if not logging.getLogger().handlers:
         logging.basicConfig(
             level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"

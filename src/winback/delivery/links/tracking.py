@@ -23,6 +23,7 @@ from winback.delivery.records import record_events
 from winback.delivery.unsubscribes import Unsubscribe
 from winback.store.busy import StoreBusy, retry_transient
 from winback.store.schema import contacts, outbox
+from winback.store.tombstones import erased_among
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -199,7 +200,8 @@ class Tracker:
 
         def write() -> None:
             with self.engine.begin() as conn:
-                record_events(conn, list(rows))
+                erased = erased_among(conn, [r["contact_id"] for r in rows])
+                record_events(conn, [r for r in rows if r["contact_id"] not in erased])
 
         retry_transient(write)
 

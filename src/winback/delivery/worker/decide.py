@@ -14,7 +14,8 @@ from sqlalchemy import Engine
 from winback.channels import kind_of, normalise_address
 from winback.config import Settings
 from winback.delivery.channels import Channel, OutboundMessage
-from winback.delivery.copies import CopyGuard
+from winback.delivery.copies import REASON as COPY
+from winback.delivery.copies import skip_copies
 from winback.delivery.coupons import CouponPoolExhausted, assign
 from winback.delivery.messages.context import ContactData, load_contacts
 from winback.delivery.messages.mime import domain_of, message_id_for
@@ -66,7 +67,6 @@ class _Lookups:
     addresses: dict[int, str | None]
     blocked: set[tuple[str, str]]
     recent: Recent
-    copies: CopyGuard
 
 
 class Decider:
@@ -91,6 +91,24 @@ class Decider:
     def decide(self, rows: Sequence[dict[str, Any]], now: datetime) -> list[Decision]:
         found = self._lookups(rows, now)
         decisions = [self._decide_one(r, found, now) for r in rows]
+        # Last, so that only messages that really go out take their address.
+        copies = skip_copies(
+            self.engine,
+            decisions,
+            {
+                int(d.row["id"]): normalise_address(d.row["channel"], d.outgoing.to)
+                for d in decisions
+                if d.outgoing is not None and d.outgoing.to
+            },
+            now,
+            timedelta(hours=self.settings.delivery_copy_window_hours),
+        )
+        if copies:
+            for d in decisions:
+                if d.reason == COPY and d.row["priority"] != "transactional":
+                    sent = found.recent.get((int(d.row["contact_id"]), d.row["channel"]))
+                    if sent and now in sent:
+                        sent.remove(now)
         self._assign_coupons([d for d in decisions if d.outgoing is not None], now)
         return decisions
 
@@ -118,15 +136,6 @@ class Decider:
                     if (a := addresses[int(r["id"])]) and _personal(r["channel"])
                 ),
             )
-            copies = CopyGuard(
-                conn,
-                (
-                    (r, normalise_address(r["channel"], a))
-                    for r in rows
-                    if (a := addresses[int(r["id"])])
-                ),
-                now,
-            )
             longest = max((c.window for c in self.caps.values()), default=timedelta(0))
             recent = recent_sends(
                 conn,
@@ -134,7 +143,7 @@ class Decider:
                 self.caps,
                 now - longest,
             )
-        return _Lookups(people, addresses, blocked, recent, copies)
+        return _Lookups(people, addresses, blocked, recent)
 
     def _decide_one(self, r: dict[str, Any], found: _Lookups, now: datetime) -> Decision:
         d = Decision(r)
@@ -146,9 +155,6 @@ class Decider:
             return d
         assert data is not None and address is not None
         channel = r["channel"]
-        if found.copies.is_copy(r, normalise_address(channel, address)):
-            d.status, d.reason = "skipped", "a copy of this message goes to the same address"
-            return d
         if r["priority"] != "transactional":
             later = self._deferral(r, data, now, found.recent)
             if later is not None:

@@ -1,12 +1,19 @@
-"""Klaviyo: a metric's events and a profiles export.
+"""Klaviyo: events of the email metrics and a profiles export.
 
-Events (a CSV of events as the Events API gives them, flattened): ``Email``, ``Metric``
-(``Opened Email``, ``Clicked Email``, ``Bounced Email``, ``Unsubscribed``, ``Marked Email
-as Spam``, ``Received Email``), ``Timestamp`` (``datetime``), ``Event ID``, ``URL``,
-``Campaign Name``. Klaviyo flags opens of Apple Mail Privacy Protection: a ``Machine Open``
-(``machine_open``) cell that is true marks the open as a machine open. Profiles: ``Email``,
-``First Name``, ``Last Name``, ``Phone Number``, ``Email Marketing Consent``
-(``SUBSCRIBED``, ``UNSUBSCRIBED``, ``NEVER_SUBSCRIBED``), ``SMS Marketing Consent``.
+Events, one row per event as the Events API (``GET /api/events``) describes one: the
+event's ``id``, ``datetime`` (ISO 8601) and ``timestamp`` (Unix seconds), its metric's
+name (``Opened Email``, ``Clicked Email``, ``Bounced Email``, ``Unsubscribed``,
+``Marked Email as Spam``, ``Received Email``; any other metric is a custom event), the
+profile's ``email``, and the event properties ``URL``, ``Campaign Name`` and, on opens,
+``Apple Privacy Open`` (``True``: an open of Apple Mail Privacy Protection, stored as a
+machine open). Column names are looked up case-insensitively under the API's names and
+the spreadsheet spellings (``Event ID``, ``Datetime``, ``Metric Name``, ``Email``...).
+Profiles (the CSV export of a list or segment): ``Email``, ``Klaviyo ID``, ``First Name``,
+``Last Name``, ``Phone Number``, ..., ``Email Marketing Consent`` (``SUBSCRIBED``,
+``UNSUBSCRIBED``, ``NEVER_SUBSCRIBED``), ``Email Marketing Consent Timestamp``, ...,
+``Email Suppressions`` (not empty: Klaviyo suppresses the address, after a hard bounce, a
+spam complaint or an unsubscribe, and email consent is revoked), and ``SMS Marketing
+Consent`` when the account has SMS.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 from winback.ingest.presets import Columns, cell
 from winback.ingest.presets._values import phone, timestamp, yes_no
@@ -37,14 +45,22 @@ def _custom(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", name.strip().lower()).strip("_")
 
 
+def when(text: str) -> str:
+    """An event's time: ISO 8601 as it is, Unix seconds (the API's ``timestamp``) as UTC."""
+    if text.isdigit():
+        return datetime.fromtimestamp(int(text), UTC).isoformat()
+    return timestamp(text)
+
+
 def events(cols: Columns, records: Iterator[Record]) -> tuple[list[str], Iterator[Record]]:
-    i_email = cols.need("Email", "$email", "Profile Email")
-    i_metric = cols.need("Metric", "Metric Name", "Event", "Event Name")
-    i_at = cols.need("Timestamp", "Datetime", "Date")
-    i_id = cols.find("Event ID", "Id")
+    i_email = cols.need("Email", "profile.email", "$email", "Profile Email")
+    i_metric = cols.need("Metric Name", "metric.name", "Metric", "Event Name", "Event")
+    i_iso = cols.find("Datetime", "Date")
+    i_unix = cols.find("Timestamp") if i_iso is not None else cols.need("Timestamp", "Datetime")
+    i_id = cols.find("Event ID", "id", "uuid")
     i_url = cols.find("URL", "Url")
     i_campaign = cols.find("Campaign Name", "$message", "Message Name")
-    i_machine = cols.find("Machine Open", "machine_open")
+    i_machine = cols.find("Apple Privacy Open", "Machine Open", "machine_open")
 
     def rows() -> Iterator[Record]:
         for record in records:
@@ -65,7 +81,7 @@ def events(cols: Columns, records: Iterator[Record]) -> tuple[list[str], Iterato
                     f"klaviyo:{event_id}" if event_id else "",
                     cell(v, i_email),
                     METRIC.get(metric.lower(), _custom(metric)),
-                    timestamp(cell(v, i_at)),
+                    when(cell(v, i_iso) or cell(v, i_unix)),
                     json.dumps(properties, ensure_ascii=False) if properties else "",
                     cell(v, i_machine),
                 ],
@@ -102,6 +118,7 @@ def profiles(cols: Columns, records: Iterator[Record]) -> tuple[list[str], Itera
     i_phone = cols.find("Phone Number", "$phone_number")
     i_email_ok = cols.find("Email Marketing Consent", "Email Consent")
     i_sms_ok = cols.find("SMS Marketing Consent", "SMS Consent")
+    i_suppressed = cols.find("Email Suppressions")
 
     def rows() -> Iterator[Record]:
         for record in records:
@@ -117,7 +134,9 @@ def profiles(cols: Columns, records: Iterator[Record]) -> tuple[list[str], Itera
                     phone(cell(v, i_phone)),
                     cell(v, i_first),
                     cell(v, i_last),
-                    _consent(cell(v, i_email_ok)),
+                    "no"
+                    if cell(v, i_suppressed) not in ("", "[]")
+                    else _consent(cell(v, i_email_ok)),
                     _consent(cell(v, i_sms_ok)),
                 ],
             )

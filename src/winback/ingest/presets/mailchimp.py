@@ -1,12 +1,19 @@
-"""Mailchimp: a campaign's email activity and an audience export.
+"""Mailchimp: a campaign's email activity and unsubscribes, and an audience export.
 
-Activity (the campaign report's email activity, one row per action as the Marketing API's
-``/reports/{campaign_id}/email-activity`` gives it, flattened): ``Email Address``,
-``Action`` (``open``, ``click``, ``bounce``), ``Timestamp``, ``URL``, ``Type`` (bounce
-type), ``Campaign ID``; an unsubscribe report's rows (``Reason``, no ``Action``, or
-``Action`` ``unsub``) are unsubscribes. Audience export: ``Email Address``, ``First Name``,
-``Last Name``, ``Phone Number``; the subscribed file grants email consent, the unsubscribed
-and cleaned files (``UNSUB_TIME`` / ``CLEAN_TIME`` columns) revoke it.
+Activity: one row per action of the Marketing API's ``GET /reports/{campaign_id}/
+email-activity`` (each member's ``activity`` items with the member's fields):
+``email_address``, ``action`` (``open``, ``click``, ``bounce``: the only three the API
+names), ``timestamp`` (ISO 8601), ``url`` (clicks), ``type`` (bounces: ``hard`` or
+``soft``), ``campaign_id``; spreadsheet spellings (``Email Address``, ``Action``...) are
+read too. Unsubscribes are another report, ``GET /reports/{campaign_id}/unsubscribed``:
+``email_address``, ``timestamp``, ``reason``, ``campaign_id`` and no ``action``; its rows
+are unsubscribes. Audience export (Audience > All contacts > Export audience, a ZIP of one CSV file per
+status: subscribed, unsubscribed, cleaned): ``Email Address``, the merge fields (``First
+Name``, ``Last Name``, ``Phone Number``...) and system columns (``MEMBER_RATING``,
+``OPTIN_TIME``, ... ``LEID``, ``EUID``, ``NOTES``, ``TAGS``); the subscribed file grants
+email consent, the unsubscribed and cleaned files (with ``UNSUB_TIME`` / ``CLEAN_TIME``)
+revoke it, and a file named ``nonsubscribed...`` (contacts who never opted in) states
+none.
 """
 
 from __future__ import annotations
@@ -83,7 +90,8 @@ def audience(cols: Columns, records: Iterator[Record]) -> tuple[list[str], Itera
     i_last = cols.find("Last Name", "LNAME")
     i_phone = cols.find("Phone Number", "PHONE")
     left = cols.find("UNSUB_TIME", "CLEAN_TIME") is not None
-    consent = "no" if left else "yes"
+    never = cols.path.name.lower().startswith(("nonsubscribed", "non_subscribed"))
+    consent = "" if never else "no" if left else "yes"
 
     def rows() -> Iterator[Record]:
         for record in records:

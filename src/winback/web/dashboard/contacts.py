@@ -79,4 +79,5 @@ def contact_page(
         consent_log=consents,
         standard=PROFILE,
         analytics=[c for c in ANALYTICS_COLUMNS if profile["attributes"].get(c) is not None],
+        templates=ws.delivery.templates.names(),
     )

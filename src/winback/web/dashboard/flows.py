@@ -5,9 +5,9 @@ its results (:mod:`winback.results.report`, the figures of ``winback flows resul
 --json``) and the enable / pause buttons.
 
 The figures that read every entry, message and order of a flow (delivered and reactivated
-in the list, the results of a flow) come in a second request that htmx makes once the page
-is shown (``/flows?figures=1``, ``/flows/<key>/results``); without JavaScript, a link opens
-them as a page of their own."""
+in the list, a flow's statistics and results) come in a second request that htmx makes once
+the page is shown (``/flows?figures=1``, ``/flows/<key>/stats``, ``/flows/<key>/results``);
+without JavaScript, a link opens them as a page of their own."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from winback.flows.labels import in_order, labelled
 from winback.flows.program import compile_program, parse_definition
 from winback.results.glance import flows_at_a_glance
 from winback.results.report import flow_results
-from winback.web.auth import CsrfDep, DashboardUserDep, csrf_token
+from winback.web.auth import CsrfDep, DashboardUserDep, Principal, csrf_token
 from winback.web.dashboard import render, router
 from winback.web.deps import get_workspace
 
@@ -46,6 +46,10 @@ def flows_page(request: Request, who: DashboardUserDep, figures: bool = False) -
     return render(request, template, who, flows=rows, errors=errors, figures=figures)
 
 
+def _missing(request: Request, who: Principal, key: str) -> Response:
+    return render(request, "dashboard/not_found.html", who, status_code=404, what=f"flow {key!r}")
+
+
 def _flow(request: Request, key: str) -> tuple[Any, Any]:
     """The stored flow named ``key`` (404 page when there is none) and its program."""
     ws = get_workspace(request)
@@ -63,18 +67,10 @@ def flow_page(request: Request, key: str, who: DashboardUserDep) -> Response:
     ws.flows.sync(errors=errors)
     row, program = _flow(request, key)
     if row is None:
-        return render(
-            request, "dashboard/not_found.html", who, status_code=404, what=f"flow {key!r}"
-        )
+        return _missing(request, who, key)
     now = ws.clock.now()
     with ws.engine.connect() as conn:
         counts = diagram.step_counts(conn, int(row.id), now)
-    stats = ws.flows.stats(row.key)
-    labels = stats["step_names"]
-    message_steps = [
-        (labelled(s, labels), stats["messages_per_step"][s])
-        for s in in_order(stats["messages_per_step"], labels)
-    ]
     return render(
         request,
         "dashboard/flow.html",
@@ -83,10 +79,27 @@ def flow_page(request: Request, key: str, who: DashboardUserDep) -> Response:
         program=program,
         svg=Markup(diagram.svg(program, counts)),  # every text in it is escaped
         counts=counts,
-        stats=stats,
-        message_steps=message_steps,
         errors=errors,
     )
+
+
+@router.get("/flows/{key}/stats")
+def flow_stats_page(request: Request, key: str, who: DashboardUserDep) -> Response:
+    """Where the flow's contacts are, as ``winback flows stats``: the section of the flow
+    page (htmx), or a page of its own."""
+    ws = get_workspace(request)
+    ws.flows.sync(errors=[])
+    row, _ = _flow(request, key)
+    if row is None:
+        return _missing(request, who, key)
+    stats = ws.flows.stats(row.key)
+    labels = stats["step_names"]
+    message_steps = [
+        (labelled(s, labels), stats["messages_per_step"][s])
+        for s in in_order(stats["messages_per_step"], labels)
+    ]
+    template = "dashboard/_flow_stats.html" if _htmx(request) else "dashboard/flow_stats.html"
+    return render(request, template, who, flow=row, stats=stats, message_steps=message_steps)
 
 
 @router.get("/flows/{key}/results")
@@ -96,26 +109,22 @@ def flow_results_page(request: Request, key: str, who: DashboardUserDep) -> Resp
     ws.flows.sync(errors=[])
     row, _ = _flow(request, key)
     if row is None:
-        return render(
-            request, "dashboard/not_found.html", who, status_code=404, what=f"flow {key!r}"
-        )
+        return _missing(request, who, key)
     results = flow_results(ws, row.key, as_of=ws.clock.now()).to_dict()
     template = "dashboard/_flow_results.html" if _htmx(request) else "dashboard/flow_results.html"
     return render(request, template, who, flow=row, results=results)
 
 
-def _switch(request: Request, key: str, who: Any, enable: bool) -> Response:
+def _switch(request: Request, key: str, who: Principal, enable: bool) -> Response:
     ws = get_workspace(request)
     row, _ = _flow(request, key)
     if row is None:
-        return render(
-            request, "dashboard/not_found.html", who, status_code=404, what=f"flow {key!r}"
-        )
+        return _missing(request, who, key)
     if enable:
         ws.flows.enable(row.key)
     else:
         ws.flows.pause(row.key)
-    if request.headers.get("HX-Request") == "true":
+    if _htmx(request):
         flow = ws.flows._row(row.key)
         response: Response = request.app.state.templates.TemplateResponse(
             request,

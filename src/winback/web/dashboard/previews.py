@@ -12,8 +12,10 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from typing import Any
+from urllib.parse import quote, urlencode
 
 from fastapi import Query, Request, Response
+from fastapi.responses import RedirectResponse
 
 from winback.delivery.messages.templates import Rendered
 from winback.errors import DefinitionError, NotFound, WinbackError
@@ -34,7 +36,19 @@ PREVIEW_POLICY = (
 
 
 @router.get("/templates")
-def templates_page(request: Request, who: DashboardUserDep) -> Response:
+def templates_page(
+    request: Request,
+    who: DashboardUserDep,
+    template: str = Query("", max_length=255),
+    contact: str = Query("", max_length=320),
+) -> Response:
+    """The templates; with ``template`` (the form of a contact's page), that template's
+    preview for ``contact``."""
+    if template:
+        return RedirectResponse(
+            f"/templates/{quote(template, safe='')}?{urlencode({'contact': contact})}",
+            status_code=303,
+        )
     ws = get_workspace(request)
     repo = ws.delivery.templates
     rows: list[dict[str, Any]] = []
