@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 from scipy.optimize import minimize
+from scipy.special import betaincinv
 
 from winback.errors import WinbackError
 
@@ -271,3 +272,123 @@ def distinct_pairs(x: FloatArray, T: FloatArray) -> tuple[FloatArray, FloatArray
 
 def as_float(values: Any) -> FloatArray:
     return np.asarray(values, dtype=np.float64)
+
+
+#: Largest value a Beta dropout parameter (a or b) may take in a fit. The likelihood of data
+#: whose dropout probability p is the same for every customer (or zero) grows without bound
+#: as a, b → ∞ at a fixed ratio: the Beta(a, b) mixing distribution tends to a point mass at
+#: a / (a + b). At a + b ≥ 10⁶ its standard deviation is below 10⁻³ of the range of p, so the
+#: capped model is the limit model for every practical purpose.
+BETA_CAP = 1e6
+
+#: Beyond this concentration a + β, scipy's ₂F₁ is no longer trusted for the expectations.
+_HYP2F1_CONCENTRATION = 1e4
+_NODES, _WEIGHTS = np.polynomial.legendre.leggauss(96)
+_QUANTILES, _QWEIGHTS = (_NODES + 1.0) / 2.0, _WEIGHTS / 2.0
+
+
+def maximise_capped(
+    model: str,
+    names: Sequence[str],
+    neg_ll: Callable[[FloatArray], tuple[float, FloatArray | None]],
+    x0: Sequence[float],
+    n: int,
+    caps: dict[str, float],
+) -> FitResult:
+    """:func:`maximise` (BFGS on log-parameters, analytic gradient), then, when a parameter
+    named in ``caps`` runs past its cap (a likelihood whose supremum lies at infinity), the
+    same likelihood maximised again with L-BFGS-B and those parameters bounded by their caps.
+    ``extra["at_bound"]`` names the parameters that end on their cap (empty when none): the
+    fit is then at the model's boundary, and converged when the projected gradient vanishes.
+    """
+    first = maximise(model, names, neg_ll, x0, n, has_gradient=True)
+    over = [name for name, cap in caps.items() if not first.params[name] <= cap]
+    if not over:
+        return FitResult(**{**first.__dict__, "extra": {**first.extra, "at_bound": []}})
+    hi = np.array([np.log(caps.get(name, np.inf)) for name in names])
+    start = np.log(np.asarray([first.params[name] for name in names], dtype=np.float64))
+    start = np.where(np.isfinite(start), np.minimum(start, hi), 0.0)
+    evaluations = first.evaluations
+
+    def value_grad(z: FloatArray) -> tuple[float, FloatArray]:
+        nonlocal evaluations
+        evaluations += 1
+        v, g = neg_ll(z)
+        assert g is not None
+        return (v, g) if np.isfinite(v) else (1e300, np.zeros_like(z))
+
+    from threadpoolctl import threadpool_limits
+
+    bounds = [(None, float(h)) if np.isfinite(h) else (None, None) for h in hi]
+    with np.errstate(all="ignore"), threadpool_limits(1):
+        res = minimize(
+            value_grad,
+            start,
+            jac=True,
+            method="L-BFGS-B",
+            bounds=bounds,
+            options={"maxiter": 2000, "ftol": 1e-15, "gtol": 1e-9},
+        )
+        grad = value_grad(res.x)[1]
+    at_high = res.x >= hi - 1e-9
+    projected = np.where(at_high & (grad < 0), 0.0, grad)
+    gnorm = float(np.max(np.abs(projected)))
+    params = {name: float(v) for name, v in zip(names, np.exp(res.x), strict=True)}
+    ll = -float(res.fun) * n
+    return FitResult(
+        model=model,
+        params=params,
+        log_likelihood=ll,
+        n=n,
+        converged=bool(np.isfinite(ll)) and gnorm < 1e-4,
+        iterations=first.iterations + int(res.nit),
+        evaluations=evaluations,
+        gradient_norm=gnorm,
+        message=str(res.message),
+        extra={"at_bound": [name for name, hit in zip(names, at_high, strict=True) if hit]},
+    )
+
+
+def dropout_mean(
+    k: float | FloatArray,
+    u: float | FloatArray,
+    a: float,
+    beta: float | FloatArray,
+    closed_form: FloatArray,
+) -> FloatArray:
+    """E[(1 − (1 + p u)^(−k)) / p] for p ~ Beta(a, β): the expected purchases in a period of
+    the BG/NBD family, given alive, with λ integrated out (k = r + x, u = t / (α + T)).
+
+    ``closed_form`` is the same quantity through the models' ₂F₁ formula, exact where scipy
+    evaluates it well. Where it is not finite, out of the quantity's bounds
+    [1 − (1 + u)^(−k), k u], or the Beta is concentrated (a + β > 10⁴, where ₂F₁'s
+    parameters are large), the expectation is taken by Gauss-Legendre quadrature on the
+    Beta's quantile scale, p = I⁻¹(q; a, β): bounded integrand, no cancellation, finite for
+    every finite input, and tending to the NBD's k u as p → 0."""
+    k, u, beta = np.broadcast_arrays(as_float(k), as_float(u), as_float(beta))
+    closed = np.broadcast_to(as_float(closed_form), k.shape)
+    with np.errstate(all="ignore"):
+        upper = k * u
+        lower = -np.expm1(-k * np.log1p(u))
+        slack = 1e-9 * upper
+        trusted = (
+            np.isfinite(closed)
+            & (closed >= lower - slack)
+            & (closed <= upper + slack)
+            & (a + beta <= _HYP2F1_CONCENTRATION)
+        )
+    out = np.array(closed, dtype=np.float64, copy=True)
+    todo = ~trusted
+    if np.any(todo):
+        ks, us, bs = k[todo], u[todo], beta[todo]
+        distinct, inverse = np.unique(bs, return_inverse=True)
+        nodes = betaincinv(a, distinct[:, None], _QUANTILES[None, :])[inverse]
+        with np.errstate(all="ignore"):
+            safe = np.where(nodes > 0, nodes, 1.0)
+            f = np.where(
+                nodes > 0,
+                -np.expm1(-ks[:, None] * np.log1p(nodes * us[:, None])) / safe,
+                (ks * us)[:, None],
+            )
+        out[todo] = f @ _QWEIGHTS
+    return out

@@ -34,6 +34,12 @@ UNIT_DAYS = 7.0
 EPOCH = date(1970, 1, 1)
 P_ALIVE_BINS = 10
 HOLDOUT_MAX_FREQUENCY = 7
+#: Below this mean dropout probability per purchase, a fit at the boundary is the NBD.
+NO_DROPOUT = 1e-3
+#: The fitted parameters of the dropout process: at a bound, the fit is at the model's limit
+#: (Beta a, b of BG/NBD and MBG/NBD at their cap; Pareto/NBD's mean dropout rate s/β at its
+#: floor).
+DROPOUT_PARAMS = ("a", "b", "s/beta")
 
 PURCHASE_MODELS: dict[str, Any] = {
     "bgnbd": BetaGeo,
@@ -190,9 +196,7 @@ def analyze(
     predictions: Predictions | None = None
     try:
         model = fit_purchase_model(settings.analytics_model, s)
-        fitted = model_fit(model)
-        if fitted is not None and not fitted["converged"]:
-            notes.append(f"{settings.analytics_model} did not fully converge: see the fit report")
+        notes.extend(_fit_notes(settings.analytics_model, model_fit(model), settings))
     except NotEnoughData as exc:
         notes.append(str(exc))
     lap("purchase_model")
@@ -262,6 +266,41 @@ def analyze(
     report["notes"] = notes
     report["timings"] = timings
     return Analysis(reference_day, s, rfm, model, spend_model, predictions, clusters, report, notes)
+
+
+def _fit_notes(model: str, fitted: dict[str, Any] | None, settings: Settings) -> list[str]:
+    notes = []
+    if fitted is not None and not fitted["converged"]:
+        notes.append(f"{model} did not fully converge: see the fit report")
+    note = boundary_note(model, fitted, settings.dormant_days)
+    if note is not None:
+        notes.append(note)
+    return notes
+
+
+def boundary_note(model: str, fitted: dict[str, Any] | None, dormant_days: int) -> str | None:
+    """What a fit whose dropout parameters ran to their cap means for the reader: the data
+    show no dropout (p → 0, the NBD limit: P(alive) ≈ 1 for everyone) or the same dropout
+    probability p for every customer; either way P(alive) does not single out who has left."""
+    bound = [name for name in (fitted or {}).get("at_bound", []) if name in DROPOUT_PARAMS]
+    if fitted is None or not bound:
+        return None
+    params = fitted["params"]
+    if "a" in params and "b" in params:
+        p = params["a"] / (params["a"] + params["b"])
+        if p < NO_DROPOUT:
+            what = "the data show no dropout (the NBD limit): P(alive) is about 1 for everyone"
+        else:
+            what = (
+                f"the data show the same dropout probability ({p:.3g} per purchase) for every "
+                "customer: P(alive) barely separates those who left"
+            )
+    else:
+        what = "the data show no dropout: P(alive) is about 1 for everyone"
+    return (
+        f"{model} ran to the boundary ({', '.join(bound)} at the cap): {what}; dormancy by P(alive) is not "
+        f"informative, read the {dormant_days}-day rule"
+    )
 
 
 def _engagement_as_of(eng: Engagement, reference_day: int) -> Engagement:
