@@ -274,16 +274,17 @@ def as_float(values: Any) -> FloatArray:
     return np.asarray(values, dtype=np.float64)
 
 
-#: Largest value a Beta dropout parameter (a or b) may take in a fit. The likelihood of data
-#: whose dropout probability p is the same for every customer (or zero) grows without bound
-#: as a, b → ∞ at a fixed ratio: the Beta(a, b) mixing distribution tends to a point mass at
-#: a / (a + b). At a + b ≥ 10⁶ its standard deviation is below 10⁻³ of the range of p, so the
-#: capped model is the limit model for every practical purpose.
-BETA_CAP = 1e6
+#: Range of a Beta dropout parameter (a or b) in a fit. The likelihood of data whose dropout
+#: probability p is the same for every customer grows without bound as a, b → ∞ at a fixed
+#: ratio: the Beta(a, b) mixing distribution tends to a point mass at a / (a + b); of data
+#: without dropout, it also grows as a → 0 (a point mass at p = 0: the NBD). At a + b ≥ 10⁶
+#: the Beta's standard deviation is below 10⁻³ of the range of p, and at a = 10⁻⁶ its mean is
+#: below 10⁻⁶: the bounded model is the limit model for every practical purpose.
+BETA_BOUNDS = (1e-6, 1e6)
 
 #: Beyond this concentration a + β, scipy's ₂F₁ is no longer trusted for the expectations.
 _HYP2F1_CONCENTRATION = 1e4
-_NODES, _WEIGHTS = np.polynomial.legendre.leggauss(96)
+_NODES, _WEIGHTS = np.polynomial.legendre.leggauss(64)
 _QUANTILES, _QWEIGHTS = (_NODES + 1.0) / 2.0, _WEIGHTS / 2.0
 
 
@@ -293,21 +294,23 @@ def maximise_capped(
     neg_ll: Callable[[FloatArray], tuple[float, FloatArray | None]],
     x0: Sequence[float],
     n: int,
-    caps: dict[str, float],
+    limits: dict[str, tuple[float, float]],
 ) -> FitResult:
     """:func:`maximise` (BFGS on log-parameters, analytic gradient), then, when a parameter
-    named in ``caps`` runs past its cap (a likelihood whose supremum lies at infinity), the
-    same likelihood maximised again with L-BFGS-B and those parameters bounded by their caps.
-    ``extra["at_bound"]`` names the parameters that end on their cap (empty when none): the
-    fit is then at the model's boundary, and converged when the projected gradient vanishes.
-    """
+    named in ``limits`` ends outside its range (a likelihood whose supremum lies at the
+    model's boundary, at 0 or infinity), the same likelihood maximised again with L-BFGS-B
+    and those parameters bounded. ``extra["at_bound"]`` names the parameters that end on a
+    bound (empty when none); such a fit is converged when the projected gradient vanishes."""
     first = maximise(model, names, neg_ll, x0, n, has_gradient=True)
-    over = [name for name, cap in caps.items() if not first.params[name] <= cap]
-    if not over:
+    outside = [n_ for n_, (lo_, hi_) in limits.items() if not lo_ <= first.params[n_] <= hi_]
+    if not outside:
         return FitResult(**{**first.__dict__, "extra": {**first.extra, "at_bound": []}})
-    hi = np.array([np.log(caps.get(name, np.inf)) for name in names])
-    start = np.log(np.asarray([first.params[name] for name in names], dtype=np.float64))
-    start = np.where(np.isfinite(start), np.minimum(start, hi), 0.0)
+    lo = np.array([np.log(limits[name][0]) if name in limits else -np.inf for name in names])
+    hi = np.array([np.log(limits[name][1]) if name in limits else np.inf for name in names])
+    with np.errstate(divide="ignore", over="ignore"):
+        start = np.log(np.asarray([first.params[name] for name in names], dtype=np.float64))
+    start = np.clip(np.where(np.isnan(start), 0.0, start), lo, hi)
+    start = np.where(np.isfinite(start), start, 0.0)
     evaluations = first.evaluations
 
     def value_grad(z: FloatArray) -> tuple[float, FloatArray]:
@@ -319,7 +322,10 @@ def maximise_capped(
 
     from threadpoolctl import threadpool_limits
 
-    bounds = [(None, float(h)) if np.isfinite(h) else (None, None) for h in hi]
+    bounds = [
+        (float(lo_) if np.isfinite(lo_) else None, float(hi_) if np.isfinite(hi_) else None)
+        for lo_, hi_ in zip(lo, hi, strict=True)
+    ]
     with np.errstate(all="ignore"), threadpool_limits(1):
         res = minimize(
             value_grad,
@@ -330,8 +336,8 @@ def maximise_capped(
             options={"maxiter": 2000, "ftol": 1e-15, "gtol": 1e-9},
         )
         grad = value_grad(res.x)[1]
-    at_high = res.x >= hi - 1e-9
-    projected = np.where(at_high & (grad < 0), 0.0, grad)
+    at_low, at_high = res.x <= lo + 1e-9, res.x >= hi - 1e-9
+    projected = np.where((at_low & (grad > 0)) | (at_high & (grad < 0)), 0.0, grad)
     gnorm = float(np.max(np.abs(projected)))
     params = {name: float(v) for name, v in zip(names, np.exp(res.x), strict=True)}
     ll = -float(res.fun) * n
@@ -345,7 +351,7 @@ def maximise_capped(
         evaluations=evaluations,
         gradient_norm=gnorm,
         message=str(res.message),
-        extra={"at_bound": [name for name, hit in zip(names, at_high, strict=True) if hit]},
+        extra={"at_bound": [nm for nm, hit in zip(names, at_low | at_high, strict=True) if hit]},
     )
 
 

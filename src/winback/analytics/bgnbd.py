@@ -17,7 +17,7 @@ import numpy as np
 from scipy.special import digamma, expit, gammaln, hyp2f1
 
 from winback.analytics._fit import (
-    BETA_CAP,
+    BETA_BOUNDS,
     Distinct,
     FitResult,
     FloatArray,
@@ -157,12 +157,12 @@ class BetaGeo:
         initial: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0),
     ) -> BetaGeo:
         """Maximum likelihood fit (analytic gradient, BFGS on log-parameters); a and b are
-        capped at :data:`~winback.analytics._fit.BETA_CAP` (see :class:`ModifiedBetaGeo`)."""
+        bounded by :data:`~winback.analytics._fit.BETA_BOUNDS` (see :class:`ModifiedBetaGeo`)."""
         x, t, TT = as_float(frequency), as_float(recency), as_float(T)
         _check(x, t, TT)
         n = len(x)
         neg = _Objective(x, t, TT, np.ones(n), n)
-        res = maximise_capped("bgnbd", NAMES, neg, initial, n, {"a": BETA_CAP, "b": BETA_CAP})
+        res = maximise_capped("bgnbd", NAMES, neg, initial, n, {"a": BETA_BOUNDS, "b": BETA_BOUNDS})
         p = res.params
         return cls(p["r"], p["alpha"], p["a"], p["b"], res)
 

@@ -21,7 +21,7 @@ import numpy as np
 from scipy.special import digamma, expit, gammaln, hyp2f1
 
 from winback.analytics._fit import (
-    BETA_CAP,
+    BETA_BOUNDS,
     FitResult,
     FloatArray,
     NotEnoughData,
@@ -110,13 +110,18 @@ class ModifiedBetaGeo:
     ) -> ModifiedBetaGeo:
         """Maximum likelihood fit (analytic gradient, BFGS on log-parameters). When the data
         show the same dropout probability for every customer (or none), a and b run to
-        infinity: they are capped at :data:`~winback.analytics._fit.BETA_CAP` and the fit
+        infinity: they are bounded by :data:`~winback.analytics._fit.BETA_BOUNDS` and the fit
         reports them in ``fit.extra["at_bound"]``."""
         x, t, TT = as_float(frequency), as_float(recency), as_float(T)
         if len(x) < 3:
             raise NotEnoughData(f"an MBG/NBD fit needs at least 3 customers, got {len(x)}")
         res = maximise_capped(
-            "mbgnbd", NAMES, _Objective(x, t, TT), initial, len(x), {"a": BETA_CAP, "b": BETA_CAP}
+            "mbgnbd",
+            NAMES,
+            _Objective(x, t, TT),
+            initial,
+            len(x),
+            {"a": BETA_BOUNDS, "b": BETA_BOUNDS},
         )
         p = res.params
         return cls(p["r"], p["alpha"], p["a"], p["b"], res)
