@@ -15,7 +15,7 @@ from sqlalchemy import func, insert, select
 from sqlalchemy.sql import and_
 
 from winback.analytics._fit import BETA_BOUNDS, dropout_mean
-from winback.analytics.analysis import EPOCH, analyze
+from winback.analytics.analysis import EPOCH, analyze, boundary_note
 from winback.analytics.bgnbd import BetaGeo
 from winback.analytics.clv import customer_lifetime_value
 from winback.analytics.mbgnbd import ModifiedBetaGeo
@@ -107,7 +107,7 @@ def test_closed_form_is_kept_where_it_is_exact() -> None:
 wide = st.floats(min_value=1e-3, max_value=1e9)
 
 
-@settings(max_examples=50, deadline=None)
+@settings(max_examples=30, deadline=None)
 @given(r=wide, alpha=wide, a=wide, b=wide, x=st.integers(0, 500), T=st.floats(0, 1e4))
 def test_formulas_are_finite_over_wide_ranges(
     r: float, alpha: float, a: float, b: float, x: int, T: float
@@ -169,3 +169,15 @@ def test_workspace_stores_expected_purchases_and_clv(sqlite_workspace: Workspace
             )
         ).scalar_one()
     assert stored == 400
+
+
+def test_boundary_note_tells_no_dropout_from_one_dropout_for_all() -> None:
+    same = {"params": {"r": 0.6, "alpha": 11.0, "a": 1.4e5, "b": 1e6}, "at_bound": ["b"]}
+    note = boundary_note("mbgnbd", same, 60)
+    assert note is not None and "same dropout probability (0.123" in note and "60-day" in note
+    none = {"params": {"r": 0.9, "alpha": 6.0, "a": 1e-6, "b": 9e3}, "at_bound": ["a"]}
+    assert "no dropout" in str(boundary_note("bgnbd", none, 90))
+    interior = {"params": {"r": 0.2, "alpha": 4.0, "a": 0.8, "b": 2.4}, "at_bound": []}
+    assert boundary_note("bgnbd", interior, 90) is None
+    lifetimes = {"params": {"r": 1.0, "alpha": 5.0, "s": 54.6, "beta": 900.0}, "at_bound": ["s"]}
+    assert boundary_note("pareto-nbd", lifetimes, 90) is None

@@ -34,7 +34,8 @@ UNIT_DAYS = 7.0
 EPOCH = date(1970, 1, 1)
 P_ALIVE_BINS = 10
 HOLDOUT_MAX_FREQUENCY = 7
-#: Below this mean dropout probability per purchase, a fit at the boundary is the NBD.
+#: Below this mean dropout probability per purchase (or rate per week for Pareto/NBD), a fit
+#: at the boundary is the NBD.
 NO_DROPOUT = 1e-3
 #: The fitted parameters of the dropout process: at a bound, the fit is at the model's limit
 #: (Beta a, b of BG/NBD and MBG/NBD at their cap; Pareto/NBD's mean dropout rate s/β at its
@@ -279,27 +280,33 @@ def _fit_notes(model: str, fitted: dict[str, Any] | None, settings: Settings) ->
 
 
 def boundary_note(model: str, fitted: dict[str, Any] | None, dormant_days: int) -> str | None:
-    """What a fit whose dropout parameters ran to their cap means for the reader: the data
-    show no dropout (p → 0, the NBD limit: P(alive) ≈ 1 for everyone) or the same dropout
-    probability p for every customer; either way P(alive) does not single out who has left."""
+    """What a fit whose dropout parameters ran to a bound means for the reader, or None.
+
+    No dropout (p → 0, the NBD limit): P(alive) is about 1 for everyone and says nothing about
+    dormancy. The same dropout probability for every customer (a, b → ∞ at a fixed ratio):
+    P(alive) rests on that one figure and on recency alone."""
     bound = [name for name in (fitted or {}).get("at_bound", []) if name in DROPOUT_PARAMS]
     if fitted is None or not bound:
         return None
     params = fitted["params"]
+    where = f"{model} ran to the boundary of its model ({', '.join(bound)} on a bound)"
     if "a" in params and "b" in params:
         p = params["a"] / (params["a"] + params["b"])
-        if p < NO_DROPOUT:
-            what = "the data show no dropout (the NBD limit): P(alive) is about 1 for everyone"
-        else:
-            what = (
-                f"the data show the same dropout probability ({p:.3g} per purchase) for every "
-                "customer: P(alive) barely separates those who left"
-            )
+    elif "s" in params and "beta" in params:
+        p = params["s"] / params["beta"]  # mean dropout rate per week
     else:
-        what = "the data show no dropout: P(alive) is about 1 for everyone"
+        return None
+    if p < NO_DROPOUT:
+        return (
+            f"{where}: the data show no dropout, so P(alive) is about 1 for everyone; dormancy "
+            f"by P(alive) is not informative, read the {dormant_days}-day rule"
+        )
+    if "s" in params:
+        return None
     return (
-        f"{model} ran to the boundary ({', '.join(bound)} at the cap): {what}; dormancy by P(alive) is not "
-        f"informative, read the {dormant_days}-day rule"
+        f"{where}: the data show the same dropout probability ({p:.3g} per purchase) for every "
+        f"customer, so P(alive) rests on that one figure and on recency; read it beside the "
+        f"{dormant_days}-day rule"
     )
 
 
