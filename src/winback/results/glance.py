@@ -2,8 +2,8 @@
 entries), and on request the messages delivered and contacts reactivated, counted as
 :mod:`winback.results.report` counts them (the same cohort and rules, so each figure equals
 its counterpart in ``winback flows results``), in two aggregated statements per flow and
-without the attributed orders or the intervals that a flow's own results compute. The
-outcomes read every entry and message of each flow: they cost what the results cost."""
+without the orders, attributed orders or intervals that a flow's own results compute. The
+outcomes read every entry and message of each flow."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from sqlalchemy import Connection, Engine, and_, exists, func, select
 from winback.config import Settings
 from winback.flows._sql import at
 from winback.flows.program import compile_program, parse_definition
-from winback.results.attribution import Scope, group_counts
+from winback.results.attribution import Scope, reactivated_count
 from winback.results.report import entry_segment
 from winback.store.schema import events, flow_entries, flows, outbox
 
@@ -106,7 +106,7 @@ def flows_at_a_glance(
                 glance = replace(
                     glance,
                     delivered=delivered(conn, scope),
-                    reactivated=group_counts(conn, scope)["treatment"].reactivated,
+                    reactivated=reactivated_count(conn, scope),
                 )
             out.append(glance)
     return out
