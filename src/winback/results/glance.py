@@ -18,6 +18,7 @@ from winback.flows._sql import at
 from winback.flows.program import compile_program, parse_definition
 from winback.results.attribution import Scope, reactivated_count
 from winback.results.report import entry_segment
+from winback.results.snapshot import stored
 from winback.store.schema import events, flow_entries, flows, outbox
 
 
@@ -35,6 +36,9 @@ class FlowGlance:
     #: Entries of the treatment group that were reactivated (reached a goal or left the
     #: entry segment within the conversion window), as in the results' treatment group.
     reactivated: int | None = None
+    #: When delivered and reactivated were computed, if they come from the flow's kept
+    #: results (:mod:`winback.results.snapshot`); None: counted for this answer.
+    figures_at: datetime | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -70,10 +74,16 @@ def _trigger(definition: dict[str, Any]) -> str:
 
 
 def flows_at_a_glance(
-    engine: Engine, settings: Settings, *, as_of: datetime, outcomes: bool = True
+    engine: Engine,
+    settings: Settings,
+    *,
+    as_of: datetime,
+    outcomes: bool = True,
+    kept: bool = False,
 ) -> list[FlowGlance]:
     """Every stored flow, by key, with its figures as of ``as_of``; ``outcomes=False``
-    leaves out delivered and reactivated (and reads only the entries' index)."""
+    leaves out delivered and reactivated (and reads only the entries' index); ``kept``:
+    those of a flow's current kept results when there are (``results_snapshot_minutes``)."""
     fe = flow_entries
     out: list[FlowGlance] = []
     with engine.connect() as conn:
@@ -83,6 +93,7 @@ def flows_at_a_glance(
                 select(fe.c.flow_id, fe.c.status, func.count()).group_by(fe.c.flow_id, fe.c.status)
             )
         }
+        snapshots = stored(conn) if outcomes and kept and settings.results_snapshot_minutes else {}
         for row in conn.execute(select(flows).order_by(flows.c.key)).all():
             glance = FlowGlance(
                 key=row.key,
@@ -93,7 +104,15 @@ def flows_at_a_glance(
                 entered=sum(n for (fid, _), n in statuses.items() if fid == row.id),
                 active=statuses.get((int(row.id), "active"), 0),
             )
-            if outcomes:
+            snap = snapshots.get(int(row.id))
+            if snap is not None:
+                glance = replace(
+                    glance,
+                    delivered=snap.delivered,
+                    reactivated=snap.reactivated,
+                    figures_at=snap.computed_at,
+                )
+            elif outcomes:
                 program = compile_program(row.key, parse_definition(row.definition, path=row.key))
                 scope = Scope(
                     flow_id=int(row.id),
