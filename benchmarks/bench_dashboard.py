@@ -189,6 +189,19 @@ SELECT step, outcome, n FROM flow_step_counts WHERE flow_id = (SELECT id FROM fl
 UNION ALL SELECT e.step, e.status, count(*) FROM flow_entries e
     WHERE e.flow_id = (SELECT id FROM flows WHERE key = :flow) GROUP BY e.step, e.status"""
 
+#: A flow's statistics: contacts per step, exits by reason, holdout and treatment, messages
+#: per step and status, outcome counters.
+STATS_SQL = """
+WITH f AS (SELECT id FROM flows WHERE key = :flow)
+SELECT 'active', step, count(*) FROM flow_entries
+    WHERE flow_id = (SELECT id FROM f) AND status = 'active' GROUP BY step
+UNION ALL SELECT 'exit', exit_reason, count(*) FROM flow_entries
+    WHERE flow_id = (SELECT id FROM f) AND status != 'active' GROUP BY exit_reason
+UNION ALL SELECT 'holdout', holdout, count(*) FROM flow_entries
+    WHERE flow_id = (SELECT id FROM f) GROUP BY holdout
+UNION ALL SELECT step, status, count(*) FROM outbox WHERE flow = :flow GROUP BY step, status
+UNION ALL SELECT step, outcome, n FROM flow_step_counts WHERE flow_id = (SELECT id FROM f)"""
+
 SEGMENTS_SQL = "SELECT id, name, member_count, refreshed_at FROM segments ORDER BY name"
 
 
@@ -280,9 +293,7 @@ def pages() -> list[Page]:
              SEGMENT_MEMBERS_SQL,
              lambda s, i: {"segment": segment(s, i)[0], "after": 0}),
         Page("api flows", lambda _s, _i: "/api/v1/flows", FLOWS_SQL),
-        Page("api flow stats", lambda s, i: f"/api/v1/flows/{flow(s, i)}",
-             "SELECT step, outcome, n FROM flow_step_counts WHERE flow_id = "
-             "(SELECT id FROM flows WHERE key = :flow)",
+        Page("api flow stats", lambda s, i: f"/api/v1/flows/{flow(s, i)}", STATS_SQL,
              lambda s, i: {"flow": flow(s, i)}),
         Page("api flow results", lambda s, i: f"/api/v1/flows/{flow(s, i)}/results",
              FLOW_SQL, lambda s, i: {"flow": flow(s, i)}),

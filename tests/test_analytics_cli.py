@@ -136,3 +136,23 @@ def test_fixed_clock_reference(sqlite_workspace: Workspace) -> None:
     r = ws.analytics.analyze(holdout=False).report
     assert str(r["reference_date"]) == "1997-03-31"
     assert r["orders"] < 6919  # later orders are ignored
+
+
+def test_report_of_an_analysis_without_predictions(sqlite_workspace: Workspace) -> None:
+    """A stored analysis whose model gave no predictions (NaN, kept as null in the daily
+    snapshot) is still drawn: the missing figures say so."""
+    from winback import snapshots
+    from winback.analytics.report import render_html
+
+    load_cdnow(sqlite_workspace)
+    sqlite_workspace.analytics.analyze()
+    stored = snapshots.latest(sqlite_workspace.engine, snapshots.ANALYSIS)
+    assert stored is not None
+    report = stored.data
+    for key in ("expected_purchases_90d", "clv_total", "clv_mean"):
+        report["predictions"][key] = None
+    report["holdout"]["predicted_total"] = None
+    for row in report["holdout"]["by_frequency"]:
+        row["predicted"] = None
+    html = render_html(report)
+    assert html.count("not computed") == 3

@@ -5,6 +5,7 @@ one, whichever path writes it; the consent log keeps both."""
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
@@ -124,3 +125,26 @@ def test_every_consent_path_applies_changes_in_their_order(workspace: Workspace)
             == ids[2:]
         )
     assert [_consent(ws, cid) for cid in ids] == [False] * 4
+
+
+def test_old_unsubscribes_imported_after_a_newer_consent_statement(
+    workspace: Workspace, tmp_path: Path
+) -> None:
+    """A contacts file states consent today; an events file then brings an unsubscribe of
+    2024: the file's statement is the newer change and stands, the unsubscribe is logged."""
+    ws = workspace
+    contacts_file = tmp_path / "contacts.csv"
+    contacts_file.write_text("customer_id,email,email_consent\nc1,a@example.com,yes\n")
+    events_file = tmp_path / "events.csv"
+    events_file.write_text(
+        "event_id,customer_id,type,occurred_at\ne1,c1,email_unsubscribed,2024-03-07T10:00:00Z\n"
+    )
+    ws.imports.contacts(contacts_file)
+    report = ws.imports.events(events_file)
+    assert report.imported == 1 and report.consent_changes == 0
+    cid = int(ws.store.get_contact("c1")["id"])
+    assert _consent(ws, cid) is True
+    assert [(g, source) for g, _at, source in _log(ws, cid)] == [
+        (True, "import:contacts.csv"),
+        (False, "import:events.csv"),
+    ]

@@ -13,6 +13,8 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select, text
 
+from tests.conftest import T0
+from winback.clock import FixedClock
 from winback.errors import InvalidMapping, MissingColumns, NothingImported, UnreadableFile
 from winback.ingest.importer import FIRST_BATCH
 from winback.store.schema import consent_log, contacts, events, imports, orders
@@ -307,7 +309,11 @@ def test_purchase_events_become_orders_and_unsubscribes_revoke_consent(
     contacts_file = write(
         tmp_path / "contacts.csv", "customer_id,email,email_consent\nc3,c3@example.com,yes\n"
     )
+    clock = workspace.clock
+    assert isinstance(clock, FixedClock)
+    clock.set(datetime(2024, 1, 1, tzinfo=UTC))  # consent stated before the unsubscribe
     workspace.imports.contacts(contacts_file)
+    clock.set(T0)
     report = workspace.imports.events(_events_file(tmp_path / "events.csv"))
     assert report.imported == 12 and report.consent_changes == 1
     with workspace.engine.connect() as conn:

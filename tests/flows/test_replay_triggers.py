@@ -6,8 +6,10 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
+
 from tests.conftest import T0
-from tests.flows.helpers import add_event, add_order, make_contacts
+from tests.flows.helpers import add_event, add_order, entry_count, make_contacts
 from winback.flows.simulate import simulate
 from winback.workspace import Workspace
 
@@ -37,6 +39,7 @@ def _shop(ws: Workspace) -> None:
         (ws.path / "flows" / f"{key}.yaml").write_text(text, encoding="utf-8")
 
 
+@pytest.mark.slow
 def test_recorded_events_after_the_start_trigger_entries(workspace: Workspace) -> None:
     ws = workspace
     _shop(ws)
@@ -46,6 +49,7 @@ def test_recorded_events_after_the_start_trigger_entries(workspace: Workspace) -
     assert simulate(ws, "cart", start=START, days=8).entered == 2
 
 
+@pytest.mark.slow
 def test_recorded_tags_and_orders_after_the_start_trigger_entries(workspace: Workspace) -> None:
     ws = workspace
     _shop(ws)
@@ -53,6 +57,7 @@ def test_recorded_tags_and_orders_after_the_start_trigger_entries(workspace: Wor
     assert simulate(ws, "bought", start=START, days=8).entered == 1  # p2's order
 
 
+@pytest.mark.slow
 def test_the_day_reaching_past_the_history_still_replays(workspace: Workspace) -> None:
     """The history ends on day 15 (p3's cart): a replay whose days step over that instant
     enrols p3 on the first day after it."""
@@ -60,3 +65,19 @@ def test_the_day_reaching_past_the_history_still_replays(workspace: Workspace) -
     _shop(ws)
     result = simulate(ws, "cart", start=START + 0.5 * DAY, days=16)
     assert result.entered == 3  # p0, p1, p3
+
+
+@pytest.mark.slow
+def test_a_replay_ignores_what_the_live_flow_did_after_its_start(workspace: Workspace) -> None:
+    """The vip flow runs live: p2, tagged yesterday, entered it today. A replay from 30 days
+    ago neither counts that entry nor lets it stand in for its own (p0 on day 4.5)."""
+    ws = workspace
+    _shop(ws)
+    p2 = int(ws.store.get_contact("p2")["id"])
+    ws.flows.enable("vip", now=T0 - 2 * DAY)
+    ws.store.add_tag([p2], "vip", at=T0 - DAY, source="test")
+    ws.flows.tick(T0)
+    assert entry_count(ws, "vip") == 1
+    result = simulate(ws, "vip", start=START, days=8)
+    assert result.entered == 1  # p0 only
+    assert result.exits == {"completed": 1}

@@ -186,9 +186,11 @@ def deliver(engine: Engine, settings: Settings, now: datetime) -> int:
     return len(sent)
 
 
-def entrants(conn: Connection, flow_id: int) -> list[tuple[int, str, datetime, bool, bool]]:
+def entrants(
+    conn: Connection, flow_id: int, since: datetime
+) -> list[tuple[int, str, datetime, bool, bool]]:
     """``(contact_id, customer_id, entered_at, holdout, contacted)`` of every entry of the
-    flow."""
+    flow made at or after ``since`` (the simulation's start)."""
     fe = flow_entries
     contacted = (
         select(func.count())
@@ -200,7 +202,7 @@ def entrants(conn: Connection, flow_id: int) -> list[tuple[int, str, datetime, b
     rows = conn.execute(
         select(fe.c.contact_id, contacts.c.customer_id, fe.c.entered_at, fe.c.holdout, contacted)
         .join(contacts, contacts.c.id == fe.c.contact_id)
-        .where(fe.c.flow_id == flow_id)
+        .where(fe.c.flow_id == flow_id, fe.c.entered_at >= since)
         .order_by(fe.c.id)
     )
     return [(int(c), str(k), as_utc(at), bool(h), bool(n)) for c, k, at, h, n in rows]
@@ -305,7 +307,7 @@ def backtest(
     ``treatment`` and ``holdout`` are (entrants, buyers)."""
     replay = is_replay(start, data_end)
     with engine.connect() as conn:
-        entries = entrants(conn, flow_id)
+        entries = entrants(conn, flow_id, start)
     base = baseline(analytics, model_name, start, end, [(c, at) for c, _k, at, _h, _n in entries])
     out = Backtest(
         replay=replay,

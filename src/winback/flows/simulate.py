@@ -32,7 +32,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine, and_, func, insert, select, text, update
+from sqlalchemy import Engine, and_, delete, func, insert, select, text, update
 from sqlalchemy.engine import make_url
 
 from winback.clock import FixedClock
@@ -232,6 +232,7 @@ def simulate(
         flow_id = int(sim.flows._row(key).id)
         analysis_note = None
         if replay:
+            forget_after(sim.engine, key, flow_id, start)
             conditions = [d.condition for d in sim.segments.definitions().values()]
             if needs_analysis(conditions, sim.flows._row(key).definition):
                 analysis_note = analyse_at_start(sim.analytics, start)
@@ -257,7 +258,7 @@ def simulate(
             if on_day is not None and day < days:
                 on_day(now)
         end = start + timedelta(days=days)
-        _report(sim.engine, key, flow_id, end, result)
+        _report(sim.engine, key, flow_id, start, end, result)
         result.backtest = backtest(
             sim.engine,
             sim.analytics,
@@ -275,8 +276,23 @@ def simulate(
         definition = sim.flows._row(key).definition
         program = compile_program(key, parse_definition(definition, path=key))
         result.step_names = step_labels(program)
-        result.results = compute(sim.engine, sim.settings, program, flow_id, as_of=end).to_dict()
+        result.results = compute(
+            sim.engine, sim.settings, program, flow_id, as_of=end, since=start
+        ).to_dict()
     return result
+
+
+def forget_after(engine: Engine, key: str, flow_id: int, start: datetime) -> None:
+    """A replay's copy holds what the live flow did after the start: its entries made and
+    messages queued after it are removed, so that the replay decides them itself (an entry
+    of today's run would otherwise block the replayed one, and be counted as its own)."""
+    with engine.begin() as conn:
+        conn.execute(delete(outbox).where(outbox.c.flow == key, outbox.c.created_at > start))
+        conn.execute(
+            delete(flow_entries).where(
+                flow_entries.c.flow_id == flow_id, flow_entries.c.entered_at > start
+            )
+        )
 
 
 def with_holdout(definition: dict[str, Any], share: float) -> dict[str, Any]:
@@ -356,15 +372,21 @@ def record_orders(
 
 
 def _report(
-    engine: Engine, key: str, flow_id: int, end: datetime, result: SimulationResult
+    engine: Engine,
+    key: str,
+    flow_id: int,
+    start: datetime,
+    end: datetime,
+    result: SimulationResult,
 ) -> None:
+    """The simulation's figures: the entries made and messages queued from ``start`` on."""
     fe = flow_entries
     with engine.connect() as conn:
         result.messages_per_step = {
             step: int(n)
             for step, n in conn.execute(
                 select(outbox.c.step, func.count())
-                .where(outbox.c.flow == key)
+                .where(outbox.c.flow == key, outbox.c.created_at >= start)
                 .group_by(outbox.c.step)
             )
         }
@@ -372,7 +394,7 @@ def _report(
             (reason or "active"): int(n)
             for reason, n in conn.execute(
                 select(fe.c.exit_reason, func.count())
-                .where(fe.c.flow_id == flow_id)
+                .where(fe.c.flow_id == flow_id, fe.c.entered_at >= start)
                 .group_by(fe.c.exit_reason)
             )
         }
@@ -399,7 +421,7 @@ def _report(
                 func.coalesce(func.sum(bought.c.revenue), 0),
             )
             .select_from(fe.outerjoin(bought, bought.c.entry_id == fe.c.id))
-            .where(fe.c.flow_id == flow_id)
+            .where(fe.c.flow_id == flow_id, fe.c.entered_at >= start)
             .group_by(fe.c.holdout)
         ):
             group = result.holdout if holdout else result.treatment

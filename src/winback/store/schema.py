@@ -96,6 +96,8 @@ contacts = Table(
     # imports do not fill the contact again. History in `erasures`.
     Column("erased_at", UTCDateTime),
     Index("ix_contacts_email", "email"),
+    # One SMS per number: the copy check looks up the contacts sharing a phone number.
+    Index("ix_contacts_phone", "phone"),
     # The contact search by the beginning of a name.
     Index("ix_contacts_first_name", "first_name"),
     Index("ix_contacts_last_name", "last_name"),

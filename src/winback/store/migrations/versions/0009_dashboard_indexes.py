@@ -9,6 +9,8 @@
   holdout and treatment counts, read from the index alone.
 - ``contacts (first_name)`` and ``contacts (last_name)``: the contact search by the beginning
   of a name (the dashboard's Contacts page).
+- ``contacts (phone)``: the contacts sharing a phone number (one SMS per number, the copy
+  check of each delivery batch).
 
 Revision ID: 0009
 Revises: 0008
@@ -44,9 +46,11 @@ def upgrade() -> None:
     )
     op.create_index("ix_contacts_first_name", "contacts", ["first_name"])
     op.create_index("ix_contacts_last_name", "contacts", ["last_name"])
+    op.create_index("ix_contacts_phone", "contacts", ["phone"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_contacts_phone", table_name="contacts")
     op.drop_index("ix_contacts_last_name", table_name="contacts")
     op.drop_index("ix_contacts_first_name", table_name="contacts")
     op.drop_index("ix_flow_entries_flow_outcome", table_name="flow_entries")
