@@ -253,7 +253,8 @@ Entries = Subquery | Table
 def entry_results(conn: Connection, scope: Scope) -> Iterator[Table]:
     """The cohort with each entry's figures, derived once into a temporary table of the
     connection (its index on ``id`` serves the joins from the messages) that every table of
-    figures then reads; dropped on leaving."""
+    figures then reads; dropped on leaving. Needs a transaction that the connection's own
+    (``engine.connect()``) rolls back on an error."""
     table = Table(
         f"results_entries_{next(_TEMP_NAMES)}",
         MetaData(),
@@ -270,16 +271,16 @@ def entry_results(conn: Connection, scope: Scope) -> Iterator[Table]:
     )
     source = _entry_table(conn.dialect.name, scope)
     table.create(conn)
-    try:
-        conn.execute(
-            table.insert().from_select(
-                [c.name for c in table.columns],
-                select(*[source.c[c.name] for c in table.columns]),
-            )
+    conn.execute(
+        table.insert().from_select(
+            [c.name for c in table.columns],
+            select(*[source.c[c.name] for c in table.columns]),
         )
-        yield table
-    finally:
-        table.drop(conn)
+    )
+    yield table
+    # After an error the connection's transaction is rolled back, which discards the table
+    # (its creation was part of it) on both databases.
+    table.drop(conn)
 
 
 def _entries(conn: Connection, scope: Scope, entries: Entries | None) -> Entries:
