@@ -34,6 +34,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Column,
     Connection,
     Float,
@@ -245,6 +246,8 @@ def _entry_table(dialect: str, scope: Scope) -> Subquery:
 
 #: Names of the temporary tables of :func:`entry_results` (unique per call in a process).
 _TEMP_NAMES = itertools.count(1)
+#: Ids as the store keeps them (the rowid on SQLite).
+_ID = BigInteger().with_variant(Integer(), "sqlite")
 #: Entries: a table of the cohort with its figures, or the statement that derives it.
 Entries = Subquery | Table
 
@@ -258,8 +261,8 @@ def entry_results(conn: Connection, scope: Scope) -> Iterator[Table]:
     table = Table(
         f"results_entries_{next(_TEMP_NAMES)}",
         MetaData(),
-        Column("id", Integer, primary_key=True),
-        Column("contact_id", Integer, nullable=False),
+        Column("id", _ID, primary_key=True, autoincrement=False),
+        Column("contact_id", _ID, nullable=False),
         Column("grp", String(16), nullable=False),
         Column("path", String),
         Column("entered_at", UTCDateTime, nullable=False),
