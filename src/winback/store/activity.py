@@ -303,7 +303,9 @@ _STORED_ORDER_TOTALS = (
 def _stored_orders_update(later: bool, touched: bool) -> str:
     """One shape of :func:`_sqlite_apply_orders`' updates, from ``temp.wb_order_totals``:
     the contacts whose last purchase moves (``later``) and whose ``updated_at`` is not yet
-    ``now`` (``touched``), or not; only then are those indexed columns set."""
+    ``now`` (``touched``), or not; only then are those indexed columns set. The unary ``+``
+    keeps the totals' key out of index use, so that SQLite reads the totals and finds each
+    contact by rowid instead of reading every contact."""
     moves = "(c.last_purchase_at IS NULL OR c.last_purchase_at < a.last_at)"
     stamped = "c.updated_at IS NOT ?1"
     return (
@@ -313,7 +315,7 @@ def _stored_orders_update(later: bool, touched: bool) -> str:
         "THEN c.first_purchase_at ELSE a.first_at END"
         + (", last_purchase_at = a.last_at" if later else "")
         + (", updated_at = ?1" if touched else "")
-        + " FROM temp.wb_order_totals AS a WHERE c.id = a.contact_id AND "
+        + " FROM temp.wb_order_totals AS a WHERE c.id = +a.contact_id AND "
         + (moves if later else f"NOT {moves}")
         + " AND "
         + (stamped if touched else f"NOT {stamped}")
