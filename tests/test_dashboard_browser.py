@@ -1,9 +1,10 @@
 """The marketer's dashboard in real headless Chromium, against the real service on a small
 generated shop whose contacts went through the reference flow and whose analysis is stored.
 
-One browser and one service for the module. Every page visited is checked three ways: the
-figures it shows equal the CLI's ``--json`` for the same workspace, it loads nothing from
-outside the server, and it logs no console error. A screenshot of each page is kept in
+One browser and one service for the module; the visit is made at a desktop and at a phone
+width. Every page visited is checked four ways: the figures it shows equal the CLI's
+``--json`` for the same workspace, it loads nothing from outside the server, it logs no
+console error, and it is no wider than the window. A screenshot of each page is kept in
 ``$WINBACK_TEST_SCREENSHOTS`` (default ``test-artifacts/dashboard/``)."""
 
 from __future__ import annotations
@@ -466,6 +467,13 @@ def segments(visit: Visit, figures: Figures) -> None:
     for path, value in shown.items():
         assert same_value(value, at_path(figures.segments, path)), path
     visit.shoot("segments", docs=True)
+    # The flow's entry segment: its count, and its members on one page.
+    [entry] = [s for s in figures.segments if s["name"] == "Customers Not Active"]
+    page.click('#segments a:text-is("Customers Not Active")')
+    page.wait_for_url("**/segments/Customers%20Not%20Active")
+    assert data_figures(page, "main") == {"members": str(entry["members"])}
+    assert page.locator("tr[data-contact]").count() == min(entry["members"], 50) > 0
+    visit.shoot("segment")
 
 
 def contact(visit: Visit, figures: Figures, comeback: str) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 from scipy.optimize import minimize
+from scipy.special import betaincinv
 
 from winback.errors import WinbackError
 
@@ -271,3 +272,129 @@ def distinct_pairs(x: FloatArray, T: FloatArray) -> tuple[FloatArray, FloatArray
 
 def as_float(values: Any) -> FloatArray:
     return np.asarray(values, dtype=np.float64)
+
+
+#: Range of a Beta dropout parameter (a or b) in a fit. The likelihood of data whose dropout
+#: probability p is the same for every customer grows without bound as a, b → ∞ at a fixed
+#: ratio: the Beta(a, b) mixing distribution tends to a point mass at a / (a + b); of data
+#: without dropout, it also grows as a → 0 (a point mass at p = 0: the NBD). At a + b ≥ 10⁶
+#: the Beta's standard deviation is below 10⁻³ of the range of p, and at a = 10⁻⁶ its mean is
+#: below 10⁻⁶: the bounded model is the limit model for every practical purpose.
+BETA_BOUNDS = (1e-6, 1e6)
+
+#: Beyond this concentration a + β, scipy's ₂F₁ is no longer trusted for the expectations.
+_HYP2F1_CONCENTRATION = 1e4
+_NODES, _WEIGHTS = np.polynomial.legendre.leggauss(64)
+_QUANTILES, _QWEIGHTS = (_NODES + 1.0) / 2.0, _WEIGHTS / 2.0
+
+
+def maximise_capped(
+    model: str,
+    names: Sequence[str],
+    neg_ll: Callable[[FloatArray], tuple[float, FloatArray | None]],
+    x0: Sequence[float],
+    n: int,
+    limits: dict[str, tuple[float, float]],
+) -> FitResult:
+    """:func:`maximise` (BFGS on log-parameters, analytic gradient), then, when a parameter
+    named in ``limits`` ends outside its range (a likelihood whose supremum lies at the
+    model's boundary, at 0 or infinity), the same likelihood maximised again with L-BFGS-B
+    and those parameters bounded. ``extra["at_bound"]`` names the parameters that end on a
+    bound (empty when none); such a fit is converged when the projected gradient vanishes."""
+    first = maximise(model, names, neg_ll, x0, n, has_gradient=True)
+    outside = [n_ for n_, (lo_, hi_) in limits.items() if not lo_ <= first.params[n_] <= hi_]
+    if not outside:
+        return FitResult(**{**first.__dict__, "extra": {**first.extra, "at_bound": []}})
+    lo = np.array([np.log(limits[name][0]) if name in limits else -np.inf for name in names])
+    hi = np.array([np.log(limits[name][1]) if name in limits else np.inf for name in names])
+    with np.errstate(divide="ignore", over="ignore"):
+        start = np.log(np.asarray([first.params[name] for name in names], dtype=np.float64))
+    start = np.clip(np.where(np.isnan(start), 0.0, start), lo, hi)
+    start = np.where(np.isfinite(start), start, 0.0)
+    evaluations = first.evaluations
+
+    def value_grad(z: FloatArray) -> tuple[float, FloatArray]:
+        nonlocal evaluations
+        evaluations += 1
+        v, g = neg_ll(z)
+        assert g is not None
+        return (v, g) if np.isfinite(v) else (1e300, np.zeros_like(z))
+
+    from threadpoolctl import threadpool_limits
+
+    bounds = [
+        (float(lo_) if np.isfinite(lo_) else None, float(hi_) if np.isfinite(hi_) else None)
+        for lo_, hi_ in zip(lo, hi, strict=True)
+    ]
+    with np.errstate(all="ignore"), threadpool_limits(1):
+        res = minimize(
+            value_grad,
+            start,
+            jac=True,
+            method="L-BFGS-B",
+            bounds=bounds,
+            options={"maxiter": 2000, "ftol": 1e-15, "gtol": 1e-9},
+        )
+        grad = value_grad(res.x)[1]
+    at_low, at_high = res.x <= lo + 1e-9, res.x >= hi - 1e-9
+    projected = np.where((at_low & (grad > 0)) | (at_high & (grad < 0)), 0.0, grad)
+    gnorm = float(np.max(np.abs(projected)))
+    params = {name: float(v) for name, v in zip(names, np.exp(res.x), strict=True)}
+    ll = -float(res.fun) * n
+    return FitResult(
+        model=model,
+        params=params,
+        log_likelihood=ll,
+        n=n,
+        converged=bool(np.isfinite(ll)) and gnorm < 1e-4,
+        iterations=first.iterations + int(res.nit),
+        evaluations=evaluations,
+        gradient_norm=gnorm,
+        message=str(res.message),
+        extra={"at_bound": [nm for nm, hit in zip(names, at_low | at_high, strict=True) if hit]},
+    )
+
+
+def dropout_mean(
+    k: float | FloatArray,
+    u: float | FloatArray,
+    a: float,
+    beta: float | FloatArray,
+    closed_form: FloatArray,
+) -> FloatArray:
+    """E[(1 − (1 + p u)^(−k)) / p] for p ~ Beta(a, β): the expected purchases in a period of
+    the BG/NBD family, given alive, with λ integrated out (k = r + x, u = t / (α + T)).
+
+    ``closed_form`` is the same quantity through the models' ₂F₁ formula, exact where scipy
+    evaluates it well. Where it is not finite, out of the quantity's bounds
+    [1 − (1 + u)^(−k), k u], or the Beta is concentrated (a + β > 10⁴, where ₂F₁'s
+    parameters are large), the expectation is taken by Gauss-Legendre quadrature on the
+    Beta's quantile scale, p = I⁻¹(q; a, β): bounded integrand, no cancellation, finite for
+    every finite input, and tending to the NBD's k u as p → 0."""
+    k, u, beta = np.broadcast_arrays(as_float(k), as_float(u), as_float(beta))
+    closed = np.broadcast_to(as_float(closed_form), k.shape)
+    with np.errstate(all="ignore"):
+        upper = k * u
+        lower = -np.expm1(-k * np.log1p(u))
+        slack = 1e-9 * upper
+        trusted = (
+            np.isfinite(closed)
+            & (closed >= lower - slack)
+            & (closed <= upper + slack)
+            & (a + beta <= _HYP2F1_CONCENTRATION)
+        )
+    out = np.array(closed, dtype=np.float64, copy=True)
+    todo = ~trusted
+    if np.any(todo):
+        ks, us, bs = k[todo], u[todo], beta[todo]
+        distinct, inverse = np.unique(bs, return_inverse=True)
+        nodes = betaincinv(a, distinct[:, None], _QUANTILES[None, :])[inverse]
+        with np.errstate(all="ignore"):
+            safe = np.where(nodes > 0, nodes, 1.0)
+            f = np.where(
+                nodes > 0,
+                -np.expm1(-ks[:, None] * np.log1p(nodes * us[:, None])) / safe,
+                (ks * us)[:, None],
+            )
+        out[todo] = f @ _QWEIGHTS
+    return out

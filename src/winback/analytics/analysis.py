@@ -34,6 +34,13 @@ UNIT_DAYS = 7.0
 EPOCH = date(1970, 1, 1)
 P_ALIVE_BINS = 10
 HOLDOUT_MAX_FREQUENCY = 7
+#: Below this mean dropout probability per purchase (or rate per week for Pareto/NBD), a fit
+#: at the boundary is the NBD.
+NO_DROPOUT = 1e-3
+#: The fitted parameters of the dropout process: at a bound, the fit is at the model's limit
+#: (Beta a, b of BG/NBD and MBG/NBD at their cap; Pareto/NBD's mean dropout rate s/β at its
+#: floor).
+DROPOUT_PARAMS = ("a", "b", "s/beta")
 
 PURCHASE_MODELS: dict[str, Any] = {
     "bgnbd": BetaGeo,
@@ -190,9 +197,7 @@ def analyze(
     predictions: Predictions | None = None
     try:
         model = fit_purchase_model(settings.analytics_model, s)
-        fitted = model_fit(model)
-        if fitted is not None and not fitted["converged"]:
-            notes.append(f"{settings.analytics_model} did not fully converge: see the fit report")
+        notes.extend(_fit_notes(settings.analytics_model, model_fit(model), settings))
     except NotEnoughData as exc:
         notes.append(str(exc))
     lap("purchase_model")
@@ -262,6 +267,47 @@ def analyze(
     report["notes"] = notes
     report["timings"] = timings
     return Analysis(reference_day, s, rfm, model, spend_model, predictions, clusters, report, notes)
+
+
+def _fit_notes(model: str, fitted: dict[str, Any] | None, settings: Settings) -> list[str]:
+    notes = []
+    if fitted is not None and not fitted["converged"]:
+        notes.append(f"{model} did not fully converge: see the fit report")
+    note = boundary_note(model, fitted, settings.dormant_days)
+    if note is not None:
+        notes.append(note)
+    return notes
+
+
+def boundary_note(model: str, fitted: dict[str, Any] | None, dormant_days: int) -> str | None:
+    """What a fit whose dropout parameters ran to a bound means for the reader, or None.
+
+    No dropout (p → 0, the NBD limit): P(alive) is about 1 for everyone and says nothing about
+    dormancy. The same dropout probability for every customer (a, b → ∞ at a fixed ratio):
+    P(alive) rests on that one figure and on recency alone."""
+    bound = [name for name in (fitted or {}).get("at_bound", []) if name in DROPOUT_PARAMS]
+    if fitted is None or not bound:
+        return None
+    params = fitted["params"]
+    where = f"{model} ran to the boundary of its model ({', '.join(bound)} on a bound)"
+    if "a" in params and "b" in params:
+        p = params["a"] / (params["a"] + params["b"])
+    elif "s" in params and "beta" in params:
+        p = params["s"] / params["beta"]  # mean dropout rate per week
+    else:
+        return None
+    if p < NO_DROPOUT:
+        return (
+            f"{where}: the data show no dropout, so P(alive) is about 1 for everyone; dormancy "
+            f"by P(alive) is not informative, read the {dormant_days}-day rule"
+        )
+    if "s" in params:
+        return None
+    return (
+        f"{where}: the data show the same dropout probability ({p:.3g} per purchase) for every "
+        f"customer, so P(alive) rests on that one figure and on recency; read it beside the "
+        f"{dormant_days}-day rule"
+    )
 
 
 def _engagement_as_of(eng: Engagement, reference_day: int) -> Engagement:

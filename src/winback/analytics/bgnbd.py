@@ -17,13 +17,15 @@ import numpy as np
 from scipy.special import digamma, expit, gammaln, hyp2f1
 
 from winback.analytics._fit import (
+    BETA_BOUNDS,
     Distinct,
     FitResult,
     FloatArray,
     NotEnoughData,
     as_float,
     distinct_pairs,
-    maximise,
+    dropout_mean,
+    maximise_capped,
 )
 
 NAMES = ("r", "alpha", "a", "b")
@@ -154,12 +156,13 @@ class BetaGeo:
         *,
         initial: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0),
     ) -> BetaGeo:
-        """Maximum likelihood fit (analytic gradient, BFGS on log-parameters)."""
+        """Maximum likelihood fit (analytic gradient, BFGS on log-parameters); a and b are
+        bounded by :data:`~winback.analytics._fit.BETA_BOUNDS` (see :class:`ModifiedBetaGeo`)."""
         x, t, TT = as_float(frequency), as_float(recency), as_float(T)
         _check(x, t, TT)
         n = len(x)
         neg = _Objective(x, t, TT, np.ones(n), n)
-        res = maximise("bgnbd", NAMES, neg, initial, n, has_gradient=True)
+        res = maximise_capped("bgnbd", NAMES, neg, initial, n, {"a": BETA_BOUNDS, "b": BETA_BOUNDS})
         p = res.params
         return cls(p["r"], p["alpha"], p["a"], p["b"], res)
 
@@ -209,9 +212,10 @@ class BetaGeo:
         x, T, t = as_float(x), as_float(T), as_float(t)
         z = t / (self.alpha + T + t)
         if abs(self.a - 1.0) < 1e-6:  # removable singularity at a = 1: average both sides
-            result: FloatArray = 0.5 * (self._head(z, x, 1.0 - 1e-6) + self._head(z, x, 1.0 + 1e-6))
-            return result
-        return self._head(z, x, self.a)
+            closed = 0.5 * (self._head(z, x, 1.0 - 1e-6) + self._head(z, x, 1.0 + 1e-6))
+        else:
+            closed = self._head(z, x, self.a)
+        return dropout_mean(self.r + x, z / (1.0 - z), self.a, self.b + x, closed)
 
     def _head(self, z: FloatArray, x: FloatArray, a: float) -> FloatArray:
         r, b = self.r, self.b
@@ -227,8 +231,8 @@ class BetaGeo:
         z = t / (alpha + t)
         with np.errstate(all="ignore"):
             hyp = np.exp(r * np.log1p(-z)) * hyp2f1(r, b, a + b - 1, z)
-        result: FloatArray = (a + b - 1) / (a - 1) * (1.0 - hyp)
-        return result
+            closed = (a + b - 1) / (a - 1) * (1.0 - hyp)
+        return dropout_mean(r, t / alpha, a, b, closed)
 
     def posterior_rate(self, x: FloatArray, t_x: FloatArray, T: FloatArray) -> FloatArray:
         """E[λ | alive, x, T] = (r + x) / (α + T): the customer's own purchase rate, shrunk

@@ -21,13 +21,15 @@ import numpy as np
 from scipy.special import digamma, expit, gammaln, hyp2f1
 
 from winback.analytics._fit import (
+    BETA_BOUNDS,
     FitResult,
     FloatArray,
     NotEnoughData,
     as_float,
     compress,
     distinct_pairs,
-    maximise,
+    dropout_mean,
+    maximise_capped,
 )
 
 NAMES = ("r", "alpha", "a", "b")
@@ -106,11 +108,21 @@ class ModifiedBetaGeo:
         *,
         initial: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0),
     ) -> ModifiedBetaGeo:
-        """Maximum likelihood fit (analytic gradient, BFGS on log-parameters)."""
+        """Maximum likelihood fit (analytic gradient, BFGS on log-parameters). When the data
+        show the same dropout probability for every customer (or none), a and b run to
+        infinity: they are bounded by :data:`~winback.analytics._fit.BETA_BOUNDS` and the fit
+        reports them in ``fit.extra["at_bound"]``."""
         x, t, TT = as_float(frequency), as_float(recency), as_float(T)
         if len(x) < 3:
             raise NotEnoughData(f"an MBG/NBD fit needs at least 3 customers, got {len(x)}")
-        res = maximise("mbgnbd", NAMES, _Objective(x, t, TT), initial, len(x), has_gradient=True)
+        res = maximise_capped(
+            "mbgnbd",
+            NAMES,
+            _Objective(x, t, TT),
+            initial,
+            len(x),
+            {"a": BETA_BOUNDS, "b": BETA_BOUNDS},
+        )
         p = res.params
         return cls(p["r"], p["alpha"], p["a"], p["b"], res)
 
@@ -154,8 +166,15 @@ class ModifiedBetaGeo:
         return self._mean(z, x, self.a)
 
     def _mean(self, z: FloatArray, x: FloatArray, a: float) -> FloatArray:
+        return dropout_mean(
+            self.r + x, z / (1.0 - z), a, self.b + x + 1.0, self._closed_mean(z, x, a)
+        )
+
+    def _closed_mean(self, z: FloatArray, x: FloatArray, a: float) -> FloatArray:
         if abs(a - 1.0) < 1e-6:  # removable singularity at a = 1: average both sides
-            both: FloatArray = 0.5 * (self._mean(z, x, 1.0 - 1e-6) + self._mean(z, x, 1.0 + 1e-6))
+            both: FloatArray = 0.5 * (
+                self._closed_mean(z, x, 1.0 - 1e-6) + self._closed_mean(z, x, 1.0 + 1e-6)
+            )
             return both
         c = a + self.b + x
         with np.errstate(all="ignore"):
@@ -171,7 +190,10 @@ class ModifiedBetaGeo:
         z = t / (alpha + t)
         with np.errstate(all="ignore"):
             hyp = np.exp(r * np.log1p(-z)) * hyp2f1(r, b + 1, a + b, z)
-        new: FloatArray = b / (a - 1) * (1.0 - hyp)
+            closed = (a + b) / (a - 1) * (1.0 - hyp)
+        # A new customer survives the first purchase with probability b / (a + b), then
+        # buys like a customer alive with p ~ Beta(a, b + 1).
+        new: FloatArray = b / (a + b) * dropout_mean(r, t / alpha, a, b + 1.0, closed)
         return new
 
     def posterior_rate(self, x: FloatArray, t_x: FloatArray, T: FloatArray) -> FloatArray:
