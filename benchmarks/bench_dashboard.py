@@ -195,10 +195,8 @@ STATS_SQL = """
 WITH f AS (SELECT id FROM flows WHERE key = :flow)
 SELECT 'active', step, count(*) FROM flow_entries
     WHERE flow_id = (SELECT id FROM f) AND status = 'active' GROUP BY step
-UNION ALL SELECT 'exit', exit_reason, count(*) FROM flow_entries
-    WHERE flow_id = (SELECT id FROM f) AND status != 'active' GROUP BY exit_reason
-UNION ALL SELECT 'holdout', holdout, count(*) FROM flow_entries
-    WHERE flow_id = (SELECT id FROM f) GROUP BY holdout
+UNION ALL SELECT status || ':' || coalesce(exit_reason, ''), holdout, count(*) FROM flow_entries
+    WHERE flow_id = (SELECT id FROM f) GROUP BY status, exit_reason, holdout
 UNION ALL SELECT step, status, count(*) FROM outbox WHERE flow = :flow GROUP BY step, status
 UNION ALL SELECT step, outcome, n FROM flow_step_counts WHERE flow_id = (SELECT id FROM f)"""
 

@@ -735,8 +735,11 @@ def test_a_wait_for_the_write_lock_does_not_shrink_the_applier_slices(
 
     ws = sqlite_workspace
     intake = ws.delivery.event_intake
-    intake.journal.append(
-        [_record(ws, *(_view(100 * e + n) for n in range(100))) for e in range(10)]
+    intake.journal.append(  # one slice
+        [
+            _record(ws, *(_view(100 * e + n) for n in range(100)))
+            for e in range(FIRST_APPLY_EVENTS // 100)
+        ]
     )
     held = 1.5
     holder = sqlite3.connect(ws.path / "winback.db", isolation_level=None, check_same_thread=False)
@@ -745,7 +748,7 @@ def test_a_wait_for_the_write_lock_does_not_shrink_the_applier_slices(
     release.start()
     try:
         started = time.monotonic()
-        assert intake.apply_pending() == 1_000
+        assert intake.apply_pending() == FIRST_APPLY_EVENTS
         assert time.monotonic() - started >= held  # it did wait
     finally:
         release.join()
@@ -754,7 +757,7 @@ def test_a_wait_for_the_write_lock_does_not_shrink_the_applier_slices(
     assert intake.pacer.rows("events") > 2 * sized_by_the_wait
 
 
-def test_the_applier_takes_at_least_a_thousand_events_a_transaction(
+def test_the_applier_takes_at_least_min_apply_events_a_transaction(
     sqlite_workspace: Workspace, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """However short its time budget, the applier writes a large backlog in transactions of

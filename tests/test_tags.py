@@ -43,3 +43,18 @@ def test_unknown_contacts_and_no_target(sqlite_workspace: Workspace) -> None:
         sqlite_workspace.tags.add("x", contact_refs=["a", "zz", "#999"])
     with pytest.raises(NoContactsChosen):
         sqlite_workspace.tags.add("x")
+
+
+def test_counts_give_each_tag_in_use_its_own_last_change(workspace: Workspace) -> None:
+    a = add_contact(workspace, "a")
+    b = add_contact(workspace, "b")
+    workspace.tags.add("vip", contact_refs=["a", "b"])
+    workspace.clock.advance(timedelta(hours=1))  # type: ignore[attr-defined]
+    workspace.tags.add("gone", contact_refs=["a"])
+    workspace.clock.advance(timedelta(hours=1))  # type: ignore[attr-defined]
+    workspace.tags.add("late", contact_refs=[f"#{b}"])
+    workspace.tags.remove("gone", contact_refs=[f"#{a}"])
+    assert workspace.tags.counts() == [
+        {"tag": "late", "contacts": 1, "last_change": T0 + timedelta(hours=2)},
+        {"tag": "vip", "contacts": 2, "last_change": T0},
+    ]

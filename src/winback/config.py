@@ -212,6 +212,15 @@ class Settings(BaseModel):
         "group, so their rates compare (lift). 30 days: the horizon of the generator's "
         "response model, and a win-back flow's messages span about a week.",
     )
+    results_snapshot_minutes: int = Field(
+        10,
+        ge=0,
+        le=1440,
+        description="The engine loop (`winback run`, `serve`) computes each flow's results at "
+        "most this often and keeps them; the dashboard and the management API show the kept "
+        "results with their age (0: none kept, every request counts them, which takes "
+        "seconds at a million contacts). `winback flows results` always counts them.",
+    )
     lift_max_relative_mde: float = Field(
         0.25,
         gt=0,

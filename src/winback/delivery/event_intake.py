@@ -70,17 +70,20 @@ _DATA_ERRORS = (
 #: Most events one store transaction of the applier takes (the pacer usually takes fewer).
 MAX_APPLY_EVENTS = 20_000
 #: Events of the applier's first transaction (then scaled to the slice budget).
-FIRST_APPLY_EVENTS = 1_000
+FIRST_APPLY_EVENTS = 500
 #: Fewest events one transaction of the applier takes while the journal holds that many:
 #: a transaction writes each page it changed once, at its commit, so on a large store a
-#: slice of 500 page views writes about 1.7 pages an event to SQLite's WAL, one of 5,000
-#: about 0.8. A machine short of CPU stretches every slice's time and would otherwise
-#: shrink the slices, and so make each event cost more, just when CPU is scarce.
-MIN_APPLY_EVENTS = 1_000
+#: slice of 100 page views writes about 2 pages an event to SQLite's WAL, one of 500 about
+#: 1.7, one of 5,000 about 0.8. A machine short of CPU stretches every slice's time and
+#: would otherwise shrink the slices, and so make each event cost more, just when CPU is
+#: scarce.
+MIN_APPLY_EVENTS = 500
 #: The applier's write slices aim at this many milliseconds of write lock (or
 #: ``write_slice_ms`` when shorter): other writers of the store (one-click unsubscribes,
-#: clicks) wait at most about one slice.
-APPLY_SLICE_MS = 100
+#: clicks) wait at most about one slice, and one of the engine's (``write_slice_ms``) with
+#: one of the applier's stays within the quarter of a second a one-click unsubscribe waits
+#: for the store.
+APPLY_SLICE_MS = 50
 #: Seconds the applier sleeps when the journal is empty and nobody wakes it.
 IDLE_SECONDS = 1.0
 #: Seconds the applier waits after the store stayed busy, or after an unexpected error.

@@ -175,10 +175,19 @@ def retry_delay(
 class Passes:
     """Engine passes: tick the flows, then deliver what is due."""
 
-    def __init__(self, flows: Flows, delivery: Delivering, clock: Clock) -> None:
+    def __init__(
+        self,
+        flows: Flows,
+        delivery: Delivering,
+        clock: Clock,
+        *,
+        after: Callable[[datetime], object] | None = None,
+    ) -> None:
         self.flows = flows
         self.delivery = delivery
         self.clock = clock
+        #: Run by the loop after each successful pass (the results snapshots).
+        self.after = after
 
     def run_once(self, now: datetime, *, stop: threading.Event | None = None) -> PassReport:
         """Everything due up to ``now``: segments, triggers, steps, then delivery by the
@@ -235,6 +244,8 @@ class Passes:
                 while not stop.is_set():
                     report = self.run_once(self.clock.now(), stop=stop)
                     ran += 1
+                    if self.after is not None and not stop.is_set():
+                        self.after(self.clock.now())
                     ended = status.succeeded()
                     if ended:
                         log.warning("engine pass succeeded after %d failed pass(es)", ended)
@@ -266,8 +277,20 @@ def _back_off(
 
 
 def passes_of(ws: Workspace) -> Passes:
-    """The engine passes of a workspace."""
-    return Passes(ws.flows, ws.delivery, ws.clock)
+    """The engine passes of a workspace; the loop keeps the flows' results current
+    (:mod:`winback.results.snapshot`)."""
+    from winback.results import snapshot
+
+    def keep_results(now: datetime) -> None:
+        try:
+            computed = snapshot.refresh(ws.engine, ws.settings, now)
+        except Exception:  # the results are shown older; the passes go on
+            log.exception("flow results snapshot failed")
+            return
+        if computed:
+            log.info("flow results kept for %s", ", ".join(computed))
+
+    return Passes(ws.flows, ws.delivery, ws.clock, after=keep_results)
 
 
 def run_once(

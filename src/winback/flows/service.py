@@ -473,13 +473,18 @@ class Flows:
                     .group_by(fe.c.step)
                 ).all()
             )
-            exits: dict[str | None, int] = dict(
-                conn.execute(
-                    select(fe.c.exit_reason, func.count())
-                    .where(fe.c.flow_id == row.id, fe.c.status != "active")
-                    .group_by(fe.c.exit_reason)
-                ).all()
-            )
+            # Exits by reason and holdout vs treatment in one pass over the flow's entries,
+            # grouped in the order of ix_flow_entries_flow_outcome (read from the index alone).
+            exits: dict[str, int] = {}
+            groups: dict[bool, int] = {}
+            for status, reason, holdout, n in conn.execute(
+                select(fe.c.status, fe.c.exit_reason, fe.c.holdout, func.count())
+                .where(fe.c.flow_id == row.id)
+                .group_by(fe.c.status, fe.c.exit_reason, fe.c.holdout)
+            ):
+                if status != "active":
+                    exits[reason or ""] = exits.get(reason or "", 0) + n
+                groups[bool(holdout)] = groups.get(bool(holdout), 0) + n
             messages: dict[str, dict[str, int]] = {}
             for step, status, n in conn.execute(
                 select(outbox.c.step, outbox.c.status, func.count())
@@ -487,13 +492,6 @@ class Flows:
                 .group_by(outbox.c.step, outbox.c.status)
             ):
                 messages.setdefault(step, {})[status] = n
-            groups: dict[bool, int] = dict(
-                conn.execute(
-                    select(fe.c.holdout, func.count())
-                    .where(fe.c.flow_id == row.id)
-                    .group_by(fe.c.holdout)
-                ).all()
-            )
             outcomes: dict[str, dict[str, int]] = {}
             sc = flow_step_counts
             for step, outcome, n in conn.execute(
@@ -505,7 +503,7 @@ class Flows:
             "step_names": step_labels(program),
             "entered": sum(groups.values()),
             "active_per_step": at_step,
-            "exits": {k or "": v for k, v in exits.items()},
+            "exits": dict(sorted(exits.items())),
             "messages_per_step": messages,
             "outcomes_per_step": outcomes,
             "holdout": groups.get(True, 0),

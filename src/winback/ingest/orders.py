@@ -32,7 +32,7 @@ from winback.ingest.importer import (
 )
 from winback.ingest.readers import Record, show_value
 from winback.store import activity
-from winback.store.purchases import ORDER_STATUSES, PAID, is_counted
+from winback.store.purchases import ORDER_STATUSES, PAID
 
 #: A staged order: (line, order_id, customer_id, ordered_at, amount, currency, items, coupon,
 #: status, refunded).
@@ -412,16 +412,7 @@ def _write_sqlite(conn: Connection, cur: Any, rows: list[OrderRow], ctx: Context
         cur.execute("SELECT order_id FROM orders WHERE id > ?", (before,))
         added = {str(r[0]) for r in cur.fetchall()}
         not_new = [r[1] for r in rows if r[1] not in added]
-        stored = [s for s in stored if s[0] in added]
-    activity.apply_orders(
-        conn,
-        [
-            (s[1], s[2], s[3] if s[8] == "0" else str(Decimal(s[3]) - Decimal(s[8])))
-            for s in stored
-            if s[7] == PAID and is_counted(s[7], s[3], s[8])
-        ],
-        now=ctx.now,
-    )
+    activity.apply_orders(conn, activity.StoredOrders(after=before), now=ctx.now)
     return not_new
 
 

@@ -25,16 +25,24 @@ Only :func:`counted_orders` count: paid orders not fully refunded, at their net 
 
 from __future__ import annotations
 
+import itertools
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
+    Column,
     Connection,
     Float,
     Integer,
     Interval,
+    MetaData,
+    String,
+    Table,
     and_,
     case,
     cast,
@@ -51,6 +59,7 @@ from winback.flows._sql import at
 from winback.results import control
 from winback.store import purchases
 from winback.store.schema import events, flow_entries, orders, outbox, segment_membership
+from winback.store.types import UTCDateTime
 
 #: The group names of a cohort, in display order.
 GROUPS = ("treatment", "holdout", "control")
@@ -221,6 +230,7 @@ def _entry_table(dialect: str, scope: Scope) -> Subquery:
     return (
         select(
             entries.c.id,
+            entries.c.contact_id,
             entries.c.grp,
             entries.c.path,
             entries.c.entered_at,
@@ -234,7 +244,66 @@ def _entry_table(dialect: str, scope: Scope) -> Subquery:
     )
 
 
-def _sums(t: Subquery) -> list[Any]:
+#: Names of the temporary tables of :func:`entry_results` (unique per call in a process).
+_TEMP_NAMES = itertools.count(1)
+#: Ids as the store keeps them (the rowid on SQLite).
+_ID = BigInteger().with_variant(Integer(), "sqlite")
+#: Entries: a table of the cohort with its figures, or the statement that derives it.
+Entries = Subquery | Table
+
+
+@contextmanager
+def entry_results(conn: Connection, scope: Scope) -> Iterator[Table]:
+    """The cohort with each entry's figures, derived once into a temporary table of the
+    connection (its index on ``id`` serves the joins from the messages) that every table of
+    figures then reads; dropped on leaving. Needs a transaction that the connection's own
+    (``engine.connect()``) rolls back on an error."""
+    table = Table(
+        f"results_entries_{next(_TEMP_NAMES)}",
+        MetaData(),
+        Column("id", _ID, primary_key=True, autoincrement=False),
+        Column("contact_id", _ID, nullable=False),
+        Column("grp", String(16), nullable=False),
+        Column("path", String),
+        Column("entered_at", UTCDateTime, nullable=False),
+        Column("orders", Integer),
+        Column("revenue", Float),
+        Column("first_at", UTCDateTime),
+        Column("reactivated", Integer, nullable=False),
+        prefixes=["TEMPORARY"],
+    )
+    source = _entry_table(conn.dialect.name, scope)
+    table.create(conn)
+    conn.execute(
+        table.insert().from_select(
+            [c.name for c in table.columns],
+            select(*[source.c[c.name] for c in table.columns]),
+        )
+    )
+    yield table
+    # After an error the connection's transaction is rolled back, which discards the table
+    # (its creation was part of it) on both databases.
+    table.drop(conn)
+
+
+def _entries(conn: Connection, scope: Scope, entries: Entries | None) -> Entries:
+    return entries if entries is not None else _entry_table(conn.dialect.name, scope)
+
+
+def reactivated_count(conn: Connection, scope: Scope, group: str = "treatment") -> int:
+    """The entries of ``group`` that were reactivated (``reactivated`` of
+    :func:`group_counts`, without counting the orders)."""
+    entries = cohort(scope)
+    return int(
+        conn.execute(
+            select(func.count())
+            .select_from(entries)
+            .where(entries.c.grp == group, reactivated(conn.dialect.name, scope, entries))
+        ).scalar_one()
+    )
+
+
+def _sums(t: Entries) -> list[Any]:
     return [
         func.count(t.c.id),
         func.count(t.c.orders),
@@ -249,9 +318,11 @@ def _counts(row: Any) -> GroupCounts:
     return GroupCounts(int(contacts), int(converted), int(n_orders), float(revenue), int(react))
 
 
-def group_counts(conn: Connection, scope: Scope) -> dict[str, GroupCounts]:
-    """Every group's entries and what they did."""
-    t = _entry_table(conn.dialect.name, scope)
+def group_counts(
+    conn: Connection, scope: Scope, entries: Entries | None = None
+) -> dict[str, GroupCounts]:
+    """Every group's entries and what they did (``entries``: from :func:`entry_results`)."""
+    t = _entries(conn, scope, entries)
     rows = conn.execute(select(t.c.grp, *_sums(t)).group_by(t.c.grp)).all()
     out = {g: GroupCounts() for g in GROUPS}
     for grp, *rest in rows:
@@ -259,9 +330,11 @@ def group_counts(conn: Connection, scope: Scope) -> dict[str, GroupCounts]:
     return out
 
 
-def buyer_revenue(conn: Connection, scope: Scope) -> dict[str, list[float]]:
+def buyer_revenue(
+    conn: Connection, scope: Scope, entries: Entries | None = None
+) -> dict[str, list[float]]:
     """Per group, the revenue of each converted entry (the others bought nothing: 0)."""
-    t = _entry_table(conn.dialect.name, scope)
+    t = _entries(conn, scope, entries)
     out: dict[str, list[float]] = defaultdict(list)
     for grp, revenue in conn.execute(
         select(t.c.grp, cast(t.c.revenue, Float)).where(t.c.revenue.is_not(None))
@@ -274,13 +347,15 @@ def _arm_key(a: str, b: str) -> str:
     return f"{a}\x1f{b}"
 
 
-def split_arms(dialect: str, scope: Scope, splits: dict[str, list[str]]) -> Subquery | None:
+def split_arms(
+    dialect: str, scope: Scope, splits: dict[str, list[str]], entries: Entries | None = None
+) -> Subquery | None:
     """The treatment entries of each split branch (path token ``<step>=branch:<name>``),
     with their figures and ``arm`` = step and branch; None when the flow has no split."""
     arms = [(sid, name) for sid, names in splits.items() for name in names]
     if not arms:
         return None
-    t = _entry_table(dialect, scope)
+    t = entries if entries is not None else _entry_table(dialect, scope)
     arm = case(
         *[
             (_has_token(t.c.path, f"{sid}=branch:{name}"), _arm_key(sid, name))
@@ -292,10 +367,10 @@ def split_arms(dialect: str, scope: Scope, splits: dict[str, list[str]]) -> Subq
     return select(inner).where(inner.c.arm.is_not(None)).subquery("split_arms")
 
 
-def variant_arms(dialect: str, scope: Scope) -> Subquery:
+def variant_arms(dialect: str, scope: Scope, entries: Entries | None = None) -> Subquery:
     """The entries whose message of a send step with variants drew each variant, with their
     figures (conversion from entry, as for the groups) and ``arm`` = step and variant."""
-    t = _entry_table(dialect, scope)
+    t = entries if entries is not None else _entry_table(dialect, scope)
     drawn = (
         select(outbox.c.entry_id, outbox.c.step, outbox.c.variant)
         .where(outbox.c.flow == scope.flow_key, outbox.c.variant.is_not(None))
@@ -345,11 +420,12 @@ def _day(dialect: str, value: ColumnElement[Any], start: datetime) -> ColumnElem
     return cast(func.floor(func.extract("epoch", value - at(start)) / 86400), Integer)
 
 
-def message_counts(conn: Connection, scope: Scope) -> dict[tuple[str, str | None], MessageCounts]:
+def message_counts(
+    conn: Connection, scope: Scope, entries: Entries | None = None
+) -> dict[tuple[str, str | None], MessageCounts]:
     """Per step and variant: the cohort's messages, what happened to them and the orders
     attributed to them (last touch, per flow)."""
-    dialect = conn.dialect.name
-    t = _entry_table(dialect, scope)
+    t = _entries(conn, scope, entries)
     m = outbox
     flag = {
         "bounced": and_(events.c.type == "email_bounced"),
@@ -359,62 +435,62 @@ def message_counts(conn: Connection, scope: Scope) -> dict[tuple[str, str | None
         "unsubscribed": events.c.type == "email_unsubscribed",
         "complained": events.c.type == "email_complained",
     }
-    ev = (
+    # Every event of the message (one index seek; the flags pick the kinds they count).
+    facts = and_(events.c.message_id == m.c.message_id, events.c.occurred_at <= at(scope.as_of))
+    # One row per message of the cohort with what followed it (0/1 per kind of event), its
+    # events found through the message id index: the flow's messages are read once.
+    pm = (
         select(
-            m.c.id.label("outbox_id"),
+            m.c.id,
+            m.c.step,
+            m.c.variant,
+            m.c.status,
+            func.max(t.c.reactivated).label("reactivated"),
             *[func.max(case((cond, 1), else_=0)).label(name) for name, cond in flag.items()],
         )
-        .join(events, events.c.message_id == m.c.message_id)
-        .where(
-            m.c.flow == scope.flow_key,
-            m.c.message_id.is_not(None),
-            events.c.type.in_(
-                ["email_bounced", "email_opened", "email_clicked", "email_unsubscribed",
-                 "email_complained"]
-            ),
-            events.c.occurred_at <= at(scope.as_of),
-        )
-        .group_by(m.c.id)
+        .select_from(m.join(t, t.c.id == m.c.entry_id).outerjoin(events, facts))
+        .where(m.c.flow == scope.flow_key)
+        # In the order of ix_outbox_flow_messages (read from the index alone); one group
+        # per message.
+        .group_by(m.c.step, m.c.status, m.c.variant, m.c.entry_id, m.c.message_id, m.c.id)
         .subquery("message_events")
-    )  # fmt: skip
-    sent = m.c.status.in_(["sent", "bounced"])
-    bounced = or_(m.c.status == "bounced", func.coalesce(ev.c.bounced, 0) == 1)
-    delivered = and_(m.c.status == "sent", func.coalesce(ev.c.bounced, 0) == 0)
+    )
+    sent = pm.c.status.in_(["sent", "bounced"])
+    bounced = or_(pm.c.status == "bounced", pm.c.bounced == 1)
+    delivered = and_(pm.c.status == "sent", pm.c.bounced == 0)
 
     def n(cond: ColumnElement[bool]) -> Any:
         return func.coalesce(func.sum(case((cond, 1), else_=0)), 0)
 
     def got(name: str) -> ColumnElement[bool]:
-        return and_(sent, func.coalesce(ev.c[name], 0) == 1)
+        return and_(sent, pm.c[name] == 1)
 
     rows = conn.execute(
         select(
-            m.c.step,
-            m.c.variant,
-            func.count(m.c.id),
+            pm.c.step,
+            pm.c.variant,
+            func.count(pm.c.id),
             n(sent),
             n(delivered),
             n(bounced),
             *[n(got(name)) for name in ("opened", "machine_opened", "clicked", "unsubscribed",
                                         "complained")],
-            n(and_(delivered, t.c.reactivated == 1)),
-        )
-        .select_from(m.join(t, t.c.id == m.c.entry_id).outerjoin(ev, ev.c.outbox_id == m.c.id))
-        .where(m.c.flow == scope.flow_key)
-        .group_by(m.c.step, m.c.variant)
+            n(and_(delivered, pm.c.reactivated == 1)),
+        ).group_by(pm.c.step, pm.c.variant)
     ).all()  # fmt: skip
     out: dict[tuple[str, str | None], MessageCounts] = {}
     names = [f.name for f in fields(MessageCounts)][:10]
     for step, variant, *values in rows:
         out[(str(step), variant)] = MessageCounts(**dict(zip(names, map(int, values), strict=True)))
-    for (step, variant), (n_orders, revenue) in attributed(conn, scope, cohort(scope)).items():
+    cohort_entries = cohort(scope) if entries is None else t
+    for (step, variant), (n_orders, revenue) in attributed(conn, scope, cohort_entries).items():
         counts = out.setdefault((step, variant), MessageCounts())
         counts.orders, counts.revenue = n_orders, revenue
     return out
 
 
 def attributed(
-    conn: Connection, scope: Scope, entries: Subquery
+    conn: Connection, scope: Scope, entries: Entries
 ) -> dict[tuple[str, str | None], tuple[int, float]]:
     """Orders and revenue per step and variant, each counted order given to the last
     message of the flow delivered to its contact within the attribution window before it."""

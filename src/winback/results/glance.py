@@ -2,8 +2,8 @@
 entries), and on request the messages delivered and contacts reactivated, counted as
 :mod:`winback.results.report` counts them (the same cohort and rules, so each figure equals
 its counterpart in ``winback flows results``), in two aggregated statements per flow and
-without the attributed orders or the intervals that a flow's own results compute. The
-outcomes read every entry and message of each flow: they cost what the results cost."""
+without the orders, attributed orders or intervals that a flow's own results compute. The
+outcomes read every entry and message of each flow."""
 
 from __future__ import annotations
 
@@ -16,8 +16,9 @@ from sqlalchemy import Connection, Engine, and_, exists, func, select
 from winback.config import Settings
 from winback.flows._sql import at
 from winback.flows.program import compile_program, parse_definition
-from winback.results.attribution import Scope, group_counts
+from winback.results.attribution import Scope, reactivated_count
 from winback.results.report import entry_segment
+from winback.results.snapshot import stored
 from winback.store.schema import events, flow_entries, flows, outbox
 
 
@@ -35,6 +36,9 @@ class FlowGlance:
     #: Entries of the treatment group that were reactivated (reached a goal or left the
     #: entry segment within the conversion window), as in the results' treatment group.
     reactivated: int | None = None
+    #: When delivered and reactivated were computed, if they come from the flow's kept
+    #: results (:mod:`winback.results.snapshot`); None: counted for this answer.
+    figures_at: datetime | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -70,10 +74,16 @@ def _trigger(definition: dict[str, Any]) -> str:
 
 
 def flows_at_a_glance(
-    engine: Engine, settings: Settings, *, as_of: datetime, outcomes: bool = True
+    engine: Engine,
+    settings: Settings,
+    *,
+    as_of: datetime,
+    outcomes: bool = True,
+    kept: bool = False,
 ) -> list[FlowGlance]:
     """Every stored flow, by key, with its figures as of ``as_of``; ``outcomes=False``
-    leaves out delivered and reactivated (and reads only the entries' index)."""
+    leaves out delivered and reactivated (and reads only the entries' index); ``kept``:
+    those of a flow's current kept results when there are (``results_snapshot_minutes``)."""
     fe = flow_entries
     out: list[FlowGlance] = []
     with engine.connect() as conn:
@@ -83,6 +93,7 @@ def flows_at_a_glance(
                 select(fe.c.flow_id, fe.c.status, func.count()).group_by(fe.c.flow_id, fe.c.status)
             )
         }
+        snapshots = stored(conn) if outcomes and kept and settings.results_snapshot_minutes else {}
         for row in conn.execute(select(flows).order_by(flows.c.key)).all():
             glance = FlowGlance(
                 key=row.key,
@@ -93,7 +104,15 @@ def flows_at_a_glance(
                 entered=sum(n for (fid, _), n in statuses.items() if fid == row.id),
                 active=statuses.get((int(row.id), "active"), 0),
             )
-            if outcomes:
+            snap = snapshots.get(int(row.id))
+            if snap is not None:
+                glance = replace(
+                    glance,
+                    delivered=snap.delivered,
+                    reactivated=snap.reactivated,
+                    figures_at=snap.computed_at,
+                )
+            elif outcomes:
                 program = compile_program(row.key, parse_definition(row.definition, path=row.key))
                 scope = Scope(
                     flow_id=int(row.id),
@@ -106,7 +125,7 @@ def flows_at_a_glance(
                 glance = replace(
                     glance,
                     delivered=delivered(conn, scope),
-                    reactivated=group_counts(conn, scope)["treatment"].reactivated,
+                    reactivated=reactivated_count(conn, scope),
                 )
             out.append(glance)
     return out

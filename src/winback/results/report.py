@@ -28,6 +28,7 @@ from winback.results.attribution import (
     arm_counts,
     arm_days,
     buyer_revenue,
+    entry_results,
     group_counts,
     message_counts,
     split_arms,
@@ -215,15 +216,16 @@ def compute(
             entry_segment_id=entry_segment(conn, program.definition),
         )
         dialect = conn.dialect.name
-        groups = group_counts(conn, scope)
-        revenue = buyer_revenue(conn, scope)
-        messages = message_counts(conn, scope)
-        split_rows = split_arms(dialect, scope, splits)
-        branch = arm_counts(conn, split_rows) if split_rows is not None else {}
-        branch_days = arm_days(conn, split_rows) if split_rows is not None else {}
-        v_rows = variant_arms(dialect, scope)
-        variant = arm_counts(conn, v_rows)
-        variant_days = arm_days(conn, v_rows)
+        with entry_results(conn, scope) as entries:
+            groups = group_counts(conn, scope, entries)
+            revenue = buyer_revenue(conn, scope, entries)
+            messages = message_counts(conn, scope, entries)
+            split_rows = split_arms(dialect, scope, splits, entries)
+            branch = arm_counts(conn, split_rows) if split_rows is not None else {}
+            branch_days = arm_days(conn, split_rows) if split_rows is not None else {}
+            v_rows = variant_arms(dialect, scope, entries)
+            variant = arm_counts(conn, v_rows)
+            variant_days = arm_days(conn, v_rows)
     treatment = groups["treatment"]
     lift = {
         other: _lift(settings, treatment, groups[other], (revenue["treatment"], revenue[other]))

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, overload
@@ -95,16 +96,35 @@ EventRow = tuple[int, str, Any, Any]
 # -- orders -------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class StoredOrders:
+    """The orders this transaction stored in ``orders`` with ids above ``after`` (the largest
+    id before it stored them): read where they are instead of passed as rows."""
+
+    after: int
+
+
 def apply_orders(
-    conn: Connection, new_orders: Iterable[OrderRow] | Select[Any], *, now: datetime
+    conn: Connection,
+    new_orders: Iterable[OrderRow] | Select[Any] | StoredOrders,
+    *,
+    now: datetime,
 ) -> int:
     """Advance the purchase attributes of the contacts of ``new_orders`` (orders just stored
     in this transaction): rows ``(contact_id, ordered_at, amount)`` of counted purchases at
-    their net amount (:mod:`winback.store.purchases`), or a selectable with columns
+    their net amount (:mod:`winback.store.purchases`), a selectable with columns
     ``ordered_at``, ``amount`` and ``contact_id`` (or ``customer_id``), and optionally
-    ``status`` and ``refunded`` (the selectable's other orders are then left out). Returns
-    how many contacts changed. Orders that were stored before and changed status or refund
-    go to :func:`recount_orders` instead."""
+    ``status`` and ``refunded`` (the selectable's other orders are then left out), or
+    :class:`StoredOrders` (of which only counted purchases count). Returns how many contacts
+    changed (for a selectable on PostgreSQL: how many rows the update wrote). Orders that
+    were stored before and changed status or refund go to :func:`recount_orders` instead."""
+    if isinstance(new_orders, StoredOrders):
+        if conn.dialect.name == "sqlite":
+            return _sqlite_apply_stored_orders(conn, new_orders.after, sqlite_text(now))
+        o = orders.c
+        new_orders = select(o.contact_id, o.ordered_at, o.amount, o.status, o.refunded).where(
+            o.id > new_orders.after
+        )
     if isinstance(new_orders, Select):
         return int(conn.execute(orders_update(new_orders.subquery("o"), now)).rowcount)
     per = _per_contact_orders(new_orders)
@@ -265,6 +285,67 @@ def _sqlite_apply_orders(conn: Connection, per: dict[int, list[Any]], now: str) 
             rows,
         )
     return len(per)
+
+
+#: :class:`StoredOrders` on SQLite: each contact's counted purchases among the orders above
+#: an id, summed in the order they were stored, read by rowid alone (``NOT INDEXED``: through
+#: the index on ``contact_id``, SQLite would read every order ever stored to group them).
+#: A partial refund counts at its net amount rounded to cents, as the decimal subtraction does.
+_STORED_ORDER_TOTALS = (
+    "INSERT INTO temp.wb_order_totals (contact_id, n, total, first_at, last_at) "  # noqa: S608
+    "SELECT contact_id, count(*), "
+    "sum(CASE WHEN refunded = 0 THEN amount ELSE round(amount - refunded, 2) END), "
+    "min(ordered_at), max(ordered_at) FROM orders NOT INDEXED "
+    f"WHERE id > ? AND {purchases.COUNTED_SQL} GROUP BY contact_id"
+)
+
+
+def _stored_orders_update(later: bool, touched: bool) -> str:
+    """One shape of :func:`_sqlite_apply_orders`' updates, from ``temp.wb_order_totals``:
+    the contacts whose last purchase moves (``later``) and whose ``updated_at`` is not yet
+    ``now`` (``touched``), or not; only then are those indexed columns set."""
+    moves = "(c.last_purchase_at IS NULL OR c.last_purchase_at < a.last_at)"
+    stamped = "c.updated_at IS NOT ?1"
+    return (
+        "UPDATE contacts AS c SET orders_count = c.orders_count + a.n, "  # noqa: S608
+        "revenue_total = c.revenue_total + a.total, first_purchase_at = CASE WHEN "
+        "c.first_purchase_at IS NOT NULL AND c.first_purchase_at < a.first_at "
+        "THEN c.first_purchase_at ELSE a.first_at END"
+        + (", last_purchase_at = a.last_at" if later else "")
+        + (", updated_at = ?1" if touched else "")
+        + " FROM temp.wb_order_totals AS a WHERE c.id = a.contact_id AND "
+        + (moves if later else f"NOT {moves}")
+        + " AND "
+        + (stamped if touched else f"NOT {stamped}")
+    )
+
+
+#: The shapes in an order where no contact updated by one matches a later one: after its
+#: update a contact's last purchase no longer moves and its ``updated_at`` is ``now``, so it
+#: matches only (False, False), which comes first.
+_STORED_ORDERS_UPDATES = [
+    _stored_orders_update(later, touched)
+    for later, touched in ((False, False), (True, True), (True, False), (False, True))
+]
+
+
+def _sqlite_apply_stored_orders(conn: Connection, after: int, now: str) -> int:
+    """SQLite: :func:`apply_orders` for :class:`StoredOrders`, in SQL: each contact's
+    counted purchases aggregated into a temporary table, then one ``UPDATE ... FROM`` per
+    shape of change (as :func:`_sqlite_apply_orders`), each contact updated once. The
+    transaction holds the write lock, so the orders above ``after`` are its own."""
+    driver_count(
+        conn,
+        "CREATE TEMP TABLE IF NOT EXISTS wb_order_totals (contact_id INTEGER PRIMARY KEY, "
+        "n INTEGER NOT NULL, total REAL NOT NULL, first_at TEXT, last_at TEXT)",
+        (),
+    )
+    driver_count(conn, "DELETE FROM temp.wb_order_totals", ())
+    changed = driver_count(conn, _STORED_ORDER_TOTALS, (after,))
+    if changed:
+        for sql in _STORED_ORDERS_UPDATES:
+            driver_count(conn, sql, (now,))
+    return changed
 
 
 # -- events -------------------------------------------------------------------------------------
@@ -798,6 +879,7 @@ __all__ = [
     "apply_events",
     "apply_stored_events",
     "apply_orders",
+    "StoredOrders",
     "orders_update",
     "recount_orders",
     "remove_tags",

@@ -504,6 +504,21 @@ control_group = Table(
     Column("signature", String(128), nullable=False),
 )
 
+#: A flow's results as last computed (winback.results.snapshot): what the dashboard and the
+#: management API show, refreshed by the engine loop every ``results_snapshot_minutes``.
+results_snapshots = Table(
+    "results_snapshots",
+    metadata,
+    Column("flow_id", BigId, ForeignKey("flows.id", ondelete="CASCADE"), primary_key=True),
+    Column("flow_version", Integer, nullable=False),
+    Column("computed_at", UTCDateTime, nullable=False),
+    Column("seconds", Float, nullable=False),
+    Column("delivered", BigInteger, nullable=False),
+    Column("reactivated", BigInteger, nullable=False),
+    #: The results as JSON text (``FlowResults.to_dict``; intervals may be NaN or infinite).
+    Column("data", Text, nullable=False),
+)
+
 #: Dashboard users (winback.accounts): a name and an argon2 hash of the password.
 users = Table(
     "users",

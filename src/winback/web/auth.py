@@ -140,18 +140,25 @@ def require(scope: Scope) -> Callable[[Request], Awaitable[Principal]]:
     the principal lacks it."""
 
     async def dependency(request: Request) -> Principal:
-        who = await principal(request)
-        if who is None:
-            raise HTTPException(
-                status_code=401,
-                detail="sign in or send an API key (Authorization: Bearer <key>)",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
+        who = await signed_in(request)
         if not who.allows(scope):
             raise missing_scope(scope)
         return who
 
     return dependency
+
+
+async def signed_in(request: Request) -> Principal:
+    """Any principal, whatever its scopes: a signed-in user or a valid API key (401 when
+    anonymous)."""
+    who = await principal(request)
+    if who is None:
+        raise HTTPException(
+            status_code=401,
+            detail="sign in or send an API key (Authorization: Bearer <key>)",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    return who
 
 
 ReadDep = Annotated[Principal, Depends(require(Scope.READ))]

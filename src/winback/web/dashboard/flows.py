@@ -11,6 +11,7 @@ without JavaScript, a link opens them as a page of their own."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from fastapi import Request, Response
@@ -22,7 +23,7 @@ from winback.flows import diagram
 from winback.flows.labels import in_order, labelled
 from winback.flows.program import compile_program, parse_definition
 from winback.results.glance import flows_at_a_glance
-from winback.results.report import flow_results
+from winback.results.snapshot import results_of
 from winback.web.auth import CsrfDep, DashboardUserDep, Principal, csrf_token
 from winback.web.dashboard import render, router
 from winback.web.deps import get_workspace
@@ -39,11 +40,27 @@ def flows_page(request: Request, who: DashboardUserDep, figures: bool = False) -
     ws = get_workspace(request)
     errors: list[str] = []
     ws.flows.sync(errors=errors)
-    rows = flows_at_a_glance(ws.engine, ws.settings, as_of=ws.clock.now(), outcomes=figures)
+    now = ws.clock.now()
+    rows = flows_at_a_glance(ws.engine, ws.settings, as_of=now, outcomes=figures, kept=True)
     template = (
         "dashboard/_flows_table.html" if figures and _htmx(request) else "dashboard/flows.html"
     )
-    return render(request, template, who, flows=rows, errors=errors, figures=figures)
+    kept_at = min((r.figures_at for r in rows if r.figures_at is not None), default=None)
+    return render(
+        request,
+        template,
+        who,
+        flows=rows,
+        errors=errors,
+        figures=figures,
+        kept_at=kept_at,
+        kept_age=_minutes(now, kept_at),
+    )
+
+
+def _minutes(now: datetime, then: datetime | None) -> int | None:
+    """Whole minutes from ``then`` to ``now`` (None without ``then``)."""
+    return None if then is None else max(0, int((now - then).total_seconds() // 60))
 
 
 def _missing(request: Request, who: Principal, key: str) -> Response:
@@ -110,9 +127,18 @@ def flow_results_page(request: Request, key: str, who: DashboardUserDep) -> Resp
     row, _ = _flow(request, key)
     if row is None:
         return _missing(request, who, key)
-    results = flow_results(ws, row.key, as_of=ws.clock.now()).to_dict()
+    results, snap = results_of(ws, row.key)
     template = "dashboard/_flow_results.html" if _htmx(request) else "dashboard/flow_results.html"
-    return render(request, template, who, flow=row, results=results)
+    return render(
+        request,
+        template,
+        who,
+        flow=row,
+        results=results,
+        snapshot=snap,
+        kept_age=_minutes(ws.clock.now(), snap.computed_at if snap else None),
+        every=ws.settings.results_snapshot_minutes,
+    )
 
 
 def _switch(request: Request, key: str, who: Principal, enable: bool) -> Response:

@@ -6,28 +6,16 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
 
-from winback.web.auth import DashboardUserDep, Principal, principal
+from winback.web.auth import DashboardUserDep, Principal, signed_in
 
 router = APIRouter(include_in_schema=False)
 
 SWAGGER = "/static/vendor/swagger-ui"
 FAVICON = "/static/favicon.svg"
-
-
-async def signed_in(request: Request) -> Principal:
-    """Any principal: a signed-in user or a valid API key (401 otherwise)."""
-    who = await principal(request)
-    if who is None:
-        raise HTTPException(
-            status_code=401,
-            detail="sign in or send an API key (Authorization: Bearer <key>)",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
-    return who
 
 
 @router.get("/openapi.json")

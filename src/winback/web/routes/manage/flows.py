@@ -117,6 +117,7 @@ def flow_results(
     """What the flow achieved, for the entries of the period (a date without an offset is
     read in the shop's time zone)."""
     from winback.results.report import flow_results as compute
+    from winback.results.snapshot import results_of
 
     try:
         begin, end = period(since, until, workspace.settings.timezone)
@@ -124,6 +125,8 @@ def flow_results(
         raise invalid("query", str(exc).split(" ", 1)[0], str(exc)) from None
     with core_errors():
         workspace.flows.sync()
+        if begin is None and end is None:  # the whole flow: its kept results when current
+            return plain(results_of(workspace, name)[0])
         return plain(compute(workspace, name, since=begin, until=end).to_dict())
 
 
