@@ -288,7 +288,7 @@ _NODES, _WEIGHTS = np.polynomial.legendre.leggauss(64)
 _QUANTILES, _QWEIGHTS = (_NODES + 1.0) / 2.0, _WEIGHTS / 2.0
 
 
-def maximise_capped(
+def maximise_within(
     model: str,
     names: Sequence[str],
     neg_ll: Callable[[FloatArray], tuple[float, FloatArray | None]],

@@ -25,7 +25,7 @@ from winback.analytics._fit import (
     as_float,
     distinct_pairs,
     dropout_mean,
-    maximise_capped,
+    maximise_within,
 )
 
 NAMES = ("r", "alpha", "a", "b")
@@ -157,12 +157,12 @@ class BetaGeo:
         initial: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0),
     ) -> BetaGeo:
         """Maximum likelihood fit (analytic gradient, BFGS on log-parameters); a and b are
-        bounded by :data:`~winback.analytics._fit.BETA_BOUNDS` (see :class:`ModifiedBetaGeo`)."""
+        bounded by :data:`~winback.analytics._fit.BETA_BOUNDS` (see :func:`maximise_within`)."""
         x, t, TT = as_float(frequency), as_float(recency), as_float(T)
         _check(x, t, TT)
         n = len(x)
         neg = _Objective(x, t, TT, np.ones(n), n)
-        res = maximise_capped("bgnbd", NAMES, neg, initial, n, {"a": BETA_BOUNDS, "b": BETA_BOUNDS})
+        res = maximise_within("bgnbd", NAMES, neg, initial, n, {"a": BETA_BOUNDS, "b": BETA_BOUNDS})
         p = res.params
         return cls(p["r"], p["alpha"], p["a"], p["b"], res)
 

@@ -29,7 +29,7 @@ from winback.analytics._fit import (
     compress,
     distinct_pairs,
     dropout_mean,
-    maximise_capped,
+    maximise_within,
 )
 
 NAMES = ("r", "alpha", "a", "b")
@@ -115,7 +115,7 @@ class ModifiedBetaGeo:
         x, t, TT = as_float(frequency), as_float(recency), as_float(T)
         if len(x) < 3:
             raise NotEnoughData(f"an MBG/NBD fit needs at least 3 customers, got {len(x)}")
-        res = maximise_capped(
+        res = maximise_within(
             "mbgnbd",
             NAMES,
             _Objective(x, t, TT),
