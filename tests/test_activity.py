@@ -408,3 +408,74 @@ def test_stored_events_move_the_attributes_as_the_same_rows_do(workspace: Worksp
         untouched_at = conn.execute(select(c.updated_at).where(c.id == untouched)).scalar_one()
     assert tuple(moved) == (T0, T0 - 2 * H, T0 - 4 * H, T0)
     assert untouched_at != T0 and got_untouched["last_seen"] is None
+
+
+def test_stored_orders_advance_the_contacts_as_the_same_rows_do(workspace: Workspace) -> None:
+    """The orders of a transaction applied where they are stored (by id) advance each contact
+    exactly as their counted purchases given as rows: cancelled and fully refunded orders
+    left out, a partial refund at its net amount, the first purchase moved back, the last
+    only forward, ``updated_at`` stamped; a contact without new orders left alone."""
+    from winback.store.schema import orders as orders_table
+
+    ws = workspace
+    by_rows, stored, untouched = people(ws, f"o{next(_serial)}-", 3)
+    tag = next(_serial)
+    # (days before T0, amount, status, refunded); each round is one transaction.
+    rounds = [
+        (T0 - 2 * D, [(10, "20.00", "paid", "0"), (12, "5.00", "paid", "0")]),
+        (
+            T0,
+            [
+                (11, "10.10", "paid", "3.37"),  # partial refund: counts 6.73
+                (20, "7.00", "paid", "0"),  # before the first purchase: moves it back
+                (3, "9.00", "cancelled", "0"),  # counts nowhere (a later last purchase)
+                (4, "8.00", "paid", "8.00"),  # fully refunded: counts nowhere
+                (2, "0.00", "paid", "0"),  # a free order counts
+            ],
+        ),
+        (T0, [(15, "1.99", "paid", "0")]),  # nothing moves but the counts
+    ]
+    changed = []
+    for n, (now, batch) in enumerate(rounds):
+        with ws.engine.begin() as conn:
+            before = conn.execute(
+                select(func.coalesce(func.max(orders_table.c.id), 0))
+            ).scalar_one()
+            for cid in (stored, by_rows):
+                conn.execute(
+                    orders_table.insert(),
+                    [
+                        {
+                            "order_id": f"t{tag}-{n}-{k}-{cid}",
+                            "contact_id": cid,
+                            "ordered_at": T0 - days * D,
+                            "amount": Decimal(amount),
+                            "currency": "EUR",
+                            "status": status,
+                            "refunded": Decimal(refunded),
+                        }
+                        for k, (days, amount, status, refunded) in enumerate(batch)
+                    ],
+                )
+                if cid == stored:  # the stored contact's orders come first: above ``before``
+                    changed.append(
+                        activity.apply_orders(conn, activity.StoredOrders(after=before), now=now)
+                    )
+            activity.apply_orders(
+                conn,
+                [
+                    (by_rows, T0 - days * D, Decimal(amount) - Decimal(refunded))
+                    for days, amount, status, refunded in batch
+                    if status == "paid" and (refunded == "0" or Decimal(refunded) < Decimal(amount))
+                ],
+                now=now,
+            )
+    assert changed == [1, 1, 1]
+    got_rows, got_stored, got_untouched = rows(ws, [by_rows, stored, untouched])
+    assert got_stored == got_rows
+    assert got_stored["orders_count"] == 6
+    assert got_stored["revenue_total"] == Decimal("40.72")
+    assert got_stored["first_purchase_at"] == T0 - 20 * D
+    assert got_stored["last_purchase_at"] == T0 - 2 * D
+    assert got_stored["updated_at"] == T0
+    assert got_untouched["orders_count"] == 0
