@@ -4,8 +4,9 @@ days, and the flows at a glance.
 
 Queries: indexed range reads of ``daily_snapshots``: the last ``limit`` ``base`` rows, the
 dormant shares of the last ``limit`` ``analysis`` rows (extracted in SQL) and the latest
-``analysis`` row; and one read of ``flows`` with, per flow, a count of its active entries over the index
-``ix_flow_entries_due (flow_id, status, ...)``. Nothing scans contacts, orders or events."""
+``analysis`` row; and the flows with their entries per status (one aggregate over the
+entries' index: :func:`winback.results.glance.flows_status`, as on the Flows page).
+Nothing scans contacts, orders or events."""
 
 from __future__ import annotations
 
@@ -14,24 +15,14 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine
 
 from winback import snapshots
+from winback.results.glance import FlowGlance, flows_status
 from winback.snapshots import Snapshot
-from winback.store.schema import flow_entries, flows
 
 #: Days of trend shown.
 TREND_DAYS = 90
-
-
-@dataclass(frozen=True)
-class FlowGlance:
-    """A flow's name, status and the contacts in it now (active entries)."""
-
-    key: str
-    name: str
-    status: str
-    active: int
 
 
 @dataclass(frozen=True)
@@ -58,19 +49,6 @@ class Overview:
             for kind, snap in ((snapshots.BASE, self.base), (snapshots.ANALYSIS, self.analysis))
             if snap is None or snap.day < today
         ]
-
-
-def flows_at_a_glance(engine: Engine) -> list[FlowGlance]:
-    """Every stored flow with its status and active entries (as ``winback flows list``)."""
-    fe = flow_entries
-    active = (
-        select(func.count())
-        .where(fe.c.flow_id == flows.c.id, fe.c.status == "active")
-        .scalar_subquery()
-    )
-    query = select(flows.c.key, flows.c.name, flows.c.status, active).order_by(flows.c.key)
-    with engine.connect() as conn:
-        return [FlowGlance(k, n, s, int(a)) for k, n, s, a in conn.execute(query)]
 
 
 def _base_trend(rows: list[Snapshot]) -> Trend:
@@ -107,5 +85,5 @@ def overview(engine: Engine, *, days: int = TREND_DAYS) -> Overview:
         analysis=snapshots.latest(engine, snapshots.ANALYSIS),
         base_trend=_base_trend(base_rows),
         dormant_trend=_dormant_trend(dormant),
-        flows=flows_at_a_glance(engine),
+        flows=flows_status(engine),
     )

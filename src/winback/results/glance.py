@@ -73,6 +73,37 @@ def _trigger(definition: dict[str, Any]) -> str:
     return f"{key}: {definition['trigger'][key]}" if key else ""
 
 
+def _statuses(conn: Connection) -> dict[tuple[int, str], int]:
+    """Entries per flow and status: one aggregate over the entries' index."""
+    fe = flow_entries
+    return {
+        (int(fid), str(status)): int(n)
+        for fid, status, n in conn.execute(
+            select(fe.c.flow_id, fe.c.status, func.count()).group_by(fe.c.flow_id, fe.c.status)
+        )
+    }
+
+
+def _glance(row: Any, statuses: dict[tuple[int, str], int]) -> FlowGlance:
+    return FlowGlance(
+        key=row.key,
+        name=row.name,
+        status=row.status,
+        version=int(row.version),
+        trigger=_trigger(row.definition),
+        entered=sum(n for (fid, _), n in statuses.items() if fid == row.id),
+        active=statuses.get((int(row.id), "active"), 0),
+    )
+
+
+def flows_status(engine: Engine) -> list[FlowGlance]:
+    """Every stored flow, by key, with its status, entries and active contacts (as
+    ``winback flows list``); no outcomes."""
+    with engine.connect() as conn:
+        statuses = _statuses(conn)
+        return [_glance(row, statuses) for row in conn.execute(select(flows).order_by(flows.c.key))]
+
+
 def flows_at_a_glance(
     engine: Engine,
     settings: Settings,
@@ -84,26 +115,12 @@ def flows_at_a_glance(
     """Every stored flow, by key, with its figures as of ``as_of``; ``outcomes=False``
     leaves out delivered and reactivated (and reads only the entries' index); ``kept``:
     those of a flow's current kept results when there are (``results_snapshot_minutes``)."""
-    fe = flow_entries
     out: list[FlowGlance] = []
     with engine.connect() as conn:
-        statuses: dict[tuple[int, str], int] = {
-            (int(fid), str(status)): int(n)
-            for fid, status, n in conn.execute(
-                select(fe.c.flow_id, fe.c.status, func.count()).group_by(fe.c.flow_id, fe.c.status)
-            )
-        }
+        statuses = _statuses(conn)
         snapshots = stored(conn) if outcomes and kept and settings.results_snapshot_minutes else {}
         for row in conn.execute(select(flows).order_by(flows.c.key)).all():
-            glance = FlowGlance(
-                key=row.key,
-                name=row.name,
-                status=row.status,
-                version=int(row.version),
-                trigger=_trigger(row.definition),
-                entered=sum(n for (fid, _), n in statuses.items() if fid == row.id),
-                active=statuses.get((int(row.id), "active"), 0),
-            )
+            glance = _glance(row, statuses)
             snap = snapshots.get(int(row.id))
             if snap is not None:
                 glance = replace(
@@ -131,4 +148,4 @@ def flows_at_a_glance(
     return out
 
 
-__all__ = ["FlowGlance", "delivered", "flows_at_a_glance"]
+__all__ = ["FlowGlance", "delivered", "flows_at_a_glance", "flows_status"]
