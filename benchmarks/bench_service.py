@@ -10,7 +10,15 @@ by side in one run:
     dormant customer with email consent: segment refresh, enrolment, first email, then the
     dry-run delivery of those emails);
 (d) during (c), one-click unsubscribes (``POST /u/{token}``, ``List-Unsubscribe=One-Click``)
-    at a steady rate from another connection: their latency (p50, p99, max) and statuses.
+    at a steady rate from another connection: their latency (p50, p99, max) and statuses;
+(e) offered load: batched events sent at a fixed rate (``BENCH_SERVICE_PACED_RATE`` events/s,
+    default 20,000) on a fixed schedule over the same 4 connections, without the engine (after
+    (b), once the journal is empty) and during a first pass of its own (a third copy of the
+    workspace, so that (c) is unchanged). It reports what was offered, accepted and stored in
+    the window (events in the store at its end minus at its start, read from the store), the
+    journal's backlog at the window's start and end (a rate is sustained when the backlog does
+    not grow), and the p99 of a batch request counted from the time it was due (as ``wrk2``),
+    so that a server falling behind the schedule shows in the latency.
 
 Load: ``wrk`` (Debian package) with 4 connections on 2 threads, a Lua script giving every
 event a unique ``event_id`` (for random known customers) and counting responses by status.
@@ -19,7 +27,8 @@ Every event is a ``page_view``, so each one also moves its contact's ``last_seen
 Environment: ``BENCH_SERVICE_CONTACTS`` (default 100,000; ``--quick`` 10,000),
 ``BENCH_SERVICE_SECONDS`` (each measurement, default 10; ``--quick`` 3),
 ``BENCH_SERVICE_DBS`` (``sqlite,postgres``; or ``BENCH_SERVICE_DB=postgres``),
-``BENCH_SERVICE_UNSUB_RATE`` (unsubscribes per second, default 20).
+``BENCH_SERVICE_UNSUB_RATE`` (unsubscribes per second, default 20),
+``BENCH_SERVICE_PACED_RATE`` (offered events per second, default 20,000).
 """
 
 from __future__ import annotations
@@ -46,6 +55,7 @@ CONNECTIONS = 4
 THREADS = 2
 BATCH = 100
 UNSUB_RATE = float(os.environ.get("BENCH_SERVICE_UNSUB_RATE", "20"))
+PACED_RATE = float(os.environ.get("BENCH_SERVICE_PACED_RATE", "20000"))
 NOOP_PATH = "/bench/noop"
 #: No quiet hours, so that the engine's pass renders and delivers its emails whatever the
 #: time of day the benchmark runs at (with the default quiet hours, a run at night would
@@ -386,6 +396,136 @@ def _wrk(
     }
 
 
+def _stored(url: str) -> tuple[float, int]:
+    """The ``page_view`` events in the store (every event the load sends is one), and the
+    monotonic time of the read's middle."""
+    from winback.store.engine import make_engine
+
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            began = time.monotonic()
+            n = conn.execute(text("SELECT count(*) FROM events WHERE type = 'page_view'")).scalar()
+            return (began + time.monotonic()) / 2, int(n or 0)
+    finally:
+        engine.dispose()
+
+
+class PacedClient(threading.Thread):
+    """One keep-alive connection sending batches on a fixed schedule: request ``i`` of
+    connection ``k`` is due at ``start + (i * connections + k) / rate``. A late request is sent
+    at once (the schedule never slips), and its latency counts from when it was due."""
+
+    def __init__(
+        self, k: int, port: int, key: str, contacts: int, rate: float, start: float, end: float
+    ) -> None:
+        super().__init__(daemon=True)
+        self.k, self.port, self.contacts = k, port, contacts
+        self.rate, self.start_at, self.end_at = rate, start, end
+        self.headers = {"Content-Type": "application/json", "Authorization": f"Bearer {key}"}
+        self.latencies: list[float] = []
+        self.statuses: dict[str, int] = {}
+        self.late = 0
+
+    def _body(self, i: int) -> str:
+        cid = (i * 7919 + self.k * 104729) % self.contacts
+        events = [
+            f'{{"customer_id":"c{(cid + j * 1009) % self.contacts + 1}","type":"page_view",'
+            f'"event_id":"p{self.start_at:.0f}-{self.k}-{i}-{j}"}}'
+            for j in range(BATCH)
+        ]
+        return '{"events":[' + ",".join(events) + "]}"
+
+    def run(self) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+        i = 0
+        while True:
+            due = self.start_at + (i * CONNECTIONS + self.k) / self.rate
+            if due >= self.end_at:
+                break
+            body = self._body(i)
+            wait = due - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+            else:
+                self.late += 1
+            try:
+                conn.request("POST", "/api/v1/events/batch", body, self.headers)
+                response = conn.getresponse()
+                response.read()
+                status = str(response.status)
+            except OSError as exc:
+                status = type(exc).__name__
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+            self.latencies.append(time.monotonic() - due)
+            self.statuses[status] = self.statuses.get(status, 0) + 1
+            i += 1
+        conn.close()
+
+
+def _paced(server: Server, url: str, key: str, contacts: int, seconds: int) -> dict[str, Any]:
+    """Batches offered at ``PACED_RATE`` events/s for ``seconds``: offered, accepted and stored
+    events/s in the window, the journal's backlog at its start and end, and latencies."""
+    requests_per_second = PACED_RATE / BATCH
+    cpu_before = _cpu_seconds(server.proc.pid)
+    children_before = _children_cpu_seconds(server.proc.pid)
+    client_before = time.process_time()
+    backlog_start = _backlog(server.folder)
+    read_start, stored_start = _stored(url)
+    start = time.monotonic() + 0.05
+    clients = [
+        PacedClient(k, server.port, key, contacts, requests_per_second, start, start + seconds)
+        for k in range(CONNECTIONS)
+    ]
+    for c in clients:
+        c.start()
+    for c in clients:
+        c.join()
+    window = time.monotonic() - start
+    read_end, stored_end = _stored(url)
+    backlog_end = _backlog(server.folder)
+    cpu = _cpu_seconds(server.proc.pid) - cpu_before
+    children_cpu = _children_cpu_seconds(server.proc.pid) - children_before
+    client_cpu = time.process_time() - client_before
+    statuses: dict[str, int] = {}
+    for c in clients:
+        for s, n in c.statuses.items():
+            statuses[s] = statuses.get(s, 0) + n
+    ordered = sorted(x for c in clients for x in c.latencies)
+    sent = len(ordered)
+    ok = sum(n for s, n in statuses.items() if s.startswith("2"))
+    refused = statuses.get("503", 0)
+
+    def pct(p: float) -> float | None:
+        if not ordered:
+            return None
+        return round(ordered[min(sent - 1, int(p * sent))] * 1000, 1)
+
+    return {
+        "offered_rate": PACED_RATE,
+        "requests": sent,
+        "statuses": statuses,
+        "refused_503": refused,
+        "errors": sent - ok - refused,
+        "late_requests": sum(c.late for c in clients),
+        "offered_per_second": round(sent * BATCH / window, 1),
+        "accepted_per_second": round(ok * BATCH / window, 1),
+        "stored_in_window": stored_end - stored_start,
+        "stored_per_second": round((stored_end - stored_start) / (read_end - read_start), 1),
+        "backlog_at_start": backlog_start,
+        "backlog_at_end": backlog_end,
+        "p50_ms": pct(0.50),
+        "p99_ms": pct(0.99),
+        "max_ms": round(ordered[-1] * 1000, 1) if ordered else None,
+        "seconds": round(window, 2),
+        "server_cpu_share": round(cpu / window, 2),
+        "engine_process_cpu_share": round(children_cpu / window, 2),
+        # The benchmark's own process (this client), which shares the machine's cores.
+        "client_cpu_share": round(client_cpu / window, 2),
+    }
+
+
 class Unsubscriber(threading.Thread):
     """One-click unsubscribes at a steady rate over one keep-alive connection."""
 
@@ -464,7 +604,7 @@ def _one_database(kind: str, n: int, seconds: int, cluster: Any) -> dict[str, An
         urls: dict[str, str] = {}
         if kind == "sqlite":
             key, paths = _build(work / "base", n, unsubscribable, dict(AROUND_THE_CLOCK))
-            for copy in ("idle", "busy"):
+            for copy in ("idle", "busy", "paced"):
                 shutil.copytree(work / "base", work / copy)
                 envs[copy] = dict(AROUND_THE_CLOCK)
                 urls[copy] = f"sqlite+pysqlite:///{work / copy / 'winback.db'}"
@@ -476,7 +616,7 @@ def _one_database(kind: str, n: int, seconds: int, cluster: Any) -> dict[str, An
                 unsubscribable,
                 {"WINBACK_DATABASE_URL": base_url} | AROUND_THE_CLOCK,
             )
-            for copy in ("idle", "busy"):
+            for copy in ("idle", "busy", "paced"):
                 urls[copy] = cluster.create_database(
                     f"bench_service_{copy}", template="bench_service_base"
                 )
@@ -489,6 +629,7 @@ def _one_database(kind: str, n: int, seconds: int, cluster: Any) -> dict[str, An
             figures["noop"] = _wrk(server, NOOP_PATH, key, n, 0, seconds, "noop")
             figures["single"] = _wrk(server, "/api/v1/events", key, n, 0, seconds, "s")
             figures["batch"] = _wrk(server, "/api/v1/events/batch", key, n, BATCH, seconds, "b")
+            figures["paced"] = _paced(server, urls["idle"], key, n, seconds)
         finally:
             server.stop()
 
@@ -509,6 +650,18 @@ def _one_database(kind: str, n: int, seconds: int, cluster: Any) -> dict[str, An
         finally:
             server.stop()
         figures["unsubscribe"] = unsub.figures()
+
+        server = Server(work / "paced", engine=True, environ=envs["paced"])
+        try:
+            time.sleep(1.0)  # as in (c): the pass has begun
+            paced_before = _progress(urls["paced"])
+            figures["engine_paced"] = _paced(server, urls["paced"], key, n, seconds)
+            paced_after = _progress(urls["paced"])
+        finally:
+            server.stop()
+        figures["engine_paced"]["engine_progress"] = {"start": paced_before, "end": paced_after}
+        figures["engine_paced"]["sustained"] = _sustained(figures["engine_paced"])
+        figures["paced"]["sustained"] = _sustained(figures["paced"])
         figures["engine_progress"] = {"start": before, "middle": middle, "end": after}
         figures["engine_busy_throughout"] = (
             before != middle != after
@@ -518,9 +671,26 @@ def _one_database(kind: str, n: int, seconds: int, cluster: Any) -> dict[str, An
     finally:
         shutil.rmtree(work, ignore_errors=True)
         if cluster is not None:
-            for name in ("bench_service_idle", "bench_service_busy", "bench_service_base"):
+            for name in (
+                "bench_service_idle",
+                "bench_service_busy",
+                "bench_service_paced",
+                "bench_service_base",
+            ):
                 cluster.drop_database(name)
     return figures
+
+
+def _sustained(m: dict[str, Any]) -> bool:
+    """The offered rate was taken in and stored as it came: every batch accepted, the store
+    gaining at least 95% of the offered rate in the window, and the journal's backlog not
+    grown by more than one second of load."""
+    return bool(
+        m["refused_503"] == 0
+        and m["errors"] == 0
+        and m["stored_per_second"] >= 0.95 * m["offered_per_second"]
+        and m["backlog_at_end"] - m["backlog_at_start"] <= m["offered_rate"]
+    )
 
 
 def _ratios(f: dict[str, Any]) -> dict[str, float]:
@@ -538,6 +708,9 @@ def _ratios(f: dict[str, Any]) -> dict[str, float]:
         "engine_batch_vs_idle": r(
             f["engine_batch"]["events_per_second"], f["batch"]["events_per_second"]
         ),
+        "engine_paced_stored_vs_offered": r(
+            f["engine_paced"]["stored_per_second"], f["engine_paced"]["offered_per_second"]
+        ),
     }
 
 
@@ -552,6 +725,7 @@ def run(quick: bool) -> dict[str, Any]:
         "batch": BATCH,
         "seconds_each": seconds,
         "unsubscribe_rate": UNSUB_RATE,
+        "paced_rate": PACED_RATE,
     }
     load_before = os.getloadavg()
     for kind in dbs.split(","):
@@ -607,6 +781,22 @@ def _print(kind: str, f: dict[str, Any]) -> None:
             f"{m['p99_ms']:>8} {m['errors']:>7} {m.get('refused_503', 0):>6} "
             f"{m['requests_per_second'] / ceiling:>9.0%} {vs_idle:>13} "
             f"{m['server_cpu_ms_per_request'] or 0:>11.3f}"
+        )
+    print(
+        f"  {'offered load (paced)':<28} {'offered/s':>10} {'accepted/s':>11} {'stored/s':>9} "
+        f"{'backlog start':>14} {'backlog end':>12} {'503':>6} {'errors':>7} {'p99 ms':>8} "
+        f"{'sustained':>10}"
+    )
+    for label, name in (
+        (f"batch, {PACED_RATE:,.0f}/s, no engine", "paced"),
+        (f"batch, {PACED_RATE:,.0f}/s, engine pass", "engine_paced"),
+    ):
+        m = f[name]
+        print(
+            f"  {label:<28} {m['offered_per_second']:>10,.0f} {m['accepted_per_second']:>11,.0f} "
+            f"{m['stored_per_second']:>9,.0f} {m['backlog_at_start']:>14,} "
+            f"{m['backlog_at_end']:>12,} {m['refused_503']:>6} {m['errors']:>7} "
+            f"{m['p99_ms']:>8} {'yes' if m['sustained'] else 'no':>10}"
         )
     u = f["unsubscribe"]
     print(
