@@ -122,8 +122,8 @@ class _OrderRows:
         short): one C-level pick for a whole text row, :func:`cell` by cell otherwise."""
         if len(v) >= self.width:
             try:
-                got = [x.strip() for x in self.pick(v)]
-            except AttributeError:  # a cell that is not text (a spreadsheet's number)
+                got = list(map(str.strip, self.pick(v)))
+            except TypeError:  # a cell that is not text (a spreadsheet's number)
                 pass
             else:
                 if self.complete_layout:
