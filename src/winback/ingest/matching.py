@@ -148,18 +148,28 @@ class EmailMatched:
 
     def resolve(self, conn: Connection, batch: list[Matched], ctx: Context) -> list[Any]:
         """The wrapped kind's rows, each keyed by the customer id of its contact. The contact
-        ids found on the way go to the orders writer (``ctx.extra["contact_ids"]``, customer
-        id -> contacts.id), which then looks up only the customers it does not know."""
-        emails = sorted({m.email for m in batch if m.by_email and m.email is not None})
+        ids found on the way go to the orders writer (``ctx.extra["contact_ids"]``, the key
+        a row carries -> contacts.id), which then looks up only the customers it does not
+        know. A file without a customer id column keys every row by its address already
+        (see :meth:`bind`): on SQLite its orders go to the writer as they are, with the
+        contact ids keyed by address, instead of each row being rebuilt with its customer id."""
+        by_address = self.i_customer is None  # every row: by_email, keyed by its address
+        in_order: dict[str, None] = dict.fromkeys(
+            m.email for m in batch if m.email is not None and (by_address or m.by_email)
+        )
+        emails = sorted(in_order)
         found = _owners(conn, emails)
         owner = {email: customer for email, (customer, _id) in found.items()}
         if self.creates_contacts:
             # New customers get their address, whether the row is matched by it or not.
-            new = {
-                _customer_of(m.row): m.email
-                for m in batch
-                if m.email is not None and not (m.by_email and m.email in owner)
-            }
+            if by_address:
+                new = {e: e for e in in_order if e not in owner}
+            else:
+                new = {
+                    _customer_of(m.row): m.email
+                    for m in batch
+                    if m.email is not None and not (m.by_email and m.email in owner)
+                }
             for customer in _known(conn, list(new)):
                 del new[customer]
             if new:
@@ -168,6 +178,9 @@ class EmailMatched:
                 found.update(created)
                 owner.update({email: customer for email, (customer, _id) in created.items()})
         if self.name == "orders" and ctx.dialect.name == "sqlite":
+            if by_address:
+                ctx.extra["contact_ids"] = {email: id_ for email, (_c, id_) in found.items()}
+                return [m.row for m in batch]
             ctx.extra["contact_ids"] = dict(found.values())
         rows: list[Any] = []
         append = rows.append

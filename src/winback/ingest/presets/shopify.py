@@ -13,7 +13,7 @@ orders find their contact by ``Email``.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from operator import itemgetter
 from typing import Any
 
@@ -78,7 +78,8 @@ _HEADERS: tuple[tuple[str, bool], ...] = (  # (header, needed)
     ("Lineitem sku", False),
     ("Id", False),
 )
-_ENCODER = json.JSONEncoder(ensure_ascii=False)
+#: A string as a JSON string, as ``json.dumps(..., ensure_ascii=False)`` writes it.
+_quoted: Callable[[str], str] = json.encoder.encode_basestring
 
 
 class _OrderRows:
@@ -99,8 +100,9 @@ class _OrderRows:
         self.item_width = 1 + max([self.name_at, *item_at])
         self.pick_item = itemgetter(*item_at) if len(item_at) == ID - QTY else None
 
-    def next_item(self, v: list[Any], name: str) -> dict[str, Any] | None | bool:
-        """For a text row of the order ``name`` with every item column: its line item (None:
+    def next_item(self, v: list[Any], name: str) -> str | None | bool:
+        """For a text row of the order ``name`` with every item column: its line item as JSON
+        (None:
         the row has none). False: anything else (another order, a short or odd row), for
         :meth:`cells` to read."""
         pick = self.pick_item
@@ -113,24 +115,15 @@ class _OrderRows:
             qty, item_name, price, sku = qty.strip(), item_name.strip(), price.strip(), sku.strip()
         except AttributeError:  # a cell that is not text
             return False
-        if not (item_name or sku):
-            return None
-        found: dict[str, Any] = {"name": item_name}
-        if sku:
-            found["sku"] = sku
-        if qty:
-            found["quantity"] = int(qty) if qty.isdigit() else qty
-        if price:
-            found["price"] = price
-        return found
+        return _item_json(item_name, sku, qty, price)
 
     def cells(self, v: list[Any]) -> list[str]:
         """The row's cells in :data:`_HEADERS` order, stripped (empty: column absent or row
         short): one C-level pick for a whole text row, :func:`cell` by cell otherwise."""
         if len(v) >= self.width:
             try:
-                got = [x.strip() for x in self.pick(v)]
-            except AttributeError:  # a cell that is not text (a spreadsheet's number)
+                got = list(map(str.strip, self.pick(v)))
+            except TypeError:  # a cell that is not text (a spreadsheet's number)
                 pass
             else:
                 if self.complete_layout:
@@ -139,20 +132,8 @@ class _OrderRows:
         return [cell(v, i) for i in self.positions]
 
     @staticmethod
-    def item(c: list[str]) -> dict[str, Any] | None:
-        name, sku = c[ITEM_NAME], c[SKU]
-        if not (name or sku):
-            return None
-        found: dict[str, Any] = {"name": name}
-        if sku:
-            found["sku"] = sku
-        qty = c[QTY]
-        if qty:
-            found["quantity"] = int(qty) if qty.isdigit() else qty
-        price = c[PRICE]
-        if price:
-            found["price"] = price
-        return found
+    def item(c: list[str]) -> str | None:
+        return _item_json(c[ITEM_NAME], c[SKU], c[QTY], c[PRICE])
 
     @staticmethod
     def start(c: list[str]) -> list[Any]:
@@ -177,9 +158,26 @@ class _OrderRows:
                 order[i] = value
 
 
+def _item_json(name: str, sku: str, qty: str, price: str) -> str | None:
+    """A line item as the JSON object ``{"name", "sku", "quantity", "price"}`` (the empty ones
+    left out; a quantity of digits as a number) as ``json.dumps(..., ensure_ascii=False)``
+    writes it, so that an order's items are joined as text, with no objects built to be
+    encoded; None: the row has no item."""
+    if not (name or sku):
+        return None
+    text = '{"name": ' + _quoted(name)
+    if sku:
+        text += ', "sku": ' + _quoted(sku)
+    if qty:
+        text += ', "quantity": ' + (str(int(qty)) if qty.isdigit() else _quoted(qty))
+    if price:
+        text += ', "price": ' + _quoted(price)
+    return text + "}"
+
+
 def _done(line: int, order: list[Any]) -> Record:
     items = order[5]
-    order[5] = ItemsJson(_ENCODER.encode(items)) if items else ""
+    order[5] = ItemsJson("[" + ", ".join(items) + "]") if items else ""
     return Record(line, order)
 
 
@@ -206,7 +204,7 @@ def orders(cols: Columns, records: Iterator[Record]) -> tuple[list[str], Iterato
                 if order is not None:
                     yield _done(line, order)
                 line, order, name = record.line, rows.start(c), c[NAME]
-            whole = all(order[i] for i in REQUIRED)
+            whole = bool(order[0] and order[1] and order[2] and order[3])  # all of REQUIRED
             found = rows.item(c)
             if found is not None:
                 order[5].append(found)
