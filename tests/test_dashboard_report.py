@@ -47,9 +47,8 @@ def test_the_report_is_generated_in_the_background_and_served(
         assert anonymous.status_code == 303 and anonymous.headers["location"].startswith("/login")
         refused = httpx.post(f"{base}/report/generate", headers=reader)
         assert refused.status_code == 403  # running the analysis changes the store
-        signed_in = session(workspace, base)
-        assert signed_in is not None
-        without_token = signed_in.post("/report/generate", follow_redirects=False)
+        with session(workspace, base) as signed_in:
+            without_token = signed_in.post("/report/generate", follow_redirects=False)
         assert without_token.status_code == 403 and "CSRF" in without_token.text
         assert snapshots.latest(workspace.engine, snapshots.ANALYSIS) is None
         started = httpx.post(f"{base}/report/generate", headers=auth, follow_redirects=False)
