@@ -32,7 +32,6 @@ from __future__ import annotations
 import http.client
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -45,6 +44,7 @@ from typing import Any
 from urllib.parse import quote
 
 from benchmarks import dashboard_workspace
+from benchmarks.bench_service import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGET_MS = 300.0
@@ -381,17 +381,11 @@ def serve(folder: str, port: int) -> None:
         ws.close()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class Server:
     """``python -m benchmarks.bench_dashboard serve FOLDER PORT`` as a child process."""
 
     def __init__(self, folder: Path) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(
             p for p in (str(ROOT / "src"), str(ROOT), env.get("PYTHONPATH", "")) if p

@@ -231,7 +231,8 @@ def serve(folder: str, port: int, engine: bool) -> None:
         ws.close()
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1 (the benchmarks' servers)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -239,7 +240,7 @@ def _free_port() -> int:
 
 class Server:
     def __init__(self, folder: Path, *, engine: bool, environ: dict[str, str]) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.folder = folder
         env = {**os.environ, **environ}
         env["PYTHONPATH"] = os.pathsep.join(
