@@ -108,6 +108,8 @@ class TimestampCache:
 
 class Orders:
     name = "orders"
+    #: Parsing keeps no state the writer needs: it may run in a parser process.
+    parse_apart = True
     canonical: tuple[str, ...] = (
         "order_id",
         "customer_id",
