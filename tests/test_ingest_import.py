@@ -535,8 +535,8 @@ class _PidOrders:
     fails on a row whose order id is ``boom``."""
 
     name = "orders"
-    canonical = ("order_id", "customer_id", "ordered_at", "amount")
-    required = ("order_id",)
+    canonical: tuple[str, ...] = ("order_id", "customer_id", "ordered_at", "amount")
+    required: tuple[str, ...] = ("order_id",)
     parse_apart = True
 
     def __init__(self) -> None:
