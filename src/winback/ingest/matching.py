@@ -148,8 +148,9 @@ class EmailMatched:
         ids found on the way go to the orders writer (``ctx.extra["contact_ids"]``, the key
         a row carries -> contacts.id), which then looks up only the customers it does not
         know. A file without a customer id column keys every row by its address already
-        (see :meth:`bind`): on SQLite its orders go to the writer as they are, with the
-        contact ids keyed by address, instead of each row being rebuilt with its customer id."""
+        (see :meth:`bind`): its orders go to the writer as they are, with the contact ids
+        keyed by address (and on PostgreSQL the customer ids, for the orders it stages),
+        instead of each row being rebuilt with its customer id."""
         by_address = self.i_customer is None  # every row: by_email, keyed by its address
         if by_address:
             in_order: dict[str | None, None] = dict.fromkeys(m[1] for m in batch)
@@ -176,10 +177,12 @@ class EmailMatched:
                 created = _owners(conn, sorted({e for e in new.values() if e in in_order}))
                 found.update(created)
                 owner.update({email: customer for email, (customer, _id) in created.items()})
+        if self.name == "orders" and by_address:
+            ctx.extra["contact_ids"] = {email: id_ for email, (_c, id_) in found.items()}
+            if ctx.dialect.postgres:  # for the orders it stages instead of copying
+                ctx.extra["customer_ids"] = owner
+            return [m[0] for m in batch]
         if self.name == "orders" and ctx.dialect.name == "sqlite":
-            if by_address:
-                ctx.extra["contact_ids"] = {email: id_ for email, (_c, id_) in found.items()}
-                return [m[0] for m in batch]
             ctx.extra["contact_ids"] = dict(found.values())
         rows: list[Any] = []
         append = rows.append
