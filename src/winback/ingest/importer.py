@@ -105,6 +105,9 @@ class BatchResult:
     ) -> tuple[list[Any], dict[str, int]]:
         """The rows whose key (``row[1]``) is new in this batch, and the line of each key;
         a repeat later in the batch is rejected as a duplicate of the first."""
+        keys = [row[1] for row in batch]
+        if len(set(keys)) == len(keys):  # no repeat: the common case, without a Python loop
+            return batch, dict(zip(keys, [row[0] for row in batch], strict=True))
         first_line: dict[str, int] = {}
         rows: list[Any] = []
         for row in batch:

@@ -29,6 +29,7 @@ from winback.ingest import fields
 from winback.ingest.fields import FieldError
 from winback.ingest.importer import BatchResult, Context, Kind, Reject
 from winback.ingest.readers import Record, show_value
+from winback.ingest.readers import record as make_record
 from winback.store.schema import contacts
 
 MODES = ("id", "email")
@@ -130,7 +131,7 @@ class EmailMatched:
             values.insert(self.width, email)
         elif given is None:
             values[self.i_customer] = email
-        parsed = self.inner.parse(Record(record.line, values, record.problem))
+        parsed = self.inner.parse(make_record(record.line, values))
         if isinstance(parsed, Reject):
             return parsed
         by_email = email is not None and (self.mode == "email" or given is None)
