@@ -604,3 +604,33 @@ def test_a_filtered_import_reports_the_rows_its_parser_process_filtered(
         path, options=Options(where=parse_where(["status=paid"]))
     )
     assert report.imported == 2_000 and report.filtered == 1_000
+
+
+class _FailingWriter(_PidOrders):
+    """Fails while writing its second batch."""
+
+    def write(self, conn: Any, batch: list[Any], ctx: Any) -> Any:
+        if self.written:
+            raise RuntimeError("the store refused the batch")
+        return super().write(conn, batch, ctx)
+
+
+def test_a_failed_write_stops_the_parser_process(
+    sqlite_workspace: Workspace, tmp_path: Path
+) -> None:
+    """When writing fails the import raises that error and leaves no parser process behind
+    (the child, blocked on its next batch, is stopped)."""
+    import multiprocessing
+
+    from winback.ingest import importer
+
+    ws = sqlite_workspace
+    path = write(
+        tmp_path / "orders.csv",
+        HEADER + "".join(f"o{i},c{i},2024-01-01,1,,,\n" for i in range(20_000)),
+    )
+    kind = _FailingWriter()
+    with pytest.raises(RuntimeError, match="the store refused the batch"):
+        importer.run(ws.engine, ws.settings, ws.clock, kind, path)
+    assert len(kind.written) == importer.FIRST_BATCH  # the first batch only
+    assert multiprocessing.active_children() == []

@@ -21,6 +21,7 @@ import sys
 import tempfile
 import threading
 import time
+import warnings
 from collections.abc import Callable, Generator, Iterator, Mapping
 from contextlib import closing, suppress
 from dataclasses import dataclass, field
@@ -368,7 +369,13 @@ def _parsed_apart(reader: Reader, kind: Kind, size: int) -> Generator[ParsedBatc
             name="winback-import-parser",
             daemon=True,
         )
-        parser.start()
+        with warnings.catch_warnings():
+            # Python 3.12+ warns about forking a process with threads (a progress bar's
+            # refresh thread, a server's workers): a lock another thread held at the fork
+            # stays held in the child. The child runs only the reader and the parser, which
+            # take no such lock (no logging, no output, no store).
+            warnings.simplefilter("ignore", DeprecationWarning)
+            parser.start()
     finally:
         gc.unfreeze()
     sender.close()
