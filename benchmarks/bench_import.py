@@ -8,6 +8,8 @@
   driver alone (sqlite3 ``executemany`` / psycopg ``COPY``), with no parsing or validation.
 
 Both start from a migrated store that already holds the customers, so both measure orders.
+Orders are parsed in a parser process forked by the import: ours' CPU time includes it
+(``parser_cpu_seconds``: its share) and its peak memory is reported as ``parser_peak_rss_mb``.
 Each run happens in its own subprocess, which reports its own peak memory (``VmHWM``); the
 import is run on a small and on the full file to show that memory does not grow with it.
 Sizes: 10 million rows (``--quick``: 200,000), small file 1 million (``--quick``: 50,000);
