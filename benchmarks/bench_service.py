@@ -208,7 +208,9 @@ def serve(folder: str, port: int, engine: bool) -> None:
     from winback.web.app import create_app
 
     ws = winback.open(folder)
-    app = create_app(ws, background=engine, engine_process=ENGINE_PROCESS)
+    app = create_app(
+        ws, background=engine, engine_process=ENGINE_PROCESS, applier_process=ENGINE_PROCESS
+    )
 
     @app.post(NOOP_PATH, include_in_schema=False)
     async def noop() -> dict[str, bool]:
@@ -289,13 +291,15 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _children_cpu_seconds(pid: int) -> float:
-    """CPU time so far of the live child processes of ``pid`` (the engine's process)."""
+def _children_cpu_seconds(pid: int, name: str) -> float:
+    """CPU time so far of the live child processes of ``pid`` called ``name``
+    (``winback-engine``, ``winback-applier``)."""
     total = 0.0
     for task in Path(f"/proc/{pid}/task").iterdir():
         for child in (task / "children").read_text().split():
             try:
-                total += _cpu_seconds(int(child))
+                if Path(f"/proc/{child}/comm").read_text().strip() == name:
+                    total += _cpu_seconds(int(child))
             except OSError:
                 pass
     return total
@@ -342,7 +346,8 @@ def _wrk(
         )
         script = f.name
     cpu_before = _cpu_seconds(server.proc.pid)
-    children_before = _children_cpu_seconds(server.proc.pid)
+    engine_before = _children_cpu_seconds(server.proc.pid, "winback-engine")
+    applier_before = _children_cpu_seconds(server.proc.pid, "winback-applier")
     try:
         out = subprocess.run(
             [
@@ -363,7 +368,8 @@ def _wrk(
     finally:
         os.unlink(script)
     cpu = _cpu_seconds(server.proc.pid) - cpu_before
-    children_cpu = _children_cpu_seconds(server.proc.pid) - children_before
+    engine_cpu = _children_cpu_seconds(server.proc.pid, "winback-engine") - engine_before
+    applier_cpu = _children_cpu_seconds(server.proc.pid, "winback-applier") - applier_before
     line = next(ln for ln in out.splitlines() if ln.startswith("WRK "))
     raw = json.loads(line[4:])
     seconds_run = raw["duration_us"] / 1e6
@@ -371,9 +377,12 @@ def _wrk(
     per = batch or 1
     drained = _drained(server.folder, ok * per, seconds_run) if path != NOOP_PATH else {}
     if drained and ok:
-        # The server's CPU per event over the load and the drain: acceptance and applying.
+        # CPU per event over the load and the drain, of the server (acceptance) and of the
+        # applier (its child process, or a thread of the server).
         all_cpu = _cpu_seconds(server.proc.pid) - cpu_before
+        all_applier = _children_cpu_seconds(server.proc.pid, "winback-applier") - applier_before
         drained["server_cpu_us_per_event_applied"] = round(all_cpu * 1e6 / (ok * per), 1)
+        drained["applier_cpu_us_per_event_applied"] = round(all_applier * 1e6 / (ok * per), 1)
     return {
         **drained,
         "requests": raw["requests"],
@@ -392,8 +401,9 @@ def _wrk(
         # a figure that depends less on what else the machine runs than the rates do.
         "server_cpu_ms_per_request": round(cpu * 1000 / ok, 3) if ok else None,
         "server_cpu_share": round(cpu / seconds_run, 2),
-        # The engine's child process, when it runs in one (not counted above).
-        "engine_process_cpu_share": round(children_cpu / seconds_run, 2),
+        # The engine's and the applier's child processes (not counted above).
+        "engine_process_cpu_share": round(engine_cpu / seconds_run, 2),
+        "applier_process_cpu_share": round(applier_cpu / seconds_run, 2),
     }
 
 
@@ -470,7 +480,8 @@ def _paced(server: Server, url: str, key: str, contacts: int, seconds: int) -> d
     events/s in the window, the journal's backlog at its start and end, and latencies."""
     requests_per_second = PACED_RATE / BATCH
     cpu_before = _cpu_seconds(server.proc.pid)
-    children_before = _children_cpu_seconds(server.proc.pid)
+    engine_before = _children_cpu_seconds(server.proc.pid, "winback-engine")
+    applier_before = _children_cpu_seconds(server.proc.pid, "winback-applier")
     client_before = time.process_time()
     backlog_start = _backlog(server.folder)
     read_start, stored_start = _stored(url)
@@ -487,7 +498,8 @@ def _paced(server: Server, url: str, key: str, contacts: int, seconds: int) -> d
     read_end, stored_end = _stored(url)
     backlog_end = _backlog(server.folder)
     cpu = _cpu_seconds(server.proc.pid) - cpu_before
-    children_cpu = _children_cpu_seconds(server.proc.pid) - children_before
+    engine_cpu = _children_cpu_seconds(server.proc.pid, "winback-engine") - engine_before
+    applier_cpu = _children_cpu_seconds(server.proc.pid, "winback-applier") - applier_before
     client_cpu = time.process_time() - client_before
     statuses: dict[str, int] = {}
     for c in clients:
@@ -521,7 +533,8 @@ def _paced(server: Server, url: str, key: str, contacts: int, seconds: int) -> d
         "max_ms": round(ordered[-1] * 1000, 1) if ordered else None,
         "seconds": round(window, 2),
         "server_cpu_share": round(cpu / window, 2),
-        "engine_process_cpu_share": round(children_cpu / window, 2),
+        "engine_process_cpu_share": round(engine_cpu / window, 2),
+        "applier_process_cpu_share": round(applier_cpu / window, 2),
         # The benchmark's own process (this client), which shares the machine's cores.
         "client_cpu_share": round(client_cpu / window, 2),
     }
