@@ -56,6 +56,8 @@ THREADS = 2
 BATCH = 100
 UNSUB_RATE = float(os.environ.get("BENCH_SERVICE_UNSUB_RATE", "20"))
 PACED_RATE = float(os.environ.get("BENCH_SERVICE_PACED_RATE", "20000"))
+#: Longest window of the paced load during a pass (it ends with the pass when sooner).
+PASS_SECONDS = float(os.environ.get("BENCH_SERVICE_PASS_SECONDS", "300"))
 NOOP_PATH = "/bench/noop"
 #: No quiet hours, so that the engine's pass renders and delivers its emails whatever the
 #: time of day the benchmark runs at (with the default quiet hours, a run at night would
@@ -428,11 +430,20 @@ class PacedClient(threading.Thread):
     at once (the schedule never slips), and its latency counts from when it was due."""
 
     def __init__(
-        self, k: int, port: int, key: str, contacts: int, rate: float, start: float, end: float
+        self,
+        k: int,
+        port: int,
+        key: str,
+        contacts: int,
+        rate: float,
+        start: float,
+        end: float,
+        done: threading.Event | None = None,
     ) -> None:
         super().__init__(daemon=True)
         self.k, self.port, self.contacts = k, port, contacts
         self.rate, self.start_at, self.end_at = rate, start, end
+        self.done = done
         self.headers = {"Content-Type": "application/json", "Authorization": f"Bearer {key}"}
         self.latencies: list[float] = []
         self.statuses: dict[str, int] = {}
@@ -452,7 +463,7 @@ class PacedClient(threading.Thread):
         i = 0
         while True:
             due = self.start_at + (i * CONNECTIONS + self.k) / self.rate
-            if due >= self.end_at:
+            if due >= self.end_at or (self.done is not None and self.done.is_set()):
                 break
             body = self._body(i)
             wait = due - time.monotonic()
@@ -475,10 +486,37 @@ class PacedClient(threading.Thread):
         conn.close()
 
 
-def _paced(server: Server, url: str, key: str, contacts: int, seconds: int) -> dict[str, Any]:
-    """Batches offered at ``PACED_RATE`` events/s for ``seconds``: offered, accepted and stored
-    events/s in the window, the journal's backlog at its start and end, and latencies."""
+def _pass_watch(server: Server, done: threading.Event, stop: threading.Event) -> None:
+    """Set ``done`` once the server's engine has ended its first pass (``GET /healthz``)."""
+    while not stop.wait(0.5):
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+            conn.request("GET", "/healthz")
+            body = json.loads(conn.getresponse().read())
+            conn.close()
+        except (OSError, ValueError):
+            continue
+        engine = body.get("engine", {})
+        if engine.get("passes", 0) + engine.get("failures", 0) >= 1:
+            done.set()
+            return
+
+
+def _paced(
+    server: Server,
+    url: str,
+    key: str,
+    contacts: int,
+    seconds: float,
+    *,
+    whole_pass: bool = False,
+) -> dict[str, Any]:
+    """Batches offered at ``PACED_RATE`` events/s for ``seconds`` (``whole_pass``: until the
+    engine's first pass ends, at most ``seconds``): offered, accepted and stored events/s in
+    the window, the journal's backlog at its start and end, and latencies."""
     requests_per_second = PACED_RATE / BATCH
+    done = threading.Event() if whole_pass else None
+    watch_stop = threading.Event()
     cpu_before = _cpu_seconds(server.proc.pid)
     engine_before = _children_cpu_seconds(server.proc.pid, "winback-engine")
     applier_before = _children_cpu_seconds(server.proc.pid, "winback-applier")
@@ -487,14 +525,23 @@ def _paced(server: Server, url: str, key: str, contacts: int, seconds: int) -> d
     read_start, stored_start = _stored(url)
     start = time.monotonic() + 0.05
     clients = [
-        PacedClient(k, server.port, key, contacts, requests_per_second, start, start + seconds)
+        PacedClient(
+            k, server.port, key, contacts, requests_per_second, start, start + seconds, done
+        )
         for k in range(CONNECTIONS)
     ]
+    watcher = None
+    if done is not None:
+        watcher = threading.Thread(target=_pass_watch, args=(server, done, watch_stop), daemon=True)
+        watcher.start()
     for c in clients:
         c.start()
     for c in clients:
         c.join()
     window = time.monotonic() - start
+    watch_stop.set()
+    if watcher is not None:
+        watcher.join()
     read_end, stored_end = _stored(url)
     backlog_end = _backlog(server.folder)
     cpu = _cpu_seconds(server.proc.pid) - cpu_before
@@ -532,6 +579,7 @@ def _paced(server: Server, url: str, key: str, contacts: int, seconds: int) -> d
         "p99_ms": pct(0.99),
         "max_ms": round(ordered[-1] * 1000, 1) if ordered else None,
         "seconds": round(window, 2),
+        "ended_with_the_pass": bool(done is not None and done.is_set()),
         "server_cpu_share": round(cpu / window, 2),
         "engine_process_cpu_share": round(engine_cpu / window, 2),
         "applier_process_cpu_share": round(applier_cpu / window, 2),
@@ -669,7 +717,9 @@ def _one_database(kind: str, n: int, seconds: int, cluster: Any) -> dict[str, An
         try:
             time.sleep(1.0)  # as in (c): the pass has begun
             paced_before = _progress(urls["paced"])
-            figures["engine_paced"] = _paced(server, urls["paced"], key, n, seconds)
+            figures["engine_paced"] = _paced(
+                server, urls["paced"], key, n, PASS_SECONDS, whole_pass=True
+            )
             paced_after = _progress(urls["paced"])
         finally:
             server.stop()
