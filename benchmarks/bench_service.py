@@ -13,8 +13,10 @@ by side in one run:
     at a steady rate from another connection: their latency (p50, p99, max) and statuses;
 (e) offered load: batched events sent at a fixed rate (``BENCH_SERVICE_PACED_RATE`` events/s,
     default 20,000) on a fixed schedule over the same 4 connections, without the engine (after
-    (b), once the journal is empty) and during a first pass of its own (a third copy of the
-    workspace, so that (c) is unchanged). It reports what was offered, accepted and stored in
+    (b), once the journal is empty; ``BENCH_SERVICE_PACED_SECONDS``, default 60) and during a
+    first pass of its own (a third copy of the workspace, so that (c) is unchanged), from 1 s
+    into the pass until the pass ends or ``BENCH_SERVICE_PASS_SECONDS`` (default 300) have
+    passed: enrolment, rendering and delivery. It reports what was offered, accepted and stored in
     the window (events in the store at its end minus at its start, read from the store), the
     journal's backlog at the window's start and end (a rate is sustained when the backlog does
     not grow), and the p99 of a batch request counted from the time it was due (as ``wrk2``),
@@ -56,6 +58,11 @@ THREADS = 2
 BATCH = 100
 UNSUB_RATE = float(os.environ.get("BENCH_SERVICE_UNSUB_RATE", "20"))
 PACED_RATE = float(os.environ.get("BENCH_SERVICE_PACED_RATE", "20000"))
+#: Window of the paced load without the engine: long enough that the slice or two of
+#: events the applier has in hand at its end (a few thousand) weigh little in the rate.
+PACED_SECONDS = float(os.environ.get("BENCH_SERVICE_PACED_SECONDS", "60"))
+#: Longest window of the paced load during a pass (it ends with the pass when sooner).
+PASS_SECONDS = float(os.environ.get("BENCH_SERVICE_PASS_SECONDS", "300"))
 NOOP_PATH = "/bench/noop"
 #: No quiet hours, so that the engine's pass renders and delivers its emails whatever the
 #: time of day the benchmark runs at (with the default quiet hours, a run at night would
@@ -208,7 +215,9 @@ def serve(folder: str, port: int, engine: bool) -> None:
     from winback.web.app import create_app
 
     ws = winback.open(folder)
-    app = create_app(ws, background=engine, engine_process=ENGINE_PROCESS)
+    app = create_app(
+        ws, background=engine, engine_process=ENGINE_PROCESS, applier_process=ENGINE_PROCESS
+    )
 
     @app.post(NOOP_PATH, include_in_schema=False)
     async def noop() -> dict[str, bool]:
@@ -289,13 +298,15 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _children_cpu_seconds(pid: int) -> float:
-    """CPU time so far of the live child processes of ``pid`` (the engine's process)."""
+def _children_cpu_seconds(pid: int, name: str) -> float:
+    """CPU time so far of the live child processes of ``pid`` called ``name``
+    (``winback-engine``, ``winback-applier``)."""
     total = 0.0
     for task in Path(f"/proc/{pid}/task").iterdir():
         for child in (task / "children").read_text().split():
             try:
-                total += _cpu_seconds(int(child))
+                if Path(f"/proc/{child}/comm").read_text().strip() == name:
+                    total += _cpu_seconds(int(child))
             except OSError:
                 pass
     return total
@@ -342,7 +353,8 @@ def _wrk(
         )
         script = f.name
     cpu_before = _cpu_seconds(server.proc.pid)
-    children_before = _children_cpu_seconds(server.proc.pid)
+    engine_before = _children_cpu_seconds(server.proc.pid, "winback-engine")
+    applier_before = _children_cpu_seconds(server.proc.pid, "winback-applier")
     try:
         out = subprocess.run(
             [
@@ -363,7 +375,8 @@ def _wrk(
     finally:
         os.unlink(script)
     cpu = _cpu_seconds(server.proc.pid) - cpu_before
-    children_cpu = _children_cpu_seconds(server.proc.pid) - children_before
+    engine_cpu = _children_cpu_seconds(server.proc.pid, "winback-engine") - engine_before
+    applier_cpu = _children_cpu_seconds(server.proc.pid, "winback-applier") - applier_before
     line = next(ln for ln in out.splitlines() if ln.startswith("WRK "))
     raw = json.loads(line[4:])
     seconds_run = raw["duration_us"] / 1e6
@@ -371,9 +384,12 @@ def _wrk(
     per = batch or 1
     drained = _drained(server.folder, ok * per, seconds_run) if path != NOOP_PATH else {}
     if drained and ok:
-        # The server's CPU per event over the load and the drain: acceptance and applying.
+        # CPU per event over the load and the drain, of the server (acceptance) and of the
+        # applier (its child process, or a thread of the server).
         all_cpu = _cpu_seconds(server.proc.pid) - cpu_before
+        all_applier = _children_cpu_seconds(server.proc.pid, "winback-applier") - applier_before
         drained["server_cpu_us_per_event_applied"] = round(all_cpu * 1e6 / (ok * per), 1)
+        drained["applier_cpu_us_per_event_applied"] = round(all_applier * 1e6 / (ok * per), 1)
     return {
         **drained,
         "requests": raw["requests"],
@@ -392,8 +408,9 @@ def _wrk(
         # a figure that depends less on what else the machine runs than the rates do.
         "server_cpu_ms_per_request": round(cpu * 1000 / ok, 3) if ok else None,
         "server_cpu_share": round(cpu / seconds_run, 2),
-        # The engine's child process, when it runs in one (not counted above).
-        "engine_process_cpu_share": round(children_cpu / seconds_run, 2),
+        # The engine's and the applier's child processes (not counted above).
+        "engine_process_cpu_share": round(engine_cpu / seconds_run, 2),
+        "applier_process_cpu_share": round(applier_cpu / seconds_run, 2),
     }
 
 
@@ -418,11 +435,20 @@ class PacedClient(threading.Thread):
     at once (the schedule never slips), and its latency counts from when it was due."""
 
     def __init__(
-        self, k: int, port: int, key: str, contacts: int, rate: float, start: float, end: float
+        self,
+        k: int,
+        port: int,
+        key: str,
+        contacts: int,
+        rate: float,
+        start: float,
+        end: float,
+        done: threading.Event | None = None,
     ) -> None:
         super().__init__(daemon=True)
         self.k, self.port, self.contacts = k, port, contacts
         self.rate, self.start_at, self.end_at = rate, start, end
+        self.done = done
         self.headers = {"Content-Type": "application/json", "Authorization": f"Bearer {key}"}
         self.latencies: list[float] = []
         self.statuses: dict[str, int] = {}
@@ -442,7 +468,7 @@ class PacedClient(threading.Thread):
         i = 0
         while True:
             due = self.start_at + (i * CONNECTIONS + self.k) / self.rate
-            if due >= self.end_at:
+            if due >= self.end_at or (self.done is not None and self.done.is_set()):
                 break
             body = self._body(i)
             wait = due - time.monotonic()
@@ -465,29 +491,67 @@ class PacedClient(threading.Thread):
         conn.close()
 
 
-def _paced(server: Server, url: str, key: str, contacts: int, seconds: int) -> dict[str, Any]:
-    """Batches offered at ``PACED_RATE`` events/s for ``seconds``: offered, accepted and stored
-    events/s in the window, the journal's backlog at its start and end, and latencies."""
+def _pass_watch(server: Server, done: threading.Event, stop: threading.Event) -> None:
+    """Set ``done`` once the server's engine has ended its first pass (``GET /healthz``)."""
+    while not stop.wait(0.5):
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+            conn.request("GET", "/healthz")
+            body = json.loads(conn.getresponse().read())
+            conn.close()
+        except (OSError, ValueError):
+            continue
+        engine = body.get("engine", {})
+        if engine.get("passes", 0) + engine.get("failures", 0) >= 1:
+            done.set()
+            return
+
+
+def _paced(
+    server: Server,
+    url: str,
+    key: str,
+    contacts: int,
+    seconds: float,
+    *,
+    whole_pass: bool = False,
+) -> dict[str, Any]:
+    """Batches offered at ``PACED_RATE`` events/s for ``seconds`` (``whole_pass``: until the
+    engine's first pass ends, at most ``seconds``): offered, accepted and stored events/s in
+    the window, the journal's backlog at its start and end, and latencies."""
     requests_per_second = PACED_RATE / BATCH
+    done = threading.Event() if whole_pass else None
+    watch_stop = threading.Event()
     cpu_before = _cpu_seconds(server.proc.pid)
-    children_before = _children_cpu_seconds(server.proc.pid)
+    engine_before = _children_cpu_seconds(server.proc.pid, "winback-engine")
+    applier_before = _children_cpu_seconds(server.proc.pid, "winback-applier")
     client_before = time.process_time()
     backlog_start = _backlog(server.folder)
     read_start, stored_start = _stored(url)
     start = time.monotonic() + 0.05
     clients = [
-        PacedClient(k, server.port, key, contacts, requests_per_second, start, start + seconds)
+        PacedClient(
+            k, server.port, key, contacts, requests_per_second, start, start + seconds, done
+        )
         for k in range(CONNECTIONS)
     ]
+    watcher = None
+    if done is not None:
+        watcher = threading.Thread(target=_pass_watch, args=(server, done, watch_stop), daemon=True)
+        watcher.start()
     for c in clients:
         c.start()
     for c in clients:
         c.join()
     window = time.monotonic() - start
+    watch_stop.set()
+    if watcher is not None:
+        watcher.join()
     read_end, stored_end = _stored(url)
     backlog_end = _backlog(server.folder)
     cpu = _cpu_seconds(server.proc.pid) - cpu_before
-    children_cpu = _children_cpu_seconds(server.proc.pid) - children_before
+    engine_cpu = _children_cpu_seconds(server.proc.pid, "winback-engine") - engine_before
+    applier_cpu = _children_cpu_seconds(server.proc.pid, "winback-applier") - applier_before
     client_cpu = time.process_time() - client_before
     statuses: dict[str, int] = {}
     for c in clients:
@@ -520,8 +584,10 @@ def _paced(server: Server, url: str, key: str, contacts: int, seconds: int) -> d
         "p99_ms": pct(0.99),
         "max_ms": round(ordered[-1] * 1000, 1) if ordered else None,
         "seconds": round(window, 2),
+        "ended_with_the_pass": bool(done is not None and done.is_set()),
         "server_cpu_share": round(cpu / window, 2),
-        "engine_process_cpu_share": round(children_cpu / window, 2),
+        "engine_process_cpu_share": round(engine_cpu / window, 2),
+        "applier_process_cpu_share": round(applier_cpu / window, 2),
         # The benchmark's own process (this client), which shares the machine's cores.
         "client_cpu_share": round(client_cpu / window, 2),
     }
@@ -630,7 +696,7 @@ def _one_database(kind: str, n: int, seconds: int, cluster: Any) -> dict[str, An
             figures["noop"] = _wrk(server, NOOP_PATH, key, n, 0, seconds, "noop")
             figures["single"] = _wrk(server, "/api/v1/events", key, n, 0, seconds, "s")
             figures["batch"] = _wrk(server, "/api/v1/events/batch", key, n, BATCH, seconds, "b")
-            figures["paced"] = _paced(server, urls["idle"], key, n, seconds)
+            figures["paced"] = _paced(server, urls["idle"], key, n, max(seconds, PACED_SECONDS))
         finally:
             server.stop()
 
@@ -656,7 +722,9 @@ def _one_database(kind: str, n: int, seconds: int, cluster: Any) -> dict[str, An
         try:
             time.sleep(1.0)  # as in (c): the pass has begun
             paced_before = _progress(urls["paced"])
-            figures["engine_paced"] = _paced(server, urls["paced"], key, n, seconds)
+            figures["engine_paced"] = _paced(
+                server, urls["paced"], key, n, PASS_SECONDS, whole_pass=True
+            )
             paced_after = _progress(urls["paced"])
         finally:
             server.stop()

@@ -167,6 +167,14 @@ def serve(
             "rather than in a thread of the server."
         ),
     ] = True,
+    applier_process: Annotated[
+        bool,
+        typer.Option(
+            help="Write the events the API accepts into the store from a child process of "
+            "its own (supervised), with or without the engine, rather than from a thread "
+            "of the server."
+        ),
+    ] = True,
     workspace: WorkspaceOption = None,
 ) -> None:
     """Run the HTTP service: tracking, unsubscribe, feedback, event API.
@@ -189,7 +197,11 @@ def serve(
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, _stopped)
         app = create_app(
-            ws, background=background, interval=interval, engine_process=engine_process
+            ws,
+            background=background,
+            interval=interval,
+            engine_process=engine_process,
+            applier_process=applier_process,
         )
         uvicorn.run(app, host=host, port=port)
     finally:

@@ -79,11 +79,13 @@ FIRST_APPLY_EVENTS = 500
 #: scarce.
 MIN_APPLY_EVENTS = 500
 #: The applier's write slices aim at this many milliseconds of write lock (or
-#: ``write_slice_ms`` when shorter): other writers of the store (one-click unsubscribes,
-#: clicks) wait at most about one slice, and one of the engine's (``write_slice_ms``) with
-#: one of the applier's stays within the quarter of a second a one-click unsubscribe waits
-#: for the store.
-APPLY_SLICE_MS = 50
+#: ``write_slice_ms`` when shorter), as an engine pass's do: other writers of the store
+#: (clicks, feedback) wait at most about one slice, and a one-click unsubscribe that cannot
+#: have the store within its quarter of a second is kept in the unsubscribe inbox. Each
+#: page a transaction changed is written to SQLite's WAL once, at its commit, so a longer
+#: slice writes fewer pages per event: on a 100,000-contact store an event costs about 47 us
+#: of CPU in transactions of 500 events, 29 us in transactions of 5,000.
+APPLY_SLICE_MS = 200
 #: Seconds the applier sleeps when the journal is empty and nobody wakes it.
 IDLE_SECONDS = 1.0
 #: Seconds the applier waits after the store stayed busy, or after an unexpected error.
@@ -379,7 +381,9 @@ class EventIntake:
 
     def close(self, *, drain_seconds: float = DRAIN_SECONDS) -> None:
         """Append what is queued, stop the applier, then apply what the journal holds for up
-        to ``drain_seconds`` (what is left stays in the journal, applied at the next start)."""
+        to ``drain_seconds`` (what is left stays in the journal, applied at the next start).
+        Where another process applies the journal (``applies_here`` False), that process
+        drains it, not this one."""
         self.queue.close()
         with self._start_lock:
             applier, self._applier = self._applier, None
@@ -388,7 +392,8 @@ class EventIntake:
         if applier is not None:
             applier.join()
         try:
-            self.drain(deadline=time.monotonic() + drain_seconds)
+            if self.applies_here:
+                self.drain(deadline=time.monotonic() + drain_seconds)
         except Exception as error:
             left = self.journal.backlog()[1]
             log.warning(

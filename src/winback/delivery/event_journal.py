@@ -278,6 +278,10 @@ class EventJournal:
         ).fetchone()
         return int(row[0] or 0)
 
+    def waiting(self) -> int:
+        """Events waiting to be applied (two index look-ups, whatever the journal's size)."""
+        return self._waiting(self._db())
+
     def backlog(self) -> tuple[int, int]:
         """Entries and events waiting to be applied."""
         row = (

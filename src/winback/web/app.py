@@ -26,6 +26,7 @@ from winback.errors import WinbackError
 from winback.flows.status import EngineStatus
 from winback.web.apikeys import KeyRing
 from winback.web.auth import LoginRequired
+from winback.web.engine_process import ApplierProcess, ApplierStatus
 from winback.web.errors import install_error_handling
 from winback.web.limits import BodyLimitMiddleware, limits
 from winback.web.routes.login import PASSWORD_CHECKS
@@ -122,19 +123,23 @@ def create_app(
     interval: float = 30.0,
     inbox_interval: float = INBOX_SECONDS,
     engine_process: bool = False,
+    applier_process: bool = False,
 ) -> FastAPI:
     """The app; ``background=True`` also runs the engine and delivery loop every
     ``interval`` seconds, in a thread of this process or (``engine_process``, as ``winback
     serve`` does) in a supervised child process; stopped at shutdown, the pass in progress
     finishing its slice first. In every case a light loop applies the one-click
     unsubscribes kept while the store was busy every ``inbox_interval`` seconds, and the
-    event journal's applier writes accepted events to the store."""
+    event journal's applier writes accepted events to the store: in a supervised child
+    process of its own (``applier_process``, as ``winback serve`` does), otherwise in a
+    thread of this process."""
     status = EngineStatus(
         clock=workspace.clock,
         interval=interval,
         stale_after=workspace.settings.engine_stale_seconds,
         enabled=background,
     )
+    applier = ApplierStatus()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -145,10 +150,15 @@ def create_app(
         )
         loops.start("winback-inbox", inbox_loop(workspace, every=inbox_interval))
         # The event journal's applier: what it kept from before (a crash), then what is
-        # accepted. In the engine's process when there is one, in this one otherwise.
+        # accepted. In a child process of its own, or in a thread of this one. Stopped
+        # after the engine (its stopper comes later), so that it applies what a last
+        # slice of the engine's let wait.
         intake = workspace.delivery.event_intake
-        if background and engine_process:
+        if applier_process:
             intake.applies_here = False
+            child = ApplierProcess(workspace.path, applier, now=workspace.clock.now)
+            loops.stoppers.append(child.stop)
+            child.start()
         else:
             intake.start()
         try:
@@ -177,6 +187,7 @@ def create_app(
     app.state.login_throttle = LoginThrottle()
     app.state.password_checks = asyncio.Semaphore(PASSWORD_CHECKS)
     app.state.engine = status
+    app.state.applier = applier
     app.state.templates = Jinja2Templates(directory=str(TEMPLATES))
 
     @app.exception_handler(WinbackError)

@@ -1,4 +1,5 @@
-"""The flow engine's loop in a child process of ``winback serve``, supervised by the server.
+"""The flow engine's loop and the event journal's applier, each in a child process of
+``winback serve``, supervised by the server.
 
 The HTTP server and the engine's passes both need the CPU. In one process they share
 Python's interpreter lock: a pass's Python work (segment refresh, enrolment, rendering)
@@ -6,16 +7,25 @@ holds up the requests being answered. In a child process of its own the engine r
 the server; the operating system shares the cores, and the child runs at a lower priority
 (``nice`` :data:`NICE`) so that requests come first when the machine is busy.
 
-The child opens the workspace again (same folder, same settings and environment), runs
-:func:`winback.flows.runner.run_forever`, and applies the event journal the server appends
-to (:mod:`winback.delivery.event_intake`), so that neither the engine's nor the applier's
-Python work holds up requests. It reports each change of its state (pass started,
-succeeded, failed with its cause, loop stopped) over a pipe; the server's supervisor thread
-mirrors them into the :class:`~winback.flows.status.EngineStatus` that ``GET /healthz``
-reports. If the child dies (killed, crashed), that is a failed pass: the supervisor starts
-a new child after the loop's usual backoff. Stopping (SIGTERM to the server) asks the child
-to finish its slice and exit; the child also exits on its own when the server is gone (its
-end of the pipe closes).
+The engine's child opens the workspace again (same folder, same settings and environment)
+and runs :func:`winback.flows.runner.run_forever`. It reports each change of its state
+(pass started, succeeded, failed with its cause, loop stopped) over a pipe; the server's
+supervisor thread mirrors them into the :class:`~winback.flows.status.EngineStatus` that
+``GET /healthz`` reports. If the child dies (killed, crashed), that is a failed pass: the
+supervisor starts a new child after the loop's usual backoff.
+
+The applier's child (:class:`ApplierProcess`) writes the events the server appends to the
+event journal into the store (:mod:`winback.delivery.event_intake`). It has a process of
+its own, at the server's priority, whether the engine runs or not: its work is mostly
+SQLite's, which would otherwise share one core with the server's request handling (one
+interpreter lock) or, in the engine's process, wait behind a pass at the engine's lower
+priority; in a process of its own it keeps up with what the API accepts. A child that dies
+is logged and started again (:class:`ApplierStatus`, also in ``GET /healthz``); its
+entries stay in the journal meanwhile.
+
+Stopping (SIGTERM to the server) asks each child to finish its slice and exit (the
+applier first applies what the journal holds, for a bounded time); a child also exits on
+its own when the server is gone (its end of the pipe closes).
 
 Writers of the two processes meet at the store's lock: on SQLite the engine's slices pause
 between them so that the server's writers (one-click unsubscribes, clicks, the event
@@ -29,6 +39,9 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -88,17 +101,19 @@ class ReportingStatus(EngineStatus):
         self._send("stopped")
 
 
-def _child(folder: str, interval: float, pipe: Connection, nice: int) -> None:
-    """The child's main: the engine loop until the server asks it to stop or goes away."""
-    import winback
-    from winback.flows.runner import log_pass, run_forever
-
+def _prepare_child(pipe: Connection, nice: int, name: str) -> threading.Event:
+    """What every child does first: its name (``ps``, ``top``; where the system allows),
+    signals, priority, logging, and a thread that sets the returned event when the server
+    asks it to stop or goes away."""
+    try:
+        Path("/proc/self/comm").write_text(name[:15])
+    except OSError:
+        pass
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the server, which stops us
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     if nice:
         os.nice(nice)
-    sys.setswitchinterval(SWITCH_INTERVAL)
     if not logging.getLogger().handlers:
         logging.basicConfig(
             level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -112,10 +127,20 @@ def _child(folder: str, interval: float, pipe: Connection, nice: int) -> None:
             pass
         stop.set()
 
-    threading.Thread(target=listen, name="winback-engine-pipe", daemon=True).start()
+    threading.Thread(target=listen, name="winback-child-pipe", daemon=True).start()
+    return stop
+
+
+def _engine_child(folder: str, interval: float, pipe: Connection, nice: int) -> None:
+    """The engine child's main: the engine loop until the server asks it to stop or goes
+    away. The event journal is applied by the applier's process, not here."""
+    import winback
+    from winback.flows.runner import log_pass, run_forever
+
+    stop = _prepare_child(pipe, nice, EngineProcess.name)
+    sys.setswitchinterval(SWITCH_INTERVAL)
     ws = winback.open(Path(folder))
-    # The event journal is applied here, beside the engine, not in the server's process.
-    ws.delivery.event_intake.start(idle=APPLY_POLL_SECONDS)
+    ws.delivery.event_intake.applies_here = False
     try:
         status = ReportingStatus(
             pipe,
@@ -128,20 +153,45 @@ def _child(folder: str, interval: float, pipe: Connection, nice: int) -> None:
         ws.close()
 
 
+def _applier_child(folder: str, pipe: Connection, nice: int) -> None:
+    """The applier child's main: apply the event journal (what it holds, then what the
+    server appends) until the server asks it to stop or goes away; then apply what is left
+    for up to :data:`~winback.delivery.event_intake.DRAIN_SECONDS` (the rest stays in the
+    journal for the next start)."""
+    import winback
+
+    stop = _prepare_child(pipe, nice, ApplierProcess.name)
+    ws = winback.open(Path(folder))
+    try:
+        ws.delivery.event_intake.start(idle=APPLY_POLL_SECONDS)
+        _send(pipe, "started")
+        stop.wait()
+    finally:
+        ws.close()  # stops the applier thread, then drains the journal
+
+
+def _send(pipe: Connection, *message: object) -> None:
+    try:
+        pipe.send(message)
+    except OSError:
+        pass  # the server is gone; the child stops on its own
+
+
 class _ChildExited(Exception):
-    """The engine's process ended while it should run."""
+    """A child process ended while it should run."""
 
 
-class EngineProcess:
-    """Runs and supervises the engine's child process; ``status`` mirrors its state."""
+class SupervisedChild:
+    """Runs one child process and starts it again when it dies (after a backoff that
+    doubles from :data:`FIRST_RESTART_SECONDS` up to ``restart_cap``), until :meth:`stop`."""
 
-    def __init__(
-        self, folder: Path, status: EngineStatus, *, interval: float = 30.0, nice: int = NICE
-    ) -> None:
+    #: The child process's name (``ps``, logs).
+    name = "winback-child"
+
+    def __init__(self, folder: Path, *, nice: int, restart_cap: float) -> None:
         self.folder = folder
-        self.status = status
-        self.interval = interval
         self.nice = nice
+        self.restart_cap = restart_cap
         self._stop = threading.Event()
         self._pipe: Connection | None = None
         self._process: multiprocessing.process.BaseProcess | None = None
@@ -155,10 +205,24 @@ class EngineProcess:
         process = self._process
         return process.pid if process is not None else None
 
+    def _target(self) -> tuple[Callable[..., None], tuple[Any, ...]]:
+        """The child's main and its arguments before the pipe and the niceness."""
+        raise NotImplementedError
+
+    def _received(self, message: tuple[Any, ...]) -> None:
+        """A report of the child's (a tuple whose first item is its kind)."""
+
+    def _exited(self, error: Exception) -> int:
+        """The child died while it should run; returns the failures in a row."""
+        raise NotImplementedError
+
+    def _ended(self) -> None:
+        """The supervisor stops: no child runs any more."""
+
     def start(self) -> threading.Thread:
-        """Start the child and its supervisor thread (returned: the status watches it)."""
+        """Start the child and its supervisor thread (returned)."""
         self._supervisor = threading.Thread(
-            target=self._supervise, name="winback-engine-supervisor", daemon=True
+            target=self._supervise, name=f"{self.name}-supervisor", daemon=True
         )
         self._supervisor.start()
         return self._supervisor
@@ -166,11 +230,9 @@ class EngineProcess:
     def _spawn(self) -> tuple[multiprocessing.process.BaseProcess, Connection]:
         context = multiprocessing.get_context("spawn")
         ours, theirs = context.Pipe()
+        target, args = self._target()
         process = context.Process(
-            target=_child,
-            args=(str(self.folder), self.interval, theirs, self.nice),
-            name="winback-engine",
-            daemon=False,
+            target=target, args=(*args, theirs, self.nice), name=self.name, daemon=False
         )
         process.start()
         theirs.close()
@@ -190,48 +252,133 @@ class EngineProcess:
             pipe.close()
             if self._stop.is_set():
                 break
-            error = _ChildExited(f"the engine's process exited with code {process.exitcode}")
-            failures = self.status.failed(error)
+            error = _ChildExited(f"the {self.name} process exited with code {process.exitcode}")
+            failures = self._exited(error)
             log.error("%s (%d in a row); starting it again in %.1f s", error, failures, delay)
             if self._stop.wait(delay):
                 break
-            delay = min(delay * 2, max(self.interval, FIRST_RESTART_SECONDS))
-        self.status.stopped()
+            delay = min(delay * 2, max(self.restart_cap, FIRST_RESTART_SECONDS))
+        self._ended()
 
     def _relay(self, pipe: Connection) -> None:
-        """Mirror the child's reports into the status until the child's end closes."""
+        """Hand the child's reports to :meth:`_received` until the child's end closes."""
         while True:
             try:
                 message = pipe.recv()
             except (EOFError, OSError):
                 return
-            kind = message[0]
-            if kind == "started":
-                self.status.started()
-            elif kind == "succeeded":
-                self.status.succeeded()
-            elif kind == "failed":
-                self.status.failed(_reported(str(message[1]), str(message[2])))
-            elif kind == "stopped" and not self._stop.is_set():
-                continue  # the child is ending; the supervisor sees it exit
+            self._received(message)
 
     def stop(self, timeout: float = 60.0) -> None:
-        """Ask the child to finish its slice and exit; killed after ``timeout`` seconds."""
+        """Ask the child to finish its slice and exit; killed after ``timeout`` seconds. Only
+        the supervisor thread waits for the child's exit (two threads waiting for one
+        process race for its exit status), so this waits for the supervisor."""
         with self._lock:
             self._stop.set()
             process, pipe = self._process, self._pipe
-        if process is not None and pipe is not None:
+        if pipe is not None:
             try:
                 pipe.send(("stop",))
             except OSError:
                 pass
-            process.join(timeout)
-            if process.is_alive():
-                log.warning("the engine's process did not stop within %g s; killing it", timeout)
-                process.kill()
-                process.join(10)
-        if self._supervisor is not None:
-            self._supervisor.join(timeout)
+        supervisor = self._supervisor
+        if supervisor is None:
+            return
+        supervisor.join(timeout)
+        if supervisor.is_alive() and process is not None:
+            log.warning("the %s process did not stop within %g s; killing it", self.name, timeout)
+            process.kill()
+            supervisor.join(10)
+
+
+class EngineProcess(SupervisedChild):
+    """Runs and supervises the engine's child process; ``status`` mirrors its state."""
+
+    name = "winback-engine"
+
+    def __init__(
+        self, folder: Path, status: EngineStatus, *, interval: float = 30.0, nice: int = NICE
+    ) -> None:
+        super().__init__(folder, nice=nice, restart_cap=interval)
+        self.status = status
+        self.interval = interval
+
+    def _target(self) -> tuple[Callable[..., None], tuple[Any, ...]]:
+        return _engine_child, (str(self.folder), self.interval)
+
+    def _received(self, message: tuple[Any, ...]) -> None:
+        kind = message[0]
+        if kind == "started":
+            self.status.started()
+        elif kind == "succeeded":
+            self.status.succeeded()
+        elif kind == "failed":
+            self.status.failed(_reported(str(message[1]), str(message[2])))
+
+    def _exited(self, error: Exception) -> int:
+        return self.status.failed(error)
+
+    def _ended(self) -> None:
+        self.status.stopped()
+
+
+#: Failures in a row of the applier's process after which ``GET /healthz`` says unhealthy.
+APPLIER_UNHEALTHY_AFTER = 3
+
+
+@dataclass(slots=True)
+class ApplierStatus:
+    """Where the event journal is applied, as ``GET /healthz`` reports it: ``process``
+    (a child of the server), ``thread`` (a thread of the server) or ``none``."""
+
+    where: str = "thread"
+    running: bool = True
+    starts: int = 0
+    consecutive_failures: int = 0
+    last_error: str | None = None
+    last_error_at: datetime | None = None
+
+    @property
+    def healthy(self) -> bool:
+        return self.consecutive_failures < APPLIER_UNHEALTHY_AFTER
+
+
+class ApplierProcess(SupervisedChild):
+    """Runs and supervises the event journal applier's child process."""
+
+    name = "winback-applier"
+
+    def __init__(
+        self,
+        folder: Path,
+        status: ApplierStatus,
+        *,
+        now: Callable[[], datetime],
+        nice: int = 0,
+        restart_cap: float = 30.0,
+    ) -> None:
+        super().__init__(folder, nice=nice, restart_cap=restart_cap)
+        self.status = status
+        self._now = now
+        status.where, status.running = "process", False
+
+    def _target(self) -> tuple[Callable[..., None], tuple[Any, ...]]:
+        return _applier_child, (str(self.folder),)
+
+    def _received(self, message: tuple[Any, ...]) -> None:
+        if message[0] == "started":
+            self.status.running = True
+            self.status.starts += 1
+            self.status.consecutive_failures = 0
+
+    def _exited(self, error: Exception) -> int:
+        self.status.running = False
+        self.status.consecutive_failures += 1
+        self.status.last_error, self.status.last_error_at = str(error), self._now()
+        return self.status.consecutive_failures
+
+    def _ended(self) -> None:
+        self.status.running = False
 
 
 def _reported(kind: str, message: str) -> Exception:

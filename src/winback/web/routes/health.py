@@ -1,9 +1,11 @@
 """``GET /healthz``: the service is up, the store answers and the engine loop is healthy.
 
 ``200`` with ``status: ok``, or ``503`` with ``status: unavailable`` when the store cannot
-be reached or the engine (``winback serve`` without ``--no-background``) is stopped, has
+be reached, the engine (``winback serve`` without ``--no-background``) is stopped, has
 failed three passes in a row, or has had no successful pass for ``engine_stale_seconds``
-(see :mod:`winback.flows.status`). A busy store (locked by a writer) is not down."""
+(see :mod:`winback.flows.status`), or the event journal's applier process died three times
+in a row. A busy store (locked by a writer) is not down. ``events`` tells how many
+accepted events wait in the journal."""
 
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from winback import __version__
 from winback.flows.status import EngineStatus
 from winback.store.busy import StoreBusy, is_busy
 from winback.web.deps import WorkspaceDep
+from winback.web.engine_process import ApplierStatus
 
 router = APIRouter(tags=["health"])
 
@@ -49,6 +52,26 @@ class EnginePublic(BaseModel):
     stale_after_seconds: float
 
 
+class EventsPublic(BaseModel):
+    applier: Literal["process", "thread"] = Field(
+        description="Where accepted events are written into the store: a child process of "
+        "the server (`winback serve`) or a thread of it."
+    )
+    running: bool = Field(description="Whether the applier runs now (a dead child is restarted).")
+    healthy: bool = Field(
+        description="False when the applier's process died three times in a row: accepted "
+        "events then wait in the journal."
+    )
+    backlog_events: int | None = Field(
+        description="Events accepted (`202`) and not yet in the store: they are on disk in "
+        "the event journal and applied in order (null when the journal could not be read "
+        "at once)."
+    )
+    restarts: int = Field(description="Times the applier's process was started again.")
+    last_error: str | None
+    last_error_at: datetime | None
+
+
 class HealthPublic(BaseModel):
     status: Literal["ok", "unavailable"] = Field(
         description="`ok` (HTTP 200) or `unavailable` (HTTP 503: store down or engine unhealthy)."
@@ -59,6 +82,25 @@ class HealthPublic(BaseModel):
         description="`busy`: locked by a writer right now (not an outage); `down`: unreachable."
     )
     engine: EnginePublic
+    events: EventsPublic
+
+
+def _events(request: Request, workspace: WorkspaceDep) -> EventsPublic:
+    applier: ApplierStatus = request.app.state.applier
+    backlog: int | None
+    try:
+        backlog = workspace.delivery.event_intake.journal.waiting()
+    except Exception:  # the journal's lock is briefly held: the figure is not worth a wait
+        backlog = None
+    return EventsPublic(
+        applier="process" if applier.where == "process" else "thread",
+        running=applier.running,
+        healthy=applier.healthy,
+        backlog_events=backlog,
+        restarts=max(0, applier.starts - 1),
+        last_error=applier.last_error,
+        last_error_at=applier.last_error_at,
+    )
 
 
 def _store(workspace: WorkspaceDep) -> Literal["ok", "busy", "down"]:
@@ -81,7 +123,8 @@ def healthz(request: Request, response: Response, workspace: WorkspaceDep) -> He
     status: EngineStatus = request.app.state.engine
     engine = status.snapshot()
     store = _store(workspace)
-    ok = store != "down" and engine.healthy
+    events = _events(request, workspace)
+    ok = store != "down" and engine.healthy and events.healthy
     response.status_code = 200 if ok else 503
     return HealthPublic(
         status="ok" if ok else "unavailable",
@@ -89,4 +132,5 @@ def healthz(request: Request, response: Response, workspace: WorkspaceDep) -> He
         database=workspace.engine.dialect.name,
         store=store,
         engine=EnginePublic.model_validate(asdict(engine)),
+        events=events,
     )
