@@ -275,6 +275,7 @@ def run(
                         rejects.flush()
                         if progress is not None:
                             progress(parsed.bytes_read, reader.size)
+                        del parsed, found  # let this batch go before the next one arrives
         finally:
             rejects.close()
         if progress is not None:
@@ -392,6 +393,7 @@ def _parsed_apart(reader: Reader, kind: Kind, size: int) -> Generator[ParsedBatc
                 ) from None
             if tag == "batch":
                 yield item
+                item = None  # let this batch go before the next one arrives
             elif tag == "done":
                 reader.description = item["description"]
                 if item["filtered"] is not None:
@@ -570,10 +572,12 @@ def _write_in_units(
                     if progress is not None:
                         progress(parsed.bytes_read, size)
                     # A full unit is written before the next batch is taken (one batch
-                    # less in memory while the server works).
-                    parsed = None if unit.staged >= limit else next(it, done)
-                    if parsed is None:
+                    # less in memory while the server works); this batch is let go first.
+                    parsed = None
+                    del found
+                    if unit.staged >= limit:
                         break
+                    parsed = next(it, done)
                 result = unit.finish()
             # Committed: count it, and report its rejects merged with the repeats found.
             report.imported += result.imported
