@@ -768,17 +768,49 @@ def test_the_applier_takes_at_least_min_apply_events_a_transaction(
     ws = sqlite_workspace
     intake = ws.delivery.event_intake
     intake.pacer = Pacer(1, first_rows=100)  # 1 ms: slices of 100 events by the budget alone
+    intake.catch_up = Pacer(1, first_rows=100)
     intake.journal.append(
         [_record(ws, *(_view(100 * e + n) for n in range(100))) for e in range(30)]
     )
     sizes: list[int] = []
     write = intake._write
 
-    def counted(conn: Any, items: list[EventIn]) -> None:
+    def counted(conn: Any, items: list[EventIn], pacer: Pacer | None = None) -> None:
         sizes.append(len(items))
-        write(conn, items)
+        write(conn, items, pacer)
 
     monkeypatch.setattr(intake, "_write", counted)
     assert intake.apply_pending() == 3_000
     assert sizes == [MIN_APPLY_EVENTS] * (3_000 // MIN_APPLY_EVENTS)
+    assert len(_event_keys(ws)) == 3_000
+
+
+def test_the_applier_catches_up_with_longer_slices_while_a_backlog_waits(
+    sqlite_workspace: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While the journal holds more than CATCH_UP_SLICES of its slices, the applier sizes
+    its transactions by its catch-up budget; then by its usual one again."""
+    from winback.delivery.event_intake import CATCH_UP_FACTOR, CATCH_UP_SLICES, MIN_APPLY_EVENTS
+    from winback.store.slices import Pacer
+
+    ws = sqlite_workspace
+    intake = ws.delivery.event_intake
+    assert intake.catch_up.budget == pytest.approx(intake.pacer.budget * CATCH_UP_FACTOR)
+    intake.pacer = Pacer(1, first_rows=MIN_APPLY_EVENTS)
+    intake.catch_up = Pacer(60_000, first_rows=1_500)  # a minute: never shrinks here
+    assert CATCH_UP_SLICES * MIN_APPLY_EVENTS < 3_000
+    intake.journal.append(
+        [_record(ws, *(_view(100 * e + n) for n in range(100))) for e in range(30)]
+    )
+    sizes: list[tuple[int, bool]] = []
+    write = intake._write
+
+    def counted(conn: Any, items: list[EventIn], pacer: Pacer | None = None) -> None:
+        sizes.append((len(items), pacer is intake.catch_up))
+        write(conn, items, pacer)
+
+    monkeypatch.setattr(intake, "_write", counted)
+    assert intake.apply_pending() == 3_000
+    # 3,000 waiting: a catch-up slice of 1,500; then 1,500 wait, no more than 3 slices of 500.
+    assert sizes == [(1_500, True), (500, False), (500, False), (500, False)]
     assert len(_event_keys(ws)) == 3_000
