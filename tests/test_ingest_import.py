@@ -528,3 +528,109 @@ def test_reject_file_is_in_line_order(sqlite_workspace: Workspace, tmp_path: Pat
     )
     sqlite_workspace.imports.orders(path)
     assert list(rejects_of(tmp_path / "orders.csv.rejects.csv")) == [3, 4, 5]
+
+
+class _PidOrders:
+    """An orders kind that stamps each row with the id of the process that parsed it, and
+    fails on a row whose order id is ``boom``."""
+
+    name = "orders"
+    canonical: tuple[str, ...] = ("order_id", "customer_id", "ordered_at", "amount")
+    required: tuple[str, ...] = ("order_id",)
+    parse_apart = True
+
+    def __init__(self) -> None:
+        self.written: list[tuple[str, int]] = []
+
+    def bind(self, columns: list[str], index: dict[str, int], ctx: Any) -> None:
+        self.at = index["order_id"]
+
+    def parse(self, record: Any) -> Any:
+        import os
+
+        if record.values[self.at] == "boom":
+            raise ValueError(f"cannot parse line {record.line}")
+        return (record.line, record.values[self.at], os.getpid())
+
+    def write(self, conn: Any, batch: list[Any], ctx: Any) -> Any:
+        from winback.ingest.importer import BatchResult
+
+        self.written.extend((order_id, pid) for _line, order_id, pid in batch)
+        return BatchResult(imported=len(batch))
+
+
+def test_orders_are_parsed_in_a_parser_process_and_its_errors_reach_the_caller(
+    sqlite_workspace: Workspace, tmp_path: Path
+) -> None:
+    """Orders are parsed in a forked process (``parse_apart``), every row reaches the writer
+    in file order, and an error raised while parsing is raised by the import itself."""
+    import os
+
+    from winback.ingest import importer
+
+    ws = sqlite_workspace
+    path = write(
+        tmp_path / "orders.csv",
+        HEADER + "".join(f"o{i},c{i},2024-01-01,1,,,\n" for i in range(5_000)),
+    )
+    kind = _PidOrders()
+    report = importer.run(ws.engine, ws.settings, ws.clock, kind, path)
+    assert report.imported == 5_000 and report.read == 5_000
+    assert [o for o, _pid in kind.written] == [f"o{i}" for i in range(5_000)]
+    pids = {pid for _o, pid in kind.written}
+    assert len(pids) == 1 and os.getpid() not in pids
+
+    broken = write(
+        tmp_path / "broken.csv", HEADER + "o1,c1,2024-01-01,1,,,\nboom,c1,2024-01-01,1,,,\n"
+    )
+    with pytest.raises(ValueError, match="cannot parse line 3"):
+        importer.run(ws.engine, ws.settings, ws.clock, _PidOrders(), broken)
+
+
+def test_a_filtered_import_reports_the_rows_its_parser_process_filtered(
+    sqlite_workspace: Workspace, tmp_path: Path
+) -> None:
+    """``--where`` filters in the parser process; the count comes back to the report."""
+    from winback.ingest.transform import Options, parse_where
+
+    path = write(
+        tmp_path / "orders.csv",
+        "order_id,customer_id,ordered_at,amount,status\n"
+        + "".join(
+            f"o{i},c{i},2024-01-01,1,{'paid' if i % 3 else 'pending'}\n" for i in range(3_000)
+        ),
+    )
+    report = sqlite_workspace.imports.orders(
+        path, options=Options(where=parse_where(["status=paid"]))
+    )
+    assert report.imported == 2_000 and report.filtered == 1_000
+
+
+class _FailingWriter(_PidOrders):
+    """Fails while writing its second batch."""
+
+    def write(self, conn: Any, batch: list[Any], ctx: Any) -> Any:
+        if self.written:
+            raise RuntimeError("the store refused the batch")
+        return super().write(conn, batch, ctx)
+
+
+def test_a_failed_write_stops_the_parser_process(
+    sqlite_workspace: Workspace, tmp_path: Path
+) -> None:
+    """When writing fails the import raises that error and leaves no parser process behind
+    (the child, blocked on its next batch, is stopped)."""
+    import multiprocessing
+
+    from winback.ingest import importer
+
+    ws = sqlite_workspace
+    path = write(
+        tmp_path / "orders.csv",
+        HEADER + "".join(f"o{i},c{i},2024-01-01,1,,,\n" for i in range(20_000)),
+    )
+    kind = _FailingWriter()
+    with pytest.raises(RuntimeError, match="the store refused the batch"):
+        importer.run(ws.engine, ws.settings, ws.clock, kind, path)
+    assert len(kind.written) == importer.FIRST_BATCH  # the first batch only
+    assert multiprocessing.active_children() == []

@@ -439,3 +439,69 @@ def test_shopify_line_items_group_whatever_the_row_shape(tmp_path: Path) -> None
         {"name": "Cup", "sku": "C-1", "quantity": 1, "price": "5.00"},
         {"name": "Bowl", "quantity": 3},
     ]
+
+
+SHOPIFY_ORDERS_HEADER = (
+    "Name,Email,Financial Status,Currency,Total,Created at,Lineitem quantity,Lineitem name,"
+    "Lineitem price,Lineitem sku,Refunded Amount,Id\n"
+)
+
+
+def shopify_export(path: Path, orders_: list[tuple[int, str, str, int, int]]) -> Path:
+    """A Shopify orders export of ``(number, email, status, cents, refunded cents)``: two
+    line-item rows per order (the second one repeating only the name and the email)."""
+    lines = [SHOPIFY_ORDERS_HEADER]
+    for number, email, status, cents, refunded in orders_:
+        total, back = f"{cents // 100}.{cents % 100:02d}", f"{refunded // 100}.{refunded % 100:02d}"
+        at = f"2024-02-{1 + number % 27:02d} 10:00:00 +0000"
+        lines.append(
+            f"#{number},{email},{status},EUR,{total},{at},1,Mug,{total},MUG,{back},{number}\n"
+        )
+        lines.append(f"#{number},{email},,,,{at},1,Gift wrap,0.00,WRAP,,\n")
+    path.write_text("".join(lines), encoding="utf-8")
+    return path
+
+
+def counted_by_email(
+    orders_: list[tuple[int, str, str, int, int]],
+) -> dict[str, tuple[int, Decimal]]:
+    """Per address: counted orders (paid or partially refunded, net above zero) and net
+    revenue, worked out from the export's rows."""
+    out: dict[str, tuple[int, Decimal]] = {}
+    for _number, email, status, cents, refunded in orders_:
+        n, total = out.get(email, (0, Decimal("0.00")))
+        if status in ("paid", "partially_refunded") and cents > refunded:
+            n, total = n + 1, total + Decimal(cents - refunded) / 100
+        out[email] = (n, total)
+    return out
+
+
+@pytest.mark.parametrize("batch", [6, 50])
+def test_shopify_orders_again_with_refunds_and_repeats(
+    workspace: Workspace, tmp_path: Path, batch: int
+) -> None:
+    """Orders matched by address are written as they come (PostgreSQL copies them straight
+    into ``orders``); an order already stored, whether by an earlier import or earlier in
+    the same file, still counts once: a repeat later in the file is rejected naming it, a
+    re-import with a refund updates the order and its contact's figures."""
+    workspace.settings = workspace.settings.model_copy(
+        update={"import_batch_size": batch, "import_commit_rows": 2 * batch}
+    )
+    emails = [f"buyer{i}@example.com" for i in range(4)]
+    first = [(1000 + n, emails[n % 4], "paid", 1000 + 100 * n, 0) for n in range(30)]
+    repeat = first[3]  # again at the end of the file: a repeat within the file
+    report = workspace.imports.orders(
+        shopify_export(tmp_path / "orders.csv", [*first, repeat]), preset="shopify"
+    )
+    assert (report.imported, report.duplicates, report.rejected) == (30, 0, 1)
+    assert {e: v[1:] for e, v in people(workspace).items()} == counted_by_email(first)
+
+    second = [*first, *[(2000 + n, emails[n % 4], "paid", 500, 0) for n in range(5)]]
+    second[7] = (1007, emails[3], "refunded", 1700, 1700)
+    second[8] = (1008, emails[0], "partially_refunded", 1800, 300)
+    report = workspace.imports.orders(
+        shopify_export(tmp_path / "again.csv", second), preset="shopify"
+    )
+    assert (report.imported, report.duplicates, report.rejected) == (5, 30, 0)
+    assert report.orders_updated == 2
+    assert {e: v[1:] for e, v in people(workspace).items()} == counted_by_email(second)

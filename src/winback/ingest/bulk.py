@@ -223,6 +223,12 @@ PG_INSERT_ALL_ORDERS = (
     "FROM wb_stage_orders s JOIN contacts c ON c.customer_id = s.customer_id ORDER BY s.line"
 )
 
+#: PostgreSQL: orders copied straight into ``orders`` (rows matched to their contact ids).
+PG_COPY_ORDERS = (
+    "COPY orders (order_id, contact_id, ordered_at, amount, currency, items, coupon, status, "
+    "refunded, import_id) FROM STDIN"
+)
+
 #: The staging table of orders, for statements built with SQLAlchemy.
 ORDER_STAGE = table("wb_stage_orders", *(column(name) for name in ORDER_STAGE_COLUMNS))
 

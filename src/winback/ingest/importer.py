@@ -11,13 +11,19 @@ could be used.
 
 from __future__ import annotations
 
+import gc
 import heapq
 import json
+import multiprocessing
+import os
+import pickle
+import sys
 import tempfile
 import threading
 import time
+import warnings
 from collections.abc import Callable, Generator, Iterator, Mapping
-from contextlib import closing
+from contextlib import closing, suppress
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -100,6 +106,9 @@ class BatchResult:
     ) -> tuple[list[Any], dict[str, int]]:
         """The rows whose key (``row[1]``) is new in this batch, and the line of each key;
         a repeat later in the batch is rejected as a duplicate of the first."""
+        keys = [row[1] for row in batch]
+        if len(set(keys)) == len(keys):  # no repeat: the common case, without a Python loop
+            return batch, dict(zip(keys, [row[0] for row in batch], strict=True))
         first_line: dict[str, int] = {}
         rows: list[Any] = []
         for row in batch:
@@ -266,6 +275,7 @@ def run(
                         rejects.flush()
                         if progress is not None:
                             progress(parsed.bytes_read, reader.size)
+                        del parsed, found  # let this batch go before the next one arrives
         finally:
             rejects.close()
         if progress is not None:
@@ -321,6 +331,122 @@ _DONE = object()
 
 
 def _parsed_batches(reader: Reader, kind: Kind, size: int) -> Generator[ParsedBatch]:
+    """Batches parsed while the caller writes the previous one: in a parser process for a
+    kind whose parsing keeps no state the writer needs (``parse_apart``, see
+    :func:`_parsed_apart`), else in a background thread."""
+    if getattr(kind, "parse_apart", False) and can_parse_apart():
+        return _parsed_apart(reader, kind, size)
+    return _parsed_in_thread(reader, kind, size)
+
+
+def can_parse_apart() -> bool:
+    """Whether a parser process can be forked here (Linux: ``fork`` is safe and cheap)."""
+    return sys.platform.startswith("linux")
+
+
+def _parsed_apart(reader: Reader, kind: Kind, size: int) -> Generator[ParsedBatch]:
+    """Batches parsed in a forked parser process, handed over a pipe as plain pickles.
+
+    Parsing and writing then run on two cores instead of taking turns at one interpreter
+    lock. The child inherits the reader and the bound kind (nothing is re-opened or
+    re-bound), parses with :func:`_produce` into a one-slot queue, and sends each batch as
+    soon as the writer takes the previous one: at most the batch being written here and, in
+    the child, one being sent, one waiting and one being parsed, whatever the file size.
+    Once the file is read the child sends the reader's final description and filter count
+    (:func:`_reader_state`), which are set on ``reader`` here. The child never touches the
+    store: the objects that exist at the fork are frozen out of its garbage collector, so
+    that no database connection of this process is finalised there, and it leaves with
+    ``os._exit`` (no exit handlers, no second flush of this process's output buffers)."""
+    context = multiprocessing.get_context("fork")
+    receiver, sender = context.Pipe(duplex=False)
+    for stream in (sys.stdout, sys.stderr):
+        with suppress(Exception):
+            stream.flush()
+    gc.freeze()
+    try:
+        parser = context.Process(
+            target=_parse_apart,
+            args=(reader, kind, size, sender),
+            name="winback-import-parser",
+            daemon=True,
+        )
+        with warnings.catch_warnings():
+            # Python 3.12+ warns about forking a process with threads (a progress bar's
+            # refresh thread, a server's workers): a lock another thread held at the fork
+            # stays held in the child. The child runs only the reader and the parser, which
+            # take no such lock (no logging, no output, no store).
+            warnings.simplefilter("ignore", DeprecationWarning)
+            parser.start()
+    finally:
+        gc.unfreeze()
+    sender.close()
+    try:
+        while True:
+            try:
+                tag, item = receiver.recv()
+            except EOFError:
+                parser.join(5)
+                raise RuntimeError(
+                    f"the import's parser process ended unexpectedly (exit code "
+                    f"{parser.exitcode}); nothing after the batches already written was "
+                    "imported"
+                ) from None
+            if tag == "batch":
+                yield item
+                item = None  # let this batch go before the next one arrives
+            elif tag == "done":
+                reader.description = item["description"]
+                if item["filtered"] is not None:
+                    setattr(reader, "filtered", item["filtered"])  # noqa: B010
+                return
+            else:
+                raise item
+    finally:
+        receiver.close()
+        if parser.is_alive():
+            parser.terminate()
+        parser.join()
+
+
+def _parse_apart(reader: Reader, kind: Kind, size: int, sender: Any) -> None:
+    """The parser process: :func:`_produce` in a thread, its batches sent over ``sender``
+    (the send of one overlaps the parsing of the next), then the reader's state or the
+    error."""
+    code = 0
+    try:
+        handoff = _Handoff()
+        worker = threading.Thread(target=_produce, args=(reader, kind, size, handoff), daemon=True)
+        worker.start()
+        while True:
+            item = handoff.queue.get()
+            if item is _DONE:
+                sender.send(("done", _reader_state(reader)))
+                break
+            if isinstance(item, BaseException):
+                sender.send(("error", _picklable(item)))
+                break
+            sender.send(("batch", item))
+    except BaseException:  # the writer went away (broken pipe) or the child was interrupted
+        code = 1
+    finally:
+        os._exit(code)
+
+
+def _reader_state(reader: Reader) -> dict[str, Any]:
+    """What reading the whole file changed on the reader: its description (encodings found)
+    and, for a filtering reader, how many rows it filtered."""
+    return {"description": reader.description, "filtered": getattr(reader, "filtered", None)}
+
+
+def _picklable(error: BaseException) -> BaseException:
+    try:
+        pickle.dumps(error)
+    except Exception:
+        return RuntimeError(f"{type(error).__name__}: {error}")
+    return error
+
+
+def _parsed_in_thread(reader: Reader, kind: Kind, size: int) -> Generator[ParsedBatch]:
     """Batches parsed in a background thread while the caller writes the previous one.
 
     Parsing is pure Python; the database drivers release the GIL while the database works, so
@@ -446,10 +572,12 @@ def _write_in_units(
                     if progress is not None:
                         progress(parsed.bytes_read, size)
                     # A full unit is written before the next batch is taken (one batch
-                    # less in memory while the server works).
-                    parsed = None if unit.staged >= limit else next(it, done)
-                    if parsed is None:
+                    # less in memory while the server works); this batch is let go first.
+                    parsed = None
+                    del found
+                    if unit.staged >= limit:
                         break
+                    parsed = next(it, done)
                 result = unit.finish()
             # Committed: count it, and report its rejects merged with the repeats found.
             report.imported += result.imported

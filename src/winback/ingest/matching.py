@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection
@@ -30,6 +29,7 @@ from winback.ingest import fields
 from winback.ingest.fields import FieldError
 from winback.ingest.importer import BatchResult, Context, Kind, Reject
 from winback.ingest.readers import Record, show_value
+from winback.ingest.readers import record as make_record
 from winback.store.schema import contacts
 
 MODES = ("id", "email")
@@ -59,14 +59,11 @@ def wrap(kind: Kind, columns: list[str], mapping: Mapping[str, str], mode: str) 
     return kind
 
 
-@dataclass(slots=True)
-class Matched:
-    """A parsed row of the wrapped kind, its address, and whether it finds its contact by
-    that address (else by its customer id)."""
-
-    row: Any
-    email: str | None
-    by_email: bool
+#: A parsed row of the wrapped kind, its address, and whether it finds its contact by that
+#: address (else by its customer id). A plain tuple: batches of them are pickled from the
+#: parser process to the writer (:func:`winback.ingest.importer._parsed_apart`), where a
+#: tuple costs a fifth of an object with attributes.
+Matched = tuple[Any, str | None, bool]
 
 
 class EmailMatched:
@@ -83,6 +80,7 @@ class EmailMatched:
         self.creates_contacts = inner.name != "contacts"  # contacts rows create their own
         if hasattr(inner, "unit"):
             self.unit = self._unit
+        self.parse_apart: bool = getattr(inner, "parse_apart", False)
 
     def bind(self, columns: list[str], index: dict[str, int], ctx: Context) -> None:
         self.i_email = index.get("email")
@@ -133,11 +131,11 @@ class EmailMatched:
             values.insert(self.width, email)
         elif given is None:
             values[self.i_customer] = email
-        parsed = self.inner.parse(Record(record.line, values, record.problem))
+        parsed = self.inner.parse(make_record(record.line, values))
         if isinstance(parsed, Reject):
             return parsed
         by_email = email is not None and (self.mode == "email" or given is None)
-        return Matched(parsed, email, by_email)
+        return (parsed, email, by_email)
 
     def write(self, conn: Connection, batch: list[Any], ctx: Context) -> BatchResult:
         return self.inner.write(conn, self.resolve(conn, batch, ctx), ctx)
@@ -151,42 +149,47 @@ class EmailMatched:
         ids found on the way go to the orders writer (``ctx.extra["contact_ids"]``, the key
         a row carries -> contacts.id), which then looks up only the customers it does not
         know. A file without a customer id column keys every row by its address already
-        (see :meth:`bind`): on SQLite its orders go to the writer as they are, with the
-        contact ids keyed by address, instead of each row being rebuilt with its customer id."""
+        (see :meth:`bind`): its orders go to the writer as they are, with the contact ids
+        keyed by address (and on PostgreSQL the customer ids, for the orders it stages),
+        instead of each row being rebuilt with its customer id."""
         by_address = self.i_customer is None  # every row: by_email, keyed by its address
-        in_order: dict[str, None] = dict.fromkeys(
-            m.email for m in batch if m.email is not None and (by_address or m.by_email)
-        )
-        emails = sorted(in_order)
+        if by_address:
+            in_order: dict[str | None, None] = dict.fromkeys(m[1] for m in batch)
+            in_order.pop(None, None)
+        else:
+            in_order = dict.fromkeys(m[1] for m in batch if m[1] is not None and m[2])
+        emails: list[str] = sorted(in_order)  # type: ignore[arg-type]
         found = _owners(conn, emails)
         owner = {email: customer for email, (customer, _id) in found.items()}
         if self.creates_contacts:
             # New customers get their address, whether the row is matched by it or not.
             if by_address:
-                new = {e: e for e in in_order if e not in owner}
+                new = {e: e for e in in_order if e is not None and e not in owner}
             else:
                 new = {
-                    _customer_of(m.row): m.email
-                    for m in batch
-                    if m.email is not None and not (m.by_email and m.email in owner)
+                    _customer_of(row): email
+                    for row, email, by_email in batch
+                    if email is not None and not (by_email and email in owner)
                 }
             for customer in _known(conn, list(new)):
                 del new[customer]
             if new:
                 _create(conn, new, ctx)
-                created = _owners(conn, sorted({e for e in new.values() if e in emails}))
+                created = _owners(conn, sorted({e for e in new.values() if e in in_order}))
                 found.update(created)
                 owner.update({email: customer for email, (customer, _id) in created.items()})
+        if self.name == "orders" and by_address:
+            ctx.extra["contact_ids"] = {email: id_ for email, (_c, id_) in found.items()}
+            if ctx.dialect.postgres:  # for the orders it stages instead of copying
+                ctx.extra["customer_ids"] = owner
+            return [m[0] for m in batch]
         if self.name == "orders" and ctx.dialect.name == "sqlite":
-            if by_address:
-                ctx.extra["contact_ids"] = {email: id_ for email, (_c, id_) in found.items()}
-                return [m.row for m in batch]
             ctx.extra["contact_ids"] = dict(found.values())
         rows: list[Any] = []
         append = rows.append
-        for m in batch:
-            cid = owner.get(m.email) if m.by_email and m.email is not None else None
-            append(m.row if cid is None else _with_customer(m.row, cid))
+        for row, email, by_email in batch:
+            cid = owner.get(email) if by_email and email is not None else None
+            append(row if cid is None else _with_customer(row, cid))
         return rows
 
 

@@ -33,6 +33,7 @@ from winback.ingest.importer import (
 from winback.ingest.readers import Record, show_value
 from winback.store import activity
 from winback.store.purchases import ORDER_STATUSES, PAID
+from winback.store.schema import orders
 
 #: A staged order: (line, order_id, customer_id, ordered_at, amount, currency, items, coupon,
 #: status, refunded).
@@ -108,6 +109,8 @@ class TimestampCache:
 
 class Orders:
     name = "orders"
+    #: Parsing keeps no state the writer needs: it may run in a parser process.
+    parse_apart = True
     canonical: tuple[str, ...] = (
         "order_id",
         "customer_id",
@@ -334,7 +337,10 @@ class PostgresOrders:
         self.conn = conn
         self.cur = raw.cursor()
         self.ctx = ctx
-        self.staged = 0
+        self.staged = 0  # orders of the unit (copied straight or staged)
+        self.in_stage = 0  # of which in the staging table
+        self.copied = 0  # of which copied straight into ``orders`` (:meth:`_copy`)
+        self.before: int | None = None  # the highest ``orders.id`` before the first copy
         # Sorting the unit by line and grouping it by contact fit in memory instead of spilling.
         self.cur.execute("SET LOCAL work_mem = '128MB'")
         # The staging table's estimates make the planner compile these one-off statements
@@ -343,20 +349,69 @@ class PostgresOrders:
         bulk.pg_stage_open(self.cur, "wb_stage_orders")
 
     def add(self, batch: list[OrderRow]) -> list[Reject]:
-        """Stage ``batch`` (file order); returns the repeats within it (rejected)."""
+        """Copy or stage ``batch`` (file order); returns the repeats within it (rejected).
+
+        A batch whose every row comes with its contact id (``ctx.extra["contact_ids"]``,
+        the key a row carries -> contacts.id: rows matched by address) is first copied
+        straight into ``orders`` (:meth:`_copy`); otherwise, or when one of its orders is
+        stored already, it is staged, keyed by customer id
+        (``ctx.extra["customer_ids"]``)."""
         result = BatchResult()
         rows, _first_line = result.keep_first(batch, _duplicate)
+        ids: dict[str, int] | None = self.ctx.extra.pop("contact_ids", None)
+        customers: dict[str, str] = self.ctx.extra.pop("customer_ids", None) or {}
         if rows:
-            bulk.pg_stage_append(self.cur, "wb_stage_orders", rows)
+            if ids is not None and self._copy(rows, ids):
+                self.copied += len(rows)
+            else:
+                if customers:
+                    rows = [_with_customer(r, customers.get(r[2])) for r in rows]
+                bulk.pg_stage_append(self.cur, "wb_stage_orders", rows)
+                self.in_stage += len(rows)
             self.staged += len(rows)
         return result.rejects
 
+    def _copy(self, rows: list[OrderRow], ids: dict[str, int]) -> bool:
+        """``COPY`` ``rows`` straight into ``orders`` under a savepoint, as the raw driver
+        would: no staging table, no ``INSERT ... SELECT``, and the server writes while the
+        next batch is parsed. False (nothing written): a row's contact is unknown, or an
+        order is stored already (the unique index stops the copy; from then on this import
+        stages every batch, which tells repeats and duplicates apart)."""
+        ctx, cur = self.ctx, self.cur
+        if not ctx.extra.get("orders_copy", True) or not ids.keys() >= {r[2] for r in rows}:
+            return False
+        if self.before is None:
+            cur.execute("SELECT coalesce(max(id), 0) FROM orders")
+            self.before = int(cur.fetchone()[0])
+        import_id = ctx.import_id
+        cur.execute("SAVEPOINT wb_orders_copy")
+        try:
+            with cur.copy(bulk.PG_COPY_ORDERS) as copy:
+                write = copy.write_row
+                for r in rows:
+                    write((r[1], ids[r[2]], r[3], r[4], r[5], r[6], r[7], r[8], r[9], import_id))
+        except psycopg.errors.UniqueViolation:
+            cur.execute("ROLLBACK TO SAVEPOINT wb_orders_copy")
+            ctx.extra["orders_copy"] = False
+            return False
+        cur.execute("RELEASE SAVEPOINT wb_orders_copy")
+        return True
+
     def finish(self) -> BatchResult:
-        """Write the staged orders; the caller commits."""
+        """Write the staged orders and advance the contacts of the unit's orders; the caller
+        commits. The copied orders are all new: their contacts are advanced first, from the
+        orders of this import above :attr:`before`, before the staged ones are inserted."""
         result = BatchResult()
-        if not self.staged:
-            return result
         cur, ctx = self.cur, self.ctx
+        if self.copied:
+            o = orders.c
+            copied = select(o.contact_id, o.ordered_at, o.amount, o.status, o.refunded).where(
+                o.id > self.before, o.import_id == ctx.import_id
+            )
+            activity.apply_orders(self.conn, copied, now=ctx.now)
+            result.imported = self.copied
+        if not self.in_stage:
+            return result
         cur.execute("ANALYZE wb_stage_orders")  # temp tables get no statistics otherwise
         ctx.report.contacts_created += bulk.create_missing_contacts(
             cur, ctx.dialect, "wb_stage_orders", "ordered_at", ctx.now
@@ -367,13 +422,20 @@ class PostgresOrders:
             for line, order_id, first in repeats
         ]
         result.duplicates = duplicates
-        result.imported = self.staged - len(repeats) - duplicates
+        result.imported += self.in_stage - len(repeats) - duplicates
         if duplicates and ctx.extra.get("order_changes"):
             changed = bulk.pg_update_orders(cur, ctx.import_id)
             if changed:
                 activity.recount_orders(self.conn, {cid for cid in changed}, now=ctx.now)
                 ctx.report.orders_updated += len(changed)
         return result
+
+
+def _with_customer(row: OrderRow, customer_id: str | None) -> OrderRow:
+    """``row`` keyed by ``customer_id`` (unchanged when None: a customer still unknown)."""
+    if customer_id is None:
+        return row
+    return (row[0], row[1], customer_id, *row[3:])
 
 
 def _write_sqlite(conn: Connection, cur: Any, rows: list[OrderRow], ctx: Context) -> list[str]:

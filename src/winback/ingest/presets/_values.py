@@ -15,6 +15,8 @@ def timestamp(text: str) -> str:
     ``2024-01-15 10:22:33-05:00``, ``... UTC`` becomes ``...+00:00``; anything else is left
     for the canonical parser to accept or reject."""
     text = text.strip()
+    if len(text) == 25 and text[19] == " " and text[20] in "+-" and text[21:25].isdigit():
+        return text[:19] + text[20:23] + ":" + text[23:]  # Shopify's form, the common case
     m = _SPACED_OFFSET.match(text)
     if m:
         offset = m.group(2)

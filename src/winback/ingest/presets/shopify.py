@@ -21,6 +21,7 @@ from winback.ingest.fields import ItemsJson
 from winback.ingest.presets import Columns, cell
 from winback.ingest.presets._values import phone, timestamp, yes_no
 from winback.ingest.readers import Record
+from winback.ingest.readers import record as make_record
 
 #: Shopify's ``Financial Status`` as our order status (``Cancelled at`` set: cancelled).
 FINANCIAL_STATUS = {
@@ -165,6 +166,11 @@ def _item_json(name: str, sku: str, qty: str, price: str) -> str | None:
     encoded; None: the row has no item."""
     if not (name or sku):
         return None
+    if name and sku and qty.isdigit() and price:  # every cell: one format, the common case
+        return (
+            f'{{"name": {_quoted(name)}, "sku": {_quoted(sku)}, "quantity": {int(qty)}, '
+            f'"price": {_quoted(price)}}}'
+        )
     text = '{"name": ' + _quoted(name)
     if sku:
         text += ', "sku": ' + _quoted(sku)
@@ -178,7 +184,7 @@ def _item_json(name: str, sku: str, qty: str, price: str) -> str | None:
 def _done(line: int, order: list[Any]) -> Record:
     items = order[5]
     order[5] = ItemsJson("[" + ", ".join(items) + "]") if items else ""
-    return Record(line, order)
+    return make_record(line, order)
 
 
 def orders(cols: Columns, records: Iterator[Record]) -> tuple[list[str], Iterator[Record]]:
