@@ -21,6 +21,7 @@ import json
 import sqlite3
 from collections.abc import Callable, Mapping
 from typing import Any
+from urllib.parse import quote
 
 from sqlalchemy import Connection
 from sqlalchemy.dialects import postgresql, sqlite
@@ -131,7 +132,7 @@ class EmailMatched:
         if self.store is None:
             assert self.store_path is not None
             self.store = sqlite3.connect(
-                f"file:{self.store_path}?mode=ro", uri=True, timeout=10, isolation_level=None
+                f"file:{quote(self.store_path)}?mode=ro", uri=True, timeout=10, isolation_level=None
             )
         in_order = dict.fromkeys(m[1] for m in batch)
         in_order.pop(None, None)
@@ -199,7 +200,10 @@ class EmailMatched:
         know. A file without a customer id column keys every row by its address already
         (see :meth:`bind`): its orders go to the writer as they are, with the contact ids
         keyed by address (and on PostgreSQL the customer ids, for the orders it stages),
-        instead of each row being rebuilt with its customer id."""
+        instead of each row being rebuilt with its customer id. What the parser process
+        found for the batch (``ctx.extra["resolved_apart"]``, see :meth:`_resolve_apart`)
+        is taken as found while ``ctx.store_version`` says no other connection has written
+        since the import began; only the other addresses are then looked up here."""
         by_address = self.i_customer is None  # every row: by_email, keyed by its address
         resolved: Resolved | None = ctx.extra.pop("resolved_apart", None)
         if resolved is not None and not (
