@@ -9,6 +9,7 @@ import subprocess
 import sys
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import Table, func, insert, select
@@ -142,3 +143,135 @@ def test_an_import_matched_by_email_merges_and_reports(
     assert profile["attributes"]["last_name"] == "Rossi"
     shown = winback(workspace, "contacts", "show", "ann@example.com", "--json")
     assert json.loads(shown.stdout)["customer_id"] == "a1"
+
+
+def _orders_by_address() -> Any:
+    """An orders kind matched by address, as a file with an email and no customer id."""
+    from winback.ingest.matching import EmailMatched
+    from winback.ingest.orders import Orders
+
+    return EmailMatched(Orders())
+
+
+def test_the_parser_process_finds_stored_addresses_and_the_writer_uses_them(
+    sqlite_workspace: Workspace, tmp_path: Path
+) -> None:
+    """SQLite, orders keyed by address: the parser process sends the contact ids of the
+    addresses the store has (the oldest contact of an address, never an erased one) with
+    its batches; an address first seen in this import still lands on one contact."""
+    from winback.ingest import importer
+
+    ws = sqlite_workspace.replace(
+        settings=sqlite_workspace.settings.model_copy(update={"import_batch_size": 2})
+    )
+    people = tmp_path / "people.csv"
+    people.write_text(
+        "customer_id,email\na1,ann@example.com\na2,ANN@example.com\ngone,gone@example.com\n",
+        "utf-8",
+    )
+    ws.imports.contacts(people, progress=None)
+    with ws.engine.connect() as conn:
+        ids = dict(conn.execute(select(contacts.c.customer_id, contacts.c.id)).all())
+    with ws.engine.begin() as conn:
+        conn.execute(
+            contacts.update()
+            .where(contacts.c.customer_id == "gone")
+            .values(erased_at=ws.clock.now())
+        )
+    resolved: list[Any] = []
+
+    class Recorded(type(_orders_by_address())):  # type: ignore[misc]
+        def write(self, conn: Any, batch: list[Any], ctx: Any) -> Any:
+            sent = ctx.extra.get("resolved_apart")
+            resolved.append(None if sent is None else (dict(sent[0]), list(sent[1])))
+            return super().write(conn, batch, ctx)
+
+    from winback.ingest.orders import Orders
+
+    kind = Recorded(Orders())
+    sales = tmp_path / "sales.csv"
+    sales.write_text(
+        "order_id,email,ordered_at,amount\n"
+        "o1,Ann@Example.com,2024-01-01,10\n"
+        "o2,new@example.com,2024-01-02,20\n"
+        "o3,gone@example.com,2024-01-03,30\n"
+        "o4,ann@example.com,2024-01-04,40\n"
+        + "".join(f"o{i},new@example.com,2024-02-01,1\n" for i in range(5, 13)),
+        "utf-8",
+    )
+    report = importer.run(ws.engine, ws.settings, ws.clock, kind, sales)
+    assert (report.imported, report.rejected) == (12, 0)
+    assert resolved[0] == ({"ann@example.com": ids["a1"]}, ["new@example.com"])
+    assert resolved[1] == ({"ann@example.com": ids["a1"]}, ["gone@example.com"])
+    with ws.engine.connect() as conn:
+        owners = dict(
+            conn.execute(
+                select(orders.c.order_id, contacts.c.customer_id).join(
+                    contacts, contacts.c.id == orders.c.contact_id
+                )
+            ).all()
+        )
+    assert owners["o1"] == owners["o4"] == "a1"
+    assert owners["o2"] == "new@example.com"
+    assert {owners[f"o{i}"] for i in range(5, 13)} == {"new@example.com"}
+    assert owners["o3"] == "gone@example.com"  # not the erased contact
+    assert count(ws, contacts, email="new@example.com") == 1
+
+
+def test_the_writer_ignores_the_parser_process_after_another_write(
+    sqlite_workspace: Workspace, tmp_path: Path
+) -> None:
+    """What the parser process found is used while no other connection has written to the
+    store since the import began; after such a write (here: the contact erased) the writer
+    looks every address up itself, as an import without the parser process does."""
+    import sqlite3
+
+    from winback.ingest.bulk import Dialect
+    from winback.ingest.importer import Context, StoreVersion, sqlite_file
+    from winback.ingest.readers import record
+    from winback.ingest.report import ImportReport
+
+    ws = sqlite_workspace
+    people = tmp_path / "people.csv"
+    people.write_text("customer_id,email\na1,ann@example.com\n", "utf-8")
+    ws.imports.contacts(people, progress=None)
+    with ws.engine.connect() as conn:
+        a1 = conn.execute(select(contacts.c.id)).scalar_one()
+    ctx = Context(
+        dialect=Dialect("sqlite"),
+        tz=ws.settings.tz,
+        currency="EUR",
+        import_id=0,
+        now=ws.clock.now(),
+        source="test",
+        report=ImportReport(kind="orders", source="test"),
+        store_path=sqlite_file(ws.engine),
+    )
+    kind = _orders_by_address()
+    columns = ["order_id", "email", "ordered_at", "amount"]
+    kind.bind(columns, {c: i for i, c in enumerate(columns)}, ctx)
+    assert kind.resolve_apart is not None
+    batch = [kind.parse(record(2, ["o1", "ann@example.com", "2024-01-01", "10"]))]
+    with ws.engine.connect() as conn:
+        ctx.store_version = StoreVersion(conn)
+    found = kind.resolve_apart(batch)
+    assert found == ({"ann@example.com": a1}, [])
+
+    ctx.extra["resolved_apart"] = ({"ann@example.com": 999_999}, [])  # taken as sent
+    with ws.engine.begin() as conn:
+        kind.resolve(conn, batch, ctx)
+    assert ctx.extra.pop("contact_ids") == {"ann@example.com": 999_999}
+
+    other = sqlite3.connect(str(ctx.store_path))
+    with other:
+        other.execute("UPDATE contacts SET erased_at = '2024-01-01', email = NULL")
+    other.close()
+    ctx.extra["resolved_apart"] = found
+    with ws.engine.begin() as conn:
+        kind.resolve(conn, batch, ctx)
+        ids = ctx.extra.pop("contact_ids")
+    assert a1 not in ids.values() and set(ids) == {"ann@example.com"}
+    ctx.extra["resolved_apart"] = found  # and for good: later batches too
+    with ws.engine.begin() as conn:
+        kind.resolve(conn, batch, ctx)
+        assert ctx.extra.pop("contact_ids")["ann@example.com"] == ids["ann@example.com"]

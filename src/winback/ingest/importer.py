@@ -81,6 +81,48 @@ def required_field(field: str, value: Any, reason: str, shown: Any) -> Any:
     return value
 
 
+class StoreVersion:
+    """SQLite: whether a writer's connection has seen a commit of another connection since
+    a point in time (``PRAGMA data_version``: unchanged by the connection's own commits).
+
+    What a parser process read from the store before a batch is what the writer would read
+    while writing it, apart from the writer's own commits, as long as no other connection
+    committed in between: :meth:`unchanged` (read inside the writer's transaction, which
+    holds the write lock) tells, and once it has said no it says no for good."""
+
+    def __init__(self, conn: Connection) -> None:
+        raw = conn.connection.driver_connection
+        assert raw is not None
+        self.raw: Any = raw
+        self.version: int | None = _data_version(raw)
+
+    def unchanged(self, conn: Connection) -> bool:
+        raw = conn.connection.driver_connection
+        if self.version is None or raw is not self.raw or _data_version(raw) != self.version:
+            self.version = None
+            return False
+        return True
+
+
+def _data_version(raw: Any) -> int:
+    cur = raw.cursor()
+    try:
+        cur.execute("PRAGMA data_version")
+        return int(cur.fetchone()[0])
+    finally:
+        cur.close()
+
+
+def sqlite_file(engine: Engine) -> str | None:
+    """The SQLite store's file, or None (PostgreSQL, an in-memory store)."""
+    if engine.dialect.name != "sqlite":
+        return None
+    database = engine.url.database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    return database
+
+
 @dataclass
 class Context:
     """What a batch writer needs to know about the import it belongs to."""
@@ -93,6 +135,11 @@ class Context:
     source: str
     report: ImportReport
     extra: dict[str, Any] = field(default_factory=dict)
+    #: SQLite: the store's file (None: PostgreSQL, or a store without a file), which a
+    #: parser process may read (see :class:`StoreVersion`).
+    store_path: str | None = None
+    #: SQLite: what the store looked like to the writer before the parser process started.
+    store_version: StoreVersion | None = None
 
 
 @dataclass
@@ -249,8 +296,13 @@ def run(
             now=now,
             source=label,
             report=report,
+            store_path=sqlite_file(engine),
         )
         kind.bind(reader.columns, index, ctx)
+        if ctx.store_path is not None and getattr(kind, "resolve_apart", None) is not None:
+            # Before the parser process starts: its reads of the store come after this.
+            with engine.connect() as conn:
+                ctx.store_version = StoreVersion(conn)
         try:
             with closing(_parsed_batches(reader, kind, settings.import_batch_size)) as batches:
                 if ctx.dialect.postgres and hasattr(kind, "unit"):
@@ -269,6 +321,7 @@ def run(
                         report.read += parsed.read
                         found = list(parsed.rejects)
                         if parsed.rows:
+                            ctx.extra["resolved_apart"] = parsed.resolved
                             found.extend(_flush(engine, kind, parsed.rows, ctx))
                         for reject in sorted(found, key=lambda r: r.line):  # in file order
                             _reject(rejects, reject)
@@ -310,6 +363,9 @@ class ParsedBatch:
     rejects: list[Reject]
     read: int
     bytes_read: int
+    #: What the parser process found in the store for these rows (the kind's
+    #: ``resolve_apart``; None: nothing, the writer looks everything up).
+    resolved: Any = None
 
     def add(self, record: Record, kind: Kind) -> None:
         """Parse one record into a row or a reject."""
@@ -353,10 +409,13 @@ def _parsed_apart(reader: Reader, kind: Kind, size: int) -> Generator[ParsedBatc
     soon as the writer takes the previous one: at most the batch being written here and, in
     the child, one being sent, one waiting and one being parsed, whatever the file size.
     Once the file is read the child sends the reader's final description and filter count
-    (:func:`_reader_state`), which are set on ``reader`` here. The child never touches the
-    store: the objects that exist at the fork are frozen out of its garbage collector, so
-    that no database connection of this process is finalised there, and it leaves with
-    ``os._exit`` (no exit handlers, no second flush of this process's output buffers)."""
+    (:func:`_reader_state`), which are set on ``reader`` here. The child never uses this
+    process's connections: the objects that exist at the fork are frozen out of its garbage
+    collector, so that no database connection of this process is finalised there, and it
+    leaves with ``os._exit`` (no exit handlers, no second flush of this process's output
+    buffers). A kind with ``resolve_apart`` (SQLite) reads the store there through a
+    read-only connection of its own, and each batch carries what it found
+    (:attr:`ParsedBatch.resolved`)."""
     context = multiprocessing.get_context("fork")
     receiver, sender = context.Pipe(duplex=False)
     for stream in (sys.stdout, sys.stderr):
@@ -417,6 +476,7 @@ def _parse_apart(reader: Reader, kind: Kind, size: int, sender: Any) -> None:
         handoff = _Handoff()
         worker = threading.Thread(target=_produce, args=(reader, kind, size, handoff), daemon=True)
         worker.start()
+        resolve = getattr(kind, "resolve_apart", None)
         while True:
             item = handoff.queue.get()
             if item is _DONE:
@@ -425,6 +485,11 @@ def _parse_apart(reader: Reader, kind: Kind, size: int, sender: Any) -> None:
             if isinstance(item, BaseException):
                 sender.send(("error", _picklable(item)))
                 break
+            if resolve is not None and item.rows:
+                try:
+                    item.resolved = resolve(item.rows)
+                except Exception:  # the store could not be read: the writer looks them up
+                    item.resolved = None
             sender.send(("batch", item))
     except BaseException:  # the writer went away (broken pipe) or the child was interrupted
         code = 1

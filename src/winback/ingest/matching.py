@@ -18,8 +18,10 @@ matching (same deduplication, counts and contact attributes).
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import sqlite3
+from collections.abc import Callable, Mapping
 from typing import Any
+from urllib.parse import quote
 
 from sqlalchemy import Connection
 from sqlalchemy.dialects import postgresql, sqlite
@@ -65,6 +67,17 @@ def wrap(kind: Kind, columns: list[str], mapping: Mapping[str, str], mode: str) 
 #: tuple costs a fifth of an object with attributes.
 Matched = tuple[Any, str | None, bool]
 
+#: What the parser process found for a batch keyed by address (:meth:`EmailMatched.resolve_apart`):
+#: ``address -> contacts.id`` of the addresses it found, and the others, sorted.
+Resolved = tuple[dict[str, int], list[str]]
+
+#: The contacts that have these addresses (a JSON array), newest first: the oldest contact of
+#: an address comes last and stays in a dict built from the rows.
+SQLITE_OWNERS = (
+    "SELECT c.email, c.customer_id, c.id FROM contacts c WHERE c.email IN "
+    "(SELECT value FROM json_each(?)) AND c.erased_at IS NULL ORDER BY c.id DESC"
+)
+
 
 class EmailMatched:
     """A file kind whose rows are matched to contacts by email (see the module docstring)."""
@@ -81,6 +94,8 @@ class EmailMatched:
         if hasattr(inner, "unit"):
             self.unit = self._unit
         self.parse_apart: bool = getattr(inner, "parse_apart", False)
+        self.resolve_apart: Callable[[list[Matched]], Resolved] | None = None
+        self.store: sqlite3.Connection | None = None  # the parser process's, read-only
 
     def bind(self, columns: list[str], index: dict[str, int], ctx: Context) -> None:
         self.i_email = index.get("email")
@@ -99,6 +114,40 @@ class EmailMatched:
         if self.inner.name != "contacts":
             inner_index.pop("email", None)
         self.inner.bind(columns, inner_index, ctx)
+        self.store_path = ctx.store_path
+        keyed_by_address = self.i_customer is None
+        if self.name == "orders" and keyed_by_address and self.parse_apart and self.store_path:
+            self.resolve_apart = self._resolve_apart
+        else:
+            self.resolve_apart = None
+
+    def _resolve_apart(self, batch: list[Matched]) -> Resolved:
+        """In the parser process (SQLite, orders keyed by address): the contact ids of the
+        batch's addresses that the store has, read through a read-only connection of its
+        own (WAL: it neither waits for the writer nor blocks it), by the same rule as
+        :func:`_owners`; and the addresses it does not have yet (new ones, or made by a
+        batch of this import not yet committed), which the writer looks up. The writer uses
+        what is found only while no other connection has written to the store (see
+        :class:`~winback.ingest.importer.StoreVersion`)."""
+        if self.store is None:
+            assert self.store_path is not None
+            self.store = sqlite3.connect(
+                f"file:{quote(self.store_path)}?mode=ro", uri=True, timeout=10, isolation_level=None
+            )
+        in_order = dict.fromkeys(m[1] for m in batch)
+        in_order.pop(None, None)
+        emails: list[str] = sorted(in_order)  # type: ignore[arg-type]
+        rows = self.store.execute(SQLITE_OWNERS, (json.dumps(emails),)).fetchall()
+        ids = {e: i for e, _c, i in rows}
+        found: dict[str, int] = {}
+        missing: list[str] = []
+        for email in emails:  # keyed by the rows' own strings: pickled once with them
+            i = ids.get(email)
+            if i is None:
+                missing.append(email)
+            else:
+                found[email] = i
+        return found, missing
 
     def parse(self, record: Record) -> Matched | Reject:
         v = record.values
@@ -151,10 +200,21 @@ class EmailMatched:
         know. A file without a customer id column keys every row by its address already
         (see :meth:`bind`): its orders go to the writer as they are, with the contact ids
         keyed by address (and on PostgreSQL the customer ids, for the orders it stages),
-        instead of each row being rebuilt with its customer id."""
+        instead of each row being rebuilt with its customer id. What the parser process
+        found for the batch (``ctx.extra["resolved_apart"]``, see :meth:`_resolve_apart`)
+        is taken as found while ``ctx.store_version`` says no other connection has written
+        since the import began; only the other addresses are then looked up here."""
         by_address = self.i_customer is None  # every row: by_email, keyed by its address
-        if by_address:
-            in_order: dict[str | None, None] = dict.fromkeys(m[1] for m in batch)
+        resolved: Resolved | None = ctx.extra.pop("resolved_apart", None)
+        if resolved is not None and not (
+            ctx.store_version is not None and ctx.store_version.unchanged(conn)
+        ):
+            resolved = None  # another connection wrote since: look every address up here
+        if resolved is not None:
+            # Found by the parser process; only the others are looked up (and created).
+            in_order: dict[str | None, None] = dict.fromkeys(resolved[1])
+        elif by_address:
+            in_order = dict.fromkeys(m[1] for m in batch)
             in_order.pop(None, None)
         else:
             in_order = dict.fromkeys(m[1] for m in batch if m[1] is not None and m[2])
@@ -179,7 +239,9 @@ class EmailMatched:
                 found.update(created)
                 owner.update({email: customer for email, (customer, _id) in created.items()})
         if self.name == "orders" and by_address:
-            ctx.extra["contact_ids"] = {email: id_ for email, (_c, id_) in found.items()}
+            ids = resolved[0] if resolved is not None else {}
+            ids.update({email: id_ for email, (_c, id_) in found.items()})
+            ctx.extra["contact_ids"] = ids
             if ctx.dialect.postgres:  # for the orders it stages instead of copying
                 ctx.extra["customer_ids"] = owner
             return [m[0] for m in batch]
@@ -251,8 +313,7 @@ def _owners(conn: Connection, emails: list[str]) -> dict[str, tuple[str, int]]:
     # Newest first: the oldest contact of an address comes last, and stays in the dict.
     rows = _rows(
         conn,
-        "SELECT c.email, c.customer_id, c.id FROM contacts c WHERE c.email IN "
-        "(SELECT value FROM json_each(?)) AND c.erased_at IS NULL ORDER BY c.id DESC",
+        SQLITE_OWNERS,
         "SELECT c.email, c.customer_id, c.id FROM contacts c WHERE c.email = ANY(%s) "
         "AND c.erased_at IS NULL ORDER BY c.id DESC",
         emails,
