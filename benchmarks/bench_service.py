@@ -429,6 +429,21 @@ def _stored(url: str) -> tuple[float, int]:
         engine.dispose()
 
 
+def _post(
+    conn: http.client.HTTPConnection, port: int, path: str, body: str, headers: dict[str, str]
+) -> tuple[http.client.HTTPConnection, str]:
+    """POST over a keep-alive connection; the connection to use next (a new one after a
+    failure) and the status, or the failure's name."""
+    try:
+        conn.request("POST", path, body, headers)
+        response = conn.getresponse()
+        response.read()
+        return conn, str(response.status)
+    except OSError as exc:
+        conn.close()
+        return http.client.HTTPConnection("127.0.0.1", port, timeout=60), type(exc).__name__
+
+
 class PacedClient(threading.Thread):
     """One keep-alive connection sending batches on a fixed schedule: request ``i`` of
     connection ``k`` is due at ``start + (i * connections + k) / rate``. A late request is sent
@@ -476,15 +491,7 @@ class PacedClient(threading.Thread):
                 time.sleep(wait)
             else:
                 self.late += 1
-            try:
-                conn.request("POST", "/api/v1/events/batch", body, self.headers)
-                response = conn.getresponse()
-                response.read()
-                status = str(response.status)
-            except OSError as exc:
-                status = type(exc).__name__
-                conn.close()
-                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+            conn, status = _post(conn, self.port, "/api/v1/events/batch", body, self.headers)
             self.latencies.append(time.monotonic() - due)
             self.statuses[status] = self.statuses.get(status, 0) + 1
             i += 1
@@ -613,15 +620,7 @@ class Unsubscriber(threading.Thread):
             if self.stop.wait(max(0.0, due - time.monotonic())):
                 break
             began = time.perf_counter()
-            try:
-                conn.request("POST", path, body, headers)
-                response = conn.getresponse()
-                response.read()
-                status = str(response.status)
-            except OSError as exc:
-                status = type(exc).__name__
-                conn.close()
-                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+            conn, status = _post(conn, self.port, path, body, headers)
             self.latencies.append(time.perf_counter() - began)
             self.statuses[status] = self.statuses.get(status, 0) + 1
         conn.close()

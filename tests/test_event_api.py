@@ -775,7 +775,7 @@ def test_the_applier_takes_at_least_min_apply_events_a_transaction(
     sizes: list[int] = []
     write = intake._write
 
-    def counted(conn: Any, items: list[EventIn], pacer: Pacer | None = None) -> None:
+    def counted(conn: Any, items: list[EventIn], pacer: Pacer) -> None:
         sizes.append(len(items))
         write(conn, items, pacer)
 
@@ -805,7 +805,7 @@ def test_the_applier_catches_up_with_longer_slices_while_a_backlog_waits(
     sizes: list[tuple[int, bool]] = []
     write = intake._write
 
-    def counted(conn: Any, items: list[EventIn], pacer: Pacer | None = None) -> None:
+    def counted(conn: Any, items: list[EventIn], pacer: Pacer) -> None:
         sizes.append((len(items), pacer is intake.catch_up))
         write(conn, items, pacer)
 

@@ -354,7 +354,7 @@ class EventIntake:
     def _apply_alone(self, conn: Connection, entry: Entry) -> int:
         try:
             items = _dated(entry)
-            retry_transient(lambda: self._write(conn, items))
+            retry_transient(lambda: self._write(conn, items, self.pacer))
         except StoreBusy:
             raise
         except _DATA_ERRORS as error:
@@ -364,14 +364,14 @@ class EventIntake:
         self.applied += entry.events
         return entry.events
 
-    def _write(self, conn: Connection, items: list[EventIn], pacer: Pacer | None = None) -> None:
+    def _write(self, conn: Connection, items: list[EventIn], pacer: Pacer) -> None:
         """One write transaction. The pacer learns from the time it held the store's write
         lock (from ``BEGIN`` to the commit), not from the wait for it: a wait behind another
         writer's slice (an engine pass) says nothing of how many events fit in the budget."""
         with conn.begin():
             locked = time.perf_counter()
             self._delivery.ingest(items, conn=conn, now=self._delivery.clock.now())
-        (pacer or self.pacer).record("events", len(items), time.perf_counter() - locked)
+        pacer.record("events", len(items), time.perf_counter() - locked)
 
     def _reject(self, entry: Entry, error: BaseException) -> None:
         reason = _reason(error)

@@ -364,8 +364,11 @@ class PostgresOrders:
             if ids is not None and self._copy(rows, ids):
                 self.copied += len(rows)
             else:
-                if customers:
-                    rows = [_with_customer(r, customers.get(r[2])) for r in rows]
+                if customers:  # keyed by customer id where the address has one
+                    rows = [
+                        r if (c := customers.get(r[2])) is None else (r[0], r[1], c, *r[3:])
+                        for r in rows
+                    ]
                 bulk.pg_stage_append(self.cur, "wb_stage_orders", rows)
                 self.in_stage += len(rows)
             self.staged += len(rows)
@@ -429,13 +432,6 @@ class PostgresOrders:
                 activity.recount_orders(self.conn, {cid for cid in changed}, now=ctx.now)
                 ctx.report.orders_updated += len(changed)
         return result
-
-
-def _with_customer(row: OrderRow, customer_id: str | None) -> OrderRow:
-    """``row`` keyed by ``customer_id`` (unchanged when None: a customer still unknown)."""
-    if customer_id is None:
-        return row
-    return (row[0], row[1], customer_id, *row[3:])
 
 
 def _write_sqlite(conn: Connection, cur: Any, rows: list[OrderRow], ctx: Context) -> list[str]:

@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from winback.flows.status import EngineStatus
 
@@ -331,7 +331,7 @@ class ApplierStatus:
     """Where the event journal is applied, as ``GET /healthz`` reports it: ``process``
     (a child of the server), ``thread`` (a thread of the server) or ``none``."""
 
-    where: str = "thread"
+    where: Literal["process", "thread"] = "thread"
     running: bool = True
     starts: int = 0
     consecutive_failures: int = 0

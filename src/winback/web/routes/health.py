@@ -9,6 +9,7 @@ accepted events wait in the journal."""
 
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import asdict
 from datetime import datetime
 from typing import Literal
@@ -90,10 +91,10 @@ def _events(request: Request, workspace: WorkspaceDep) -> EventsPublic:
     backlog: int | None
     try:
         backlog = workspace.delivery.event_intake.journal.waiting()
-    except Exception:  # the journal's lock is briefly held: the figure is not worth a wait
+    except sqlite3.Error:  # the journal could not be read now: no figure rather than a wait
         backlog = None
     return EventsPublic(
-        applier="process" if applier.where == "process" else "thread",
+        applier=applier.where,
         running=applier.running,
         healthy=applier.healthy,
         backlog_events=backlog,
