@@ -634,3 +634,87 @@ def test_a_failed_write_stops_the_parser_process(
         importer.run(ws.engine, ws.settings, ws.clock, kind, path)
     assert len(kind.written) == importer.FIRST_BATCH  # the first batch only
     assert multiprocessing.active_children() == []
+
+
+def test_a_sqlite_import_writes_on_one_connection_with_its_cache_and_checkpoints_apart(
+    sqlite_workspace: Workspace, tmp_path: Path
+) -> None:
+    """Every batch commits on one held connection with the import's page cache
+    (``import_cache_mb``) and the raised WAL autocheckpoint (the WAL is checkpointed by a
+    thread of its own meanwhile); afterwards the connection has its settings back and the
+    WAL has been copied into the database file."""
+    from sqlalchemy import event
+
+    from winback.store.slices import PASS_WAL_PAGES
+
+    ws = small_batches(sqlite_workspace, 10)
+    ws = ws.replace(settings=ws.settings.model_copy(update={"import_cache_mb": 48}))
+    path = write(
+        tmp_path / "orders.csv",
+        HEADER + "".join(f"o{i},c{i % 7},2024-01-01,1,,,\n" for i in range(95)),
+    )
+    seen: list[tuple[int, int, int]] = []
+
+    def on_commit(conn: Any) -> None:
+        raw = conn.connection.driver_connection
+        seen.append(
+            (
+                id(raw),
+                raw.execute("PRAGMA cache_size").fetchone()[0],
+                raw.execute("PRAGMA wal_autocheckpoint").fetchone()[0],
+            )
+        )
+
+    event.listen(ws.engine, "commit", on_commit)
+    try:
+        report = ws.imports.orders(path)
+    finally:
+        event.remove(ws.engine, "commit", on_commit)
+    assert report.imported == 95
+    batches = [s for s in seen if s[1:] == (-48 * 1024, PASS_WAL_PAGES)]
+    assert len(batches) >= 10 and len({s[0] for s in batches}) == 1
+    with ws.engine.connect() as conn:
+        raw = conn.connection.driver_connection
+        assert raw is not None
+        assert raw.execute("PRAGMA cache_size").fetchone()[0] == -65536
+        assert raw.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 1000
+        busy, log, done = raw.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    assert busy == 0 and log == done
+
+
+def test_the_wal_checkpointer_copies_committed_frames_while_a_writer_goes_on(
+    tmp_path: Path,
+) -> None:
+    """A writer with automatic checkpoints off leaves its commits in the WAL (the database
+    file does not grow); the checkpointer's thread copies them into the file."""
+    import sqlite3
+    import time
+
+    from winback.store.slices import WalCheckpointer
+
+    path = tmp_path / "store.db"
+    writer = sqlite3.connect(path, isolation_level=None)
+    writer.execute("PRAGMA journal_mode=WAL")
+    writer.execute("PRAGMA wal_autocheckpoint=0")
+    writer.execute("CREATE TABLE t (x TEXT)")
+    writer.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    empty = path.stat().st_size
+    for _ in range(5):
+        writer.execute("BEGIN IMMEDIATE")
+        writer.executemany("INSERT INTO t VALUES (?)", [("x" * 500,)] * 400)
+        writer.execute("COMMIT")
+    assert path.stat().st_size == empty  # all of it still in the WAL
+    checkpointer = WalCheckpointer(str(path), every=0.01).start()
+    try:
+        deadline = time.monotonic() + 10
+        while path.stat().st_size <= empty and time.monotonic() < deadline:
+            time.sleep(0.01)
+        writer.execute("BEGIN IMMEDIATE")  # a writer may go on meanwhile
+        writer.execute("INSERT INTO t VALUES ('y')")
+        writer.execute("COMMIT")
+    finally:
+        checkpointer.stop()
+    assert path.stat().st_size > 5 * 400 * 500
+    assert checkpointer.rounds >= 1
+    assert writer.execute("SELECT count(*) FROM t").fetchone()[0] == 2001
+    writer.close()

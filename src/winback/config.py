@@ -94,12 +94,21 @@ class Settings(BaseModel):
         "batches into units of `import_commit_rows`.",
     )
     import_commit_rows: int = Field(
-        1_000_000,
+        5_000_000,
         ge=1,
         description="PostgreSQL: rows of an orders import committed together. The batches "
-        "of a unit are streamed into a staging table one by one (client memory does not grow "
-        "with it) and written by one statement, which updates each contact once per unit "
-        "instead of once per batch; a failed unit is rolled back whole.",
+        "of a unit are streamed into the store one by one (client memory does not grow "
+        "with it) and their contacts updated once per unit instead of once per batch; a "
+        "failed unit is rolled back whole. Smaller: contacts locked for less time at the end "
+        "of each unit, more contact updates.",
+    )
+    import_cache_mb: int = Field(
+        512,
+        ge=2,
+        description="SQLite page cache (MiB) of the connection while it imports. Each batch "
+        "changes a page of every index ordered otherwise than the file for most of its rows; "
+        "with a cache smaller than those pages, SQLite spills and re-reads them. Memory is "
+        "only taken as pages are used, and given back after the import.",
     )
     flow_batch_size: int = Field(
         50_000,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import gc
 import heapq
+import itertools
 import json
 import multiprocessing
 import os
@@ -43,6 +44,7 @@ from winback.ingest.rejects import RejectWriter, reject_path
 from winback.ingest.report import ImportReport
 from winback.ports import ByteProgress
 from winback.store.schema import imports
+from winback.store.slices import held_connection
 
 Progress = ByteProgress
 
@@ -317,18 +319,9 @@ def run(
                         reader.size,
                     )
                 else:
-                    for parsed in batches:
-                        report.read += parsed.read
-                        found = list(parsed.rejects)
-                        if parsed.rows:
-                            ctx.extra["resolved_apart"] = parsed.resolved
-                            found.extend(_flush(engine, kind, parsed.rows, ctx))
-                        for reject in sorted(found, key=lambda r: r.line):  # in file order
-                            _reject(rejects, reject)
-                        rejects.flush()
-                        if progress is not None:
-                            progress(parsed.bytes_read, reader.size)
-                        del parsed, found  # let this batch go before the next one arrives
+                    _write_in_batches(
+                        engine, settings, kind, batches, ctx, rejects, progress, reader.size
+                    )
         finally:
             rejects.close()
         if progress is not None:
@@ -585,9 +578,49 @@ def _produce(reader: Reader, kind: Kind, size: int, handoff: _Handoff) -> None:
         handoff.put(exc)
 
 
-def _flush(engine: Engine, kind: Kind, batch: list[Any], ctx: Context) -> list[Reject]:
+def _write_in_batches(
+    engine: Engine,
+    settings: Settings,
+    kind: Kind,
+    batches: Iterator[ParsedBatch],
+    ctx: Context,
+    rejects: RejectWriter,
+    progress: Progress | None,
+    size: int,
+) -> None:
+    """Write each batch in a transaction of its own, all on one connection. On SQLite that
+    connection has a page cache of ``import_cache_mb`` for the import, and the WAL is
+    checkpointed by a thread of its own while the next batch is written
+    (:func:`~winback.store.slices.held_connection`).
+
+    The first batch is taken before that thread starts: taking it forks the parser process
+    (:func:`_parsed_apart`), which reads the store through SQLite too, and a fork while
+    another thread is inside SQLite would leave the child with that thread's locks (SQLite
+    keeps them per process) held for good."""
+    it = iter(batches)
+    first = next(it, None)
+    if first is None:
+        return
+    batches = itertools.chain((first,), it)
+    del first  # held by the chain until written, then let go as every batch is
+    with held_connection(engine, cache_mb=settings.import_cache_mb, checkpoint_apart=True) as conn:
+        for parsed in batches:
+            ctx.report.read += parsed.read
+            found = list(parsed.rejects)
+            if parsed.rows:
+                ctx.extra["resolved_apart"] = parsed.resolved
+                found.extend(_flush(conn, kind, parsed.rows, ctx))
+            for reject in sorted(found, key=lambda r: r.line):  # in file order
+                _reject(rejects, reject)
+            rejects.flush()
+            if progress is not None:
+                progress(parsed.bytes_read, size)
+            del parsed, found  # let this batch go before the next one arrives
+
+
+def _flush(conn: Connection, kind: Kind, batch: list[Any], ctx: Context) -> list[Reject]:
     """Write one batch in its own transaction; returns the rows rejected while writing."""
-    with engine.begin() as conn:
+    with conn.begin():
         result = kind.write(conn, batch, ctx)
     ctx.report.imported += result.imported
     ctx.report.duplicates += result.duplicates
