@@ -636,13 +636,13 @@ def test_a_failed_write_stops_the_parser_process(
     assert multiprocessing.active_children() == []
 
 
-def test_a_sqlite_import_writes_on_one_connection_with_its_cache_and_checkpoints_apart(
+def test_a_sqlite_import_writes_on_one_connection_with_its_cache_and_one_checkpoint(
     sqlite_workspace: Workspace, tmp_path: Path
 ) -> None:
     """Every batch commits on one held connection with the import's page cache
-    (``import_cache_mb``) and the raised WAL autocheckpoint (the WAL is checkpointed by a
-    thread of its own meanwhile); afterwards the connection has its settings back and the
-    WAL has been copied into the database file."""
+    (``import_cache_mb``) and the raised WAL autocheckpoint (no checkpoint after each
+    batch); afterwards the connection has its settings back and the WAL has been copied
+    into the database file."""
     from sqlalchemy import event
 
     from winback.store.slices import PASS_WAL_PAGES
@@ -680,41 +680,3 @@ def test_a_sqlite_import_writes_on_one_connection_with_its_cache_and_checkpoints
         assert raw.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 1000
         busy, log, done = raw.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
     assert busy == 0 and log == done
-
-
-def test_the_wal_checkpointer_copies_committed_frames_while_a_writer_goes_on(
-    tmp_path: Path,
-) -> None:
-    """A writer with automatic checkpoints off leaves its commits in the WAL (the database
-    file does not grow); the checkpointer's thread copies them into the file."""
-    import sqlite3
-    import time
-
-    from winback.store.slices import WalCheckpointer
-
-    path = tmp_path / "store.db"
-    writer = sqlite3.connect(path, isolation_level=None)
-    writer.execute("PRAGMA journal_mode=WAL")
-    writer.execute("PRAGMA wal_autocheckpoint=0")
-    writer.execute("CREATE TABLE t (x TEXT)")
-    writer.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    empty = path.stat().st_size
-    for _ in range(5):
-        writer.execute("BEGIN IMMEDIATE")
-        writer.executemany("INSERT INTO t VALUES (?)", [("x" * 500,)] * 400)
-        writer.execute("COMMIT")
-    assert path.stat().st_size == empty  # all of it still in the WAL
-    checkpointer = WalCheckpointer(str(path), every=0.01).start()
-    try:
-        deadline = time.monotonic() + 10
-        while path.stat().st_size <= empty and time.monotonic() < deadline:
-            time.sleep(0.01)
-        writer.execute("BEGIN IMMEDIATE")  # a writer may go on meanwhile
-        writer.execute("INSERT INTO t VALUES ('y')")
-        writer.execute("COMMIT")
-    finally:
-        checkpointer.stop()
-    assert path.stat().st_size > 5 * 400 * 500
-    assert checkpointer.rounds >= 1
-    assert writer.execute("SELECT count(*) FROM t").fetchone()[0] == 2001
-    writer.close()

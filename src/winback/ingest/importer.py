@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import gc
 import heapq
-import itertools
 import json
 import multiprocessing
 import os
@@ -589,21 +588,12 @@ def _write_in_batches(
     size: int,
 ) -> None:
     """Write each batch in a transaction of its own, all on one connection. On SQLite that
-    connection has a page cache of ``import_cache_mb`` for the import, and the WAL is
-    checkpointed by a thread of its own while the next batch is written
-    (:func:`~winback.store.slices.held_connection`).
-
-    The first batch is taken before that thread starts: taking it forks the parser process
-    (:func:`_parsed_apart`), which reads the store through SQLite too, and a fork while
-    another thread is inside SQLite would leave the child with that thread's locks (SQLite
-    keeps them per process) held for good."""
-    it = iter(batches)
-    first = next(it, None)
-    if first is None:
-        return
-    batches = itertools.chain((first,), it)
-    del first  # held by the chain until written, then let go as every batch is
-    with held_connection(engine, cache_mb=settings.import_cache_mb, checkpoint_apart=True) as conn:
+    connection has a page cache of ``import_cache_mb`` for the import, and checkpoints the
+    WAL once it holds :data:`~winback.store.slices.PASS_WAL_PAGES` instead of after every
+    batch (:func:`~winback.store.slices.held_connection`): a batch changes a page of each
+    index not in file order for most of its rows, and those pages were spilled and read
+    again within the batch, then copied into the database file after each commit."""
+    with held_connection(engine, cache_mb=settings.import_cache_mb) as conn:
         for parsed in batches:
             ctx.report.read += parsed.read
             found = list(parsed.rejects)

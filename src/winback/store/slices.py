@@ -14,7 +14,6 @@ meet at SQLite's own lock, and the pacer pauses ``gap`` seconds after each slice
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 import time
 from collections.abc import Hashable, Iterator
@@ -109,95 +108,29 @@ class Pacer:
 
 
 @contextmanager
-def held_connection(
-    engine: Engine, *, cache_mb: int | None = None, checkpoint_apart: bool = False
-) -> Iterator[Connection]:
+def held_connection(engine: Engine, *, cache_mb: int | None = None) -> Iterator[Connection]:
     """One connection for the slices of a pass. On SQLite it checkpoints the WAL once, when
     the pass ends, rather than after every slice (:data:`PASS_WAL_PAGES` bounds the WAL
     meanwhile); each slice still commits on its own (a commit in WAL mode is durable once it
-    is in the WAL).
-
-    ``cache_mb`` (SQLite): the connection's page cache meanwhile, restored afterwards.
-    ``checkpoint_apart`` (SQLite): the WAL is checkpointed meanwhile by a thread of its own
-    (:class:`WalCheckpointer`), while this connection writes its next transaction, instead
-    of by this connection after a commit; for a pass whose transactions each change more
-    pages than :data:`PASS_WAL_PAGES` could usefully hold (an import)."""
+    is in the WAL). ``cache_mb`` (SQLite): the connection's page cache meanwhile, restored
+    afterwards."""
     with engine.connect() as conn:
         raw = conn.connection.driver_connection if conn.dialect.name == "sqlite" else None
         before = cache = 0
-        checkpointer: WalCheckpointer | None = None
         if raw is not None:
             before = int(raw.execute("PRAGMA wal_autocheckpoint").fetchone()[0])
             raw.execute(f"PRAGMA wal_autocheckpoint={max(before, PASS_WAL_PAGES)}")
             if cache_mb is not None:
                 cache = int(raw.execute("PRAGMA cache_size").fetchone()[0])
                 raw.execute(f"PRAGMA cache_size={-1024 * int(cache_mb)}")
-            path = engine.url.database
-            if checkpoint_apart and path and path != ":memory:":
-                checkpointer = WalCheckpointer(path).start()
         try:
             yield conn
         finally:
             if conn.in_transaction():
                 conn.rollback()
-            if checkpointer is not None:
-                checkpointer.stop()
             if raw is not None:
                 raw.execute(f"PRAGMA wal_autocheckpoint={before}")
                 if cache_mb is not None:
                     raw.execute(f"PRAGMA cache_size={cache}")
                 # PASSIVE: copies what no reader still needs, never waits for readers.
                 raw.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-
-
-class WalCheckpointer:
-    """SQLite: a thread that checkpoints the store's WAL (``PASSIVE``) through a connection of
-    its own, every :attr:`every` seconds while there are frames to copy.
-
-    A writer whose every transaction changes many pages (an import batch dirties a page of
-    each random index for most of its rows) spends much of its time in the checkpoint that
-    follows each commit: copying those pages into the database file and syncing it. Done
-    here, the copy runs while the writer prepares and writes its next transaction (SQLite
-    lets a checkpoint and one writer work at once; the driver lets go of the interpreter
-    lock while SQLite works). A checkpoint copies only committed frames that no reader still
-    needs and never waits; once all are copied, the writer's next transaction starts the
-    WAL from its beginning again, so it stays about one transaction long. Should the thread
-    fall behind, the writer's own automatic checkpoint (:data:`PASS_WAL_PAGES`) bounds it.
-    Errors (another checkpoint running, the store busy) are skipped until the next round."""
-
-    def __init__(self, path: str, every: float = 0.05) -> None:
-        self.path = path
-        self.every = every
-        self.rounds = 0  # checkpoints that copied frames
-        self._stop = threading.Event()
-        self._thread = threading.Thread(
-            target=self._run, name="winback-wal-checkpoint", daemon=True
-        )
-
-    def start(self) -> WalCheckpointer:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _run(self) -> None:
-        try:
-            store = sqlite3.connect(self.path, timeout=0, isolation_level=None)
-        except sqlite3.Error:
-            return
-        try:
-            last = (0, 0)
-            while not self._stop.wait(self.every):
-                try:
-                    _busy, frames, copied = store.execute(
-                        "PRAGMA wal_checkpoint(PASSIVE)"
-                    ).fetchone()
-                except sqlite3.Error:
-                    continue
-                if copied > 0 and (frames, copied) != last:
-                    self.rounds += 1
-                last = (frames, copied)
-        finally:
-            store.close()
