@@ -524,7 +524,7 @@ def _shopify(
     (export, canonical, orders), (small_export, _small_canonical, _small_orders) = files
     rows, small_rows = sizes
     found: dict[str, Any] = {}
-    runs = [
+    runs: list[tuple[str, int, tuple[str, ...]]] = [
         ("shopify", rows, ("shopify", "--file", str(export))),
         ("rawshop", rows, ("raw", "--file", str(canonical))),
         ("shopsmall", small_rows, ("shopify", "--file", str(small_export))),
