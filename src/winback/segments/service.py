@@ -530,12 +530,9 @@ def _refresh_connection(engine: Engine, *, cache_mb: int) -> Iterator[Connection
     WAL snapshot that another writer has moved on cannot write), and a refresh deletes
     nothing; so the checks could never fail, and skipping them halves the cost of writing a
     stint. PostgreSQL keeps its checks (turning them off needs superuser rights)."""
-    with held_connection(engine) as conn:
+    with held_connection(engine, cache_mb=cache_mb) as conn:
         sqlite = conn.dialect.name == "sqlite"
-        cache = 0
         if sqlite:  # outside a transaction: foreign_keys is a no-op inside one
-            cache = int(_pragma(conn, "PRAGMA cache_size"))
-            _pragma(conn, f"PRAGMA cache_size={-1024 * int(cache_mb)}")
             _pragma(conn, "PRAGMA foreign_keys=OFF")
         try:
             yield conn
@@ -544,7 +541,6 @@ def _refresh_connection(engine: Engine, *, cache_mb: int) -> Iterator[Connection
                 conn.rollback()
             if sqlite:
                 _pragma(conn, "PRAGMA foreign_keys=ON")
-                _pragma(conn, f"PRAGMA cache_size={cache}")
 
 
 def _lock(conn: Connection, stopping: Callable[[], bool]) -> tuple[bool, bool]:
