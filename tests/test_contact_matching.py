@@ -179,12 +179,15 @@ def test_the_parser_process_finds_stored_addresses_and_the_writer_uses_them(
             .values(erased_at=ws.clock.now())
         )
     resolved: list[Any] = []
+    trusted: list[bool] = []  # whether the writer took what the parser process found
 
     class Recorded(type(_orders_by_address())):  # type: ignore[misc]
         def write(self, conn: Any, batch: list[Any], ctx: Any) -> Any:
             sent = ctx.extra.get("resolved_apart")
             resolved.append(None if sent is None else (dict(sent[0]), list(sent[1])))
-            return super().write(conn, batch, ctx)
+            result = super().write(conn, batch, ctx)
+            trusted.append(ctx.store_version is not None and ctx.store_version.version is not None)
+            return result
 
     from winback.ingest.orders import Orders
 
@@ -203,6 +206,7 @@ def test_the_parser_process_finds_stored_addresses_and_the_writer_uses_them(
     assert (report.imported, report.rejected) == (12, 0)
     assert resolved[0] == ({"ann@example.com": ids["a1"]}, ["new@example.com"])
     assert resolved[1] == ({"ann@example.com": ids["a1"]}, ["gone@example.com"])
+    assert trusted and all(trusted)  # no other connection wrote: used for every batch
     with ws.engine.connect() as conn:
         owners = dict(
             conn.execute(

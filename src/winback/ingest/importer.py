@@ -300,10 +300,6 @@ def run(
             store_path=sqlite_file(engine),
         )
         kind.bind(reader.columns, index, ctx)
-        if ctx.store_path is not None and getattr(kind, "resolve_apart", None) is not None:
-            # Before the parser process starts: its reads of the store come after this.
-            with engine.connect() as conn:
-                ctx.store_version = StoreVersion(conn)
         try:
             with closing(_parsed_batches(reader, kind, settings.import_batch_size)) as batches:
                 if ctx.dialect.postgres and hasattr(kind, "unit"):
@@ -594,6 +590,10 @@ def _write_in_batches(
     index not in file order for most of its rows, and those pages were spilled and read
     again within the batch, then copied into the database file after each commit."""
     with held_connection(engine, cache_mb=settings.import_cache_mb) as conn:
+        if ctx.store_path is not None and getattr(kind, "resolve_apart", None) is not None:
+            # On the connection that writes every batch, before the first batch is taken:
+            # taking it starts the parser process, whose reads of the store come after this.
+            ctx.store_version = StoreVersion(conn)
         for parsed in batches:
             ctx.report.read += parsed.read
             found = list(parsed.rejects)

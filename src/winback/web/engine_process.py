@@ -329,7 +329,7 @@ APPLIER_UNHEALTHY_AFTER = 3
 @dataclass(slots=True)
 class ApplierStatus:
     """Where the event journal is applied, as ``GET /healthz`` reports it: ``process``
-    (a child of the server), ``thread`` (a thread of the server) or ``none``."""
+    (a child of the server) or ``thread`` (a thread of the server)."""
 
     where: Literal["process", "thread"] = "thread"
     running: bool = True
